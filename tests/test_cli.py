@@ -1,0 +1,34 @@
+import json
+
+from rlhf_lab.cli import main
+
+
+def test_info_reports_versions_device_cache_and_offline_models(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("RLHF_LAB_CACHE", str(tmp_path))
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["device"] == "cpu"
+    assert info["cache_dir"] == str(tmp_path)
+    assert info["torch"].startswith("2.")
+    smol = info["offline_models"]["smollm2-135m"]
+    assert smol["installed"] is True and smol["cached"] is False
+    assert smol["hub_id"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_generate_prints_one_reply_per_prompt(capsys):
+    assert main(["generate", "--model", "tiny", "--n", "3", "--max-new-tokens", "4", "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert len(records) == 3
+    assert all(r["model"] == "tiny" and r["prompt"] and isinstance(r["response"], str) for r in records)
+
+
+def test_generate_with_own_prompts_in_text_form(capsys):
+    assert main(["generate", "--model", "tiny", "--prompt", "Hello there?", "--prompt", "Why?", "--max-new-tokens", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("[1] Hello there?\n  → ") and "[2] Why?\n  → " in out
+
+
+def test_unknown_model_is_a_clean_error_not_a_traceback(capsys):
+    assert main(["generate", "--model", "no-such-model"]) == 2
+    err = capsys.readouterr().err
+    assert "error: Unknown model 'no-such-model'" in err and "smollm2-135m" in err
