@@ -11,6 +11,7 @@ with a pad token distinct from EOS (PPO checklist, item 1).
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import logging
@@ -120,9 +121,12 @@ def offline_model_path(spec: OfflineModel) -> Path:
     return path
 
 
-def _cache_key(gguf: Path) -> dict:
-    stat = gguf.stat()
-    return {"format": _CACHE_FORMAT, "source": str(gguf), "size": stat.st_size, "mtime": int(stat.st_mtime)}
+def _cache_key(spec: OfflineModel, gguf: Path) -> dict:
+    """What identifies the converted copy: the package version and the GGUF file, not where it is installed
+    (several virtual environments share one cache)."""
+    return {"format": _CACHE_FORMAT, "package": spec.pip_name.split("==")[0],
+            "version": importlib.metadata.version(spec.pip_name.split("==")[0]), "file": gguf.name,
+            "size": gguf.stat().st_size}
 
 
 def _cached_copy(alias: str, spec: OfflineModel) -> Path:
@@ -130,7 +134,7 @@ def _cached_copy(alias: str, spec: OfflineModel) -> Path:
     gguf = offline_model_path(spec)
     target = cache_dir() / "models" / alias
     marker = target / "rlhf_lab_cache.json"
-    key = _cache_key(gguf)
+    key = _cache_key(spec, gguf)
     if marker.is_file():
         try:
             if json.loads(marker.read_text()) == key:
@@ -204,7 +208,7 @@ def _cached_tokenizer(alias: str) -> Path:
     """A directory holding the tokenizer of an offline model: the model's cache if built, else a tokenizer-only copy."""
     spec = OFFLINE_MODELS[alias]
     gguf = offline_model_path(spec)
-    key = _cache_key(gguf)
+    key = _cache_key(spec, gguf)
     for target in (cache_dir() / "models" / alias, cache_dir() / "tokenizers" / alias):
         marker = target / "rlhf_lab_cache.json"
         try:

@@ -98,7 +98,7 @@ def test_offline_cache_is_built_once_and_a_corrupt_one_is_rebuilt(tmp_path, monk
     model, tok = load_policy("smollm2-135m", device="cpu")
     target = tmp_path / "models" / "smollm2-135m"
     marker = json.loads((target / "rlhf_lab_cache.json").read_text())
-    assert marker["source"].endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert marker["file"] == "SmolLM2-135M-Instruct.Q4_1.gguf" and marker["version"] == "0.1.2"
     weights = target / "model.safetensors"
     reference = model.lm_head.weight[:3, :5].clone()
     with open(weights, "r+b") as f:  # a crash mid-copy: a truncated weights file behind a valid marker
