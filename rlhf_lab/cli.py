@@ -10,6 +10,7 @@ import os
 import platform
 import sys
 
+from .feedback_cli import add_feedback_commands
 from .models import DEFAULT_POLICY, KNOWN_ALIASES, OFFLINE_MODELS, ModelNotAvailableError, cache_dir, default_device
 
 
@@ -97,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     gen.add_argument("--json", action="store_true", help="print the replies as JSON records")
     gen.set_defaults(func=cmd_generate)
+
+    add_feedback_commands(sub)
     return parser
 
 

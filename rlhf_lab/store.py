@@ -1,0 +1,578 @@
+"""The feedback store: every judgment a learner (or a simulated annotator) makes, committed at once.
+
+A store is a database named by a path (an SQLite file the learner can copy) or by a SQLAlchemy URL
+(`sqlite:///...`, `postgresql://...`). Tables:
+
+    responses        one model reply: prompt, text, model, iteration, sampling settings (JSON), eos
+    items            one prompt + the responses to judge together; kind pairwise | rating | ranking
+    item_responses   which responses an item shows, in display order (A, B, ...)
+    judgments        who, when, kind, what (item or response), the answer (JSON) and a free-text comment
+    schema_version   one row; `MIGRATIONS` upgrades an older store when it is opened
+
+One transaction per judgment. On SQLite the store runs in WAL mode with a busy timeout and takes the write lock at
+the start of each write (`BEGIN IMMEDIATE`), so several kernels or processes can record into one file at once.
+Every `record_*` validates inside its transaction: bad input raises a `ValueError` that says how to fix it, and
+nothing is written. An annotator judges an item (or thumbs/flags a response) once; `undo_last` removes their latest
+judgment and `replace=True` swaps an existing one in the same transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import numbers
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError
+
+SCHEMA_VERSION = 1
+ITEM_KINDS = ("pairwise", "rating", "ranking")
+CHOICES = ("A", "B", "tie", "both_bad")
+FLAGS = ("harmful", "biased", "off_topic", "factually_wrong", "other")
+MIGRATIONS: dict = {}
+"""from-version -> function(connection) that upgrades the schema by one version (none yet: version 1 is the first)."""
+
+metadata = sa.MetaData()
+responses_t = sa.Table(
+    "responses", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("prompt", sa.Text, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("iteration", sa.Integer, nullable=False),
+    sa.Column("sampling", sa.Text, nullable=False),
+    sa.Column("eos", sa.Boolean, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+items_t = sa.Table(
+    "items", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("prompt", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+item_responses_t = sa.Table(
+    "item_responses", metadata,
+    sa.Column("item_id", sa.Integer, sa.ForeignKey("items.id"), primary_key=True),
+    sa.Column("position", sa.Integer, primary_key=True),
+    sa.Column("response_id", sa.Integer, sa.ForeignKey("responses.id"), nullable=False),
+)
+judgments_t = sa.Table(
+    "judgments", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("annotator", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("item_id", sa.Integer, sa.ForeignKey("items.id"), nullable=True),
+    sa.Column("response_id", sa.Integer, sa.ForeignKey("responses.id"), nullable=True),
+    sa.Column("target", sa.String(64), nullable=False),  # "item:7", "thumbs:12", "flags:12": one judgment each
+    sa.Column("answer", sa.Text, nullable=False),
+    sa.Column("comment", sa.Text, nullable=False, default=""),
+    sa.UniqueConstraint("annotator", "target", name="one_judgment_per_target"),
+)
+schema_version_t = sa.Table("schema_version", metadata, sa.Column("version", sa.Integer, nullable=False))
+
+
+@dataclass
+class Response:
+    """One model reply and what produced it."""
+
+    id: int
+    prompt: str
+    text: str
+    model: str
+    iteration: int
+    sampling: dict = field(default_factory=dict)
+    eos: bool | None = None
+
+
+@dataclass
+class Item:
+    """One prompt and the responses judged together (pairwise: A then B)."""
+
+    id: int
+    kind: str
+    prompt: str
+    responses: list[Response]
+
+    @property
+    def iteration(self) -> int:
+        """The newest iteration among the item's responses."""
+        return max(r.iteration for r in self.responses)
+
+    @property
+    def model(self) -> str:
+        """The model(s) that wrote the responses, comma-joined when they differ."""
+        return ",".join(sorted({r.model for r in self.responses}))
+
+
+def _url(where: str | Path) -> str:
+    """A SQLAlchemy URL for a path (parent folders created), `:memory:` or a URL given as is."""
+    where = str(where)
+    if where == ":memory:":
+        return "sqlite://"
+    if "://" in where:
+        return where
+    path = Path(where).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+class FeedbackStore:
+    """A durable store of responses, items and judgments. See the module docstring."""
+
+    def __init__(self, where: str | Path = "runs/feedback.db", busy_timeout_s: float = 60.0):
+        self.url = _url(where)
+        kwargs = {}
+        if self.url == "sqlite://":
+            kwargs = {"poolclass": sa.pool.StaticPool, "connect_args": {"check_same_thread": False}}
+        self.engine = sa.create_engine(self.url, **kwargs)
+        if self.engine.dialect.name == "sqlite":
+            self._configure_sqlite(busy_timeout_s)
+        self._init_schema()
+
+    # ---- plumbing: connections, transactions, schema -------------------------------------------------------------
+    def _configure_sqlite(self, busy_timeout_s: float) -> None:
+        """WAL + busy timeout on every connection; we issue BEGIN ourselves (IMMEDIATE for writes)."""
+
+        @event.listens_for(self.engine, "connect")
+        def _on_connect(dbapi_conn, _record):
+            dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" event below open transactions
+            cur = dbapi_conn.cursor()
+            cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA foreign_keys = ON")
+            cur.close()
+
+        @event.listens_for(self.engine, "begin")
+        def _on_begin(conn):
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
+
+    @contextlib.contextmanager
+    def _write(self):
+        """One write transaction: committed on success, rolled back (nothing written) on any exception."""
+        with self.engine.connect() as conn:
+            conn.execution_options(write=True)
+            with conn.begin():
+                yield conn
+
+    @contextlib.contextmanager
+    def _read(self):
+        with self.engine.connect() as conn:
+            with conn.begin():
+                yield conn
+
+    def _init_schema(self) -> None:
+        with self._write() as conn:
+            metadata.create_all(conn)
+            version = conn.execute(sa.select(schema_version_t.c.version)).scalar()
+            if version is None:
+                conn.execute(schema_version_t.insert().values(version=SCHEMA_VERSION))
+                return
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(f"{self.url} has schema version {version}; this rlhf-lab reads up to "
+                                   f"{SCHEMA_VERSION}. Upgrade rlhf-lab to open it.")
+            while version < SCHEMA_VERSION:
+                MIGRATIONS[version](conn)
+                version += 1
+                conn.execute(schema_version_t.update().values(version=version))
+
+    @property
+    def schema_version(self) -> int:
+        with self._read() as conn:
+            return conn.execute(sa.select(schema_version_t.c.version)).scalar_one()
+
+    def close(self) -> None:
+        """Release the database connections (the store can be reopened with the same path)."""
+        self.engine.dispose()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"FeedbackStore({self.url!r})"
+
+    # ---- responses and items --------------------------------------------------------------------------------------
+    def add_responses(self, records: list[dict]) -> list[int]:
+        """Add replies (dicts with prompt, response, model, iteration, sampling, optional eos); returns their ids."""
+        rows = []
+        for i, r in enumerate(records):
+            missing = {"prompt", "response", "model", "iteration"} - set(r)
+            if missing:
+                raise ValueError(f"record {i} lacks {sorted(missing)}; each record needs prompt, response, model, "
+                                 "iteration (and optionally sampling, eos)")
+            rows.append(dict(prompt=str(r["prompt"]), text=str(r["response"]), model=str(r["model"]),
+                             iteration=int(r["iteration"]), sampling=json.dumps(r.get("sampling") or {}),
+                             eos=None if r.get("eos") is None else bool(r["eos"]), created_at=time.time()))
+        with self._write() as conn:
+            return [conn.execute(responses_t.insert().values(**row)).inserted_primary_key[0] for row in rows]
+
+    def add_item(self, response_ids: list[int], kind: str = "pairwise") -> int:
+        """Group responses to one prompt into an item to judge; returns the item id."""
+        response_ids = [int(r) for r in response_ids]
+        if kind not in ITEM_KINDS:
+            raise ValueError(f"kind must be one of {ITEM_KINDS}, got {kind!r}")
+        k, need = len(response_ids), {"pairwise": "exactly 2", "rating": "1 or more", "ranking": "at least 2"}[kind]
+        if (kind == "pairwise" and k != 2) or (kind == "ranking" and k < 2) or k < 1:
+            raise ValueError(f"a {kind} item needs {need} responses, got {k}")
+        if len(set(response_ids)) != k:
+            raise ValueError(f"response ids repeat in {response_ids}; list each response once")
+        with self._write() as conn:
+            found = self._responses(conn, response_ids)
+            unknown = [r for r in response_ids if r not in found]
+            if unknown:
+                raise ValueError(f"unknown response ids {unknown}; add them with add_responses first")
+            prompts = {found[r].prompt for r in response_ids}
+            if len(prompts) != 1:
+                raise ValueError(f"all responses of an item must answer one prompt, got {len(prompts)} prompts")
+            item_id = conn.execute(items_t.insert().values(kind=kind, prompt=prompts.pop(), created_at=time.time())
+                                   ).inserted_primary_key[0]
+            conn.execute(item_responses_t.insert(), [dict(item_id=item_id, position=i, response_id=r)
+                                                     for i, r in enumerate(response_ids)])
+        return item_id
+
+    def _responses(self, conn, ids=None) -> dict[int, Response]:
+        q = sa.select(responses_t)
+        if ids is not None:
+            q = q.where(responses_t.c.id.in_(list(ids)))
+        return {r.id: Response(r.id, r.prompt, r.text, r.model, r.iteration, json.loads(r.sampling), r.eos)
+                for r in conn.execute(q)}
+
+    def _items(self, conn, where=None) -> list[Item]:
+        q = sa.select(items_t).order_by(items_t.c.id)
+        if where is not None:
+            q = q.where(where)
+        rows = conn.execute(q).all()
+        if not rows:
+            return []
+        links = conn.execute(sa.select(item_responses_t).where(item_responses_t.c.item_id.in_([r.id for r in rows]))
+                             .order_by(item_responses_t.c.item_id, item_responses_t.c.position)).all()
+        resp = self._responses(conn, {link.response_id for link in links})
+        by_item: dict[int, list[Response]] = {}
+        for link in links:
+            by_item.setdefault(link.item_id, []).append(resp[link.response_id])
+        return [Item(r.id, r.kind, r.prompt, by_item[r.id]) for r in rows]
+
+    def get_item(self, item_id: int) -> Item:
+        with self._read() as conn:
+            found = self._items(conn, items_t.c.id == int(item_id))
+        if not found:
+            raise ValueError(f"unknown item id {item_id}; see store.items() for the ids there are")
+        return found[0]
+
+    def get_response(self, response_id: int) -> Response:
+        with self._read() as conn:
+            found = self._responses(conn, [int(response_id)])
+        if not found:
+            raise ValueError(f"unknown response id {response_id}; add it with add_responses first")
+        return found[int(response_id)]
+
+    def items(self, kind: str | None = None, iteration: int | None = None) -> list[Item]:
+        """All items in insertion order, optionally of one kind and/or whose newest response is from `iteration`."""
+        with self._read() as conn:
+            found = self._items(conn, None if kind is None else items_t.c.kind == kind)
+        return [it for it in found if iteration is None or it.iteration == iteration]
+
+    def pending_items(self, annotator: str, kind: str | None = None) -> list[Item]:
+        """Items `annotator` has not judged yet, in insertion order (a restarted kernel resumes here)."""
+        judged = sa.select(judgments_t.c.item_id).where(judgments_t.c.annotator == annotator,
+                                                        judgments_t.c.item_id.is_not(None))
+        where = items_t.c.id.not_in(judged)
+        if kind is not None:
+            where = sa.and_(where, items_t.c.kind == kind)
+        with self._read() as conn:
+            return self._items(conn, where)
+
+    def judged_targets(self, annotator: str) -> set[str]:
+        """What `annotator` has judged, as target keys: "item:7", "thumbs:12", "flags:12"."""
+        with self._read() as conn:
+            return set(conn.execute(sa.select(judgments_t.c.target).where(judgments_t.c.annotator == annotator))
+                       .scalars())
+
+    # ---- judgments ------------------------------------------------------------------------------------------------
+    def _record(self, annotator, kind, answer, *, item_id=None, response_id=None, comment="", replace=False,
+                check=None) -> int:
+        """Validate and insert one judgment in one transaction; `check(item_or_response)` validates the answer."""
+        if not isinstance(annotator, str) or not annotator.strip():
+            raise ValueError("annotator must be a non-empty string such as 'alice' (who made this judgment?)")
+        if not isinstance(comment, str):
+            raise ValueError("comment must be a string (use '' for none)")
+        with self._write() as conn:
+            if item_id is not None:
+                found = self._items(conn, items_t.c.id == int(item_id)) if _is_int(item_id) else []
+                if not found:
+                    raise ValueError(f"unknown item id {item_id!r}; see store.items() or store.pending_items()")
+                target, subject = f"item:{int(item_id)}", found[0]
+            else:
+                found = self._responses(conn, [int(response_id)]) if _is_int(response_id) else {}
+                if not found:
+                    raise ValueError(f"unknown response id {response_id!r}; add it with add_responses first")
+                target, subject = f"{kind}:{int(response_id)}", found[int(response_id)]
+            if check is not None:
+                answer = check(subject) or answer
+            mine = sa.and_(judgments_t.c.annotator == annotator, judgments_t.c.target == target)
+            existing = conn.execute(sa.select(judgments_t.c.id).where(mine)).scalar()
+            if existing is not None and not replace:
+                raise ValueError(f"{annotator!r} already judged {target} (judgment {existing}); call "
+                                 "store.undo_last(annotator) or pass replace=True to change it")
+            if existing is not None:
+                conn.execute(judgments_t.delete().where(judgments_t.c.id == existing))
+            try:
+                return conn.execute(judgments_t.insert().values(
+                    annotator=annotator, created_at=time.time(), kind=kind, target=target, answer=json.dumps(answer),
+                    comment=comment, item_id=None if item_id is None else int(item_id),
+                    response_id=None if response_id is None else int(response_id))).inserted_primary_key[0]
+            except IntegrityError as err:  # a concurrent writer got there first (PostgreSQL without a lock)
+                raise ValueError(f"{annotator!r} already judged {target}; use undo_last or replace=True") from err
+
+    def record_pairwise(self, item_id: int, annotator: str, choice: str, strength: int | None = None,
+                        comment: str = "", replace: bool = False) -> int:
+        """Record a preference between an item's two responses: choice A | B | tie | both_bad, strength None or 1..3."""
+        if choice not in CHOICES:
+            raise ValueError(f"choice must be one of {CHOICES}, got {choice!r}")
+        if strength is not None and not (_is_int(strength) and 1 <= strength <= 3):
+            raise ValueError(f"strength must be None or 1, 2, 3 (slightly, clearly, much better), got {strength!r}")
+
+        def check(item: Item):
+            if len(item.responses) != 2:
+                raise ValueError(f"item {item.id} has {len(item.responses)} responses; pairwise needs 2 "
+                                 "(use record_ranking or record_rating)")
+
+        answer = {"choice": choice, "strength": None if strength is None else int(strength)}
+        return self._record(annotator, "pairwise", answer, item_id=item_id, comment=comment, replace=replace,
+                            check=check)
+
+    def record_rating(self, item_id: int, annotator: str, scores, scale: tuple[int, int] = (1, 7),
+                      comment: str = "", replace: bool = False) -> int:
+        """Record Likert scores on `scale` (inclusive), one per response of the item (an int for a 1-response item)."""
+        lo, hi = scale
+        if not (_is_int(lo) and _is_int(hi) and lo < hi):
+            raise ValueError(f"scale must be two ints (low, high) with low < high, got {scale!r}")
+        scores = [scores] if _is_int(scores) else list(scores)
+
+        def check(item: Item):
+            if len(scores) != len(item.responses):
+                raise ValueError(f"item {item.id} has {len(item.responses)} responses; give one score each, "
+                                 f"got {len(scores)}")
+            bad = [s for s in scores if not (_is_int(s) and lo <= s <= hi)]
+            if bad:
+                raise ValueError(f"scores {bad} are not whole numbers from {lo} to {hi}; pick from the scale")
+
+        answer = {"scores": [int(s) if _is_int(s) else s for s in scores], "scale": [int(lo), int(hi)]}
+        return self._record(annotator, "rating", answer, item_id=item_id, comment=comment, replace=replace,
+                            check=check)
+
+    def record_ranking(self, item_id: int, annotator: str, order: list[int], comment: str = "",
+                       replace: bool = False) -> int:
+        """Record a ranking: `order` lists the item's response ids, best first (a permutation of them)."""
+        order = list(order)
+
+        def check(item: Item):
+            ids = [r.id for r in item.responses]
+            if len(ids) < 2:
+                raise ValueError(f"item {item.id} has one response; rank items with 2 or more (or rate it)")
+            if not all(_is_int(o) for o in order) or sorted(order) != sorted(ids):
+                raise ValueError(f"order must list each of the item's response ids {ids} once, best first; "
+                                 f"got {order}")
+            return {"order": [int(o) for o in order]}
+
+        return self._record(annotator, "ranking", {}, item_id=item_id, comment=comment, replace=replace, check=check)
+
+    def record_thumbs(self, response_id: int, annotator: str, up: bool, comment: str = "",
+                      replace: bool = False) -> int:
+        """Record a thumbs up (True) or down (False) on one response."""
+        if not isinstance(up, bool):
+            raise ValueError(f"up must be True (thumbs up) or False (thumbs down), got {up!r}")
+        return self._record(annotator, "thumbs", {"up": up}, response_id=response_id, comment=comment,
+                            replace=replace)
+
+    def record_flags(self, response_id: int, annotator: str, flags, comment: str = "",
+                     replace: bool = False) -> int:
+        """Record flags (a subset of FLAGS, possibly empty: checked and fine) and a comment on one response."""
+        flags = [flags] if isinstance(flags, str) else list(flags)
+        unknown = [f for f in flags if f not in FLAGS]
+        if unknown or len(set(flags)) != len(flags):
+            raise ValueError(f"flags must be distinct names from {FLAGS}; got {flags}")
+        return self._record(annotator, "flags", {"flags": flags}, response_id=response_id, comment=comment,
+                            replace=replace)
+
+    def undo_last(self, annotator: str) -> int | None:
+        """Delete `annotator`'s most recent judgment; returns its id (None when they have none)."""
+        with self._write() as conn:
+            last = conn.execute(sa.select(sa.func.max(judgments_t.c.id))
+                                .where(judgments_t.c.annotator == annotator)).scalar()
+            if last is not None:
+                conn.execute(judgments_t.delete().where(judgments_t.c.id == last))
+            return last
+
+    # ---- queries ---------------------------------------------------------------------------------------------------
+    def judgments_df(self) -> pd.DataFrame:
+        """One row per judgment: who, when, kind, item, prompt, response ids and texts, answer, iteration, model."""
+        with self._read() as conn:
+            rows = conn.execute(sa.select(judgments_t).order_by(judgments_t.c.id)).all()
+            items = {it.id: it for it in self._items(conn)}
+            resp = self._responses(conn)
+        out = []
+        for j in rows:
+            shown = items[j.item_id].responses if j.item_id is not None else [resp[j.response_id]]
+            out.append(dict(
+                judgment_id=j.id, annotator=j.annotator, timestamp=j.created_at, kind=j.kind, item_id=j.item_id,
+                response_id=j.response_id, prompt=shown[0].prompt, response_ids=[r.id for r in shown],
+                responses=[r.text for r in shown], answer=json.loads(j.answer), comment=j.comment,
+                iteration=max(r.iteration for r in shown), model=",".join(sorted({r.model for r in shown}))))
+        columns = ["judgment_id", "annotator", "timestamp", "kind", "item_id", "response_id", "prompt", "response_ids",
+                   "responses", "answer", "comment", "iteration", "model"]
+        df = pd.DataFrame(out, columns=columns)
+        df["timestamp"] = pd.to_datetime(df["timestamp"].astype(float), unit="s", utc=True)
+        df["item_id"] = df["item_id"].astype("Int64")
+        df["response_id"] = df["response_id"].astype("Int64")
+        return df
+
+    def preference_pairs(self, include_ties: bool = True) -> pd.DataFrame:
+        """Judgments as (chosen, rejected) pairs; see `rlhf_lab.store.judgments_to_pairs`."""
+        with self._read() as conn:
+            rows = conn.execute(sa.select(judgments_t).order_by(judgments_t.c.id)).all()
+            items = {it.id: it for it in self._items(conn)}
+        return judgments_to_pairs(rows, items, include_ties=include_ties)
+
+    def counts(self) -> dict:
+        """Judgment counts by kind, annotator, iteration and pairwise choice, plus the grand total under `total`."""
+        df = self.judgments_df()
+        choices = [a["choice"] for a in df.loc[df["kind"] == "pairwise", "answer"]]
+        return {
+            "total": int(len(df)),
+            "by_kind": {str(k): int(v) for k, v in df["kind"].value_counts().sort_index().items()},
+            "by_annotator": {str(k): int(v) for k, v in df["annotator"].value_counts().sort_index().items()},
+            "by_iteration": {int(k): int(v) for k, v in df["iteration"].value_counts().sort_index().items()},
+            "pairwise_choices": {c: choices.count(c) for c in CHOICES},
+            "responses": self._count(responses_t),
+            "items": self._count(items_t),
+        }
+
+    def _count(self, table) -> int:
+        with self._read() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+
+    # ---- export / import -------------------------------------------------------------------------------------------
+    def export_jsonl(self, path: str | Path, include_ties: bool = False) -> int:
+        """Write preference pairs as JSON lines: prompt, chosen, rejected, margin (when known), and the pair's
+        iteration, model, annotator, tie and source_kind. Ties are left out unless `include_ties` (trainers such as
+        TRL would read a tie as a preference). Returns the number of lines written."""
+        pairs = self.preference_pairs(include_ties=include_ties)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            for p in pairs.itertuples():
+                row = dict(prompt=p.prompt, chosen=p.chosen, rejected=p.rejected)
+                if not math.isnan(p.margin):
+                    row["margin"] = p.margin
+                row.update(tie=bool(p.tie), annotator=p.annotator, iteration=int(p.iteration), model=p.model,
+                           source_kind=p.source_kind)
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        return len(pairs)
+
+    def import_jsonl(self, path: str | Path, annotator: str = "imported", model: str = "imported",
+                     iteration: int = 0) -> int:
+        """Read preference pairs (prompt, chosen, rejected, optional margin/tie/annotator/model/iteration) as pairwise
+        judgments, A = chosen. The whole file is one transaction: a bad line imports nothing. Returns the count."""
+        lines = [json.loads(s) for s in Path(path).read_text(encoding="utf-8").splitlines() if s.strip()]
+        for n, row in enumerate(lines, 1):
+            if not all(isinstance(row.get(k), str) for k in ("prompt", "chosen", "rejected")):
+                raise ValueError(f"{path} line {n}: needs string fields prompt, chosen, rejected")
+        with self._write() as conn:
+            for row in lines:
+                meta = dict(prompt=row["prompt"], model=str(row.get("model", model)), sampling="{}", eos=None,
+                            iteration=int(row.get("iteration", iteration)), created_at=time.time())
+                ids = [conn.execute(responses_t.insert().values(text=row[k], **meta)).inserted_primary_key[0]
+                       for k in ("chosen", "rejected")]
+                item_id = conn.execute(items_t.insert().values(kind="pairwise", prompt=row["prompt"],
+                                                               created_at=time.time())).inserted_primary_key[0]
+                conn.execute(item_responses_t.insert(), [dict(item_id=item_id, position=i, response_id=r)
+                                                         for i, r in enumerate(ids)])
+                answer = {"choice": "tie" if row.get("tie") else "A", "strength": None}
+                if row.get("margin") is not None:
+                    answer["margin"] = float(row["margin"])
+                conn.execute(judgments_t.insert().values(
+                    annotator=str(row.get("annotator", annotator)), created_at=time.time(), kind="pairwise",
+                    item_id=item_id, target=f"item:{item_id}", answer=json.dumps(answer), comment="imported"))
+        return len(lines)
+
+    def export_csv(self, path: str | Path, what: str = "judgments") -> int:
+        """Write all judgments (or, with what="pairs", the preference pairs) as CSV; lists and dicts as JSON."""
+        df = self.judgments_df() if what == "judgments" else self.preference_pairs()
+        for col in ("response_ids", "responses", "answer"):
+            if col in df:
+                df[col] = df[col].map(lambda v: json.dumps(v, ensure_ascii=False))
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(path, index=False)
+        return len(df)
+
+
+PAIR_COLUMNS = ["prompt", "chosen", "rejected", "chosen_id", "rejected_id", "tie", "margin", "annotator", "iteration",
+                "model", "source_kind", "judgment_id"]
+
+
+def judgments_to_pairs(rows, items: dict[int, Item], include_ties: bool = True) -> pd.DataFrame:
+    """Turn judgment rows into preference pairs (the InstructGPT conversion).
+
+    - pairwise A/B: one pair; margin = strength (1..3) or NaN; tie: one pair marked tie with margin 0;
+      both_bad: no pair (it still counts in `counts()`).
+    - ranking of k: all k(k-1)/2 pairs, earlier in the order = chosen; margin NaN (ranks carry no strength).
+    - rating: pairs between every two responses of one prompt rated by one annotator (across items; a response
+      rated twice keeps the latest score); margin = score difference; equal scores make a tie.
+    Thumbs and flags make no pairs.
+    """
+    pairs = []
+
+    def add(a: Response, b: Response, margin: float, tie: bool, j, kind: str):
+        if tie and not include_ties:
+            return
+        pairs.append(dict(prompt=a.prompt, chosen=a.text, rejected=b.text, chosen_id=a.id, rejected_id=b.id,
+                          tie=tie, margin=float(margin), annotator=j.annotator, iteration=max(a.iteration, b.iteration),
+                          model=",".join(sorted({a.model, b.model})), source_kind=kind, judgment_id=j.id))
+
+    rated: dict[tuple[str, str], dict[int, tuple[int, Response, object]]] = {}
+    for j in rows:
+        answer = json.loads(j.answer)
+        if j.kind == "pairwise":
+            a, b = items[j.item_id].responses
+            choice = answer["choice"]
+            if choice in ("A", "B"):
+                margin = answer.get("margin", answer.get("strength"))
+                first, second = (a, b) if choice == "A" else (b, a)
+                add(first, second, math.nan if margin is None else margin, False, j, "pairwise")
+            elif choice == "tie":
+                add(a, b, 0.0, True, j, "pairwise")
+        elif j.kind == "ranking":
+            by_id = {r.id: r for r in items[j.item_id].responses}
+            order = [by_id[i] for i in answer["order"]]
+            for i in range(len(order)):
+                for k in range(i + 1, len(order)):
+                    add(order[i], order[k], math.nan, False, j, "ranking")
+        elif j.kind == "rating":
+            item = items[j.item_id]
+            scores = rated.setdefault((j.annotator, item.prompt), {})
+            for r, s in zip(item.responses, answer["scores"]):
+                scores[r.id] = (s, r, j)
+    for scores in rated.values():
+        entries = sorted(scores.values(), key=lambda e: e[1].id)
+        for i in range(len(entries)):
+            for k in range(i + 1, len(entries)):
+                (sa_, ra, ja), (sb, rb, jb) = entries[i], entries[k]
+                later = ja if ja.id > jb.id else jb
+                first, second = ((ra, rb) if sa_ >= sb else (rb, ra))
+                add(first, second, abs(sa_ - sb), sa_ == sb, later, "rating")
+    df = pd.DataFrame(pairs, columns=PAIR_COLUMNS)
+    return df.astype({"tie": bool, "margin": float})

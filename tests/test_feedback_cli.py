@@ -1,0 +1,107 @@
+"""`rlhf-lab feedback simulate | stats | export`, driven through an argparse parser of our own."""
+
+import argparse
+import importlib.util
+import json
+
+import pandas as pd
+import pytest
+
+from rlhf_lab.feedback_cli import add_feedback_commands, corpus_pairs, feedback_stats, main
+from rlhf_lab.store import FeedbackStore
+
+
+def run(argv):
+    """Parse like `rlhf-lab` does (subparsers + add_feedback_commands) and call the chosen command."""
+    parser = argparse.ArgumentParser(prog="rlhf-lab")
+    add_feedback_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "runs" / "feedback.db"
+    run(["feedback", "simulate", "--store", str(path), "--annotators", "4", "--items", "12", "--seed", "3",
+         "--model", "corpus"])
+    return path
+
+
+def test_simulate_writes_n_times_m_judgments(simulated, capsys):
+    with FeedbackStore(simulated) as store:
+        df = store.judgments_df()
+        assert len(df) == 4 * 12 and set(df["kind"]) == {"pairwise"}
+        assert df.groupby("annotator")["item_id"].nunique().tolist() == [12] * 4  # the same 12 items each
+        assert len(store.items()) == 12 and set(df["model"]) == {"corpus"} and set(df["iteration"]) == {0}
+        assert all(len(set(texts)) == 2 for texts in df["responses"])
+
+
+def test_simulate_is_seeded(tmp_path):
+    answers = []
+    for name in ("a.db", "b.db", "c.db"):
+        seed = "9" if name != "c.db" else "10"
+        run(["feedback", "simulate", "--store", str(tmp_path / name), "--annotators", "3", "--items", "8",
+             "--seed", seed, "--model", "corpus", "--rationality", "1"])
+        with FeedbackStore(tmp_path / name) as store:
+            df = store.judgments_df()
+        answers.append(df[["annotator", "prompt", "responses", "answer"]].to_json())
+    assert answers[0] == answers[1] != answers[2]
+
+
+def test_stats_json(simulated, capsys):
+    run(["feedback", "stats", "--store", str(simulated), "--json"])
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["total"] == 48 and stats["by_kind"] == {"pairwise": 48}
+    assert stats["by_annotator"] == {f"sim-{i}": 12 for i in range(4)} and stats["by_iteration"] == {"0": 48}
+    assert sum(stats["pairwise_choices"].values()) == 48
+    agree = stats["agreement"]
+    assert agree["units"] == 12 and agree["annotators"] == 4
+    assert agree["fleiss_kappa"] is None or -1 <= agree["fleiss_kappa"] <= 1
+    with FeedbackStore(simulated) as store:
+        assert feedback_stats(store)["total"] == 48
+
+
+def test_stats_text(simulated, capsys):
+    run(["feedback", "stats", "--store", str(simulated)])
+    out = capsys.readouterr().out
+    assert "48 judgments" in out and "sim-3: 12" in out and "Fleiss kappa" in out
+
+
+def test_export_jsonl_and_csv(simulated, tmp_path, capsys):
+    out = tmp_path / "prefs.jsonl"
+    run(["feedback", "export", "--store", str(simulated), "--format", "jsonl", "--out", str(out)])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    with FeedbackStore(simulated) as store:
+        pairs = store.preference_pairs(include_ties=False)
+    assert len(rows) == len(pairs) > 0 and f"wrote {len(rows)} preference pairs" in capsys.readouterr().out
+    assert all({"prompt", "chosen", "rejected", "iteration", "model"} <= set(r) for r in rows)
+    run(["feedback", "export", "--store", str(simulated), "--format", "csv"])  # default: next to the store
+    csv = pd.read_csv(simulated.with_suffix(".csv"))
+    assert len(csv) == 48 and {"annotator", "kind", "answer", "iteration", "model"} <= set(csv.columns)
+
+
+def test_main_reports_errors(tmp_path, capsys):
+    assert main(["feedback", "stats", "--store", str(tmp_path / "missing.db")]) == 2
+    assert "no store" in capsys.readouterr().err
+    assert main(["feedback", "simulate", "--store", str(tmp_path / "x.db"), "--items", "0", "--model", "corpus"]) == 2
+    assert main(["feedback", "simulate", "--store", str(tmp_path / "x.db"), "--items", "2", "--annotators", "2",
+                 "--model", "corpus"]) == 0
+
+
+def test_corpus_pairs():
+    triples = corpus_pairs(30, seed=0)
+    assert len(triples) == 30 and triples == corpus_pairs(30, seed=0) != corpus_pairs(30, seed=1)
+    assert all(a != b and len(p.split()) >= 2 for p, a, b in triples)
+    assert len(corpus_pairs(3000, seed=0)) == 3000  # more than the corpus has: prompts repeat
+
+
+@pytest.mark.skipif(importlib.util.find_spec("rlhf_lab.generation") is None, reason="rlhf_lab.generation not there yet")
+def test_simulate_with_the_tiny_model(tmp_path):
+    path = tmp_path / "tiny.db"
+    run(["feedback", "simulate", "--store", str(path), "--annotators", "2", "--items", "2", "--seed", "0",
+         "--model", "tiny", "--max-new-tokens", "8"])
+    with FeedbackStore(path) as store:
+        df = store.judgments_df()
+        assert len(df) == 4 and set(df["model"]) == {"tiny"}
+        response = store.items()[0].responses[0]
+        assert response.sampling["max_new_tokens"] == 8 and response.eos in (True, False)

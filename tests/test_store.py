@@ -1,0 +1,310 @@
+"""The feedback store: round trips, every refusal (nothing written), preference conversion, export/import, schema."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from rlhf_lab import store as store_mod
+from rlhf_lab.store import FLAGS, FeedbackStore, Item
+
+
+def records(prompt="How are you?", texts=("Fine, thanks!", "Go away.", "Great!", "Meh."), model="tiny", iteration=0):
+    return [dict(prompt=prompt, response=t, model=model, iteration=iteration,
+                 sampling={"temperature": 0.7, "max_new_tokens": 32}, eos=i % 2 == 0) for i, t in enumerate(texts)]
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = FeedbackStore(tmp_path / "sub" / "feedback.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def filled(store):
+    ids = store.add_responses(records())
+    return store, ids, {"pair": store.add_item(ids[:2]), "rating": store.add_item(ids[:3], kind="rating"),
+                        "ranking": store.add_item(ids, kind="ranking")}
+
+
+def snapshot(store):
+    return store.judgments_df().drop(columns=["timestamp"]).to_json()
+
+
+def test_path_creates_parent_dirs_and_sqlite_file(tmp_path):
+    path = tmp_path / "a" / "b" / "f.db"
+    with FeedbackStore(path) as s:
+        assert s.url == f"sqlite:///{path}" and s.schema_version == store_mod.SCHEMA_VERSION
+    assert path.is_file()
+    with FeedbackStore(f"sqlite:///{path}") as s:  # the same file named by URL
+        assert s.counts()["total"] == 0
+
+
+def test_wal_mode_and_busy_timeout(store):
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 60000
+
+
+def test_responses_and_items_round_trip(filled):
+    store, ids, items = filled
+    item = store.get_item(items["pair"])
+    assert isinstance(item, Item) and item.kind == "pairwise" and item.prompt == "How are you?"
+    a, b = item.responses
+    assert (a.id, a.text, a.model, a.iteration, a.eos) == (ids[0], "Fine, thanks!", "tiny", 0, True)
+    assert a.sampling == {"temperature": 0.7, "max_new_tokens": 32} and b.eos is False
+    assert item.iteration == 0 and item.model == "tiny"
+    assert [r.id for r in store.get_item(items["ranking"]).responses] == ids
+    assert [it.id for it in store.items()] == [items["pair"], items["rating"], items["ranking"]]
+    assert [it.id for it in store.items(kind="rating")] == [items["rating"]]
+    later = store.add_responses(records(texts=("x y", "z w"), iteration=3))
+    newer = store.add_item(later)
+    assert [it.id for it in store.items(iteration=3)] == [newer]
+
+
+@pytest.mark.parametrize("ids, kind, message", [
+    ([1], "pairwise", "exactly 2"), ([1, 2, 3], "pairwise", "exactly 2"), ([1], "ranking", "at least 2"),
+    ([1, 99], "pairwise", "unknown response"), ([1, 1], "pairwise", "repeat"), ([1, 2], "poll", "kind must be"),
+    ([1, 5], "pairwise", "one prompt"),
+])
+def test_add_item_refusals(store, ids, kind, message):
+    store.add_responses(records())
+    store.add_responses(records(prompt="Other?", texts=("a b",)))
+    with pytest.raises(ValueError, match=message):
+        store.add_item(ids, kind=kind)
+    assert store.items() == []
+
+
+def test_record_every_kind_and_judgments_df(filled):
+    store, ids, items = filled
+    j1 = store.record_pairwise(items["pair"], "ann", "A", strength=2, comment="kinder")
+    j2 = store.record_rating(items["rating"], "ann", [6, 2, 6])
+    j3 = store.record_ranking(items["ranking"], "ann", [ids[2], ids[0], ids[3], ids[1]])
+    j4 = store.record_thumbs(ids[1], "ann", False)
+    j5 = store.record_flags(ids[1], "ann", ["harmful", "other"], comment="rude")
+    df = store.judgments_df()
+    assert df["judgment_id"].tolist() == [j1, j2, j3, j4, j5]
+    assert df["kind"].tolist() == ["pairwise", "rating", "ranking", "thumbs", "flags"]
+    assert df.loc[0, "answer"] == {"choice": "A", "strength": 2} and df.loc[0, "comment"] == "kinder"
+    assert df.loc[1, "answer"] == {"scores": [6, 2, 6], "scale": [1, 7]}
+    assert df.loc[2, "answer"] == {"order": [ids[2], ids[0], ids[3], ids[1]]}
+    assert df.loc[3, "answer"] == {"up": False} and df.loc[3, "response_ids"] == [ids[1]]
+    assert df.loc[4, "answer"] == {"flags": ["harmful", "other"]}
+    assert df.loc[0, "responses"] == ["Fine, thanks!", "Go away."] and df.loc[0, "response_ids"] == ids[:2]
+    assert set(df["prompt"]) == {"How are you?"} and set(df["model"]) == {"tiny"} and set(df["iteration"]) == {0}
+    assert str(df["timestamp"].dt.tz) == "UTC"
+
+
+def test_rating_single_response_item_takes_an_int(store):
+    (rid,) = store.add_responses(records(texts=("Hello there",)))
+    item = store.add_item([rid], kind="rating")
+    store.record_rating(item, "ann", 5, scale=(1, 5))
+    assert store.judgments_df().loc[0, "answer"] == {"scores": [5], "scale": [1, 5]}
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda s, i, r: s.record_pairwise(999, "ann", "A"), "unknown item"),
+    (lambda s, i, r: s.record_pairwise(i["pair"], "", "A"), "annotator"),
+    (lambda s, i, r: s.record_pairwise(i["pair"], "   ", "A"), "annotator"),
+    (lambda s, i, r: s.record_pairwise(i["pair"], None, "A"), "annotator"),
+    (lambda s, i, r: s.record_pairwise(i["pair"], "ann", "C"), "choice"),
+    (lambda s, i, r: s.record_pairwise(i["pair"], "ann", "A", strength=4), "strength"),
+    (lambda s, i, r: s.record_pairwise(i["ranking"], "ann", "A"), "pairwise needs 2"),
+    (lambda s, i, r: s.record_rating(i["rating"], "ann", [1, 2, 8]), "from 1 to 7"),
+    (lambda s, i, r: s.record_rating(i["rating"], "ann", [0, 2, 3]), "from 1 to 7"),
+    (lambda s, i, r: s.record_rating(i["rating"], "ann", [1, 2.5, 3]), "whole numbers"),
+    (lambda s, i, r: s.record_rating(i["rating"], "ann", [1, 2]), "one score each"),
+    (lambda s, i, r: s.record_rating(i["rating"], "ann", 4), "one score each"),
+    (lambda s, i, r: s.record_rating(i["rating"], "ann", [1, 2, 3], scale=(5, 1)), "scale"),
+    (lambda s, i, r: s.record_ranking(i["ranking"], "ann", r[:3]), "each of the item's response ids"),
+    (lambda s, i, r: s.record_ranking(i["ranking"], "ann", [r[0], r[0], r[1], r[2]]), "once"),
+    (lambda s, i, r: s.record_ranking(i["ranking"], "ann", [*r[:3], 999]), "once"),
+    (lambda s, i, r: s.record_ranking(i["ranking"], "ann", ["a", "b", "c", "d"]), "once"),
+    (lambda s, i, r: s.record_thumbs(999, "ann", True), "unknown response"),
+    (lambda s, i, r: s.record_thumbs(r[0], "ann", 1), "True"),
+    (lambda s, i, r: s.record_flags(r[0], "ann", ["rude"]), "flags must be"),
+    (lambda s, i, r: s.record_flags(r[0], "ann", ["harmful", "harmful"]), "distinct"),
+    (lambda s, i, r: s.record_flags(999, "ann", ["harmful"]), "unknown response"),
+])
+def test_refusals_write_nothing(filled, call, message):
+    store, ids, items = filled
+    store.record_pairwise(items["pair"], "other", "B")
+    before = snapshot(store)
+    with pytest.raises(ValueError, match=message):
+        call(store, items, ids)
+    assert snapshot(store) == before and store.counts()["total"] == 1
+
+
+def test_second_judgment_refused_then_undo_or_replace(filled):
+    store, ids, items = filled
+    first = store.record_pairwise(items["pair"], "ann", "A")
+    with pytest.raises(ValueError, match="undo_last.*replace=True"):
+        store.record_pairwise(items["pair"], "ann", "B")
+    with pytest.raises(ValueError, match="already judged"):  # any kind: one judgment per item and annotator
+        store.record_rating(items["pair"], "ann", [1, 2])
+    store.record_thumbs(ids[0], "ann", True)
+    with pytest.raises(ValueError, match="already judged"):
+        store.record_thumbs(ids[0], "ann", False)
+    assert store.counts()["total"] == 2
+    store.record_pairwise(items["pair"], "bob", "B")  # another annotator may judge it
+    new = store.record_pairwise(items["pair"], "ann", "tie", replace=True)
+    df = store.judgments_df()
+    assert first not in df["judgment_id"].tolist() and len(df) == 3
+    assert df.set_index("judgment_id").loc[new, "answer"]["choice"] == "tie"
+    undone = store.record_thumbs(ids[0], "ann", False, replace=True)
+    assert store.undo_last("ann") == undone
+    assert store.undo_last("ann") == new
+    assert store.undo_last("ann") is None and store.undo_last("nobody") is None
+    assert store.judgments_df()["annotator"].tolist() == ["bob"]
+    store.record_pairwise(items["pair"], "ann", "A")  # after undo the item can be judged again
+
+
+def test_pending_items_resume_after_reopen(tmp_path):
+    path = tmp_path / "f.db"
+    s = FeedbackStore(path)
+    ids = s.add_responses(records(texts=[f"reply {i}" for i in range(8)]))
+    items = [s.add_item(ids[i:i + 2]) for i in range(0, 8, 2)]
+    s.record_pairwise(items[0], "ann", "A")
+    s.record_pairwise(items[2], "ann", "B")
+    s.close()
+    s = FeedbackStore(path)  # a kernel restart
+    assert [it.id for it in s.pending_items("ann")] == [items[1], items[3]]
+    assert [it.id for it in s.pending_items("new")] == items
+    assert s.pending_items("ann", kind="ranking") == []
+    assert s.judged_targets("ann") == {f"item:{items[0]}", f"item:{items[2]}"}
+
+
+def test_memory_store():
+    with FeedbackStore(":memory:") as s:
+        ids = s.add_responses(records())
+        s.record_pairwise(s.add_item(ids[:2]), "ann", "A")
+        assert s.counts()["total"] == 1
+
+
+def test_preference_pairs_from_every_kind(filled):
+    store, ids, items = filled
+    store.record_ranking(items["ranking"], "ann", [ids[3], ids[1], ids[0], ids[2]])
+    pairs = store.preference_pairs()
+    assert len(pairs) == 6 and set(pairs["source_kind"]) == {"ranking"}
+    order = [ids[3], ids[1], ids[0], ids[2]]
+    expected = {(order[i], order[k]) for i in range(4) for k in range(i + 1, 4)}
+    assert set(zip(pairs["chosen_id"], pairs["rejected_id"])) == expected
+    assert pairs["margin"].isna().all() and not pairs["tie"].any()
+
+    store.record_rating(items["rating"], "bob", [5, 2, 5])  # ids[0] = ids[2] > ids[1]
+    rated = store.preference_pairs().query("source_kind == 'rating'")
+    assert len(rated) == 3
+    rows = {(c, r): (t, m) for c, r, t, m in zip(rated.chosen_id, rated.rejected_id, rated.tie, rated.margin)}
+    assert rows[(ids[0], ids[1])] == (False, 3.0) and rows[(ids[2], ids[1])] == (False, 3.0)
+    assert rows[(ids[0], ids[2])] == (True, 0.0)
+    assert len(store.preference_pairs(include_ties=False).query("source_kind == 'rating'")) == 2
+
+    store.record_pairwise(items["pair"], "ann", "B", strength=3)
+    store.record_pairwise(items["pair"], "bob", "tie")
+    store.record_pairwise(items["pair"], "cat", "both_bad")
+    store.record_pairwise(items["pair"], "dan", "A")
+    pw = store.preference_pairs().query("source_kind == 'pairwise'").set_index("annotator")
+    assert list(pw.index) == ["ann", "bob", "dan"]  # both_bad makes no pair
+    assert (pw.loc["ann", "chosen_id"], pw.loc["ann", "rejected_id"], pw.loc["ann", "margin"]) == (ids[1], ids[0], 3)
+    assert bool(pw.loc["bob", "tie"]) and pw.loc["bob", "margin"] == 0.0
+    assert pw.loc["dan", "chosen"] == "Fine, thanks!" and math.isnan(pw.loc["dan", "margin"])
+    assert set(store.preference_pairs()["iteration"]) == {0} and set(store.preference_pairs()["model"]) == {"tiny"}
+    assert store.counts()["pairwise_choices"] == {"A": 1, "B": 1, "tie": 1, "both_bad": 1}
+
+
+def test_ratings_pair_across_single_response_items(store):
+    ids = store.add_responses(records(texts=("a a", "b b", "c c")))
+    for rid, score in zip(ids, (3, 7, 3)):
+        store.record_rating(store.add_item([rid], kind="rating"), "ann", score)
+    other = store.add_item([ids[0]], kind="rating")
+    store.record_rating(other, "bob", 4)  # another annotator's rating makes no pair with ann's
+    pairs = store.preference_pairs()
+    assert len(pairs) == 3 and set(pairs["annotator"]) == {"ann"}
+    assert pairs["tie"].sum() == 1 and sorted(pairs["margin"]) == [0.0, 4.0, 4.0]
+
+
+def test_counts(filled):
+    store, ids, items = filled
+    later = store.add_responses(records(texts=("p q", "r s"), iteration=2, model="policy-2"))
+    store.record_pairwise(items["pair"], "ann", "A")
+    store.record_pairwise(items["pair"], "bob", "B")
+    store.record_pairwise(store.add_item(later), "ann", "tie")
+    store.record_thumbs(ids[0], "bob", True)
+    c = store.counts()
+    assert c["total"] == 4 and c["responses"] == 6 and c["items"] == 4
+    assert c["by_kind"] == {"pairwise": 3, "thumbs": 1}
+    assert c["by_annotator"] == {"ann": 2, "bob": 2}
+    assert c["by_iteration"] == {0: 3, 2: 1}
+
+
+def test_export_import_jsonl_round_trip(filled, tmp_path):
+    store, ids, items = filled
+    store.record_pairwise(items["pair"], "ann", "A", strength=2)
+    store.record_rating(items["rating"], "ann", [7, 1, 4])
+    store.record_ranking(items["ranking"], "bob", ids[::-1])
+    store.record_pairwise(items["pair"], "bob", "tie")
+    path = tmp_path / "out" / "prefs.jsonl"
+    n = store.export_jsonl(path)
+    lines = [json.loads(s) for s in path.read_text().splitlines()]
+    assert n == len(lines) == 1 + 3 + 6  # the tie is left out of training data by default
+    assert {"prompt", "chosen", "rejected", "iteration", "model"} <= set(lines[0])
+    assert lines[0]["margin"] == 2.0 and all("margin" not in x for x in lines if x["source_kind"] == "ranking")
+
+    with FeedbackStore(tmp_path / "copy.db") as copy:
+        assert copy.import_jsonl(path) == n
+        key = ["prompt", "chosen", "rejected", "annotator", "iteration", "model"]
+        a = store.preference_pairs(include_ties=False)[key + ["margin"]].sort_values(key).reset_index(drop=True)
+        b = copy.preference_pairs()[key + ["margin"]].sort_values(key).reset_index(drop=True)
+        pd.testing.assert_frame_equal(a, b)
+    with_ties = tmp_path / "ties.jsonl"
+    assert store.export_jsonl(with_ties, include_ties=True) == n + 1
+    with FeedbackStore(":memory:") as copy:
+        copy.import_jsonl(with_ties)
+        assert copy.preference_pairs()["tie"].sum() == 1
+
+
+def test_import_bad_line_imports_nothing(store, tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n" + json.dumps({"prompt": "p"}))
+    with pytest.raises(ValueError, match="line 2"):
+        store.import_jsonl(path)
+    assert store.counts()["total"] == 0 and store.counts()["responses"] == 0
+
+
+def test_export_csv(filled, tmp_path):
+    store, ids, items = filled
+    store.record_pairwise(items["pair"], "ann", "A")
+    store.record_flags(ids[1], "ann", ["harmful"], comment='she said "no", twice')
+    assert store.export_csv(tmp_path / "j.csv") == 2
+    df = pd.read_csv(tmp_path / "j.csv")
+    assert list(df["kind"]) == ["pairwise", "flags"] and json.loads(df.loc[1, "answer"]) == {"flags": ["harmful"]}
+    assert df.loc[1, "comment"] == 'she said "no", twice' and set(df["iteration"]) == {0}
+    assert store.export_csv(tmp_path / "p.csv", what="pairs") == 1
+
+
+def test_flags_constant_and_empty_flags_allowed(filled):
+    store, ids, _ = filled
+    assert FLAGS == ("harmful", "biased", "off_topic", "factually_wrong", "other")
+    store.record_flags(ids[0], "ann", [], comment="looked fine")
+    store.record_flags(ids[0], "bob", "biased")
+    assert [a["flags"] for a in store.judgments_df()["answer"]] == [[], ["biased"]]
+
+
+def test_schema_migration_hook(tmp_path, monkeypatch):
+    path = tmp_path / "old.db"
+    FeedbackStore(path).close()
+    engine = sa.create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE schema_version SET version = 0")
+    engine.dispose()
+    ran = []
+    monkeypatch.setitem(store_mod.MIGRATIONS, 0, lambda conn: ran.append(conn.exec_driver_sql("SELECT 1").scalar()))
+    with FeedbackStore(path) as s:
+        assert ran == [1] and s.schema_version == store_mod.SCHEMA_VERSION
+    with sa.create_engine(f"sqlite:///{path}").begin() as conn:
+        conn.exec_driver_sql("UPDATE schema_version SET version = 99")
+    with pytest.raises(RuntimeError, match="Upgrade rlhf-lab"):
+        FeedbackStore(path)
