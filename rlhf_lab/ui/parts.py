@@ -1,0 +1,182 @@
+"""Building blocks of the raters: escaping, messages, the keyboard-shortcut widget and the flag panel.
+
+Keyboard shortcuts use a tiny custom widget (anywidget) whose browser side is `widgets/keys.js`. The browser sends
+each key press as a custom message `{"type": "key", "key": "1"}` (not a synced trait, so quick presses are never
+merged or lost); `KeyCatcher` hands the key to a Python callback. Shortcuts are optional: where anywidget is not
+installed `make_key_catcher` returns None, and where the frontend cannot load custom widgets the box simply does
+not render. The buttons work either way.
+"""
+
+from __future__ import annotations
+
+import html
+import string
+from importlib.resources import files
+from typing import Callable
+
+import ipywidgets as w
+import traitlets
+
+from rlhf_lab.store import FLAGS, Response
+
+try:
+    import anywidget
+except ImportError:  # shortcuts are optional; the buttons work without them
+    anywidget = None
+
+LETTERS = string.ascii_uppercase
+
+
+def asset(name: str) -> str:
+    """The text of a browser-side file shipped in the package `rlhf_lab.widgets` (e.g. "keys.js", "raters.css")."""
+    return files("rlhf_lab.widgets").joinpath(name).read_text(encoding="utf-8")
+
+
+if anywidget is not None:
+
+    class KeyCatcher(anywidget.AnyWidget):
+        """A focusable box ("click here, then use keys ...") that forwards key presses to the kernel.
+
+        `shortcuts` lists the keys the browser forwards (lower case, or names such as "Enter"); other keys keep their
+        usual meaning. Register handlers with `on_key(callback)`; each is called with the key as a string.
+        """
+
+        _esm = asset("keys.js")
+        shortcuts = traitlets.List(traitlets.Unicode(), default_value=[]).tag(sync=True)
+        hint = traitlets.Unicode("").tag(sync=True)
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self._key_callbacks: list[Callable[[str], object]] = []
+            self.on_msg(self._on_frontend_msg)
+
+        def on_key(self, callback: Callable[[str], object]) -> None:
+            """Call `callback(key)` for every key message from the browser."""
+            self._key_callbacks.append(callback)
+
+        def _on_frontend_msg(self, _widget, content, _buffers) -> None:
+            """Handle a custom message from keys.js; anything but a well-formed key message is ignored."""
+            if not isinstance(content, dict) or content.get("type") != "key":
+                return
+            key = content.get("key")
+            if isinstance(key, str) and key in self.shortcuts:
+                for callback in self._key_callbacks:
+                    callback(key)
+
+else:
+    KeyCatcher = None
+
+
+def make_key_catcher(on_key: Callable[[str], object], keys, hint: str):
+    """A `KeyCatcher` wired to `on_key`, or None where anywidget is missing (then the rater has no shortcuts)."""
+    if KeyCatcher is None:
+        return None
+    catcher = KeyCatcher(shortcuts=list(keys), hint=hint)
+    catcher.on_key(on_key)
+    return catcher
+
+
+def text_html(text: str, css_class: str) -> str:
+    """Untrusted text (a prompt, a model reply) as inert HTML: escaped, line breaks and spaces kept."""
+    return (f'<div class="{css_class}" style="white-space: pre-wrap; overflow-wrap: anywhere;">'
+            f"{html.escape(text)}</div>")
+
+
+def style_widget() -> w.HTML:
+    """The raters' stylesheet (widgets/raters.css) as a <style> element; plain HTML, so no custom widget needed."""
+    return w.HTML(f"<style>{asset('raters.css')}</style>")
+
+
+def notify(callbacks: list, message: w.HTML, *args) -> None:
+    """Call each callback with `args`; a failing one is reported in `message` and re-raised (so it is not hidden)."""
+    for callback in list(callbacks):
+        try:
+            callback(*args)
+        except Exception as err:
+            say(message, f"callback {getattr(callback, '__name__', callback)!r} failed: {err!r}", error=True)
+            raise
+
+
+def say(message: w.HTML, text: str, error: bool = False) -> None:
+    """Show `text` (escaped) in a message area, red for errors."""
+    css = "rlhf-message-error" if error else "rlhf-message-info"
+    message.value = f'<span class="{css}">{html.escape(text)}</span>' if text else ""
+
+
+def reply_card(label: str, response: Response) -> w.VBox:
+    """One reply under its label ("A"), escaped, in a box that shares the row with its neighbours."""
+    return w.VBox([w.HTML(f'<div class="rlhf-label">{html.escape(label)}</div>'),
+                   w.HTML(text_html(response.text, "rlhf-reply"))],
+                  layout=w.Layout(flex="1 1 0", min_width="240px"))
+
+
+class FlagPanel:
+    """Flags (harmful, biased, off topic, ...) and a comment on one reply; use it alone or beside a rater.
+
+    `show_responses(responses)` sets the replies to choose from (labelled A, B, ...); `attach(rater)` follows the
+    rater's current item. `submit()` stores the checked flags (none checked = "looked, nothing wrong").
+    """
+
+    def __init__(self, store, annotator: str, responses: list[Response] | None = None):
+        if not isinstance(annotator, str) or not annotator.strip():
+            raise ValueError("annotator must be a non-empty string such as 'alice' (who is flagging?)")
+        self.store, self.annotator = store, annotator
+        self.on_submit: list = []
+        self.reply = w.Dropdown(description="reply", options=[])
+        self.checkboxes = {flag: w.Checkbox(description=flag.replace("_", " "), value=False, indent=False,
+                                            layout=w.Layout(width="auto"))
+                           for flag in FLAGS}
+        self.comment = w.Textarea(placeholder="comment (optional)", layout=w.Layout(width="100%"))
+        self.submit_button = w.Button(description="save flags", icon="flag", button_style="warning")
+        self.submit_button.on_click(lambda _b: self.submit())
+        self.message = w.HTML()
+        self.widget = w.VBox([w.HTML("<b>Flag a reply</b>"), self.reply, w.HBox(list(self.checkboxes.values())),
+                              self.comment, self.submit_button, self.message])
+        self.show_responses(responses or [])
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+    def show_responses(self, responses: list[Response]) -> None:
+        """Offer `responses` (labelled A, B, ...) and clear the form."""
+        self._responses = {r.id: r for r in responses}
+        self.reply.options = [(LETTERS[i] if len(responses) > 1 else "this reply", r.id)
+                              for i, r in enumerate(responses)]
+        self.reply.value = responses[0].id if responses else None
+        self.submit_button.disabled = not responses
+        self._clear()
+
+    def attach(self, rater) -> None:
+        """Follow `rater`: whenever it shows an item, offer that item's replies."""
+        def follow(item):
+            self.show_responses(item.responses if item is not None else [])
+
+        rater.on_show.append(follow)
+        follow(rater.current)
+
+    def _clear(self) -> None:
+        for box in self.checkboxes.values():
+            box.value = False
+        self.comment.value = ""
+
+    def submit(self, flags=None, comment: str | None = None, response_id: int | None = None) -> int | None:
+        """Store flags (default: the checked boxes) and a comment on a reply (default: the chosen one)."""
+        flags = [f for f, box in self.checkboxes.items() if box.value] if flags is None else list(flags)
+        comment = self.comment.value if comment is None else comment
+        response_id = self.reply.value if response_id is None else response_id
+        if response_id is None:
+            say(self.message, "There is no reply to flag.", error=True)
+            return None
+        try:
+            judgment_id = self.store.record_flags(response_id, self.annotator, flags, comment)
+        except ValueError as err:
+            say(self.message, str(err), error=True)
+            return None
+        label = dict((v, k) for k, v in self.reply.options).get(response_id, f"#{response_id}")
+        self._clear()
+        say(self.message, f"Saved for {label}: {', '.join(flags) or 'no flags'}.")
+        answer = {"flags": flags, "comment": comment}
+        notify(self.on_submit, self.message, self._responses.get(response_id, response_id), answer, judgment_id)
+        return judgment_id

@@ -1,0 +1,449 @@
+"""The raters, driven in-kernel: click the real buttons, set widget values, send key messages, read the store.
+
+Every test records into a real `FeedbackStore` on a temporary SQLite file. ipywidgets swallows exceptions raised
+inside widget callbacks (it logs them or hands them to IPython's `showtraceback`); the autouse fixture
+`callback_errors` makes them propagate instead, so an exception in any click or key handler fails the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+import traceback
+from importlib.resources import files
+
+import ipywidgets
+import pytest
+
+from rlhf_lab.store import FeedbackStore
+from rlhf_lab.ui import FlagPanel, LikertRater, PairwiseRater, RankingRater, parts
+
+EVIL = "<script>alert(1)</script><b>bold</b>"
+
+
+class _CallbackErrors(list):
+    """Exceptions raised inside widget callbacks during a test (see the `callback_errors` fixture)."""
+
+    def showtraceback(self, *args, **kwargs):
+        """Called by ipywidgets inside its `except` block: record the exception and raise it again."""
+        self.append(sys.exc_info()[1])
+        raise
+
+
+@contextlib.contextmanager
+def widget_callback_errors(monkeypatch):
+    """Make exceptions inside widget callbacks visible: they propagate, and leaving fails if any were raised.
+
+    ipywidgets' CallbackDispatcher (on_click, on_msg, ...) catches exceptions and calls
+    `get_ipython().showtraceback()`, or logs a warning when there is no IPython. We hand it a stand-in shell whose
+    `showtraceback` records the exception and re-raises it, so `button.click()` raises what the handler raised; the
+    record fails the test at teardown even if something between the click and the test swallowed it again.
+    """
+    errors = _CallbackErrors()
+    monkeypatch.setattr(ipywidgets.widgets.widget, "get_ipython", lambda: errors)
+    yield errors
+    if errors:
+        details = "".join("".join(traceback.format_exception(e)) for e in errors)
+        pytest.fail(f"{len(errors)} exception(s) inside widget callbacks:\n{details}")
+
+
+@pytest.fixture(autouse=True)
+def callback_errors(monkeypatch):
+    """Every test here fails if a widget callback raised (clear the list to expect an error)."""
+    with widget_callback_errors(monkeypatch) as errors:
+        yield errors
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A real store with 3 pairwise, 2 rating (1 and 2 replies) and 2 ranking (3 replies) items."""
+    store = FeedbackStore(tmp_path / "feedback.db")
+
+    def add(prompt, texts, kind):
+        ids = store.add_responses([dict(prompt=prompt, response=t, model="tiny", iteration=0,
+                                        sampling={"temperature": 0.7}, eos=True) for t in texts])
+        return store.add_item(ids, kind=kind)
+
+    for n in range(3):
+        add(f"pair prompt {n}", [f"pair {n} reply A", f"pair {n} reply B"], "pairwise")
+    add("rate one", ["only reply"], "rating")
+    add("rate two", ["first reply", "second reply"], "rating")
+    for n in range(2):
+        add(f"rank prompt {n}", [f"rank {n} reply {c}" for c in "ABC"], "ranking")
+    yield store
+    store.close()
+
+
+def answers(store, kind=None):
+    """The stored answers, oldest first (optionally of one kind)."""
+    df = store.judgments_df()
+    if kind is not None:
+        df = df[df["kind"] == kind]
+    return list(df["answer"])
+
+
+def key(rater, k):
+    """Deliver key `k` the way the browser does: a custom message to the KeyCatcher."""
+    rater.keys._handle_custom_msg({"type": "key", "key": k}, [])
+
+
+def html_values(widget):
+    """The values of every HTML widget in a widget tree."""
+    found = [widget.value] if isinstance(widget, ipywidgets.HTML) else []
+    for child in getattr(widget, "children", ()):
+        found += html_values(child)
+    return found
+
+
+# ---- the fixture itself ------------------------------------------------------------------------------------------
+def _broken_button():
+    def broken(_button):
+        raise RuntimeError("boom")
+
+    button = ipywidgets.Button()
+    button.on_click(broken)
+    return button
+
+
+def test_fixture_catches_exceptions_in_widget_callbacks(callback_errors):
+    with pytest.raises(RuntimeError, match="boom"):
+        _broken_button().click()
+    assert len(callback_errors) == 1 and str(callback_errors[0]) == "boom"
+    callback_errors.clear()
+
+
+def test_fixture_fails_a_test_even_if_the_exception_was_caught_again():
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(pytest.fail.Exception, match="RuntimeError: boom"):
+        with widget_callback_errors(patch):
+            with contextlib.suppress(RuntimeError):
+                _broken_button().click()
+
+
+def test_failing_on_submit_callback_is_reported_after_the_judgment_is_stored(store, callback_errors):
+    rater = PairwiseRater(store, "alice", guard_s=0)
+    rater.on_submit.append(lambda item, answer, judgment_id: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        rater.buttons["A"].click()
+    assert [type(e) for e in callback_errors] == [ZeroDivisionError]
+    callback_errors.clear()
+    assert answers(store) == [{"choice": "A", "strength": None}]
+    assert "ZeroDivisionError" in rater.message.value and rater.index == 1
+
+
+# ---- pairwise ----------------------------------------------------------------------------------------------------
+def test_pairwise_buttons_store_each_choice_and_reach_done(store):
+    rater = PairwiseRater(store, "alice", guard_s=0)
+    submitted = []
+    rater.on_submit.append(lambda item, answer, judgment_id: submitted.append((item.id, answer["choice"])))
+    assert rater.progress.value == "0 / 3" and "pair prompt 0" in rater.prompt.value
+
+    rater.strength.value = 2
+    rater.buttons["A"].click()
+    assert answers(store) == [{"choice": "A", "strength": 2}]
+    assert rater.progress.value == "1 / 3" and "pair prompt 1" in rater.prompt.value
+    assert rater.strength.value is None
+
+    rater.buttons["tie"].click()
+    rater.strength.value = 3
+    rater.buttons["both_bad"].click()
+    assert answers(store)[1:] == [{"choice": "tie", "strength": None}, {"choice": "both_bad", "strength": None}]
+    assert submitted == [(1, "A"), (2, "tie"), (3, "both_bad")]
+    assert rater.done and rater.progress.value == "3 / 3" and "All done" in rater.prompt.value
+    assert all(b.disabled for b in rater.buttons.values()) and rater.skip_button.disabled
+    assert not rater.undo_button.disabled
+
+    rater.buttons["B"].click()
+    assert len(answers(store)) == 3 and "done" in rater.message.value
+    assert store.pending_items("alice", "pairwise") == []
+
+
+def test_each_judgment_is_stored_before_the_next_item_shows(store):
+    rater = PairwiseRater(store, "alice", guard_s=0)
+    seen = []
+    rater.on_show.append(lambda item: seen.append((item and item.id, len(store.judgments_df()))))
+    for choice in ("B", "A", "tie"):
+        rater.buttons[choice].click()
+    assert seen == [(2, 1), (3, 2), (None, 3)]
+
+
+def test_skip_records_nothing_and_undo_removes_the_last_judgment(store):
+    rater = PairwiseRater(store, "alice", guard_s=0)
+    rater.skip_button.click()
+    assert answers(store) == [] and rater.progress.value == "0 / 3 · 1 skipped" and rater.current.id == 2
+
+    rater.buttons["B"].click()
+    rater.buttons["A"].click()
+    assert [a["choice"] for a in answers(store)] == ["B", "A"] and rater.done
+
+    rater.undo_button.click()
+    assert [a["choice"] for a in answers(store)] == ["B"]
+    assert rater.current.id == 3 and rater.progress.value == "1 / 3 · 1 skipped"
+    rater.buttons["tie"].click()
+    assert [a["choice"] for a in answers(store)] == ["B", "tie"]
+
+    rater.undo_button.click()
+    rater.undo_button.click()
+    assert answers(store) == [] and rater.current.id == 2 and rater.progress.value == "0 / 3 · 1 skipped"
+    rater.undo_button.click()
+    assert "Nothing to undo" in rater.message.value
+
+
+def test_store_error_is_shown_and_the_item_stays(store):
+    store.record_pairwise(1, "alice", "A")
+    rater = PairwiseRater(store, "alice", items=[1, 2], guard_s=0)
+    rater.buttons["B"].click()
+    assert "already judged" in rater.message.value and "rlhf-message-error" in rater.message.value
+    assert rater.current.id == 1 and rater.progress.value == "0 / 2"
+    assert answers(store) == [{"choice": "A", "strength": None}]
+    rater.skip()
+    rater.choose("B")
+    assert answers(store)[-1] == {"choice": "B", "strength": None} and rater.done
+
+
+def test_quick_double_click_is_not_taken_for_the_next_item(store):
+    rater = PairwiseRater(store, "alice", guard_s=60)
+    rater._shown_at -= 120
+    rater.buttons["A"].click()
+    rater.buttons["A"].click()
+    assert len(answers(store)) == 1 and "quicker" in rater.message.value
+    rater.buttons["A"].click()
+    assert len(answers(store)) == 2
+
+
+def test_pending_items_resume_where_the_annotator_stopped(store):
+    PairwiseRater(store, "alice", guard_s=0).choose("A")
+    again = PairwiseRater(store, "alice", guard_s=0)
+    assert [it.id for it in again.items] == [2, 3] and again.progress.value == "0 / 2"
+    assert len(PairwiseRater(store, "bob").items) == 3
+
+
+def test_pairwise_refuses_items_without_two_replies(store):
+    with pytest.raises(ValueError, match="2"):
+        PairwiseRater(store, "alice", items=[6])
+    with pytest.raises(ValueError, match="annotator"):
+        PairwiseRater(store, " ")
+
+
+# ---- keyboard ----------------------------------------------------------------------------------------------------
+def test_key_messages_drive_the_pairwise_rater(store):
+    rater = PairwiseRater(store, "alice", guard_s=0)
+    assert set(rater.keys.shortcuts) == {"1", "2", "0", "x", "s", "u"}
+    key(rater, "1")
+    key(rater, "2")
+    assert [a["choice"] for a in answers(store)] == ["A", "B"]
+    key(rater, "u")
+    assert [a["choice"] for a in answers(store)] == ["A"] and rater.current.id == 2
+    key(rater, "0")
+    key(rater, "u")
+    key(rater, "s")
+    key(rater, "x")
+    assert [a["choice"] for a in answers(store)] == ["A", "both_bad"] and rater.done
+    assert store.judgments_df()["item_id"].tolist() == [1, 3]
+
+
+def test_unknown_keys_and_malformed_messages_are_ignored(store):
+    rater = PairwiseRater(store, "alice", guard_s=0)
+    for content in ({"type": "key", "key": "q"}, {"type": "key"}, {"type": "other", "key": "1"}, "1", None):
+        rater.keys._handle_custom_msg(content, [])
+    assert answers(store) == [] and rater.index == 0
+
+
+def test_raters_work_without_the_keyboard_widget(store, monkeypatch):
+    monkeypatch.setattr(parts, "KeyCatcher", None)
+    rater = PairwiseRater(store, "alice", guard_s=0)
+    assert rater.keys is None
+    rater.buttons["A"].click()
+    rater.press("2")
+    assert [a["choice"] for a in answers(store)] == ["A", "B"]
+
+
+def test_keys_js_ships_in_the_package_and_sends_messages():
+    source = files("rlhf_lab.widgets").joinpath("keys.js").read_text(encoding="utf-8")
+    assert "model.send(" in source and 'type: "key"' in source and "export default" in source
+    assert parts.KeyCatcher._esm == source
+    assert files("rlhf_lab.widgets").joinpath("raters.css").is_file()
+
+
+KEYS_HARNESS = """
+import { readFileSync } from "node:fs";
+const listeners = {};
+const box = { setAttribute() {}, addEventListener(t, f) { listeners[t] = f; },
+              removeEventListener(t) { delete listeners[t]; } };
+globalThis.document = { createElement: () => box };
+const sent = [];
+const traits = { hint: "click here", shortcuts: ["1", "x", "Enter"] };
+const model = { get: (k) => traits[k], send: (m) => sent.push(m), on() {}, off() {} };
+const mod = await import("data:text/javascript," + encodeURIComponent(readFileSync(process.argv[2], "utf8")));
+const cleanup = mod.default.render({ model, el: { appendChild() {} } });
+const press = (key, extra = {}) => listeners.keydown({ key, ctrlKey: false, metaKey: false, altKey: false,
+  repeat: false, preventDefault() {}, stopPropagation() {}, ...extra });
+for (const key of ["1", "X", "q", "Enter"]) press(key);
+press("1", { repeat: true });
+press("1", { ctrlKey: true });
+cleanup();
+console.log(JSON.stringify({ sent, left: Object.keys(listeners), hint: box.textContent, tab: box.tabIndex }));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js to run keys.js")
+def test_keys_js_sends_one_message_per_handled_key(tmp_path):
+    """Run keys.js's render() in Node against a stub element and model; key presses become model.send calls."""
+    harness = tmp_path / "harness.mjs"
+    harness.write_text(KEYS_HARNESS)
+    source = files("rlhf_lab.widgets").joinpath("keys.js")
+    run = subprocess.run(["node", str(harness), str(source)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {"sent": [{"type": "key", "key": k} for k in ("1", "x", "Enter")],
+                                      "left": [], "hint": "click here", "tab": 0}
+
+
+# ---- Likert and ranking ------------------------------------------------------------------------------------------
+def test_likert_scores_from_toggles_and_keys(store):
+    rater = LikertRater(store, "alice", guard_s=0)
+    assert [len(it.responses) for it in rater.items] == [1, 2]
+    rater.submit_button.click()
+    assert answers(store) == [] and "score" in rater.message.value
+
+    rater.score_widgets[0].value = 6
+    rater.submit_button.click()
+    assert answers(store) == [{"scores": [6], "scale": [1, 7]}] and rater.progress.value == "1 / 2"
+
+    key(rater, "3")
+    key(rater, "7")
+    key(rater, "Enter")
+    assert answers(store)[-1] == {"scores": [3, 7], "scale": [1, 7]} and rater.done
+
+    rater.undo()
+    assert len(answers(store)) == 1 and rater.current.id == 5
+    assert [s.value for s in rater.score_widgets] == [None, None]
+
+
+def test_likert_custom_scale(store):
+    rater = LikertRater(store, "alice", items=[4], scale=(1, 5), guard_s=0)
+    assert [v for _, v in rater.score_widgets[0].options] == [1, 2, 3, 4, 5]
+    rater.rate([5])
+    assert answers(store) == [{"scores": [5], "scale": [1, 5]}]
+
+
+def test_ranking_from_dropdowns_and_keys(store):
+    rater = RankingRater(store, "alice", guard_s=0)
+    a, b, c = (r.id for r in rater.current.responses)
+    rater.rank_widgets[0].value = b
+    rater.rank_widgets[1].value = b
+    rater.rank_widgets[2].value = a
+    rater.submit_button.click()
+    assert answers(store) == [] and "different reply" in rater.message.value
+
+    rater.rank_widgets[1].value = c
+    rater.submit_button.click()
+    assert answers(store) == [{"order": [b, c, a]}] and rater.progress.value == "1 / 2"
+
+    a, b, c = (r.id for r in rater.current.responses)
+    for k in ("3", "3", "1", "Backspace", "2", "1"):
+        key(rater, k)
+    assert [d.value for d in rater.rank_widgets] == [c, b, a]
+    key(rater, "Enter")
+    assert answers(store)[-1] == {"order": [c, b, a]} and rater.done
+    assert rater.actions.layout.display == "none" and rater.submit_button.disabled
+    rater.undo()
+    assert rater.actions.layout.display is None and [d.value for d in rater.rank_widgets] == [None] * 3
+
+
+# ---- flags -------------------------------------------------------------------------------------------------------
+def test_flag_panel_follows_a_rater_and_stores_flags(store):
+    rater = PairwiseRater(store, "alice", flags=True, guard_s=0)
+    panel = rater.flag_panel
+    assert panel.widget in rater.widget.children
+    first_b = rater.current.responses[1].id
+    assert [label for label, _ in panel.reply.options] == ["A", "B"]
+
+    panel.reply.value = first_b
+    panel.checkboxes["harmful"].value = True
+    panel.checkboxes["off_topic"].value = True
+    panel.comment.value = "rude"
+    panel.submit_button.click()
+    df = store.judgments_df()
+    assert df["kind"].tolist() == ["flags"] and df["response_id"].tolist() == [first_b]
+    assert df["answer"][0] == {"flags": ["harmful", "off_topic"]} and df["comment"][0] == "rude"
+    assert not panel.checkboxes["harmful"].value and panel.comment.value == ""
+
+    assert panel.reply.value == first_b
+    panel.submit_button.click()
+    assert "already judged" in panel.message.value and len(store.judgments_df()) == 1
+    panel.reply.value = rater.current.responses[0].id
+    panel.submit_button.click()
+    assert answers(store, "flags")[-1] == {"flags": []} and "no flags" in panel.message.value
+
+    rater.buttons["A"].click()
+    assert panel.reply.value == rater.current.responses[0].id
+    rater.undo()
+    assert len(store.judgments_df()) == 2 and rater.current.id == 1
+
+
+def test_flag_panel_alone(store):
+    responses = store.get_item(4).responses
+    panel = FlagPanel(store, "bob", responses)
+    seen = []
+    panel.on_submit.append(lambda response, answer, judgment_id: seen.append((response.id, answer["flags"])))
+    panel.checkboxes["factually_wrong"].value = True
+    panel.submit_button.click()
+    assert seen == [(responses[0].id, ["factually_wrong"])]
+    assert answers(store, "flags") == [{"flags": ["factually_wrong"]}]
+    assert FlagPanel(store, "bob").submit_button.disabled
+
+
+# ---- escaping ----------------------------------------------------------------------------------------------------
+def test_every_rater_shows_html_in_replies_as_text(tmp_path):
+    store = FeedbackStore(tmp_path / "evil.db")
+    ids = store.add_responses([dict(prompt=EVIL, response=EVIL + str(n), model="m", iteration=0, sampling={},
+                                    eos=True) for n in range(3)])
+    raters = [PairwiseRater(store, "eve", items=[store.add_item(ids[:2], kind="pairwise")], flags=True),
+              LikertRater(store, "eve", items=[store.add_item(ids[:1], kind="rating")]),
+              RankingRater(store, "eve", items=[store.add_item(ids, kind="ranking")])]
+    for rater in raters:
+        shown = "\n".join(html_values(rater.widget))
+        assert shown.count("&lt;script&gt;alert(1)&lt;/script&gt;&lt;b&gt;bold&lt;/b&gt;") == 1 + len(
+            rater.current.responses)
+        assert "<script>" not in shown and "<b>bold" not in shown
+    store.close()
+
+
+# ---- headless ----------------------------------------------------------------------------------------------------
+HEADLESS = """
+import sys, time
+if sys.argv[2] == "no-anywidget":
+    sys.modules["anywidget"] = None  # import anywidget now fails
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.display import display
+from IPython.utils.capture import capture_output
+from rlhf_lab.store import FeedbackStore
+from rlhf_lab.ui import PairwiseRater
+shell = InteractiveShell.instance()
+store = FeedbackStore(sys.argv[1])
+ids = store.add_responses([dict(prompt="p", response=t, model="m", iteration=0, sampling={}, eos=True)
+                           for t in "ab"])
+store.add_item(ids)
+start = time.perf_counter()
+with capture_output() as shown:
+    rater = PairwiseRater(store, "ci", guard_s=0)
+    display(rater)
+took = time.perf_counter() - start
+rater.buttons["A"].click()
+mimes = [sorted(o.data) for o in shown.outputs]
+print(took, rater.keys is None, len(store.judgments_df()), mimes)
+"""
+
+
+@pytest.mark.parametrize("mode", ["anywidget", "no-anywidget"])
+def test_headless_display_returns_at_once(tmp_path, mode):
+    run = subprocess.run([sys.executable, "-c", textwrap.dedent(HEADLESS), str(tmp_path / "h.db"), mode],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    took, no_keys, judged, mimes = run.stdout.strip().split(" ", 3)
+    assert float(took) < 5 and judged == "1"
+    assert no_keys == str(mode == "no-anywidget")
+    assert "application/vnd.jupyter.widget-view+json" in mimes
