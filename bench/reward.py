@@ -1,0 +1,151 @@
+"""Reward-model training speed: preference pairs per second and peak memory, MiniLM and SmolLM2 backbones.
+
+Setting: CPU with 2 threads, float32, batch 16 pairs, max length 128, chit-chat prompts with replies of 1-80 words.
+Each measurement runs in a fresh process (so peak resident memory is its own). Throughput counts the optimiser steps
+(collate, forward, backward, update) after a first warm-up step, timed the same way for both trainers. Where `trl` is
+importable, TRL's RewardTrainer (AutoModelForSequenceClassification, same data, batch, length, float32, no gradient
+checkpointing) runs beside it, interleaved; otherwise the comparison is skipped. Ends with one JSON line of figures.
+
+    python bench/reward.py [--steps 6] [--threads 2] [--backbones minilm,smollm2-135m]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import random
+import resource
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import torch
+
+from rlhf_lab.prompts import load_prompts
+
+BATCH, MAX_LENGTH = 16, 128
+REPLIES = [
+    "Ok.", "Sure, why not?", "Thanks for asking! I am doing well, and I hope you are too.",
+    "I don't know. Maybe. It depends on the day, the weather and what my friends are doing.",
+    "That is a stupid question and I hate answering it.",
+    "Well, this is something people discuss a lot, and everyone has an opinion about it. " * 4,
+    "Yes yes yes yes yes yes yes yes yes yes yes yes.",
+    "Let me tell you a long story about my weekend: I went hiking, then cooked dinner, then read a book. " * 3,
+]
+
+
+def make_pairs(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = random.Random(seed)
+    prompts = load_prompts("all", max_words=24, n=n, seed=seed)
+    rows = [dict(zip(("chosen", "rejected"), rng.sample(REPLIES, 2)), prompt=p) for p in prompts]
+    return pd.DataFrame(rows)[["prompt", "chosen", "rejected"]]
+
+
+def lab_step_seconds(backbone: str, pairs: pd.DataFrame) -> list[float]:
+    """Seconds of each optimiser step of RewardModel.fit (from its history)."""
+    from rlhf_lab.reward_model import RewardConfig, RewardModel
+
+    config = RewardConfig(backbone=backbone, batch_size=BATCH, max_length=MAX_LENGTH, val_fraction=0.0,
+                          normalize_sample=1)
+    return [h["perf/step_s"] for h in RewardModel(config).fit(pairs, progress=False).history_]
+
+
+def trl_step_seconds(backbone: str, pairs: pd.DataFrame) -> list[float]:
+    """Seconds of each optimiser step of TRL's RewardTrainer.train(), timed by a callback."""
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+    from trl import RewardConfig, RewardTrainer
+
+    from rlhf_lab.models import cache_dir, load_policy, prepare_tokenizer
+    from rlhf_lab.reward_model import MINILM, minilm_dir
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.seconds, self.start = [], None
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.seconds.append(time.perf_counter() - self.start)
+
+    if backbone == MINILM:
+        path = minilm_dir()
+    else:
+        load_policy(backbone, device="cpu")  # makes sure the safetensors copy is in the cache
+        path = cache_dir() / "models" / backbone
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if backbone == MINILM:
+        tokenizer.eos_token = tokenizer.sep_token  # TRL appends EOS to every reply; BERT's closing token is [SEP]
+    else:
+        tokenizer = prepare_tokenizer(tokenizer)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    args = RewardConfig(output_dir="/tmp/rlhf_lab_bench_trl", per_device_train_batch_size=BATCH,
+                        max_length=MAX_LENGTH, num_train_epochs=1, learning_rate=1e-4, lr_scheduler_type="linear",
+                        gradient_checkpointing=False, bf16=False, fp16=False, use_cpu=True, report_to=[],
+                        save_strategy="no", logging_steps=1000, disable_tqdm=True, dataloader_num_workers=0, seed=0)
+    timer = StepTimer()
+    trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_pandas(pairs),
+                            processing_class=tokenizer, callbacks=[timer])
+    trainer.train()
+    return timer.seconds
+
+
+def child(impl: str, backbone: str, steps: int, threads: int) -> None:
+    """Measure one implementation on one backbone and print {"pairs_per_s", "peak_rss_mb"} as JSON.
+
+    pairs/s = 16 · steps / (time of steps 2 .. steps + 1): the first step (warm-up) is left out."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    step_seconds = (lab_step_seconds if impl == "lab" else trl_step_seconds)(backbone, make_pairs(BATCH * (1 + steps)))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    print(json.dumps({"pairs_per_s": BATCH * steps / sum(step_seconds[1:]), "peak_rss_mb": peak_mb}))
+
+
+def run_child(impl: str, backbone: str, steps: int, threads: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", f"{impl}:{backbone}", "--steps", str(steps),
+                          "--threads", str(threads)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{impl} on {backbone} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=6, help="timed optimiser steps per measurement")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--backbones", default="minilm,smollm2-135m")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        impl, backbone = args.child.split(":", 1)
+        return child(impl, backbone, args.steps, args.threads)
+
+    impls = ["lab"]
+    if importlib.util.find_spec("trl") is not None:
+        impls.append("trl")
+    else:
+        print("TRL comparison skipped: trl is not installed in this environment "
+              "(install trl and datasets in a separate environment to compare).")
+    figures = {"batch_pairs": BATCH, "max_length_tokens": MAX_LENGTH, "threads": args.threads,
+               "timed_steps": args.steps}
+    for backbone in args.backbones.split(","):
+        key = "smollm2" if backbone.startswith("smollm2") else backbone.replace("-", "_")
+        for impl in impls:  # interleaved per backbone: the machine is shared and noisy
+            result = run_child(impl, backbone, args.steps, args.threads)
+            prefix = key if impl == "lab" else f"trl_{key}"
+            figures[f"{prefix}_pairs_per_s"] = round(result["pairs_per_s"], 2)
+            figures[f"{prefix}_peak_rss_mb"] = round(result["peak_rss_mb"], 1)
+            print(f"{impl:<4} {backbone:<14} {result['pairs_per_s']:8.2f} pairs/s   "
+                  f"peak RSS {result['peak_rss_mb']:8.1f} MB")
+        if "trl" in impls:
+            figures[f"{key}_lab_over_trl_speed"] = round(figures[f"{key}_pairs_per_s"] /
+                                                         figures[f"trl_{key}_pairs_per_s"], 3)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,312 @@
+"""The Bradley–Terry reward model: the loss by hand, padding, ties and margins, splits, seeds, save/load, ensembles,
+evaluation, and the "done when" check against the simulated crowd's gold utility."""
+
+import json
+import math
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from rlhf_lab.crowd import GoldUtility, SimulatedCrowd
+from rlhf_lab.models import gpt2_tokenizer
+from rlhf_lab.prompts import load_prompts
+from rlhf_lab.reward_eval import as_preference_pairs, calibration_table, evaluate_rewards, split_by_prompt
+from rlhf_lab.reward_model import (RewardConfig, RewardEnsemble, RewardModel, TokenizerMismatchError,
+                                   bradley_terry_loss, build_reward_model, last_token_index, reward_text)
+from rlhf_lab.store import FeedbackStore
+
+STYLES = {  # reply templates whose gold features differ: sentiment, length, repetition, overlap, politeness
+    "kind": "Thanks for asking! I really like {t}, and I am glad to talk about it with you.",
+    "rude": "That is a stupid question. I hate {t} and I hate talking to you.",
+    "repetitive": "{t} {t} {t} is is is {t} {t} {t} is is is {t} {t} {t}",
+    "short": "Ok.",
+    "long": "Well, {t} is something people discuss a lot. " * 6,
+    "on_topic": "Yes, {t} is great. I would say {t} is my favourite thing.",
+    "dodge": "Why do you ask? What about you?",
+    "gloomy": "I feel terrible and nothing about {t} matters anyway.",
+}
+
+
+def crowd_store(path, n_prompts, pairs_per_prompt=4, rationality=3.0, n_annotators=1, seed=0) -> FeedbackStore:
+    """Pairs of styled replies to chit-chat prompts, judged by a simulated crowd (Boltzmann-rational, gold utility)."""
+    rng = random.Random(seed)
+    store = FeedbackStore(path)
+    for prompt in load_prompts("all", max_words=16, n=n_prompts, seed=seed):
+        words = [w.strip("?.,!").lower() for w in prompt.split() if len(w.strip("?.,!")) > 3] or ["that"]
+        for _ in range(pairs_per_prompt):
+            styles = rng.sample(sorted(STYLES), 2)
+            texts = [STYLES[s].format(t=rng.choice(words)).strip() for s in styles]
+            ids = store.add_responses([dict(prompt=prompt, response=t, model="synthetic", iteration=0) for t in texts])
+            store.add_item(ids)
+    SimulatedCrowd(n=n_annotators, rationality=rationality, random_state=seed).annotate(store)
+    return store
+
+
+def toy_pairs(n_prompts=6, per_prompt=2):
+    rows = []
+    for i in range(n_prompts):
+        for j in range(per_prompt):
+            rows.append(dict(prompt=f"Question {i}: how was your day?", chosen=f"Lovely, thank you! ({j})",
+                             rejected=f"Awful. Go away {j}.", tie=(i == 0 and j == 0), margin=float(j + 1)))
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def tiny_rm():
+    return RewardModel(RewardConfig(backbone="tiny", max_length=48, seed=0))
+
+
+@pytest.fixture(scope="module")
+def minilm_rm():
+    return RewardModel(RewardConfig(backbone="minilm", max_length=48, seed=0))
+
+
+# ---- the loss ------------------------------------------------------------------------------------------------------
+
+def sigmoid(x):
+    return 1 / (1 + math.exp(-x))
+
+
+def softplus(x):
+    return math.log1p(math.exp(x))
+
+
+def test_loss_equals_hand_computation():
+    r_c, r_r = torch.tensor([2.0, 0.5, -1.0]), torch.tensor([1.0, 1.5, -1.0])  # d = 1, -1, 0
+    expected = (softplus(-1) + softplus(1) + math.log(2)) / 3  # -log σ(d) = softplus(-d)
+    assert bradley_terry_loss(r_c, r_r).item() == pytest.approx(expected, abs=1e-6)
+    assert expected == pytest.approx((0.313262 + 1.313262 + 0.693147) / 3, abs=1e-6)
+
+
+def test_tie_is_bce_with_one_half_and_ignores_margin():
+    r_c, r_r = torch.tensor([1.0, 1.0]), torch.tensor([0.0, 0.0])  # d = 1
+    tie, margin = torch.tensor([False, True]), torch.tensor([0.5, 3.0])
+    tie_loss = 0.5 * softplus(-1) + 0.5 * softplus(1)  # -½ log σ(1) - ½ log σ(-1) = 0.813262
+    assert bradley_terry_loss(r_c, r_r, tie=tie).item() == pytest.approx((softplus(-1) + tie_loss) / 2, abs=1e-6)
+    assert bradley_terry_loss(r_c, r_r, tie=tie, margin=margin).item() == pytest.approx(
+        (softplus(-0.5) + tie_loss) / 2, abs=1e-6)
+    d = torch.tensor([0.0], requires_grad=True)  # a tie's loss is smallest at equal rewards: log 2, zero gradient
+    loss = bradley_terry_loss(d, torch.zeros(1), tie=torch.tensor([True]))
+    loss.backward()
+    assert loss.item() == pytest.approx(math.log(2)) and d.grad.item() == pytest.approx(0.0)
+
+
+def test_margin_is_subtracted_and_nan_margin_is_zero():
+    r_c, r_r = torch.tensor([2.0, 2.0]), torch.tensor([0.0, 0.0])
+    loss = bradley_terry_loss(r_c, r_r, margin=torch.tensor([1.5, float("nan")]))
+    assert loss.item() == pytest.approx((softplus(-0.5) + softplus(-2.0)) / 2, abs=1e-6)
+    assert loss.item() > bradley_terry_loss(r_c, r_r).item()  # a margin demands a wider gap
+
+
+# ---- data ----------------------------------------------------------------------------------------------------------
+
+def test_split_by_prompt_keeps_prompts_apart_and_is_seeded():
+    pairs = toy_pairs(n_prompts=10, per_prompt=3)
+    train, val = split_by_prompt(pairs, 0.3, seed=1)
+    assert set(train["prompt"]).isdisjoint(val["prompt"])
+    assert len(train) + len(val) == len(pairs) and val["prompt"].nunique() == 3
+    assert split_by_prompt(pairs, 0.3, seed=1)[1].equals(val)
+    assert split_by_prompt(pairs, 0.0)[1].empty and len(split_by_prompt(pairs.head(1), 0.5)[0]) == 1
+
+
+def test_pairs_from_jsonl_store_and_frame_agree(tmp_path):
+    store = FeedbackStore(tmp_path / "f.db")
+    ids = store.add_responses([dict(prompt="Hi?", response=t, model="m", iteration=0) for t in ("Hello!", "No.")])
+    store.record_pairwise(store.add_item(ids), "ann", "A", strength=2)
+    store.record_pairwise(store.add_item(ids), "ann", "tie")
+    store.export_jsonl(tmp_path / "p.jsonl", include_ties=True)
+    from_store, from_file = as_preference_pairs(store), as_preference_pairs(tmp_path / "p.jsonl")
+    cols = ["prompt", "chosen", "rejected", "tie", "margin"]
+    assert from_store[cols].equals(from_file[cols])
+    assert from_file["tie"].tolist() == [False, True] and from_file["margin"].tolist() == [2.0, 0.0]
+    plain = as_preference_pairs([{"prompt": "Hi?", "chosen": "Hello!", "rejected": "No."}])
+    assert plain["tie"].tolist() == [False] and math.isnan(plain["margin"][0])
+    with pytest.raises(ValueError, match="missing"):
+        as_preference_pairs([{"prompt": "Hi?", "chosen": "Hello!"}])
+
+
+def test_config_checks():
+    for bad in (dict(ties="maybe"), dict(val_fraction=1.0), dict(lr=0), dict(lr_schedule="cosine"),
+                dict(max_length=2), dict(ensemble_size=0)):
+        with pytest.raises(ValueError):
+            RewardConfig(**bad)
+    with pytest.raises(ValueError, match="RewardEnsemble"):
+        RewardModel(RewardConfig(ensemble_size=3))
+    assert isinstance(build_reward_model(RewardConfig(ensemble_size=2)), RewardEnsemble)
+    assert RewardConfig().kind == "encoder" and RewardConfig(backbone="tiny").kind == "causal"
+
+
+# ---- padding, truncation and the PPO interface --------------------------------------------------------------------
+
+def test_last_token_index_from_mask():
+    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 0], [0, 1, 1, 0], [1, 1, 1, 1]])
+    assert last_token_index(mask).tolist() == [3, 2, 2, 3]
+
+
+@pytest.mark.parametrize("which", ["tiny_rm", "minilm_rm"])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_reward_is_the_same_alone_and_in_a_padded_batch(request, which, side):
+    rm = request.getfixturevalue(which)
+    rm._build()
+    rm.tokenizer_.padding_side = side
+    prompts = ["How are you?", "What do you like to do on weekends with your friends and family?", "Hi"]
+    replies = ["Fine, thanks!", "I like hiking, cooking and reading long novels. " * 8, "Hello there."]  # 2nd > max_length
+    batched = rm.score_raw(prompts, replies, batch_size=3)
+    alone = torch.cat([rm.score_raw(p, r, batch_size=1) for p, r in zip(prompts, replies)])
+    assert torch.allclose(batched, alone, atol=1e-5), (side, batched, alone)
+    assert len(rm._encode(prompts[1:2], replies[1:2])[0]["input_ids"]) == 48  # truncated to max_length
+    assert batched.std() > 0
+
+
+def test_score_tokens_matches_text_scoring_on_policy_tokens(tiny_rm):
+    tok = tiny_rm.tokenizer_
+    prompts, replies = ["How are you?", "Tell me about your favourite food please."], ["Fine!", "Pizza, with olives."]
+    queries = [reward_text(tok, p, "")[: -len(tok.eos_token)] for p in prompts]  # what generation feeds the policy
+    tok.padding_side = "left"
+    q = tok(queries, return_tensors="pt", padding=True, add_special_tokens=False)
+    tok.padding_side = "right"
+    r = tok([x + tok.eos_token for x in replies], return_tensors="pt", padding=True, add_special_tokens=False)
+    ids, mask = torch.cat([q.input_ids, r.input_ids], 1), torch.cat([q.attention_mask, r.attention_mask], 1)
+    assert torch.allclose(tiny_rm.score_tokens(ids, mask), tiny_rm.score(prompts, replies), atol=1e-5)
+
+
+def test_wrong_tokenizer_fails_clearly(tiny_rm, minilm_rm, tmp_path):
+    tiny_rm.check_tokenizer(tiny_rm.tokenizer_)
+    with pytest.raises(TokenizerMismatchError, match="different tokenizer"):
+        tiny_rm.check_tokenizer(gpt2_tokenizer())
+    path = tiny_rm.save(tmp_path / "rm")
+    with pytest.raises(TokenizerMismatchError, match="score text"):
+        RewardModel.load(path, tokenizer=gpt2_tokenizer())
+    with pytest.raises(TypeError, match="causal"):
+        minilm_rm.score_tokens(torch.ones(1, 3, dtype=torch.long), torch.ones(1, 3, dtype=torch.long))
+
+
+# ---- training, seeds, save/load, ensembles ---------------------------------------------------------------------------
+
+def test_fit_history_schedule_and_normalisation():
+    torch.set_num_threads(1)
+    pairs = toy_pairs(n_prompts=10, per_prompt=3)
+    rm = RewardModel(RewardConfig(backbone="tiny", batch_size=4, epochs=2, lr=1e-3, val_fraction=0.2,
+                                  use_margin=True, seed=3)).fit(pairs, progress=False)
+    n_train = len(rm.history_) // 2
+    assert n_train == math.ceil(24 / 4) and rm.val_pairs_["prompt"].nunique() == 2
+    assert [h["step"] for h in rm.history_] == list(range(1, 2 * n_train + 1))
+    lrs = [h["lr"] for h in rm.history_]
+    assert lrs[0] == pytest.approx(1e-3) and lrs == sorted(lrs, reverse=True) and lrs[-1] < 1e-3 / 2 / n_train + 1e-12
+    assert [h["epoch"] for h in rm.history_ if "val/loss" in h] == [1.0, 2.0]
+    assert all(0 <= h["train/accuracy"] <= 1 for h in rm.history_ if not math.isnan(h["train/accuracy"]))
+    train_replies = pd.concat([pairs["chosen"], pairs["rejected"]])
+    assert rm.history_[-1]["train/loss"] < rm.history_[0]["train/loss"]  # this toy task is learnable
+    s = rm.score(pairs["prompt"].tolist() * 2, train_replies.tolist())  # normalised on the training replies
+    assert abs(s.mean().item()) < 0.5
+    rm.normalize(pairs["prompt"], pairs["chosen"])
+    s = rm.score(pairs["prompt"], pairs["chosen"])
+    assert s.mean().item() == pytest.approx(0, abs=1e-5) and s.std().item() == pytest.approx(1, abs=1e-4)
+
+
+def test_same_seed_same_rewards_and_ties_dropped():
+    torch.set_num_threads(1)
+    pairs = toy_pairs()
+    fits = [RewardModel(RewardConfig(backbone="tiny", batch_size=4, lr=1e-3, seed=s)).fit(pairs, progress=False)
+            for s in (0, 0, 1)]
+    scores = [m.score_raw(pairs["prompt"], pairs["chosen"]) for m in fits]
+    assert torch.equal(scores[0], scores[1]) and not torch.allclose(scores[0], scores[2])
+    dropped = RewardModel(RewardConfig(backbone="tiny", ties="drop", val_fraction=0, seed=0)).fit(pairs, progress=False)
+    assert len(dropped.history_) == 1 and dropped.evaluate(pairs).n_ties == 0  # 11 pairs, batch 16
+
+
+def test_gradient_checkpointing_trains_the_same_model():
+    torch.set_num_threads(1)
+    pairs = toy_pairs()
+    fits = [RewardModel(RewardConfig(backbone="tiny", batch_size=4, lr=1e-3, gradient_checkpointing=g)).fit(
+        pairs, progress=False) for g in (False, True)]
+    assert fits[1].net_.backbone.gradient_checkpointing and not fits[0].net_.backbone.gradient_checkpointing
+    assert torch.allclose(*[m.score_raw(pairs["prompt"], pairs["chosen"]) for m in fits], atol=1e-4)
+
+
+def test_save_load_round_trip_identical_rewards(tmp_path):
+    pairs = toy_pairs()
+    rm = RewardModel(RewardConfig(backbone="tiny", batch_size=4, lr=1e-3, seed=0)).fit(pairs, progress=False)
+    loaded = RewardModel.load(rm.save(tmp_path / "rm"), tokenizer=rm.tokenizer_)
+    assert torch.equal(loaded.score(pairs["prompt"], pairs["chosen"]), rm.score(pairs["prompt"], pairs["chosen"]))
+    assert (loaded.norm_mean_, loaded.norm_std_) == (rm.norm_mean_, rm.norm_std_) and loaded.history_ == rm.history_
+    assert loaded.config == rm.config
+    assert not list(tmp_path.rglob("*.pkl")) and not list(tmp_path.rglob("*.bin"))
+    assert json.loads((tmp_path / "rm" / "reward_model.json").read_text())["config"]["backbone"] == "tiny"
+
+
+def test_minilm_save_load_round_trip(minilm_rm, tmp_path):
+    minilm_rm.tokenizer_.padding_side = "right"
+    minilm_rm.norm_mean_, minilm_rm.norm_std_ = 0.25, 2.0
+    loaded = RewardModel.load(minilm_rm.save(tmp_path / "rm"))
+    prompts, replies = ["Hi?", "How are you doing today?"], ["Hello!", "Great, thanks for asking."]
+    assert torch.equal(loaded.score(prompts, replies), minilm_rm.score(prompts, replies))
+    with pytest.raises(TokenizerMismatchError):
+        loaded.check_tokenizer(gpt2_tokenizer())
+
+
+def test_ensemble_mean_and_spread(tmp_path):
+    torch.set_num_threads(1)
+    pairs = toy_pairs()
+    ens = RewardEnsemble(RewardConfig(backbone="tiny", batch_size=4, lr=1e-3, ensemble_size=3, bootstrap=True,
+                                      seed=0)).fit(pairs, progress=False)
+    prompts, replies = pairs["prompt"], pairs["chosen"]
+    members = torch.stack([m.score(prompts, replies) for m in ens.members_])  # (3, N)
+    assert torch.allclose(ens.score(prompts, replies), members.mean(0), atol=1e-6)
+    assert torch.allclose(ens.spread(prompts, replies), members.std(0, correction=0), atol=1e-6)
+    assert (ens.spread(prompts, replies) > 0).all()
+    assert {m.config.seed for m in ens.members_} == {0, 1, 2}
+    assert all(m.val_pairs_.equals(ens.val_pairs_) for m in ens.members_)  # one split for all members
+    loaded = RewardEnsemble.load(ens.save(tmp_path / "ens"))
+    assert torch.equal(loaded.score(prompts, replies), ens.score(prompts, replies))
+    assert ens.evaluate(pairs).n_pairs == len(pairs)
+
+
+# ---- evaluation --------------------------------------------------------------------------------------------------------
+
+def test_evaluate_rewards_by_hand():
+    pairs = pd.DataFrame({"prompt": ["p"] * 4, "chosen": ["a", "b", "c", "d"], "rejected": ["w", "x", "y", "z"],
+                          "tie": [False, False, False, True]})
+    r_c, r_r = np.array([2.0, 0.0, 1.0, 5.0]), np.array([0.0, 1.0, 1.0, 0.0])  # d = 2, -1, 0 (+ a tie)
+    gold = lambda prompts, replies: np.array([{"a": 1, "b": 1, "c": 0, "d": 0}.get(r, 0.5) for r in replies])
+    report = evaluate_rewards(pairs, r_c, r_r, gold=gold, n_bins=4)
+    assert report.n_ties == 1 and report.accuracy == pytest.approx(1 / 3)
+    assert report.log_loss == pytest.approx((softplus(-2) + softplus(1) + math.log(2)) / 3)
+    assert report.gold_accuracy == pytest.approx(2 / 3)  # a > w, b > x; c < y
+    assert report.agreement_with_gold == pytest.approx(1 / 4)  # only a-w: the model ties c-y and flips b-x, d-z
+    assert report.top["response"].iloc[0] == "d" and report.bottom["reward"].iloc[0] == 0.0
+    assert set(report.to_dict()) >= {"eval/accuracy", "eval/log_loss", "eval/ece", "eval/gold_accuracy"}
+    table = report.calibration  # each non-tie pair twice: σ(d) observed 1, and 1 − σ(d) observed 0
+    assert table["count"].tolist() == [1, 1, 3, 1]
+    assert np.allclose(table["observed"], [0, 1, 1 / 3, 1])
+    assert np.allclose(table["predicted"], [1 - sigmoid(2), sigmoid(-1), (0.5 + 0.5 + sigmoid(1)) / 3, sigmoid(2)])
+
+
+def test_calibration_of_a_calibrated_predictor_is_small():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0, 1, 20000)
+    chosen_first = rng.uniform(size=p.size) < p  # the outcome really happens with probability p
+    p_chosen = np.where(chosen_first, p, 1 - p)  # orient every pair so its chosen reply comes first
+    table = calibration_table(p_chosen, n_bins=5)
+    assert np.allclose(table["predicted"], table["observed"], atol=0.02)
+
+
+# ---- done when: the fitted model approaches the gold utility's own accuracy -------------------------------------------
+
+def test_minilm_validation_accuracy_approaches_gold(tmp_path):
+    """On 200 crowd-labelled pairs (rationality 3, so labels are noisy), the MiniLM model's held-out accuracy after
+    one epoch is within 0.10 of the gold utility's own accuracy on the same held-out pairs. One thread: on a shared
+    2-core machine two threads can collide with other processes' threads and run many times slower."""
+    torch.set_num_threads(1)
+    store = crowd_store(tmp_path / "crowd.db", n_prompts=50, pairs_per_prompt=4)
+    config = RewardConfig(backbone="minilm", max_length=64, lr=2e-4, val_fraction=0.25, normalize_sample=64, seed=0)
+    rm = RewardModel(config).fit(store, progress=False)
+    report = rm.evaluate(gold=GoldUtility())
+    assert report.n_pairs - report.n_ties >= 40
+    assert report.gold_accuracy > 0.7  # the labels carry signal...
+    assert report.accuracy >= report.gold_accuracy - 0.10, str(report)  # ...and the model learns most of it
+    assert report.agreement_with_gold > 0.8
+    assert rm.history_[-1]["val/accuracy"] == pytest.approx(report.accuracy, abs=1e-6)
