@@ -1,0 +1,147 @@
+"""PPO speed and memory at the standard setting, full fine-tuning and LoRA (and TRL's PPOTrainer where installed).
+
+Standard setting (shared/DESIGN.md): SmolLM2-135M-Instruct, float32, CPU with 2 threads, 8 prompts of at most 24
+tokens per update (left padded), 32 new tokens, 4 PPO epochs, 1 minibatch, temperature 0.7, stop at EOS, missing-EOS
+penalty 1.0, β = 0.05; reward = the simulated crowd's gold utility. Each variant runs in its own process so that its
+peak resident memory is its own; the variants run one after the other (the machine is shared and noisy: compare
+figures from one run only). Ends with one JSON line of figures.
+
+    python bench/ppo.py [--updates 5] [--threads 2] [--variants full,lora,trl]   (also full_bf16, lora_bf16)
+    python bench/ppo.py --variant full        # one variant in this process (what the driver runs)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+BATCH, NEW_TOKENS, EPOCHS, TEMPERATURE, BETA, EOS_PENALTY, MAX_PROMPT_TOKENS = 8, 32, 4, 0.7, 0.05, 1.0, 24
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def standard_prompts(tokenizer, n: int) -> list[str]:
+    from rlhf_lab.prompts import load_prompts
+
+    return load_prompts("all", split="train", max_tokens=MAX_PROMPT_TOKENS, tokenizer=tokenizer, n=n, seed=0)
+
+
+def run_lab(variant: str, updates: int, model: str) -> dict:
+    """rlhf_lab's PPOTrainer: "full" or "lora", with "_bf16" for bfloat16 autocast (weights stay float32);
+    per-update and per-phase seconds from the trainer's own metrics."""
+    from rlhf_lab.callbacks import PrintLogger
+    from rlhf_lab.generation import SamplingConfig
+    from rlhf_lab.models import load_policy
+    from rlhf_lab.ppo import LoraSettings, PPOConfig, PPOTrainer
+
+    policy, tokenizer = load_policy(model, device="cpu", dtype=torch.float32)
+    lora = variant.startswith("lora")
+    config = PPOConfig(learning_rate=1e-4 if lora else 1e-5, batch_size=BATCH, ppo_epochs=EPOCHS, kl_coef=BETA,
+                       mixed_precision="bf16" if variant.endswith("_bf16") else "no",
+                       missing_eos_penalty=EOS_PENALTY, lora=LoraSettings() if lora else None, log_samples_every=0,
+                       sampling=SamplingConfig(max_new_tokens=NEW_TOKENS, temperature=TEMPERATURE))
+    trainer = PPOTrainer(policy, tokenizer, "gold", config, callbacks=[PrintLogger(file=sys.stderr)])
+    trainer.train(standard_prompts(tokenizer, BATCH * updates), updates)
+    rows = trainer.history.rows[1:]  # the first update warms up
+    phases = {f"{name}_s": statistics.median(r[f"time/{name}_s"] for r in rows)
+              for name in ("generation", "scoring", "forward", "optimisation")}
+    return {"s_per_update": statistics.median(r["time/update_s"] for r in rows), **phases,
+            "tokens_per_s": sum(r["val/response_length"] * BATCH for r in rows) / sum(r["time/update_s"] for r in rows),
+            "peak_rss_mb": peak_rss_mb(),
+            "trainable_params_m": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad) / 1e6,
+            "final_score": trainer.history.rows[-1]["objective/scores"]}
+
+
+def run_trl(updates: int, model: str) -> dict:
+    """TRL 1.12's PPOTrainer (trl.experimental.ppo) on the same model and settings: policy, reference, value and
+    reward models (value and reward: the policy's weights with a scalar head, the only reward kind TRL takes)."""
+    import tempfile
+
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, TrainerCallback
+    from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+    from rlhf_lab.models import load_policy
+
+    policy, tokenizer = load_policy(model, device="cpu", dtype=torch.float32)
+    ref, _ = load_policy(model, device="cpu", dtype=torch.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        policy.save_pretrained(tmp)
+        value, reward = (AutoModelForSequenceClassification.from_pretrained(tmp, num_labels=1, dtype=torch.float32)
+                         for _ in range(2))
+    for m in (value, reward):
+        m.config.pad_token_id = tokenizer.pad_token_id
+    prompts = standard_prompts(tokenizer, BATCH * updates)
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
+             for p in prompts]
+    dataset = Dataset.from_dict({"input_ids": [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]})
+    args = PPOConfig(output_dir=tempfile.mkdtemp(prefix="bench_trl_ppo"), per_device_train_batch_size=BATCH,
+                     gradient_accumulation_steps=1, num_ppo_epochs=EPOCHS, num_mini_batches=1,
+                     total_episodes=BATCH * updates, response_length=NEW_TOKENS, temperature=TEMPERATURE, kl_coef=BETA,
+                     missing_eos_penalty=EOS_PENALTY, stop_token="eos", learning_rate=1e-5, report_to=[],
+                     save_strategy="no", logging_steps=1, num_sample_generations=0, use_cpu=True, bf16=False, seed=0)
+    stamps = []
+
+    class Stamp(TrainerCallback):
+        def on_step_end(self, *_, **__):
+            stamps.append(time.perf_counter())
+
+    trainer = PPOTrainer(args=args, processing_class=tokenizer, model=policy, ref_model=ref, reward_model=reward,
+                         value_model=value, train_dataset=dataset, callbacks=[Stamp()])
+    start = time.perf_counter()
+    trainer.train()
+    per_update = [b - a for a, b in zip([start] + stamps, stamps)][1:]
+    s = statistics.median(per_update)
+    return {"s_per_update": s, "tokens_per_s": BATCH * NEW_TOKENS / s, "peak_rss_mb": peak_rss_mb()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--updates", type=int, default=5, help="updates per variant (the first is not counted)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--variants", default="full,lora,trl",
+                        help="comma-separated: full, lora, full_bf16, lora_bf16, trl")
+    parser.add_argument("--variant", help="run this one variant in this process and print its JSON")
+    parser.add_argument("--model", default="smollm2-135m", help="policy (\"tiny\" for a smoke run of this script)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.variant:
+        result = (run_trl(args.updates, args.model) if args.variant == "trl" else
+                  run_lab(args.variant, args.updates, args.model))
+        print(json.dumps(result))
+        return
+    figures = {}
+    for variant in args.variants.split(","):
+        if variant == "trl" and importlib.util.find_spec("trl") is None:
+            print("trl is not installed here: skipping the TRL side-by-side", file=sys.stderr)
+            continue
+        out = subprocess.run([sys.executable, __file__, "--variant", variant, "--updates", str(args.updates),
+                              "--threads", str(args.threads), "--model", args.model], capture_output=True, text=True)
+        if out.returncode:
+            print(out.stderr[-3000:], file=sys.stderr)
+            raise SystemExit(f"variant {variant} failed")
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{variant:>5}: " + ", ".join(f"{k} {v:.3g}" for k, v in result.items()), file=sys.stderr)
+        figures.update({f"{variant}_{k}": round(v, 3) for k, v in result.items()})
+    if "trl_s_per_update" in figures:
+        for variant in (v for v in args.variants.split(",") if v != "trl"):
+            if f"{variant}_s_per_update" in figures:
+                figures[f"{variant}_speedup_vs_trl"] = round(figures["trl_s_per_update"] /
+                                                             figures[f"{variant}_s_per_update"], 2)
+                figures[f"{variant}_memory_ratio_vs_trl"] = round(figures[f"{variant}_peak_rss_mb"] /
+                                                                  figures["trl_peak_rss_mb"], 2)
+    print(json.dumps({"model": args.model, "threads": args.threads, "updates": args.updates, **figures}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""rlhf_lab.callbacks: history in memory and JSONL, plain log lines, the notebook view (headless)."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+
+from rlhf_lab.callbacks import LiveView, MetricsHistory, PrintLogger, format_line, plot_history
+
+
+def metrics(update: int) -> dict:
+    return {"update": update, "objective/scores": 0.5 * update, "objective/kl": 0.1 * update, "objective/beta": 0.05,
+            "val/explained_variance": float("nan"), "time/update_s": 1.25}
+
+
+def fake_trainer(history=None):
+    return SimpleNamespace(n_updates_=3, history=history or MetricsHistory())
+
+
+def test_history_keeps_rows_and_appends_jsonl(tmp_path):
+    path = tmp_path / "run" / "metrics.jsonl"
+    history = MetricsHistory(path)
+    for u in (1, 2):
+        history.on_step_end(None, metrics(u))
+    history.on_samples(None, [{"update": 2, "prompt": "p", "response": "r", "score": 1.0}])
+    assert [r["update"] for r in history.rows] == [1, 2]
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[1])["objective/scores"] == 1.0
+    assert json.loads(lines[0])["val/explained_variance"] is None  # JSON has no NaN
+    back = MetricsHistory.read_jsonl(path)
+    assert back[1]["objective/kl"] == pytest.approx(0.2) and math.isnan(back[0]["val/explained_variance"])
+    assert json.loads((tmp_path / "run" / "samples.jsonl").read_text())["response"] == "r"
+    frame = history.to_frame()
+    assert list(frame["update"]) == [1, 2]
+
+
+def test_history_state_round_trip():
+    history = MetricsHistory()
+    history.on_step_end(None, metrics(1))
+    other = MetricsHistory()
+    other.load_state_dict(json.loads(json.dumps(history.state_dict())))
+    assert other.rows[0]["objective/scores"] == 0.5 and other.samples == []
+
+
+def test_format_line_and_print_logger():
+    line = format_line(metrics(2), 3)
+    assert line.startswith("update 2/3 | score 1 | kl 0.2 | beta 0.05") and line.endswith("1.2 s")
+    out = io.StringIO()
+    logger = PrintLogger(every=2, file=out)
+    for u in (1, 2, 3):
+        logger.on_step_end(fake_trainer(), metrics(u))
+    logger.on_samples(fake_trainer(), [{"prompt": "hi", "response": "hello", "score": 0.5}])
+    lines = out.getvalue().splitlines()
+    assert lines == ["update 2/3 | score 1 | kl 0.2 | beta 0.05 | 1.2 s", "  [+0.50] 'hi' -> 'hello'"]
+
+
+def test_plot_history_has_one_panel_per_key():
+    rows = [metrics(u) for u in (1, 2, 3)]
+    fig = plot_history(rows, keys=("objective/scores", "objective/kl"))
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["objective/scores", "objective/kl"]
+    assert list(visible[0].lines[0].get_ydata()) == [0.5, 1.0, 1.5]
+
+
+def test_live_view_without_a_frontend_prints_lines(capsys):
+    view = LiveView(notebook=False)
+    view.on_train_begin(fake_trainer())
+    view.on_step_end(fake_trainer(), metrics(1))
+    assert capsys.readouterr().out.startswith("update 1/3 | score 0.5")
+
+
+def test_live_view_updates_display_handles_in_place(monkeypatch):
+    import IPython.display
+
+    handles = []
+
+    class Handle:
+        def __init__(self, obj):
+            self.objects = [obj]
+
+        def update(self, obj):
+            self.objects.append(obj)
+
+    def display(obj, display_id=False):
+        handles.append(Handle(obj))
+        return handles[-1]
+
+    monkeypatch.setattr(IPython.display, "display", display)
+    trainer = fake_trainer()
+    view = LiveView(notebook=True, keys=("objective/scores",))
+    view.on_train_begin(trainer)
+    for u in (1, 2):
+        trainer.history.on_step_end(trainer, metrics(u))
+        view.on_step_end(trainer, metrics(u))
+    view.on_samples(trainer, [{"prompt": "hi", "response": "hello", "score": 0.5}])
+    progress, plot, samples = handles  # three handles made once, then only updated
+    assert len(progress.objects) == 3 and "update 2/3" in progress.objects[-1].data
+    assert plot.objects[1] is plot.objects[2]  # the same figure, redrawn
+    assert list(plot.objects[-1].axes[0].lines[0].get_ydata()) == [0.5, 1.0]
+    assert samples.objects[-1]["response"].tolist() == ["hello"]

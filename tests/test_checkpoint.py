@@ -1,0 +1,157 @@
+"""rlhf_lab.checkpoint: atomic saves (a crash never leaves a half-written checkpoint) and exact PPO resumes."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+import rlhf_lab.checkpoint as checkpoint
+from rlhf_lab.checkpoint import (load_checkpoint, load_trainable_state_dict, rng_state, save_checkpoint, set_rng_state,
+                                 trainable_state_dict)
+
+
+def save_version(path, version: float):
+    return save_checkpoint(path, tensors={"w": torch.full((3,), version)}, state={"version": version},
+                           optimizer={"state": {}, "param_groups": [{"lr": version}]})
+
+
+def hidden_leftovers(path):
+    return [p.name for p in path.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_save_and_load_round_trip(tmp_path):
+    path = save_version(tmp_path / "ckpt", 1.0)
+    ckpt = load_checkpoint(path)
+    assert torch.equal(ckpt.tensors["w"], torch.ones(3)) and ckpt.state["version"] == 1.0
+    assert ckpt.optimizer["param_groups"][0]["lr"] == 1.0 and ckpt.state["format"] == checkpoint.FORMAT_VERSION
+    save_version(path, 2.0)  # replacing an existing checkpoint
+    assert load_checkpoint(path).state["version"] == 2.0 and hidden_leftovers(path) == []
+
+
+def test_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = save_version(tmp_path / "ckpt", 1.0)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed mid-save")
+
+    monkeypatch.setattr(checkpoint.torch, "save", crash)  # model.safetensors is written, optimizer.pt is not
+    with pytest.raises(KeyboardInterrupt):
+        save_version(path, 2.0)
+    assert load_checkpoint(path).state["version"] == 1.0
+    assert torch.equal(load_checkpoint(path).tensors["w"], torch.ones(3))
+    assert hidden_leftovers(path) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_first_save_crashing_leaves_nothing_loadable(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint, "save_file", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        save_version(tmp_path / "ckpt", 1.0)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(FileNotFoundError, match="No checkpoint"):
+        load_checkpoint(tmp_path / "ckpt")
+
+
+def test_crash_between_the_two_renames_falls_back_to_the_old_checkpoint(tmp_path, monkeypatch):
+    path = save_version(tmp_path / "ckpt", 1.0)
+    real_replace, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:  # the old checkpoint is set aside; the process dies before the new one moves in
+            raise SystemExit("power cut")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", replace)
+    with pytest.raises(SystemExit):
+        save_version(path, 2.0)
+    monkeypatch.setattr(checkpoint.os, "replace", real_replace)
+    assert not path.exists() and load_checkpoint(path).state["version"] == 1.0
+    save_version(path, 3.0)  # the next save works and cleans the temporary directory
+    assert load_checkpoint(path).state["version"] == 3.0
+    assert not [name for name in hidden_leftovers(path) if ".tmp-" in name]
+
+
+def test_stale_temporary_directories_are_never_loaded_and_get_removed(tmp_path):
+    stale = tmp_path / ".ckpt.tmp-deadbeef"
+    stale.mkdir()
+    (stale / "state.json").write_text("{half")
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "ckpt")
+    save_version(tmp_path / "ckpt", 1.0)
+    assert not stale.exists()
+
+
+def test_rng_state_round_trip():
+    state = rng_state()
+    first = (random.random(), np.random.rand(), torch.rand(1).item())
+    set_rng_state(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+
+
+def test_trainable_state_dict_skips_frozen_and_checks_names():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    model[0].requires_grad_(False)
+    tensors = {k: v.clone() + 1 for k, v in trainable_state_dict(model).items()}
+    assert sorted(tensors) == ["1.bias", "1.weight"]
+    load_trainable_state_dict(model, tensors)
+    assert torch.equal(model[1].bias, tensors["1.bias"])
+    with pytest.raises(KeyError, match="does not fit"):
+        load_trainable_state_dict(model, {"2.weight": torch.zeros(1)})
+
+
+# ---- exact resume of a PPO run ------------------------------------------------------------------------------------
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_metrics(rows):
+    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_resumed_run_matches_an_uninterrupted_one(tiny, tmp_path, one_thread, lora):
+    from rlhf_lab.generation import SamplingConfig
+    from rlhf_lab.models import tiny_policy
+    from rlhf_lab.ppo import LoraSettings, PPOConfig, PPOTrainer
+
+    tokenizer = tiny[1]
+    prompts = ["hi there", "what is a cat?", "tell me a joke", "how are you?", "good morning", "what's up"]
+    config = PPOConfig(learning_rate=3e-3, batch_size=4, mini_batch_size=2, ppo_epochs=2, kl_target=1.0,
+                       kl_horizon=8, sampling=SamplingConfig(max_new_tokens=6, temperature=1.0),
+                       lora=LoraSettings(r=2) if lora else None, log_samples_every=0)
+
+    def reward(texts):
+        return [len(t) / 30 for t in texts]
+
+    def fresh():
+        return tiny_policy(tokenizer, seed=0)[0]
+
+    straight = PPOTrainer(fresh(), tokenizer, reward, config, callbacks=[]).train(prompts, 4)
+    interrupted = PPOTrainer(fresh(), tokenizer, reward, config, callbacks=[])
+    interrupted.train(prompts, 2, checkpoint_dir=tmp_path / "c")
+    torch.manual_seed(12345)  # disturb the global RNG: the checkpoint must restore it
+    resumed = PPOTrainer.resume(tmp_path / "c", fresh(), tokenizer, reward, callbacks=[])
+    assert resumed.config == config and resumed.update_ == 2 and len(resumed.history.rows) == 2
+    resumed.train(prompts, 4)
+    a, b = run_metrics(straight.history.rows), run_metrics(resumed.history.rows)
+    assert [r["update"] for r in b] == [1, 2, 3, 4]
+    for row_a, row_b in zip(a, b):
+        assert row_a.keys() == row_b.keys()
+        for key in row_a:
+            assert row_a[key] == row_b[key] or (math.isnan(row_a[key]) and math.isnan(row_b[key])), key
+    assert a[-1]["objective/beta"] != config.kl_coef  # the adaptive β was restored, not restarted
+    for p, q in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(p, q)
+    saved = load_checkpoint(tmp_path / "c").tensors
+    n_trainable = sum(p.numel() for p in straight.model.parameters() if p.requires_grad)
+    assert sum(t.numel() for t in saved.values()) == n_trainable  # LoRA: adapters and value head only
+    assert (tmp_path / "c" / "adapter" / "adapter_model.safetensors").is_file() == lora  # peft's own format too

@@ -1,0 +1,355 @@
+"""rlhf_lab.ppo on a tiny random policy: learning, the KL leash, padding, score placement, LoRA, guards, metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+import rlhf_lab.ppo as ppo
+from rlhf_lab.callbacks import Callback
+from rlhf_lab.generation import SamplingConfig
+from rlhf_lab.models import tiny_config, tiny_policy
+from rlhf_lab.ppo import (LoraSettings, PolicyAndValue, PPOConfig, PPOTrainer, TrainingDivergedError, disable_dropout,
+                          response_logits)
+from rlhf_lab.rewards import Reward
+
+PROMPTS = ["hi there", "what is a cat?", "tell me a joke", "how are you?", "good morning", "what's up", "I like tea",
+           "say something nice"]
+def length_reward(texts):
+    """Scripted reward with spread from the first batch on: reply length in characters / 40."""
+    return [len(t) / 40 for t in texts]
+
+
+NEWLINE = 198  # "\n" in SmolLM2's tokenizer: about 10 % of the peaked tiny policy's tokens
+SAMPLING = SamplingConfig(max_new_tokens=8, temperature=1.0)
+TRL_NAMES = ["objective/scores", "objective/kl", "objective/non_score_reward", "objective/rlhf_reward",
+             "objective/entropy", "policy/entropy_avg", "policy/approxkl_avg", "policy/clipfrac_avg",
+             "loss/policy_avg", "loss/value_avg", "val/clipfrac_avg"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One thread: the tiny model gains nothing from more, and the test machines are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny):
+    return tiny[1]
+
+
+def peaked_policy(tokenizer, seed: int = 0, scale: float = 8.0):
+    """A tiny random policy whose (tied) embeddings are scaled up so its next-token distribution is peaked (a
+    random one is nearly uniform over 49k tokens, too flat for PPO to find anything in a few updates)."""
+    model, _ = tiny_policy(tokenizer, seed=seed)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.mul_(scale)
+    return model
+
+
+class NewlineReward(Reward):
+    """Scripted reward: the fraction of the (8) reply tokens that are a newline."""
+
+    def __call__(self, batch):
+        return ((batch.response_ids == NEWLINE) & batch.response_mask.bool()).sum(1).float() / SAMPLING.max_new_tokens
+
+
+def make_trainer(tokenizer, reward=None, callbacks=(), model=None, **overrides):
+    settings = dict(learning_rate=1e-3, batch_size=8, sampling=SAMPLING, log_samples_every=0, missing_eos_penalty=None)
+    config = PPOConfig(**{**settings, **overrides})
+    return PPOTrainer(model if model is not None else peaked_policy(tokenizer), tokenizer, reward or NewlineReward(),
+                      config, callbacks=list(callbacks))
+
+
+def without_times(rows):
+    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
+
+
+def same(a, b) -> bool:
+    return a.keys() == b.keys() and all(x == y or (math.isnan(x) and math.isnan(y))
+                                        for x, y in zip(a.values(), b.values()))
+
+
+# ---- config -------------------------------------------------------------------------------------------------------
+def test_config_derives_and_checks_batch_sizes():
+    config = PPOConfig(batch_size=16, mini_batch_size=8, micro_batch_size=2)
+    assert (config.n_minibatches, config.grad_accumulation_steps) == (2, 4)
+    assert PPOConfig(batch_size=8).micro_batch_size == 8
+    with pytest.raises(ValueError, match="multiple of mini_batch_size"):
+        PPOConfig(batch_size=8, mini_batch_size=3)
+    with pytest.raises(ValueError, match="multiple of micro_batch_size"):
+        PPOConfig(batch_size=8, mini_batch_size=4, micro_batch_size=3)
+    with pytest.raises(ValueError, match="plain temperature sampling"):
+        PPOConfig(sampling=SamplingConfig(top_k=50))
+    with pytest.raises(ValueError, match="value_head"):
+        PPOConfig(value_head="critic")
+
+
+def test_config_round_trips_through_a_dict():
+    config = PPOConfig(lora=LoraSettings(r=4), sampling=SamplingConfig(max_new_tokens=5), kl_target=3.0)
+    again = PPOConfig.from_dict(dataclasses.asdict(config))
+    assert again == config and isinstance(again.sampling, SamplingConfig) and again.lora.r == 4
+
+
+# ---- the point of it all ------------------------------------------------------------------------------------------
+def test_ppo_raises_a_scripted_reward_while_the_adaptive_kl_leash_holds(tokenizer):
+    target = 4.0
+    trainer = make_trainer(tokenizer, kl_coef=0.1, kl_target=target, kl_horizon=16)
+    trainer.train(PROMPTS, n_updates=30)
+    rows = trainer.history.rows
+    first, last = [r["objective/scores"] for r in rows[:3]], [r["objective/scores"] for r in rows[-5:]]
+    assert sum(first) / 3 < 0.25 and sum(last) / 5 > 0.6  # the newline fraction rises from about 0.1
+    recent_kl = [r["objective/kl"] for r in rows[-10:]]
+    assert 0.5 * target < sum(recent_kl) / 10 < 1.5 * target and max(recent_kl) < 2 * target
+    assert rows[-1]["objective/beta"] != 0.1  # β moved (adaptive)
+
+
+def test_same_seed_same_curve_and_another_seed_another(tokenizer):
+    runs = [make_trainer(tokenizer, seed=s).train(PROMPTS, 3).history.rows for s in (7, 7, 8)]
+    assert all(same(a, b) for a, b in zip(without_times(runs[0]), without_times(runs[1])))
+    assert runs[0][-1]["objective/scores"] != runs[2][-1]["objective/scores"] or \
+        runs[0][-1]["loss/policy_avg"] != runs[2][-1]["loss/policy_avg"]
+
+
+def test_micro_batches_accumulate_to_the_same_update(tokenizer):
+    whole = make_trainer(tokenizer, ppo_epochs=1)
+    split = make_trainer(tokenizer, ppo_epochs=1, micro_batch_size=2)
+    m_whole, m_split = whole.step(PROMPTS), split.step(PROMPTS)
+    assert m_whole["loss/policy_avg"] == pytest.approx(m_split["loss/policy_avg"], abs=1e-6)
+    for p, q in zip(whole.model.parameters(), split.model.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
+
+
+# ---- checklist details --------------------------------------------------------------------------------------------
+def gpt2_style_policy(tokenizer):
+    """A tiny GPT-2 (learned absolute positions: wrong position ids change its output, unlike RoPE's shift
+    invariance in Llama, where only the gaps between positions count)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2)).eval()
+
+
+@pytest.mark.parametrize("architecture", ["llama", "gpt2"])
+def test_left_padded_rows_get_the_same_logprobs_as_alone(tokenizer, architecture):
+    model = peaked_policy(tokenizer) if architecture == "llama" else gpt2_style_policy(tokenizer)
+    short, long = [5, 6, 7], [8, 9, 10, 11, 12, 13]
+    response = [[20, 21, 22, 23], [24, 25, 26, 27]]
+    pad = tokenizer.pad_token_id
+    ids = torch.tensor([[pad] * 3 + short + response[0], long + response[1]])  # (2, 6 + 4), left padded
+    mask = (ids != pad).long()
+    with torch.no_grad():
+        batch_logits = response_logits(model, ids, mask, n_prompt=6)  # (2, 4, V)
+        alone_logits = response_logits(model, torch.tensor([short + response[0]]), torch.ones(1, 7).long(), 3)
+        counting_padding = torch.arange(10).expand(2, -1)  # the positions a naive implementation would use
+        naive = model(input_ids=ids, attention_mask=mask, position_ids=counting_padding).logits[0, 5:9]
+    torch.testing.assert_close(batch_logits[0], alone_logits[0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(batch_logits[1], response_logits(model, ids[1:], mask[1:], 6)[0], atol=1e-4, rtol=1e-4)
+    if architecture == "gpt2":
+        assert (naive - alone_logits[0]).abs().max() > 1e-3
+
+
+def force_eos(batch, tokenizer, lengths, eos):
+    """Rewrite a GenerationBatch so row i has lengths[i] tokens, ending in EOS where eos[i] (else full length)."""
+    ids, mask = batch.response_ids.clone(), batch.response_mask.clone()
+    for i, (length, stop) in enumerate(zip(lengths, eos)):
+        if stop:
+            ids[i, length - 1], ids[i, length:], mask[i, length:] = tokenizer.eos_token_id, tokenizer.pad_token_id, 0
+    texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
+    return dataclasses.replace(batch, response_ids=ids, response_mask=mask, eos=torch.tensor(eos), responses=texts)
+
+
+def test_score_lands_on_the_last_real_token_and_missing_eos_is_penalised(tokenizer, monkeypatch):
+    lengths, eos = [2, 8, 5, 8, 1, 8, 7, 8], [True, False, True, False, True, False, True, False]
+    real_generate = ppo.generate
+    monkeypatch.setattr(ppo, "generate", lambda *a, **k: force_eos(real_generate(*a, **k), tokenizer, lengths, eos))
+    raw = [float(i + 1) for i in range(8)]
+    trainer = make_trainer(tokenizer, reward=lambda texts: raw, missing_eos_penalty=1.5)
+    metrics = trainer.step(PROMPTS)
+    r = trainer.rollout_
+    expected = torch.tensor([s if e else s - 1.5 for s, e in zip(raw, eos)])
+    assert torch.equal(r["scores"], expected)
+    assert r["mask"].sum(1).tolist() == lengths
+    assert torch.equal(r["logp"], r["ref_logp"])  # first update: policy = reference, so the KL part is exactly 0
+    placed = torch.zeros(8, 8)
+    placed[torch.arange(8), torch.tensor(lengths) - 1] = expected
+    assert torch.equal(r["rewards"], placed)
+    assert metrics["val/eos_rate"] == 0.5 and metrics["val/response_length"] == sum(lengths) / 8
+    assert metrics["objective/scores"] == pytest.approx(expected.mean().item())
+
+
+def test_value_head_starts_at_zero(tokenizer):
+    model = PolicyAndValue(peaked_policy(tokenizer))
+    ids = torch.randint(0, 1000, (2, 9))
+    logits, values = model(ids, torch.ones_like(ids), n_prompt=5)
+    assert logits.shape[:2] == values.shape == (2, 4) and torch.equal(values, torch.zeros(2, 4))
+
+
+def test_separate_critic_trains_beside_the_policy(tokenizer):
+    trainer = make_trainer(tokenizer, reward=length_reward, value_head="separate")
+    model = trainer.model
+    assert model.critic is not None and model.critic is not model.policy.model
+    before = model.critic.layers[0].mlp.up_proj.weight.clone()
+    trainer.step(PROMPTS)
+    assert not torch.equal(before, model.critic.layers[0].mlp.up_proj.weight)
+
+
+def test_separate_critic_can_start_from_a_reward_model(tokenizer):
+    from types import SimpleNamespace
+
+    head = torch.nn.Linear(64, 1)
+    trunk = peaked_policy(tokenizer).model
+
+    class CausalRM:  # duck-typed like reward_model.RewardModel with a causal-LM backbone
+        net_ = SimpleNamespace(backbone=trunk, head=head)
+
+        def score(self, prompts, responses):
+            return [0.0] * len(responses)
+
+        def score_tokens(self, input_ids, attention_mask):
+            return torch.zeros(len(input_ids))
+
+        def check_tokenizer(self, tok):
+            pass
+
+    trainer = make_trainer(tokenizer, reward=CausalRM(), value_head="separate")  # default: a copy of the policy trunk
+    assert not torch.equal(trainer.model.value_head.weight, head.weight)
+    trainer = PPOTrainer(peaked_policy(tokenizer), tokenizer, CausalRM(), PPOConfig(value_head="separate"),
+                         critic="reward", callbacks=[])
+    assert trainer.model.critic is not trunk and torch.equal(trainer.model.value_head.weight, head.weight)
+    assert torch.equal(trainer.model.critic.layers[0].mlp.up_proj.weight, trunk.layers[0].mlp.up_proj.weight)
+    with pytest.raises(ValueError, match="shares the policy's tokenizer"):
+        PPOTrainer(peaked_policy(tokenizer), tokenizer, length_reward, PPOConfig(value_head="separate"),
+                   critic="reward", callbacks=[])
+
+
+def test_dropout_is_off_even_in_train_mode(tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    config = tiny_config(tokenizer)
+    config.attention_dropout = 0.5
+    model = AutoModelForCausalLM.from_config(config).train()
+    ids = torch.randint(0, 1000, (2, 12))
+    assert not torch.equal(model(ids).logits, model(ids).logits)
+    disable_dropout(model)
+    assert torch.equal(model(ids).logits, model(ids).logits)
+
+
+def test_lora_reference_is_the_base_model_with_adapters_disabled(tokenizer):
+    base_params = sum(p.numel() for p in peaked_policy(tokenizer).parameters())
+    trainer = make_trainer(tokenizer, reward=length_reward, learning_rate=1e-2, lora=LoraSettings(r=4, alpha=8))
+    trainer.step(PROMPTS)
+    assert trainer.ref_policy is None
+    n_params = sum(p.numel() for p in trainer.model.parameters())
+    n_trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    assert n_params == base_params + n_trainable and n_trainable < 0.1 * base_params  # one copy of the base weights
+    ids = torch.randint(0, 1000, (2, 10))
+    mask = torch.ones_like(ids)
+    with torch.no_grad(), trainer._reference() as ref_lm:
+        ref = response_logits(ref_lm, ids, mask, 6)
+    with torch.no_grad():
+        base = response_logits(peaked_policy(tokenizer), ids, mask, 6)
+        policy = trainer.model(ids, mask, 6)[0]
+    torch.testing.assert_close(ref, base, atol=1e-5, rtol=1e-5)
+    assert (policy - base).abs().max() > 1e-3  # the adapters did learn something
+
+
+def test_full_fine_tuning_reference_is_a_frozen_copy(tokenizer):
+    trainer = make_trainer(tokenizer, reward=length_reward)
+    ref_params, policy_params = list(trainer.ref_policy.parameters()), list(trainer.model.policy.parameters())
+    assert not any(p.requires_grad for p in ref_params)
+    assert {p.data_ptr() for p in ref_params}.isdisjoint(p.data_ptr() for p in policy_params)
+    trainer.step(PROMPTS)
+    assert not torch.equal(ref_params[0], policy_params[0])
+
+
+# ---- guards -------------------------------------------------------------------------------------------------------
+def test_nan_scores_stop_with_the_update_and_quantity(tokenizer):
+    with pytest.raises(TrainingDivergedError, match=r"PPO update 1: the reward scores became non-finite"):
+        make_trainer(tokenizer, reward=lambda texts: [float("nan")] * len(texts)).step(PROMPTS)
+
+
+def test_nan_loss_and_logits_stop_with_the_update_and_quantity(tokenizer):
+    trainer = make_trainer(tokenizer)
+    trainer.step(PROMPTS)
+    with torch.no_grad():
+        trainer.model.value_head.weight.fill_(float("nan"))
+    with pytest.raises(TrainingDivergedError, match=r"PPO update 2: the loss became non-finite.*learning_rate"):
+        trainer.step(PROMPTS)
+    broken_ref = peaked_policy(tokenizer)
+    with torch.no_grad():
+        broken_ref.model.norm.weight.fill_(float("nan"))
+    trainer = PPOTrainer(peaked_policy(tokenizer), tokenizer, NewlineReward(), PPOConfig(sampling=SAMPLING),
+                         ref_policy=broken_ref, callbacks=[])
+    with pytest.raises(TrainingDivergedError, match=r"PPO update 1: the reference logits became non-finite"):
+        trainer.step(PROMPTS)
+
+
+@pytest.mark.parametrize("limits", [dict(kl_limit=5.0), dict(kl_target=1.0)])  # a hard limit, or 5 × target
+def test_exploding_kl_stops_with_advice(tokenizer, limits):
+    trainer = PPOTrainer(peaked_policy(tokenizer), tokenizer, NewlineReward(), PPOConfig(sampling=SAMPLING, **limits),
+                         ref_policy=peaked_policy(tokenizer, seed=1), callbacks=[])  # about 10 nats from the start
+    message = r"update 1: the KL .*exploded.*limit 5\.00.*learning_rate.*raise β"
+    with pytest.raises(TrainingDivergedError, match=message):
+        trainer.step(PROMPTS)
+
+
+# ---- metrics, callbacks, prompt batches ---------------------------------------------------------------------------
+class Recorder(Callback):
+    def __init__(self):
+        self.events = []
+
+    def on_train_begin(self, trainer):
+        self.events.append("begin")
+
+    def on_step_end(self, trainer, metrics):
+        self.events.append(("step", metrics["update"]))
+
+    def on_samples(self, trainer, samples):
+        self.events.append(("samples", len(samples), sorted(samples[0])))
+
+    def on_train_end(self, trainer):
+        self.events.append("end")
+
+
+def test_metrics_have_trl_names_and_callbacks_fire(tokenizer, tmp_path):
+    recorder = Recorder()
+    trainer = make_trainer(tokenizer, callbacks=[recorder], log_samples_every=2)
+    trainer.history.path = tmp_path / "metrics.jsonl"
+    trainer.train(PROMPTS, 2)
+    m = trainer.history.rows[-1]
+    for name in TRL_NAMES + ["objective/kl_k3", "objective/beta", "policy/ratio_mean", "policy/ratio_std",
+                             "val/explained_variance", "val/eos_rate", "val/response_length", "time/generation_s",
+                             "time/scoring_s", "time/optimisation_s", "time/tokens_per_s"]:
+        assert name in m and (math.isfinite(m[name]) or name == "val/explained_variance"), name
+    r = trainer.rollout_
+    kl = ((r["logp"] - r["ref_logp"]) * r["mask"]).sum(1).mean().item()
+    assert m["objective/kl"] == pytest.approx(kl, abs=1e-6)
+    assert m["objective/rlhf_reward"] == pytest.approx(m["objective/scores"] + m["objective/non_score_reward"])
+    assert m["time/tokens_per_s"] == pytest.approx(64 / m["time/update_s"], rel=1e-6)
+    assert 0 <= m["policy/clipfrac_avg"] <= 1 and m["objective/beta"] == 0.05 and m["episode"] == 16
+    assert recorder.events == ["begin", ("step", 1), ("step", 2),
+                               ("samples", 8, ["eos", "prompt", "response", "score", "update"]), "end"]
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_prompt_batches_cover_every_prompt_once_per_epoch(tokenizer):
+    trainer = make_trainer(tokenizer, batch_size=4, mini_batch_size=4)
+    prompts = [f"prompt {i}" for i in range(10)]
+    drawn = [p for u in range(1, 6) for p in trainer.prompt_batch(prompts, u)]
+    assert sorted(drawn[:10]) == sorted(prompts) == sorted(drawn[10:])
+    assert trainer.prompt_batch(prompts, 3) == drawn[8:12]  # stateless: the same batch for the same update
+    assert trainer.prompt_batch(lambda u: [f"u{u}"] * 4, 2) == ["u2"] * 4
+
+
+def test_bf16_mixed_precision_runs_and_a_later_float32_trainer_still_works(tokenizer):
+    metrics = make_trainer(tokenizer, reward=length_reward, mixed_precision="bf16", ppo_epochs=1).step(PROMPTS)
+    assert math.isfinite(metrics["loss/policy_avg"]) and abs(metrics["policy/ratio_mean"] - 1) < 0.1
+    trainer = make_trainer(tokenizer, ppo_epochs=1)
+    assert trainer.accelerator.mixed_precision == "no" and math.isfinite(trainer.step(PROMPTS)["loss/value_avg"])
