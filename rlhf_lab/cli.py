@@ -74,6 +74,51 @@ def cmd_generate(args) -> None:
         print(f"[{i}] {record['prompt']}\n  → {record['response']}" + ("" if record["eos"] else " …"))
 
 
+def demo_config(smoke: bool = False, iterations: int = 2, seed: int = 0):
+    """The main job's settings: SmolLM2 on CPU within ~15 minutes, or (smoke) the tiny model within a minute."""
+    from .experiment import ExperimentConfig, FeedbackConfig
+    from .generation import SamplingConfig
+    from .ppo import PPOConfig
+    from .reward_model import RewardConfig
+
+    if smoke:
+        return ExperimentConfig(
+            policy="tiny", iterations=iterations, ppo_updates=2, eval_prompts=4, seed=seed,
+            feedback=FeedbackConfig(pairs_per_iteration=8, annotators=2),
+            reward=RewardConfig(batch_size=8, val_fraction=0.25),
+            ppo=PPOConfig(batch_size=4, ppo_epochs=2, learning_rate=1e-4, seed=seed,
+                          sampling=SamplingConfig(max_new_tokens=8, temperature=1.0)))
+    return ExperimentConfig(
+        policy="smollm2-135m", iterations=iterations, ppo_updates=12, eval_prompts=16, seed=seed,
+        feedback=FeedbackConfig(pairs_per_iteration=48, annotators=3),
+        reward=RewardConfig(batch_size=16),
+        ppo=PPOConfig(batch_size=8, ppo_epochs=4, learning_rate=1e-5, kl_coef=0.05, kl_target=6.0, seed=seed,
+                      sampling=SamplingConfig(max_new_tokens=32, temperature=0.7)))
+
+
+def cmd_demo(args) -> None:
+    """The whole RLHF loop with the simulated crowd, then a report (PNG plots, CSVs, summary.md)."""
+    import time
+
+    import torch
+
+    from .experiment import RLHFRun
+    from .report import write_report
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = args.out or ("runs/demo-smoke" if args.smoke else "runs/demo")
+    start = time.perf_counter()
+    config = demo_config(args.smoke, args.iterations, args.seed)
+    run = RLHFRun.open(out) if args.resume else RLHFRun.create(out, config, overwrite=True)
+    evaluation = run.run(args.iterations)
+    report = write_report(run)
+    first, last = evaluation.iloc[0], evaluation.iloc[-1]
+    print(f"gold reward {first['gold_reward']:.3f} -> {last['gold_reward']:.3f}, KL {last['kl']:.2f} nats, "
+          f"{time.perf_counter() - start:.0f} s")
+    print(f"report: {report / 'summary.md'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlhf-lab", description="rlhf-lab: learn and research RLHF by doing it.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -98,6 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     gen.add_argument("--json", action="store_true", help="print the replies as JSON records")
     gen.set_defaults(func=cmd_generate)
+
+    demo = sub.add_parser("demo", help="run the whole RLHF loop (simulated crowd) and write a report")
+    demo.add_argument("--smoke", action="store_true", help="the tiny model and a few steps (under a minute)")
+    demo.add_argument("--out", default=None, help="run directory (default runs/demo or runs/demo-smoke)")
+    demo.add_argument("--iterations", type=int, default=2)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--resume", action="store_true", help="reopen the run in --out and continue it")
+    demo.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    demo.set_defaults(func=cmd_demo)
 
     add_feedback_commands(sub)
     return parser

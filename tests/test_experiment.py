@@ -1,0 +1,132 @@
+"""End-to-end RLHF iterations on the tiny model: run directory, reopening, crash recovery, reproducibility."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from rlhf_lab.cli import demo_config, main
+from rlhf_lab.experiment import ExperimentConfig, FeedbackConfig, RLHFRun, distinct_n
+
+TIME_COLUMNS = ("time/",)
+
+
+def _comparable(df: pd.DataFrame) -> pd.DataFrame:
+    return df[[c for c in df.columns if not c.startswith(TIME_COLUMNS)]]
+
+
+class Crash(RuntimeError):
+    pass
+
+
+class CrashAt:
+    """A callback that kills the run (as a kernel crash would) after a given PPO update."""
+
+    def __init__(self, update: int):
+        self.update = update
+
+    def on_step_end(self, trainer, metrics):
+        if metrics["update"] == self.update:
+            raise Crash(f"injected crash after update {self.update}")
+
+
+@pytest.fixture(scope="module")
+def two_iterations(tmp_path_factory):
+    path = tmp_path_factory.mktemp("runs") / "a"
+    run = RLHFRun.create(path, demo_config(smoke=True), callbacks=[])
+    run.run()
+    return path, run
+
+
+def test_two_iterations_leave_every_artefact(two_iterations):
+    path, run = two_iterations
+    assert json.loads((path / "config.json").read_text())["policy"] == "tiny"
+    for k in (1, 2):
+        d = path / f"iter_{k:03d}"
+        assert (d / "DONE").is_file()
+        assert (d / "reward_model").is_dir() and any((d / "reward_model").iterdir())
+        assert (d / "ppo").is_dir()
+        assert len((d / "eval_samples.jsonl").read_text().splitlines()) == 4
+    evaluation = run.evaluation()
+    assert evaluation["iteration"].tolist() == [0, 1, 2]
+    assert evaluation["update"].tolist() == [0, 2, 4]
+    assert evaluation.loc[1:, "rm/pairs"].tolist() == [16, 32]  # 8 items x 2 annotators, accumulating
+    for column in ("gold_reward", "proxy_reward", "kl", "win_rate_gold_vs_initial", "win_rate_rm_vs_previous"):
+        assert evaluation.loc[1:, column].notna().all(), column
+    assert evaluation.loc[0, "kl"] == 0.0
+    metrics = [json.loads(line) for line in (path / "ppo_metrics.jsonl").read_text().splitlines()]
+    assert [m["update"] for m in metrics] == [1, 2, 3, 4]
+    assert run.ppo_metrics()["iteration"].tolist() == [1, 1, 2, 2]
+    counts = run.store.counts()
+    assert counts["total"] == 32 and counts["by_iteration"] == {1: 16, 2: 16}
+
+
+def test_reopening_continues_at_iteration_three(two_iterations, tmp_path):
+    path, _ = two_iterations
+    run = RLHFRun.open(path, callbacks=[])
+    assert run.iteration == 2 and run.trainer.update_ == 4
+    run.run(iterations=3)
+    assert run.evaluation()["iteration"].tolist() == [0, 1, 2, 3]
+    assert (path / "iter_003" / "DONE").is_file()
+    assert run.store.counts()["by_iteration"] == {1: 16, 2: 16, 3: 16}
+
+
+def test_same_seed_same_metrics(two_iterations, tmp_path):
+    path, first = two_iterations
+    second = RLHFRun.create(tmp_path / "b", demo_config(smoke=True), callbacks=[])
+    second.run()
+    a = _comparable(pd.read_json(path / "ppo_metrics.jsonl", lines=True)).head(4)
+    b = _comparable(second.ppo_metrics().drop(columns="iteration"))
+    pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True), check_dtype=False)
+    pd.testing.assert_frame_equal(first.evaluation().head(3), second.evaluation())
+
+
+def test_a_crash_mid_ppo_leaves_a_run_that_reopens_cleanly(tmp_path):
+    path = tmp_path / "crash"
+    run = RLHFRun.create(path, demo_config(smoke=True), callbacks=[CrashAt(update=3)])
+    with pytest.raises(Crash):
+        run.run()
+    assert (path / "iter_001" / "DONE").is_file() and not (path / "iter_002" / "DONE").exists()
+    judged = run.store.counts()["total"]
+    reopened = RLHFRun.open(path, callbacks=[])
+    assert reopened.iteration == 1 and reopened.trainer.update_ == 2
+    assert [json.loads(l)["update"] for l in (path / "ppo_metrics.jsonl").read_text().splitlines()] == [1, 2]
+    reopened.run()
+    assert reopened.evaluation()["iteration"].tolist() == [0, 1, 2]
+    assert reopened.store.counts()["total"] == judged  # the interrupted iteration's judgments were reused
+
+
+def test_create_refuses_to_overwrite_and_open_needs_a_run(two_iterations, tmp_path):
+    path, _ = two_iterations
+    with pytest.raises(FileExistsError, match="RLHFRun.open"):
+        RLHFRun.create(path, demo_config(smoke=True))
+    with pytest.raises(FileNotFoundError, match="RLHFRun.create"):
+        RLHFRun.open(tmp_path / "nothing")
+
+
+def test_config_round_trips_and_refuses_bad_values():
+    config = demo_config(smoke=True)
+    again = ExperimentConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config
+    with pytest.raises(ValueError, match="strategy"):
+        FeedbackConfig(strategy="best")
+    with pytest.raises(ValueError, match="Unknown experiment config fields"):
+        ExperimentConfig.from_dict({"polciy": "tiny"})
+
+
+def test_distinct_n_counts_repeated_ngrams():
+    assert distinct_n(["a b c", "a b d"], 1) == 4 / 6
+    assert distinct_n(["a b a b"], 2) == 2 / 3
+    assert distinct_n([""], 2) == 0.0
+
+
+def test_demo_smoke_writes_a_report(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--smoke", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"report: {out / 'report' / 'summary.md'}" in printed
+    report = out / "report"
+    for name in ("ppo_curves.png", "over_optimisation.png", "rm_accuracy.png", "evaluation.csv", "ppo_metrics.csv"):
+        assert (report / name).stat().st_size > 0, name
+    summary = (report / "summary.md").read_text()
+    assert "## The same eval prompts across iterations" in summary and "iteration 2" in summary
