@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from .crowd import GoldUtility, SimulatedCrowd
 from .generation import GenerationBatch, SamplingConfig, generate

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from .models import load_policy, tiny_policy
 from .reward_eval import RewardReport, as_preference_pairs, bootstrap_pairs, evaluate_rewards, split_by_prompt
@@ -207,7 +208,12 @@ def _load_backbone(config: RewardConfig):
     """(backbone module, tokenizer) for a fresh reward model."""
     if config.kind == "encoder":
         path = minilm_dir()
-        return AutoModel.from_pretrained(path, add_pooling_layer=False), AutoTokenizer.from_pretrained(path)
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the checkpoint's pooler weights, unused here, would print a load report
+        try:
+            return AutoModel.from_pretrained(path, add_pooling_layer=False), AutoTokenizer.from_pretrained(path)
+        finally:
+            hf_logging.set_verbosity(verbosity)
     if config.backbone == "tiny":
         lm, tokenizer = tiny_policy(seed=config.seed)
     else:
