@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import sys
+from pathlib import Path
 
 from .feedback_cli import add_feedback_commands
 from .models import DEFAULT_POLICY, KNOWN_ALIASES, OFFLINE_MODELS, ModelNotAvailableError, cache_dir, default_device
@@ -110,7 +111,10 @@ def cmd_demo(args) -> None:
     out = args.out or ("runs/demo-smoke" if args.smoke else "runs/demo")
     start = time.perf_counter()
     config = demo_config(args.smoke, args.iterations, args.seed)
-    run = RLHFRun.open(out) if args.resume else RLHFRun.create(out, config, overwrite=True)
+    if not (args.resume or args.overwrite) and (Path(out) / "config.json").exists():
+        raise FileExistsError(f"{out} already holds a run: continue it with --resume, or start over with --overwrite "
+                              "(which deletes it, judgments included).")
+    run = RLHFRun.open(out) if args.resume else RLHFRun.create(out, config, overwrite=args.overwrite)
     evaluation = run.run(args.iterations)
     report = write_report(run)
     first, last = evaluation.iloc[0], evaluation.iloc[-1]
@@ -150,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--iterations", type=int, default=2)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--resume", action="store_true", help="reopen the run in --out and continue it")
+    demo.add_argument("--overwrite", action="store_true", help="delete the run already in --out and start over")
     demo.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     demo.set_defaults(func=cmd_demo)
 
@@ -162,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ModelNotAvailableError, ValueError, FileNotFoundError) as err:
+    except (ModelNotAvailableError, ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"rlhf-lab {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

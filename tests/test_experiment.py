@@ -130,3 +130,5 @@ def test_demo_smoke_writes_a_report(tmp_path, capsys):
         assert (report / name).stat().st_size > 0, name
     summary = (report / "summary.md").read_text()
     assert "## The same eval prompts across iterations" in summary and "iteration 2" in summary
+    assert main(["demo", "--smoke", "--out", str(out)]) == 2  # a second run never deletes the first silently
+    assert "--resume" in capsys.readouterr().err and (out / "feedback.db").is_file()
