@@ -131,6 +131,7 @@ class RLHFRun:
         self.trainer = PPOTrainer(policy, self.tokenizer, self.gold, config.ppo, callbacks=callbacks,
                                   metrics_path=self.path / "ppo_metrics.jsonl")
         self.reward_model = None
+        self.rm_report: dict = {}  # the latest reward model's held-out figures, added to evaluation rows
         self.iteration = 0
         last = self.completed_iterations()
         if last:
@@ -278,7 +279,7 @@ class RLHFRun:
         model.save(self.iteration_dir(k) / "reward_model")
         self.reward_model = model
         report = model.evaluate(gold=self.gold)
-        self._rm_report = {"rm/val_accuracy": report.accuracy, "rm/gold_accuracy": report.gold_accuracy,
+        self.rm_report = {"rm/val_accuracy": report.accuracy, "rm/gold_accuracy": report.gold_accuracy,
                            "rm/val_log_loss": report.log_loss, "rm/pairs": len(pairs)}
         return model
 
@@ -300,7 +301,7 @@ class RLHFRun:
                "distinct_1": distinct_n(replies, 1), "distinct_2": distinct_n(replies, 2)}
         if self.reward_model is not None:
             row["proxy_reward"] = float(self.reward_model.score(prompts, replies).mean())
-            row.update(getattr(self, "_rm_report", {}))
+            row.update(self.rm_report)
         for name, j in (("previous", k - 1), ("initial", 0)):
             if k > 0:
                 row.update(self._win_rates(name, j, prompts, replies, gold))

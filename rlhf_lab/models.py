@@ -18,13 +18,14 @@ import logging
 import os
 import shutil
 import socket
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerBase
+
+from .checkpoint import atomic_directory
 
 log = logging.getLogger(__name__)
 
@@ -129,18 +130,22 @@ def _cache_key(spec: OfflineModel, gguf: Path) -> dict:
             "size": gguf.stat().st_size}
 
 
+def _cache_matches(target: Path, key: dict) -> bool:
+    """True when `target` holds a finished cache entry (its marker, written last) built from `key`."""
+    try:
+        return json.loads((target / "rlhf_lab_cache.json").read_text()) == key
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
 def _cached_copy(alias: str, spec: OfflineModel) -> Path:
     """Path of a complete safetensors copy of `spec`, converting the GGUF once if needed (atomically)."""
     gguf = offline_model_path(spec)
     target = cache_dir() / "models" / alias
-    marker = target / "rlhf_lab_cache.json"
     key = _cache_key(spec, gguf)
-    if marker.is_file():
-        try:
-            if json.loads(marker.read_text()) == key:
-                return target
-        except (OSError, json.JSONDecodeError):
-            pass
+    if _cache_matches(target, key):
+        return target
+    if target.exists():
         log.warning("The cached copy of %s at %s is stale or damaged; rebuilding it.", alias, target)
     _convert_gguf(gguf, target, key)
     return target
@@ -149,9 +154,7 @@ def _cached_copy(alias: str, spec: OfflineModel) -> Path:
 def _convert_gguf(gguf: Path, target: Path, key: dict) -> None:
     """Dequantise the GGUF into float32 safetensors, written to a temp dir then renamed into place."""
     log.warning("Converting %s to safetensors under %s (once; later loads take about a second).", gguf.name, target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    with atomic_directory(target) as tmp:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         config = quantised.config
@@ -163,12 +166,6 @@ def _convert_gguf(gguf: Path, target: Path, key: dict) -> None:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "rlhf_lab_cache.json").write_text(json.dumps(key))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -210,21 +207,11 @@ def _cached_tokenizer(alias: str) -> Path:
     gguf = offline_model_path(spec)
     key = _cache_key(spec, gguf)
     for target in (cache_dir() / "models" / alias, cache_dir() / "tokenizers" / alias):
-        marker = target / "rlhf_lab_cache.json"
-        try:
-            if json.loads(marker.read_text()) == key and (target / "tokenizer_config.json").is_file():
-                return target
-        except (OSError, json.JSONDecodeError):
-            continue
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{alias}-", dir=target.parent))
-    try:
+        if _cache_matches(target, key) and (target / "tokenizer_config.json").is_file():
+            return target
+    with atomic_directory(target) as tmp:
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
         (tmp / "rlhf_lab_cache.json").write_text(json.dumps(key))
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
