@@ -162,13 +162,18 @@ class LiveView(Callback):
         self.keys, self.every = keys, every
         self.notebook = in_notebook() if notebook is None else notebook
         self._fallback = PrintLogger(every=every)
-        self._progress = self._plot = self._samples = self._figure = None
+        self._progress = self._plot = self._samples = self._figure = self._cell = None
 
     def on_train_begin(self, trainer) -> None:
         if not self.notebook:
             return
+        from IPython import get_ipython
         from IPython.display import display
 
+        cell = getattr(get_ipython(), "execution_count", None)
+        if self._progress is not None and cell == self._cell:
+            return  # another `train` call from the same cell (the next RLHF iteration): keep updating one view
+        self._cell = cell
         self._progress = display("starting PPO ...", display_id=True)
         self._plot = display("", display_id=True)
         self._samples = display("", display_id=True)
@@ -194,6 +199,46 @@ class LiveView(Callback):
         import pandas as pd
 
         self._samples.update(pd.DataFrame(samples))
+
+
+class TensorBoardLogger(Callback):
+    """Every update's metrics as TensorBoard scalars (step = update) in `log_dir`; `log_scalars` adds others
+    (e.g. an RLHF run's evaluation rows). Needs the `tensorboard` package (`pip install tensorboard`)."""
+
+    def __init__(self, log_dir: str | Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as error:
+            raise ImportError("report_to='tensorboard' needs the tensorboard package: pip install tensorboard "
+                              "(or pip install 'rlhf-lab[tracking]').") from error
+        self.writer = SummaryWriter(str(log_dir))
+
+    def log_scalars(self, values: dict, step: int, prefix: str = "") -> None:
+        for key, value in values.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                self.writer.add_scalar(prefix + key, value, step)
+        self.writer.flush()
+
+    def on_step_end(self, trainer, metrics: dict) -> None:
+        self.log_scalars({k: v for k, v in metrics.items() if k != "update"}, int(metrics["update"]))
+
+    def on_samples(self, trainer, samples: list[dict]) -> None:
+        rows = "\n".join(f"| {s.get('prompt', '')} | {s.get('response', '')} | {s.get('score', '')} |" for s in samples)
+        self.writer.add_text("samples", "| prompt | response | score |\n|---|---|---|\n" + rows,
+                             int(samples[0].get("update", 0)) if samples else 0)
+
+
+TRACKERS = {"tensorboard": TensorBoardLogger}
+
+
+def tracker_callbacks(report_to, log_dir: str | Path) -> list[Callback]:
+    """Callbacks for the optional experiment trackers named in `report_to` ("tensorboard"; () or "none": none)."""
+    names = [report_to] if isinstance(report_to, str) else list(report_to or ())
+    unknown = sorted(set(names) - set(TRACKERS) - {"none"})
+    if unknown:
+        raise ValueError(f"Unknown report_to {unknown}; supported: {sorted(TRACKERS)} (the built-in metrics log is "
+                         "always written).")
+    return [TRACKERS[name](Path(log_dir) / name) for name in names if name != "none"]
 
 
 def default_callbacks() -> list[Callback]:

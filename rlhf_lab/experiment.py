@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .callbacks import default_callbacks, tracker_callbacks
 from .crowd import GoldUtility, SimulatedCrowd
 from .generation import GenerationBatch, SamplingConfig, generate
 from .models import load_policy
@@ -77,16 +78,22 @@ class ExperimentConfig:
     max_prompt_words: int = 24
     eval_prompts: int = 12
     """Fixed eval prompts scored after every iteration."""
+    eval_samples: int = 1
+    """Replies per eval prompt: more replies make the evaluation's means less noisy (its error falls as 1/√n)."""
     warm_start_reward: bool = False
     """Start each iteration's reward model from the previous one (False: fit afresh on all judgments so far)."""
     seed: int = 0
+    report_to: tuple[str, ...] = ()
+    """Optional experiment trackers besides the built-in metrics log (always written): ("tensorboard",) writes
+    TensorBoard scalars of every PPO update and every evaluation to <run>/tensorboard."""
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
 
     def __post_init__(self):
-        if self.iterations < 1 or self.ppo_updates < 1 or self.eval_prompts < 1:
-            raise ValueError("iterations, ppo_updates and eval_prompts must all be at least 1.")
+        if min(self.iterations, self.ppo_updates, self.eval_prompts, self.eval_samples) < 1:
+            raise ValueError("iterations, ppo_updates, eval_prompts and eval_samples must all be at least 1.")
+        self.report_to = (self.report_to,) if isinstance(self.report_to, str) else tuple(self.report_to)
         for name, cls in (("feedback", FeedbackConfig), ("reward", RewardConfig), ("ppo", PPOConfig)):
             value = getattr(self, name)
             if isinstance(value, dict):
@@ -128,6 +135,9 @@ class RLHFRun:
         self.eval_prompts = load_prompts(config.prompt_set, split="eval", max_words=config.max_prompt_words,
                                          n=config.eval_prompts, seed=config.seed)
         policy, self.tokenizer = load_policy(config.policy)
+        self.trackers = tracker_callbacks(config.report_to, self.path)
+        if self.trackers:
+            callbacks = [*(default_callbacks() if callbacks is None else callbacks), *self.trackers]
         self.trainer = PPOTrainer(policy, self.tokenizer, self.gold, config.ppo, callbacks=callbacks,
                                   metrics_path=self.path / "ppo_metrics.jsonl")
         self.reward_model = None
@@ -292,13 +302,14 @@ class RLHFRun:
     # ---- evaluation ----------------------------------------------------------------------------------------------
     def evaluate(self, k: int) -> dict:
         """Score the current policy on the eval prompts; append the row to evaluation.csv and return it."""
-        batch = self._sample(self.eval_prompts, k, seed=self.config.seed + 10_007)
+        batch = self._sample(self.eval_prompts, k, seed=self.config.seed + 10_007, n_per_prompt=self.config.eval_samples)
         prompts, replies = batch.prompts, batch.responses
         gold = self.gold(prompts, replies)
         row = {"iteration": k, "update": self.trainer.update_, "gold_reward": float(np.mean(gold)),
                "kl": float(self.trainer.kl_to_reference(batch).mean()) if k else 0.0,
                "response_length": float(batch.response_lengths.float().mean()), "eos_rate": float(batch.eos.float().mean()),
-               "distinct_1": distinct_n(replies, 1), "distinct_2": distinct_n(replies, 2)}
+               "distinct_1": distinct_n(replies, 1), "distinct_2": distinct_n(replies, 2),
+               "judgments": self.store.counts()["total"]}
         if self.reward_model is not None:
             row["proxy_reward"] = float(self.reward_model.score(prompts, replies).mean())
             row.update(self.rm_report)
@@ -311,6 +322,9 @@ class RLHFRun:
         table = self.evaluation()
         table = pd.concat([table[table["iteration"] < k], pd.DataFrame([row])], ignore_index=True) if len(table) else pd.DataFrame([row])
         _write_atomic(self.path / "evaluation.csv", table.to_csv(index=False))
+        for tracker in self.trackers:
+            tracker.log_scalars({k: v for k, v in row.items() if k not in ("iteration", "update")}, row["update"],
+                                prefix="eval/")
         return row
 
     def _initial_eval_path(self) -> Path:

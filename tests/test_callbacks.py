@@ -74,7 +74,10 @@ def test_live_view_without_a_frontend_prints_lines(capsys):
 
 
 def test_live_view_updates_display_handles_in_place(monkeypatch):
+    import IPython
     import IPython.display
+
+    monkeypatch.setattr(IPython, "get_ipython", lambda: None)
 
     handles = []
 
@@ -102,3 +105,35 @@ def test_live_view_updates_display_handles_in_place(monkeypatch):
     assert plot.objects[1] is plot.objects[2]  # the same figure, redrawn
     assert list(plot.objects[-1].axes[0].lines[0].get_ydata()) == [0.5, 1.0]
     assert samples.objects[-1]["response"].tolist() == ["hello"]
+
+    # the next RLHF iteration's `train` from the same cell keeps the same view; a new cell gets a new one
+    import IPython
+
+    shell = type("Shell", (), {"execution_count": None})()
+    monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
+    view.on_train_begin(trainer)
+    assert len(handles) == 3
+    shell.execution_count = 7
+    view.on_train_begin(trainer)
+    assert len(handles) == 6
+
+
+def test_tensorboard_logger_writes_scalars(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from rlhf_lab.callbacks import TensorBoardLogger, tracker_callbacks
+
+    [logger] = tracker_callbacks("tensorboard", tmp_path)
+    assert isinstance(logger, TensorBoardLogger)
+    trainer = fake_trainer()
+    for u in (1, 2):
+        logger.on_step_end(trainer, metrics(u))
+    logger.log_scalars({"gold_reward": 0.25, "note": "text", "nan": float("nan")}, step=2, prefix="eval/")
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("objective/scores")] == [(1, 0.5), (2, 1.0)]
+    assert [e.value for e in events.Scalars("eval/gold_reward")] == [0.25]
+    assert "eval/nan" not in events.Tags()["scalars"]
+    assert tracker_callbacks((), tmp_path) == [] and tracker_callbacks("none", tmp_path) == []
+    with pytest.raises(ValueError, match="supported: \\['tensorboard'\\]"):
+        tracker_callbacks(["wandb"], tmp_path)

@@ -33,7 +33,9 @@ class CrashAt:
 @pytest.fixture(scope="module")
 def two_iterations(tmp_path_factory):
     path = tmp_path_factory.mktemp("runs") / "a"
-    run = RLHFRun.create(path, demo_config(smoke=True), callbacks=[])
+    config = demo_config(smoke=True)
+    config.report_to = ("tensorboard",)
+    run = RLHFRun.create(path, config, callbacks=[])
     run.run()
     return path, run
 
@@ -59,6 +61,18 @@ def test_two_iterations_leave_every_artefact(two_iterations):
     assert run.ppo_metrics()["iteration"].tolist() == [1, 1, 2, 2]
     counts = run.store.counts()
     assert counts["total"] == 32 and counts["by_iteration"] == {1: 16, 2: 16}
+    assert evaluation["judgments"].tolist() == [0, 16, 32]
+
+
+def test_report_to_tensorboard_logs_updates_and_evaluations(two_iterations):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    path, run = two_iterations
+    events = EventAccumulator(str(path / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("objective/kl")] == [1, 2, 3, 4]
+    gold = [(e.step, round(e.value, 5)) for e in events.Scalars("eval/gold_reward")]
+    assert gold == [(u, round(g, 5)) for u, g in zip(run.evaluation()["update"], run.evaluation()["gold_reward"])]
 
 
 def test_reopening_continues_at_iteration_three(two_iterations, tmp_path):
