@@ -14,7 +14,6 @@ weights); with full fine-tuning it is a frozen copy made before training (or the
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -29,8 +28,8 @@ from .models import model_id
 from .ppo_math import (AdaptiveKLController, FixedKLController, clipped_policy_loss, clipped_value_loss,
                        entropy_from_logits, explained_variance, gae, kl_k1, kl_k3, kl_shaped_rewards,
                        logprobs_from_logits, masked_mean, masked_whiten)
-from .ppo_models import (PolicyAndValue, _accelerator, _adamw, _apply_lora, _causal_lm, _seed_for, disable_dropout,
-                         response_logits)
+from .ppo_models import (PolicyAndValue, _accelerator, _adamw, _causal_lm, _seed_for, disable_dropout,
+                         policy_and_reference, reference_model, response_logits)
 from .rewards import as_reward, critic_from_reward
 from .seeding import set_seed
 
@@ -143,6 +142,11 @@ class PPOConfig:
             raise ValueError(f"kl_target must be positive (nats per reply), got {self.kl_target}.")
 
     @property
+    def rollouts_per_update(self) -> int:
+        """Replies sampled per update and process (one per prompt)."""
+        return self.batch_size
+
+    @property
     def n_minibatches(self) -> int:
         return self.batch_size // self.mini_batch_size
 
@@ -175,14 +179,13 @@ class PPOTrainer:
         plain lines elsewhere. `history` (a MetricsHistory, JSONL at `metrics_path` when given) is always kept.
     """
 
+    config_class = PPOConfig
+
     def __init__(self, policy, tokenizer, reward, config: PPOConfig | None = None, *, ref_policy=None, critic=None,
                  callbacks=None, metrics_path=None):
-        self.config = config = config or PPOConfig()
+        self.config = config = config or self.config_class()
         set_seed(config.seed)
-        mixed = config.mixed_precision
-        if mixed == "auto":
-            mixed = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-        self.accelerator = _accelerator(mixed)
+        self.accelerator = _accelerator(config.mixed_precision)
         self.tokenizer, self.reward = tokenizer, as_reward(reward, tokenizer)
         self.model_id = model_id(policy)
         disable_dropout(policy)
@@ -193,15 +196,7 @@ class PPOTrainer:
             critic, value_head = critic_from_reward(self.reward)
         elif critic is not None and config.value_head == "shared":
             raise ValueError("A critic was given but value_head='shared': set value_head='separate' to use it.")
-        if config.lora is None:
-            self.ref_policy = ref_policy if ref_policy is not None else copy.deepcopy(policy)
-            disable_dropout(self.ref_policy).eval().requires_grad_(False).to(self.accelerator.device)
-        else:
-            if ref_policy is not None:
-                raise ValueError("With LoRA the reference is the policy with its adapters disabled: "
-                                 "do not pass ref_policy.")
-            self.ref_policy = None
-            policy = _apply_lora(policy, config.lora)
+        policy, self.ref_policy = policy_and_reference(policy, config.lora, ref_policy, self.accelerator.device)
         if config.gradient_checkpointing:
             _causal_lm(policy).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if config.lora is not None:
@@ -343,15 +338,10 @@ class PPOTrainer:
                             values.float(), entropy_from_logits(logits, t)))
         return [torch.cat(parts) for parts in zip(*outputs)]
 
-    @contextlib.contextmanager
     def _reference(self):
-        """The reference causal LM: the frozen copy, or (LoRA) the policy with its adapters disabled."""
-        if self.ref_policy is not None:
-            yield _causal_lm(self.ref_policy)
-            return
-        policy = self.accelerator.unwrap_model(self.model).policy
-        with policy.disable_adapter():
-            yield _causal_lm(policy)
+        """The reference causal LM (a context manager): the frozen copy, or (LoRA) the policy with its adapters
+        disabled."""
+        return reference_model(self.accelerator.unwrap_model(self.model).policy, self.ref_policy)
 
     def _check_finite(self, update: int, quantity: str, value: torch.Tensor) -> None:
         if not torch.isfinite(value).all():
@@ -376,7 +366,8 @@ class PPOTrainer:
         values = self.accelerator.reduce(torch.stack([torch.as_tensor(rollout[k], device=self.accelerator.device,
                                                                       dtype=torch.float32) for k in names]), "mean")
         now = time.perf_counter()
-        metrics = {"update": update, "episode": update * self.config.batch_size * self.accelerator.num_processes,
+        episodes = update * self.config.rollouts_per_update * self.accelerator.num_processes
+        metrics = {"update": update, "episode": episodes,
                    **dict(zip(names, values.tolist())), "objective/beta": beta,
                    "lr": self.optimizer.param_groups[0]["lr"],
                    "time/generation_s": times["generation"] - times["start"],
@@ -463,5 +454,5 @@ class PPOTrainer:
         """A trainer continuing the run saved at `path`. `policy` must be the same base model the run started
         from (it also gives the reference); `config` defaults to the saved one. kwargs go to the constructor."""
         ckpt = load_checkpoint(path)
-        config = config or PPOConfig.from_dict(ckpt.state["config"])
+        config = config or cls.config_class.from_dict(ckpt.state["config"])
         return cls(policy, tokenizer, reward, config, **kwargs).load_state(ckpt)

@@ -3,6 +3,8 @@ accelerate/optimiser plumbing around them. Used by `ppo.PPOTrainer`."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -85,9 +87,37 @@ def _apply_lora(policy: nn.Module, lora: LoraSettings) -> nn.Module:
                                              target_modules=lora.target_modules, task_type="CAUSAL_LM"))
 
 
+def policy_and_reference(policy: nn.Module, lora: LoraSettings | None, ref_policy: nn.Module | None, device):
+    """(policy, reference) for a trainer that keeps its policy near a reference (PPO, RLOO, DPO).
+
+    Full fine-tuning: the reference is `ref_policy` or a frozen copy of `policy` taken now, dropout off, on `device`.
+    LoRA: `policy` is wrapped in place with peft adapters and the reference is None: it is the policy with its
+    adapters disabled (`reference_model`), so one copy of the weights serves both.
+    """
+    if lora is None:
+        ref_policy = ref_policy if ref_policy is not None else copy.deepcopy(policy)
+        return policy, disable_dropout(ref_policy).eval().requires_grad_(False).to(device)
+    if ref_policy is not None:
+        raise ValueError("With LoRA the reference is the policy with its adapters disabled: do not pass ref_policy.")
+    return _apply_lora(policy, lora), None
+
+
+@contextlib.contextmanager
+def reference_model(policy: nn.Module, ref_policy: nn.Module | None):
+    """The reference causal LM: `ref_policy`, or (LoRA, ref_policy None) `policy` with its adapters disabled."""
+    if ref_policy is not None:
+        yield _causal_lm(ref_policy)
+        return
+    with policy.disable_adapter():
+        yield _causal_lm(policy)
+
+
 def _accelerator(mixed_precision: str) -> Accelerator:
     """An Accelerator; in a single process a trainer may change the mixed precision that an earlier one set
-    (accelerate keeps it in a process-wide state, which would otherwise refuse: a notebook rerun with a new config)."""
+    (accelerate keeps it in a process-wide state, which would otherwise refuse: a notebook rerun with a new config).
+    "auto": bf16 on a GPU that supports it, else "no"."""
+    if mixed_precision == "auto":
+        mixed_precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
     try:
         return Accelerator(mixed_precision=mixed_precision)
     except ValueError:

@@ -1,0 +1,418 @@
+"""Compare RLHF methods fairly: the same initial policy, prompts, seeds, reward model, feedback and budget.
+
+    comparison = compare_methods(
+        [BestOfN(n=(1, 2, 4, 8, 16)), PPO(PPOConfig(...)), RLOO(RLOOConfig(...)), DPO(DPOConfig(...))],
+        policy, tokenizer, prompts, eval_prompts, reward=reward_model, pairs=store.preference_pairs(),
+        budget=Budget(samples=256))
+    comparison.table             # one row per method: gold, proxy, KL, win rate, tokens, judgments, time, memory
+    comparison.frontier          # one row per evaluation: the reward-vs-KL frontier
+    plot_frontier(comparison.frontier);  plot_costs(comparison.table)
+
+Every method starts from its own copy of `policy`; the untouched policy is the reference for KL and the opponent
+for win rates. Evaluation is the same for all: one reply per eval prompt (best-of-n: the pick among n) sampled with
+one seed, scored by the gold utility and by the proxy reward; KL is Σ_t log π/π_init over the reply (k1, at the
+sampling temperature), for best-of-n measured on a pool of candidates (and log n − (n−1)/n beside it).
+"""
+
+from __future__ import annotations
+
+import copy
+import ctypes
+import dataclasses
+import gc
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+
+from .best_of_n import best_of_n, best_of_n_kl
+from .dpo import DPOConfig, DPOTrainer
+from .generation import SamplingConfig, generate
+from .ppo import PPOConfig, PPOTrainer
+from .ppo_models import _causal_lm, _seed_for, response_logits
+from .rewards import as_reward
+from .rloo import RLOOConfig, RLOOTrainer
+
+TABLE_COLUMNS = ["method", "rounds", "gold_reward", "proxy_reward", "kl", "win_rate_vs_initial", "samples_generated",
+                 "tokens_generated", "judgments_used", "wall_time_s", "peak_memory_mb"]
+
+
+@dataclass
+class Budget:
+    """What each method may spend; a method stops before a round that would exceed any limit given."""
+
+    samples: int | None = None
+    """Replies sampled for training (PPO/RLOO rollouts, iterative DPO's new pairs: 2 per pair)."""
+    judgments: int | None = None
+    """Preference judgments consumed (offline DPO: distinct pairs read; iterative DPO: new judgments)."""
+    seconds: float | None = None
+    """Wall-clock seconds of training per method (evaluations excluded)."""
+    max_rounds: int = 1000
+    """A guard: never more rounds than this."""
+
+    def __post_init__(self):
+        if self.samples is None and self.judgments is None and self.seconds is None:
+            raise ValueError("Give a budget: Budget(samples=...), Budget(judgments=...) or Budget(seconds=...).")
+
+
+@dataclass
+class _Setup:
+    """What every method shares."""
+
+    initial: torch.nn.Module  # the untouched policy: reference and opponent
+    tokenizer: object
+    prompts: list[str]
+    eval_prompts: list[str]
+    reward: object  # rewards.Reward (the proxy)
+    gold: object  # rewards.Reward
+    pairs: pd.DataFrame | None
+    judge: object
+    sampling: SamplingConfig
+    seed: int
+    initial_gold: np.ndarray | None = None  # gold of the initial policy's eval replies
+
+
+# ---- methods ------------------------------------------------------------------------------------------------------
+class Method:
+    """One contender. `start` builds it on a fresh policy copy; `round` trains one round and returns the
+    (samples, judgments) it spent; `next_cost` says what the next round would spend; `evaluate` yields frontier rows."""
+
+    name = "method"
+    done = False
+
+    def start(self, setup: _Setup, policy) -> None:
+        raise NotImplementedError
+
+    def next_cost(self) -> tuple[int, int]:
+        return 0, 0
+
+    def round(self) -> None:
+        raise NotImplementedError
+
+    def counters(self) -> dict:
+        raise NotImplementedError
+
+    def evaluate(self, setup: _Setup) -> list[dict]:
+        return [_evaluate_policy(self.policy, setup)]
+
+    def close(self) -> None:
+        """Drop the trained model and shared state (called once the method's rows are taken)."""
+        for name in ("trainer", "setup", "data"):
+            self.__dict__.pop(name, None)
+
+
+class _RolloutMethod(Method):
+    """PPO or RLOO: a round is one update; judgments are those behind the reward model (`reward_judgments`)."""
+
+    trainer_class, config_class = PPOTrainer, PPOConfig
+
+    def __init__(self, config=None, name: str | None = None, reward_judgments: int = 0):
+        self.config = config or self.config_class()
+        self.name = name or self.name
+        self.reward_judgments = reward_judgments
+
+    def start(self, setup, policy):
+        config = dataclasses.replace(self.config, seed=setup.seed, log_samples_every=0)
+        self.setup = setup
+        self.trainer = self.trainer_class(policy, setup.tokenizer, setup.reward, config,
+                                          **({} if config.lora else {"ref_policy": setup.initial}), callbacks=[])
+        self.samples = self.tokens = 0
+
+    @property
+    def policy(self):
+        return self.trainer.accelerator.unwrap_model(self.trainer.model).policy
+
+    def next_cost(self):
+        return self.trainer.config.rollouts_per_update, 0
+
+    def round(self):
+        metrics = self.trainer.step(self.trainer.prompt_batch(self.setup.prompts, self.trainer.update_ + 1))
+        self.samples += self.trainer.config.rollouts_per_update
+        self.tokens += round(metrics["val/response_length"] * self.trainer.config.rollouts_per_update)
+
+    def counters(self):
+        return dict(samples_generated=self.samples, tokens_generated=self.tokens, judgments_used=self.reward_judgments)
+
+
+class PPO(_RolloutMethod):
+    """PPO (`ppo.PPOTrainer`) against the proxy reward."""
+
+    name = "ppo"
+
+
+class RLOO(_RolloutMethod):
+    """RLOO or GRPO (`rloo.RLOOTrainer`) against the proxy reward."""
+
+    name, trainer_class, config_class = "rloo", RLOOTrainer, RLOOConfig
+
+
+class DPO(Method):
+    """DPO on the shared pairs (mode="offline": `pairs_per_round` of them per round, for config.epochs passes) or
+    on new pairs judged each round (mode="iterative", by the comparison's `judge`)."""
+
+    def __init__(self, config: DPOConfig | None = None, mode: str = "offline", pairs_per_round: int = 32,
+                 name: str | None = None):
+        if mode not in ("offline", "iterative"):
+            raise ValueError(f"DPO mode must be 'offline' or 'iterative', got {mode!r}.")
+        self.config, self.mode, self.pairs_per_round = config or DPOConfig(), mode, pairs_per_round
+        self.name = name or ("dpo" if mode == "offline" else "dpo_iterative")
+
+    def start(self, setup, policy):
+        config = dataclasses.replace(self.config, seed=setup.seed)
+        self.setup, self.done = setup, False
+        self.trainer = DPOTrainer(policy, setup.tokenizer, config, callbacks=[],
+                                  **({} if config.lora else {"ref_policy": setup.initial}))
+        if self.mode == "offline":
+            if setup.pairs is None or len(setup.pairs) == 0:
+                raise ValueError("Offline DPO needs preference pairs: pass pairs=store.preference_pairs().")
+            self.data = self.trainer.prepare(setup.pairs)
+            order = np.random.default_rng(setup.seed).permutation(len(self.data))
+            self.order = np.concatenate([order] * config.epochs)
+            self.position = 0
+
+    @property
+    def policy(self):
+        return self.trainer.policy
+
+    def next_cost(self):
+        if self.mode == "iterative":
+            return 2 * self.pairs_per_round, self.pairs_per_round
+        new = min(self.position + self.pairs_per_round, len(self.data)) - min(self.position, len(self.data))
+        return 0, max(new, 0)
+
+    def round(self):
+        if self.mode == "iterative":
+            judge = self.setup.judge if self.setup.judge is not None else self.setup.reward
+            self.trainer.train_iterative(self.setup.prompts, judge, self.trainer.round_ + 1, self.pairs_per_round)
+            return
+        chunk = self.order[self.position:self.position + self.pairs_per_round].tolist()
+        self.trainer.fit(self.data.subset(chunk), epochs=1)
+        self.position += len(chunk)
+        self.done = self.position >= len(self.order)
+
+    def counters(self):
+        t = self.trainer
+        judgments = t.judgments_used_ if self.mode == "iterative" else min(self.position, len(self.data))
+        return dict(samples_generated=t.samples_generated_, tokens_generated=t.tokens_generated_,
+                    judgments_used=judgments)
+
+
+class BestOfN(Method):
+    """Best-of-n against the proxy reward, no training: one frontier point per n (the table row is the largest).
+    pool: candidates per prompt for the measured KL (default 4·max n)."""
+
+    def __init__(self, n=(1, 2, 4, 8, 16), pool: int | None = None, missing_eos_penalty: float | None = 1.0,
+                 reward_judgments: int = 0, name: str | None = None):
+        self.n = sorted(n)
+        self.pool = pool or 4 * self.n[-1]
+        self.missing_eos_penalty, self.reward_judgments = missing_eos_penalty, reward_judgments
+        self.name = name or f"best_of_{self.n[-1]}"
+
+    def start(self, setup, policy):
+        self.setup, self.done, self.rows, self.samples, self.tokens = setup, False, [], 0, 0
+
+    def round(self):
+        """Sample the pool once; each n picks among the first n candidates of every prompt."""
+        s = self.setup
+        pool = best_of_n(s.initial, s.tokenizer, s.eval_prompts, s.reward, self.n[-1], pool=self.pool,
+                         sampling=s.sampling, seed=_seed_for(s.seed, 6), missing_eos_penalty=self.missing_eos_penalty)
+        gold, proxy = s.gold(pool.candidates).numpy(), s.reward(pool.candidates).numpy()  # (P·pool,) each
+        for n in self.n:
+            result = pool.with_n(n)
+            rows = result.rows.numpy()
+            self.rows.append(dict(n=n, gold_reward=float(gold[rows].mean()), proxy_reward=float(proxy[rows].mean()),
+                                  kl=result.kl_measured, kl_analytic=best_of_n_kl(n),
+                                  win_rate_vs_initial=_win_rate(gold[rows], s.initial_gold)))
+        self.samples, self.tokens = self.n[-1] * len(s.eval_prompts), pool.tokens_generated
+        self.done = True
+
+    def counters(self):
+        return dict(samples_generated=self.samples, tokens_generated=self.tokens, judgments_used=self.reward_judgments)
+
+    def evaluate(self, setup):
+        return self.rows or [_evaluate_policy(setup.initial, setup)]
+
+
+# ---- evaluation ---------------------------------------------------------------------------------------------------
+def _win_rate(gold: np.ndarray, opponent: np.ndarray) -> float:
+    """Share of prompts where this reply's gold beats the opponent's (ties count ½)."""
+    return float(np.mean((gold > opponent) + 0.5 * (gold == opponent)))
+
+
+@torch.no_grad()
+def sequence_kl(policy, reference, batch, temperature: float) -> torch.Tensor:
+    """KL(π ‖ π_ref) per reply of a GenerationBatch, nats: Σ_t KL(π(·|y_<t) ‖ π_ref(·|y_<t)) over the sampled
+    reply's tokens, with full next-token distributions at `temperature` (the expectation of k1 = log π − log π_ref
+    over each next token: unbiased for the reply's KL, never negative, far less noisy than k1). (B,)"""
+    device = next(reference.parameters()).device
+    ids, attn = batch.query_response_ids.to(device), batch.query_response_mask.to(device)
+    mask, n_prompt = batch.response_mask.to(device).float(), batch.prompt_ids.shape[1]
+    kls = []
+    for row in range(len(ids)):  # one row at a time: (R, V) temporaries only
+        logp, ref_logp = (torch.log_softmax(response_logits(_causal_lm(m), ids[row:row + 1], attn[row:row + 1],
+                                                            n_prompt)[0].float() / temperature, dim=-1)
+                          for m in (policy, reference))  # (R, V) each
+        kls.append(((logp.exp() * (logp - ref_logp)).sum(-1) * mask[row]).sum())
+    return torch.stack(kls).cpu()
+
+
+def _evaluate_policy(policy, setup: _Setup) -> dict:
+    """One reply per eval prompt (one seed for every method): gold, proxy, KL to the initial policy, win rate."""
+    batch = generate(policy, setup.tokenizer, setup.eval_prompts, setup.sampling, seed=_seed_for(setup.seed, 7))
+    gold = setup.gold(batch).numpy()
+    kl = sequence_kl(policy, setup.initial, batch, setup.sampling.temperature or 1.0).mean().item()
+    return dict(gold_reward=float(gold.mean()), proxy_reward=float(setup.reward(batch).mean()), kl=kl,
+                win_rate_vs_initial=_win_rate(gold, setup.initial_gold) if setup.initial_gold is not None else 0.5)
+
+
+class _PeakMemory:
+    """Peak resident memory (MB) above the level at entry, polled every 20 ms (and CUDA's peak allocation)."""
+
+    def __enter__(self):
+        gc.collect()
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)  # give freed memory back, so the next method's growth shows
+        except (OSError, AttributeError):
+            pass
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        self.start = self.peak = _rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self):
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, _rss_mb())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_mb())
+        gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
+        self.mb = max(self.peak - self.start, gpu)
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096 / 2**20
+    except OSError:  # not Linux: ru_maxrss (a lifetime peak) is the best there is
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+
+
+# ---- the entry point ----------------------------------------------------------------------------------------------
+@dataclass
+class Comparison:
+    """The result of `compare_methods`: `table` (one row per method) and `frontier` (one row per evaluation)."""
+
+    table: pd.DataFrame
+    frontier: pd.DataFrame
+
+    def plot_frontier(self) -> Figure:
+        return plot_frontier(self.frontier)
+
+    def plot_costs(self) -> Figure:
+        return plot_costs(self.table)
+
+
+def compare_methods(methods: list[Method], policy, tokenizer, prompts: list[str], eval_prompts: list[str], *,
+                    reward, budget: Budget, gold="gold", pairs: pd.DataFrame | None = None, judge=None,
+                    sampling: SamplingConfig | None = None, seed: int = 0, eval_every: int = 1) -> Comparison:
+    """Run each method from its own copy of `policy` on the same prompts and seed within `budget`; evaluate every
+    `eval_every` rounds and at the end.
+
+    reward: the proxy every method optimises or picks by (anything `rewards.as_reward` takes: a reward model).
+    gold: the utility the table reports (default the simulated crowd's gold). pairs: the preference pairs offline
+    DPO trains on (those the reward model was fitted on, for a fair match). judge: who judges iterative DPO's new
+    pairs (a SimulatedCrowd, or a reward source; default the proxy reward). sampling: evaluation sampling (default
+    temperature 0.7, 32 new tokens). Each method's config seed is set to `seed`.
+    """
+    if not methods:
+        raise ValueError("compare_methods needs at least one method, e.g. [BestOfN(), PPO(), RLOO(), DPO()].")
+    unknown = [m for m in methods if not isinstance(m, Method)]
+    if unknown:
+        raise TypeError(f"Unknown method {unknown[0]!r}: use BestOfN, PPO, RLOO or DPO from rlhf_lab.compare.")
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Method names must differ, got {names}: pass name=... to tell them apart.")
+    if not prompts or not eval_prompts:
+        raise ValueError("compare_methods needs training prompts and eval prompts.")
+    initial = copy.deepcopy(policy).eval().requires_grad_(False)
+    setup = _Setup(initial, tokenizer, list(prompts), list(eval_prompts), as_reward(reward, tokenizer),
+                   as_reward(gold, tokenizer), pairs, judge, sampling or SamplingConfig(), seed)
+    start_row = _evaluate_policy(initial, setup)
+    setup.initial_gold = setup.gold(generate(initial, tokenizer, setup.eval_prompts, setup.sampling,
+                                             seed=_seed_for(seed, 7))).numpy()
+    start_row["win_rate_vs_initial"] = 0.5
+    frontier, table = [], []
+    for method in methods:
+        torch.manual_seed(seed)
+        with _PeakMemory() as memory:
+            method.start(setup, copy.deepcopy(policy))
+            rounds, seconds = 0, 0.0
+            rows = [] if isinstance(method, BestOfN) else [dict(start_row, round=0, **method.counters())]
+            while not method.done and rounds < budget.max_rounds and not _spent(method, budget, seconds):
+                began = time.perf_counter()
+                method.round()
+                seconds += time.perf_counter() - began
+                rounds += 1
+                if not isinstance(method, BestOfN) and (rounds % eval_every == 0):
+                    rows.append(dict(method.evaluate(setup)[0], round=rounds, **method.counters()))
+            if isinstance(method, BestOfN):
+                rows = [dict(r, round=rounds, **method.counters()) for r in method.evaluate(setup)]
+            elif rows[-1]["round"] != rounds:
+                rows.append(dict(method.evaluate(setup)[0], round=rounds, **method.counters()))
+        frontier += [dict(method=method.name, **r) for r in rows]
+        table.append(dict(method=method.name, rounds=rounds, **{k: rows[-1][k] for k in
+                     ("gold_reward", "proxy_reward", "kl", "win_rate_vs_initial")}, **method.counters(),
+                     wall_time_s=seconds, peak_memory_mb=memory.mb))
+        method.close()  # free the trained model before the next method
+    return Comparison(pd.DataFrame(table, columns=TABLE_COLUMNS), pd.DataFrame(frontier))
+
+
+def _spent(method: Method, budget: Budget, seconds: float) -> bool:
+    """True when the next round would go over a limit (or the time is up)."""
+    used = method.counters()
+    samples, judgments = method.next_cost()
+    return ((budget.samples is not None and samples and used["samples_generated"] + samples > budget.samples)
+            or (budget.judgments is not None and judgments and used["judgments_used"] + judgments > budget.judgments)
+            or (budget.seconds is not None and seconds >= budget.seconds))
+
+
+# ---- plots --------------------------------------------------------------------------------------------------------
+def plot_frontier(frontier: pd.DataFrame) -> Figure:
+    """Gold and proxy reward against KL to the initial policy, one line per method (the reward–KL frontier);
+    best-of-n's analytic KL, log n − (n−1)/n, as a dotted line beside its measured one."""
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, key, title in zip(axes, ("gold_reward", "proxy_reward"), ("gold reward", "proxy reward")):
+        for name, rows in frontier.groupby("method", sort=False):
+            rows = rows.sort_values("kl")
+            line, = ax.plot(rows["kl"], rows[key], marker="o", label=name)
+            if "kl_analytic" in rows and rows["kl_analytic"].notna().all():
+                ax.plot(rows["kl_analytic"], rows[key], ls=":", color=line.get_color(), label=f"{name} (analytic KL)")
+        ax.set_xlabel("KL to the initial policy (nats per reply)")
+        ax.set_ylabel(title)
+        ax.set_title(f"{title} vs KL")
+    axes[0].legend(fontsize=8)
+    return fig
+
+
+def plot_costs(table: pd.DataFrame) -> Figure:
+    """Win rate against the initial policy, tokens generated, wall time and peak memory per method (bars)."""
+    fig = Figure(figsize=(12, 3.2), layout="constrained")
+    axes = fig.subplots(1, 4)
+    for ax, key in zip(axes, ("win_rate_vs_initial", "tokens_generated", "wall_time_s", "peak_memory_mb")):
+        ax.bar(table["method"].astype(str), table[key], color="tab:blue")
+        ax.set_title(key, fontsize=10)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    axes[0].axhline(0.5, color="grey", lw=0.8, ls="--")
+    return fig

@@ -1,0 +1,88 @@
+"""rlhf_lab.compare: four methods on one tiny policy, one budget, one row each with every column filled."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from rlhf_lab.compare import (DPO, PPO, RLOO, TABLE_COLUMNS, BestOfN, Budget, compare_methods, plot_costs,
+                              plot_frontier, sequence_kl)
+from rlhf_lab.dpo import DPOConfig
+from rlhf_lab.generation import SamplingConfig, generate
+from rlhf_lab.models import tiny_policy
+from rlhf_lab.ppo import PPOConfig
+from rlhf_lab.rloo import RLOOConfig
+
+PROMPTS = ["hi there", "what is a cat?", "tell me a joke", "how are you?", "good morning", "what's up", "I like tea",
+           "say something nice"]
+SAMPLING = SamplingConfig(max_new_tokens=8, temperature=1.0)
+
+
+def length_reward(texts):
+    return [len(t) / 40 for t in texts]
+
+
+@pytest.fixture(scope="module")
+def setup(tiny):
+    torch.set_num_threads(1)
+    tokenizer = tiny[1]
+    model, _ = tiny_policy(tokenizer, seed=0)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.mul_(8.0)
+    batch = generate(model, tokenizer, PROMPTS * 2, SAMPLING, n_per_prompt=2, seed=7)
+    rows = [dict(prompt=batch.prompts[i], chosen=max(batch.responses[i:i + 2], key=len),
+                 rejected=min(batch.responses[i:i + 2], key=len)) for i in range(0, len(batch), 2)]
+    return model, tokenizer, pd.DataFrame(rows)
+
+
+def test_compare_returns_one_full_row_per_method_within_the_budget(setup):
+    model, tokenizer, pairs = setup
+    common = dict(learning_rate=1e-3, batch_size=4, sampling=SAMPLING, missing_eos_penalty=None)
+    dpo = DPOConfig(learning_rate=1e-3, batch_size=4, sampling=SAMPLING)
+    methods = [BestOfN(n=(1, 2, 4)), PPO(PPOConfig(**common)), RLOO(RLOOConfig(rloo_k=2, **common)),
+               DPO(dpo, pairs_per_round=8), DPO(dpo, mode="iterative", pairs_per_round=4)]
+    before = [p.clone() for p in model.parameters()]
+    result = compare_methods(methods, model, tokenizer, PROMPTS, PROMPTS, reward=length_reward, gold=length_reward,
+                             pairs=pairs, budget=Budget(samples=24, judgments=16), sampling=SAMPLING, eval_every=2)
+    table = result.table
+    assert list(table.columns) == TABLE_COLUMNS
+    assert table["method"].tolist() == ["best_of_4", "ppo", "rloo", "dpo", "dpo_iterative"]
+    assert table.notna().all().all()
+    assert (table["samples_generated"] <= 32).all()  # best-of-4 on 8 eval prompts; training methods ≤ 24
+    assert table.set_index("method")["samples_generated"].to_dict() == {
+        "best_of_4": 32, "ppo": 24, "rloo": 24, "dpo": 0, "dpo_iterative": 24}
+    assert table.set_index("method").loc["dpo", "judgments_used"] == 16
+    assert (table["wall_time_s"] > 0).all() and (table["peak_memory_mb"] >= 0).all()
+    assert table.set_index("method").loc["best_of_4", "gold_reward"] > result.frontier.iloc[0]["gold_reward"]
+    trained = table[table["method"] != "best_of_4"]
+    assert (trained["kl"] > 0).all() and (trained["rounds"] >= 2).all()
+    frontier = result.frontier
+    bon = frontier[frontier["method"] == "best_of_4"]
+    assert bon["kl_analytic"].tolist() == pytest.approx([0.0, 0.19314718, 0.63629436])
+    assert (frontier.groupby("method")["round"].min().drop("best_of_4") == 0).all()  # every curve starts at KL 0
+    assert all(torch.equal(p, q) for p, q in zip(before, model.parameters()))  # the caller's policy is untouched
+    assert isinstance(plot_frontier(frontier), Figure) and isinstance(plot_costs(table), Figure)
+
+
+def test_sequence_kl_is_zero_against_itself(setup):
+    model, tokenizer, _ = setup
+    batch = generate(model, tokenizer, PROMPTS[:3], SAMPLING, seed=0)
+    assert torch.allclose(sequence_kl(model, model, batch, 1.0), torch.zeros(3), atol=1e-5)
+
+
+def test_bad_input_says_how_to_fix(setup):
+    model, tokenizer, _ = setup
+    with pytest.raises(ValueError, match="Give a budget"):
+        Budget()
+    with pytest.raises(ValueError, match="at least one method"):
+        compare_methods([], model, tokenizer, PROMPTS, PROMPTS, reward=length_reward, budget=Budget(samples=8))
+    with pytest.raises(TypeError, match="BestOfN, PPO, RLOO or DPO"):
+        compare_methods(["ppo"], model, tokenizer, PROMPTS, PROMPTS, reward=length_reward, budget=Budget(samples=8))
+    with pytest.raises(ValueError, match="names must differ"):
+        compare_methods([PPO(), PPO()], model, tokenizer, PROMPTS, PROMPTS, reward=length_reward,
+                        budget=Budget(samples=8))
+    with pytest.raises(ValueError, match="pairs=store.preference_pairs"):
+        compare_methods([DPO(DPOConfig(sampling=SAMPLING))], model, tokenizer, PROMPTS, PROMPTS,
+                        reward=length_reward, gold=length_reward, budget=Budget(samples=8), sampling=SAMPLING)

@@ -1,0 +1,229 @@
+"""rlhf_lab.dpo: the losses by hand and against TRL, sequence log-probs, and DPO learning on a tiny random policy."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rlhf_lab.crowd import SimulatedCrowd
+from rlhf_lab.dpo import (DPOConfig, DPOTrainer, EncodedPair, collate, dpo_loss, ipo_loss, robust_loss,
+                          sequence_logps, sigmoid_loss)
+from rlhf_lab.generation import SamplingConfig, generate
+from rlhf_lab.models import tiny_policy
+from rlhf_lab.ppo import LoraSettings
+from rlhf_lab.rewards import Reward
+
+PROMPTS = ["hi there", "what is a cat?", "tell me a joke", "how are you?", "good morning", "what's up", "I like tea",
+           "say something nice"]
+SAMPLING = SamplingConfig(max_new_tokens=8, temperature=1.0)
+NEWLINE = 198
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny):
+    return tiny[1]
+
+
+def peaked_policy(tokenizer, seed: int = 0):
+    """A tiny random policy with a peaked next-token distribution (see tests/test_ppo.py)."""
+    model, _ = tiny_policy(tokenizer, seed=seed)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.mul_(8.0)
+    return model
+
+
+def length_reward(texts):
+    return [len(t) / 40 for t in texts]
+
+
+class NewlineReward(Reward):
+    def __call__(self, batch):
+        return ((batch.response_ids == NEWLINE) & batch.response_mask.bool()).sum(1).float() / 8
+
+
+def mean_score(model, tokenizer, reward=length_reward):
+    batch = generate(model, tokenizer, PROMPTS * 8, SAMPLING, seed=123)
+    return float(torch.as_tensor(reward(batch.responses) if callable(reward) and not isinstance(reward, Reward)
+                                 else reward(batch)).mean())
+
+
+def own_pairs(model, tokenizer, n_prompts: int = 32) -> pd.DataFrame:
+    """Offline pairs: two replies of the policy to each prompt, the longer one chosen (a scripted judge)."""
+    batch = generate(model, tokenizer, (PROMPTS * 8)[:n_prompts], SAMPLING, n_per_prompt=2, seed=7)
+    rows = []
+    for i in range(0, len(batch), 2):
+        a, b = batch.responses[i], batch.responses[i + 1]
+        rows.append(dict(prompt=batch.prompts[i], chosen=max(a, b, key=len), rejected=min(a, b, key=len),
+                         tie=len(a) == len(b)))
+    return pd.DataFrame(rows)
+
+
+# ---- the losses by hand -------------------------------------------------------------------------------------------
+C, R, RC, RR = torch.tensor([-1.0]), torch.tensor([-3.0]), torch.tensor([-2.0]), torch.tensor([-2.0])  # h = 2
+
+
+def test_dpo_loss_matches_a_hand_computation():
+    beta = 0.5  # β·h = 1
+    assert dpo_loss(C, R, RC, RR, beta).item() == pytest.approx(math.log(1 + math.exp(-1)))
+    cdpo = 0.9 * math.log(1 + math.exp(-1)) + 0.1 * math.log(1 + math.exp(1))
+    assert dpo_loss(C, R, RC, RR, beta, label_smoothing=0.1).item() == pytest.approx(cdpo)
+    robust = (0.9 * math.log(1 + math.exp(-1)) - 0.1 * math.log(1 + math.exp(1))) / 0.8
+    assert dpo_loss(C, R, RC, RR, beta, "robust", 0.1).item() == pytest.approx(robust)
+    # IPO: per-token log-ratios (−1+2)/4 − (−3+2)/2 = 0.75; (0.75 − 1/(2·0.5))² = 0.0625
+    ipo = dpo_loss(C, R, RC, RR, beta, "ipo", chosen_lengths=torch.tensor([4.0]), rejected_lengths=torch.tensor([2.0]))
+    assert ipo.item() == pytest.approx(0.0625)
+    tie = dpo_loss(C, R, RC, RR, beta, tie=torch.tensor([True]))
+    assert tie.item() == pytest.approx(0.5 * math.log(1 + math.exp(-1)) + 0.5 * math.log(1 + math.exp(1)))
+    with pytest.raises(ValueError, match="chosen_lengths"):
+        dpo_loss(C, R, RC, RR, beta, "ipo")
+    with pytest.raises(ValueError, match="Unknown loss_type"):
+        dpo_loss(C, R, RC, RR, beta, "hinge")
+
+
+@settings(max_examples=50, deadline=None)
+@given(h=st.floats(-20, 20), beta=st.floats(0.01, 2.0), eps=st.floats(0.0, 0.45))
+def test_loss_properties(h, beta, eps):
+    h = torch.tensor([h], dtype=torch.float64, requires_grad=True)
+    loss = sigmoid_loss(h, beta)
+    (grad,) = torch.autograd.grad(loss.sum(), h)
+    assert loss.item() >= 0 and grad.item() <= 1e-12  # DPO: a larger margin never costs more
+    # cDPO's optimum is finite: β·h* = log((1−ε)/ε), where the gradient vanishes
+    if eps > 0.01:
+        at = torch.tensor([math.log((1 - eps) / eps) / beta], dtype=torch.float64, requires_grad=True)
+        (g,) = torch.autograd.grad(sigmoid_loss(at, beta, eps).sum(), at)
+        assert abs(g.item()) < 1e-9
+    assert robust_loss(h.detach(), beta, 0.0).item() == pytest.approx(sigmoid_loss(h.detach(), beta).item())
+    assert ipo_loss(torch.tensor([1 / (2 * beta)]), beta).item() == pytest.approx(0.0, abs=1e-9)
+
+
+# ---- TRL agreement (only where TRL is installed; it is not a dependency) -------------------------------------------
+def trl_loss(loss_type: str, beta: float, label_smoothing: float, logps, ref_logps, lengths) -> torch.Tensor:
+    """TRL's DPOTrainer._compute_loss on fixed log-probs, without building a trainer: a stand-in `self` and a model
+    whose per-token log-probs sum to the given sequence log-probs."""
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    trl_dpo = pytest.importorskip("trl.trainer.dpo_trainer")
+    n, width = len(logps), int(lengths.max()) + 1
+    completion_mask = (torch.arange(width) < lengths[:, None]).long()  # (2B, width)
+    log_probs = torch.zeros(n, width - 1)
+    log_probs[:, 0] = logps
+
+    class Model:
+        training = True
+
+        def __call__(self, **kwargs):
+            zeros = torch.zeros(n, width - 1)
+            return SimpleNamespace(log_probs=log_probs, entropy=zeros, mean_logits=zeros, is_top1=zeros.bool())
+
+    acc = SimpleNamespace(device=torch.device("cpu"), gather_for_metrics=lambda x: x, gather=lambda x: x)
+    fake = SimpleNamespace(model=Model(), accelerator=acc, aux_loss_enabled=False, ld_alpha=None,
+                           precompute_ref_logps=True, f_divergence_type="reverse_kl", loss_types=[loss_type],
+                           loss_weights=[1.0], beta=beta, label_smoothing=label_smoothing, use_weighting=False,
+                           _metrics={"train": defaultdict(list)}, _total_train_tokens=0, _tp_size=1)
+    ref_c, ref_r = ref_logps.chunk(2)
+    inputs = {"input_ids": torch.zeros(n, width, dtype=torch.long), "attention_mask": torch.ones(n, width),
+              "completion_mask": completion_mask, "ref_chosen_logps": ref_c, "ref_rejected_logps": ref_r}
+    return trl_dpo.DPOTrainer._compute_loss(fake, fake.model, inputs, return_outputs=False)
+
+
+@pytest.mark.parametrize("loss_type,label_smoothing", [("sigmoid", 0.0), ("ipo", 0.0), ("robust", 0.1)])
+def test_dpo_loss_agrees_with_trl(loss_type, label_smoothing):
+    pytest.importorskip("trl")
+    g = torch.Generator().manual_seed(0)
+    logps, ref_logps = -20 * torch.rand(12, generator=g), -20 * torch.rand(12, generator=g)  # 6 pairs, [chosen; rejected]
+    lengths = torch.randint(1, 30, (12,), generator=g)
+    ours = dpo_loss(*logps.chunk(2), *ref_logps.chunk(2), 0.2, loss_type, label_smoothing,
+                    *lengths.float().chunk(2)).mean()
+    theirs = trl_loss(loss_type, 0.2, label_smoothing, logps, ref_logps, lengths)
+    assert ours.item() == pytest.approx(float(theirs), rel=1e-5)
+
+
+# ---- sequence log-probs -------------------------------------------------------------------------------------------
+def test_sequence_logps_match_a_naive_full_softmax_and_ignore_padding(tokenizer):
+    model = peaked_policy(tokenizer)
+    pairs = [EncodedPair([5, 6, 7], [20, 21, 2], [22, 2]), EncodedPair([8, 9], [23, 2], [24, 25, 26, 27, 2])]
+    ids, mask = collate(pairs, tokenizer.pad_token_id)
+    assert ids.shape == (4, 7) and mask.sum(1).tolist() == [3, 2, 2, 5]  # rows: chosen 1, chosen 2, rejected 1, 2
+    with torch.no_grad():
+        ours = sequence_logps(model, ids, mask)
+        for row, (prompt, reply) in enumerate([(p.prompt, p.chosen) for p in pairs] + [(p.prompt, p.rejected)
+                                                                                       for p in pairs]):
+            alone = torch.tensor([prompt + reply])
+            logp = torch.log_softmax(model(alone).logits[0, :-1], -1).gather(-1, alone[0, 1:, None])[:, 0]
+            assert ours[row].item() == pytest.approx(logp[len(prompt) - 1:].sum().item(), abs=1e-4)
+
+
+# ---- config and input checks --------------------------------------------------------------------------------------
+def test_config_and_input_errors_say_how_to_fix(tokenizer):
+    with pytest.raises(ValueError, match="label_smoothing"):
+        DPOConfig(label_smoothing=0.5)
+    with pytest.raises(ValueError, match="Unknown loss_type"):
+        DPOConfig(loss_type="kto")
+    with pytest.raises(ValueError, match="multiple of micro_batch_size"):
+        DPOConfig(batch_size=8, micro_batch_size=3)
+    trainer = DPOTrainer(peaked_policy(tokenizer), tokenizer, DPOConfig(sampling=SAMPLING), callbacks=[])
+    with pytest.raises(ValueError, match="no preference pairs"):
+        trainer.fit(pd.DataFrame(columns=["prompt", "chosen", "rejected"]))
+    with pytest.raises(ValueError, match="missing"):
+        trainer.fit(pd.DataFrame({"prompt": ["a"], "response": ["b"]}))
+
+
+# ---- learning ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("loss_type,label_smoothing,beta", [("sigmoid", 0.0, 0.1), ("ipo", 0.0, 0.5),
+                                                            ("sigmoid", 0.1, 0.1)])
+def test_offline_dpo_raises_a_scripted_reward(tokenizer, loss_type, label_smoothing, beta):
+    before = mean_score(peaked_policy(tokenizer), tokenizer)
+    pairs = own_pairs(peaked_policy(tokenizer), tokenizer)
+    config = DPOConfig(learning_rate=1e-3, sampling=SAMPLING, epochs=3, beta=beta, loss_type=loss_type,
+                       label_smoothing=label_smoothing)
+    trainer = DPOTrainer(peaked_policy(tokenizer), tokenizer, config, callbacks=[]).fit(pairs)
+    rows = trainer.history.rows
+    assert len(rows) == 12 and rows[0]["loss"] > rows[-1]["loss"]
+    assert rows[-1]["rewards/accuracies"] > 0.8 and rows[-1]["rewards/margins"] > 0
+    assert mean_score(trainer.policy, tokenizer) > before + 0.05  # replies about 2 characters longer on average
+
+
+def test_iterative_dpo_raises_a_scripted_reward_with_the_sampled_tokens(tokenizer):
+    before = mean_score(peaked_policy(tokenizer), tokenizer, NewlineReward())
+    trainer = DPOTrainer(peaked_policy(tokenizer), tokenizer, DPOConfig(learning_rate=1e-3, sampling=SAMPLING),
+                         callbacks=[])
+    trainer.train_iterative(PROMPTS, NewlineReward(), rounds=6, pairs_per_round=16)
+    assert (trainer.round_, trainer.samples_generated_, trainer.judgments_used_) == (6, 6 * 32, 6 * 16)
+    assert mean_score(trainer.policy, tokenizer, NewlineReward()) > 1.4 * before
+
+
+def test_iterative_dpo_with_the_simulated_crowd_records_judgments(tokenizer):
+    trainer = DPOTrainer(peaked_policy(tokenizer), tokenizer, DPOConfig(learning_rate=1e-3, sampling=SAMPLING),
+                         callbacks=[])
+    trainer.train_iterative(PROMPTS, SimulatedCrowd(n=2), rounds=1, pairs_per_round=8)
+    assert trainer.judgments_used_ == 16 and len(trainer.store_.preference_pairs()) == 16 - 0
+    assert trainer.update_ >= 1
+
+
+def test_lora_reference_is_the_policy_with_adapters_disabled(tokenizer):
+    pairs = own_pairs(peaked_policy(tokenizer), tokenizer, n_prompts=8)
+    config = DPOConfig(learning_rate=1e-2, sampling=SAMPLING, lora=LoraSettings(r=4, alpha=8))
+    trainer = DPOTrainer(peaked_policy(tokenizer), tokenizer, config, callbacks=[])
+    data = trainer.prepare(pairs)
+    trainer.fit(data, epochs=2)
+    assert trainer.ref_policy is None
+    again = trainer.prepare(pairs)  # after training, the reference must be unchanged
+    torch.testing.assert_close(again.ref_chosen, data.ref_chosen, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        ids, mask = collate(data.pairs, tokenizer.pad_token_id)
+        policy_logps = sequence_logps(trainer.policy.get_base_model(), ids, mask)
+    assert not torch.allclose(policy_logps[:len(data)], data.ref_chosen, atol=1e-3)  # the adapters did learn

@@ -1,0 +1,99 @@
+"""rlhf_lab.rloo: the group baselines by hand, and RLOO/GRPO learning on a tiny random policy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rlhf_lab.generation import SamplingConfig
+from rlhf_lab.models import tiny_policy
+from rlhf_lab.ppo import PPOConfig
+from rlhf_lab.rewards import Reward
+from rlhf_lab.rloo import RLOOConfig, RLOOTrainer, group_advantages, rloo_advantages
+
+PROMPTS = ["hi there", "what is a cat?", "tell me a joke", "how are you?", "good morning", "what's up", "I like tea",
+           "say something nice"]
+SAMPLING = SamplingConfig(max_new_tokens=8, temperature=1.0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class NewlineReward(Reward):
+    def __call__(self, batch):
+        return ((batch.response_ids == 198) & batch.response_mask.bool()).sum(1).float() / 8
+
+
+def peaked_policy(tokenizer):
+    model, _ = tiny_policy(tokenizer, seed=0)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.mul_(8.0)
+    return model
+
+
+def test_rloo_advantages_by_hand_and_against_a_loop():
+    returns = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 6.0]])
+    assert torch.allclose(rloo_advantages(returns), torch.tensor([[-1.5, 0.0, 1.5], [-3.0, -3.0, 6.0]]))
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+    loop = torch.tensor([[x[p, i] - (x[p].sum() - x[p, i]) / 3 for i in range(4)] for p in range(5)])
+    torch.testing.assert_close(rloo_advantages(x), loop)
+    with pytest.raises(ValueError, match="at least 2"):
+        rloo_advantages(torch.ones(3, 1))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.lists(st.floats(-100, 100), min_size=4, max_size=4), min_size=1, max_size=6))
+def test_baselines_are_zero_mean_per_group(rows):
+    returns = torch.tensor(rows, dtype=torch.float64)
+    assert rloo_advantages(returns).sum(1).abs().max() < 1e-9
+    adv = group_advantages(returns)
+    assert adv.sum(1).abs().max() < 1e-6 and (adv.std(1) <= 1 + 1e-6).all()
+
+
+def test_group_advantages_by_hand():
+    adv = group_advantages(torch.tensor([[1.0, 3.0], [2.0, 2.0]]))
+    std = torch.tensor([1.0, 3.0]).std()
+    torch.testing.assert_close(adv, torch.tensor([[-1 / (std + 1e-4), 1 / (std + 1e-4)], [0.0, 0.0]]))
+
+
+def test_config_checks():
+    assert RLOOConfig(batch_size=4, rloo_k=3).rollouts_per_update == 12
+    with pytest.raises(ValueError, match="rloo_k"):
+        RLOOConfig(rloo_k=1)
+    with pytest.raises(ValueError, match="baseline"):
+        RLOOConfig(baseline="ppo")
+    with pytest.raises(ValueError, match="critic-free"):
+        RLOOConfig(value_head="separate")
+    with pytest.raises(ValueError, match="kl_penalty"):
+        RLOOConfig(kl_penalty="both")
+
+
+@pytest.mark.parametrize("baseline,kl_penalty", [("rloo", "reward"), ("grpo", "loss")])
+def test_rloo_raises_a_scripted_reward(tiny, baseline, kl_penalty):
+    tokenizer = tiny[1]
+    config = RLOOConfig(learning_rate=1e-3, batch_size=4, rloo_k=4, sampling=SAMPLING, log_samples_every=0,
+                        missing_eos_penalty=None, baseline=baseline, kl_penalty=kl_penalty, kl_coef=0.05)
+    trainer = RLOOTrainer(peaked_policy(tokenizer), tokenizer, NewlineReward(), config, callbacks=[])
+    trainer.train(PROMPTS, n_updates=8)
+    rows = trainer.history.rows
+    assert rows[0]["objective/scores"] < 0.12 and sum(r["objective/scores"] for r in rows[-3:]) / 3 > 0.25
+    assert rows[-1]["episode"] == 8 * 16 and rows[-1]["objective/kl"] > 0
+    assert trainer.rollout_["advantages"].shape == (16, 8)
+
+
+def test_rloo_takes_only_its_config_and_resumes_with_it(tiny, tmp_path):
+    tokenizer = tiny[1]
+    with pytest.raises(TypeError, match="RLOOConfig"):
+        RLOOTrainer(peaked_policy(tokenizer), tokenizer, NewlineReward(), PPOConfig(), callbacks=[])
+    config = RLOOConfig(learning_rate=1e-3, batch_size=2, rloo_k=3, sampling=SAMPLING, log_samples_every=0)
+    trainer = RLOOTrainer(peaked_policy(tokenizer), tokenizer, NewlineReward(), config, callbacks=[])
+    trainer.train(PROMPTS, n_updates=1, checkpoint_dir=tmp_path / "run")
+    again = RLOOTrainer.resume(tmp_path / "run", peaked_policy(tokenizer), tokenizer, NewlineReward(), callbacks=[])
+    assert isinstance(again.config, RLOOConfig) and again.config.rloo_k == 3 and again.update_ == 1
