@@ -5,7 +5,7 @@ setup:
 	bash scripts/setup.sh
 
 demo: setup
-	.venv/bin/rlhf-lab generate --n 4
+	.venv/bin/rlhf-lab demo --resume
 
 test: setup
 	.venv/bin/python -m pytest -q

@@ -1,0 +1,77 @@
+"""Does PPO raise the gold reward on held-out prompts? SmolLM2 trained on the simulated crowd's gold utility.
+
+The #5 acceptance run: `--updates` PPO updates at the standard setting (batch 8, 32 new tokens, 4 epochs, temperature
+0.7, missing-EOS penalty 1) with the gold utility as the reward, then the mean gold reward of the initial and the
+trained policy on held-out prompts (the eval split: never seen in training), several replies per prompt, and the
+trained policy's KL to the reference on those replies. Ends with one JSON line of figures.
+
+    python bench/ppo_gold.py [--updates 30] [--threads 2] [--kl-target 6] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+
+def held_out_gold(trainer, prompts: list[str], samples: int, seed: int) -> tuple[float, float, float]:
+    """(mean gold reward, its standard error, mean KL to the reference) of the trainer's policy on `prompts`."""
+    from rlhf_lab.generation import generate
+
+    policy = trainer.accelerator.unwrap_model(trainer.model).policy
+    batch = generate(policy, trainer.tokenizer, prompts, trainer.config.sampling, seed=seed, n_per_prompt=samples)
+    gold = np.asarray(trainer.reward(batch).float().cpu())  # the raw gold utility (no missing-EOS penalty)
+    kl = float(trainer.kl_to_reference(batch).mean())
+    return float(gold.mean()), float(gold.std(ddof=1) / np.sqrt(len(gold))), kl
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--updates", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--device", default=None, help="default: CUDA if available, else CPU")
+    parser.add_argument("--lr", type=float, default=1e-5)
+    parser.add_argument("--kl-coef", type=float, default=0.05)
+    parser.add_argument("--kl-target", type=float, default=6.0)
+    parser.add_argument("--eval-prompts", type=int, default=32)
+    parser.add_argument("--eval-samples", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--missing-eos-penalty", type=float, default=1.0, help="0: none")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from rlhf_lab.callbacks import PrintLogger
+    from rlhf_lab.generation import SamplingConfig
+    from rlhf_lab.models import load_policy
+    from rlhf_lab.ppo import PPOConfig, PPOTrainer
+    from rlhf_lab.prompts import load_prompts
+
+    policy, tokenizer = load_policy(args.model, device=args.device)
+    train = load_prompts("all", split="train", max_tokens=24, tokenizer=tokenizer)
+    held_out = load_prompts("all", split="eval", max_tokens=24, tokenizer=tokenizer, n=args.eval_prompts, seed=1)
+    config = PPOConfig(batch_size=8, ppo_epochs=4, learning_rate=args.lr, kl_coef=args.kl_coef,
+                       kl_target=args.kl_target, missing_eos_penalty=args.missing_eos_penalty or None,
+                       seed=args.seed, sampling=SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=0.7))
+    trainer = PPOTrainer(policy, tokenizer, "gold", config, callbacks=[PrintLogger(every=5, samples=False)])
+    before, before_se, _ = held_out_gold(trainer, held_out, args.eval_samples, seed=10_007)
+    start = time.perf_counter()
+    trainer.train(train, n_updates=args.updates)
+    seconds = time.perf_counter() - start
+    after, after_se, kl = held_out_gold(trainer, held_out, args.eval_samples, seed=10_007)
+    print(f"held-out gold reward {before:.3f} ± {before_se:.3f} -> {after:.3f} ± {after_se:.3f} "
+          f"after {args.updates} updates; KL {kl:.2f} nats per reply (target {args.kl_target})")
+    print(json.dumps({"device": str(trainer.accelerator.device), "updates": args.updates,
+                      "gold_before": round(before, 4), "gold_before_se": round(before_se, 4),
+                      "gold_after": round(after, 4), "gold_after_se": round(after_se, 4),
+                      "kl_nats": round(kl, 3), "kl_target_nats": args.kl_target,
+                      "s_per_update": round(seconds / args.updates, 2)}))
+
+
+if __name__ == "__main__":
+    main()

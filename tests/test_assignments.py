@@ -1,0 +1,186 @@
+"""Graded assignments: build every master, grade solutions, blank and wrong submissions, and check the student side.
+
+One build and one grading run (module-scoped) serve all tests: grading executes each notebook in a kernel.
+"""
+
+import ast
+import json
+import re
+import shutil
+import zipfile
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+pytest.importorskip("otter", reason="the assignment tools need otter-grader (pip install 'rlhf-lab[instructor]')")
+
+from rlhf_lab.assignments import default_source, find_masters, find_submissions, grade, load_manifest, read_master
+from rlhf_lab.cli import main
+
+ASSIGNMENTS = ("reward_model", "ppo_math", "overoptimisation")
+# A classic bug per assignment that the public tests miss and one hidden test catches: (old, new, failing test, points)
+BUGS = {
+    "reward_model": ("-torch.nn.functional.logsigmoid(r_chosen - r_rejected).mean()",
+                     "-torch.log(torch.sigmoid(r_chosen - r_rejected)).mean()",
+                     "q1_bradley_terry_loss/test_loss_is_finite_for_huge_reward_gaps (hidden)", 1.0),
+    "ppo_math": ("values = torch.where(valid, values, 0.0)", "values = values",
+                 "q3_gae/test_gae_matches_a_loop_on_random_padded_inputs (hidden)", 2.0),
+    "overoptimisation": ('after = low_beta[low_beta["update"] > peak_update]', "after = low_beta",
+                         "q4_proxy_gold_correlation/test_correlation_after_the_peak (hidden)", 1.5),
+}
+FULL_MARKS = {"reward_model": 10.0, "ppo_math": 12.0, "overoptimisation": 10.0}
+
+
+def _wrong_copy(solution: Path, target: Path, old: str, new: str) -> None:
+    nb = nbformat.read(solution, as_version=4)
+    hits = [cell for cell in nb.cells if old in cell.source]
+    assert len(hits) == 1, f"the bug to plant ({old!r}) is not in exactly one cell of {solution}"
+    hits[0].source = hits[0].source.replace(old, new)
+    nbformat.write(nb, target)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("build")
+    assert main(["assignments", "build", "--out", str(out), "--no-check"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def scores(built, tmp_path_factory) -> pd.DataFrame:
+    """Every assignment's solutions, blank student version and a wrong submission, graded in one run."""
+    subs = tmp_path_factory.mktemp("submissions")
+    for name, (old, new, _, _) in BUGS.items():
+        (subs / "solutions").mkdir(exist_ok=True)
+        (subs / "blank").mkdir(exist_ok=True)
+        shutil.copy(built / name / "autograder" / f"{name}.ipynb", subs / "solutions")
+        shutil.copy(built / name / "student" / f"{name}.ipynb", subs / "blank")
+        wrong = subs / "wrong" / name
+        wrong.mkdir(parents=True)
+        _wrong_copy(built / name / "autograder" / f"{name}.ipynb", wrong / f"{name}.ipynb", old, new)
+    # one wrong submission arrives as the zip that the export cell makes
+    with zipfile.ZipFile(subs / "wrong" / "ppo_math" / "ppo_math_export.zip", "w") as zf:
+        zf.write(subs / "wrong" / "ppo_math" / "ppo_math.ipynb", "ppo_math.ipynb")
+    (subs / "wrong" / "ppo_math" / "ppo_math.ipynb").unlink()
+    csv = subs / "scores.csv"
+    assert main(["assignments", "grade", str(subs), "--build", str(built), "--out", str(csv), "--jobs", "2"]) == 0
+    return pd.read_csv(csv, keep_default_na=False).set_index("submission")
+
+
+def test_build_writes_student_and_grader_bundles_for_every_master(built):
+    manifest = load_manifest(built)
+    assert tuple(manifest) == ASSIGNMENTS
+    for name in ASSIGNMENTS:
+        assert (built / name / "student" / f"{name}.ipynb").is_file()
+        assert (built / name / f"{name}-student.zip").is_file()
+        assert zipfile.ZipFile(built / name / "autograder" / "autograder.zip").testzip() is None
+        assert sum(q["points"] for q in manifest[name]["questions"] if not q["manual"]) == FULL_MARKS[name]
+    assert [q["name"] for q in manifest["overoptimisation"]["questions"] if q["manual"]] == ["q5_what_went_wrong"]
+
+
+def test_master_solutions_get_full_marks(scores):
+    for name, full in FULL_MARKS.items():
+        row = scores.loc[f"solutions/{name}.ipynb"]
+        assert (row["assignment"], row["score"], row["possible"], row["error"]) == (name, full, full, "")
+        assert row["failed_tests"] == ""
+    assert scores.loc["solutions/overoptimisation.ipynb", "q5_what_went_wrong"] == "", "left for hand grading"
+    assert scores.loc["solutions/overoptimisation.ipynb", "manual_possible"] == 4.0
+
+
+def test_blank_student_versions_score_zero(scores):
+    for name, full in FULL_MARKS.items():
+        row = scores.loc[f"blank/{name}.ipynb"]
+        assert (row["score"], row["possible"], row["error"]) == (0.0, full, "")
+        assert "(hidden)" in row["failed_tests"]
+
+
+def test_wrong_submissions_get_partial_marks_and_name_the_failing_hidden_test(scores):
+    for name, (_, _, failing, lost) in BUGS.items():
+        key = f"wrong/{name}/{name}" + ("_export.zip" if name == "ppo_math" else ".ipynb")
+        row = scores.loc[key]
+        assert row["score"] == FULL_MARKS[name] - lost, f"{name}: {row.to_dict()}"
+        assert row["failed_tests"] == failing
+    assert float(scores.loc["wrong/ppo_math/ppo_math_export.zip", "q3_gae"]) == 1.0  # public passed, hidden failed
+
+
+def test_grading_one_submission_takes_under_a_minute(scores):
+    assert scores["seconds"].astype(float).max() < 60
+
+
+def _solution_lines(master: Path) -> set[str]:
+    """Every substantial line of solution in a master notebook (code blocks, `# SOLUTION` lines, model answers)."""
+    lines, in_block = set(), False
+    for cell in nbformat.read(master, as_version=4).cells:
+        if cell.cell_type == "raw":
+            in_block = cell.source.strip().upper().startswith("# BEGIN SOLUTION") or (
+                in_block and not cell.source.strip().upper().startswith("# END SOLUTION"))
+            continue
+        inside = False
+        for line in cell.source.splitlines():
+            if cell.cell_type == "markdown" and in_block:
+                lines.add(line.strip())
+            elif re.match(r"\s*# (BEGIN|END) SOLUTION", line):
+                inside = line.strip().startswith("# BEGIN")
+            elif inside or line.rstrip().endswith("# SOLUTION"):
+                lines.add(line.replace("# SOLUTION", "").strip())
+    return {line for line in lines if len(line) >= 12}
+
+
+def _hidden_tests(tests_dir: Path) -> set[str]:
+    names = set()
+    for path in tests_dir.glob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef) and "hidden=True" in ast.unparse(node.decorator_list[0]):
+                names.add(node.name)
+    return names
+
+
+def _student_texts(built: Path, name: str) -> dict[str, str]:
+    texts = {str(p): p.read_text() for p in (built / name / "student").rglob("*") if p.suffix in (".ipynb", ".py")}
+    with zipfile.ZipFile(built / name / f"{name}-student.zip") as zf:
+        texts.update({f"zip:{n}": zf.read(n).decode() for n in zf.namelist() if n.endswith((".ipynb", ".py"))})
+    return texts
+
+
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_student_version_has_no_solution_code_and_no_hidden_test(built, name):
+    master = next(a.master for a in find_masters() if a.name == name)
+    solutions, hidden = _solution_lines(master), _hidden_tests(built / name / "autograder" / "tests")
+    assert len(solutions) >= 3 and len(hidden) >= 3, "the check must have something to look for"
+    texts = _student_texts(built, name)
+    student_notebook = json.loads(texts[str(built / name / "student" / f"{name}.ipynb")])
+    assert student_notebook["metadata"]["otter"]["assignment_name"] == name
+    for where, text in texts.items():
+        leaked = [line for line in solutions if line in text]
+        assert not leaked, f"solution lines in {where}: {leaked[:3]}"
+        assert not [t for t in hidden if t in text], f"hidden tests in {where}"
+        assert "hidden=True" not in text and "BEGIN SOLUTION" not in text
+    public = {p.stem for p in (built / name / "student" / "tests").glob("*.py")}
+    assert public == {q.name for q in read_master(master).questions if not q.manual}, "every question has public tests"
+
+
+def test_masters_ship_with_the_package_and_list_their_points(capsys):
+    assert [a.name for a in find_masters()] == list(ASSIGNMENTS)
+    assert (default_source() / "README.md").is_file()
+    assert main(["assignments", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "ppo_math             12 autograded points" in out
+    assert "overoptimisation     10 autograded points + 4 by hand" in out
+
+
+def test_bad_input_gives_errors_that_say_how_to_fix_it(tmp_path, capsys):
+    assert main(["assignments", "grade", str(tmp_path / "missing"), "--build", str(tmp_path)]) == 2
+    assert "run `rlhf-lab assignments build --out" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        find_submissions(tmp_path / "missing")
+    with pytest.raises(ValueError, match="no notebooks"):
+        find_submissions(tmp_path)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
+    nbformat.write(nb, tmp_path / "plain.ipynb")
+    with pytest.raises(ValueError, match="ASSIGNMENT CONFIG"):
+        read_master(tmp_path / "plain.ipynb")
+    (tmp_path / "manifest.json").write_text(json.dumps({"ppo_math": {}}))
+    with pytest.raises(ValueError, match="unknown assignment 'nope'"):
+        grade(tmp_path, tmp_path, assignment="nope")
