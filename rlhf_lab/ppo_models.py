@@ -96,10 +96,21 @@ def policy_and_reference(policy: nn.Module, lora: LoraSettings | None, ref_polic
     """
     if lora is None:
         ref_policy = ref_policy if ref_policy is not None else copy.deepcopy(policy)
-        return policy, disable_dropout(ref_policy).eval().requires_grad_(False).to(device)
+        return _trainable_in_float32(policy), disable_dropout(ref_policy).eval().requires_grad_(False).to(device)
     if ref_policy is not None:
         raise ValueError("With LoRA the reference is the policy with its adapters disabled: do not pass ref_policy.")
-    return _apply_lora(policy, lora), None
+    return _trainable_in_float32(_apply_lora(policy, lora)), None
+
+
+def _trainable_in_float32(model: nn.Module) -> nn.Module:
+    """Keep every trainable weight in float32 (bfloat16 compute comes from autocast, `mixed_precision`).
+
+    A policy loaded in bfloat16 (the GPU default) would otherwise lose its updates to rounding: bfloat16 keeps ~3
+    significant digits, so a step of lr = 1e-5 on a weight of 0.05 (a relative change of 2e-4) rounds away."""
+    for param in model.parameters():
+        if param.requires_grad and param.dtype in (torch.bfloat16, torch.float16):
+            param.data = param.data.float()
+    return model
 
 
 @contextlib.contextmanager

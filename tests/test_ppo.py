@@ -353,3 +353,16 @@ def test_bf16_mixed_precision_runs_and_a_later_float32_trainer_still_works(token
     assert math.isfinite(metrics["loss/policy_avg"]) and abs(metrics["policy/ratio_mean"] - 1) < 0.1
     trainer = make_trainer(tokenizer, ppo_epochs=1)
     assert trainer.accelerator.mixed_precision == "no" and math.isfinite(trainer.step(PROMPTS)["loss/value_avg"])
+
+
+def test_a_bfloat16_policy_trains_in_float32_and_small_steps_are_not_rounded_away(tokenizer):
+    """The GPU default loads policies in bfloat16; a 1e-5 Adam step on such weights would round to nothing."""
+    model = tiny_policy(seed=0)[0].to(torch.bfloat16)
+    trainer = make_trainer(tokenizer, reward=length_reward, model=model, ppo_epochs=1, learning_rate=1e-5)
+    policy = trainer.model.policy
+    assert {p.dtype for p in policy.parameters()} == {torch.float32}
+    assert {p.dtype for p in trainer.ref_policy.parameters()} == {torch.bfloat16}
+    before = [p.detach().clone() for p in policy.parameters()]
+    trainer.step(PROMPTS)
+    changed = sum(not torch.equal(a, b) for a, b in zip(before, policy.parameters()))
+    assert changed == len(before)
