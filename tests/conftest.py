@@ -19,3 +19,21 @@ def smollm2():
     from rlhf_lab.models import load_policy
 
     return load_policy("smollm2-135m", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module (use with `pytestmark = pytest.mark.usefixtures("one_thread")`): the tiny model
+    gains nothing from more, and the test machines are shared."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny):
+    """The tiny policy's tokenizer (SmolLM2's)."""
+    return tiny[1]

@@ -30,18 +30,7 @@ TRL_NAMES = ["objective/scores", "objective/kl", "objective/non_score_reward", "
              "loss/policy_avg", "loss/value_avg", "val/clipfrac_avg"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread: the tiny model gains nothing from more, and the test machines are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny):
-    return tiny[1]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def peaked_policy(tokenizer, seed: int = 0, scale: float = 8.0):

@@ -18,12 +18,7 @@ PROMPTS = ["hi there", "what is a cat?", "tell me a joke", "how are you?", "good
 SAMPLING = SamplingConfig(max_new_tokens=8, temperature=1.0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class NewlineReward(Reward):
