@@ -2,12 +2,23 @@
 
 Setting: SmolLM2-135M-Instruct, float32, CPU with 2 threads, full fine-tuning, batch 8 pairs, max length 128, β 0.1,
 sigmoid loss. Pairs: chit-chat prompts with two replies sampled from the policy (32 new tokens, temperature 0.7),
-made once and shared by every variant. Each variant runs in its own process (its peak resident memory is its own);
-they run one after the other (the machine is shared and noisy: compare figures from one run only). Pairs per second
-is the median over optimiser steps after the first (warm-up); rlhf_lab's reference log-probs are computed up front
-and that time is reported as `ref_s` (TRL's default computes them inside every step). Ends with one JSON line.
+made once and shared by every variant (or read from --pairs). Each variant runs in its own process (its peak resident
+memory is its own); with --repeats the variants alternate (lab, trl, lab, trl, ...) and medians are reported, with the
+1-minute load average (the machine is shared and noisy: compare figures from one run only).
 
-    python bench/dpo.py [--steps 6] [--threads 2] [--variants lab,trl] [--trl-python /tmp/trlenv/bin/python]
+What each figure includes:
+- `*_pairs_per_s`: 8 / median seconds per optimiser step after the first (warm-up). rlhf_lab: policy forward and
+  backward, gradient clipping, AdamW step, collation (its reference log-probs are precomputed, so not in it). TRL
+  (default, precompute_ref_log_probs=False): end-to-end step intervals, including its reference forward, which runs
+  inside every step, and its data loading and logging. `trl_precompute` precomputes like rlhf_lab.
+- `*_pairs_per_s_with_ref`: all pairs / (wall time of the whole run): rlhf_lab: tokenising + reference pass + every
+  step (the first included); TRL: `trainer.train()` (the first step included, the reference inside every step).
+- `lab_ref_s`: rlhf_lab's up-front reference pass (and tokenising). `*_peak_rss_mb`: peak resident memory of the
+  variant's process (model, reference copy, AdamW state, activations).
+Ends with one JSON line.
+
+    python bench/dpo.py [--steps 6] [--repeats 1] [--threads 2] [--variants lab,trl] [--pairs pairs.jsonl]
+                        [--trl-python /tmp/trlenv/bin/python]
     python bench/dpo.py --variant lab --pairs pairs.jsonl    # one variant in this process (what the driver runs)
 """
 
@@ -120,7 +131,9 @@ def main() -> None:
                         help="a Python with trl and rlhf_lab installed (TRL is not a dependency of rlhf_lab)")
     parser.add_argument("--model", default="smollm2-135m", help="policy (\"tiny\" for a smoke run of this script)")
     parser.add_argument("--variant", help="run this one variant in this process and print its JSON")
-    parser.add_argument("--pairs", help="JSONL of pairs (the driver makes it)")
+    parser.add_argument("--pairs", help="JSONL of pairs (default: the driver samples them from the policy once)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run the variants this many times, interleaved (lab, trl, lab, trl, ...); medians reported")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.variant:
@@ -128,31 +141,41 @@ def main() -> None:
                   run_trl(args.pairs, args.steps, args.model, precompute=args.variant == "trl_precompute"))
         print(json.dumps(result))
         return
-    figures = {}
+    figures, runs = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        pairs = os.path.join(tmp, "pairs.jsonl")
-        make_pairs(pairs, BATCH * args.steps, args.model)
-        for variant in args.variants.split(","):
-            python = sys.executable if variant == "lab" else args.trl_python
-            if variant != "lab" and not os.path.exists(python):
-                print(f"no TRL Python at {python}: skipping {variant}", file=sys.stderr)
-                continue
-            out = subprocess.run([python, __file__, "--variant", variant, "--pairs", pairs, "--steps",
-                                  str(args.steps), "--threads", str(args.threads), "--model", args.model],
-                                 capture_output=True, text=True)
-            if out.returncode:
-                print(out.stderr[-3000:], file=sys.stderr)
-                raise SystemExit(f"variant {variant} failed")
-            result = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"{variant:>14}: " + ", ".join(f"{k} {v:.3g}" for k, v in result.items()), file=sys.stderr)
-            figures.update({f"{variant}_{k}": round(v, 3) for k, v in result.items()})
+        pairs = args.pairs
+        if pairs is None:
+            pairs = os.path.join(tmp, "pairs.jsonl")
+            make_pairs(pairs, BATCH * args.steps, args.model)
+        loads = [os.getloadavg()[0]]
+        for repeat in range(args.repeats):
+            for variant in args.variants.split(","):
+                python = sys.executable if variant == "lab" else args.trl_python
+                if variant != "lab" and not os.path.exists(python):
+                    print(f"no TRL Python at {python}: skipping {variant}", file=sys.stderr)
+                    continue
+                out = subprocess.run([python, __file__, "--variant", variant, "--pairs", pairs, "--steps",
+                                      str(args.steps), "--threads", str(args.threads), "--model", args.model],
+                                     capture_output=True, text=True)
+                if out.returncode:
+                    print(out.stderr[-3000:], file=sys.stderr)
+                    raise SystemExit(f"variant {variant} failed")
+                result = json.loads(out.stdout.strip().splitlines()[-1])
+                loads.append(os.getloadavg()[0])
+                print(f"{variant:>14} #{repeat}: " + ", ".join(f"{k} {v:.3g}" for k, v in result.items())
+                      + f" (load {loads[-1]:.1f})", file=sys.stderr)
+                runs.setdefault(variant, []).append(result)
+    for variant, results in runs.items():
+        figures.update({f"{variant}_{k}": round(statistics.median(r[k] for r in results), 3) for k in results[0]})
+    figures["load_avg_1min_median"] = round(statistics.median(loads), 2)
     for trl in ("trl", "trl_precompute"):
         if f"{trl}_pairs_per_s" in figures and "lab_pairs_per_s" in figures:
             figures[f"speedup_vs_{trl}"] = round(figures["lab_pairs_per_s"] / figures[f"{trl}_pairs_per_s"], 2)
             figures[f"speedup_with_ref_vs_{trl}"] = round(figures["lab_pairs_per_s_with_ref"] /
                                                           figures[f"{trl}_pairs_per_s_with_ref"], 2)
             figures[f"memory_ratio_vs_{trl}"] = round(figures["lab_peak_rss_mb"] / figures[f"{trl}_peak_rss_mb"], 2)
-    print(json.dumps({"model": args.model, "threads": args.threads, "steps": args.steps, "batch": BATCH,
+    print(json.dumps({"model": args.model, "threads": args.threads, "steps": args.steps, "repeats": args.repeats,
+                      "batch": BATCH,
                       "max_length": MAX_LENGTH, **figures}))
 
 

@@ -8,12 +8,15 @@ pairs from the current policy judged each round (iterative).
 
 The losses are pure functions of sequence log-probs (below, with their equations). Speed comes from three choices:
 the reference log-probs are computed once per pair, up front, without gradients (with LoRA by switching the adapters
-off), so training runs only the policy; chosen and rejected go through the model in one forward pass; and batches are
-grouped by length and trimmed to their longest real row, with the 49k-wide output layer applied to reply tokens only.
+off), so training runs only the policy; the prompt of a pair goes through the model once and both replies continue
+from its keys and values (`pair_logps`: chosen and rejected share the prompt's compute, about a quarter of the tokens
+of a step on chit-chat pairs); and batches are grouped by length and trimmed to their longest real row, with the
+49k-wide output layer applied to reply tokens only.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 
@@ -164,6 +167,62 @@ def collate(pairs: list[EncodedPair], pad_id: int) -> tuple[Tensor, Tensor]:
     return ids, mask
 
 
+def collate_shared(pairs: list[EncodedPair], pad_id: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The prompts once, left padded: prompt_ids and prompt_mask (b, P); and the replies interleaved [chosen_1,
+    rejected_1, chosen_2, ...], right padded: reply_ids and reply_mask (2b, R)."""
+    width = max(len(p.prompt) for p in pairs)
+    prompt_ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
+    prompt_mask = torch.zeros((len(pairs), width), dtype=torch.long)
+    for i, p in enumerate(pairs):
+        prompt_ids[i, width - len(p.prompt):] = torch.tensor(p.prompt)
+        prompt_mask[i, width - len(p.prompt):] = 1
+    replies = [reply for p in pairs for reply in (p.chosen, p.rejected)]
+    width = max(len(r) for r in replies)
+    reply_ids = torch.full((len(replies), width), pad_id, dtype=torch.long)
+    reply_mask = torch.zeros((len(replies), width), dtype=torch.long)
+    for i, reply in enumerate(replies):
+        reply_ids[i, :len(reply)] = torch.tensor(reply)
+        reply_mask[i, :len(reply)] = 1
+    return prompt_ids, prompt_mask, reply_ids, reply_mask
+
+
+def _CACHE_KWARG(trunk) -> str:
+    """The name under which the trunk's forward takes a key/value cache (transformers ≥ 5.2x: `cache`)."""
+    return "cache" if "cache" in inspect.signature(trunk.forward).parameters else "past_key_values"
+
+
+def pair_logps(lm, pairs: list[EncodedPair], pad_id: int) -> Tensor:
+    """Sequence log-probs of b pairs' chosen and rejected replies, (2b,) ordered [chosen_1..b, rejected_1..b] as
+    `sequence_logps` on `collate`'s rows, with the shared prompt run once per pair instead of twice.
+
+    The prompts (left padded, positions counting real tokens) go through the trunk once, keeping their keys and
+    values; both replies then continue from them (the cache repeated per reply, gradients flowing back into the
+    prompt's pass). On chit-chat pairs the prompt (chat template included) is about half of each row, so this
+    removes about a quarter of the tokens of a step. The output layer runs on reply tokens only.
+    """
+    device = lm.get_output_embeddings().weight.device
+    prompt_ids, prompt_mask, reply_ids, reply_mask = (t.to(device) for t in collate_shared(pairs, pad_id))
+    trunk, n = lm.base_model, len(pairs)
+    positions = (prompt_mask.cumsum(1) - 1).clamp(min=0)
+    out = trunk(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True)
+    cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+    hidden = out.last_hidden_state[:, -1:].repeat_interleave(2, dim=0)  # (2b, 1, D): predicts each reply's 1st token
+    if reply_ids.shape[1] > 1:
+        cache.batch_repeat_interleave(2)
+        prompt_mask = prompt_mask.repeat_interleave(2, dim=0)  # (2b, P)
+        steps = reply_ids.shape[1] - 1  # the last reply token predicts nothing
+        positions = prompt_mask.sum(1, keepdim=True) + torch.arange(steps, device=device)  # (2b, R−1)
+        attention_mask = torch.cat([prompt_mask, torch.ones_like(reply_ids[:, :-1])], dim=1)
+        hidden = torch.cat([hidden, trunk(input_ids=reply_ids[:, :-1], attention_mask=attention_mask,
+                                          position_ids=positions, use_cache=True,
+                                          **{_CACHE_KWARG(trunk): cache}).last_hidden_state], dim=1)  # (2b, R, D)
+    targets = reply_mask.bool()
+    logits = lm.get_output_embeddings()(hidden[targets]).float()  # (M, V), reply tokens only
+    token_logps = logits.gather(-1, reply_ids[targets].unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+    logps = torch.zeros(2 * n, device=device).index_add(0, targets.nonzero()[:, 0], token_logps)
+    return logps.view(n, 2).T.reshape(-1)  # [chosen..., rejected...]
+
+
 # ---- the trainer --------------------------------------------------------------------------------------------------
 @dataclass
 class DPOConfig:
@@ -307,8 +366,7 @@ class DPOTrainer:
         with reference_model(self.policy, self.ref_policy) as ref_lm, self.accelerator.autocast():
             for start in range(0, len(order), self.config.ref_batch_size):
                 idx = order[start:start + self.config.ref_batch_size]
-                ids, mask = collate([encoded[i] for i in idx], self.tokenizer.pad_token_id)
-                logps = sequence_logps(ref_lm, ids.to(self.accelerator.device), mask.to(self.accelerator.device))
+                logps = pair_logps(ref_lm, [encoded[i] for i in idx], self.tokenizer.pad_token_id)
                 out[:, idx] = logps.float().cpu().view(2, len(idx))
         return out[0], out[1]
 
@@ -322,12 +380,13 @@ class DPOTrainer:
         order = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
         stats = []
         for micro in (order[s:s + cfg.micro_batch_size] for s in range(0, len(order), cfg.micro_batch_size)):
-            # 1. Sequence log-probs of chosen and rejected under the policy, in one forward pass.
-            ids, mask = collate([pairs[i] for i in micro], self.tokenizer.pad_token_id)
+            # 1. Sequence log-probs of chosen and rejected under the policy: the prompt once, both replies from it.
+            batch = [pairs[i] for i in micro]
             with acc.autocast():
-                logps = sequence_logps(_causal_lm(self.model), ids.to(device), mask.to(device))  # (2b,)
+                logps = pair_logps(_causal_lm(self.model), batch, self.tokenizer.pad_token_id)  # (2b,)
             chosen_logps, rejected_logps = logps.chunk(2)  # (b,) each
-            lengths = mask.sum(1).to(device).float()
+            lengths = torch.tensor([len(p.chosen) for p in batch] + [len(p.rejected) for p in batch],
+                                   device=device, dtype=torch.float)
             # 2. The preference loss against the precomputed reference log-probs; summed so micro-batches add up.
             ref_c, ref_r = ref_chosen[micro].to(device), ref_rejected[micro].to(device)
             tie = torch.tensor([pairs[i].tie for i in micro], device=device)

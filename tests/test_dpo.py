@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rlhf_lab.crowd import SimulatedCrowd
-from rlhf_lab.dpo import (DPOConfig, DPOTrainer, EncodedPair, collate, dpo_loss, ipo_loss, robust_loss,
+from rlhf_lab.dpo import (DPOConfig, DPOTrainer, EncodedPair, collate, dpo_loss, ipo_loss, pair_logps, robust_loss,
                           sequence_logps, sigmoid_loss)
 from rlhf_lab.generation import SamplingConfig, generate
 from rlhf_lab.models import tiny_policy
@@ -24,17 +24,7 @@ SAMPLING = SamplingConfig(max_new_tokens=8, temperature=1.0)
 NEWLINE = 198
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny):
-    return tiny[1]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def peaked_policy(tokenizer, seed: int = 0):
@@ -165,6 +155,22 @@ def test_sequence_logps_match_a_naive_full_softmax_and_ignore_padding(tokenizer)
             alone = torch.tensor([prompt + reply])
             logp = torch.log_softmax(model(alone).logits[0, :-1], -1).gather(-1, alone[0, 1:, None])[:, 0]
             assert ours[row].item() == pytest.approx(logp[len(prompt) - 1:].sum().item(), abs=1e-4)
+
+
+def test_pair_logps_share_the_prompt_and_match_sequence_logps_with_gradients(tokenizer):
+    """The prompt run once (left padded, its keys and values reused by both replies) gives the same log-probs and
+    the same gradients as each full row alone (right padded)."""
+    model = peaked_policy(tokenizer).train()
+    pairs = [EncodedPair([5, 6, 7], [20, 21, 2], [22, 2]), EncodedPair([8, 9], [23, 2], [24, 25, 26, 27, 2]),
+             EncodedPair([8, 9, 10, 11, 12], [23], [24])]
+    weight = model.get_input_embeddings().weight
+    ids, mask = collate(pairs, tokenizer.pad_token_id)
+    full = sequence_logps(model, ids, mask)
+    (full_grad,) = torch.autograd.grad(full.sum(), weight)
+    shared = pair_logps(model, pairs, tokenizer.pad_token_id)
+    (shared_grad,) = torch.autograd.grad(shared.sum(), weight)
+    torch.testing.assert_close(shared, full, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(shared_grad, full_grad, atol=1e-5, rtol=1e-4)
 
 
 # ---- config and input checks --------------------------------------------------------------------------------------
