@@ -19,21 +19,45 @@ def _iteration_boundaries(ax, metrics: pd.DataFrame, updates_per_iteration: int)
         ax.axvline(b + 0.5, color="grey", linestyle=":", linewidth=1)
 
 
-def plot_ppo_curves(metrics: pd.DataFrame, updates_per_iteration: int, kl_target: float | None = None):
-    """Reward and KL on one time axis (PPO update), iteration boundaries dotted. metrics: one row per update."""
+def _smoothed(metrics: pd.DataFrame, column: str, updates_per_iteration: int, window: int) -> pd.Series:
+    """Running mean of `column` over `window` updates, restarted at each iteration (a new reward model's scale)."""
+    iteration = (metrics["update"] - 1) // max(updates_per_iteration, 1)
+    return metrics.groupby(iteration)[column].transform(lambda s: s.rolling(window, min_periods=1).mean())
+
+
+def plot_ppo_curves(metrics: pd.DataFrame, updates_per_iteration: int, kl_target: float | None = None,
+                    smooth: int = 4, evaluation: pd.DataFrame | None = None):
+    """Reward and KL on one time axis (PPO update), iteration boundaries dotted. metrics: one row per update.
+
+    Each curve is drawn raw (faint) and as a running mean over `smooth` updates within an iteration (bold): with a
+    handful of replies per update the raw score is noisy, and it moves with how easy each batch's prompts are.
+    evaluation (one row per iteration, `RLHFRun.evaluation()`): the fixed eval prompts' gold reward (right axis) and
+    KL after each iteration, the across-iteration view."""
     fig, (ax_r, ax_kl) = plt.subplots(1, 2, figsize=(11, 3.8))
+    metrics = metrics.sort_values("update") if len(metrics) else metrics
+    curves = [(ax_r, "objective/scores", "reward-model score", "tab:blue"),
+              (ax_r, "objective/rlhf_reward", "score − β·KL", "tab:green"),
+              (ax_kl, "objective/kl", "KL(π‖π_ref) per reply", "tab:red")]
+    for ax, column, label, color in curves:
+        if column in metrics and len(metrics):
+            ax.plot(metrics["update"], metrics[column], color=color, alpha=0.3, linewidth=1)
+            ax.plot(metrics["update"], _smoothed(metrics, column, updates_per_iteration, smooth), color=color,
+                    label=f"{label} (mean of {smooth})")
     if len(metrics):
-        ax_r.plot(metrics["update"], metrics["objective/scores"], label="reward-model score", color="tab:blue")
-        if "objective/rlhf_reward" in metrics:
-            ax_r.plot(metrics["update"], metrics["objective/rlhf_reward"], label="score − β·KL", color="tab:green")
-        ax_kl.plot(metrics["update"], metrics["objective/kl"], color="tab:red", label="KL(π‖π_ref) per reply")
         for ax in (ax_r, ax_kl):
             _iteration_boundaries(ax, metrics, updates_per_iteration)
     if kl_target is not None:
         ax_kl.axhline(kl_target, color="tab:red", linestyle="--", linewidth=1, label="KL target")
+    if evaluation is not None and len(evaluation):
+        ev = evaluation.sort_values("update")
+        ax_gold = ax_r.twinx()
+        ax_gold.plot(ev["update"], ev["gold_reward"], "o-", color="tab:orange", label="gold reward, eval prompts")
+        ax_gold.set_ylabel("gold reward (eval prompts)", color="tab:orange")
+        ax_gold.legend(loc="lower right", fontsize=8)
+        ax_kl.plot(ev["update"], ev["kl"], "s", color="black", label="KL on eval prompts")
     ax_r.set(title="Reward during PPO (dotted: new iteration, new reward model)", xlabel="PPO update", ylabel="reward")
     ax_kl.set(title="KL to the reference policy", xlabel="PPO update", ylabel="nats")
-    ax_r.legend(loc="best", fontsize=8)
+    ax_r.legend(loc="upper left", fontsize=8)
     ax_kl.legend(loc="best", fontsize=8)
     fig.tight_layout()
     return fig
@@ -84,7 +108,8 @@ def run_figures(run) -> dict:
     """The figures of a run (an RLHFRun): ppo_curves, over_optimisation, rm_accuracy."""
     evaluation = run.evaluation()
     return {
-        "ppo_curves": plot_ppo_curves(run.ppo_metrics(), run.config.ppo_updates, run.config.ppo.kl_target),
+        "ppo_curves": plot_ppo_curves(run.ppo_metrics(), run.config.ppo_updates, run.config.ppo.kl_target,
+                                      evaluation=evaluation),
         "over_optimisation": plot_overoptimisation(evaluation),
         "rm_accuracy": plot_rm_accuracy(evaluation),
     }

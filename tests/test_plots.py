@@ -54,3 +54,27 @@ def test_reward_histograms_count_every_reply():
     assert [t.get_text().split(" ")[0] for t in ax.get_legend().get_texts()] == ["chosen", "rejected"]
     fig = plot_reward_histograms({"chosen": np.array([1.0, 2.0]), "rejected": np.array([0.0])}, bins=3)
     assert sum(p.get_height() for p in fig.axes[0].patches) == 3
+
+
+def test_ppo_curves_smooth_within_each_iteration_only():
+    from rlhf_lab.report import plot_ppo_curves
+
+    # iteration 1 scores 0, 0, 0; iteration 2 (a new reward model's scale) 10, 10, 10
+    metrics = pd.DataFrame({"update": range(1, 7), "objective/scores": [0.0, 0, 0, 10, 10, 10],
+                            "objective/kl": [0.0, 1, 2, 3, 4, 5]})
+    fig = plot_ppo_curves(metrics, updates_per_iteration=3, kl_target=4.0, smooth=2)
+    ax_r, ax_kl = fig.axes
+    raw, smooth = ax_r.lines[0], ax_r.lines[1]
+    assert list(raw.get_ydata()) == [0, 0, 0, 10, 10, 10]
+    assert list(smooth.get_ydata()) == [0, 0, 0, 10, 10, 10], "a running mean must not mix two reward models"
+    assert list(ax_kl.lines[1].get_ydata()) == [0, 0.5, 1.5, 3, 3.5, 4.5]
+    assert [ln.get_xdata()[0] for ln in ax_r.lines if ln.get_linestyle() == ":"] == [3.5]
+    assert any(ln.get_label() == "KL target" and ln.get_ydata()[0] == 4.0 for ln in ax_kl.lines)
+
+    evaluation = pd.DataFrame({"iteration": [0, 1, 2], "update": [0, 3, 6], "gold_reward": [1.0, 1.2, 1.3],
+                               "kl": [0.0, 2.0, 4.5]})
+    fig = plot_ppo_curves(metrics, updates_per_iteration=3, evaluation=evaluation)
+    ax_r, ax_kl, ax_gold = fig.axes
+    (gold,) = ax_gold.lines
+    assert list(gold.get_xdata()) == [0, 3, 6] and list(gold.get_ydata()) == [1.0, 1.2, 1.3]
+    assert [list(ln.get_ydata()) for ln in ax_kl.lines if ln.get_label() == "KL on eval prompts"] == [[0, 2, 4.5]]
