@@ -5,7 +5,7 @@ The #5 acceptance run: `--updates` PPO updates at the standard setting (batch 8,
 trained policy on held-out prompts (the eval split: never seen in training), several replies per prompt, and the
 trained policy's KL to the reference on those replies. Ends with one JSON line of figures.
 
-    python bench/ppo_gold.py [--updates 30] [--threads 2] [--kl-target 6] [--device cpu|cuda]
+    python bench/ppo_gold.py [--updates 30] [--threads 2] [--lr 1e-5] [--kl-target 6] [--kl-horizon 16] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--kl-coef", type=float, default=0.05)
     parser.add_argument("--kl-target", type=float, default=6.0)
+    parser.add_argument("--kl-horizon", type=float, default=10000,
+                        help="adaptive β's horizon in replies (16: β can change by up to 10%% per update of 8)")
     parser.add_argument("--eval-prompts", type=int, default=32)
     parser.add_argument("--eval-samples", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
@@ -56,7 +58,7 @@ def main() -> None:
     train = load_prompts("all", split="train", max_tokens=24, tokenizer=tokenizer)
     held_out = load_prompts("all", split="eval", max_tokens=24, tokenizer=tokenizer, n=args.eval_prompts, seed=1)
     config = PPOConfig(batch_size=8, ppo_epochs=4, learning_rate=args.lr, kl_coef=args.kl_coef,
-                       kl_target=args.kl_target, missing_eos_penalty=args.missing_eos_penalty or None,
+                       kl_target=args.kl_target, kl_horizon=args.kl_horizon, missing_eos_penalty=args.missing_eos_penalty or None,
                        seed=args.seed, sampling=SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=0.7))
     trainer = PPOTrainer(policy, tokenizer, "gold", config, callbacks=[PrintLogger(every=5, samples=False)])
     before, before_se, _ = held_out_gold(trainer, held_out, args.eval_samples, seed=10_007)
@@ -70,6 +72,7 @@ def main() -> None:
                       "gold_before": round(before, 4), "gold_before_se": round(before_se, 4),
                       "gold_after": round(after, 4), "gold_after_se": round(after_se, 4),
                       "kl_nats": round(kl, 3), "kl_target_nats": args.kl_target,
+                      "beta_final": round(trainer.kl_ctl.value, 4), "learning_rate": args.lr,
                       "s_per_update": round(seconds / args.updates, 2)}))
 
 

@@ -184,3 +184,12 @@ def test_bad_input_gives_errors_that_say_how_to_fix_it(tmp_path, capsys):
     (tmp_path / "manifest.json").write_text(json.dumps({"ppo_math": {}}))
     with pytest.raises(ValueError, match="unknown assignment 'nope'"):
         grade(tmp_path, tmp_path, assignment="nope")
+
+
+def test_missing_otter_gives_the_install_hint_not_a_traceback(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "otter.assign", None)  # makes `from otter.assign import ...` raise ImportError
+    assert main(["assignments", "build", "--out", str(tmp_path / "out"), "--no-check"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'rlhf-lab[instructor]'" in err and "Traceback" not in err
