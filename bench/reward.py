@@ -88,6 +88,10 @@ def trl_step_seconds(backbone: str, pairs: pd.DataFrame) -> list[float]:
                         gradient_checkpointing=False, bf16=False, fp16=False, use_cpu=True, report_to=[],
                         save_strategy="no", logging_steps=1000, disable_tqdm=True, dataloader_num_workers=0, seed=0)
     timer = StepTimer()
+    if backbone != MINILM:  # conversational rows: TRL applies the chat template, as rlhf_lab's causal reward model does
+        pairs = pd.DataFrame({"prompt": [[{"role": "user", "content": p}] for p in pairs["prompt"]],
+                              "chosen": [[{"role": "assistant", "content": c}] for c in pairs["chosen"]],
+                              "rejected": [[{"role": "assistant", "content": r}] for r in pairs["rejected"]]})
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_pandas(pairs),
                             processing_class=tokenizer, callbacks=[timer])
     trainer.train()
