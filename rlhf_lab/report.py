@@ -94,11 +94,17 @@ def plot_rm_accuracy(evaluation: pd.DataFrame):
 
 
 def sample_table(run_dir: str | Path, n_prompts: int = 5) -> pd.DataFrame:
-    """The same eval prompts' replies across iterations, side by side (rows: prompts; columns: iterations)."""
+    """The same eval prompts' replies across iterations, side by side (rows: prompts; columns: iterations).
+
+    With several replies per eval prompt (`eval_samples`), each cell shows the prompt's first reply."""
     run_dir = Path(run_dir)
     columns = {}
     for path in sorted(run_dir.glob("iter_*/eval_samples.jsonl")):
-        rows = [json.loads(line) for line in path.read_text().splitlines()][:n_prompts]
+        first = {}  # prompt -> its first reply, in file order
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            first.setdefault(row["prompt"], row)
+        rows = list(first.values())[:n_prompts]
         columns["prompt"] = [r["prompt"] for r in rows]
         columns[f"iteration {int(path.parent.name.split('_')[1])}"] = [r["response"] for r in rows]
     return pd.DataFrame(columns)

@@ -78,3 +78,18 @@ def test_ppo_curves_smooth_within_each_iteration_only():
     (gold,) = ax_gold.lines
     assert list(gold.get_xdata()) == [0, 3, 6] and list(gold.get_ydata()) == [1.0, 1.2, 1.3]
     assert [list(ln.get_ydata()) for ln in ax_kl.lines if ln.get_label() == "KL on eval prompts"] == [[0, 2, 4.5]]
+
+
+def test_sample_table_shows_distinct_prompts_with_their_first_reply(tmp_path):
+    import json
+
+    from rlhf_lab.report import sample_table
+
+    for k in (0, 1):  # two replies per eval prompt, as with eval_samples=2
+        rows = [{"prompt": p, "response": f"{p}-it{k}-reply{j}", "gold": 0.0} for p in ("hi", "why?", "bye")
+                for j in (0, 1)]
+        (tmp_path / f"iter_{k:03d}").mkdir()
+        (tmp_path / f"iter_{k:03d}" / "eval_samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = sample_table(tmp_path, n_prompts=2)
+    assert table.to_dict("list") == {"prompt": ["hi", "why?"], "iteration 0": ["hi-it0-reply0", "why?-it0-reply0"],
+                                     "iteration 1": ["hi-it1-reply0", "why?-it1-reply0"]}
