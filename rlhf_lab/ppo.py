@@ -278,10 +278,7 @@ class PPOTrainer:
                     acc.backward(loss / cfg.grad_accumulation_steps)
                     stats.append(torch.stack([pg_loss.detach(), vf_loss.detach(), *pg_stats.values(),
                                               vf_stats["vf_clipfrac"]]))
-                grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-                self._check_finite(update, "gradient norm", grad_norm)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
+                self._optimizer_step(update)  # clip the gradient norm, check it, step, zero the gradients
         self.model.eval()
         times["optimisation"] = time.perf_counter()
 
@@ -337,6 +334,13 @@ class PPOTrainer:
             outputs.append((logprobs_from_logits(logits, tokens, t), logprobs_from_logits(ref_logits, tokens, t),
                             values.float(), entropy_from_logits(logits, t)))
         return [torch.cat(parts) for parts in zip(*outputs)]
+
+    def _optimizer_step(self, update: int) -> None:
+        """Clip the accumulated gradients to `max_grad_norm` (a non-finite norm stops the run), step, zero them."""
+        grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        self._check_finite(update, "gradient norm", grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
     def _reference(self):
         """The reference causal LM (a context manager): the frozen copy, or (LoRA) the policy with its adapters

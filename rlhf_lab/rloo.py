@@ -152,10 +152,7 @@ class RLOOTrainer(PPOTrainer):
                     self._check_finite(update, "loss", loss)
                     acc.backward(loss / cfg.grad_accumulation_steps)
                     stats.append(torch.stack([pg_loss, *pg_stats.values()]))
-                grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-                self._check_finite(update, "gradient norm", grad_norm)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
+                self._optimizer_step(update)  # clip the gradient norm, check it, step, zero the gradients
         self.model.eval()
         times["optimisation"] = time.perf_counter()
 
