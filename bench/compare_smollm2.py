@@ -1,0 +1,99 @@
+"""Best-of-n, PPO, RLOO and DPO on SmolLM2 with the simulated crowd, at one fixed budget (issue #9's comparison).
+
+1. Feedback: `--pairs` pairs of replies from the initial policy (T 0.7, 32 new tokens), judged by 3 simulated annotators.
+2. The shared proxy: a MiniLM reward model fitted on those judgments (2 epochs), normalised on the same replies.
+3. `compare_methods` runs each method from its own copy of the initial policy, with the same prompts and seed:
+   best-of-n (n = 1..16, no training), PPO (LoRA, lr 1e-4, batch 8), RLOO (LoRA, k 4 × 2 prompts) and offline DPO
+   (LoRA, lr 2e-5) on the same pairs, within `--samples` sampled training replies and 2 × pairs judgments.
+   Every method's held-out evaluation is one reply per eval prompt, scored by gold and proxy, with KL to the initial
+   policy; RL methods are evaluated every 4 updates (their frontier).
+
+Writes table.csv, frontier.csv, frontier.png and costs.png under `--out`, prints the table, and ends with one JSON line.
+
+    python bench/compare_smollm2.py [--out runs/compare_smollm2] [--eval-prompts 32] [--samples 96] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="runs/compare_smollm2")
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", help="float32 (default, on every device) or bfloat16")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--pairs", type=int, default=96, help="judged pairs behind the proxy and offline DPO")
+    parser.add_argument("--samples", type=int, default=96, help="the budget: replies sampled for training")
+    parser.add_argument("--eval-prompts", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from rlhf_lab.compare import DPO, PPO, RLOO, BestOfN, Budget, compare_methods
+    from rlhf_lab.crowd import SimulatedCrowd
+    from rlhf_lab.dpo import DPOConfig
+    from rlhf_lab.generation import SamplingConfig, generate
+    from rlhf_lab.models import load_policy
+    from rlhf_lab.ppo import LoraSettings, PPOConfig
+    from rlhf_lab.prompts import load_prompts
+    from rlhf_lab.reward_model import RewardConfig, build_reward_model
+    from rlhf_lab.rloo import RLOOConfig
+    from rlhf_lab.store import FeedbackStore
+
+    start = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    policy, tokenizer = load_policy(args.model, device=args.device, dtype=getattr(torch, args.dtype))
+    prompts = load_prompts("all", split="train", max_tokens=24, tokenizer=tokenizer, n=max(128, args.pairs),
+                           seed=args.seed)
+    eval_prompts = load_prompts("all", split="eval", max_tokens=24, tokenizer=tokenizer, n=args.eval_prompts,
+                                seed=args.seed)
+    sampling = SamplingConfig(max_new_tokens=32, temperature=0.7)
+
+    # 1. feedback on the initial policy's replies
+    store = FeedbackStore(":memory:")
+    batch = generate(policy, tokenizer, prompts[:args.pairs], sampling, n_per_prompt=2, seed=args.seed, batch_size=32)
+    ids = store.add_responses(batch.to_records())
+    items = [store.get_item(store.add_item(ids[i:i + 2])) for i in range(0, len(ids), 2)]
+    SimulatedCrowd(n=3, random_state=args.seed).annotate(store, items)
+    pairs = store.preference_pairs()
+    # 2. the proxy every method optimises or picks by
+    reward_model = build_reward_model(RewardConfig(epochs=2, seed=args.seed, device=args.device)).fit(pairs,
+                                                                                                      progress=False)
+    reward_model.normalize(batch.prompts, batch.responses)
+    # 3. the four methods, one budget
+    lora = LoraSettings()
+    rl = dict(learning_rate=1e-4, batch_size=8, sampling=sampling, lora=lora, log_samples_every=0)
+    methods = [BestOfN(n=(1, 2, 4, 8, 16), reward_judgments=len(pairs)),
+               PPO(PPOConfig(**rl), reward_judgments=len(pairs)),
+               RLOO(RLOOConfig(rloo_k=4, **{**rl, "batch_size": 2}), reward_judgments=len(pairs)),
+               DPO(DPOConfig(learning_rate=2e-5, lora=lora, sampling=sampling, epochs=2), pairs_per_round=32)]
+    budget = Budget(samples=args.samples, judgments=len(pairs) * 2)
+    result = compare_methods(methods, policy, tokenizer, prompts, eval_prompts, reward=reward_model, pairs=pairs,
+                             budget=budget, sampling=sampling, seed=args.seed, eval_every=4)
+
+    result.table.to_csv(out / "table.csv", index=False)
+    result.frontier.to_csv(out / "frontier.csv", index=False)
+    result.plot_frontier().savefig(out / "frontier.png", dpi=120)
+    result.plot_costs().savefig(out / "costs.png", dpi=120)
+    print(result.table.round(3).to_string(index=False))
+    figures = {"device": args.device, "dtype": args.dtype, "judged_pairs": args.pairs, "judgments": len(pairs),
+               "budget_samples": args.samples,
+               "eval_prompts": len(eval_prompts), "total_s": round(time.perf_counter() - start, 1)}
+    for row in result.table.itertuples():
+        figures[f"{row.method}_gold"] = round(row.gold_reward, 4)
+        figures[f"{row.method}_kl_nats"] = round(row.kl, 3)
+        figures[f"{row.method}_wall_s"] = round(row.wall_time_s, 1)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
