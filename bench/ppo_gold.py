@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--kl-target", type=float, default=6.0)
     parser.add_argument("--kl-horizon", type=float, default=10000,
                         help="adaptive β's horizon in replies (16: β can change by up to 10%% per update of 8)")
+    parser.add_argument("--batch-size", type=int, default=8, help="rollouts per update")
     parser.add_argument("--eval-prompts", type=int, default=64)
     parser.add_argument("--eval-samples", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
@@ -64,7 +65,7 @@ def main() -> None:
     policy, tokenizer = load_policy(args.model, device=args.device)
     train = load_prompts("all", split="train", max_tokens=24, tokenizer=tokenizer)
     held_out = load_prompts("all", split="eval", max_tokens=24, tokenizer=tokenizer, n=args.eval_prompts, seed=1)
-    config = PPOConfig(batch_size=8, ppo_epochs=4, learning_rate=args.lr, kl_coef=args.kl_coef,
+    config = PPOConfig(batch_size=args.batch_size, ppo_epochs=4, learning_rate=args.lr, kl_coef=args.kl_coef,
                        kl_target=args.kl_target, kl_horizon=args.kl_horizon, missing_eos_penalty=args.missing_eos_penalty or None,
                        seed=args.seed, sampling=SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=0.7))
     trainer = PPOTrainer(policy, tokenizer, "gold", config, callbacks=[PrintLogger(every=5, samples=False)])
@@ -85,6 +86,7 @@ def main() -> None:
                       "gold_gain_paired": round(gain, 4), "gold_gain_paired_se": round(gain_se, 4),
                       "prompts_improved_frac": round(float((gold_after > gold_before).mean()), 3),
                       "eval_prompts": len(held_out), "eval_samples": args.eval_samples, "seed": args.seed,
+                      "batch_size": args.batch_size,
                       "kl_nats": round(kl, 3), "kl_target_nats": args.kl_target,
                       "beta_final": round(trainer.kl_ctl.value, 4), "learning_rate": args.lr,
                       "s_per_update": round(seconds / args.updates, 2)}))

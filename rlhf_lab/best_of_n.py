@@ -101,6 +101,9 @@ class BestOfNResult:
         return sum(empirical_best_of_n_kl(s, self.n) for s in self.scores) / len(self.prompts)
 
 
+DEFAULT_BATCH = 256
+
+
 def best_of_n(policy, tokenizer, prompts: list[str], reward, n: int, *, pool: int | None = None,
               sampling: SamplingConfig | None = None, seed: int | None = None, batch_size: int | None = None,
               missing_eos_penalty: float | None = None) -> BestOfNResult:
@@ -108,6 +111,7 @@ def best_of_n(policy, tokenizer, prompts: list[str], reward, n: int, *, pool: in
     takes), and keep the best of the first n. A larger pool only sharpens `kl_measured`.
 
     missing_eos_penalty: subtracted from the score of a reply without EOS before picking (as PPO does).
+    batch_size: replies generated at once (default 256: P·pool replies in one batch can exhaust a GPU's memory).
     """
     pool = pool or n
     if n < 1 or pool < n:
@@ -115,9 +119,9 @@ def best_of_n(policy, tokenizer, prompts: list[str], reward, n: int, *, pool: in
     if not prompts:
         raise ValueError("best_of_n needs at least one prompt.")
     candidates = generate(policy, tokenizer, list(prompts), sampling, seed=seed, n_per_prompt=pool,
-                          batch_size=batch_size)
-    scores = as_reward(reward, tokenizer)(candidates).float()  # (P·pool,)
+                          batch_size=batch_size or DEFAULT_BATCH)
+    scores = as_reward(reward, tokenizer)(candidates).float()  # (P·pool,) on the CPU, as every reward returns
     if missing_eos_penalty is not None:
-        scores = torch.where(candidates.eos, scores, scores - missing_eos_penalty)
+        scores = torch.where(candidates.eos.to(scores.device), scores, scores - missing_eos_penalty)
     scores = scores.view(len(prompts), pool)
     return BestOfNResult(list(prompts), candidates, scores, scores[:, :n].argmax(dim=1), n)

@@ -68,3 +68,19 @@ def test_best_of_n_beats_single_samples_and_its_kl_is_near_the_bound(tiny):
     assert 0.3 * eight.kl_analytic < eight.kl_measured <= eight.kl_analytic
     with pytest.raises(ValueError, match="pool >= n"):
         best_of_n(model, tokenizer, PROMPTS, NewlineReward(), n=8, pool=4)
+
+
+def test_best_of_n_generates_a_large_pool_in_bounded_batches(tiny, monkeypatch):
+    """P·pool replies in one batch ran a GPU out of memory: by default they are generated 256 at a time."""
+    import rlhf_lab.generation as generation
+
+    model, tokenizer = tiny_policy(tiny[1], seed=0)
+    sizes, chunk = [], generation._generate_chunk
+    monkeypatch.setattr(generation, "_generate_chunk", lambda m, t, texts, *a, **k: sizes.append(len(texts)) or
+                        chunk(m, t, texts, *a, **k))
+    sampling = SamplingConfig(max_new_tokens=2, temperature=1.0)
+    pool = best_of_n(model, tokenizer, PROMPTS * 20, NewlineReward(), n=4, pool=8, sampling=sampling, seed=0)
+    assert sizes == [256, 256, 128] and len(pool.candidates) == 640
+    sizes.clear()
+    best_of_n(model, tokenizer, PROMPTS, NewlineReward(), n=4, sampling=sampling, seed=0, batch_size=5)
+    assert sizes == [5, 5, 5, 1]
