@@ -4,7 +4,8 @@
         [BestOfN(n=(1, 2, 4, 8, 16)), PPO(PPOConfig(...)), RLOO(RLOOConfig(...)), DPO(DPOConfig(...))],
         policy, tokenizer, prompts, eval_prompts, reward=reward_model, pairs=store.preference_pairs(),
         budget=Budget(samples=256))
-    comparison.table             # one row per method: gold, proxy, KL, win rate, tokens, judgments, time, memory
+    comparison.table             # one row per method: why it stopped, gold, proxy, KL, win rate, tokens, judgments,
+                                 # time, memory
     comparison.frontier          # one row per evaluation: the reward-vs-KL frontier
     plot_frontier(comparison.frontier);  plot_costs(comparison.table)
 
@@ -22,6 +23,7 @@ import dataclasses
 import gc
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,13 +34,13 @@ from matplotlib.figure import Figure
 from .best_of_n import best_of_n, best_of_n_kl
 from .dpo import DPOConfig, DPOTrainer
 from .generation import SamplingConfig, generate
-from .ppo import PPOConfig, PPOTrainer
+from .ppo import PPOConfig, PPOTrainer, TrainingDivergedError
 from .ppo_models import _causal_lm, _seed_for, response_logits
 from .rewards import as_reward
 from .rloo import RLOOConfig, RLOOTrainer
 
-TABLE_COLUMNS = ["method", "rounds", "gold_reward", "proxy_reward", "kl", "win_rate_vs_initial", "samples_generated",
-                 "tokens_generated", "judgments_used", "wall_time_s", "peak_memory_mb"]
+TABLE_COLUMNS = ["method", "rounds", "stopped", "gold_reward", "proxy_reward", "kl", "win_rate_vs_initial",
+                 "samples_generated", "tokens_generated", "judgments_used", "wall_time_s", "peak_memory_mb"]
 
 
 @dataclass
@@ -359,23 +361,39 @@ def compare_methods(methods: list[Method], policy, tokenizer, prompts: list[str]
             method.start(setup, copy.deepcopy(policy))
             rounds, seconds = 0, 0.0
             rows = [] if isinstance(method, BestOfN) else [dict(start_row, round=0, **method.counters())]
-            while not method.done and rounds < budget.max_rounds and not _spent(method, budget, seconds):
+            while not (stopped := _stop_reason(method, budget, rounds, seconds)):
                 began = time.perf_counter()
-                method.round()
-                seconds += time.perf_counter() - began
+                try:
+                    method.round()
+                except (TrainingDivergedError, FloatingPointError) as err:  # keep the other methods' results
+                    stopped = f"diverged in round {rounds + 1}"
+                    warnings.warn(f"compare_methods: {method.name} stopped, {err} Its rows end at its last "
+                                  f"evaluation (round {rows[-1]['round'] if rows else 0}); the other methods go on.")
+                    break
+                finally:
+                    seconds += time.perf_counter() - began
                 rounds += 1
                 if not isinstance(method, BestOfN) and (rounds % eval_every == 0):
                     rows.append(dict(method.evaluate(setup)[0], round=rounds, **method.counters()))
             if isinstance(method, BestOfN):
                 rows = [dict(r, round=rounds, **method.counters()) for r in method.evaluate(setup)]
-            elif rows[-1]["round"] != rounds:
+            elif rows[-1]["round"] != rounds and not stopped.startswith("diverged"):
                 rows.append(dict(method.evaluate(setup)[0], round=rounds, **method.counters()))
         frontier += [dict(method=method.name, **r) for r in rows]
-        table.append(dict(method=method.name, rounds=rounds, **{k: rows[-1][k] for k in
+        table.append(dict(method=method.name, rounds=rounds, stopped=stopped, **{k: rows[-1][k] for k in
                      ("gold_reward", "proxy_reward", "kl", "win_rate_vs_initial")}, **method.counters(),
                      wall_time_s=seconds, peak_memory_mb=memory.mb))
         method.close()  # free the trained model before the next method
     return Comparison(pd.DataFrame(table, columns=TABLE_COLUMNS), pd.DataFrame(frontier))
+
+
+def _stop_reason(method: Method, budget: Budget, rounds: int, seconds: float) -> str | None:
+    """Why the method stops before its next round ("done", "budget", "max_rounds"), or None to go on."""
+    if method.done:
+        return "done"
+    if _spent(method, budget, seconds):
+        return "budget"
+    return "max_rounds" if rounds >= budget.max_rounds else None
 
 
 def _spent(method: Method, budget: Budget, seconds: float) -> bool:

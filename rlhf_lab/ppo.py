@@ -180,6 +180,7 @@ class PPOTrainer:
     """
 
     config_class = PPOConfig
+    method = "PPO"  # names the method in error messages
 
     def __init__(self, policy, tokenizer, reward, config: PPOConfig | None = None, *, ref_policy=None, critic=None,
                  callbacks=None, metrics_path=None):
@@ -350,17 +351,19 @@ class PPOTrainer:
     def _check_finite(self, update: int, quantity: str, value: torch.Tensor) -> None:
         if not torch.isfinite(value).all():
             bad = value.detach().float()
+            bf16 = self.accelerator.mixed_precision == "bf16"
             raise TrainingDivergedError(
-                f"PPO update {update}: the {quantity} became non-finite ({int((~torch.isfinite(bad)).sum())} of "
-                f"{bad.numel()} values are NaN/inf). Try a lower learning_rate (now {self.config.learning_rate}), "
-                f"max_grad_norm, or float32 instead of bf16.")
+                f"{self.method} update {update}: the {quantity} became non-finite ({int((~torch.isfinite(bad)).sum())} "
+                f"of {bad.numel()} values are NaN/inf). Try a lower learning_rate (now {self.config.learning_rate}) "
+                f"or a lower max_grad_norm (now {self.config.max_grad_norm})"
+                + (", or mixed_precision='no' (float32 compute instead of bf16)." if bf16 else "."))
 
     def _check_kl(self, update: int, kl: float) -> None:
         cfg = self.config
         limits = [x for x in (cfg.kl_limit, 5 * cfg.kl_target if cfg.kl_target and cfg.kl_limit else None) if x]
         if limits and kl > min(limits):
             raise TrainingDivergedError(
-                f"PPO update {update}: the KL to the reference exploded to {kl:.2f} nats per reply (limit "
+                f"{self.method} update {update}: the KL to the reference exploded to {kl:.2f} nats per reply (limit "
                 f"{min(limits):.2f}). Lower the learning_rate (now {cfg.learning_rate}) or raise β (kl_coef, now "
                 f"{self.kl_ctl.value:.4g}); raise kl_limit only if this KL is intended.")
 

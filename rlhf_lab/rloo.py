@@ -85,6 +85,10 @@ class RLOOTrainer(PPOTrainer):
 
     config_class = RLOOConfig
 
+    @property
+    def method(self) -> str:
+        return self.config.baseline.upper()  # "RLOO" or "GRPO", in error messages
+
     def __init__(self, policy, tokenizer, reward, config: RLOOConfig | None = None, **kwargs):
         if config is not None and not isinstance(config, RLOOConfig):
             raise TypeError("RLOOTrainer takes an RLOOConfig (PPOConfig's fields plus rloo_k, baseline, kl_penalty).")

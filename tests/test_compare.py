@@ -12,7 +12,7 @@ from rlhf_lab.compare import (DPO, PPO, RLOO, TABLE_COLUMNS, BestOfN, Budget, co
 from rlhf_lab.dpo import DPOConfig
 from rlhf_lab.generation import SamplingConfig, generate
 from rlhf_lab.models import tiny_policy
-from rlhf_lab.ppo import PPOConfig
+from rlhf_lab.ppo import PPOConfig, TrainingDivergedError
 from rlhf_lab.rloo import RLOOConfig
 
 PROMPTS = ["hi there", "what is a cat?", "tell me a joke", "how are you?", "good morning", "what's up", "I like tea",
@@ -54,6 +54,8 @@ def test_compare_returns_one_full_row_per_method_within_the_budget(setup):
     assert table.set_index("method")["samples_generated"].to_dict() == {
         "best_of_4": 32, "ppo": 24, "rloo": 24, "dpo": 0, "dpo_iterative": 24}
     assert table.set_index("method").loc["dpo", "judgments_used"] == 16
+    assert table.set_index("method")["stopped"].to_dict() == {
+        "best_of_4": "done", "ppo": "budget", "rloo": "budget", "dpo": "done", "dpo_iterative": "budget"}  # dpo: its epochs
     assert (table["wall_time_s"] > 0).all() and (table["peak_memory_mb"] >= 0).all()
     assert table.set_index("method").loc["best_of_4", "gold_reward"] > result.frontier.iloc[0]["gold_reward"]
     trained = table[table["method"] != "best_of_4"]
@@ -64,6 +66,31 @@ def test_compare_returns_one_full_row_per_method_within_the_budget(setup):
     assert (frontier.groupby("method")["round"].min().drop("best_of_4") == 0).all()  # every curve starts at KL 0
     assert all(torch.equal(p, q) for p, q in zip(before, model.parameters()))  # the caller's policy is untouched
     assert isinstance(plot_frontier(frontier), Figure) and isinstance(plot_costs(table), Figure)
+
+
+class DivergingPPO(PPO):
+    """PPO whose second update diverges, as a too-high learning rate would make it."""
+
+    def round(self):
+        if self.trainer.update_ == 1:
+            raise TrainingDivergedError("PPO update 2: the gradient norm became non-finite.")
+        super().round()
+
+
+def test_a_diverging_method_keeps_its_rows_and_the_others_still_run(setup):
+    model, tokenizer, pairs = setup
+    config = PPOConfig(learning_rate=1e-3, batch_size=4, sampling=SAMPLING, missing_eos_penalty=None)
+    methods = [DivergingPPO(config, name="ppo_diverges"), PPO(config)]
+    with pytest.warns(UserWarning, match=r"ppo_diverges stopped, PPO update 2: the gradient norm became non-finite"):
+        result = compare_methods(methods, model, tokenizer, PROMPTS, PROMPTS, reward=length_reward,
+                                 gold=length_reward, budget=Budget(samples=16), sampling=SAMPLING, eval_every=1)
+    table = result.table.set_index("method")
+    assert table["stopped"].to_dict() == {"ppo_diverges": "diverged in round 2", "ppo": "budget"}
+    assert table["rounds"].to_dict() == {"ppo_diverges": 1, "ppo": 4}
+    diverged = result.frontier[result.frontier["method"] == "ppo_diverges"]
+    assert diverged["round"].tolist() == [0, 1]  # no evaluation after the failed round
+    assert table.loc["ppo_diverges", "gold_reward"] == diverged.iloc[-1]["gold_reward"]
+    assert table.notna().all().all()
 
 
 def test_sequence_kl_is_zero_against_itself(setup):

@@ -92,3 +92,16 @@ def test_rloo_takes_only_its_config_and_resumes_with_it(tiny, tmp_path):
     trainer.train(PROMPTS, n_updates=1, checkpoint_dir=tmp_path / "run")
     again = RLOOTrainer.resume(tmp_path / "run", peaked_policy(tokenizer), tokenizer, NewlineReward(), callbacks=[])
     assert isinstance(again.config, RLOOConfig) and again.config.rloo_k == 3 and again.update_ == 1
+
+
+@pytest.mark.parametrize("baseline", ["rloo", "grpo"])
+def test_a_divergence_names_the_method_and_offers_no_bf16_advice_in_float32(tiny, baseline):
+    from rlhf_lab.ppo import TrainingDivergedError
+
+    tokenizer = tiny[1]
+    config = RLOOConfig(batch_size=2, rloo_k=2, sampling=SAMPLING, log_samples_every=0, baseline=baseline)
+    trainer = RLOOTrainer(peaked_policy(tokenizer), tokenizer, lambda texts: [float("nan")] * len(texts), config,
+                          callbacks=[])
+    with pytest.raises(TrainingDivergedError, match=rf"^{baseline.upper()} update 1: the reward scores") as err:
+        trainer.step(PROMPTS[:2])
+    assert "bf16" not in str(err.value)  # the tiny policy trains in float32 on the CPU
