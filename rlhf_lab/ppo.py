@@ -240,8 +240,10 @@ class PPOTrainer:
         responses = batch.response_ids.to(device)  # (B, R)
         mask = batch.response_mask.to(device).float()  # (B, R)
         n_prompt = batch.prompt_ids.shape[1]
-        logp, ref_logp, values, entropy = self._rollout_forward(update, query_response, attention_mask, responses,
-                                                                n_prompt)  # each (B, R)
+        # With the whole batch in one micro-batch this is also epoch 1's forward (same weights): its graph is kept.
+        (logp, ref_logp, values, entropy), first_pass = self._rollout_forward(
+            update, query_response, attention_mask, responses, n_prompt,
+            keep_graph=cfg.micro_batch_size == cfg.batch_size)  # each (B, R)
         times["forward"] = time.perf_counter()
 
         # 4. Per-token reward: −β·(log π − log π_ref) on every token, plus the score on the last real token.
@@ -268,7 +270,10 @@ class PPOTrainer:
             for minibatch in torch.randperm(cfg.batch_size, generator=shuffle).split(cfg.mini_batch_size):
                 for micro in minibatch.split(cfg.micro_batch_size):
                     micro = micro.to(device)
-                    new_logits, new_values = self.model(query_response[micro], attention_mask[micro], n_prompt)
+                    if first_pass is not None:  # epoch 1: step 3's forward, rows in this minibatch's order
+                        (new_logits, new_values), first_pass = (x[micro] for x in first_pass), None
+                    else:
+                        new_logits, new_values = self.model(query_response[micro], attention_mask[micro], n_prompt)
                     new_logp = logprobs_from_logits(new_logits, responses[micro], temperature)  # (b, R)
                     pg_loss, pg_stats = clipped_policy_loss(new_logp, logp[micro], advantages[micro], mask[micro],
                                                             cfg.clip_eps)
@@ -312,29 +317,36 @@ class PPOTrainer:
         """KL of the current policy to the reference on a GenerationBatch: Σ_t (log π − log π_ref) over each
         reply's tokens (k1, nats per reply), at the sampling temperature. (B,)"""
         device = self.accelerator.device
-        logp, ref_logp, _, _ = self._rollout_forward(
+        (logp, ref_logp, _, _), _ = self._rollout_forward(
             self.update_, batch.query_response_ids.to(device), batch.query_response_mask.to(device),
             batch.response_ids.to(device), batch.prompt_ids.shape[1])
         return (kl_k1(logp, ref_logp) * batch.response_mask.to(device)).sum(1)
 
-    @torch.no_grad()
-    def _rollout_forward(self, update, query_response, attention_mask, responses, n_prompt):
-        """(logp, ref_logp, values, entropy), each (B, R), computed in micro-batches without gradients."""
-        cfg, model = self.config, self.accelerator.unwrap_model(self.model)
-        model.eval()
-        outputs = []
-        for rows in torch.arange(len(responses)).split(cfg.micro_batch_size):
+    def _rollout_forward(self, update, query_response, attention_mask, responses, n_prompt, keep_graph=False):
+        """((logp, ref_logp, values, entropy), each (B, R) without gradients, computed in micro-batches; and the
+        policy's (logits, values) with their autograd graph when `keep_graph`, else None).
+
+        keep_graph (for a batch that the optimisation passes whole, as one micro-batch): the first optimisation
+        forward sees the same weights and, with dropout off, computes exactly this forward, so it is run once, on
+        the whole batch, with gradients, and its graph kept. That saves one forward pass of the policy per update."""
+        cfg = self.config
+        self.model.train(keep_graph)  # dropout is off: both modes compute the same; train mode for the graph
+        outputs, graph = [], None
+        for rows in torch.arange(len(responses)).split(len(responses) if keep_graph else cfg.micro_batch_size):
             ids, attn, tokens = query_response[rows], attention_mask[rows], responses[rows]
-            with self.accelerator.autocast():
-                logits, values = model(ids, attn, n_prompt)  # (b, R, V), (b, R)
-                self._check_finite(update, "policy logits", logits)
-                with self._reference() as ref_lm:
-                    ref_logits = response_logits(ref_lm, ids, attn, n_prompt)  # (b, R, V)
+            with self.accelerator.autocast(), torch.set_grad_enabled(keep_graph):
+                logits, values = self.model(ids, attn, n_prompt)  # (b, R, V), (b, R)
+            if keep_graph:
+                graph, logits, values = (logits, values), logits.detach(), values.detach()
+            self._check_finite(update, "policy logits", logits)
+            with torch.no_grad(), self.accelerator.autocast(), self._reference() as ref_lm:
+                ref_logits = response_logits(ref_lm, ids, attn, n_prompt)  # (b, R, V)
             self._check_finite(update, "reference logits", ref_logits)
             t = cfg.sampling.temperature
             outputs.append((logprobs_from_logits(logits, tokens, t), logprobs_from_logits(ref_logits, tokens, t),
                             values.float(), entropy_from_logits(logits, t)))
-        return [torch.cat(parts) for parts in zip(*outputs)]
+        self.model.eval()
+        return [torch.cat(parts) for parts in zip(*outputs)], graph
 
     def _optimizer_step(self, update: int) -> None:
         """Clip the accumulated gradients to `max_grad_norm` (a non-finite norm stops the run), step, zero them."""

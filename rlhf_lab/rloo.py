@@ -119,8 +119,10 @@ class RLOOTrainer(PPOTrainer):
         responses = batch.response_ids.to(device)  # (B·k, R)
         mask = batch.response_mask.to(device).float()
         n_prompt = batch.prompt_ids.shape[1]
-        logp, ref_logp, _, entropy = self._rollout_forward(update, query_response, attention_mask, responses,
-                                                           n_prompt)  # (B·k, R) each
+        # With the whole batch in one micro-batch this is also epoch 1's forward (same weights): its graph is kept.
+        (logp, ref_logp, _, entropy), first_pass = self._rollout_forward(
+            update, query_response, attention_mask, responses, n_prompt,
+            keep_graph=cfg.micro_batch_size == cfg.batch_size)  # (B·k, R) each
         times["forward"] = time.perf_counter()
 
         # 4. The return of each reply: its score minus β·KL (kl_penalty="reward"), or the bare score ("loss").
@@ -146,7 +148,10 @@ class RLOOTrainer(PPOTrainer):
             for minibatch in torch.randperm(len(batch), generator=shuffle).split(cfg.mini_batch_size * k):
                 for micro in minibatch.split(cfg.micro_batch_size * k):
                     micro = micro.to(device)
-                    new_logits, _ = self.model(query_response[micro], attention_mask[micro], n_prompt)
+                    if first_pass is not None:  # epoch 1: step 3's forward, rows in this minibatch's order
+                        new_logits, first_pass = first_pass[0][micro], None
+                    else:
+                        new_logits, _ = self.model(query_response[micro], attention_mask[micro], n_prompt)
                     new_logp = logprobs_from_logits(new_logits, responses[micro], temperature)  # (b, R)
                     loss, pg_stats = clipped_policy_loss(new_logp, logp[micro], advantages[micro], mask[micro],
                                                          cfg.clip_eps)

@@ -115,6 +115,24 @@ def test_micro_batches_accumulate_to_the_same_update(tokenizer):
         torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
 
 
+def test_the_rollout_forward_doubles_as_the_first_epochs_forward(tokenizer, monkeypatch):
+    """With the whole batch in one pass, step 3's forward keeps its graph for epoch 1: one policy forward fewer per
+    update, and the same updates as a separate no-grad rollout forward."""
+    reused, separate = make_trainer(tokenizer, ppo_epochs=3), make_trainer(tokenizer, ppo_epochs=3)
+    plain = separate._rollout_forward
+    monkeypatch.setattr(separate, "_rollout_forward", lambda *args, keep_graph: plain(*args, keep_graph=False))
+    calls = {id(reused): 0, id(separate): 0}
+    for trainer in (reused, separate):
+        trainer.model.register_forward_hook(lambda module, *_, key=id(trainer): calls.__setitem__(key, calls[key] + 1))
+    for _ in range(2):
+        a, b = reused.step(PROMPTS), separate.step(PROMPTS)
+        for key in ("loss/policy_avg", "loss/value_avg", "policy/approxkl_avg", "objective/kl"):
+            assert a[key] == pytest.approx(b[key], abs=1e-5), key
+    assert calls == {id(reused): 2 * 3, id(separate): 2 * (1 + 3)}
+    for p, q in zip(reused.model.parameters(), separate.model.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4)
+
+
 # ---- checklist details --------------------------------------------------------------------------------------------
 def gpt2_style_policy(tokenizer):
     """A tiny GPT-2 (learned absolute positions: wrong position ids change its output, unlike RoPE's shift
