@@ -5,12 +5,12 @@
 3. `compare_methods` runs each method from its own copy of the initial policy, with the same prompts and seed:
    best-of-n (n = 1..16, no training), PPO (LoRA, lr 1e-4, batch 8), RLOO (LoRA, k 4 × 2 prompts) and offline DPO
    (LoRA, lr 2e-5) on the same pairs, within `--samples` sampled training replies and 2 × pairs judgments.
-   Every method's held-out evaluation is one reply per eval prompt, scored by gold and proxy, with KL to the initial
-   policy; RL methods are evaluated every 4 updates (their frontier).
+   Every method's held-out evaluation is `--eval-samples` replies per eval prompt, scored by gold and proxy, with KL
+   to the initial policy; RL methods are evaluated every 4 updates (their frontier).
 
 Writes table.csv, frontier.csv, frontier.png and costs.png under `--out`, prints the table, and ends with one JSON line.
 
-    python bench/compare_smollm2.py [--out runs/compare_smollm2] [--eval-prompts 32] [--samples 96] [--device cpu|cuda]
+    python bench/compare_smollm2.py [--out runs/compare_smollm2] [--eval-prompts 32] [--eval-samples 1] [--samples 96] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=96, help="judged pairs behind the proxy and offline DPO")
     parser.add_argument("--samples", type=int, default=96, help="the budget: replies sampled for training")
     parser.add_argument("--eval-prompts", type=int, default=32)
+    parser.add_argument("--eval-samples", type=int, default=1, help="replies per eval prompt in every evaluation")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -78,7 +79,8 @@ def main() -> None:
                DPO(DPOConfig(learning_rate=2e-5, lora=lora, sampling=sampling, epochs=2), pairs_per_round=32)]
     budget = Budget(samples=args.samples, judgments=len(pairs) * 2)
     result = compare_methods(methods, policy, tokenizer, prompts, eval_prompts, reward=reward_model, pairs=pairs,
-                             budget=budget, sampling=sampling, seed=args.seed, eval_every=4)
+                             budget=budget, sampling=sampling, seed=args.seed, eval_every=4,
+                             eval_samples=args.eval_samples)
 
     result.table.to_csv(out / "table.csv", index=False)
     result.frontier.to_csv(out / "frontier.csv", index=False)
@@ -87,7 +89,7 @@ def main() -> None:
     print(result.table.round(3).to_string(index=False))
     figures = {"device": args.device, "dtype": args.dtype, "judged_pairs": args.pairs, "judgments": len(pairs),
                "budget_samples": args.samples,
-               "eval_prompts": len(eval_prompts), "total_s": round(time.perf_counter() - start, 1)}
+               "eval_prompts": len(eval_prompts), "eval_samples": args.eval_samples, "total_s": round(time.perf_counter() - start, 1)}
     for row in result.table.itertuples():
         figures[f"{row.method}_gold"] = round(row.gold_reward, 4)
         figures[f"{row.method}_kl_nats"] = round(row.kl, 3)

@@ -10,9 +10,10 @@
     plot_frontier(comparison.frontier);  plot_costs(comparison.table)
 
 Every method starts from its own copy of `policy`; the untouched policy is the reference for KL and the opponent
-for win rates. Evaluation is the same for all: one reply per eval prompt (best-of-n: the pick among n) sampled with
-one seed, scored by the gold utility and by the proxy reward; KL is Σ_t log π/π_init over the reply (k1, at the
-sampling temperature), for best-of-n measured on a pool of candidates (and log n − (n−1)/n beside it).
+for win rates. Evaluation is the same for all: `eval_samples` replies per eval prompt (best-of-n: as many picks,
+each among its own n candidates) sampled with one seed, scored by the gold utility and by the proxy reward; KL is
+the reply's KL to the initial policy (at the sampling temperature), for best-of-n measured on a pool of candidates
+(and log n − (n−1)/n beside it). A win is a prompt whose mean gold beats the initial policy's.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ class _Setup:
     judge: object
     sampling: SamplingConfig
     seed: int
-    initial_gold: np.ndarray | None = None  # gold of the initial policy's eval replies
+    eval_samples: int = 1  # replies per eval prompt
+    initial_gold: np.ndarray | None = None  # (P,) mean gold of the initial policy's replies to each eval prompt
 
 
 # ---- methods ------------------------------------------------------------------------------------------------------
@@ -218,18 +220,22 @@ class BestOfN(Method):
         self.setup, self.done, self.rows, self.samples, self.tokens = setup, False, [], 0, 0
 
     def round(self):
-        """Sample the pool once; each n picks among the first n candidates of every prompt."""
-        s = self.setup
-        pool = best_of_n(s.initial, s.tokenizer, s.eval_prompts, s.reward, self.n[-1], pool=self.pool,
+        """Sample the pool once. Pick j (of `eval_samples`) of each n takes the best of the first n candidates in
+        block j (candidates j·N … j·N + N − 1, N the largest n) of every prompt: the picks never share a candidate."""
+        s, big, m = self.setup, self.n[-1], self.setup.eval_samples
+        pool = best_of_n(s.initial, s.tokenizer, s.eval_prompts, s.reward, big, pool=max(self.pool, m * big),
                          sampling=s.sampling, seed=_seed_for(s.seed, 6), missing_eos_penalty=self.missing_eos_penalty)
         gold, proxy = s.gold(pool.candidates).numpy(), s.reward(pool.candidates).numpy()  # (P·pool,) each
+        n_prompts, offsets = len(s.eval_prompts), np.arange(len(s.eval_prompts))[:, None] * pool.pool
         for n in self.n:
-            result = pool.with_n(n)
-            rows = result.rows.numpy()
+            picks = np.stack([pool.scores[:, j * big:j * big + n].argmax(dim=1).numpy() + j * big
+                              for j in range(m)], axis=1)  # (P, m) candidate index within each prompt's pool
+            rows = offsets + picks  # (P, m) rows of `candidates`
             self.rows.append(dict(n=n, gold_reward=float(gold[rows].mean()), proxy_reward=float(proxy[rows].mean()),
-                                  kl=result.kl_measured, kl_analytic=best_of_n_kl(n),
-                                  win_rate_vs_initial=_win_rate(gold[rows], s.initial_gold)))
-        self.samples, self.tokens = self.n[-1] * len(s.eval_prompts), pool.tokens_generated
+                                  kl=pool.with_n(n).kl_measured, kl_analytic=best_of_n_kl(n),
+                                  win_rate_vs_initial=_win_rate(gold[rows].mean(1), s.initial_gold)))
+        mask = pool.candidates.response_mask.view(n_prompts, pool.pool, -1)[:, :m * big]
+        self.samples, self.tokens = m * big * n_prompts, int(mask.sum())
         self.done = True
 
     def counters(self):
@@ -262,13 +268,21 @@ def sequence_kl(policy, reference, batch, temperature: float) -> torch.Tensor:
     return torch.stack(kls).cpu()
 
 
+def _eval_replies(policy, setup: _Setup):
+    """`eval_samples` replies per eval prompt, a prompt's replies adjacent, with one seed for every method."""
+    return generate(policy, setup.tokenizer, setup.eval_prompts, setup.sampling, seed=_seed_for(setup.seed, 7),
+                    n_per_prompt=setup.eval_samples)
+
+
 def _evaluate_policy(policy, setup: _Setup) -> dict:
-    """One reply per eval prompt (one seed for every method): gold, proxy, KL to the initial policy, win rate."""
-    batch = generate(policy, setup.tokenizer, setup.eval_prompts, setup.sampling, seed=_seed_for(setup.seed, 7))
+    """Mean gold, proxy and KL to the initial policy over the eval replies; win rate by each prompt's mean gold."""
+    batch = _eval_replies(policy, setup)
     gold = setup.gold(batch).numpy()
     kl = sequence_kl(policy, setup.initial, batch, setup.sampling.temperature or 1.0).mean().item()
+    per_prompt = gold.reshape(len(setup.eval_prompts), setup.eval_samples).mean(1)
     return dict(gold_reward=float(gold.mean()), proxy_reward=float(setup.reward(batch).mean()), kl=kl,
-                win_rate_vs_initial=_win_rate(gold, setup.initial_gold) if setup.initial_gold is not None else 0.5)
+                win_rate_vs_initial=_win_rate(per_prompt, setup.initial_gold) if setup.initial_gold is not None
+                else 0.5)
 
 
 class _PeakMemory:
@@ -327,7 +341,8 @@ class Comparison:
 
 def compare_methods(methods: list[Method], policy, tokenizer, prompts: list[str], eval_prompts: list[str], *,
                     reward, budget: Budget, gold="gold", pairs: pd.DataFrame | None = None, judge=None,
-                    sampling: SamplingConfig | None = None, seed: int = 0, eval_every: int = 1) -> Comparison:
+                    sampling: SamplingConfig | None = None, seed: int = 0, eval_every: int = 1,
+                    eval_samples: int = 1) -> Comparison:
     """Run each method from its own copy of `policy` on the same prompts and seed within `budget`; evaluate every
     `eval_every` rounds and at the end.
 
@@ -335,7 +350,8 @@ def compare_methods(methods: list[Method], policy, tokenizer, prompts: list[str]
     gold: the utility the table reports (default the simulated crowd's gold). pairs: the preference pairs offline
     DPO trains on (those the reward model was fitted on, for a fair match). judge: who judges iterative DPO's new
     pairs (a SimulatedCrowd, or a reward source; default the proxy reward). sampling: evaluation sampling (default
-    temperature 0.7, 32 new tokens). Each method's config seed is set to `seed`.
+    temperature 0.7, 32 new tokens). Each method's config seed is set to `seed`. eval_samples: replies per eval
+    prompt in every evaluation (more: a less noisy frontier, at that many times the evaluation cost).
     """
     if not methods:
         raise ValueError("compare_methods needs at least one method, e.g. [BestOfN(), PPO(), RLOO(), DPO()].")
@@ -347,12 +363,13 @@ def compare_methods(methods: list[Method], policy, tokenizer, prompts: list[str]
         raise ValueError(f"Method names must differ, got {names}: pass name=... to tell them apart.")
     if not prompts or not eval_prompts:
         raise ValueError("compare_methods needs training prompts and eval prompts.")
+    if eval_samples < 1:
+        raise ValueError(f"eval_samples must be at least 1 (replies per eval prompt), got {eval_samples}.")
     initial = copy.deepcopy(policy).eval().requires_grad_(False)
     setup = _Setup(initial, tokenizer, list(prompts), list(eval_prompts), as_reward(reward, tokenizer),
-                   as_reward(gold, tokenizer), pairs, judge, sampling or SamplingConfig(), seed)
+                   as_reward(gold, tokenizer), pairs, judge, sampling or SamplingConfig(), seed, eval_samples)
     start_row = _evaluate_policy(initial, setup)
-    setup.initial_gold = setup.gold(generate(initial, tokenizer, setup.eval_prompts, setup.sampling,
-                                             seed=_seed_for(seed, 7))).numpy()
+    setup.initial_gold = setup.gold(_eval_replies(initial, setup)).numpy().reshape(len(eval_prompts), -1).mean(1)
     start_row["win_rate_vs_initial"] = 0.5
     frontier, table = [], []
     for method in methods:

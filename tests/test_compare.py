@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -13,6 +14,7 @@ from rlhf_lab.dpo import DPOConfig
 from rlhf_lab.generation import SamplingConfig, generate
 from rlhf_lab.models import tiny_policy
 from rlhf_lab.ppo import PPOConfig, TrainingDivergedError
+from rlhf_lab.ppo_models import _seed_for
 from rlhf_lab.rloo import RLOOConfig
 
 PROMPTS = ["hi there", "what is a cat?", "tell me a joke", "how are you?", "good morning", "what's up", "I like tea",
@@ -91,6 +93,26 @@ def test_a_diverging_method_keeps_its_rows_and_the_others_still_run(setup):
     assert diverged["round"].tolist() == [0, 1]  # no evaluation after the failed round
     assert table.loc["ppo_diverges", "gold_reward"] == diverged.iloc[-1]["gold_reward"]
     assert table.notna().all().all()
+
+
+def test_eval_samples_average_several_replies_per_prompt(setup):
+    model, tokenizer, pairs = setup
+    config = PPOConfig(learning_rate=1e-3, batch_size=4, sampling=SAMPLING, missing_eos_penalty=None)
+    result = compare_methods([BestOfN(n=(1, 2), pool=4), PPO(config)], model, tokenizer, PROMPTS, PROMPTS,
+                             reward=length_reward, gold=length_reward, budget=Budget(samples=8), sampling=SAMPLING,
+                             eval_every=1, eval_samples=3)
+    # the start row: the mean gold of 3 replies per eval prompt, sampled with the evaluation's seed
+    replies = generate(model, tokenizer, PROMPTS, SAMPLING, seed=_seed_for(0, 7), n_per_prompt=3)
+    start = result.frontier[(result.frontier["method"] == "ppo") & (result.frontier["round"] == 0)].iloc[0]
+    assert start["gold_reward"] == pytest.approx(float(np.mean(length_reward(replies.responses))))
+    assert start["win_rate_vs_initial"] == 0.5
+    table = result.table.set_index("method")
+    # best-of-2 with 3 picks per prompt needs 3 disjoint blocks of 2: the pool grows from 4 to 6 candidates
+    assert table.loc["best_of_2", "samples_generated"] == 3 * 2 * len(PROMPTS)
+    assert table.notna().all().all() and 0 <= table.loc["ppo", "win_rate_vs_initial"] <= 1
+    with pytest.raises(ValueError, match="eval_samples must be at least 1"):
+        compare_methods([PPO(config)], model, tokenizer, PROMPTS, PROMPTS, reward=length_reward,
+                        budget=Budget(samples=8), eval_samples=0)
 
 
 def test_sequence_kl_is_zero_against_itself(setup):
