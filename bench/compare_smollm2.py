@@ -89,7 +89,8 @@ def main() -> None:
     print(result.table.round(3).to_string(index=False))
     figures = {"device": args.device, "dtype": args.dtype, "judged_pairs": args.pairs, "judgments": len(pairs),
                "budget_samples": args.samples,
-               "eval_prompts": len(eval_prompts), "eval_samples": args.eval_samples, "total_s": round(time.perf_counter() - start, 1)}
+               "eval_prompts": len(eval_prompts), "eval_samples": args.eval_samples,
+               "total_s": round(time.perf_counter() - start, 1)}
     for row in result.table.itertuples():
         figures[f"{row.method}_gold"] = round(row.gold_reward, 4)
         figures[f"{row.method}_kl_nats"] = round(row.kl, 3)
