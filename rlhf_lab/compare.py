@@ -226,7 +226,7 @@ class BestOfN(Method):
         pool = best_of_n(s.initial, s.tokenizer, s.eval_prompts, s.reward, big, pool=max(self.pool, m * big),
                          sampling=s.sampling, seed=_seed_for(s.seed, 6), missing_eos_penalty=self.missing_eos_penalty)
         gold, proxy = s.gold(pool.candidates).numpy(), s.reward(pool.candidates).numpy()  # (P·pool,) each
-        n_prompts, offsets = len(s.eval_prompts), np.arange(len(s.eval_prompts))[:, None] * pool.pool
+        offsets = np.arange(len(s.eval_prompts))[:, None] * pool.pool
         for n in self.n:
             picks = np.stack([pool.scores[:, j * big:j * big + n].argmax(dim=1).numpy() + j * big
                               for j in range(m)], axis=1)  # (P, m) candidate index within each prompt's pool
@@ -234,8 +234,8 @@ class BestOfN(Method):
             self.rows.append(dict(n=n, gold_reward=float(gold[rows].mean()), proxy_reward=float(proxy[rows].mean()),
                                   kl=pool.with_n(n).kl_measured, kl_analytic=best_of_n_kl(n),
                                   win_rate_vs_initial=_win_rate(gold[rows].mean(1), s.initial_gold)))
-        mask = pool.candidates.response_mask.view(n_prompts, pool.pool, -1)[:, :m * big]
-        self.samples, self.tokens = m * big * n_prompts, int(mask.sum())
+        self.samples = m * big * len(s.eval_prompts)
+        self.tokens = pool.with_n(m * big).tokens_generated  # the first m·N candidates of each prompt
         self.done = True
 
     def counters(self):
@@ -274,15 +274,19 @@ def _eval_replies(policy, setup: _Setup):
                     n_per_prompt=setup.eval_samples)
 
 
-def _evaluate_policy(policy, setup: _Setup) -> dict:
-    """Mean gold, proxy and KL to the initial policy over the eval replies; win rate by each prompt's mean gold."""
-    batch = _eval_replies(policy, setup)
+def _per_prompt(values: np.ndarray, setup: _Setup) -> np.ndarray:
+    """(P,) mean over each eval prompt's `eval_samples` adjacent replies."""
+    return values.reshape(len(setup.eval_prompts), setup.eval_samples).mean(1)
+
+
+def _evaluate_policy(policy, setup: _Setup, batch=None) -> dict:
+    """Mean gold, proxy and KL to the initial policy over the eval replies (`batch`, default sampled now); win rate
+    by each prompt's mean gold against the initial policy's."""
+    batch = batch if batch is not None else _eval_replies(policy, setup)
     gold = setup.gold(batch).numpy()
     kl = sequence_kl(policy, setup.initial, batch, setup.sampling.temperature or 1.0).mean().item()
-    per_prompt = gold.reshape(len(setup.eval_prompts), setup.eval_samples).mean(1)
     return dict(gold_reward=float(gold.mean()), proxy_reward=float(setup.reward(batch).mean()), kl=kl,
-                win_rate_vs_initial=_win_rate(per_prompt, setup.initial_gold) if setup.initial_gold is not None
-                else 0.5)
+                win_rate_vs_initial=_win_rate(_per_prompt(gold, setup), setup.initial_gold))
 
 
 class _PeakMemory:
@@ -368,9 +372,9 @@ def compare_methods(methods: list[Method], policy, tokenizer, prompts: list[str]
     initial = copy.deepcopy(policy).eval().requires_grad_(False)
     setup = _Setup(initial, tokenizer, list(prompts), list(eval_prompts), as_reward(reward, tokenizer),
                    as_reward(gold, tokenizer), pairs, judge, sampling or SamplingConfig(), seed, eval_samples)
-    start_row = _evaluate_policy(initial, setup)
-    setup.initial_gold = setup.gold(_eval_replies(initial, setup)).numpy().reshape(len(eval_prompts), -1).mean(1)
-    start_row["win_rate_vs_initial"] = 0.5
+    initial_replies = _eval_replies(initial, setup)  # sampled once: the opponent, and the frontier's start
+    setup.initial_gold = _per_prompt(setup.gold(initial_replies).numpy(), setup)
+    start_row = _evaluate_policy(initial, setup, initial_replies)  # win rate ½: every prompt ties with itself
     frontier, table = [], []
     for method in methods:
         torch.manual_seed(seed)
