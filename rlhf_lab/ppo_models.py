@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
+import warnings
+import weakref
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -35,21 +38,93 @@ def _causal_lm(policy: nn.Module) -> nn.Module:
     return policy.get_base_model() if hasattr(policy, "get_base_model") else policy
 
 
-def response_hidden(trunk: nn.Module, input_ids, attention_mask, n_prompt: int) -> torch.Tensor:
+MIN_SHARED_PREFIX = 4
+"""Shorter common prefixes are run with each row: a batch-1 pass of a few tokens saves less than it costs."""
+
+_NO_SHARED_PREFIX: weakref.WeakSet = weakref.WeakSet()  # trunks whose forward cannot continue from a shared cache
+
+
+def response_hidden(trunk: nn.Module, input_ids, attention_mask, n_prompt: int, share_prefix: bool = True):
     """Last hidden states at the positions that predict each response token: (B, P+R) -> (B, R, D).
 
     Position ids count real tokens only (cumsum(mask) − 1, clamped at 0), so a left-padded row is read exactly as it
     would be alone (checklist 1).
+
+    share_prefix: when every row's prompt starts with the same tokens (a chat template's system prompt, 24 of the
+    ~50 prompt tokens of SmolLM2's template), those run once, as a batch of one, and every row continues from their
+    keys and values (`shared_prefix_length`). The results are the same up to float rounding, gradients included
+    (autograd sums the rows' gradients through the shared keys and values); the batch's forward and backward skip
+    (B − 1) × prefix tokens. Off under gradient checkpointing, which drops caches.
     """
+    n_response = input_ids.shape[1] - n_prompt
+    n_shared = shared_prefix_length(input_ids, attention_mask, n_prompt) if share_prefix else 0
+    if n_shared >= MIN_SHARED_PREFIX and trunk not in _NO_SHARED_PREFIX and not _checkpointing(trunk):
+        hidden = _hidden_after_shared_prefix(trunk, input_ids, attention_mask, n_shared)  # (B, L', D), or None
+        if hidden is not None:
+            return hidden[:, hidden.shape[1] - n_response - 1:-1]  # (B, R, D)
     position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, P+R)
     hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                    use_cache=False).last_hidden_state  # (B, P+R, D)
     return hidden[:, n_prompt - 1:-1]  # (B, R, D)
 
 
-def response_logits(lm: nn.Module, input_ids, attention_mask, n_prompt: int) -> torch.Tensor:
+def shared_prefix_length(input_ids, attention_mask, n_prompt: int) -> int:
+    """How many leading prompt tokens (after each row's left padding) all rows have in common, leaving every row at
+    least one prompt token of its own; 0 for a single row or prompts that are not left padded."""
+    prompt_mask = attention_mask[:, :n_prompt].bool()  # (B, P)
+    if len(input_ids) < 2 or not torch.equal(prompt_mask.cummax(dim=1).values, prompt_mask):
+        return 0
+    pads = (~prompt_mask).sum(dim=1)  # (B,) left padding per row
+    longest = int((n_prompt - pads).min()) - 1
+    if longest < 1:
+        return 0
+    columns = pads[:, None] + torch.arange(longest, device=input_ids.device)  # (B, longest)
+    tokens = input_ids.gather(1, columns)
+    return int((tokens == tokens[:1]).all(dim=0).long().cumprod(dim=0).sum())
+
+
+def _hidden_after_shared_prefix(trunk, input_ids, attention_mask, n_shared: int):
+    """The trunk's last hidden states (B, L', D) of the columns after the shared prefix (those a row needs; the
+    prefix itself runs once), or None (noted for this trunk) when its forward cannot continue from a cache."""
+    batch, length = input_ids.shape
+    device = input_ids.device
+    pads = (attention_mask.long().cumsum(dim=1) == 0).sum(dim=1)  # (B,) left padding per row
+    first = int(pads[0])
+    cache_arg = "cache" if "cache" in inspect.signature(trunk.forward).parameters else "past_key_values"
+    out = trunk(input_ids=input_ids[:1, first:first + n_shared], use_cache=True,
+                position_ids=torch.arange(n_shared, device=device)[None])  # the prefix, once
+    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+        return _cannot_share(trunk)
+    cache.batch_repeat_interleave(batch)  # (1, ...) -> (B, ...) keys and values; gradients flow back summed
+    start = int(pads.min()) + n_shared  # the first column some row needs after its prefix
+    mask = attention_mask[:, start:].clone()  # (B, L')
+    mask[torch.arange(start, length, device=device)[None, :] < (pads[:, None] + n_shared)] = 0  # prefix: cached
+    full_mask = torch.cat([mask.new_ones(batch, n_shared), mask], dim=1)  # (B, n_shared + L')
+    position_ids = (full_mask.long().cumsum(dim=1) - 1).clamp(min=0)[:, n_shared:]  # real tokens counted, as above
+    hidden = trunk(input_ids=input_ids[:, start:], attention_mask=full_mask, position_ids=position_ids,
+                   use_cache=True, **{cache_arg: cache}).last_hidden_state  # (B, L', D)
+    if cache.get_seq_length() != length - start + n_shared:  # the forward did not read the cache
+        return _cannot_share(trunk)
+    return hidden
+
+
+def _checkpointing(trunk) -> bool:
+    """Whether gradient checkpointing is on in `trunk` (any of its modules)."""
+    return any(getattr(module, "gradient_checkpointing", False) is True for module in trunk.modules())
+
+
+def _cannot_share(trunk) -> None:
+    _NO_SHARED_PREFIX.add(trunk)
+    warnings.warn(f"{type(trunk).__name__} cannot continue a forward pass from a shared prompt prefix's cache; its "
+                  "rows run their whole prompts (same results, more time).", stacklevel=3)
+    return None
+
+
+def response_logits(lm: nn.Module, input_ids, attention_mask, n_prompt: int, share_prefix: bool = True):
     """Logits of the response tokens only (the 49k-wide output layer skips the prompt): (B, P+R) -> (B, R, V)."""
-    return lm.get_output_embeddings()(response_hidden(lm.base_model, input_ids, attention_mask, n_prompt))
+    return lm.get_output_embeddings()(response_hidden(lm.base_model, input_ids, attention_mask, n_prompt,
+                                                      share_prefix))
 
 
 class PolicyAndValue(nn.Module):
@@ -59,9 +134,10 @@ class PolicyAndValue(nn.Module):
     values[:, t] estimates the return from the state before response token t.
     """
 
-    def __init__(self, policy: nn.Module, critic: nn.Module | None = None, value_head: nn.Linear | None = None):
+    def __init__(self, policy: nn.Module, critic: nn.Module | None = None, value_head: nn.Linear | None = None,
+                 share_prefix: bool = True):
         super().__init__()
-        self.policy, self.critic = policy, critic
+        self.policy, self.critic, self.share_prefix = policy, critic, share_prefix
         lm = _causal_lm(policy)
         self.value_head = nn.Linear(lm.config.hidden_size, 1, dtype=torch.float32,
                                     device=lm.get_output_embeddings().weight.device)
@@ -72,10 +148,10 @@ class PolicyAndValue(nn.Module):
 
     def forward(self, input_ids, attention_mask, n_prompt: int):
         lm = _causal_lm(self.policy)
-        hidden = response_hidden(lm.base_model, input_ids, attention_mask, n_prompt)  # (B, R, D)
+        hidden = response_hidden(lm.base_model, input_ids, attention_mask, n_prompt, self.share_prefix)  # (B, R, D)
         logits = lm.get_output_embeddings()(hidden)  # (B, R, V)
         if self.critic is not None:
-            hidden = response_hidden(self.critic, input_ids, attention_mask, n_prompt)
+            hidden = response_hidden(self.critic, input_ids, attention_mask, n_prompt, self.share_prefix)
         values = self.value_head(hidden.float()).squeeze(-1)  # (B, R)
         return logits, values
 

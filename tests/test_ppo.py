@@ -14,6 +14,7 @@ from rlhf_lab.generation import SamplingConfig
 from rlhf_lab.models import tiny_config, tiny_policy
 from rlhf_lab.ppo import (LoraSettings, PolicyAndValue, PPOConfig, PPOTrainer, TrainingDivergedError, disable_dropout,
                           response_logits)
+from rlhf_lab.ppo_models import response_hidden, shared_prefix_length
 from rlhf_lab.rewards import Reward
 
 PROMPTS = ["hi there", "what is a cat?", "tell me a joke", "how are you?", "good morning", "what's up", "I like tea",
@@ -160,6 +161,90 @@ def test_left_padded_rows_get_the_same_logprobs_as_alone(tokenizer, architecture
     torch.testing.assert_close(batch_logits[1], response_logits(model, ids[1:], mask[1:], 6)[0], atol=1e-4, rtol=1e-4)
     if architecture == "gpt2":
         assert (naive - alone_logits[0]).abs().max() > 1e-3
+
+
+def prefix_batch(tokenizer):
+    """Three left-padded prompts that start with the same 6 tokens, then right-padded replies: (ids, mask, P)."""
+    pad, prefix = tokenizer.pad_token_id, [5, 6, 7, 8, 9, 10]
+    prompts = [prefix + [11], prefix + [12, 13, 14, 17], prefix + [15, 16]]  # 3, 0 and 2 pads
+    replies = [[20, 21, 22], [23, 24, pad], [25, 26, 27]]
+    ids = torch.tensor([[pad] * (10 - len(p)) + p + r for p, r in zip(prompts, replies)])  # (3, 10 + 3)
+    return ids, (ids != pad).long(), 10
+
+
+def response_logits_and_grads(model, ids, mask, n_prompt, share_prefix):
+    """Response logits, every parameter's gradient of a log-prob loss, and the tokens the trunk embedded."""
+    embedded = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda m, args, out: embedded.append(args[0].numel()))
+    model.zero_grad(set_to_none=True)
+    logits = response_logits(model, ids, mask, n_prompt, share_prefix=share_prefix)  # (B, R, V)
+    (logits.log_softmax(-1)[..., 0] * mask[:, n_prompt:]).sum().backward()
+    hook.remove()
+    return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}, sum(embedded)
+
+
+@pytest.mark.parametrize("architecture", ["llama", "gpt2"])
+def test_a_prompt_prefix_all_rows_share_runs_once_with_the_same_logits_and_gradients(tokenizer, architecture):
+    model = peaked_policy(tokenizer) if architecture == "llama" else gpt2_style_policy(tokenizer)
+    ids, mask, n_prompt = prefix_batch(tokenizer)
+    assert shared_prefix_length(ids, mask, n_prompt) == 6
+    plain_logits, plain_grads, plain_tokens = response_logits_and_grads(model, ids, mask, n_prompt, False)
+    logits, grads, tokens = response_logits_and_grads(model, ids, mask, n_prompt, True)
+    assert plain_tokens == 3 * 13
+    assert tokens == 6 + 3 * (13 - 6)  # the prefix once, then each row from column 6 (the unpadded row's 7th token)
+    torch.testing.assert_close(logits, plain_logits, atol=1e-4, rtol=1e-4)
+    assert grads.keys() == plain_grads.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], plain_grads[name], atol=1e-5, rtol=1e-4, msg=name)
+    assert plain_grads["model.layers.0.mlp.up_proj.weight" if architecture == "llama" else
+                       "transformer.h.0.mlp.c_fc.weight"].abs().sum() > 0
+
+
+def test_shared_prefix_length_leaves_each_row_a_prompt_token_and_needs_left_padding(tokenizer):
+    pad = tokenizer.pad_token_id
+    same = torch.tensor([[5, 6, 7, 8, 20], [5, 6, 7, 8, 21]])
+    assert shared_prefix_length(same, torch.ones_like(same), 4) == 3  # identical prompts: all but the last token
+    assert shared_prefix_length(same[:1], torch.ones_like(same[:1]), 4) == 0  # one row: nothing to share
+    differ = torch.tensor([[5, 6, 7, 8, 20], [9, 6, 7, 8, 21]])
+    assert shared_prefix_length(differ, torch.ones_like(differ), 4) == 0
+    right_padded = torch.tensor([[5, 6, 7, pad, 20], [5, 6, 7, 8, 21]])
+    assert shared_prefix_length(right_padded, (right_padded != pad).long(), 4) == 0
+
+
+def test_gradient_checkpointing_and_cacheless_trunks_run_every_row_in_full(tokenizer):
+    ids, mask, n_prompt = prefix_batch(tokenizer)
+    model = peaked_policy(tokenizer)
+    plain_logits, plain_grads, plain_tokens = response_logits_and_grads(model, ids, mask, n_prompt, False)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    logits, grads, tokens = response_logits_and_grads(model, ids, mask, n_prompt, True)
+    assert tokens == plain_tokens  # checkpointing drops caches, so nothing is shared
+    torch.testing.assert_close(logits, plain_logits, atol=1e-4, rtol=1e-4)
+    model.gradient_checkpointing_disable()
+    model.eval()
+
+    class Cacheless(torch.nn.Module):  # a trunk that takes cache arguments but ignores them
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=False, past_key_values=None):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+
+    trunk = Cacheless(model.model)
+    with torch.no_grad(), pytest.warns(UserWarning, match="cannot continue a forward pass"):
+        hidden = response_hidden(trunk, ids, mask, n_prompt)
+    torch.testing.assert_close(model.lm_head(hidden), plain_logits, atol=1e-4, rtol=1e-4)
+
+
+def test_sharing_the_prompt_prefix_gives_the_same_ppo_updates(tokenizer):
+    shared, plain = make_trainer(tokenizer), make_trainer(tokenizer, share_prompt_prefix=False)
+    for _ in range(2):
+        a, b = shared.step(PROMPTS), plain.step(PROMPTS)
+        for key in ("loss/policy_avg", "loss/value_avg", "policy/approxkl_avg", "objective/kl", "objective/scores"):
+            assert a[key] == pytest.approx(b[key], abs=1e-5), key
+    for p, q in zip(shared.model.parameters(), plain.model.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4)
 
 
 def force_eos(batch, tokenizer, lengths, eos):
