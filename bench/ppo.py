@@ -6,7 +6,7 @@ penalty 1.0, β = 0.05; reward = the simulated crowd's gold utility. Each varian
 peak resident memory is its own; the variants run one after the other (the machine is shared and noisy: compare
 figures from one run only). Ends with one JSON line of figures.
 
-    python bench/ppo.py [--updates 5] [--threads 2] [--variants full,lora,trl]   (also full_bf16, lora_bf16)
+    python bench/ppo.py [--updates 5] [--threads 2] [--variants full,lora,trl] [--repeats 3]  (also full_bf16, ...)
     python bench/ppo.py --variant full        # one variant in this process (what the driver runs)
 """
 
@@ -105,12 +105,27 @@ def run_trl(updates: int, model: str) -> dict:
     return {"s_per_update": s, "tokens_per_s": BATCH * NEW_TOKENS / s, "peak_rss_mb": peak_rss_mb()}
 
 
+def run_variant(variant: str, args) -> dict:
+    """One variant in its own process (so that its peak resident memory is its own); its JSON figures."""
+    out = subprocess.run([sys.executable, __file__, "--variant", variant, "--updates", str(args.updates),
+                          "--threads", str(args.threads), "--model", args.model], capture_output=True, text=True)
+    if out.returncode:
+        print(out.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"variant {variant} failed")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"{variant:>5}: " + ", ".join(f"{k} {v:.3g}" for k, v in result.items()), file=sys.stderr)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--updates", type=int, default=5, help="updates per variant (the first is not counted)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--variants", default="full,lora,trl",
                         help="comma-separated: full, lora, full_bf16, lora_bf16, trl")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run the variants this many times, interleaved (full, lora, trl, full, ...), and report "
+                             "medians: this machine's speed drifts by ±7 %% over minutes")
     parser.add_argument("--variant", help="run this one variant in this process and print its JSON")
     parser.add_argument("--model", default="smollm2-135m", help="policy (\"tiny\" for a smoke run of this script)")
     args = parser.parse_args()
@@ -120,27 +135,28 @@ def main() -> None:
                   run_lab(args.variant, args.updates, args.model))
         print(json.dumps(result))
         return
+    variants = args.variants.split(",")
+    if "trl" in variants and importlib.util.find_spec("trl") is None:
+        print("trl is not installed here: skipping the TRL side-by-side", file=sys.stderr)
+        variants.remove("trl")
+    runs = {variant: [] for variant in variants}
+    for _ in range(args.repeats):
+        for variant in variants:
+            runs[variant].append(run_variant(variant, args))
     figures = {}
-    for variant in args.variants.split(","):
-        if variant == "trl" and importlib.util.find_spec("trl") is None:
-            print("trl is not installed here: skipping the TRL side-by-side", file=sys.stderr)
-            continue
-        out = subprocess.run([sys.executable, __file__, "--variant", variant, "--updates", str(args.updates),
-                              "--threads", str(args.threads), "--model", args.model], capture_output=True, text=True)
-        if out.returncode:
-            print(out.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(f"variant {variant} failed")
-        result = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{variant:>5}: " + ", ".join(f"{k} {v:.3g}" for k, v in result.items()), file=sys.stderr)
-        figures.update({f"{variant}_{k}": round(v, 3) for k, v in result.items()})
-    if "trl_s_per_update" in figures:
-        for variant in (v for v in args.variants.split(",") if v != "trl"):
-            if f"{variant}_s_per_update" in figures:
-                figures[f"{variant}_speedup_vs_trl"] = round(figures["trl_s_per_update"] /
-                                                             figures[f"{variant}_s_per_update"], 2)
-                figures[f"{variant}_memory_ratio_vs_trl"] = round(figures[f"{variant}_peak_rss_mb"] /
-                                                                  figures["trl_peak_rss_mb"], 2)
-    print(json.dumps({"model": args.model, "threads": args.threads, "updates": args.updates, **figures}))
+    for variant, results in runs.items():  # medians over the repeats
+        figures.update({f"{variant}_{k}": round(statistics.median(r[k] for r in results), 3) for k in results[0]})
+    if "trl" in runs:
+        for variant in (v for v in variants if v != "trl"):
+            figures[f"{variant}_speedup_vs_trl"] = round(figures["trl_s_per_update"] /
+                                                         figures[f"{variant}_s_per_update"], 2)
+            figures[f"{variant}_memory_ratio_vs_trl"] = round(figures[f"{variant}_peak_rss_mb"] /
+                                                              figures["trl_peak_rss_mb"], 2)
+            if args.repeats > 1:  # each repeat's time ratio (its variant run beside that repeat's TRL run)
+                figures[f"{variant}_time_ratio_vs_trl_per_repeat"] = [
+                    round(a["s_per_update"] / b["s_per_update"], 3) for a, b in zip(runs[variant], runs["trl"])]
+    print(json.dumps({"model": args.model, "threads": args.threads, "updates": args.updates,
+                      "repeats": args.repeats, **figures}))
 
 
 if __name__ == "__main__":
