@@ -4,7 +4,7 @@ Standard setting (shared/DESIGN.md): SmolLM2-135M-Instruct, float32, CPU with 2 
 tokens per update (left padded), 32 new tokens, 4 PPO epochs, 1 minibatch, temperature 0.7, stop at EOS, missing-EOS
 penalty 1.0, β = 0.05; reward = the simulated crowd's gold utility. Each variant runs in its own process so that its
 peak resident memory is its own; the variants run one after the other (the machine is shared and noisy: compare
-figures from one run only). Ends with one JSON line of figures.
+figures from one run only, and use --repeats to interleave several). Ends with one JSON line of figures.
 
     python bench/ppo.py [--updates 5] [--threads 2] [--variants full,lora,trl] [--repeats 3]  (also full_bf16, ...)
     python bench/ppo.py --variant full        # one variant in this process (what the driver runs)

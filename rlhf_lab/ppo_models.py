@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import inspect
 import warnings
 import weakref
@@ -74,7 +75,7 @@ def shared_prefix_length(input_ids, attention_mask, n_prompt: int) -> int:
     prompt_mask = attention_mask[:, :n_prompt].bool()  # (B, P)
     if len(input_ids) < 2 or not torch.equal(prompt_mask.cummax(dim=1).values, prompt_mask):
         return 0
-    pads = (~prompt_mask).sum(dim=1)  # (B,) left padding per row
+    pads = _left_padding(attention_mask)  # (B,)
     longest = int((n_prompt - pads).min()) - 1
     if longest < 1:
         return 0
@@ -88,9 +89,9 @@ def _hidden_after_shared_prefix(trunk, input_ids, attention_mask, n_shared: int)
     prefix itself runs once), or None (noted for this trunk) when its forward cannot continue from a cache."""
     batch, length = input_ids.shape
     device = input_ids.device
-    pads = (attention_mask.long().cumsum(dim=1) == 0).sum(dim=1)  # (B,) left padding per row
+    pads = _left_padding(attention_mask)  # (B,)
     first = int(pads[0])
-    cache_arg = "cache" if "cache" in inspect.signature(trunk.forward).parameters else "past_key_values"
+    cache_arg = _cache_argument(type(trunk))
     out = trunk(input_ids=input_ids[:1, first:first + n_shared], use_cache=True,
                 position_ids=torch.arange(n_shared, device=device)[None])  # the prefix, once
     cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
@@ -107,6 +108,17 @@ def _hidden_after_shared_prefix(trunk, input_ids, attention_mask, n_shared: int)
     if cache.get_seq_length() != length - start + n_shared:  # the forward did not read the cache
         return _cannot_share(trunk)
     return hidden
+
+
+def _left_padding(attention_mask) -> torch.Tensor:
+    """(B,) how many masked columns each row starts with."""
+    return (attention_mask.long().cumsum(dim=1) == 0).sum(dim=1)
+
+
+@functools.cache
+def _cache_argument(trunk_type: type) -> str:
+    """The name a trunk's forward takes its KV cache under: "cache" (transformers 5) or "past_key_values"."""
+    return "cache" if "cache" in inspect.signature(trunk_type.forward).parameters else "past_key_values"
 
 
 def _checkpointing(trunk) -> bool:
