@@ -38,16 +38,18 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from rlhf_lab.compare import DPO, PPO, RLOO, BestOfN, Budget, compare_methods
-    from rlhf_lab.crowd import SimulatedCrowd
-    from rlhf_lab.dpo import DPOConfig
-    from rlhf_lab.generation import SamplingConfig, generate
-    from rlhf_lab.models import load_policy
-    from rlhf_lab.ppo import LoraSettings, PPOConfig
-    from rlhf_lab.prompts import load_prompts
-    from rlhf_lab.reward_model import RewardConfig, build_reward_model
-    from rlhf_lab.rloo import RLOOConfig
-    from rlhf_lab.store import FeedbackStore
+    from rlhf_lab.feedback.crowd import SimulatedCrowd
+    from rlhf_lab.feedback.store import FeedbackStore
+    from rlhf_lab.loop.compare import DPO, PPO, RLOO, BestOfN, Budget, compare_methods
+    from rlhf_lab.policy.generation import SamplingConfig, generate
+    from rlhf_lab.policy.models import load_policy
+    from rlhf_lab.policy.prompts import load_prompts
+    from rlhf_lab.reward.ensemble import build_reward_model
+    from rlhf_lab.reward.model import RewardConfig
+    from rlhf_lab.train.config import LoraSettings
+    from rlhf_lab.train.dpo import DPOConfig
+    from rlhf_lab.train.ppo import PPOConfig
+    from rlhf_lab.train.rloo import RLOOConfig
 
     start = time.perf_counter()
     out = Path(args.out)
@@ -64,7 +66,7 @@ def main() -> None:
     batch = generate(policy, tokenizer, prompts[:args.pairs], sampling, n_per_prompt=2, seed=args.seed, batch_size=32)
     ids = store.add_responses(batch.to_records())
     items = [store.get_item(store.add_item(ids[i:i + 2])) for i in range(0, len(ids), 2)]
-    SimulatedCrowd(n=3, random_state=args.seed).annotate(store, items)
+    SimulatedCrowd(n=3, seed=args.seed).annotate(store, items)
     pairs = store.preference_pairs()
     # 2. the proxy every method optimises or picks by
     reward_model = build_reward_model(RewardConfig(epochs=2, seed=args.seed, device=args.device)).fit(pairs,

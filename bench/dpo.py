@@ -45,9 +45,9 @@ def peak_rss_mb() -> float:
 
 def make_pairs(path: str, n: int, model: str) -> None:
     """n pairs: two sampled replies per chit-chat prompt, the longer one chosen (the speed does not care)."""
-    from rlhf_lab.generation import SamplingConfig, generate
-    from rlhf_lab.models import load_policy
-    from rlhf_lab.prompts import load_prompts
+    from rlhf_lab.policy.generation import SamplingConfig, generate
+    from rlhf_lab.policy.models import load_policy
+    from rlhf_lab.policy.prompts import load_prompts
 
     policy, tokenizer = load_policy(model, device="cpu", dtype=torch.float32)
     prompts = load_prompts("all", split="train", max_tokens=MAX_PROMPT_TOKENS, tokenizer=tokenizer, n=n, seed=0)
@@ -67,8 +67,8 @@ def read_pairs(path: str):
 
 
 def run_lab(pairs_path: str, steps: int, model: str) -> dict:
-    from rlhf_lab.dpo import DPOConfig, DPOTrainer
-    from rlhf_lab.models import load_policy
+    from rlhf_lab.policy.models import load_policy
+    from rlhf_lab.train.dpo import DPOConfig, DPOTrainer
 
     policy, tokenizer = load_policy(model, device="cpu", dtype=torch.float32)
     pairs = read_pairs(pairs_path).head(BATCH * steps)
@@ -90,7 +90,7 @@ def run_trl(pairs_path: str, steps: int, model: str, precompute: bool) -> dict:
     from transformers import TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
-    from rlhf_lab.models import load_policy
+    from rlhf_lab.policy.models import load_policy
 
     policy, tokenizer = load_policy(model, device="cpu", dtype=torch.float32)
     tokenizer.padding_side = "right"

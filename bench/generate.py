@@ -20,11 +20,16 @@ import time
 
 import torch
 
-from rlhf_lab.generation import SamplingConfig, eos_token_ids, format_prompts, generate
-from rlhf_lab.models import load_policy
-from rlhf_lab.prompts import load_prompts
+from rlhf_lab.policy.generation import (
+    SamplingConfig,
+    eos_token_ids,
+    format_prompts,
+    generate,
+)
+from rlhf_lab.policy.models import load_policy
+from rlhf_lab.policy.prompts import load_prompts
 
-LOAD_SNIPPET = ("import time; t0=time.perf_counter(); from rlhf_lab.models import load_policy; t1=time.perf_counter(); "
+LOAD_SNIPPET = ("import time; t0=time.perf_counter(); from rlhf_lab import load_policy; t1=time.perf_counter(); "
                 "load_policy('smollm2-135m', device='cpu'); print(t1-t0, time.perf_counter()-t1)")
 
 

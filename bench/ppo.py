@@ -31,7 +31,7 @@ def peak_rss_mb() -> float:
 
 
 def standard_prompts(tokenizer, n: int) -> list[str]:
-    from rlhf_lab.prompts import load_prompts
+    from rlhf_lab.policy.prompts import load_prompts
 
     return load_prompts("all", split="train", max_tokens=MAX_PROMPT_TOKENS, tokenizer=tokenizer, n=n, seed=0)
 
@@ -39,10 +39,11 @@ def standard_prompts(tokenizer, n: int) -> list[str]:
 def run_lab(variant: str, updates: int, model: str) -> dict:
     """rlhf_lab's PPOTrainer: "full" or "lora", with "_bf16" for bfloat16 autocast (weights stay float32);
     per-update and per-phase seconds from the trainer's own metrics."""
-    from rlhf_lab.callbacks import PrintLogger
-    from rlhf_lab.generation import SamplingConfig
-    from rlhf_lab.models import load_policy
-    from rlhf_lab.ppo import LoraSettings, PPOConfig, PPOTrainer
+    from rlhf_lab.policy.generation import SamplingConfig
+    from rlhf_lab.policy.models import load_policy
+    from rlhf_lab.train.callbacks import PrintLogger
+    from rlhf_lab.train.config import LoraSettings
+    from rlhf_lab.train.ppo import PPOConfig, PPOTrainer
 
     policy, tokenizer = load_policy(model, device="cpu", dtype=torch.float32)
     lora = variant.startswith("lora")
@@ -71,7 +72,7 @@ def run_trl(updates: int, model: str) -> dict:
     from transformers import AutoModelForSequenceClassification, TrainerCallback
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-    from rlhf_lab.models import load_policy
+    from rlhf_lab.policy.models import load_policy
 
     policy, tokenizer = load_policy(model, device="cpu", dtype=torch.float32)
     ref, _ = load_policy(model, device="cpu", dtype=torch.float32)

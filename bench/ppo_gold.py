@@ -23,9 +23,9 @@ import torch
 
 def held_out_gold(trainer, prompts: list[str], samples: int, seed: int) -> tuple[np.ndarray, float]:
     """(gold reward per prompt averaged over its `samples` replies (P,), mean KL to the reference per reply)."""
-    from rlhf_lab.generation import generate
+    from rlhf_lab.policy.generation import generate
 
-    policy = trainer.accelerator.unwrap_model(trainer.model).policy
+    policy = trainer.policy
     batch = generate(policy, trainer.tokenizer, prompts, trainer.config.sampling, seed=seed, n_per_prompt=samples)
     gold = np.asarray(trainer.reward(batch).float().cpu())  # the raw gold utility (no missing-EOS penalty)
     kl = float(trainer.kl_to_reference(batch).mean())
@@ -57,11 +57,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from rlhf_lab.callbacks import PrintLogger
-    from rlhf_lab.generation import SamplingConfig
-    from rlhf_lab.models import load_policy
-    from rlhf_lab.ppo import PPOConfig, PPOTrainer
-    from rlhf_lab.prompts import load_prompts
+    from rlhf_lab.policy.generation import SamplingConfig
+    from rlhf_lab.policy.models import load_policy
+    from rlhf_lab.policy.prompts import load_prompts
+    from rlhf_lab.train.callbacks import PrintLogger
+    from rlhf_lab.train.ppo import PPOConfig, PPOTrainer
 
     policy, tokenizer = load_policy(args.model, device=args.device)
     train = load_prompts("all", split="train", max_tokens=24, tokenizer=tokenizer)

@@ -23,7 +23,7 @@ import time
 import pandas as pd
 import torch
 
-from rlhf_lab.prompts import load_prompts
+from rlhf_lab.policy.prompts import load_prompts
 
 BATCH, MAX_LENGTH = 16, 128
 REPLIES = [
@@ -45,7 +45,7 @@ def make_pairs(n: int, seed: int = 0) -> pd.DataFrame:
 
 def lab_step_seconds(backbone: str, pairs: pd.DataFrame) -> list[float]:
     """Seconds of each optimiser step of RewardModel.fit (from its history)."""
-    from rlhf_lab.reward_model import RewardConfig, RewardModel
+    from rlhf_lab.reward.model import RewardConfig, RewardModel
 
     config = RewardConfig(backbone=backbone, batch_size=BATCH, max_length=MAX_LENGTH, val_fraction=0.0,
                           normalize_sample=1)
@@ -55,11 +55,15 @@ def lab_step_seconds(backbone: str, pairs: pd.DataFrame) -> list[float]:
 def trl_step_seconds(backbone: str, pairs: pd.DataFrame) -> list[float]:
     """Seconds of each optimiser step of TRL's RewardTrainer.train(), timed by a callback."""
     from datasets import Dataset
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        TrainerCallback,
+    )
     from trl import RewardConfig, RewardTrainer
 
-    from rlhf_lab.models import cache_dir, load_policy, prepare_tokenizer
-    from rlhf_lab.reward_model import MINILM, minilm_dir
+    from rlhf_lab.policy.models import cache_dir, load_policy, prepare_tokenizer
+    from rlhf_lab.reward.network import MINILM, minilm_dir
 
     class StepTimer(TrainerCallback):
         def __init__(self):

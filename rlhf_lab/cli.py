@@ -11,9 +11,18 @@ import platform
 import sys
 from pathlib import Path
 
-from .assignments import add_assignment_commands
-from .feedback_cli import add_feedback_commands
-from .models import DEFAULT_POLICY, KNOWN_ALIASES, OFFLINE_MODELS, ModelNotAvailableError, cache_dir, default_device
+from rlhf_lab.feedback.cli import add_feedback_commands
+from rlhf_lab.policy.models import (
+    DEFAULT_POLICY,
+    KNOWN_ALIASES,
+    OFFLINE_MODELS,
+    ModelNotAvailableError,
+    cache_dir,
+    default_device,
+)
+from rlhf_lab.teach.assignments import add_assignment_commands
+
+__all__ = ["demo_config", "build_parser", "main"]
 
 
 def cmd_info(args) -> None:
@@ -57,9 +66,9 @@ def cmd_generate(args) -> None:
     """Sample replies to a few prompts and print them."""
     import torch
 
-    from .generation import SamplingConfig, generate
-    from .models import load_policy
-    from .prompts import load_prompts
+    from rlhf_lab.policy.generation import SamplingConfig, generate
+    from rlhf_lab.policy.models import load_policy
+    from rlhf_lab.policy.prompts import load_prompts
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -77,18 +86,19 @@ def cmd_generate(args) -> None:
 
 
 def demo_config(smoke: bool = False, iterations: int = 2, seed: int = 0):
-    """The main job's settings: SmolLM2 on CPU within ~15 minutes, or (smoke) the tiny model within a minute."""
-    from .experiment import ExperimentConfig, FeedbackConfig
-    from .generation import SamplingConfig
-    from .ppo import PPOConfig
-    from .reward_model import RewardConfig
+    """The main job's settings: SmolLM2 on CPU within ~15 minutes, or (smoke) the tiny model within a minute. `seed`
+    seeds every stage (the stage configs leave theirs None, so they follow it)."""
+    from rlhf_lab.loop.experiment import ExperimentConfig, FeedbackConfig
+    from rlhf_lab.policy.generation import SamplingConfig
+    from rlhf_lab.reward.model import RewardConfig
+    from rlhf_lab.train.ppo import PPOConfig
 
     if smoke:
         return ExperimentConfig(
             policy="tiny", iterations=iterations, ppo_updates=2, eval_prompts=4, seed=seed,
             feedback=FeedbackConfig(pairs_per_iteration=8, annotators=2),
             reward=RewardConfig(batch_size=8, val_fraction=0.25),
-            ppo=PPOConfig(batch_size=4, ppo_epochs=2, learning_rate=1e-4, seed=seed,
+            ppo=PPOConfig(batch_size=4, ppo_epochs=2, learning_rate=1e-4,
                           sampling=SamplingConfig(max_new_tokens=8, temperature=1.0)))
     # Measured on 2 quiet cores (notes on issue #6): 13.7 min, gold reward 1.184 -> 1.292 -> 1.327 with KL 5.5 < 6.
     # With 32-token replies SmolLM2 rarely reaches EOS, so a missing-EOS penalty would swamp the reward model's signal.
@@ -100,10 +110,9 @@ def demo_config(smoke: bool = False, iterations: int = 2, seed: int = 0):
         policy="smollm2-135m", iterations=iterations, ppo_updates=12, prompt_set="all", eval_prompts=16,
         eval_samples=4, seed=seed,
         feedback=FeedbackConfig(pairs_per_iteration=96, annotators=3),
-        reward=RewardConfig(batch_size=16, lr=2e-4, epochs=3, seed=seed),
+        reward=RewardConfig(batch_size=16, learning_rate=2e-4, epochs=3),
         ppo=PPOConfig(batch_size=8, ppo_epochs=4, learning_rate=1.5e-5, kl_coef=0.1, kl_target=6.0,
-                      missing_eos_penalty=None, seed=seed,
-                      sampling=SamplingConfig(max_new_tokens=32, temperature=0.7)))
+                      missing_eos_penalty=None, sampling=SamplingConfig(max_new_tokens=32, temperature=0.7)))
 
 
 def cmd_demo(args) -> None:
@@ -112,8 +121,8 @@ def cmd_demo(args) -> None:
 
     import torch
 
-    from .experiment import RLHFRun
-    from .report import write_report
+    from rlhf_lab.loop.experiment import RLHFRun
+    from rlhf_lab.loop.report import write_report
 
     if args.threads:
         torch.set_num_threads(args.threads)

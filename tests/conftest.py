@@ -8,7 +8,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny():
     """(model, tokenizer): a 2-layer random Llama with SmolLM2's tokenizer (pad distinct from EOS, left padding)."""
-    from rlhf_lab.models import tiny_policy
+    from rlhf_lab.policy.models import tiny_policy
 
     return tiny_policy(seed=0)
 
@@ -16,7 +16,7 @@ def tiny():
 @pytest.fixture(scope="session")
 def smollm2():
     """The real SmolLM2-135M-Instruct (integration tests only): converted once, then read from the cache."""
-    from rlhf_lab.models import load_policy
+    from rlhf_lab.policy.models import load_policy
 
     return load_policy("smollm2-135m", device="cpu")
 

@@ -3,14 +3,21 @@
 import pandas as pd
 import pytest
 
-from rlhf_lab.ablation import grid_points, plot_sweep, run_name, sweep, sweep_history, with_fields
 from rlhf_lab.cli import demo_config
+from rlhf_lab.loop.ablation import (
+    grid_points,
+    run_name,
+    sweep,
+    sweep_history,
+    with_fields,
+)
+from rlhf_lab.loop.plots import plot_sweep
 
 
 def test_with_fields_sets_dotted_fields_and_seeds_everything():
     config = with_fields(demo_config(smoke=True), {"ppo.kl_coef": 0.3, "feedback.strategy": "temperatures", "seed": 7})
     assert config.ppo.kl_coef == 0.3 and config.feedback.strategy == "temperatures"
-    assert (config.seed, config.ppo.seed, config.reward.seed) == (7, 7, 7)
+    assert config.seed == 7 and config.seeded(config.ppo).seed == config.seeded(config.reward).seed == 7
     with pytest.raises(KeyError, match="not a config field"):
         with_fields(demo_config(smoke=True), {"ppo.kl_coeff": 0.3})
     with pytest.raises(KeyError, match="not a config section"):

@@ -9,10 +9,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlhf_lab.best_of_n import best_of_n, best_of_n_kl, empirical_best_of_n_kl
-from rlhf_lab.generation import SamplingConfig
-from rlhf_lab.models import tiny_policy
-from rlhf_lab.rewards import Reward
+from rlhf_lab.policy.generation import SamplingConfig
+from rlhf_lab.policy.models import tiny_policy
+from rlhf_lab.reward.sources import Reward
+from rlhf_lab.train.best_of_n import best_of_n, best_of_n_kl, empirical_best_of_n_kl
 
 PROMPTS = ["hi there", "what is a cat?", "tell me a joke", "how are you?"]
 
@@ -72,12 +72,10 @@ def test_best_of_n_beats_single_samples_and_its_kl_is_near_the_bound(tiny):
 
 def test_best_of_n_generates_a_large_pool_in_bounded_batches(tiny, monkeypatch):
     """P·pool replies in one batch ran a GPU out of memory: by default they are generated 256 at a time."""
-    import rlhf_lab.generation as generation
-
     model, tokenizer = tiny_policy(tiny[1], seed=0)
-    sizes, chunk = [], generation._generate_chunk
-    monkeypatch.setattr(generation, "_generate_chunk", lambda m, t, texts, *a, **k: sizes.append(len(texts)) or
-                        chunk(m, t, texts, *a, **k))
+    sizes, real_generate = [], model.generate
+    monkeypatch.setattr(model, "generate", lambda input_ids, **k: sizes.append(len(input_ids)) or
+                        real_generate(input_ids=input_ids, **k))
     sampling = SamplingConfig(max_new_tokens=2, temperature=1.0)
     pool = best_of_n(model, tokenizer, PROMPTS * 20, NewlineReward(), n=4, pool=8, sampling=sampling, seed=0)
     assert sizes == [256, 256, 128] and len(pool.candidates) == 640

@@ -99,7 +99,7 @@ def _saved(page, count: int) -> None:
 def test_pairwise_rater_in_chromium_records_mouse_and_keyboard_judgments(voila_lesson):
     from playwright.sync_api import sync_playwright
 
-    from rlhf_lab.store import FeedbackStore
+    from rlhf_lab.feedback.store import FeedbackStore
 
     url, store_path, shots = voila_lesson
     with sync_playwright() as p:

@@ -1,4 +1,4 @@
-"""rlhf_lab.callbacks: history in memory and JSONL, plain log lines, the notebook view (headless)."""
+"""rlhf_lab.train.callbacks: history in memory and JSONL, plain log lines, the notebook view (headless)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from rlhf_lab.callbacks import LiveView, MetricsHistory, PrintLogger, format_line, plot_history
+from rlhf_lab.train.callbacks import (
+    LiveView,
+    MetricsHistory,
+    PrintLogger,
+    format_line,
+    plot_history,
+)
 
 
 def metrics(update: int) -> dict:
@@ -121,7 +127,7 @@ def test_live_view_updates_display_handles_in_place(monkeypatch):
 def test_tensorboard_logger_writes_scalars(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from rlhf_lab.callbacks import TensorBoardLogger, tracker_callbacks
+    from rlhf_lab.train.callbacks import TensorBoardLogger, tracker_callbacks
 
     [logger] = tracker_callbacks("tensorboard", tmp_path)
     assert isinstance(logger, TensorBoardLogger)

@@ -1,4 +1,4 @@
-"""rlhf_lab.checkpoint: atomic saves (a crash never leaves a half-written checkpoint) and exact PPO resumes."""
+"""rlhf_lab.core.checkpoint: atomic saves (a crash never leaves a half-written checkpoint) and exact PPO resumes."""
 
 from __future__ import annotations
 
@@ -10,9 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-import rlhf_lab.checkpoint as checkpoint
-from rlhf_lab.checkpoint import (load_checkpoint, load_trainable_state_dict, rng_state, save_checkpoint, set_rng_state,
-                                 trainable_state_dict)
+import rlhf_lab.core.checkpoint as checkpoint
+import rlhf_lab.core.files as files
+from rlhf_lab.core.checkpoint import (
+    load_checkpoint,
+    load_trainable_state_dict,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    trainable_state_dict,
+)
 
 
 def save_version(path, version: float):
@@ -66,10 +73,10 @@ def test_crash_between_the_two_renames_falls_back_to_the_old_checkpoint(tmp_path
             raise SystemExit("power cut")
         real_replace(src, dst)
 
-    monkeypatch.setattr(checkpoint.os, "replace", replace)
+    monkeypatch.setattr(files.os, "replace", replace)
     with pytest.raises(SystemExit):
         save_version(path, 2.0)
-    monkeypatch.setattr(checkpoint.os, "replace", real_replace)
+    monkeypatch.setattr(files.os, "replace", real_replace)
     assert not path.exists() and load_checkpoint(path).state["version"] == 1.0
     save_version(path, 3.0)  # the next save works and cleans the temporary directory
     assert load_checkpoint(path).state["version"] == 3.0
@@ -119,9 +126,10 @@ def run_metrics(rows):
 
 @pytest.mark.parametrize("lora", [False, True])
 def test_resumed_run_matches_an_uninterrupted_one(tiny, tmp_path, one_thread, lora):
-    from rlhf_lab.generation import SamplingConfig
-    from rlhf_lab.models import tiny_policy
-    from rlhf_lab.ppo import LoraSettings, PPOConfig, PPOTrainer
+    from rlhf_lab.policy.generation import SamplingConfig
+    from rlhf_lab.policy.models import tiny_policy
+    from rlhf_lab.train.config import LoraSettings
+    from rlhf_lab.train.ppo import PPOConfig, PPOTrainer
 
     tokenizer = tiny[1]
     prompts = ["hi there", "what is a cat?", "tell me a joke", "how are you?", "good morning", "what's up"]

@@ -1,4 +1,4 @@
-"""rlhf_lab.compare: four methods on one tiny policy, one budget, one row each with every column filled."""
+"""rlhf_lab.loop.compare: four methods on one tiny policy, one budget, one row each with every column filled."""
 
 from __future__ import annotations
 
@@ -8,14 +8,24 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from rlhf_lab.compare import (DPO, PPO, RLOO, TABLE_COLUMNS, BestOfN, Budget, compare_methods, plot_costs,
-                              plot_frontier, sequence_kl)
-from rlhf_lab.dpo import DPOConfig
-from rlhf_lab.generation import SamplingConfig, generate
-from rlhf_lab.models import tiny_policy
-from rlhf_lab.ppo import PPOConfig, TrainingDivergedError
-from rlhf_lab.ppo_models import _seed_for
-from rlhf_lab.rloo import RLOOConfig
+from rlhf_lab.core.errors import TrainingDivergedError
+from rlhf_lab.core.seeding import seed_for
+from rlhf_lab.loop.compare import (
+    DPO,
+    PPO,
+    RLOO,
+    TABLE_COLUMNS,
+    BestOfN,
+    Budget,
+    compare_methods,
+)
+from rlhf_lab.loop.evaluation import sequence_kl
+from rlhf_lab.loop.plots import plot_costs, plot_frontier
+from rlhf_lab.policy.generation import SamplingConfig, generate
+from rlhf_lab.policy.models import tiny_policy
+from rlhf_lab.train.dpo import DPOConfig
+from rlhf_lab.train.ppo import PPOConfig
+from rlhf_lab.train.rloo import RLOOConfig
 
 PROMPTS = ["hi there", "what is a cat?", "tell me a joke", "how are you?", "good morning", "what's up", "I like tea",
            "say something nice"]
@@ -102,7 +112,7 @@ def test_eval_samples_average_several_replies_per_prompt(setup):
                              reward=length_reward, gold=length_reward, budget=Budget(samples=8), sampling=SAMPLING,
                              eval_every=1, eval_samples=3)
     # the start row: the mean gold of 3 replies per eval prompt, sampled with the evaluation's seed
-    replies = generate(model, tokenizer, PROMPTS, SAMPLING, seed=_seed_for(0, 7), n_per_prompt=3)
+    replies = generate(model, tokenizer, PROMPTS, SAMPLING, seed=seed_for(0, 7), n_per_prompt=3)
     start = result.frontier[(result.frontier["method"] == "ppo") & (result.frontier["round"] == 0)].iloc[0]
     assert start["gold_reward"] == pytest.approx(float(np.mean(length_reward(replies.responses))))
     assert start["win_rate_vs_initial"] == 0.5

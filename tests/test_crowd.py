@@ -6,10 +6,16 @@ import math
 import numpy as np
 import pytest
 
-from rlhf_lab.agreement import annotator_report, panel_agreement
-from rlhf_lab.crowd import (DEFAULT_WEIGHTS, GoldUtility, SimulatedAnnotator, SimulatedCrowd, gold_features,
-                            gold_pairwise_labels, gold_utility)
-from rlhf_lab.store import FeedbackStore
+from rlhf_lab.feedback.agreement import annotator_report, panel_agreement
+from rlhf_lab.feedback.crowd import SimulatedAnnotator, SimulatedCrowd
+from rlhf_lab.feedback.gold import (
+    DEFAULT_WEIGHTS,
+    GoldUtility,
+    gold_features,
+    gold_pairwise_labels,
+    gold_utility,
+)
+from rlhf_lab.feedback.store import FeedbackStore
 
 TOPICS = {"How are you today?": "today", "What is your favourite food?": "food",
           "Can you recommend a good book?": "book", "Where do you like to travel?": "travel",
@@ -45,7 +51,7 @@ def crowd_figures(**kwargs):
     key = repr(sorted(kwargs.items()))
     if key not in _FIGURES:
         store = pairwise_store()
-        SimulatedCrowd(n=5, random_state=0, **kwargs).annotate(store)
+        SimulatedCrowd(n=5, seed=0, **kwargs).annotate(store)
         _FIGURES[key] = panel_agreement(store), annotator_report(store, gold=True)
     return _FIGURES[key]
 
@@ -75,7 +81,9 @@ def test_gold_utility_is_the_weighted_sum_and_batches():
     assert int(np.argmax(u)) == 0 and u[0] - u[2] > 1.5  # kind beats rude by a wide margin
     assert np.allclose(GoldUtility()([prompt] * 6, texts), u)
     only_length = GoldUtility(weights={"length_words": 1.0})
-    assert only_length.score(prompt, "one two three") == 3.0
+    assert only_length.utility(prompt, "one two three") == 3.0
+    assert only_length.score([prompt, prompt], ["one two three", "one"]).tolist() == [3.0, 1.0]  # batched, as every
+    # reward source scores
     with pytest.raises(ValueError, match="one each"):
         GoldUtility()(["a", "b"], ["x"])
 
@@ -103,7 +111,7 @@ def test_ranking_follows_plackett_luce():
 def test_same_seed_same_judgments_and_order_does_not_matter():
     def answers(seed, split=False):
         store = pairwise_store()
-        crowd = SimulatedCrowd(n=3, rationality=1.0, random_state=seed)
+        crowd = SimulatedCrowd(n=3, rationality=1.0, seed=seed)
         items = store.items()
         if split:  # judge the second half first, then resume: a restart
             crowd.annotate(store, items[40:])
@@ -170,7 +178,7 @@ def test_ratings_rankings_thumbs_and_flags_through_the_store():
                                for t in texts])
     rating = store.add_item(ids, kind="rating")
     ranking = store.add_item(ids, kind="ranking")
-    crowd = SimulatedCrowd(n=2, rationality=50.0, random_state=0)
+    crowd = SimulatedCrowd(n=2, rationality=50.0, seed=0)
     written = crowd.annotate(store, kinds=("thumbs", "flags"))
     assert len(written) == 2 * (2 + 6 + 6)
     assert crowd.annotate(store, kinds=("thumbs", "flags")) == []  # nothing left to judge
@@ -191,13 +199,13 @@ def test_ratings_rankings_thumbs_and_flags_through_the_store():
 
 
 def test_crowd_members_are_configured_as_asked():
-    members = SimulatedCrowd(n=5, n_careless=1, n_adversarial=1, bias={"politeness": 1.0}, random_state=3).members()
+    members = SimulatedCrowd(n=5, n_careless=1, n_adversarial=1, bias={"politeness": 1.0}, seed=3).members()
     assert [m.name for m in members] == [f"sim-{i}" for i in range(5)]
     assert [m.careless > 0 for m in members] == [False] * 4 + [True]
     assert [m.adversarial for m in members] == [False] * 3 + [True, False]
     assert all(m.weights["politeness"] == DEFAULT_WEIGHTS["politeness"] + 1.0 for m in members)
-    again = SimulatedCrowd(n=5, n_careless=1, n_adversarial=1, bias={"politeness": 1.0}, random_state=3).members()
-    assert [m.random_state for m in members] == [m.random_state for m in again]
+    again = SimulatedCrowd(n=5, n_careless=1, n_adversarial=1, bias={"politeness": 1.0}, seed=3).members()
+    assert [m.seed for m in members] == [m.seed for m in again]
     custom = [SimulatedAnnotator("alice"), SimulatedAnnotator("bob", careless=1.0)]
     assert SimulatedCrowd(annotators=custom).members() == custom
 

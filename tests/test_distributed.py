@@ -10,9 +10,9 @@ import textwrap
 
 SCRIPT = textwrap.dedent("""
     import json, os, sys, torch
-    from rlhf_lab.generation import SamplingConfig
-    from rlhf_lab.models import tiny_policy
-    from rlhf_lab.ppo import PPOConfig, PPOTrainer
+    from rlhf_lab.policy.generation import SamplingConfig
+    from rlhf_lab.policy.models import tiny_policy
+    from rlhf_lab.train.ppo import PPOConfig, PPOTrainer
 
     torch.set_num_threads(1)
     model, tokenizer = tiny_policy("smollm2-135m", seed=0)

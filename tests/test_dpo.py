@@ -1,4 +1,4 @@
-"""rlhf_lab.dpo: the losses by hand and against TRL, sequence log-probs, and DPO learning on a tiny random policy."""
+"""rlhf_lab.train.dpo: the losses by hand and against TRL, sequence log-probs, and DPO learning on a tiny random policy."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlhf_lab.crowd import SimulatedCrowd
-from rlhf_lab.dpo import (DPOConfig, DPOTrainer, EncodedPair, collate, dpo_loss, ipo_loss, pair_logps, robust_loss,
-                          sequence_logps, sigmoid_loss)
-from rlhf_lab.generation import SamplingConfig, generate
-from rlhf_lab.models import tiny_policy
-from rlhf_lab.ppo import LoraSettings
-from rlhf_lab.rewards import Reward
+from rlhf_lab.core.errors import TrainingDivergedError
+from rlhf_lab.feedback.crowd import SimulatedCrowd
+from rlhf_lab.policy.generation import SamplingConfig, generate
+from rlhf_lab.policy.models import tiny_policy
+from rlhf_lab.reward.sources import Reward
+from rlhf_lab.train.config import LoraSettings, OptimConfig
+from rlhf_lab.train.dpo import DPOConfig, DPOTrainer
+from rlhf_lab.train.dpo_data import EncodedPair, collate, pair_logps, sequence_logps
+from rlhf_lab.train.dpo_losses import dpo_loss, ipo_loss, robust_loss, sigmoid_loss
 
 PROMPTS = ["hi there", "what is a cat?", "tell me a joke", "how are you?", "good morning", "what's up", "I like tea",
            "say something nice"]
@@ -186,6 +188,18 @@ def test_config_and_input_errors_say_how_to_fix(tokenizer):
         trainer.fit(pd.DataFrame(columns=["prompt", "chosen", "rejected"]))
     with pytest.raises(ValueError, match="missing"):
         trainer.fit(pd.DataFrame({"prompt": ["a"], "response": ["b"]}))
+    assert DPOConfig().to_dict()["learning_rate"] == 1e-6 and isinstance(DPOConfig(), OptimConfig)
+
+
+def test_a_non_finite_loss_raises_the_one_divergence_error(tokenizer):
+    """Every trainer raises TrainingDivergedError (DPO used to raise FloatingPointError)."""
+    policy = peaked_policy(tokenizer)
+    trainer = DPOTrainer(policy, tokenizer, DPOConfig(sampling=SAMPLING), callbacks=[])
+    prepared = trainer.prepare(pd.DataFrame({"prompt": ["hi", "yo"], "chosen": ["a b", "c"], "rejected": ["d", "e f"]}))
+    with torch.no_grad():
+        trainer.policy.get_output_embeddings().weight.fill_(float("nan"))
+    with pytest.raises(TrainingDivergedError, match="DPO step 1: the loss became non-finite"):
+        trainer.fit(prepared)
 
 
 # ---- learning ------------------------------------------------------------------------------------------------------

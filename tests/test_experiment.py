@@ -4,9 +4,12 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from rlhf_lab.cli import demo_config, main
-from rlhf_lab.experiment import ExperimentConfig, FeedbackConfig, RLHFRun, distinct_n
+from rlhf_lab.loop.evaluation import distinct_n
+from rlhf_lab.loop.experiment import ExperimentConfig, FeedbackConfig, RLHFRun
+from rlhf_lab.train.ppo import PPOConfig
 
 TIME_COLUMNS = ("time/",)
 
@@ -124,8 +127,36 @@ def test_config_round_trips_and_refuses_bad_values():
     assert again == config
     with pytest.raises(ValueError, match="strategy"):
         FeedbackConfig(strategy="best")
-    with pytest.raises(ValueError, match="Unknown experiment config fields"):
+    with pytest.raises(ValueError, match=r"Unknown ExperimentConfig fields \['polciy'\]"):
         ExperimentConfig.from_dict({"polciy": "tiny"})
+    with pytest.raises(ValueError, match=r"Unknown PPOConfig fields \['lr'\]"):  # nested configs: the same rule
+        ExperimentConfig.from_dict({"ppo": {"lr": 1e-5}})
+
+
+def test_the_experiment_seed_seeds_every_stage():
+    config = demo_config(smoke=True, seed=3)
+    assert config.seeded(config.ppo).seed == 3 and config.seeded(config.reward).seed == 3
+    explicit = ExperimentConfig(seed=3, ppo=PPOConfig(seed=7))
+    assert explicit.seeded(explicit.ppo).seed == 7 and explicit.seeded(explicit.reward).seed == 3
+    again = ExperimentConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again.ppo.seed is None  # a stage that follows the experiment's seed keeps following it when reloaded
+
+
+def test_two_experiment_seeds_differ_in_the_reward_model_and_ppo_batches(two_iterations, tmp_path):
+    """ExperimentConfig(seed=...) once seeded only sampling and the crowd: PPO and the reward model kept seed 0."""
+    path, first = two_iterations
+    other = RLHFRun.create(tmp_path / "seed1", demo_config(smoke=True, iterations=1, seed=1), callbacks=[])
+    other.run()
+    head = lambda run: run.reward_model.net_.head.weight.detach().clone()  # noqa: E731
+    reopened = RLHFRun.open(path, callbacks=[])  # seed 0, its last reward model
+    first_rm = type(reopened.reward_model).load(path / "iter_001" / "reward_model")
+    assert other.trainer.seed == 1 and first.trainer.seed == 0
+    assert (first_rm.config.seed, other.reward_model.config.seed) == (0 + 1, 1 + 1)  # seed + iteration: new heads
+    assert not torch.equal(first_rm.net_.head.weight, head(other))
+    assert other.trainer.prompt_batch(other.train_prompts, 1) != first.trainer.prompt_batch(first.train_prompts, 1)
+    a = _comparable(pd.read_json(path / "ppo_metrics.jsonl", lines=True)).head(2)
+    b = _comparable(other.ppo_metrics().drop(columns="iteration"))
+    assert not a["objective/scores"].equals(b["objective/scores"])
 
 
 def test_distinct_n_counts_repeated_ngrams():

@@ -1,14 +1,18 @@
 """`rlhf-lab feedback simulate | stats | export`, driven through an argparse parser of our own."""
 
 import argparse
-import importlib.util
 import json
 
 import pandas as pd
 import pytest
 
-from rlhf_lab.feedback_cli import add_feedback_commands, corpus_pairs, feedback_stats, main
-from rlhf_lab.store import FeedbackStore
+from rlhf_lab.feedback.cli import (
+    add_feedback_commands,
+    corpus_pairs,
+    feedback_stats,
+    main,
+)
+from rlhf_lab.feedback.store import FeedbackStore
 
 
 def run(argv):
@@ -95,7 +99,6 @@ def test_corpus_pairs():
     assert len(corpus_pairs(3000, seed=0)) == 3000  # more than the corpus has: prompts repeat
 
 
-@pytest.mark.skipif(importlib.util.find_spec("rlhf_lab.generation") is None, reason="rlhf_lab.generation not there yet")
 def test_simulate_with_the_tiny_model(tmp_path):
     path = tmp_path / "tiny.db"
     run(["feedback", "simulate", "--store", str(path), "--annotators", "2", "--items", "2", "--seed", "0",

@@ -1,8 +1,13 @@
 import pytest
 import torch
 
-from rlhf_lab.generation import SamplingConfig, format_prompts, generate, truncate_at_eos
-from rlhf_lab.models import gpt2_tokenizer, tiny_policy
+from rlhf_lab.policy.generation import (
+    SamplingConfig,
+    format_prompts,
+    generate,
+    truncate_at_eos,
+)
+from rlhf_lab.policy.models import gpt2_tokenizer, tiny_policy
 
 GREEDY = SamplingConfig(max_new_tokens=8, temperature=0.0)
 PROMPTS = ["Hi!", "What is the capital of France, and why is it famous?", "Tell me a joke."]

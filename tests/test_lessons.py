@@ -7,13 +7,14 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from rlhf_lab import lessons
 from rlhf_lab.cli import demo_config
-from rlhf_lab.crowd import SimulatedAnnotator, SimulatedCrowd
-from rlhf_lab.generation import SamplingConfig
-from rlhf_lab.ppo import PPOConfig, PPOTrainer
-from rlhf_lab.reward_model import RewardConfig
-from rlhf_lab.store import FeedbackStore
+from rlhf_lab.feedback.crowd import SimulatedAnnotator, SimulatedCrowd
+from rlhf_lab.feedback.store import FeedbackStore
+from rlhf_lab.policy.generation import SamplingConfig
+from rlhf_lab.reward.model import RewardConfig
+from rlhf_lab.loop import plots
+from rlhf_lab.teach import lessons
+from rlhf_lab.train.ppo import PPOConfig, PPOTrainer
 
 SAMPLING = SamplingConfig(max_new_tokens=6, temperature=1.0)
 PROMPTS = ["How are you today?", "What is your favourite colour?", "Tell me a joke."]
@@ -43,7 +44,7 @@ def test_sampling_sweep_measures_diversity_and_quality(tiny):
     assert list(table["temperature"]) == [0.0, 1.0]
     assert table.loc[0, "all_different"] == 0.0, "greedy decoding repeats itself"
     assert {"distinct_1", "distinct_2", "gold", "length", "eos_rate", "example"} <= set(table.columns)
-    assert isinstance(lessons.plot_sampling_sweep(table), Figure)
+    assert isinstance(plots.plot_sampling_sweep(table), Figure)
 
 
 def test_rate_or_simulate_uses_the_learner_or_says_it_fell_back(tiny, store, capsys):
@@ -100,7 +101,7 @@ def test_token_table_and_overoptimisation_curve(tiny):
     curve = lessons.overoptimisation_curve(trainer, LengthReward(), PROMPTS, PROMPTS[:2], n_updates=3, every=1)
     assert curve["update"].tolist() == [1, 2, 3]
     assert {"kl", "proxy", "gold", "beta"} <= set(curve.columns)
-    assert isinstance(lessons.plot_proxy_vs_gold(curve.assign(setting="x")), Figure)
+    assert isinstance(plots.plot_proxy_vs_gold(curve.assign(setting="x")), Figure)
 
 
 def test_before_after_needs_the_same_prompts(tiny):
@@ -115,7 +116,7 @@ def test_before_after_needs_the_same_prompts(tiny):
 def test_crowd_run_takes_feedback_from_the_given_crowd(tmp_path):
     config = demo_config(smoke=True, iterations=1)
     config.ppo_updates, config.feedback.pairs_per_iteration = 1, 4
-    crowd = SimulatedCrowd(annotators=[SimulatedAnnotator("biased", bias={"politeness": 3.0}, random_state=0)])
+    crowd = SimulatedCrowd(annotators=[SimulatedAnnotator("biased", bias={"politeness": 3.0}, seed=0)])
     run = lessons.CrowdRun.create(tmp_path / "run", config, crowd=crowd, callbacks=[])
     run.run()
     assert set(run.store.counts()["by_annotator"]) == {"biased"}
@@ -133,7 +134,7 @@ def test_personal_reward_models_one_per_annotator(store):
     ids = store.add_responses([dict(prompt=f"prompt {i}", response=t, model="m", iteration=0)
                                for i in range(4) for t in ("Thanks, glad to help!", "no")])
     items = [store.add_item(ids[i:i + 2]) for i in range(0, len(ids), 2)]
-    SimulatedCrowd(n=2, random_state=0).annotate(store, items)
+    SimulatedCrowd(n=2, seed=0).annotate(store, items)
     models = lessons.personal_reward_models(store, RewardConfig(backbone="tiny", batch_size=4, val_fraction=0.0))
     assert sorted(models) == ["sim-0", "sim-1"]
     prefs = lessons.personal_preferences(models, ["prompt 0"] * 2, ["Thanks, glad to help!", "no"])
@@ -141,7 +142,7 @@ def test_personal_reward_models_one_per_annotator(store):
 
 
 def test_crowd_table_and_config_summary():
-    table = lessons.crowd_table(SimulatedCrowd(n=3, n_careless=1, random_state=0))
+    table = lessons.crowd_table(SimulatedCrowd(n=3, n_careless=1, seed=0))
     assert list(table.index) == ["sim-0", "sim-1", "sim-2"] and table.loc["sim-2", "careless"] == 0.8
     summary = lessons.config_summary(demo_config(smoke=True))
     assert summary["ppo.kl_coef"] == demo_config(smoke=True).ppo.kl_coef

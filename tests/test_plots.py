@@ -9,8 +9,12 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from rlhf_lab.plots import plot_calibration, plot_reward_histograms, plot_reward_training
-from rlhf_lab.reward_eval import evaluate_rewards
+from rlhf_lab.loop.plots import (
+    plot_calibration,
+    plot_reward_histograms,
+    plot_reward_training,
+)
+from rlhf_lab.reward.evaluation import evaluate_rewards
 
 
 def report(n=200, seed=0):
@@ -57,7 +61,7 @@ def test_reward_histograms_count_every_reply():
 
 
 def test_ppo_curves_smooth_within_each_iteration_only():
-    from rlhf_lab.report import plot_ppo_curves
+    from rlhf_lab.loop.plots import plot_ppo_curves
 
     # iteration 1 scores 0, 0, 0; iteration 2 (a new reward model's scale) 10, 10, 10
     metrics = pd.DataFrame({"update": range(1, 7), "objective/scores": [0.0, 0, 0, 10, 10, 10],
@@ -83,7 +87,7 @@ def test_ppo_curves_smooth_within_each_iteration_only():
 def test_sample_table_shows_distinct_prompts_with_their_first_reply(tmp_path):
     import json
 
-    from rlhf_lab.report import sample_table
+    from rlhf_lab.loop.report import sample_table
 
     for k in (0, 1):  # two replies per eval prompt, as with eval_samples=2
         rows = [{"prompt": p, "response": f"{p}-it{k}-reply{j}", "gold": 0.0} for p in ("hi", "why?", "bye")

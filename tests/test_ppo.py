@@ -1,4 +1,4 @@
-"""rlhf_lab.ppo on a tiny random policy: learning, the KL leash, padding, score placement, LoRA, guards, metrics."""
+"""rlhf_lab.train.ppo on a tiny random policy: learning, the KL leash, padding, score placement, LoRA, guards, metrics."""
 
 from __future__ import annotations
 
@@ -8,14 +8,21 @@ import math
 import pytest
 import torch
 
-import rlhf_lab.ppo as ppo
-from rlhf_lab.callbacks import Callback
-from rlhf_lab.generation import SamplingConfig
-from rlhf_lab.models import tiny_config, tiny_policy
-from rlhf_lab.ppo import (LoraSettings, PolicyAndValue, PPOConfig, PPOTrainer, TrainingDivergedError, disable_dropout,
-                          response_logits)
-from rlhf_lab.ppo_models import response_hidden, shared_prefix_length
-from rlhf_lab.rewards import Reward
+import rlhf_lab.train.on_policy as on_policy
+from rlhf_lab.core.errors import TrainingDivergedError
+from rlhf_lab.core.hf import disable_dropout
+from rlhf_lab.policy.generation import SamplingConfig
+from rlhf_lab.policy.models import tiny_config, tiny_policy
+from rlhf_lab.reward.sources import Reward
+from rlhf_lab.train.callbacks import Callback
+from rlhf_lab.train.config import LoraSettings
+from rlhf_lab.train.policy_value import (
+    PolicyAndValue,
+    response_hidden,
+    response_logits,
+    shared_prefix_length,
+)
+from rlhf_lab.train.ppo import PPOConfig, PPOTrainer
 
 PROMPTS = ["hi there", "what is a cat?", "tell me a joke", "how are you?", "good morning", "what's up", "I like tea",
            "say something nice"]
@@ -120,8 +127,7 @@ def test_the_rollout_forward_doubles_as_the_first_epochs_forward(tokenizer, monk
     """With the whole batch in one pass, step 3's forward keeps its graph for epoch 1: one policy forward fewer per
     update, and the same updates as a separate no-grad rollout forward."""
     reused, separate = make_trainer(tokenizer, ppo_epochs=3), make_trainer(tokenizer, ppo_epochs=3)
-    plain = separate._rollout_forward
-    monkeypatch.setattr(separate, "_rollout_forward", lambda *args, keep_graph: plain(*args, keep_graph=False))
+    separate.reuse_rollout_forward = False
     calls = {id(reused): 0, id(separate): 0}
     for trainer in (reused, separate):
         trainer.model.register_forward_hook(lambda module, *_, key=id(trainer): calls.__setitem__(key, calls[key] + 1))
@@ -259,8 +265,8 @@ def force_eos(batch, tokenizer, lengths, eos):
 
 def test_score_lands_on_the_last_real_token_and_missing_eos_is_penalised(tokenizer, monkeypatch):
     lengths, eos = [2, 8, 5, 8, 1, 8, 7, 8], [True, False, True, False, True, False, True, False]
-    real_generate = ppo.generate
-    monkeypatch.setattr(ppo, "generate", lambda *a, **k: force_eos(real_generate(*a, **k), tokenizer, lengths, eos))
+    real_generate = on_policy.generate
+    monkeypatch.setattr(on_policy, "generate", lambda *a, **k: force_eos(real_generate(*a, **k), tokenizer, lengths, eos))
     raw = [float(i + 1) for i in range(8)]
     trainer = make_trainer(tokenizer, reward=lambda texts: raw, missing_eos_penalty=1.5)
     metrics = trainer.step(PROMPTS)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.distributions import Categorical, kl_divergence
 
-from rlhf_lab.ppo_math import (
+from rlhf_lab.train.ppo_math import (
     AdaptiveKLController,
     FixedKLController,
     clipped_policy_loss,

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from rlhf_lab.prompts import SOURCES, load_prompts, read_jsonl_prompts
+from rlhf_lab.policy.prompts import SOURCES, load_prompts, read_jsonl_prompts
 
 
 @pytest.mark.parametrize("source", ["curated", "chitchat", "chatterbot"])

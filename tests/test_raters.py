@@ -19,7 +19,7 @@ from importlib.resources import files
 import ipywidgets
 import pytest
 
-from rlhf_lab.store import FeedbackStore
+from rlhf_lab.feedback.store import FeedbackStore
 from rlhf_lab.ui import FlagPanel, LikertRater, PairwiseRater, RankingRater, parts
 
 EVIL = "<script>alert(1)</script><b>bold</b>"
@@ -420,7 +420,7 @@ if sys.argv[2] == "no-anywidget":
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.display import display
 from IPython.utils.capture import capture_output
-from rlhf_lab.store import FeedbackStore
+from rlhf_lab.feedback.store import FeedbackStore
 from rlhf_lab.ui import PairwiseRater
 shell = InteractiveShell.instance()
 store = FeedbackStore(sys.argv[1])

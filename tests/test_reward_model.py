@@ -10,13 +10,22 @@ import pandas as pd
 import pytest
 import torch
 
-from rlhf_lab.crowd import GoldUtility, SimulatedCrowd
-from rlhf_lab.models import gpt2_tokenizer
-from rlhf_lab.prompts import load_prompts
-from rlhf_lab.reward_eval import as_preference_pairs, calibration_table, evaluate_rewards, split_by_prompt
-from rlhf_lab.reward_model import (RewardConfig, RewardEnsemble, RewardModel, TokenizerMismatchError,
-                                   bradley_terry_loss, build_reward_model, last_token_index, reward_text)
-from rlhf_lab.store import FeedbackStore
+import rlhf_lab.reward.model as reward_model_module
+from rlhf_lab.feedback.crowd import SimulatedCrowd
+from rlhf_lab.feedback.gold import GoldUtility
+from rlhf_lab.feedback.preferences import as_preference_pairs, split_by_prompt
+from rlhf_lab.feedback.store import FeedbackStore
+from rlhf_lab.policy.models import gpt2_tokenizer
+from rlhf_lab.policy.prompts import load_prompts
+from rlhf_lab.reward.ensemble import RewardEnsemble, build_reward_model
+from rlhf_lab.reward.evaluation import calibration_table, evaluate_rewards
+from rlhf_lab.reward.model import RewardConfig, RewardModel
+from rlhf_lab.reward.network import (
+    TokenizerMismatchError,
+    bradley_terry_loss,
+    last_token_index,
+    reward_text,
+)
 
 STYLES = {  # reply templates whose gold features differ: sentiment, length, repetition, overlap, politeness
     "kind": "Thanks for asking! I really like {t}, and I am glad to talk about it with you.",
@@ -41,7 +50,7 @@ def crowd_store(path, n_prompts, pairs_per_prompt=4, rationality=3.0, n_annotato
             texts = [STYLES[s].format(t=rng.choice(words)).strip() for s in styles]
             ids = store.add_responses([dict(prompt=prompt, response=t, model="synthetic", iteration=0) for t in texts])
             store.add_item(ids)
-    SimulatedCrowd(n=n_annotators, rationality=rationality, random_state=seed).annotate(store)
+    SimulatedCrowd(n=n_annotators, rationality=rationality, seed=seed).annotate(store)
     return store
 
 
@@ -129,7 +138,7 @@ def test_pairs_from_jsonl_store_and_frame_agree(tmp_path):
 
 
 def test_config_checks():
-    for bad in (dict(ties="maybe"), dict(val_fraction=1.0), dict(lr=0), dict(lr_schedule="cosine"),
+    for bad in (dict(val_fraction=1.0), dict(learning_rate=0), dict(lr_schedule="cosine"),
                 dict(max_length=2), dict(ensemble_size=0)):
         with pytest.raises(ValueError):
             RewardConfig(**bad)
@@ -189,7 +198,7 @@ def test_wrong_tokenizer_fails_clearly(tiny_rm, minilm_rm, tmp_path):
 def test_fit_history_schedule_and_normalisation():
     torch.set_num_threads(1)
     pairs = toy_pairs(n_prompts=10, per_prompt=3)
-    rm = RewardModel(RewardConfig(backbone="tiny", batch_size=4, epochs=2, lr=1e-3, val_fraction=0.2,
+    rm = RewardModel(RewardConfig(backbone="tiny", batch_size=4, epochs=2, learning_rate=1e-3, val_fraction=0.2,
                                   use_margin=True, seed=3)).fit(pairs, progress=False)
     n_train = len(rm.history_) // 2
     assert n_train == math.ceil(24 / 4) and rm.val_pairs_["prompt"].nunique() == 2
@@ -210,18 +219,18 @@ def test_fit_history_schedule_and_normalisation():
 def test_same_seed_same_rewards_and_ties_dropped():
     torch.set_num_threads(1)
     pairs = toy_pairs()
-    fits = [RewardModel(RewardConfig(backbone="tiny", batch_size=4, lr=1e-3, seed=s)).fit(pairs, progress=False)
+    fits = [RewardModel(RewardConfig(backbone="tiny", batch_size=4, learning_rate=1e-3, seed=s)).fit(pairs, progress=False)
             for s in (0, 0, 1)]
     scores = [m.score_raw(pairs["prompt"], pairs["chosen"]) for m in fits]
     assert torch.equal(scores[0], scores[1]) and not torch.allclose(scores[0], scores[2])
-    dropped = RewardModel(RewardConfig(backbone="tiny", ties="drop", val_fraction=0, seed=0)).fit(pairs, progress=False)
+    dropped = RewardModel(RewardConfig(backbone="tiny", include_ties=False, val_fraction=0, seed=0)).fit(pairs, progress=False)
     assert len(dropped.history_) == 1 and dropped.evaluate(pairs).n_ties == 0  # 11 pairs, batch 16
 
 
 def test_gradient_checkpointing_trains_the_same_model():
     torch.set_num_threads(1)
     pairs = toy_pairs()
-    fits = [RewardModel(RewardConfig(backbone="tiny", batch_size=4, lr=1e-3, gradient_checkpointing=g)).fit(
+    fits = [RewardModel(RewardConfig(backbone="tiny", batch_size=4, learning_rate=1e-3, gradient_checkpointing=g)).fit(
         pairs, progress=False) for g in (False, True)]
     assert fits[1].net_.backbone.gradient_checkpointing and not fits[0].net_.backbone.gradient_checkpointing
     assert torch.allclose(*[m.score_raw(pairs["prompt"], pairs["chosen"]) for m in fits], atol=1e-4)
@@ -229,13 +238,25 @@ def test_gradient_checkpointing_trains_the_same_model():
 
 def test_save_load_round_trip_identical_rewards(tmp_path):
     pairs = toy_pairs()
-    rm = RewardModel(RewardConfig(backbone="tiny", batch_size=4, lr=1e-3, seed=0)).fit(pairs, progress=False)
+    rm = RewardModel(RewardConfig(backbone="tiny", batch_size=4, learning_rate=1e-3, seed=0)).fit(pairs, progress=False)
     loaded = RewardModel.load(rm.save(tmp_path / "rm"), tokenizer=rm.tokenizer_)
     assert torch.equal(loaded.score(pairs["prompt"], pairs["chosen"]), rm.score(pairs["prompt"], pairs["chosen"]))
     assert (loaded.norm_mean_, loaded.norm_std_) == (rm.norm_mean_, rm.norm_std_) and loaded.history_ == rm.history_
     assert loaded.config == rm.config
     assert not list(tmp_path.rglob("*.pkl")) and not list(tmp_path.rglob("*.bin"))
     assert json.loads((tmp_path / "rm" / "reward_model.json").read_text())["config"]["backbone"] == "tiny"
+    # saving is atomic: a save that fails half-way (disk full) leaves the earlier model whole and no debris
+    rm.norm_mean_ += 1.0
+
+    def disk_full(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(reward_model_module, "save_model", disk_full)
+        with pytest.raises(OSError, match="No space"):
+            rm.save(tmp_path / "rm")
+    assert RewardModel.load(tmp_path / "rm").norm_mean_ == loaded.norm_mean_
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rm"]
 
 
 def test_minilm_save_load_round_trip(minilm_rm, tmp_path):
@@ -251,7 +272,7 @@ def test_minilm_save_load_round_trip(minilm_rm, tmp_path):
 def test_ensemble_mean_and_spread(tmp_path):
     torch.set_num_threads(1)
     pairs = toy_pairs()
-    ens = RewardEnsemble(RewardConfig(backbone="tiny", batch_size=4, lr=1e-3, ensemble_size=3, bootstrap=True,
+    ens = RewardEnsemble(RewardConfig(backbone="tiny", batch_size=4, learning_rate=1e-3, ensemble_size=3, bootstrap=True,
                                       seed=0)).fit(pairs, progress=False)
     prompts, replies = pairs["prompt"], pairs["chosen"]
     members = torch.stack([m.score(prompts, replies) for m in ens.members_])  # (3, N)
@@ -302,7 +323,7 @@ def test_minilm_validation_accuracy_approaches_gold(tmp_path):
     2-core machine two threads can collide with other processes' threads and run many times slower."""
     torch.set_num_threads(1)
     store = crowd_store(tmp_path / "crowd.db", n_prompts=50, pairs_per_prompt=4)
-    config = RewardConfig(backbone="minilm", max_length=64, lr=2e-4, val_fraction=0.25, normalize_sample=64, seed=0)
+    config = RewardConfig(backbone="minilm", max_length=64, learning_rate=2e-4, val_fraction=0.25, normalize_sample=64, seed=0)
     rm = RewardModel(config).fit(store, progress=False)
     report = rm.evaluate(gold=GoldUtility())
     assert report.n_pairs - report.n_ties >= 40

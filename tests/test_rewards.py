@@ -1,4 +1,4 @@
-"""rlhf_lab.rewards: every reward source becomes a batched scorer returning (B,) float32 scores."""
+"""rlhf_lab.reward.sources: every reward source becomes a batched scorer returning (B,) float32 scores."""
 
 from __future__ import annotations
 
@@ -6,9 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from rlhf_lab.crowd import GoldUtility, gold_utility
-from rlhf_lab.generation import GenerationBatch
-from rlhf_lab.rewards import CallableReward, GoldReward, ModelReward, Reward, as_reward
+from rlhf_lab.feedback.gold import GoldUtility, gold_utility
+from rlhf_lab.policy.generation import GenerationBatch
+from rlhf_lab.reward.sources import (
+    CallableReward,
+    GoldReward,
+    ModelReward,
+    Reward,
+    as_reward,
+)
 
 PROMPTS = ["What is a good hobby?", "Tell me a joke."]
 RESPONSES = ["Gardening is a calm and happy hobby.", "no no no no no no"]

@@ -1,4 +1,4 @@
-"""rlhf_lab.rloo: the group baselines by hand, and RLOO/GRPO learning on a tiny random policy."""
+"""rlhf_lab.train.rloo: the group baselines by hand, and RLOO/GRPO learning on a tiny random policy."""
 
 from __future__ import annotations
 
@@ -7,11 +7,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlhf_lab.generation import SamplingConfig
-from rlhf_lab.models import tiny_policy
-from rlhf_lab.ppo import PPOConfig
-from rlhf_lab.rewards import Reward
-from rlhf_lab.rloo import RLOOConfig, RLOOTrainer, group_advantages, rloo_advantages
+from rlhf_lab.policy.generation import SamplingConfig
+from rlhf_lab.policy.models import tiny_policy
+from rlhf_lab.reward.sources import Reward
+from rlhf_lab.train.ppo import PPOConfig
+from rlhf_lab.train.rloo import (
+    RLOOConfig,
+    RLOOTrainer,
+    group_advantages,
+    rloo_advantages,
+)
 
 PROMPTS = ["hi there", "what is a cat?", "tell me a joke", "how are you?", "good morning", "what's up", "I like tea",
            "say something nice"]
@@ -64,8 +69,9 @@ def test_config_checks():
         RLOOConfig(rloo_k=1)
     with pytest.raises(ValueError, match="baseline"):
         RLOOConfig(baseline="ppo")
-    with pytest.raises(ValueError, match="critic-free"):
+    with pytest.raises(TypeError, match="value_head"):  # critic-free: no value-function fields at all
         RLOOConfig(value_head="separate")
+    assert not {"vf_coef", "vf_clip", "gamma", "lam", "value_head"} & set(RLOOConfig().to_dict())
     with pytest.raises(ValueError, match="kl_penalty"):
         RLOOConfig(kl_penalty="both")
 
@@ -96,7 +102,7 @@ def test_rloo_takes_only_its_config_and_resumes_with_it(tiny, tmp_path):
 
 @pytest.mark.parametrize("baseline", ["rloo", "grpo"])
 def test_a_divergence_names_the_method_and_offers_no_bf16_advice_in_float32(tiny, baseline):
-    from rlhf_lab.ppo import TrainingDivergedError
+    from rlhf_lab.core.errors import TrainingDivergedError
 
     tokenizer = tiny[1]
     config = RLOOConfig(batch_size=2, rloo_k=2, sampling=SAMPLING, log_samples_every=0, baseline=baseline)

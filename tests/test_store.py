@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from rlhf_lab import store as store_mod
-from rlhf_lab.store import FLAGS, FeedbackStore, Item
+from rlhf_lab.feedback import store as store_mod
+from rlhf_lab.feedback.records import FLAGS, Item
+from rlhf_lab.feedback.store import FeedbackStore
 
 
 def records(prompt="How are you?", texts=("Fine, thanks!", "Go away.", "Great!", "Meh."), model="tiny", iteration=0):

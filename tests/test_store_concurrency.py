@@ -9,7 +9,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from rlhf_lab.store import FeedbackStore, item_responses_t, items_t
+from rlhf_lab.feedback.schema import item_responses_t, items_t
+from rlhf_lab.feedback.store import FeedbackStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,7 +70,7 @@ def test_processes_write_concurrently_every_judgment_once(tmp_path):
 
 CHILD = textwrap.dedent("""
     import sys
-    from rlhf_lab.store import FeedbackStore
+    from rlhf_lab.feedback.store import FeedbackStore
     store = FeedbackStore(sys.argv[1])
     for item in store.pending_items("learner"):
         judgment = store.record_rating(item.id, "learner", [1 + item.id % 7])
@@ -82,7 +83,7 @@ def test_killed_rater_leaves_a_clean_store(tmp_path):
     with FeedbackStore(path) as s:
         ids = s.add_responses([dict(prompt="p", response=f"r{i}", model="m", iteration=0, sampling={})
                                for i in range(5000)])
-        with s._write() as conn:  # bulk-create the items in one transaction (setup only)
+        with s.transaction() as conn:  # bulk-create the items in one transaction (setup only)
             conn.execute(items_t.insert(), [dict(id=i, kind="rating", prompt="p", created_at=0.0)
                                             for i in range(1, 5001)])
             conn.execute(item_responses_t.insert(), [dict(item_id=i, position=0, response_id=r)

@@ -4,7 +4,7 @@ config = PPOConfig(batch_size=4 if smoke else 8, ppo_epochs=2 if smoke else 4, l
                    kl_coef=min(betas), kl_target=2.0, kl_horizon=200, kl_limit=None, missing_eos_penalty=None,
                    sampling=sampling, seed=seed)
 trainer = PPOTrainer(fresh_policy, tokenizer, reward=rm, config=config, callbacks=[])
-adaptive = overoptimisation_curve(trainer, rm, train_prompts, eval_prompts, n_updates=n_updates, every=every, seed=seed)
+adaptive = lessons.overoptimisation_curve(trainer, rm, train_prompts, eval_prompts, n_updates=n_updates, every=every, seed=seed)
 curves = pd.concat([curves, adaptive.assign(setting="adaptive β, target KL 2")], ignore_index=True)
 display(adaptive.round(3))  # the beta column shows β rising while the KL is above target
-plot_proxy_vs_gold(curves, hue="setting")
+plots.plot_proxy_vs_gold(curves, hue="setting")

@@ -1,4 +1,4 @@
-"""The notebook UI: raters and a flag panel that record judgments into a `rlhf_lab.store.FeedbackStore`.
+"""The notebook UI: raters and a flag panel that record judgments into a `rlhf_lab.feedback.store.FeedbackStore`.
 
 The core never imports this package; it imports the core. Widgets only emit events, and each rater is a thin
 controller that turns them into store calls.

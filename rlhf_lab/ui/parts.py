@@ -17,7 +17,10 @@ from typing import Callable
 import ipywidgets as w
 import traitlets
 
-from rlhf_lab.store import FLAGS, Response
+from rlhf_lab.feedback.records import FLAGS, Response
+
+__all__ = ["LETTERS", "asset", "make_key_catcher", "text_html", "style_widget", "notify", "say", "reply_card",
+           "FlagPanel"]
 
 try:
     import anywidget

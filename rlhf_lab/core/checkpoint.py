@@ -1,0 +1,108 @@
+"""Checkpoints written atomically: a checkpoint directory is either complete or absent, never half written.
+
+    save_checkpoint("runs/ppo/last", tensors=..., optimizer=opt.state_dict(), state={...})
+    ckpt = load_checkpoint("runs/ppo/last")       # .tensors, .optimizer, .rng, .state
+
+A checkpoint is written with `core.files.atomic_directory`: complete or absent. A crash in the middle of replacing
+an older checkpoint leaves the old one aside under a hidden name, and `load_checkpoint` falls back to it.
+
+Files: model.safetensors (the trainable tensors only: all weights for full fine-tuning, the LoRA adapters and value
+head with LoRA), optimizer.pt, rng.pt (Python, NumPy, torch CPU and CUDA generator states), state.json (config,
+update count, KL coefficient, metrics history: everything else needed to resume exactly). A PPO run with LoRA also
+writes adapter/ in peft's own format (`PeftModel.from_pretrained(base, ckpt / "adapter")`).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from rlhf_lab.core.files import aside_copies, atomic_directory
+
+__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "trainable_state_dict",
+           "load_trainable_state_dict"]
+
+MODEL_FILE, OPTIMIZER_FILE, RNG_FILE, STATE_FILE = "model.safetensors", "optimizer.pt", "rng.pt", "state.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """What `load_checkpoint` returns."""
+
+    path: Path
+    tensors: dict[str, torch.Tensor]
+    optimizer: dict | None
+    rng: dict | None
+    state: dict
+
+
+def rng_state() -> dict:
+    """The global generators' states: Python, NumPy, torch CPU and (when initialised) CUDA."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what `rng_state` returned."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | Path, *, tensors: dict[str, torch.Tensor], state: dict,
+                    optimizer: dict | None = None, rng: dict | None = None, extra=None) -> Path:
+    """Write a checkpoint atomically to `path` (a directory, replaced if it exists). `state` must be JSON-able;
+    `extra(directory)`, when given, writes more files into the checkpoint before it is published."""
+    path = Path(path)
+    with atomic_directory(path) as tmp:
+        if extra is not None:
+            extra(tmp)
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / MODEL_FILE))
+        if optimizer is not None:
+            torch.save(optimizer, tmp / OPTIMIZER_FILE)
+        torch.save(rng if rng is not None else rng_state(), tmp / RNG_FILE)
+        (tmp / STATE_FILE).write_text(json.dumps({"format": FORMAT_VERSION, **state}, indent=1, allow_nan=True))
+    return path
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint written by `save_checkpoint` (falling back to one set aside by an interrupted replace)."""
+    path = Path(path)
+    if not (path / STATE_FILE).is_file():
+        aside = aside_copies(path)
+        if not aside:
+            raise FileNotFoundError(f"No checkpoint at {path} (expected a directory with {STATE_FILE}).")
+        path = aside[-1]
+    state = json.loads((path / STATE_FILE).read_text())
+    optimizer = torch.load(path / OPTIMIZER_FILE, weights_only=True) if (path / OPTIMIZER_FILE).is_file() else None
+    rng = torch.load(path / RNG_FILE, weights_only=False) if (path / RNG_FILE).is_file() else None
+    return Checkpoint(path=path, tensors=load_file(str(path / MODEL_FILE)), optimizer=optimizer, rng=rng, state=state)
+
+
+def trainable_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters that require grad, by name (tied weights once): what training changes."""
+    return {name: p.detach() for name, p in module.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state_dict(module: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Copy `tensors` into the module's parameters of the same names; every trainable parameter must be there."""
+    params = dict(module.named_parameters())
+    missing = [n for n, p in params.items() if p.requires_grad and n not in tensors]
+    unknown = [n for n in tensors if n not in params]
+    if missing or unknown:
+        raise KeyError(f"The checkpoint does not fit this model: missing {missing[:5]}, unexpected {unknown[:5]} "
+                       "(was it saved with another model, LoRA setting or value head?).")
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            params[name].copy_(tensor.to(params[name].device, params[name].dtype))

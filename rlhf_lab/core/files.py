@@ -1,0 +1,75 @@
+"""Files that are either complete or absent, never half written (a crash or a full disk leaves the old version).
+
+    with atomic_directory("runs/x/reward_model") as tmp:   # write into tmp; it replaces the target on success
+        ...
+    write_atomic("runs/x/evaluation.csv", text)            # one file, same promise
+
+A directory is written into a hidden temporary sibling, flushed to disk, then renamed into place with `os.replace`.
+Replacing an existing directory takes two renames (old one aside, new one in); a crash between them leaves the old
+one aside under a hidden name (`aside_copies` finds it). Temporary directories left by a crash are hidden and
+removed by the next write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+__all__ = ["atomic_directory", "write_atomic", "aside_copies"]
+
+
+def _fsync_tree(path: Path) -> None:
+    """Flush every file under `path` to disk, so the rename never publishes data still in the page cache."""
+    for file in path.rglob("*"):
+        if file.is_file():
+            with file.open("rb") as f:
+                os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path):
+    """Yield a hidden temporary directory; on a clean exit it replaces `path`, on an error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        if path.exists():
+            aside = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(path, aside)
+            os.replace(tmp, path)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def aside_copies(path: str | Path) -> list[Path]:
+    """Old versions of `path` that an interrupted `atomic_directory` replace left aside, oldest first."""
+    path = Path(path)
+    return sorted(path.parent.glob(f".{path.name}.old-*"), key=lambda p: p.stat().st_mtime)
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write a text file atomically: a temporary sibling, flushed, then renamed over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

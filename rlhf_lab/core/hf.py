@@ -1,0 +1,82 @@
+"""Hugging Face plumbing every trainer shares: the causal LM inside a wrapper, the KV-cache argument, position ids
+under left padding, dropout off, the accelerator and the optimiser."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+import torch
+import torch.nn as nn
+from accelerate import Accelerator
+
+__all__ = ["causal_lm", "cache_argument", "position_ids", "left_padding", "disable_dropout", "make_accelerator",
+           "adamw"]
+
+
+def causal_lm(model: nn.Module) -> nn.Module:
+    """The Hugging Face causal LM inside a (possibly peft-wrapped) policy."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+@functools.cache
+def _cache_argument(trunk_type: type) -> str:
+    return "cache" if "cache" in inspect.signature(trunk_type.forward).parameters else "past_key_values"
+
+
+def cache_argument(trunk: nn.Module) -> str:
+    """The name a trunk's forward takes its KV cache under: "cache" (transformers ≥ 5.2x) or "past_key_values"
+    (looked up once per model class)."""
+    return _cache_argument(type(trunk))
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that count real tokens only: cumsum(mask) − 1, clamped at 0. (B, T) -> (B, T).
+
+    With these a left- or right-padded row is read exactly as it would be alone (PPO checklist 1)."""
+    return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+
+
+def left_padding(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) mask -> (B,) how many masked columns each row starts with."""
+    return (attention_mask.long().cumsum(dim=1) == 0).sum(dim=1)
+
+
+def disable_dropout(model: nn.Module) -> nn.Module:
+    """Set every dropout probability to 0, in modules and configs, so train mode samples no masks (checklist 6)."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        for name in ("attention_dropout", "dropout", "hidden_dropout", "attn_dropout"):
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, 0.0)
+        config = getattr(module, "config", None)
+        for name, value in (vars(config).items() if config is not None and hasattr(config, "__dict__") else []):
+            if "dropout" in name and isinstance(value, float):
+                setattr(config, name, 0.0)
+    return model
+
+
+def make_accelerator(mixed_precision: str) -> Accelerator:
+    """An Accelerator; in a single process a trainer may change the mixed precision that an earlier one set
+    (accelerate keeps it in a process-wide state, which would otherwise refuse: a notebook rerun with a new config).
+    "auto": bf16 on a GPU that supports it, else "no"."""
+    if mixed_precision == "auto":
+        mixed_precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    try:
+        return Accelerator(mixed_precision=mixed_precision)
+    except ValueError:
+        from accelerate.state import AcceleratorState, PartialState
+
+        if PartialState().num_processes > 1:
+            raise
+        AcceleratorState._reset_state()
+        return Accelerator(mixed_precision=mixed_precision)
+
+
+def adamw(params, learning_rate: float) -> torch.optim.AdamW:
+    """AdamW (ε = 1e-5, no weight decay), fused where the device supports it (about 5× faster steps on CPU)."""
+    try:
+        return torch.optim.AdamW(params, lr=learning_rate, eps=1e-5, weight_decay=0.0, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(params, lr=learning_rate, eps=1e-5, weight_decay=0.0)

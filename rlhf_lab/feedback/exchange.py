@@ -1,0 +1,70 @@
+"""Preference files in and out of a store: the common `prompt`, `chosen`, `rejected` (optional `margin`) JSON lines
+that TRL and other trainers read, and CSV tables of judgments or pairs.
+
+    export_jsonl(store, "pairs.jsonl");  import_jsonl(store, "pairs.jsonl");  export_csv(store, "judgments.csv")
+(also as `store.export_jsonl(...)` etc.)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from rlhf_lab.feedback.schema import item_responses_t, items_t, judgments_t, responses_t
+
+__all__ = ["export_jsonl", "import_jsonl", "export_csv"]
+
+
+def export_jsonl(store, path: str | Path, include_ties: bool = False) -> int:
+    """Write preference pairs as JSON lines: prompt, chosen, rejected, margin (when known), and the pair's
+    iteration, model, annotator, tie and source_kind. Ties are left out unless `include_ties` (trainers such as
+    TRL would read a tie as a preference). Returns the number of lines written."""
+    pairs = store.preference_pairs(include_ties=include_ties)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for p in pairs.itertuples():
+            row = dict(prompt=p.prompt, chosen=p.chosen, rejected=p.rejected)
+            if not math.isnan(p.margin):
+                row["margin"] = p.margin
+            row.update(tie=bool(p.tie), annotator=p.annotator, iteration=int(p.iteration), model=p.model,
+                       source_kind=p.source_kind)
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return len(pairs)
+
+def import_jsonl(store, path: str | Path, annotator: str = "imported", model: str = "imported",
+                 iteration: int = 0) -> int:
+    """Read preference pairs (prompt, chosen, rejected, optional margin/tie/annotator/model/iteration) as pairwise
+    judgments, A = chosen. The whole file is one transaction: a bad line imports nothing. Returns the count."""
+    lines = [json.loads(s) for s in Path(path).read_text(encoding="utf-8").splitlines() if s.strip()]
+    for n, row in enumerate(lines, 1):
+        if not all(isinstance(row.get(k), str) for k in ("prompt", "chosen", "rejected")):
+            raise ValueError(f"{path} line {n}: needs string fields prompt, chosen, rejected")
+    with store.transaction() as conn:
+        for row in lines:
+            meta = dict(prompt=row["prompt"], model=str(row.get("model", model)), sampling="{}", eos=None,
+                        iteration=int(row.get("iteration", iteration)), created_at=time.time())
+            ids = [conn.execute(responses_t.insert().values(text=row[k], **meta)).inserted_primary_key[0]
+                   for k in ("chosen", "rejected")]
+            item_id = conn.execute(items_t.insert().values(kind="pairwise", prompt=row["prompt"],
+                                                           created_at=time.time())).inserted_primary_key[0]
+            conn.execute(item_responses_t.insert(), [dict(item_id=item_id, position=i, response_id=r)
+                                                     for i, r in enumerate(ids)])
+            answer = {"choice": "tie" if row.get("tie") else "A", "strength": None}
+            if row.get("margin") is not None:
+                answer["margin"] = float(row["margin"])
+            conn.execute(judgments_t.insert().values(
+                annotator=str(row.get("annotator", annotator)), created_at=time.time(), kind="pairwise",
+                item_id=item_id, target=f"item:{item_id}", answer=json.dumps(answer), comment="imported"))
+    return len(lines)
+
+def export_csv(store, path: str | Path, what: str = "judgments") -> int:
+    """Write all judgments (or, with what="pairs", the preference pairs) as CSV; lists and dicts as JSON."""
+    df = store.judgments_df() if what == "judgments" else store.preference_pairs()
+    for col in ("response_ids", "responses", "answer"):
+        if col in df:
+            df[col] = df[col].map(lambda v: json.dumps(v, ensure_ascii=False))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, index=False)
+    return len(df)

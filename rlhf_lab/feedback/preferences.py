@@ -1,0 +1,126 @@
+"""Preference pairs: the training signal every reward model and DPO trainer reads.
+
+    pairs = as_preference_pairs(store)            # or a DataFrame, a list of dicts, a preference .jsonl path
+    train, val = split_by_prompt(pairs, 0.2)      # no prompt on both sides
+
+`judgments_to_pairs` is the conversion from the store's judgments (InstructGPT's recipe); `FeedbackStore.
+preference_pairs()` is the usual way in.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rlhf_lab.feedback.records import Item, Response
+
+__all__ = ["PAIR_COLUMNS", "judgments_to_pairs", "as_preference_pairs", "split_by_prompt", "bootstrap_pairs",
+           "without_ties"]
+
+PAIR_COLUMNS = ["prompt", "chosen", "rejected", "chosen_id", "rejected_id", "tie", "margin", "annotator", "iteration",
+                "model", "source_kind", "judgment_id"]
+
+
+def judgments_to_pairs(rows, items: dict[int, Item], include_ties: bool = True) -> pd.DataFrame:
+    """Turn judgment rows into preference pairs (the InstructGPT conversion).
+
+    - pairwise A/B: one pair; margin = strength (1..3) or NaN; tie: one pair marked tie with margin 0;
+      both_bad: no pair (it still counts in `counts()`).
+    - ranking of k: all k(k-1)/2 pairs, earlier in the order = chosen; margin NaN (ranks carry no strength).
+    - rating: pairs between every two responses of one prompt rated by one annotator (across items; a response
+      rated twice keeps the latest score); margin = score difference; equal scores make a tie.
+    Thumbs and flags make no pairs.
+    """
+    pairs = []
+
+    def add(a: Response, b: Response, margin: float, tie: bool, j, kind: str):
+        if tie and not include_ties:
+            return
+        pairs.append(dict(prompt=a.prompt, chosen=a.text, rejected=b.text, chosen_id=a.id, rejected_id=b.id,
+                          tie=tie, margin=float(margin), annotator=j.annotator, iteration=max(a.iteration, b.iteration),
+                          model=",".join(sorted({a.model, b.model})), source_kind=kind, judgment_id=j.id))
+
+    rated: dict[tuple[str, str], dict[int, tuple[int, Response, object]]] = {}
+    for j in rows:
+        answer = json.loads(j.answer)
+        if j.kind == "pairwise":
+            a, b = items[j.item_id].responses
+            choice = answer["choice"]
+            if choice in ("A", "B"):
+                margin = answer.get("margin", answer.get("strength"))
+                first, second = (a, b) if choice == "A" else (b, a)
+                add(first, second, math.nan if margin is None else margin, False, j, "pairwise")
+            elif choice == "tie":
+                add(a, b, 0.0, True, j, "pairwise")
+        elif j.kind == "ranking":
+            by_id = {r.id: r for r in items[j.item_id].responses}
+            order = [by_id[i] for i in answer["order"]]
+            for i in range(len(order)):
+                for k in range(i + 1, len(order)):
+                    add(order[i], order[k], math.nan, False, j, "ranking")
+        elif j.kind == "rating":
+            item = items[j.item_id]
+            scores = rated.setdefault((j.annotator, item.prompt), {})
+            for r, s in zip(item.responses, answer["scores"]):
+                scores[r.id] = (s, r, j)
+    for scores in rated.values():
+        entries = sorted(scores.values(), key=lambda e: e[1].id)
+        for i in range(len(entries)):
+            for k in range(i + 1, len(entries)):
+                (sa_, ra, ja), (sb, rb, jb) = entries[i], entries[k]
+                later = ja if ja.id > jb.id else jb
+                first, second = ((ra, rb) if sa_ >= sb else (rb, ra))
+                add(first, second, abs(sa_ - sb), sa_ == sb, later, "rating")
+    df = pd.DataFrame(pairs, columns=PAIR_COLUMNS)
+    return df.astype({"tie": bool, "margin": float})
+
+
+def as_preference_pairs(data) -> pd.DataFrame:
+    """Pairs as a DataFrame with prompt, chosen, rejected, tie (bool), margin (float, NaN = none).
+
+    `data`: a FeedbackStore (anything with `preference_pairs()`), a DataFrame, a list of dicts, or the path of a
+    preference JSONL file (lines of {"prompt", "chosen", "rejected", optional "margin", "tie"}).
+    """
+    if hasattr(data, "preference_pairs"):
+        df = data.preference_pairs(include_ties=True)
+    elif isinstance(data, (str, Path)):
+        with open(data, encoding="utf-8") as f:
+            df = pd.DataFrame([json.loads(line) for line in f if line.strip()])
+    else:
+        df = pd.DataFrame(data).copy()
+    missing = {"prompt", "chosen", "rejected"} - set(df.columns)
+    if missing:
+        raise ValueError(f"preference pairs need columns prompt, chosen, rejected; missing {sorted(missing)}")
+    if len(df) == 0:
+        raise ValueError("no preference pairs: judge some pairs first (or load a preference file)")
+    df = df.reset_index(drop=True)
+    df["tie"] = df["tie"].fillna(False).astype(bool) if "tie" in df else False
+    df["margin"] = pd.to_numeric(df["margin"], errors="coerce").astype(float) if "margin" in df else math.nan
+    return df
+
+
+def split_by_prompt(pairs: pd.DataFrame, val_fraction: float, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, val): a seeded ceil(val_fraction · #prompts) of the prompts and all their pairs go to val.
+
+    At least one prompt stays in train; with val_fraction = 0 (or a single prompt) val is empty.
+    """
+    prompts = np.array(sorted(pairs["prompt"].unique()))
+    n_val = min(math.ceil(val_fraction * len(prompts)), len(prompts) - 1)
+    val_prompts = set(np.random.default_rng(seed).permutation(prompts)[:n_val])
+    in_val = pairs["prompt"].isin(val_prompts)
+    return pairs[~in_val].reset_index(drop=True), pairs[in_val].reset_index(drop=True)
+
+
+def bootstrap_pairs(pairs: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """A resample of len(pairs) pairs drawn with replacement (seeded)."""
+    idx = np.random.default_rng(seed).integers(0, len(pairs), size=len(pairs))
+    return pairs.iloc[idx].reset_index(drop=True)
+
+
+def without_ties(pairs: pd.DataFrame) -> pd.DataFrame:
+    """The pairs that are not ties."""
+    return pairs[~pairs["tie"].astype(bool)].reset_index(drop=True)

@@ -1,0 +1,410 @@
+"""The feedback store: every judgment a learner (or a simulated annotator) makes, committed at once.
+
+A store is a database named by a path (an SQLite file the learner can copy) or by a SQLAlchemy URL
+(`sqlite:///...`, `postgresql://...`); its tables are in `feedback.schema`, the records it returns in
+`feedback.records`, and exporting/importing preference files in `feedback.exchange`.
+
+One transaction per judgment. On SQLite the store runs in WAL mode with a busy timeout and takes the write lock at
+the start of each write (`BEGIN IMMEDIATE`), so several kernels or processes can record into one file at once.
+Every `record_*` validates inside its transaction: bad input raises a `ValueError` that says how to fix it, and
+nothing is written. An annotator judges an item (or thumbs/flags a response) once; `undo_last` removes their latest
+judgment and `replace=True` swaps an existing one in the same transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import numbers
+import time
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError
+
+from rlhf_lab.feedback import exchange
+from rlhf_lab.feedback.preferences import judgments_to_pairs
+from rlhf_lab.feedback.records import CHOICES, FLAGS, ITEM_KINDS, Item, Response
+from rlhf_lab.feedback.schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    item_responses_t,
+    items_t,
+    judgments_t,
+    metadata,
+    responses_t,
+    schema_version_t,
+)
+
+__all__ = ["FeedbackStore"]
+
+def _url(where: str | Path) -> str:
+    """A SQLAlchemy URL for a path (parent folders created), `:memory:` or a URL given as is."""
+    where = str(where)
+    if where == ":memory:":
+        return "sqlite://"
+    if "://" in where:
+        return where
+    path = Path(where).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+class FeedbackStore:
+    """A durable store of responses, items and judgments. See the module docstring."""
+
+    def __init__(self, where: str | Path = "runs/feedback.db", busy_timeout_s: float = 60.0):
+        self.url = _url(where)
+        kwargs = {}
+        if self.url == "sqlite://":
+            kwargs = {"poolclass": sa.pool.StaticPool, "connect_args": {"check_same_thread": False}}
+        self.engine = sa.create_engine(self.url, **kwargs)
+        if self.engine.dialect.name == "sqlite":
+            self._configure_sqlite(busy_timeout_s)
+        self._init_schema()
+
+    # ---- plumbing: connections, transactions, schema -------------------------------------------------------------
+    def _configure_sqlite(self, busy_timeout_s: float) -> None:
+        """WAL + busy timeout on every connection; we issue BEGIN ourselves (IMMEDIATE for writes)."""
+
+        @event.listens_for(self.engine, "connect")
+        def _on_connect(dbapi_conn, _record):
+            dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" event below open transactions
+            cur = dbapi_conn.cursor()
+            cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA foreign_keys = ON")
+            cur.close()
+
+        @event.listens_for(self.engine, "begin")
+        def _on_begin(conn):
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """One write transaction (a SQLAlchemy connection): committed on success, rolled back (nothing written) on
+        any exception."""
+        with self.engine.connect() as conn:
+            conn.execution_options(write=True)
+            with conn.begin():
+                yield conn
+
+    @contextlib.contextmanager
+    def _read(self):
+        with self.engine.connect() as conn:
+            with conn.begin():
+                yield conn
+
+    def _init_schema(self) -> None:
+        with self.transaction() as conn:
+            metadata.create_all(conn)
+            version = conn.execute(sa.select(schema_version_t.c.version)).scalar()
+            if version is None:
+                conn.execute(schema_version_t.insert().values(version=SCHEMA_VERSION))
+                return
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(f"{self.url} has schema version {version}; this rlhf-lab reads up to "
+                                   f"{SCHEMA_VERSION}. Upgrade rlhf-lab to open it.")
+            while version < SCHEMA_VERSION:
+                MIGRATIONS[version](conn)
+                version += 1
+                conn.execute(schema_version_t.update().values(version=version))
+
+    @property
+    def schema_version(self) -> int:
+        with self._read() as conn:
+            return conn.execute(sa.select(schema_version_t.c.version)).scalar_one()
+
+    def close(self) -> None:
+        """Release the database connections (the store can be reopened with the same path)."""
+        self.engine.dispose()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"FeedbackStore({self.url!r})"
+
+    # ---- responses and items --------------------------------------------------------------------------------------
+    def add_responses(self, records: list[dict]) -> list[int]:
+        """Add replies (dicts with prompt, response, model, iteration, sampling, optional eos); returns their ids."""
+        rows = []
+        for i, r in enumerate(records):
+            missing = {"prompt", "response", "model", "iteration"} - set(r)
+            if missing:
+                raise ValueError(f"record {i} lacks {sorted(missing)}; each record needs prompt, response, model, "
+                                 "iteration (and optionally sampling, eos)")
+            rows.append(dict(prompt=str(r["prompt"]), text=str(r["response"]), model=str(r["model"]),
+                             iteration=int(r["iteration"]), sampling=json.dumps(r.get("sampling") or {}),
+                             eos=None if r.get("eos") is None else bool(r["eos"]), created_at=time.time()))
+        with self.transaction() as conn:
+            return [conn.execute(responses_t.insert().values(**row)).inserted_primary_key[0] for row in rows]
+
+    def add_item(self, response_ids: list[int], kind: str = "pairwise") -> int:
+        """Group responses to one prompt into an item to judge; returns the item id."""
+        response_ids = [int(r) for r in response_ids]
+        if kind not in ITEM_KINDS:
+            raise ValueError(f"kind must be one of {ITEM_KINDS}, got {kind!r}")
+        k, need = len(response_ids), {"pairwise": "exactly 2", "rating": "1 or more", "ranking": "at least 2"}[kind]
+        if (kind == "pairwise" and k != 2) or (kind == "ranking" and k < 2) or k < 1:
+            raise ValueError(f"a {kind} item needs {need} responses, got {k}")
+        if len(set(response_ids)) != k:
+            raise ValueError(f"response ids repeat in {response_ids}; list each response once")
+        with self.transaction() as conn:
+            found = self._responses(conn, response_ids)
+            unknown = [r for r in response_ids if r not in found]
+            if unknown:
+                raise ValueError(f"unknown response ids {unknown}; add them with add_responses first")
+            prompts = {found[r].prompt for r in response_ids}
+            if len(prompts) != 1:
+                raise ValueError(f"all responses of an item must answer one prompt, got {len(prompts)} prompts")
+            item_id = conn.execute(items_t.insert().values(kind=kind, prompt=prompts.pop(), created_at=time.time())
+                                   ).inserted_primary_key[0]
+            conn.execute(item_responses_t.insert(), [dict(item_id=item_id, position=i, response_id=r)
+                                                     for i, r in enumerate(response_ids)])
+        return item_id
+
+    def _responses(self, conn, ids=None) -> dict[int, Response]:
+        q = sa.select(responses_t)
+        if ids is not None:
+            q = q.where(responses_t.c.id.in_(list(ids)))
+        return {r.id: Response(r.id, r.prompt, r.text, r.model, r.iteration, json.loads(r.sampling), r.eos)
+                for r in conn.execute(q)}
+
+    def _items(self, conn, where=None) -> list[Item]:
+        q = sa.select(items_t).order_by(items_t.c.id)
+        if where is not None:
+            q = q.where(where)
+        rows = conn.execute(q).all()
+        if not rows:
+            return []
+        links = conn.execute(sa.select(item_responses_t).where(item_responses_t.c.item_id.in_([r.id for r in rows]))
+                             .order_by(item_responses_t.c.item_id, item_responses_t.c.position)).all()
+        resp = self._responses(conn, {link.response_id for link in links})
+        by_item: dict[int, list[Response]] = {}
+        for link in links:
+            by_item.setdefault(link.item_id, []).append(resp[link.response_id])
+        return [Item(r.id, r.kind, r.prompt, by_item[r.id]) for r in rows]
+
+    def get_item(self, item_id: int) -> Item:
+        with self._read() as conn:
+            found = self._items(conn, items_t.c.id == int(item_id))
+        if not found:
+            raise ValueError(f"unknown item id {item_id}; see store.items() for the ids there are")
+        return found[0]
+
+    def get_response(self, response_id: int) -> Response:
+        with self._read() as conn:
+            found = self._responses(conn, [int(response_id)])
+        if not found:
+            raise ValueError(f"unknown response id {response_id}; add it with add_responses first")
+        return found[int(response_id)]
+
+    def items(self, kind: str | None = None, iteration: int | None = None) -> list[Item]:
+        """All items in insertion order, optionally of one kind and/or whose newest response is from `iteration`."""
+        with self._read() as conn:
+            found = self._items(conn, None if kind is None else items_t.c.kind == kind)
+        return [it for it in found if iteration is None or it.iteration == iteration]
+
+    def pending_items(self, annotator: str, kind: str | None = None) -> list[Item]:
+        """Items `annotator` has not judged yet, in insertion order (a restarted kernel resumes here)."""
+        judged = sa.select(judgments_t.c.item_id).where(judgments_t.c.annotator == annotator,
+                                                        judgments_t.c.item_id.is_not(None))
+        where = items_t.c.id.not_in(judged)
+        if kind is not None:
+            where = sa.and_(where, items_t.c.kind == kind)
+        with self._read() as conn:
+            return self._items(conn, where)
+
+    def judged_targets(self, annotator: str) -> set[str]:
+        """What `annotator` has judged, as target keys: "item:7", "thumbs:12", "flags:12"."""
+        with self._read() as conn:
+            return set(conn.execute(sa.select(judgments_t.c.target).where(judgments_t.c.annotator == annotator))
+                       .scalars())
+
+    # ---- judgments ------------------------------------------------------------------------------------------------
+    def _record(self, annotator, kind, answer, *, item_id=None, response_id=None, comment="", replace=False,
+                check=None) -> int:
+        """Validate and insert one judgment in one transaction; `check(item_or_response)` validates the answer."""
+        if not isinstance(annotator, str) or not annotator.strip():
+            raise ValueError("annotator must be a non-empty string such as 'alice' (who made this judgment?)")
+        if not isinstance(comment, str):
+            raise ValueError("comment must be a string (use '' for none)")
+        with self.transaction() as conn:
+            if item_id is not None:
+                found = self._items(conn, items_t.c.id == int(item_id)) if _is_int(item_id) else []
+                if not found:
+                    raise ValueError(f"unknown item id {item_id!r}; see store.items() or store.pending_items()")
+                target, subject = f"item:{int(item_id)}", found[0]
+            else:
+                found = self._responses(conn, [int(response_id)]) if _is_int(response_id) else {}
+                if not found:
+                    raise ValueError(f"unknown response id {response_id!r}; add it with add_responses first")
+                target, subject = f"{kind}:{int(response_id)}", found[int(response_id)]
+            if check is not None:
+                answer = check(subject) or answer
+            mine = sa.and_(judgments_t.c.annotator == annotator, judgments_t.c.target == target)
+            existing = conn.execute(sa.select(judgments_t.c.id).where(mine)).scalar()
+            if existing is not None and not replace:
+                raise ValueError(f"{annotator!r} already judged {target} (judgment {existing}); call "
+                                 "store.undo_last(annotator) or pass replace=True to change it")
+            if existing is not None:
+                conn.execute(judgments_t.delete().where(judgments_t.c.id == existing))
+            try:
+                return conn.execute(judgments_t.insert().values(
+                    annotator=annotator, created_at=time.time(), kind=kind, target=target, answer=json.dumps(answer),
+                    comment=comment, item_id=None if item_id is None else int(item_id),
+                    response_id=None if response_id is None else int(response_id))).inserted_primary_key[0]
+            except IntegrityError as err:  # a concurrent writer got there first (PostgreSQL without a lock)
+                raise ValueError(f"{annotator!r} already judged {target}; use undo_last or replace=True") from err
+
+    def record_pairwise(self, item_id: int, annotator: str, choice: str, strength: int | None = None,
+                        comment: str = "", replace: bool = False) -> int:
+        """Record a preference between an item's two responses: choice A | B | tie | both_bad, strength None or 1..3."""
+        if choice not in CHOICES:
+            raise ValueError(f"choice must be one of {CHOICES}, got {choice!r}")
+        if strength is not None and not (_is_int(strength) and 1 <= strength <= 3):
+            raise ValueError(f"strength must be None or 1, 2, 3 (slightly, clearly, much better), got {strength!r}")
+
+        def check(item: Item):
+            if len(item.responses) != 2:
+                raise ValueError(f"item {item.id} has {len(item.responses)} responses; pairwise needs 2 "
+                                 "(use record_ranking or record_rating)")
+
+        answer = {"choice": choice, "strength": None if strength is None else int(strength)}
+        return self._record(annotator, "pairwise", answer, item_id=item_id, comment=comment, replace=replace,
+                            check=check)
+
+    def record_rating(self, item_id: int, annotator: str, scores, scale: tuple[int, int] = (1, 7),
+                      comment: str = "", replace: bool = False) -> int:
+        """Record Likert scores on `scale` (inclusive), one per response of the item (an int for a 1-response item)."""
+        lo, hi = scale
+        if not (_is_int(lo) and _is_int(hi) and lo < hi):
+            raise ValueError(f"scale must be two ints (low, high) with low < high, got {scale!r}")
+        scores = [scores] if _is_int(scores) else list(scores)
+
+        def check(item: Item):
+            if len(scores) != len(item.responses):
+                raise ValueError(f"item {item.id} has {len(item.responses)} responses; give one score each, "
+                                 f"got {len(scores)}")
+            bad = [s for s in scores if not (_is_int(s) and lo <= s <= hi)]
+            if bad:
+                raise ValueError(f"scores {bad} are not whole numbers from {lo} to {hi}; pick from the scale")
+
+        answer = {"scores": [int(s) if _is_int(s) else s for s in scores], "scale": [int(lo), int(hi)]}
+        return self._record(annotator, "rating", answer, item_id=item_id, comment=comment, replace=replace,
+                            check=check)
+
+    def record_ranking(self, item_id: int, annotator: str, order: list[int], comment: str = "",
+                       replace: bool = False) -> int:
+        """Record a ranking: `order` lists the item's response ids, best first (a permutation of them)."""
+        order = list(order)
+
+        def check(item: Item):
+            ids = [r.id for r in item.responses]
+            if len(ids) < 2:
+                raise ValueError(f"item {item.id} has one response; rank items with 2 or more (or rate it)")
+            if not all(_is_int(o) for o in order) or sorted(order) != sorted(ids):
+                raise ValueError(f"order must list each of the item's response ids {ids} once, best first; "
+                                 f"got {order}")
+            return {"order": [int(o) for o in order]}
+
+        return self._record(annotator, "ranking", {}, item_id=item_id, comment=comment, replace=replace, check=check)
+
+    def record_thumbs(self, response_id: int, annotator: str, up: bool, comment: str = "",
+                      replace: bool = False) -> int:
+        """Record a thumbs up (True) or down (False) on one response."""
+        if not isinstance(up, bool):
+            raise ValueError(f"up must be True (thumbs up) or False (thumbs down), got {up!r}")
+        return self._record(annotator, "thumbs", {"up": up}, response_id=response_id, comment=comment,
+                            replace=replace)
+
+    def record_flags(self, response_id: int, annotator: str, flags, comment: str = "",
+                     replace: bool = False) -> int:
+        """Record flags (a subset of FLAGS, possibly empty: checked and fine) and a comment on one response."""
+        flags = [flags] if isinstance(flags, str) else list(flags)
+        unknown = [f for f in flags if f not in FLAGS]
+        if unknown or len(set(flags)) != len(flags):
+            raise ValueError(f"flags must be distinct names from {FLAGS}; got {flags}")
+        return self._record(annotator, "flags", {"flags": flags}, response_id=response_id, comment=comment,
+                            replace=replace)
+
+    def undo_last(self, annotator: str) -> int | None:
+        """Delete `annotator`'s most recent judgment; returns its id (None when they have none)."""
+        with self.transaction() as conn:
+            last = conn.execute(sa.select(sa.func.max(judgments_t.c.id))
+                                .where(judgments_t.c.annotator == annotator)).scalar()
+            if last is not None:
+                conn.execute(judgments_t.delete().where(judgments_t.c.id == last))
+            return last
+
+    # ---- queries ---------------------------------------------------------------------------------------------------
+    def judgments_df(self) -> pd.DataFrame:
+        """One row per judgment: who, when, kind, item, prompt, response ids and texts, answer, iteration, model."""
+        with self._read() as conn:
+            rows = conn.execute(sa.select(judgments_t).order_by(judgments_t.c.id)).all()
+            items = {it.id: it for it in self._items(conn)}
+            resp = self._responses(conn)
+        out = []
+        for j in rows:
+            shown = items[j.item_id].responses if j.item_id is not None else [resp[j.response_id]]
+            out.append(dict(
+                judgment_id=j.id, annotator=j.annotator, timestamp=j.created_at, kind=j.kind, item_id=j.item_id,
+                response_id=j.response_id, prompt=shown[0].prompt, response_ids=[r.id for r in shown],
+                responses=[r.text for r in shown], answer=json.loads(j.answer), comment=j.comment,
+                iteration=max(r.iteration for r in shown), model=",".join(sorted({r.model for r in shown}))))
+        columns = ["judgment_id", "annotator", "timestamp", "kind", "item_id", "response_id", "prompt", "response_ids",
+                   "responses", "answer", "comment", "iteration", "model"]
+        df = pd.DataFrame(out, columns=columns)
+        df["timestamp"] = pd.to_datetime(df["timestamp"].astype(float), unit="s", utc=True)
+        df["item_id"] = df["item_id"].astype("Int64")
+        df["response_id"] = df["response_id"].astype("Int64")
+        return df
+
+    def preference_pairs(self, include_ties: bool = True) -> pd.DataFrame:
+        """Judgments as (chosen, rejected) pairs; see `rlhf_lab.preferences.judgments_to_pairs`."""
+        with self._read() as conn:
+            rows = conn.execute(sa.select(judgments_t).order_by(judgments_t.c.id)).all()
+            items = {it.id: it for it in self._items(conn)}
+        return judgments_to_pairs(rows, items, include_ties=include_ties)
+
+    def counts(self) -> dict:
+        """Judgment counts by kind, annotator, iteration and pairwise choice, plus the grand total under `total`."""
+        df = self.judgments_df()
+        choices = [a["choice"] for a in df.loc[df["kind"] == "pairwise", "answer"]]
+        return {
+            "total": int(len(df)),
+            "by_kind": {str(k): int(v) for k, v in df["kind"].value_counts().sort_index().items()},
+            "by_annotator": {str(k): int(v) for k, v in df["annotator"].value_counts().sort_index().items()},
+            "by_iteration": {int(k): int(v) for k, v in df["iteration"].value_counts().sort_index().items()},
+            "pairwise_choices": {c: choices.count(c) for c in CHOICES},
+            "responses": self._count(responses_t),
+            "items": self._count(items_t),
+        }
+
+    def _count(self, table) -> int:
+        with self._read() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+
+    # ---- export / import (feedback.exchange) -------------------------------------------------------------------
+    def export_jsonl(self, path: str | Path, include_ties: bool = False) -> int:
+        """Write preference pairs as JSON lines (see `exchange.export_jsonl`); returns the number written."""
+        return exchange.export_jsonl(self, path, include_ties)
+
+    def import_jsonl(self, path: str | Path, annotator: str = "imported", model: str = "imported",
+                     iteration: int = 0) -> int:
+        """Read preference pairs as pairwise judgments in one transaction (see `exchange.import_jsonl`)."""
+        return exchange.import_jsonl(self, path, annotator, model, iteration)
+
+    def export_csv(self, path: str | Path, what: str = "judgments") -> int:
+        """Write all judgments (or, with what="pairs", the preference pairs) as CSV (see `exchange.export_csv`)."""
+        return exchange.export_csv(self, path, what)

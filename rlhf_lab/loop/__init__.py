@@ -1,0 +1,1 @@
+"""The loop: an RLHF run iteration after iteration, ablations, method comparisons, evaluation, reports and plots."""

@@ -1,0 +1,347 @@
+"""One RLHF run, iteration after iteration, with every artefact kept in a run directory.
+
+    run = RLHFRun.create("runs/demo", ExperimentConfig(iterations=2))
+    run.run()                      # iteration k: sample → feedback → reward model → PPO → evaluate
+    RLHFRun.open("runs/demo").run(iterations=3)   # reopen after a crash or a restart and go on
+
+The run directory (nothing in it is half-written: files are replaced atomically, iterations are marked done last):
+
+    config.json            the ExperimentConfig
+    feedback.db            the judgment store (the notebook's raters and the simulated crowd write here)
+    ppo_metrics.jsonl      every PPO update of every iteration, on one time axis (`update`) with `iteration`
+    evaluation.csv         one row per iteration (0 = the initial policy) on the fixed eval prompts
+    iter_001/              samples.jsonl, eval_samples.jsonl, reward_model/, ppo/ (the trainer checkpoint), DONE
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rlhf_lab.core.config import Config, as_config
+from rlhf_lab.core.files import write_atomic
+from rlhf_lab.feedback.crowd import SimulatedCrowd
+from rlhf_lab.feedback.gold import GoldUtility
+from rlhf_lab.feedback.store import FeedbackStore
+from rlhf_lab.loop.evaluation import distinct_n
+from rlhf_lab.policy.generation import GenerationBatch, generate
+from rlhf_lab.policy.models import load_policy
+from rlhf_lab.policy.prompts import load_prompts
+from rlhf_lab.reward.ensemble import build_reward_model
+from rlhf_lab.reward.model import RewardConfig
+from rlhf_lab.reward.sources import as_reward
+from rlhf_lab.train.callbacks import default_callbacks, tracker_callbacks
+from rlhf_lab.train.ppo import PPOConfig, PPOTrainer
+
+__all__ = ["STRATEGIES", "FeedbackConfig", "ExperimentConfig", "RLHFRun"]
+
+STRATEGIES = ("random", "temperatures", "disagreement")
+
+
+@dataclass
+class FeedbackConfig(Config):
+    """Which replies annotators are asked about, and who answers."""
+
+    pairs_per_iteration: int = 48
+    """Pairwise items created each iteration (each judged by every simulated annotator)."""
+    annotators: int = 3
+    """Simulated annotators in the crowd (0: only people rating in the notebook)."""
+    rationality: float = 5.0
+    """The crowd's inverse temperature: higher means choices follow the gold utility more closely."""
+    strategy: str = "random"
+    """"random": two samples at the policy's temperature; "temperatures": one cool, one hot sample;
+    "disagreement": of `candidates` samples, the pair the reward-model ensemble is least sure about (active learning)."""
+    temperatures: tuple[float, float] = (0.4, 1.2)
+    """The two temperatures of the "temperatures" strategy."""
+    candidates: int = 4
+    """Samples per prompt from which "disagreement" picks its pair."""
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}.")
+        if self.pairs_per_iteration < 1 or self.annotators < 0 or self.candidates < 2:
+            raise ValueError("pairs_per_iteration >= 1, annotators >= 0 and candidates >= 2 are needed.")
+        self.temperatures = tuple(self.temperatures)
+
+
+@dataclass
+class ExperimentConfig(Config):
+    """Everything one RLHF run needs; saved as config.json in the run directory."""
+
+    policy: str = "smollm2-135m"
+    """The initial policy: an alias, hub id or directory (`models.load_policy`)."""
+    iterations: int = 2
+    """Rounds of feedback → reward model → PPO."""
+    ppo_updates: int = 10
+    """PPO updates per iteration."""
+    prompt_set: str = "curated"
+    """Prompts for sampling and PPO (`prompts.load_prompts`); the eval prompts come from its eval split."""
+    max_prompt_words: int = 24
+    eval_prompts: int = 12
+    """Fixed eval prompts scored after every iteration."""
+    eval_samples: int = 1
+    """Replies per eval prompt: more replies make the evaluation's means less noisy (its error falls as 1/√n)."""
+    warm_start_reward: bool = False
+    """Start each iteration's reward model from the previous one (False: fit afresh on all judgments so far)."""
+    seed: int = 0
+    """Seeds every stage: the prompts drawn, sampling, the simulated crowd, the reward model and PPO (a stage whose
+    own `seed` is set keeps it; a stage seed of None follows this one)."""
+    report_to: tuple[str, ...] = ()
+    """Optional experiment trackers besides the built-in metrics log (always written): ("tensorboard",) writes
+    TensorBoard scalars of every PPO update and every evaluation to <run>/tensorboard."""
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+
+    def __post_init__(self):
+        if min(self.iterations, self.ppo_updates, self.eval_prompts, self.eval_samples) < 1:
+            raise ValueError("iterations, ppo_updates, eval_prompts and eval_samples must all be at least 1.")
+        self.report_to = (self.report_to,) if isinstance(self.report_to, str) else tuple(self.report_to)
+        self.feedback = as_config(self.feedback, FeedbackConfig)
+        self.reward = as_config(self.reward, RewardConfig)
+        self.ppo = as_config(self.ppo, PPOConfig)
+
+    def seeded(self, stage):
+        """A stage's config (`self.reward` or `self.ppo`) with its seed resolved: its own when set, else the
+        experiment's `seed` (so two experiment seeds differ in every stage)."""
+        return stage if stage.seed is not None else replace(stage, seed=self.seed)
+
+
+class RLHFRun:
+    """Owns one RLHF run: its config, store, policy per iteration, reward models and metrics (see module docstring)."""
+
+    def __init__(self, path: str | Path, config: ExperimentConfig, *, callbacks=None):
+        self.path, self.config = Path(path), config
+        self.store = FeedbackStore(self.path / "feedback.db")
+        self.gold = GoldUtility()
+        prompts = load_prompts(config.prompt_set, split="train", max_words=config.max_prompt_words)
+        self.train_prompts = prompts
+        self.eval_prompts = load_prompts(config.prompt_set, split="eval", max_words=config.max_prompt_words,
+                                         n=config.eval_prompts, seed=config.seed)
+        policy, self.tokenizer = load_policy(config.policy)
+        self.trackers = tracker_callbacks(config.report_to, self.path)
+        if self.trackers:
+            callbacks = [*(default_callbacks() if callbacks is None else callbacks), *self.trackers]
+        self.trainer = PPOTrainer(policy, self.tokenizer, self.gold, config.seeded(config.ppo), callbacks=callbacks,
+                                  metrics_path=self.path / "ppo_metrics.jsonl")
+        self.reward_model = None
+        self.rm_report: dict = {}  # the latest reward model's held-out figures, added to evaluation rows
+        self.iteration = 0
+        last = self.completed_iterations()
+        if last:
+            self._restore(last)
+
+    # ---- creating and reopening ----------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path, config: ExperimentConfig | None = None, *, overwrite: bool = False, **kwargs) -> "RLHFRun":
+        """Start a new run in `path` (refused if a run is already there, unless overwrite=True)."""
+        path, config = Path(path), config or ExperimentConfig()
+        if (path / "config.json").exists():
+            if not overwrite:
+                raise FileExistsError(f"{path} already holds a run: reopen it with RLHFRun.open({str(path)!r}) or "
+                                      "pass overwrite=True to start over (its data will be deleted).")
+            shutil.rmtree(path)
+        path.mkdir(parents=True, exist_ok=True)
+        write_atomic(path / "config.json", json.dumps(config.to_dict(), indent=2))
+        return cls(path, config, **kwargs)
+
+    @classmethod
+    def open(cls, path, **kwargs) -> "RLHFRun":
+        """Reopen a run; it continues after its last completed iteration."""
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"No run at {path} (no config.json): create one with RLHFRun.create({str(path)!r}).")
+        return cls(path, ExperimentConfig.from_dict(json.loads((path / "config.json").read_text())), **kwargs)
+
+    def iteration_dir(self, k: int) -> Path:
+        return self.path / f"iter_{k:03d}"
+
+    def completed_iterations(self) -> int:
+        """The last iteration whose DONE marker was written (0 when none)."""
+        done = [int(p.parent.name.split("_")[1]) for p in self.path.glob("iter_*/DONE")]
+        return max(done, default=0)
+
+    def _restore(self, k: int) -> None:
+        """Load the PPO state and reward model of completed iteration k; later, unfinished work is redone (its
+        items and judgments stay in the store and are reused)."""
+        for stale in self.path.glob("iter_*"):
+            if int(stale.name.split("_")[1]) > k:
+                shutil.rmtree(stale)
+        self.trainer.load_state(self.iteration_dir(k) / "ppo")
+        history = self.trainer.history
+        if history.path is not None:  # drop the metrics an interrupted iteration appended after the checkpoint
+            write_atomic(history.path, "".join(json.dumps(row) + "\n" for row in history.rows))
+        self.reward_model = type(build_reward_model(self.config.reward)).load(self.iteration_dir(k) / "reward_model")
+        self.trainer.reward = as_reward(self.reward_model, self.tokenizer)
+        self.iteration = k
+
+    @property
+    def policy(self):
+        """The current policy (the PPO trainer's, adapters included when LoRA is on)."""
+        return self.trainer.policy
+
+    # ---- one iteration -------------------------------------------------------------------------------------------
+    def run(self, iterations: int | None = None) -> pd.DataFrame:
+        """Run iterations until `iterations` (default: the config's) are complete; returns the evaluation table."""
+        target = iterations or self.config.iterations
+        if not (self.path / "evaluation.csv").exists():
+            self.evaluate(0)
+        while self.iteration < target:
+            self.run_iteration()
+        return self.evaluation()
+
+    def run_iteration(self) -> dict:
+        """One round: sample → feedback → reward model → PPO → evaluate. Returns the evaluation row."""
+        k = self.iteration + 1
+        self.iteration_dir(k).mkdir(parents=True, exist_ok=True)
+        items = self.propose_items(k)  # 1. pairs of replies from the current policy
+        self.collect_feedback(items)  # 2. the simulated crowd judges them (people may have judged some already)
+        self.fit_reward_model(k)  # 3. a reward model on every judgment so far
+        self.optimise(k)  # 4. PPO from the current policy, KL to the initial one
+        row = self.evaluate(k)  # 5. the fixed eval prompts
+        write_atomic(self.iteration_dir(k) / "DONE", json.dumps({"update": self.trainer.update_}))
+        self.iteration = k
+        return row
+
+    def propose_items(self, k: int) -> list:
+        """Pairwise items for iteration k, chosen by `feedback.strategy`; an interrupted iteration's items are reused."""
+        existing = self.store.items(kind="pairwise", iteration=k)
+        if existing:
+            return existing
+        fb, rng = self.config.feedback, np.random.default_rng([self.config.seed, k])
+        idx = rng.choice(len(self.train_prompts), fb.pairs_per_iteration, replace=len(self.train_prompts) < fb.pairs_per_iteration)
+        prompts = [self.train_prompts[i] for i in idx]
+        seed = int(rng.integers(2**31))
+        if fb.strategy == "temperatures":
+            cool, hot = (self._sample(prompts, k, seed + j, temperature=t) for j, t in enumerate(fb.temperatures))
+            records = [r for pair in zip(cool.to_records(), hot.to_records()) for r in pair]
+        else:
+            n = fb.candidates if fb.strategy == "disagreement" else 2
+            records = self._sample(prompts, k, seed, n_per_prompt=n).to_records()
+            if n > 2:
+                records = self._most_disputed(records, n, rng)
+        ids = self.store.add_responses(records)
+        pairs = [ids[i:i + 2][::1 if rng.random() < 0.5 else -1] for i in range(0, len(ids), 2)]  # A/B order random
+        return [self.store.get_item(self.store.add_item(pair, kind="pairwise")) for pair in pairs]
+
+    def _sample(self, prompts, k, seed, n_per_prompt=1, temperature=None) -> GenerationBatch:
+        """Replies from the current policy with the PPO rollout settings (`ppo.sampling`), or another temperature."""
+        sampling = self.config.ppo.sampling
+        if temperature is not None:
+            sampling = replace(sampling, temperature=temperature)
+        return generate(self.policy, self.tokenizer, prompts, sampling, seed=seed, n_per_prompt=n_per_prompt,
+                        iteration=k)
+
+    def _most_disputed(self, records: list[dict], n: int, rng) -> list[dict]:
+        """Of each prompt's n candidates, the two whose reward difference the ensemble's members disagree on most
+        (a random two before there is an ensemble)."""
+        scorer = self.reward_model if hasattr(self.reward_model, "member_scores") else None
+        chosen = []
+        for start in range(0, len(records), n):
+            group = records[start:start + n]
+            if scorer is None:
+                i, j = rng.choice(n, 2, replace=False)
+            else:
+                members = scorer.member_scores([r["prompt"] for r in group], [r["response"] for r in group])  # (M, n)
+                spread = (members[:, :, None] - members[:, None, :]).std(dim=0)  # (n, n)
+                i, j = divmod(int(spread.argmax()), n)
+                if i == j:
+                    i, j = 0, 1
+            chosen += [group[i], group[j]]
+        return chosen
+
+    def collect_feedback(self, items) -> int:
+        """The simulated crowd judges `items` (skipping what each annotator has judged); returns new judgments."""
+        fb = self.config.feedback
+        if fb.annotators == 0:
+            return 0
+        crowd = SimulatedCrowd(n=fb.annotators, rationality=fb.rationality, gold=self.gold,
+                               seed=self.config.seed)
+        return len(crowd.annotate(self.store, items))
+
+    def fit_reward_model(self, k: int):
+        """Fit the reward model on every judgment so far (or warm-start it on this iteration's), normalise it on
+        the current policy's replies, save it in the iteration directory."""
+        pairs = self.store.preference_pairs(include_ties=True)
+        stage = self.config.seeded(self.config.reward)
+        config = replace(stage, seed=stage.seed + k)
+        if self.config.warm_start_reward and self.reward_model is not None:
+            model = self.reward_model.fit(pairs[pairs["iteration"] == k])
+        else:
+            model = build_reward_model(config).fit(pairs, progress=False)
+        replies = [(r.prompt, r.text) for item in self.store.items(kind="pairwise", iteration=k) for r in item.responses]
+        model.normalize([p for p, _ in replies], [t for _, t in replies])
+        model.save(self.iteration_dir(k) / "reward_model")
+        self.reward_model = model
+        report = model.evaluate(gold=self.gold)
+        self.rm_report = {"rm/val_accuracy": report.accuracy, "rm/gold_accuracy": report.gold_accuracy,
+                           "rm/val_log_loss": report.log_loss, "rm/pairs": len(pairs)}
+        return model
+
+    def optimise(self, k: int) -> None:
+        """`ppo_updates` PPO updates against the new reward model; the trainer checkpoint lands in iter_k/ppo."""
+        self.trainer.reward = as_reward(self.reward_model, self.tokenizer)
+        self.trainer.train(self.train_prompts, n_updates=k * self.config.ppo_updates,
+                           checkpoint_dir=self.iteration_dir(k) / "ppo")
+
+    # ---- evaluation ----------------------------------------------------------------------------------------------
+    def evaluate(self, k: int) -> dict:
+        """Score the current policy on the eval prompts; append the row to evaluation.csv and return it."""
+        batch = self._sample(self.eval_prompts, k, seed=self.config.seed + 10_007, n_per_prompt=self.config.eval_samples)
+        prompts, replies = batch.prompts, batch.responses
+        gold = self.gold(prompts, replies)
+        row = {"iteration": k, "update": self.trainer.update_, "gold_reward": float(np.mean(gold)),
+               "kl": float(self.trainer.kl_to_reference(batch).mean()) if k else 0.0,
+               "response_length": float(batch.response_lengths.float().mean()), "eos_rate": float(batch.eos.float().mean()),
+               "distinct_1": distinct_n(replies, 1), "distinct_2": distinct_n(replies, 2),
+               "judgments": self.store.counts()["total"]}
+        if self.reward_model is not None:
+            row["proxy_reward"] = float(self.reward_model.score(prompts, replies).mean())
+            row.update(self.rm_report)
+        for name, j in (("previous", k - 1), ("initial", 0)):
+            if k > 0:
+                row.update(self._win_rates(name, j, prompts, replies, gold))
+        write_atomic(self.iteration_dir(k) / "eval_samples.jsonl" if k else self._initial_eval_path(),
+                      "".join(json.dumps({"prompt": p, "response": r, "gold": float(g)}) + "\n"
+                              for p, r, g in zip(prompts, replies, gold)))
+        table = self.evaluation()
+        table = pd.concat([table[table["iteration"] < k], pd.DataFrame([row])], ignore_index=True) if len(table) else pd.DataFrame([row])
+        write_atomic(self.path / "evaluation.csv", table.to_csv(index=False))
+        for tracker in self.trackers:
+            tracker.log_scalars({k: v for k, v in row.items() if k not in ("iteration", "update")}, row["update"],
+                                prefix="eval/")
+        return row
+
+    def _initial_eval_path(self) -> Path:
+        self.iteration_dir(0).mkdir(parents=True, exist_ok=True)
+        return self.iteration_dir(0) / "eval_samples.jsonl"
+
+    def _win_rates(self, name: str, j: int, prompts, replies, gold) -> dict:
+        """Share of eval prompts where this iteration's reply beats iteration j's, by gold and by the reward model
+        (ties count ½)."""
+        path = self.iteration_dir(j) / "eval_samples.jsonl"
+        before = [json.loads(line) for line in path.read_text().splitlines()]
+        old_gold = np.array([b["gold"] for b in before])
+        out = {f"win_rate_gold_vs_{name}": float(np.mean((gold > old_gold) + 0.5 * (gold == old_gold)))}
+        if self.reward_model is not None:
+            new = self.reward_model.score(prompts, replies)
+            old = self.reward_model.score(prompts, [b["response"] for b in before])
+            out[f"win_rate_rm_vs_{name}"] = float(((new > old).float() + 0.5 * (new == old).float()).mean())
+        return out
+
+    def evaluation(self) -> pd.DataFrame:
+        """evaluation.csv as a DataFrame (one row per evaluated iteration; 0 is the initial policy)."""
+        path = self.path / "evaluation.csv"
+        return pd.read_csv(path) if path.exists() else pd.DataFrame()
+
+    def ppo_metrics(self) -> pd.DataFrame:
+        """Every PPO update so far, with the iteration it belongs to."""
+        df = self.trainer.history.to_frame()
+        if len(df):
+            df["iteration"] = (df["update"] - 1) // self.config.ppo_updates + 1
+        return df

@@ -1,0 +1,259 @@
+"""Every plot of the lab: functions from data to a matplotlib Figure, built without pyplot (no global state, no
+display side effects; Jupyter displays the returned Figure, `fig.savefig` writes it).
+
+Organised by stage; each section takes the plain data its stage produces (lists of dicts, DataFrames, arrays), or
+the stage's report object, which carries the same data. (The live training view is `train.callbacks.LiveView`.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+__all__ = ["plot_sampling_sweep", "plot_reward_training", "plot_calibration", "plot_reward_histograms",
+           "plot_ppo_curves", "plot_overoptimisation", "plot_rm_accuracy", "plot_proxy_vs_gold", "plot_sweep",
+           "plot_frontier", "plot_costs"]
+
+CHOSEN_COLOR, REJECTED_COLOR, TRAIN_COLOR, VAL_COLOR = "tab:green", "tab:red", "tab:blue", "tab:orange"
+
+
+def _figure(ncols: int = 1, width: float = 5.0, height: float = 3.6):
+    """A Figure built without pyplot (no global state, no display side effects) and its axes."""
+    fig = Figure(figsize=(width * ncols, height), layout="constrained")
+    axes = fig.subplots(1, ncols)
+    return fig, np.atleast_1d(axes)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# sampling (lesson 1)
+
+
+def plot_sampling_sweep(table: pd.DataFrame, diversity: str = "distinct_2", quality: str = "gold") -> Figure:
+    """Quality against diversity, one point per sampling setting, labelled with its temperature and top_p."""
+    fig, (ax,) = _figure(width=5.5, height=4)
+    ax.plot(table[diversity], table[quality], "o", color="tab:blue")
+    for row in table.itertuples():
+        ax.annotate(f"T={row.temperature:g}, p={row.top_p:g}", (getattr(row, diversity), getattr(row, quality)),
+                    textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set(xlabel=f"diversity ({diversity})", ylabel=f"quality ({quality})",
+           title="Exploration vs exploitation: diversity against quality")
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# reward model
+
+
+def plot_reward_training(history, smooth: int = 5) -> Figure:
+    """Loss and pairwise accuracy per step: train (raw and a running mean over `smooth` steps) and validation.
+
+    history: `RewardModel.history_` (a list of dicts with step, train/loss, train/accuracy and, at evaluation
+    steps, val/loss, val/accuracy) or the same as a DataFrame.
+    """
+    df = pd.DataFrame(history)
+    if df.empty:
+        raise ValueError("the history is empty: fit the reward model first")
+    fig, (ax_loss, ax_acc) = _figure(ncols=2)
+    for ax, name, chance in ((ax_loss, "loss", np.log(2)), (ax_acc, "accuracy", 0.5)):
+        train = df[f"train/{name}"]
+        ax.plot(df["step"], train, color=TRAIN_COLOR, alpha=0.3, lw=1)
+        ax.plot(df["step"], train.rolling(smooth, min_periods=1).mean(), color=TRAIN_COLOR, label="train")
+        if f"val/{name}" in df:
+            val = df.dropna(subset=[f"val/{name}"])
+            ax.plot(val["step"], val[f"val/{name}"], "o-", color=VAL_COLOR, label="validation")
+        ax.axhline(chance, color="grey", ls=":", lw=1, label="chance")
+        ax.set(xlabel="step", ylabel=name, title=f"Bradley–Terry {name}")
+        ax.legend(loc="best", fontsize="small")
+    ax_acc.set_ylim(0, 1.02)
+    return fig
+
+
+def plot_calibration(calibration) -> Figure:
+    """Reliability diagram: observed frequency of "chosen" vs predicted P(chosen) = σ(r_c − r_r), per bin.
+
+    calibration: a `RewardReport` or its `calibration` table (bin_lo, bin_hi, count, predicted, observed).
+    Points on the diagonal are calibrated; below it the model is over-confident for P > ½. Bars: pairs per bin.
+    """
+    table = getattr(calibration, "calibration", calibration)
+    used = table[table["count"] > 0]
+    fig, (ax,) = _figure(width=4.6, height=4.2)
+    ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1, label="perfectly calibrated")
+    ax.plot(used["predicted"], used["observed"], "o-", color=TRAIN_COLOR, label="reward model")
+    counts = ax.twinx()
+    counts.bar((table["bin_lo"] + table["bin_hi"]) / 2, table["count"], width=table["bin_hi"] - table["bin_lo"],
+               color="grey", alpha=0.15)
+    counts.set_ylabel("pairs per bin (both orders)")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted P(chosen)", ylabel="observed frequency", title="Calibration")
+    ax.set_zorder(counts.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    ax.legend(loc="upper left", fontsize="small")
+    return fig
+
+
+def plot_reward_histograms(rewards, bins: int = 30) -> Figure:
+    """Distributions of the rewards of chosen and of rejected replies (well separated = a discriminating model).
+
+    rewards: a `RewardReport`, its `rewards` table (columns role, reward), or a dict {"chosen": array,
+    "rejected": array}.
+    """
+    rewards = getattr(rewards, "rewards", rewards)
+    if isinstance(rewards, pd.DataFrame):
+        rewards = {role: rewards.loc[rewards["role"] == role, "reward"].to_numpy() for role in ("chosen", "rejected")}
+    both = np.concatenate([rewards["chosen"], rewards["rejected"]])
+    edges = np.histogram_bin_edges(both, bins=bins)
+    fig, (ax,) = _figure()
+    for role, color in (("chosen", CHOSEN_COLOR), ("rejected", REJECTED_COLOR)):
+        values = np.asarray(rewards[role])
+        ax.hist(values, bins=edges, color=color, alpha=0.5, label=f"{role} (mean {values.mean():.2f})")
+    ax.set(xlabel="reward", ylabel="replies", title="Rewards of chosen vs rejected replies")
+    ax.legend(fontsize="small")
+    return fig
+
+# ----------------------------------------------------------------------------------------------------------------------
+# runs: PPO curves, over-optimisation, reward-model accuracy
+
+
+def _iteration_boundaries(ax, metrics: pd.DataFrame, updates_per_iteration: int) -> None:
+    last = int(metrics["update"].max()) if len(metrics) else 0
+    for b in range(updates_per_iteration, last, updates_per_iteration):
+        ax.axvline(b + 0.5, color="grey", linestyle=":", linewidth=1)
+
+
+def _smoothed(metrics: pd.DataFrame, column: str, updates_per_iteration: int, window: int) -> pd.Series:
+    """Running mean of `column` over `window` updates, restarted at each iteration (a new reward model's scale)."""
+    iteration = (metrics["update"] - 1) // max(updates_per_iteration, 1)
+    return metrics.groupby(iteration)[column].transform(lambda s: s.rolling(window, min_periods=1).mean())
+
+
+def plot_ppo_curves(metrics: pd.DataFrame, updates_per_iteration: int, kl_target: float | None = None,
+                    smooth: int = 4, evaluation: pd.DataFrame | None = None) -> Figure:
+    """Reward and KL on one time axis (PPO update), iteration boundaries dotted. metrics: one row per update.
+
+    Each curve is drawn raw (faint) and as a running mean over `smooth` updates within an iteration (bold): with a
+    handful of replies per update the raw score is noisy, and it moves with how easy each batch's prompts are.
+    evaluation (one row per iteration, `RLHFRun.evaluation()`): the fixed eval prompts' gold reward (right axis) and
+    KL after each iteration, the across-iteration view."""
+    fig, (ax_r, ax_kl) = _figure(ncols=2, width=5.5, height=3.8)
+    metrics = metrics.sort_values("update") if len(metrics) else metrics
+    curves = [(ax_r, "objective/scores", "reward-model score", "tab:blue"),
+              (ax_r, "objective/rlhf_reward", "score − β·KL", "tab:green"),
+              (ax_kl, "objective/kl", "KL(π‖π_ref) per reply", "tab:red")]
+    for ax, column, label, color in curves:
+        if column in metrics and len(metrics):
+            ax.plot(metrics["update"], metrics[column], color=color, alpha=0.3, linewidth=1)
+            ax.plot(metrics["update"], _smoothed(metrics, column, updates_per_iteration, smooth), color=color,
+                    label=f"{label} (mean of {smooth})")
+    if len(metrics):
+        for ax in (ax_r, ax_kl):
+            _iteration_boundaries(ax, metrics, updates_per_iteration)
+    if kl_target is not None:
+        ax_kl.axhline(kl_target, color="tab:red", linestyle="--", linewidth=1, label="KL target")
+    if evaluation is not None and len(evaluation):
+        ev = evaluation.sort_values("update")
+        ax_gold = ax_r.twinx()
+        ax_gold.plot(ev["update"], ev["gold_reward"], "o-", color="tab:orange", label="gold reward, eval prompts")
+        ax_gold.set_ylabel("gold reward (eval prompts)", color="tab:orange")
+        ax_gold.legend(loc="lower right", fontsize=8)
+        ax_kl.plot(ev["update"], ev["kl"], "s", color="black", label="KL on eval prompts")
+    ax_r.set(title="Reward during PPO (dotted: new iteration, new reward model)", xlabel="PPO update", ylabel="reward")
+    ax_kl.set(title="KL to the reference policy", xlabel="PPO update", ylabel="nats")
+    ax_r.legend(loc="upper left", fontsize=8)
+    ax_kl.legend(loc="best", fontsize=8)
+    return fig
+
+
+def plot_overoptimisation(evaluation: pd.DataFrame) -> Figure:
+    """Proxy (reward model) and gold reward of each iteration's policy against its KL to the reference."""
+    fig, (ax,) = _figure(width=5.5, height=3.8)
+    ev = evaluation.sort_values("iteration")
+    ax.plot(ev["kl"], ev["gold_reward"], "o-", color="tab:orange", label="gold (the crowd's hidden utility)")
+    if "proxy_reward" in ev:
+        ax.plot(ev["kl"], ev["proxy_reward"], "s--", color="tab:blue", label="proxy (reward model)")
+    for _, row in ev.iterrows():
+        ax.annotate(f"it {int(row['iteration'])}", (row["kl"], row["gold_reward"]), textcoords="offset points",
+                    xytext=(4, 4), fontsize=8)
+    ax.set(title="Proxy vs gold reward as KL grows", xlabel="KL to the reference (nats per reply)", ylabel="reward")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_rm_accuracy(evaluation: pd.DataFrame) -> Figure:
+    """Reward-model accuracy on held-out judgments per iteration, beside the best achievable (the gold utility's)."""
+    fig, (ax,) = _figure(width=5.5, height=3.8)
+    ev = evaluation[evaluation["iteration"] > 0].sort_values("iteration")
+    if "rm/val_accuracy" in ev:
+        ax.plot(ev["iteration"], ev["rm/val_accuracy"], "o-", label="reward model")
+        ax.plot(ev["iteration"], ev["rm/gold_accuracy"], "s--", label="gold utility (best achievable)")
+    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    ax.set(title="Reward-model accuracy on held-out pairs", xlabel="iteration", ylabel="accuracy", ylim=(0.3, 1.02))
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_proxy_vs_gold(curves: pd.DataFrame, hue: str = "setting") -> Figure:
+    """Proxy (dashed) and gold (solid) reward against KL, one colour per value of `hue`, each curve shifted to start
+    at 0 so that settings compare by how much they gained."""
+    fig, (ax_proxy, ax_gold) = _figure(ncols=2, height=3.8)
+    ax_gold.sharex(ax_proxy)
+    groups = curves.groupby(hue, sort=False) if hue in curves else [("", curves)]
+    for i, (label, group) in enumerate(groups):
+        group = group.sort_values("update")
+        color = f"C{i}"
+        ax_proxy.plot(group["kl"], group["proxy"] - group["proxy"].iloc[0], "o--", color=color, label=str(label))
+        ax_gold.plot(group["kl"], group["gold"] - group["gold"].iloc[0], "o-", color=color, label=str(label))
+    for ax, name in ((ax_proxy, "proxy (reward model)"), (ax_gold, "gold (the crowd's hidden utility)")):
+        ax.axhline(0, color="grey", lw=1, ls=":")
+        ax.set(xlabel="KL to the reference (nats per reply)", ylabel="gain since the start", title=name)
+        ax.legend(fontsize=8, title=hue if hue in curves else None)
+    return fig
+
+# ----------------------------------------------------------------------------------------------------------------------
+# ablations and method comparisons
+
+
+def plot_sweep(df: pd.DataFrame, x: str, y: str = "gold_reward", hue: str | None = None) -> Figure:
+    """y against x, one line per value of `hue`; points of the same (x, hue) are averaged over seeds, with the
+    spread (min–max) as error bars."""
+    for column in (x, y, hue):
+        if column is not None and column not in df:
+            raise KeyError(f"{column!r} is not a column of the sweep table; columns: {list(df.columns)}.")
+    fig, (ax,) = _figure(width=5.5, height=3.8)
+    groups = df.groupby(hue, sort=True) if hue else [(None, df)]
+    for label, group in groups:
+        stats = group.groupby(x, sort=True)[y].agg(["mean", "min", "max"])
+        ax.errorbar(stats.index.astype(str) if stats.index.dtype == object else stats.index, stats["mean"],
+                    yerr=[stats["mean"] - stats["min"], stats["max"] - stats["mean"]], marker="o", capsize=3,
+                    label=None if hue is None else f"{hue} = {label}")
+    ax.set(xlabel=x, ylabel=y, title=f"{y} by {x}")
+    if hue:
+        ax.legend(fontsize=8)
+    return fig
+
+
+def plot_frontier(frontier: pd.DataFrame) -> Figure:
+    """Gold and proxy reward against KL to the initial policy, one line per method (the reward–KL frontier);
+    best-of-n's analytic KL, log n − (n−1)/n, as a dotted line beside its measured one."""
+    fig, axes = _figure(ncols=2, height=3.8)
+    for ax, key, title in zip(axes, ("gold_reward", "proxy_reward"), ("gold reward", "proxy reward")):
+        for name, rows in frontier.groupby("method", sort=False):
+            rows = rows.sort_values("kl")
+            line, = ax.plot(rows["kl"], rows[key], marker="o", label=name)
+            if "kl_analytic" in rows and rows["kl_analytic"].notna().all():
+                ax.plot(rows["kl_analytic"], rows[key], ls=":", color=line.get_color(), label=f"{name} (analytic KL)")
+        ax.set_xlabel("KL to the initial policy (nats per reply)")
+        ax.set_ylabel(title)
+        ax.set_title(f"{title} vs KL")
+    axes[0].legend(fontsize=8)
+    return fig
+
+
+def plot_costs(table: pd.DataFrame) -> Figure:
+    """Win rate against the initial policy, tokens generated, wall time and peak memory per method (bars)."""
+    fig, axes = _figure(ncols=4, width=3.0, height=3.2)
+    for ax, key in zip(axes, ("win_rate_vs_initial", "tokens_generated", "wall_time_s", "peak_memory_mb")):
+        ax.bar(table["method"].astype(str), table[key], color="tab:blue")
+        ax.set_title(key, fontsize=10)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    axes[0].axhline(0.5, color="grey", lw=0.8, ls="--")
+    return fig

@@ -1,0 +1,81 @@
+"""Pictures and a summary of an RLHF run: what a learner looks at between iterations.
+
+    figs = run_figures(run)        # dict name -> matplotlib Figure (nothing is shown or saved)
+    write_report(run)              # run_dir/report/: the figures as PNG, metrics CSVs, summary.md with the sample table
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from rlhf_lab.loop.plots import plot_overoptimisation, plot_ppo_curves, plot_rm_accuracy
+
+__all__ = ["sample_table", "run_figures", "write_report"]
+
+
+def sample_table(run_dir: str | Path, n_prompts: int = 5) -> pd.DataFrame:
+    """The same eval prompts' replies across iterations, side by side (rows: prompts; columns: iterations).
+
+    With several replies per eval prompt (`eval_samples`), each cell shows the prompt's first reply."""
+    run_dir = Path(run_dir)
+    columns = {}
+    for path in sorted(run_dir.glob("iter_*/eval_samples.jsonl")):
+        first = {}  # prompt -> its first reply, in file order
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            first.setdefault(row["prompt"], row)
+        rows = list(first.values())[:n_prompts]
+        columns["prompt"] = [r["prompt"] for r in rows]
+        columns[f"iteration {int(path.parent.name.split('_')[1])}"] = [r["response"] for r in rows]
+    return pd.DataFrame(columns)
+
+
+def run_figures(run) -> dict:
+    """The figures of a run (an RLHFRun): ppo_curves, over_optimisation, rm_accuracy."""
+    evaluation = run.evaluation()
+    return {
+        "ppo_curves": plot_ppo_curves(run.ppo_metrics(), run.config.ppo_updates, run.config.ppo.kl_target,
+                                      evaluation=evaluation),
+        "over_optimisation": plot_overoptimisation(evaluation),
+        "rm_accuracy": plot_rm_accuracy(evaluation),
+    }
+
+
+def _markdown(df: pd.DataFrame) -> str:
+    def cell(v):
+        text = f"{v:.3f}" if isinstance(v, float) else str(v)
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def write_report(run, out: str | Path | None = None) -> Path:
+    """PNG figures, metrics CSVs and summary.md into `out` (default run_dir/report); returns the folder."""
+    out = Path(out or run.path / "report")
+    out.mkdir(parents=True, exist_ok=True)
+    for name, fig in run_figures(run).items():
+        fig.savefig(out / f"{name}.png", dpi=110)
+    evaluation = run.evaluation()
+    evaluation.to_csv(out / "evaluation.csv", index=False)
+    run.ppo_metrics().to_csv(out / "ppo_metrics.csv", index=False)
+    first, last = evaluation.iloc[0], evaluation.iloc[-1]
+    keep = [c for c in ("iteration", "update", "gold_reward", "proxy_reward", "kl", "rm/val_accuracy",
+                        "win_rate_gold_vs_initial", "response_length", "eos_rate", "distinct_2") if c in evaluation]
+    summary = [
+        f"# RLHF run: {run.path.name}", "",
+        f"Policy `{run.config.policy}`, {run.iteration} iteration(s) of {run.config.ppo_updates} PPO updates, "
+        f"{run.store.counts()['total']} judgments in the store.", "",
+        f"Gold reward {first['gold_reward']:.3f} → {last['gold_reward']:.3f} "
+        f"(change {last['gold_reward'] - first['gold_reward']:+.3f}); KL to the reference {last['kl']:.2f} nats per reply.", "",
+        "## Evaluation per iteration", "", _markdown(evaluation[keep]), "",
+        "## Figures", "", "![PPO curves](ppo_curves.png)", "", "![Over-optimisation](over_optimisation.png)", "",
+        "![Reward-model accuracy](rm_accuracy.png)", "",
+        "## The same eval prompts across iterations", "", _markdown(sample_table(run.path)), "",
+    ]
+    (out / "summary.md").write_text("\n".join(summary))
+    return out

@@ -1,0 +1,2 @@
+"""Reward: the Bradley–Terry network and loss, reward models and ensembles, their evaluation, and reward sources
+(judgments → reward model)."""

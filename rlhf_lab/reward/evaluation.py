@@ -1,0 +1,138 @@
+"""How far to trust a reward model: accuracy, log-loss, calibration, agreement with a gold utility, what it rewards.
+
+Evaluation works on plain arrays of rewards, so it serves single models, ensembles and any other scorer:
+
+    report = evaluate_rewards(pairs, r_chosen, r_rejected, gold=GoldUtility())
+    report.to_dict()        # the scalars: accuracy, log_loss, ece, gold_accuracy, agreement_with_gold, ...
+    report.calibration      # DataFrame: predicted P(chosen) per bin vs the observed frequency
+    report.top, report.bottom
+
+For a pair with rewards r_c, r_r the model predicts P(chosen) = σ(r_c − r_r). Ties are left out of accuracy,
+log-loss and calibration (they are counted in `n_ties`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["RewardReport", "evaluate_rewards", "calibration_table", "expected_calibration_error"]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# evaluation
+
+
+@dataclass
+class RewardReport:
+    """What `evaluate_rewards` finds. Scalars are floats (NaN where undefined); tables are DataFrames."""
+
+    n_pairs: int
+    """Pairs evaluated, ties included."""
+    n_ties: int
+    accuracy: float
+    """Share of non-tie pairs where r_chosen > r_rejected."""
+    log_loss: float
+    """Mean −log σ(r_c − r_r) over non-tie pairs (log 2 ≈ 0.693 is a coin flip)."""
+    ece: float
+    """Expected calibration error: Σ_bins (count / N) · |mean predicted − observed|."""
+    calibration: pd.DataFrame
+    """One row per bin of predicted P: bin_lo, bin_hi, count, predicted (mean), observed (frequency)."""
+    rewards: pd.DataFrame
+    """One row per reply of each pair: prompt, response, role ("chosen" | "rejected"), reward."""
+    top: pd.DataFrame
+    """The highest-rewarded distinct replies: prompt, response, reward."""
+    bottom: pd.DataFrame
+    """The lowest-rewarded distinct replies."""
+    gold_accuracy: float = float("nan")
+    """Share of non-tie pairs where the gold utility prefers the chosen reply: the best a reward model can reach on
+    these labels (equal gold utilities count ½)."""
+    agreement_with_gold: float = float("nan")
+    """Share of pairs with distinct gold utilities that the model orders as the gold utility does."""
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """The scalar figures, with namespaced keys for logging."""
+        return {"eval/n_pairs": self.n_pairs, "eval/n_ties": self.n_ties, "eval/accuracy": self.accuracy,
+                "eval/log_loss": self.log_loss, "eval/ece": self.ece, "eval/gold_accuracy": self.gold_accuracy,
+                "eval/agreement_with_gold": self.agreement_with_gold, **self.extra}
+
+    def __str__(self) -> str:
+        lines = [f"{self.n_pairs} pairs ({self.n_ties} ties): accuracy {self.accuracy:.3f}, "
+                 f"log-loss {self.log_loss:.3f}, ECE {self.ece:.3f}"]
+        if not np.isnan(self.gold_accuracy):
+            lines.append(f"gold utility's own accuracy {self.gold_accuracy:.3f}; "
+                         f"model agrees with gold on {self.agreement_with_gold:.3f} of pairs")
+        return "\n".join(lines)
+
+
+def _log_sigmoid(x: np.ndarray) -> np.ndarray:
+    return -np.logaddexp(0.0, -x)
+
+
+def calibration_table(p_chosen: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
+    """Reliability table of predicted P(chosen) for pairs whose chosen reply is known.
+
+    Every pair is counted in both orders, (p, observed 1) and (1 − p, observed 0), so the table covers [0, 1]
+    and is symmetric; a calibrated model has observed ≈ predicted in every bin.
+    """
+    pred = np.concatenate([p_chosen, 1 - p_chosen])
+    outcome = np.concatenate([np.ones_like(p_chosen), np.zeros_like(p_chosen)])
+    edges = np.linspace(0, 1, n_bins + 1)
+    which = np.clip(np.digitize(pred, edges[1:-1]), 0, n_bins - 1)
+    rows = []
+    for b in range(n_bins):
+        sel = which == b
+        rows.append({"bin_lo": edges[b], "bin_hi": edges[b + 1], "count": int(sel.sum()),
+                     "predicted": pred[sel].mean() if sel.any() else np.nan,
+                     "observed": outcome[sel].mean() if sel.any() else np.nan})
+    return pd.DataFrame(rows)
+
+
+def expected_calibration_error(table: pd.DataFrame) -> float:
+    """Σ_bins (count / N) · |predicted − observed| over a `calibration_table`."""
+    used = table[table["count"] > 0]
+    if used.empty:
+        return float("nan")
+    return float((used["count"] * (used["predicted"] - used["observed"]).abs()).sum() / used["count"].sum())
+
+
+def evaluate_rewards(pairs: pd.DataFrame, r_chosen: np.ndarray, r_rejected: np.ndarray, gold=None,
+                     shown: tuple[np.ndarray, np.ndarray] | None = None, n_bins: int = 10,
+                     top_k: int = 5) -> RewardReport:
+    """Evaluate raw rewards r_chosen, r_rejected (each shape (N,)) of `pairs` (prompt, chosen, rejected, tie).
+
+    gold: a callable gold(prompts, responses) -> (N,) utilities (e.g. `GoldUtility()`).
+    shown: the rewards to report in distributions and top/bottom lists (e.g. normalised); default: the raw ones.
+    """
+    r_chosen, r_rejected = np.asarray(r_chosen, dtype=float), np.asarray(r_rejected, dtype=float)
+    tie = pairs["tie"].to_numpy(dtype=bool) if "tie" in pairs else np.zeros(len(pairs), dtype=bool)
+    keep = ~tie
+    d = (r_chosen - r_rejected)[keep]  # (N',)
+    p_chosen = 1 / (1 + np.exp(-d))
+    table = calibration_table(p_chosen, n_bins)
+    s_c, s_r = shown if shown is not None else (r_chosen, r_rejected)
+    prompts = pairs["prompt"].tolist()
+    rewards = pd.DataFrame({"prompt": prompts * 2, "response": pairs["chosen"].tolist() + pairs["rejected"].tolist(),
+                            "role": ["chosen"] * len(pairs) + ["rejected"] * len(pairs),
+                            "reward": np.concatenate([s_c, s_r])})
+    distinct = rewards.drop_duplicates(["prompt", "response"])[["prompt", "response", "reward"]]
+    ranked = distinct.sort_values("reward", ascending=False, kind="stable").reset_index(drop=True)
+    report = RewardReport(
+        n_pairs=len(pairs), n_ties=int(tie.sum()),
+        accuracy=float((d > 0).mean()) if len(d) else float("nan"),
+        log_loss=float(-_log_sigmoid(d).mean()) if len(d) else float("nan"),
+        ece=expected_calibration_error(table), calibration=table, rewards=rewards,
+        top=ranked.head(top_k), bottom=ranked.tail(top_k).iloc[::-1].reset_index(drop=True))
+    if gold is not None:
+        g_c = np.asarray(gold(prompts, pairs["chosen"].tolist()), dtype=float)
+        g_r = np.asarray(gold(prompts, pairs["rejected"].tolist()), dtype=float)
+        g_d = (g_c - g_r)[keep]
+        report.gold_accuracy = float(np.mean(np.where(g_d == 0, 0.5, g_d > 0))) if len(g_d) else float("nan")
+        distinct_gold = g_c != g_r
+        model_d = r_chosen - r_rejected
+        report.agreement_with_gold = (float(np.mean(np.sign(model_d[distinct_gold]) == np.sign((g_c - g_r)[distinct_gold])))
+                                      if distinct_gold.any() else float("nan"))
+    return report

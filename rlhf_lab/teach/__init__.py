@@ -1,0 +1,1 @@
+"""Teaching: helpers the lessons call, and graded assignments."""

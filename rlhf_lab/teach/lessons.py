@@ -1,0 +1,326 @@
+"""Helpers for the lessons in notebooks/: small steps the notebooks call so that no notebook holds library logic.
+
+    table = sampling_sweep(model, tok, prompts, [SamplingConfig(temperature=t) for t in (0.3, 1.0)])   # lesson 1
+    items = sample_pairs(store, model, tok, prompts, SamplingConfig(), seed=0)                          # lesson 2
+    who = rate_or_simulate(store, "me", items)      # the learner's judgments, or a simulated stand-in, said aloud
+    reward_mistakes(rm); reward_vs_features(rm, prompts, replies)                                        # lesson 3
+    token_table(tokenizer, trainer.rollout_, row=0)                                                     # lesson 4
+    overoptimisation_curve(trainer, rm, eval_prompts, n_updates=12, every=3)                           # lesson 6
+    run = CrowdRun.create("runs/biased", config, crowd=SimulatedCrowd(bias={"politeness": 2.0}))       # lesson 7
+    personal_reward_models(store, RewardConfig())
+
+Everything here reads and writes through the public API of the other modules; nothing here imports ipywidgets.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rlhf_lab.feedback.crowd import SimulatedAnnotator, SimulatedCrowd
+from rlhf_lab.feedback.gold import GoldUtility
+from rlhf_lab.feedback.preferences import as_preference_pairs
+from rlhf_lab.loop.evaluation import distinct_n
+from rlhf_lab.loop.experiment import ExperimentConfig, RLHFRun
+from rlhf_lab.policy.generation import SamplingConfig, generate
+from rlhf_lab.reward.ensemble import build_reward_model
+from rlhf_lab.reward.model import RewardConfig
+
+__all__ = ["FEATURES", "sampling_sweep", "sample_pairs", "stand_in_name", "rate_or_simulate", "judgment_table",
+           "flag_summary", "reward_mistakes", "reward_vs_features", "crowd_reward_model", "token_table",
+           "score_replies", "before_after", "overoptimisation_curve", "open_run", "CrowdRun", "eval_features",
+           "personal_reward_models", "personal_preferences", "crowd_table", "config_summary"]
+
+FEATURES = ("sentiment", "length_words", "length_fit", "repetition", "overlap", "answers_question", "politeness")
+"""The gold features the lessons tabulate (see `crowd.gold_features`)."""
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# lesson 1: sampling
+
+
+def sampling_sweep(model, tokenizer, prompts: list[str], settings: list[SamplingConfig], *, n_per_prompt: int = 4,
+                   seed: int = 0, gold: GoldUtility | None = None) -> pd.DataFrame:
+    """One row per sampling setting: its temperature/top_p, the replies' diversity (distinct-1/2 over all replies,
+    and the share of prompts whose `n_per_prompt` replies are all different) and quality (mean gold utility, the
+    simulated crowd's hidden taste), length and EOS rate. The same seed is used for every setting."""
+    gold = gold or GoldUtility()
+    rows = []
+    for sampling in settings:
+        batch = generate(model, tokenizer, prompts, sampling, seed=seed, n_per_prompt=n_per_prompt)
+        replies = batch.responses
+        groups = [replies[i:i + n_per_prompt] for i in range(0, len(replies), n_per_prompt)]
+        rows.append({"temperature": sampling.temperature, "top_p": sampling.top_p,
+                     "distinct_1": distinct_n(replies, 1), "distinct_2": distinct_n(replies, 2),
+                     "all_different": float(np.mean([len(set(g)) == len(g) for g in groups])),
+                     "gold": float(gold(batch.prompts, replies).mean()),
+                     "length": float(batch.response_lengths.float().mean()),
+                     "eos_rate": float(batch.eos.float().mean()),
+                     "example": replies[0]})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# lesson 2: feedback
+
+
+def sample_pairs(store, model, tokenizer, prompts: list[str], sampling: SamplingConfig, *, seed: int = 0,
+                 iteration: int = 0) -> list:
+    """Two replies per prompt from `model`, stored as pairwise items (A, B in sampling order); returns the Items."""
+    batch = generate(model, tokenizer, list(prompts), sampling, seed=seed, n_per_prompt=2, iteration=iteration)
+    ids = store.add_responses(batch.to_records())
+    return [store.get_item(store.add_item(ids[i:i + 2], kind="pairwise")) for i in range(0, len(ids), 2)]
+
+
+def stand_in_name(annotator: str) -> str:
+    """The annotator id of the simulated stand-in for a learner who did not rate."""
+    return f"{annotator} (simulated)"
+
+
+def rate_or_simulate(store, annotator: str, items, *, stand_in: SimulatedAnnotator | None = None,
+                     minimum: int = 1) -> str:
+    """Whose judgments of `items` the lesson goes on with: `annotator`'s when they judged at least `minimum` of
+    them, else those of a simulated stand-in (named "<annotator> (simulated)"), which judges every item now.
+    Prints which, so a headless run (CI, papermill, Voila before anyone clicks) says that it fell back."""
+    ids = {it.id if hasattr(it, "id") else int(it) for it in items}
+    df = store.judgments_df()
+    mine = df[(df["annotator"] == annotator) & df["item_id"].isin(list(ids))]
+    if len(mine) >= minimum:
+        print(f"Using your {len(mine)} judgment(s) as {annotator!r} ({len(ids) - len(mine)} item(s) left unrated).")
+        return annotator
+    stand_in = stand_in or SimulatedAnnotator(stand_in_name(annotator), rationality=3.0, seed=0)
+    new = stand_in.annotate(store, sorted(ids))
+    print(f"Nobody rated as {annotator!r}: using the simulated crowd instead ({stand_in.name!r} judged {len(new)} "
+          "item(s)). Rate in the widget above and rerun this cell to use your own judgments.")
+    return stand_in.name
+
+
+def judgment_table(store, annotator: str | None = None, kind: str = "pairwise") -> pd.DataFrame:
+    """Judgments as a readable table: item, annotator, prompt, the replies (A, B, ...), the answer and comment."""
+    df = store.judgments_df()
+    df = df[df["kind"] == kind]
+    if annotator is not None:
+        df = df[df["annotator"] == annotator]
+    rows = []
+    for j in df.itertuples():
+        row = {"item": j.item_id, "annotator": j.annotator, "prompt": j.prompt}
+        row.update({f"reply {chr(65 + i)}": text for i, text in enumerate(j.responses)})
+        row.update(j.answer)
+        row["comment"] = j.comment
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def flag_summary(store) -> pd.DataFrame:
+    """One row per flagged reply: the reply, how many annotators looked, and how many raised each flag."""
+    df = store.judgments_df()
+    df = df[df["kind"] == "flags"]
+    if df.empty:
+        return pd.DataFrame(columns=["response_id", "prompt", "reply", "looked"])
+    rows = []
+    for response_id, group in df.groupby("response_id"):
+        counts: dict[str, int] = {}
+        for answer in group["answer"]:
+            for flag in answer["flags"]:
+                counts[flag] = counts.get(flag, 0) + 1
+        rows.append({"response_id": int(response_id), "prompt": group["prompt"].iloc[0],
+                     "reply": group["responses"].iloc[0][0], "looked": len(group), **counts})
+    table = pd.DataFrame(rows).fillna(0)
+    flags = [c for c in table.columns if c not in ("response_id", "prompt", "reply", "looked")]
+    table[flags] = table[flags].astype(int)
+    return table[table[flags].sum(axis=1) > 0].sort_values(flags, ascending=False).reset_index(drop=True) \
+        if flags else table.iloc[0:0]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# lesson 3: what a reward model learned
+
+
+def reward_mistakes(reward_model, pairs=None, n: int = 5) -> pd.DataFrame:
+    """The held-out pairs (default: the model's `val_pairs_`, ties left out) the model gets most confidently wrong:
+    prompt, chosen, rejected, their rewards and P(chosen) = σ(r_c − r_r), lowest P first."""
+    pairs = as_preference_pairs(reward_model.val_pairs_ if pairs is None else pairs)
+    pairs = pairs[~pairs["tie"]]
+    if pairs.empty:
+        return pd.DataFrame(columns=["prompt", "chosen", "rejected", "r_chosen", "r_rejected", "p_chosen"])
+    r_c = reward_model.score(pairs["prompt"].tolist(), pairs["chosen"].tolist()).numpy()
+    r_r = reward_model.score(pairs["prompt"].tolist(), pairs["rejected"].tolist()).numpy()
+    table = pairs[["prompt", "chosen", "rejected"]].assign(r_chosen=r_c, r_rejected=r_r,
+                                                           p_chosen=1 / (1 + np.exp(-(r_c - r_r))))
+    return table[table["p_chosen"] < 0.5].sort_values("p_chosen").head(n).reset_index(drop=True)
+
+
+def reward_vs_features(reward_model, prompts, responses, gold: GoldUtility | None = None) -> pd.DataFrame:
+    """What a reward model rewards: the rank correlation (Spearman) of its scores, and of the gold utility, with each
+    gold feature of the replies. A feature the gold utility ignores but the model follows is a learned shortcut."""
+    gold = gold or GoldUtility()
+    feats = pd.DataFrame([gold.features(p, r) for p, r in zip(prompts, responses)])[list(FEATURES)]
+    scores = pd.Series(reward_model.score(list(prompts), list(responses)).numpy(), name="reward model")
+    utility = pd.Series(gold(list(prompts), list(responses)), name="gold")
+    with warnings.catch_warnings():  # a feature constant over these replies has no correlation (NaN), no warning
+        warnings.simplefilter("ignore")
+        by_model, by_gold = feats.corrwith(scores, method="spearman"), feats.corrwith(utility, method="spearman")
+    table = pd.DataFrame({"reward model": by_model, "gold": by_gold,
+                          "gold weight": [gold.weights.get(f, 0.0) for f in feats.columns]})
+    table.index.name = "feature"
+    return table
+
+
+def crowd_reward_model(store, model, tokenizer, prompts: list[str], sampling: SamplingConfig, config: RewardConfig, *,
+                       crowd: SimulatedCrowd | None = None, seed: int = 0):
+    """A reward model fitted on a simulated crowd's judgments of fresh pairs (two replies per prompt from `model`),
+    for lessons that need one without the learner's data. The pairs and judgments are added to `store`."""
+    items = sample_pairs(store, model, tokenizer, prompts, sampling, seed=seed)
+    (crowd or SimulatedCrowd(n=3, seed=seed)).annotate(store, items)
+    return build_reward_model(config).fit(store, progress=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# lesson 4: PPO on real tensors
+
+
+def token_table(tokenizer, rollout: dict, row: int = 0) -> pd.DataFrame:
+    """One reply of a PPO rollout (`PPOTrainer.rollout_`) token by token: the token, log π, log π_ref, the KL
+    estimate k1 = log π − log π_ref, the shaped reward, the value, the advantage and the return."""
+    mask = rollout["mask"][row].bool()
+    ids = rollout["batch"].response_ids[row].to(mask.device)[mask]
+    columns = {"logp": "logp", "ref_logp": "ref_logp", "reward": "rewards", "value": "values",
+               "advantage": "advantages", "return": "returns"}
+    table = pd.DataFrame({"token": tokenizer.convert_ids_to_tokens(ids.tolist())})
+    for name, key in columns.items():
+        table[name] = rollout[key][row][mask].detach().float().cpu().numpy()
+    table.insert(3, "kl_k1", table["logp"] - table["ref_logp"])
+    return table
+
+
+def score_replies(model, tokenizer, prompts: list[str], sampling: SamplingConfig, *, seed: int = 0,
+                  reward_model=None, gold: GoldUtility | None = None) -> pd.DataFrame:
+    """One reply per prompt with its gold utility and (when given) reward-model score: prompt, reply, gold, reward."""
+    gold = gold or GoldUtility()
+    batch = generate(model, tokenizer, list(prompts), sampling, seed=seed)
+    table = pd.DataFrame({"prompt": batch.prompts, "reply": batch.responses,
+                          "gold": gold(batch.prompts, batch.responses)})
+    if reward_model is not None:
+        table["reward"] = reward_model.score(batch.prompts, batch.responses).numpy()
+    return table
+
+
+def before_after(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
+    """Two `score_replies` tables for the same prompts side by side (columns suffixed "before" / "after")."""
+    if list(before["prompt"]) != list(after["prompt"]):
+        raise ValueError("before and after must score the same prompts in the same order")
+    merged = before.drop(columns="prompt").add_suffix(" before").join(after.drop(columns="prompt").add_suffix(" after"))
+    merged.insert(0, "prompt", before["prompt"])
+    return merged
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# lesson 6: over-optimisation
+
+
+def overoptimisation_curve(trainer, reward_model, train_prompts: list[str], eval_prompts: list[str], *,
+                           n_updates: int, every: int, gold: GoldUtility | None = None, seed: int = 0) -> pd.DataFrame:
+    """Train `trainer` to `n_updates` updates in steps of `every`, and before and after each step score its replies to
+    `eval_prompts` (same seed each time): update, kl (k1 nats per reply), proxy (the reward model), gold, beta."""
+    gold = gold or GoldUtility()
+    rows = []
+    while True:
+        batch = generate(trainer.policy, trainer.tokenizer, list(eval_prompts), trainer.config.sampling, seed=seed)
+        rows.append({"update": trainer.update_, "kl": float(trainer.kl_to_reference(batch).mean()),
+                     "proxy": float(reward_model.score(batch.prompts, batch.responses).mean()),
+                     "gold": float(gold(batch.prompts, batch.responses).mean()), "beta": trainer.kl_ctl.value,
+                     "length": float(batch.response_lengths.float().mean())})
+        if trainer.update_ >= n_updates:
+            return pd.DataFrame(rows)
+        trainer.train(train_prompts, n_updates=min(trainer.update_ + every, n_updates))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# lesson 5 and 7: runs
+
+
+def open_run(path: str | Path, config: ExperimentConfig, *, fresh: bool = False, **kwargs) -> RLHFRun:
+    """Reopen the run in `path` (same config) or create it; fresh=True deletes what is there first."""
+    path = Path(path)
+    if (path / "config.json").exists() and not fresh:
+        run = RLHFRun.open(path, **kwargs)
+        if run.config.to_dict() != ExperimentConfig.from_dict(config.to_dict()).to_dict():
+            raise ValueError(f"{path} holds a run with another config: pass fresh=True to start it over.")
+        return run
+    return RLHFRun.create(path, config, overwrite=True, **kwargs)
+
+
+class CrowdRun(RLHFRun):
+    """An RLHFRun whose feedback comes from a given crowd (e.g. a biased one) instead of the config's neutral panel;
+    evaluation still uses the true gold utility. The crowd is not saved with the run: pass it again on reopening."""
+
+    def __init__(self, path, config: ExperimentConfig, *, crowd: SimulatedCrowd, **kwargs):
+        self.crowd = crowd
+        super().__init__(path, config, **kwargs)
+
+    def collect_feedback(self, items) -> int:
+        return len(self.crowd.annotate(self.store, items))
+
+
+def eval_features(run: RLHFRun, gold: GoldUtility | None = None) -> pd.DataFrame:
+    """Mean gold features of each evaluated iteration's eval replies (iteration 0 = the initial policy)."""
+    gold = gold or GoldUtility()
+    rows = []
+    for path in sorted(run.path.glob("iter_*/eval_samples.jsonl")):
+        samples = pd.read_json(path, lines=True)
+        feats = pd.DataFrame([gold.features(p, r) for p, r in zip(samples["prompt"], samples["response"])])
+        rows.append({"iteration": int(path.parent.name.split("_")[1]), **feats[list(FEATURES)].mean().to_dict(),
+                     "gold": float(samples["gold"].mean())})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# lesson 7: personalised reward models
+
+
+def personal_reward_models(store, config: RewardConfig, annotators: list[str] | None = None) -> dict:
+    """One reward model per annotator, each fitted on that annotator's judgments only (same config and seed)."""
+    pairs = store.preference_pairs(include_ties=True)
+    names = sorted(pairs["annotator"].unique()) if annotators is None else list(annotators)
+    models = {}
+    for name in names:
+        mine = pairs[pairs["annotator"] == name]
+        if mine.empty:
+            raise ValueError(f"{name!r} has no preference pairs in the store")
+        models[name] = build_reward_model(replace(config, ensemble_size=1)).fit(mine, progress=False)
+    return models
+
+
+def personal_preferences(models: dict, prompts, responses, gold: GoldUtility | None = None) -> pd.DataFrame:
+    """Each personal reward model's rank correlation with each gold feature (rows: annotators, columns: features)."""
+    return pd.DataFrame({name: reward_vs_features(model, prompts, responses, gold)["reward model"]
+                         for name, model in models.items()}).T.rename_axis("annotator")
+
+
+def crowd_table(crowd: SimulatedCrowd) -> pd.DataFrame:
+    """The crowd's members: name, rationality, careless and adversarial settings, and their feature weights."""
+    rows = []
+    for member in crowd.members():
+        rows.append({"annotator": member.name, "rationality": member.rationality, "careless": member.careless,
+                     "adversarial": member.adversarial,
+                     **{f"w_{k}": round(v, 3) for k, v in member.weights.items()}})
+    return pd.DataFrame(rows).set_index("annotator")
+
+
+def config_summary(config) -> pd.Series:
+    """A dataclass config flattened to dotted keys (e.g. "ppo.kl_coef"), for printing beside results."""
+    flat: dict = {}
+
+    def walk(prefix, value):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            flat[prefix] = value
+
+    walk("", asdict(config))
+    return pd.Series(flat, dtype=object)

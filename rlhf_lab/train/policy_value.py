@@ -1,0 +1,196 @@
+"""The models an on-policy trainer trains: the policy with a value head (on its trunk or a separate one), the
+reference (a frozen copy, or the LoRA policy with its adapters off), and the response-only forward pass with a
+shared prompt prefix. Used by `train.on_policy` (PPO, RLOO), DPO and the method comparison."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import warnings
+import weakref
+
+import torch
+import torch.nn as nn
+
+from rlhf_lab.core.hf import (
+    cache_argument,
+    causal_lm,
+    disable_dropout,
+    left_padding,
+    position_ids,
+)
+from rlhf_lab.train.config import LoraSettings
+
+__all__ = ["PolicyAndValue", "response_hidden", "response_logits", "shared_prefix_length", "policy_and_reference",
+           "reference_model", "critic_from_reward", "MIN_SHARED_PREFIX"]
+
+MIN_SHARED_PREFIX = 4
+"""Shorter common prefixes are run with each row: a batch-1 pass of a few tokens saves less than it costs."""
+
+_NO_SHARED_PREFIX: weakref.WeakSet = weakref.WeakSet()  # trunks whose forward cannot continue from a shared cache
+
+
+def response_hidden(trunk: nn.Module, input_ids, attention_mask, n_prompt: int, share_prefix: bool = True):
+    """Last hidden states at the positions that predict each response token: (B, P+R) -> (B, R, D).
+
+    Position ids count real tokens only (cumsum(mask) − 1, clamped at 0), so a left-padded row is read exactly as it
+    would be alone (checklist 1).
+
+    share_prefix: when every row's prompt starts with the same tokens (a chat template's system prompt, 24 of the
+    ~50 prompt tokens of SmolLM2's template), those run once, as a batch of one, and every row continues from their
+    keys and values (`shared_prefix_length`). The results are the same up to float rounding, gradients included
+    (autograd sums the rows' gradients through the shared keys and values); the batch's forward and backward skip
+    (B − 1) × prefix tokens. Off under gradient checkpointing, which drops caches.
+    """
+    n_response = input_ids.shape[1] - n_prompt
+    n_shared = shared_prefix_length(input_ids, attention_mask, n_prompt) if share_prefix else 0
+    if n_shared >= MIN_SHARED_PREFIX and trunk not in _NO_SHARED_PREFIX and not _checkpointing(trunk):
+        hidden = _hidden_after_shared_prefix(trunk, input_ids, attention_mask, n_shared)  # (B, L', D), or None
+        if hidden is not None:
+            return hidden[:, hidden.shape[1] - n_response - 1:-1]  # (B, R, D)
+    hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
+                   use_cache=False).last_hidden_state  # (B, P+R, D)
+    return hidden[:, n_prompt - 1:-1]  # (B, R, D)
+
+
+def shared_prefix_length(input_ids, attention_mask, n_prompt: int) -> int:
+    """How many leading prompt tokens (after each row's left padding) all rows have in common, leaving every row at
+    least one prompt token of its own; 0 for a single row or prompts that are not left padded."""
+    prompt_mask = attention_mask[:, :n_prompt].bool()  # (B, P)
+    if len(input_ids) < 2 or not torch.equal(prompt_mask.cummax(dim=1).values, prompt_mask):
+        return 0
+    pads = left_padding(attention_mask)  # (B,)
+    longest = int((n_prompt - pads).min()) - 1
+    if longest < 1:
+        return 0
+    columns = pads[:, None] + torch.arange(longest, device=input_ids.device)  # (B, longest)
+    tokens = input_ids.gather(1, columns)
+    return int((tokens == tokens[:1]).all(dim=0).long().cumprod(dim=0).sum())
+
+
+def _hidden_after_shared_prefix(trunk, input_ids, attention_mask, n_shared: int):
+    """The trunk's last hidden states (B, L', D) of the columns after the shared prefix (those a row needs; the
+    prefix itself runs once), or None (noted for this trunk) when its forward cannot continue from a cache."""
+    batch, length = input_ids.shape
+    device = input_ids.device
+    pads = left_padding(attention_mask)  # (B,)
+    first = int(pads[0])
+    cache_arg = cache_argument(trunk)
+    out = trunk(input_ids=input_ids[:1, first:first + n_shared], use_cache=True,
+                position_ids=torch.arange(n_shared, device=device)[None])  # the prefix, once
+    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+        return _cannot_share(trunk)
+    cache.batch_repeat_interleave(batch)  # (1, ...) -> (B, ...) keys and values; gradients flow back summed
+    start = int(pads.min()) + n_shared  # the first column some row needs after its prefix
+    mask = attention_mask[:, start:].clone()  # (B, L')
+    mask[torch.arange(start, length, device=device)[None, :] < (pads[:, None] + n_shared)] = 0  # prefix: cached
+    full_mask = torch.cat([mask.new_ones(batch, n_shared), mask], dim=1)  # (B, n_shared + L')
+    positions = position_ids(full_mask)[:, n_shared:]  # real tokens counted, as above
+    hidden = trunk(input_ids=input_ids[:, start:], attention_mask=full_mask, position_ids=positions,
+                   use_cache=True, **{cache_arg: cache}).last_hidden_state  # (B, L', D)
+    if cache.get_seq_length() != length - start + n_shared:  # the forward did not read the cache
+        return _cannot_share(trunk)
+    return hidden
+
+
+def _checkpointing(trunk) -> bool:
+    """Whether gradient checkpointing is on in `trunk` (any of its modules)."""
+    return any(getattr(module, "gradient_checkpointing", False) is True for module in trunk.modules())
+
+
+def _cannot_share(trunk) -> None:
+    _NO_SHARED_PREFIX.add(trunk)
+    warnings.warn(f"{type(trunk).__name__} cannot continue a forward pass from a shared prompt prefix's cache; its "
+                  "rows run their whole prompts (same results, more time).", stacklevel=3)
+    return None
+
+
+def response_logits(lm: nn.Module, input_ids, attention_mask, n_prompt: int, share_prefix: bool = True):
+    """Logits of the response tokens only (the 49k-wide output layer skips the prompt): (B, P+R) -> (B, R, V)."""
+    return lm.get_output_embeddings()(response_hidden(lm.base_model, input_ids, attention_mask, n_prompt,
+                                                      share_prefix))
+
+
+class PolicyAndValue(nn.Module):
+    """The policy and its value function in one module (what the optimiser and accelerate see).
+
+    forward(input_ids (B, P+R), attention_mask (B, P+R), n_prompt) -> (logits (B, R, V), values (B, R)), where
+    values[:, t] estimates the return from the state before response token t.
+    """
+
+    def __init__(self, policy: nn.Module, critic: nn.Module | None = None, value_head: nn.Linear | None = None,
+                 share_prefix: bool = True):
+        super().__init__()
+        self.policy, self.critic, self.share_prefix = policy, critic, share_prefix
+        lm = causal_lm(policy)
+        self.value_head = nn.Linear(lm.config.hidden_size, 1, dtype=torch.float32,
+                                    device=lm.get_output_embeddings().weight.device)
+        nn.init.zeros_(self.value_head.weight)  # V ≡ 0 at the start (checklist 6), unless a head is given
+        nn.init.zeros_(self.value_head.bias)
+        if value_head is not None:
+            self.value_head.load_state_dict(value_head.state_dict())
+
+    def forward(self, input_ids, attention_mask, n_prompt: int):
+        lm = causal_lm(self.policy)
+        hidden = response_hidden(lm.base_model, input_ids, attention_mask, n_prompt, self.share_prefix)  # (B, R, D)
+        logits = lm.get_output_embeddings()(hidden)  # (B, R, V)
+        if self.critic is not None:
+            hidden = response_hidden(self.critic, input_ids, attention_mask, n_prompt, self.share_prefix)
+        values = self.value_head(hidden.float()).squeeze(-1)  # (B, R)
+        return logits, values
+
+
+def _apply_lora(policy: nn.Module, lora: LoraSettings) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(policy, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                             target_modules=lora.target_modules, task_type="CAUSAL_LM"))
+
+
+def policy_and_reference(policy: nn.Module, lora: LoraSettings | None, ref_policy: nn.Module | None, device):
+    """(policy, reference) for a trainer that keeps its policy near a reference (PPO, RLOO, DPO).
+
+    Full fine-tuning: the reference is `ref_policy` or a frozen copy of `policy` taken now, dropout off, on `device`.
+    LoRA: `policy` is wrapped in place with peft adapters and the reference is None: it is the policy with its
+    adapters disabled (`reference_model`), so one copy of the weights serves both.
+    """
+    if lora is None:
+        ref_policy = ref_policy if ref_policy is not None else copy.deepcopy(policy)
+        return _trainable_in_float32(policy), disable_dropout(ref_policy).eval().requires_grad_(False).to(device)
+    if ref_policy is not None:
+        raise ValueError("With LoRA the reference is the policy with its adapters disabled: do not pass ref_policy.")
+    return _trainable_in_float32(_apply_lora(policy, lora)), None
+
+
+def _trainable_in_float32(model: nn.Module) -> nn.Module:
+    """Keep every trainable weight in float32 (bfloat16 compute comes from autocast, `mixed_precision`).
+
+    A policy loaded in bfloat16 (the GPU default) would otherwise lose its updates to rounding: bfloat16 keeps ~3
+    significant digits, so a step of lr = 1e-5 on a weight of 0.05 (a relative change of 2e-4) rounds away."""
+    for param in model.parameters():
+        if param.requires_grad and param.dtype in (torch.bfloat16, torch.float16):
+            param.data = param.data.float()
+    return model
+
+
+@contextlib.contextmanager
+def reference_model(policy: nn.Module, ref_policy: nn.Module | None):
+    """The reference causal LM: `ref_policy`, or (LoRA, ref_policy None) `policy` with its adapters disabled."""
+    if ref_policy is not None:
+        yield causal_lm(ref_policy)
+        return
+    with policy.disable_adapter():
+        yield causal_lm(policy)
+
+
+def critic_from_reward(reward):
+    """(trunk, head): copies of a causal-LM reward model's backbone and scalar head, to start a separate PPO critic
+    from (InstructGPT's choice). The reward model must read the policy's tokens (`reads_tokens`) and expose its
+    network as `net_` with `backbone` and `head`, as `reward.model.RewardModel` does."""
+    net = getattr(getattr(reward, "model", None), "net_", None)
+    if not getattr(reward, "reads_tokens", False) or not hasattr(net, "backbone") or not hasattr(net, "head"):
+        raise ValueError("critic='reward' needs a causal-LM reward model that shares the policy's tokenizer "
+                         "(with .net_.backbone and .net_.head); otherwise leave critic=None to copy the policy's "
+                         "trunk.")
+    return copy.deepcopy(net.backbone), copy.deepcopy(net.head)
