@@ -20,12 +20,7 @@ import time
 
 import torch
 
-from rlhf_lab.policy.generation import (
-    SamplingConfig,
-    eos_token_ids,
-    format_prompts,
-    generate,
-)
+from rlhf_lab.policy.generation import SamplingConfig, eos_token_ids, format_prompts, generate
 from rlhf_lab.policy.models import load_policy
 from rlhf_lab.policy.prompts import load_prompts
 

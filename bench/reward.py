@@ -55,11 +55,7 @@ def lab_step_seconds(backbone: str, pairs: pd.DataFrame) -> list[float]:
 def trl_step_seconds(backbone: str, pairs: pd.DataFrame) -> list[float]:
     """Seconds of each optimiser step of TRL's RewardTrainer.train(), timed by a callback."""
     from datasets import Dataset
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        TrainerCallback,
-    )
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
     from trl import RewardConfig, RewardTrainer
 
     from rlhf_lab.policy.models import cache_dir, load_policy, prepare_tokenizer

@@ -4,13 +4,7 @@ import pandas as pd
 import pytest
 
 from rlhf_lab.cli import demo_config
-from rlhf_lab.loop.ablation import (
-    grid_points,
-    run_name,
-    sweep,
-    sweep_history,
-    with_fields,
-)
+from rlhf_lab.loop.ablation import grid_points, run_name, sweep, sweep_history, with_fields
 from rlhf_lab.loop.plots import plot_sweep
 
 

@@ -9,18 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import cohen_kappa_score
 
-from rlhf_lab.feedback.agreement import (
-    annotator_report,
-    category_counts,
-    cohen_kappa,
-    fleiss_kappa,
-    gold_agreement,
-    krippendorff_alpha,
-    label_matrix,
-    majority_agreement,
-    pairwise_kappas,
-    panel_agreement,
-)
+from rlhf_lab.feedback.agreement import (annotator_report, category_counts, cohen_kappa, fleiss_kappa, gold_agreement,
+                                         krippendorff_alpha, label_matrix, majority_agreement, pairwise_kappas,
+                                         panel_agreement)
 from rlhf_lab.feedback.store import FeedbackStore
 
 nan = np.nan

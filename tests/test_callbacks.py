@@ -9,13 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from rlhf_lab.train.callbacks import (
-    LiveView,
-    MetricsHistory,
-    PrintLogger,
-    format_line,
-    plot_history,
-)
+from rlhf_lab.train.callbacks import LiveView, MetricsHistory, PrintLogger, format_line, plot_history
 
 
 def metrics(update: int) -> dict:

@@ -12,14 +12,8 @@ import torch
 
 import rlhf_lab.core.checkpoint as checkpoint
 import rlhf_lab.core.files as files
-from rlhf_lab.core.checkpoint import (
-    load_checkpoint,
-    load_trainable_state_dict,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-    trainable_state_dict,
-)
+from rlhf_lab.core.checkpoint import (load_checkpoint, load_trainable_state_dict, rng_state, save_checkpoint,
+                                      set_rng_state, trainable_state_dict)
 
 
 def save_version(path, version: float):

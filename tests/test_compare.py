@@ -10,15 +10,7 @@ from matplotlib.figure import Figure
 
 from rlhf_lab.core.errors import TrainingDivergedError
 from rlhf_lab.core.seeding import seed_for
-from rlhf_lab.loop.compare import (
-    DPO,
-    PPO,
-    RLOO,
-    TABLE_COLUMNS,
-    BestOfN,
-    Budget,
-    compare_methods,
-)
+from rlhf_lab.loop.compare import DPO, PPO, RLOO, TABLE_COLUMNS, BestOfN, Budget, compare_methods
 from rlhf_lab.loop.evaluation import sequence_kl
 from rlhf_lab.loop.plots import plot_costs, plot_frontier
 from rlhf_lab.policy.generation import SamplingConfig, generate

@@ -8,13 +8,7 @@ import pytest
 
 from rlhf_lab.feedback.agreement import annotator_report, panel_agreement
 from rlhf_lab.feedback.crowd import SimulatedAnnotator, SimulatedCrowd
-from rlhf_lab.feedback.gold import (
-    DEFAULT_WEIGHTS,
-    GoldUtility,
-    gold_features,
-    gold_pairwise_labels,
-    gold_utility,
-)
+from rlhf_lab.feedback.gold import DEFAULT_WEIGHTS, GoldUtility, gold_features, gold_pairwise_labels, gold_utility
 from rlhf_lab.feedback.store import FeedbackStore
 
 TOPICS = {"How are you today?": "today", "What is your favourite food?": "food",

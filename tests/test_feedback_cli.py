@@ -6,12 +6,7 @@ import json
 import pandas as pd
 import pytest
 
-from rlhf_lab.feedback.cli import (
-    add_feedback_commands,
-    corpus_pairs,
-    feedback_stats,
-    main,
-)
+from rlhf_lab.feedback.cli import add_feedback_commands, corpus_pairs, feedback_stats, main
 from rlhf_lab.feedback.store import FeedbackStore
 
 

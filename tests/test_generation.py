@@ -1,12 +1,7 @@
 import pytest
 import torch
 
-from rlhf_lab.policy.generation import (
-    SamplingConfig,
-    format_prompts,
-    generate,
-    truncate_at_eos,
-)
+from rlhf_lab.policy.generation import SamplingConfig, format_prompts, generate, truncate_at_eos
 from rlhf_lab.policy.models import gpt2_tokenizer, tiny_policy
 
 GREEDY = SamplingConfig(max_new_tokens=8, temperature=0.0)

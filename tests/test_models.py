@@ -5,17 +5,8 @@ import pytest
 import torch
 
 from rlhf_lab.policy import models
-from rlhf_lab.policy.models import (
-    DEFAULT_POLICY,
-    ModelNotAvailableError,
-    default_dtype,
-    gpt2_tokenizer,
-    load_policy,
-    load_tokenizer,
-    model_id,
-    prepare_tokenizer,
-    tiny_policy,
-)
+from rlhf_lab.policy.models import (DEFAULT_POLICY, ModelNotAvailableError, default_dtype, gpt2_tokenizer, load_policy,
+                                    load_tokenizer, model_id, prepare_tokenizer, tiny_policy)
 
 
 def test_smollm2_tokenizer_pads_left_with_a_token_distinct_from_eos():

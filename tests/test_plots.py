@@ -9,11 +9,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from rlhf_lab.loop.plots import (
-    plot_calibration,
-    plot_reward_histograms,
-    plot_reward_training,
-)
+from rlhf_lab.loop.plots import plot_calibration, plot_reward_histograms, plot_reward_training
 from rlhf_lab.reward.evaluation import evaluate_rewards
 
 

@@ -16,12 +16,7 @@ from rlhf_lab.policy.models import tiny_config, tiny_policy
 from rlhf_lab.reward.sources import Reward
 from rlhf_lab.train.callbacks import Callback
 from rlhf_lab.train.config import LoraSettings
-from rlhf_lab.train.policy_value import (
-    PolicyAndValue,
-    response_hidden,
-    response_logits,
-    shared_prefix_length,
-)
+from rlhf_lab.train.policy_value import PolicyAndValue, response_hidden, response_logits, shared_prefix_length
 from rlhf_lab.train.ppo import PPOConfig, PPOTrainer
 
 PROMPTS = ["hi there", "what is a cat?", "tell me a joke", "how are you?", "good morning", "what's up", "I like tea",

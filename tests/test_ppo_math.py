@@ -10,23 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.distributions import Categorical, kl_divergence
 
-from rlhf_lab.train.ppo_math import (
-    AdaptiveKLController,
-    FixedKLController,
-    clipped_policy_loss,
-    clipped_value_loss,
-    entropy_from_logits,
-    explained_variance,
-    gae,
-    kl_k1,
-    kl_k2,
-    kl_k3,
-    kl_shaped_rewards,
-    logprobs_from_logits,
-    masked_mean,
-    masked_var,
-    masked_whiten,
-)
+from rlhf_lab.train.ppo_math import (AdaptiveKLController, FixedKLController, clipped_policy_loss, clipped_value_loss,
+                                     entropy_from_logits, explained_variance, gae, kl_k1, kl_k2, kl_k3,
+                                     kl_shaped_rewards, logprobs_from_logits, masked_mean, masked_var, masked_whiten)
 
 B, T, V = 4, 6, 11
 LENGTHS = [1, 3, 6, 4]  # ragged: a single-token row, a full row, and two in between

@@ -20,12 +20,7 @@ from rlhf_lab.policy.prompts import load_prompts
 from rlhf_lab.reward.ensemble import RewardEnsemble, build_reward_model
 from rlhf_lab.reward.evaluation import calibration_table, evaluate_rewards
 from rlhf_lab.reward.model import RewardConfig, RewardModel
-from rlhf_lab.reward.network import (
-    TokenizerMismatchError,
-    bradley_terry_loss,
-    last_token_index,
-    reward_text,
-)
+from rlhf_lab.reward.network import TokenizerMismatchError, bradley_terry_loss, last_token_index, reward_text
 
 STYLES = {  # reply templates whose gold features differ: sentiment, length, repetition, overlap, politeness
     "kind": "Thanks for asking! I really like {t}, and I am glad to talk about it with you.",

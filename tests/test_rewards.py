@@ -8,13 +8,7 @@ import torch
 
 from rlhf_lab.feedback.gold import GoldUtility, gold_utility
 from rlhf_lab.policy.generation import GenerationBatch
-from rlhf_lab.reward.sources import (
-    CallableReward,
-    GoldReward,
-    ModelReward,
-    Reward,
-    as_reward,
-)
+from rlhf_lab.reward.sources import CallableReward, GoldReward, ModelReward, Reward, as_reward
 
 PROMPTS = ["What is a good hobby?", "Tell me a joke."]
 RESPONSES = ["Gardening is a calm and happy hobby.", "no no no no no no"]

@@ -11,12 +11,7 @@ from rlhf_lab.policy.generation import SamplingConfig
 from rlhf_lab.policy.models import tiny_policy
 from rlhf_lab.reward.sources import Reward
 from rlhf_lab.train.ppo import PPOConfig
-from rlhf_lab.train.rloo import (
-    RLOOConfig,
-    RLOOTrainer,
-    group_advantages,
-    rloo_advantages,
-)
+from rlhf_lab.train.rloo import RLOOConfig, RLOOTrainer, group_advantages, rloo_advantages
 
 PROMPTS = ["hi there", "what is a cat?", "tell me a joke", "how are you?", "good morning", "what's up", "I like tea",
            "say something nice"]

@@ -37,22 +37,10 @@ from rlhf_lab.core.batching import length_grouped_batches
 from rlhf_lab.core.config import Config
 from rlhf_lab.core.files import atomic_directory
 from rlhf_lab.core.seeding import seeded, set_seed
-from rlhf_lab.feedback.preferences import (
-    as_preference_pairs,
-    split_by_prompt,
-    without_ties,
-)
+from rlhf_lab.feedback.preferences import as_preference_pairs, split_by_prompt, without_ties
 from rlhf_lab.reward.evaluation import RewardReport, evaluate_rewards
-from rlhf_lab.reward.network import (
-    MINILM,
-    RewardNet,
-    TokenizerMismatchError,
-    backbone_kind,
-    bradley_terry_loss,
-    load_backbone,
-    reward_text,
-    tokenizer_fingerprint,
-)
+from rlhf_lab.reward.network import (MINILM, RewardNet, TokenizerMismatchError, backbone_kind, bradley_terry_loss,
+                                     load_backbone, reward_text, tokenizer_fingerprint)
 
 __all__ = ["RewardConfig", "RewardModel", "FORMAT_VERSION"]
 
