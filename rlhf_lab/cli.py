@@ -16,7 +16,7 @@ from rlhf_lab.policy.models import (DEFAULT_POLICY, KNOWN_ALIASES, OFFLINE_MODEL
                                     default_device)
 from rlhf_lab.teach.assignments import add_assignment_commands
 
-__all__ = ["demo_config", "build_parser", "main"]
+__all__ = ["demo_config", "taste_config", "build_parser", "main"]
 
 
 def cmd_info(args) -> None:
@@ -136,6 +136,40 @@ def cmd_demo(args) -> None:
     print(f"report: {report / 'summary.md'}")
 
 
+def taste_config(labels: int = 40, seed: int = 0, smoke: bool = False):
+    """The taste loop's settings for the command line: SmolLM2 (the defaults), or (smoke) the tiny model and small
+    counts, a check that the loop runs."""
+    from rlhf_lab.loop.taste import TasteConfig
+    from rlhf_lab.policy.generation import SamplingConfig
+
+    if not smoke:
+        return TasteConfig(labels=labels, seed=seed)
+    config = TasteConfig(policy="tiny", labels=labels, seed=seed, eval_prompts=6, eval_samples=2, agreement_pairs=8,
+                         rounds=2, pairs_per_round=4, sampling=SamplingConfig(max_new_tokens=8, temperature=1.0))
+    config.dpo.sampling = config.sampling
+    return config
+
+
+def cmd_taste(args) -> None:
+    """A simulated learner's taste: labels → reward model → policy → honest before/after; last line JSON."""
+    import torch
+
+    from rlhf_lab.feedback.tastes import SimulatedLearner, load_taste
+    from rlhf_lab.loop.taste import run_taste
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.labels < 4:
+        raise ValueError(f"--labels must be at least 4, got {args.labels}.")
+    taste = load_taste(args.taste)
+    out = args.out or f"runs/taste-{args.taste.replace(':', '-')}-seed{args.seed}"
+    learner = SimulatedLearner(taste, name=f"{args.taste} (simulated)", rationality=args.rationality, seed=args.seed)
+    result = run_taste(taste_config(args.labels, args.seed, args.smoke), learner=learner, out=out)
+    print(result)
+    print(f"report: {Path(out) / 'summary.md'}")
+    print(json.dumps({"taste": args.taste, "seed": args.seed, **result.to_json()}))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlhf-lab", description="rlhf-lab: learn and research RLHF by doing it.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -170,6 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--overwrite", action="store_true", help="delete the run already in --out and start over")
     demo.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     demo.set_defaults(func=cmd_demo)
+
+    taste = sub.add_parser("taste", help="a simulated learner's taste steers the model; an honest before/after")
+    taste.add_argument("--taste", default="short",
+                       help="short, questions, enthusiastic, formal, gold, or module:function (prompt, reply) -> float")
+    taste.add_argument("--labels", type=int, default=40, help="pairs the simulated learner judges")
+    taste.add_argument("--seed", type=int, default=0)
+    taste.add_argument("--rationality", type=float, default=3.0, help="β of the learner's Bradley–Terry choice")
+    taste.add_argument("--out", default=None, help="report folder (default runs/taste-TASTE-seedN)")
+    taste.add_argument("--smoke", action="store_true", help="the tiny model and small counts (a check that it runs)")
+    taste.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    taste.set_defaults(func=cmd_taste)
 
     add_feedback_commands(sub)
     add_assignment_commands(sub)

@@ -226,6 +226,19 @@ def test_iterative_dpo_raises_a_scripted_reward_with_the_sampled_tokens(tokenize
     assert mean_score(trainer.policy, tokenizer, NewlineReward()) > 1.4 * before
 
 
+def test_best_vs_worst_of_n_candidates_by_a_reward_judge(tokenizer):
+    """With candidates=4 a reward-source judge pairs each prompt's highest-scored reply with its lowest."""
+    trainer = DPOTrainer(peaked_policy(tokenizer), tokenizer, DPOConfig(sampling=SAMPLING, candidates=4),
+                         callbacks=[])
+    pairs = trainer.collect_pairs(PROMPTS, NewlineReward(), round_=1, pairs_per_round=8)
+    assert len(pairs) == 8 and trainer.samples_generated_ == 32 and trainer.judgments_used_ == 8
+    newlines = lambda ids: sum(t == NEWLINE for t in ids)  # noqa: E731
+    assert all(newlines(p.chosen) >= newlines(p.rejected) for p in pairs)
+    assert any(newlines(p.chosen) > newlines(p.rejected) for p in pairs)
+    with pytest.raises(ValueError, match="candidates=2"):
+        trainer.collect_pairs(PROMPTS, SimulatedCrowd(n=1), round_=2, pairs_per_round=2)
+
+
 def test_iterative_dpo_with_the_simulated_crowd_records_judgments(tokenizer):
     trainer = DPOTrainer(peaked_policy(tokenizer), tokenizer, DPOConfig(learning_rate=1e-3, sampling=SAMPLING),
                          callbacks=[])

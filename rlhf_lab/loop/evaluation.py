@@ -1,6 +1,17 @@
-"""Evaluation shared by runs, comparisons and lessons: KL of a policy to its reference, win rates, diversity."""
+"""Honest evaluation, one set of functions for runs, comparisons, lessons and benches: gains and win rates paired by
+prompt with bootstrap intervals, a verdict in plain words, KL of a policy to its reference, diversity.
+
+    result = paired_gain(before, after)        # (P, m) utilities of m replies to each of P held-out prompts
+    result.gain, result.ci_low, result.ci_high # mean over prompts of (after − before), 95 % bootstrap interval
+    result.verdict                             # "rose", "fell" or "no detectable change" (the interval holds 0)
+
+Prompt difficulty moves a reward more than training does, so a policy is compared with another on the same
+prompts: each prompt's mean over its replies, after minus before, then a percentile bootstrap over prompts.
+"""
 
 from __future__ import annotations
+
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -8,12 +19,82 @@ import torch
 from rlhf_lab.core.hf import causal_lm
 from rlhf_lab.train.policy_value import response_logits
 
-__all__ = ["sequence_kl", "win_rate", "distinct_n"]
+__all__ = ["PairedResult", "paired_gain", "verdict", "win_rate", "sequence_kl", "distinct_n"]
 
 
 def win_rate(gold: np.ndarray, opponent: np.ndarray) -> float:
     """Share of prompts where this reply's gold beats the opponent's (ties count ½)."""
     return float(np.mean((gold > opponent) + 0.5 * (gold == opponent)))
+
+
+def verdict(ci_low: float, ci_high: float, what: str = "") -> str:
+    """Plain words for an interval of a change: "rose" when it lies above 0, "fell" below, otherwise
+    "no detectable change" (never a gain inside the noise)."""
+    words = "rose" if ci_low > 0 else "fell" if ci_high < 0 else "no detectable change"
+    return f"{what} {words}".strip()
+
+
+@dataclass
+class PairedResult:
+    """A paired comparison over prompts (see `paired_gain`). Scalars are floats."""
+
+    n_prompts: int
+    samples_per_prompt: int
+    before: float
+    """Mean utility before (over prompts of each prompt's mean)."""
+    after: float
+    gain: float
+    """Mean over prompts of (after − before)."""
+    ci_low: float
+    ci_high: float
+    win_rate: float
+    """Share of prompts whose mean rose (ties ½)."""
+    win_ci_low: float
+    win_ci_high: float
+    confidence: float
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.ci_low, self.ci_high)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "verdict": self.verdict}
+
+    def __str__(self) -> str:
+        pct = round(100 * self.confidence)
+        return (f"{self.before:.3f} → {self.after:.3f}: gain {self.gain:+.3f} ({pct} % interval {self.ci_low:+.3f} to "
+                f"{self.ci_high:+.3f}, {self.n_prompts} prompts × {self.samples_per_prompt} replies): "
+                f"{self.verdict}; win rate {self.win_rate:.2f} ({self.win_ci_low:.2f}–{self.win_ci_high:.2f})")
+
+
+def paired_gain(before, after, *, confidence: float = 0.95, n_boot: int = 4000, seed: int = 0) -> PairedResult:
+    """Gain and win rate of `after` over `before`, paired by prompt, with percentile bootstrap intervals.
+
+    before, after: (P,) or (P, m) utilities, row i = prompt i (m replies each; their mean is the prompt's value).
+
+        d_i = mean_j after_ij − mean_j before_ij,   gain = (1/P)·Σ_i d_i,   win = (1/P)·Σ_i [d_i > 0] + ½·[d_i = 0]
+
+    The interval resamples prompts with replacement `n_boot` times (seeded) and takes the (1 ± confidence)/2
+    percentiles of the resampled means.
+    """
+    before, after = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
+    if before.ndim == 1:
+        before, after = before[:, None], after[:, None] if after.ndim == 1 else after
+    if after.ndim == 1:
+        after = after[:, None]
+    if len(before) != len(after) or len(before) < 2:
+        raise ValueError(f"paired_gain needs the same prompts (at least 2) before and after; got {len(before)} and "
+                         f"{len(after)} rows.")
+    if not (0 < confidence < 1):
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}.")
+    d = after.mean(1) - before.mean(1)  # (P,)
+    wins = (d > 0) + 0.5 * (d == 0)  # (P,)
+    idx = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))  # (n_boot, P)
+    lo, hi = 100 * (1 - confidence) / 2, 100 * (1 + confidence) / 2
+    gain_lo, gain_hi = np.percentile(d[idx].mean(1), [lo, hi])
+    win_lo, win_hi = np.percentile(wins[idx].mean(1), [lo, hi])
+    return PairedResult(len(d), after.shape[1], float(before.mean()), float(after.mean()), float(d.mean()),
+                        float(gain_lo), float(gain_hi), float(wins.mean()), float(win_lo), float(win_hi), confidence)
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 __all__ = ["plot_sampling_sweep", "plot_reward_training", "plot_calibration", "plot_reward_histograms",
            "plot_ppo_curves", "plot_overoptimisation", "plot_rm_accuracy", "plot_proxy_vs_gold", "plot_sweep",
-           "plot_frontier", "plot_costs"]
+           "plot_frontier", "plot_costs", "plot_taste"]
 
 CHOSEN_COLOR, REJECTED_COLOR, TRAIN_COLOR, VAL_COLOR = "tab:green", "tab:red", "tab:blue", "tab:orange"
 
@@ -256,4 +256,30 @@ def plot_costs(table: pd.DataFrame) -> Figure:
         ax.set_title(key, fontsize=10)
         ax.tick_params(axis="x", labelrotation=30, labelsize=8)
     axes[0].axhline(0.5, color="grey", lw=0.8, ls="--")
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the taste loop
+
+
+def plot_taste(samples, taste_result=None, reward_result=None) -> Figure:
+    """Each held-out prompt's mean before (x) and after (y), for the taste (left, simulated learners) and the
+    learner's reward model (right): points above the diagonal rose. The title carries the paired gain and its
+    interval. samples: `TasteResult.samples`."""
+    df = pd.DataFrame(samples)
+    panels = [("taste", taste_result, "the taste's utility"), ("reward", reward_result, "your reward model's score")]
+    panels = [p for p in panels if f"{p[0]}_before" in df]
+    fig, axes = _figure(ncols=len(panels), width=4.6, height=4.2)
+    for ax, (key, result, label) in zip(axes, panels):
+        x, y = df[f"{key}_before"], df[f"{key}_after"]
+        lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+        pad = 0.05 * (hi - lo or 1.0)
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="grey", ls=":", lw=1, label="no change")
+        ax.scatter(x, y, s=18, color="tab:blue", alpha=0.7, label="one held-out prompt (mean of its replies)")
+        title = label
+        if result is not None:
+            title += f"\ngain {result.gain:+.3f} [{result.ci_low:+.3f}, {result.ci_high:+.3f}]: {result.verdict}"
+        ax.set(xlabel="before", ylabel="after", title=title, xlim=(lo - pad, hi + pad), ylim=(lo - pad, hi + pad))
+        ax.legend(fontsize=7, loc="upper left")
     return fig

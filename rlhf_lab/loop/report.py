@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from rlhf_lab.loop.plots import plot_overoptimisation, plot_ppo_curves, plot_rm_accuracy
+from rlhf_lab.core.files import write_atomic
+from rlhf_lab.loop.plots import plot_overoptimisation, plot_ppo_curves, plot_rm_accuracy, plot_taste
 
-__all__ = ["sample_table", "run_figures", "write_report"]
+__all__ = ["sample_table", "run_figures", "write_report", "write_taste_report"]
 
 
 def sample_table(run_dir: str | Path, n_prompts: int = 5) -> pd.DataFrame:
@@ -78,4 +79,21 @@ def write_report(run, out: str | Path | None = None) -> Path:
         "## The same eval prompts across iterations", "", _markdown(sample_table(run.path)), "",
     ]
     (out / "summary.md").write_text("\n".join(summary))
+    return out
+
+
+def write_taste_report(result, out: str | Path) -> Path:
+    """The taste loop's report in `out`: result.json (the figures), before_after.png and summary.md with the
+    replies side by side. result: a `TasteResult`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "result.json", json.dumps({**result.to_json(), "taste": result.taste and result.taste.to_dict(),
+                                                  "reward": result.reward.to_dict()}, indent=2))
+    plot_taste(result.samples, result.taste, result.reward).savefig(out / "before_after.png", dpi=110)
+    table = pd.DataFrame(result.samples)
+    summary = ["# Your taste, before and after", "", "```", str(result), "```", "",
+               "![before and after](before_after.png)", "", "## The same held-out prompts, before and after", "",
+               _markdown(table[[c for c in ("prompt", "before", "after", "taste_before", "taste_after",
+                                            "reward_before", "reward_after") if c in table]]), ""]
+    write_atomic(out / "summary.md", "\n".join(summary))
     return out

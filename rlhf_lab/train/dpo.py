@@ -71,6 +71,9 @@ class DPOConfig(OptimConfig):
     """Batch pairs of similar length together (shuffled within chunks of 16 batches): far less padding."""
     ref_batch_size: int = 32
     """Pairs per no-grad forward pass when the reference log-probs are computed up front."""
+    candidates: int = 2
+    """Iterative mode: replies sampled per prompt each round. A reward-source judge pairs the best of them with the
+    worst (best-vs-worst of n, a stronger signal per pair); people and simulated crowds judge pairs (2)."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -80,8 +83,9 @@ class DPOConfig(OptimConfig):
             raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}.")
         if self.beta <= 0:
             raise ValueError(f"beta must be positive, got {self.beta}.")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be at least 1, got {self.epochs}.")
+        if self.epochs < 1 or self.candidates < 2:
+            raise ValueError(f"epochs must be at least 1 and candidates at least 2, got {self.epochs} and "
+                             f"{self.candidates}.")
         if self.max_prompt_length >= self.max_length:
             raise ValueError(f"max_prompt_length ({self.max_prompt_length}) must be below max_length "
                              f"({self.max_length}) to leave room for the reply.")
@@ -228,18 +232,22 @@ class DPOTrainer:
     # ---- iterative (online) --------------------------------------------------------------------------------------
     def collect_pairs(self, prompts: list[str], judge, round_: int, pairs_per_round: int,
                       store=None) -> list[EncodedPair]:
-        """New pairs from the current policy: two replies to each of `pairs_per_round` prompts (drawn from `prompts`
-        with the run's seed), judged by `judge`:
-          - anything with `.annotate(store, items)` (a SimulatedCrowd or SimulatedAnnotator): the judgments are
-            recorded in `store` (default: an in-memory FeedbackStore kept as `store_`) and converted to pairs;
-          - any reward source `rewards.as_reward` takes: the higher-scored reply is chosen (equal scores: a tie).
+        """New pairs from the current policy: `config.candidates` replies to each of `pairs_per_round` prompts (drawn
+        from `prompts` with the run's seed), judged by `judge`:
+          - anything with `.annotate(store, items)` (a SimulatedCrowd or SimulatedAnnotator; 2 candidates): the
+            judgments are recorded in `store` (default: an in-memory FeedbackStore kept as `store_`) and converted;
+          - any reward source `as_reward` takes: the highest-scored reply is chosen and the lowest rejected (all
+            equal: a tie).
         The pairs keep the sampled tokens (no round trip through text, which would merge or strip some tokens).
         """
         cfg = self.config
         rng = np.random.default_rng(seed_for(self.seed, round_, 4))
         drawn = [prompts[i] for i in rng.choice(len(prompts), pairs_per_round, replace=len(prompts) < pairs_per_round)]
-        batch = generate(self.policy, self.tokenizer, drawn, cfg.sampling, n_per_prompt=2, iteration=round_,
-                         seed=seed_for(self.seed, round_, 5))  # rows 2i and 2i+1 answer prompt i
+        n = cfg.candidates
+        if n != 2 and callable(getattr(judge, "annotate", None)):
+            raise ValueError(f"A judge who annotates (a person, a crowd) compares pairs: set candidates=2 (now {n}).")
+        batch = generate(self.policy, self.tokenizer, drawn, cfg.sampling, n_per_prompt=n, iteration=round_,
+                         seed=seed_for(self.seed, round_, 5))  # rows n·i … n·i + n − 1 answer prompt i
         self.samples_generated_ += len(batch)
         self.tokens_generated_ += int(batch.response_mask.sum())
         if callable(getattr(judge, "annotate", None)):
@@ -256,9 +264,11 @@ class DPOTrainer:
             rows = [(row_of[c], row_of[r], bool(t)) for c, r, t in zip(pairs["chosen_id"], pairs["rejected_id"],
                                                                         pairs["tie"])]
         else:
-            scores = as_reward(judge, self.tokenizer)(batch).view(-1, 2)  # (P, 2)
+            scores = as_reward(judge, self.tokenizer)(batch).view(-1, n)  # (P, n)
             self.judgments_used_ += len(scores)
-            rows = [(2 * i + int(b > a), 2 * i + int(b <= a), bool(a == b)) for i, (a, b) in enumerate(scores.tolist())]
+            order = torch.argsort(-scores, dim=1, stable=True)  # (P, n), best first; ties keep sampling order
+            rows = [(n * i + int(o[0]), n * i + int(o[-1]), bool(s.max() == s.min())) for i, (o, s) in
+                    enumerate(zip(order, scores))]
             rows = [r for r in rows if cfg.include_ties or not r[2]]
         prompt = lambda i: batch.prompt_ids[i][batch.prompt_mask[i].bool()].tolist()  # noqa: E731
         reply = lambda i: batch.response_ids[i][batch.response_mask[i].bool()].tolist()  # noqa: E731

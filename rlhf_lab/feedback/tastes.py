@@ -1,0 +1,145 @@
+"""Scripted tastes and the simulated learner who judges by one: stand-ins for a person at the rater, for tests,
+benches and headless lessons.
+
+    taste = load_taste("short")                     # or "questions", "enthusiastic", "formal", "gold",
+    taste = load_taste("my_module:my_taste")        # or any function (prompt, reply) -> float on PYTHONPATH / cwd
+    learner = SimulatedLearner(taste, name="me (simulated)", rationality=3.0, seed=0)
+    learner.annotate(store, items)                  # pairwise judgments through the store, as a person's
+
+A taste is a utility u(prompt, reply): higher is better. The learner is Boltzmann-rational, like the crowd:
+P(A ≻ B) = σ(β·(u_A − u_B)), with β its `rationality`; each judgment's randomness depends only on (seed, item), so
+the same seed gives the same judgments in any order. The shipped tastes are scaled so that a clear difference
+between two replies is about one unit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from rlhf_lab.feedback.gold import GoldUtility
+
+__all__ = ["TASTES", "Taste", "load_taste", "SimulatedLearner", "short_replies", "asks_back", "enthusiastic",
+           "formal", "gold_taste"]
+
+Taste = Callable[[str, str], float]
+_WORD = re.compile(r"[A-Za-z0-9']+")
+_CONTRACTION = re.compile(r"\b\w+'(s|re|ve|ll|d|m|t)\b", re.I)
+_INFORMAL = frozenset("hey hi yeah yep nope lol gonna wanna gotta kinda sorta ok okay cool awesome stuff guys "
+                      "dude wow omg btw haha".split())
+
+
+def short_replies(prompt: str, reply: str) -> float:
+    """Prefers brevity: −words/5 (five words shorter is one unit better)."""
+    return -len(_WORD.findall(reply)) / 5
+
+
+def asks_back(prompt: str, reply: str) -> float:
+    """Prefers replies that ask a question back: one point per question (at most 2), half a point more when the
+    reply ends on one."""
+    return min(reply.count("?"), 2) + 0.5 * reply.rstrip().endswith("?")
+
+
+def enthusiastic(prompt: str, reply: str) -> float:
+    """Prefers warm, excited replies: 2 × VADER's compound sentiment plus ½ per exclamation mark (at most 3)."""
+    from rlhf_lab.feedback.gold import gold_features
+
+    return 2 * gold_features(prompt, reply)["sentiment"] + 0.5 * min(reply.count("!"), 3)
+
+
+def formal(prompt: str, reply: str) -> float:
+    """Prefers a formal register: −1 per contraction, informal word or exclamation mark; +½ for a reply that starts
+    with a capital and ends with a full stop."""
+    words = [w.lower() for w in _WORD.findall(reply)]
+    casual = len(_CONTRACTION.findall(reply)) + sum(w in _INFORMAL for w in words) + reply.count("!")
+    tidy = bool(reply[:1].isupper()) and reply.rstrip().endswith(".")
+    return -float(casual) + 0.5 * tidy
+
+
+_GOLD = GoldUtility()
+
+
+def gold_taste(prompt: str, reply: str) -> float:
+    """The simulated crowd's gold utility (a blend of six features: the hardest shipped taste to learn)."""
+    return _GOLD.utility(prompt, reply)
+
+
+TASTES: dict[str, Taste] = {"short": short_replies, "questions": asks_back, "enthusiastic": enthusiastic,
+                            "formal": formal, "gold": gold_taste}
+
+
+def load_taste(spec) -> Taste:
+    """A taste by name (`TASTES`), as "module:function" (imported from the current directory or PYTHONPATH), or a
+    callable (prompt, reply) -> float given as is."""
+    if callable(spec):
+        return spec
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"A taste is a name ({', '.join(TASTES)}), 'module:function' or a function; got {spec!r}.")
+    if spec in TASTES:
+        return TASTES[spec]
+    module_name, _, function = spec.partition(":")
+    if not function:
+        raise ValueError(f"Unknown taste {spec!r}: use one of {', '.join(TASTES)}, or 'module:function' for your own "
+                         "function (prompt, reply) -> float.")
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"Cannot import {module_name!r} for the taste {spec!r} ({err}); put {module_name}.py in the "
+                         "current directory or on PYTHONPATH.") from None
+    taste = getattr(module, function, None)
+    if not callable(taste):
+        raise ValueError(f"{module_name!r} has no function {function!r} for the taste {spec!r}.")
+    return taste
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(min(x, 50.0), -50.0)))
+
+
+class SimulatedLearner:
+    """A learner who judges pairs by one taste, Boltzmann-rationally, through the store's public API.
+
+    taste: a `Taste` or anything `load_taste` takes. rationality: β of P(A ≻ B) = σ(β·(u_A − u_B)) (0: coin flips).
+    name: the annotator id written to the store. seed: same seed, same judgments (whatever the order).
+    """
+
+    def __init__(self, taste, name: str = "learner (simulated)", rationality: float = 3.0, seed: int = 0):
+        if not (isinstance(rationality, (int, float)) and math.isfinite(rationality) and rationality >= 0):
+            raise ValueError(f"rationality must be a finite number >= 0, got {rationality!r}.")
+        self.taste, self.name, self.rationality, self.seed = load_taste(taste), name, float(rationality), seed
+
+    def __repr__(self) -> str:
+        return f"SimulatedLearner({getattr(self.taste, '__name__', self.taste)!r}, rationality={self.rationality})"
+
+    def utility(self, prompts, responses) -> np.ndarray:
+        """The taste's utilities of a batch of replies, (N,)."""
+        return np.array([float(self.taste(p, r)) for p, r in zip(prompts, responses)], dtype=np.float64)
+
+    def choose(self, prompt: str, reply_a: str, reply_b: str, key: int) -> str:
+        """"A" or "B" for one pair; `key` (e.g. the item id) fixes the coin."""
+        u_a, u_b = self.utility([prompt, prompt], [reply_a, reply_b])
+        coin = np.random.default_rng([self.seed, int(key)]).random()
+        return "A" if coin < _sigmoid(self.rationality * (u_a - u_b)) else "B"
+
+    def annotate(self, store, items=None) -> list[int]:
+        """Judge pairwise `items` (Items or ids; default: every pairwise item this learner has not judged) and record
+        each through `store.record_pairwise`. Items already judged are skipped, so a rerun resumes. Returns the new
+        judgment ids."""
+        pending = {it.id for it in store.pending_items(self.name, "pairwise")}
+        items = [store.get_item(it) if not hasattr(it, "id") else it for it in
+                 (store.pending_items(self.name, "pairwise") if items is None else items)]
+        ids = []
+        for item in items:
+            if item.id not in pending or item.kind != "pairwise":
+                continue
+            a, b = item.responses
+            ids.append(store.record_pairwise(item.id, self.name, self.choose(item.prompt, a.text, b.text, item.id)))
+        return ids

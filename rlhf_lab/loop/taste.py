@@ -1,0 +1,214 @@
+"""The taste loop: your own few dozen judgments steer the model, and the lab shows it honestly.
+
+    result = run_taste(TasteConfig(labels=40, seed=0), learner=SimulatedLearner("short"), out="runs/taste")
+    result = run_taste(TasteConfig(), store=store, annotator="me", policy=policy, tokenizer=tokenizer)  # a person
+    print(result)                          # agreement, the taste's gain with its 95 % interval, win rate, KL, minutes
+
+1. Labels: two replies to each of `labels` training prompts, sampled from the policy (one cooler, one hotter, so
+   the pair differs), judged by the learner: a person at the rater, or a `SimulatedLearner` through the same store.
+2. Reward model: a Bradley–Terry head on frozen sentence embeddings (`EmbeddingRewardModel`), fitted on this
+   learner's judgments only, in seconds.
+3. Agreement: on fresh held-out pairs the learner never saw, how often the reward model orders them as the taste
+   does (simulated learners only: a person's taste is not a function we can call).
+4. Policy: iterative DPO from the current policy's own replies, best-vs-worst of `dpo.candidates` by the reward
+   model, with the initial policy as the reference (see `bench/taste.py` for why this method).
+5. Evaluation: the same held-out prompts × `eval_samples` replies before and after, with the same seed; the
+   taste's utility (simulated) and the reward model's score, paired by prompt with bootstrap intervals
+   (`paired_gain`); the KL of the new policy to the initial one, nats per reply.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from rlhf_lab.core.config import Config, as_config
+from rlhf_lab.core.files import write_atomic
+from rlhf_lab.core.seeding import seed_for, set_seed
+from rlhf_lab.loop.evaluation import PairedResult, paired_gain, sequence_kl
+from rlhf_lab.policy.generation import SamplingConfig, generate
+from rlhf_lab.policy.models import load_policy
+from rlhf_lab.policy.prompts import load_prompts
+from rlhf_lab.reward.embedding import EmbeddingRewardConfig, EmbeddingRewardModel
+from rlhf_lab.train.dpo import DPOConfig, DPOTrainer
+
+__all__ = ["TasteConfig", "TasteResult", "run_taste", "label_pairs"]
+
+
+def _default_dpo() -> DPOConfig:
+    return DPOConfig(learning_rate=1e-5, beta=0.1, batch_size=8, candidates=4,
+                     sampling=SamplingConfig(max_new_tokens=32, temperature=0.7))
+
+
+@dataclass
+class TasteConfig(Config):
+    """Everything the taste loop needs besides the learner. Saved as config.json in the output folder."""
+
+    policy: str = "smollm2-135m"
+    """The policy to steer: an alias, hub id or directory (`load_policy`), unless a policy is passed in."""
+    prompt_set: str = "all"
+    """Prompts for labels and training (its train split) and evaluation (its eval split)."""
+    labels: int = 40
+    """Pairs the learner judges."""
+    label_temperatures: tuple[float, float] = (0.7, 1.1)
+    """The two replies of a pair: one sampled at each temperature (contrast makes a judgment more informative)."""
+    eval_prompts: int = 32
+    """Held-out prompts for before/after."""
+    eval_samples: int = 4
+    """Replies per held-out prompt (the interval narrows as prompts × replies grow)."""
+    agreement_pairs: int = 64
+    """Fresh held-out pairs on which the reward model's agreement with a simulated taste is measured."""
+    rounds: int = 4
+    """Iterative DPO rounds."""
+    pairs_per_round: int = 16
+    """Prompts per round (each gives one best-vs-worst pair)."""
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=32, temperature=0.7))
+    """Label and evaluation sampling (temperature overridden per label reply by `label_temperatures`)."""
+    reward: EmbeddingRewardConfig = field(default_factory=EmbeddingRewardConfig)
+    dpo: DPOConfig = field(default_factory=_default_dpo)
+    seed: int = 0
+    """Seeds every stage: prompts drawn, sampling, the learner, the reward model's bootstrap, DPO."""
+
+    def __post_init__(self):
+        self.sampling = as_config(self.sampling, SamplingConfig)
+        self.reward = as_config(self.reward, EmbeddingRewardConfig)
+        self.dpo = as_config(self.dpo, DPOConfig)
+        self.label_temperatures = tuple(self.label_temperatures)
+        if min(self.labels, self.eval_prompts, self.eval_samples, self.rounds, self.pairs_per_round) < 1:
+            raise ValueError("labels, eval_prompts, eval_samples, rounds and pairs_per_round must be at least 1.")
+        if self.labels < 4:
+            raise ValueError(f"labels must be at least 4 (a reward model needs a few pairs), got {self.labels}.")
+
+
+@dataclass
+class TasteResult:
+    """What the taste loop measured; `to_json()` is the CLI's last line."""
+
+    labels: int
+    rm_agreement: float
+    """Agreement of the reward model with the taste on fresh held-out pairs (NaN for a person)."""
+    taste: PairedResult | None
+    """The taste's utility before → after, paired by prompt (None for a person)."""
+    reward: PairedResult
+    """The learner's own reward model's score before → after (what a person's run shows)."""
+    kl: float
+    """KL of the new policy to the initial one, nats per reply (exact over next tokens, on the after replies)."""
+    minutes: float
+    samples: list[dict] = field(default_factory=list)
+    """Per held-out prompt: prompt, first reply before and after, utilities and rewards (means)."""
+
+    def to_json(self) -> dict:
+        main = self.taste or self.reward
+        return {"labels": self.labels, "rm_agreement": round(self.rm_agreement, 4), "gain": round(main.gain, 4),
+                "gain_ci_low": round(main.ci_low, 4), "gain_ci_high": round(main.ci_high, 4),
+                "win_rate": round(main.win_rate, 4), "verdict": main.verdict,
+                "reward_gain": round(self.reward.gain, 4), "kl": round(self.kl, 4), "minutes": round(self.minutes, 3)}
+
+    def __str__(self) -> str:
+        lines = [f"{self.labels} judgments → reward model"
+                 + (f" agreeing with the taste on {self.rm_agreement:.0%} of fresh pairs" if self.taste else "")]
+        if self.taste:
+            lines.append(f"the taste: {self.taste}")
+        lines.append(f"your reward model's score: {self.reward}")
+        lines.append(f"KL to the initial policy {self.kl:.2f} nats per reply; {self.minutes:.1f} min")
+        return "\n".join(lines)
+
+
+def label_pairs(store, policy, tokenizer, prompts: list[str], config: TasteConfig, iteration: int = 0) -> list:
+    """Pairwise items for the learner: for each prompt one reply at each of `label_temperatures` (A/B order by a
+    seeded coin), stored in `store`. Returns the Items."""
+    cool, hot = (generate(policy, tokenizer, prompts, replace(config.sampling, temperature=t),
+                          seed=seed_for(config.seed, 11, j), iteration=iteration)
+                 for j, t in enumerate(config.label_temperatures))
+    ids = store.add_responses([r for pair in zip(cool.to_records(), hot.to_records()) for r in pair])
+    flip = np.random.default_rng(seed_for(config.seed, 12)).random(len(prompts)) < 0.5
+    return [store.get_item(store.add_item(ids[2 * i:2 * i + 2][::-1 if f else 1])) for i, f in enumerate(flip)]
+
+
+def _eval_batch(policy, tokenizer, prompts, config: TasteConfig):
+    return generate(policy, tokenizer, prompts, config.sampling, seed=seed_for(config.seed, 13),
+                    n_per_prompt=config.eval_samples)
+
+
+def run_taste(config: TasteConfig | None = None, *, learner=None, store=None, annotator: str | None = None,
+              policy=None, tokenizer=None, out=None, log=print) -> TasteResult:
+    """Run the taste loop (see the module docstring) and return what it measured; with `out`, also write
+    config.json, result.json, the store, the reward model and a report (summary.md, before_after.png).
+
+    learner: a `SimulatedLearner` (labels are sampled and it judges them), or None with `annotator`: a person whose
+    judgments are already in `store` (only theirs train the reward model). policy/tokenizer: default
+    `load_policy(config.policy)`; the policy is trained in place (pass a copy to keep the original).
+    """
+    from rlhf_lab.feedback.store import FeedbackStore
+
+    config, start = config or TasteConfig(), time.perf_counter()
+    say = lambda text: log(f"{text}  ({time.perf_counter() - start:.0f} s)")  # noqa: E731
+    if learner is None and (store is None or not annotator):
+        raise ValueError("run_taste needs a learner (SimulatedLearner) or a store with a person's judgments and their "
+                         "annotator name.")
+    set_seed(config.seed)
+    if policy is None:
+        policy, tokenizer = load_policy(config.policy)
+    out = Path(out) if out is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / "config.json", json.dumps(config.to_dict(), indent=2))
+    store = store or FeedbackStore(out / "feedback.db" if out is not None else ":memory:")
+    train = load_prompts(config.prompt_set, split="train", max_words=24)
+    held_out = load_prompts(config.prompt_set, split="eval", max_words=24, n=config.eval_prompts, seed=config.seed)
+    initial = copy.deepcopy(policy).eval().requires_grad_(False)
+
+    if learner is not None:  # 1. labels
+        annotator = learner.name
+        drawn = [train[i] for i in np.random.default_rng(seed_for(config.seed, 10)).choice(
+            len(train), config.labels, replace=False)]
+        say(f"[1/5] sampling {config.labels} pairs; the simulated learner judges them")
+        learner.annotate(store, label_pairs(store, policy, tokenizer, drawn, config))
+    pairs = store.preference_pairs(include_ties=True)
+    pairs = pairs[pairs["annotator"] == annotator]
+    if len(pairs) < 4:
+        raise ValueError(f"{annotator!r} has {len(pairs)} preference pairs in the store; judge at least 4 pairs first.")
+    say(f"[2/5] fitting a reward model on {len(pairs)} judgments by {annotator!r}")
+    rm = EmbeddingRewardModel(replace(config.reward, seed=config.reward.seed_value + config.seed)).fit(pairs)
+
+    agreement = float("nan")
+    if learner is not None:  # 3. agreement on fresh pairs
+        fresh = [p for p in train if p not in set(pairs["prompt"])]
+        fresh = [fresh[i] for i in np.random.default_rng(seed_for(config.seed, 14)).choice(
+            len(fresh), min(config.agreement_pairs, len(fresh)), replace=False)]
+        a, b = (generate(initial, tokenizer, fresh, replace(config.sampling, temperature=t),
+                         seed=seed_for(config.seed, 15, j)) for j, t in enumerate(config.label_temperatures))
+        agreement = rm.agreement(a.prompts, a.responses, b.responses, learner.taste)
+        say(f"[3/5] the reward model agrees with the taste on {agreement:.0%} of {len(fresh)} fresh pairs")
+
+    before = _eval_batch(initial, tokenizer, held_out, config)
+    say(f"[4/5] iterative DPO: {config.rounds} rounds × {config.pairs_per_round} best-vs-worst pairs")
+    trainer = DPOTrainer(policy, tokenizer, replace(config.dpo, seed=config.seed), ref_policy=initial, callbacks=[])
+    trainer.train_iterative(train, rm, rounds=config.rounds, pairs_per_round=config.pairs_per_round)
+
+    say("[5/5] evaluating on held-out prompts, before and after")  # 5. evaluation
+    after = _eval_batch(trainer.policy, tokenizer, held_out, config)
+    shape = (len(held_out), config.eval_samples)
+    r_before, r_after = (rm.score(b.prompts, b.responses).numpy().reshape(shape) for b in (before, after))
+    taste = None
+    if learner is not None:
+        u_before, u_after = (learner.utility(b.prompts, b.responses).reshape(shape) for b in (before, after))
+        taste = paired_gain(u_before, u_after, seed=config.seed)
+    kl = float(sequence_kl(trainer.policy, initial, after, config.sampling.temperature).mean())
+    samples = [{"prompt": held_out[i], "before": before.responses[i * shape[1]], "after": after.responses[i * shape[1]],
+                "reward_before": float(r_before[i].mean()), "reward_after": float(r_after[i].mean()),
+                **({"taste_before": float(u_before[i].mean()), "taste_after": float(u_after[i].mean())}
+                   if learner is not None else {})} for i in range(len(held_out))]
+    result = TasteResult(len(pairs), agreement, taste, paired_gain(r_before, r_after, seed=config.seed), kl,
+                         (time.perf_counter() - start) / 60, samples)
+    if out is not None:
+        from rlhf_lab.loop.report import write_taste_report
+
+        rm.save(out / "reward_model")
+        write_taste_report(result, out)
+    return result

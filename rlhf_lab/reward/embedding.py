@@ -1,0 +1,263 @@
+"""A reward model for few labels: a Bradley–Terry head on frozen sentence embeddings and surface features.
+
+    rm = EmbeddingRewardModel(EmbeddingRewardConfig(ensemble_size=4)).fit(store)   # seconds on a CPU, 10–80 pairs
+    rm.score(prompts, replies)        # (N,) normalised rewards, like every reward source
+    rm.spread(prompts, replies)       # (N,) disagreement of the bootstrap members: where a label helps most
+
+Fine-tuning a transformer on a learner's few dozen judgments mostly fits noise. Here nothing deep is trained: each
+reply becomes a fixed vector x(prompt, reply) — the MiniLM sentence embedding of the reply, its elementwise product
+with the prompt's embedding, and a few surface features a reader notices (length, questions, exclamations,
+sentiment, contractions, repetition, overlap with the prompt) — and the reward is linear in it:
+
+    r(x, y) = w·x(x, y),    P(y_c ≻ y_r) = σ(w·(x_c − x_r)),    loss = BCE + λ·‖w‖²
+
+fitted full-batch with L-BFGS on standardised features (ties have target ½). `ensemble_size` members fit bootstrap
+resamples; `score` is their mean and `spread` their standard deviation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from rlhf_lab.core.config import Config
+from rlhf_lab.core.files import atomic_directory
+from rlhf_lab.feedback.gold import gold_features
+from rlhf_lab.feedback.preferences import as_preference_pairs, bootstrap_pairs, without_ties
+from rlhf_lab.reward.evaluation import RewardReport, evaluate_rewards
+from rlhf_lab.reward.network import minilm_dir
+
+__all__ = ["EmbeddingRewardConfig", "EmbeddingRewardModel", "SURFACE_FEATURES", "surface_features",
+           "SentenceEncoder"]
+
+FORMAT_VERSION = 1
+SURFACE_FEATURES = ("log_words", "sentences", "questions", "ends_with_question", "exclamations", "sentiment",
+                    "contractions", "starts_capital_ends_period", "repetition", "overlap")
+_CONTRACTION = re.compile(r"\b\w+'(s|re|ve|ll|d|m|t)\b", re.I)
+
+
+def surface_features(prompt: str, reply: str) -> list[float]:
+    """What a reader notices at a glance, in `SURFACE_FEATURES` order."""
+    g = gold_features(prompt, reply)
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", reply.strip()) if s]
+    return [math.log1p(g["length_words"]), float(len(sentences)), float(min(reply.count("?"), 3)),
+            float(reply.rstrip().endswith("?")), float(min(reply.count("!"), 3)), g["sentiment"],
+            float(len(_CONTRACTION.findall(reply))), float(reply[:1].isupper() and reply.rstrip().endswith(".")),
+            g["repetition"], g["overlap"]]
+
+
+class SentenceEncoder:
+    """The all-MiniLM-L6-v2 sentence encoder (mean-pooled, unit length), with a cache of texts already encoded."""
+
+    def __init__(self, batch_size: int = 64):
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the checkpoint's unused pooler weights would print a load report
+        try:
+            self.model = AutoModel.from_pretrained(minilm_dir(), add_pooling_layer=False).eval()
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        self.tokenizer, self.batch_size, self.cache = AutoTokenizer.from_pretrained(minilm_dir()), batch_size, {}
+
+    @torch.no_grad()
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        """(N, 384) unit-length embeddings."""
+        todo = sorted({t for t in texts if t not in self.cache}, key=len)
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start:start + self.batch_size]
+            enc = self.tokenizer(chunk, padding=True, truncation=True, max_length=128, return_tensors="pt")
+            hidden = self.model(**enc).last_hidden_state  # (b, T, D)
+            mask = enc["attention_mask"].unsqueeze(-1).float()
+            pooled = F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0), dim=-1)
+            self.cache.update(zip(chunk, pooled))
+        return torch.stack([self.cache[t] for t in texts]) if texts else torch.zeros(0, 384)
+
+
+_ENCODER: SentenceEncoder | None = None
+
+
+def _encoder() -> SentenceEncoder:
+    global _ENCODER
+    if _ENCODER is None:
+        _ENCODER = SentenceEncoder()
+    return _ENCODER
+
+
+@dataclass
+class EmbeddingRewardConfig(Config):
+    """How an embedding reward model reads replies and is fitted. Saved with the model."""
+
+    features: tuple[str, ...] = ("reply", "prompt_x_reply", "surface")
+    """Blocks of x: "reply" (its embedding), "prompt_x_reply" (elementwise product with the prompt's embedding: what
+    the reply has in common with the question), "surface" (`SURFACE_FEATURES`)."""
+    l2: float = 1.0
+    """λ of the L2 penalty on w (features standardised): larger is smoother; few labels want a strong prior."""
+    embedding_weight: float = 0.03
+    """Embedding features are multiplied by this after standardisation (a penalty 1/weight² times stronger than on
+    the surface features): with few labels the few surface features explain what they can, and the embedding only
+    what they cannot. 1.0 treats every feature alike."""
+    ensemble_size: int = 4
+    """Bootstrap members (1: a single fit); their spread says where the model is unsure."""
+    include_ties: bool = True
+    """Ties train with target ½ (True) or are left out."""
+    seed: int | None = None
+    """Seeds the bootstrap resamples. None: 0, or the experiment's seed."""
+
+    def __post_init__(self):
+        self.features = tuple(self.features)
+        unknown = set(self.features) - {"reply", "prompt_x_reply", "surface"}
+        if unknown or not self.features:
+            raise ValueError(f"features must be some of 'reply', 'prompt_x_reply', 'surface'; got {self.features}.")
+        if not self.l2 > 0 or self.ensemble_size < 1 or not self.embedding_weight > 0:
+            raise ValueError("l2 and embedding_weight must be > 0 and ensemble_size >= 1.")
+
+    @property
+    def seed_value(self) -> int:
+        return 0 if self.seed is None else self.seed
+
+
+class EmbeddingRewardModel:
+    """See the module docstring. Learned state: weights_ (k, F), mean_ and std_ (F,) of the features (std_ divided
+    by each feature's prior weight),
+    norm_mean_/norm_std_ (score normalisation), val_pairs_ (pairs fitted on, for `evaluate`)."""
+
+    def __init__(self, config: EmbeddingRewardConfig | None = None):
+        self.config = config or EmbeddingRewardConfig()
+
+    def __repr__(self) -> str:
+        return f"EmbeddingRewardModel({self.config})"
+
+    def featurize(self, prompts, responses) -> torch.Tensor:
+        """x(prompt, reply) for each pair: (N, F) float32, unstandardised."""
+        prompts, responses = list(prompts), list(responses)
+        blocks = []
+        if {"reply", "prompt_x_reply"} & set(self.config.features):
+            reply_emb = _encoder().encode(responses)
+            if "reply" in self.config.features:
+                blocks.append(reply_emb)
+            if "prompt_x_reply" in self.config.features:
+                blocks.append(_encoder().encode(prompts) * reply_emb * math.sqrt(reply_emb.shape[1]))
+        if "surface" in self.config.features:
+            blocks.append(torch.tensor([surface_features(p, r) for p, r in zip(prompts, responses)]))
+        return torch.cat(blocks, dim=1).float()
+
+    def fit(self, data, progress: bool = False) -> "EmbeddingRewardModel":
+        """Fit on preference pairs (a FeedbackStore, a DataFrame, a list of dicts or a .jsonl path). Returns self."""
+        cfg = self.config
+        pairs = as_preference_pairs(data)
+        pairs = pairs if cfg.include_ties else without_ties(pairs)
+        if len(pairs) == 0:
+            raise ValueError("no training pairs left (all were ties with include_ties=False?)")
+        x_c = self.featurize(pairs["prompt"], pairs["chosen"])
+        x_r = self.featurize(pairs["prompt"], pairs["rejected"])
+        both = torch.cat([x_c, x_r])
+        n_surface = len(SURFACE_FEATURES) if "surface" in cfg.features else 0
+        weight = torch.full((both.shape[1],), cfg.embedding_weight)
+        weight[both.shape[1] - n_surface:] = 1.0
+        self.mean_, self.std_ = both.mean(0), both.std(0).clamp(min=1e-6) / weight  # standardise, then weigh
+        diff = (x_c - x_r) / self.std_  # (N, F): the mean cancels in a difference
+        target = torch.where(torch.tensor(pairs["tie"].to_numpy()), 0.5, 1.0).float()
+        members = []
+        for k in range(cfg.ensemble_size):
+            idx = (np.arange(len(pairs)) if cfg.ensemble_size == 1 else np.array(
+                   bootstrap_pairs(pairs.assign(_row=np.arange(len(pairs))), cfg.seed_value + k)["_row"]))
+            members.append(_fit_logistic(diff[idx], target[idx], cfg.l2))
+        self.weights_ = torch.stack(members)  # (k, F)
+        self.val_pairs_ = pairs
+        self.norm_mean_, self.norm_std_ = 0.0, 1.0
+        replies = list(dict.fromkeys(zip(pairs["prompt"], pairs["chosen"])).keys()) + \
+            list(dict.fromkeys(zip(pairs["prompt"], pairs["rejected"])).keys())
+        return self.normalize([p for p, _ in replies], [r for _, r in replies])
+
+    def member_scores_raw(self, prompts, responses) -> torch.Tensor:
+        """Unnormalised rewards of every member: (k, N)."""
+        x = (self.featurize(prompts, responses) - self.mean_) / self.std_  # (N, F)
+        return self.weights_ @ x.T
+
+    def score_raw(self, prompts, responses) -> torch.Tensor:
+        return self.member_scores_raw(prompts, responses).mean(0)
+
+    def score(self, prompts, responses) -> torch.Tensor:
+        """Normalised rewards (N,): the members' mean, (r − mean) / std on the normalisation sample."""
+        responses = [responses] if isinstance(responses, str) else list(responses)
+        prompts = [prompts] * len(responses) if isinstance(prompts, str) else list(prompts)
+        return (self.score_raw(prompts, responses) - self.norm_mean_) / self.norm_std_
+
+    def spread(self, prompts, responses) -> torch.Tensor:
+        """The members' standard deviation of the normalised reward (N,)."""
+        return self.member_scores_raw(list(prompts), list(responses)).std(0, correction=0) / self.norm_std_
+
+    def normalize(self, prompts, responses) -> "EmbeddingRewardModel":
+        """Set norm_mean_, norm_std_ so that `score` has mean 0 and std 1 on this sample."""
+        raw = self.score_raw(list(prompts), list(responses))
+        self.norm_mean_ = raw.mean().item()
+        self.norm_std_ = max(raw.std().item(), 1e-6) if len(raw) > 1 else 1.0
+        return self
+
+    def agreement(self, prompts, replies_a, replies_b, utility) -> float:
+        """Share of pairs with distinct utilities that this model orders as `utility(prompt, reply)` does."""
+        r_a, r_b = self.score(prompts, replies_a).numpy(), self.score(prompts, replies_b).numpy()
+        u_a = np.array([utility(p, r) for p, r in zip(prompts, replies_a)])
+        u_b = np.array([utility(p, r) for p, r in zip(prompts, replies_b)])
+        distinct = u_a != u_b
+        return float(np.mean(np.sign(r_a - r_b)[distinct] == np.sign(u_a - u_b)[distinct])) if distinct.any() \
+            else float("nan")
+
+    def evaluate(self, pairs=None, gold=None, n_bins: int = 10, top_k: int = 5) -> RewardReport:
+        """As `RewardModel.evaluate` (default pairs: those it was fitted on, so pass held-out ones)."""
+        pairs = as_preference_pairs(self.val_pairs_ if pairs is None else pairs)
+        r_c, r_r = self.score_raw(pairs["prompt"], pairs["chosen"]), self.score_raw(pairs["prompt"], pairs["rejected"])
+        shown = ((r_c - self.norm_mean_) / self.norm_std_, (r_r - self.norm_mean_) / self.norm_std_)
+        return evaluate_rewards(pairs, r_c.numpy(), r_r.numpy(), gold=gold, n_bins=n_bins, top_k=top_k,
+                                shown=(shown[0].numpy(), shown[1].numpy()))
+
+    def save(self, path) -> Path:
+        """weights.safetensors and embedding_reward_model.json, atomically (no pickle)."""
+        path = Path(path)
+        meta = {"format": FORMAT_VERSION, "config": self.config.to_dict(), "norm_mean": self.norm_mean_,
+                "norm_std": self.norm_std_}
+        with atomic_directory(path) as tmp:
+            save_file({"weights": self.weights_.contiguous(), "mean": self.mean_.contiguous(),
+                       "std": self.std_.contiguous()}, str(tmp / "weights.safetensors"))
+            (tmp / "embedding_reward_model.json").write_text(json.dumps(meta, indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path) -> "EmbeddingRewardModel":
+        path = Path(path)
+        meta = json.loads((path / "embedding_reward_model.json").read_text())
+        if meta.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{path} holds embedding reward model format {meta.get('format')}; this rlhf-lab reads "
+                             f"format {FORMAT_VERSION}.")
+        model = cls(EmbeddingRewardConfig.from_dict(meta["config"]))
+        tensors = load_file(str(path / "weights.safetensors"))
+        model.weights_, model.mean_, model.std_ = tensors["weights"], tensors["mean"], tensors["std"]
+        model.norm_mean_, model.norm_std_ = meta["norm_mean"], meta["norm_std"]
+        return model
+
+
+def _fit_logistic(diff: torch.Tensor, target: torch.Tensor, l2: float) -> torch.Tensor:
+    """argmin_w mean BCE(σ(diff·w), target) + l2·‖w‖²/n, by L-BFGS: (N, F), (N,) -> (F,). The penalty is scaled by
+    1/n so that λ means the same at 10 labels and at 80 (a prior worth about λ pairs)."""
+    w = torch.zeros(diff.shape[1], requires_grad=True)
+    optimizer = torch.optim.LBFGS([w], lr=1.0, max_iter=200, line_search_fn="strong_wolfe")
+    n = len(diff)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(diff @ w, target) + l2 * (w @ w) / n
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return w.detach()

@@ -1,0 +1,68 @@
+"""rlhf_lab.reward.embedding: the fitted head is the optimum of its loss, it learns a taste from few pairs, its
+ensemble spreads, and it saves and loads (safetensors and JSON, no pickle) to the same scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from rlhf_lab.feedback.tastes import short_replies
+from rlhf_lab.reward.embedding import EmbeddingRewardConfig, EmbeddingRewardModel, surface_features
+
+WORDS = "we could talk about the weather music films books food travel games work friends and family today".split()
+
+
+def replies(n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, size=int(rng.integers(1, 16)))).capitalize() + "." for _ in range(n)]
+
+
+def taste_pairs(n: int, seed: int, taste=short_replies) -> pd.DataFrame:
+    a, b = replies(n, seed), replies(n, seed + 100)
+    rows = []
+    for x, y in zip(a, b):
+        better, worse = (x, y) if taste("hi", x) >= taste("hi", y) else (y, x)
+        rows.append({"prompt": "Tell me something.", "chosen": better, "rejected": worse})
+    return pd.DataFrame(rows)
+
+
+def test_the_fit_is_the_optimum_of_the_penalised_loss():
+    """At the L-BFGS solution the gradient computed by hand, Xᵀ(σ(Xw) − t)/n + 2λw/n, is zero."""
+    config = EmbeddingRewardConfig(features=("surface",), l2=0.5, ensemble_size=1)
+    rm = EmbeddingRewardModel(config).fit(taste_pairs(30, 0))
+    pairs = rm.val_pairs_
+    x = ((rm.featurize(pairs["prompt"], pairs["chosen"]) - rm.featurize(pairs["prompt"], pairs["rejected"]))
+         / rm.std_).double().numpy()
+    w = rm.weights_[0].double().numpy()
+    grad = x.T @ (1 / (1 + np.exp(-x @ w)) - 1.0) / len(x) + 2 * 0.5 * w / len(x)
+    assert np.abs(grad).max() < 1e-4
+
+
+def test_it_learns_a_taste_from_few_pairs_and_its_members_disagree():
+    rm = EmbeddingRewardModel(EmbeddingRewardConfig(ensemble_size=3, seed=0)).fit(taste_pairs(30, 1))
+    fresh_a, fresh_b = replies(60, 7), replies(60, 8)
+    assert rm.agreement(["Tell me something."] * 60, fresh_a, fresh_b, short_replies) >= 0.85
+    assert rm.weights_.shape[0] == 3 and float(rm.spread(["hi"] * 5, fresh_a[:5]).max()) > 0
+    scores = rm.score(["Tell me something."] * 60, fresh_a)
+    assert scores.shape == (60,) and scores.dtype == torch.float32
+
+
+def test_save_and_load_give_the_same_scores(tmp_path):
+    rm = EmbeddingRewardModel().fit(taste_pairs(12, 2))
+    loaded = EmbeddingRewardModel.load(rm.save(tmp_path / "rm"))
+    texts = replies(5, 3)
+    assert torch.equal(loaded.score(["hi"] * 5, texts), rm.score(["hi"] * 5, texts))
+    assert sorted(p.name for p in (tmp_path / "rm").iterdir()) == ["embedding_reward_model.json", "weights.safetensors"]
+
+
+def test_bad_config_and_data_say_how_to_fix():
+    with pytest.raises(ValueError, match="features must be"):
+        EmbeddingRewardConfig(features=("tone",))
+    with pytest.raises(ValueError, match="l2"):
+        EmbeddingRewardConfig(l2=0)
+    ties = taste_pairs(4, 0).assign(tie=True)
+    with pytest.raises(ValueError, match="no training pairs"):
+        EmbeddingRewardModel(EmbeddingRewardConfig(include_ties=False)).fit(ties)
+    assert len(surface_features("Why?", "Because! Isn't it?")) == 10

@@ -1,0 +1,78 @@
+"""rlhf_lab.loop.taste on the tiny model: the loop runs end to end, writes its report, and a person's judgments
+(clicked in the lesson-2 rater by a script that follows a taste) are the only ones its reward model learns from."""
+
+from __future__ import annotations
+
+import json
+
+import ipywidgets
+import numpy as np
+import pytest
+
+from rlhf_lab.cli import main, taste_config
+from rlhf_lab.feedback.crowd import SimulatedCrowd
+from rlhf_lab.feedback.store import FeedbackStore
+from rlhf_lab.feedback.tastes import SimulatedLearner, short_replies
+from rlhf_lab.loop.taste import TasteConfig, label_pairs, run_taste
+from rlhf_lab.policy.models import tiny_policy
+from rlhf_lab.policy.prompts import load_prompts
+from rlhf_lab.ui import PairwiseRater
+
+
+@pytest.fixture
+def callback_errors(monkeypatch):
+    """Exceptions inside widget callbacks propagate (ipywidgets would swallow them)."""
+
+    class Shell:
+        def showtraceback(self, *args, **kwargs):
+            raise
+
+    monkeypatch.setattr(ipywidgets.widgets.widget, "get_ipython", lambda: Shell())
+
+
+def test_a_simulated_learner_runs_the_whole_loop_and_gets_a_report(tmp_path):
+    config = taste_config(labels=8, seed=0, smoke=True)
+    policy, tokenizer = tiny_policy(seed=0)
+    result = run_taste(config, learner=SimulatedLearner("short", seed=0), policy=policy, tokenizer=tokenizer,
+                       out=tmp_path, log=lambda *a: None)
+    figures = result.to_json()
+    assert figures["labels"] == 8 and 0 <= figures["rm_agreement"] <= 1 and figures["kl"] >= 0
+    assert figures["gain_ci_low"] <= figures["gain"] <= figures["gain_ci_high"]
+    assert figures["verdict"] in ("rose", "fell", "no detectable change") and figures["minutes"] > 0
+    assert len(result.samples) == config.eval_prompts
+    assert {p.name for p in tmp_path.iterdir()} >= {"config.json", "result.json", "summary.md", "before_after.png",
+                                                   "reward_model", "feedback.db"}
+    assert json.loads((tmp_path / "result.json").read_text())["gain"] == figures["gain"]
+    assert TasteConfig.from_dict(json.loads((tmp_path / "config.json").read_text())) == config
+
+
+def test_a_persons_rater_judgments_alone_train_the_reward_model(tmp_path, callback_errors):
+    """A script clicks the lesson-2 rater as the taste says; a crowd also judges the same items; only the person's
+    judgments count, and the report's figures come from them."""
+    config = taste_config(labels=6, seed=1, smoke=True)
+    policy, tokenizer = tiny_policy(seed=0)
+    store = FeedbackStore(tmp_path / "feedback.db")
+    items = label_pairs(store, policy, tokenizer, load_prompts("curated", split="train", n=6, seed=0), config)
+    rater = PairwiseRater(store, "me", guard_s=0)
+    for item in items:
+        a, b = (short_replies(item.prompt, r.text) for r in item.responses)
+        rater.buttons["A" if a >= b else "B"].click()
+    SimulatedCrowd(n=2, seed=0).annotate(store, items)  # others' judgments of the same pairs: not the learner's
+    result = run_taste(config, store=store, annotator="me", policy=policy, tokenizer=tokenizer, log=lambda *a: None)
+    mine = store.preference_pairs()
+    assert result.labels == int((mine["annotator"] == "me").sum()) == 6 < len(mine)
+    assert result.taste is None and np.isnan(result.rm_agreement)
+    assert result.to_json()["gain"] == result.reward.gain  # a person's run reports their own reward model's gain
+    with pytest.raises(ValueError, match="judge at least 4 pairs"):
+        run_taste(config, store=store, annotator="nobody", policy=policy, tokenizer=tokenizer, log=lambda *a: None)
+
+
+def test_the_cli_ends_with_one_json_line_and_takes_your_own_taste(tmp_path, monkeypatch, capsys):
+    (tmp_path / "mine.py").write_text("def likes_the(prompt, reply):\n    return reply.lower().count('the')\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["taste", "--taste", "mine:likes_the", "--labels", "6", "--smoke", "--out", "out"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["taste"] == "mine:likes_the" and {"rm_agreement", "gain", "gain_ci_low", "gain_ci_high", "win_rate",
+                                                  "kl", "minutes"} <= set(last)
+    assert main(["taste", "--taste", "salty", "--smoke"]) == 2
+    assert "Unknown taste 'salty'" in capsys.readouterr().err

@@ -1,0 +1,65 @@
+"""rlhf_lab.feedback.tastes: the shipped tastes order obvious replies, a taste of your own loads as module:function,
+and the simulated learner is Boltzmann-rational, seeded and resumable through the store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rlhf_lab.feedback.store import FeedbackStore
+from rlhf_lab.feedback.tastes import TASTES, SimulatedLearner, load_taste
+
+PROMPT = "What do you like to do on weekends?"
+
+
+@pytest.mark.parametrize("name,better,worse", [
+    ("short", "Hiking.", "I like to go hiking in the mountains with my friends and family every single weekend."),
+    ("questions", "I hike. What about you?", "I hike."),
+    ("enthusiastic", "I love hiking, it is wonderful!", "Hiking, I guess. It is boring."),
+    ("formal", "I enjoy hiking in the mountains.", "Yeah, I'm gonna go hiking lol!"),
+    ("gold", "I enjoy hiking on weekends, thank you for asking.", "no no no no no no no no"),
+])
+def test_each_shipped_taste_orders_an_obvious_pair(name, better, worse):
+    taste = load_taste(name)
+    assert taste(PROMPT, better) > taste(PROMPT, worse) + 0.4
+
+
+def test_a_taste_of_your_own_loads_as_module_function(tmp_path, monkeypatch):
+    (tmp_path / "my_tastes.py").write_text("def likes_tea(prompt, reply):\n    return float('tea' in reply.lower())\n")
+    monkeypatch.chdir(tmp_path)
+    taste = load_taste("my_tastes:likes_tea")
+    assert taste("hi", "Tea, please") == 1.0 and taste("hi", "Coffee") == 0.0
+    with pytest.raises(ValueError, match="Unknown taste 'salty'"):
+        load_taste("salty")
+    with pytest.raises(ValueError, match="no function 'nope'"):
+        load_taste("my_tastes:nope")
+    with pytest.raises(ValueError, match="Cannot import 'not_a_module'"):
+        load_taste("not_a_module:f")
+    assert set(TASTES) == {"short", "questions", "enthusiastic", "formal", "gold"}
+
+
+def test_the_learner_chooses_like_bradley_terry():
+    learner = SimulatedLearner("short", rationality=1.0, seed=0)
+    a, b = "One.", "One two three four five."  # utilities −0.2 and −1.0: gap 0.8
+    gap = learner.utility([PROMPT], [a])[0] - learner.utility([PROMPT], [b])[0]
+    share = np.mean([learner.choose(PROMPT, a, b, key) == "A" for key in range(4000)])
+    assert share == pytest.approx(1 / (1 + np.exp(-gap)), abs=0.03)
+    assert SimulatedLearner("short", rationality=0.0).choose(PROMPT, a, b, 1) in "AB"
+    with pytest.raises(ValueError, match="rationality"):
+        SimulatedLearner("short", rationality=float("nan"))
+
+
+def test_the_learner_writes_through_the_store_and_resumes():
+    store = FeedbackStore(":memory:")
+    ids = store.add_responses([{"prompt": PROMPT, "response": text, "model": "m", "iteration": 0}
+                               for text in ("Yes.", "Well, it depends on many things really.", "No.", "Hm, ok.")])
+    items = [store.add_item(ids[:2]), store.add_item(ids[2:])]
+    learner = SimulatedLearner("short", rationality=50.0, seed=3)
+    assert len(learner.annotate(store, items)) == 2 and learner.annotate(store) == []  # judged once
+    choices = store.judgments_df().set_index("item_id")["answer"].map(lambda a: a["choice"])
+    assert choices[items[0]] == "A"  # "Yes." is shorter
+    again = FeedbackStore(":memory:")
+    ids = again.add_responses(store.judgments_df()["responses"].explode().map(
+        lambda t: {"prompt": PROMPT, "response": t, "model": "m", "iteration": 0}).tolist())
+    SimulatedLearner("short", rationality=50.0, seed=3).annotate(again, [again.add_item(ids[:2]), again.add_item(ids[2:])])
+    assert again.judgments_df()["answer"].tolist() == store.judgments_df()["answer"].tolist()
