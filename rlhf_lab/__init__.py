@@ -49,6 +49,10 @@ _API = {
     "RLHFRun": "rlhf_lab.loop.experiment", "write_report": "rlhf_lab.loop.report", "sweep": "rlhf_lab.loop.ablation",
     "compare_methods": "rlhf_lab.loop.compare", "Budget": "rlhf_lab.loop.compare",
     "sample_table": "rlhf_lab.loop.report", "demo_config": "rlhf_lab.cli",
+    # the taste loop
+    "TasteConfig": "rlhf_lab.loop.taste", "run_taste": "rlhf_lab.loop.taste", "paired_gain": "rlhf_lab.loop.evaluation",
+    "SimulatedLearner": "rlhf_lab.feedback.tastes", "load_taste": "rlhf_lab.feedback.tastes",
+    "EmbeddingRewardModel": "rlhf_lab.reward.embedding",
 }
 _MODULES = {
     "lessons": "rlhf_lab.teach.lessons", "plots": "rlhf_lab.loop.plots", "ppo_math": "rlhf_lab.train.ppo_math",
