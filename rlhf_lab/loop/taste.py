@@ -41,7 +41,7 @@ __all__ = ["TasteConfig", "TasteResult", "run_taste", "label_pairs"]
 
 
 def _default_dpo() -> DPOConfig:
-    return DPOConfig(learning_rate=1e-5, beta=0.1, batch_size=8, candidates=4,
+    return DPOConfig(learning_rate=2e-5, beta=0.1, batch_size=8, epochs=2, candidates=4,
                      sampling=SamplingConfig(max_new_tokens=32, temperature=0.7))
 
 
@@ -63,8 +63,8 @@ class TasteConfig(Config):
     """Replies per held-out prompt (the interval narrows as prompts × replies grow)."""
     agreement_pairs: int = 64
     """Fresh held-out pairs on which the reward model's agreement with a simulated taste is measured."""
-    rounds: int = 4
-    """Iterative DPO rounds."""
+    rounds: int = 3
+    """Iterative DPO rounds (each: sample, judge by the reward model, two passes over the new pairs)."""
     pairs_per_round: int = 16
     """Prompts per round (each gives one best-vs-worst pair)."""
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=32, temperature=0.7))
