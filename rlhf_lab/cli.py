@@ -12,8 +12,14 @@ import sys
 from pathlib import Path
 
 from rlhf_lab.feedback.cli import add_feedback_commands
-from rlhf_lab.policy.models import (DEFAULT_POLICY, KNOWN_ALIASES, OFFLINE_MODELS, ModelNotAvailableError, cache_dir,
-                                    default_device)
+from rlhf_lab.policy.models import (
+    DEFAULT_POLICY,
+    KNOWN_ALIASES,
+    OFFLINE_MODELS,
+    ModelNotAvailableError,
+    cache_dir,
+    default_device,
+)
 from rlhf_lab.teach.assignments import add_assignment_commands
 
 __all__ = ["demo_config", "taste_config", "build_parser", "main"]

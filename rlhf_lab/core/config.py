@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, fields
 
-__all__ = ["Config", "as_config"]
+__all__ = ["Config", "Seeded", "as_config"]
 
 
 class Config:
@@ -32,6 +32,15 @@ class Config:
         if unknown:
             raise ValueError(f"Unknown {cls.__name__} fields {unknown}; known: {sorted(known)}.")
         return cls(**values)
+
+
+class Seeded:
+    """Mixin for a config whose `seed` may be None ("follow the experiment's seed"; 0 on its own)."""
+
+    @property
+    def seed_value(self) -> int:
+        """The seed in use: `seed`, or 0 when it is None."""
+        return 0 if self.seed is None else self.seed
 
 
 def as_config(value, cls):

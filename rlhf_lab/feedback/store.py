@@ -27,8 +27,16 @@ from sqlalchemy.exc import IntegrityError
 from rlhf_lab.feedback import exchange
 from rlhf_lab.feedback.preferences import judgments_to_pairs
 from rlhf_lab.feedback.records import CHOICES, FLAGS, ITEM_KINDS, Item, Response
-from rlhf_lab.feedback.schema import (MIGRATIONS, SCHEMA_VERSION, item_responses_t, items_t, judgments_t, metadata,
-                                      responses_t, schema_version_t)
+from rlhf_lab.feedback.schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    item_responses_t,
+    items_t,
+    judgments_t,
+    metadata,
+    responses_t,
+    schema_version_t,
+)
 
 __all__ = ["FeedbackStore"]
 

@@ -133,12 +133,12 @@ class SimulatedLearner:
         """Judge pairwise `items` (Items or ids; default: every pairwise item this learner has not judged) and record
         each through `store.record_pairwise`. Items already judged are skipped, so a rerun resumes. Returns the new
         judgment ids."""
-        pending = {it.id for it in store.pending_items(self.name, "pairwise")}
-        items = [store.get_item(it) if not hasattr(it, "id") else it for it in
-                 (store.pending_items(self.name, "pairwise") if items is None else items)]
+        pending = store.pending_items(self.name, "pairwise")
+        todo = {it.id for it in pending}
+        items = pending if items is None else [it if hasattr(it, "id") else store.get_item(it) for it in items]
         ids = []
         for item in items:
-            if item.id not in pending or item.kind != "pairwise":
+            if item.id not in todo or item.kind != "pairwise":
                 continue
             a, b = item.responses
             ids.append(store.record_pairwise(item.id, self.name, self.choose(item.prompt, a.text, b.text, item.id)))

@@ -12,7 +12,12 @@ from pathlib import Path
 import pandas as pd
 
 from rlhf_lab.core.files import write_atomic
-from rlhf_lab.loop.plots import plot_overoptimisation, plot_ppo_curves, plot_rm_accuracy, plot_taste
+from rlhf_lab.loop.plots import (
+    plot_overoptimisation,
+    plot_ppo_curves,
+    plot_rm_accuracy,
+    plot_taste,
+)
 
 __all__ = ["sample_table", "run_figures", "write_report", "write_taste_report"]
 

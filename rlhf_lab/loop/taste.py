@@ -178,7 +178,8 @@ def run_taste(config: TasteConfig | None = None, *, learner=None, store=None, an
 
     agreement = float("nan")
     if learner is not None:  # 3. agreement on fresh pairs
-        fresh = [p for p in train if p not in set(pairs["prompt"])]
+        labelled = set(pairs["prompt"])
+        fresh = [p for p in train if p not in labelled]
         fresh = [fresh[i] for i in np.random.default_rng(seed_for(config.seed, 14)).choice(
             len(fresh), min(config.agreement_pairs, len(fresh)), replace=False)]
         a, b = (generate(initial, tokenizer, fresh, replace(config.sampling, temperature=t),

@@ -28,12 +28,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from rlhf_lab.core.config import Config
+from rlhf_lab.core.config import Config, Seeded
 from rlhf_lab.core.files import atomic_directory
 from rlhf_lab.feedback.gold import gold_features
-from rlhf_lab.feedback.preferences import as_preference_pairs, bootstrap_pairs, without_ties
-from rlhf_lab.reward.evaluation import RewardReport, evaluate_rewards
-from rlhf_lab.reward.network import minilm_dir
+from rlhf_lab.feedback.preferences import bootstrap_pairs
+from rlhf_lab.reward.evaluation import NormalisedScores
+from rlhf_lab.reward.network import MINILM, load_backbone
 
 __all__ = ["EmbeddingRewardConfig", "EmbeddingRewardModel", "SURFACE_FEATURES", "surface_features",
            "SentenceEncoder"]
@@ -58,16 +58,8 @@ class SentenceEncoder:
     """The all-MiniLM-L6-v2 sentence encoder (mean-pooled, unit length), with a cache of texts already encoded."""
 
     def __init__(self, batch_size: int = 64):
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # the checkpoint's unused pooler weights would print a load report
-        try:
-            self.model = AutoModel.from_pretrained(minilm_dir(), add_pooling_layer=False).eval()
-        finally:
-            hf_logging.set_verbosity(verbosity)
-        self.tokenizer, self.batch_size, self.cache = AutoTokenizer.from_pretrained(minilm_dir()), batch_size, {}
+        model, self.tokenizer = load_backbone(MINILM)
+        self.model, self.batch_size, self.cache = model.eval(), batch_size, {}
 
     @torch.no_grad()
     def encode(self, texts: list[str]) -> torch.Tensor:
@@ -94,7 +86,7 @@ def _encoder() -> SentenceEncoder:
 
 
 @dataclass
-class EmbeddingRewardConfig(Config):
+class EmbeddingRewardConfig(Config, Seeded):
     """How an embedding reward model reads replies and is fitted. Saved with the model."""
 
     features: tuple[str, ...] = ("reply", "prompt_x_reply", "surface")
@@ -121,12 +113,9 @@ class EmbeddingRewardConfig(Config):
         if not self.l2 > 0 or self.ensemble_size < 1 or not self.embedding_weight > 0:
             raise ValueError("l2 and embedding_weight must be > 0 and ensemble_size >= 1.")
 
-    @property
-    def seed_value(self) -> int:
-        return 0 if self.seed is None else self.seed
 
 
-class EmbeddingRewardModel:
+class EmbeddingRewardModel(NormalisedScores):
     """See the module docstring. Learned state: weights_ (k, F), mean_ and std_ (F,) of the features (std_ divided
     by each feature's prior weight),
     norm_mean_/norm_std_ (score normalisation), val_pairs_ (pairs fitted on, for `evaluate`)."""
@@ -154,8 +143,7 @@ class EmbeddingRewardModel:
     def fit(self, data, progress: bool = False) -> "EmbeddingRewardModel":
         """Fit on preference pairs (a FeedbackStore, a DataFrame, a list of dicts or a .jsonl path). Returns self."""
         cfg = self.config
-        pairs = as_preference_pairs(data)
-        pairs = pairs if cfg.include_ties else without_ties(pairs)
+        pairs = self.usable_pairs(data)
         if len(pairs) == 0:
             raise ValueError("no training pairs left (all were ties with include_ties=False?)")
         x_c = self.featurize(pairs["prompt"], pairs["chosen"])
@@ -197,13 +185,6 @@ class EmbeddingRewardModel:
         """The members' standard deviation of the normalised reward (N,)."""
         return self.member_scores_raw(list(prompts), list(responses)).std(0, correction=0) / self.norm_std_
 
-    def normalize(self, prompts, responses) -> "EmbeddingRewardModel":
-        """Set norm_mean_, norm_std_ so that `score` has mean 0 and std 1 on this sample."""
-        raw = self.score_raw(list(prompts), list(responses))
-        self.norm_mean_ = raw.mean().item()
-        self.norm_std_ = max(raw.std().item(), 1e-6) if len(raw) > 1 else 1.0
-        return self
-
     def agreement(self, prompts, replies_a, replies_b, utility) -> float:
         """Share of pairs with distinct utilities that this model orders as `utility(prompt, reply)` does."""
         r_a, r_b = self.score(prompts, replies_a).numpy(), self.score(prompts, replies_b).numpy()
@@ -212,14 +193,6 @@ class EmbeddingRewardModel:
         distinct = u_a != u_b
         return float(np.mean(np.sign(r_a - r_b)[distinct] == np.sign(u_a - u_b)[distinct])) if distinct.any() \
             else float("nan")
-
-    def evaluate(self, pairs=None, gold=None, n_bins: int = 10, top_k: int = 5) -> RewardReport:
-        """As `RewardModel.evaluate` (default pairs: those it was fitted on, so pass held-out ones)."""
-        pairs = as_preference_pairs(self.val_pairs_ if pairs is None else pairs)
-        r_c, r_r = self.score_raw(pairs["prompt"], pairs["chosen"]), self.score_raw(pairs["prompt"], pairs["rejected"])
-        shown = ((r_c - self.norm_mean_) / self.norm_std_, (r_r - self.norm_mean_) / self.norm_std_)
-        return evaluate_rewards(pairs, r_c.numpy(), r_r.numpy(), gold=gold, n_bins=n_bins, top_k=top_k,
-                                shown=(shown[0].numpy(), shown[1].numpy()))
 
     def save(self, path) -> Path:
         """weights.safetensors and embedding_reward_model.json, atomically (no pickle)."""

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-__all__ = ["RewardReport", "evaluate_rewards", "calibration_table", "expected_calibration_error"]
+from rlhf_lab.feedback.preferences import as_preference_pairs, without_ties
+
+__all__ = ["RewardReport", "evaluate_rewards", "calibration_table", "expected_calibration_error", "NormalisedScores"]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -136,3 +138,29 @@ def evaluate_rewards(pairs: pd.DataFrame, r_chosen: np.ndarray, r_rejected: np.n
         report.agreement_with_gold = (float(np.mean(np.sign(model_d[distinct_gold]) == np.sign((g_c - g_r)[distinct_gold])))
                                       if distinct_gold.any() else float("nan"))
     return report
+
+
+class NormalisedScores:
+    """Pairs, normalisation and evaluation for a reward model that has `score_raw(prompts, responses)` (N,),
+    `config.include_ties` and `val_pairs_` (RewardModel, EmbeddingRewardModel)."""
+
+    def usable_pairs(self, data) -> pd.DataFrame:
+        """`data` as preference pairs (`as_preference_pairs`), ties left out unless `config.include_ties`."""
+        pairs = as_preference_pairs(data)
+        return pairs if self.config.include_ties else without_ties(pairs)
+
+    def normalize(self, prompts, responses):
+        """Set norm_mean_, norm_std_ so that `score` has mean 0 and std 1 on this reference sample. Returns self."""
+        raw = self.score_raw(prompts, responses)
+        self.norm_mean_ = raw.mean().item()
+        self.norm_std_ = max(raw.std().item(), 1e-6) if len(raw) > 1 else 1.0
+        return self
+
+    def evaluate(self, pairs=None, gold=None, n_bins: int = 10, top_k: int = 5) -> RewardReport:
+        """Accuracy, log-loss and calibration on `pairs` (default: `val_pairs_`), agreement with a
+        `gold(prompts, responses)` utility where given; see `evaluate_rewards`."""
+        pairs = self.usable_pairs(self.val_pairs_ if pairs is None else pairs)
+        r_c, r_r = self.score_raw(pairs["prompt"], pairs["chosen"]), self.score_raw(pairs["prompt"], pairs["rejected"])
+        shown = ((r_c - self.norm_mean_) / self.norm_std_, (r_r - self.norm_mean_) / self.norm_std_)
+        return evaluate_rewards(pairs, r_c.numpy(), r_r.numpy(), gold=gold, shown=(shown[0].numpy(), shown[1].numpy()),
+                                n_bins=n_bins, top_k=top_k)

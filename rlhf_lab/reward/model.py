@@ -2,7 +2,7 @@
 
     rm = RewardModel(RewardConfig(backbone="minilm")).fit(store)   # a FeedbackStore, a DataFrame of pairs or a .jsonl
     rm.history_                                      # train/val loss and accuracy per step
-    rm.evaluate(gold=GoldUtility())                  # held-out accuracy, log-loss, calibration, ... (reward_eval.py)
+    rm.evaluate(gold=GoldUtility())                  # held-out accuracy, log-loss, calibration, ... (reward.evaluation)
     rm.normalize(prompts, reference_replies)         # mean 0, std 1 on reference-policy samples (PPO checklist 5)
     rm.score(prompts, responses)                     # (N,) normalised rewards
     rm.save("runs/rm");  RewardModel.load("runs/rm", tokenizer=policy_tokenizer)
@@ -34,11 +34,11 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from rlhf_lab.core.batching import length_grouped_batches
-from rlhf_lab.core.config import Config
+from rlhf_lab.core.config import Config, Seeded
 from rlhf_lab.core.files import atomic_directory
 from rlhf_lab.core.seeding import seeded, set_seed
-from rlhf_lab.feedback.preferences import as_preference_pairs, split_by_prompt, without_ties
-from rlhf_lab.reward.evaluation import RewardReport, evaluate_rewards
+from rlhf_lab.feedback.preferences import split_by_prompt
+from rlhf_lab.reward.evaluation import NormalisedScores
 from rlhf_lab.reward.network import (MINILM, RewardNet, TokenizerMismatchError, backbone_kind, bradley_terry_loss,
                                      load_backbone, reward_text, tokenizer_fingerprint)
 
@@ -49,7 +49,7 @@ LR_SCHEDULES = ("linear", "constant")
 
 
 @dataclass
-class RewardConfig(Config):
+class RewardConfig(Config, Seeded):
     """How a reward model is built and trained. Saved inside every reward model directory."""
 
     backbone: str = MINILM
@@ -119,13 +119,9 @@ class RewardConfig(Config):
         """"encoder" (mean-pooled sentence encoder) or "causal" (reward at the last real token)."""
         return backbone_kind(self.backbone)
 
-    @property
-    def seed_value(self) -> int:
-        """The seed in use: `seed`, or 0 when it is None."""
-        return 0 if self.seed is None else self.seed
 
 
-class RewardModel:
+class RewardModel(NormalisedScores):
     """A Bradley–Terry reward model (scikit-learn conventions: `fit` returns self, learned state ends in `_`).
 
     Learned state: net_ (RewardNet), tokenizer_, history_ (list of dicts: step, epoch, lr, train/loss,
@@ -239,11 +235,6 @@ class RewardModel:
         self.normalize(replies["prompt"].tolist(), replies["response"].tolist())
         return self
 
-    def usable_pairs(self, data) -> pd.DataFrame:
-        """`data` as preference pairs (`as_preference_pairs`), ties left out unless `config.include_ties`."""
-        pairs = as_preference_pairs(data)
-        return pairs if self.config.include_ties else without_ties(pairs)
-
     def _validate(self, val: pd.DataFrame) -> dict:
         r_c, r_r = self.score_raw(val["prompt"], val["chosen"]), self.score_raw(val["prompt"], val["rejected"])
         tie = torch.tensor(val["tie"].to_numpy(), dtype=torch.bool)
@@ -290,22 +281,6 @@ class RewardModel:
         raw = self.net_(input_ids.to(self.device), attention_mask.to(self.device)).float()
         self.net_.train(was_training)
         return (raw - self.norm_mean_) / self.norm_std_
-
-    def normalize(self, prompts, responses) -> "RewardModel":
-        """Set norm_mean_, norm_std_ so that `score` has mean 0 and std 1 on this reference sample."""
-        raw = self.score_raw(prompts, responses)
-        self.norm_mean_ = raw.mean().item()
-        self.norm_std_ = max(raw.std().item(), 1e-6) if len(raw) > 1 else 1.0
-        return self
-
-    def evaluate(self, pairs=None, gold=None, n_bins: int = 10, top_k: int = 5) -> RewardReport:
-        """Accuracy, log-loss and calibration on `pairs` (default: the held-out `val_pairs_`), agreement with a
-        `gold(prompts, responses)` utility where given; see `rlhf_lab.reward_eval.evaluate_rewards`."""
-        pairs = self.usable_pairs(self.val_pairs_ if pairs is None else pairs)
-        r_c, r_r = self.score_raw(pairs["prompt"], pairs["chosen"]), self.score_raw(pairs["prompt"], pairs["rejected"])
-        shown = ((r_c - self.norm_mean_) / self.norm_std_, (r_r - self.norm_mean_) / self.norm_std_)
-        return evaluate_rewards(pairs, r_c.numpy(), r_r.numpy(), gold=gold, shown=(shown[0].numpy(), shown[1].numpy()),
-                                n_bins=n_bins, top_k=top_k)
 
     # ---- tokenizers, saving and loading --------------------------------------------------------------------------
     def check_tokenizer(self, tokenizer) -> None:

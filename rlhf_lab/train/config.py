@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rlhf_lab.core.config import Config, as_config
+from rlhf_lab.core.config import Config, Seeded, as_config
 from rlhf_lab.policy.generation import SamplingConfig
 
 __all__ = ["LoraSettings", "OptimConfig", "OnPolicyConfig", "MIXED_PRECISION"]
@@ -28,7 +28,7 @@ class LoraSettings(Config):
 
 
 @dataclass
-class OptimConfig(Config):
+class OptimConfig(Config, Seeded):
     """How a policy is optimised: the fields PPO, RLOO and DPO share. Saved inside every checkpoint."""
 
     learning_rate: float = 1e-5
@@ -63,10 +63,6 @@ class OptimConfig(Config):
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'auto', got {self.mixed_precision!r}.")
 
-    @property
-    def seed_value(self) -> int:
-        """The seed in use: `seed`, or 0 when it is None."""
-        return 0 if self.seed is None else self.seed
 
 
 @dataclass

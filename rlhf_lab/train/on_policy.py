@@ -19,8 +19,15 @@ from dataclasses import dataclass
 
 import torch
 
-from rlhf_lab.core.checkpoint import (Checkpoint, load_checkpoint, load_trainable_state_dict, rng_state,
-                                      save_checkpoint, set_rng_state, trainable_state_dict)
+from rlhf_lab.core.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    load_trainable_state_dict,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    trainable_state_dict,
+)
 from rlhf_lab.core.errors import TrainingDivergedError
 from rlhf_lab.core.hf import adamw, causal_lm, disable_dropout, make_accelerator
 from rlhf_lab.core.seeding import seed_for, set_seed
@@ -29,9 +36,21 @@ from rlhf_lab.policy.models import model_id
 from rlhf_lab.reward.sources import as_reward
 from rlhf_lab.train.callbacks import MetricsHistory, default_callbacks
 from rlhf_lab.train.config import OnPolicyConfig
-from rlhf_lab.train.policy_value import PolicyAndValue, policy_and_reference, reference_model, response_logits
-from rlhf_lab.train.ppo_math import (AdaptiveKLController, FixedKLController, entropy_from_logits, kl_k1, kl_k3,
-                                     logprobs_from_logits, masked_mean)
+from rlhf_lab.train.policy_value import (
+    PolicyAndValue,
+    policy_and_reference,
+    reference_model,
+    response_logits,
+)
+from rlhf_lab.train.ppo_math import (
+    AdaptiveKLController,
+    FixedKLController,
+    entropy_from_logits,
+    kl_k1,
+    kl_k3,
+    logprobs_from_logits,
+    masked_mean,
+)
 
 __all__ = ["OnPolicyTrainer", "Rollout"]
 

@@ -12,7 +12,13 @@ import weakref
 import torch
 import torch.nn as nn
 
-from rlhf_lab.core.hf import cache_argument, causal_lm, disable_dropout, left_padding, position_ids
+from rlhf_lab.core.hf import (
+    cache_argument,
+    causal_lm,
+    disable_dropout,
+    left_padding,
+    position_ids,
+)
 from rlhf_lab.train.config import LoraSettings
 
 __all__ = ["PolicyAndValue", "response_hidden", "response_logits", "shared_prefix_length", "policy_and_reference",

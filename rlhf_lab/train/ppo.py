@@ -21,8 +21,14 @@ from dataclasses import dataclass
 from rlhf_lab.train.config import OnPolicyConfig
 from rlhf_lab.train.on_policy import OnPolicyTrainer
 from rlhf_lab.train.policy_value import critic_from_reward
-from rlhf_lab.train.ppo_math import (clipped_policy_loss, clipped_value_loss, explained_variance, gae,
-                                     kl_shaped_rewards, masked_whiten)
+from rlhf_lab.train.ppo_math import (
+    clipped_policy_loss,
+    clipped_value_loss,
+    explained_variance,
+    gae,
+    kl_shaped_rewards,
+    masked_whiten,
+)
 
 __all__ = ["PPOConfig", "PPOTrainer"]
 

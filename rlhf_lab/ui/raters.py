@@ -20,7 +20,16 @@ import time
 import ipywidgets as w
 
 from rlhf_lab.feedback.records import Item
-from rlhf_lab.ui.parts import LETTERS, FlagPanel, make_key_catcher, notify, reply_card, say, style_widget, text_html
+from rlhf_lab.ui.parts import (
+    LETTERS,
+    FlagPanel,
+    make_key_catcher,
+    notify,
+    reply_card,
+    say,
+    style_widget,
+    text_html,
+)
 
 __all__ = ["PairwiseRater", "LikertRater", "RankingRater"]
 
