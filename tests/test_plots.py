@@ -93,3 +93,18 @@ def test_sample_table_shows_distinct_prompts_with_their_first_reply(tmp_path):
     table = sample_table(tmp_path, n_prompts=2)
     assert table.to_dict("list") == {"prompt": ["hi", "why?"], "iteration 0": ["hi-it0-reply0", "why?-it0-reply0"],
                                      "iteration 1": ["hi-it1-reply0", "why?-it1-reply0"]}
+
+
+def test_a_returned_plot_shows_in_jupyter_without_pyplot():
+    """A bare matplotlib Figure displays as "<Figure size ...>" text in a kernel that never imported pyplot (lessons
+    3, 5, 8); the lab's figures render themselves as PNG through IPython's own formatter."""
+    from IPython.core.formatters import PNGFormatter
+
+    from rlhf_lab.train.callbacks import plot_history
+
+    history = [{"step": 1, "train/loss": 0.7, "train/accuracy": 0.5}, {"step": 2, "train/loss": 0.6,
+                                                                        "train/accuracy": 0.6}]
+    for fig in (plot_reward_training(history), plot_history([{"update": 1, "objective/kl": 0.1}])):
+        png = PNGFormatter()(fig)
+        assert isinstance(png, bytes) and png.startswith(b"\x89PNG")
+    assert PNGFormatter()(Figure()) is None  # what a bare Figure gave: no image

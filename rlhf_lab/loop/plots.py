@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
+
+from rlhf_lab.core.figures import Figure
 
 __all__ = ["plot_sampling_sweep", "plot_reward_training", "plot_calibration", "plot_reward_histograms",
            "plot_ppo_curves", "plot_overoptimisation", "plot_rm_accuracy", "plot_proxy_vs_gold", "plot_sweep",

@@ -14,7 +14,11 @@ from pathlib import Path
 import torch
 
 from rlhf_lab.core.files import atomic_directory
-from rlhf_lab.feedback.preferences import as_preference_pairs, bootstrap_pairs, split_by_prompt
+from rlhf_lab.feedback.preferences import (
+    as_preference_pairs,
+    bootstrap_pairs,
+    split_by_prompt,
+)
 from rlhf_lab.reward.evaluation import RewardReport, evaluate_rewards
 from rlhf_lab.reward.model import FORMAT_VERSION, RewardConfig, RewardModel
 

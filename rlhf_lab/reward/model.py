@@ -39,8 +39,16 @@ from rlhf_lab.core.files import atomic_directory
 from rlhf_lab.core.seeding import seeded, set_seed
 from rlhf_lab.feedback.preferences import split_by_prompt
 from rlhf_lab.reward.evaluation import NormalisedScores
-from rlhf_lab.reward.network import (MINILM, RewardNet, TokenizerMismatchError, backbone_kind, bradley_terry_loss,
-                                     load_backbone, reward_text, tokenizer_fingerprint)
+from rlhf_lab.reward.network import (
+    MINILM,
+    RewardNet,
+    TokenizerMismatchError,
+    backbone_kind,
+    bradley_terry_loss,
+    load_backbone,
+    reward_text,
+    tokenizer_fingerprint,
+)
 
 __all__ = ["RewardConfig", "RewardModel", "FORMAT_VERSION"]
 

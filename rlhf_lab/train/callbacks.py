@@ -132,7 +132,7 @@ class PrintLogger(Callback):
 
 def plot_history(rows: list[dict], keys=DEFAULT_PLOT_KEYS, figure=None):
     """A matplotlib Figure with one small panel per metric key, x = update (a pure function of the rows)."""
-    from matplotlib.figure import Figure
+    from rlhf_lab.core.figures import Figure
 
     keys = [k for k in keys if any(k in r for r in rows)] or list(keys)
     fig = figure or Figure(figsize=(3.2 * min(len(keys), 3), 2.4 * math.ceil(len(keys) / 3)), layout="constrained")
