@@ -4,9 +4,9 @@ with each shipped taste, and what the whole loop gains in how many minutes.
     python bench/taste.py                                  # every taste, seeds 0-4: agreement curve + full loop
     python bench/taste.py --tastes short,formal --seeds 0,1 --no-loop     # only the agreement curve
 
-Part 1 (labels → agreement): for each taste and seed, 80 label pairs and 64 fresh pairs are sampled once from the
-initial policy; the simulated learner judges the label pairs; a reward model is fitted on the first k of them for
-each k in --labels and its agreement with the taste measured on the fresh pairs.
+Part 1 (labels → agreement): for each seed, 80 label pairs and 64 fresh pairs are sampled once from the initial
+policy (replies do not depend on the taste); each taste's simulated learner judges the label pairs; a reward model is
+fitted on the first k of them for each k in --labels and its agreement with the taste measured on the fresh pairs.
 Part 2 (minutes → gain): `rlhf-lab taste` as a user runs it (model cache built), at --loop-labels judgments: the
 taste's gain on held-out prompts with its paired 95 % interval, the win rate, the KL and the wall time.
 The last line is one JSON object with the figures (medians over seeds per taste, and how many seeds rose).
@@ -33,12 +33,14 @@ def cpu() -> dict:
     return {"cpu": model, "avx512_bf16": "avx512_bf16" in flags, "avx2": "avx2" in flags}
 
 
-def agreement_curve(taste: str, seed: int, label_counts: list[int]) -> dict:
+def agreement_curves(tastes: list[str], seed: int, label_counts: list[int], policy, tokenizer) -> dict:
+    """{taste: {k: agreement}} for one seed: the label pairs and fresh pairs are sampled once and judged by each
+    taste's simulated learner through one store (replies do not depend on the taste)."""
     from dataclasses import replace
 
     import numpy as np
 
-    from rlhf_lab import FeedbackStore, load_policy, load_prompts
+    from rlhf_lab import FeedbackStore, load_prompts
     from rlhf_lab.core.seeding import seed_for
     from rlhf_lab.feedback.tastes import SimulatedLearner
     from rlhf_lab.loop.taste import TasteConfig, label_pairs
@@ -46,23 +48,24 @@ def agreement_curve(taste: str, seed: int, label_counts: list[int]) -> dict:
     from rlhf_lab.reward.embedding import EmbeddingRewardModel
 
     config = TasteConfig(labels=max(label_counts), seed=seed)
-    policy, tokenizer = load_policy(config.policy)
     train = load_prompts(config.prompt_set, split="train", max_words=24)
     rng = np.random.default_rng(seed_for(seed, 10))
     drawn = [train[i] for i in rng.choice(len(train), max(label_counts) + config.agreement_pairs, replace=False)]
     labelled, fresh = drawn[:max(label_counts)], drawn[max(label_counts):]
     store = FeedbackStore(":memory:")
-    learner = SimulatedLearner(taste, name="learner", seed=seed)
-    learner.annotate(store, label_pairs(store, policy, tokenizer, labelled, config))
+    items = label_pairs(store, policy, tokenizer, labelled, config)
     a, b = (generate(policy, tokenizer, fresh, replace(config.sampling, temperature=t), seed=seed_for(seed, 15, j))
             for j, t in enumerate(config.label_temperatures))
-    pairs = store.preference_pairs()
     order = {p: i for i, p in enumerate(labelled)}
-    pairs = pairs.assign(rank=pairs["prompt"].map(order)).sort_values("rank")
     out = {}
-    for k in label_counts:
-        rm = EmbeddingRewardModel(replace(config.reward, seed=seed)).fit(pairs.head(k))
-        out[k] = rm.agreement(a.prompts, a.responses, b.responses, learner.taste)
+    for taste in tastes:
+        learner = SimulatedLearner(taste, name=taste, seed=seed)
+        learner.annotate(store, items)
+        pairs = store.preference_pairs()
+        pairs = pairs[pairs["annotator"] == taste]
+        pairs = pairs.assign(rank=pairs["prompt"].map(order)).sort_values("rank")
+        out[taste] = {k: EmbeddingRewardModel(replace(config.reward, seed=seed)).fit(pairs.head(k)).agreement(
+            a.prompts, a.responses, b.responses, learner.taste) for k in label_counts}
     return out
 
 
@@ -83,7 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tastes", default="short,questions,enthusiastic,formal,gold")
     parser.add_argument("--seeds", default="0,1,2,3,4")
-    parser.add_argument("--labels", default="10,20,40,80", help="label counts of the agreement curve")
+    parser.add_argument("--labels", default="10,20,40,60,80", help="label counts of the agreement curve")
     parser.add_argument("--loop-labels", type=int, default=40)
     parser.add_argument("--no-loop", action="store_true", help="only the agreement curve")
     parser.add_argument("--no-curve", action="store_true", help="only the full loop")
@@ -95,24 +98,37 @@ def main() -> None:
     tastes, seeds = args.tastes.split(","), [int(s) for s in args.seeds.split(",")]
     counts = [int(k) for k in args.labels.split(",")]
     figures: dict = {"machine": cpu(), "seeds": seeds}
-    for taste in tastes:
-        entry = figures.setdefault(taste, {})
-        if not args.no_curve:
-            curves = [agreement_curve(taste, seed, counts) for seed in seeds]
-            entry["agreement_median"] = {k: round(statistics.median(c[k] for c in curves), 3) for k in counts}
-            print(f"{taste:<13} labels → agreement (median of {len(seeds)} seeds): "
-                  + ", ".join(f"{k}: {v:.2f}" for k, v in entry["agreement_median"].items()), flush=True)
-        if not args.no_loop:
-            rows = [loop_run(taste, seed, args.loop_labels, Path(args.out)) for seed in seeds]
-            for row in rows:
-                print(f"  {taste} seed {row['seed']}: agreement {row['rm_agreement']:.2f}, gain {row['gain']:+.3f} "
+    if not args.no_curve:
+        from rlhf_lab import load_policy
+
+        policy, tokenizer = load_policy("smollm2-135m")
+        curves = [agreement_curves(tastes, seed, counts, policy, tokenizer) for seed in seeds]
+        print("labels → agreement with the taste on 64 fresh pairs: median over seeds [min, max]")
+        for taste in tastes:
+            values = {k: [c[taste][k] for c in curves] for k in counts}
+            entry = figures.setdefault(taste, {})
+            entry["agreement_median"] = {k: round(statistics.median(v), 3) for k, v in values.items()}
+            reach = [k for k in counts if entry["agreement_median"][k] >= 0.8]
+            entry["labels_to_0.80"] = reach[0] if reach else None
+            print(f"  {taste:<13} " + ", ".join(f"{k}: {statistics.median(v):.2f} [{min(v):.2f}, {max(v):.2f}]"
+                                                 for k, v in values.items()), flush=True)
+    if not args.no_loop:  # seeds outer: an interrupted bench still has every taste at the first seeds
+        runs: dict = {taste: [] for taste in tastes}
+        for seed in seeds:
+            for taste in tastes:
+                row = loop_run(taste, seed, args.loop_labels, Path(args.out))
+                runs[taste].append(row)
+                print(f"  {taste} seed {seed}: agreement {row['rm_agreement']:.2f}, gain {row['gain']:+.3f} "
                       f"[{row['gain_ci_low']:+.3f}, {row['gain_ci_high']:+.3f}] {row['verdict']}, win rate "
-                      f"{row['win_rate']:.2f}, KL {row['kl']:.2f}, {row['process_minutes']:.1f} min", flush=True)
-            entry.update(rose=sum(r["gain_ci_low"] > 0 for r in rows), runs=len(rows),
-                         gain_median=statistics.median(r["gain"] for r in rows),
-                         rm_agreement_median=statistics.median(r["rm_agreement"] for r in rows),
-                         kl_median=statistics.median(r["kl"] for r in rows),
-                         minutes_max=round(max(r["process_minutes"] for r in rows), 2))
+                      f"{row['win_rate']:.2f}, KL {row['kl']:.2f}, rounds {row['rounds']}, "
+                      f"{row['process_minutes']:.1f} min", flush=True)
+        for taste, rows in runs.items():
+            figures.setdefault(taste, {}).update(
+                rose=sum(r["gain_ci_low"] > 0 for r in rows), runs=len(rows),
+                gain_median=statistics.median(r["gain"] for r in rows),
+                rm_agreement_median=statistics.median(r["rm_agreement"] for r in rows),
+                kl_median=statistics.median(r["kl"] for r in rows), kl_max=max(r["kl"] for r in rows),
+                minutes_max=round(max(r["process_minutes"] for r in rows), 2))
     print(json.dumps(figures))
 
 

@@ -146,14 +146,8 @@ def taste_config(labels: int = 40, seed: int = 0, smoke: bool = False):
     """The taste loop's settings for the command line: SmolLM2 (the defaults), or (smoke) the tiny model and small
     counts, a check that the loop runs."""
     from rlhf_lab.loop.taste import TasteConfig
-    from rlhf_lab.policy.generation import SamplingConfig
 
-    if not smoke:
-        return TasteConfig(labels=labels, seed=seed)
-    config = TasteConfig(policy="tiny", labels=labels, seed=seed, eval_prompts=6, eval_samples=2, agreement_pairs=8,
-                         rounds=2, pairs_per_round=4, sampling=SamplingConfig(max_new_tokens=8, temperature=1.0))
-    config.dpo.sampling = config.sampling
-    return config
+    return TasteConfig.smoke(labels, seed) if smoke else TasteConfig(labels=labels, seed=seed)
 
 
 def cmd_taste(args) -> None:

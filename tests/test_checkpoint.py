@@ -94,6 +94,35 @@ def test_rng_state_round_trip():
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
 
 
+def test_rng_state_survives_the_checkpoint_as_plain_json(tmp_path):
+    path = save_version(tmp_path / "ckpt", 1.0)
+    assert (path / "rng.json").is_file() and not (path / "rng.pt").exists()
+    saved = load_checkpoint(path).rng
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    set_rng_state(saved)
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_a_pickle_planted_in_a_checkpoint_never_runs(tmp_path, monkeypatch):
+    """A shared run directory with a crafted rng.pt (the old format) must not run code on resume."""
+    monkeypatch.chdir(tmp_path)
+    path = save_version(tmp_path / "ckpt", 1.0)
+    (path / "rng.json").unlink()
+    torch.save({"python": Exploit()}, path / "rng.pt")
+    with pytest.warns(UserWarning, match="not loaded"):
+        ckpt = load_checkpoint(path)
+    assert ckpt.rng is None and not (tmp_path / "pwned").exists()
+    torch.save({"state": Exploit()}, path / "optimizer.pt")
+    with pytest.raises(Exception):
+        load_checkpoint(path)
+    assert not (tmp_path / "pwned").exists()
+
+
 def test_trainable_state_dict_skips_frozen_and_checks_names():
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
     model[0].requires_grad_(False)

@@ -239,6 +239,20 @@ def test_best_vs_worst_of_n_candidates_by_a_reward_judge(tokenizer):
         trainer.collect_pairs(PROMPTS, SimulatedCrowd(n=1), round_=2, pairs_per_round=2)
 
 
+def test_min_margin_keeps_only_prompts_whose_best_and_worst_differ_enough(tokenizer):
+    """Scores are newlines / 8: a margin of 2/8 needs the best candidate to have two more newlines than the worst."""
+    config = DPOConfig(sampling=SAMPLING, candidates=4, min_margin=2 / 8)
+    trainer = DPOTrainer(peaked_policy(tokenizer), tokenizer, config, callbacks=[])
+    pairs = trainer.collect_pairs(PROMPTS, NewlineReward(), round_=1, pairs_per_round=8)
+    scores = NewlineReward()(trainer.last_batch_).view(8, 4)
+    wide = int(((scores.max(1).values - scores.min(1).values) >= 2 / 8).sum())
+    assert len(pairs) == wide and trainer.pairs_below_margin_ == 8 - wide and 0 < wide < 8
+    newlines = lambda ids: sum(t == NEWLINE for t in ids)  # noqa: E731
+    assert all(newlines(p.chosen) >= newlines(p.rejected) + 2 for p in pairs)
+    with pytest.raises(ValueError, match="min_margin"):
+        DPOConfig(min_margin=-1)
+
+
 def test_iterative_dpo_with_the_simulated_crowd_records_judgments(tokenizer):
     trainer = DPOTrainer(peaked_policy(tokenizer), tokenizer, DPOConfig(learning_rate=1e-3, sampling=SAMPLING),
                          callbacks=[])

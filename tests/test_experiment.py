@@ -2,12 +2,13 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from rlhf_lab.cli import demo_config, main
-from rlhf_lab.loop.evaluation import distinct_n
+from rlhf_lab.loop.evaluation import distinct_n, verdict
 from rlhf_lab.loop.experiment import ExperimentConfig, FeedbackConfig, RLHFRun
 from rlhf_lab.train.ppo import PPOConfig
 
@@ -59,6 +60,13 @@ def test_two_iterations_leave_every_artefact(two_iterations):
     for column in ("gold_reward", "proxy_reward", "kl", "win_rate_gold_vs_initial", "win_rate_rm_vs_previous"):
         assert evaluation.loc[1:, column].notna().all(), column
     assert evaluation.loc[0, "kl"] == 0.0
+    # the gain over the initial policy is paired by eval prompt, with its interval and verdict
+    first = [json.loads(line)["gold"] for line in (path / "iter_000" / "eval_samples.jsonl").read_text().splitlines()]
+    last = [json.loads(line)["gold"] for line in (path / "iter_002" / "eval_samples.jsonl").read_text().splitlines()]
+    row = evaluation.iloc[2]
+    assert row["gold_gain_vs_initial"] == pytest.approx(np.mean(last) - np.mean(first))
+    assert row["gold_gain_vs_initial_ci_low"] <= row["gold_gain_vs_initial"] <= row["gold_gain_vs_initial_ci_high"]
+    assert row["verdict_vs_initial"] == verdict(row["gold_gain_vs_initial_ci_low"], row["gold_gain_vs_initial_ci_high"])
     metrics = [json.loads(line) for line in (path / "ppo_metrics.jsonl").read_text().splitlines()]
     assert [m["update"] for m in metrics] == [1, 2, 3, 4]
     assert run.ppo_metrics()["iteration"].tolist() == [1, 1, 2, 2]

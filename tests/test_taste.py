@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import ipywidgets
 import numpy as np
 import pytest
+import torch
 
 from rlhf_lab.cli import main, taste_config
 from rlhf_lab.feedback.crowd import SimulatedCrowd
@@ -76,3 +78,21 @@ def test_the_cli_ends_with_one_json_line_and_takes_your_own_taste(tmp_path, monk
                                                   "kl", "minutes"} <= set(last)
     assert main(["taste", "--taste", "salty", "--smoke"]) == 2
     assert "Unknown taste 'salty'" in capsys.readouterr().err
+
+
+def test_a_round_that_passes_the_kl_target_is_undone():
+    """With a target no update can meet, the first round is undone: the policy ends where it started; without a
+    target every round is kept and the policy moves."""
+    policy, tokenizer = tiny_policy(seed=0)
+    start = {k: v.clone() for k, v in policy.state_dict().items()}
+    learner = SimulatedLearner("short", seed=0)
+    quiet = lambda *a: None  # noqa: E731
+    strict = replace(TasteConfig.smoke(labels=6), kl_target=1e-9)
+    strict.dpo = replace(strict.dpo, learning_rate=1e-3)
+    result = run_taste(strict, learner=learner, policy=policy, tokenizer=tokenizer, log=quiet)
+    assert result.rounds == 0 and result.kl == pytest.approx(0, abs=1e-6)
+    assert all(torch.equal(v, start[k]) for k, v in policy.state_dict().items())
+    loose = replace(strict, kl_target=None)
+    result = run_taste(loose, learner=learner, policy=policy, tokenizer=tokenizer, log=quiet)
+    assert result.rounds == 2 and result.kl > 1e-4 and result.policy_pairs > 0
+    assert not all(torch.equal(v, start[k]) for k, v in policy.state_dict().items())

@@ -7,7 +7,8 @@ A checkpoint is written with `core.files.atomic_directory`: complete or absent. 
 an older checkpoint leaves the old one aside under a hidden name, and `load_checkpoint` falls back to it.
 
 Files: model.safetensors (the trainable tensors only: all weights for full fine-tuning, the LoRA adapters and value
-head with LoRA), optimizer.pt, rng.pt (Python, NumPy, torch CPU and CUDA generator states), state.json (config,
+head with LoRA), optimizer.pt (read with `weights_only=True`), rng.json (Python, NumPy, torch CPU and CUDA
+generator states as plain numbers: a checkpoint someone else made cannot run code when loaded), state.json (config,
 update count, KL coefficient, metrics history: everything else needed to resume exactly). A PPO run with LoRA also
 writes adapter/ in peft's own format (`PeftModel.from_pretrained(base, ckpt / "adapter")`).
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,10 +27,10 @@ from safetensors.torch import load_file, save_file
 
 from rlhf_lab.core.files import aside_copies, atomic_directory
 
-__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "trainable_state_dict",
-           "load_trainable_state_dict"]
+__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "rng_to_json",
+           "rng_from_json", "trainable_state_dict", "load_trainable_state_dict"]
 
-MODEL_FILE, OPTIMIZER_FILE, RNG_FILE, STATE_FILE = "model.safetensors", "optimizer.pt", "rng.pt", "state.json"
+MODEL_FILE, OPTIMIZER_FILE, RNG_FILE, STATE_FILE = "model.safetensors", "optimizer.pt", "rng.json", "state.json"
 FORMAT_VERSION = 1
 
 
@@ -48,6 +50,30 @@ def rng_state() -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def rng_to_json(state: dict) -> dict:
+    """`rng_state()` as JSON-able numbers (no pickle: loading it can never run code)."""
+    version, internal, gauss = state["python"]
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    out = {"python": [version, list(internal), gauss], "numpy": [kind, np.asarray(keys).tolist(), int(pos),
+                                                                  int(has_gauss), float(cached)],
+           "torch": state["torch"].tolist()}
+    if "cuda" in state:
+        out["cuda"] = [s.tolist() for s in state["cuda"]]
+    return out
+
+
+def rng_from_json(data: dict) -> dict:
+    """The inverse of `rng_to_json`."""
+    version, internal, gauss = data["python"]
+    kind, keys, pos, has_gauss, cached = data["numpy"]
+    state = {"python": (version, tuple(internal), gauss),
+             "numpy": (kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached),
+             "torch": torch.tensor(data["torch"], dtype=torch.uint8)}
+    if "cuda" in data:
+        state["cuda"] = [torch.tensor(s, dtype=torch.uint8) for s in data["cuda"]]
     return state
 
 
@@ -71,7 +97,7 @@ def save_checkpoint(path: str | Path, *, tensors: dict[str, torch.Tensor], state
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / MODEL_FILE))
         if optimizer is not None:
             torch.save(optimizer, tmp / OPTIMIZER_FILE)
-        torch.save(rng if rng is not None else rng_state(), tmp / RNG_FILE)
+        (tmp / RNG_FILE).write_text(json.dumps(rng_to_json(rng if rng is not None else rng_state())))
         (tmp / STATE_FILE).write_text(json.dumps({"format": FORMAT_VERSION, **state}, indent=1, allow_nan=True))
     return path
 
@@ -86,7 +112,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         path = aside[-1]
     state = json.loads((path / STATE_FILE).read_text())
     optimizer = torch.load(path / OPTIMIZER_FILE, weights_only=True) if (path / OPTIMIZER_FILE).is_file() else None
-    rng = torch.load(path / RNG_FILE, weights_only=False) if (path / RNG_FILE).is_file() else None
+    rng = rng_from_json(json.loads((path / RNG_FILE).read_text())) if (path / RNG_FILE).is_file() else None
+    if rng is None and (path / "rng.pt").is_file():  # written before rlhf-lab 0.3: a pickle, never unpickled
+        warnings.warn(f"{path / 'rng.pt'} is a pickle (written by an older rlhf-lab) and is not loaded (a pickle can run code): "
+                      "the run resumes with fresh random generators, so its next samples differ from an uninterrupted "
+                      "run's.", stacklevel=2)
     return Checkpoint(path=path, tensors=load_file(str(path / MODEL_FILE)), optimizer=optimizer, rng=rng, state=state)
 
 

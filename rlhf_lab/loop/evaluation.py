@@ -98,20 +98,22 @@ def paired_gain(before, after, *, confidence: float = 0.95, n_boot: int = 4000, 
 
 
 @torch.no_grad()
-def sequence_kl(policy, reference, batch, temperature: float, rows_per_pass: int = 8) -> torch.Tensor:
+def sequence_kl(policy, reference, batch, temperature: float, rows_per_pass: int = 8, rows=None) -> torch.Tensor:
     """KL(π ‖ π_ref) per reply of a GenerationBatch, nats: Σ_t KL(π(·|y_<t) ‖ π_ref(·|y_<t)) over the sampled
     reply's tokens, with full next-token distributions at `temperature` (the expectation of k1 = log π − log π_ref
     over each next token: unbiased for the reply's KL, never negative, far less noisy than k1). (B,)
 
-    Rows go `rows_per_pass` at a time: (b, R, V) temporaries, about 50 MB per row of 32 tokens at V = 49k."""
+    rows: only these rows of the batch (default all). Rows go `rows_per_pass` at a time: (b, R, V) temporaries,
+    about 50 MB per row of 32 tokens at V = 49k."""
     device = next(reference.parameters()).device
     ids, attn = batch.query_response_ids.to(device), batch.query_response_mask.to(device)
     mask, n_prompt = batch.response_mask.to(device).float(), batch.prompt_ids.shape[1]
     kls = []
-    for rows in torch.arange(len(ids)).split(rows_per_pass):
-        logp, ref_logp = (torch.log_softmax(response_logits(causal_lm(m), ids[rows], attn[rows], n_prompt).float()
+    chosen = torch.arange(len(ids)) if rows is None else torch.as_tensor(rows, dtype=torch.long)
+    for part in chosen.split(rows_per_pass):
+        logp, ref_logp = (torch.log_softmax(response_logits(causal_lm(m), ids[part], attn[part], n_prompt).float()
                                             / temperature, dim=-1) for m in (policy, reference))  # (b, R, V) each
-        kls.append(((logp.exp() * (logp - ref_logp)).sum(-1) * mask[rows]).sum(1))
+        kls.append(((logp.exp() * (logp - ref_logp)).sum(-1) * mask[part]).sum(1))
     return torch.cat(kls).cpu()
 
 

@@ -28,7 +28,7 @@ from rlhf_lab.core.files import write_atomic
 from rlhf_lab.feedback.crowd import SimulatedCrowd
 from rlhf_lab.feedback.gold import GoldUtility
 from rlhf_lab.feedback.store import FeedbackStore
-from rlhf_lab.loop.evaluation import distinct_n
+from rlhf_lab.loop.evaluation import distinct_n, paired_gain
 from rlhf_lab.policy.generation import GenerationBatch, generate
 from rlhf_lab.policy.models import load_policy
 from rlhf_lab.policy.prompts import load_prompts
@@ -322,16 +322,20 @@ class RLHFRun:
         return self.iteration_dir(0) / "eval_samples.jsonl"
 
     def _win_rates(self, name: str, j: int, prompts, replies, gold) -> dict:
-        """Share of eval prompts where this iteration's reply beats iteration j's, by gold and by the reward model
-        (ties count ½)."""
+        """This iteration against iteration j on the same eval prompts, paired by prompt (`paired_gain`): the gold
+        gain with its 95 % interval and verdict, and the win rates by gold and by the reward model (ties ½)."""
         path = self.iteration_dir(j) / "eval_samples.jsonl"
         before = [json.loads(line) for line in path.read_text().splitlines()]
+        shape = (len(self.eval_prompts), self.config.eval_samples)
         old_gold = np.array([b["gold"] for b in before])
-        out = {f"win_rate_gold_vs_{name}": float(np.mean((gold > old_gold) + 0.5 * (gold == old_gold)))}
+        paired = paired_gain(old_gold.reshape(shape), np.asarray(gold).reshape(shape), seed=self.config.seed or 0)
+        out = {f"win_rate_gold_vs_{name}": paired.win_rate, f"gold_gain_vs_{name}": paired.gain,
+               f"gold_gain_vs_{name}_ci_low": paired.ci_low, f"gold_gain_vs_{name}_ci_high": paired.ci_high,
+               f"verdict_vs_{name}": paired.verdict}
         if self.reward_model is not None:
-            new = self.reward_model.score(prompts, replies)
-            old = self.reward_model.score(prompts, [b["response"] for b in before])
-            out[f"win_rate_rm_vs_{name}"] = float(((new > old).float() + 0.5 * (new == old).float()).mean())
+            new = self.reward_model.score(prompts, replies).numpy().reshape(shape)
+            old = self.reward_model.score(prompts, [b["response"] for b in before]).numpy().reshape(shape)
+            out[f"win_rate_rm_vs_{name}"] = paired_gain(old, new, seed=self.config.seed or 0).win_rate
         return out
 
     def evaluation(self) -> pd.DataFrame:

@@ -60,6 +60,16 @@ def _markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _gold_change(first, last, config) -> str:
+    """The run's gold change in words, paired by eval prompt with its 95 % interval and verdict."""
+    text = f"Gold reward {first['gold_reward']:.3f} → {last['gold_reward']:.3f}"
+    if "gold_gain_vs_initial" not in last or pd.isna(last["gold_gain_vs_initial"]):
+        return text + "."
+    return (f"{text}: gain {last['gold_gain_vs_initial']:+.3f} (95 % interval {last['gold_gain_vs_initial_ci_low']:+.3f} "
+            f"to {last['gold_gain_vs_initial_ci_high']:+.3f}, paired over {config.eval_prompts} eval prompts × "
+            f"{config.eval_samples} replies): {last['verdict_vs_initial']}.")
+
+
 def write_report(run, out: str | Path | None = None) -> Path:
     """PNG figures, metrics CSVs and summary.md into `out` (default run_dir/report); returns the folder."""
     out = Path(out or run.path / "report")
@@ -71,13 +81,13 @@ def write_report(run, out: str | Path | None = None) -> Path:
     run.ppo_metrics().to_csv(out / "ppo_metrics.csv", index=False)
     first, last = evaluation.iloc[0], evaluation.iloc[-1]
     keep = [c for c in ("iteration", "update", "gold_reward", "proxy_reward", "kl", "rm/val_accuracy",
-                        "win_rate_gold_vs_initial", "response_length", "eos_rate", "distinct_2") if c in evaluation]
+                        "gold_gain_vs_initial", "gold_gain_vs_initial_ci_low", "gold_gain_vs_initial_ci_high",
+                        "verdict_vs_initial", "win_rate_gold_vs_initial", "response_length", "eos_rate", "distinct_2") if c in evaluation]
     summary = [
         f"# RLHF run: {run.path.name}", "",
         f"Policy `{run.config.policy}`, {run.iteration} iteration(s) of {run.config.ppo_updates} PPO updates, "
         f"{run.store.counts()['total']} judgments in the store.", "",
-        f"Gold reward {first['gold_reward']:.3f} → {last['gold_reward']:.3f} "
-        f"(change {last['gold_reward'] - first['gold_reward']:+.3f}); KL to the reference {last['kl']:.2f} nats per reply.", "",
+        _gold_change(first, last, run.config) + f" KL to the reference {last['kl']:.2f} nats per reply.", "",
         "## Evaluation per iteration", "", _markdown(evaluation[keep]), "",
         "## Figures", "", "![PPO curves](ppo_curves.png)", "", "![Over-optimisation](over_optimisation.png)", "",
         "![Reward-model accuracy](rm_accuracy.png)", "",

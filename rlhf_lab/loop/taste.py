@@ -41,7 +41,7 @@ __all__ = ["TasteConfig", "TasteResult", "run_taste", "label_pairs"]
 
 
 def _default_dpo() -> DPOConfig:
-    return DPOConfig(learning_rate=2e-5, beta=0.1, batch_size=8, epochs=2, candidates=4,
+    return DPOConfig(learning_rate=3e-5, beta=0.1, batch_size=8, epochs=2, candidates=4, min_margin=1.0,
                      sampling=SamplingConfig(max_new_tokens=32, temperature=0.7))
 
 
@@ -65,6 +65,9 @@ class TasteConfig(Config):
     """Fresh held-out pairs on which the reward model's agreement with a simulated taste is measured."""
     rounds: int = 3
     """Iterative DPO rounds (each: sample, judge by the reward model, two passes over the new pairs)."""
+    kl_target: float | None = 10.0
+    """Most KL to the initial policy, nats per reply: a round that takes the policy past it is undone (see `steer`).
+    None: no limit."""
     pairs_per_round: int = 16
     """Prompts per round (each gives one best-vs-worst pair)."""
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=32, temperature=0.7))
@@ -84,6 +87,13 @@ class TasteConfig(Config):
         if self.labels < 4:
             raise ValueError(f"labels must be at least 4 (a reward model needs a few pairs), got {self.labels}.")
 
+    @classmethod
+    def smoke(cls, labels: int = 8, seed: int = 0) -> "TasteConfig":
+        """The tiny random model and small counts: a check that the loop runs (CI, tests, a lesson's smoke run)."""
+        sampling = SamplingConfig(max_new_tokens=8, temperature=1.0)
+        return cls(policy="tiny", labels=labels, seed=seed, eval_prompts=6, eval_samples=2, agreement_pairs=8,
+                   rounds=2, pairs_per_round=4, sampling=sampling, dpo=replace(_default_dpo(), sampling=sampling))
+
 
 @dataclass
 class TasteResult:
@@ -101,13 +111,20 @@ class TasteResult:
     minutes: float
     samples: list[dict] = field(default_factory=list)
     """Per held-out prompt: prompt, first reply before and after, utilities and rewards (means)."""
+    stages: dict = field(default_factory=dict)
+    """Seconds per stage (load, labels, reward_model, agreement, eval_before, policy, eval_after)."""
+    rounds: int = 0
+    """Policy rounds kept (fewer than configured when one was undone for passing the KL target)."""
+    policy_pairs: int = 0
+    """Best-vs-worst pairs the policy trained on, over the kept and undone rounds."""
 
     def to_json(self) -> dict:
         main = self.taste or self.reward
         return {"labels": self.labels, "rm_agreement": round(self.rm_agreement, 4), "gain": round(main.gain, 4),
                 "gain_ci_low": round(main.ci_low, 4), "gain_ci_high": round(main.ci_high, 4),
                 "win_rate": round(main.win_rate, 4), "verdict": main.verdict,
-                "reward_gain": round(self.reward.gain, 4), "kl": round(self.kl, 4), "minutes": round(self.minutes, 3)}
+                "reward_gain": round(self.reward.gain, 4), "kl": round(self.kl, 4), "minutes": round(self.minutes, 3),
+                "rounds": self.rounds, "policy_pairs": self.policy_pairs, "seconds": self.stages}
 
     def __str__(self) -> str:
         lines = [f"{self.labels} judgments → reward model"
@@ -130,6 +147,37 @@ def label_pairs(store, policy, tokenizer, prompts: list[str], config: TasteConfi
     return [store.get_item(store.add_item(ids[2 * i:2 * i + 2][::-1 if f else 1])) for i, f in enumerate(flip)]
 
 
+def steer(trainer, initial, prompts: list[str], rm, config: TasteConfig, say=print) -> int:
+    """Iterative DPO rounds within the KL target. After each round the KL of the policy to the initial one is
+    measured on one reply to each of `pairs_per_round` prompts (the next round's first candidates, sampled anyway;
+    after the last round, a probe of its own); above `config.kl_target` the round is undone (the weights before it
+    come back) and the loop stops. Returns the number of rounds kept."""
+    def over_target(batch, rows) -> bool:
+        kl = float(sequence_kl(trainer.policy, initial, batch, config.dpo.sampling.temperature, rows=rows).mean())
+        if kl > config.kl_target:
+            trainer.policy.load_state_dict(saved)
+            say(f"      KL {kl:.1f} > target {config.kl_target:g} after round {trainer.round_}: that round is undone")
+        return kl > config.kl_target
+
+    saved = None
+    for round_ in range(1, config.rounds + 1):
+        pairs = trainer.collect_pairs(prompts, rm, round_, config.pairs_per_round)
+        if round_ > 1 and config.kl_target and over_target(trainer.last_batch_,
+                                                           range(0, len(trainer.last_batch_), config.dpo.candidates)):
+            return round_ - 2
+        saved = {k: v.detach().clone() for k, v in trainer.policy.state_dict().items()}
+        if pairs:
+            trainer.fit(pairs)
+        trainer.round_ = round_
+    if config.kl_target:
+        drawn = np.random.default_rng(seed_for(config.seed, 16)).choice(len(prompts), config.pairs_per_round)
+        probe = generate(trainer.policy, trainer.tokenizer, [prompts[i] for i in drawn], config.dpo.sampling,
+                         seed=seed_for(config.seed, 17))
+        if over_target(probe, None):
+            return config.rounds - 1
+    return config.rounds
+
+
 def _eval_batch(policy, tokenizer, prompts, config: TasteConfig):
     return generate(policy, tokenizer, prompts, config.sampling, seed=seed_for(config.seed, 13),
                     n_per_prompt=config.eval_samples)
@@ -147,7 +195,15 @@ def run_taste(config: TasteConfig | None = None, *, learner=None, store=None, an
     from rlhf_lab.feedback.store import FeedbackStore
 
     config, start = config or TasteConfig(), time.perf_counter()
-    say = lambda text: log(f"{text}  ({time.perf_counter() - start:.0f} s)")  # noqa: E731
+    stages: dict[str, float] = {}  # seconds per stage, in the result: where a learner's minutes go
+    mark = [start]
+
+    def lap(stage: str) -> None:
+        now = time.perf_counter()
+        stages[stage], mark[0] = round(now - mark[0], 1), now
+
+    def say(text: str) -> None:
+        log(f"{text}  ({time.perf_counter() - start:.0f} s)")
     if learner is None and (store is None or not annotator):
         raise ValueError("run_taste needs a learner (SimulatedLearner) or a store with a person's judgments and their "
                          "annotator name.")
@@ -162,6 +218,7 @@ def run_taste(config: TasteConfig | None = None, *, learner=None, store=None, an
     train = load_prompts(config.prompt_set, split="train", max_words=24)
     held_out = load_prompts(config.prompt_set, split="eval", max_words=24, n=config.eval_prompts, seed=config.seed)
     initial = copy.deepcopy(policy).eval().requires_grad_(False)
+    lap("load")
 
     if learner is not None:  # 1. labels
         annotator = learner.name
@@ -169,12 +226,14 @@ def run_taste(config: TasteConfig | None = None, *, learner=None, store=None, an
             len(train), config.labels, replace=False)]
         say(f"[1/5] sampling {config.labels} pairs; the simulated learner judges them")
         learner.annotate(store, label_pairs(store, policy, tokenizer, drawn, config))
+        lap("labels")
     pairs = store.preference_pairs(include_ties=True)
     pairs = pairs[pairs["annotator"] == annotator]
     if len(pairs) < 4:
         raise ValueError(f"{annotator!r} has {len(pairs)} preference pairs in the store; judge at least 4 pairs first.")
     say(f"[2/5] fitting a reward model on {len(pairs)} judgments by {annotator!r}")
     rm = EmbeddingRewardModel(replace(config.reward, seed=config.reward.seed_value + config.seed)).fit(pairs)
+    lap("reward_model")
 
     agreement = float("nan")
     if learner is not None:  # 3. agreement on fresh pairs
@@ -185,28 +244,33 @@ def run_taste(config: TasteConfig | None = None, *, learner=None, store=None, an
         a, b = (generate(initial, tokenizer, fresh, replace(config.sampling, temperature=t),
                          seed=seed_for(config.seed, 15, j)) for j, t in enumerate(config.label_temperatures))
         agreement = rm.agreement(a.prompts, a.responses, b.responses, learner.taste)
+        lap("agreement")
         say(f"[3/5] the reward model agrees with the taste on {agreement:.0%} of {len(fresh)} fresh pairs")
 
     before = _eval_batch(initial, tokenizer, held_out, config)
+    lap("eval_before")
     say(f"[4/5] iterative DPO: {config.rounds} rounds × {config.pairs_per_round} best-vs-worst pairs")
     trainer = DPOTrainer(policy, tokenizer, replace(config.dpo, seed=config.seed), ref_policy=initial, callbacks=[])
-    trainer.train_iterative(train, rm, rounds=config.rounds, pairs_per_round=config.pairs_per_round)
+    rounds_kept = steer(trainer, initial, train, rm, config, say)
+    lap("policy")
 
     say("[5/5] evaluating on held-out prompts, before and after")  # 5. evaluation
     after = _eval_batch(trainer.policy, tokenizer, held_out, config)
+    kl = float(sequence_kl(trainer.policy, initial, after, config.sampling.temperature).mean())
+    lap("eval_after")
     shape = (len(held_out), config.eval_samples)
     r_before, r_after = (rm.score(b.prompts, b.responses).numpy().reshape(shape) for b in (before, after))
     taste = None
     if learner is not None:
         u_before, u_after = (learner.utility(b.prompts, b.responses).reshape(shape) for b in (before, after))
         taste = paired_gain(u_before, u_after, seed=config.seed)
-    kl = float(sequence_kl(trainer.policy, initial, after, config.sampling.temperature).mean())
     samples = [{"prompt": held_out[i], "before": before.responses[i * shape[1]], "after": after.responses[i * shape[1]],
                 "reward_before": float(r_before[i].mean()), "reward_after": float(r_after[i].mean()),
                 **({"taste_before": float(u_before[i].mean()), "taste_after": float(u_after[i].mean())}
                    if learner is not None else {})} for i in range(len(held_out))]
     result = TasteResult(len(pairs), agreement, taste, paired_gain(r_before, r_after, seed=config.seed), kl,
-                         (time.perf_counter() - start) / 60, samples)
+                         (time.perf_counter() - start) / 60, samples, stages, rounds_kept,
+                         trainer.pairs_seen_ // config.dpo.epochs)
     if out is not None:
         from rlhf_lab.loop.report import write_taste_report
 

@@ -94,8 +94,9 @@ def rate_or_simulate(store, annotator: str, items, *, stand_in: SimulatedAnnotat
         return annotator
     stand_in = stand_in or SimulatedAnnotator(stand_in_name(annotator), rationality=3.0, seed=0)
     new = stand_in.annotate(store, sorted(ids))
-    print(f"Nobody rated as {annotator!r}: using the simulated crowd instead ({stand_in.name!r} judged {len(new)} "
-          "item(s)). Rate in the widget above and rerun this cell to use your own judgments.")
+    print(f"⚠ Nobody rated as {annotator!r}: a SIMULATED annotator stood in for you ({stand_in.name!r} judged "
+          f"{len(new)} item(s) by the simulated crowd's taste). Everything below uses its judgments, not yours: rate "
+          "in the widget above and rerun this cell to use your own.")
     return stand_in.name
 
 

@@ -74,6 +74,10 @@ class DPOConfig(OptimConfig):
     candidates: int = 2
     """Iterative mode: replies sampled per prompt each round. A reward-source judge pairs the best of them with the
     worst (best-vs-worst of n, a stronger signal per pair); people and simulated crowds judge pairs (2)."""
+    min_margin: float = 0.0
+    """Iterative mode with a reward-source judge: a prompt gives a pair only if its best and worst candidates' scores
+    differ by at least this (in the judge's units; normalised reward models: standard deviations). Where the judge
+    sees no clear difference, its ordering is mostly noise that the policy would learn as if it were taste."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -83,6 +87,8 @@ class DPOConfig(OptimConfig):
             raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}.")
         if self.beta <= 0:
             raise ValueError(f"beta must be positive, got {self.beta}.")
+        if self.min_margin < 0:
+            raise ValueError(f"min_margin must be >= 0, got {self.min_margin}.")
         if self.epochs < 1 or self.candidates < 2:
             raise ValueError(f"epochs must be at least 1 and candidates at least 2, got {self.epochs} and "
                              f"{self.candidates}.")
@@ -116,8 +122,9 @@ class DPOTrainer:
         self.callbacks = ([LiveView(keys=DPO_PLOT_KEYS)] if in_notebook() else [PrintLogger(keys=DPO_PRINT_KEYS)]
                           ) if callbacks is None else list(callbacks)
         self.update_ = self.pairs_seen_ = self.samples_generated_ = self.tokens_generated_ = 0
-        self.judgments_used_ = self.round_ = 0
+        self.judgments_used_ = self.round_ = self.pairs_below_margin_ = 0
         self.n_updates_ = None
+        self.last_batch_ = None  # the candidates of the latest round (a GenerationBatch)
         self.store_ = None
 
     @property
@@ -249,6 +256,7 @@ class DPOTrainer:
         batch = generate(self.policy, self.tokenizer, drawn, cfg.sampling, n_per_prompt=n, iteration=round_,
                          seed=seed_for(self.seed, round_, 5))  # rows n·i … n·i + n − 1 answer prompt i
         self.samples_generated_ += len(batch)
+        self.last_batch_ = batch
         self.tokens_generated_ += int(batch.response_mask.sum())
         if callable(getattr(judge, "annotate", None)):
             from rlhf_lab.feedback.store import FeedbackStore
@@ -267,9 +275,10 @@ class DPOTrainer:
             scores = as_reward(judge, self.tokenizer)(batch).view(-1, n)  # (P, n)
             self.judgments_used_ += len(scores)
             order = torch.argsort(-scores, dim=1, stable=True)  # (P, n), best first; ties keep sampling order
-            rows = [(n * i + int(o[0]), n * i + int(o[-1]), bool(s.max() == s.min())) for i, (o, s) in
-                    enumerate(zip(order, scores))]
-            rows = [r for r in rows if cfg.include_ties or not r[2]]
+            margin = scores.max(dim=1).values - scores.min(dim=1).values  # (P,)
+            rows = [(n * i + int(o[0]), n * i + int(o[-1]), bool(m == 0)) for i, (o, m) in enumerate(zip(order, margin))
+                    if m >= cfg.min_margin and (cfg.include_ties or m > 0)]
+            self.pairs_below_margin_ += int((margin < cfg.min_margin).sum())
         prompt = lambda i: batch.prompt_ids[i][batch.prompt_mask[i].bool()].tolist()  # noqa: E731
         reply = lambda i: batch.response_ids[i][batch.response_mask[i].bool()].tolist()  # noqa: E731
         return [EncodedPair(prompt(c), reply(c), reply(r), tie) for c, r, tie in rows]
