@@ -44,6 +44,35 @@ def test_krippendorff_wikipedia_example():
     assert krippendorff_alpha(WIKIPEDIA_ALPHA, "interval") == pytest.approx(0.811, abs=5e-4)
 
 
+def alpha_by_pairs(units, delta2) -> float:
+    """Krippendorff's alpha from its definition, pair by pair (no coincidence matrix): D_o averages δ² over the
+    ordered pairs of values within each unit (weight 1/(m_u − 1)), D_e over all ordered pairs of pairable values."""
+    units = [[float(v) for v in unit if not math.isnan(v)] for unit in np.asarray(units, dtype=float)]
+    units = [u for u in units if len(u) >= 2]
+    pooled = [v for u in units for v in u]
+    n = len(pooled)
+    d_o = sum(delta2(a, b) / (len(u) - 1) for u in units for i, a in enumerate(u) for j, b in enumerate(u) if i != j) / n
+    d_e = sum(delta2(a, b) for i, a in enumerate(pooled) for j, b in enumerate(pooled) if i != j) / (n * (n - 1))
+    return 1 - d_o / d_e
+
+
+def test_krippendorff_ratio_level_with_zero_labels_follows_the_definition():
+    units = [[0, 0, 1], [0, 2, 2], [3, 3, nan], [0, 1, 0], [4, 4, 3]]
+    ratio = lambda a, b: 0.0 if a + b == 0 else ((a - b) / (a + b)) ** 2  # noqa: E731
+    assert krippendorff_alpha(units, "ratio") == pytest.approx(alpha_by_pairs(units, ratio))
+    assert krippendorff_alpha(units, "interval") == pytest.approx(alpha_by_pairs(units, lambda a, b: (a - b) ** 2))
+
+
+def test_krippendorff_ordinal_does_not_depend_on_column_dtypes():
+    """An int column beside a float column (a store's labels often come out so) gives the all-float value."""
+    floats = pd.DataFrame(KRIPPENDORFF_2011)
+    mixed = floats.astype(object)
+    mixed[0] = [None if math.isnan(v) else int(v) for v in floats[0]]
+    for level in ("ordinal", "interval", "ratio", "nominal"):
+        assert krippendorff_alpha(mixed, level) == pytest.approx(krippendorff_alpha(floats, level)), level
+    assert krippendorff_alpha(mixed, "ordinal") == pytest.approx(0.815, abs=5e-4)
+
+
 def test_krippendorff_edge_cases():
     assert krippendorff_alpha([[1, 1], [2, 2], [3, 3]]) == 1.0
     assert math.isnan(krippendorff_alpha([[1, 1], [1, 1]]))  # one value only: no expected disagreement

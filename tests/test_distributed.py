@@ -18,6 +18,7 @@ SCRIPT = textwrap.dedent("""
     model, tokenizer = tiny_policy("smollm2-135m", seed=0)
     before = sum(float(p.detach().sum()) for p in model.parameters())
     config = PPOConfig(batch_size=4, ppo_epochs=2, learning_rate=1e-3, log_samples_every=0, missing_eos_penalty=None,
+                       kl_target=0.05, kl_horizon=100,
                        sampling=SamplingConfig(max_new_tokens=6, temperature=1.0))
     trainer = PPOTrainer(model, tokenizer, lambda texts: [t.count(" ") / 5 for t in texts], config, callbacks=[])
     for _ in range(2):
@@ -26,7 +27,7 @@ SCRIPT = textwrap.dedent("""
     rank = trainer.accelerator.process_index
     with open(f"{sys.argv[1]}/rank{rank}.json", "w") as f:  # a file per rank: the ranks' stdout lines can be lost
         json.dump(dict(rank=rank, env_rank=int(os.environ["RANK"]), world=trainer.accelerator.num_processes,
-                       before=before, after=after, episode=metrics["episode"]), f)
+                       before=before, after=after, episode=metrics["episode"], beta=trainer.kl_ctl.value), f)
     trainer.accelerator.end_training()
 """)
 
@@ -53,3 +54,6 @@ def test_ppo_under_torchrun_syncs_gradients_across_two_processes(tmp_path):
     assert results[0]["after"] != results[0]["before"]  # the weights moved
     assert results[0]["after"] == results[1]["after"]  # ... identically on both ranks: gradients were all-reduced
     assert results[0]["episode"] == 2 * 4 * 2  # episodes count every process's rollouts
+    # the adaptive beta follows the KL averaged over both processes (each rank samples its own replies), so it is
+    # the same number on both ranks, and it moved
+    assert results[0]["beta"] == results[1]["beta"] != 0.05

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import sqlite3
 
 import pandas as pd
 import pytest
@@ -85,6 +86,24 @@ def test_main_reports_errors(tmp_path, capsys):
     assert main(["feedback", "simulate", "--store", str(tmp_path / "x.db"), "--items", "0", "--model", "corpus"]) == 2
     assert main(["feedback", "simulate", "--store", str(tmp_path / "x.db"), "--items", "2", "--annotators", "2",
                  "--model", "corpus"]) == 0
+
+
+def test_a_foreign_sqlite_file_is_refused_and_left_untouched(tmp_path, capsys):
+    foreign = tmp_path / "music.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE songs (title TEXT)")
+        conn.execute("INSERT INTO songs VALUES ('a')")
+    conn.close()
+    before = foreign.read_bytes()
+    assert main(["feedback", "stats", "--store", str(foreign)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a feedback store" in err and "songs" in err and "Traceback" not in err
+    assert foreign.read_bytes() == before and not (tmp_path / "music.db-wal").exists()
+    (tmp_path / "notes.db").write_text("just text, not a database\n" * 10)
+    with pytest.raises(ValueError, match="not a SQLite database"):
+        FeedbackStore(tmp_path / "notes.db")
+    FeedbackStore(tmp_path / "fresh.db").add_responses([])  # a new file and a store's own file still open
+    assert FeedbackStore(tmp_path / "fresh.db").counts()["total"] == 0
 
 
 def test_corpus_pairs():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -111,6 +112,17 @@ def test_before_after_needs_the_same_prompts(tiny):
     assert list(merged.columns[:3]) == ["prompt", "reply before", "gold before"] and "reward after" in merged
     with pytest.raises(ValueError, match="same prompts"):
         lessons.before_after(before, before.iloc[::-1])
+
+
+def test_paired_change_pairs_by_prompt_over_several_replies(tiny):
+    model, tok = tiny
+    before = lessons.score_replies(model, tok, PROMPTS, SAMPLING, seed=0, reward_model=LengthReward(), n_per_prompt=3)
+    assert len(before) == 3 * len(PROMPTS) and before["prompt"].tolist()[:3] == [PROMPTS[0]] * 3
+    after = before.assign(gold=before["gold"] + np.tile([0.0, 0.3, 0.6], len(PROMPTS)))  # each prompt's mean +0.3
+    result = lessons.paired_change(before, after, "gold")
+    assert (result.n_prompts, result.samples_per_prompt) == (len(PROMPTS), 3)
+    assert result.gain == pytest.approx(0.3) and result.verdict == "rose" and result.win_rate == 1.0
+    assert lessons.paired_change(before, before, "gold").verdict == "no detectable change"
 
 
 def test_crowd_run_takes_feedback_from_the_given_crowd(tmp_path):

@@ -99,6 +99,19 @@ def test_record_every_kind_and_judgments_df(filled):
     assert str(df["timestamp"].dt.tz) == "UTC"
 
 
+def test_add_items_creates_all_or_none(store):
+    """An iteration's items go in one transaction: a failure at the last item, after the first two were inserted,
+    leaves none, so a resumed run never reuses a partial set."""
+    ids = store.add_responses(records(texts=("a", "b", "c", "d")))
+    other = store.add_responses(records(prompt="Other?", texts=("e",)))
+    for bad, message in (([ids[0], 999], "unknown response"), ([ids[0], other[0]], "one prompt")):
+        with pytest.raises(ValueError, match=message):
+            store.add_items([ids[:2], ids[2:], bad])
+        assert store.items() == []
+    made = store.add_items([ids[:2], ids[2:]])
+    assert [it.id for it in store.items()] == made and [r.id for r in store.get_item(made[1]).responses] == ids[2:]
+
+
 def test_rating_single_response_item_takes_an_int(store):
     (rid,) = store.add_responses(records(texts=("Hello there",)))
     item = store.add_item([rid], kind="rating")

@@ -96,3 +96,15 @@ def test_a_round_that_passes_the_kl_target_is_undone():
     result = run_taste(loose, learner=learner, policy=policy, tokenizer=tokenizer, log=quiet)
     assert result.rounds == 2 and result.kl > 1e-4 and result.policy_pairs > 0
     assert not all(torch.equal(v, start[k]) for k, v in policy.state_dict().items())
+
+
+def test_a_second_run_into_the_same_folder_learns_from_its_own_labels_only(tmp_path):
+    """`rlhf-lab taste --out DIR` twice: the store in DIR keeps both runs' judgments, and each run's reward model
+    sees its own `labels` pairs (the second run used to train on both runs' 2 × labels)."""
+    config = TasteConfig.smoke(labels=5)
+    for expected_in_store in (5, 10):
+        policy, tokenizer = tiny_policy(seed=0)
+        result = run_taste(config, learner=SimulatedLearner("short", seed=0), policy=policy, tokenizer=tokenizer,
+                           out=tmp_path, log=lambda *a: None)
+        assert result.labels == 5
+        assert len(FeedbackStore(tmp_path / "feedback.db").judgments_df()) == expected_in_store

@@ -103,6 +103,8 @@ def krippendorff_alpha(labels, level: str = "nominal") -> float:
     level: nominal (any labels), or ordinal, interval, ratio (numeric labels).
     """
     values = labels.to_numpy(dtype=object) if isinstance(labels, pd.DataFrame) else np.asarray(labels, dtype=object)
+    if level != "nominal":  # numbers, ordered by value whatever their dtype (an int column beside a float one)
+        values = np.array([[math.nan if _missing(v) else float(v) for v in unit] for unit in values], dtype=object)
     cats = sorted({v for v in values.ravel() if not _missing(v)}, key=lambda v: (str(type(v)), v))
     index = {c: i for i, c in enumerate(cats)}
     k = len(cats)
@@ -125,7 +127,8 @@ def krippendorff_alpha(labels, level: str = "nominal") -> float:
         if level == "interval":
             d2 = (v[:, None] - v[None, :]) ** 2
         elif level == "ratio":
-            d2 = ((v[:, None] - v[None, :]) / (v[:, None] + v[None, :])) ** 2
+            diff, total = v[:, None] - v[None, :], v[:, None] + v[None, :]
+            d2 = np.divide(diff, total, out=np.zeros_like(diff), where=total != 0) ** 2  # 0 and 0: distance 0
         elif level == "ordinal":
             cum = np.cumsum(n_c)
             lo, hi = np.minimum.outer(np.arange(k), np.arange(k)), np.maximum.outer(np.arange(k), np.arange(k))

@@ -105,7 +105,7 @@ def cmd_simulate(args) -> None:
     store = FeedbackStore(args.store)
     records = _reply_records(args)
     ids = store.add_responses(records)
-    items = [store.get_item(store.add_item(ids[i:i + 2], kind="pairwise")) for i in range(0, len(ids), 2)]
+    items = [store.get_item(i) for i in store.add_items([ids[i:i + 2] for i in range(0, len(ids), 2)])]
     crowd = SimulatedCrowd(n=args.annotators, rationality=args.rationality, n_careless=args.careless,
                            seed=args.seed)
     judgments = crowd.annotate(store, items)

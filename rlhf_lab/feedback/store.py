@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import numbers
+import sqlite3
 import time
 from pathlib import Path
 
@@ -52,6 +53,23 @@ def _url(where: str | Path) -> str:
     return f"sqlite:///{path}"
 
 
+def _refuse_foreign_sqlite(url: str) -> None:
+    """Refuse, before touching it, an existing SQLite file that is not a feedback store: opening one would add
+    tables to it and switch it to WAL. Read-only check: the file is left as it was."""
+    path = Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
+    if path is None or not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as conn:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError:
+        raise ValueError(f"{path} is not a SQLite database, so not a feedback store: give the path of a store "
+                         "(e.g. runs/feedback.db) or a new file name.") from None
+    if tables and "schema_version" not in tables:
+        raise ValueError(f"{path} is a SQLite database of something else (tables: {', '.join(sorted(tables)[:5])}), "
+                         "not a feedback store; it was left untouched. Give a store's path or a new file name.")
+
+
 def _is_int(x) -> bool:
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
@@ -61,6 +79,7 @@ class FeedbackStore:
 
     def __init__(self, where: str | Path = "runs/feedback.db", busy_timeout_s: float = 60.0):
         self.url = _url(where)
+        _refuse_foreign_sqlite(self.url)
         kwargs = {}
         if self.url == "sqlite://":
             kwargs = {"poolclass": sa.pool.StaticPool, "connect_args": {"check_same_thread": False}}
@@ -151,27 +170,37 @@ class FeedbackStore:
 
     def add_item(self, response_ids: list[int], kind: str = "pairwise") -> int:
         """Group responses to one prompt into an item to judge; returns the item id."""
-        response_ids = [int(r) for r in response_ids]
+        return self.add_items([response_ids], kind)[0]
+
+    def add_items(self, groups: list[list[int]], kind: str = "pairwise") -> list[int]:
+        """`add_item` for many groups in one transaction: all the items are created or none (a crash half-way
+        leaves no partial set for a resumed run to mistake for a whole one). Returns the item ids."""
+        groups = [[int(r) for r in ids] for ids in groups]
         if kind not in ITEM_KINDS:
             raise ValueError(f"kind must be one of {ITEM_KINDS}, got {kind!r}")
-        k, need = len(response_ids), {"pairwise": "exactly 2", "rating": "1 or more", "ranking": "at least 2"}[kind]
-        if (kind == "pairwise" and k != 2) or (kind == "ranking" and k < 2) or k < 1:
-            raise ValueError(f"a {kind} item needs {need} responses, got {k}")
-        if len(set(response_ids)) != k:
-            raise ValueError(f"response ids repeat in {response_ids}; list each response once")
+        need = {"pairwise": "exactly 2", "rating": "1 or more", "ranking": "at least 2"}[kind]
+        for ids in groups:
+            k = len(ids)
+            if (kind == "pairwise" and k != 2) or (kind == "ranking" and k < 2) or k < 1:
+                raise ValueError(f"a {kind} item needs {need} responses, got {k}")
+            if len(set(ids)) != k:
+                raise ValueError(f"response ids repeat in {ids}; list each response once")
+        item_ids = []
         with self.transaction() as conn:
-            found = self._responses(conn, response_ids)
-            unknown = [r for r in response_ids if r not in found]
-            if unknown:
-                raise ValueError(f"unknown response ids {unknown}; add them with add_responses first")
-            prompts = {found[r].prompt for r in response_ids}
-            if len(prompts) != 1:
-                raise ValueError(f"all responses of an item must answer one prompt, got {len(prompts)} prompts")
-            item_id = conn.execute(items_t.insert().values(kind=kind, prompt=prompts.pop(), created_at=time.time())
-                                   ).inserted_primary_key[0]
-            conn.execute(item_responses_t.insert(), [dict(item_id=item_id, position=i, response_id=r)
-                                                     for i, r in enumerate(response_ids)])
-        return item_id
+            found = self._responses(conn, {r for ids in groups for r in ids})
+            for ids in groups:
+                unknown = [r for r in ids if r not in found]
+                if unknown:
+                    raise ValueError(f"unknown response ids {unknown}; add them with add_responses first")
+                prompts = {found[r].prompt for r in ids}
+                if len(prompts) != 1:
+                    raise ValueError(f"all responses of an item must answer one prompt, got {len(prompts)} prompts")
+                item_id = conn.execute(items_t.insert().values(kind=kind, prompt=prompts.pop(), created_at=time.time())
+                                       ).inserted_primary_key[0]
+                conn.execute(item_responses_t.insert(), [dict(item_id=item_id, position=i, response_id=r)
+                                                         for i, r in enumerate(ids)])
+                item_ids.append(item_id)
+        return item_ids
 
     def _responses(self, conn, ids=None) -> dict[int, Response]:
         q = sa.select(responses_t)

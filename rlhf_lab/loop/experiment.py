@@ -227,7 +227,7 @@ class RLHFRun:
                 records = self._most_disputed(records, n, rng)
         ids = self.store.add_responses(records)
         pairs = [ids[i:i + 2][::1 if rng.random() < 0.5 else -1] for i in range(0, len(ids), 2)]  # A/B order random
-        return [self.store.get_item(self.store.add_item(pair, kind="pairwise")) for pair in pairs]
+        return [self.store.get_item(i) for i in self.store.add_items(pairs, kind="pairwise")]  # all or none
 
     def _sample(self, prompts, k, seed, n_per_prompt=1, temperature=None) -> GenerationBatch:
         """Replies from the current policy with the PPO rollout settings (`ppo.sampling`), or another temperature."""

@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +21,7 @@ from rlhf_lab.loop.plots import (
     plot_taste,
 )
 
-__all__ = ["sample_table", "run_figures", "write_report", "write_taste_report"]
+__all__ = ["sample_table", "run_figures", "markdown_table", "write_report", "write_taste_report"]
 
 
 def sample_table(run_dir: str | Path, n_prompts: int = 5) -> pd.DataFrame:
@@ -39,6 +41,9 @@ def sample_table(run_dir: str | Path, n_prompts: int = 5) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
+_MARKDOWN_SPECIAL = re.compile(r"[\\`*_\[\]()#!|~]")
+
+
 def run_figures(run) -> dict:
     """The figures of a run (an RLHFRun): ppo_curves, over_optimisation, rm_accuracy."""
     evaluation = run.evaluation()
@@ -50,10 +55,13 @@ def run_figures(run) -> dict:
     }
 
 
-def _markdown(df: pd.DataFrame) -> str:
+def markdown_table(df: pd.DataFrame) -> str:
+    """A Markdown table whose cells are shown as text: model replies can hold anything, so HTML (`<script>`,
+    `<img onerror=...>`), Markdown links and images, emphasis, code and table pipes are escaped; a newline becomes a
+    space."""
     def cell(v):
         text = f"{v:.3f}" if isinstance(v, float) else str(v)
-        return text.replace("|", "\\|").replace("\n", " ")
+        return _MARKDOWN_SPECIAL.sub(r"\\\g<0>", html.escape(text, quote=False)).replace("\n", " ")
 
     lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
@@ -88,10 +96,10 @@ def write_report(run, out: str | Path | None = None) -> Path:
         f"Policy `{run.config.policy}`, {run.iteration} iteration(s) of {run.config.ppo_updates} PPO updates, "
         f"{run.store.counts()['total']} judgments in the store.", "",
         _gold_change(first, last, run.config) + f" KL to the reference {last['kl']:.2f} nats per reply.", "",
-        "## Evaluation per iteration", "", _markdown(evaluation[keep]), "",
+        "## Evaluation per iteration", "", markdown_table(evaluation[keep]), "",
         "## Figures", "", "![PPO curves](ppo_curves.png)", "", "![Over-optimisation](over_optimisation.png)", "",
         "![Reward-model accuracy](rm_accuracy.png)", "",
-        "## The same eval prompts across iterations", "", _markdown(sample_table(run.path)), "",
+        "## The same eval prompts across iterations", "", markdown_table(sample_table(run.path)), "",
     ]
     (out / "summary.md").write_text("\n".join(summary))
     return out
@@ -108,7 +116,7 @@ def write_taste_report(result, out: str | Path) -> Path:
     table = pd.DataFrame(result.samples)
     summary = ["# Your taste, before and after", "", "```", str(result), "```", "",
                "![before and after](before_after.png)", "", "## The same held-out prompts, before and after", "",
-               _markdown(table[[c for c in ("prompt", "before", "after", "taste_before", "taste_after",
+               markdown_table(table[[c for c in ("prompt", "before", "after", "taste_before", "taste_after",
                                             "reward_before", "reward_after") if c in table]]), ""]
     write_atomic(out / "summary.md", "\n".join(summary))
     return out

@@ -144,7 +144,8 @@ def label_pairs(store, policy, tokenizer, prompts: list[str], config: TasteConfi
                  for j, t in enumerate(config.label_temperatures))
     ids = store.add_responses([r for pair in zip(cool.to_records(), hot.to_records()) for r in pair])
     flip = np.random.default_rng(seed_for(config.seed, 12)).random(len(prompts)) < 0.5
-    return [store.get_item(store.add_item(ids[2 * i:2 * i + 2][::-1 if f else 1])) for i, f in enumerate(flip)]
+    return [store.get_item(i) for i in store.add_items([ids[2 * i:2 * i + 2][::-1 if f else 1]
+                                                         for i, f in enumerate(flip)])]
 
 
 def steer(trainer, initial, prompts: list[str], rm, config: TasteConfig, say=print) -> int:
@@ -225,10 +226,12 @@ def run_taste(config: TasteConfig | None = None, *, learner=None, store=None, an
         drawn = [train[i] for i in np.random.default_rng(seed_for(config.seed, 10)).choice(
             len(train), config.labels, replace=False)]
         say(f"[1/5] sampling {config.labels} pairs; the simulated learner judges them")
-        learner.annotate(store, label_pairs(store, policy, tokenizer, drawn, config))
+        judged = learner.annotate(store, label_pairs(store, policy, tokenizer, drawn, config))
         lap("labels")
     pairs = store.preference_pairs(include_ties=True)
     pairs = pairs[pairs["annotator"] == annotator]
+    if learner is not None:  # this run's labels only (a store reused from an earlier run keeps its own)
+        pairs = pairs[pairs["judgment_id"].isin(judged)]
     if len(pairs) < 4:
         raise ValueError(f"{annotator!r} has {len(pairs)} preference pairs in the store; judge at least 4 pairs first.")
     say(f"[2/5] fitting a reward model on {len(pairs)} judgments by {annotator!r}")

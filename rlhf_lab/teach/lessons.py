@@ -24,7 +24,7 @@ import pandas as pd
 from rlhf_lab.feedback.crowd import SimulatedAnnotator, SimulatedCrowd
 from rlhf_lab.feedback.gold import GoldUtility
 from rlhf_lab.feedback.preferences import as_preference_pairs
-from rlhf_lab.loop.evaluation import distinct_n
+from rlhf_lab.loop.evaluation import PairedResult, distinct_n, paired_gain
 from rlhf_lab.loop.experiment import ExperimentConfig, RLHFRun
 from rlhf_lab.policy.generation import SamplingConfig, generate
 from rlhf_lab.reward.ensemble import build_reward_model
@@ -32,7 +32,7 @@ from rlhf_lab.reward.model import RewardConfig
 
 __all__ = ["FEATURES", "sampling_sweep", "sample_pairs", "stand_in_name", "rate_or_simulate", "judgment_table",
            "flag_summary", "reward_mistakes", "reward_vs_features", "crowd_reward_model", "token_table",
-           "score_replies", "before_after", "overoptimisation_curve", "open_run", "CrowdRun", "eval_features",
+           "score_replies", "before_after", "paired_change", "overoptimisation_curve", "open_run", "CrowdRun", "eval_features",
            "personal_reward_models", "personal_preferences", "crowd_table", "config_summary"]
 
 FEATURES = ("sentiment", "length_words", "length_fit", "repetition", "overlap", "answers_question", "politeness")
@@ -73,7 +73,7 @@ def sample_pairs(store, model, tokenizer, prompts: list[str], sampling: Sampling
     """Two replies per prompt from `model`, stored as pairwise items (A, B in sampling order); returns the Items."""
     batch = generate(model, tokenizer, list(prompts), sampling, seed=seed, n_per_prompt=2, iteration=iteration)
     ids = store.add_responses(batch.to_records())
-    return [store.get_item(store.add_item(ids[i:i + 2], kind="pairwise")) for i in range(0, len(ids), 2)]
+    return [store.get_item(i) for i in store.add_items([ids[i:i + 2] for i in range(0, len(ids), 2)])]
 
 
 def stand_in_name(annotator: str) -> str:
@@ -199,10 +199,11 @@ def token_table(tokenizer, rollout: dict, row: int = 0) -> pd.DataFrame:
 
 
 def score_replies(model, tokenizer, prompts: list[str], sampling: SamplingConfig, *, seed: int = 0,
-                  reward_model=None, gold: GoldUtility | None = None) -> pd.DataFrame:
-    """One reply per prompt with its gold utility and (when given) reward-model score: prompt, reply, gold, reward."""
+                  reward_model=None, gold: GoldUtility | None = None, n_per_prompt: int = 1) -> pd.DataFrame:
+    """`n_per_prompt` replies per prompt (adjacent rows) with their gold utility and (when given) reward-model score:
+    prompt, reply, gold, reward."""
     gold = gold or GoldUtility()
-    batch = generate(model, tokenizer, list(prompts), sampling, seed=seed)
+    batch = generate(model, tokenizer, list(prompts), sampling, seed=seed, n_per_prompt=n_per_prompt)
     table = pd.DataFrame({"prompt": batch.prompts, "reply": batch.responses,
                           "gold": gold(batch.prompts, batch.responses)})
     if reward_model is not None:
@@ -217,6 +218,16 @@ def before_after(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
     merged = before.drop(columns="prompt").add_suffix(" before").join(after.drop(columns="prompt").add_suffix(" after"))
     merged.insert(0, "prompt", before["prompt"])
     return merged
+
+
+def paired_change(before: pd.DataFrame, after: pd.DataFrame, column: str = "gold", seed: int = 0) -> PairedResult:
+    """`paired_gain` of one column of two `score_replies` tables (same prompts, same replies per prompt): the change
+    paired by prompt, its 95 % interval and verdict, e.g. print(paired_change(before, after, "gold"))."""
+    if list(before["prompt"]) != list(after["prompt"]):
+        raise ValueError("before and after must score the same prompts in the same order")
+    order = list(dict.fromkeys(before["prompt"]))
+    shape = (len(order), len(before) // len(order))
+    return paired_gain(before[column].to_numpy().reshape(shape), after[column].to_numpy().reshape(shape), seed=seed)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -264,7 +264,7 @@ class DPOTrainer:
             self.store_ = store = store or self.store_ or FeedbackStore(":memory:")
             ids = store.add_responses(batch.to_records())
             row_of = {response_id: row for row, response_id in enumerate(ids)}
-            items = [store.get_item(store.add_item(ids[i:i + 2])) for i in range(0, len(ids), 2)]
+            items = [store.get_item(i) for i in store.add_items([ids[i:i + 2] for i in range(0, len(ids), 2)])]
             judgment_ids = judge.annotate(store, items)
             self.judgments_used_ += len(judgment_ids)
             pairs = store.preference_pairs(include_ties=cfg.include_ties)

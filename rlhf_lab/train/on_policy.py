@@ -179,10 +179,12 @@ class OnPolicyTrainer:
 
     def watch_kl(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor, float]:
         """(KL per reply by k1 (B,), by k3 (B,), the mean of the one `kl_estimator` names); stops the run when that
-        mean is past the limit."""
+        mean is past the limit. The mean is over every process's replies (the same on all ranks), so the guard and
+        the adaptive β decide alike everywhere."""
         kl = (kl_k1(rollout.logp, rollout.ref_logp) * rollout.mask).sum(1)  # (B,)
         kl_k3_sum = (kl_k3(rollout.logp, rollout.ref_logp) * rollout.mask).sum(1)  # (B,)
-        watched = (kl if self.config.kl_estimator == "k1" else kl_k3_sum).mean().item()
+        local = (kl if self.config.kl_estimator == "k1" else kl_k3_sum).mean().detach().float()
+        watched = self.accelerator.reduce(local.to(self.accelerator.device), reduction="mean").item()
         self._check_kl(watched)
         return kl, kl_k3_sum, watched
 
@@ -227,7 +229,7 @@ class OnPolicyTrainer:
         """Adapt β to the measured KL, count the update, log its metrics (reduced across processes) and return
         them. kl: step `watch_kl`'s triple."""
         kl_k1_sum, kl_k3_sum, watched = kl
-        self.kl_ctl.update(watched, len(rollout.responses))
+        self.kl_ctl.update(watched, len(rollout.responses) * self.accelerator.num_processes)  # all processes' replies
         self.update_ += 1
         mask, batch = rollout.mask, rollout.batch
         metrics = {

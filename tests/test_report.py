@@ -1,0 +1,22 @@
+"""rlhf_lab.loop.report: model text in a report's Markdown is shown as text, never as HTML or links."""
+
+from __future__ import annotations
+
+import markdown_it
+import pandas as pd
+import pytest
+
+from rlhf_lab.loop.report import markdown_table
+
+HOSTILE = ['<script>alert(1)</script>', '<img src=x onerror="alert(2)">', "[click](javascript:alert(3))",
+           "![x](http://127.0.0.1/track.png)", "a | b\nc", "**bold** _it_ `code` # no heading & more"]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_a_reply_renders_as_its_own_text(text):
+    html = markdown_it.MarkdownIt("commonmark").enable("table").render(markdown_table(pd.DataFrame({"reply": [text]})))
+    for tag in ("<script", "<img", "<a ", "<strong>", "<em>", "<code>", "<h1>"):
+        assert tag not in html
+    cell = html.split("<td>")[1].split("</td>")[0]  # one row, one cell: the pipe did not split it
+    expected = text.replace("\n", " ").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    assert cell == expected.replace('"', "&quot;")
