@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -113,6 +114,9 @@ def test_a_pickle_planted_in_a_checkpoint_never_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = save_version(tmp_path / "ckpt", 1.0)
     (path / "rng.json").unlink()
+    state = json.loads((path / "state.json").read_text())
+    del state["sha256"]  # an old checkpoint (or one whose checksums were removed along with the edit)
+    (path / "state.json").write_text(json.dumps(state))
     torch.save({"python": Exploit()}, path / "rng.pt")
     with pytest.warns(UserWarning, match="not loaded"):
         ckpt = load_checkpoint(path)
@@ -121,6 +125,27 @@ def test_a_pickle_planted_in_a_checkpoint_never_runs(tmp_path, monkeypatch):
     with pytest.raises(Exception):
         load_checkpoint(path)
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "optimizer.pt", "rng.json"])
+def test_a_flipped_byte_in_any_file_is_refused_by_name(tmp_path, name):
+    path = save_version(tmp_path / "ckpt", 1.0)
+    data = bytearray((path / name).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (path / name).write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=f"{name} does not match the checksum.*damaged"):
+        load_checkpoint(path)
+    (path / name).unlink()
+    with pytest.raises(ValueError, match=f"{name} is missing"):
+        load_checkpoint(path)
+
+
+def test_a_checkpoint_from_before_checksums_still_loads(tmp_path):
+    path = save_version(tmp_path / "ckpt", 1.0)
+    state = json.loads((path / "state.json").read_text())
+    assert set(state.pop("sha256")) == {"model.safetensors", "optimizer.pt", "rng.json"}
+    (path / "state.json").write_text(json.dumps(state))
+    assert load_checkpoint(path).state["version"] == 1.0
 
 
 def test_trainable_state_dict_skips_frozen_and_checks_names():

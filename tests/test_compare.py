@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from rlhf_lab.core.errors import TrainingDivergedError
 from rlhf_lab.core.seeding import seed_for
 from rlhf_lab.loop.compare import DPO, PPO, RLOO, TABLE_COLUMNS, BestOfN, Budget, compare_methods
-from rlhf_lab.loop.evaluation import sequence_kl
+from rlhf_lab.loop.evaluation import sequence_kl, verdict
 from rlhf_lab.loop.plots import plot_costs, plot_frontier
 from rlhf_lab.policy.generation import SamplingConfig, generate
 from rlhf_lab.policy.models import tiny_policy
@@ -112,6 +112,12 @@ def test_eval_samples_average_several_replies_per_prompt(setup):
     # best-of-2 with 3 picks per prompt needs 3 disjoint blocks of 2: the pool grows from 4 to 6 candidates
     assert table.loc["best_of_2", "samples_generated"] == 3 * 2 * len(PROMPTS)
     assert table.notna().all().all() and 0 <= table.loc["ppo", "win_rate_vs_initial"] <= 1
+    # the gain over the initial policy is paired by eval prompt, with its interval and a verdict in words
+    assert (start["gold_gain"], start["verdict"]) == (0.0, "no detectable change")
+    for name, row in table.iterrows():
+        assert row["gold_gain_ci_low"] <= row["gold_gain"] <= row["gold_gain_ci_high"], name
+        assert row["gold_gain"] == pytest.approx(row["gold_reward"] - start["gold_reward"]), name
+        assert row["verdict"] == verdict(row["gold_gain_ci_low"], row["gold_gain_ci_high"]), name
     with pytest.raises(ValueError, match="eval_samples must be at least 1"):
         compare_methods([PPO(config)], model, tokenizer, PROMPTS, PROMPTS, reward=length_reward,
                         budget=Budget(samples=8), eval_samples=0)

@@ -66,3 +66,15 @@ def test_bad_config_and_data_say_how_to_fix():
     with pytest.raises(ValueError, match="no training pairs"):
         EmbeddingRewardModel(EmbeddingRewardConfig(include_ties=False)).fit(ties)
     assert len(surface_features("Why?", "Because! Isn't it?")) == 10
+
+
+def test_a_damaged_save_is_refused(tmp_path):
+    pairs = pd.DataFrame({"prompt": ["hi"] * 6, "chosen": ["short"] * 6, "rejected": ["a much longer reply here"] * 6,
+                          "tie": [False] * 6})
+    path = EmbeddingRewardModel(EmbeddingRewardConfig(features=("surface",), ensemble_size=1)).fit(pairs).save(
+        tmp_path / "rm")
+    data = bytearray((path / "weights.safetensors").read_bytes())
+    data[-3] ^= 0x10
+    (path / "weights.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="weights.safetensors does not match the checksum"):
+        EmbeddingRewardModel.load(path)

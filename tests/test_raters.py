@@ -192,16 +192,59 @@ def test_skip_records_nothing_and_undo_removes_the_last_judgment(store):
     assert "Nothing to undo" in rater.message.value
 
 
-def test_store_error_is_shown_and_the_item_stays(store):
-    store.record_pairwise(1, "alice", "A")
+def test_a_restarted_kernel_resumes_where_the_learner_stopped(store):
+    """Judge 2 of 3, restart (a new rater on the same items, as rerunning the lesson's cell does): the rater counts
+    the 2, shows pair 3, and undo takes back pair 2's judgment from before the restart and shows pair 2 again."""
+    first = PairwiseRater(store, "alice", items=[1, 2, 3], guard_s=0)
+    first.choose("A")
+    first.choose("B")
+    again = PairwiseRater(store, "alice", items=[1, 2, 3], guard_s=0)
+    assert again.current.id == 3 and again.progress.value == "2 / 3" and again.bar.value == 2
+    again.undo_button.click()
+    assert [a["choice"] for a in answers(store)] == ["A"] and again.current.id == 2
+    assert again.progress.value == "1 / 3" and "judge it again" in again.message.value
+    again.choose("A")
+    again.choose("tie")
+    assert again.done and again.progress.value == "3 / 3" and [a["choice"] for a in answers(store)] == ["A", "A", "tie"]
+    again.undo()  # this session's latest first
+    assert again.current.id == 3 and [a["choice"] for a in answers(store)] == ["A", "A"]
+
+
+def test_undo_never_touches_flags_or_other_items(store):
+    rater = PairwiseRater(store, "alice", items=[1, 2], flags=True, guard_s=0)
+    rater.choose("B")
+    rater.flag_panel.checkboxes["harmful"].value = True
+    rater.flag_panel.submit_button.click()
+    store.record_pairwise(3, "alice", "A")  # judged in another cell, not one of this rater's items
+    assert rater.undo() is not None
+    df = store.judgments_df()
+    assert df["kind"].tolist() == ["flags", "pairwise"] and df["item_id"].tolist()[1] == 3
+    assert answers(store, "flags") == [{"flags": ["harmful"]}]
+    assert rater.current.id == 1 and rater.undo() is None and "Nothing to undo" in rater.message.value
+
+
+def test_an_item_judged_elsewhere_meanwhile_is_not_judged_twice(store):
     rater = PairwiseRater(store, "alice", items=[1, 2], guard_s=0)
+    store.record_pairwise(1, "alice", "A")  # the same pair judged in another cell after this rater opened
     rater.buttons["B"].click()
-    assert "already judged" in rater.message.value and "rlhf-message-error" in rater.message.value
-    assert rater.current.id == 1 and rater.progress.value == "0 / 2"
-    assert answers(store) == [{"choice": "A", "strength": None}]
-    rater.skip()
+    assert answers(store) == [{"choice": "A", "strength": None}] and "earlier judgment stands" in rater.message.value
+    assert rater.current.id == 2 and rater.progress.value == "1 / 2"
     rater.choose("B")
     assert answers(store)[-1] == {"choice": "B", "strength": None} and rater.done
+
+
+def test_messages_speak_plainly_and_the_strength_has_keys(store):
+    rater = PairwiseRater(store, "alice", guard_s=0)
+    rater.press("w")
+    rater.press("1")
+    assert answers(store) == [{"choice": "A", "strength": 2}]
+    assert "Saved: A is better, clearly." in rater.message.value and "item" not in rater.message.value
+    rater.press("x")
+    assert "Saved: both bad." in rater.message.value and "both_bad" not in rater.message.value
+    ranker = RankingRater(store, "alice", guard_s=0)
+    a, b, c = (r.id for r in ranker.current.responses)
+    ranker.rank([c, a, b])
+    assert "best first C &gt; A &gt; B" in ranker.message.value or "best first C > A > B" in ranker.message.value
 
 
 def test_quick_double_click_is_not_taken_for_the_next_item(store):
@@ -231,7 +274,7 @@ def test_pairwise_refuses_items_without_two_replies(store):
 # ---- keyboard ----------------------------------------------------------------------------------------------------
 def test_key_messages_drive_the_pairwise_rater(store):
     rater = PairwiseRater(store, "alice", guard_s=0)
-    assert set(rater.keys.shortcuts) == {"1", "2", "0", "x", "s", "u"}
+    assert set(rater.keys.shortcuts) == {"1", "2", "0", "x", "q", "w", "e", "s", "u"}
     key(rater, "1")
     key(rater, "2")
     assert [a["choice"] for a in answers(store)] == ["A", "B"]

@@ -254,6 +254,18 @@ def test_save_load_round_trip_identical_rewards(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rm"]
 
 
+def test_flipped_bytes_in_a_saved_reward_model_are_refused(tmp_path):
+    rm = RewardModel(RewardConfig(backbone="tiny", batch_size=4, learning_rate=1e-3, seed=0)).fit(toy_pairs(),
+                                                                                                    progress=False)
+    path = rm.save(tmp_path / "rm")
+    assert "model.safetensors" in json.loads((path / "reward_model.json").read_text())["sha256"]
+    weights = bytearray((path / "model.safetensors").read_bytes())
+    weights[-5] ^= 0x40  # a bit flipped in the last weights: safetensors itself would load it
+    (path / "model.safetensors").write_bytes(bytes(weights))
+    with pytest.raises(ValueError, match="model.safetensors does not match the checksum.*reward model is damaged"):
+        RewardModel.load(path)
+
+
 def test_minilm_save_load_round_trip(minilm_rm, tmp_path):
     minilm_rm.tokenizer_.padding_side = "right"
     minilm_rm.norm_mean_, minilm_rm.norm_std_ = 0.25, 2.0

@@ -18,6 +18,7 @@ from rlhf_lab.feedback.tastes import SimulatedLearner, short_replies
 from rlhf_lab.loop.taste import TasteConfig, label_pairs, run_taste
 from rlhf_lab.policy.models import tiny_policy
 from rlhf_lab.policy.prompts import load_prompts
+from rlhf_lab.reward.embedding import EmbeddingRewardModel
 from rlhf_lab.ui import PairwiseRater
 
 
@@ -60,9 +61,18 @@ def test_a_persons_rater_judgments_alone_train_the_reward_model(tmp_path, callba
         a, b = (short_replies(item.prompt, r.text) for r in item.responses)
         rater.buttons["A" if a >= b else "B"].click()
     SimulatedCrowd(n=2, seed=0).annotate(store, items)  # others' judgments of the same pairs: not the learner's
-    result = run_taste(config, store=store, annotator="me", policy=policy, tokenizer=tokenizer, log=lambda *a: None)
-    mine = store.preference_pairs()
-    assert result.labels == int((mine["annotator"] == "me").sum()) == 6 < len(mine)
+    result = run_taste(config, store=store, annotator="me", policy=policy, tokenizer=tokenizer, log=lambda *a: None,
+                       out=tmp_path / "report")
+    everyone = store.preference_pairs()
+    mine = everyone[everyone["annotator"] == "me"]
+    assert result.labels == len(mine) == 6 < len(everyone)
+    # the reward model behind the report is the one these 6 clicks give, and not the crowd's judgments
+    saved = EmbeddingRewardModel.load(tmp_path / "report" / "reward_model")
+    alone = EmbeddingRewardModel(replace(config.reward, seed=config.reward.seed_value + config.seed)).fit(mine)
+    assert torch.allclose(saved.weights_, alone.weights_)
+    assert all(short_replies(p, c) >= short_replies(p, r) for p, c, r in zip(mine["prompt"], mine["chosen"],
+                                                                             mine["rejected"]))
+    assert "6 judgments" in (tmp_path / "report" / "summary.md").read_text()
     assert result.taste is None and np.isnan(result.rm_agreement)
     assert result.to_json()["gain"] == round(result.reward.gain, 4)  # a person's run reports their own reward model's gain
     with pytest.raises(ValueError, match="judge at least 4 pairs"):

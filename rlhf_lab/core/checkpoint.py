@@ -9,7 +9,8 @@ an older checkpoint leaves the old one aside under a hidden name, and `load_chec
 Files: model.safetensors (the trainable tensors only: all weights for full fine-tuning, the LoRA adapters and value
 head with LoRA), optimizer.pt (read with `weights_only=True`), rng.json (Python, NumPy, torch CPU and CUDA
 generator states as plain numbers: a checkpoint someone else made cannot run code when loaded), state.json (config,
-update count, KL coefficient, metrics history: everything else needed to resume exactly). A PPO run with LoRA also
+update count, KL coefficient, metrics history: everything else needed to resume exactly; and the SHA-256 of every
+other file, verified on load, so flipped bytes never load silently). A PPO run with LoRA also
 writes adapter/ in peft's own format (`PeftModel.from_pretrained(base, ckpt / "adapter")`).
 """
 
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from rlhf_lab.core.files import aside_copies, atomic_directory
+from rlhf_lab.core.files import aside_copies, atomic_directory, file_digests, verify_digests
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "rng_to_json",
            "rng_from_json", "trainable_state_dict", "load_trainable_state_dict"]
@@ -98,7 +99,9 @@ def save_checkpoint(path: str | Path, *, tensors: dict[str, torch.Tensor], state
         if optimizer is not None:
             torch.save(optimizer, tmp / OPTIMIZER_FILE)
         (tmp / RNG_FILE).write_text(json.dumps(rng_to_json(rng if rng is not None else rng_state())))
-        (tmp / STATE_FILE).write_text(json.dumps({"format": FORMAT_VERSION, **state}, indent=1, allow_nan=True))
+        digests = file_digests(tmp, skip=STATE_FILE)
+        (tmp / STATE_FILE).write_text(json.dumps({"format": FORMAT_VERSION, **state, "sha256": digests}, indent=1,
+                                                 allow_nan=True))
     return path
 
 
@@ -111,6 +114,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             raise FileNotFoundError(f"No checkpoint at {path} (expected a directory with {STATE_FILE}).")
         path = aside[-1]
     state = json.loads((path / STATE_FILE).read_text())
+    if "sha256" in state:  # checkpoints from before checksums load unverified
+        verify_digests(path, state.pop("sha256"), "checkpoint")
     optimizer = torch.load(path / OPTIMIZER_FILE, weights_only=True) if (path / OPTIMIZER_FILE).is_file() else None
     rng = rng_from_json(json.loads((path / RNG_FILE).read_text())) if (path / RNG_FILE).is_file() else None
     if rng is None and (path / "rng.pt").is_file():  # written before rlhf-lab 0.3: a pickle, never unpickled

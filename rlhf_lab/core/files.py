@@ -3,6 +3,7 @@
     with atomic_directory("runs/x/reward_model") as tmp:   # write into tmp; it replaces the target on success
         ...
     write_atomic("runs/x/evaluation.csv", text)            # one file, same promise
+    verify_digests(folder, file_digests(folder))           # checksums saved with a folder, checked on load
 
 A directory is written into a hidden temporary sibling, flushed to disk, then renamed into place with `os.replace`.
 Replacing an existing directory takes two renames (old one aside, new one in); a crash between them leaves the old
@@ -13,12 +14,13 @@ removed by the next write.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import uuid
 from pathlib import Path
 
-__all__ = ["atomic_directory", "write_atomic", "aside_copies"]
+__all__ = ["atomic_directory", "write_atomic", "aside_copies", "file_digests", "verify_digests"]
 
 
 def _fsync_tree(path: Path) -> None:
@@ -73,3 +75,28 @@ def write_atomic(path: str | Path, text: str) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def file_digests(folder: str | Path, skip: str | None = None) -> dict[str, str]:
+    """SHA-256 of every file under `folder` (but the one named `skip`: the manifest that holds them), by relative
+    path. Saved with a model or checkpoint; `verify_digests` checks them when it is loaded."""
+    folder, out = Path(folder), {}
+    for file in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != skip):
+        digest = hashlib.sha256()
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+        out[file.relative_to(folder).as_posix()] = digest.hexdigest()
+    return out
+
+
+def verify_digests(folder: str | Path, expected: dict[str, str], what: str = "folder") -> None:
+    """Raise ValueError naming the first file under `folder` whose SHA-256 differs from `expected` (or is gone):
+    flipped bytes never load silently."""
+    folder = Path(folder)
+    found = file_digests(folder)
+    for name, digest in expected.items():
+        if found.get(name) != digest:
+            how = "is missing" if name not in found else "does not match the checksum saved with it"
+            raise ValueError(f"{folder / name} {how}: the {what} is damaged (a disk error or an edit after saving). "
+                             f"Use another copy, or make it again.")

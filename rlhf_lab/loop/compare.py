@@ -32,7 +32,7 @@ from matplotlib.figure import Figure
 from rlhf_lab.core.errors import TrainingDivergedError
 from rlhf_lab.core.memory import PeakMemory
 from rlhf_lab.core.seeding import seed_for
-from rlhf_lab.loop.evaluation import sequence_kl, win_rate
+from rlhf_lab.loop.evaluation import paired_gain, sequence_kl, win_rate
 from rlhf_lab.loop.plots import plot_costs, plot_frontier
 from rlhf_lab.policy.generation import SamplingConfig, generate
 from rlhf_lab.reward.sources import as_reward
@@ -41,9 +41,10 @@ from rlhf_lab.train.dpo import DPOConfig, DPOTrainer
 from rlhf_lab.train.ppo import PPOConfig, PPOTrainer
 from rlhf_lab.train.rloo import RLOOConfig, RLOOTrainer
 
-__all__ = ["TABLE_COLUMNS", "Budget", "Method", "PPO", "RLOO", "DPO", "BestOfN", "Comparison", "compare_methods"]
+__all__ = ["TABLE_COLUMNS", "VERSUS_INITIAL", "Budget", "Method", "PPO", "RLOO", "DPO", "BestOfN", "Comparison", "compare_methods"]
 
-TABLE_COLUMNS = ["method", "rounds", "stopped", "gold_reward", "proxy_reward", "kl", "win_rate_vs_initial",
+VERSUS_INITIAL = ["gold_gain", "gold_gain_ci_low", "gold_gain_ci_high", "verdict", "win_rate_vs_initial"]
+TABLE_COLUMNS = ["method", "rounds", "stopped", "gold_reward", "proxy_reward", "kl", *VERSUS_INITIAL,
                  "samples_generated", "tokens_generated", "judgments_used", "wall_time_s", "peak_memory_mb"]
 
 
@@ -236,7 +237,7 @@ class BestOfN(Method):
             rows = offsets + picks  # (P, m) rows of `candidates`
             self.rows.append(dict(n=n, gold_reward=float(gold[rows].mean()), proxy_reward=float(proxy[rows].mean()),
                                   kl=pool.with_n(n).kl_measured, kl_analytic=best_of_n_kl(n),
-                                  win_rate_vs_initial=win_rate(gold[rows].mean(1), s.initial_gold)))
+                                  **_versus_initial(gold[rows].mean(1), s)))
         self.samples = m * big * len(s.eval_prompts)
         self.tokens = pool.with_n(m * big).tokens_generated  # the first m·N candidates of each prompt
         self.done = True
@@ -267,7 +268,15 @@ def _evaluate_policy(policy, setup: _Setup, batch=None) -> dict:
     gold = setup.gold(batch).numpy()
     kl = sequence_kl(policy, setup.initial, batch, setup.sampling.temperature or 1.0).mean().item()
     return dict(gold_reward=float(gold.mean()), proxy_reward=float(setup.reward(batch).mean()), kl=kl,
-                win_rate_vs_initial=win_rate(_per_prompt(gold, setup), setup.initial_gold))
+                **_versus_initial(_per_prompt(gold, setup), setup))
+
+
+def _versus_initial(gold_per_prompt: np.ndarray, setup: _Setup) -> dict:
+    """The gold change from the initial policy, paired by eval prompt (`paired_gain`: gain, 95 % interval,
+    verdict), and the win rate by each prompt's mean gold."""
+    paired = paired_gain(setup.initial_gold, gold_per_prompt, seed=setup.seed)
+    return dict(gold_gain=paired.gain, gold_gain_ci_low=paired.ci_low, gold_gain_ci_high=paired.ci_high,
+                verdict=paired.verdict, win_rate_vs_initial=win_rate(gold_per_prompt, setup.initial_gold))
 
 
 # ---- the entry point ----------------------------------------------------------------------------------------------
@@ -344,7 +353,7 @@ def compare_methods(methods: list[Method], policy, tokenizer, prompts: list[str]
                 rows.append(dict(method.evaluate(setup)[0], round=rounds, **method.counters()))
         frontier += [dict(method=method.name, **r) for r in rows]
         table.append(dict(method=method.name, rounds=rounds, stopped=stopped, **{k: rows[-1][k] for k in
-                     ("gold_reward", "proxy_reward", "kl", "win_rate_vs_initial")}, **method.counters(),
+                     ("gold_reward", "proxy_reward", "kl", *VERSUS_INITIAL)}, **method.counters(),
                      wall_time_s=seconds, peak_memory_mb=memory.mb))
         method.close()  # free the trained model before the next method
     return Comparison(pd.DataFrame(table, columns=TABLE_COLUMNS), pd.DataFrame(frontier))

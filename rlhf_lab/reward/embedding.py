@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from rlhf_lab.core.config import Config, Seeded
-from rlhf_lab.core.files import atomic_directory
+from rlhf_lab.core.files import atomic_directory, file_digests, verify_digests
 from rlhf_lab.feedback.gold import gold_features
 from rlhf_lab.feedback.preferences import bootstrap_pairs
 from rlhf_lab.reward.evaluation import NormalisedScores
@@ -195,13 +195,15 @@ class EmbeddingRewardModel(NormalisedScores):
             else float("nan")
 
     def save(self, path) -> Path:
-        """weights.safetensors and embedding_reward_model.json, atomically (no pickle)."""
+        """weights.safetensors and embedding_reward_model.json (with the weights' SHA-256), atomically (no
+        pickle)."""
         path = Path(path)
         meta = {"format": FORMAT_VERSION, "config": self.config.to_dict(), "norm_mean": self.norm_mean_,
                 "norm_std": self.norm_std_}
         with atomic_directory(path) as tmp:
             save_file({"weights": self.weights_.contiguous(), "mean": self.mean_.contiguous(),
                        "std": self.std_.contiguous()}, str(tmp / "weights.safetensors"))
+            meta["sha256"] = file_digests(tmp, skip="embedding_reward_model.json")  # checked by `load`
             (tmp / "embedding_reward_model.json").write_text(json.dumps(meta, indent=1))
         return path
 
@@ -212,6 +214,8 @@ class EmbeddingRewardModel(NormalisedScores):
         if meta.get("format") != FORMAT_VERSION:
             raise ValueError(f"{path} holds embedding reward model format {meta.get('format')}; this rlhf-lab reads "
                              f"format {FORMAT_VERSION}.")
+        if "sha256" in meta:  # saved before checksums: loaded unverified
+            verify_digests(path, meta["sha256"], "reward model")
         model = cls(EmbeddingRewardConfig.from_dict(meta["config"]))
         tensors = load_file(str(path / "weights.safetensors"))
         model.weights_, model.mean_, model.std_ = tensors["weights"], tensors["mean"], tensors["std"]

@@ -35,7 +35,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from rlhf_lab.core.batching import length_grouped_batches
 from rlhf_lab.core.config import Config, Seeded
-from rlhf_lab.core.files import atomic_directory
+from rlhf_lab.core.files import atomic_directory, file_digests, verify_digests
 from rlhf_lab.core.seeding import seeded, set_seed
 from rlhf_lab.feedback.preferences import split_by_prompt
 from rlhf_lab.reward.evaluation import NormalisedScores
@@ -312,6 +312,7 @@ class RewardModel(NormalisedScores):
             save_model(self.net_, str(tmp / "model.safetensors"))
             self.net_.backbone.config.save_pretrained(tmp)
             self.tokenizer_.save_pretrained(tmp)
+            meta["sha256"] = file_digests(tmp, skip="reward_model.json")  # checked by `load`
             (tmp / "reward_model.json").write_text(json.dumps(meta, indent=1))
         return path
 
@@ -323,6 +324,8 @@ class RewardModel(NormalisedScores):
         if meta.get("format") != FORMAT_VERSION:
             raise ValueError(f"{path} holds reward model format {meta.get('format')}; this rlhf-lab reads "
                              f"format {FORMAT_VERSION}.")
+        if "sha256" in meta:  # saved before checksums: loaded unverified
+            verify_digests(path, meta["sha256"], "reward model")
         model = cls(RewardConfig.from_dict(dict(meta["config"], device=device or meta["config"]["device"])))
         model.tokenizer_ = AutoTokenizer.from_pretrained(path)
         if tokenizer_fingerprint(model.tokenizer_) != meta["tokenizer_fingerprint"]:

@@ -64,10 +64,15 @@ class _Rater:
         if not isinstance(annotator, str) or not annotator.strip():
             raise ValueError("annotator must be a non-empty string such as 'alice' (who is rating?)")
         self.store, self.annotator, self.guard_s = store, annotator, guard_s
-        items = store.pending_items(annotator, self.kind) if items is None else items
-        self.items: list[Item] = [it if isinstance(it, Item) else store.get_item(it) for it in items]
-        for item in self.items:
+        pending = store.pending_items(annotator, self.kind)
+        given = pending if items is None else [it if isinstance(it, Item) else store.get_item(it) for it in items]
+        for item in given:
             self._check_item(item)
+        # Items judged before (an earlier session, a restarted kernel) are counted as done and not shown again.
+        self.all_items: list[Item] = given
+        waiting = {it.id for it in pending}
+        self.items: list[Item] = [it for it in given if it.id in waiting]
+        self.judged_before = len(given) - len(self.items)
         self.index = 0
         self.history: list[tuple[int, int]] = []
         self.on_submit: list = []
@@ -75,7 +80,7 @@ class _Rater:
         self._shown_at = float("-inf")
 
         self.progress = w.HTML()
-        self.bar = w.IntProgress(min=0, max=max(1, len(self.items)), layout=w.Layout(width="160px"))
+        self.bar = w.IntProgress(min=0, max=max(1, len(self.all_items)), layout=w.Layout(width="160px"))
         self.prompt = w.HTML()
         self.body = w.Box(layout=w.Layout(display="flex", flex_flow="row wrap", width="100%"))
         self.skip_button = w.Button(description="skip", tooltip="skip this item (key s)", icon="forward")
@@ -144,19 +149,31 @@ class _Rater:
         if self.done:
             return
         self.index += 1
-        self._show(f"Skipped item {self.items[self.index - 1].id}.")
+        self._show("Skipped (nothing saved).")
 
     def undo(self) -> int | None:
-        """Delete this annotator's latest judgment from the store (returns its id) and show its item again."""
-        judgment_id = self.store.undo_last(self.annotator)
-        if judgment_id is None:
+        """Delete this annotator's latest judgment of one of this rater's items (also one made before a restart;
+        never a flag) and show that item again. Returns the deleted judgment's id (None: nothing to undo)."""
+        if self.history:  # this session's latest: exactly that judgment
+            index, judgment_id = self.history[-1]
+            deleted = self.store.undo_last(self.annotator, item_ids=[self.items[index].id])
+            if deleted == judgment_id:
+                self.history.pop()
+                self.index = index
+                self._show("Undid your last judgment; judge it again.")
+                return deleted
+        waiting = {it.id for it in self.items}
+        before = [it.id for it in self.all_items if it.id not in waiting]
+        deleted = self.store.undo_last(self.annotator, item_ids=before) if before else None
+        if deleted is None:
             say(self.message, "Nothing to undo.")
-        elif self.history and self.history[-1][1] == judgment_id:
-            self.index, _ = self.history.pop()
-            self._show(f"Undid your judgment of item {self.items[self.index].id}; judge it again.")
-        else:
-            say(self.message, f"Undid your latest judgment (#{judgment_id}), made outside this rater.")
-        return judgment_id
+            return None
+        still_judged = set(before) - {it.id for it in self.store.pending_items(self.annotator, self.kind)}
+        undone = next(it for it in self.all_items if it.id in set(before) - still_judged)
+        self.items.insert(self.index, undone)
+        self.judged_before -= 1
+        self._show("Undid your earlier judgment of this pair (made before this rater opened); judge it again.")
+        return deleted
 
     def _submit(self, record, answer: dict) -> int | None:
         """Store the current item's judgment with `record(item)`; advance only once the store call returned."""
@@ -164,10 +181,16 @@ class _Rater:
             say(self.message, "All items are done; press undo to change your last judgment.", error=True)
             return None
         if time.monotonic() - self._shown_at < self.guard_s:
-            say(self.message, "That was quicker than reading; click again to record it.", error=True)
+            say(self.message, "That was quicker than reading: press or click again to record it.", error=True)
             self._shown_at = float("-inf")
             return None
         item = self.current
+        if item.id not in {it.id for it in self.store.pending_items(self.annotator, self.kind)}:
+            self.items.pop(self.index)  # judged meanwhile in another cell or notebook: that judgment stands
+            self.judged_before += 1
+            self._show("You had already judged that one elsewhere (another cell or notebook); your earlier judgment "
+                       "stands. Here is the next.")
+            return None
         try:
             judgment_id = record(item)
         except ValueError as err:
@@ -175,17 +198,17 @@ class _Rater:
             return None
         self.history.append((self.index, judgment_id))
         self.index += 1
-        self._show(f"Saved item {item.id}: {self._describe(answer)}.")
+        self._show(f"Saved: {self._describe(answer, item)}.")
         notify(self.on_submit, self.message, item, answer, judgment_id)
         return judgment_id
 
-    def _describe(self, answer: dict) -> str:
-        """The answer in words for the message area ("choice A, strength 2")."""
+    def _describe(self, answer: dict, item: Item) -> str:
+        """The answer in words for the message area."""
         return ", ".join(f"{k} {v}" for k, v in answer.items() if v is not None)
 
     def _show(self, note: str = "") -> None:
         """Draw the current item (or the done state), the progress and `note`."""
-        judged, total = len(self.history), len(self.items)
+        judged, total = self.judged_before + len(self.history), len(self.all_items)
         extra = f" · {self.skipped} skipped" if self.skipped else ""
         self.progress.value = f"{judged} / {total}{extra}"
         self.bar.value = judged
@@ -207,11 +230,15 @@ class _Rater:
 class PairwiseRater(_Rater):
     """Two replies side by side; A / B / tie / both bad, an optional strength, skip and undo.
 
-    Keys: 1 = A, 2 = B, 0 = tie, x = both bad, s = skip, u = undo. `choose("A")` does what the A button does.
+    Keys: 1 = A, 2 = B, 0 = tie, x = both bad, q / w / e = by slightly / clearly / much (before 1 or 2), s = skip,
+    u = undo. `choose("A")` does what the A button does.
     """
 
     kind = "pairwise"
-    hint = "⌨ click here, then use keys 1 = A, 2 = B, 0 = tie, x = both bad, s = skip, u = undo"
+    hint = ("⌨ click here, then use keys 1 = A, 2 = B, 0 = tie, x = both bad, q / w / e = by slightly / clearly / "
+            "much, s = skip, u = undo")
+    WORDS = {"A": "A is better", "B": "B is better", "tie": "a tie", "both_bad": "both bad"}
+    STRENGTH_KEYS = {"q": 1, "w": 2, "e": 3}
     CHOICES = (("A", "A is better", "1"), ("B", "B is better", "2"), ("tie", "tie", "0"),
                ("both_bad", "both bad", "x"))
 
@@ -238,7 +265,14 @@ class PairwiseRater(_Rater):
 
     def _key_map(self) -> dict:
         keys = {key: (lambda choice=choice: self.choose(choice)) for choice, _label, key in self.CHOICES}
-        return {**keys, **super()._key_map()}
+        strengths = {key: (lambda value=value: setattr(self.strength, "value", value))
+                     for key, value in self.STRENGTH_KEYS.items()}
+        return {**keys, **strengths, **super()._key_map()}
+
+    def _describe(self, answer: dict, item: Item) -> str:
+        words = self.WORDS[answer["choice"]]
+        strength = {value: label for label, value in STRENGTHS}.get(answer.get("strength"))
+        return f"{words}, {strength}" if strength else words
 
     def choose(self, choice: str, strength: int | None = None) -> int | None:
         """Record `choice` ("A", "B", "tie", "both_bad") for the item on screen; returns the judgment id.
@@ -312,6 +346,11 @@ class LikertRater(_Rater):
         return self._submit(lambda item: self.store.record_rating(item.id, self.annotator, scores, self.scale),
                             {"scores": scores})
 
+    def _describe(self, answer: dict, item: Item) -> str:
+        lo, hi = self.scale
+        names = LETTERS if len(item.responses) > 1 else ["the reply"]
+        return ", ".join(f"{names[i]} {v}" for i, v in enumerate(answer["scores"])) + f" (on {lo}–{hi})"
+
 
 def _ordinal(n: int) -> str:
     return f"{n}{'st' if n == 1 else 'nd' if n == 2 else 'rd' if n == 3 else 'th'}"
@@ -381,3 +420,7 @@ class RankingRater(_Rater):
                 return None
         return self._submit(lambda item: self.store.record_ranking(item.id, self.annotator, list(order)),
                             {"order": order})
+
+    def _describe(self, answer: dict, item: Item) -> str:
+        letter = {r.id: LETTERS[i] for i, r in enumerate(item.responses)}
+        return "best first " + " > ".join(letter.get(r, str(r)) for r in answer["order"])
