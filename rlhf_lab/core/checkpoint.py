@@ -118,10 +118,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         verify_digests(path, state.pop("sha256"), "checkpoint")
     optimizer = torch.load(path / OPTIMIZER_FILE, weights_only=True) if (path / OPTIMIZER_FILE).is_file() else None
     rng = rng_from_json(json.loads((path / RNG_FILE).read_text())) if (path / RNG_FILE).is_file() else None
-    if rng is None and (path / "rng.pt").is_file():  # written before rlhf-lab 0.3: a pickle, never unpickled
-        warnings.warn(f"{path / 'rng.pt'} is a pickle (written by an older rlhf-lab) and is not loaded (a pickle can run code): "
-                      "the run resumes with fresh random generators, so its next samples differ from an uninterrupted "
-                      "run's.", stacklevel=2)
+    if rng is None and (path / "rng.pt").is_file():  # the older format: a pickle, never unpickled
+        warnings.warn(f"{path / 'rng.pt'} is a pickle (written by an older rlhf-lab) and is not loaded (a pickle can "
+                      "run code): the run resumes with fresh random generators, so its next samples differ from an "
+                      "uninterrupted run's.", stacklevel=2)
     return Checkpoint(path=path, tensors=load_file(str(path / MODEL_FILE)), optimizer=optimizer, rng=rng, state=state)
 
 

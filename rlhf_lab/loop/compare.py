@@ -32,7 +32,7 @@ from matplotlib.figure import Figure
 from rlhf_lab.core.errors import TrainingDivergedError
 from rlhf_lab.core.memory import PeakMemory
 from rlhf_lab.core.seeding import seed_for
-from rlhf_lab.loop.evaluation import paired_gain, sequence_kl, win_rate
+from rlhf_lab.loop.evaluation import paired_gain, sequence_kl
 from rlhf_lab.loop.plots import plot_costs, plot_frontier
 from rlhf_lab.policy.generation import SamplingConfig, generate
 from rlhf_lab.reward.sources import as_reward
@@ -41,7 +41,8 @@ from rlhf_lab.train.dpo import DPOConfig, DPOTrainer
 from rlhf_lab.train.ppo import PPOConfig, PPOTrainer
 from rlhf_lab.train.rloo import RLOOConfig, RLOOTrainer
 
-__all__ = ["TABLE_COLUMNS", "VERSUS_INITIAL", "Budget", "Method", "PPO", "RLOO", "DPO", "BestOfN", "Comparison", "compare_methods"]
+__all__ = ["TABLE_COLUMNS", "VERSUS_INITIAL", "Budget", "Method", "PPO", "RLOO", "DPO", "BestOfN", "Comparison",
+           "compare_methods"]
 
 VERSUS_INITIAL = ["gold_gain", "gold_gain_ci_low", "gold_gain_ci_high", "verdict", "win_rate_vs_initial"]
 TABLE_COLUMNS = ["method", "rounds", "stopped", "gold_reward", "proxy_reward", "kl", *VERSUS_INITIAL,
@@ -276,7 +277,7 @@ def _versus_initial(gold_per_prompt: np.ndarray, setup: _Setup) -> dict:
     verdict), and the win rate by each prompt's mean gold."""
     paired = paired_gain(setup.initial_gold, gold_per_prompt, seed=setup.seed)
     return dict(gold_gain=paired.gain, gold_gain_ci_low=paired.ci_low, gold_gain_ci_high=paired.ci_high,
-                verdict=paired.verdict, win_rate_vs_initial=win_rate(gold_per_prompt, setup.initial_gold))
+                verdict=paired.verdict, win_rate_vs_initial=paired.win_rate)
 
 
 # ---- the entry point ----------------------------------------------------------------------------------------------

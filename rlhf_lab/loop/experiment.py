@@ -28,7 +28,7 @@ from rlhf_lab.core.files import write_atomic
 from rlhf_lab.feedback.crowd import SimulatedCrowd
 from rlhf_lab.feedback.gold import GoldUtility
 from rlhf_lab.feedback.store import FeedbackStore
-from rlhf_lab.loop.evaluation import distinct_n, paired_gain
+from rlhf_lab.loop.evaluation import distinct_n, paired_gain, win_rate
 from rlhf_lab.policy.generation import GenerationBatch, generate
 from rlhf_lab.policy.models import load_policy
 from rlhf_lab.policy.prompts import load_prompts
@@ -335,7 +335,7 @@ class RLHFRun:
         if self.reward_model is not None:
             new = self.reward_model.score(prompts, replies).numpy().reshape(shape)
             old = self.reward_model.score(prompts, [b["response"] for b in before]).numpy().reshape(shape)
-            out[f"win_rate_rm_vs_{name}"] = paired_gain(old, new, seed=self.config.seed or 0).win_rate
+            out[f"win_rate_rm_vs_{name}"] = win_rate(new.mean(1), old.mean(1))
         return out
 
     def evaluation(self) -> pd.DataFrame:

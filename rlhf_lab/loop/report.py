@@ -73,9 +73,9 @@ def _gold_change(first, last, config) -> str:
     text = f"Gold reward {first['gold_reward']:.3f} → {last['gold_reward']:.3f}"
     if "gold_gain_vs_initial" not in last or pd.isna(last["gold_gain_vs_initial"]):
         return text + "."
-    return (f"{text}: gain {last['gold_gain_vs_initial']:+.3f} (95 % interval {last['gold_gain_vs_initial_ci_low']:+.3f} "
-            f"to {last['gold_gain_vs_initial_ci_high']:+.3f}, paired over {config.eval_prompts} eval prompts × "
-            f"{config.eval_samples} replies): {last['verdict_vs_initial']}.")
+    low, high = last["gold_gain_vs_initial_ci_low"], last["gold_gain_vs_initial_ci_high"]
+    return (f"{text}: gain {last['gold_gain_vs_initial']:+.3f} (95 % interval {low:+.3f} to {high:+.3f}, paired over "
+            f"{config.eval_prompts} eval prompts × {config.eval_samples} replies): {last['verdict_vs_initial']}.")
 
 
 def write_report(run, out: str | Path | None = None) -> Path:
@@ -90,7 +90,8 @@ def write_report(run, out: str | Path | None = None) -> Path:
     first, last = evaluation.iloc[0], evaluation.iloc[-1]
     keep = [c for c in ("iteration", "update", "gold_reward", "proxy_reward", "kl", "rm/val_accuracy",
                         "gold_gain_vs_initial", "gold_gain_vs_initial_ci_low", "gold_gain_vs_initial_ci_high",
-                        "verdict_vs_initial", "win_rate_gold_vs_initial", "response_length", "eos_rate", "distinct_2") if c in evaluation]
+                        "verdict_vs_initial", "win_rate_gold_vs_initial", "response_length", "eos_rate", "distinct_2")
+            if c in evaluation]
     summary = [
         f"# RLHF run: {run.path.name}", "",
         f"Policy `{run.config.policy}`, {run.iteration} iteration(s) of {run.config.ppo_updates} PPO updates, "

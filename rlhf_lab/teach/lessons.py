@@ -32,8 +32,8 @@ from rlhf_lab.reward.model import RewardConfig
 
 __all__ = ["FEATURES", "sampling_sweep", "sample_pairs", "stand_in_name", "rate_or_simulate", "judgment_table",
            "flag_summary", "reward_mistakes", "reward_vs_features", "crowd_reward_model", "token_table",
-           "score_replies", "before_after", "paired_change", "overoptimisation_curve", "open_run", "CrowdRun", "eval_features",
-           "personal_reward_models", "personal_preferences", "crowd_table", "config_summary"]
+           "score_replies", "before_after", "paired_change", "overoptimisation_curve", "open_run", "CrowdRun",
+           "eval_features", "personal_reward_models", "personal_preferences", "crowd_table", "config_summary"]
 
 FEATURES = ("sentiment", "length_words", "length_fit", "repetition", "overlap", "answers_question", "politeness")
 """The gold features the lessons tabulate (see `crowd.gold_features`)."""

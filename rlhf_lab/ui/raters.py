@@ -168,8 +168,8 @@ class _Rater:
         if deleted is None:
             say(self.message, "Nothing to undo.")
             return None
-        still_judged = set(before) - {it.id for it in self.store.pending_items(self.annotator, self.kind)}
-        undone = next(it for it in self.all_items if it.id in set(before) - still_judged)
+        pending = {it.id for it in self.store.pending_items(self.annotator, self.kind)}
+        undone = next(it for it in self.all_items if it.id in pending and it.id not in waiting)
         self.items.insert(self.index, undone)
         self.judged_before -= 1
         self._show("Undid your earlier judgment of this pair (made before this rater opened); judge it again.")
