@@ -280,7 +280,7 @@ def plot_taste(samples, taste_result=None, reward_result=None) -> Figure:
         ax.scatter(x, y, s=18, color="tab:blue", alpha=0.7, label="one held-out prompt (mean of its replies)")
         title = label
         if result is not None:
-            title += f"\ngain {result.gain:+.3f} [{result.ci_low:+.3f}, {result.ci_high:+.3f}]: {result.verdict}"
+            title += f"\ngain {result.gain:+.3f} [{result.ci_low:+.3f}, {result.ci_high:+.3f}]\n{result.verdict}"
         ax.set(xlabel="before", ylabel="after", title=title, xlim=(lo - pad, hi + pad), ylim=(lo - pad, hi + pad))
         ax.legend(fontsize=7, loc="upper left")
     return fig
