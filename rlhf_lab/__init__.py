@@ -53,10 +53,13 @@ _API = {
     "TasteConfig": "rlhf_lab.loop.taste", "run_taste": "rlhf_lab.loop.taste", "paired_gain": "rlhf_lab.loop.evaluation",
     "SimulatedLearner": "rlhf_lab.feedback.tastes", "load_taste": "rlhf_lab.feedback.tastes",
     "EmbeddingRewardModel": "rlhf_lab.reward.embedding",
+    # the class
+    "you_vs_class": "rlhf_lab.loop.class_model",
 }
 _MODULES = {
     "lessons": "rlhf_lab.teach.lessons", "plots": "rlhf_lab.loop.plots", "ppo_math": "rlhf_lab.train.ppo_math",
     "agreement": "rlhf_lab.feedback.agreement", "ablation": "rlhf_lab.loop.ablation",
+    "classroom": "rlhf_lab.feedback.classroom",
 }
 """Modules the lessons use as namespaces (`from rlhf_lab import lessons, plots`; `plots.plot_ppo_curves(...)`)."""
 

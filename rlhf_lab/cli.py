@@ -11,6 +11,8 @@ import platform
 import sys
 from pathlib import Path
 
+from rlhf_lab.core.errors import SetupError
+from rlhf_lab.feedback.class_cli import add_class_commands
 from rlhf_lab.feedback.cli import add_feedback_commands
 from rlhf_lab.policy.models import (
     DEFAULT_POLICY,
@@ -133,12 +135,16 @@ def cmd_demo(args) -> None:
         raise FileExistsError(f"{out} already holds a run: continue it with --resume, or start over with --overwrite "
                               "(which deletes it, judgments included).")
     resume = args.resume and (Path(out) / "config.json").exists()  # --resume with nothing there starts a run
+    if args.smoke:
+        print("smoke run: a tiny RANDOM model and a few steps, to check that the loop runs; its numbers mean nothing "
+              "(`rlhf-lab demo` without --smoke is the real run).", flush=True)
+    print(f"{'reopening' if resume else 'starting'} {out}: loading {config.policy} and the prompts ...", flush=True)
     run = RLHFRun.open(out) if resume else RLHFRun.create(out, config, overwrite=args.overwrite)
     evaluation = run.run(args.iterations)
     report = write_report(run)
     first, last = evaluation.iloc[0], evaluation.iloc[-1]
     print(f"gold reward {first['gold_reward']:.3f} -> {last['gold_reward']:.3f}, KL {last['kl']:.2f} nats, "
-          f"{time.perf_counter() - start:.0f} s")
+          f"{time.perf_counter() - start:.0f} s" + (" (smoke run: a random model)" if args.smoke else ""))
     print(f"report: {report / 'summary.md'}")
 
 
@@ -161,13 +167,24 @@ def cmd_taste(args) -> None:
         torch.set_num_threads(args.threads)
     if args.labels < 4:
         raise ValueError(f"--labels must be at least 4, got {args.labels}.")
-    taste = load_taste(args.taste)
-    out = args.out or f"runs/taste-{args.taste.replace(':', '-')}-seed{args.seed}"
-    learner = SimulatedLearner(taste, name=f"{args.taste} (simulated)", rationality=args.rationality, seed=args.seed)
-    result = run_taste(taste_config(args.labels, args.seed, args.smoke), learner=learner, out=out)
+    config = taste_config(args.labels, args.seed, args.smoke)
+    if args.store:  # people's judgments already in a store (a class store: --annotator '*' pools everyone's)
+        if not args.annotator:
+            raise ValueError("--store needs --annotator: whose judgments train the model (a name, or '*' for "
+                             "everyone's, the class's model)")
+        out = args.out or f"runs/taste-store-{'everyone' if args.annotator == '*' else args.annotator}-seed{args.seed}"
+        result = run_taste(config, store=args.store, annotator=args.annotator, out=out)
+        label = {"annotator": args.annotator}
+    else:
+        taste = load_taste(args.taste)
+        out = args.out or f"runs/taste-{args.taste.replace(':', '-')}-seed{args.seed}"
+        learner = SimulatedLearner(taste, name=f"{args.taste} (simulated)", rationality=args.rationality,
+                                   seed=args.seed)
+        result = run_taste(config, learner=learner, out=out)
+        label = {"taste": args.taste}
     print(result)
     print(f"report: {Path(out) / 'summary.md'}")
-    print(json.dumps({"taste": args.taste, "seed": args.seed, **result.to_json()}))
+    print(json.dumps({**label, "seed": args.seed, **result.to_json()}))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,9 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
     taste.add_argument("--out", default=None, help="report folder (default runs/taste-TASTE-seedN)")
     taste.add_argument("--smoke", action="store_true", help="the tiny model and small counts (a check that it runs)")
     taste.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    taste.add_argument("--store", default=None,
+                       help="learn from people's judgments already in this store (path or URL) instead of a "
+                            "simulated learner; needs --annotator")
+    taste.add_argument("--annotator", default=None, help="with --store: whose judgments ('*': everyone's, the class)")
     taste.set_defaults(func=cmd_taste)
 
     add_feedback_commands(sub)
+    add_class_commands(sub)
     add_assignment_commands(sub)
     return parser
 
@@ -226,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ModelNotAvailableError, ModuleNotFoundError, ValueError, FileNotFoundError, FileExistsError) as err:
+    except (ModelNotAvailableError, ModuleNotFoundError, ValueError, FileNotFoundError, FileExistsError,
+            PermissionError, SetupError) as err:
         print(f"rlhf-lab {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -37,3 +37,114 @@ def one_thread():
 def tokenizer(tiny):
     """The tiny policy's tokenizer (SmolLM2's)."""
     return tiny[1]
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nobody listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---- a browser and Voila (the browser tests: Debian's Chromium driven by Playwright) ---------------------------------
+CHROMIUM = "/usr/bin/chromium"
+
+
+def skip_loudly(reason: str):
+    """Skip a test that could not run here, with a warning and a banner nobody can miss."""
+    import sys
+    import warnings
+
+    message = f"BROWSER TEST NOT RUN: {reason}"
+    warnings.warn(message)
+    print(f"\n{'!' * 20} {message} {'!' * 20}", file=sys.__stderr__)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def voila(tmp_path):
+    """serve(notebook) -> URL: Voila serving that notebook (from its folder) on a free port of 127.0.0.1, no token,
+    stopped after the test. Skips loudly without Chromium, playwright or voila."""
+    import importlib.util
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    if not Path(CHROMIUM).exists():
+        skip_loudly(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+    for module in ("playwright", "voila"):
+        if importlib.util.find_spec(module) is None:
+            skip_loudly(f"the Python package {module!r} is missing (pip install -e '.[dev]')")
+    procs = []
+
+    def serve(notebook, timeout_s: float = 60.0) -> str:
+        notebook = Path(notebook)
+        port = free_port()
+        log = open(tmp_path / f"voila-{port}.log", "w")
+        proc = subprocess.Popen([sys.executable, "-m", "voila", notebook.name, "--no-browser", f"--port={port}",
+                                 "--Voila.ip=127.0.0.1", "--token=", "--show_tracebacks=True"],
+                                cwd=notebook.parent, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        procs.append((proc, log))
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"voila exited early with code {proc.returncode}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return f"http://127.0.0.1:{port}/"
+            time.sleep(0.3)
+        raise TimeoutError(f"voila did not listen on 127.0.0.1:{port} within {timeout_s:.0f} s")
+
+    yield serve
+    for proc, log in procs:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+# ---- a real PostgreSQL server (the class store's tests: never a mock) ------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server on 127.0.0.1 in a temporary folder, started once per test session and stopped after it.
+    Skipped (loudly) where PostgreSQL is not installed, unless RLHF_LAB_REQUIRE_POSTGRES=1 (`.ci/run` sets it after
+    installing the server), where its absence fails."""
+    import os
+
+    from rlhf_lab.feedback.pgserver import LocalPostgres, postgres_bindir
+
+    if postgres_bindir() is None:
+        message = "!!! PostgreSQL is not installed (apt-get install postgresql): the PostgreSQL store tests are SKIPPED"
+        if os.environ.get("RLHF_LAB_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="rlhf-lab-pg-")  # not under pytest's root-only folder: as root the server
+    server = LocalPostgres(folder, port=free_port()).start()  # runs as the postgres user, who must reach it
+    yield server
+    server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+_DATABASES = iter(range(10**6))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """Where a test's store lives: a fresh SQLite file, or a fresh database on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "sub" / "feedback.db")
+    server = request.getfixturevalue("postgres")
+    return server.create_database(f"test_{next(_DATABASES)}")

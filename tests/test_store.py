@@ -18,8 +18,9 @@ def records(prompt="How are you?", texts=("Fine, thanks!", "Go away.", "Great!",
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = FeedbackStore(tmp_path / "sub" / "feedback.db")
+def store(store_url):
+    """A fresh store on SQLite and on PostgreSQL (a real server): every test using it runs on both."""
+    s = FeedbackStore(store_url)
     yield s
     s.close()
 
@@ -44,8 +45,8 @@ def test_path_creates_parent_dirs_and_sqlite_file(tmp_path):
         assert s.counts()["total"] == 0
 
 
-def test_wal_mode_and_busy_timeout(store):
-    with store.engine.connect() as conn:
+def test_wal_mode_and_busy_timeout(tmp_path):
+    with FeedbackStore(tmp_path / "f.db").engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 60000
 
@@ -176,8 +177,8 @@ def test_second_judgment_refused_then_undo_or_replace(filled):
     store.record_pairwise(items["pair"], "ann", "A")  # after undo the item can be judged again
 
 
-def test_pending_items_resume_after_reopen(tmp_path):
-    path = tmp_path / "f.db"
+def test_pending_items_resume_after_reopen(store_url):
+    path = store_url
     s = FeedbackStore(path)
     ids = s.add_responses(records(texts=[f"reply {i}" for i in range(8)]))
     items = [s.add_item(ids[i:i + 2]) for i in range(0, 8, 2)]
@@ -322,3 +323,57 @@ def test_schema_migration_hook(tmp_path, monkeypatch):
         conn.exec_driver_sql("UPDATE schema_version SET version = 99")
     with pytest.raises(RuntimeError, match="Upgrade rlhf-lab"):
         FeedbackStore(path)
+
+
+def test_any_text_round_trips_on_both_databases(store):
+    """Model text is arbitrary: a NUL byte (which PostgreSQL refuses in text) and the escape character itself come
+    back exactly, in every text column, and lookups by annotator still match."""
+    from rlhf_lab.feedback.schema import escape_nul
+
+    odd = ["nul \x00 here", "\ue000 escape \ue0000", "\x00", "", "emoji 🙂 and \u2028 line sep", "\ue000\x00\ue000"]
+    ids = store.add_responses([dict(prompt="p\x00q", response=t, model="m\x00", iteration=0) for t in odd])
+    item = store.add_item(ids[:2])
+    who = "stu\x00dent"
+    store.record_pairwise(item, who, "A", comment="c\x00\ue000")
+    assert [store.get_response(i).text for i in ids] == odd
+    assert store.get_item(item).prompt == "p\x00q" and store.get_response(ids[0]).model == "m\x00"
+    row = store.judgments_df().iloc[0]
+    assert (row["annotator"], row["comment"], row["prompt"]) == (who, "c\x00\ue000", "p\x00q")
+    assert store.judged_targets(who) == {f"item:{item}"} and store.pending_items(who) == []
+    assert store.undo_last(who) is not None and store.counts()["total"] == 0
+    if store.engine.dialect.name == "postgresql":  # what the server holds has no NUL and reads back escaped
+        with store.engine.connect() as conn:
+            raw = conn.exec_driver_sql("SELECT text FROM responses ORDER BY id").scalars().all()
+        assert raw == [escape_nul(t) for t in odd] and not any("\x00" in t for t in raw)
+
+
+def test_an_undone_judgments_id_is_never_reused(store):
+    ids = store.add_responses(records())
+    item = store.add_item(ids[:2])
+    first = store.record_pairwise(item, "ann", "A")
+    assert store.undo_last("ann") == first
+    assert store.record_pairwise(item, "ann", "B") > first  # "judgment 1" always means one judgment
+
+
+def test_a_version_1_store_upgrades_keeping_every_judgment(tmp_path):
+    path = tmp_path / "v1.db"
+    with FeedbackStore(path) as s:
+        ids = s.add_responses(records())
+        items = [s.add_item(ids[:2]), s.add_item(ids[2:])]
+        kept = [s.record_pairwise(items[0], "ann", "A", comment="x"), s.record_pairwise(items[1], "ann", "B")]
+    engine = sa.create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:  # what version 1 wrote: no AUTOINCREMENT, no class tables
+        ddl = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'judgments'").scalar()
+        conn.exec_driver_sql("ALTER TABLE judgments RENAME TO j_old")
+        conn.exec_driver_sql(ddl.replace(" AUTOINCREMENT", ""))
+        conn.exec_driver_sql("INSERT INTO judgments SELECT * FROM j_old")
+        conn.exec_driver_sql("DROP TABLE j_old")
+        conn.exec_driver_sql("DROP TABLE assignments")
+        conn.exec_driver_sql("DROP TABLE students")
+        conn.exec_driver_sql("UPDATE schema_version SET version = 1")
+    engine.dispose()
+    with FeedbackStore(path) as s:
+        assert s.schema_version == 2
+        df = s.judgments_df()
+        assert df["judgment_id"].tolist() == kept and df["comment"].tolist() == ["x", ""]
+        assert s.undo_last("ann") == kept[1] and s.record_pairwise(items[1], "ann", "A") > kept[1]

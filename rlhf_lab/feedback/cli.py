@@ -99,17 +99,23 @@ def _reply_records(args) -> list[dict]:
 
 
 def cmd_simulate(args) -> None:
-    """Each of N simulated annotators judges the same M pairwise items: N x M judgments."""
-    if args.annotators < 1 or args.items < 1:
-        raise ValueError("--annotators and --items must be at least 1")
+    """Each of N simulated annotators judges the same M pairwise items: N x M judgments (N = 0: only the items,
+    for people to judge, e.g. a class)."""
+    if args.annotators < 0 or args.items < 1:
+        raise ValueError("--annotators must be 0 or more and --items at least 1")
     store = FeedbackStore(args.store)
     records = _reply_records(args)
     ids = store.add_responses(records)
     items = [store.get_item(i) for i in store.add_items([ids[i:i + 2] for i in range(0, len(ids), 2)])]
+    if args.annotators == 0:
+        print(f"wrote {len(items)} pairwise items (no judgments) to {store.display_url}")
+        store.close()
+        return
     crowd = SimulatedCrowd(n=args.annotators, rationality=args.rationality, n_careless=args.careless,
                            seed=args.seed)
     judgments = crowd.annotate(store, items)
-    print(f"wrote {len(judgments)} judgments ({args.annotators} annotators x {len(items)} items) to {store.url}")
+    print(f"wrote {len(judgments)} judgments ({args.annotators} annotators x {len(items)} items) to "
+          f"{store.display_url}")
     store.close()
 
 
@@ -167,7 +173,8 @@ def add_feedback_commands(subparsers) -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulate", help="N simulated annotators each judge the same M pairwise items")
     sim.add_argument("--store", required=True, help="store path (SQLite file) or database URL")
-    sim.add_argument("--annotators", type=int, default=5, help="N, the size of the simulated crowd")
+    sim.add_argument("--annotators", type=int, default=5,
+                     help="N, the size of the simulated crowd (0: only create the items)")
     sim.add_argument("--items", type=int, default=20, help="M, the number of pairwise items (prompt + 2 replies)")
     sim.add_argument("--seed", type=int, default=0, help="seeds the replies and the crowd")
     sim.add_argument("--model", default="smollm2-135m",

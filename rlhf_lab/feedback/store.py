@@ -16,21 +16,23 @@ from __future__ import annotations
 import contextlib
 import json
 import numbers
-import sqlite3
 import time
 from pathlib import Path
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 from rlhf_lab.feedback import exchange
+from rlhf_lab.feedback.database import configure_sqlite, refuse_foreign_sqlite, store_url
 from rlhf_lab.feedback.preferences import judgments_to_pairs
 from rlhf_lab.feedback.records import CHOICES, FLAGS, ITEM_KINDS, Item, Response
 from rlhf_lab.feedback.schema import (
+    ANNOTATOR_KINDS,
     MIGRATIONS,
     SCHEMA_VERSION,
+    annotators_t,
+    assignments_t,
     item_responses_t,
     items_t,
     judgments_t,
@@ -41,35 +43,6 @@ from rlhf_lab.feedback.schema import (
 
 __all__ = ["FeedbackStore"]
 
-def _url(where: str | Path) -> str:
-    """A SQLAlchemy URL for a path (parent folders created), `:memory:` or a URL given as is."""
-    where = str(where)
-    if where == ":memory:":
-        return "sqlite://"
-    if "://" in where:
-        return where
-    path = Path(where).expanduser().resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path}"
-
-
-def _refuse_foreign_sqlite(url: str) -> None:
-    """Refuse, before touching it, an existing SQLite file that is not a feedback store: opening one would add
-    tables to it and switch it to WAL. Read-only check: the file is left as it was."""
-    path = Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
-    if path is None or not path.is_file() or path.stat().st_size == 0:
-        return
-    try:
-        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as conn:
-            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.DatabaseError:
-        raise ValueError(f"{path} is not a SQLite database, so not a feedback store: give the path of a store "
-                         "(e.g. runs/feedback.db) or a new file name.") from None
-    if tables and "schema_version" not in tables:
-        raise ValueError(f"{path} is a SQLite database of something else (tables: {', '.join(sorted(tables)[:5])}), "
-                         "not a feedback store; it was left untouched. Give a store's path or a new file name.")
-
-
 def _is_int(x) -> bool:
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
@@ -78,33 +51,17 @@ class FeedbackStore:
     """A durable store of responses, items and judgments. See the module docstring."""
 
     def __init__(self, where: str | Path = "runs/feedback.db", busy_timeout_s: float = 60.0):
-        self.url = _url(where)
-        _refuse_foreign_sqlite(self.url)
+        self.url = store_url(where)
+        refuse_foreign_sqlite(self.url)
         kwargs = {}
         if self.url == "sqlite://":
             kwargs = {"poolclass": sa.pool.StaticPool, "connect_args": {"check_same_thread": False}}
         self.engine = sa.create_engine(self.url, **kwargs)
         if self.engine.dialect.name == "sqlite":
-            self._configure_sqlite(busy_timeout_s)
+            configure_sqlite(self.engine, busy_timeout_s)
         self._init_schema()
 
     # ---- plumbing: connections, transactions, schema -------------------------------------------------------------
-    def _configure_sqlite(self, busy_timeout_s: float) -> None:
-        """WAL + busy timeout on every connection; we issue BEGIN ourselves (IMMEDIATE for writes)."""
-
-        @event.listens_for(self.engine, "connect")
-        def _on_connect(dbapi_conn, _record):
-            dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" event below open transactions
-            cur = dbapi_conn.cursor()
-            cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            cur.execute("PRAGMA journal_mode = WAL")
-            cur.execute("PRAGMA foreign_keys = ON")
-            cur.close()
-
-        @event.listens_for(self.engine, "begin")
-        def _on_begin(conn):
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
-
     @contextlib.contextmanager
     def transaction(self):
         """One write transaction (a SQLAlchemy connection): committed on success, rolled back (nothing written) on
@@ -128,7 +85,7 @@ class FeedbackStore:
                 conn.execute(schema_version_t.insert().values(version=SCHEMA_VERSION))
                 return
             if version > SCHEMA_VERSION:
-                raise RuntimeError(f"{self.url} has schema version {version}; this rlhf-lab reads up to "
+                raise RuntimeError(f"{self.display_url} has schema version {version}; this rlhf-lab reads up to "
                                    f"{SCHEMA_VERSION}. Upgrade rlhf-lab to open it.")
             while version < SCHEMA_VERSION:
                 MIGRATIONS[version](conn)
@@ -150,8 +107,13 @@ class FeedbackStore:
     def __exit__(self, *exc):
         self.close()
 
+    @property
+    def display_url(self) -> str:
+        """The store's URL with any password hidden (for messages and logs)."""
+        return self.engine.url.render_as_string(hide_password=True)
+
     def __repr__(self) -> str:
-        return f"FeedbackStore({self.url!r})"
+        return f"FeedbackStore({self.display_url!r})"
 
     # ---- responses and items --------------------------------------------------------------------------------------
     def add_responses(self, records: list[dict]) -> list[int]:
@@ -245,10 +207,15 @@ class FeedbackStore:
         return [it for it in found if iteration is None or it.iteration == iteration]
 
     def pending_items(self, annotator: str, kind: str | None = None) -> list[Item]:
-        """Items `annotator` has not judged yet, in insertion order (a restarted kernel resumes here)."""
+        """Items `annotator` has not judged yet, in insertion order (a restarted kernel resumes here). In a class
+        store where items were assigned to `annotator` (`classroom.assign_items`), only those."""
         judged = sa.select(judgments_t.c.item_id).where(judgments_t.c.annotator == annotator,
                                                         judgments_t.c.item_id.is_not(None))
         where = items_t.c.id.not_in(judged)
+        mine = sa.select(assignments_t.c.item_id).where(assignments_t.c.student_id == annotator)
+        with self._read() as conn:
+            if conn.execute(mine.limit(1)).first() is not None:
+                where = sa.and_(where, items_t.c.id.in_(mine))
         if kind is not None:
             where = sa.and_(where, items_t.c.kind == kind)
         with self._read() as conn:
@@ -295,6 +262,11 @@ class FeedbackStore:
                     response_id=None if response_id is None else int(response_id))).inserted_primary_key[0]
             except IntegrityError as err:  # a concurrent writer got there first (PostgreSQL without a lock)
                 raise ValueError(f"{annotator!r} already judged {target}; use undo_last or replace=True") from err
+            except ProgrammingError as err:  # a class store's row-level security: a student writes as themselves
+                if "row-level security" not in str(err):
+                    raise
+                raise PermissionError(f"this connection may only record its own student's judgments, not "
+                                      f"{annotator!r}'s: pass your own student id as annotator") from None
 
     def record_pairwise(self, item_id: int, annotator: str, choice: str, strength: int | None = None,
                         comment: str = "", replace: bool = False) -> int:
@@ -379,6 +351,28 @@ class FeedbackStore:
                 conn.execute(judgments_t.delete().where(judgments_t.c.id == last))
             return last
 
+    # ---- who judges ------------------------------------------------------------------------------------------------
+    def register_annotator(self, name: str, kind: str, about: str = "") -> None:
+        """Say what an annotator is: "person" (the default for anyone not registered), "simulated" (a scripted
+        crowd or learner) or "ai" (an AI judge; `about` names its model, prompt or constitution). Registering the
+        same name again updates it. `judgments_df()` then carries each judgment's `annotator_kind`."""
+        if kind not in ANNOTATOR_KINDS:
+            raise ValueError(f"kind must be one of {ANNOTATOR_KINDS}, got {kind!r}")
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError("name must be a non-empty string (the annotator's name in the store)")
+        with self.transaction() as conn:
+            exists = conn.execute(sa.select(annotators_t.c.name).where(annotators_t.c.name == name)).first()
+            values = dict(kind=kind, about=str(about))
+            if exists:
+                conn.execute(annotators_t.update().where(annotators_t.c.name == name).values(**values))
+            else:
+                conn.execute(annotators_t.insert().values(name=name, created_at=time.time(), **values))
+
+    def annotator_kinds(self) -> dict[str, str]:
+        """Registered annotators' kinds, name -> kind (anyone else is a person)."""
+        with self._read() as conn:
+            return dict(conn.execute(sa.select(annotators_t.c.name, annotators_t.c.kind)).all())
+
     # ---- queries ---------------------------------------------------------------------------------------------------
     def judgments_df(self) -> pd.DataFrame:
         """One row per judgment: who, when, kind, item, prompt, response ids and texts, answer, iteration, model."""
@@ -397,6 +391,7 @@ class FeedbackStore:
         columns = ["judgment_id", "annotator", "timestamp", "kind", "item_id", "response_id", "prompt", "response_ids",
                    "responses", "answer", "comment", "iteration", "model"]
         df = pd.DataFrame(out, columns=columns)
+        df["annotator_kind"] = df["annotator"].map(self.annotator_kinds()).fillna("person")
         df["timestamp"] = pd.to_datetime(df["timestamp"].astype(float), unit="s", utc=True)
         df["item_id"] = df["item_id"].astype("Int64")
         df["response_id"] = df["response_id"].astype("Int64")

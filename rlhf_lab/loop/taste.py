@@ -37,7 +37,10 @@ from rlhf_lab.policy.prompts import load_prompts
 from rlhf_lab.reward.embedding import EmbeddingRewardConfig, EmbeddingRewardModel
 from rlhf_lab.train.dpo import DPOConfig, DPOTrainer
 
-__all__ = ["TasteConfig", "TasteResult", "run_taste", "label_pairs"]
+__all__ = ["TasteConfig", "TasteResult", "run_taste", "label_pairs", "EVERYONE"]
+
+EVERYONE = "*"
+"""`run_taste(annotator=EVERYONE)`: every judgment in the store trains the reward model (a class's pooled model)."""
 
 
 def _default_dpo() -> DPOConfig:
@@ -190,8 +193,10 @@ def run_taste(config: TasteConfig | None = None, *, learner=None, store=None, an
     config.json, result.json, the store, the reward model and a report (summary.md, before_after.png).
 
     learner: a `SimulatedLearner` (labels are sampled and it judges them), or None with `annotator`: a person whose
-    judgments are already in `store` (only theirs train the reward model). policy/tokenizer: default
-    `load_policy(config.policy)`; the policy is trained in place (pass a copy to keep the original).
+    judgments are already in `store` (only theirs train the reward model), a list of names, or `EVERYONE` ("*"):
+    every judgment in the store (a class's pooled model). store: a FeedbackStore, a path or a URL.
+    policy/tokenizer: default `load_policy(config.policy)`; the policy is trained in place (pass a copy to keep the
+    original).
     """
     from rlhf_lab.feedback.store import FeedbackStore
 
@@ -215,6 +220,8 @@ def run_taste(config: TasteConfig | None = None, *, learner=None, store=None, an
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write_atomic(out / "config.json", json.dumps(config.to_dict(), indent=2))
+    if isinstance(store, (str, Path)):  # a path or URL: e.g. a class store on PostgreSQL
+        store = FeedbackStore(store)
     store = store or FeedbackStore(out / "feedback.db" if out is not None else ":memory:")
     train = load_prompts(config.prompt_set, split="train", max_words=24)
     held_out = load_prompts(config.prompt_set, split="eval", max_words=24, n=config.eval_prompts, seed=config.seed)
@@ -229,7 +236,10 @@ def run_taste(config: TasteConfig | None = None, *, learner=None, store=None, an
         judged = learner.annotate(store, label_pairs(store, policy, tokenizer, drawn, config))
         lap("labels")
     pairs = store.preference_pairs(include_ties=True)
-    pairs = pairs[pairs["annotator"] == annotator]
+    names = [annotator] if isinstance(annotator, str) else list(annotator)
+    if names != [EVERYONE]:  # "*": everyone's judgments pooled (a class's model)
+        pairs = pairs[pairs["annotator"].isin(names)]
+    annotator = "everyone" if names == [EVERYONE] else ", ".join(names)
     if learner is not None:  # this run's labels only (a store reused from an earlier run keeps its own)
         pairs = pairs[pairs["judgment_id"].isin(judged)]
     if len(pairs) < 4:

@@ -1,0 +1,110 @@
+"""`rlhf-lab class ...`: run a class store from a terminal.
+
+    rlhf-lab class serve --dir ~/class-db --class cs329 --allow 10.0.0.0/8     # a PostgreSQL server of your own
+    rlhf-lab feedback simulate --store URL --annotators 0 --items 200 --model corpus   # the items to judge
+    rlhf-lab class create --store URL --roster roster.csv --k 3 --logins logins.csv
+    rlhf-lab class progress --store URL
+
+`serve` prints the instructor's URL (it holds the password: keep it private); `create` enrolls the roster, assigns
+each item to k students and writes one login URL per student to --logins (mode 600), to hand out one by one.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+from rlhf_lab.feedback.classroom import assign_items, enroll, progress, roster, secure_class
+from rlhf_lab.feedback.pgserver import LocalPostgres
+from rlhf_lab.feedback.store import FeedbackStore
+
+__all__ = ["add_class_commands"]
+
+
+def cmd_serve(args) -> None:
+    server = LocalPostgres(args.dir, port=args.port, host=args.host)
+    if args.stop:
+        server.stop()
+        print(f"stopped the server in {server.folder}")
+        return
+    server.init()
+    if args.allow:
+        server.allow(args.allow)
+    server.start(max_connections=args.max_connections)
+    url = server.create_database(args.class_id)
+    print(f"PostgreSQL is running on {args.host}:{args.port} (data in {server.data}); stop it with "
+          f"`rlhf-lab class serve --dir {args.dir} --stop`.")
+    print(f"The instructor's URL of class {args.class_id} (keep it private):\n{url}")
+
+
+def _open(url: str) -> FeedbackStore:
+    if "://" not in url:
+        raise ValueError("--store is the class store's URL, e.g. postgresql+psycopg://user:password@host:5432/cs329 "
+                         "(`rlhf-lab class serve` prints one)")
+    return FeedbackStore(url)
+
+
+def cmd_create(args) -> None:
+    with _open(args.store) as store:
+        new = enroll(store, args.roster)
+        assigned = assign_items(store, k=args.k, seed=args.seed)
+        if not store.counts()["items"]:
+            raise ValueError("the class store has no items yet: add some with `rlhf-lab feedback simulate --store "
+                             "URL --annotators 0 --items 200`, then run this again")
+        logins = secure_class(store) if store.engine.dialect.name == "postgresql" else {}
+        names = roster(store).set_index("student_id")["display_name"].to_dict()
+    print(f"{new} new students enrolled; {assigned['item_id'].nunique()} items assigned to {args.k} students each")
+    if logins:
+        path = Path(args.logins)
+        fresh = not path.exists()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a", newline="") as f:
+            out = csv.writer(f)
+            if fresh:
+                out.writerow(["student_id", "display_name", "url"])
+            out.writerows([sid, names.get(sid, ""), url] for sid, url in sorted(logins.items()))
+        print(f"{len(logins)} student logins written to {path} (mode 600): give each student their own line")
+
+
+def cmd_progress(args) -> None:
+    with _open(args.store) as store:
+        table = progress(store)
+    if args.json:
+        print(table.to_json(orient="records", date_format="iso"))
+        return
+    print(table.to_string(index=False) if len(table) else "no students enrolled yet")
+    if len(table):
+        print(f"\n{int(table['judged'].sum())} of {int(table['assigned'].sum())} assigned judgments made; "
+              f"{int((table['remaining'] == 0).sum())} of {len(table)} students done")
+
+
+def add_class_commands(subparsers):
+    """Add `class serve | create | progress` to an argparse subparsers object; returns the `class` parser."""
+    parser = subparsers.add_parser("class", help="a class store on PostgreSQL: serve, create logins, progress")
+    sub = parser.add_subparsers(dest="class_command", required=True)
+
+    serve = sub.add_parser("serve", help="start a PostgreSQL server of your own in a folder (initialised once)")
+    serve.add_argument("--dir", required=True, help="folder of the server's data (kept between starts)")
+    serve.add_argument("--class", dest="class_id", default="rlhf_class", help="the class's database name")
+    serve.add_argument("--port", type=int, default=5433)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every network card)")
+    serve.add_argument("--allow", action="append", default=[],
+                       help="a network whose machines may connect, e.g. 10.0.0.0/8 (repeatable)")
+    serve.add_argument("--max-connections", type=int, default=400, help="about one per student, plus a few")
+    serve.add_argument("--stop", action="store_true", help="stop the server instead")
+    serve.set_defaults(func=cmd_serve)
+
+    create = sub.add_parser("create", help="enroll a roster, assign items, write one login per student")
+    create.add_argument("--store", required=True, help="the class store's URL (the instructor's)")
+    create.add_argument("--roster", required=True, help="CSV with a student_id column (and optionally display_name)")
+    create.add_argument("--k", type=int, default=3, help="students per item (for agreement)")
+    create.add_argument("--seed", type=int, default=0)
+    create.add_argument("--logins", default="logins.csv", help="where the students' login URLs go (mode 600)")
+    create.set_defaults(func=cmd_create)
+
+    prog = sub.add_parser("progress", help="assigned, judged and remaining per student")
+    prog.add_argument("--store", required=True)
+    prog.add_argument("--json", action="store_true")
+    prog.set_defaults(func=cmd_progress)
+    return parser

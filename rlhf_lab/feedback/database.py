@@ -1,0 +1,59 @@
+"""Where a feedback store lives: a path or URL made into a SQLAlchemy URL, a foreign SQLite file refused before it
+is touched, and the SQLite connection settings (WAL, busy timeout, BEGIN IMMEDIATE for writes) that let several
+kernels record into one file at once."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from pathlib import Path
+
+from sqlalchemy import event
+
+__all__ = ["store_url", "refuse_foreign_sqlite", "configure_sqlite"]
+
+
+def store_url(where: str | Path) -> str:
+    """A SQLAlchemy URL for a path (parent folders created), `:memory:` or a URL given as is."""
+    where = str(where)
+    if where == ":memory:":
+        return "sqlite://"
+    if "://" in where:
+        return where
+    path = Path(where).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def refuse_foreign_sqlite(url: str) -> None:
+    """Refuse, before touching it, an existing SQLite file that is not a feedback store: opening one would add
+    tables to it and switch it to WAL. Read-only check: the file is left as it was."""
+    path = Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
+    if path is None or not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as conn:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError:
+        raise ValueError(f"{path} is not a SQLite database, so not a feedback store: give the path of a store "
+                         "(e.g. runs/feedback.db) or a new file name.") from None
+    if tables and "schema_version" not in tables:
+        raise ValueError(f"{path} is a SQLite database of something else (tables: {', '.join(sorted(tables)[:5])}), "
+                         "not a feedback store; it was left untouched. Give a store's path or a new file name.")
+
+
+def configure_sqlite(engine, busy_timeout_s: float) -> None:
+    """WAL + busy timeout on every connection; we issue BEGIN ourselves (IMMEDIATE for writes)."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" event below open transactions
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")

@@ -1,0 +1,166 @@
+"""A PostgreSQL server of your own in a folder: for a class store on the instructor's laptop, and for the tests
+(which run the store against a real server, never a mock).
+
+    server = LocalPostgres("class-db", port=5433, host="127.0.0.1").start()   # initdb on first use
+    server.url("postgres")        # postgresql+psycopg://rlhf_admin:...@127.0.0.1:5433/postgres
+    server.create_database("cs329")
+    server.stop()
+
+It runs Debian's (or any) PostgreSQL binaries, found through `pg_config --bindir`, /usr/lib/postgresql/*/bin or
+PATH. The superuser `rlhf_admin` gets a random password (kept in the folder, mode 600); connections over TCP need a
+password (scram-sha-256). PostgreSQL refuses to run as root: as root the folder is handed to the `postgres` system
+user and the server runs as that user.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+
+from rlhf_lab.core.errors import SetupError
+
+__all__ = ["LocalPostgres", "postgres_bindir"]
+
+ADMIN = "rlhf_admin"
+
+
+def postgres_bindir() -> Path | None:
+    """The folder holding initdb and pg_ctl, or None when PostgreSQL is not installed."""
+    candidates = []
+    if shutil.which("pg_config"):
+        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True)
+        candidates.append(out.stdout.strip())
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    if shutil.which("initdb"):
+        candidates.append(str(Path(shutil.which("initdb")).resolve().parent))
+    for folder in candidates:
+        if folder and (Path(folder) / "initdb").is_file() and (Path(folder) / "pg_ctl").is_file():
+            return Path(folder)
+    return None
+
+
+class LocalPostgres:
+    """A PostgreSQL server whose data lives in `folder`. See the module docstring."""
+
+    def __init__(self, folder: str | Path, port: int = 5433, host: str = "127.0.0.1"):
+        self.folder = Path(folder).resolve()
+        self.data = self.folder / "data"
+        self.port, self.host = int(port), host
+        self.bindir = postgres_bindir()
+        if self.bindir is None:
+            raise SetupError("PostgreSQL is not installed: `sudo apt-get install postgresql` (Debian/Ubuntu) or "
+                               "`brew install postgresql` (macOS), then try again.")
+        self._as_postgres = os.geteuid() == 0
+
+    # ---- running the binaries as the right user -----------------------------------------------------------------
+    def _run(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        cmd = [str(self.bindir / tool), *args]
+        if self._as_postgres:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if check and proc.returncode != 0:
+            raise SetupError(f"{tool} failed: {(proc.stderr or proc.stdout).strip()[-600:]}")
+        return proc
+
+    @property
+    def password(self) -> str:
+        return (self.folder / "admin-password").read_text().strip()
+
+    def url(self, database: str = "postgres", user: str = ADMIN, password: str | None = None) -> str:
+        """A SQLAlchemy URL for `database` on this server (the superuser's unless `user`/`password` are given)."""
+        from urllib.parse import quote
+
+        password = self.password if password is None else password
+        credentials = f"{quote(user, safe='')}:{quote(password, safe='')}"
+        return f"postgresql+psycopg://{credentials}@{self.host}:{self.port}/{database}"
+
+    # ---- life cycle ----------------------------------------------------------------------------------------------
+    def initialised(self) -> bool:
+        return (self.data / "PG_VERSION").is_file()
+
+    def init(self) -> "LocalPostgres":
+        """Create the folder and the database cluster (once)."""
+        if self.initialised():
+            return self
+        self.folder.mkdir(parents=True, exist_ok=True)
+        pwfile = self.folder / "admin-password"
+        if not pwfile.exists():
+            pwfile.write_text(secrets.token_urlsafe(18) + "\n")
+            pwfile.chmod(0o600)
+        if self._as_postgres:  # the postgres user must own the folder and read the password file
+            shutil.chown(self.folder, "postgres", "postgres")
+            shutil.chown(pwfile, "postgres", "postgres")
+            reach = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-r", str(pwfile)])
+            if reach.returncode != 0:
+                raise SetupError(f"As root, the server runs as the postgres user, who cannot reach {self.folder}; "
+                                   "give a folder outside root's home (e.g. /srv/class-db).")
+        self._run("initdb", "-D", str(self.data), "-U", ADMIN, f"--pwfile={pwfile}", "--auth-host=scram-sha-256",
+                  "--auth-local=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8")
+        return self
+
+    def allow(self, networks: list[str]) -> None:
+        """Let clients from these networks (CIDR, e.g. "10.0.0.0/8") connect with a password; by default only
+        this machine can. Takes effect at the next start (or at once on a running server)."""
+        import ipaddress
+
+        hba = self.data / "pg_hba.conf"
+        lines = hba.read_text()
+        for net in networks:
+            try:
+                net = str(ipaddress.ip_network(net, strict=False))
+            except ValueError:
+                raise ValueError(f"--allow {net!r} is not a network: write it like 10.0.0.0/8 or 192.168.1.0/24") \
+                    from None
+            rule = f"host all all {net} scram-sha-256"
+            if rule not in lines.splitlines():
+                lines += rule + "\n"
+        hba.write_text(lines)
+        if self.running():
+            self._run("pg_ctl", "-D", str(self.data), "reload")
+
+    def start(self, max_connections: int = 100) -> "LocalPostgres":
+        """Start the server (initialising it first if needed); returns when it accepts connections. A class whose
+        students keep a kernel open each needs about one connection per student (plus a few)."""
+        self.init()
+        if self.running():
+            return self
+        options = (f"-c listen_addresses={self.host} -p {self.port} -c unix_socket_directories={self.folder} "
+                   f"-c max_connections={int(max_connections)}")
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.folder / "server.log"), "-w",
+                  "-t", "60", "start")
+        return self
+
+    def running(self) -> bool:
+        return self.initialised() and self._run("pg_ctl", "-D", str(self.data), "status", check=False).returncode == 0
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown: open transactions are rolled back, committed data is kept)."""
+        if self.running():
+            self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # ---- databases -----------------------------------------------------------------------------------------------
+    def create_database(self, name: str) -> str:
+        """Create database `name` (if it does not exist yet); returns its superuser URL."""
+        import sqlalchemy as sa
+
+        if not name.replace("_", "").isalnum():
+            raise ValueError(f"database name {name!r}: use letters, digits and underscores")
+        engine = sa.create_engine(self.url("postgres"), isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                exists = conn.exec_driver_sql("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).scalar()
+                if not exists:
+                    conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        finally:
+            engine.dispose()
+        return self.url(name)

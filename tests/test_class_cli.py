@@ -1,0 +1,79 @@
+"""`rlhf-lab class serve | create | progress` and `feedback simulate --annotators 0`, as an instructor runs them:
+one clear line and exit 2 for bad input, the students' logins in a private file, progress that counts."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import stat
+import tempfile
+
+import pytest
+
+from rlhf_lab.cli import main
+from rlhf_lab.feedback.classroom import whoami
+from rlhf_lab.feedback.store import FeedbackStore
+
+
+def test_an_instructor_sets_up_a_class(postgres, tmp_path, capsys):
+    url = postgres.create_database("class_cli")
+    assert main(["feedback", "simulate", "--store", url, "--annotators", "0", "--items", "6", "--model",
+                 "corpus"]) == 0
+    printed = capsys.readouterr().out
+    assert "6 pairwise items" in printed and postgres.password not in printed  # the URL is shown without it
+    roster = tmp_path / "roster.csv"
+    roster.write_text("student_id,display_name\nada,Ada L.\nbob,Bob\ncy,Cy\n")
+    logins = tmp_path / "logins.csv"
+    assert main(["class", "create", "--store", url, "--roster", str(roster), "--k", "2", "--logins",
+                 str(logins)]) == 0
+    assert "3 new students enrolled; 6 items assigned to 2 students each" in capsys.readouterr().out
+    assert stat.S_IMODE(logins.stat().st_mode) == 0o600
+    rows = {r["student_id"]: r for r in csv.DictReader(logins.open())}
+    assert set(rows) == {"ada", "bob", "cy"} and rows["ada"]["display_name"] == "Ada L."
+    with FeedbackStore(rows["bob"]["url"]) as bob:
+        assert whoami(bob) == "bob" and len(bob.pending_items("bob")) == 4  # 6 items x 2 / 3 students
+        bob.record_pairwise(bob.pending_items("bob")[0].id, "bob", "A")
+    assert main(["class", "progress", "--store", url]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 12 assigned judgments made; 0 of 3 students done" in out
+    assert main(["class", "create", "--store", url, "--roster", str(roster), "--logins", str(logins)]) == 0
+    assert "0 new students" in capsys.readouterr().out and len(logins.read_text().splitlines()) == 4  # no new logins
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["class", "progress", "--store", "runs/class.db"], "is the class store's URL"),
+    (["class", "create", "--store", "sqlite:///{tmp}/x.db", "--roster", "{tmp}/none.csv"], "roster"),
+    (["class", "serve", "--dir", "{tmp}/db", "--allow", "campus"], "not a network"),
+])
+def test_bad_input_gets_one_line_and_exit_2(argv, message, tmp_path, capsys, postgres):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    if argv[1] == "serve":  # a folder the server's user can reach (pytest's own tmp is root-only)
+        argv[3] = tempfile.mkdtemp(prefix="rlhf-lab-serve-")
+    try:
+        assert main(argv) == 2
+    finally:
+        if argv[1] == "serve":
+            shutil.rmtree(argv[3], ignore_errors=True)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "Traceback" not in err[0]
+
+
+def test_serve_starts_a_server_of_your_own_and_stops_it(capsys, postgres):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    folder = tempfile.mkdtemp(prefix="rlhf-lab-serve-")
+    try:
+        assert main(["class", "serve", "--dir", folder, "--class", "cs101", "--port", str(port)]) == 0
+        url = capsys.readouterr().out.strip().splitlines()[-1]
+        assert url.startswith("postgresql+psycopg://rlhf_admin:") and url.endswith(f"@127.0.0.1:{port}/cs101")
+        with FeedbackStore(url) as store:
+            assert store.counts()["total"] == 0
+        assert main(["class", "serve", "--dir", folder, "--stop"]) == 0
+        with pytest.raises(Exception):
+            FeedbackStore(url)  # stopped: nobody listens any more
+    finally:
+        main(["class", "serve", "--dir", folder, "--stop"])
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,69 @@
+"""The class's model: pooled judgments on a class store (PostgreSQL) train one reward model and one policy; a
+student whose taste differs from the class's is told so, with the items where they were out-voted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rlhf_lab.feedback.classroom import assign_items, enroll
+from rlhf_lab.feedback.store import FeedbackStore
+from rlhf_lab.feedback.tastes import SimulatedLearner, short_replies
+from rlhf_lab.loop.class_model import class_reward_model, you_vs_class
+from rlhf_lab.loop.taste import EVERYONE, TasteConfig, run_taste
+from rlhf_lab.policy.models import tiny_policy
+
+WORDS = "the weather is nice today and I like walking along the river with my dog in the park".split()
+
+
+def _class_store(url, n_items=24):
+    """Items whose two replies differ in length; 4 students prefer short replies, one ('odd') long ones."""
+    store = FeedbackStore(url)
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(n_items):
+        short, long = rng.integers(2, 5), rng.integers(9, 16)
+        texts = [" ".join(WORDS[:short]) + ".", " ".join(WORDS[:long]) + "."]
+        records += [dict(prompt=f"Tell me about day {i}.", response=t, model="m", iteration=0)
+                    for t in (texts if i % 2 else texts[::-1])]
+    ids = store.add_responses(records)
+    store.add_items([ids[2 * i:2 * i + 2] for i in range(n_items)])
+    students = ["s1", "s2", "s3", "s4", "odd"]
+    enroll(store, students)
+    assign_items(store, k=4, seed=0)
+    for sid in students:
+        taste = (lambda p, r: -short_replies(p, r)) if sid == "odd" else short_replies
+        SimulatedLearner(taste, name=sid, rationality=20.0, seed=1).annotate(store, store.pending_items(sid))
+    return store
+
+
+def test_a_student_sees_their_taste_against_the_class(store_url):
+    store = _class_store(store_url)
+    odd, usual = you_vs_class(store, "odd"), you_vs_class(store, "s1")
+    assert usual["agreement"] > 0.9 and usual["ci_low"] > 0.5 and len(usual["outvoted"]) == 0
+    assert odd["agreement"] < 0.1 and odd["ci_high"] < 0.5  # the class model orders the odd one's pairs the other way
+    assert len(odd["outvoted"]) == odd["items_shared"] > 0 and (odd["outvoted"]["against_you"] >= 2).all()
+    row = odd["outvoted"].iloc[0]
+    assert len(row["you_chose"].split()) > len(row["class_chose"].split())  # they chose the long reply, the class not
+    assert f"on {round(odd['agreement'] * odd['pairs'])} of {odd['pairs']}" in odd["summary"]
+    # the class model that judged "odd" never saw their judgments
+    assert class_reward_model(store, exclude=["odd"]).val_pairs_["annotator"].ne("odd").all()
+    with pytest.raises(ValueError, match="rate some pairs first"):
+        you_vs_class(store, "nobody")
+    store.close()
+
+
+def test_the_class_model_trains_a_policy_from_everyones_judgments(postgres, tmp_path):
+    url = postgres.create_database("class_policy")
+    store = _class_store(url, n_items=12)
+    config = TasteConfig.smoke(seed=0)
+    policy, tokenizer = tiny_policy(seed=0)
+    result = run_taste(config, store=url, annotator=EVERYONE, policy=policy, tokenizer=tokenizer,
+                       out=tmp_path / "class", log=lambda *a: None)
+    assert result.labels == len(store.preference_pairs()) == 12 * 4  # every student's judgments, pooled
+    mine = run_taste(config, store=url, annotator=["s1", "s2"], policy=tiny_policy(seed=0)[0], tokenizer=tokenizer,
+                     log=lambda *a: None)
+    two = int(store.preference_pairs()["annotator"].isin(["s1", "s2"]).sum())
+    assert mine.labels == two and 0 < two < result.labels  # only those two students' judgments
+    assert "48 judgments" in (tmp_path / "class" / "summary.md").read_text()
+    store.close()
