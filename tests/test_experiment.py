@@ -178,10 +178,18 @@ def test_demo_smoke_writes_a_report(tmp_path, capsys):
     assert main(["demo", "--smoke", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert f"report: {out / 'report' / 'summary.md'}" in printed
+    lines = printed.splitlines()  # the console says what happens, stage by stage, before each stage
+    assert "RANDOM model" in lines[0] and lines[1].startswith(f"starting {out}: loading tiny")
+    assert "iteration 1/2: sampling 8 pairs of replies from the policy" in lines
+    assert "iteration 2/2: 2 PPO updates against it" in lines
+    updates = [line.split(" | ")[0] for line in lines if line.startswith("update ")]
+    assert updates == ["update 1/2", "update 2/2", "update 1/2 (3/4 in the run)", "update 2/2 (4/4 in the run)"]
+    assert "(smoke run: a random model)" in lines[-2]
     report = out / "report"
     for name in ("ppo_curves.png", "over_optimisation.png", "rm_accuracy.png", "evaluation.csv", "ppo_metrics.csv"):
         assert (report / name).stat().st_size > 0, name
     summary = (report / "summary.md").read_text()
     assert "## The same eval prompts across iterations" in summary and "iteration 2" in summary
+    assert "**A smoke run**" in summary and "gold gain vs start" in summary and "rm/val_accuracy" not in summary
     assert main(["demo", "--smoke", "--out", str(out)]) == 2  # a second run never deletes the first silently
     assert "--resume" in capsys.readouterr().err and (out / "feedback.db").is_file()

@@ -108,3 +108,29 @@ def test_a_returned_plot_shows_in_jupyter_without_pyplot():
         png = PNGFormatter()(fig)
         assert isinstance(png, bytes) and png.startswith(b"\x89PNG")
     assert PNGFormatter()(Figure()) is None  # what a bare Figure gave: no image
+
+
+def test_report_plots_show_every_value_whole_ticks_and_no_false_curves():
+    from rlhf_lab.loop.plots import plot_overoptimisation, plot_ppo_curves, plot_rm_accuracy
+
+    evaluation = pd.DataFrame({"iteration": [0, 1, 2], "update": [0, 2, 4], "gold_reward": [1.0, 1.1, 1.15],
+                               "proxy_reward": [0.0, 0.8, 0.3], "kl": [0.0, 1.0, 1.05],
+                               "rm/val_accuracy": [None, 0.22, 0.6], "rm/gold_accuracy": [None, 0.85, 0.9]})
+    (ax,) = plot_rm_accuracy(evaluation).axes
+    low, high = ax.get_ylim()
+    assert low < 0.22 and high > 0.9  # an accuracy of 0.22 is on the plot, not cut off
+    assert all(float(t).is_integer() for t in ax.get_xticks())  # iterations 1, 2: no 1.25, 1.5
+    (ax,) = plot_overoptimisation(evaluation).axes
+    proxy = [ln for ln in ax.lines if ln.get_label().startswith("proxy")][0]
+    assert proxy.get_linestyle() == "None"  # different reward models' scores are not joined into one curve
+    offsets = [t.xyann for t in ax.texts]  # labels of close points (it 1, it 2) go to opposite sides
+    assert [t.get_text() for t in ax.texts] == ["it 0", "it 1", "it 2"] and offsets[1][1] != offsets[2][1]
+    metrics = pd.DataFrame({"update": [1, 2, 3, 4], "objective/scores": [0.1, 0.2, 0.3, 0.4],
+                            "objective/rlhf_reward": [0.1, 0.2, 0.3, 0.4], "objective/kl": [0.0, 0.1, 0.2, 0.3]})
+    ax_r, ax_kl, _ = plot_ppo_curves(metrics, 2, evaluation=evaluation).axes
+    labels = [t.get_text() for t in ax_r.get_legend().get_texts()]
+    assert "each update (faint)" in labels and "reward-model score (mean of 4)" in labels
+    score = [ln for ln in ax_r.lines if ln.get_label() == "reward-model score (mean of 4)"][0]
+    other = [ln for ln in ax_r.lines if ln.get_label() == "score − β·KL (mean of 4)"][0]
+    assert score.get_zorder() > other.get_zorder() and other.get_linestyle() == "--"  # both visible when equal
+    assert all(float(t).is_integer() for t in ax_kl.get_xticks())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -313,35 +314,59 @@ def test_keys_js_ships_in_the_package_and_sends_messages():
 
 KEYS_HARNESS = """
 import { readFileSync } from "node:fs";
-const listeners = {};
+const listeners = {}, docListeners = {}, classes = new Set();
+let focused = 0;
+globalThis.Element = class {};
+class Node extends Element {  // a clicked element: inside the rater or not, a button or not
+  constructor(inRater, button) { super(); this.inRater = inRater; this.button = button; }
+  closest(sel) { return sel === "button" && this.button ? this : null; }
+}
+const rater = { contains: (t) => t.inRater === true };
 const box = { setAttribute() {}, addEventListener(t, f) { listeners[t] = f; },
-              removeEventListener(t) { delete listeners[t]; } };
-globalThis.document = { createElement: () => box };
-const sent = [];
-const traits = { hint: "click here", shortcuts: ["1", "x", "Enter"] };
+              removeEventListener(t) { delete listeners[t]; }, classList: { toggle(c, on) {
+                on ? classes.add(c) : classes.delete(c); } },
+              closest: (sel) => (sel === ".rlhf-rater" ? rater : null), contains: (t) => t === box,
+              focus() { focused += 1; } };
+globalThis.document = { createElement: () => box, addEventListener(t, f) { docListeners[t] = f; },
+                        removeEventListener(t) { delete docListeners[t]; } };
+const sent = [], states = [];
+const traits = { hint: "1 = A", shortcuts: ["1", "x", "Enter"] };
 const model = { get: (k) => traits[k], send: (m) => sent.push(m), on() {}, off() {} };
 const mod = await import("data:text/javascript," + encodeURIComponent(readFileSync(process.argv[2], "utf8")));
 const cleanup = mod.default.render({ model, el: { appendChild() {} } });
+const state = () => states.push([box.textContent, classes.has("rlhf-keys-on"), focused]);
+const tick = () => new Promise((r) => setTimeout(r, 5));
 const press = (key, extra = {}) => listeners.keydown({ key, ctrlKey: false, metaKey: false, altKey: false,
   repeat: false, preventDefault() {}, stopPropagation() {}, ...extra });
+state();                                                         // 0: keys off until the box is clicked
+listeners.focus(); state();                                      // 1: on
 for (const key of ["1", "X", "q", "Enter"]) press(key);
 press("1", { repeat: true });
 press("1", { ctrlKey: true });
+docListeners.click({ target: new Node(true, true) }); await tick(); state();    // 2: a click on "A is better": on
+docListeners.click({ target: new Node(true, false) }); await tick(); state();   // 3: elsewhere in the rater: off
+listeners.focus(); docListeners.click({ target: new Node(false, true) }); await tick(); state();  // 4: another cell
 cleanup();
-console.log(JSON.stringify({ sent, left: Object.keys(listeners), hint: box.textContent, tab: box.tabIndex }));
+console.log(JSON.stringify({ sent, left: Object.keys(listeners).concat(Object.keys(docListeners)), states,
+                             tab: box.tabIndex }));
 """
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js to run keys.js")
-def test_keys_js_sends_one_message_per_handled_key(tmp_path):
-    """Run keys.js's render() in Node against a stub element and model; key presses become model.send calls."""
+def test_keys_js_sends_one_message_per_handled_key_and_says_whether_keys_are_on(tmp_path):
+    """Run keys.js's render() in Node against a stub element and model: key presses become model.send calls; the box
+    says keys are off until clicked; a click on the rater's own button keeps them on (focus returns), a click
+    anywhere else turns them off and the box says so."""
     harness = tmp_path / "harness.mjs"
     harness.write_text(KEYS_HARNESS)
     source = files("rlhf_lab.widgets").joinpath("keys.js")
     run = subprocess.run(["node", str(harness), str(source)], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout) == {"sent": [{"type": "key", "key": k} for k in ("1", "x", "Enter")],
-                                      "left": [], "hint": "click here", "tab": 0}
+    out = json.loads(run.stdout)
+    assert out["sent"] == [{"type": "key", "key": k} for k in ("1", "x", "Enter")]
+    assert out["left"] == [] and out["tab"] == 0
+    off, on = "⌨ keys off: click here to use the keys · 1 = A", "⌨ keys on: 1 = A"
+    assert out["states"] == [[off, False, 0], [on, True, 0], [on, True, 1], [off, False, 1], [off, False, 1]]
 
 
 # ---- Likert and ranking ------------------------------------------------------------------------------------------
@@ -413,13 +438,16 @@ def test_flag_panel_follows_a_rater_and_stores_flags(store):
     assert df["kind"].tolist() == ["flags"] and df["response_id"].tolist() == [first_b]
     assert df["answer"][0] == {"flags": ["harmful", "off_topic"]} and df["comment"][0] == "rude"
     assert not panel.checkboxes["harmful"].value and panel.comment.value == ""
+    assert panel.message.value.endswith("Saved for B: harmful, off topic.</span>")  # words, not internal names
 
-    assert panel.reply.value == first_b
+    assert panel.reply.value == first_b  # flagging B again changes B's flags: still one flag judgment for B
+    panel.checkboxes["biased"].value = True
     panel.submit_button.click()
-    assert "already judged" in panel.message.value and len(store.judgments_df()) == 1
+    assert "Changed your flags for B: biased." in panel.message.value and len(store.judgments_df()) == 1
+    assert answers(store, "flags") == [{"flags": ["biased"]}]
     panel.reply.value = rater.current.responses[0].id
     panel.submit_button.click()
-    assert answers(store, "flags")[-1] == {"flags": []} and "no flags" in panel.message.value
+    assert answers(store, "flags")[-1] == {"flags": []} and "Saved for A: nothing wrong." in panel.message.value
 
     rater.buttons["A"].click()
     assert panel.reply.value == rater.current.responses[0].id
@@ -490,3 +518,33 @@ def test_headless_display_returns_at_once(tmp_path, mode):
     assert float(took) < 5 and judged == "1"
     assert no_keys == str(mode == "no-anywidget")
     assert "application/vnd.jupyter.widget-view+json" in mimes
+
+
+# ---- reading long replies --------------------------------------------------------------------------------------------
+def test_markdown_replies_read_as_formatted_and_stay_inert():
+    from rlhf_lab.ui.parts import markdown_html, reply_html
+
+    text = ("# Plan\nSome **bold**, *italic* and `x < y`; 2*3*4 stays.\n- one\n- two " + EVIL +
+            "\n```python\nprint('**not bold**')\n```\n| a | b |\n|---|---|\n| 1 | 2 |\n")
+    shown = markdown_html(text)
+    assert "<strong>Plan</strong>" in shown and "<strong>bold</strong>" in shown and "<em>italic</em>" in shown
+    assert "<code>x &lt; y</code>" in shown and "2*3*4" in shown and "• one\n• two" in shown
+    assert "<pre><code>print(&#x27;**not bold**&#x27;)</code></pre>" in shown  # no formatting inside code
+    assert '<pre class="rlhf-table">| a | b |\n|---|---|\n| 1 | 2 |</pre>' in shown
+    assert "<script>" not in shown and "<b>bold" not in shown and "&lt;script&gt;alert(1)&lt;/script&gt;" in shown
+    tags = set(re.findall(r"<(\w+)", shown))
+    assert tags <= {"strong", "em", "code", "pre"} and "href" not in shown and "onerror" not in shown
+    assert markdown_html("a\x000\x00b") == "a␀0␀b"  # a NUL byte shows, and cannot reach the block markers
+    assert "(empty reply)" in reply_html(" \n ") and "rlhf-empty" in reply_html("")
+    raw = reply_html("**x**", markdown=False)
+    assert "**x**" in raw and "<strong>" not in raw
+
+
+def test_a_rater_shows_markdown_unless_told_not_to(tmp_path):
+    store = FeedbackStore(tmp_path / "md.db")
+    ids = store.add_responses([dict(prompt="p", response=t, model="m", iteration=0) for t in ("**yes**", "")])
+    store.add_item(ids)
+    cards = [c.children[1].value for c in PairwiseRater(store, "md", guard_s=0).body.children]
+    assert "<strong>yes</strong>" in cards[0] and "(empty reply)" in cards[1]
+    plain = [c.children[1].value for c in PairwiseRater(store, "plain", guard_s=0, markdown=False).body.children]
+    assert "**yes**" in plain[0] and "<strong>" not in plain[0]

@@ -78,9 +78,9 @@ def sweep(base: ExperimentConfig, grid: dict[str, list], out: str | Path, *, see
                 if saved != json.loads(json.dumps(config.to_dict())):
                     raise ValueError(f"{path} holds a run with another config: remove it, or pass resume=False to "
                                      "start it over.")
-                run = RLHFRun.open(path, callbacks=callbacks)
+                run = RLHFRun.open(path, callbacks=callbacks, log=None)
             else:
-                run = RLHFRun.create(path, config, overwrite=True, callbacks=callbacks)
+                run = RLHFRun.create(path, config, overwrite=True, callbacks=callbacks, log=None)
             evaluation = run.run()
             run.store.close()
             rows.append({**values, "run": path.name, **evaluation.iloc[-1].to_dict()})

@@ -115,8 +115,9 @@ class ExperimentConfig(Config):
 class RLHFRun:
     """Owns one RLHF run: its config, store, policy per iteration, reward models and metrics (see module docstring)."""
 
-    def __init__(self, path: str | Path, config: ExperimentConfig, *, callbacks=None):
+    def __init__(self, path: str | Path, config: ExperimentConfig, *, callbacks=None, log=print):
         self.path, self.config = Path(path), config
+        self.log = log or (lambda *_: None)  # a line per stage ("iteration 1/2: ..."); None: silent
         self.store = FeedbackStore(self.path / "feedback.db")
         self.gold = GoldUtility()
         prompts = load_prompts(config.prompt_set, split="train", max_words=config.max_prompt_words)
@@ -188,8 +189,10 @@ class RLHFRun:
     # ---- one iteration -------------------------------------------------------------------------------------------
     def run(self, iterations: int | None = None) -> pd.DataFrame:
         """Run iterations until `iterations` (default: the config's) are complete; returns the evaluation table."""
-        target = iterations or self.config.iterations
+        target = self._target = iterations or self.config.iterations
         if not (self.path / "evaluation.csv").exists():
+            self.log(f"iteration 0: the initial policy on {len(self.eval_prompts)} held-out prompts × "
+                     f"{self.config.eval_samples} replies")
             self.evaluate(0)
         while self.iteration < target:
             self.run_iteration()
@@ -198,11 +201,21 @@ class RLHFRun:
     def run_iteration(self) -> dict:
         """One round: sample → feedback → reward model → PPO → evaluate. Returns the evaluation row."""
         k = self.iteration + 1
+        of = f"iteration {k}/{max(k, getattr(self, '_target', k))}"
         self.iteration_dir(k).mkdir(parents=True, exist_ok=True)
+        self.log(f"{of}: sampling {self.config.feedback.pairs_per_iteration} pairs of replies from the policy")
         items = self.propose_items(k)  # 1. pairs of replies from the current policy
+        if self.config.feedback.annotators:
+            self.log(f"{of}: {self.config.feedback.annotators} simulated annotators judge them")
         self.collect_feedback(items)  # 2. the simulated crowd judges them (people may have judged some already)
+        self.log(f"{of}: fitting the reward model on every judgment so far")
         self.fit_reward_model(k)  # 3. a reward model on every judgment so far
+        accuracy = self.rm_report.get("rm/gold_accuracy")
+        if accuracy is not None and not pd.isna(accuracy):
+            self.log(f"{of}: the reward model agrees with gold on {accuracy:.0%} of held-out pairs")
+        self.log(f"{of}: {self.config.ppo_updates} PPO updates against it")
         self.optimise(k)  # 4. PPO from the current policy, KL to the initial one
+        self.log(f"{of}: evaluating on the held-out prompts")
         row = self.evaluate(k)  # 5. the fixed eval prompts
         write_atomic(self.iteration_dir(k) / "DONE", json.dumps({"update": self.trainer.update_}))
         self.iteration = k
@@ -286,6 +299,7 @@ class RLHFRun:
     def optimise(self, k: int) -> None:
         """`ppo_updates` PPO updates against the new reward model; the trainer checkpoint lands in iter_k/ppo."""
         self.trainer.reward = as_reward(self.reward_model, self.tokenizer)
+        self.trainer.update_offset_ = (k - 1) * self.config.ppo_updates  # the log counts updates per iteration
         self.trainer.train(self.train_prompts, n_updates=k * self.config.ppo_updates,
                            checkpoint_dir=self.iteration_dir(k) / "ppo")
 

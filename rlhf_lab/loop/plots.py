@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from rlhf_lab.core.figures import Figure
 
@@ -131,23 +132,28 @@ def plot_ppo_curves(metrics: pd.DataFrame, updates_per_iteration: int, kl_target
                     smooth: int = 4, evaluation: pd.DataFrame | None = None) -> Figure:
     """Reward and KL on one time axis (PPO update), iteration boundaries dotted. metrics: one row per update.
 
-    Each curve is drawn raw (faint) and as a running mean over `smooth` updates within an iteration (bold): with a
-    handful of replies per update the raw score is noisy, and it moves with how easy each batch's prompts are.
+    Each curve is drawn raw (faint, thin) and as a running mean over `smooth` updates within an iteration (bold):
+    with a handful of replies per update the raw score is noisy, and it moves with how easy each batch's prompts
+    are. The reward-model score is drawn last, over score − β·KL (they nearly coincide while KL is small).
     evaluation (one row per iteration, `RLHFRun.evaluation()`): the fixed eval prompts' gold reward (right axis) and
     KL after each iteration, the across-iteration view."""
     fig, (ax_r, ax_kl) = _figure(ncols=2, width=5.5, height=3.8)
     metrics = metrics.sort_values("update") if len(metrics) else metrics
-    curves = [(ax_r, "objective/scores", "reward-model score", "tab:blue"),
-              (ax_r, "objective/rlhf_reward", "score − β·KL", "tab:green"),
-              (ax_kl, "objective/kl", "KL(π‖π_ref) per reply", "tab:red")]
-    for ax, column, label, color in curves:
+    curves = [(ax_r, "objective/rlhf_reward", "score − β·KL", "tab:green", "--", 2),
+              (ax_r, "objective/scores", "reward-model score", "tab:blue", "-", 3),
+              (ax_kl, "objective/kl", "KL(π‖π_ref) per reply", "tab:red", "-", 2)]
+    raw_shown = False
+    for ax, column, label, color, style, z in curves:
         if column in metrics and len(metrics):
-            ax.plot(metrics["update"], metrics[column], color=color, alpha=0.3, linewidth=1)
+            ax.plot(metrics["update"], metrics[column], color=color, alpha=0.3, linewidth=0.8, zorder=z,
+                    label="each update (faint)" if ax is ax_r and not raw_shown else None)
+            raw_shown = raw_shown or ax is ax_r
             ax.plot(metrics["update"], _smoothed(metrics, column, updates_per_iteration, smooth), color=color,
-                    label=f"{label} (mean of {smooth})")
+                    linestyle=style, linewidth=2, zorder=z, label=f"{label} (mean of {smooth})")
     if len(metrics):
         for ax in (ax_r, ax_kl):
             _iteration_boundaries(ax, metrics, updates_per_iteration)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # updates are whole numbers
     if kl_target is not None:
         ax_kl.axhline(kl_target, color="tab:red", linestyle="--", linewidth=1, label="KL target")
     if evaluation is not None and len(evaluation):
@@ -165,29 +171,36 @@ def plot_ppo_curves(metrics: pd.DataFrame, updates_per_iteration: int, kl_target
 
 
 def plot_overoptimisation(evaluation: pd.DataFrame) -> Figure:
-    """Proxy (reward model) and gold reward of each iteration's policy against its KL to the reference."""
+    """Gold reward of each iteration's policy against its KL to the reference (one curve: one hidden utility), and
+    each iteration's proxy score (its own reward model's, so points of different models are not joined)."""
     fig, (ax,) = _figure(width=5.5, height=3.8)
     ev = evaluation.sort_values("iteration")
     ax.plot(ev["kl"], ev["gold_reward"], "o-", color="tab:orange", label="gold (the crowd's hidden utility)")
     if "proxy_reward" in ev:
-        ax.plot(ev["kl"], ev["proxy_reward"], "s--", color="tab:blue", label="proxy (reward model)")
-    for _, row in ev.iterrows():
+        ax.plot(ev["kl"], ev["proxy_reward"], "s", color="tab:blue",
+                label="proxy (that iteration's reward model; not comparable across iterations)")
+    for n, (_, row) in enumerate(ev.iterrows()):  # labels alternate above and below: close points do not overlap
         ax.annotate(f"it {int(row['iteration'])}", (row["kl"], row["gold_reward"]), textcoords="offset points",
-                    xytext=(4, 4), fontsize=8)
+                    xytext=(5, 7 if n % 2 == 0 else -13), fontsize=8)
     ax.set(title="Proxy vs gold reward as KL grows", xlabel="KL to the reference (nats per reply)", ylabel="reward")
     ax.legend(fontsize=8)
     return fig
 
 
 def plot_rm_accuracy(evaluation: pd.DataFrame) -> Figure:
-    """Reward-model accuracy on held-out judgments per iteration, beside the best achievable (the gold utility's)."""
+    """Reward-model accuracy on held-out judgments per iteration, beside the best achievable (the gold utility's).
+    The y-axis shows every value (and at least 0.4–1)."""
     fig, (ax,) = _figure(width=5.5, height=3.8)
     ev = evaluation[evaluation["iteration"] > 0].sort_values("iteration")
+    values = [0.4, 1.0]
     if "rm/val_accuracy" in ev:
         ax.plot(ev["iteration"], ev["rm/val_accuracy"], "o-", label="reward model")
         ax.plot(ev["iteration"], ev["rm/gold_accuracy"], "s--", label="gold utility (best achievable)")
-    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
-    ax.set(title="Reward-model accuracy on held-out pairs", xlabel="iteration", ylabel="accuracy", ylim=(0.3, 1.02))
+        values += [v for v in pd.concat([ev["rm/val_accuracy"], ev["rm/gold_accuracy"]]) if pd.notna(v)]
+    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="chance")
+    ax.set(title="Reward-model accuracy on held-out pairs", xlabel="iteration", ylabel="accuracy",
+           ylim=(min(values) - 0.05, max(values) + 0.03))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # iterations are whole numbers
     ax.legend(fontsize=8)
     return fig
 

@@ -41,7 +41,15 @@ def sample_table(run_dir: str | Path, n_prompts: int = 5) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
+COLUMN_WORDS = {
+    "gold_reward": "gold reward", "proxy_reward": "reward model's score", "kl": "KL (nats/reply)",
+    "rm/val_accuracy": "reward model accuracy (held out)", "gold_gain_vs_initial": "gold gain vs start",
+    "gold_gain_vs_initial_ci_low": "95 % low", "gold_gain_vs_initial_ci_high": "95 % high",
+    "verdict_vs_initial": "verdict", "win_rate_gold_vs_initial": "win rate vs start",
+    "response_length": "reply length (tokens)", "eos_rate": "replies that end", "distinct_2": "distinct bigrams"}
+"""The report table's column names in words (the CSV files keep the names code uses)."""
 _MARKDOWN_SPECIAL = re.compile(r"[\\`*_\[\]()#!|~]")
+_CUT_CHARACTER = re.compile("\ufffd+$")
 
 
 def run_figures(run) -> dict:
@@ -61,6 +69,7 @@ def markdown_table(df: pd.DataFrame) -> str:
     space."""
     def cell(v):
         text = f"{v:.3f}" if isinstance(v, float) else str(v)
+        text = _CUT_CHARACTER.sub("…", text)  # a reply cut mid-character (an emoji's first bytes) ends in "…"
         return _MARKDOWN_SPECIAL.sub(r"\\\g<0>", html.escape(text, quote=False)).replace("\n", " ")
 
     lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
@@ -92,12 +101,16 @@ def write_report(run, out: str | Path | None = None) -> Path:
                         "gold_gain_vs_initial", "gold_gain_vs_initial_ci_low", "gold_gain_vs_initial_ci_high",
                         "verdict_vs_initial", "win_rate_gold_vs_initial", "response_length", "eos_rate", "distinct_2")
             if c in evaluation]
+    random_model = run.config.policy == "tiny"
     summary = [
         f"# RLHF run: {run.path.name}", "",
+        *(["**A smoke run**: the policy is a tiny *random* model and it ran a few steps, to check that the loop "
+           "runs end to end. Its numbers mean nothing; `rlhf-lab demo` without `--smoke` is the real run.", ""]
+          if random_model else []),
         f"Policy `{run.config.policy}`, {run.iteration} iteration(s) of {run.config.ppo_updates} PPO updates, "
         f"{run.store.counts()['total']} judgments in the store.", "",
         _gold_change(first, last, run.config) + f" KL to the reference {last['kl']:.2f} nats per reply.", "",
-        "## Evaluation per iteration", "", markdown_table(evaluation[keep]), "",
+        "## Evaluation per iteration", "", markdown_table(evaluation[keep].rename(columns=COLUMN_WORDS)), "",
         "## Figures", "", "![PPO curves](ppo_curves.png)", "", "![Over-optimisation](over_optimisation.png)", "",
         "![Reward-model accuracy](rm_accuracy.png)", "",
         "## The same eval prompts across iterations", "", markdown_table(sample_table(run.path)), "",

@@ -101,11 +101,20 @@ class MetricsHistory(Callback):
         return rows
 
 
-def format_line(metrics: dict, n_updates: int | None = None, keys=DEFAULT_PRINT_KEYS) -> str:
-    """One plain log line: `update 3/30 | score 0.120 | kl 0.041 | ... | 3.2 s`."""
+def format_line(metrics: dict, n_updates: int | None = None, keys=DEFAULT_PRINT_KEYS, offset: int = 0) -> str:
+    """One plain log line: `update 3/30 | score 0.120 | kl 0.041 | ... | 3.2 s`. With `offset` (the updates of
+    earlier iterations of a run) the count starts again in each iteration: `update 1/12 (13/24 in the run)`. A KL
+    estimate below 0 (the per-token estimator is noisy; the true KL is never negative) says so."""
     update = int(metrics.get("update", 0))
-    parts = [f"update {update}/{n_updates}" if n_updates else f"update {update}"]
-    parts += [f"{label} {metrics[key]:.3g}" for key, label in keys if key in metrics]
+    if n_updates and offset:
+        parts = [f"update {update - offset}/{n_updates - offset} ({update}/{n_updates} in the run)"]
+    else:
+        parts = [f"update {update}/{n_updates}" if n_updates else f"update {update}"]
+    for key, label in keys:
+        if key in metrics:
+            value = metrics[key]
+            note = " (≈ 0: noise)" if key == "objective/kl" and value < 0 else ""
+            parts.append(f"{label} {value:.3g}{note}")
     if "time/update_s" in metrics:
         parts.append(f"{metrics['time/update_s']:.1f} s")
     return " | ".join(parts)
@@ -122,7 +131,8 @@ class PrintLogger(Callback):
 
     def on_step_end(self, trainer, metrics: dict) -> None:
         if int(metrics.get("update", 0)) % self.every == 0:
-            self._print(format_line(metrics, getattr(trainer, "n_updates_", None), self.keys))
+            self._print(format_line(metrics, getattr(trainer, "n_updates_", None), self.keys,
+                                    getattr(trainer, "update_offset_", 0)))
 
     def on_samples(self, trainer, samples: list[dict]) -> None:
         if self.print_samples:
@@ -191,7 +201,8 @@ class LiveView(Callback):
         n = getattr(trainer, "n_updates_", None) or 0
         done = int(metrics.get("update", 0))
         bar = f"<progress value='{done}' max='{max(n, done)}' style='width:30em'></progress> " if n else ""
-        self._progress.update(HTML(bar + format_line(metrics, n, DEFAULT_PRINT_KEYS)))
+        self._progress.update(HTML(bar + format_line(metrics, n, DEFAULT_PRINT_KEYS,
+                                                     getattr(trainer, "update_offset_", 0))))
         if done % self.every == 0:
             self._figure = plot_history(trainer.history.rows, self.keys, self._figure)
             self._plot.update(self._figure)

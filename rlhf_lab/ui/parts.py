@@ -10,6 +10,7 @@ not render. The buttons work either way.
 from __future__ import annotations
 
 import html
+import re
 import string
 from importlib.resources import files
 from typing import Callable
@@ -19,8 +20,8 @@ import traitlets
 
 from rlhf_lab.feedback.records import FLAGS, Response
 
-__all__ = ["LETTERS", "asset", "make_key_catcher", "text_html", "style_widget", "notify", "say", "reply_card",
-           "FlagPanel"]
+__all__ = ["LETTERS", "asset", "make_key_catcher", "text_html", "markdown_html", "reply_html", "style_widget",
+           "notify", "say", "reply_card", "FlagPanel"]
 
 try:
     import anywidget
@@ -38,7 +39,8 @@ def asset(name: str) -> str:
 if anywidget is not None:
 
     class KeyCatcher(anywidget.AnyWidget):
-        """A focusable box ("click here, then use keys ...") that forwards key presses to the kernel.
+        """A focusable box ("keys off: click here to use the keys · 1 = A, ...") that forwards key presses to the
+        kernel, and says whether keys are on.
 
         `shortcuts` lists the keys the browser forwards (lower case, or names such as "Enter"); other keys keep their
         usual meaning. Register handlers with `on_key(callback)`; each is called with the key as a string.
@@ -106,10 +108,50 @@ def say(message: w.HTML, text: str, error: bool = False) -> None:
     message.value = f'<span class="{css}">{html.escape(text)}</span>' if text else ""
 
 
-def reply_card(label: str, response: Response) -> w.VBox:
-    """One reply under its label ("A"), escaped, in a box that shares the row with its neighbours."""
+_FENCE = re.compile(r"```[^\n`]*\n(.*?)(?:\n```|$)", re.S)
+_INLINE_CODE = re.compile(r"`([^`\n]+)`")
+_BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*")
+_ITALIC = re.compile(r"(?<![\w*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![\w*])")
+_HEADING = re.compile(r"^#{1,6} +(.+)$", re.M)
+_BULLET = re.compile(r"^( *)[-*] +", re.M)
+_TABLE = re.compile(r"(?:^\|.*\|[ \t]*(?:\n|$))+", re.M)
+
+
+def markdown_html(text: str) -> str:
+    """The markdown a chat model writes, shown as it reads: **bold**, *italic*, `code`, fenced code, headings,
+    bullets, and tables kept in columns. Safe for any text: everything is escaped first, and only fixed tags without
+    attributes are added around the escaped text."""
+    out = html.escape(text.replace("\x00", "\u2400"))  # a NUL shows as ␀; \x00 marks the kept blocks below
+    blocks: list[str] = []
+
+    def keep(fragment: str) -> str:  # code and tables: no further formatting inside
+        blocks.append(fragment)
+        return f"\x00{len(blocks) - 1}\x00"
+
+    out = _FENCE.sub(lambda m: keep(f"<pre><code>{m.group(1)}</code></pre>"), out)
+    out = _TABLE.sub(lambda m: keep(f'<pre class="rlhf-table">{m.group(0).rstrip()}</pre>'), out)
+    out = _INLINE_CODE.sub(lambda m: keep(f"<code>{m.group(1)}</code>"), out)
+    out = _HEADING.sub(r"<strong>\1</strong>", out)
+    out = _BOLD.sub(r"<strong>\1</strong>", out)
+    out = _ITALIC.sub(r"<em>\1</em>", out)
+    out = _BULLET.sub(lambda m: m.group(1) + "• ", out)
+    return re.sub("\x00(\\d+)\x00", lambda m: blocks[int(m.group(1))], out)
+
+
+def reply_html(text: str, css_class: str = "rlhf-reply", markdown: bool = True) -> str:
+    """A model reply as HTML: formatted markdown (`markdown_html`) or the raw text, escaped either way; an empty
+    reply says so instead of showing a blank sliver."""
+    if not text.strip():
+        return f'<div class="{css_class} rlhf-empty"><i>(empty reply)</i></div>'
+    body = markdown_html(text) if markdown else html.escape(text)
+    return f'<div class="{css_class}" style="white-space: pre-wrap; overflow-wrap: anywhere;">{body}</div>'
+
+
+def reply_card(label: str, response: Response, markdown: bool = True) -> w.VBox:
+    """One reply under its label ("A"), escaped (markdown formatted), in a box that shares the row with its
+    neighbours."""
     return w.VBox([w.HTML(f'<div class="rlhf-label">{html.escape(label)}</div>'),
-                   w.HTML(text_html(response.text, "rlhf-reply"))],
+                   w.HTML(reply_html(response.text, markdown=markdown))],
                   layout=w.Layout(flex="1 1 0", min_width="240px"))
 
 
@@ -172,14 +214,16 @@ class FlagPanel:
         if response_id is None:
             say(self.message, "There is no reply to flag.", error=True)
             return None
-        try:
-            judgment_id = self.store.record_flags(response_id, self.annotator, flags, comment)
+        again = f"flags:{response_id}" in self.store.judged_targets(self.annotator)
+        try:  # flagging a reply again changes your flags for it (one flag judgment per reply and person)
+            judgment_id = self.store.record_flags(response_id, self.annotator, flags, comment, replace=again)
         except ValueError as err:
             say(self.message, str(err), error=True)
             return None
-        label = dict((v, k) for k, v in self.reply.options).get(response_id, f"#{response_id}")
+        label = dict((v, k) for k, v in self.reply.options).get(response_id, "the reply")
         self._clear()
-        say(self.message, f"Saved for {label}: {', '.join(flags) or 'no flags'}.")
+        words = ", ".join(f.replace("_", " ") for f in flags) or "nothing wrong"
+        say(self.message, f"{'Changed your flags' if again else 'Saved'} for {label}: {words}.")
         answer = {"flags": flags, "comment": comment}
         notify(self.on_submit, self.message, self._responses.get(response_id, response_id), answer, judgment_id)
         return judgment_id

@@ -60,10 +60,12 @@ class _Rater:
     kind = ""
     hint = ""
 
-    def __init__(self, store, annotator: str, items=None, *, flags: bool = False, guard_s: float = 0.3):
+    def __init__(self, store, annotator: str, items=None, *, flags: bool = False, guard_s: float = 0.3,
+                 markdown: bool = True):
         if not isinstance(annotator, str) or not annotator.strip():
             raise ValueError("annotator must be a non-empty string such as 'alice' (who is rating?)")
         self.store, self.annotator, self.guard_s = store, annotator, guard_s
+        self.markdown = markdown  # replies' markdown formatted (False: the raw text)
         pending = store.pending_items(annotator, self.kind)
         given = pending if items is None else [it if isinstance(it, Item) else store.get_item(it) for it in items]
         for item in given:
@@ -88,13 +90,14 @@ class _Rater:
         self.skip_button.on_click(lambda _b: self.skip())
         self.undo_button.on_click(lambda _b: self.undo())
         self.message = w.HTML()
-        self.actions = w.HBox(self._controls())
+        self.actions = w.HBox(self._controls(), layout=w.Layout(flex_flow="row wrap"))  # narrow: wrap whole widgets
         self._action_widgets = _buttons([self.actions, self.skip_button])
         self.keys = make_key_catcher(self.press, self._key_map(), self.hint)
         top = [self.keys] if self.keys is not None else []
         self.flag_panel = FlagPanel(store, annotator) if flags else None
         self.widget = w.VBox([style_widget(), *top, w.HBox([self.bar, self.progress]), self.prompt, self.body,
                               self.actions, w.HBox([self.skip_button, self.undo_button]), self.message])
+        self.widget.add_class("rlhf-rater")  # keys.js keeps the keys on after a click on this rater's buttons
         if self.flag_panel is not None:
             self.flag_panel.attach(self)
             self.widget.children += (self.flag_panel.widget,)
@@ -235,8 +238,7 @@ class PairwiseRater(_Rater):
     """
 
     kind = "pairwise"
-    hint = ("⌨ click here, then use keys 1 = A, 2 = B, 0 = tie, x = both bad, q / w / e = by slightly / clearly / "
-            "much, s = skip, u = undo")
+    hint = "1 = A, 2 = B, 0 = tie, x = both bad, q / w / e = by slightly / clearly / much, s = skip, u = undo"
     WORDS = {"A": "A is better", "B": "B is better", "tie": "a tie", "both_bad": "both bad"}
     STRENGTH_KEYS = {"q": 1, "w": 2, "e": 3}
     CHOICES = (("A", "A is better", "1"), ("B", "B is better", "2"), ("tie", "tie", "0"),
@@ -256,11 +258,12 @@ class PairwiseRater(_Rater):
             self.buttons[choice] = button
         self.strength = w.ToggleButtons(options=list(STRENGTHS), value=None, description="by",
                                         tooltips=["slightly better", "clearly better", "much better"],
-                                        style={"button_width": "70px"})
+                                        style={"button_width": "64px", "description_width": "24px"},
+                                        layout=w.Layout(width="auto", flex="0 0 auto"))  # one row, never squeezed
         return [*self.buttons.values(), self.strength]
 
     def _render(self, item: Item) -> None:
-        self.body.children = [reply_card(label, r) for label, r in zip("AB", item.responses)]
+        self.body.children = [reply_card(label, r, self.markdown) for label, r in zip("AB", item.responses)]
         self.strength.value = None
 
     def _key_map(self) -> dict:
@@ -301,7 +304,7 @@ class LikertRater(_Rater):
         if not (isinstance(lo, int) and isinstance(hi, int) and lo < hi):
             raise ValueError(f"scale must be two ints (low, high) with low < high, got {scale!r}")
         self.scale, self.labels = (lo, hi), labels
-        self.hint = f"⌨ click here, then use keys {lo}–{min(hi, 9)} to score, Enter = submit, s = skip, u = undo"
+        self.hint = f"{lo}–{min(hi, 9)} = score, Enter = submit, s = skip, u = undo"
         super().__init__(store, annotator, items, **kwargs)
 
     def _controls(self) -> list:
@@ -319,7 +322,7 @@ class LikertRater(_Rater):
         cards = []
         for i, (response, scores) in enumerate(zip(item.responses, self.score_widgets)):
             label = LETTERS[i] if len(item.responses) > 1 else "Reply"
-            card = reply_card(label, response)
+            card = reply_card(label, response, self.markdown)
             card.children += (scores,)
             cards.append(card)
         self.body.children = cards
@@ -363,7 +366,7 @@ class RankingRater(_Rater):
     """
 
     kind = "ranking"
-    hint = "⌨ click here, then press reply numbers best first (1 = A, 2 = B, ...), Enter = submit, s = skip, u = undo"
+    hint = "reply numbers best first (1 = A, 2 = B, ...), Enter = submit, s = skip, u = undo"
 
     def _check_item(self, item: Item) -> None:
         if not 2 <= len(item.responses) <= len(LETTERS):
@@ -379,7 +382,7 @@ class RankingRater(_Rater):
         return [self.rank_box, w.VBox([self.submit_button, self.clear_button])]
 
     def _render(self, item: Item) -> None:
-        self.body.children = [reply_card(LETTERS[i], r) for i, r in enumerate(item.responses)]
+        self.body.children = [reply_card(LETTERS[i], r, self.markdown) for i, r in enumerate(item.responses)]
         options = [("—", None)] + [(LETTERS[i], r.id) for i, r in enumerate(item.responses)]
         k = len(item.responses)
         self.rank_widgets = [w.Dropdown(options=options, value=None,
