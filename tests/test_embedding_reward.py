@@ -78,3 +78,38 @@ def test_a_damaged_save_is_refused(tmp_path):
     (path / "weights.safetensors").write_bytes(bytes(data))
     with pytest.raises(ValueError, match="weights.safetensors does not match the checksum"):
         EmbeddingRewardModel.load(path)
+
+
+# ---- ratings and rankings --------------------------------------------------------------------------------------------
+def _kinds_store(tmp_path):
+    """Replies of clear lengths; a short-loving rater rates (1-7) and ranks them."""
+    from rlhf_lab.feedback.store import FeedbackStore
+
+    store = FeedbackStore(tmp_path / "kinds.db")
+    words = "the weather is nice today and I like walking along the river with my dog".split()
+    for i in range(12):
+        texts = [" ".join(words[:n]) + "." for n in (2 + i % 2, 6, 10 + i % 3)]
+        ids = store.add_responses([dict(prompt=f"Tell me about day {i}.", response=t, model="m", iteration=0)
+                                   for t in texts])
+        rating, ranking = store.add_item(ids, kind="rating"), store.add_item(ids, kind="ranking")
+        store.record_rating(rating, "ann", [7, 4, 1])
+        store.record_ranking(ranking, "ann", [ids[0], ids[1], ids[2]])
+    return store
+
+
+def test_ratings_and_rankings_train_the_embedding_model(tmp_path):
+    from rlhf_lab.feedback.preferences import ranking_examples, rating_examples
+
+    store = _kinds_store(tmp_path)
+    ratings, rankings = rating_examples(store), ranking_examples(store)
+    assert len(ratings) == 36 and ratings["score"].tolist()[:3] == [7.0, 4.0, 1.0] and (ratings["hi"] == 7).all()
+    assert len(rankings) == 12 and rankings["ranked"][0][0].count(" ") < rankings["ranked"][0][2].count(" ")
+    config = EmbeddingRewardConfig(ensemble_size=2, seed=0)
+    probe = ["Nice.", "It is a nice day to walk along the river with the dog today."]
+    fitted = (EmbeddingRewardModel(config).fit_ratings(ratings), EmbeddingRewardModel(config).fit_rankings(rankings))
+    for model in fitted:
+        short, long = model.score(["How was your day?"] * 2, probe).tolist()
+        assert short > long  # both learned the rater's taste for short replies
+        assert model.evaluate().accuracy == 1.0 and len(model.val_pairs_) == 36  # 3 pairs per prompt
+    with pytest.raises(ValueError, match="rating_examples"):
+        EmbeddingRewardModel(config).fit_ratings(rankings)

@@ -152,6 +152,7 @@ class SimulatedAnnotator:
         unknown = set(kinds or ()) - {"thumbs", "flags"}
         if unknown:
             raise ValueError(f"kinds may hold 'thumbs' and 'flags', got {sorted(unknown)}")
+        store.register_annotator(self.name, "simulated", repr(self))
         pending = {it.id: it for it in store.pending_items(self.name)}
         items = list(pending.values()) if items is None else [it if hasattr(it, "id") else store.get_item(it)
                                                                for it in items]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rlhf_lab.feedback.schema import item_responses_t, items_t, judgments_t, responses_t
 
-__all__ = ["export_jsonl", "import_jsonl", "export_csv"]
+__all__ = ["export_jsonl", "import_jsonl", "export_csv", "export_unpaired_jsonl"]
 
 
 def export_jsonl(store, path: str | Path, include_ties: bool = False) -> int:
@@ -68,3 +68,18 @@ def export_csv(store, path: str | Path, what: str = "judgments") -> int:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(path, index=False)
     return len(df)
+
+
+def export_unpaired_jsonl(store, path: str | Path) -> int:
+    """Write thumbs judgments as TRL's unpaired JSON lines (prompt, completion, label: true = thumbs up), plus
+    annotator, iteration and model; KTO trainers read these. Returns the number of lines written."""
+    from rlhf_lab.feedback.preferences import unpaired_examples
+
+    examples = unpaired_examples(store)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for e in examples.itertuples():
+            f.write(json.dumps(dict(prompt=e.prompt, completion=e.completion, label=bool(e.label),
+                                    annotator=e.annotator, iteration=int(e.iteration), model=e.model),
+                               ensure_ascii=False) + "\n")
+    return len(examples)

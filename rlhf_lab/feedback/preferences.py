@@ -19,7 +19,9 @@ import pandas as pd
 from rlhf_lab.feedback.records import Item, Response
 
 __all__ = ["PAIR_COLUMNS", "judgments_to_pairs", "as_preference_pairs", "split_by_prompt", "bootstrap_pairs",
-           "without_ties"]
+           "without_ties", "UNPAIRED_COLUMNS", "unpaired_examples", "rating_examples", "ranking_examples"]
+
+UNPAIRED_COLUMNS = ["prompt", "completion", "label", "annotator", "response_id", "judgment_id", "iteration", "model"]
 
 PAIR_COLUMNS = ["prompt", "chosen", "rejected", "chosen_id", "rejected_id", "tie", "margin", "annotator", "iteration",
                 "model", "source_kind", "judgment_id"]
@@ -101,6 +103,43 @@ def as_preference_pairs(data) -> pd.DataFrame:
     df["tie"] = df["tie"].fillna(False).astype(bool) if "tie" in df else False
     df["margin"] = pd.to_numeric(df["margin"], errors="coerce").astype(float) if "margin" in df else math.nan
     return df
+
+
+def unpaired_examples(data) -> pd.DataFrame:
+    """Thumbs judgments as unpaired examples, TRL's unpaired format: prompt, completion, label (True = thumbs up),
+    with who judged, the reply's id, the judgment's id, its iteration and model. `data`: a FeedbackStore or its
+    `judgments_df()`. Each person's thumbs on a reply is one example (KTO's training signal)."""
+    df = data.judgments_df() if hasattr(data, "judgments_df") else data
+    thumbs = df[df["kind"] == "thumbs"]
+    rows = [dict(prompt=j.prompt, completion=j.responses[0], label=bool(j.answer["up"]), annotator=j.annotator,
+                 response_id=int(j.response_id), judgment_id=int(j.judgment_id), iteration=int(j.iteration),
+                 model=j.model) for j in thumbs.itertuples()]
+    return pd.DataFrame(rows, columns=UNPAIRED_COLUMNS)
+
+
+def rating_examples(data) -> pd.DataFrame:
+    """Likert ratings as one row per rated reply: prompt, response, score, lo, hi (the scale), annotator,
+    judgment_id, iteration. `data`: a FeedbackStore or its `judgments_df()`. A supervised reward model regresses
+    on these (`EmbeddingRewardModel.fit_ratings`)."""
+    df = data.judgments_df() if hasattr(data, "judgments_df") else data
+    rows = [dict(prompt=j.prompt, response=text, score=float(score), lo=int(j.answer["scale"][0]),
+                 hi=int(j.answer["scale"][1]), annotator=j.annotator, judgment_id=int(j.judgment_id),
+                 iteration=int(j.iteration))
+            for j in df[df["kind"] == "rating"].itertuples() for text, score in zip(j.responses, j.answer["scores"])]
+    return pd.DataFrame(rows, columns=["prompt", "response", "score", "lo", "hi", "annotator", "judgment_id",
+                                       "iteration"])
+
+
+def ranking_examples(data) -> pd.DataFrame:
+    """Rankings as one row per ranking: prompt, ranked (the reply texts, best first), annotator, judgment_id,
+    iteration. A listwise reward model fits these (`EmbeddingRewardModel.fit_rankings`, Plackett–Luce)."""
+    df = data.judgments_df() if hasattr(data, "judgments_df") else data
+    rows = []
+    for j in df[df["kind"] == "ranking"].itertuples():
+        text = dict(zip(j.response_ids, j.responses))
+        rows.append(dict(prompt=j.prompt, ranked=[text[i] for i in j.answer["order"]], annotator=j.annotator,
+                         judgment_id=int(j.judgment_id), iteration=int(j.iteration)))
+    return pd.DataFrame(rows, columns=["prompt", "ranked", "annotator", "judgment_id", "iteration"])
 
 
 def split_by_prompt(pairs: pd.DataFrame, val_fraction: float, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:

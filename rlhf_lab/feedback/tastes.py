@@ -133,6 +133,7 @@ class SimulatedLearner:
         """Judge pairwise `items` (Items or ids; default: every pairwise item this learner has not judged) and record
         each through `store.record_pairwise`. Items already judged are skipped, so a rerun resumes. Returns the new
         judgment ids."""
+        store.register_annotator(self.name, "simulated", f"a simulated learner (rationality {self.rationality})")
         pending = store.pending_items(self.name, "pairwise")
         todo = {it.id for it in pending}
         items = pending if items is None else [it if hasattr(it, "id") else store.get_item(it) for it in items]

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
@@ -148,23 +149,91 @@ class EmbeddingRewardModel(NormalisedScores):
             raise ValueError("no training pairs left (all were ties with include_ties=False?)")
         x_c = self.featurize(pairs["prompt"], pairs["chosen"])
         x_r = self.featurize(pairs["prompt"], pairs["rejected"])
-        both = torch.cat([x_c, x_r])
-        n_surface = len(SURFACE_FEATURES) if "surface" in cfg.features else 0
-        weight = torch.full((both.shape[1],), cfg.embedding_weight)
-        weight[both.shape[1] - n_surface:] = 1.0
-        self.mean_, self.std_ = both.mean(0), both.std(0).clamp(min=1e-6) / weight  # standardise, then weigh
+        self._standardise(torch.cat([x_c, x_r]))
         diff = (x_c - x_r) / self.std_  # (N, F): the mean cancels in a difference
         target = torch.where(torch.tensor(pairs["tie"].to_numpy()), 0.5, 1.0).float()
+        if "target" in pairs:  # soft labels (P(chosen is better), e.g. `aggregation.aggregated_pairs`)
+            target = torch.tensor(pairs["target"].fillna(1.0).to_numpy(dtype=float), dtype=torch.float32)
         members = []
         for k in range(cfg.ensemble_size):
             idx = (np.arange(len(pairs)) if cfg.ensemble_size == 1 else np.array(
                    bootstrap_pairs(pairs.assign(_row=np.arange(len(pairs))), cfg.seed_value + k)["_row"]))
             members.append(_fit_logistic(diff[idx], target[idx], cfg.l2))
+        return self._finish(members, pairs)
+
+    def fit_ratings(self, ratings) -> "EmbeddingRewardModel":
+        """Fit on Likert ratings instead of pairs (`preferences.rating_examples(store)`, or a DataFrame with prompt,
+        response, score, lo, hi): the reward regresses on t = (s − lo)/(hi − lo) − ½ (`reward.losses.rating_targets`),
+
+            w = argmin mean((w·x − (t − t̄))²)/2 + λ‖w‖²/n    (ridge, closed form; features standardised)
+
+        an absolute signal where pairs give only differences. Members fit bootstrap resamples of the rated replies.
+        Returns self (normalised on the rated replies)."""
+        df = _columns(ratings, {"prompt", "response", "score", "lo", "hi"}, "ratings", "rating_examples(store)")
+        x = self.featurize(df["prompt"], df["response"])
+        self._standardise(x)
+        z = (x - self.mean_) / self.std_  # (N, F)
+        t = torch.tensor(((df["score"] - df["lo"]) / (df["hi"] - df["lo"]) - 0.5).to_numpy(), dtype=torch.float32)
+        members = []
+        for idx in self._resamples(len(df)):
+            zi, ti = z[idx], t[idx] - t[idx].mean()
+            eye = torch.eye(z.shape[1])
+            members.append(torch.linalg.solve(zi.T @ zi / len(idx) + 2 * self.config.l2 * eye / len(idx),
+                                              zi.T @ ti / len(idx)))
+        pairs = _pairs_within(df.assign(key=df["prompt"] + "\x00" + df["annotator"].astype(str)
+                                        if "annotator" in df else df["prompt"]), "score")
+        return self._finish(members, pairs, extra=(df["prompt"], df["response"]))
+
+    def fit_rankings(self, rankings) -> "EmbeddingRewardModel":
+        """Fit on k-way rankings (`preferences.ranking_examples(store)`, or a DataFrame with prompt and ranked: the
+        replies best first) by Plackett–Luce (`reward.losses.plackett_luce_loss`) on r = w·x, L-BFGS, L2 as in
+        `fit`: a ranking counts once, not as k(k−1)/2 independent pairs. Members fit bootstrap resamples of the
+        rankings. Returns self."""
+        df = _columns(rankings, {"prompt", "ranked"}, "rankings", "ranking_examples(store)")
+        df = df[df["ranked"].map(len) >= 2].reset_index(drop=True)
+        if df.empty:
+            raise ValueError("no ranking of 2 or more replies to learn from")
+        width = max(map(len, df["ranked"]))
+        prompts = [p for p, ranked in zip(df["prompt"], df["ranked"]) for _ in ranked]
+        x = self.featurize(prompts, [r for ranked in df["ranked"] for r in ranked])
+        self._standardise(x)
+        z = (x - self.mean_) / self.std_
+        feats = torch.zeros(len(df), width, z.shape[1])
+        mask = torch.zeros(len(df), width, dtype=torch.bool)
+        row = 0
+        for i, ranked in enumerate(df["ranked"]):
+            feats[i, :len(ranked)], mask[i, :len(ranked)] = z[row:row + len(ranked)], True
+            row += len(ranked)
+        members = [_fit_listwise(feats[idx], mask[idx], self.config.l2) for idx in self._resamples(len(df))]
+        pairs = pd.DataFrame([dict(prompt=p, chosen=a, rejected=b, tie=False, margin=float("nan"))
+                              for p, ranked in zip(df["prompt"], df["ranked"])
+                              for i, a in enumerate(ranked) for b in ranked[i + 1:]])
+        return self._finish(members, pairs)
+
+    # ---- shared by the three fits ----------------------------------------------------------------------------------
+    def _standardise(self, x: torch.Tensor) -> None:
+        """mean_, std_ of the features, std_ divided by each block's prior weight (see `embedding_weight`)."""
+        n_surface = len(SURFACE_FEATURES) if "surface" in self.config.features else 0
+        weight = torch.full((x.shape[1],), self.config.embedding_weight)
+        weight[x.shape[1] - n_surface:] = 1.0
+        self.mean_, self.std_ = x.mean(0), x.std(0).clamp(min=1e-6) / weight  # standardise, then weigh
+
+    def _resamples(self, n: int) -> list:
+        """Row indices of each ensemble member: all rows (one member) or seeded bootstrap resamples."""
+        k = self.config.ensemble_size
+        if k == 1:
+            return [np.arange(n)]
+        return [np.random.default_rng(self.config.seed_value + i).integers(0, n, n) for i in range(k)]
+
+    def _finish(self, members, pairs: pd.DataFrame, extra=None) -> "EmbeddingRewardModel":
+        """Stack the members' weights, keep the pairs for `evaluate`, normalise on the replies seen."""
         self.weights_ = torch.stack(members)  # (k, F)
         self.val_pairs_ = pairs
         self.norm_mean_, self.norm_std_ = 0.0, 1.0
         replies = list(dict.fromkeys(zip(pairs["prompt"], pairs["chosen"])).keys()) + \
             list(dict.fromkeys(zip(pairs["prompt"], pairs["rejected"])).keys())
+        if extra is not None:  # ratings: every rated reply once
+            replies = list(dict.fromkeys(replies + list(zip(*extra))))
         return self.normalize([p for p, _ in replies], [r for _, r in replies])
 
     def member_scores_raw(self, prompts, responses) -> torch.Tensor:
@@ -221,6 +290,45 @@ class EmbeddingRewardModel(NormalisedScores):
         model.weights_, model.mean_, model.std_ = tensors["weights"], tensors["mean"], tensors["std"]
         model.norm_mean_, model.norm_std_ = meta["norm_mean"], meta["norm_std"]
         return model
+
+
+def _columns(data, need: set, what: str, hint: str) -> pd.DataFrame:
+    df = pd.DataFrame(data).reset_index(drop=True)
+    missing = need - set(df.columns)
+    if missing or df.empty:
+        raise ValueError(f"{what} need rows with columns {sorted(need)} (missing {sorted(missing)}): pass {hint}")
+    return df
+
+
+def _pairs_within(df: pd.DataFrame, score: str) -> pd.DataFrame:
+    """Preference pairs between replies of one `key` group (a prompt and annotator) with different scores."""
+    rows = []
+    for _, group in df.groupby("key", sort=False):
+        items = list(zip(group["response"], group[score]))
+        for i, (a, sa) in enumerate(items):
+            for b, sb in items[i + 1:]:
+                if sa != sb:
+                    chosen, rejected = (a, b) if sa > sb else (b, a)
+                    rows.append(dict(prompt=group["prompt"].iloc[0], chosen=chosen, rejected=rejected, tie=False,
+                                     margin=abs(sa - sb)))
+    return pd.DataFrame(rows, columns=["prompt", "chosen", "rejected", "tie", "margin"])
+
+
+def _fit_listwise(feats: torch.Tensor, mask: torch.Tensor, l2: float) -> torch.Tensor:
+    """argmin_w Plackett–Luce loss of r = feats·w + l2·‖w‖²/n, by L-BFGS: (N, K, F), (N, K) -> (F,)."""
+    from rlhf_lab.reward.losses import plackett_luce_loss
+
+    w = torch.zeros(feats.shape[2], requires_grad=True)
+    optimizer = torch.optim.LBFGS([w], lr=1.0, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = plackett_luce_loss(feats @ w, mask) + l2 * (w @ w) / len(feats)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return w.detach()
 
 
 def _fit_logistic(diff: torch.Tensor, target: torch.Tensor, l2: float) -> torch.Tensor:

@@ -1,0 +1,215 @@
+"""KTO: the policy learns straight from thumbs up and thumbs down on single replies (Ethayarajh et al. 2024), no
+pairs, no reward model.
+
+    trainer = KTOTrainer(policy, tokenizer, KTOConfig(beta=0.1))
+    trainer.fit(unpaired_examples(store))     # prompt, completion, label (True = thumbs up): TRL's unpaired format
+    trainer.history.to_frame()
+
+The algorithm box (one optimiser step on a batch of b examples, the reference's log-probs computed once up front):
+  1. log π(y|x) of each example's reply, with gradients;
+  2. the reference point z₀ from mismatched pairs: each prompt with the reply of the example after it in the batch,
+     z₀ = max(0, mean(log π(y'|x) − log π_ref(y'|x))), without gradients (`kto_losses.kto_reference_point`);
+  3. the loss mean(λ_y − v(x, y)) (`kto_losses.kto_loss`), backward, clip, step.
+λ_D defaults to n_U / n_D (so λ_D·n_D = λ_U·n_U: a data set with few thumbs up weighs each more, `kto_weights`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from rlhf_lab.core.batching import length_grouped_batches
+from rlhf_lab.core.errors import TrainingDivergedError
+from rlhf_lab.core.hf import adamw, causal_lm, disable_dropout, make_accelerator
+from rlhf_lab.core.seeding import seed_for, set_seed
+from rlhf_lab.policy.generation import format_prompts
+from rlhf_lab.train.callbacks import MetricsHistory, PrintLogger
+from rlhf_lab.train.config import OptimConfig
+from rlhf_lab.train.dpo_data import sequence_logps
+from rlhf_lab.train.kto_losses import kto_loss, kto_reference_point, kto_weights
+from rlhf_lab.train.policy_value import policy_and_reference, reference_model
+
+__all__ = ["KTOConfig", "KTOTrainer", "encode_examples", "example_logps"]
+
+KTO_PRINT_KEYS = (("loss", "loss"), ("kl", "z0"), ("rewards/chosen", "r_up"), ("rewards/rejected", "r_down"),
+                  ("time/examples_per_s", "ex/s"))
+
+
+@dataclass
+class KTOConfig(OptimConfig):
+    """`OptimConfig`'s fields (`batch_size` counts examples; it must be at least 2 for the mismatched pairs) and:"""
+
+    learning_rate: float = 1e-6
+    """AdamW learning rate (about DPO's)."""
+    beta: float = 0.1
+    """β: how sharply the value function saturates; larger stays closer to the reference."""
+    desirable_weight: float | None = None
+    """λ_D; None: n_undesirable / n_desirable of the data (`kto_weights` with ratio 1)."""
+    undesirable_weight: float = 1.0
+    """λ_U."""
+    epochs: int = 1
+    """Passes over the examples per `fit` call."""
+    max_length: int = 128
+    """Prompt plus reply, in tokens; longer replies are cut."""
+    max_prompt_length: int = 96
+    """A longer (formatted) prompt keeps its last this-many tokens."""
+    ref_batch_size: int = 32
+    """Examples per no-grad forward pass for the reference log-probs."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.beta <= 0 or self.undesirable_weight <= 0 or (self.desirable_weight is not None
+                                                               and self.desirable_weight <= 0):
+            raise ValueError("beta and the desirable/undesirable weights must be positive.")
+        if self.batch_size < 2:
+            raise ValueError(f"KTO's reference point needs batches of at least 2 examples, got {self.batch_size}.")
+        if self.max_prompt_length >= self.max_length:
+            raise ValueError(f"max_prompt_length ({self.max_prompt_length}) must be below max_length "
+                             f"({self.max_length}).")
+
+
+def encode_examples(tokenizer, prompts: list[str], completions: list[str], sampling, max_length: int,
+                    max_prompt_length: int) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, reply ids + EOS) per example, the prompt formatted as `generate` feeds it; a long prompt keeps its
+    end, a long reply is cut to fit `max_length`."""
+    texts, used_chat = format_prompts(tokenizer, list(prompts), sampling)
+    prompt_ids = tokenizer(texts, add_special_tokens=not used_chat)["input_ids"]
+    reply_ids = tokenizer(list(completions), add_special_tokens=False)["input_ids"]
+    out = []
+    for prompt, reply in zip(prompt_ids, reply_ids):
+        prompt = prompt[-max_prompt_length:]
+        out.append((prompt, (reply + [tokenizer.eos_token_id])[:max(max_length - len(prompt), 1)]))
+    return out
+
+
+def example_logps(lm, rows: list[tuple[list[int], list[int]]], pad_id: int) -> Tensor:
+    """Σ log π(reply | prompt) of (prompt ids, reply ids) rows: right padded, (N,)."""
+    width = max(len(p) + len(r) for p, r in rows)
+    device = next(lm.parameters()).device
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+    for i, (p, r) in enumerate(rows):
+        ids[i, :len(p) + len(r)] = torch.tensor(p + r, device=device)
+        mask[i, len(p):len(p) + len(r)] = 1
+    return sequence_logps(lm, ids, mask)
+
+
+class KTOTrainer:
+    """KTO on a causal LM policy (see the module docstring); `ref_policy`, LoRA and callbacks as in `DPOTrainer`.
+    Counters: `update_`, `examples_seen_`."""
+
+    def __init__(self, policy, tokenizer, config: KTOConfig | None = None, *, ref_policy=None, callbacks=None,
+                 metrics_path=None):
+        self.config = config = config or KTOConfig()
+        self.seed = config.seed_value
+        set_seed(self.seed)
+        self.accelerator = make_accelerator(config.mixed_precision)
+        self.tokenizer = tokenizer
+        policy, self.ref_policy = policy_and_reference(disable_dropout(policy), config.lora, ref_policy,
+                                                       self.accelerator.device)
+        optimizer = adamw([p for p in policy.parameters() if p.requires_grad], config.learning_rate)
+        self.model, self.optimizer = self.accelerator.prepare(policy, optimizer)
+        self.history = MetricsHistory(metrics_path)
+        self.callbacks = [PrintLogger(keys=KTO_PRINT_KEYS)] if callbacks is None else list(callbacks)
+        self.update_ = self.examples_seen_ = 0
+        self.n_updates_ = None
+
+    @property
+    def policy(self):
+        return self.accelerator.unwrap_model(self.model)
+
+    def _check(self, data) -> pd.DataFrame:
+        if hasattr(data, "judgments_df"):
+            from rlhf_lab.feedback.preferences import unpaired_examples
+
+            data = unpaired_examples(data)
+        missing = {"prompt", "completion", "label"} - set(getattr(data, "columns", ()))
+        if missing:
+            raise ValueError(f"KTO needs examples with columns prompt, completion, label (missing {sorted(missing)}): "
+                             "pass unpaired_examples(store) or a DataFrame in TRL's unpaired format.")
+        if len(data) < 2:
+            raise ValueError(f"KTO needs at least 2 examples (thumbs up or down on replies), got {len(data)}.")
+        return data.reset_index(drop=True)
+
+    @torch.no_grad()
+    def _reference(self, rows) -> Tensor:
+        out = torch.zeros(len(rows))
+        self.model.eval()
+        with reference_model(self.policy, self.ref_policy) as ref_lm, self.accelerator.autocast():
+            for start in range(0, len(rows), self.config.ref_batch_size):
+                chunk = rows[start:start + self.config.ref_batch_size]
+                out[start:start + len(chunk)] = example_logps(ref_lm, chunk, self.tokenizer.pad_token_id).float().cpu()
+        return out
+
+    def fit(self, data, epochs: int | None = None) -> "KTOTrainer":
+        """Train on thumbs (a FeedbackStore, or a DataFrame with prompt, completion, label): reference log-probs
+        computed once (also for each batch's mismatched pairs), then `epochs` shuffled passes. Returns self."""
+        cfg = self.config
+        data = self._check(data)
+        labels = torch.tensor(data["label"].astype(bool).to_numpy())
+        n_up, n_down = int(labels.sum()), int((~labels).sum())
+        lam_d, lam_u = (kto_weights(n_up, n_down)[0] if cfg.desirable_weight is None else cfg.desirable_weight,
+                        cfg.undesirable_weight)
+        rows = encode_examples(self.tokenizer, data["prompt"], data["completion"], cfg.sampling, cfg.max_length,
+                               cfg.max_prompt_length)
+        ref = self._reference(rows)
+        rng = np.random.default_rng(seed_for(self.seed, self.update_, 6))
+        lengths = [len(p) + len(r) for p, r in rows]
+        for epoch in range(epochs or cfg.epochs):
+            for idx in length_grouped_batches(lengths, cfg.batch_size, rng, True):
+                if len(idx) < 2:  # a lone example has no mismatched partner
+                    continue
+                mismatched = [(rows[i][0], rows[j][1]) for i, j in zip(idx, np.roll(idx, -1))]
+                ref_mismatched = self._reference(mismatched)
+                self.step([rows[i] for i in idx], ref[idx], labels[idx], mismatched, ref_mismatched, lam_d, lam_u,
+                          epoch)
+        return self
+
+    # ---- the algorithm box ---------------------------------------------------------------------------------------
+    def step(self, rows, ref_logps: Tensor, desirable: Tensor, mismatched, ref_mismatched: Tensor, lam_d: float,
+             lam_u: float, epoch: int = 0) -> dict:
+        """One optimiser step on b examples (see the module docstring); returns the metrics."""
+        cfg, acc, device = self.config, self.accelerator, self.accelerator.device
+        start = time.perf_counter()
+        self.model.train()
+        lm = causal_lm(self.model)
+        # 2. the reference point from mismatched pairs, without gradients
+        with torch.no_grad(), acc.autocast():
+            z0 = kto_reference_point(example_logps(lm, mismatched, self.tokenizer.pad_token_id).float(),
+                                     ref_mismatched.to(device))
+        # 1. log-probs of the examples' replies, with gradients; 3. the loss
+        with acc.autocast():
+            logps = example_logps(lm, rows, self.tokenizer.pad_token_id).float()  # (b,)
+        losses = kto_loss(logps, ref_logps.to(device), desirable.to(device), z0, cfg.beta, lam_d, lam_u)
+        if not torch.isfinite(losses).all():
+            raise TrainingDivergedError(f"KTO step {self.update_ + 1}: the loss became non-finite; lower the "
+                                        f"learning_rate (now {cfg.learning_rate}).")
+        acc.backward(losses.mean())
+        grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.model.eval()
+        self.update_ += 1
+        self.examples_seen_ += len(rows)
+        logps = logps.detach()
+        with torch.no_grad():
+            rewards = cfg.beta * (logps - ref_logps.to(device))
+            up, down = desirable.to(device), ~desirable.to(device)
+        seconds = time.perf_counter() - start
+        metrics = {"update": self.update_, "epoch": epoch, "examples": self.examples_seen_,
+                   "loss": float(losses.detach().mean()), "kl": float(z0),
+                   "rewards/chosen": float(rewards[up].mean()) if up.any() else float("nan"),
+                   "rewards/rejected": float(rewards[down].mean()) if down.any() else float("nan"),
+                   "logps/chosen": float(logps[up].mean()) if up.any() else float("nan"),
+                   "logps/rejected": float(logps[down].mean()) if down.any() else float("nan"),
+                   "grad_norm": float(grad_norm), "time/update_s": seconds,
+                   "time/examples_per_s": len(rows) / seconds}
+        for target in (self.history, *self.callbacks):
+            if hasattr(target, "on_step_end"):
+                target.on_step_end(self, metrics)
+        return metrics
