@@ -175,6 +175,11 @@ def test_score_tokens_matches_text_scoring_on_policy_tokens(tiny_rm):
     r = tok([x + tok.eos_token for x in replies], return_tensors="pt", padding=True, add_special_tokens=False)
     ids, mask = torch.cat([q.input_ids, r.input_ids], 1), torch.cat([q.attention_mask, r.attention_mask], 1)
     assert torch.allclose(tiny_rm.score_tokens(ids, mask), tiny_rm.score(prompts, replies), atol=1e-5)
+    long = ["I like hiking, cooking and reading long novels. " * 8] * 2  # over max_length: the end is read
+    r = tok([x + tok.eos_token for x in long], return_tensors="pt", padding=True, add_special_tokens=False)
+    ids, mask = torch.cat([q.input_ids, r.input_ids], 1), torch.cat([q.attention_mask, r.attention_mask], 1)
+    assert mask.sum(1).min() > tiny_rm.config.max_length
+    assert torch.allclose(tiny_rm.score_tokens(ids, mask), tiny_rm.score(prompts, long), atol=1e-5)
 
 
 def test_wrong_tokenizer_fails_clearly(tiny_rm, minilm_rm, tmp_path):

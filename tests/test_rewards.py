@@ -14,11 +14,12 @@ PROMPTS = ["What is a good hobby?", "Tell me a joke."]
 RESPONSES = ["Gardening is a calm and happy hobby.", "no no no no no no"]
 
 
-def fake_batch() -> GenerationBatch:
+def fake_batch(eos=(True, False), sampling=None) -> GenerationBatch:
     ids = torch.tensor([[5, 6, 7, 0], [8, 9, 0, 0]])
     return GenerationBatch(prompts=PROMPTS, responses=RESPONSES, prompt_ids=torch.tensor([[0, 1], [2, 3]]),
                            prompt_mask=torch.ones(2, 2, dtype=torch.long), response_ids=ids,
-                           response_mask=(ids != 0).long(), eos=torch.tensor([True, False]), model="test", sampling={})
+                           response_mask=(ids != 0).long(), eos=torch.tensor(eos), model="test",
+                           sampling=sampling or {})
 
 
 def test_callable_on_texts_gets_the_replies():
@@ -101,11 +102,22 @@ def test_reward_model_sharing_the_tokenizer_reads_tokens():
     rm = TokenRM(accepted=tokenizer)
     reward = as_reward(rm, tokenizer=tokenizer)
     assert reward.reads_tokens
-    batch = fake_batch()
+    batch = fake_batch(eos=(True, True))
     scores = reward(batch)
     ids, mask = rm.token_calls[0]
     assert torch.equal(ids, batch.query_response_ids) and torch.equal(mask, batch.query_response_mask)
     assert scores.tolist() == [0 + 1 + 5 + 6 + 7, 2 + 3 + 8 + 9] and rm.calls == []
+
+
+@pytest.mark.parametrize("batch", [fake_batch(eos=(True, False)), fake_batch((True, True), {"system_prompt": "Be"})])
+def test_tokens_are_read_only_where_they_say_what_the_text_says(batch):
+    """A reply cut before EOS (text scoring reads it followed by EOS, as in training) or a system prompt of the
+    policy's own (the reward model never saw it): the text is scored, so PPO optimises what evaluations report."""
+    tokenizer = object()
+    rm = TokenRM(accepted=tokenizer)
+    reward = as_reward(rm, tokenizer=tokenizer)
+    assert reward(batch).tolist() == [float(len(r)) for r in RESPONSES] and rm.token_calls == []
+    assert reward.reads_tokens  # the next batch whose replies all ended may still be read as tokens
 
 
 def test_reward_model_with_another_tokenizer_scores_text():
@@ -120,7 +132,7 @@ def test_score_tokens_raising_type_error_falls_back_to_text():
     rm = TokenRM(accepted=tokenizer)
     rm.score_tokens = lambda ids, mask: (_ for _ in ()).throw(TypeError("encoder"))
     reward = as_reward(rm, tokenizer=tokenizer)
-    assert reward(fake_batch()).tolist() == [float(len(r)) for r in RESPONSES]
+    assert reward(fake_batch(eos=(True, True))).tolist() == [float(len(r)) for r in RESPONSES]
     assert not reward.reads_tokens
 
 

@@ -278,14 +278,18 @@ class RewardModel(NormalisedScores):
     def score_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Normalised rewards of token sequences (B, T) -> (B,), for a causal LM whose tokenizer the policy shares.
 
-        The ids must be the policy's query + response (the response ending in EOS when it has one), padded anywhere
-        the mask says; call `check_tokenizer(policy_tokenizer)` once first. Otherwise score the decoded text.
+        The ids must be the policy's query + response ending in EOS (as `reward_text` writes them), padded anywhere
+        the mask says; like text scoring, only the last `max_length` real tokens are read. Call
+        `check_tokenizer(policy_tokenizer)` once first. `reward.sources.ModelReward` uses this only where it agrees
+        with `score` (every reply ended in EOS, no custom system prompt) and scores the text otherwise.
         """
         if self.config.kind != "causal":
             raise TypeError("score_tokens needs a causal-LM backbone; an encoder reward model scores text: "
                             "use score(prompts, responses).")
         was_training = self.net_.training
         self.net_.eval()
+        kept = attention_mask.flip(1).cumsum(1).flip(1) <= self.config.max_length  # the last max_length real tokens
+        attention_mask = attention_mask * kept.to(attention_mask.dtype)
         raw = self.net_(input_ids.to(self.device), attention_mask.to(self.device)).float()
         self.net_.train(was_training)
         return (raw - self.norm_mean_) / self.norm_std_

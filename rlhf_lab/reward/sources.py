@@ -93,7 +93,10 @@ class ModelReward(Reward):
     tokenizer: the policy's tokenizer. Tokens are passed directly only when the model has `score_tokens` and its
     `check_tokenizer(tokenizer)` accepts this tokenizer; a model without `check_tokenizer` is never trusted with
     the policy's ids. Otherwise (or when `score_tokens` raises TypeError, as an encoder model's does) the decoded
-    replies are scored as text.
+    replies are scored as text. Tokens are also only read for a batch where they say what the text says to the
+    model: every reply ended in EOS (text scoring, like training, reads each reply followed by EOS) and the prompts
+    had no system prompt of their own (the reward model was trained on the template's default). So PPO optimises
+    exactly the score that `score(prompts, replies)` reports in evaluations.
     """
 
     def __init__(self, model, tokenizer=None):
@@ -107,7 +110,9 @@ class ModelReward(Reward):
         return _as_scores(self.model.score(list(prompts), list(responses)), len(responses), self.model)
 
     def __call__(self, batch) -> torch.Tensor:
-        if self.reads_tokens:
+        sampling = getattr(batch, "sampling", None) or {}
+        same_as_text = bool(batch.eos.all()) and not sampling.get("system_prompt")
+        if self.reads_tokens and same_as_text:
             try:
                 scores = self.model.score_tokens(batch.query_response_ids, batch.query_response_mask)  # (B,)
             except TypeError:
