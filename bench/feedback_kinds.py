@@ -12,7 +12,8 @@ N judgments of each kind by one simulated annotator (gold taste, Boltzmann-ratio
 with gold on 200 fresh corpus pairs. Part 2 (aggregation): a crowd of 7 (2 adversarial, 1 careless) judges N pairs;
 majority vote vs Dawid–Skene labels vs gold. Part 3 (judges): the constitution judge and SmolLM2 as an LLM judge
 (position-swapped) on 64 corpus pairs: agreement with gold, position bias, seconds per judgment.
-Figures are means over seeds with a 95 % t-interval; the last line is one JSON object.
+Figures are means over seeds with a 95 % t-interval (few seeds: an interval can pass 1), and differences paired by
+seed; the last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -148,6 +149,11 @@ def main() -> None:
         figures[f"agreement_{key}"], figures[f"agreement_{key}_ci_low"], figures[f"agreement_{key}_ci_high"] = (
             round(mean, 4), round(low, 4), round(high, 4))
         print(f"   {key:<24} {mean:.3f} [{low:.3f}, {high:.3f}]")
+    for key in ("ratings_regression", "rankings_plackett_luce", "rankings_as_pairs"):  # paired by seed
+        mean, low, high = t_interval([p[key] - p["pairwise_bt"] for p in part1])
+        figures[f"agreement_{key}_minus_pairwise"] = round(mean, 4)
+        figures[f"agreement_{key}_minus_pairwise_ci"] = [round(low, 4), round(high, 4)]
+        print(f"   {key} − pairwise_bt (paired by seed): {mean:+.3f} [{low:+.3f}, {high:+.3f}]")
     part2 = [aggregation(s, args.judgments) for s in seeds]
     print(f"2. a crowd of 7 (2 adversarial, 1 careless) on {args.judgments} pairs: labels right vs gold")
     for key in part2[0]:
@@ -155,6 +161,10 @@ def main() -> None:
         figures[f"labels_{key}"], figures[f"labels_{key}_ci_low"], figures[f"labels_{key}_ci_high"] = (
             round(mean, 4), round(low, 4), round(high, 4))
         print(f"   {key:<24} {mean:.3f} [{low:.3f}, {high:.3f}]")
+    mean, low, high = t_interval([p["dawid_skene"] - p["majority_vote"] for p in part2])
+    figures["labels_dawid_skene_minus_majority"], figures["labels_dawid_skene_minus_majority_ci"] = (
+        round(mean, 4), [round(low, 4), round(high, 4)])
+    print(f"   dawid_skene − majority_vote (paired by seed): {mean:+.3f} [{low:+.3f}, {high:+.3f}]")
     if not args.no_judge:
         part3 = judges(args.judge_pairs)
         print(f"3. AI judges on {args.judge_pairs} corpus pairs")
