@@ -132,5 +132,5 @@ def test_report_plots_show_every_value_whole_ticks_and_no_false_curves():
     assert "each update (faint)" in labels and "reward-model score (mean of 4)" in labels
     score = [ln for ln in ax_r.lines if ln.get_label() == "reward-model score (mean of 4)"][0]
     other = [ln for ln in ax_r.lines if ln.get_label() == "score − β·KL (mean of 4)"][0]
-    assert score.get_zorder() > other.get_zorder() and other.get_linestyle() == "--"  # both visible when equal
+    assert other.get_zorder() > score.get_zorder() and other.get_linestyle() == "--"  # both visible when equal
     assert all(float(t).is_integer() for t in ax_kl.get_xticks())

@@ -210,9 +210,10 @@ class RLHFRun:
         self.collect_feedback(items)  # 2. the simulated crowd judges them (people may have judged some already)
         self.log(f"{of}: fitting the reward model on every judgment so far")
         self.fit_reward_model(k)  # 3. a reward model on every judgment so far
-        accuracy = self.rm_report.get("rm/gold_accuracy")
+        accuracy, best = self.rm_report.get("rm/val_accuracy"), self.rm_report.get("rm/gold_accuracy")
         if accuracy is not None and not pd.isna(accuracy):
-            self.log(f"{of}: the reward model agrees with gold on {accuracy:.0%} of held-out pairs")
+            self.log(f"{of}: the reward model agrees with {accuracy:.0%} of the held-out judgments"
+                     + ("" if best is None or pd.isna(best) else f" (the gold utility itself: {best:.0%})"))
         self.log(f"{of}: {self.config.ppo_updates} PPO updates against it")
         self.optimise(k)  # 4. PPO from the current policy, KL to the initial one
         self.log(f"{of}: evaluating on the held-out prompts")

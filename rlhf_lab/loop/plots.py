@@ -134,22 +134,21 @@ def plot_ppo_curves(metrics: pd.DataFrame, updates_per_iteration: int, kl_target
 
     Each curve is drawn raw (faint, thin) and as a running mean over `smooth` updates within an iteration (bold):
     with a handful of replies per update the raw score is noisy, and it moves with how easy each batch's prompts
-    are. The reward-model score is drawn last, over score − β·KL (they nearly coincide while KL is small).
+    are. score − β·KL is dashed, over the reward-model score (they nearly coincide while KL is small).
     evaluation (one row per iteration, `RLHFRun.evaluation()`): the fixed eval prompts' gold reward (right axis) and
     KL after each iteration, the across-iteration view."""
     fig, (ax_r, ax_kl) = _figure(ncols=2, width=5.5, height=3.8)
     metrics = metrics.sort_values("update") if len(metrics) else metrics
-    curves = [(ax_r, "objective/rlhf_reward", "score − β·KL", "tab:green", "--", 2),
-              (ax_r, "objective/scores", "reward-model score", "tab:blue", "-", 3),
-              (ax_kl, "objective/kl", "KL(π‖π_ref) per reply", "tab:red", "-", 2)]
-    raw_shown = False
-    for ax, column, label, color, style, z in curves:
+    curves = [(ax_r, "objective/scores", "reward-model score", "tab:blue", "-", 2.5, 2),
+              (ax_r, "objective/rlhf_reward", "score − β·KL", "tab:green", "--", 1.5, 3),
+              (ax_kl, "objective/kl", "KL(π‖π_ref) per reply", "tab:red", "-", 2, 2)]
+    for ax, column, label, color, style, width, z in curves:
         if column in metrics and len(metrics):
-            ax.plot(metrics["update"], metrics[column], color=color, alpha=0.3, linewidth=0.8, zorder=z,
-                    label="each update (faint)" if ax is ax_r and not raw_shown else None)
-            raw_shown = raw_shown or ax is ax_r
+            ax.plot(metrics["update"], metrics[column], color=color, alpha=0.3, linewidth=0.8, zorder=1)
             ax.plot(metrics["update"], _smoothed(metrics, column, updates_per_iteration, smooth), color=color,
-                    linestyle=style, linewidth=2, zorder=z, label=f"{label} (mean of {smooth})")
+                    linestyle=style, linewidth=width, zorder=z, label=f"{label} (mean of {smooth})")
+    if len(metrics):  # one legend entry for the faint raw lines of every curve
+        ax_r.plot([], [], color="grey", alpha=0.4, linewidth=0.8, label="each update (faint)")
     if len(metrics):
         for ax in (ax_r, ax_kl):
             _iteration_boundaries(ax, metrics, updates_per_iteration)

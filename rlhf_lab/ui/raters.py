@@ -256,11 +256,13 @@ class PairwiseRater(_Rater):
                               button_style="danger" if choice == "both_bad" else "primary")
             button.on_click(lambda _b, choice=choice: self.choose(choice))
             self.buttons[choice] = button
-        self.strength = w.ToggleButtons(options=list(STRENGTHS), value=None, description="by",
+        self.strength = w.ToggleButtons(options=list(STRENGTHS), value=None,
                                         tooltips=["slightly better", "clearly better", "much better"],
-                                        style={"button_width": "64px", "description_width": "24px"},
-                                        layout=w.Layout(width="auto", flex="0 0 auto"))  # one row, never squeezed
-        return [*self.buttons.values(), self.strength]
+                                        style={"button_width": "64px"})
+        # "by" and the three toggles on one row, kept together (a narrow screen moves them as a unit)
+        together = w.HBox([w.HTML("&nbsp;by&nbsp;"), self.strength],
+                          layout=w.Layout(flex_flow="row nowrap", align_items="center", flex="0 0 auto"))
+        return [*self.buttons.values(), together]
 
     def _render(self, item: Item) -> None:
         self.body.children = [reply_card(label, r, self.markdown) for label, r in zip("AB", item.responses)]
