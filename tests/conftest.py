@@ -33,6 +33,20 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def peaked_policy(tokenizer, seed: int = 0, scale: float = 8.0):
+    """A tiny random policy whose (tied) embeddings are scaled up so its next-token distribution is peaked (a
+    random one is nearly uniform over 49k tokens, too flat for PPO, RLOO, DPO or KTO to find anything in a few
+    updates)."""
+    import torch
+
+    from rlhf_lab.policy.models import tiny_policy
+
+    model, _ = tiny_policy(tokenizer, seed=seed)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.mul_(scale)
+    return model
+
+
 @pytest.fixture(scope="module")
 def tokenizer(tiny):
     """The tiny policy's tokenizer (SmolLM2's)."""

@@ -7,13 +7,13 @@ import math
 import pandas as pd
 import pytest
 import torch
+from conftest import peaked_policy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rlhf_lab.core.errors import TrainingDivergedError
 from rlhf_lab.feedback.crowd import SimulatedCrowd
 from rlhf_lab.policy.generation import SamplingConfig, generate
-from rlhf_lab.policy.models import tiny_policy
 from rlhf_lab.reward.sources import Reward
 from rlhf_lab.train.config import LoraSettings, OptimConfig
 from rlhf_lab.train.dpo import DPOConfig, DPOTrainer
@@ -27,14 +27,6 @@ NEWLINE = 198
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def peaked_policy(tokenizer, seed: int = 0):
-    """A tiny random policy with a peaked next-token distribution (see tests/test_ppo.py)."""
-    model, _ = tiny_policy(tokenizer, seed=seed)
-    with torch.no_grad():
-        model.get_input_embeddings().weight.mul_(8.0)
-    return model
 
 
 def length_reward(texts):

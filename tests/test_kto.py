@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import peaked_policy
 
 from rlhf_lab.feedback.exchange import export_unpaired_jsonl
 from rlhf_lab.feedback.preferences import unpaired_examples
 from rlhf_lab.feedback.store import FeedbackStore
 from rlhf_lab.policy.generation import SamplingConfig, generate
-from rlhf_lab.policy.models import tiny_policy
 from rlhf_lab.train.kto import KTOConfig, KTOTrainer, encode_examples, example_logps
 from rlhf_lab.train.kto_losses import kto_loss, kto_reference_point
 
@@ -23,13 +23,6 @@ PROMPTS = ["hi there", "what is a cat?", "tell me a joke", "how are you?", "good
 SAMPLING = SamplingConfig(max_new_tokens=8, temperature=1.0)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def peaked_policy(tokenizer, seed: int = 0):
-    model, _ = tiny_policy(tokenizer, seed=seed)
-    with torch.no_grad():
-        model.get_input_embeddings().weight.mul_(8.0)
-    return model
 
 
 def mean_length(model, tokenizer) -> float:

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from conftest import peaked_policy
 
 import rlhf_lab.train.on_policy as on_policy
 from rlhf_lab.core.errors import TrainingDivergedError
@@ -16,7 +17,12 @@ from rlhf_lab.policy.models import tiny_config, tiny_policy
 from rlhf_lab.reward.sources import Reward
 from rlhf_lab.train.callbacks import Callback
 from rlhf_lab.train.config import LoraSettings
-from rlhf_lab.train.policy_value import PolicyAndValue, response_hidden, response_logits, shared_prefix_length
+from rlhf_lab.train.policy_value import (
+    PolicyAndValue,
+    response_hidden,
+    response_logits,
+    shared_prefix_length,
+)
 from rlhf_lab.train.ppo import PPOConfig, PPOTrainer
 
 PROMPTS = ["hi there", "what is a cat?", "tell me a joke", "how are you?", "good morning", "what's up", "I like tea",
@@ -34,15 +40,6 @@ TRL_NAMES = ["objective/scores", "objective/kl", "objective/non_score_reward", "
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def peaked_policy(tokenizer, seed: int = 0, scale: float = 8.0):
-    """A tiny random policy whose (tied) embeddings are scaled up so its next-token distribution is peaked (a
-    random one is nearly uniform over 49k tokens, too flat for PPO to find anything in a few updates)."""
-    model, _ = tiny_policy(tokenizer, seed=seed)
-    with torch.no_grad():
-        model.get_input_embeddings().weight.mul_(scale)
-    return model
 
 
 class NewlineReward(Reward):

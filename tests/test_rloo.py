@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import peaked_policy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rlhf_lab.policy.generation import SamplingConfig
-from rlhf_lab.policy.models import tiny_policy
 from rlhf_lab.reward.sources import Reward
 from rlhf_lab.train.ppo import PPOConfig
-from rlhf_lab.train.rloo import RLOOConfig, RLOOTrainer, group_advantages, rloo_advantages
+from rlhf_lab.train.rloo import (
+    RLOOConfig,
+    RLOOTrainer,
+    group_advantages,
+    rloo_advantages,
+)
 
 PROMPTS = ["hi there", "what is a cat?", "tell me a joke", "how are you?", "good morning", "what's up", "I like tea",
            "say something nice"]
@@ -24,13 +29,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 class NewlineReward(Reward):
     def __call__(self, batch):
         return ((batch.response_ids == 198) & batch.response_mask.bool()).sum(1).float() / 8
-
-
-def peaked_policy(tokenizer):
-    model, _ = tiny_policy(tokenizer, seed=0)
-    with torch.no_grad():
-        model.get_input_embeddings().weight.mul_(8.0)
-    return model
 
 
 def test_rloo_advantages_by_hand_and_against_a_loop():

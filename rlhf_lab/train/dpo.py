@@ -27,7 +27,7 @@ from torch import Tensor
 
 from rlhf_lab.core.batching import length_grouped_batches
 from rlhf_lab.core.errors import TrainingDivergedError
-from rlhf_lab.core.hf import adamw, causal_lm, disable_dropout, make_accelerator
+from rlhf_lab.core.hf import causal_lm
 from rlhf_lab.core.seeding import seed_for, set_seed
 from rlhf_lab.policy.generation import generate
 from rlhf_lab.reward.sources import as_reward
@@ -35,7 +35,7 @@ from rlhf_lab.train.callbacks import LiveView, MetricsHistory, PrintLogger, in_n
 from rlhf_lab.train.config import OptimConfig
 from rlhf_lab.train.dpo_data import EncodedPair, PreparedPairs, encode_pairs, pair_logps
 from rlhf_lab.train.dpo_losses import LOSS_TYPES, dpo_loss
-from rlhf_lab.train.policy_value import policy_and_reference, reference_model
+from rlhf_lab.train.policy_value import prepare_policy_trainer, reference_model
 
 __all__ = ["DPOConfig", "DPOTrainer"]
 
@@ -112,12 +112,9 @@ class DPOTrainer:
         self.config = config = config or DPOConfig()
         self.seed = config.seed_value
         set_seed(self.seed)
-        self.accelerator = make_accelerator(config.mixed_precision)
         self.tokenizer = tokenizer
-        policy, self.ref_policy = policy_and_reference(disable_dropout(policy), config.lora, ref_policy,
-                                                       self.accelerator.device)
-        optimizer = adamw([p for p in policy.parameters() if p.requires_grad], config.learning_rate)
-        self.model, self.optimizer = self.accelerator.prepare(policy, optimizer)
+        self.accelerator, self.model, self.optimizer, self.ref_policy = prepare_policy_trainer(policy, config,
+                                                                                                ref_policy)
         self.history = MetricsHistory(metrics_path)
         self.callbacks = ([LiveView(keys=DPO_PLOT_KEYS)] if in_notebook() else [PrintLogger(keys=DPO_PRINT_KEYS)]
                           ) if callbacks is None else list(callbacks)

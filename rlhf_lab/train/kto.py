@@ -25,14 +25,14 @@ from torch import Tensor
 
 from rlhf_lab.core.batching import length_grouped_batches
 from rlhf_lab.core.errors import TrainingDivergedError
-from rlhf_lab.core.hf import adamw, causal_lm, disable_dropout, make_accelerator
+from rlhf_lab.core.hf import causal_lm
 from rlhf_lab.core.seeding import seed_for, set_seed
 from rlhf_lab.policy.generation import format_prompts
 from rlhf_lab.train.callbacks import MetricsHistory, PrintLogger
 from rlhf_lab.train.config import OptimConfig
 from rlhf_lab.train.dpo_data import sequence_logps
 from rlhf_lab.train.kto_losses import kto_loss, kto_reference_point, kto_weights
-from rlhf_lab.train.policy_value import policy_and_reference, reference_model
+from rlhf_lab.train.policy_value import prepare_policy_trainer, reference_model
 
 __all__ = ["KTOConfig", "KTOTrainer", "encode_examples", "example_logps"]
 
@@ -108,12 +108,9 @@ class KTOTrainer:
         self.config = config = config or KTOConfig()
         self.seed = config.seed_value
         set_seed(self.seed)
-        self.accelerator = make_accelerator(config.mixed_precision)
         self.tokenizer = tokenizer
-        policy, self.ref_policy = policy_and_reference(disable_dropout(policy), config.lora, ref_policy,
-                                                       self.accelerator.device)
-        optimizer = adamw([p for p in policy.parameters() if p.requires_grad], config.learning_rate)
-        self.model, self.optimizer = self.accelerator.prepare(policy, optimizer)
+        self.accelerator, self.model, self.optimizer, self.ref_policy = prepare_policy_trainer(policy, config,
+                                                                                                ref_policy)
         self.history = MetricsHistory(metrics_path)
         self.callbacks = [PrintLogger(keys=KTO_PRINT_KEYS)] if callbacks is None else list(callbacks)
         self.update_ = self.examples_seen_ = 0
