@@ -148,11 +148,12 @@ def _check(admin_url, events, students, items_each, kills, wall) -> dict:
     judged = [e for e in events if e["event"] == "judged"]
     lost = sum(in_store.get(e["judgment"]) != (e["student"], e["item"]) for e in judged)
     pairs = [(a, i) for a, i in in_store.values()]
+    enrolled = set(done["student_id"])
     latencies = np.array([e["seconds"] for e in judged])
     return dict(students=students, items_each=items_each, judgments=len(in_store), logged=len(judged), kills=kills,
                 lost=int(lost), duplicated=len(pairs) - len(set(pairs)),
                 cross_student_writes=sum(e["event"] == "cross_allowed" for e in events)
-                + sum(a not in set(done["student_id"]) for a, _ in pairs),
+                + sum(a not in enrolled for a, _ in pairs),
                 cross_refused=sum(e["event"] == "cross_refused" for e in events),
                 unfinished=int((done["remaining"] > 0).sum()), wall_s=round(wall, 1),
                 write_p50_ms=round(float(np.percentile(latencies, 50)) * 1000, 1),

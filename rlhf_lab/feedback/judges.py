@@ -40,8 +40,9 @@ def _choice(p_a: float, tie_margin: float) -> str:
 def _record_all(judge, store, items, verdict: Callable) -> list[int]:
     """Record `verdict(item) -> P(A ≻ B)` for each pending pairwise item; returns the judgment ids."""
     store.register_annotator(judge.name, "ai", judge.about)
-    pending = {it.id for it in store.pending_items(judge.name, "pairwise")}
-    items = store.pending_items(judge.name, "pairwise") if items is None else [
+    waiting = store.pending_items(judge.name, "pairwise")
+    pending = {it.id for it in waiting}
+    items = waiting if items is None else [
         it if hasattr(it, "id") else store.get_item(it) for it in items]
     ids, start = [], time.perf_counter()
     for item in items:
