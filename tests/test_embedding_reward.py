@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from rlhf_lab.feedback.tastes import short_replies
-from rlhf_lab.reward.embedding import EmbeddingRewardConfig, EmbeddingRewardModel, surface_features
+from rlhf_lab.reward.embedding import EmbeddingRewardConfig, EmbeddingRewardModel
+from rlhf_lab.reward.text_features import common_words, surface_features
 
 WORDS = "we could talk about the weather music films books food travel games work friends and family today".split()
 
@@ -113,3 +114,34 @@ def test_ratings_and_rankings_train_the_embedding_model(tmp_path):
         assert model.evaluate().accuracy == 1.0 and len(model.val_pairs_) == 36  # 3 pairs per prompt
     with pytest.raises(ValueError, match="rating_examples"):
         EmbeddingRewardModel(config).fit_ratings(rankings)
+
+
+def test_the_words_block_learns_a_one_word_taste_that_surface_features_miss(tmp_path):
+    """A taste for the word "family" (no surface feature sees it): with the words block the model orders fresh
+    pairs by it; with surface features alone it cannot. The vocabulary is the words of the fitted replies, saved
+    and loaded with the model."""
+    def family(prompt, reply):
+        return float("family" in reply.lower())
+    a, b = replies(200, 11), replies(200, 12)
+    agree = {}
+    for seed in (3, 4, 5):  # 40 pairs each; surface features see only that longer replies hold the word more often
+        pairs = taste_pairs(40, seed, taste=family)
+        for blocks in (("surface", "words"), ("surface",)):
+            rm = EmbeddingRewardModel(EmbeddingRewardConfig(features=blocks, seed=0)).fit(pairs)
+            agree[blocks, seed] = rm.agreement(["hi"] * 200, a, b, family)
+    assert np.mean([agree[("surface", "words"), s] for s in (3, 4, 5)]) >= 0.8
+    assert all(agree[("surface", "words"), s] > agree[("surface",), s] + 0.05 for s in (3, 4, 5))
+    words = EmbeddingRewardModel(EmbeddingRewardConfig(features=("surface", "words"), seed=0)).fit(pairs)
+    assert "family" in words.vocabulary_ and set(words.vocabulary_) <= set(WORDS)
+    assert words.featurize(["hi"], ["Family, family!"])[0, 10 + words.vocabulary_.index("family")] == \
+        pytest.approx(np.log(3))
+    loaded = EmbeddingRewardModel.load(words.save(tmp_path / "rm"))
+    assert loaded.vocabulary_ == words.vocabulary_
+    assert torch.equal(loaded.score(["hi"] * 5, a[:5]), words.score(["hi"] * 5, a[:5]))
+
+
+def test_common_words_keeps_words_in_enough_replies_most_frequent_first():
+    texts = ["You and you.", "you, me", "Me? no", "you"]
+    assert common_words(texts, min_texts=2, most=10) == ["you", "me"]
+    assert common_words(texts, min_texts=1, most=2) == ["you", "me"]
+    assert common_words(texts, min_texts=5, most=10) == []

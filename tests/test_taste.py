@@ -118,3 +118,20 @@ def test_a_second_run_into_the_same_folder_learns_from_its_own_labels_only(tmp_p
                            out=tmp_path, log=lambda *a: None)
         assert result.labels == 5
         assert len(FeedbackStore(tmp_path / "feedback.db").judgments_df()) == expected_in_store
+
+
+def test_the_kl_on_the_held_out_replies_undoes_the_last_round():
+    """One round (no check between rounds) with a target it cannot meet: the check on the held-out replies undoes
+    it, the policy is back where it started and the KL reported is 0; a target it meets keeps the round."""
+    policy, tokenizer = tiny_policy(seed=0)
+    start = {k: v.clone() for k, v in policy.state_dict().items()}
+    quiet = lambda *a: None  # noqa: E731
+    config = replace(TasteConfig.smoke(labels=6), rounds=1, kl_target=1e-9)
+    config.dpo = replace(config.dpo, learning_rate=1e-3)
+    result = run_taste(config, learner=SimulatedLearner("short", seed=0), policy=policy, tokenizer=tokenizer,
+                       log=quiet)
+    assert result.rounds == 0 and result.kl == pytest.approx(0, abs=1e-6) and result.policy_pairs > 0
+    assert all(torch.equal(v, start[k]) for k, v in policy.state_dict().items())
+    kept = run_taste(replace(config, kl_target=1e6), learner=SimulatedLearner("short", seed=0), policy=policy,
+                     tokenizer=tokenizer, log=quiet)
+    assert kept.rounds == 1 and 1e-4 < kept.kl <= 1e6
