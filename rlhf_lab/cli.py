@@ -11,6 +11,8 @@ import platform
 import sys
 from pathlib import Path
 
+from sqlalchemy.exc import OperationalError
+
 from rlhf_lab.core.errors import SetupError
 from rlhf_lab.feedback.class_cli import add_class_commands
 from rlhf_lab.feedback.cli import add_feedback_commands
@@ -24,7 +26,7 @@ from rlhf_lab.policy.models import (
 )
 from rlhf_lab.teach.assignments import add_assignment_commands
 
-__all__ = ["demo_config", "taste_config", "build_parser", "main"]
+__all__ = ["check_device", "demo_config", "taste_config", "build_parser", "main"]
 
 
 def cmd_info(args) -> None:
@@ -74,6 +76,7 @@ def cmd_generate(args) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    check_device(args.device)
     prompts = args.prompt or load_prompts(args.prompt_set, split=args.split, max_words=args.max_words, n=args.n,
                                           seed=args.seed)
     model, tokenizer = load_policy(args.model, device=args.device)
@@ -85,6 +88,24 @@ def cmd_generate(args) -> None:
         return
     for i, record in enumerate(batch.to_records(), 1):
         print(f"[{i}] {record['prompt']}\n  → {record['response']}" + ("" if record["eos"] else " …"))
+
+
+def check_device(name: str | None) -> None:
+    """ValueError for a --device torch does not know or this machine does not have (None: the best available)."""
+    import torch
+
+    if name is None:
+        return
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device name: use cpu, cuda, cuda:1 or mps, or leave it out "
+                         "for the best available") from None
+    there = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    missing_gpu = device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count()
+    if not there.get(device.type, False) or missing_gpu:
+        raise ValueError(f"--device {name}: this machine has no such device; use --device cpu, or leave --device out "
+                         "for the best available")
 
 
 def demo_config(smoke: bool = False, iterations: int = 2, seed: int = 0):
@@ -251,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelNotAvailableError, ModuleNotFoundError, ValueError, FileNotFoundError, FileExistsError,
             PermissionError, SetupError) as err:
         print(f"rlhf-lab {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OperationalError as err:  # the database refused: disk full, a read-only file, a locked or lost server
+        print(f"rlhf-lab {args.command}: error: the store refused: {err.orig} (free disk space, check the file's "
+              "permissions, or give another --store)", file=sys.stderr)
         return 2
     return 0
 

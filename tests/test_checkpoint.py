@@ -211,3 +211,14 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny, tmp_path, one_thread, lo
     n_trainable = sum(p.numel() for p in straight.model.parameters() if p.requires_grad)
     assert sum(t.numel() for t in saved.values()) == n_trainable  # LoRA: adapters and value head only
     assert (tmp_path / "c" / "adapter" / "adapter_model.safetensors").is_file() == lora  # peft's own format too
+
+
+@pytest.mark.parametrize("name", ["state.json", "rng.json"])
+def test_a_checkpoint_file_that_is_not_json_is_named(tmp_path, name):
+    path = save_version(tmp_path / "ckpt", 1.0)
+    state = json.loads((path / "state.json").read_text())
+    del state["sha256"]  # so that the JSON error, not the checksum, is what rng.json meets
+    (path / "state.json").write_text(json.dumps(state))
+    (path / name).write_text('{"format": 1, "upd')
+    with pytest.raises(ValueError, match=f"{name} is not valid JSON"):
+        load_checkpoint(path)

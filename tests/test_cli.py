@@ -32,3 +32,13 @@ def test_unknown_model_is_a_clean_error_not_a_traceback(capsys):
     assert main(["generate", "--model", "no-such-model"]) == 2
     err = capsys.readouterr().err
     assert "error: Unknown model 'no-such-model'" in err and "smollm2-135m" in err
+
+
+def test_a_device_that_is_not_there_is_one_line(capsys):
+    import torch
+
+    devices = ["bogus"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for device in devices:
+        assert main(["generate", "--model", "tiny", "--n", "1", "--device", device]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"--device {device}" in err.replace("'", "")

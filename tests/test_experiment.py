@@ -193,3 +193,9 @@ def test_demo_smoke_writes_a_report(tmp_path, capsys):
     assert "**A smoke run**" in summary and "gold gain vs start" in summary and "rm/val_accuracy" not in summary
     assert main(["demo", "--smoke", "--out", str(out)]) == 2  # a second run never deletes the first silently
     assert "--resume" in capsys.readouterr().err and (out / "feedback.db").is_file()
+
+
+def test_a_config_json_that_is_not_json_is_named(tmp_path):
+    (tmp_path / "config.json").write_text('{"policy": "tiny", ')
+    with pytest.raises(ValueError, match="config.json is not valid JSON"):
+        RLHFRun.open(tmp_path)

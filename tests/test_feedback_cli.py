@@ -122,3 +122,65 @@ def test_simulate_with_the_tiny_model(tmp_path):
         assert len(df) == 4 and set(df["model"]) == {"tiny"}
         response = store.items()[0].responses[0]
         assert response.sampling["max_new_tokens"] == 8 and response.eos in (True, False)
+
+
+@pytest.mark.parametrize("args, message", [(["--rationality", "nan"], "--rationality must be a finite number"),
+                                           (["--annotators", "3", "--careless", "5"], "--careless counts annotators")])
+def test_simulate_refuses_bad_settings(tmp_path, capsys, args, message):
+    assert main(["feedback", "simulate", "--store", str(tmp_path / "s.db"), "--model", "corpus", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+@pytest.mark.parametrize("where", ["items", "judging"])
+def test_a_killed_simulate_resumes_when_rerun(tmp_path, monkeypatch, where):
+    from rlhf_lab.feedback.crowd import SimulatedAnnotator
+    from rlhf_lab.feedback.schema import items_t
+
+    argv = ["feedback", "simulate", "--store", str(tmp_path / "s.db"), "--annotators", "3", "--items", "6",
+            "--model", "corpus"]
+    real = SimulatedAnnotator.annotate
+
+    def killed(self=None, *args, **kwargs):
+        if where == "items" or self.name == "sim-1":
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        if where == "items":  # killed at its first item: the replies it had added must not stay behind
+            m.setattr(items_t, "insert", killed)
+        else:  # killed while the second annotator judges
+            m.setattr(SimulatedAnnotator, "annotate", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run(argv)
+    run(argv)
+    with FeedbackStore(tmp_path / "s.db") as store:
+        c = store.counts()
+    assert (c["responses"], c["items"], c["total"]) == (12, 6, 18)
+
+
+def test_store_and_output_problems_are_one_line(tmp_path, capsys):
+    (tmp_path / "folder.db").mkdir()
+    FeedbackStore(tmp_path / "new.db").close()
+    with sqlite3.connect(tmp_path / "new.db") as conn:
+        conn.execute("UPDATE schema_version SET version = 99")
+    conn.close()
+    for argv, message in [(["stats", "--store", str(tmp_path / "folder.db")], "is a folder"),
+                          (["stats", "--store", "foo://host/db"], "neither a store path nor a database URL"),
+                          (["stats", "--store", str(tmp_path / "new.db")], "Upgrade rlhf-lab"),
+                          (["export", "--store", str(tmp_path / "new.db"), "--out", str(tmp_path)], "is a folder")]:
+        assert main(["feedback", *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+def test_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    def full(*args, **kwargs):
+        raise OperationalError("INSERT", {}, sqlite3.OperationalError("database or disk is full"))
+
+    monkeypatch.setattr(FeedbackStore, "add_response_groups", full)
+    assert main(["feedback", "simulate", "--store", str(tmp_path / "s.db"), "--model", "corpus", "--items", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "database or disk is full" in err

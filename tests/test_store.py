@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from rlhf_lab.feedback import store as store_mod
+from rlhf_lab.feedback import schema as schema_mod
 from rlhf_lab.feedback.records import FLAGS, Item
 from rlhf_lab.feedback.store import FeedbackStore
 
@@ -39,7 +39,7 @@ def snapshot(store):
 def test_path_creates_parent_dirs_and_sqlite_file(tmp_path):
     path = tmp_path / "a" / "b" / "f.db"
     with FeedbackStore(path) as s:
-        assert s.url == f"sqlite:///{path}" and s.schema_version == store_mod.SCHEMA_VERSION
+        assert s.url == f"sqlite:///{path}" and s.schema_version == schema_mod.SCHEMA_VERSION
     assert path.is_file()
     with FeedbackStore(f"sqlite:///{path}") as s:  # the same file named by URL
         assert s.counts()["total"] == 0
@@ -316,12 +316,12 @@ def test_schema_migration_hook(tmp_path, monkeypatch):
         conn.exec_driver_sql("UPDATE schema_version SET version = 0")
     engine.dispose()
     ran = []
-    monkeypatch.setitem(store_mod.MIGRATIONS, 0, lambda conn: ran.append(conn.exec_driver_sql("SELECT 1").scalar()))
+    monkeypatch.setitem(schema_mod.MIGRATIONS, 0, lambda conn: ran.append(conn.exec_driver_sql("SELECT 1").scalar()))
     with FeedbackStore(path) as s:
-        assert ran == [1] and s.schema_version == store_mod.SCHEMA_VERSION
+        assert ran == [1] and s.schema_version == schema_mod.SCHEMA_VERSION
     with sa.create_engine(f"sqlite:///{path}").begin() as conn:
         conn.exec_driver_sql("UPDATE schema_version SET version = 99")
-    with pytest.raises(RuntimeError, match="Upgrade rlhf-lab"):
+    with pytest.raises(ValueError, match="Upgrade rlhf-lab"):
         FeedbackStore(path)
 
 
@@ -377,3 +377,77 @@ def test_a_version_1_store_upgrades_keeping_every_judgment(tmp_path):
         df = s.judgments_df()
         assert df["judgment_id"].tolist() == kept and df["comment"].tolist() == ["x", ""]
         assert s.undo_last("ann") == kept[1] and s.record_pairwise(items[1], "ann", "A") > kept[1]
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda s: s.add_responses(records(texts=(None,))), "response must be a string"),
+    (lambda s: s.add_responses(records(model="m" * 2**20)), "model is 1048576 characters long; at most 4096"),
+    (lambda s: s.add_responses(records(iteration=2.9)), "iteration must be a whole number"),
+    (lambda s: s.add_item([1.7, 2.2]), "response id must be a whole number, got 1.7"),
+    (lambda s: s.record_pairwise(1.0, "ann", "A"), "item id must be a whole number, got 1.0"),
+    (lambda s: s.record_rating(1, "ann", None), "scores must be a list"),
+    (lambda s: s.record_ranking(1, "ann", None), "order must be a list"),
+    (lambda s: s.record_flags(1, "ann", None), "flags must be a list"),
+])
+def test_bad_values_are_a_clear_value_error_and_nothing_is_written(store, call, message):
+    store.add_item(store.add_responses(records(texts=("a", "b"))))
+    before = store.counts()
+    with pytest.raises(ValueError, match=message):
+        call(store)
+    assert store.counts() == before
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"tie": "false"}, "line 1: tie must be true or false"), ({"annotator": None}, "line 1: annotator must be"),
+    ({"margin": float("nan")}, "margin must be a finite number"), ({"margin": float("inf")}, "margin must be a finite"),
+    ({"iteration": 2.9}, "iteration must be a whole number, got 2.9"),
+])
+def test_import_refuses_bad_values_by_line_and_imports_nothing(store, tmp_path, extra, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b", **extra}) + "\n")
+    with pytest.raises(ValueError, match=message):
+        store.import_jsonl(path)
+    assert store.counts()["responses"] == 0
+
+
+def test_import_names_the_file_reads_a_bom_and_refuses_a_second_import(store, tmp_path):
+    line = json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"})
+    (tmp_path / "broken.jsonl").write_text(line + "\n{not json\n")
+    with pytest.raises(ValueError, match=r"broken.jsonl line 2 is not JSON"):
+        store.import_jsonl(tmp_path / "broken.jsonl")
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + line.encode() + b"\n")
+    assert store.import_jsonl(tmp_path / "bom.jsonl") == 1
+    with pytest.raises(ValueError, match="imported into this store already"):
+        store.import_jsonl(tmp_path / "bom.jsonl")
+    assert store.counts()["total"] == 1
+
+
+@pytest.mark.parametrize("versions, message", [([0], "schema version 0, which no rlhf-lab wrote"),
+                                               ([2, 2], "2 rows in its schema_version table")])
+def test_a_damaged_schema_version_is_a_clear_value_error(tmp_path, versions, message):
+    FeedbackStore(tmp_path / "s.db").close()
+    with sa.create_engine(f"sqlite:///{tmp_path / 's.db'}").begin() as conn:
+        conn.exec_driver_sql("DELETE FROM schema_version")
+        for v in versions:
+            conn.exec_driver_sql(f"INSERT INTO schema_version VALUES ({v})")
+    with pytest.raises(ValueError, match=message):
+        FeedbackStore(tmp_path / "s.db")
+
+
+def test_a_store_we_may_not_write_is_read_and_left_untouched(tmp_path, monkeypatch):
+    with FeedbackStore(tmp_path / "s.db") as s:
+        s.record_pairwise(s.add_item(s.add_responses(records(texts=("a", "b")))), "ann", "A")
+    before = (tmp_path / "s.db").read_bytes()
+    monkeypatch.setattr("rlhf_lab.feedback.database.os.access", lambda path, mode: False)  # file and folder
+    with FeedbackStore(tmp_path / "s.db") as s:
+        assert s.read_only and s.counts()["total"] == 1
+        with pytest.raises(PermissionError, match="read-only"):
+            s.add_responses(records())
+    assert (tmp_path / "s.db").read_bytes() == before
+
+
+def test_add_response_groups_writes_replies_and_items_or_nothing(store):
+    assert len(store.add_response_groups(records())) == 2 and store.counts()["responses"] == 4
+    with pytest.raises(ValueError, match="one prompt"):
+        store.add_response_groups(records() + records(prompt="Other?"), size=3, kind="ranking")
+    assert (store.counts()["responses"], store.counts()["items"]) == (4, 2)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from rlhf_lab.core.files import aside_copies, atomic_directory, file_digests, verify_digests
+from rlhf_lab.core.files import aside_copies, atomic_directory, file_digests, read_json, verify_digests
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "rng_to_json",
            "rng_from_json", "trainable_state_dict", "load_trainable_state_dict"]
@@ -113,11 +113,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         if not aside:
             raise FileNotFoundError(f"No checkpoint at {path} (expected a directory with {STATE_FILE}).")
         path = aside[-1]
-    state = json.loads((path / STATE_FILE).read_text())
+    state = read_json(path / STATE_FILE)
     if "sha256" in state:  # checkpoints from before checksums load unverified
         verify_digests(path, state.pop("sha256"), "checkpoint")
     optimizer = torch.load(path / OPTIMIZER_FILE, weights_only=True) if (path / OPTIMIZER_FILE).is_file() else None
-    rng = rng_from_json(json.loads((path / RNG_FILE).read_text())) if (path / RNG_FILE).is_file() else None
+    rng = rng_from_json(read_json(path / RNG_FILE)) if (path / RNG_FILE).is_file() else None
     if rng is None and (path / "rng.pt").is_file():  # the older format: a pickle, never unpickled
         warnings.warn(f"{path / 'rng.pt'} is a pickle (written by an older rlhf-lab) and is not loaded (a pickle can "
                       "run code): the run resumes with fresh random generators, so its next samples differ from an "

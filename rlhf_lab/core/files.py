@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import uuid
 from pathlib import Path
 
-__all__ = ["atomic_directory", "write_atomic", "aside_copies", "file_digests", "verify_digests"]
+__all__ = ["atomic_directory", "write_atomic", "aside_copies", "file_digests", "verify_digests", "read_json"]
 
 
 def _fsync_tree(path: Path) -> None:
@@ -100,3 +101,12 @@ def verify_digests(folder: str | Path, expected: dict[str, str], what: str = "fo
             how = "is missing" if name not in found else "does not match the checksum saved with it"
             raise ValueError(f"{folder / name} {how}: the {what} is damaged (a disk error or an edit after saving). "
                              f"Use another copy, or make it again.")
+
+
+def read_json(path: str | Path):
+    """A JSON file's content; a file that is not JSON raises a ValueError naming it (and where it stops parsing)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}): the file is damaged or was edited; use another copy, "
+                         "or make it again.") from None

@@ -19,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy.exc import OperationalError
 
 from rlhf_lab.feedback.agreement import panel_agreement
 from rlhf_lab.feedback.crowd import SimulatedCrowd
@@ -98,15 +99,37 @@ def _reply_records(args) -> list[dict]:
     return batch.to_records()
 
 
+def _items_for(store: FeedbackStore, pairs: list[list[dict]]) -> list:
+    """The store's items for these reply pairs: those a killed run with the same arguments already made, and new
+    ones (replies and items in one transaction) for the rest. A rerun resumes; the crowd skips what it judged."""
+    def key(prompt, texts, model, iteration):
+        return prompt, tuple(texts), model, iteration
+
+    there: dict = {}
+    for it in store.items(kind="pairwise"):
+        there.setdefault(key(it.prompt, [r.text for r in it.responses], it.model, it.iteration), []).append(it)
+    found = []
+    for a, b in pairs:
+        same = there.get(key(a["prompt"], [a["response"], b["response"]], a["model"], a["iteration"]))
+        found.append(same.pop(0) if same else None)
+    new = iter(store.add_response_groups([r for pair, it in zip(pairs, found) if it is None for r in pair]))
+    return [it if it is not None else store.get_item(next(new)) for it in found]
+
+
 def cmd_simulate(args) -> None:
     """Each of N simulated annotators judges the same M pairwise items: N x M judgments (N = 0: only the items,
     for people to judge, e.g. a class)."""
     if args.annotators < 0 or args.items < 1:
         raise ValueError("--annotators must be 0 or more and --items at least 1")
+    if not (math.isfinite(args.rationality) and args.rationality >= 0):
+        raise ValueError(f"--rationality must be a finite number >= 0 (0: coin flips, 5: the default), got "
+                         f"{args.rationality}")
+    if not 0 <= args.careless <= args.annotators:
+        raise ValueError(f"--careless counts annotators: from 0 to --annotators ({args.annotators}), got "
+                         f"{args.careless}")
     store = FeedbackStore(args.store)
     records = _reply_records(args)
-    ids = store.add_responses(records)
-    items = [store.get_item(i) for i in store.add_items([ids[i:i + 2] for i in range(0, len(ids), 2)])]
+    items = _items_for(store, [records[i:i + 2] for i in range(0, len(records), 2)])
     if args.annotators == 0:
         print(f"wrote {len(items)} pairwise items (no judgments) to {store.display_url}")
         store.close()
@@ -160,6 +183,8 @@ def cmd_export(args) -> None:
     if not Path(args.store).exists() and "://" not in args.store:
         raise FileNotFoundError(f"no store at {args.store}")
     out = args.out or str(Path(args.store).with_suffix(f".{args.format}"))
+    if Path(out).is_dir():
+        raise ValueError(f"--out {out} is a folder; give a file name such as {Path(out) / ('prefs.' + args.format)}")
     store = FeedbackStore(args.store)
     n = store.export_jsonl(out, include_ties=args.include_ties) if args.format == "jsonl" else store.export_csv(out)
     store.close()
@@ -208,8 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, PermissionError) as err:
         print(f"rlhf-lab feedback: error: {err}", file=sys.stderr)
+        return 2
+    except OperationalError as err:  # the database refused: disk full, a read-only file, a lost server
+        print(f"rlhf-lab feedback: error: the store refused: {err.orig} (free disk space, check the file's "
+              "permissions, or give another --store)", file=sys.stderr)
         return 2
     return 0
 

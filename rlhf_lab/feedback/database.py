@@ -5,12 +5,13 @@ kernels record into one file at once."""
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from pathlib import Path
 
 from sqlalchemy import event
 
-__all__ = ["store_url", "refuse_foreign_sqlite", "configure_sqlite"]
+__all__ = ["store_url", "refuse_foreign_sqlite", "read_only_url", "configure_sqlite"]
 
 
 def store_url(where: str | Path) -> str:
@@ -29,10 +30,13 @@ def refuse_foreign_sqlite(url: str) -> None:
     """Refuse, before touching it, an existing SQLite file that is not a feedback store: opening one would add
     tables to it and switch it to WAL. Read-only check: the file is left as it was."""
     path = Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
+    if path is not None and path.is_dir():
+        raise ValueError(f"{path} is a folder, not a feedback store: give a file path such as {path / 'feedback.db'}")
     if path is None or not path.is_file() or path.stat().st_size == 0:
         return
     try:
-        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as conn:
+        ro = "?mode=ro" + ("" if os.access(path.parent, os.W_OK) else "&immutable=1")  # no folder for a WAL index
+        with contextlib.closing(sqlite3.connect(path.as_uri() + ro, uri=True)) as conn:
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.DatabaseError:
         raise ValueError(f"{path} is not a SQLite database, so not a feedback store: give the path of a store "
@@ -42,7 +46,16 @@ def refuse_foreign_sqlite(url: str) -> None:
                          "not a feedback store; it was left untouched. Give a store's path or a new file name.")
 
 
-def configure_sqlite(engine, busy_timeout_s: float) -> None:
+def read_only_url(url: str) -> str | None:
+    """For an existing SQLite file this process may not write, a URL that opens it read-only (immutable when its
+    folder is not writable either, as SQLite then cannot make the WAL index it reads through); else None."""
+    path = Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
+    if path is None or not path.is_file() or os.access(path, os.W_OK):
+        return None
+    return f"sqlite:///file:{path}?mode=ro&uri=true" + ("" if os.access(path.parent, os.W_OK) else "&immutable=1")
+
+
+def configure_sqlite(engine, busy_timeout_s: float, read_only: bool = False) -> None:
     """WAL + busy timeout on every connection; we issue BEGIN ourselves (IMMEDIATE for writes)."""
 
     @event.listens_for(engine, "connect")
@@ -50,7 +63,8 @@ def configure_sqlite(engine, busy_timeout_s: float) -> None:
         dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" event below open transactions
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-        cur.execute("PRAGMA journal_mode = WAL")
+        if not read_only:
+            cur.execute("PRAGMA journal_mode = WAL")
         cur.execute("PRAGMA foreign_keys = ON")
         cur.close()
 

@@ -7,12 +7,16 @@ that TRL and other trainers read, and CSV tables of judgments or pairs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from rlhf_lab.feedback.schema import item_responses_t, items_t, judgments_t, responses_t
+from rlhf_lab.feedback.validation import pair_row
 
 __all__ = ["export_jsonl", "import_jsonl", "export_csv", "export_unpaired_jsonl"]
 
@@ -36,28 +40,46 @@ def export_jsonl(store, path: str | Path, include_ties: bool = False) -> int:
 def import_jsonl(store, path: str | Path, annotator: str = "imported", model: str = "imported",
                  iteration: int = 0) -> int:
     """Read preference pairs (prompt, chosen, rejected, optional margin/tie/annotator/model/iteration) as pairwise
-    judgments, A = chosen. The whole file is one transaction: a bad line imports nothing. Returns the count."""
-    lines = [json.loads(s) for s in Path(path).read_text(encoding="utf-8").splitlines() if s.strip()]
-    for n, row in enumerate(lines, 1):
-        if not all(isinstance(row.get(k), str) for k in ("prompt", "chosen", "rejected")):
-            raise ValueError(f"{path} line {n}: needs string fields prompt, chosen, rejected")
+    judgments, A = chosen. Every line is checked first and the whole file is one transaction: a bad line imports
+    nothing. A file already imported (same SHA-256) is refused. Returns the count."""
+    data = Path(path).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        lines = data.decode("utf-8-sig").splitlines()  # a byte-order mark, as some editors write, is skipped
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} line {n} is not JSON ({err.msg}, column {err.colno}); each line must be one "
+                             "JSON object") from None
+        rows.append(pair_row(row, f"{path} line {n}", annotator, model, iteration))
+    comment = f"imported sha256:{digest}"
     with store.transaction() as conn:
-        for row in lines:
-            meta = dict(prompt=row["prompt"], model=str(row.get("model", model)), sampling="{}", eos=None,
-                        iteration=int(row.get("iteration", iteration)), created_at=time.time())
+        if conn.execute(sa.select(judgments_t.c.id).where(judgments_t.c.comment == comment).limit(1)).first():
+            raise ValueError(f"{path} was imported into this store already (same SHA-256); importing it again would "
+                             "duplicate every pair")
+        for row in rows:
+            meta = dict(prompt=row["prompt"], model=row["model"], sampling="{}", eos=None,
+                        iteration=row["iteration"], created_at=time.time())
             ids = [conn.execute(responses_t.insert().values(text=row[k], **meta)).inserted_primary_key[0]
                    for k in ("chosen", "rejected")]
             item_id = conn.execute(items_t.insert().values(kind="pairwise", prompt=row["prompt"],
                                                            created_at=time.time())).inserted_primary_key[0]
             conn.execute(item_responses_t.insert(), [dict(item_id=item_id, position=i, response_id=r)
                                                      for i, r in enumerate(ids)])
-            answer = {"choice": "tie" if row.get("tie") else "A", "strength": None}
-            if row.get("margin") is not None:
-                answer["margin"] = float(row["margin"])
+            answer = {"choice": "tie" if row["tie"] else "A", "strength": None}
+            if row["margin"] is not None:
+                answer["margin"] = row["margin"]
             conn.execute(judgments_t.insert().values(
-                annotator=str(row.get("annotator", annotator)), created_at=time.time(), kind="pairwise",
-                item_id=item_id, target=f"item:{item_id}", answer=json.dumps(answer), comment="imported"))
-    return len(lines)
+                annotator=row["annotator"], created_at=time.time(), kind="pairwise", item_id=item_id,
+                target=f"item:{item_id}", answer=json.dumps(answer), comment=comment))
+    return len(rows)
+
 
 def export_csv(store, path: str | Path, what: str = "judgments") -> int:
     """Write all judgments (or, with what="pairs", the preference pairs) as CSV; lists and dicts as JSON."""

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 __all__ = ["SCHEMA_VERSION", "MIGRATIONS", "metadata", "responses_t", "items_t", "item_responses_t", "judgments_t",
            "students_t", "assignments_t", "annotators_t", "schema_version_t", "ANNOTATOR_KINDS", "LosslessText",
-           "escape_nul", "unescape_nul"]
+           "escape_nul", "unescape_nul", "upgrade_schema"]
 
 SCHEMA_VERSION = 2
 _ESC = "\ue000"  # a private-use character: the escape on PostgreSQL
@@ -142,3 +142,31 @@ assignments_t = sa.Table(
     sa.Column("student_id", LosslessText, sa.ForeignKey("students.student_id"), primary_key=True),
 )
 schema_version_t = sa.Table("schema_version", metadata, sa.Column("version", sa.Integer, nullable=False))
+
+
+def upgrade_schema(conn, where: str, read_only: bool = False) -> None:
+    """Create a new store's tables and version row; check an existing store's version and upgrade it one version
+    at a time (`MIGRATIONS`). A version this rlhf-lab cannot read raises a ValueError naming `where`."""
+    if not read_only:
+        metadata.create_all(conn)
+    versions = conn.execute(sa.select(schema_version_t.c.version)).scalars().all()
+    if not versions and not read_only:
+        conn.execute(schema_version_t.insert().values(version=SCHEMA_VERSION))
+        return
+    if len(versions) != 1:
+        raise ValueError(f"{where} has {len(versions)} rows in its schema_version table where a store has one: it "
+                         "was edited outside rlhf-lab. Restore it from a copy.")
+    version = versions[0]
+    if version > SCHEMA_VERSION:
+        raise ValueError(f"{where} has schema version {version}; this rlhf-lab reads up to {SCHEMA_VERSION}. "
+                         "Upgrade rlhf-lab to open it.")
+    if version < SCHEMA_VERSION and read_only:
+        raise ValueError(f"{where} has schema version {version} and is read-only, so it cannot be upgraded to "
+                         f"{SCHEMA_VERSION}: copy it somewhere writable and open the copy.")
+    while version < SCHEMA_VERSION:
+        if version not in MIGRATIONS:
+            raise ValueError(f"{where} has schema version {version}, which no rlhf-lab wrote (stores start at "
+                             "version 1): it was edited outside rlhf-lab. Restore it from a copy.")
+        MIGRATIONS[version](conn)
+        version += 1
+        conn.execute(schema_version_t.update().values(version=version))

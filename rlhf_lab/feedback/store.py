@@ -8,14 +8,14 @@ One transaction per judgment. On SQLite the store runs in WAL mode with a busy t
 the start of each write (`BEGIN IMMEDIATE`), so several kernels or processes can record into one file at once.
 Every `record_*` validates inside its transaction: bad input raises a `ValueError` that says how to fix it, and
 nothing is written. An annotator judges an item (or thumbs/flags a response) once; `undo_last` removes their latest
-judgment and `replace=True` swaps an existing one in the same transaction.
+judgment and `replace=True` swaps an existing one in the same transaction. A SQLite file this process may not
+write opens read-only: it can be read, and a write raises PermissionError.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import numbers
 import time
 from pathlib import Path
 
@@ -24,27 +24,28 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 from rlhf_lab.feedback import exchange
-from rlhf_lab.feedback.database import configure_sqlite, refuse_foreign_sqlite, store_url
+from rlhf_lab.feedback.database import (
+    configure_sqlite,
+    read_only_url,
+    refuse_foreign_sqlite,
+    store_url,
+)
 from rlhf_lab.feedback.preferences import judgments_to_pairs
 from rlhf_lab.feedback.records import CHOICES, FLAGS, ITEM_KINDS, Item, Response
 from rlhf_lab.feedback.schema import (
     ANNOTATOR_KINDS,
-    MIGRATIONS,
-    SCHEMA_VERSION,
     annotators_t,
     assignments_t,
     item_responses_t,
     items_t,
     judgments_t,
-    metadata,
     responses_t,
     schema_version_t,
+    upgrade_schema,
 )
+from rlhf_lab.feedback.validation import as_list, is_whole, response_row, whole
 
 __all__ = ["FeedbackStore"]
-
-def _is_int(x) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
 class FeedbackStore:
@@ -53,19 +54,28 @@ class FeedbackStore:
     def __init__(self, where: str | Path = "runs/feedback.db", busy_timeout_s: float = 60.0):
         self.url = store_url(where)
         refuse_foreign_sqlite(self.url)
+        read_only = read_only_url(self.url)  # a file we may not write opens read-only: readable, writes refused
+        self.read_only = read_only is not None
         kwargs = {}
         if self.url == "sqlite://":
             kwargs = {"poolclass": sa.pool.StaticPool, "connect_args": {"check_same_thread": False}}
-        self.engine = sa.create_engine(self.url, **kwargs)
+        try:
+            self.engine = sa.create_engine(read_only or self.url, **kwargs)
+        except sa.exc.ArgumentError as err:
+            raise ValueError(f"{where} is neither a store path nor a database URL this machine can open ({err}); "
+                             "give a file path, sqlite:///path or postgresql://...") from None
         if self.engine.dialect.name == "sqlite":
-            configure_sqlite(self.engine, busy_timeout_s)
-        self._init_schema()
+            configure_sqlite(self.engine, busy_timeout_s, self.read_only)
+        with self._read() if self.read_only else self.transaction() as conn:  # create, check or upgrade the schema
+            upgrade_schema(conn, self.display_url, self.read_only)
 
     # ---- plumbing: connections, transactions, schema -------------------------------------------------------------
     @contextlib.contextmanager
     def transaction(self):
         """One write transaction (a SQLAlchemy connection): committed on success, rolled back (nothing written) on
         any exception."""
+        if self.read_only:
+            raise PermissionError(f"{self.url[len('sqlite:///'):]} is read-only to you: it can be read, not written")
         with self.engine.connect() as conn:
             conn.execution_options(write=True)
             with conn.begin():
@@ -73,24 +83,8 @@ class FeedbackStore:
 
     @contextlib.contextmanager
     def _read(self):
-        with self.engine.connect() as conn:
-            with conn.begin():
-                yield conn
-
-    def _init_schema(self) -> None:
-        with self.transaction() as conn:
-            metadata.create_all(conn)
-            version = conn.execute(sa.select(schema_version_t.c.version)).scalar()
-            if version is None:
-                conn.execute(schema_version_t.insert().values(version=SCHEMA_VERSION))
-                return
-            if version > SCHEMA_VERSION:
-                raise RuntimeError(f"{self.display_url} has schema version {version}; this rlhf-lab reads up to "
-                                   f"{SCHEMA_VERSION}. Upgrade rlhf-lab to open it.")
-            while version < SCHEMA_VERSION:
-                MIGRATIONS[version](conn)
-                version += 1
-                conn.execute(schema_version_t.update().values(version=version))
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
 
     @property
     def schema_version(self) -> int:
@@ -118,17 +112,22 @@ class FeedbackStore:
     # ---- responses and items --------------------------------------------------------------------------------------
     def add_responses(self, records: list[dict]) -> list[int]:
         """Add replies (dicts with prompt, response, model, iteration, sampling, optional eos); returns their ids."""
-        rows = []
-        for i, r in enumerate(records):
-            missing = {"prompt", "response", "model", "iteration"} - set(r)
-            if missing:
-                raise ValueError(f"record {i} lacks {sorted(missing)}; each record needs prompt, response, model, "
-                                 "iteration (and optionally sampling, eos)")
-            rows.append(dict(prompt=str(r["prompt"]), text=str(r["response"]), model=str(r["model"]),
-                             iteration=int(r["iteration"]), sampling=json.dumps(r.get("sampling") or {}),
-                             eos=None if r.get("eos") is None else bool(r["eos"]), created_at=time.time()))
+        rows = [dict(response_row(r, i), created_at=time.time()) for i, r in enumerate(records)]
         with self.transaction() as conn:
-            return [conn.execute(responses_t.insert().values(**row)).inserted_primary_key[0] for row in rows]
+            return self._insert_responses(conn, rows)
+
+    def add_response_groups(self, records: list[dict], size: int = 2, kind: str = "pairwise") -> list[int]:
+        """Add replies and make each `size` consecutive ones an item, all in one transaction: a kill half-way leaves
+        neither replies without items nor a partial set of items. Returns the item ids."""
+        rows = [dict(response_row(r, i), created_at=time.time()) for i, r in enumerate(records)]
+        with self.transaction() as conn:
+            ids = self._insert_responses(conn, rows)
+            return self._insert_items(conn, [ids[i:i + size] for i in range(0, len(ids), size)], kind)
+
+    @staticmethod
+    def _insert_responses(conn, rows: list[dict]) -> list[int]:
+        return [conn.execute(responses_t.insert().values(**dict(row, sampling=json.dumps(row["sampling"])))
+                             ).inserted_primary_key[0] for row in rows]
 
     def add_item(self, response_ids: list[int], kind: str = "pairwise") -> int:
         """Group responses to one prompt into an item to judge; returns the item id."""
@@ -137,31 +136,33 @@ class FeedbackStore:
     def add_items(self, groups: list[list[int]], kind: str = "pairwise") -> list[int]:
         """`add_item` for many groups in one transaction: all the items are created or none (a crash half-way
         leaves no partial set for a resumed run to mistake for a whole one). Returns the item ids."""
-        groups = [[int(r) for r in ids] for ids in groups]
+        groups = [[whole(r, "a response id") for r in as_list(ids, "each group of response ids")]
+                  for ids in as_list(groups, "groups")]
+        with self.transaction() as conn:
+            return self._insert_items(conn, groups, kind)
+
+    def _insert_items(self, conn, groups: list[list[int]], kind: str) -> list[int]:
         if kind not in ITEM_KINDS:
             raise ValueError(f"kind must be one of {ITEM_KINDS}, got {kind!r}")
         need = {"pairwise": "exactly 2", "rating": "1 or more", "ranking": "at least 2"}[kind]
+        found, item_ids = self._responses(conn, {r for ids in groups for r in ids}), []
         for ids in groups:
             k = len(ids)
             if (kind == "pairwise" and k != 2) or (kind == "ranking" and k < 2) or k < 1:
                 raise ValueError(f"a {kind} item needs {need} responses, got {k}")
             if len(set(ids)) != k:
                 raise ValueError(f"response ids repeat in {ids}; list each response once")
-        item_ids = []
-        with self.transaction() as conn:
-            found = self._responses(conn, {r for ids in groups for r in ids})
-            for ids in groups:
-                unknown = [r for r in ids if r not in found]
-                if unknown:
-                    raise ValueError(f"unknown response ids {unknown}; add them with add_responses first")
-                prompts = {found[r].prompt for r in ids}
-                if len(prompts) != 1:
-                    raise ValueError(f"all responses of an item must answer one prompt, got {len(prompts)} prompts")
-                item_id = conn.execute(items_t.insert().values(kind=kind, prompt=prompts.pop(), created_at=time.time())
-                                       ).inserted_primary_key[0]
-                conn.execute(item_responses_t.insert(), [dict(item_id=item_id, position=i, response_id=r)
-                                                         for i, r in enumerate(ids)])
-                item_ids.append(item_id)
+            unknown = [r for r in ids if r not in found]
+            if unknown:
+                raise ValueError(f"unknown response ids {unknown}; add them with add_responses first")
+            prompts = {found[r].prompt for r in ids}
+            if len(prompts) != 1:
+                raise ValueError(f"all responses of an item must answer one prompt, got {len(prompts)} prompts")
+            item_id = conn.execute(items_t.insert().values(kind=kind, prompt=prompts.pop(), created_at=time.time())
+                                   ).inserted_primary_key[0]
+            conn.execute(item_responses_t.insert(), [dict(item_id=item_id, position=i, response_id=r)
+                                                     for i, r in enumerate(ids)])
+            item_ids.append(item_id)
         return item_ids
 
     def _responses(self, conn, ids=None) -> dict[int, Response]:
@@ -237,12 +238,12 @@ class FeedbackStore:
             raise ValueError("comment must be a string (use '' for none)")
         with self.transaction() as conn:
             if item_id is not None:
-                found = self._items(conn, items_t.c.id == int(item_id)) if _is_int(item_id) else []
+                found = self._items(conn, items_t.c.id == whole(item_id, "item id"))
                 if not found:
                     raise ValueError(f"unknown item id {item_id!r}; see store.items() or store.pending_items()")
                 target, subject = f"item:{int(item_id)}", found[0]
             else:
-                found = self._responses(conn, [int(response_id)]) if _is_int(response_id) else {}
+                found = self._responses(conn, [whole(response_id, "response id")])
                 if not found:
                     raise ValueError(f"unknown response id {response_id!r}; add it with add_responses first")
                 target, subject = f"{kind}:{int(response_id)}", found[int(response_id)]
@@ -273,7 +274,7 @@ class FeedbackStore:
         """Record a preference between an item's two responses: choice A | B | tie | both_bad, strength None or 1..3."""
         if choice not in CHOICES:
             raise ValueError(f"choice must be one of {CHOICES}, got {choice!r}")
-        if strength is not None and not (_is_int(strength) and 1 <= strength <= 3):
+        if strength is not None and not (is_whole(strength) and 1 <= strength <= 3):
             raise ValueError(f"strength must be None or 1, 2, 3 (slightly, clearly, much better), got {strength!r}")
 
         def check(item: Item):
@@ -289,32 +290,32 @@ class FeedbackStore:
                       comment: str = "", replace: bool = False) -> int:
         """Record Likert scores on `scale` (inclusive), one per response of the item (an int for a 1-response item)."""
         lo, hi = scale
-        if not (_is_int(lo) and _is_int(hi) and lo < hi):
+        if not (is_whole(lo) and is_whole(hi) and lo < hi):
             raise ValueError(f"scale must be two ints (low, high) with low < high, got {scale!r}")
-        scores = [scores] if _is_int(scores) else list(scores)
+        scores = [scores] if is_whole(scores) else as_list(scores, "scores")
 
         def check(item: Item):
             if len(scores) != len(item.responses):
                 raise ValueError(f"item {item.id} has {len(item.responses)} responses; give one score each, "
                                  f"got {len(scores)}")
-            bad = [s for s in scores if not (_is_int(s) and lo <= s <= hi)]
+            bad = [s for s in scores if not (is_whole(s) and lo <= s <= hi)]
             if bad:
                 raise ValueError(f"scores {bad} are not whole numbers from {lo} to {hi}; pick from the scale")
 
-        answer = {"scores": [int(s) if _is_int(s) else s for s in scores], "scale": [int(lo), int(hi)]}
+        answer = {"scores": [int(s) if is_whole(s) else s for s in scores], "scale": [int(lo), int(hi)]}
         return self._record(annotator, "rating", answer, item_id=item_id, comment=comment, replace=replace,
                             check=check)
 
     def record_ranking(self, item_id: int, annotator: str, order: list[int], comment: str = "",
                        replace: bool = False) -> int:
         """Record a ranking: `order` lists the item's response ids, best first (a permutation of them)."""
-        order = list(order)
+        order = as_list(order, "order")
 
         def check(item: Item):
             ids = [r.id for r in item.responses]
             if len(ids) < 2:
                 raise ValueError(f"item {item.id} has one response; rank items with 2 or more (or rate it)")
-            if not all(_is_int(o) for o in order) or sorted(order) != sorted(ids):
+            if not all(is_whole(o) for o in order) or sorted(order) != sorted(ids):
                 raise ValueError(f"order must list each of the item's response ids {ids} once, best first; "
                                  f"got {order}")
             return {"order": [int(o) for o in order]}
@@ -332,7 +333,7 @@ class FeedbackStore:
     def record_flags(self, response_id: int, annotator: str, flags, comment: str = "",
                      replace: bool = False) -> int:
         """Record flags (a subset of FLAGS, possibly empty: checked and fine) and a comment on one response."""
-        flags = [flags] if isinstance(flags, str) else list(flags)
+        flags = [flags] if isinstance(flags, str) else as_list(flags, "flags")
         unknown = [f for f in flags if f not in FLAGS]
         if unknown or len(set(flags)) != len(flags):
             raise ValueError(f"flags must be distinct names from {FLAGS}; got {flags}")

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from rlhf_lab.core.config import Config, as_config
-from rlhf_lab.core.files import write_atomic
+from rlhf_lab.core.files import read_json, write_atomic
 from rlhf_lab.feedback.crowd import SimulatedCrowd
 from rlhf_lab.feedback.gold import GoldUtility
 from rlhf_lab.feedback.store import FeedbackStore
@@ -157,7 +157,7 @@ class RLHFRun:
         path = Path(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"No run at {path} (no config.json): create one with RLHFRun.create({str(path)!r}).")
-        return cls(path, ExperimentConfig.from_dict(json.loads((path / "config.json").read_text())), **kwargs)
+        return cls(path, ExperimentConfig.from_dict(read_json(path / "config.json")), **kwargs)
 
     def iteration_dir(self, k: int) -> Path:
         return self.path / f"iter_{k:03d}"

@@ -1,0 +1,77 @@
+"""Checks on what goes into a feedback store: every bad value raises a `ValueError` that names it and says what to
+give instead, before anything is written (a ValueError even for a wrong type: the raters show a ValueError's
+message). Used by `FeedbackStore.add_*`/`record_*` and `exchange.import_jsonl`."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+__all__ = ["MAX_NAME", "MAX_TEXT", "as_list", "is_whole", "pair_row", "response_row", "text", "whole"]
+
+MAX_NAME = 4096  # model and annotator names (a model may be named by its folder's path)
+MAX_TEXT = 1_000_000  # prompts and replies, in characters
+
+
+def is_whole(x) -> bool:
+    """An int (NumPy's included), not a bool and not a float such as 1.0."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def whole(x, what: str) -> int:
+    """`x` as an int, or ValueError: ids and iterations are whole numbers (2.9 is never rounded to 2)."""
+    if not is_whole(x):
+        raise ValueError(f"{what} must be a whole number, got {x!r}")
+    return int(x)
+
+
+def text(x, what: str, max_len: int = MAX_TEXT) -> str:
+    """`x` if it is a string of at most `max_len` characters (None is never stored as "None")."""
+    if not isinstance(x, str):
+        raise ValueError(f"{what} must be a string, got {x!r:.40}")  # noqa: TRY004
+    if len(x) > max_len:
+        raise ValueError(f"{what} is {len(x)} characters long; at most {max_len} fit")
+    return x
+
+
+def as_list(x, what: str) -> list:
+    """A list from a list, tuple or other iterable; None or a number raises a ValueError naming `what`."""
+    if x is None or isinstance(x, (str, bytes, numbers.Number)) or not hasattr(x, "__iter__"):
+        raise ValueError(f"{what} must be a list, got {x!r}")
+    return list(x)
+
+
+def response_row(r: dict, i: int) -> dict:
+    """One `add_responses` record checked: prompt and response strings, model a short string, iteration whole, eos
+    a bool or None, sampling a dict or None."""
+    missing = {"prompt", "response", "model", "iteration"} - set(r)
+    if missing:
+        raise ValueError(f"record {i} lacks {sorted(missing)}; each record needs prompt, response, model, "
+                         "iteration (and optionally sampling, eos)")
+    eos, sampling = r.get("eos"), r.get("sampling")
+    if eos is not None and eos not in (True, False):  # NumPy and torch booleans too
+        raise ValueError(f"record {i}: eos must be True, False or None, got {eos!r}")
+    if sampling is not None and not isinstance(sampling, dict):
+        raise ValueError(f"record {i}: sampling must be a dict of settings or None, got {sampling!r}")
+    return {"prompt": text(r["prompt"], f"record {i}: prompt"), "text": text(r["response"], f"record {i}: response"),
+            "model": text(r["model"], f"record {i}: model", MAX_NAME),
+            "iteration": whole(r["iteration"], f"record {i}: iteration"), "sampling": sampling or {},
+            "eos": None if eos is None else bool(eos)}
+
+
+def pair_row(row, where: str, annotator: str, model: str, iteration: int) -> dict:
+    """One imported preference line checked (`where` names the file and line): prompt, chosen, rejected strings;
+    tie a bool; margin a finite number; annotator and model short strings; iteration whole."""
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: expected a JSON object (prompt, chosen, rejected), got {row!r:.40}")  # noqa: TRY004
+    out = {k: text(row.get(k), f"{where}: {k}") for k in ("prompt", "chosen", "rejected")}
+    tie, margin = row.get("tie", False), row.get("margin")
+    if not isinstance(tie, bool):
+        raise ValueError(f"{where}: tie must be true or false (JSON booleans), got {tie!r}")  # noqa: TRY004
+    if margin is not None and (not isinstance(margin, numbers.Real) or isinstance(margin, bool)
+                               or not math.isfinite(margin)):
+        raise ValueError(f"{where}: margin must be a finite number, got {margin!r}")
+    return dict(out, tie=tie, margin=None if margin is None else float(margin),
+                annotator=text(row.get("annotator", annotator), f"{where}: annotator", MAX_NAME),
+                model=text(row.get("model", model), f"{where}: model", MAX_NAME),
+                iteration=whole(row.get("iteration", iteration), f"{where}: iteration"))
