@@ -2,6 +2,7 @@
 with each shipped taste, and what the whole loop gains in how many minutes.
 
     python bench/taste.py                                  # every taste, seeds 0-4: agreement curve + full loop
+                                                           # (the shipped ones and bench/unseen_taste.py's)
     python bench/taste.py --tastes short,formal --seeds 0,1 --no-loop     # only the agreement curve
 
 Part 1 (labels → agreement): for each seed, 80 label pairs and 64 fresh pairs are sampled once from the initial
@@ -16,12 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # bench/unseen_taste.py, a taste given as module:function
 
 
 def cpu() -> dict:
@@ -69,12 +74,14 @@ def agreement_curves(tastes: list[str], seed: int, label_counts: list[int], poli
     return out
 
 
-def loop_run(taste: str, seed: int, labels: int, out: Path) -> dict:
+def loop_run(taste: str, seed: int, labels: int, out: Path, method: str = "dpo") -> dict:
     """`rlhf-lab taste` in a fresh process (the minutes include loading, as a user sees them)."""
     started = time.perf_counter()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, "-m", "rlhf_lab.cli", "taste", "--taste", taste, "--seed", str(seed),
-                           "--labels", str(labels), "--out", str(out / f"{taste}-{seed}")], capture_output=True,
-                          text=True)
+                           "--labels", str(labels), "--method", method,
+                           "--out", str(out / f"{method}-{taste}-{seed}")], capture_output=True,
+                          text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-2000:])
     row = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -84,10 +91,12 @@ def loop_run(taste: str, seed: int, labels: int, out: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tastes", default="short,questions,enthusiastic,formal,gold")
+    parser.add_argument("--tastes", default="short,questions,enthusiastic,formal,gold,unseen_taste:about_you")
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--labels", default="10,20,40,60,80", help="label counts of the agreement curve")
     parser.add_argument("--loop-labels", type=int, default=40)
+    parser.add_argument("--method", choices=("dpo", "ppo"), default="dpo",
+                        help="the loop's policy step: dpo (its default) or ppo (lesson 4's method and settings)")
     parser.add_argument("--no-loop", action="store_true", help="only the agreement curve")
     parser.add_argument("--no-curve", action="store_true", help="only the full loop")
     parser.add_argument("--out", default="runs/bench-taste")
@@ -97,7 +106,7 @@ def main() -> None:
     torch.set_num_threads(2)
     tastes, seeds = args.tastes.split(","), [int(s) for s in args.seeds.split(",")]
     counts = [int(k) for k in args.labels.split(",")]
-    figures: dict = {"machine": cpu(), "seeds": seeds}
+    figures: dict = {"machine": cpu(), "seeds": seeds, "method": args.method}
     if not args.no_curve:
         from rlhf_lab import load_policy
 
@@ -116,7 +125,7 @@ def main() -> None:
         runs: dict = {taste: [] for taste in tastes}
         for seed in seeds:
             for taste in tastes:
-                row = loop_run(taste, seed, args.loop_labels, Path(args.out))
+                row = loop_run(taste, seed, args.loop_labels, Path(args.out), args.method)
                 runs[taste].append(row)
                 print(f"  {taste} seed {seed}: agreement {row['rm_agreement']:.2f}, gain {row['gain']:+.3f} "
                       f"[{row['gain_ci_low']:+.3f}, {row['gain_ci_high']:+.3f}] {row['verdict']}, win rate "

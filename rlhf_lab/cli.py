@@ -169,12 +169,12 @@ def cmd_demo(args) -> None:
     print(f"report: {report / 'summary.md'}")
 
 
-def taste_config(labels: int = 40, seed: int = 0, smoke: bool = False):
+def taste_config(labels: int = 40, seed: int = 0, smoke: bool = False, method: str = "dpo"):
     """The taste loop's settings for the command line: SmolLM2 (the defaults), or (smoke) the tiny model and small
-    counts, a check that the loop runs."""
+    counts, a check that the loop runs. method: "dpo" (the loop's default) or "ppo" (lesson 4's)."""
     from rlhf_lab.loop.taste import TasteConfig
 
-    return TasteConfig.smoke(labels, seed) if smoke else TasteConfig(labels=labels, seed=seed)
+    return TasteConfig.smoke(labels, seed, method) if smoke else TasteConfig(labels=labels, seed=seed, method=method)
 
 
 def cmd_taste(args) -> None:
@@ -188,7 +188,7 @@ def cmd_taste(args) -> None:
         torch.set_num_threads(args.threads)
     if args.labels < 4:
         raise ValueError(f"--labels must be at least 4, got {args.labels}.")
-    config = taste_config(args.labels, args.seed, args.smoke)
+    config = taste_config(args.labels, args.seed, args.smoke, args.method)
     if args.store:  # people's judgments already in a store (a class store: --annotator '*' pools everyone's)
         if not args.annotator:
             raise ValueError("--store needs --annotator: whose judgments train the model (a name, or '*' for "
@@ -249,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     taste.add_argument("--labels", type=int, default=40, help="pairs the simulated learner judges")
     taste.add_argument("--seed", type=int, default=0)
     taste.add_argument("--rationality", type=float, default=3.0, help="β of the learner's Bradley–Terry choice")
+    taste.add_argument("--method", choices=("dpo", "ppo"), default="dpo",
+                       help="the policy step: iterative DPO (default) or PPO (lesson 4's method and settings)")
     taste.add_argument("--out", default=None, help="report folder (default runs/taste-TASTE-seedN)")
     taste.add_argument("--smoke", action="store_true", help="the tiny model and small counts (a check that it runs)")
     taste.add_argument("--threads", type=int, default=None, help="torch CPU threads")

@@ -135,3 +135,23 @@ def test_the_kl_on_the_held_out_replies_undoes_the_last_round():
     kept = run_taste(replace(config, kl_target=1e6), learner=SimulatedLearner("short", seed=0), policy=policy,
                      tokenizer=tokenizer, log=quiet)
     assert kept.rounds == 1 and 1e-4 < kept.kl <= 1e6
+
+
+def test_the_loop_can_steer_with_ppo_and_its_rounds_are_undone_alike():
+    """method="ppo" (lesson 4's method): `ppo_updates` updates of `ppo.batch_size` replies in `rounds` rounds; the
+    KL check on the held-out replies undoes PPO rounds as it undoes DPO rounds."""
+    policy, tokenizer = tiny_policy(seed=0)
+    start = {k: v.clone() for k, v in policy.state_dict().items()}
+    config = TasteConfig.smoke(labels=6, method="ppo")
+    result = run_taste(replace(config, kl_target=None), learner=SimulatedLearner("short", seed=0), policy=policy,
+                       tokenizer=tokenizer, log=lambda *a: None)
+    assert result.rollouts == config.ppo_updates * config.ppo.batch_size == 16 and result.policy_pairs == 0
+    assert result.rounds == 2 and result.kl > 1e-4 and result.to_json()["rollouts"] == 16
+    assert not all(torch.equal(v, start[k]) for k, v in policy.state_dict().items())
+    policy, tokenizer = tiny_policy(seed=0)
+    undone = run_taste(replace(config, kl_target=1e-9), learner=SimulatedLearner("short", seed=0), policy=policy,
+                       tokenizer=tokenizer, log=lambda *a: None)
+    assert undone.rounds == 0 and undone.kl == pytest.approx(0, abs=1e-6)
+    assert all(torch.equal(v, start[k]) for k, v in policy.state_dict().items())
+    with pytest.raises(ValueError, match="method must be 'dpo' or 'ppo'"):
+        TasteConfig(method="rloo")

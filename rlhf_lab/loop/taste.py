@@ -11,7 +11,8 @@
 3. Agreement: on fresh held-out pairs the learner never saw, how often the reward model orders them as the taste
    does (simulated learners only: a person's taste is not a function we can call).
 4. Policy: iterative DPO from the current policy's own replies, best-vs-worst of `dpo.candidates` by the reward
-   model, with the initial policy as the reference (see `bench/taste.py` for why this method).
+   model, with the initial policy as the reference (see `bench/taste.py` for why this method); or, with
+   `method="ppo"`, `ppo_updates` PPO updates against the reward model (lesson 4's method and settings).
 5. Evaluation: the same held-out prompts × `eval_samples` replies before and after, with the same seed; the
    taste's utility (simulated) and the reward model's score, paired by prompt with bootstrap intervals
    (`paired_gain`); the KL of the new policy to the initial one, nats per reply, on the after replies. When it is
@@ -38,6 +39,7 @@ from rlhf_lab.policy.models import load_policy
 from rlhf_lab.policy.prompts import load_prompts
 from rlhf_lab.reward.embedding import EmbeddingRewardConfig, EmbeddingRewardModel
 from rlhf_lab.train.dpo import DPOConfig, DPOTrainer
+from rlhf_lab.train.ppo import PPOConfig, PPOTrainer
 
 __all__ = ["TasteConfig", "TasteResult", "run_taste", "label_pairs", "EVERYONE"]
 
@@ -47,6 +49,11 @@ EVERYONE = "*"
 
 def _default_dpo() -> DPOConfig:
     return DPOConfig(learning_rate=3e-5, beta=0.1, batch_size=8, epochs=2, candidates=4, min_margin=1.0,
+                     sampling=SamplingConfig(max_new_tokens=32, temperature=0.7))
+
+
+def _default_ppo() -> PPOConfig:  # lesson 4's settings
+    return PPOConfig(batch_size=8, ppo_epochs=4, learning_rate=2e-5, kl_coef=0.1,
                      sampling=SamplingConfig(max_new_tokens=32, temperature=0.7))
 
 
@@ -68,8 +75,12 @@ class TasteConfig(Config):
     """Replies per held-out prompt (the interval narrows as prompts × replies grow)."""
     agreement_pairs: int = 64
     """Fresh held-out pairs on which the reward model's agreement with a simulated taste is measured."""
+    method: str = "dpo"
+    """The policy step: "dpo" (iterative DPO rounds, this loop's default) or "ppo" (`ppo_updates` PPO updates in
+    `rounds` equal rounds: the method lesson 4 teaches)."""
     rounds: int = 3
-    """Iterative DPO rounds (each: sample, judge by the reward model, two passes over the new pairs)."""
+    """Iterative DPO rounds (each: sample, judge by the reward model, two passes over the new pairs), or the rounds
+    PPO's updates are split into (the KL check can undo a round)."""
     kl_target: float | None = 10.0
     """Most KL to the initial policy, nats per reply: a round that takes the policy past it is undone (see `steer`),
     so the KL reported (on the held-out replies) is within it. None: no limit."""
@@ -79,6 +90,9 @@ class TasteConfig(Config):
     """Label and evaluation sampling (temperature overridden per label reply by `label_temperatures`)."""
     reward: EmbeddingRewardConfig = field(default_factory=EmbeddingRewardConfig)
     dpo: DPOConfig = field(default_factory=_default_dpo)
+    ppo: PPOConfig = field(default_factory=_default_ppo)
+    ppo_updates: int = 16
+    """PPO updates (method "ppo"), each on `ppo.batch_size` fresh replies."""
     seed: int = 0
     """Seeds every stage: prompts drawn, sampling, the learner, the reward model's bootstrap, DPO."""
 
@@ -86,18 +100,25 @@ class TasteConfig(Config):
         self.sampling = as_config(self.sampling, SamplingConfig)
         self.reward = as_config(self.reward, EmbeddingRewardConfig)
         self.dpo = as_config(self.dpo, DPOConfig)
+        self.ppo = as_config(self.ppo, PPOConfig)
+        if self.method not in ("dpo", "ppo"):
+            raise ValueError(f"method must be 'dpo' or 'ppo', got {self.method!r}.")
         self.label_temperatures = tuple(self.label_temperatures)
-        if min(self.labels, self.eval_prompts, self.eval_samples, self.rounds, self.pairs_per_round) < 1:
-            raise ValueError("labels, eval_prompts, eval_samples, rounds and pairs_per_round must be at least 1.")
+        if min(self.labels, self.eval_prompts, self.eval_samples, self.rounds, self.pairs_per_round,
+               self.ppo_updates) < 1:
+            raise ValueError("labels, eval_prompts, eval_samples, rounds, pairs_per_round and ppo_updates must be at "
+                             "least 1.")
         if self.labels < 4:
             raise ValueError(f"labels must be at least 4 (a reward model needs a few pairs), got {self.labels}.")
 
     @classmethod
-    def smoke(cls, labels: int = 8, seed: int = 0) -> "TasteConfig":
+    def smoke(cls, labels: int = 8, seed: int = 0, method: str = "dpo") -> "TasteConfig":
         """The tiny random model and small counts: a check that the loop runs (CI, tests, a lesson's smoke run)."""
         sampling = SamplingConfig(max_new_tokens=8, temperature=1.0)
         return cls(policy="tiny", labels=labels, seed=seed, eval_prompts=6, eval_samples=2, agreement_pairs=8,
-                   rounds=2, pairs_per_round=4, sampling=sampling, dpo=replace(_default_dpo(), sampling=sampling))
+                   rounds=2, pairs_per_round=4, sampling=sampling, dpo=replace(_default_dpo(), sampling=sampling),
+                   method=method, ppo_updates=4, ppo=PPOConfig(batch_size=4, ppo_epochs=2, learning_rate=1e-4,
+                                                                kl_coef=0.1, sampling=sampling))
 
 
 @dataclass
@@ -121,7 +142,9 @@ class TasteResult:
     rounds: int = 0
     """Policy rounds kept (fewer than configured when one was undone for passing the KL target)."""
     policy_pairs: int = 0
-    """Best-vs-worst pairs the policy trained on, over the kept and undone rounds."""
+    """Best-vs-worst pairs the policy trained on, over the kept and undone rounds (DPO)."""
+    rollouts: int = 0
+    """Replies the policy was updated on, over the kept and undone rounds (PPO)."""
 
     def to_json(self) -> dict:
         main = self.taste or self.reward
@@ -129,7 +152,8 @@ class TasteResult:
                 "gain_ci_low": round(main.ci_low, 4), "gain_ci_high": round(main.ci_high, 4),
                 "win_rate": round(main.win_rate, 4), "verdict": main.verdict,
                 "reward_gain": round(self.reward.gain, 4), "kl": round(self.kl, 4), "minutes": round(self.minutes, 3),
-                "rounds": self.rounds, "policy_pairs": self.policy_pairs, "seconds": self.stages}
+                "rounds": self.rounds, "policy_pairs": self.policy_pairs, "rollouts": self.rollouts,
+                "seconds": self.stages}
 
     def __str__(self) -> str:
         lines = [f"{self.labels} judgments → reward model"
@@ -178,6 +202,19 @@ def steer(trainer, initial, prompts: list[str], rm, config: TasteConfig, say=pri
         if pairs:
             trainer.fit(pairs)
         trainer.round_ = round_
+    return snapshots
+
+
+def ppo_rounds(trainer, prompts: list[str], config: TasteConfig, say=print) -> list[dict]:
+    """`config.ppo_updates` PPO updates against the reward model in `config.rounds` equal rounds. Returns the
+    weights before each round (on the CPU), for `run_taste`'s KL check on the held-out replies."""
+    snapshots: list[dict] = []
+    for round_ in range(1, config.rounds + 1):
+        snapshots.append({k: v.detach().to("cpu", copy=True) for k, v in trainer.policy.state_dict().items()})
+        trainer.train(prompts, n_updates=round(config.ppo_updates * round_ / config.rounds))
+        metrics = trainer.history.to_frame().iloc[-1]
+        say(f"      PPO update {trainer.update_}/{config.ppo_updates}: reward-model score "
+            f"{metrics.get('objective/scores', float('nan')):+.2f}, KL {metrics.get('objective/kl', float('nan')):.2f}")
     return snapshots
 
 
@@ -261,9 +298,16 @@ def run_taste(config: TasteConfig | None = None, *, learner=None, store=None, an
 
     before = _eval_batch(initial, tokenizer, held_out, config)
     lap("eval_before")
-    say(f"[4/5] iterative DPO: {config.rounds} rounds × {config.pairs_per_round} best-vs-worst pairs")
-    trainer = DPOTrainer(policy, tokenizer, replace(config.dpo, seed=config.seed), ref_policy=initial, callbacks=[])
-    snapshots = steer(trainer, initial, train, rm, config, say)
+    if config.method == "ppo":
+        say(f"[4/5] PPO: {config.ppo_updates} updates × {config.ppo.batch_size} replies, in {config.rounds} rounds")
+        trainer = PPOTrainer(policy, tokenizer, rm, replace(config.ppo, seed=config.seed), ref_policy=initial,
+                             callbacks=[])
+        snapshots = ppo_rounds(trainer, train, config, say)
+    else:
+        say(f"[4/5] iterative DPO: {config.rounds} rounds × {config.pairs_per_round} best-vs-worst pairs")
+        trainer = DPOTrainer(policy, tokenizer, replace(config.dpo, seed=config.seed), ref_policy=initial,
+                             callbacks=[])
+        snapshots = steer(trainer, initial, train, rm, config, say)
     lap("policy")
 
     say("[5/5] evaluating on held-out prompts, before and after")  # 5. evaluation
@@ -288,7 +332,8 @@ def run_taste(config: TasteConfig | None = None, *, learner=None, store=None, an
                    if learner is not None else {})} for i in range(len(held_out))]
     result = TasteResult(len(pairs), agreement, taste, paired_gain(r_before, r_after, seed=config.seed), kl,
                          (time.perf_counter() - start) / 60, samples, stages, len(snapshots),
-                         trainer.pairs_seen_ // config.dpo.epochs)
+                         getattr(trainer, "pairs_seen_", 0) // config.dpo.epochs,
+                         trainer.update_ * config.ppo.batch_size if config.method == "ppo" else 0)
     if out is not None:
         from rlhf_lab.loop.report import write_taste_report
 
