@@ -400,7 +400,8 @@ def _(d):
 
 @cli_attack("CLI: stats on a read-only store (no root powers)", "exit 0: read", ["feedback", "stats", "--store",
             "{d}/ro/s.db"], rc=0, user="no-caps")
-def _(d):
+def read_only_store(d):
+    """A store in a folder, both made read-only."""
     (d / "ro").mkdir()
     new_store(d / "ro" / "s.db").close()
     os.chmod(d / "ro" / "s.db", 0o444)
@@ -410,10 +411,7 @@ def _(d):
 @cli_attack("CLI: simulate into a read-only store (no root powers)", "exit 2, one line",
             ["feedback", "simulate", "--store", "{d}/ro/s.db", "--model", "corpus", "--items", "2"], user="no-caps")
 def _(d):
-    (d / "ro").mkdir()
-    new_store(d / "ro" / "s.db").close()
-    os.chmod(d / "ro" / "s.db", 0o444)
-    os.chmod(d / "ro", 0o555)
+    read_only_store(d)
 
 
 @cli_attack("CLI: export --out DIR", "exit 2, one line",

@@ -158,3 +158,24 @@ def test_crowd_table_and_config_summary():
     assert list(table.index) == ["sim-0", "sim-1", "sim-2"] and table.loc["sim-2", "careless"] == 0.8
     summary = lessons.config_summary(demo_config(smoke=True))
     assert summary["ppo.kl_coef"] == demo_config(smoke=True).ppo.kl_coef
+
+
+def test_lesson_4_uses_your_reward_model_or_says_a_stand_in_judged(tmp_path, capsys):
+    """Without lesson 2's model a simulated learner judges `labels` pairs (said aloud) and its reward model orders
+    replies by its taste; with the model saved where lesson 2 saves it, that one is loaded and no stand-in is made."""
+    from rlhf_lab.policy.models import tiny_policy
+
+    policy, tokenizer = tiny_policy(seed=0)
+    rm, stand_in = lessons.your_reward_model(tmp_path, policy, tokenizer, taste="short", labels=12, seed=0,
+                                             smoke=True)
+    assert stand_in is not None and stand_in.name == "short (simulated)"
+    assert "SIMULATED learner whose taste is 'short' judges 12 pairs" in capsys.readouterr().out
+    assert len(FeedbackStore(tmp_path / "lesson4_feedback.db").judgments_df()) == 12
+    rm.save(tmp_path / "taste" / "reward_model")
+    loaded, none = lessons.your_reward_model(tmp_path, policy, tokenizer, taste="short", smoke=True)
+    assert none is None and "your reward model from lesson 2" in capsys.readouterr().out
+    replies = ["Yes.", "Well, that is a long story with many twists, and I will tell all of it to you now."]
+    assert torch.equal(loaded.score(["Hi?"] * 2, replies), rm.score(["Hi?"] * 2, replies))
+    table = lessons.score_replies(policy, tokenizer, ["Hi?"], SamplingConfig(max_new_tokens=4), reward_model=rm,
+                                  taste=stand_in, n_per_prompt=2)
+    assert list(table["taste"]) == pytest.approx([stand_in.taste("Hi?", r) for r in table["reply"]])

@@ -41,7 +41,7 @@ from rlhf_lab.reward.embedding import EmbeddingRewardConfig, EmbeddingRewardMode
 from rlhf_lab.train.dpo import DPOConfig, DPOTrainer
 from rlhf_lab.train.ppo import PPOConfig, PPOTrainer
 
-__all__ = ["TasteConfig", "TasteResult", "run_taste", "label_pairs", "EVERYONE"]
+__all__ = ["TasteConfig", "TasteResult", "run_taste", "label_pairs", "simulate_labels", "taste_model", "EVERYONE"]
 
 EVERYONE = "*"
 """`run_taste(annotator=EVERYONE)`: every judgment in the store trains the reward model (a class's pooled model)."""
@@ -177,6 +177,19 @@ def label_pairs(store, policy, tokenizer, prompts: list[str], config: TasteConfi
                                                          for i, f in enumerate(flip)])]
 
 
+def simulate_labels(store, learner, policy, tokenizer, train: list[str], config: TasteConfig) -> list[int]:
+    """Step 1 for a simulated learner: `label_pairs` on `config.labels` prompts drawn from `train`, judged by the
+    learner through the store. Returns the new judgment ids."""
+    drawn = [train[i] for i in np.random.default_rng(seed_for(config.seed, 10)).choice(
+        len(train), config.labels, replace=False)]
+    return learner.annotate(store, label_pairs(store, policy, tokenizer, drawn, config))
+
+
+def taste_model(pairs, config: TasteConfig) -> EmbeddingRewardModel:
+    """Step 2: the learner's reward model, fitted on their preference pairs (seeded by `config.seed`)."""
+    return EmbeddingRewardModel(replace(config.reward, seed=config.reward.seed_value + config.seed)).fit(pairs)
+
+
 def steer(trainer, initial, prompts: list[str], rm, config: TasteConfig, say=print) -> list[dict]:
     """Iterative DPO rounds within the KL target. Before each round after the first, the KL of the policy to the
     initial one is measured on the round's candidates (sampled anyway): above `config.kl_target` the last round is
@@ -266,10 +279,8 @@ def run_taste(config: TasteConfig | None = None, *, learner=None, store=None, an
 
     if learner is not None:  # 1. labels
         annotator = learner.name
-        drawn = [train[i] for i in np.random.default_rng(seed_for(config.seed, 10)).choice(
-            len(train), config.labels, replace=False)]
         say(f"[1/5] sampling {config.labels} pairs; the simulated learner judges them")
-        judged = learner.annotate(store, label_pairs(store, policy, tokenizer, drawn, config))
+        judged = simulate_labels(store, learner, policy, tokenizer, train, config)
         lap("labels")
     pairs = store.preference_pairs(include_ties=True)
     names = [annotator] if isinstance(annotator, str) else list(annotator)
@@ -281,7 +292,7 @@ def run_taste(config: TasteConfig | None = None, *, learner=None, store=None, an
     if len(pairs) < 4:
         raise ValueError(f"{annotator!r} has {len(pairs)} preference pairs in the store; judge at least 4 pairs first.")
     say(f"[2/5] fitting a reward model on {len(pairs)} judgments by {annotator!r}")
-    rm = EmbeddingRewardModel(replace(config.reward, seed=config.reward.seed_value + config.seed)).fit(pairs)
+    rm = taste_model(pairs, config)
     lap("reward_model")
 
     agreement = float("nan")

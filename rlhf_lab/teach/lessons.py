@@ -4,7 +4,8 @@
     items = sample_pairs(store, model, tok, prompts, SamplingConfig(), seed=0)                          # lesson 2
     who = rate_or_simulate(store, "me", items)      # the learner's judgments, or a simulated stand-in, said aloud
     reward_mistakes(rm); reward_vs_features(rm, prompts, replies)                                        # lesson 3
-    token_table(tokenizer, trainer.rollout_, row=0)                                                     # lesson 4
+    rm, stand_in = your_reward_model("runs/lessons", policy, tokenizer)   # lesson 4: lesson 2's, or a stand-in's
+    token_table(tokenizer, trainer.rollout_, row=0)
     overoptimisation_curve(trainer, rm, eval_prompts, n_updates=12, every=3)                           # lesson 6
     run = CrowdRun.create("runs/biased", config, crowd=SimulatedCrowd(bias={"politeness": 2.0}))       # lesson 7
     personal_reward_models(store, RewardConfig())
@@ -31,9 +32,10 @@ from rlhf_lab.reward.ensemble import build_reward_model
 from rlhf_lab.reward.model import RewardConfig
 
 __all__ = ["FEATURES", "sampling_sweep", "sample_pairs", "stand_in_name", "rate_or_simulate", "judgment_table",
-           "flag_summary", "reward_mistakes", "reward_vs_features", "crowd_reward_model", "token_table",
-           "score_replies", "before_after", "paired_change", "overoptimisation_curve", "open_run", "CrowdRun",
-           "eval_features", "personal_reward_models", "personal_preferences", "crowd_table", "config_summary"]
+           "flag_summary", "reward_mistakes", "reward_vs_features", "crowd_reward_model", "your_reward_model",
+           "token_table", "score_replies", "before_after", "paired_change", "overoptimisation_curve", "open_run",
+           "CrowdRun", "eval_features", "personal_reward_models", "personal_preferences", "crowd_table",
+           "config_summary"]
 
 FEATURES = ("sentiment", "length_words", "length_fit", "repetition", "overlap", "answers_question", "politeness")
 """The gold features the lessons tabulate (see `crowd.gold_features`)."""
@@ -198,16 +200,45 @@ def token_table(tokenizer, rollout: dict, row: int = 0) -> pd.DataFrame:
     return table
 
 
+def your_reward_model(run_dir, policy, tokenizer, *, taste: str = "short", labels: int = 40, seed: int = 0,
+                      smoke: bool = False):
+    """Lesson 4's reward model: the one lesson 2 fitted on your judgments (`run_dir`/taste/reward_model), or, when
+    there is none, one fitted on `labels` judgments of a simulated learner with `taste`, who stands in for you (said
+    aloud). Returns (reward model, the stand-in `SimulatedLearner` or None)."""
+    from rlhf_lab.feedback.store import FeedbackStore
+    from rlhf_lab.feedback.tastes import SimulatedLearner
+    from rlhf_lab.loop.taste import TasteConfig, simulate_labels, taste_model
+    from rlhf_lab.policy.prompts import load_prompts
+    from rlhf_lab.reward.embedding import EmbeddingRewardModel
+
+    path = Path(run_dir) / "taste" / "reward_model"
+    if (path / "embedding_reward_model.json").is_file():
+        print(f"your reward model from lesson 2: {path}")
+        return EmbeddingRewardModel.load(path), None
+    config = TasteConfig.smoke(labels, seed) if smoke else TasteConfig(labels=labels, seed=seed)
+    learner = SimulatedLearner(taste, name=f"{taste} (simulated)", seed=seed)
+    print(f"No reward model of yours in {path} (run lesson 2 to make one from your judgments): a SIMULATED learner "
+          f"whose taste is {taste!r} judges {labels} pairs and stands in for you.")
+    store = FeedbackStore(Path(run_dir) / "lesson4_feedback.db")
+    judged = simulate_labels(store, learner, policy, tokenizer, load_prompts(config.prompt_set, split="train",
+                                                                             max_words=24), config)
+    pairs = store.preference_pairs(include_ties=True)
+    return taste_model(pairs[pairs["judgment_id"].isin(judged)], config), learner
+
+
 def score_replies(model, tokenizer, prompts: list[str], sampling: SamplingConfig, *, seed: int = 0,
-                  reward_model=None, gold: GoldUtility | None = None, n_per_prompt: int = 1) -> pd.DataFrame:
-    """`n_per_prompt` replies per prompt (adjacent rows) with their gold utility and (when given) reward-model score:
-    prompt, reply, gold, reward."""
+                  reward_model=None, gold: GoldUtility | None = None, n_per_prompt: int = 1,
+                  taste=None) -> pd.DataFrame:
+    """`n_per_prompt` replies per prompt (adjacent rows) with their gold utility, (when given) reward-model score
+    and (with a `SimulatedLearner` as `taste`) the learner's utility: prompt, reply, gold, reward, taste."""
     gold = gold or GoldUtility()
     batch = generate(model, tokenizer, list(prompts), sampling, seed=seed, n_per_prompt=n_per_prompt)
     table = pd.DataFrame({"prompt": batch.prompts, "reply": batch.responses,
                           "gold": gold(batch.prompts, batch.responses)})
     if reward_model is not None:
         table["reward"] = reward_model.score(batch.prompts, batch.responses).numpy()
+    if taste is not None:
+        table["taste"] = taste.utility(batch.prompts, batch.responses)
     return table
 
 
