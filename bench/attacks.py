@@ -513,11 +513,11 @@ def run_cli(name, expected, spec, setup, root) -> tuple[str, str, str, bool]:
 # ---- covered by their own tests (minutes or several processes) -------------------------------------------------------
 ELSEWHERE = [
     ("13 concurrent writers with SIGKILLs", "0 lost, 0 duplicated",
-     ("see tests/test_store_concurrency.py::test_processes_write_concurrently_every_judgment_once, "
-      "::test_killed_rater_leaves_a_clean_store")),
+     ("see bench/store_concurrency.py (13 writers, 6 kills) and tests/test_store_concurrency.py::"
+      "test_processes_write_concurrently_every_judgment_once, ::test_killed_rater_leaves_a_clean_store")),
     ("torchrun: 2 processes, kl_target and kl_limit", "equal beta on both ranks, both stop together",
-     ("see tests/test_distributed.py::test_ppo_under_torchrun_syncs_gradients_across_two_processes (equal beta); "
-      "the kl_limit guard reads the same all-process mean (OnPolicyTrainer.watch_kl), no 2-process stop test")),
+     ("see tests/test_distributed.py::test_ppo_under_torchrun_syncs_gradients_across_two_processes (equal beta), "
+      "::test_every_rank_stops_at_the_same_update_when_the_kl_passes_its_limit")),
     ("reward scored as text vs as tokens", "the same score",
      "see tests/test_reward_model.py::test_score_tokens_matches_text_scoring_on_policy_tokens"),
     ("flipped bytes in a saved reward model", "ValueError naming the file",
