@@ -17,7 +17,7 @@
    taste's utility (simulated) and the reward model's score, paired by prompt with bootstrap intervals
    (`paired_gain`); the KL of the new policy to the initial one, nats per reply, on the after replies. When it is
    above `kl_target`, the last round is undone and the after replies sampled again (so the KL reported is within
-   the target; a check between rounds on 16 replies alone missed 4 of 25 times in `bench/taste.py`).
+   the target; the check between rounds on 16 replies that preceded it missed 4 of 25 times in `bench/taste.py`).
 """
 
 from __future__ import annotations
@@ -177,6 +177,11 @@ def label_pairs(store, policy, tokenizer, prompts: list[str], config: TasteConfi
                                                          for i, f in enumerate(flip)])]
 
 
+def _snapshot(model) -> dict:
+    """A copy of the model's weights on the CPU, for `load_state_dict` when a round is undone."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
 def simulate_labels(store, learner, policy, tokenizer, train: list[str], config: TasteConfig) -> list[int]:
     """Step 1 for a simulated learner: `label_pairs` on `config.labels` prompts drawn from `train`, judged by the
     learner through the store. Returns the new judgment ids."""
@@ -211,7 +216,7 @@ def steer(trainer, initial, prompts: list[str], rm, config: TasteConfig, say=pri
                 say(f"      KL {kl:.1f} after {round_ - 1} rounds: one more would likely pass the target "
                     f"{config.kl_target:g}; stopping")
                 return snapshots
-        snapshots.append({k: v.detach().to("cpu", copy=True) for k, v in trainer.policy.state_dict().items()})
+        snapshots.append(_snapshot(trainer.policy))
         if pairs:
             trainer.fit(pairs)
         trainer.round_ = round_
@@ -223,7 +228,7 @@ def ppo_rounds(trainer, prompts: list[str], config: TasteConfig, say=print) -> l
     weights before each round (on the CPU), for `run_taste`'s KL check on the held-out replies."""
     snapshots: list[dict] = []
     for round_ in range(1, config.rounds + 1):
-        snapshots.append({k: v.detach().to("cpu", copy=True) for k, v in trainer.policy.state_dict().items()})
+        snapshots.append(_snapshot(trainer.policy))
         trainer.train(prompts, n_updates=round(config.ppo_updates * round_ / config.rounds))
         metrics = trainer.history.to_frame().iloc[-1]
         say(f"      PPO update {trainer.update_}/{config.ppo_updates}: reward-model score "
