@@ -15,7 +15,7 @@ from rlhf_lab.cli import main, taste_config
 from rlhf_lab.feedback.crowd import SimulatedCrowd
 from rlhf_lab.feedback.store import FeedbackStore
 from rlhf_lab.feedback.tastes import SimulatedLearner, short_replies
-from rlhf_lab.loop.taste import TasteConfig, label_pairs, run_taste
+from rlhf_lab.loop.taste import SHRINK, TasteConfig, blend, label_pairs, run_taste
 from rlhf_lab.policy.models import tiny_policy
 from rlhf_lab.policy.prompts import load_prompts
 from rlhf_lab.reward.embedding import EmbeddingRewardModel
@@ -135,6 +135,37 @@ def test_the_kl_on_the_held_out_replies_undoes_the_last_round():
     kept = run_taste(replace(config, kl_target=1e6), learner=SimulatedLearner("short", seed=0), policy=policy,
                      tokenizer=tokenizer, log=quiet)
     assert kept.rounds == 1 and 1e-4 < kept.kl <= 1e6
+
+
+def test_blend_moves_float_weights_a_fraction_of_the_way_and_keeps_integer_buffers():
+    before = {"w": torch.tensor([1.0, -2.0]), "steps": torch.tensor([3])}
+    after = {"w": torch.tensor([3.0, 2.0]), "steps": torch.tensor([7])}
+    half = blend(before, after, 0.5)
+    assert torch.equal(half["w"], torch.tensor([2.0, 0.0])) and torch.equal(half["steps"], torch.tensor([7]))
+    assert torch.equal(blend(before, after, 0.0)["w"], before["w"]) and torch.equal(blend(before, after, 1)["w"],
+                                                                                    after["w"])
+
+
+def test_a_round_that_overshoots_the_kl_target_a_little_is_shrunk_not_undone():
+    """One DPO round with no target gives KL k on the held-out replies; with the target 0.6·k the check shrinks the
+    round's step (to ½, else ¼: KL falls roughly with the square of the step) instead of throwing it away: the
+    policy's weights are exactly the initial ones plus that fraction of the round's change, and the KL reported
+    is within the target."""
+    quiet = lambda *a: None  # noqa: E731
+    config = replace(TasteConfig.smoke(labels=6), rounds=1, kl_target=None)
+    config.dpo = replace(config.dpo, learning_rate=1e-3)
+    policy, tokenizer = tiny_policy(seed=0)
+    start = {k: v.clone() for k, v in policy.state_dict().items()}
+    full = run_taste(config, learner=SimulatedLearner("short", seed=0), policy=policy, tokenizer=tokenizer, log=quiet)
+    moved = {k: v.clone() for k, v in policy.state_dict().items()}
+    assert full.rounds == 1 and full.last_round_scale == 1.0 and full.kl > 1e-3
+    policy, tokenizer = tiny_policy(seed=0)
+    shrunk = run_taste(replace(config, kl_target=0.6 * full.kl), learner=SimulatedLearner("short", seed=0),
+                       policy=policy, tokenizer=tokenizer, log=quiet)
+    assert shrunk.rounds == 1 and shrunk.last_round_scale in SHRINK and shrunk.kl <= 0.6 * full.kl
+    assert shrunk.to_json()["last_round_scale"] == shrunk.last_round_scale
+    expected = blend(start, moved, shrunk.last_round_scale)
+    assert all(torch.allclose(v, expected[k], atol=1e-6) for k, v in policy.state_dict().items())
 
 
 def test_the_loop_can_steer_with_ppo_and_its_rounds_are_undone_alike():

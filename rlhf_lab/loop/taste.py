@@ -16,8 +16,10 @@
 5. Evaluation: the same held-out prompts × `eval_samples` replies before and after, with the same seed; the
    taste's utility (simulated) and the reward model's score, paired by prompt with bootstrap intervals
    (`paired_gain`); the KL of the new policy to the initial one, nats per reply, on the after replies. When it is
-   above `kl_target`, the last round is undone and the after replies sampled again (so the KL reported is within
-   the target; the check between rounds on 16 replies that preceded it missed 4 of 25 times in `bench/taste.py`).
+   above `kl_target`, the last round is shrunk (its step halved, then quartered: `blend`) or else undone, and the
+   after replies sampled again, so the KL reported is within the target (the check between rounds on 16 replies
+   that preceded it missed 4 of 25 times in `bench/taste.py`; undoing a round whole threw away all of a round that
+   overshot a little).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from rlhf_lab.reward.embedding import EmbeddingRewardConfig, EmbeddingRewardMode
 from rlhf_lab.train.dpo import DPOConfig, DPOTrainer
 from rlhf_lab.train.ppo import PPOConfig, PPOTrainer
 
-__all__ = ["TasteConfig", "TasteResult", "run_taste", "label_pairs", "simulate_labels", "taste_model", "EVERYONE"]
+__all__ = ["TasteConfig", "TasteResult", "run_taste", "label_pairs", "simulate_labels", "taste_model", "blend", "SHRINK", "EVERYONE"]
 
 EVERYONE = "*"
 """`run_taste(annotator=EVERYONE)`: every judgment in the store trains the reward model (a class's pooled model)."""
@@ -145,6 +147,8 @@ class TasteResult:
     """Best-vs-worst pairs the policy trained on, over the kept and undone rounds (DPO)."""
     rollouts: int = 0
     """Replies the policy was updated on, over the kept and undone rounds (PPO)."""
+    last_round_scale: float = 1.0
+    """How much of the last kept round's step was kept: 1, or ½ or ¼ when the KL check shrank it (`blend`)."""
 
     def to_json(self) -> dict:
         main = self.taste or self.reward
@@ -152,7 +156,8 @@ class TasteResult:
                 "gain_ci_low": round(main.ci_low, 4), "gain_ci_high": round(main.ci_high, 4),
                 "win_rate": round(main.win_rate, 4), "verdict": main.verdict,
                 "reward_gain": round(self.reward.gain, 4), "kl": round(self.kl, 4), "minutes": round(self.minutes, 3),
-                "rounds": self.rounds, "policy_pairs": self.policy_pairs, "rollouts": self.rollouts,
+                "rounds": self.rounds, "last_round_scale": self.last_round_scale, "policy_pairs": self.policy_pairs,
+                "rollouts": self.rollouts,
                 "seconds": self.stages}
 
     def __str__(self) -> str:
@@ -182,6 +187,16 @@ def _snapshot(model) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
+def blend(before: dict, after: dict, alpha: float) -> dict:
+    """Weights a fraction `alpha` of the way from one state dict to another: θ = θ_before + α·(θ_after − θ_before)
+    for floating-point tensors (others, e.g. integer buffers, from `after`). α = 1 gives `after`, α = 0 `before`."""
+    return {k: before[k] + alpha * (v - before[k]) if v.is_floating_point() else v for k, v in after.items()}
+
+
+SHRINK = (0.5, 0.25)
+"""The fractions of an overshooting last round that the KL check tries, in order, before undoing it whole."""
+
+
 def simulate_labels(store, learner, policy, tokenizer, train: list[str], config: TasteConfig) -> list[int]:
     """Step 1 for a simulated learner: `label_pairs` on `config.labels` prompts drawn from `train`, judged by the
     learner through the store. Returns the new judgment ids."""
@@ -197,11 +212,11 @@ def taste_model(pairs, config: TasteConfig) -> EmbeddingRewardModel:
 
 def steer(trainer, initial, prompts: list[str], rm, config: TasteConfig, say=print) -> list[dict]:
     """Iterative DPO rounds within the KL target. Before each round after the first, the KL of the policy to the
-    initial one is measured on the round's candidates (sampled anyway): above `config.kl_target` the last round is
-    undone (its weights before come back) and the loop stops; when this round would likely pass the target (the KL
+    initial one is measured on the round's candidates (sampled anyway): above `config.kl_target` the loop stops
+    (`run_taste` then shrinks or undoes the last round); when this round would likely pass the target (the KL
     so far plus the mean rise per round so far), the loop stops before it. Returns the weights before each kept
-    round (on the CPU): `run_taste` undoes more rounds with them while the KL on the held-out replies is above the
-    target, the check that counts."""
+    round (on the CPU): `run_taste` shrinks and undoes rounds with them while the KL on the held-out replies is above
+    the target, the check that counts."""
     snapshots: list[dict] = []
     for round_ in range(1, config.rounds + 1):
         pairs = trainer.collect_pairs(prompts, rm, round_, config.pairs_per_round)
@@ -209,8 +224,8 @@ def steer(trainer, initial, prompts: list[str], rm, config: TasteConfig, say=pri
             kl = float(sequence_kl(trainer.policy, initial, trainer.last_batch_,
                                    config.dpo.sampling.temperature).mean())
             if kl > config.kl_target:
-                trainer.policy.load_state_dict(snapshots.pop())
-                say(f"      KL {kl:.1f} > target {config.kl_target:g} after round {round_ - 1}: that round is undone")
+                say(f"      KL {kl:.1f} > target {config.kl_target:g} after round {round_ - 1}: stopping (the check "
+                    "on the held-out replies shrinks or undoes that round)")
                 return snapshots
             if kl * round_ / (round_ - 1) > config.kl_target:
                 say(f"      KL {kl:.1f} after {round_ - 1} rounds: one more would likely pass the target "
@@ -327,14 +342,24 @@ def run_taste(config: TasteConfig | None = None, *, learner=None, store=None, an
     lap("policy")
 
     say("[5/5] evaluating on held-out prompts, before and after")  # 5. evaluation
-    while True:  # the KL on the held-out replies is the one reported: above the target, undo a round and look again
+    scale, shrink = 1.0, []  # the KL on the held-out replies is the one reported: above the target, the last round
+    while True:              # is shrunk (SHRINK), then undone, and the after replies sampled again
         after = _eval_batch(trainer.policy, tokenizer, held_out, config)
         kl = float(sequence_kl(trainer.policy, initial, after, config.sampling.temperature).mean())
         if not (config.kl_target and kl > config.kl_target and snapshots):
             break
-        trainer.policy.load_state_dict(snapshots.pop())
-        say(f"      KL {kl:.1f} > target {config.kl_target:g} on the held-out replies: round {len(snapshots) + 1} "
-            "is undone")
+        if scale == 1.0:  # this round's full step, for blending
+            full, shrink = _snapshot(trainer.policy), list(SHRINK)
+        if shrink:
+            scale = shrink.pop(0)
+            trainer.policy.load_state_dict(blend(snapshots[-1], full, scale))
+            say(f"      KL {kl:.1f} > target {config.kl_target:g} on the held-out replies: round {len(snapshots)} "
+                f"shrunk to {scale:g} of its step")
+        else:
+            trainer.policy.load_state_dict(snapshots.pop())
+            scale = 1.0
+            say(f"      KL {kl:.1f} > target {config.kl_target:g} on the held-out replies: round {len(snapshots) + 1} "
+                "is undone")
     lap("eval_after")
     shape = (len(held_out), config.eval_samples)
     r_before, r_after = (rm.score(b.prompts, b.responses).numpy().reshape(shape) for b in (before, after))
@@ -349,7 +374,7 @@ def run_taste(config: TasteConfig | None = None, *, learner=None, store=None, an
     result = TasteResult(len(pairs), agreement, taste, paired_gain(r_before, r_after, seed=config.seed), kl,
                          (time.perf_counter() - start) / 60, samples, stages, len(snapshots),
                          getattr(trainer, "pairs_seen_", 0) // config.dpo.epochs,
-                         trainer.update_ * config.ppo.batch_size if config.method == "ppo" else 0)
+                         trainer.update_ * config.ppo.batch_size if config.method == "ppo" else 0, scale)
     if out is not None:
         from rlhf_lab.loop.report import write_taste_report
 
