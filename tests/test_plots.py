@@ -70,6 +70,9 @@ def test_ppo_curves_smooth_within_each_iteration_only():
     assert list(ax_kl.lines[1].get_ydata()) == [0, 0.5, 1.5, 3, 3.5, 4.5]
     assert [ln.get_xdata()[0] for ln in ax_r.lines if ln.get_linestyle() == ":"] == [3.5]
     assert any(ln.get_label() == "KL target" and ln.get_ydata()[0] == 4.0 for ln in ax_kl.lines)
+    assert "dotted: new iteration" in ax_r.get_title()
+    one = plot_ppo_curves(metrics.head(3), updates_per_iteration=3).axes[0]  # one iteration: no dotted line to name
+    assert one.get_title() == "Reward during PPO" and not [ln for ln in one.lines if ln.get_linestyle() == ":"]
 
     evaluation = pd.DataFrame({"iteration": [0, 1, 2], "update": [0, 3, 6], "gold_reward": [1.0, 1.2, 1.3],
                                "kl": [0.0, 2.0, 4.5]})

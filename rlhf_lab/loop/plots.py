@@ -162,7 +162,9 @@ def plot_ppo_curves(metrics: pd.DataFrame, updates_per_iteration: int, kl_target
         ax_gold.set_ylabel("gold reward (eval prompts)", color="tab:orange")
         ax_gold.legend(loc="lower right", fontsize=8)
         ax_kl.plot(ev["update"], ev["kl"], "s", color="black", label="KL on eval prompts")
-    ax_r.set(title="Reward during PPO (dotted: new iteration, new reward model)", xlabel="PPO update", ylabel="reward")
+    several = len(metrics) and metrics["update"].max() > updates_per_iteration  # more than one iteration drawn
+    ax_r.set(title="Reward during PPO" + (" (dotted: new iteration, new reward model)" if several else ""),
+             xlabel="PPO update", ylabel="reward")
     ax_kl.set(title="KL to the reference policy", xlabel="PPO update", ylabel="nats")
     ax_r.legend(loc="upper left", fontsize=8)
     ax_kl.legend(loc="best", fontsize=8)
