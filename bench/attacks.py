@@ -28,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from unittest import mock
 
+from rlhf_lab.core.machine import machine_info
+
 ATTACKS: list[tuple[str, str, object]] = []  # (name, expected, fn(tmp) -> (observed, held))
 CLI: list[tuple[str, str, list, object]] = []  # (name, expected, argv, setup(tmp) -> cwd-relative args)
 
@@ -567,7 +569,8 @@ def main() -> None:
         if args.only in name:
             print(f"{name:<{width}} | {expected} | {where} | (not re-run here)")
     not_held = [r[0] for r in rows if not r[3]]
-    print(json.dumps({"attacks": len(rows), "held": len(rows) - len(not_held), "not_held": not_held}))
+    print(json.dumps({"machine": machine_info(), "attacks": len(rows), "held": len(rows) - len(not_held),
+                      "not_held": not_held}))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import shutil
 import socket
 import tempfile
 
+from rlhf_lab.core.machine import machine_info
 from rlhf_lab.feedback.classload import class_load
 from rlhf_lab.feedback.pgserver import LocalPostgres
 
@@ -45,7 +46,7 @@ def main() -> None:
         shutil.rmtree(folder, ignore_errors=True)
     for key, value in figures.items():
         print(f"{key:<22} {value}")
-    print(json.dumps(figures))
+    print(json.dumps({"machine": machine_info(), **figures}))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from rlhf_lab.core.machine import machine_info
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -97,7 +99,7 @@ def main() -> None:
         figures[f"{row.method}_gold"] = round(row.gold_reward, 4)
         figures[f"{row.method}_kl_nats"] = round(row.kl, 3)
         figures[f"{row.method}_wall_s"] = round(row.wall_time_s, 1)
-    print(json.dumps(figures))
+    print(json.dumps({"machine": machine_info(), **figures}))
 
 
 if __name__ == "__main__":

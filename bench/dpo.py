@@ -36,6 +36,8 @@ import time
 
 import torch
 
+from rlhf_lab.core.machine import machine_info
+
 BATCH, MAX_LENGTH, BETA, NEW_TOKENS, TEMPERATURE, MAX_PROMPT_TOKENS = 8, 128, 0.1, 32, 0.7, 24
 
 
@@ -174,7 +176,8 @@ def main() -> None:
             figures[f"speedup_with_ref_vs_{trl}"] = round(figures["lab_pairs_per_s_with_ref"] /
                                                           figures[f"{trl}_pairs_per_s_with_ref"], 2)
             figures[f"memory_ratio_vs_{trl}"] = round(figures["lab_peak_rss_mb"] / figures[f"{trl}_peak_rss_mb"], 2)
-    print(json.dumps({"model": args.model, "threads": args.threads, "steps": args.steps, "repeats": args.repeats,
+    print(json.dumps({"machine": machine_info(), "model": args.model, "threads": args.threads, "steps": args.steps,
+                      "repeats": args.repeats,
                       "batch": BATCH,
                       "max_length": MAX_LENGTH, **figures}))
 

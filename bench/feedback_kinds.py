@@ -25,6 +25,8 @@ import time
 import numpy as np
 import pandas as pd
 
+from rlhf_lab.core.machine import machine_info
+
 
 def t_interval(values) -> tuple[float, float, float]:
     from scipy import stats
@@ -173,7 +175,7 @@ def main() -> None:
             print(f"   {key:<36} {value:.3f}")
         figures["judge_agreement_gold"] = figures["judge_agreement_gold_smollm2"]
     figures["wall_s"] = round(time.perf_counter() - start, 1)
-    print(json.dumps(figures))
+    print(json.dumps({"machine": machine_info(), **figures}))
 
 
 if __name__ == "__main__":

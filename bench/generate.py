@@ -20,7 +20,13 @@ import time
 
 import torch
 
-from rlhf_lab.policy.generation import SamplingConfig, eos_token_ids, format_prompts, generate
+from rlhf_lab.core.machine import machine_info
+from rlhf_lab.policy.generation import (
+    SamplingConfig,
+    eos_token_ids,
+    format_prompts,
+    generate,
+)
 from rlhf_lab.policy.models import load_policy
 from rlhf_lab.policy.prompts import load_prompts
 
@@ -93,7 +99,7 @@ def main() -> None:
     })
     for key, value in figures.items():
         print(f"{key:<22} {value}")
-    print(json.dumps(figures))
+    print(json.dumps({"machine": machine_info(), **figures}))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import papermill
 
+from rlhf_lab.core.machine import machine_info
+
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
@@ -43,7 +45,7 @@ def main() -> None:
         print(f"{path.stem}: {seconds / 60:.1f} min", flush=True)
     figures["total_s"] = round(sum(figures.values()), 1)
     figures["threads"] = args.threads
-    print(json.dumps(figures))
+    print(json.dumps({"machine": machine_info(), **figures}))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import time
 
 import torch
 
+from rlhf_lab.core.machine import machine_info
+
 BATCH, NEW_TOKENS, EPOCHS, TEMPERATURE, BETA, EOS_PENALTY, MAX_PROMPT_TOKENS = 8, 32, 4, 0.7, 0.05, 1.0, 24
 
 
@@ -156,7 +158,7 @@ def main() -> None:
             if args.repeats > 1:  # each repeat's time ratio (its variant run beside that repeat's TRL run)
                 figures[f"{variant}_time_ratio_vs_trl_per_repeat"] = [
                     round(a["s_per_update"] / b["s_per_update"], 3) for a, b in zip(runs[variant], runs["trl"])]
-    print(json.dumps({"model": args.model, "threads": args.threads, "updates": args.updates,
+    print(json.dumps({"machine": machine_info(), "model": args.model, "threads": args.threads, "updates": args.updates,
                       "repeats": args.repeats, **figures}))
 
 

@@ -20,6 +20,8 @@ import time
 import numpy as np
 import torch
 
+from rlhf_lab.core.machine import machine_info
+
 
 def held_out_gold(trainer, prompts: list[str], samples: int, seed: int) -> tuple[np.ndarray, float]:
     """(gold reward per prompt averaged over its `samples` replies (P,), mean KL to the reference per reply)."""
@@ -82,7 +84,7 @@ def main() -> None:
           f"after {args.updates} updates; paired gain {gain:+.3f} ± {gain_se:.3f} ({z:.1f} SE), "
           f"{(gold_after > gold_before).mean():.0%} of {len(held_out)} prompts improved; "
           f"KL {kl:.2f} nats per reply (target {args.kl_target})")
-    print(json.dumps({"device": str(trainer.accelerator.device), "updates": args.updates,
+    print(json.dumps({"machine": machine_info(), "device": str(trainer.accelerator.device), "updates": args.updates,
                       "gold_before": round(before, 4), "gold_before_se": round(before_se, 4),
                       "gold_after": round(after, 4), "gold_after_se": round(after_se, 4),
                       "gold_gain_paired": round(gain, 4), "gold_gain_paired_se": round(gain_se, 4),

@@ -23,6 +23,7 @@ import time
 import pandas as pd
 import torch
 
+from rlhf_lab.core.machine import machine_info
 from rlhf_lab.policy.prompts import load_prompts
 
 BATCH, MAX_LENGTH = 16, 128
@@ -55,7 +56,11 @@ def lab_step_seconds(backbone: str, pairs: pd.DataFrame) -> list[float]:
 def trl_step_seconds(backbone: str, pairs: pd.DataFrame) -> list[float]:
     """Seconds of each optimiser step of TRL's RewardTrainer.train(), timed by a callback."""
     from datasets import Dataset
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        TrainerCallback,
+    )
     from trl import RewardConfig, RewardTrainer
 
     from rlhf_lab.policy.models import cache_dir, load_policy, prepare_tokenizer
@@ -148,7 +153,7 @@ def main() -> None:
         if "trl" in impls:
             figures[f"{key}_lab_over_trl_speed"] = round(figures[f"{key}_pairs_per_s"] /
                                                          figures[f"trl_{key}_pairs_per_s"], 3)
-    print(json.dumps(figures))
+    print(json.dumps({"machine": machine_info(), **figures}))
 
 
 if __name__ == "__main__":

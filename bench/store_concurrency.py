@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from rlhf_lab.core.machine import machine_info
+
 
 def writer(store_path: str, name: str, log_path: str, seed: int) -> None:
     """One annotator: judge every pending item, logging each judgment id after its commit."""
@@ -95,7 +97,7 @@ def main() -> None:
     print(f"{figures['writers']} writers x {args.items} items, {kills} killed mid-run and restarted: "
           f"{figures['judgments']} judgments (expected {figures['expected']}), {figures['lost']} lost, "
           f"{figures['duplicated']} duplicated, {figures['unfinished']} unfinished; integrity {integrity}")
-    print(json.dumps(figures))
+    print(json.dumps({"machine": machine_info(), **figures}))
 
 
 if __name__ == "__main__":

@@ -18,24 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from rlhf_lab.core.machine import machine_info
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # bench/unseen_taste.py, a taste given as module:function
-
-
-def cpu() -> dict:
-    try:
-        flags = open("/proc/cpuinfo").read().split("flags")[1].split("\n")[0]
-        model = [line for line in open("/proc/cpuinfo") if line.startswith("model name")][0].split(":")[1].strip()
-    except (OSError, IndexError):
-        return {"cpu": platform.processor()}
-    return {"cpu": model, "avx512_bf16": "avx512_bf16" in flags, "avx2": "avx2" in flags}
 
 
 def agreement_curves(tastes: list[str], seed: int, label_counts: list[int], policy, tokenizer) -> dict:
@@ -106,7 +98,7 @@ def main() -> None:
     torch.set_num_threads(2)
     tastes, seeds = args.tastes.split(","), [int(s) for s in args.seeds.split(",")]
     counts = [int(k) for k in args.labels.split(",")]
-    figures: dict = {"machine": cpu(), "seeds": seeds, "method": args.method}
+    figures: dict = {"seeds": seeds, "method": args.method}
     if not args.no_curve:
         from rlhf_lab import load_policy
 
@@ -138,7 +130,7 @@ def main() -> None:
                 rm_agreement_median=statistics.median(r["rm_agreement"] for r in rows),
                 kl_median=statistics.median(r["kl"] for r in rows), kl_max=max(r["kl"] for r in rows),
                 minutes_max=round(max(r["process_minutes"] for r in rows), 2))
-    print(json.dumps(figures))
+    print(json.dumps({"machine": machine_info(), **figures}))
 
 
 if __name__ == "__main__":

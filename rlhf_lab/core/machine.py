@@ -1,0 +1,48 @@
+"""What machine a figure was measured on: CPU model and the instruction sets that decide which path is fastest.
+
+    machine_info()   # {"cpu": "...", "cores": 2, "avx2": True, "avx512f": True, "avx512_bf16": True, "amx": False,
+                     #  "torch": "2.13.0+cpu", "threads": 2, "gpu": None}
+
+Every bench script puts this in its last JSON line: the same code is about twice as fast on a CPU with AVX-512 and
+native bfloat16 as on one with AVX2 only, so a figure without its machine cannot be compared.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import torch
+
+__all__ = ["cpu_features", "machine_info"]
+
+FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def cpu_features(cpuinfo: str) -> dict:
+    """{"cpu": model name, "avx2", "avx512f", "avx512_bf16", "amx": bool} from the text of /proc/cpuinfo (the first
+    processor's lines; every core of a machine has the same). Unknown fields are None."""
+    model, flags = None, None
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and model is None:
+            model = value.strip()
+        elif key == "flags" and flags is None:
+            flags = set(value.split())
+    found = {name: (name in flags) if flags is not None else None for name in FLAGS}
+    found["amx"] = found.pop("amx_bf16")
+    return {"cpu": model, **found}
+
+
+def machine_info() -> dict:
+    """The figures' machine: `cpu_features` of this one, its cores, torch's version and threads, and the GPU."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = cpu_features(f.read())
+    except OSError:  # not Linux
+        info = {"cpu": None, **{name: None for name in ("avx2", "avx512f", "avx512_bf16", "amx")}}
+    info["cpu"] = info["cpu"] or platform.processor() or platform.machine()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {**info, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "gpu": gpu}

@@ -1,0 +1,56 @@
+"""rlhf_lab.core.machine: the CPU's model and instruction sets, read from /proc/cpuinfo, in every bench's JSON line."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+from rlhf_lab.core.machine import cpu_features, machine_info
+
+XEON = """processor\t: 0
+model name\t: Intel(R) Xeon(R) Processor
+flags\t\t: fpu sse2 avx2 fma avx512f avx512bw avx512_bf16 amx_bf16 amx_tile
+processor\t: 1
+model name\t: Intel(R) Xeon(R) Processor
+flags\t\t: fpu sse2 avx2 fma avx512f avx512bw avx512_bf16 amx_bf16 amx_tile
+"""
+EPYC = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC 7B12
+flags\t\t: fpu sse2 avx avx2 fma
+"""
+
+
+def test_cpu_features_tell_an_avx512_bf16_xeon_from_an_avx2_epyc():
+    assert cpu_features(XEON) == {"cpu": "Intel(R) Xeon(R) Processor", "avx2": True, "avx512f": True,
+                                  "avx512_bf16": True, "amx": True}
+    assert cpu_features(EPYC) == {"cpu": "AMD EPYC 7B12", "avx2": True, "avx512f": False, "avx512_bf16": False,
+                                  "amx": False}
+    assert cpu_features("") == {"cpu": None, "avx2": None, "avx512f": None, "avx512_bf16": None, "amx": None}
+
+
+def test_machine_info_describes_this_machine_in_json():
+    info = json.loads(json.dumps(machine_info()))
+    assert info["cpu"] and info["cores"] >= 1 and info["threads"] >= 1 and info["torch"]
+    assert set(info) >= {"avx2", "avx512f", "avx512_bf16", "amx", "gpu"}
+
+
+def test_every_bench_script_ends_with_a_json_line_that_names_its_machine():
+    """The last `print(json.dumps({...}))` of each bench script (its figures line) has a "machine" key whose value is
+    `machine_info()`."""
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    missing, checked = [], 0
+    for script in sorted(bench.glob("*.py")):
+        prints = [node for node in ast.walk(ast.parse(script.read_text()))
+                  if isinstance(node, ast.Call) and ast.unparse(node.func) == "print" and node.args
+                  and ast.unparse(node.args[0]).startswith("json.dumps(")]
+        if not prints:
+            continue  # a helper module (e.g. unseen_taste.py), not a bench
+        checked += 1
+        last = max(prints, key=lambda node: node.lineno).args[0].args[0]
+        keys = {ast.unparse(k): ast.unparse(v) for k, v in zip(last.keys, last.values) if k is not None} \
+            if isinstance(last, ast.Dict) else {}
+        if keys.get("'machine'") != "machine_info()":
+            missing.append(script.name)
+    assert checked >= 12 and not missing, f"bench scripts whose JSON line lacks machine_info(): {missing}"
