@@ -4,6 +4,7 @@ with each shipped taste, and what the whole loop gains in how many minutes.
     python bench/taste.py                                  # every taste, seeds 0-4: agreement curve + full loop
                                                            # (the shipped ones and bench/unseen_taste.py's)
     python bench/taste.py --tastes short,formal --seeds 0,1 --no-loop     # only the agreement curve
+    python bench/taste.py --no-loop --features reply,prompt_x_reply,surface   # the curve without the word counts
 
 Part 1 (labels → agreement): for each seed, 80 label pairs and 64 fresh pairs are sampled once from the initial
 policy (replies do not depend on the taste); each taste's simulated learner judges the label pairs; a reward model is
@@ -30,9 +31,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # bench/unseen_taste.py, a taste given as module:function
 
 
-def agreement_curves(tastes: list[str], seed: int, label_counts: list[int], policy, tokenizer) -> dict:
+def agreement_curves(tastes: list[str], seed: int, label_counts: list[int], policy, tokenizer,
+                     features: tuple[str, ...] | None = None) -> dict:
     """{taste: {k: agreement}} for one seed: the label pairs and fresh pairs are sampled once and judged by each
-    taste's simulated learner through one store (replies do not depend on the taste)."""
+    taste's simulated learner through one store (replies do not depend on the taste). features: the reward model's
+    blocks (default: `EmbeddingRewardConfig`'s), for an ablation on the same pairs."""
     from dataclasses import replace
 
     import numpy as np
@@ -45,6 +48,8 @@ def agreement_curves(tastes: list[str], seed: int, label_counts: list[int], poli
     from rlhf_lab.reward.embedding import EmbeddingRewardModel
 
     config = TasteConfig(labels=max(label_counts), seed=seed)
+    if features:
+        config.reward = replace(config.reward, features=tuple(features))
     train = load_prompts(config.prompt_set, split="train", max_words=24)
     rng = np.random.default_rng(seed_for(seed, 10))
     drawn = [train[i] for i in rng.choice(len(train), max(label_counts) + config.agreement_pairs, replace=False)]
@@ -91,6 +96,9 @@ def main() -> None:
                         help="the loop's policy step: dpo (its default) or ppo (lesson 4's method and settings)")
     parser.add_argument("--no-loop", action="store_true", help="only the agreement curve")
     parser.add_argument("--no-curve", action="store_true", help="only the full loop")
+    parser.add_argument("--features", default=None,
+                        help="the curve's reward-model blocks, comma-separated (an ablation, e.g. "
+                             "reply,prompt_x_reply,surface without the word counts); default: the model's")
     parser.add_argument("--out", default="runs/bench-taste")
     args = parser.parse_args()
     import torch
@@ -98,12 +106,13 @@ def main() -> None:
     torch.set_num_threads(2)
     tastes, seeds = args.tastes.split(","), [int(s) for s in args.seeds.split(",")]
     counts = [int(k) for k in args.labels.split(",")]
-    figures: dict = {"seeds": seeds, "method": args.method}
+    features = tuple(args.features.split(",")) if args.features else None
+    figures: dict = {"seeds": seeds, "method": args.method, "features": features}
     if not args.no_curve:
         from rlhf_lab import load_policy
 
         policy, tokenizer = load_policy("smollm2-135m")
-        curves = [agreement_curves(tastes, seed, counts, policy, tokenizer) for seed in seeds]
+        curves = [agreement_curves(tastes, seed, counts, policy, tokenizer, features) for seed in seeds]
         print("labels → agreement with the taste on 64 fresh pairs: median over seeds [min, max]")
         for taste in tastes:
             values = {k: [c[taste][k] for c in curves] for k in counts}
