@@ -79,8 +79,8 @@ def skip_loudly(reason: str):
 
 @pytest.fixture
 def voila(tmp_path):
-    """serve(notebook) -> URL: Voila serving that notebook (from its folder) on a free port of 127.0.0.1, no token,
-    stopped after the test. Skips loudly without Chromium, playwright or voila."""
+    """serve(notebook, theme="light"|"dark") -> URL: Voila serving that notebook (from its folder) on a free port of
+    127.0.0.1, no token, in that JupyterLab theme, stopped after the test. Skips loudly without Chromium, playwright or voila."""
     import importlib.util
     import os
     import socket
@@ -96,12 +96,13 @@ def voila(tmp_path):
             skip_loudly(f"the Python package {module!r} is missing (pip install -e '.[dev]')")
     procs = []
 
-    def serve(notebook, timeout_s: float = 60.0) -> str:
+    def serve(notebook, timeout_s: float = 60.0, theme: str = "light") -> str:
         notebook = Path(notebook)
         port = free_port()
         log = open(tmp_path / f"voila-{port}.log", "w")
         proc = subprocess.Popen([sys.executable, "-m", "voila", notebook.name, "--no-browser", f"--port={port}",
-                                 "--Voila.ip=127.0.0.1", "--token=", "--show_tracebacks=True"],
+                                 "--Voila.ip=127.0.0.1", "--token=", "--show_tracebacks=True",
+                                 f"--theme={theme}"],
                                 cwd=notebook.parent, stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         procs.append((proc, log))

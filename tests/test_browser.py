@@ -88,3 +88,72 @@ def test_pairwise_rater_in_chromium_records_mouse_and_keyboard_judgments(voila_l
         assert mine["item_id"].tolist() == sorted(mine["item_id"].tolist()) and mine["item_id"].nunique() == 4
     finally:
         store.close()
+
+
+LONG_MARKDOWN = ("**Short answer:** yes, if you keep it small.\n\n" + "A longer paragraph that wraps over several lines "
+                 "so the line height can be seen. " * 6 + "\n\n```python\nprint('hello')\n```\n\n"
+                 "| option | cost |\n| --- | --- |\n| walk | free |\n| bus | 2 EUR |\n")
+THEMED_RATER = """
+from rlhf_lab import FeedbackStore
+from rlhf_lab.ui import PairwiseRater
+store = FeedbackStore("themes.db")
+ids = store.add_responses([dict(prompt="How do I get to the station?", response=t, model="m", iteration=0)
+                           for t in (LONG, "")])
+store.add_items([ids])
+PairwiseRater(store, "me").widget
+"""
+
+
+def _luminance(css_colour: str) -> float:
+    """Relative luminance (0 black … 1 white) of a computed CSS colour "rgb(r, g, b)" / "rgba(r, g, b, a)"."""
+    r, g, b = (int(float(v)) / 255 for v in css_colour[css_colour.index("(") + 1:-1].split(",")[:3])
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_the_rater_reads_well_in_light_and_dark_themes(tmp_path, voila, theme):
+    """A long markdown reply beside an empty one, served in JupyterLab's light and dark themes at 1000 px: the reply
+    boxes take the theme's colours (dark boxes with light text in the dark theme), the markdown is formatted (bold,
+    a code block, a table kept in its columns), the empty reply says so, and the strength control fits on one row."""
+    import nbformat
+    from playwright.sync_api import sync_playwright
+
+    notebook = tmp_path / "themes.ipynb"
+    code = THEMED_RATER.replace("(LONG,", f"({LONG_MARKDOWN!r},")
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)]), notebook)
+    url = voila(notebook, theme=theme)
+    shots = Path(os.environ.get("RLHF_LAB_SCREENSHOTS", tmp_path / "screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1000, "height": 900})
+        page.goto(url, timeout=EXECUTION_TIMEOUT_MS)
+        page.get_by_role("button", name="A is better").wait_for(timeout=EXECUTION_TIMEOUT_MS)
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(shots / f"rater_{theme}.png"), full_page=True)
+        style = page.evaluate("""() => {
+            const box = document.querySelector('.rlhf-reply'), s = getComputedStyle(box);
+            const keys = getComputedStyle(document.querySelector('.rlhf-keys'));
+            return {background: s.backgroundColor, colour: s.color, lineHeight: parseFloat(s.lineHeight),
+                    fontSize: parseFloat(s.fontSize), keysColour: keys.color, keysBackground: keys.backgroundColor,
+                    page: getComputedStyle(document.body).backgroundColor,
+                    table: box.querySelector('pre.rlhf-table') ? box.querySelector('pre.rlhf-table').innerText : '',
+                    pre: box.querySelectorAll('pre').length,
+                    bold: box.querySelectorAll('strong').length,
+                    empty: document.querySelector('.rlhf-empty') ? document.querySelector('.rlhf-empty').innerText
+                                                                 : null};
+        }""")
+        strength = page.get_by_role("button", name="clearly")
+        rows = {round(b.bounding_box()["y"]) for b in strength.locator("xpath=..").locator("button").all()}
+        browser.close()
+    background, text = _luminance(style["background"]), _luminance(style["colour"])
+    if theme == "dark":
+        assert background < 0.35 and text > 0.8, style  # JupyterLab's dark layout colour 2 is rgb(66, 66, 66)
+        assert _luminance(style["page"]) < 0.25, style
+    else:
+        assert background > 0.85 and text < 0.3, style
+    assert abs(_luminance(style["keysColour"]) - _luminance(style["keysBackground"])) > 0.4, style  # the key hint
+    assert 1.3 <= style["lineHeight"] / style["fontSize"] <= 1.6, style
+    assert "| walk | free |" in style["table"] and style["pre"] == 2 and style["bold"] == 1, style  # columns kept
+    assert style["empty"] and "empty" in style["empty"], style
+    assert len(rows) == 1, f"the strength buttons wrap onto {len(rows)} rows"
