@@ -1,0 +1,107 @@
+"""Which reward-model blocks learn a taste from the taste loop's own 40 judgments (issue #17's ablation).
+
+    PYTHONPATH=bench python bench/taste_features.py                  # seeds 0-4, every shipped taste + the unseen one
+    PYTHONPATH=bench python bench/taste_features.py --seeds 0 --tastes questions,unseen_taste:about_you
+
+For each seed, stages 1-3 of `run_taste` exactly as the loop runs them (the same 40 label pairs from SmolLM2, the
+same 64 fresh pairs; replies do not depend on the taste), each taste's simulated learner judging the same pairs;
+then a reward model per block setting fitted on the same judgments, and its agreement with the taste on the fresh
+pairs that the taste tells apart (`EmbeddingRewardModel.agreement`). Settings: the default (word counts on), no word
+counts, word counts at prior weight 0.3, and "cv": the one of those three with the lowest 5-fold cross-validated
+log-loss on the learner's own judgments (what a learner's data alone would choose). Ends with one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rlhf_lab.core.machine import machine_info
+from rlhf_lab.core.seeding import seed_for
+from rlhf_lab.feedback.store import FeedbackStore
+from rlhf_lab.feedback.tastes import SimulatedLearner
+from rlhf_lab.loop.taste import TasteConfig, label_pairs, taste_model
+from rlhf_lab.policy.generation import generate
+from rlhf_lab.policy.models import load_policy
+from rlhf_lab.policy.prompts import load_prompts
+from rlhf_lab.reward.embedding import EmbeddingRewardModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/unseen_taste.py
+SETTINGS = {"words": {}, "no_words": {"features": ("reply", "prompt_x_reply", "surface")},
+            "words_0.3": {"words_weight": 0.3}}
+
+
+def cv_loss(pairs, reward_config, seed: int, folds: int = 5) -> float:
+    """Mean held-out −log σ(r_c − r_r) over `folds` folds of the learner's pairs (one member per fit)."""
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    config, total = replace(reward_config, ensemble_size=1), 0.0
+    for f in range(folds):
+        test = order[f::folds]
+        rm = EmbeddingRewardModel(config).fit(pairs.iloc[np.setdiff1d(order, test)])
+        held = pairs.iloc[test]
+        total += float(F.softplus(-(rm.score_raw(held["prompt"], held["chosen"])
+                                    - rm.score_raw(held["prompt"], held["rejected"]))).sum())
+    return total / len(pairs)
+
+
+def one_seed(seed: int, tastes: list[str], policy, tokenizer) -> dict:
+    """{taste: {setting: agreement}} at the loop's own labels and fresh pairs for this seed."""
+    config = TasteConfig(seed=seed)
+    train = load_prompts(config.prompt_set, split="train", max_words=24)
+    drawn = [train[i] for i in np.random.default_rng(seed_for(seed, 10)).choice(len(train), config.labels,
+                                                                                 replace=False)]
+    store = FeedbackStore(":memory:")
+    items = label_pairs(store, policy, tokenizer, drawn, config)
+    fresh = [p for p in train if p not in set(drawn)]
+    fresh = [fresh[i] for i in np.random.default_rng(seed_for(seed, 14)).choice(
+        len(fresh), min(config.agreement_pairs, len(fresh)), replace=False)]
+    a, b = (generate(policy, tokenizer, fresh, replace(config.sampling, temperature=t), seed=seed_for(seed, 15, j))
+            for j, t in enumerate(config.label_temperatures))
+    out = {}
+    for taste in tastes:
+        learner = SimulatedLearner(taste, name=taste, seed=seed)
+        ids = learner.annotate(store, items)
+        pairs = store.preference_pairs(include_ties=True)
+        pairs = pairs[pairs["judgment_id"].isin(ids)]
+        configs = {name: replace(config.reward, **over) for name, over in SETTINGS.items()}
+        losses = {name: cv_loss(pairs, c, seed) for name, c in configs.items()}
+        out[taste] = {name: taste_model(pairs, replace(config, reward=c)).agreement(
+            a.prompts, a.responses, b.responses, learner.taste) for name, c in configs.items()}
+        out[taste]["cv"] = out[taste][min(losses, key=losses.get)]
+        print(f"  seed {seed} {taste}: " + ", ".join(f"{k} {v:.2f}" for k, v in out[taste].items()), flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tastes", default="short,questions,enthusiastic,formal,gold,unseen_taste:about_you")
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    tastes, seeds = args.tastes.split(","), [int(s) for s in args.seeds.split(",")]
+    policy, tokenizer = load_policy("smollm2-135m")
+    runs = [one_seed(seed, tastes, policy, tokenizer) for seed in seeds]
+    figures: dict = {"seeds": seeds, "labels": TasteConfig().labels}
+    print("agreement with the taste at 40 labels, median over seeds [min, max]")
+    for taste in tastes:
+        figures[taste] = {}
+        for name in [*SETTINGS, "cv"]:
+            values = [r[taste][name] for r in runs]
+            figures[taste][f"{name}_median"] = round(statistics.median(values), 3)
+        print(f"  {taste:<24} " + ", ".join(
+            f"{name} {statistics.median([r[taste][name] for r in runs]):.2f} "
+            f"[{min(r[taste][name] for r in runs):.2f}, {max(r[taste][name] for r in runs):.2f}]"
+            for name in [*SETTINGS, "cv"]))
+    print(json.dumps({"machine": machine_info(), **figures}))
+
+
+if __name__ == "__main__":
+    main()
