@@ -17,7 +17,9 @@ import pytest
 pytest.importorskip("otter", reason="the assignment tools need otter-grader (pip install 'rlhf-lab[instructor]')")
 
 from rlhf_lab.cli import main
-from rlhf_lab.teach.assignments import default_source, find_masters, find_submissions, grade, load_manifest, read_master
+from rlhf_lab.teach.assignments import default_source, find_masters, read_master
+from rlhf_lab.teach.gradebook import find_submissions, grade
+from rlhf_lab.teach.grading import load_manifest
 
 ASSIGNMENTS = ("reward_model", "ppo_math", "overoptimisation")
 # A classic bug per assignment that the public tests miss and one hidden test catches: (old, new, failing test, points)
