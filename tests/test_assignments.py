@@ -35,6 +35,27 @@ BUGS = {
 FULL_MARKS = {"reward_model": 10.0, "ppo_math": 12.0, "overoptimisation": 10.0}
 
 
+OTHER_ID = "s7654321"
+GOLD_MODEL = """
+import torch
+def _gold_model(model):
+    with torch.no_grad():
+        model.linear.weight.copy_(torch.tensor([[1.0, 1.0, -2.0, 1.0, 0.5, 0.3]]))
+    return model
+"""
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _instructor_proxy_gain() -> float:
+    from rlhf_lab.teach.assignment_data import overoptimisation_metrics
+    run = overoptimisation_metrics("instructor-0").query("kl_coef == 0.01").set_index("update")
+    return float(run.iloc[-1]["objective/scores"] - run.loc[run["gold_reward"].idxmax(), "objective/scores"])
+
+
 def _wrong_copy(solution: Path, target: Path, old: str, new: str) -> None:
     nb = nbformat.read(solution, as_version=4)
     hits = [cell for cell in nb.cells if old in cell.source]
@@ -62,6 +83,23 @@ def scores(built, tmp_path_factory) -> pd.DataFrame:
         wrong = subs / "wrong" / name
         wrong.mkdir(parents=True)
         _wrong_copy(built / name / "autograder" / f"{name}.ipynb", wrong / f"{name}.ipynb", old, new)
+    # per-student data: the solutions under another id still get full marks; numbers copied from the
+    # instructor's id do not; a reward model with the lab's gold weights typed in fails the reward-model question
+    for name in ("reward_model", "overoptimisation"):
+        _wrong_copy(built / name / "autograder" / f"{name}.ipynb", _mkdir(subs / "other_id") / f"{name}.ipynb",
+                    '"instructor-0"', f'"{OTHER_ID}"')
+    copied = _mkdir(subs / "copied") / "overoptimisation.ipynb"
+    _wrong_copy(built / "overoptimisation" / "autograder" / "overoptimisation.ipynb", copied, '"instructor-0"',
+                f'"{OTHER_ID}"')
+    _wrong_copy(copied, copied, 'proxy_gain = float(last_row["objective/scores"] - peak_row["objective/scores"])',
+                f"proxy_gain = {_instructor_proxy_gain()}")
+    _wrong_copy(built / "reward_model" / "autograder" / "reward_model.ipynb",
+                _mkdir(subs / "hard_coded") / "reward_model.ipynb", "    model = LinearReward(x_chosen.shape[1])",
+                "    model = LinearReward(x_chosen.shape[1])\n    return _gold_model(model)\n"
+                "    # the lab's gold weights, typed in: no training\n")
+    nb = nbformat.read(subs / "hard_coded" / "reward_model.ipynb", as_version=4)
+    nb.cells.insert(1, nbformat.v4.new_code_cell(GOLD_MODEL))
+    nbformat.write(nb, subs / "hard_coded" / "reward_model.ipynb")
     # one wrong submission arrives as the zip that the export cell makes
     with zipfile.ZipFile(subs / "wrong" / "ppo_math" / "ppo_math_export.zip", "w") as zf:
         zf.write(subs / "wrong" / "ppo_math" / "ppo_math.ipynb", "ppo_math.ipynb")
@@ -69,6 +107,12 @@ def scores(built, tmp_path_factory) -> pd.DataFrame:
     csv = subs / "scores.csv"
     assert main(["assignments", "grade", str(subs), "--build", str(built), "--out", str(csv), "--jobs", "2"]) == 0
     return pd.read_csv(csv, keep_default_na=False).set_index("submission")
+
+
+@pytest.fixture(scope="module")
+def graded_folder(scores, tmp_path_factory) -> Path:
+    """The folder `grade` wrote scores.csv, scores_lms.csv and feedback/ into."""
+    return next(p for p in tmp_path_factory.getbasetemp().glob("submissions*") if (p / "scores.csv").is_file())
 
 
 def test_build_writes_student_and_grader_bundles_for_every_master(built):
@@ -105,6 +149,44 @@ def test_wrong_submissions_get_partial_marks_and_name_the_failing_hidden_test(sc
         assert row["score"] == FULL_MARKS[name] - lost, f"{name}: {row.to_dict()}"
         assert row["failed_tests"] == failing
     assert float(scores.loc["wrong/ppo_math/ppo_math_export.zip", "q3_gae"]) == 1.0  # public passed, hidden failed
+
+
+def test_each_student_gets_their_own_numbers_and_copied_or_typed_in_answers_fail(scores):
+    for name, full in (("reward_model", 10.0), ("overoptimisation", 10.0)):
+        row = scores.loc[f"other_id/{name}.ipynb"]
+        assert (row["student_id"], row["score"], row["error"]) == (OTHER_ID, full, ""), row.to_dict()
+    copied = scores.loc["copied/overoptimisation.ipynb"]
+    assert float(copied["q2_after_the_peak"]) == 1.0, "the public test passes, the hidden one recomputes from the id"
+    assert copied["failed_tests"] == "q2_after_the_peak/test_after_peak_values (hidden)"
+    typed_in = scores.loc["hard_coded/reward_model.ipynb"]
+    points = [float(typed_in[q]) for q in ("q1_bradley_terry_loss", "q2_pairwise_accuracy", "q3_reward_model")]
+    assert points == [4.0, 2.0, 0.0], typed_in.to_dict()
+
+
+def test_numbers_differ_between_students():
+    from rlhf_lab.teach.assignment_data import overoptimisation_metrics, preference_pairs, student_utility
+    a, b = overoptimisation_metrics("instructor-0"), overoptimisation_metrics(OTHER_ID)
+    assert (a["gold_reward"] - b["gold_reward"]).abs().max() > 0.05
+    assert overoptimisation_metrics(OTHER_ID).equals(b), "the same id gives the same data"
+    assert (student_utility("instructor-0") - student_utility(OTHER_ID)).abs().max() > 0.3
+    assert not preference_pairs("instructor-0").equals(preference_pairs(OTHER_ID))
+    with pytest.raises(ValueError, match="set it to your student id"):
+        preference_pairs(Ellipsis)
+
+
+def test_scores_carry_the_student_id_into_an_lms_csv_and_feedback_files(scores, graded_folder):
+    assert scores.loc["solutions/ppo_math.ipynb", "student_id"] == "instructor-0"
+    assert scores.loc["blank/ppo_math.ipynb", "student_id"] == ""
+    lms = pd.read_csv(graded_folder / "scores_lms.csv", keep_default_na=False)
+    rows = lms[(lms["student_id"] == OTHER_ID) & (lms["assignment"] == "overoptimisation")]
+    assert sorted(rows["total"].astype(float)) == [8.0, 10.0], "the copied submission and the honest one"
+    assert rows["q1_gold_peak"].astype(float).tolist() == [3.0, 3.0] and set(rows["q5_what_went_wrong"]) == {""}
+    feedback = (graded_folder / "feedback" / "ppo_math" / "instructor-0__wrong_ppo_math_ppo_math_export.zip.md")
+    text = feedback.read_text()
+    assert "Autograded: 10 of 12 points." in text
+    assert "- q3_gae: 1 of 3\n    - failed: gae matches a loop on random padded inputs (hidden test)" in text
+    blank = (graded_folder / "feedback" / "ppo_math" / "blank_ppo_math.ipynb.md").read_text()
+    assert "failed: student id is filled in (student_id is " in blank and "set it to your student id" in blank
 
 
 def test_grading_one_submission_takes_under_a_minute(scores):

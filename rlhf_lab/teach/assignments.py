@@ -68,7 +68,15 @@ class Assignment:
 
 # ---- reading master notebooks -------------------------------------------------------------------------------------
 def default_source() -> Path:
-    """The master notebooks shipped with the package (the repository's `assignments/` folder)."""
+    """The master notebooks shipped with the package (the repository's `assignments/` folder).
+
+    In a source checkout the `assignments/` folder beside `rlhf_lab/` wins, so a second checkout (a git worktree)
+    on PYTHONPATH builds its own masters rather than those of the checkout an editable install points at."""
+    import rlhf_lab
+
+    beside = Path(rlhf_lab.__file__).resolve().parent.parent / "assignments"
+    if (beside / "__init__.py").is_file() and (beside / "README.md").is_file():
+        return beside
     return Path(str(importlib.resources.files("rlhf_lab.assignment_sources")))
 
 
