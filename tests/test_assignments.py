@@ -245,6 +245,23 @@ def test_student_version_has_no_solution_code_and_no_hidden_test(built, name):
     assert public == {q.name for q in read_master(master).questions if not q.manual}, "every question has public tests"
 
 
+def test_hand_graded_questions_have_a_rubric_in_the_master_and_the_bundle(built, tmp_path):
+    master = next(a for a in find_masters() if a.name == "overoptimisation")
+    (q5,) = [q for q in master.questions if q.manual]
+    assert len(q5.rubric) == 4 and sum(points for points, _ in q5.rubric) == q5.points == 4.0
+    with zipfile.ZipFile(built / "overoptimisation" / "autograder" / "autograder.zip") as zf:
+        in_bundle = zf.read("rubric.md").decode()
+    assert (built / "overoptimisation" / "autograder" / "rubric.md").read_text() == in_bundle
+    assert all(f"- [1] {text}" in in_bundle for _, text in q5.rubric)
+    assert "Rubric" not in (built / "overoptimisation" / "student" / "overoptimisation.ipynb").read_text()
+    nb = nbformat.read(master.master, as_version=4)
+    for cell in nb.cells:
+        cell.source = cell.source.split("**Rubric")[0]
+    nbformat.write(nb, tmp_path / "no_rubric.ipynb")
+    with pytest.raises(ValueError, match="q5_what_went_wrong .4 points. needs a rubric"):
+        read_master(tmp_path / "no_rubric.ipynb")
+
+
 def test_masters_ship_with_the_package_and_list_their_points(capsys):
     assert [a.name for a in find_masters()] == list(ASSIGNMENTS)
     assert (default_source() / "README.md").is_file()

@@ -20,8 +20,10 @@ import contextlib
 import importlib.resources
 import io
 import json
+import re
 import shutil
 import tempfile
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,9 +34,11 @@ from rlhf_lab.teach.gradebook import grade
 from rlhf_lab.teach.grading import AUTOGRADER_ZIP, DEFAULT_OUT, GRADE_TIMEOUT_S, MANIFEST, sha256_bytes
 from rlhf_lab.teach.isolation import MODES
 
-__all__ = ["OTTER_HINT", "Question", "Assignment", "default_source", "read_master", "find_masters", "COLAB_CELL",
+__all__ = ["OTTER_HINT", "RUBRIC", "Question", "Assignment", "default_source", "RUBRIC_LINE", "parse_rubric",
+           "read_master", "rubric_markdown", "find_masters", "COLAB_CELL",
            "build", "cmd_list", "cmd_build", "cmd_grade", "add_assignment_commands"]
 
+RUBRIC = "rubric.md"
 OTTER_HINT = "the instructor tools need otter-grader: pip install 'rlhf-lab[instructor]' (or pip install otter-grader)"
 
 
@@ -45,6 +49,7 @@ class Question:
     name: str
     points: float
     manual: bool = False
+    rubric: list[tuple[float, str]] = field(default_factory=list)  # hand-graded: (points, what earns them)
 
 
 @dataclass
@@ -88,8 +93,19 @@ def _config(cell, header: str) -> dict | None:
     return yaml.safe_load("\n".join(lines[1:])) or {}
 
 
+RUBRIC_LINE = re.compile(r"^\s*[-*] \[(\d+(?:\.\d+)?)\]\s+(.+)$")
+
+
+def parse_rubric(markdown: str) -> list[tuple[float, str]]:
+    """The rubric lines of a model-answer cell, after its "**Rubric" line: `- [points] what earns them`."""
+    _, found, rest = markdown.partition("**Rubric")
+    return [(float(m[1]), m[2].strip()) for line in rest.splitlines() if (m := RUBRIC_LINE.match(line))] if found else []
+
+
 def read_master(path: str | Path) -> Assignment:
-    """Parse a master notebook's assignment name and questions (name, points, manual)."""
+    """Parse a master notebook's assignment name and questions (name, points, manual, rubric).
+
+    A hand-graded question needs a rubric in its model answer whose points add up to the question's points."""
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
     name, questions = None, []
@@ -98,10 +114,25 @@ def read_master(path: str | Path) -> Assignment:
             name = config.get("name")
         elif (config := _config(cell, "# BEGIN QUESTION")) is not None:
             questions.append(Question(config["name"], float(config.get("points", 1)), bool(config.get("manual"))))
+        elif cell.cell_type == "markdown" and questions and questions[-1].manual and not questions[-1].rubric:
+            questions[-1].rubric = parse_rubric(cell.source)
     if not name or not questions:
         raise ValueError(f"{path} is not a master notebook: it needs a raw '# ASSIGNMENT CONFIG' cell with a 'name' "
                          "and at least one raw '# BEGIN QUESTION' cell (see assignments/README.md)")
+    for q in questions:
+        if q.manual and sum(p for p, _ in q.rubric) != q.points:
+            raise ValueError(f"{path}: hand-graded question {q.name} ({q.points:g} points) needs a rubric in its model "
+                             "answer whose points add up to the question's: a '**Rubric**' line, then one "
+                             f"'- [points] what earns them' line each (found {sum(p for p, _ in q.rubric):g} points)")
     return Assignment(name, path, questions)
+
+
+def rubric_markdown(assignment: Assignment) -> str:
+    """The rubrics of an assignment's hand-graded questions as one markdown page for the graders."""
+    lines = [f"# Rubric: {assignment.name}", ""]
+    for q in (q for q in assignment.questions if q.manual):
+        lines += [f"## {q.name} ({q.points:g} points)", "", *[f"- [{p:g}] {text}" for p, text in q.rubric], ""]
+    return "\n".join(lines)
 
 
 def find_masters(source: str | Path | None = None) -> list[Assignment]:
@@ -177,6 +208,10 @@ def build(source: str | Path | None = None, out: str | Path = DEFAULT_OUT, check
         autograder = target / "autograder"
         (zip_path,) = [p for p in autograder.glob("*.zip")]
         zip_path.rename(autograder / AUTOGRADER_ZIP)
+        if assignment.manual_points:  # the rubric goes to the graders: beside the bundle and inside it
+            (autograder / RUBRIC).write_text(rubric_markdown(assignment))
+            with zipfile.ZipFile(autograder / AUTOGRADER_ZIP, "a") as zf:
+                zf.writestr(RUBRIC, rubric_markdown(assignment))
         if colab_url:
             _add_colab_cell(target / "student" / assignment.master.name,
                             f"{colab_url.rstrip('/')}/{assignment.name}-student.zip")
