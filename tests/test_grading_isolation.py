@@ -42,9 +42,18 @@ student_id = json.dumps({"found": [], "done": done})
 """
 
 REWRITE_THE_TESTS = """
-import glob, json, os
+import glob, importlib.resources, json, os
+import rlhf_lab
 found = []
-for root in [".", "..", "/tmp", "/var/tmp", os.path.expanduser("~")]:
+masters = [os.path.join(os.path.dirname(os.path.dirname(rlhf_lab.__file__)), "assignments")]
+try:
+    masters.append(str(importlib.resources.files("rlhf_lab.assignment_sources")))
+except Exception as err:  # hidden folders may not import at all
+    print(err)
+for root in [".", "..", "/tmp", "/var/tmp", os.path.expanduser("~"), *masters]:
+    for path in glob.glob(os.path.join(root, "**", "*.ipynb"), recursive=True):
+        if "hidden: true" in open(path, errors="ignore").read():
+            found.append("read the master " + path)
     for path in glob.glob(os.path.join(root, "**", "*.py"), recursive=True):
         try:
             text = open(path, errors="ignore").read()

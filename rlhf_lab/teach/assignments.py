@@ -17,7 +17,6 @@ the grader's own process (`rlhf_lab.teach.grading`). `add_assignment_commands(su
 from __future__ import annotations
 
 import contextlib
-import importlib.resources
 import io
 import json
 import re
@@ -31,7 +30,8 @@ import nbformat
 import yaml
 
 from rlhf_lab.teach.gradebook import grade
-from rlhf_lab.teach.grading import AUTOGRADER_ZIP, DEFAULT_OUT, GRADE_TIMEOUT_S, MANIFEST, sha256_bytes
+from rlhf_lab.teach.grading import (AUTOGRADER_ZIP, DEFAULT_OUT, GRADE_TIMEOUT_S, MANIFEST, default_source,
+                                   sha256_bytes)
 from rlhf_lab.teach.isolation import MODES
 
 __all__ = ["OTTER_HINT", "RUBRIC", "Question", "Assignment", "default_source", "RUBRIC_LINE", "parse_rubric",
@@ -72,19 +72,6 @@ class Assignment:
 
 
 # ---- reading master notebooks -------------------------------------------------------------------------------------
-def default_source() -> Path:
-    """The master notebooks shipped with the package (the repository's `assignments/` folder).
-
-    In a source checkout the `assignments/` folder beside `rlhf_lab/` wins, so a second checkout (a git worktree)
-    on PYTHONPATH builds its own masters rather than those of the checkout an editable install points at."""
-    import rlhf_lab
-
-    beside = Path(rlhf_lab.__file__).resolve().parent.parent / "assignments"
-    if (beside / "__init__.py").is_file() and (beside / "README.md").is_file():
-        return beside
-    return Path(str(importlib.resources.files("rlhf_lab.assignment_sources")))
-
-
 def _config(cell, header: str) -> dict | None:
     """The YAML under `header` in a raw cell such as `# BEGIN QUESTION`, or None if the cell is something else."""
     lines = cell.source.strip().splitlines()

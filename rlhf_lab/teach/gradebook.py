@@ -21,7 +21,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 
-from rlhf_lab.teach.grading import DEFAULT_OUT, GRADE_TIMEOUT_S, load_manifest
+from rlhf_lab.teach.grading import DEFAULT_OUT, GRADE_TIMEOUT_S, load_manifest, master_folders
 from rlhf_lab.teach.isolation import resolve_mode
 
 __all__ = ["find_submissions", "submission_assignment", "grade_in_child", "score_row", "plain_test_name",
@@ -152,7 +152,8 @@ def grade(submissions_dir: str | Path, build_dir: str | Path = DEFAULT_OUT, out:
             rows[-1]["error"] = (f"cannot tell which assignment this is ({name!r}); pass --assignment NAME "
                                  f"(one of {', '.join(manifest)})")
     threads = 1 if jobs > 1 else None
-    hide = [str(root.resolve()), str(build_dir.resolve())]
+    # the masters hold solutions and hidden tests: an installed rlhf-lab ships them, so hide them too
+    hide = [str(root.resolve()), str(build_dir.resolve()), *master_folders()]
 
     def job(w):
         _, path, spec = w

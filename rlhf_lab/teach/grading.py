@@ -15,6 +15,7 @@ is killed and the remaining tests fail.
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import io
 import json
 import os
@@ -31,13 +32,37 @@ import nbformat
 from rlhf_lab.teach.isolation import sandbox_command, sandbox_env
 from rlhf_lab.teach.wire import LineReader, WireError, decode, encode, send
 
-__all__ = ["DEFAULT_OUT", "MANIFEST", "AUTOGRADER_ZIP", "GRADE_TIMEOUT_S", "sha256_bytes", "load_manifest",
+__all__ = ["DEFAULT_OUT", "MANIFEST", "AUTOGRADER_ZIP", "GRADE_TIMEOUT_S", "default_source", "master_folders",
+           "sha256_bytes", "load_manifest",
            "read_cells", "SandboxLink", "answer_value", "Remote", "NotebookValues", "run_tests", "grade_submission", "main"]
 
 DEFAULT_OUT = "dist/assignments"
 MANIFEST = "manifest.json"
 AUTOGRADER_ZIP = "autograder.zip"
 GRADE_TIMEOUT_S = 300
+
+
+def default_source() -> Path:
+    """The master notebooks shipped with the package (the repository's `assignments/` folder).
+
+    In a source checkout the `assignments/` folder beside `rlhf_lab/` wins, so a second checkout (a git worktree)
+    on PYTHONPATH builds its own masters rather than those of the checkout an editable install points at."""
+    import rlhf_lab
+
+    beside = Path(rlhf_lab.__file__).resolve().parent.parent / "assignments"
+    if (beside / "__init__.py").is_file() and (beside / "README.md").is_file():
+        return beside
+    return Path(str(importlib.resources.files("rlhf_lab.assignment_sources")))
+
+
+def master_folders() -> list[str]:
+    """Every folder of master notebooks this Python can see (they hold solutions and hidden tests)."""
+    found = {str(default_source().resolve())}
+    try:
+        found.add(str(Path(str(importlib.resources.files("rlhf_lab.assignment_sources"))).resolve()))
+    except ModuleNotFoundError:
+        pass
+    return sorted(found)
 
 
 def sha256_bytes(data: bytes) -> str:
