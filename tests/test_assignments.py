@@ -21,7 +21,7 @@ from rlhf_lab.teach.assignments import default_source, find_masters, read_master
 from rlhf_lab.teach.gradebook import find_submissions, grade
 from rlhf_lab.teach.grading import load_manifest
 
-ASSIGNMENTS = ("reward_model", "ppo_math", "overoptimisation")
+ASSIGNMENTS = ("reward_model", "ppo_math", "overoptimisation", "logprobs_dpo")
 # A classic bug per assignment that the public tests miss and one hidden test catches: (old, new, failing test, points)
 BUGS = {
     "reward_model": ("-torch.nn.functional.logsigmoid(r_chosen - r_rejected).mean()",
@@ -31,8 +31,11 @@ BUGS = {
                  "q3_gae/test_gae_matches_a_loop_on_random_padded_inputs (hidden)", 2.0),
     "overoptimisation": ('after = low_beta[low_beta["update"] > peak_update]', "after = low_beta",
                          "q4_proxy_gold_correlation/test_correlation_after_the_peak (hidden)", 1.5),
+    "logprobs_dpo": ("-torch.nn.functional.logsigmoid(beta * margin).mean()",
+                     "-torch.log(torch.sigmoid(beta * margin)).mean()",
+                     "q2_dpo_loss/test_dpo_loss_is_finite_for_huge_margins (hidden)", 1.0),
 }
-FULL_MARKS = {"reward_model": 10.0, "ppo_math": 12.0, "overoptimisation": 10.0}
+FULL_MARKS = {"reward_model": 10.0, "ppo_math": 12.0, "overoptimisation": 10.0, "logprobs_dpo": 8.0}
 
 
 OTHER_ID = "s7654321"

@@ -8,6 +8,7 @@ the notebook and the grader get identical data on any machine.
 - Assignment 1 (`reward_model`): `student_utility` (the taste of the student's simulated crowd, six weights over the
   reply features, kept far from `rlhf_lab.feedback.gold.DEFAULT_WEIGHTS`), `preference_pairs` (noisy Bradley–Terry
   choices by that crowd) and `ranked_pairs` (noise-free held-out pairs ranked by any utility, for grading).
+- Assignment 4 (`logprobs_dpo`): `tiny_lm`, a real causal LM architecture small enough to run in a test.
 - Assignment 3 (`overoptimisation`): `overoptimisation_metrics`, three synthetic PPO runs in Gao et al.'s form
   (gold ≈ d·(α − b·ln d), d = √KL) with per-student constants and noise.
 """
@@ -24,7 +25,7 @@ import torch
 
 __all__ = ["STUDENT_ID_RULE", "REPLY_FEATURES", "GOLD_WEIGHTS", "check_student_id", "student_seed", "reply_features",
            "student_utility", "preference_pairs", "pair_tensors", "ranked_pairs", "KL_COEFS",
-           "overoptimisation_metrics"]
+           "overoptimisation_metrics", "tiny_lm"]
 
 STUDENT_ID_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{2,63}$")
 REPLY_FEATURES = ("sentiment", "length_fit", "repetition", "overlap", "answers_question", "politeness")
@@ -128,3 +129,19 @@ def overoptimisation_metrics(student_id: str, updates: int = 60) -> pd.DataFrame
                          "objective/rlhf_reward": round(float(score[i] - kl_coef * kl[i]), 4),
                          "gold_reward": round(float(gold[i]), 4)})
     return pd.DataFrame(rows)
+
+
+def tiny_lm(seed: int = 0, vocab_size: int = 100):
+    """A tiny randomly initialised causal LM (a 2-layer Llama, 32 wide, `vocab_size` tokens), in eval mode.
+
+    The same seed gives the same weights on any machine, without a tokenizer or a download; its logits for a short
+    batch are a few thousand numbers, cheap to hand to a student's function in a test.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    return model.eval()
