@@ -248,6 +248,28 @@ def test_student_version_has_no_solution_code_and_no_hidden_test(built, name):
     assert public == {q.name for q in read_master(master).questions if not q.manual}, "every question has public tests"
 
 
+def test_the_bundle_holds_a_grader_secret_that_no_notebook_sees_or_shadows(built):
+    import torch
+
+    from rlhf_lab.teach.assignment_data import secret_taste
+    from rlhf_lab.teach.grading import NotebookValues
+
+    secrets = set()
+    for name in ASSIGNMENTS:
+        with zipfile.ZipFile(built / name / "autograder" / "autograder.zip") as zf:
+            secrets.add(zf.read("grader_secret.txt").decode())
+        assert not any(s in text for s in secrets for text in _student_texts(built, name).values())
+    assert len(secrets) == 1 and len(secrets.pop()) == 32, "one random secret per build"
+
+    class Link:  # a notebook that defines every name, grader_secret included
+        def request(self, message):
+            return {"value": "from the notebook"}
+
+    env = NotebookValues(Link(), {"grader_secret": "s3cret"})
+    assert (env.get("grader_secret"), env.get("student_id")) == ("s3cret", "from the notebook")
+    assert not torch.equal(secret_taste("s3cret", OTHER_ID), secret_taste(None, OTHER_ID))
+
+
 def test_hand_graded_questions_have_a_rubric_in_the_master_and_the_bundle(built, tmp_path):
     master = next(a for a in find_masters() if a.name == "overoptimisation")
     (q5,) = [q for q in master.questions if q.manual]

@@ -16,6 +16,7 @@ the notebook and the grader get identical data on any machine.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import math
 import re
 
@@ -24,7 +25,7 @@ import pandas as pd
 import torch
 
 __all__ = ["STUDENT_ID_RULE", "REPLY_FEATURES", "GOLD_WEIGHTS", "check_student_id", "student_seed", "reply_features",
-           "student_utility", "preference_pairs", "pair_tensors", "ranked_pairs", "KL_COEFS",
+           "student_utility", "secret_taste", "preference_pairs", "pair_tensors", "ranked_pairs", "KL_COEFS",
            "overoptimisation_metrics", "tiny_lm"]
 
 STUDENT_ID_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{2,63}$")
@@ -67,6 +68,23 @@ def student_utility(student_id: str) -> torch.Tensor:
         w = torch.randn(6, generator=g)
         w = w / w.norm() * gold.norm()
         if float(w @ gold) / float(gold.norm() ** 2) < 0.2 and float(w.abs().min()) > 0.15:
+            return w
+
+
+def secret_taste(grader_secret: str | None, student_id: str) -> torch.Tensor:
+    """(6,) weights of a crowd that only the grader knows: drawn from HMAC(grader_secret, student id).
+
+    `grader_secret` is the build's secret (`rlhf-lab assignments grade` hands it to tests that ask for it); without one
+    (otter's own runner, a student's copy of the tests) a fixed public stand-in is used, which real grading never uses.
+    """
+    key = (grader_secret or "no-grader-secret").encode()
+    digest = hmac.new(key, check_student_id(student_id).encode(), hashlib.sha256).digest()
+    g = torch.Generator().manual_seed(int.from_bytes(digest[:8], "big") >> 1)
+    gold = torch.tensor(GOLD_WEIGHTS)
+    while True:
+        w = torch.randn(6, generator=g)
+        w = w / w.norm() * gold.norm()
+        if abs(float(w @ gold)) / float(gold.norm() ** 2) < 0.3 and float(w.abs().min()) > 0.15:
             return w
 
 

@@ -19,7 +19,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
+import secrets
 import shutil
 import tempfile
 import zipfile
@@ -30,8 +32,8 @@ import nbformat
 import yaml
 
 from rlhf_lab.teach.gradebook import grade
-from rlhf_lab.teach.grading import (AUTOGRADER_ZIP, DEFAULT_OUT, GRADE_TIMEOUT_S, MANIFEST, default_source,
-                                   sha256_bytes)
+from rlhf_lab.teach.grading import (AUTOGRADER_ZIP, DEFAULT_OUT, GRADE_TIMEOUT_S, GRADER_SECRET, MANIFEST,
+                                   default_source, sha256_bytes)
 from rlhf_lab.teach.isolation import MODES
 
 __all__ = ["OTTER_HINT", "RUBRIC", "Question", "Assignment", "default_source", "RUBRIC_LINE", "parse_rubric",
@@ -172,7 +174,7 @@ def _add_colab_cell(notebook: Path, url: str) -> None:
 
 
 def build(source: str | Path | None = None, out: str | Path = DEFAULT_OUT, check: bool = True,
-          colab_url: str | None = None) -> dict:
+          colab_url: str | None = None, secret: str | None = None) -> dict:
     """Build the student version and the grader bundle of every master under `source` into `out`; return the manifest.
 
     out/NAME/student/         the notebook without solutions, public tests only, data files: hand this out
@@ -184,6 +186,7 @@ def build(source: str | Path | None = None, out: str | Path = DEFAULT_OUT, check
     starts with a cell that, on Colab only, installs otter-grader and fetches COLAB_URL/NAME-student.zip.
     """
     out = Path(out)
+    secret = secret or secrets.token_hex(16)
     manifest = {}
     for assignment in find_masters(source):
         target = out / assignment.name
@@ -195,6 +198,8 @@ def build(source: str | Path | None = None, out: str | Path = DEFAULT_OUT, check
         autograder = target / "autograder"
         (zip_path,) = [p for p in autograder.glob("*.zip")]
         zip_path.rename(autograder / AUTOGRADER_ZIP)
+        with zipfile.ZipFile(autograder / AUTOGRADER_ZIP, "a") as zf:  # hidden tests that name grader_secret get it
+            zf.writestr(GRADER_SECRET, secret)
         if assignment.manual_points:  # the rubric goes to the graders: beside the bundle and inside it
             (autograder / RUBRIC).write_text(rubric_markdown(assignment))
             with zipfile.ZipFile(autograder / AUTOGRADER_ZIP, "a") as zf:
@@ -227,7 +232,8 @@ def cmd_list(args) -> None:
 
 
 def cmd_build(args) -> None:
-    manifest = build(args.source, args.out, check=not args.no_check, colab_url=args.colab_url)
+    manifest = build(args.source, args.out, check=not args.no_check, colab_url=args.colab_url,
+                     secret=os.environ.get("RLHF_LAB_GRADER_SECRET"))
     for name, spec in manifest.items():
         print(f"{name:<20} hand out {Path(args.out) / spec['student']}  grade with {Path(args.out) / spec['autograder']}")
     print(f"manifest: {Path(args.out) / MANIFEST}")

@@ -32,7 +32,7 @@ import nbformat
 from rlhf_lab.teach.isolation import sandbox_command, sandbox_env
 from rlhf_lab.teach.wire import LineReader, WireError, decode, encode, send
 
-__all__ = ["DEFAULT_OUT", "MANIFEST", "AUTOGRADER_ZIP", "GRADE_TIMEOUT_S", "default_source", "master_folders",
+__all__ = ["DEFAULT_OUT", "MANIFEST", "AUTOGRADER_ZIP", "GRADE_TIMEOUT_S", "GRADER_SECRET", "default_source", "master_folders",
            "sha256_bytes", "load_manifest",
            "read_cells", "SandboxLink", "answer_value", "Remote", "NotebookValues", "run_tests", "grade_submission", "main"]
 
@@ -40,6 +40,7 @@ DEFAULT_OUT = "dist/assignments"
 MANIFEST = "manifest.json"
 AUTOGRADER_ZIP = "autograder.zip"
 GRADE_TIMEOUT_S = 300
+GRADER_SECRET = "grader_secret.txt"  # in the bundle only; tests that name `grader_secret` receive it
 
 
 def default_source() -> Path:
@@ -178,10 +179,12 @@ class Remote:
 
 
 class NotebookValues(dict):
-    """The student's variables as otter's test functions look them up (`env.get(name)`), fetched on first use."""
+    """The student's variables as otter's test functions look them up (`env.get(name)`), fetched on first use.
 
-    def __init__(self, link: SandboxLink):
-        super().__init__()
+    `grader` values (the bundle's `grader_secret`) come first: a notebook cannot shadow them."""
+
+    def __init__(self, link: SandboxLink, grader: dict | None = None):
+        super().__init__(grader or {})
         self.link = link
 
     def get(self, name, default=None):
@@ -232,6 +235,7 @@ def grade_submission(job: dict) -> dict:
         os.chmod(private, 0o700)
         with zipfile.ZipFile(io.BytesIO(bundle)) as zf:
             sources = {n: zf.read(n).decode() for n in zf.namelist() if n.startswith("tests/") and n.endswith(".py")}
+            secret = zf.read(GRADER_SECRET).decode().strip() if GRADER_SECRET in zf.namelist() else None
             for name in zf.namelist():  # otter keeps the data files under files/: put them where the tests look
                 if name.startswith("files/") and not name.endswith("/") and ".." not in name:
                     (Path(private) / name[6:]).parent.mkdir(parents=True, exist_ok=True)
@@ -245,7 +249,7 @@ def grade_submission(job: dict) -> dict:
                            {"workdir": scratch, "files": files, "cells": cells}, start + job["timeout"])
         os.chdir(private)
         try:
-            questions = run_tests(sources, NotebookValues(link))
+            questions = run_tests(sources, NotebookValues(link, {"grader_secret": secret}))
             student_id = None if link.dead else NotebookValues(link).get("student_id")
         finally:
             link.stop()
