@@ -19,7 +19,8 @@ pytest.importorskip("otter", reason="the assignment tools need otter-grader (pip
 from rlhf_lab.cli import main
 from rlhf_lab.teach.assignments import default_source, find_masters, read_master
 from rlhf_lab.teach.gradebook import find_submissions, grade
-from rlhf_lab.teach.grading import load_manifest
+from rlhf_lab.teach import isolation
+from rlhf_lab.teach.grading import grade_submission, load_manifest
 
 ASSIGNMENTS = ("reward_model", "ppo_math", "overoptimisation", "logprobs_dpo")
 # A classic bug per assignment that the public tests miss and one hidden test catches: (old, new, failing test, points)
@@ -296,7 +297,7 @@ def test_masters_ship_with_the_package_and_list_their_points(capsys):
     assert "overoptimisation     10 autograded points + 4 by hand" in out
 
 
-def test_bad_input_gives_errors_that_say_how_to_fix_it(tmp_path, capsys):
+def test_bad_input_gives_errors_that_say_how_to_fix_it(tmp_path, capsys, monkeypatch):
     assert main(["assignments", "grade", str(tmp_path / "missing"), "--build", str(tmp_path)]) == 2
     assert "run `rlhf-lab assignments build --out" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="does not exist"):
@@ -310,6 +311,26 @@ def test_bad_input_gives_errors_that_say_how_to_fix_it(tmp_path, capsys):
     (tmp_path / "manifest.json").write_text(json.dumps({"ppo_math": {}}))
     with pytest.raises(ValueError, match="unknown assignment 'nope'"):
         grade(tmp_path, tmp_path, assignment="nope")
+    with pytest.raises(ValueError, match="predates bundle hashes: rebuild it"):
+        grade(tmp_path, tmp_path)
+    with pytest.raises(SystemExit, match="2"):  # argparse: one usage line, exit 2
+        main(["assignments", "grade", str(tmp_path), "--build", str(tmp_path), "--isolation", "sideways"])
+    monkeypatch.setattr(isolation, "namespace_available", lambda: False)
+    assert main(["assignments", "grade", str(tmp_path), "--build", str(tmp_path), "--isolation", "namespace"]) == 2
+    err = capsys.readouterr().err
+    assert "--isolation namespace needs root" in err and "Traceback" not in err
+
+
+def test_a_bundle_that_changed_since_the_build_is_refused_before_any_student_code_runs(built, tmp_path):
+    bundle = tmp_path / "autograder.zip"
+    shutil.copy(built / "ppo_math" / "autograder" / "autograder.zip", bundle)
+    expected = load_manifest(built)["ppo_math"]["sha256"]
+    with zipfile.ZipFile(bundle, "a") as zf:
+        zf.writestr("tests/q9_poison.py", "name = 'q9_poison'")
+    result = grade_submission({"bundle": str(bundle), "sha256": expected, "submission": "unused", "files": [],
+                               "mode": "process", "timeout": 10})
+    assert result == {"error": f"the grader bundle {bundle} changed since it was built (SHA-256 differs): rebuild it "
+                               "with `rlhf-lab assignments build` and grade again"}
 
 
 def test_missing_otter_gives_the_install_hint_not_a_traceback(tmp_path, capsys, monkeypatch):

@@ -125,8 +125,8 @@ def overoptimisation_metrics(student_id: str, updates: int = 60) -> pd.DataFrame
     """Three PPO runs (kl_coef 0.01, 0.05, 0.2), one row per update, in the lab's metric names.
 
     KL rises to a ceiling that the KL coefficient sets; the proxy score grows like √KL; the gold reward follows
-    Gao et al.'s d·(α − b·ln d) with d = √KL, which peaks at d* = e^(α/b − 1); every constant and the noise depend on
-    the student id.
+    Gao et al.'s d·(α − b·ln d) with d = √KL, which peaks at d* = e^(α/b − 1); every constant and the noise
+    depend on the student id.
     """
     rng = np.random.default_rng(student_seed(student_id, "overoptimisation"))
     proxy_slope = rng.uniform(0.65, 0.9)

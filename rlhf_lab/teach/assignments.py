@@ -88,7 +88,9 @@ RUBRIC_LINE = re.compile(r"^\s*[-*] \[(\d+(?:\.\d+)?)\]\s+(.+)$")
 def parse_rubric(markdown: str) -> list[tuple[float, str]]:
     """The rubric lines of a model-answer cell, after its "**Rubric" line: `- [points] what earns them`."""
     _, found, rest = markdown.partition("**Rubric")
-    return [(float(m[1]), m[2].strip()) for line in rest.splitlines() if (m := RUBRIC_LINE.match(line))] if found else []
+    if not found:
+        return []
+    return [(float(m[1]), m[2].strip()) for line in rest.splitlines() if (m := RUBRIC_LINE.match(line))]
 
 
 def read_master(path: str | Path) -> Assignment:

@@ -157,9 +157,10 @@ def grade(submissions_dir: str | Path, build_dir: str | Path = DEFAULT_OUT, out:
 
     def job(w):
         _, path, spec = w
-        return grade_in_child({"submission": str(path.resolve()), "bundle": str((build_dir / spec["autograder"]).resolve()),
-                               "sha256": spec["sha256"], "files": spec.get("files", []), "mode": mode,
-                               "timeout": timeout, "threads": threads, "hide": hide})
+        bundle = str((build_dir / spec["autograder"]).resolve())
+        return grade_in_child({"submission": str(path.resolve()), "bundle": bundle, "sha256": spec["sha256"],
+                               "files": spec.get("files", []), "mode": mode, "timeout": timeout, "threads": threads,
+                               "hide": hide})
 
     results, written = {}, set()
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:

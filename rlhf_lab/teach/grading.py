@@ -14,6 +14,7 @@ is killed and the remaining tests fail.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import importlib.resources
 import io
@@ -32,9 +33,9 @@ import nbformat
 from rlhf_lab.teach.isolation import sandbox_command, sandbox_env
 from rlhf_lab.teach.wire import LineReader, WireError, decode, encode, send
 
-__all__ = ["DEFAULT_OUT", "MANIFEST", "AUTOGRADER_ZIP", "GRADE_TIMEOUT_S", "GRADER_SECRET", "default_source", "master_folders",
-           "sha256_bytes", "load_manifest",
-           "read_cells", "SandboxLink", "answer_value", "Remote", "NotebookValues", "run_tests", "grade_submission", "main"]
+__all__ = ["DEFAULT_OUT", "MANIFEST", "AUTOGRADER_ZIP", "GRADE_TIMEOUT_S", "GRADER_SECRET", "default_source",
+           "master_folders", "sha256_bytes", "load_manifest", "read_cells", "SandboxLink", "answer_value", "Remote",
+           "NotebookValues", "run_tests", "grade_submission", "main"]
 
 DEFAULT_OUT = "dist/assignments"
 MANIFEST = "manifest.json"
@@ -240,7 +241,6 @@ def grade_submission(job: dict) -> dict:
                 if name.startswith("files/") and not name.endswith("/") and ".." not in name:
                     (Path(private) / name[6:]).parent.mkdir(parents=True, exist_ok=True)
                     (Path(private) / name[6:]).write_bytes(zf.read(name))
-        import base64
         files = {name: base64.b64encode((Path(private) / name).read_bytes()).decode() for name in job["files"]}
         scratch = None if job["mode"] == "namespace" else tempfile.mkdtemp(prefix="rlhf-submission-")
         home = "/tmp/submission/.home" if scratch is None else f"{scratch}/.home"

@@ -56,7 +56,7 @@ def namespace_available() -> bool:
 
 
 def resolve_mode(mode: str) -> str:
-    """`auto` -> the best mode this machine allows; `namespace` when it is not available -> a ValueError that says so."""
+    """`auto` -> the best mode this machine allows; `namespace` where it is not available -> a ValueError saying so."""
     if mode not in MODES:
         raise ValueError(f"unknown isolation {mode!r}: choose one of {', '.join(MODES)}")
     if mode == "auto":

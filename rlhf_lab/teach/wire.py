@@ -101,7 +101,8 @@ class LineReader:
         self.fd, self.buffer = fd, b""
 
     def recv(self, deadline: float | None = None) -> dict:
-        """The next message; WireError on end of file, garbage, an oversized line or when `deadline` (monotonic) passes."""
+        """The next message; WireError on end of file, garbage, an oversized line, or once `deadline` (monotonic)
+        has passed."""
         while b"\n" not in self.buffer:
             if len(self.buffer) > MAX_MESSAGE_BYTES:
                 raise WireError(f"a message longer than {MAX_MESSAGE_BYTES} bytes")
