@@ -227,6 +227,7 @@ def test_cheats_earn_nothing_and_poison_nothing_in_the_namespace_sandbox(tmp_pat
 
 
 def test_process_mode_still_keeps_the_tests_out_of_the_students_process(tmp_path):
-    cheats = {"wrap_the_checker": WRAP_THE_CHECKER, "fake_the_output": FAKE_THE_OUTPUT}
+    cheats = {"wrap_the_checker": WRAP_THE_CHECKER, "fake_the_output": FAKE_THE_OUTPUT, "setsid_child": SETSID_CHILD}
     scores, _ = _grade(tmp_path, cheats, "process")
     _check_rows(scores, cheats)
+    assert _sleepers() == [], "a setsid child outlived its grading (the grader is a child subreaper on Linux)"

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import nbformat
 
-from rlhf_lab.teach.isolation import sandbox_command, sandbox_env
+from rlhf_lab.teach.isolation import become_subreaper, kill_children, sandbox_command, sandbox_env
 from rlhf_lab.teach.wire import LineReader, WireError, decode, encode, send
 
 __all__ = ["DEFAULT_OUT", "MANIFEST", "AUTOGRADER_ZIP", "GRADE_TIMEOUT_S", "GRADER_SECRET", "default_source",
@@ -133,6 +133,7 @@ class SandboxLink:
             except ProcessLookupError:
                 pass
         self.proc.wait()
+        kill_children()  # what the notebook started in another session, re-parented to us (see become_subreaper)
 
 
 def answer_value(link: SandboxLink, answer: dict, grads: list | None = None):
@@ -265,6 +266,7 @@ def grade_submission(job: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     job_path, result_path = (argv or sys.argv[1:])[:2]
+    become_subreaper()
     result = grade_submission(json.loads(Path(job_path).read_text()))
     Path(result_path).write_text(json.dumps(result))
 

@@ -9,8 +9,9 @@ Two modes (the instructor guide, `assignments/README.md`, says what each one pro
   namespace, so when the grader kills it (timeout or end) the kernel kills everything the student started, including
   `setsid` children.
 - `process` (anywhere else): a separate process in its own session, with a scrubbed environment, in a fresh scratch
-  copy; killed by process group. It runs as you: it can read what you can read and a child that calls `setsid`
-  escapes the kill.
+  copy; killed by process group. It runs as you: it can read what you can read. On Linux the grader is a child
+  subreaper (`become_subreaper`), so children that call `setsid` or double-fork are re-parented to it and killed
+  (`kill_children`) when the submission ends; elsewhere they escape the kill.
 
 `--isolation auto` (the default) picks `namespace` when `namespace_available()` says it works, else `process`.
 """
@@ -24,7 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["MODES", "SANDBOX_USER", "namespace_available", "resolve_mode", "sandbox_env", "sandbox_command"]
+__all__ = ["MODES", "SANDBOX_USER", "namespace_available", "resolve_mode", "sandbox_env", "sandbox_command",
+           "become_subreaper", "kill_children"]
 
 MODES = ("auto", "namespace", "process")
 SANDBOX_USER = 65534  # nobody / nogroup
@@ -89,3 +91,42 @@ def sandbox_command(mode: str, hide: list[str | Path]) -> list[str]:
     if mode == "process":
         return [sys.executable, "-m", "rlhf_lab.teach.sandbox"]
     raise ValueError(f"no sandbox command for mode {mode!r}")
+
+
+def become_subreaper() -> bool:
+    """Linux: make this process the child subreaper of its descendants, so that orphans (a `setsid` daemon, a
+    double fork) are re-parented to it rather than to init and `kill_children` can find them. False elsewhere."""
+    try:
+        import ctypes
+        return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def kill_children() -> int:
+    """SIGKILL and reap every child of this process, again until none is left (orphans keep arriving while their
+    parents die); return how many were killed. Reads /proc: a no-op where there is none."""
+    me, killed = os.getpid(), 0
+    for _ in range(100):
+        try:
+            entries = [p for p in os.listdir("/proc") if p.isdigit()]
+        except OSError:
+            return killed
+        children = []
+        for pid in entries:
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == me:
+                children.append(int(pid))
+        if not children:
+            break
+        for pid in children:
+            try:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            killed += 1
+    return killed
