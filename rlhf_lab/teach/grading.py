@@ -15,6 +15,7 @@ is killed and the remaining tests fail.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import importlib.resources
 import io
@@ -28,9 +29,8 @@ import time
 import zipfile
 from pathlib import Path
 
-import nbformat
-
 from rlhf_lab.teach.isolation import become_subreaper, kill_children, sandbox_command, sandbox_env
+from rlhf_lab.teach.testfiles import load_test_file, run_test_file
 from rlhf_lab.teach.wire import LineReader, WireError, decode, encode, send
 
 __all__ = ["DEFAULT_OUT", "MANIFEST", "AUTOGRADER_ZIP", "GRADE_TIMEOUT_S", "GRADER_SECRET", "default_source",
@@ -81,16 +81,19 @@ def load_manifest(build_dir: str | Path) -> dict:
 
 
 def read_cells(submission: Path) -> list[str]:
-    """The code cells of a submitted notebook, or of the one notebook inside an export zip."""
+    """The code cells of a submitted notebook (format 4, plain JSON), or of the one notebook inside an export zip."""
     if submission.suffix == ".zip":
         with zipfile.ZipFile(submission) as zf:
             names = [n for n in zf.namelist() if n.endswith(".ipynb") and "/." not in "/" + n]
             if len(names) != 1:
                 raise ValueError(f"the zip holds {len(names)} notebooks, expected one")
-            nb = nbformat.reads(zf.read(names[0]).decode("utf-8"), as_version=4)
+            nb = json.loads(zf.read(names[0]).decode("utf-8"))
     else:
-        nb = nbformat.read(submission, as_version=4)
-    return [cell.source for cell in nb.cells if cell.cell_type == "code"]
+        nb = json.loads(submission.read_text(encoding="utf-8"))
+    if nb.get("nbformat") != 4:
+        raise ValueError(f"notebook format {nb.get('nbformat')}: open it in Jupyter and save it again (format 4)")
+    cells = [cell for cell in nb["cells"] if cell.get("cell_type") == "code"]
+    return [c["source"] if isinstance(c["source"], str) else "".join(c["source"]) for c in cells]
 
 
 class SandboxLink:
@@ -102,13 +105,20 @@ class SandboxLink:
                                      env=env, start_new_session=True)
         self.log = b""
         threading.Thread(target=self._drain, daemon=True).start()
-        self.reader = LineReader(self.proc.stdout.fileno())
+        self.reader, self.ready = LineReader(self.proc.stdout.fileno()), {}
         try:
             send(self.proc.stdin.fileno(), setup)
-            self.ready = self.reader.recv(deadline)
-        except (WireError, OSError) as err:
-            self.stop(f"the notebook did not finish running: {err}")
-            self.ready = {}
+        except OSError as err:
+            self.stop(f"the sandbox did not start: {err}")
+
+    def wait_ready(self) -> dict:
+        """Wait until the notebook has run: its `ready` message (with the cells that raised), or {} past the deadline."""
+        if not self.dead:
+            try:
+                self.ready = self.reader.recv(self.deadline)
+            except (WireError, OSError) as err:
+                self.stop(f"the notebook did not finish running: {err}")
+        return self.ready
 
     def _drain(self) -> None:
         for chunk in iter(lambda: self.proc.stderr.read1(1 << 16), b""):
@@ -196,28 +206,12 @@ class NotebookValues(dict):
         return self[name]
 
 
-def run_tests(sources: dict[str, str], env: dict) -> dict:
-    """Run otter exception-style test files (question name -> source) against `env`; score them as otter does."""
-    from otter.test_files import ExceptionTestFile
-
+def run_tests(sources: dict[str, str], env) -> dict:
+    """Run otter test files (path -> source) against `env`; question name -> score, possible, failing cases."""
     questions = {}
     for path, source in sorted(sources.items()):
-        test_file = ExceptionTestFile.from_string(source, path=path)
-        results = []
-        for case in test_file.test_cases:
-            try:
-                case.body.call_func(env)
-                passed, message = True, ""
-            except Exception as err:  # a failing assert, or the student's code raising in the sandbox
-                passed, message = False, (str(err) or type(err).__name__).splitlines()[0][:300]
-            results.append((case, passed, message))
-        possible = sum(case.points for case in test_file.test_cases)
-        score = sum(case.points for case, passed, _ in results if passed)
-        if test_file.all_or_nothing and not all(passed for _, passed, _ in results):
-            score = 0
-        questions[test_file.name] = {"score": float(score), "possible": float(possible), "failed": [
-            {"name": f"{test_file.name}/{case.body.test_func.__name__}", "hidden": case.hidden, "message": message}
-            for case, passed, message in results if not passed]}
+        test_file = load_test_file(source, path)
+        questions[test_file.name] = run_test_file(test_file, env)
     return questions
 
 
@@ -250,6 +244,9 @@ def grade_submission(job: dict) -> dict:
                            {"workdir": scratch, "files": files, "cells": cells}, start + job["timeout"])
         os.chdir(private)
         try:
+            with contextlib.suppress(ImportError):  # most tests need torch: import it while the notebook runs
+                importlib.import_module("torch")
+            link.wait_ready()
             questions = run_tests(sources, NotebookValues(link, {"grader_secret": secret}))
             student_id = None if link.dead else NotebookValues(link).get("student_id")
         finally:
