@@ -152,6 +152,23 @@ student_id = json.dumps({"found": found})
 """
 
 
+EAT_MEMORY = """
+import json, resource
+limit = resource.getrlimit(resource.RLIMIT_AS)
+try:
+    resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    raised = True
+except (ValueError, OSError):
+    raised = False
+try:
+    hog = bytearray(3 * 2**30)  # over the 2 GB the test allows
+    got = True
+except MemoryError:
+    got = False
+student_id = json.dumps({"found": ["limit was raised"] * raised + ["got 3 GB"] * got, "limit": limit[0]})
+"""
+
+
 def _cheat(blank: Path, target: Path, code: str) -> None:
     nb = nbformat.read(blank, as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell(code))
@@ -185,7 +202,7 @@ def _grade(tmp_path: Path, cheats: dict[str, str], isolation: str) -> tuple[pd.D
     (subs / "canary.txt").write_text("keep me")
     csv = tmp_path / "out" / "scores.csv"
     assert main(["assignments", "grade", str(subs), "--build", str(build), "--out", str(csv), "--jobs", "1",
-                 "--timeout", str(TIMEOUT_S), "--isolation", isolation]) == 0
+                 "--timeout", str(TIMEOUT_S), "--isolation", isolation, "--memory-mb", "2048"]) == 0
     return pd.read_csv(csv, keep_default_na=False).set_index("submission"), build
 
 
@@ -204,7 +221,8 @@ def test_cheats_earn_nothing_and_poison_nothing_in_the_namespace_sandbox(tmp_pat
     canary.write_text("keep me")
     cheats = {"wrap_the_checker": WRAP_THE_CHECKER, "rewrite_the_tests": REWRITE_THE_TESTS,
               "fake_the_output": FAKE_THE_OUTPUT, "rewrite_the_bundle": REWRITE_THE_BUNDLE.format(names=POINTS),
-              "loop_forever": LOOP_FOREVER, "setsid_child": SETSID_CHILD, "delete_outside": DELETE_OUTSIDE}
+              "loop_forever": LOOP_FOREVER, "setsid_child": SETSID_CHILD, "delete_outside": DELETE_OUTSIDE,
+              "eat_memory": EAT_MEMORY}
     try:
         scores, build = _grade(tmp_path, cheats, "namespace")
         assert canary.read_text() == "keep me", "a submission deleted a file outside its folder"
@@ -219,6 +237,7 @@ def test_cheats_earn_nothing_and_poison_nothing_in_the_namespace_sandbox(tmp_pat
             assert json.loads(reported)["found"] == [], f"{name} reached the grader's files: {reported}"
     assert "time limit" in scores.loc["04a_loop_forever/ppo_math.ipynb", "error"]
     assert json.loads(scores.loc["00a_wrap_the_checker/ppo_math.ipynb", "student_id"])["done"] == ["patched otter"]
+    assert json.loads(scores.loc["07a_eat_memory/ppo_math.ipynb", "student_id"])["limit"] == 2048 * 2**20
     manifest = load_manifest(build)
     bundle = build / manifest["ppo_math"]["autograder"]
     assert hashlib.sha256(bundle.read_bytes()).hexdigest() == manifest["ppo_math"]["sha256"]

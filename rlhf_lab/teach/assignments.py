@@ -31,7 +31,7 @@ from pathlib import Path
 import nbformat
 import yaml
 
-from rlhf_lab.teach.gradebook import grade
+from rlhf_lab.teach.gradebook import MEMORY_MB, grade
 from rlhf_lab.teach.grading import (AUTOGRADER_ZIP, DEFAULT_OUT, GRADE_TIMEOUT_S, GRADER_SECRET, MANIFEST,
                                    default_source, sha256_bytes)
 from rlhf_lab.teach.isolation import MODES
@@ -242,7 +242,8 @@ def cmd_build(args) -> None:
 
 
 def cmd_grade(args) -> None:
-    table = grade(args.submissions, args.build, args.out, args.assignment, args.timeout, args.jobs, args.isolation)
+    table = grade(args.submissions, args.build, args.out, args.assignment, args.timeout, args.jobs, args.isolation,
+                  args.memory_mb)
     graded = table[table["error"].fillna("") == ""] if "error" in table else table
     print(f"graded {len(graded)} of {len(table)} submissions -> {args.out}")
     for _, row in table.iterrows():
@@ -278,5 +279,7 @@ def add_assignment_commands(subparsers) -> None:
     grd.add_argument("--isolation", default="auto", choices=MODES,
                      help="how each notebook is walled off (default auto: namespace when running as root with "
                           "unshare, else process; see assignments/README.md)")
+    grd.add_argument("--memory-mb", type=int, default=MEMORY_MB,
+                     help=f"address space allowed to each notebook, in MB (default {MEMORY_MB}; 0: no limit)")
     grd.set_defaults(func=cmd_grade)
 

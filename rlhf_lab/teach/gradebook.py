@@ -24,8 +24,10 @@ import pandas as pd
 from rlhf_lab.teach.grading import DEFAULT_OUT, GRADE_TIMEOUT_S, load_manifest, master_folders
 from rlhf_lab.teach.isolation import resolve_mode
 
-__all__ = ["find_submissions", "submission_assignment", "grade_in_child", "score_row", "plain_test_name",
+__all__ = ["MEMORY_MB", "find_submissions", "submission_assignment", "grade_in_child", "score_row", "plain_test_name",
            "feedback_text", "grade"]
+
+MEMORY_MB = 4096  # each notebook's address space: torch and a tiny model need about 1.5 GB
 
 
 def find_submissions(submissions_dir: str | Path) -> list[Path]:
@@ -125,14 +127,15 @@ def _safe_name(text: str) -> str:
 
 def grade(submissions_dir: str | Path, build_dir: str | Path = DEFAULT_OUT, out: str | Path | None = None,
           assignment: str | None = None, timeout: float = GRADE_TIMEOUT_S, jobs: int = 1,
-          isolation: str = "auto") -> pd.DataFrame:
+          isolation: str = "auto", memory_mb: int = MEMORY_MB) -> pd.DataFrame:
     """Grade every submission under `submissions_dir` against the bundles in `build_dir`; one row per submission.
 
     Columns: submission (path under the folder), student_id, assignment, score and possible (autograded points),
     manual_possible, one per question (hand-graded ones left empty), failed_tests ("question/test_function", hidden
     ones marked), error, seconds. With `out`, writes it as CSV, an LMS-ready `<out>_lms.csv` (student_id,
     assignment, points per question, total) and `<out folder>/feedback/<assignment>/<student id>.md` per submission.
-    `isolation` is "auto", "namespace" or "process" (`rlhf_lab.teach.isolation`).
+    `isolation` is "auto", "namespace" or "process" (`rlhf_lab.teach.isolation`); `memory_mb` caps each notebook's
+    address space (0: no cap).
     """
     manifest = load_manifest(build_dir)
     if assignment is not None and assignment not in manifest:
@@ -160,6 +163,7 @@ def grade(submissions_dir: str | Path, build_dir: str | Path = DEFAULT_OUT, out:
         bundle = str((build_dir / spec["autograder"]).resolve())
         return grade_in_child({"submission": str(path.resolve()), "bundle": bundle, "sha256": spec["sha256"],
                                "files": spec.get("files", []), "mode": mode, "timeout": timeout, "threads": threads,
+                               "memory_mb": memory_mb,
                                "hide": hide})
 
     results, written = {}, set()

@@ -217,7 +217,8 @@ def run_tests(sources: dict[str, str], env) -> dict:
 
 def grade_submission(job: dict) -> dict:
     """Grade one submission. `job`: submission, bundle, sha256, files (the data files to hand the notebook),
-    mode ("namespace" or "process"), timeout (s), threads, hide (folders the sandbox must not see)."""
+    mode ("namespace" or "process"), timeout (s), threads, memory_mb (the sandbox's address space, 0: no limit),
+    hide (folders the sandbox must not see)."""
     start = time.monotonic()
     bundle = Path(job["bundle"]).read_bytes()
     if sha256_bytes(bundle) != job["sha256"]:
@@ -241,7 +242,7 @@ def grade_submission(job: dict) -> dict:
         home = "/tmp/submission/.home" if scratch is None else f"{scratch}/.home"
         link = SandboxLink(sandbox_command(job["mode"], [*job.get("hide", []), private]),
                            sandbox_env(home, job.get("threads")),
-                           {"workdir": scratch, "files": files, "cells": cells}, start + job["timeout"])
+                           {"workdir": scratch, "files": files, "cells": cells, "memory_mb": job.get("memory_mb")}, start + job["timeout"])
         os.chdir(private)
         try:
             with contextlib.suppress(ImportError):  # most tests need torch: import it while the notebook runs

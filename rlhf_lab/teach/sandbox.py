@@ -2,8 +2,8 @@
 
     python -m rlhf_lab.teach.sandbox        (started by `rlhf_lab.teach.grading`, never by hand)
 
-This process holds no test and no grader bundle: it receives the notebook's cells and the assignment's data files as
-the first message on stdin, writes the files into its working folder, runs the cells in an IPython shell (so magics
+This process holds no test and no grader bundle: it receives the notebook's cells, the assignment's data files and its
+memory limit (address space, `RLIMIT_AS`) as the first message on stdin, writes the files into its working folder, runs the cells in an IPython shell (so magics
 work; `otter` is replaced by a stand-in whose `grader.check(...)` does nothing), says `ready`, and then serves
 requests until stdin closes: `get` a variable, `call` a function or a reference, `attr` of a reference. Answers are
 data (see `rlhf_lab.teach.wire`); a call whose arguments require a gradient and whose result is a scalar tensor also
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import os
+import resource
 import sys
 import traceback
 import types
@@ -120,6 +121,9 @@ def main() -> None:
     os.chdir(folder)
     write_files(setup.get("files", {}), folder)
     install_fake_otter()
+    if setup.get("memory_mb"):  # address space, soft and hard: an unprivileged sandbox cannot raise it again
+        limit = int(setup["memory_mb"]) * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     namespace, errors = run_cells(setup.get("cells", []))
     send(out_fd, {"ready": True, "errors": errors})
     serve(reader, out_fd, namespace)
