@@ -17,9 +17,12 @@ import pytest
 pytest.importorskip("otter", reason="the assignment tools need otter-grader (pip install 'rlhf-lab[instructor]')")
 
 from rlhf_lab.cli import main
-from rlhf_lab.teach.assignments import default_source, find_masters, find_submissions, grade, load_manifest, read_master
+from rlhf_lab.teach.assignments import default_source, find_masters, read_master
+from rlhf_lab.teach.gradebook import find_submissions, grade
+from rlhf_lab.teach import isolation
+from rlhf_lab.teach.grading import grade_submission, load_manifest
 
-ASSIGNMENTS = ("reward_model", "ppo_math", "overoptimisation")
+ASSIGNMENTS = ("reward_model", "ppo_math", "overoptimisation", "logprobs_dpo")
 # A classic bug per assignment that the public tests miss and one hidden test catches: (old, new, failing test, points)
 BUGS = {
     "reward_model": ("-torch.nn.functional.logsigmoid(r_chosen - r_rejected).mean()",
@@ -29,8 +32,32 @@ BUGS = {
                  "q3_gae/test_gae_matches_a_loop_on_random_padded_inputs (hidden)", 2.0),
     "overoptimisation": ('after = low_beta[low_beta["update"] > peak_update]', "after = low_beta",
                          "q4_proxy_gold_correlation/test_correlation_after_the_peak (hidden)", 1.5),
+    "logprobs_dpo": ("-torch.nn.functional.logsigmoid(beta * margin).mean()",
+                     "-torch.log(torch.sigmoid(beta * margin)).mean()",
+                     "q2_dpo_loss/test_dpo_loss_is_finite_for_huge_margins (hidden)", 1.0),
 }
-FULL_MARKS = {"reward_model": 10.0, "ppo_math": 12.0, "overoptimisation": 10.0}
+FULL_MARKS = {"reward_model": 10.0, "ppo_math": 12.0, "overoptimisation": 10.0, "logprobs_dpo": 8.0}
+
+
+OTHER_ID = "s7654321"
+GOLD_MODEL = """
+import torch
+def _gold_model(model):
+    with torch.no_grad():
+        model.linear.weight.copy_(torch.tensor([[1.0, 1.0, -2.0, 1.0, 0.5, 0.3]]))
+    return model
+"""
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _instructor_proxy_gain() -> float:
+    from rlhf_lab.teach.assignment_data import overoptimisation_metrics
+    run = overoptimisation_metrics("instructor-0").query("kl_coef == 0.01").set_index("update")
+    return float(run.iloc[-1]["objective/scores"] - run.loc[run["gold_reward"].idxmax(), "objective/scores"])
 
 
 def _wrong_copy(solution: Path, target: Path, old: str, new: str) -> None:
@@ -60,6 +87,23 @@ def scores(built, tmp_path_factory) -> pd.DataFrame:
         wrong = subs / "wrong" / name
         wrong.mkdir(parents=True)
         _wrong_copy(built / name / "autograder" / f"{name}.ipynb", wrong / f"{name}.ipynb", old, new)
+    # per-student data: the solutions under another id still get full marks; numbers copied from the
+    # instructor's id do not; a reward model with the lab's gold weights typed in fails the reward-model question
+    for name in ("reward_model", "overoptimisation"):
+        _wrong_copy(built / name / "autograder" / f"{name}.ipynb", _mkdir(subs / "other_id") / f"{name}.ipynb",
+                    '"instructor-0"', f'"{OTHER_ID}"')
+    copied = _mkdir(subs / "copied") / "overoptimisation.ipynb"
+    _wrong_copy(built / "overoptimisation" / "autograder" / "overoptimisation.ipynb", copied, '"instructor-0"',
+                f'"{OTHER_ID}"')
+    _wrong_copy(copied, copied, 'proxy_gain = float(last_row["objective/scores"] - peak_row["objective/scores"])',
+                f"proxy_gain = {_instructor_proxy_gain()}")
+    _wrong_copy(built / "reward_model" / "autograder" / "reward_model.ipynb",
+                _mkdir(subs / "hard_coded") / "reward_model.ipynb", "    model = LinearReward(x_chosen.shape[1])",
+                "    model = LinearReward(x_chosen.shape[1])\n    return _gold_model(model)\n"
+                "    # the lab's gold weights, typed in: no training\n")
+    nb = nbformat.read(subs / "hard_coded" / "reward_model.ipynb", as_version=4)
+    nb.cells.insert(1, nbformat.v4.new_code_cell(GOLD_MODEL))
+    nbformat.write(nb, subs / "hard_coded" / "reward_model.ipynb")
     # one wrong submission arrives as the zip that the export cell makes
     with zipfile.ZipFile(subs / "wrong" / "ppo_math" / "ppo_math_export.zip", "w") as zf:
         zf.write(subs / "wrong" / "ppo_math" / "ppo_math.ipynb", "ppo_math.ipynb")
@@ -67,6 +111,12 @@ def scores(built, tmp_path_factory) -> pd.DataFrame:
     csv = subs / "scores.csv"
     assert main(["assignments", "grade", str(subs), "--build", str(built), "--out", str(csv), "--jobs", "2"]) == 0
     return pd.read_csv(csv, keep_default_na=False).set_index("submission")
+
+
+@pytest.fixture(scope="module")
+def graded_folder(scores, tmp_path_factory) -> Path:
+    """The folder `grade` wrote scores.csv, scores_lms.csv and feedback/ into."""
+    return next(p for p in tmp_path_factory.getbasetemp().glob("submissions*") if (p / "scores.csv").is_file())
 
 
 def test_build_writes_student_and_grader_bundles_for_every_master(built):
@@ -103,6 +153,44 @@ def test_wrong_submissions_get_partial_marks_and_name_the_failing_hidden_test(sc
         assert row["score"] == FULL_MARKS[name] - lost, f"{name}: {row.to_dict()}"
         assert row["failed_tests"] == failing
     assert float(scores.loc["wrong/ppo_math/ppo_math_export.zip", "q3_gae"]) == 1.0  # public passed, hidden failed
+
+
+def test_each_student_gets_their_own_numbers_and_copied_or_typed_in_answers_fail(scores):
+    for name, full in (("reward_model", 10.0), ("overoptimisation", 10.0)):
+        row = scores.loc[f"other_id/{name}.ipynb"]
+        assert (row["student_id"], row["score"], row["error"]) == (OTHER_ID, full, ""), row.to_dict()
+    copied = scores.loc["copied/overoptimisation.ipynb"]
+    assert float(copied["q2_after_the_peak"]) == 1.0, "the public test passes, the hidden one recomputes from the id"
+    assert copied["failed_tests"] == "q2_after_the_peak/test_after_peak_values (hidden)"
+    typed_in = scores.loc["hard_coded/reward_model.ipynb"]
+    points = [float(typed_in[q]) for q in ("q1_bradley_terry_loss", "q2_pairwise_accuracy", "q3_reward_model")]
+    assert points == [4.0, 2.0, 0.0], typed_in.to_dict()
+
+
+def test_numbers_differ_between_students():
+    from rlhf_lab.teach.assignment_data import overoptimisation_metrics, preference_pairs, student_utility
+    a, b = overoptimisation_metrics("instructor-0"), overoptimisation_metrics(OTHER_ID)
+    assert (a["gold_reward"] - b["gold_reward"]).abs().max() > 0.05
+    assert overoptimisation_metrics(OTHER_ID).equals(b), "the same id gives the same data"
+    assert (student_utility("instructor-0") - student_utility(OTHER_ID)).abs().max() > 0.3
+    assert not preference_pairs("instructor-0").equals(preference_pairs(OTHER_ID))
+    with pytest.raises(ValueError, match="set it to your student id"):
+        preference_pairs(Ellipsis)
+
+
+def test_scores_carry_the_student_id_into_an_lms_csv_and_feedback_files(scores, graded_folder):
+    assert scores.loc["solutions/ppo_math.ipynb", "student_id"] == "instructor-0"
+    assert scores.loc["blank/ppo_math.ipynb", "student_id"] == ""
+    lms = pd.read_csv(graded_folder / "scores_lms.csv", keep_default_na=False)
+    rows = lms[(lms["student_id"] == OTHER_ID) & (lms["assignment"] == "overoptimisation")]
+    assert sorted(rows["total"].astype(float)) == [8.0, 10.0], "the copied submission and the honest one"
+    assert rows["q1_gold_peak"].astype(float).tolist() == [3.0, 3.0] and set(rows["q5_what_went_wrong"]) == {""}
+    feedback = (graded_folder / "feedback" / "ppo_math" / "instructor-0__wrong_ppo_math_ppo_math_export.zip.md")
+    text = feedback.read_text()
+    assert "Autograded: 10 of 12 points." in text
+    assert "- q3_gae: 1 of 3\n    - failed: gae matches a loop on random padded inputs (hidden test)" in text
+    blank = (graded_folder / "feedback" / "ppo_math" / "blank_ppo_math.ipynb.md").read_text()
+    assert "failed: student id is filled in (student_id is " in blank and "set it to your student id" in blank
 
 
 def test_grading_one_submission_takes_under_a_minute(scores):
@@ -161,6 +249,45 @@ def test_student_version_has_no_solution_code_and_no_hidden_test(built, name):
     assert public == {q.name for q in read_master(master).questions if not q.manual}, "every question has public tests"
 
 
+def test_the_bundle_holds_a_grader_secret_that_no_notebook_sees_or_shadows(built):
+    import torch
+
+    from rlhf_lab.teach.assignment_data import secret_taste
+    from rlhf_lab.teach.grading import NotebookValues
+
+    secrets = set()
+    for name in ASSIGNMENTS:
+        with zipfile.ZipFile(built / name / "autograder" / "autograder.zip") as zf:
+            secrets.add(zf.read("grader_secret.txt").decode())
+        assert not any(s in text for s in secrets for text in _student_texts(built, name).values())
+    assert len(secrets) == 1 and len(secrets.pop()) == 32, "one random secret per build"
+
+    class Link:  # a notebook that defines every name, grader_secret included
+        def request(self, message):
+            return {"value": "from the notebook"}
+
+    env = NotebookValues(Link(), {"grader_secret": "s3cret"})
+    assert (env.get("grader_secret"), env.get("student_id")) == ("s3cret", "from the notebook")
+    assert not torch.equal(secret_taste("s3cret", OTHER_ID), secret_taste(None, OTHER_ID))
+
+
+def test_hand_graded_questions_have_a_rubric_in_the_master_and_the_bundle(built, tmp_path):
+    master = next(a for a in find_masters() if a.name == "overoptimisation")
+    (q5,) = [q for q in master.questions if q.manual]
+    assert len(q5.rubric) == 4 and sum(points for points, _ in q5.rubric) == q5.points == 4.0
+    with zipfile.ZipFile(built / "overoptimisation" / "autograder" / "autograder.zip") as zf:
+        in_bundle = zf.read("rubric.md").decode()
+    assert (built / "overoptimisation" / "autograder" / "rubric.md").read_text() == in_bundle
+    assert all(f"- [1] {text}" in in_bundle for _, text in q5.rubric)
+    assert "Rubric" not in (built / "overoptimisation" / "student" / "overoptimisation.ipynb").read_text()
+    nb = nbformat.read(master.master, as_version=4)
+    for cell in nb.cells:
+        cell.source = cell.source.split("**Rubric")[0]
+    nbformat.write(nb, tmp_path / "no_rubric.ipynb")
+    with pytest.raises(ValueError, match="q5_what_went_wrong .4 points. needs a rubric"):
+        read_master(tmp_path / "no_rubric.ipynb")
+
+
 def test_masters_ship_with_the_package_and_list_their_points(capsys):
     assert [a.name for a in find_masters()] == list(ASSIGNMENTS)
     assert (default_source() / "README.md").is_file()
@@ -170,7 +297,7 @@ def test_masters_ship_with_the_package_and_list_their_points(capsys):
     assert "overoptimisation     10 autograded points + 4 by hand" in out
 
 
-def test_bad_input_gives_errors_that_say_how_to_fix_it(tmp_path, capsys):
+def test_bad_input_gives_errors_that_say_how_to_fix_it(tmp_path, capsys, monkeypatch):
     assert main(["assignments", "grade", str(tmp_path / "missing"), "--build", str(tmp_path)]) == 2
     assert "run `rlhf-lab assignments build --out" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="does not exist"):
@@ -184,6 +311,26 @@ def test_bad_input_gives_errors_that_say_how_to_fix_it(tmp_path, capsys):
     (tmp_path / "manifest.json").write_text(json.dumps({"ppo_math": {}}))
     with pytest.raises(ValueError, match="unknown assignment 'nope'"):
         grade(tmp_path, tmp_path, assignment="nope")
+    with pytest.raises(ValueError, match="predates bundle hashes: rebuild it"):
+        grade(tmp_path, tmp_path)
+    with pytest.raises(SystemExit, match="2"):  # argparse: one usage line, exit 2
+        main(["assignments", "grade", str(tmp_path), "--build", str(tmp_path), "--isolation", "sideways"])
+    monkeypatch.setattr(isolation, "namespace_available", lambda: False)
+    assert main(["assignments", "grade", str(tmp_path), "--build", str(tmp_path), "--isolation", "namespace"]) == 2
+    err = capsys.readouterr().err
+    assert "--isolation namespace needs root" in err and "Traceback" not in err
+
+
+def test_a_bundle_that_changed_since_the_build_is_refused_before_any_student_code_runs(built, tmp_path):
+    bundle = tmp_path / "autograder.zip"
+    shutil.copy(built / "ppo_math" / "autograder" / "autograder.zip", bundle)
+    expected = load_manifest(built)["ppo_math"]["sha256"]
+    with zipfile.ZipFile(bundle, "a") as zf:
+        zf.writestr("tests/q9_poison.py", "name = 'q9_poison'")
+    result = grade_submission({"bundle": str(bundle), "sha256": expected, "submission": "unused", "files": [],
+                               "mode": "process", "timeout": 10})
+    assert result == {"error": f"the grader bundle {bundle} changed since it was built (SHA-256 differs): rebuild it "
+                               "with `rlhf-lab assignments build` and grade again"}
 
 
 def test_missing_otter_gives_the_install_hint_not_a_traceback(tmp_path, capsys, monkeypatch):

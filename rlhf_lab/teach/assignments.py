@@ -8,44 +8,39 @@ A master notebook (one folder per assignment under `assignments/`, shipped as `r
 otter-grader's format: solutions between `# BEGIN SOLUTION` / `# END SOLUTION`, public and hidden tests per question,
 points per question (see `assignments/README.md`, the instructor guide). `build` runs `otter assign` on each master
 and writes, per assignment, a student folder (and zip) to hand out and an autograder folder holding the solutions,
-every test and `autograder.zip`; `manifest.json` lists the assignments and their questions. `grade` runs each
-submitted notebook (or the zip of its export cell) with otter's non-containerised runner in a child process with a
-time limit, and writes one CSV row per submission: the score of every question, the totals, the failing tests by name,
-and an empty column per hand-graded question. `add_assignment_commands(subparsers)` adds the command to `rlhf-lab`.
+every test and `autograder.zip`; `manifest.json` lists the assignments, their questions, their data files and the
+SHA-256 of each bundle. `grade` (`rlhf_lab.teach.gradebook`) runs each submitted notebook in a sandbox and the tests in
+the grader's own process (`rlhf_lab.teach.grading`). `add_assignment_commands(subparsers)` adds the command to
+`rlhf-lab`.
 """
 
 from __future__ import annotations
 
-import ast
 import contextlib
-import importlib.resources
 import io
 import json
 import os
+import re
+import secrets
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nbformat
-import pandas as pd
 import yaml
 
-__all__ = ["DEFAULT_OUT", "MANIFEST", "AUTOGRADER_ZIP", "GRADE_TIMEOUT_S", "OTTER_HINT", "Question", "Assignment",
-           "default_source", "read_master", "find_masters", "COLAB_CELL", "build", "load_manifest",
-           "find_submissions", "submission_assignment", "case_names", "grade_one", "grade", "cmd_list", "cmd_build",
-           "cmd_grade", "add_assignment_commands"]
+from rlhf_lab.teach.gradebook import MEMORY_MB, grade
+from rlhf_lab.teach.grading import (AUTOGRADER_ZIP, DEFAULT_OUT, GRADE_TIMEOUT_S, GRADER_SECRET, MANIFEST,
+                                   default_source, sha256_bytes)
+from rlhf_lab.teach.isolation import MODES
 
-DEFAULT_OUT = "dist/assignments"
-MANIFEST = "manifest.json"
-AUTOGRADER_ZIP = "autograder.zip"
-GRADE_TIMEOUT_S = 300
+__all__ = ["OTTER_HINT", "RUBRIC", "Question", "Assignment", "default_source", "RUBRIC_LINE", "parse_rubric",
+           "read_master", "rubric_markdown", "find_masters", "COLAB_CELL",
+           "build", "cmd_list", "cmd_build", "cmd_grade", "add_assignment_commands"]
+
+RUBRIC = "rubric.md"
 OTTER_HINT = "the instructor tools need otter-grader: pip install 'rlhf-lab[instructor]' (or pip install otter-grader)"
 
 
@@ -56,6 +51,7 @@ class Question:
     name: str
     points: float
     manual: bool = False
+    rubric: list[tuple[float, str]] = field(default_factory=list)  # hand-graded: (points, what earns them)
 
 
 @dataclass
@@ -78,11 +74,6 @@ class Assignment:
 
 
 # ---- reading master notebooks -------------------------------------------------------------------------------------
-def default_source() -> Path:
-    """The master notebooks shipped with the package (the repository's `assignments/` folder)."""
-    return Path(str(importlib.resources.files("rlhf_lab.assignment_sources")))
-
-
 def _config(cell, header: str) -> dict | None:
     """The YAML under `header` in a raw cell such as `# BEGIN QUESTION`, or None if the cell is something else."""
     lines = cell.source.strip().splitlines()
@@ -91,8 +82,21 @@ def _config(cell, header: str) -> dict | None:
     return yaml.safe_load("\n".join(lines[1:])) or {}
 
 
+RUBRIC_LINE = re.compile(r"^\s*[-*] \[(\d+(?:\.\d+)?)\]\s+(.+)$")
+
+
+def parse_rubric(markdown: str) -> list[tuple[float, str]]:
+    """The rubric lines of a model-answer cell, after its "**Rubric" line: `- [points] what earns them`."""
+    _, found, rest = markdown.partition("**Rubric")
+    if not found:
+        return []
+    return [(float(m[1]), m[2].strip()) for line in rest.splitlines() if (m := RUBRIC_LINE.match(line))]
+
+
 def read_master(path: str | Path) -> Assignment:
-    """Parse a master notebook's assignment name and questions (name, points, manual)."""
+    """Parse a master notebook's assignment name and questions (name, points, manual, rubric).
+
+    A hand-graded question needs a rubric in its model answer whose points add up to the question's points."""
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
     name, questions = None, []
@@ -101,10 +105,25 @@ def read_master(path: str | Path) -> Assignment:
             name = config.get("name")
         elif (config := _config(cell, "# BEGIN QUESTION")) is not None:
             questions.append(Question(config["name"], float(config.get("points", 1)), bool(config.get("manual"))))
+        elif cell.cell_type == "markdown" and questions and questions[-1].manual and not questions[-1].rubric:
+            questions[-1].rubric = parse_rubric(cell.source)
     if not name or not questions:
         raise ValueError(f"{path} is not a master notebook: it needs a raw '# ASSIGNMENT CONFIG' cell with a 'name' "
                          "and at least one raw '# BEGIN QUESTION' cell (see assignments/README.md)")
+    for q in questions:
+        if q.manual and sum(p for p, _ in q.rubric) != q.points:
+            raise ValueError(f"{path}: hand-graded question {q.name} ({q.points:g} points) needs a rubric in its model "
+                             "answer whose points add up to the question's: a '**Rubric**' line, then one "
+                             f"'- [points] what earns them' line each (found {sum(p for p, _ in q.rubric):g} points)")
     return Assignment(name, path, questions)
+
+
+def rubric_markdown(assignment: Assignment) -> str:
+    """The rubrics of an assignment's hand-graded questions as one markdown page for the graders."""
+    lines = [f"# Rubric: {assignment.name}", ""]
+    for q in (q for q in assignment.questions if q.manual):
+        lines += [f"## {q.name} ({q.points:g} points)", "", *[f"- [{p:g}] {text}" for p, text in q.rubric], ""]
+    return "\n".join(lines)
 
 
 def find_masters(source: str | Path | None = None) -> list[Assignment]:
@@ -157,7 +176,7 @@ def _add_colab_cell(notebook: Path, url: str) -> None:
 
 
 def build(source: str | Path | None = None, out: str | Path = DEFAULT_OUT, check: bool = True,
-          colab_url: str | None = None) -> dict:
+          colab_url: str | None = None, secret: str | None = None) -> dict:
     """Build the student version and the grader bundle of every master under `source` into `out`; return the manifest.
 
     out/NAME/student/         the notebook without solutions, public tests only, data files: hand this out
@@ -169,6 +188,7 @@ def build(source: str | Path | None = None, out: str | Path = DEFAULT_OUT, check
     starts with a cell that, on Colab only, installs otter-grader and fetches COLAB_URL/NAME-student.zip.
     """
     out = Path(out)
+    secret = secret or secrets.token_hex(16)
     manifest = {}
     for assignment in find_masters(source):
         target = out / assignment.name
@@ -180,163 +200,28 @@ def build(source: str | Path | None = None, out: str | Path = DEFAULT_OUT, check
         autograder = target / "autograder"
         (zip_path,) = [p for p in autograder.glob("*.zip")]
         zip_path.rename(autograder / AUTOGRADER_ZIP)
+        with zipfile.ZipFile(autograder / AUTOGRADER_ZIP, "a") as zf:  # hidden tests that name grader_secret get it
+            zf.writestr(GRADER_SECRET, secret)
+        if assignment.manual_points:  # the rubric goes to the graders: beside the bundle and inside it
+            (autograder / RUBRIC).write_text(rubric_markdown(assignment))
+            with zipfile.ZipFile(autograder / AUTOGRADER_ZIP, "a") as zf:
+                zf.writestr(RUBRIC, rubric_markdown(assignment))
         if colab_url:
             _add_colab_cell(target / "student" / assignment.master.name,
                             f"{colab_url.rstrip('/')}/{assignment.name}-student.zip")
         shutil.make_archive(str(target / f"{assignment.name}-student"), "zip", target / "student")
+        student = target / "student"
         manifest[assignment.name] = {
             "master": assignment.master.name,
             "autograder": f"{assignment.name}/autograder/{AUTOGRADER_ZIP}",
+            "sha256": sha256_bytes((autograder / AUTOGRADER_ZIP).read_bytes()),
+            "files": sorted(p.relative_to(student).as_posix() for p in student.rglob("*") if p.is_file()
+                            and p.suffix != ".ipynb" and p.relative_to(student).parts[0] != "tests"),
             "student": f"{assignment.name}/student",
             "questions": [asdict(q) for q in assignment.questions],
         }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return manifest
-
-
-# ---- grade -----------------------------------------------------------------------------------------------------------
-def load_manifest(build_dir: str | Path) -> dict:
-    """The manifest that `build` wrote: assignment name -> autograder path, student folder, questions."""
-    path = Path(build_dir) / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"no {MANIFEST} in {build_dir}: run `rlhf-lab assignments build --out {build_dir}` "
-                                "first, or pass --build with the folder that build wrote")
-    return json.loads(path.read_text())
-
-
-def find_submissions(submissions_dir: str | Path) -> list[Path]:
-    """Submitted notebooks (.ipynb) and export zips (.zip) under a folder, recursively, skipping hidden folders."""
-    root = Path(submissions_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"submissions folder {root} does not exist: pass the folder where you collected the "
-                                "students' notebooks or export zips")
-    found = sorted(p for p in root.rglob("*") if p.suffix in (".ipynb", ".zip") and p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
-    if not found:
-        raise ValueError(f"no notebooks (.ipynb) or export zips (.zip) under {root}: students hand in the notebook or "
-                         "the zip that the last cell of the assignment makes")
-    return found
-
-
-def submission_assignment(path: Path) -> str | None:
-    """The otter assignment name stored in a submitted notebook's metadata (in a zip: its notebook's), or None."""
-    try:
-        if path.suffix == ".zip":
-            with zipfile.ZipFile(path) as zf:
-                names = [n for n in zf.namelist() if n.endswith(".ipynb") and "/." not in "/" + n]
-                if len(names) != 1:
-                    return None
-                nb = nbformat.reads(zf.read(names[0]).decode("utf-8"), as_version=4)
-        else:
-            nb = nbformat.read(path, as_version=4)
-    except Exception:  # a student's file may be anything: unreadable means unknown
-        return None
-    return nb.metadata.get("otter", {}).get("assignment_name")
-
-
-def case_names(autograder_zip: str | Path) -> dict[str, str]:
-    """otter's test-case ids ("q3_gae - 2") -> "q3_gae/<test function name>", read from the grader's test files."""
-    names = {}
-    with zipfile.ZipFile(autograder_zip) as zf:
-        for member in zf.namelist():
-            if not (member.startswith("tests/") and member.endswith(".py")):
-                continue
-            question = Path(member).stem
-            functions = [node.name for node in ast.parse(zf.read(member)).body
-                         if isinstance(node, ast.FunctionDef) and node.decorator_list]
-            names.update({f"{question} - {i}": f"{question}/{fn}" for i, fn in enumerate(functions, 1)})
-    return names
-
-
-def grade_one(submission: str, autograder_zip: str) -> dict:
-    """Grade one submission in this process with otter's non-containerised runner; a JSON-ready dict."""
-    from otter.api import grade_submission
-
-    results = grade_submission(submission, autograder_zip, quiet=True)
-    if results.catastrophic_error is not None:
-        return {"error": f"{type(results.catastrophic_error).__name__}: {results.catastrophic_error}"}
-    return {"questions": {
-        name: {"score": float(tf.score), "possible": float(tf.possible),
-               "failed": [{"id": r.test_case.name, "hidden": r.test_case.hidden} for r in tf.test_case_results
-                          if not r.passed]}
-        for name, tf in results.results.items()}}
-
-
-def _grade_in_child(submission: Path, autograder_zip: Path, timeout: float, threads: int | None) -> dict:
-    """`grade_one` in a child process (its own session, so a timeout also ends the notebook's kernel)."""
-    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
-    with tempfile.TemporaryDirectory() as tmp:
-        result_path = Path(tmp) / "result.json"
-        code = ("import json, sys; from rlhf_lab.teach.assignments import grade_one; "
-                "json.dump(grade_one(sys.argv[1], sys.argv[2]), open(sys.argv[3], 'w'))")
-        proc = subprocess.Popen([sys.executable, "-c", code, str(submission), str(autograder_zip), str(result_path)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-                                start_new_session=True)
-        start = time.perf_counter()
-        try:
-            _, stderr = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return {"error": f"grading took longer than {timeout:.0f} s (an endless loop?); raise --timeout if needed"}
-        seconds = round(time.perf_counter() - start, 1)
-        if proc.returncode != 0 or not result_path.is_file():
-            last = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit status {proc.returncode}"
-            return {"error": f"the grader crashed: {last}", "seconds": seconds}
-        return {**json.loads(result_path.read_text()), "seconds": seconds}
-
-
-def _score_row(row: dict, spec: dict, result: dict, ids: dict[str, str]) -> dict:
-    """Fill a CSV row from one grading result: question scores, totals, failing tests by name, error."""
-    questions, failed = result.get("questions", {}), []
-    for q in spec["questions"]:
-        graded = questions.get(q["name"])
-        row[q["name"]] = None if q["manual"] else (graded["score"] if graded else 0.0)
-        for case in (graded or {}).get("failed", []):
-            failed.append(ids.get(case["id"], case["id"]) + (" (hidden)" if case["hidden"] else ""))
-    auto = [q for q in spec["questions"] if not q["manual"]]
-    return {**row, "score": sum(row[q["name"]] for q in auto), "possible": sum(q["points"] for q in auto),
-            "manual_possible": sum(q["points"] for q in spec["questions"] if q["manual"]),
-            "failed_tests": "; ".join(failed), "error": result.get("error", ""), "seconds": result.get("seconds")}
-
-
-def grade(submissions_dir: str | Path, build_dir: str | Path = DEFAULT_OUT, out: str | Path | None = None,
-          assignment: str | None = None, timeout: float = GRADE_TIMEOUT_S, jobs: int = 1) -> pd.DataFrame:
-    """Grade every submission under `submissions_dir` against the bundles in `build_dir`; one row per submission.
-
-    Columns: submission (path under the folder), assignment, one per question (hand-graded ones left empty), score
-    and possible (autograded points), manual_possible, failed_tests ("question/test_function", hidden ones marked),
-    error, seconds. `assignment` forces the assignment for notebooks whose metadata lost it; `jobs` submissions are
-    graded at once (each with one CPU thread when jobs > 1). Writes `out` as CSV when given.
-    """
-    manifest = load_manifest(build_dir)
-    if assignment is not None and assignment not in manifest:
-        raise ValueError(f"unknown assignment {assignment!r}; the build has {', '.join(manifest)}")
-    root = Path(submissions_dir)
-    rows, work = [], []
-    for path in find_submissions(root):
-        name = assignment or submission_assignment(path)
-        rows.append({"submission": path.relative_to(root).as_posix(), "assignment": name})
-        if name in manifest:
-            work.append((len(rows) - 1, path, manifest[name]))
-        else:
-            rows[-1]["error"] = (f"cannot tell which assignment this is ({name!r}); pass --assignment NAME "
-                                 f"(one of {', '.join(manifest)})")
-    threads = 1 if jobs > 1 else None
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        results = pool.map(lambda w: _grade_in_child(w[1], Path(build_dir) / w[2]["autograder"], timeout, threads),
-                           work)
-        for (i, _, spec), result in zip(work, results):
-            rows[i] = _score_row(rows[i], spec, result, case_names(Path(build_dir) / spec["autograder"]))
-    questions = [q["name"] for spec in manifest.values() for q in spec["questions"]]
-    columns = ["submission", "assignment", "score", "possible", "manual_possible", *dict.fromkeys(questions),
-               "failed_tests", "error", "seconds"]
-    table = pd.DataFrame(rows)
-    table = table.reindex(columns=[c for c in columns if c in table.columns])
-    if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out, index=False)
-    return table
 
 
 # ---- command line ----------------------------------------------------------------------------------------------------
@@ -349,14 +234,16 @@ def cmd_list(args) -> None:
 
 
 def cmd_build(args) -> None:
-    manifest = build(args.source, args.out, check=not args.no_check, colab_url=args.colab_url)
+    manifest = build(args.source, args.out, check=not args.no_check, colab_url=args.colab_url,
+                     secret=os.environ.get("RLHF_LAB_GRADER_SECRET"))
     for name, spec in manifest.items():
         print(f"{name:<20} hand out {Path(args.out) / spec['student']}  grade with {Path(args.out) / spec['autograder']}")
     print(f"manifest: {Path(args.out) / MANIFEST}")
 
 
 def cmd_grade(args) -> None:
-    table = grade(args.submissions, args.build, args.out, args.assignment, args.timeout, args.jobs)
+    table = grade(args.submissions, args.build, args.out, args.assignment, args.timeout, args.jobs, args.isolation,
+                  args.memory_mb)
     graded = table[table["error"].fillna("") == ""] if "error" in table else table
     print(f"graded {len(graded)} of {len(table)} submissions -> {args.out}")
     for _, row in table.iterrows():
@@ -389,5 +276,10 @@ def add_assignment_commands(subparsers) -> None:
     grd.add_argument("--assignment", default=None, help="grade every submission as this assignment")
     grd.add_argument("--timeout", type=float, default=GRADE_TIMEOUT_S, help="seconds allowed per submission")
     grd.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
+    grd.add_argument("--isolation", default="auto", choices=MODES,
+                     help="how each notebook is walled off (default auto: namespace when running as root with "
+                          "unshare, else process; see assignments/README.md)")
+    grd.add_argument("--memory-mb", type=int, default=MEMORY_MB,
+                     help=f"address space allowed to each notebook, in MB (default {MEMORY_MB}; 0: no limit)")
     grd.set_defaults(func=cmd_grade)
 

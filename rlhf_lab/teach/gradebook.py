@@ -1,0 +1,198 @@
+"""Grade a folder of submissions into a score table, an LMS-ready CSV and one feedback file per student.
+
+Each submission is graded by `rlhf_lab.teach.grading` in a child process (which runs the tests and talks to the
+sandboxed notebook), `jobs` at a time, with a hard stop a minute after the time limit in case the child itself hangs.
+The student id comes from the `student_id` variable of the submitted notebook.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+
+from rlhf_lab.teach.grading import DEFAULT_OUT, GRADE_TIMEOUT_S, load_manifest, master_folders
+from rlhf_lab.teach.isolation import resolve_mode
+
+__all__ = ["MEMORY_MB", "find_submissions", "submission_assignment", "grade_in_child", "score_row", "plain_test_name",
+           "feedback_text", "grade"]
+
+MEMORY_MB = 4096  # each notebook's address space: torch and a tiny model need about 1.5 GB
+
+
+def find_submissions(submissions_dir: str | Path) -> list[Path]:
+    """Submitted notebooks (.ipynb) and export zips (.zip) under a folder, recursively, skipping hidden folders."""
+    root = Path(submissions_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"submissions folder {root} does not exist: pass the folder where you collected the "
+                                "students' notebooks or export zips")
+    found = sorted(p for p in root.rglob("*") if p.suffix in (".ipynb", ".zip") and p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    if not found:
+        raise ValueError(f"no notebooks (.ipynb) or export zips (.zip) under {root}: students hand in the notebook or "
+                         "the zip that the last cell of the assignment makes")
+    return found
+
+
+def submission_assignment(path: Path) -> str | None:
+    """The otter assignment name stored in a submitted notebook's metadata (in a zip: its notebook's), or None."""
+    try:
+        if path.suffix == ".zip":
+            with zipfile.ZipFile(path) as zf:
+                names = [n for n in zf.namelist() if n.endswith(".ipynb") and "/." not in "/" + n]
+                if len(names) != 1:
+                    return None
+                nb = nbformat.reads(zf.read(names[0]).decode("utf-8"), as_version=4)
+        else:
+            nb = nbformat.read(path, as_version=4)
+    except Exception:  # a student's file may be anything: unreadable means unknown
+        return None
+    return nb.metadata.get("otter", {}).get("assignment_name")
+
+
+def grade_in_child(job: dict) -> dict:
+    """`grading.grade_submission(job)` in a child process of its own session, killed a minute past the time limit."""
+    with tempfile.TemporaryDirectory(prefix="rlhf-job-") as tmp:
+        job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
+        job_path.write_text(json.dumps({**job, "hide": [*job.get("hide", []), tmp]}))
+        env = dict(os.environ, **({"OMP_NUM_THREADS": str(job["threads"])} if job.get("threads") else {}))
+        proc = subprocess.Popen([sys.executable, "-m", "rlhf_lab.teach.grading", str(job_path), str(result_path)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                                start_new_session=True)
+        try:
+            _, stderr = proc.communicate(timeout=job["timeout"] + 60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return {"error": f"grading took longer than {job['timeout']:.0f} s; raise --timeout if needed"}
+        if proc.returncode != 0 or not result_path.is_file():
+            last = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit status {proc.returncode}"
+            return {"error": f"the grader crashed: {last}"}
+        return json.loads(result_path.read_text())
+
+
+def score_row(row: dict, spec: dict, result: dict) -> dict:
+    """Fill a CSV row from one grading result: question scores, totals, failing tests by name, error."""
+    questions, failed = result.get("questions", {}), []
+    for q in spec["questions"]:
+        graded = questions.get(q["name"])
+        row[q["name"]] = None if q["manual"] else (graded["score"] if graded else 0.0)
+        failed += [case["name"] + (" (hidden)" if case["hidden"] else "") for case in (graded or {}).get("failed", [])]
+    auto = [q for q in spec["questions"] if not q["manual"]]
+    return {**row, "student_id": result.get("student_id") or "", "score": sum(row[q["name"]] for q in auto),
+            "possible": sum(q["points"] for q in auto),
+            "manual_possible": sum(q["points"] for q in spec["questions"] if q["manual"]),
+            "failed_tests": "; ".join(failed), "error": result.get("error", ""), "seconds": result.get("seconds")}
+
+
+def plain_test_name(name: str) -> str:
+    """"q3_gae/test_gae_matches_a_loop" -> "gae matches a loop": what a student reads in their feedback."""
+    return name.split("/")[-1].removeprefix("test_").replace("_", " ")
+
+
+def feedback_text(row: dict, spec: dict, result: dict) -> str:
+    """A student's feedback: points per question, and each failing test by plain name (public ones with their
+    message, hidden ones by name only, so the hidden checks stay unknown)."""
+    lines = [f"# {row['assignment']}: {row.get('student_id') or row['submission']}", "",
+             f"Autograded: {row['score']:g} of {row['possible']:g} points."]
+    if row.get("manual_possible"):
+        lines.append(f"Graded by hand: {row['manual_possible']:g} more points, added by your instructor.")
+    if row.get("error"):
+        lines.append(f"Grading problem: {row['error']}")
+    lines.append("")
+    for q in spec["questions"]:
+        if q["manual"]:
+            lines.append(f"- {q['name']}: graded by hand (out of {q['points']:g})")
+            continue
+        lines.append(f"- {q['name']}: {row[q['name']]:g} of {q['points']:g}")
+        for case in result.get("questions", {}).get(q["name"], {}).get("failed", []):
+            note = "hidden test" if case["hidden"] else case["message"]
+            lines.append(f"    - failed: {plain_test_name(case['name'])} ({note})")
+    return "\n".join(lines) + "\n"
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "submission"
+
+
+def grade(submissions_dir: str | Path, build_dir: str | Path = DEFAULT_OUT, out: str | Path | None = None,
+          assignment: str | None = None, timeout: float = GRADE_TIMEOUT_S, jobs: int = 1,
+          isolation: str = "auto", memory_mb: int = MEMORY_MB) -> pd.DataFrame:
+    """Grade every submission under `submissions_dir` against the bundles in `build_dir`; one row per submission.
+
+    Columns: submission (path under the folder), student_id, assignment, score and possible (autograded points),
+    manual_possible, one per question (hand-graded ones left empty), failed_tests ("question/test_function", hidden
+    ones marked), error, seconds. With `out`, writes it as CSV, an LMS-ready `<out>_lms.csv` (student_id,
+    assignment, points per question, total) and `<out folder>/feedback/<assignment>/<student id>.md` per submission.
+    `isolation` is "auto", "namespace" or "process" (`rlhf_lab.teach.isolation`); `memory_mb` caps each notebook's
+    address space (0: no cap).
+    """
+    manifest = load_manifest(build_dir)
+    if assignment is not None and assignment not in manifest:
+        raise ValueError(f"unknown assignment {assignment!r}; the build has {', '.join(manifest)}")
+    mode = resolve_mode(isolation)
+    stale = [name for name, spec in manifest.items() if "sha256" not in spec]
+    if stale:
+        raise ValueError(f"{MANIFEST_HINT} ({', '.join(stale)} has no bundle hash)")
+    root, build_dir = Path(submissions_dir), Path(build_dir)
+    rows, work = [], []
+    for path in find_submissions(root):
+        name = assignment or submission_assignment(path)
+        rows.append({"submission": path.relative_to(root).as_posix(), "assignment": name})
+        if name in manifest:
+            work.append((len(rows) - 1, path, manifest[name]))
+        else:
+            rows[-1]["error"] = (f"cannot tell which assignment this is ({name!r}); pass --assignment NAME "
+                                 f"(one of {', '.join(manifest)})")
+    threads = 1 if jobs > 1 else None
+    # the masters hold solutions and hidden tests: an installed rlhf-lab ships them, so hide them too
+    hide = [str(root.resolve()), str(build_dir.resolve()), *master_folders()]
+
+    def job(w):
+        _, path, spec = w
+        bundle = str((build_dir / spec["autograder"]).resolve())
+        return grade_in_child({"submission": str(path.resolve()), "bundle": bundle, "sha256": spec["sha256"],
+                               "files": spec.get("files", []), "mode": mode, "timeout": timeout, "threads": threads,
+                               "memory_mb": memory_mb,
+                               "hide": hide})
+
+    results, written = {}, set()
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for (i, _, spec), result in zip(work, pool.map(job, work)):
+            rows[i], results[i] = score_row(rows[i], spec, result), result
+    questions = [q["name"] for spec in manifest.values() for q in spec["questions"]]
+    columns = ["submission", "student_id", "assignment", "score", "possible", "manual_possible",
+               *dict.fromkeys(questions), "failed_tests", "error", "seconds"]
+    table = pd.DataFrame(rows)
+    table = table.reindex(columns=[c for c in columns if c in table.columns])
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out, index=False)
+        lms = table.reindex(columns=["student_id", "assignment", *dict.fromkeys(questions)]).copy()
+        lms["total"] = table.get("score")
+        lms.to_csv(out.with_name(out.stem + "_lms.csv"), index=False)
+        for i, result in results.items():
+            row, spec = rows[i], manifest[rows[i]["assignment"]]
+            folder = out.parent / "feedback" / row["assignment"]
+            folder.mkdir(parents=True, exist_ok=True)
+            stem = _safe_name(row.get("student_id") or row["submission"])
+            target = folder / f"{stem}.md"
+            if target in written:  # two submissions with one id: keep both, named by file
+                target = folder / f"{stem}__{_safe_name(row['submission'])}.md"
+            written.add(target)
+            target.write_text(feedback_text(row, spec, result))
+    return table
+
+
+MANIFEST_HINT = "this build predates bundle hashes: rebuild it with `rlhf-lab assignments build` and grade again"
