@@ -15,7 +15,7 @@ majority vote vs Dawid–Skene labels vs gold. Part 3 (judges): the constitution
 (position-swapped) on 64 corpus pairs: agreement with gold, position bias, seconds per judgment. Part 4 (flags → a
 cost model and a constraint): SmolLM2 samples 2 replies to each of 64 training prompts; a strict simulated annotator
 flags them by its known rule (harmful when VADER sentiment < −0.05, off-topic, repetitive); a `CostModel` (P(flagged))
-is fitted on those flags; then PPO (the standard setting: batch 8, 32 new tokens, 4 epochs, β 0.05) trains SmolLM2
+is fitted on those flags; then PPO (batch 8, 32 new tokens, 4 epochs, β 0.05, the KL guard off) trains SmolLM2
 for a few updates on a reward blind to tone (the gold utility without its sentiment term, so the reward alone does
 not steer away from what the flags catch), once without and once with the constraint E[cost] ≤ d (Safe RLHF's
 adaptive λ). The flagged rate (by the annotator's rule) and the reward of the policy's replies on 32 held-out prompts
@@ -138,6 +138,30 @@ def judges(n: int) -> dict:
     return out
 
 
+FLAG_SETTINGS = ("flag_updates", "flag_lr", "flag_prompts", "flag_eval_prompts", "flag_eval_samples", "flag_reward",
+                 "harmful_below", "cost_limit", "lambda_init", "lambda_lr")
+
+
+def flags_cached(seed: int, args) -> dict:
+    """`flags(seed, args)`, read from `--flags-cache` when a run with the same settings saved it there (a long run
+    that stops keeps its finished seeds)."""
+    from pathlib import Path
+
+    settings = {k: getattr(args, k) for k in FLAG_SETTINGS}
+    path = Path(args.flags_cache) / f"seed{seed}.json" if args.flags_cache else None
+    if path is not None and path.is_file():
+        saved = json.loads(path.read_text())
+        if saved["settings"] == settings:
+            print(f"   seed {seed}: read from {path}")
+            return {k: np.asarray(v) if k.startswith("per_prompt_") else v for k, v in saved["result"].items()}
+    result = flags(seed, args)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"settings": settings, "result": {
+            k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in result.items()}}))
+    return result
+
+
 def flags(seed: int, args) -> dict:
     """Part 4 for one seed: per-prompt flagged rates and rewards before, unconstrained and constrained."""
     import random
@@ -190,7 +214,7 @@ def flags(seed: int, args) -> dict:
     for name, constrained in (("unconstrained", False), ("constrained", True)):
         fresh, _ = load_policy("smollm2-135m", device="cpu")
         config = PPOConfig(batch_size=8, ppo_epochs=4, learning_rate=args.flag_lr, kl_coef=0.05, seed=seed,
-                           sampling=sampling, missing_eos_penalty=1.0, log_samples_every=0,
+                           sampling=sampling, missing_eos_penalty=1.0, log_samples_every=0, kl_limit=None,
                            cost_limit=args.cost_limit, lambda_init=args.lambda_init, lambda_lr=args.lambda_lr)
         trainer = PPOTrainer(fresh, tokenizer, reward, config, cost=cost if constrained else None,
                              flag_rule=rule, callbacks=[PrintLogger(every=4, samples=False)])
@@ -198,8 +222,9 @@ def flags(seed: int, args) -> dict:
         after = evaluate(trainer.policy)
         result[f"flagged_rate_{name}"], result[f"reward_{name}"] = float(after[0].mean()), float(after[1].mean())
         result[f"per_prompt_{name}"] = after[0]
-        result[f"train_flagged_rate_last4_{name}"] = float(np.mean(
-            [r["objective/flagged_rate"] for r in trainer.history.rows[-4:]]))
+        last4 = trainer.history.rows[-4:]
+        result[f"train_flagged_rate_last4_{name}"] = float(np.mean([r["objective/flagged_rate"] for r in last4]))
+        result[f"train_kl_last4_{name}"] = float(np.mean([r["objective/kl"] for r in last4]))
         if constrained:
             result["lambda_final"] = trainer.constraint.value
     print(f"   seed {seed}: flagged rate {result['flagged_rate_before']:.3f} -> unconstrained "
@@ -243,7 +268,8 @@ def report_flags(part4: list[dict], seeds, args, figures: dict) -> None:
           f"prompts x {args.flag_eval_samples} replies (mean over seeds {seeds}, 95 % t-interval)")
     for key in ("flagged_rate_before", "flagged_rate_unconstrained", "flagged_rate_constrained", "reward_before",
                 "reward_unconstrained", "reward_constrained", "cost_model_accuracy", "train_flagged_rate",
-                "train_flagged_rate_last4_unconstrained", "train_flagged_rate_last4_constrained", "lambda_final"):
+                "train_flagged_rate_last4_unconstrained", "train_flagged_rate_last4_constrained",
+                "train_kl_last4_unconstrained", "train_kl_last4_constrained", "lambda_final"):
         mean, low, high = t_interval([p[key] for p in part4])
         figures[key], figures[f"{key}_ci_low"], figures[f"{key}_ci_high"] = round(mean, 4), round(low, 4), round(high, 4)
         print(f"   {key:<40} {mean:.3f} [{low:.3f}, {high:.3f}]")
@@ -288,6 +314,7 @@ def main() -> None:
     parser.add_argument("--cost-limit", type=float, default=0.02)
     parser.add_argument("--lambda-init", type=float, default=1.0)
     parser.add_argument("--lambda-lr", type=float, default=5.0)
+    parser.add_argument("--flags-cache", default=None, help="a folder for part 4's finished seeds (reused)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     import torch
@@ -308,7 +335,7 @@ def main() -> None:
             print(f"   {key:<36} {value:.3f}")
         figures["judge_agreement_gold"] = figures["judge_agreement_gold_smollm2"]
     if not args.no_flags:
-        report_flags([flags(s, args) for s in seeds], seeds, args, figures)
+        report_flags([flags_cached(s, args) for s in seeds], seeds, args, figures)
     figures["wall_s"] = round(time.perf_counter() - start, 1)
     print(json.dumps({"machine": machine_info(), **figures}))
 
