@@ -4,6 +4,7 @@ gold.
 
     python bench/feedback_kinds.py                    # seeds 0,1,2; the judge part loads SmolLM2
     python bench/feedback_kinds.py --no-judge --seeds 0
+    python bench/feedback_kinds.py --no-kinds --no-aggregation --no-judge --seeds 0,1,2   # only part 4 (flags)
 
 Part 1 (kinds): replies from the chatterbot corpus (no model: the reward models are what is compared). For each seed,
 N judgments of each kind by one simulated annotator (gold taste, Boltzmann-rational): N pairwise choices
@@ -11,7 +12,14 @@ N judgments of each kind by one simulated annotator (gold taste, Boltzmann-ratio
 (Bradley–Terry, ratings regression, Plackett–Luce; and the rankings split into pairs, the old way) and its agreement
 with gold on 200 fresh corpus pairs. Part 2 (aggregation): a crowd of 7 (2 adversarial, 1 careless) judges N pairs;
 majority vote vs Dawid–Skene labels vs gold. Part 3 (judges): the constitution judge and SmolLM2 as an LLM judge
-(position-swapped) on 64 corpus pairs: agreement with gold, position bias, seconds per judgment.
+(position-swapped) on 64 corpus pairs: agreement with gold, position bias, seconds per judgment. Part 4 (flags → a
+cost model and a constraint): SmolLM2 samples 2 replies to each of 64 training prompts; a strict simulated annotator
+flags them by its known rule (harmful when VADER sentiment < −0.05, off-topic, repetitive); a `CostModel` (P(flagged))
+is fitted on those flags; then PPO (batch 8, 32 new tokens, 4 epochs, β 0.05, the KL guard off) trains SmolLM2
+for a few updates on a reward blind to tone (the gold utility without its sentiment term, so the reward alone does
+not steer away from what the flags catch), once without and once with the constraint E[cost] ≤ d (Safe RLHF's
+adaptive λ). The flagged rate (by the annotator's rule) and the reward of the policy's replies on 32 held-out prompts
+× 4 replies, before and after; the cost model's accuracy on the held-out replies before training.
 Figures are means over seeds with a 95 % t-interval (few seeds: an interval can pass 1), and differences paired by
 seed; the last line is one JSON object.
 """
@@ -130,20 +138,103 @@ def judges(n: int) -> dict:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--judgments", type=int, default=60, help="N: judgments of each kind (parts 1 and 2)")
-    parser.add_argument("--judge-pairs", type=int, default=64)
-    parser.add_argument("--no-judge", action="store_true", help="skip part 3 (loads SmolLM2)")
-    args = parser.parse_args()
-    import torch
+FLAG_SETTINGS = ("flag_updates", "flag_lr", "flag_prompts", "flag_eval_prompts", "flag_eval_samples", "flag_reward",
+                 "harmful_below", "cost_limit", "lambda_init", "lambda_lr")
 
-    torch.set_num_threads(2)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    figures: dict = {"seeds": seeds, "judgments": args.judgments}
-    start = time.perf_counter()
-    part1 = [kinds(s, args.judgments) for s in seeds]
+
+def flags_cached(seed: int, args) -> dict:
+    """`flags(seed, args)`, read from `--flags-cache` when a run with the same settings saved it there (a long run
+    that stops keeps its finished seeds)."""
+    from pathlib import Path
+
+    settings = {k: getattr(args, k) for k in FLAG_SETTINGS}
+    path = Path(args.flags_cache) / f"seed{seed}.json" if args.flags_cache else None
+    if path is not None and path.is_file():
+        saved = json.loads(path.read_text())
+        if saved["settings"] == settings:
+            print(f"   seed {seed}: read from {path}")
+            return {k: np.asarray(v) if k.startswith("per_prompt_") else v for k, v in saved["result"].items()}
+    result = flags(seed, args)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"settings": settings, "result": {
+            k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in result.items()}}))
+    return result
+
+
+def flags(seed: int, args) -> dict:
+    """Part 4 for one seed: per-prompt flagged rates and rewards before, unconstrained and constrained."""
+    import random
+
+    from rlhf_lab.feedback.crowd import SimulatedAnnotator, SimulatedCrowd
+    from rlhf_lab.feedback.flags import crowd_flag_rule
+    from rlhf_lab.feedback.gold import DEFAULT_WEIGHTS, GoldUtility
+    from rlhf_lab.feedback.store import FeedbackStore
+    from rlhf_lab.policy.generation import SamplingConfig, generate
+    from rlhf_lab.policy.models import load_policy
+    from rlhf_lab.policy.prompts import load_prompts
+    from rlhf_lab.reward.cost import CostModel, CostModelConfig
+    from rlhf_lab.train.callbacks import PrintLogger
+    from rlhf_lab.train.ppo import PPOConfig, PPOTrainer
+
+    policy, tokenizer = load_policy("smollm2-135m", device="cpu")
+    sampling = SamplingConfig(max_new_tokens=32, temperature=0.7)
+    train = load_prompts("all", split="train", max_tokens=24, tokenizer=tokenizer)
+    held_out = load_prompts("all", split="eval", max_tokens=24, tokenizer=tokenizer, n=args.flag_eval_prompts, seed=1)
+    rater = SimulatedAnnotator("strict", harmful_below=args.harmful_below, seed=seed)
+    rule = crowd_flag_rule(rater)
+    weights = dict(DEFAULT_WEIGHTS) if args.flag_reward == "gold" else {
+        k: v for k, v in DEFAULT_WEIGHTS.items() if k != "sentiment"}
+    reward = GoldUtility(weights=weights)
+
+    # flags on sampled replies -> a cost model
+    asked = random.Random(seed).sample(train, args.flag_prompts)
+    batch = generate(policy, tokenizer, asked, sampling, n_per_prompt=2, seed=seed)
+    store = FeedbackStore(":memory:")
+    ids = store.add_responses([dict(prompt=p, response=r, model="smollm2", iteration=0)
+                               for p, r in zip(batch.prompts, batch.responses)])
+    for a, b in zip(ids[::2], ids[1::2]):
+        store.add_item([a, b], kind="pairwise")
+    SimulatedCrowd(annotators=[rater]).annotate(store, kinds=("flags",))
+    cost = CostModel(CostModelConfig(seed=seed)).fit(store)
+
+    def evaluate(model) -> tuple:
+        """(flagged rate per held-out prompt (P,), reward per prompt (P,), the replies' prompts, replies, flags)."""
+        out = generate(model, tokenizer, held_out, sampling, n_per_prompt=args.flag_eval_samples, seed=10_007 + seed)
+        flagged = rule(out.prompts, out.responses).astype(float)
+        rewards = reward(out.prompts, out.responses)
+        k = args.flag_eval_samples  # generate() keeps a prompt's replies adjacent
+        return flagged.reshape(-1, k).mean(1), rewards.reshape(-1, k).mean(1), out.prompts, out.responses, flagged
+
+    before = evaluate(policy)
+    result = {"flagged_rate_before": float(before[0].mean()), "reward_before": float(before[1].mean()),
+              "cost_model_accuracy": cost.accuracy(before[2], before[3], before[4].astype(bool)),
+              "train_flagged_rate": cost.n_flagged_ / (cost.n_flagged_ + cost.n_unflagged_),
+              "per_prompt_before": before[0]}
+    for name, constrained in (("unconstrained", False), ("constrained", True)):
+        fresh, _ = load_policy("smollm2-135m", device="cpu")
+        config = PPOConfig(batch_size=8, ppo_epochs=4, learning_rate=args.flag_lr, kl_coef=0.05, seed=seed,
+                           sampling=sampling, missing_eos_penalty=1.0, log_samples_every=0, kl_limit=None,
+                           cost_limit=args.cost_limit, lambda_init=args.lambda_init, lambda_lr=args.lambda_lr)
+        trainer = PPOTrainer(fresh, tokenizer, reward, config, cost=cost if constrained else None,
+                             flag_rule=rule, callbacks=[PrintLogger(every=4, samples=False)])
+        trainer.train(train, n_updates=args.flag_updates)
+        after = evaluate(trainer.policy)
+        result[f"flagged_rate_{name}"], result[f"reward_{name}"] = float(after[0].mean()), float(after[1].mean())
+        result[f"per_prompt_{name}"] = after[0]
+        last4 = trainer.history.rows[-4:]
+        result[f"train_flagged_rate_last4_{name}"] = float(np.mean([r["objective/flagged_rate"] for r in last4]))
+        result[f"train_kl_last4_{name}"] = float(np.mean([r["objective/kl"] for r in last4]))
+        if constrained:
+            result["lambda_final"] = trainer.constraint.value
+    print(f"   seed {seed}: flagged rate {result['flagged_rate_before']:.3f} -> unconstrained "
+          f"{result['flagged_rate_unconstrained']:.3f}, constrained {result['flagged_rate_constrained']:.3f}; reward "
+          f"{result['reward_before']:.3f} -> {result['reward_unconstrained']:.3f}, {result['reward_constrained']:.3f}",
+          flush=True)
+    return result
+
+
+def report_kinds(part1: list[dict], seeds, args, figures: dict) -> None:
     print(f"1. reward-model agreement with gold on 200 fresh pairs, {args.judgments} judgments of each kind "
           f"(mean over seeds {seeds}, 95 % t-interval)")
     for key in part1[0]:
@@ -156,7 +247,9 @@ def main() -> None:
         figures[f"agreement_{key}_minus_pairwise"] = round(mean, 4)
         figures[f"agreement_{key}_minus_pairwise_ci"] = [round(low, 4), round(high, 4)]
         print(f"   {key} − pairwise_bt (paired by seed): {mean:+.3f} [{low:+.3f}, {high:+.3f}]")
-    part2 = [aggregation(s, args.judgments) for s in seeds]
+
+
+def report_aggregation(part2: list[dict], args, figures: dict) -> None:
     print(f"2. a crowd of 7 (2 adversarial, 1 careless) on {args.judgments} pairs: labels right vs gold")
     for key in part2[0]:
         mean, low, high = t_interval([p[key] for p in part2])
@@ -167,6 +260,73 @@ def main() -> None:
     figures["labels_dawid_skene_minus_majority"], figures["labels_dawid_skene_minus_majority_ci"] = (
         round(mean, 4), [round(low, 4), round(high, 4)])
     print(f"   dawid_skene − majority_vote (paired by seed): {mean:+.3f} [{low:+.3f}, {high:+.3f}]")
+
+
+def report_flags(part4: list[dict], seeds, args, figures: dict) -> None:
+    print(f"4. flags -> a cost model -> PPO ({args.flag_updates} updates x 8 replies, reward {args.flag_reward!r}); "
+          f"flagged rate by the strict rule (harmful below {args.harmful_below}) on {args.flag_eval_prompts} held-out "
+          f"prompts x {args.flag_eval_samples} replies (mean over seeds {seeds}, 95 % t-interval)")
+    for key in ("flagged_rate_before", "flagged_rate_unconstrained", "flagged_rate_constrained", "reward_before",
+                "reward_unconstrained", "reward_constrained", "cost_model_accuracy", "train_flagged_rate",
+                "train_flagged_rate_last4_unconstrained", "train_flagged_rate_last4_constrained",
+                "train_kl_last4_unconstrained", "train_kl_last4_constrained", "lambda_final"):
+        mean, low, high = t_interval([p[key] for p in part4])
+        figures[key], figures[f"{key}_ci_low"], figures[f"{key}_ci_high"] = round(mean, 4), round(low, 4), round(high, 4)
+        print(f"   {key:<40} {mean:.3f} [{low:.3f}, {high:.3f}]")
+    for a, b in (("constrained", "before"), ("unconstrained", "before"), ("constrained", "unconstrained")):
+        for what in ("flagged_rate", "reward"):
+            mean, low, high = t_interval([p[f"{what}_{a}"] - p[f"{what}_{b}"] for p in part4])
+            figures[f"{what}_{a}_minus_{b}"], figures[f"{what}_{a}_minus_{b}_ci"] = (
+                round(mean, 4), [round(low, 4), round(high, 4)])
+            words = "no detectable change" if low <= 0 <= high else ("falls" if high < 0 else "rises")
+            print(f"   {what} {a} - {b} (paired by seed): {mean:+.3f} [{low:+.3f}, {high:+.3f}]: {words}")
+    for s, p in zip(seeds, part4):
+        diff = p["per_prompt_constrained"] - p["per_prompt_before"]
+        boot = np.random.default_rng(s).integers(0, len(diff), (2000, len(diff)))
+        low, high = np.percentile(diff[boot].mean(1), [2.5, 97.5])
+        print(f"   seed {s}: flagged {p['flagged_rate_before']:.3f} -> unconstrained {p['flagged_rate_unconstrained']:.3f}, "
+              f"constrained {p['flagged_rate_constrained']:.3f} (constrained - before paired by prompt "
+              f"{diff.mean():+.3f} [{low:+.3f}, {high:+.3f}], bootstrap); reward {p['reward_before']:.3f} -> "
+              f"{p['reward_unconstrained']:.3f}, {p['reward_constrained']:.3f}; lambda {p['lambda_final']:.2f}")
+    figures["flags_settings"] = {"updates": args.flag_updates, "learning_rate": args.flag_lr,
+                                 "cost_limit": args.cost_limit, "lambda_init": args.lambda_init,
+                                 "lambda_lr": args.lambda_lr, "harmful_below": args.harmful_below,
+                                 "reward": args.flag_reward, "flag_prompts": args.flag_prompts,
+                                 "eval_prompts": args.flag_eval_prompts, "eval_samples": args.flag_eval_samples}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--judgments", type=int, default=60, help="N: judgments of each kind (parts 1 and 2)")
+    parser.add_argument("--judge-pairs", type=int, default=64)
+    parser.add_argument("--no-judge", action="store_true", help="skip part 3 (loads SmolLM2)")
+    parser.add_argument("--no-kinds", action="store_true", help="skip part 1")
+    parser.add_argument("--no-aggregation", action="store_true", help="skip part 2")
+    parser.add_argument("--no-flags", action="store_true", help="skip part 4 (PPO on SmolLM2: minutes per seed)")
+    parser.add_argument("--flag-updates", type=int, default=12, help="PPO updates per run in part 4")
+    parser.add_argument("--flag-lr", type=float, default=5e-5)
+    parser.add_argument("--flag-prompts", type=int, default=64, help="training prompts whose 2 replies get flags")
+    parser.add_argument("--flag-eval-prompts", type=int, default=32)
+    parser.add_argument("--flag-eval-samples", type=int, default=4)
+    parser.add_argument("--flag-reward", choices=("tone-blind", "gold"), default="tone-blind")
+    parser.add_argument("--harmful-below", type=float, default=-0.05, help="the strict rater's VADER threshold")
+    parser.add_argument("--cost-limit", type=float, default=0.02)
+    parser.add_argument("--lambda-init", type=float, default=1.0)
+    parser.add_argument("--lambda-lr", type=float, default=5.0)
+    parser.add_argument("--flags-cache", default=None, help="a folder for part 4's finished seeds (reused)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    figures: dict = {"seeds": seeds, "judgments": args.judgments}
+    start = time.perf_counter()
+    if not args.no_kinds:
+        report_kinds([kinds(s, args.judgments) for s in seeds], seeds, args, figures)
+    if not args.no_aggregation:
+        report_aggregation([aggregation(s, args.judgments) for s in seeds], args, figures)
     if not args.no_judge:
         part3 = judges(args.judge_pairs)
         print(f"3. AI judges on {args.judge_pairs} corpus pairs")
@@ -174,6 +334,8 @@ def main() -> None:
             figures[key] = round(value, 4)
             print(f"   {key:<36} {value:.3f}")
         figures["judge_agreement_gold"] = figures["judge_agreement_gold_smollm2"]
+    if not args.no_flags:
+        report_flags([flags_cached(s, args) for s in seeds], seeds, args, figures)
     figures["wall_s"] = round(time.perf_counter() - start, 1)
     print(json.dumps({"machine": machine_info(), **figures}))
 

@@ -12,7 +12,8 @@ from torch.distributions import Categorical, kl_divergence
 
 from rlhf_lab.train.ppo_math import (AdaptiveKLController, FixedKLController, clipped_policy_loss, clipped_value_loss,
                                      entropy_from_logits, explained_variance, gae, kl_k1, kl_k2, kl_k3,
-                                     kl_shaped_rewards, logprobs_from_logits, masked_mean, masked_var, masked_whiten)
+                                     kl_shaped_rewards, lagrange_multiplier_step, logprobs_from_logits, masked_mean, masked_var,
+                                     masked_whiten)
 
 B, T, V = 4, 6, 11
 LENGTHS = [1, 3, 6, 4]  # ragged: a single-token row, a full row, and two in between
@@ -371,3 +372,21 @@ def test_fixed_kl_controller_never_changes():
     ctl = FixedKLController(0.05)
     ctl.update(current_kl=100.0, n_steps=10_000)
     assert ctl.value == 0.05
+
+
+def test_lagrange_multiplier_step_by_hand():
+    """λ ← max(0, λ + η·(Ĉ − d)): above the limit it grows, below it shrinks, never under 0; η = 0 keeps it."""
+    assert lagrange_multiplier_step(1.0, 0.30, 0.10, 0.5) == pytest.approx(1.0 + 0.5 * 0.20)  # 1.1
+    assert lagrange_multiplier_step(1.0, 0.02, 0.10, 5.0) == pytest.approx(1.0 - 5.0 * 0.08)  # 0.6
+    assert lagrange_multiplier_step(0.1, 0.00, 0.10, 5.0) == 0.0  # 0.1 − 0.5 projected onto λ ≥ 0
+    assert lagrange_multiplier_step(0.0, 0.05, 0.10, 5.0) == 0.0  # the constraint holds: λ stays 0
+    assert lagrange_multiplier_step(0.7, 0.90, 0.10, 0.0) == 0.7  # a fixed penalty
+    lam, path = 0.0, []
+    for cost in (0.5, 0.5, 0.0, 0.0, 0.0):  # a loop of the rule, written out: 0.4, 0.8, 0.7, 0.6, 0.5
+        lam = max(0.0, lam + 1.0 * (cost - 0.1))
+        path.append(lam)
+    got, lam = [], 0.0
+    for cost in (0.5, 0.5, 0.0, 0.0, 0.0):
+        lam = lagrange_multiplier_step(lam, cost, 0.1, 1.0)
+        got.append(lam)
+    assert got == pytest.approx(path) and got == pytest.approx([0.4, 0.8, 0.7, 0.6, 0.5])

@@ -38,7 +38,7 @@ from rlhf_lab.reward.evaluation import NormalisedScores
 from rlhf_lab.reward.network import MINILM, load_backbone
 from rlhf_lab.reward.text_features import SURFACE_FEATURES, common_words, surface_features, word_counts
 
-__all__ = ["EmbeddingRewardConfig", "EmbeddingRewardModel", "SentenceEncoder"]
+__all__ = ["EmbeddingRewardConfig", "EmbeddingRewardModel", "SentenceEncoder", "sentence_encoder"]
 
 FORMAT_VERSION = 1
 BLOCKS = ("reply", "prompt_x_reply", "surface", "words")
@@ -71,6 +71,12 @@ def _encoder() -> SentenceEncoder:
     if _ENCODER is None:
         _ENCODER = SentenceEncoder()
     return _ENCODER
+
+
+def sentence_encoder() -> SentenceEncoder:
+    """The process's shared encoder, made on first use: models that read embeddings (this one, `reward.cost`) share
+    its cache."""
+    return _encoder()
 
 
 @dataclass

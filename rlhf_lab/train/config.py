@@ -96,6 +96,14 @@ class OnPolicyConfig(OptimConfig):
     (`policy_value.response_hidden`)."""
     log_samples_every: int = 10
     """Hand a samples table (prompt, response, score) to the callbacks every this many updates; 0: never."""
+    cost_limit: float = 0.05
+    """With a cost model (the trainer's `cost`): d, the limit on the expected cost of a reply, E[c] ≤ d (with
+    P(flagged) as the cost: the flagged-reply rate allowed). Unused without a cost model."""
+    lambda_init: float = 1.0
+    """With a cost model: λ at the start, the weight of the cost in the score r − λ·c."""
+    lambda_lr: float = 1.0
+    """With a cost model: η, λ's step per update, λ ← max(0, λ + η·(mean cost − cost_limit)) (Safe RLHF's
+    Lagrange multiplier); 0 keeps λ fixed at lambda_init (a plain penalty)."""
 
     def __post_init__(self):
         self.mini_batch_size = self.mini_batch_size or self.batch_size
@@ -116,6 +124,9 @@ class OnPolicyConfig(OptimConfig):
                              "the log-probs are recomputed from the full softmax (PPO checklist 2).")
         if self.kl_target is not None and self.kl_target <= 0:
             raise ValueError(f"kl_target must be positive (nats per reply), got {self.kl_target}.")
+        if min(self.cost_limit, self.lambda_init, self.lambda_lr) < 0:
+            raise ValueError(f"cost_limit, lambda_init and lambda_lr must be >= 0, got {self.cost_limit}, "
+                             f"{self.lambda_init} and {self.lambda_lr}.")
 
     @property
     def rollouts_per_update(self) -> int:

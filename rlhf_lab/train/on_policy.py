@@ -36,6 +36,7 @@ from rlhf_lab.policy.models import model_id
 from rlhf_lab.reward.sources import as_reward
 from rlhf_lab.train.callbacks import MetricsHistory, default_callbacks
 from rlhf_lab.train.config import OnPolicyConfig
+from rlhf_lab.train.constraint import CostConstraint
 from rlhf_lab.train.policy_value import (
     PolicyAndValue,
     policy_and_reference,
@@ -85,6 +86,9 @@ class OnPolicyTrainer:
     ref_policy: the reference for full fine-tuning; default a frozen copy of `policy` taken now.
     callbacks: objects with `on_step_end(trainer, metrics)` etc. (see `callbacks`); default a live view in a notebook,
         plain lines elsewhere. `history` (a MetricsHistory, JSONL at `metrics_path` when given) is always kept.
+    cost, flag_rule: a cost model (e.g. `reward.cost.CostModel`) whose cost c enters the score as r − λ·c with λ a
+        Lagrange multiplier (config's cost_limit, lambda_init, lambda_lr), and a rule whose flagged-reply rate is
+        logged (`train.constraint.CostConstraint`); None: neither.
     """
 
     config_class = OnPolicyConfig
@@ -94,7 +98,7 @@ class OnPolicyTrainer:
     same numbers, one policy forward fewer per update); False runs it without gradients, as a separate pass."""
 
     def __init__(self, policy, tokenizer, reward, config: OnPolicyConfig | None = None, *, ref_policy=None,
-                 critic=None, callbacks=None, metrics_path=None):
+                 critic=None, callbacks=None, metrics_path=None, cost=None, flag_rule=None):
         self.config = config = config or self.config_class()
         if not isinstance(config, self.config_class):
             raise TypeError(f"{type(self).__name__} takes a {self.config_class.__name__}, got "
@@ -117,6 +121,8 @@ class OnPolicyTrainer:
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.kl_ctl = (AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
                        if config.kl_target is not None else FixedKLController(config.kl_coef))
+        self.constraint = CostConstraint.from_config(cost, flag_rule, config, reduce=lambda x: self.accelerator.reduce(
+            x.to(self.accelerator.device), reduction="mean"))
         self.history = MetricsHistory(metrics_path)
         self.callbacks = default_callbacks() if callbacks is None else list(callbacks)
         self.update_ = 0
@@ -239,6 +245,7 @@ class OnPolicyTrainer:
             "objective/entropy": (-rollout.logp * mask).sum(1).mean(),
             "policy/entropy_avg": masked_mean(rollout.entropy, mask), **method_metrics,
             "val/eos_rate": batch.eos.float().mean(), "val/response_length": mask.sum(1).mean(),
+            **self.constraint.metrics_,
         }
         return self._log(metrics, beta, int(mask.sum().item()), batch, scores)
 
@@ -378,6 +385,7 @@ class OnPolicyTrainer:
         if not self.accelerator.is_main_process:
             return
         state = {"config": self.config.to_dict(), "update": self.update_, "kl_coef": self.kl_ctl.value,
+                 "cost_lambda": self.constraint.value,
                  "model_id": self.model_id, "history": self.history.state_dict()}
         adapter = (lambda directory: self.policy.save_pretrained(directory / "adapter")) if self.config.lora else None
         save_checkpoint(path, tensors=trainable_state_dict(self.accelerator.unwrap_model(self.model)), state=state,
@@ -389,6 +397,7 @@ class OnPolicyTrainer:
         load_trainable_state_dict(self.accelerator.unwrap_model(self.model), ckpt.tensors)
         self.optimizer.load_state_dict(ckpt.optimizer)
         self.kl_ctl.value = ckpt.state["kl_coef"]
+        self.constraint.value = ckpt.state.get("cost_lambda", self.constraint.value)
         self.update_ = ckpt.state["update"]
         self.history.load_state_dict(ckpt.state["history"])
         set_rng_state(ckpt.rng)

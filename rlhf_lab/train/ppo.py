@@ -89,14 +89,16 @@ class PPOTrainer(OnPolicyTrainer):
         batch = self.sample(prompts)
 
         # 2. Score the replies (as text, or as tokens for a reward model sharing the tokenizer); penalise no-EOS.
+        #    With a cost model: λ ← max(0, λ + η·(mean cost − limit)), then score − λ·cost (`constraint`).
         scores = self.score(batch)  # (B,)
+        shaped_scores = self.constraint.penalise(batch, scores)  # (B,); `scores` itself without a cost model
 
         # 3. Log-probs of the sampled tokens under the policy and the reference, and values, on query+response.
         r = self.forward_rollout(batch)  # r.logp, r.ref_logp, r.values, r.mask: (B, R) each
 
         # 4. Per-token reward: −β·(log π − log π_ref) on every token, plus the score on the last real token.
         beta = self.kl_ctl.value
-        rewards, non_score_reward = kl_shaped_rewards(scores, r.logp, r.ref_logp, r.mask, beta)  # (B, R) each
+        rewards, non_score_reward = kl_shaped_rewards(shaped_scores, r.logp, r.ref_logp, r.mask, beta)  # (B, R) each
         if cfg.whiten_rewards:
             rewards = masked_whiten(rewards, r.mask, shift_mean=False)
         kl = self.watch_kl(r)  # KL per reply (k1, k3); the run stops if it exploded

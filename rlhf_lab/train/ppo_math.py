@@ -14,7 +14,7 @@ from torch import Tensor
 
 __all__ = ["logprobs_from_logits", "entropy_from_logits", "masked_mean", "masked_var", "masked_whiten", "kl_k1",
            "kl_k2", "kl_k3", "kl_shaped_rewards", "gae", "clipped_policy_loss", "clipped_value_loss",
-           "explained_variance", "AdaptiveKLController", "FixedKLController"]
+           "explained_variance", "AdaptiveKLController", "FixedKLController", "lagrange_multiplier_step"]
 
 
 # ---- log-probabilities and entropy --------------------------------------------------------------------------------
@@ -223,3 +223,14 @@ class FixedKLController:
 
     def update(self, current_kl: float, n_steps: int) -> None:
         """Keep β unchanged."""
+
+
+# ---- the Lagrange multiplier of a cost constraint (Safe RLHF, Dai et al. 2023) ----------------------------------------
+def lagrange_multiplier_step(lam: float, mean_cost: float, cost_limit: float, lr: float) -> float:
+    """λ ← max(0, λ + η·(Ĉ − d)): one projected gradient-ascent step on the multiplier of the constraint E[c] ≤ d.
+
+    The policy maximises the Lagrangian E[r] − λ·(E[c] − d) over π while λ ≥ 0 minimises it: λ grows while the
+    measured mean cost Ĉ is above the limit d, shrinks while below, and stays at 0 once the constraint holds
+    with room to spare. η = 0 keeps λ fixed (a plain penalty of weight λ). Floats in, a float out.
+    """
+    return max(0.0, float(lam) + float(lr) * (float(mean_cost) - float(cost_limit)))

@@ -95,8 +95,9 @@ class RLOOTrainer(OnPolicyTrainer):
         # 1. Rollout: k replies per prompt, copies adjacent (rows i·k … i·k + k − 1 answer prompt i).
         batch = self.sample(prompts, n_per_prompt=k)
 
-        # 2. Score the replies; penalise a missing EOS.
+        # 2. Score the replies; penalise a missing EOS; with a cost model, score − λ·cost (`constraint`).
         scores = self.score(batch)  # (B·k,)
+        shaped_scores = self.constraint.penalise(batch, scores)  # (B·k,); `scores` itself without a cost model
 
         # 3. Log-probs of the sampled tokens under the policy and the reference (no values: critic-free).
         r = self.forward_rollout(batch)  # r.logp, r.ref_logp, r.mask: (B·k, R) each
@@ -104,7 +105,7 @@ class RLOOTrainer(OnPolicyTrainer):
         # 4. The return of each reply: its score minus β·KL (kl_penalty="reward"), or the bare score ("loss").
         beta = self.kl_ctl.value
         kl = self.watch_kl(r)  # KL per reply (k1, k3); the run stops if it exploded
-        returns = scores - beta * kl[0] if cfg.kl_penalty == "reward" else scores  # (B·k,)
+        returns = shaped_scores - beta * kl[0] if cfg.kl_penalty == "reward" else shaped_scores  # (B·k,)
 
         # 5. Advantages from the group baseline, the same for every token of a reply.
         advantages = BASELINES[cfg.baseline](returns.view(-1, k)).reshape(-1, 1) * r.mask  # (B·k, R)
