@@ -122,7 +122,9 @@ def feedback_text(row: dict, spec: dict, result: dict) -> str:
 
 
 def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "submission"
+    """A file name from a student id or path: safe characters only, at most 80 of them (an id is typed by the
+    student: it may be anything, also a long string)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._")[:80] or "submission"
 
 
 def grade(submissions_dir: str | Path, build_dir: str | Path = DEFAULT_OUT, out: str | Path | None = None,

@@ -25,7 +25,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["MODES", "SANDBOX_USER", "namespace_available", "resolve_mode", "sandbox_env", "sandbox_command",
+__all__ = ["MODES", "SANDBOX_USER", "TEMP_ROOTS", "kept_paths", "namespace_available", "resolve_mode", "sandbox_env", "sandbox_command",
            "become_subreaper", "kill_children"]
 
 MODES = ("auto", "namespace", "process")
@@ -34,13 +34,34 @@ _UNSHARE = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "--net
 # PID 1 of the namespace: hide the named folders and the temp folders, then run the sandbox as nobody, not with
 # `exec`, so that PID 1 keeps its parent-death signal (changing user clears it) and takes the namespace down with it.
 _NAMESPACE_SCRIPT = r"""
-for d in "$@"; do if [ -d "$d" ]; then mount -t tmpfs -o size=64k,mode=0755 rlhf-hidden "$d" || exit 97; fi; done
+IFS=':'; n=0
+if [ -n "$RLHF_SANDBOX_KEEP" ]; then mount -t tmpfs -o size=1m rlhf-stage /mnt || exit 97; fi
+for k in $RLHF_SANDBOX_KEEP; do n=$((n+1)); mkdir -p "/mnt/$n" && mount --bind "$k" "/mnt/$n" || exit 97; done
 for d in /tmp /var/tmp /dev/shm; do
     if [ -d "$d" ]; then mount -t tmpfs -o size=1g,mode=1777 rlhf-tmp "$d" || exit 97; fi
 done
+n=0
+for k in $RLHF_SANDBOX_KEEP; do
+    n=$((n+1)); mkdir -p "$k" && mount --bind "/mnt/$n" "$k" && mount -o remount,bind,ro "$k" || exit 97
+done
+unset IFS
+for d in "$@"; do if [ -d "$d" ]; then mount -t tmpfs -o size=64k,mode=0755 rlhf-hidden "$d" || exit 97; fi; done
 setpriv --reuid={uid} --regid={uid} --clear-groups --no-new-privs --inh-caps=-all --bounding-set=-all \
     "$RLHF_SANDBOX_PYTHON" -m rlhf_lab.teach.sandbox
 """
+TEMP_ROOTS = ("/tmp", "/var/tmp", "/dev/shm")
+
+
+def kept_paths() -> list[str]:
+    """The Python, its packages and the rlhf_lab package folder (not the checkout around it: its build/ and
+    assignments/ hold the masters) where they live under a temp folder that the namespace
+    replaces with an empty tmpfs (a CI job's fresh clone in /tmp): bound back read-only after the temp folders are
+    replaced, before the named folders (the build, the masters) are hidden, so the sandbox can start."""
+    import rlhf_lab
+
+    wanted = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), Path(rlhf_lab.__file__).resolve().parent}
+    keep = sorted(str(p) for p in wanted if any(p.is_relative_to(t) for t in TEMP_ROOTS) and ":" not in str(p))
+    return [k for k in keep if not any(k != o and Path(k).is_relative_to(o) for o in keep)]  # outermost only
 
 
 @functools.lru_cache(maxsize=1)
@@ -48,10 +69,11 @@ def namespace_available() -> bool:
     """Whether this machine lets the grader use the `namespace` mode (tried once, with a trivial command)."""
     if os.name != "posix" or os.geteuid() != 0 or not (shutil.which("unshare") and shutil.which("setpriv")):
         return False
-    script = _NAMESPACE_SCRIPT.replace('"$RLHF_SANDBOX_PYTHON" -m rlhf_lab.teach.sandbox', "true")
+    script = _NAMESPACE_SCRIPT.replace('-m rlhf_lab.teach.sandbox', '-c "import rlhf_lab"')
+    env = {**os.environ, "RLHF_SANDBOX_PYTHON": sys.executable, "RLHF_SANDBOX_KEEP": ":".join(kept_paths())}
     try:
         probe = subprocess.run([*_UNSHARE, "sh", "-c", script.format(uid=SANDBOX_USER), "sh"],
-                               capture_output=True, timeout=30)
+                               capture_output=True, timeout=60, env=env)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return probe.returncode == 0
@@ -77,7 +99,8 @@ def sandbox_env(home: str, threads: int | None) -> dict:
     package_root = str(Path(rlhf_lab.__file__).resolve().parent.parent)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home, "IPYTHONDIR": f"{home}/.ipython",
            "MPLCONFIGDIR": f"{home}/.matplotlib", "MPLBACKEND": "Agg", "PYTHONPATH": package_root,
-           "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8", "RLHF_SANDBOX_PYTHON": sys.executable}
+           "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8", "RLHF_SANDBOX_PYTHON": sys.executable,
+           "RLHF_SANDBOX_KEEP": ":".join(kept_paths())}
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     return env
