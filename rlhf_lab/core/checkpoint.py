@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from rlhf_lab.core.files import aside_copies, atomic_directory, file_digests, read_json, verify_digests
+from rlhf_lab.core.files import aside_copies, atomic_directory, read_json, verify_digests, write_manifest
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "rng_to_json",
            "rng_from_json", "trainable_state_dict", "load_trainable_state_dict"]
@@ -99,9 +99,7 @@ def save_checkpoint(path: str | Path, *, tensors: dict[str, torch.Tensor], state
         if optimizer is not None:
             torch.save(optimizer, tmp / OPTIMIZER_FILE)
         (tmp / RNG_FILE).write_text(json.dumps(rng_to_json(rng if rng is not None else rng_state())))
-        digests = file_digests(tmp, skip=STATE_FILE)
-        (tmp / STATE_FILE).write_text(json.dumps({"format": FORMAT_VERSION, **state, "sha256": digests}, indent=1,
-                                                 allow_nan=True))
+        write_manifest(tmp, STATE_FILE, {"format": FORMAT_VERSION, **state})
     return path
 
 

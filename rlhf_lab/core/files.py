@@ -21,7 +21,8 @@ import shutil
 import uuid
 from pathlib import Path
 
-__all__ = ["atomic_directory", "write_atomic", "aside_copies", "file_digests", "verify_digests", "read_json"]
+__all__ = ["atomic_directory", "write_atomic", "aside_copies", "file_digests", "write_manifest", "verify_digests",
+           "read_json"]
 
 
 def _fsync_tree(path: Path) -> None:
@@ -89,6 +90,13 @@ def file_digests(folder: str | Path, skip: str | None = None) -> dict[str, str]:
                 digest.update(block)
         out[file.relative_to(folder).as_posix()] = digest.hexdigest()
     return out
+
+
+def write_manifest(folder: str | Path, name: str, meta: dict) -> None:
+    """Write `meta` as the JSON file `name` in `folder`, with "sha256": `file_digests` of every other file there
+    (write it last: the manifest of a saved model or checkpoint, checked by `verify_digests` on load)."""
+    folder = Path(folder)
+    (folder / name).write_text(json.dumps({**meta, "sha256": file_digests(folder, skip=name)}, indent=1))
 
 
 def verify_digests(folder: str | Path, expected: dict[str, str], what: str = "folder") -> None:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from rlhf_lab.core.config import Config, Seeded
-from rlhf_lab.core.files import atomic_directory, file_digests, verify_digests
+from rlhf_lab.core.files import atomic_directory, verify_digests, write_manifest
 from rlhf_lab.feedback.flags import flag_examples
 from rlhf_lab.reward.embedding import sentence_encoder
 from rlhf_lab.reward.text_features import SURFACE_FEATURES, surface_features
@@ -140,8 +140,7 @@ class CostModel:
         with atomic_directory(path) as tmp:
             save_file({"weights": self.weights_.contiguous(), "mean": self.mean_.contiguous(),
                        "std": self.std_.contiguous()}, str(tmp / "cost.safetensors"))
-            meta["sha256"] = file_digests(tmp, skip="cost_model.json")  # checked by `load`
-            (tmp / "cost_model.json").write_text(json.dumps(meta, indent=1))
+            write_manifest(tmp, "cost_model.json", meta)  # its checksums are checked by `load`
         return path
 
     @classmethod

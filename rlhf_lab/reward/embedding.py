@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from rlhf_lab.core.config import Config, Seeded
-from rlhf_lab.core.files import atomic_directory, file_digests, verify_digests
+from rlhf_lab.core.files import atomic_directory, verify_digests, write_manifest
 from rlhf_lab.feedback.preferences import bootstrap_pairs
 from rlhf_lab.reward.evaluation import NormalisedScores
 from rlhf_lab.reward.network import MINILM, load_backbone
@@ -298,8 +298,7 @@ class EmbeddingRewardModel(NormalisedScores):
         with atomic_directory(path) as tmp:
             save_file({"weights": self.weights_.contiguous(), "mean": self.mean_.contiguous(),
                        "std": self.std_.contiguous()}, str(tmp / "weights.safetensors"))
-            meta["sha256"] = file_digests(tmp, skip="embedding_reward_model.json")  # checked by `load`
-            (tmp / "embedding_reward_model.json").write_text(json.dumps(meta, indent=1))
+            write_manifest(tmp, "embedding_reward_model.json", meta)  # its checksums are checked by `load`
         return path
 
     @classmethod

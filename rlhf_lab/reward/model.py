@@ -35,7 +35,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from rlhf_lab.core.batching import length_grouped_batches
 from rlhf_lab.core.config import Config, Seeded
-from rlhf_lab.core.files import atomic_directory, file_digests, verify_digests
+from rlhf_lab.core.files import atomic_directory, verify_digests, write_manifest
 from rlhf_lab.core.seeding import seeded, set_seed
 from rlhf_lab.feedback.preferences import split_by_prompt
 from rlhf_lab.reward.evaluation import NormalisedScores
@@ -316,8 +316,7 @@ class RewardModel(NormalisedScores):
             save_model(self.net_, str(tmp / "model.safetensors"))
             self.net_.backbone.config.save_pretrained(tmp)
             self.tokenizer_.save_pretrained(tmp)
-            meta["sha256"] = file_digests(tmp, skip="reward_model.json")  # checked by `load`
-            (tmp / "reward_model.json").write_text(json.dumps(meta, indent=1))
+            write_manifest(tmp, "reward_model.json", meta)  # its checksums are checked by `load`
         return path
 
     @classmethod
