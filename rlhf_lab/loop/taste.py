@@ -194,7 +194,7 @@ def blend(before: dict, after: dict, alpha: float) -> dict:
 
 
 SHRINK = (0.5, 0.25)
-"""The fractions of an overshooting last round that the KL check tries, in order, before undoing it whole."""
+"""The fractions of an overshooting last round that the KL check tries, largest first, before undoing it whole."""
 
 
 def simulate_labels(store, learner, policy, tokenizer, train: list[str], config: TasteConfig) -> list[int]:
@@ -342,16 +342,17 @@ def run_taste(config: TasteConfig | None = None, *, learner=None, store=None, an
     lap("policy")
 
     say("[5/5] evaluating on held-out prompts, before and after")  # 5. evaluation
-    scale, shrink = 1.0, []  # the KL on the held-out replies is the one reported: above the target, the last round
-    while True:              # is shrunk (SHRINK), then undone, and the after replies sampled again
+    scale = 1.0  # the KL on the held-out replies is the one reported: above the target, the last round is shrunk
+    while True:  # to each fraction of SHRINK in turn, then undone, and the after replies sampled again
         after = _eval_batch(trainer.policy, tokenizer, held_out, config)
         kl = float(sequence_kl(trainer.policy, initial, after, config.sampling.temperature).mean())
         if not (config.kl_target and kl > config.kl_target and snapshots):
             break
         if scale == 1.0:  # this round's full step, for blending
-            full, shrink = _snapshot(trainer.policy), list(SHRINK)
-        if shrink:
-            scale = shrink.pop(0)
+            full = _snapshot(trainer.policy)
+        smaller = [a for a in SHRINK if a < scale]
+        if smaller:
+            scale = smaller[0]
             trainer.policy.load_state_dict(blend(snapshots[-1], full, scale))
             say(f"      KL {kl:.1f} > target {config.kl_target:g} on the held-out replies: round {len(snapshots)} "
                 f"shrunk to {scale:g} of its step")
