@@ -25,11 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from rlhf_lab.core.machine import machine_info
-from rlhf_lab.core.seeding import seed_for
 from rlhf_lab.feedback.store import FeedbackStore
 from rlhf_lab.feedback.tastes import SimulatedLearner
-from rlhf_lab.loop.taste import TasteConfig, label_pairs, taste_model
-from rlhf_lab.policy.generation import generate
+from rlhf_lab.loop.taste import TasteConfig, fresh_pairs, label_pairs, label_prompts, taste_model
 from rlhf_lab.policy.models import load_policy
 from rlhf_lab.policy.prompts import load_prompts
 from rlhf_lab.reward.embedding import EmbeddingRewardModel
@@ -56,15 +54,10 @@ def one_seed(seed: int, tastes: list[str], policy, tokenizer) -> dict:
     """{taste: {setting: agreement}} at the loop's own labels and fresh pairs for this seed."""
     config = TasteConfig(seed=seed)
     train = load_prompts(config.prompt_set, split="train", max_words=24)
-    drawn = [train[i] for i in np.random.default_rng(seed_for(seed, 10)).choice(len(train), config.labels,
-                                                                                 replace=False)]
+    drawn = label_prompts(train, config)
     store = FeedbackStore(":memory:")
     items = label_pairs(store, policy, tokenizer, drawn, config)
-    fresh = [p for p in train if p not in set(drawn)]
-    fresh = [fresh[i] for i in np.random.default_rng(seed_for(seed, 14)).choice(
-        len(fresh), min(config.agreement_pairs, len(fresh)), replace=False)]
-    a, b = (generate(policy, tokenizer, fresh, replace(config.sampling, temperature=t), seed=seed_for(seed, 15, j))
-            for j, t in enumerate(config.label_temperatures))
+    a, b = fresh_pairs(policy, tokenizer, train, drawn, config)
     out = {}
     for taste in tastes:
         learner = SimulatedLearner(taste, name=taste, seed=seed)

@@ -43,7 +43,7 @@ from rlhf_lab.reward.embedding import EmbeddingRewardConfig, EmbeddingRewardMode
 from rlhf_lab.train.dpo import DPOConfig, DPOTrainer
 from rlhf_lab.train.ppo import PPOConfig, PPOTrainer
 
-__all__ = ["TasteConfig", "TasteResult", "run_taste", "label_pairs", "simulate_labels", "taste_model", "blend", "SHRINK", "EVERYONE"]
+__all__ = ["TasteConfig", "TasteResult", "run_taste", "label_pairs", "simulate_labels", "taste_model", "label_prompts", "fresh_pairs", "blend", "SHRINK", "EVERYONE"]
 
 EVERYONE = "*"
 """`run_taste(annotator=EVERYONE)`: every judgment in the store trains the reward model (a class's pooled model)."""
@@ -197,12 +197,26 @@ SHRINK = (0.5, 0.25)
 """The fractions of an overshooting last round that the KL check tries, largest first, before undoing it whole."""
 
 
-def simulate_labels(store, learner, policy, tokenizer, train: list[str], config: TasteConfig) -> list[int]:
-    """Step 1 for a simulated learner: `label_pairs` on `config.labels` prompts drawn from `train`, judged by the
-    learner through the store. Returns the new judgment ids."""
-    drawn = [train[i] for i in np.random.default_rng(seed_for(config.seed, 10)).choice(
+def label_prompts(train: list[str], config: TasteConfig) -> list[str]:
+    """The `config.labels` training prompts a simulated learner judges pairs for (seeded by `config.seed`)."""
+    return [train[i] for i in np.random.default_rng(seed_for(config.seed, 10)).choice(
         len(train), config.labels, replace=False)]
-    return learner.annotate(store, label_pairs(store, policy, tokenizer, drawn, config))
+
+
+def simulate_labels(store, learner, policy, tokenizer, train: list[str], config: TasteConfig) -> list[int]:
+    """Step 1 for a simulated learner: `label_pairs` on `label_prompts`, judged by the learner through the store.
+    Returns the new judgment ids."""
+    return learner.annotate(store, label_pairs(store, policy, tokenizer, label_prompts(train, config), config))
+
+
+def fresh_pairs(policy, tokenizer, train: list[str], labelled, config: TasteConfig):
+    """Step 3's held-out pairs: up to `config.agreement_pairs` training prompts not in `labelled`, one reply at each
+    of `label_temperatures` from `policy` (seeded). Returns the two batches (a, b)."""
+    unseen = [p for p in train if p not in set(labelled)]
+    fresh = [unseen[i] for i in np.random.default_rng(seed_for(config.seed, 14)).choice(
+        len(unseen), min(config.agreement_pairs, len(unseen)), replace=False)]
+    return tuple(generate(policy, tokenizer, fresh, replace(config.sampling, temperature=t),
+                          seed=seed_for(config.seed, 15, j)) for j, t in enumerate(config.label_temperatures))
 
 
 def taste_model(pairs, config: TasteConfig) -> EmbeddingRewardModel:
@@ -317,15 +331,10 @@ def run_taste(config: TasteConfig | None = None, *, learner=None, store=None, an
 
     agreement = float("nan")
     if learner is not None:  # 3. agreement on fresh pairs
-        labelled = set(pairs["prompt"])
-        fresh = [p for p in train if p not in labelled]
-        fresh = [fresh[i] for i in np.random.default_rng(seed_for(config.seed, 14)).choice(
-            len(fresh), min(config.agreement_pairs, len(fresh)), replace=False)]
-        a, b = (generate(initial, tokenizer, fresh, replace(config.sampling, temperature=t),
-                         seed=seed_for(config.seed, 15, j)) for j, t in enumerate(config.label_temperatures))
+        a, b = fresh_pairs(initial, tokenizer, train, pairs["prompt"], config)
         agreement = rm.agreement(a.prompts, a.responses, b.responses, learner.taste)
         lap("agreement")
-        say(f"[3/5] the reward model agrees with the taste on {agreement:.0%} of {len(fresh)} fresh pairs")
+        say(f"[3/5] the reward model agrees with the taste on {agreement:.0%} of {len(a.prompts)} fresh pairs")
 
     before = _eval_batch(initial, tokenizer, held_out, config)
     lap("eval_before")
