@@ -1,7 +1,9 @@
-"""Generation speed at the standard setting, rlhf_lab.generate vs a bare model.generate call, and model load times.
+"""Generation speed at the standard setting: rlhf_lab.generate with the model's own float32 weights ("lab") and at
+its default `decode_precision="auto"` ("lab_auto": a bf16 twin on a CPU with native bf16) vs a bare float32
+model.generate call; how far the twin's replies are from the float32 policy (KL per reply); model load times.
 
 Standard setting (shared/DESIGN.md): SmolLM2-135M-Instruct, float32, CPU with 2 threads, 8 prompts of at most 24 tokens,
-left padded, 32 new tokens, temperature 0.7, stop at EOS. The two paths run interleaved in one process on the same
+left padded, 32 new tokens, temperature 0.7, stop at EOS. The three paths run interleaved in one process on the same
 inputs and seeds (the machine is shared and noisy). Ends with one JSON line of figures.
 
     python bench/generate.py [--repeats 7] [--threads 2] [--skip-first-load]
@@ -10,6 +12,8 @@ inputs and seeds (the machine is shared and noisy). Ends with one JSON line of f
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import os
 import statistics
@@ -20,6 +24,7 @@ import time
 
 import torch
 
+from rlhf_lab.core.hf import position_ids
 from rlhf_lab.core.machine import machine_info
 from rlhf_lab.policy.generation import (
     SamplingConfig,
@@ -29,6 +34,7 @@ from rlhf_lab.policy.generation import (
 )
 from rlhf_lab.policy.models import load_policy
 from rlhf_lab.policy.prompts import load_prompts
+from rlhf_lab.policy.twin import decoding_model
 
 LOAD_SNIPPET = ("import time; t0=time.perf_counter(); from rlhf_lab import load_policy; t1=time.perf_counter(); "
                 "load_policy('smollm2-135m', device='cpu'); print(t1-t0, time.perf_counter()-t1)")
@@ -41,6 +47,32 @@ def time_load(cache: str | None) -> tuple[float, float]:
     out = subprocess.run([sys.executable, "-c", LOAD_SNIPPET], env=env, capture_output=True, text=True, check=True)
     imports, load = out.stdout.strip().splitlines()[-1].split()
     return float(imports), float(load)
+
+
+@torch.no_grad()
+def twin_divergence(model, tokenizer, prompts, sampling, seeds: int = 4) -> dict:
+    """How far replies sampled from the bf16 twin are from the float32 policy: KL(twin ‖ policy) per reply,
+    estimated on the twin's own samples as the mean over replies of Σ_t (log p_twin − log p_policy) at the sampling
+    temperature (k1, nats), and the largest per-token |Δ log p|; over `seeds` batches of the prompts."""
+    twin, _ = decoding_model(model, "bfloat16")
+    config = dataclasses.replace(sampling, decode_precision="bfloat16")
+    kl, worst = [], 0.0
+    for seed in range(seeds):
+        batch = generate(model, tokenizer, prompts, config, seed=seed)
+        ids, mask = batch.query_response_ids, batch.query_response_mask
+        n_prompt, tokens = batch.prompt_ids.shape[1], batch.response_ids
+
+        def logp(m):
+            logits = m(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)).logits
+            logits = logits[:, n_prompt - 1:-1].float() / sampling.temperature
+            return logits.log_softmax(-1).gather(-1, tokens[..., None]).squeeze(-1)  # (B, R)
+
+        delta = (logp(twin) - logp(model)) * batch.response_mask
+        kl += delta.sum(1).tolist()
+        worst = max(worst, float(delta.abs().max()))
+    return {"twin_kl_nats_per_reply": round(statistics.mean(kl), 4),
+            "twin_kl_sd_nats_per_reply": round(statistics.stdev(kl), 4),
+            "twin_max_token_abs_dlogp": round(worst, 4)}
 
 
 def main() -> None:
@@ -76,25 +108,33 @@ def main() -> None:
                              eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
         return int((out[:, enc["input_ids"].shape[1]:] != tokenizer.pad_token_id).sum())
 
-    def lab(seed: int) -> int:
-        return int(generate(model, tokenizer, prompts, sampling, seed=seed).response_mask.sum())
+    def lab(seed: int, precision: str = "model") -> int:
+        config = dataclasses.replace(sampling, decode_precision=precision)
+        return int(generate(model, tokenizer, prompts, config, seed=seed).response_mask.sum())
 
-    lab(0), bare(0)  # warm-up
-    times = {"lab": [], "bare": []}
-    tokens = {"lab": 0, "bare": 0}
+    paths = {"lab": lab, "lab_auto": functools.partial(lab, precision="auto"), "bare": bare}
+    for fn in paths.values():
+        fn(0)  # warm-up (and the bf16 twin made)
+    times = {name: [] for name in paths}
+    tokens = {name: 0 for name in paths}
     for r in range(args.repeats):
-        for name, fn in (("lab", lab), ("bare", bare)) if r % 2 == 0 else (("bare", bare), ("lab", lab)):
+        order = list(paths) if r % 2 == 0 else list(reversed(paths))  # interleaved, alternating order
+        for name in order:
             start = time.perf_counter()
-            tokens[name] += fn(seed=r)
+            tokens[name] += paths[name](seed=r)
             times[name].append(time.perf_counter() - start)
 
-    lab_s, bare_s = statistics.median(times["lab"]), statistics.median(times["bare"])
+    median = {name: statistics.median(t) for name, t in times.items()}
     figures.update({
-        "lab_generate_s": round(lab_s, 3),
-        "bare_generate_s": round(bare_s, 3),
-        "lab_over_bare_ratio": round(lab_s / bare_s, 3),
-        "lab_tokens_per_s": round(tokens["lab"] / sum(times["lab"]), 1),
-        "bare_tokens_per_s": round(tokens["bare"] / sum(times["bare"]), 1),
+        "lab_generate_s": round(median["lab"], 3),
+        "lab_auto_generate_s": round(median["lab_auto"], 3),
+        "bare_generate_s": round(median["bare"], 3),
+        "lab_over_bare_ratio": round(median["lab"] / median["bare"], 3),
+        "lab_auto_over_bare_ratio": round(median["lab_auto"] / median["bare"], 3),
+        "lab_auto_over_bare_per_repeat": [round(a / b, 3) for a, b in zip(times["lab_auto"], times["bare"])],
+        **{f"{name}_tokens_per_s": round(tokens[name] / sum(times[name]), 1) for name in paths},
+        "decoded_in_auto": decoding_model(model, "auto")[1],
+        **twin_divergence(model, tokenizer, prompts, sampling),
         "prompts": len(prompts), "max_new_tokens": 32, "threads": args.threads, "repeats": args.repeats,
     })
     for key, value in figures.items():

@@ -163,3 +163,16 @@ def store_url(request, tmp_path):
         return str(tmp_path / "sub" / "feedback.db")
     server = request.getfixturevalue("postgres")
     return server.create_database(f"test_{next(_DATABASES)}")
+
+
+@pytest.fixture
+def cpu_bf16(monkeypatch):
+    """Set what `native_bf16` reports (through its environment override) for one test."""
+    from rlhf_lab.core import machine
+
+    def force(value: bool):
+        monkeypatch.setenv(machine.BF16_ENV, "1" if value else "0")
+        machine.native_bf16.cache_clear()
+    yield force
+    monkeypatch.delenv(machine.BF16_ENV, raising=False)
+    machine.native_bf16.cache_clear()

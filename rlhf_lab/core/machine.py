@@ -9,12 +9,15 @@ native bfloat16 as on one with AVX2 only, so a figure without its machine cannot
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 
 import torch
 
-__all__ = ["cpu_features", "machine_info"]
+__all__ = ["cpu_features", "machine_info", "native_bf16"]
+
+BF16_ENV = "RLHF_LAB_CPU_BF16"
 
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
@@ -46,3 +49,22 @@ def machine_info() -> dict:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {**info, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "gpu": gpu}
+
+
+@functools.cache
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (AVX-512 BF16 or AMX): there a bf16 product runs
+    2–4× faster than float32's (measured 2026-12 on 2 threads: 726 vs 173 GFLOP/s for 256×576·576×1536); on an
+    AVX2-only CPU torch emulates bf16, slower than float32. The environment variable RLHF_LAB_CPU_BF16=0 or 1
+    overrides the detection (read once per process)."""
+    forced = os.environ.get(BF16_ENV)
+    if forced in ("0", "1"):
+        return forced == "1"
+    if forced:
+        raise ValueError(f"{BF16_ENV} must be 0 or 1 (or unset to detect), got {forced!r}.")
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = cpu_features(f.read())
+    except OSError:
+        return False
+    return bool(info["avx512_bf16"] or info["amx"])

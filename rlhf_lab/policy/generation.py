@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from rlhf_lab.core.config import Config
 from rlhf_lab.core.seeding import seeded
 from rlhf_lab.policy.models import model_id
+from rlhf_lab.policy.twin import PRECISIONS, decoding_model
 
 __all__ = ["SamplingConfig", "GenerationBatch", "format_prompts", "eos_token_ids", "truncate_at_eos", "generate"]
 
@@ -42,6 +43,10 @@ class SamplingConfig(Config):
     """A system turn before each prompt (chat template only); None keeps the template's default."""
     max_prompt_tokens: int | None = None
     """Keep only the last this-many tokens of a long prompt; None keeps all."""
+    decode_precision: str = "auto"
+    """Weights that sample: "auto" (a bfloat16 twin of a float32 model on a CPU with native bf16, about 1.4× faster;
+    else the model's own), "model" (always its own), "bfloat16". Each reply records what it was sampled in
+    (`decoded_in`); log-probabilities for training are always computed with the model's own weights."""
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -52,6 +57,8 @@ class SamplingConfig(Config):
             raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}.")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1] (1 = off), got {self.top_p}.")
+        if self.decode_precision not in PRECISIONS:
+            raise ValueError(f"decode_precision must be one of {', '.join(PRECISIONS)}, got {self.decode_precision!r}.")
 
     @property
     def greedy(self) -> bool:
@@ -161,10 +168,11 @@ def generate(model, tokenizer, prompts: list[str], sampling: SamplingConfig | No
     eos_ids = eos_token_ids(model, tokenizer)
     was_training = model.training
     model.eval()
+    sampler, decoded_in = decoding_model(model, sampling.decode_precision)
     chunks = []
     with seeded(seed):
         for start in range(0, len(texts), batch_size):
-            chunks.append(_generate_chunk(model, tokenizer, texts[start:start + batch_size], sampling, eos_ids,
+            chunks.append(_generate_chunk(sampler, tokenizer, texts[start:start + batch_size], sampling, eos_ids,
                                           add_special_tokens=not used_chat, device=device))
     model.train(was_training)
     pad = tokenizer.pad_token_id
@@ -174,7 +182,7 @@ def generate(model, tokenizer, prompts: list[str], sampling: SamplingConfig | No
     responses = tokenizer.batch_decode(response_ids.masked_fill(torch.isin(response_ids, torch.tensor(eos_ids, device=response_ids.device)), pad),
                                        skip_special_tokens=True)
     settings = {k: v for k, v in asdict(sampling).items() if k not in ("chat_template",)}
-    settings["chat_template"] = used_chat
+    settings["chat_template"], settings["decoded_in"] = used_chat, decoded_in
     return GenerationBatch(
         prompts=prompts, responses=[r.strip() for r in responses], prompt_ids=prompt_ids, prompt_mask=prompt_mask,
         response_ids=response_ids, response_mask=response_mask, eos=eos, model=model_id(model), sampling=settings,
