@@ -6,7 +6,8 @@ penalty 1.0, β = 0.05; reward = the simulated crowd's gold utility. Each varian
 peak resident memory is its own; the variants run one after the other (the machine is shared and noisy: compare
 figures from one run only, and use --repeats to interleave several). Ends with one JSON line of figures.
 
-    python bench/ppo.py [--updates 5] [--threads 2] [--variants full,lora,trl] [--repeats 3]  (also full_bf16, ...)
+    python bench/ppo.py [--updates 5] [--threads 2] [--variants full,full_auto,lora,trl] [--repeats 3]
+                        (variants: full or lora, then _auto, _bf16 and/or _eager: see run_lab; and trl)
     python bench/ppo.py --variant full        # one variant in this process (what the driver runs)
 """
 
@@ -38,21 +39,28 @@ def standard_prompts(tokenizer, n: int) -> list[str]:
     return load_prompts("all", split="train", max_tokens=MAX_PROMPT_TOKENS, tokenizer=tokenizer, n=n, seed=0)
 
 
-def run_lab(variant: str, updates: int, model: str) -> dict:
-    """rlhf_lab's PPOTrainer: "full" or "lora", with "_bf16" for bfloat16 autocast (weights stay float32);
-    per-update and per-phase seconds from the trainer's own metrics."""
+def run_lab(variant: str, updates: int, model: str, seed: int = 0) -> dict:
+    """rlhf_lab's PPOTrainer: "full" or "lora", in float32 throughout (the path before the CPU's bf16 was used),
+    or with a suffix: "_auto" the lab's defaults (`mixed_precision="auto"` and `decode_precision="auto"`: bf16
+    autocast and a bf16 sampling twin on a CPU with native bf16), "_bf16" bf16 autocast with float32 sampling,
+    "_eager" (after either) the eager attention kernels instead of SDPA. Per-update and per-phase seconds from the
+    trainer's own metrics."""
     from rlhf_lab.policy.generation import SamplingConfig
     from rlhf_lab.policy.models import load_policy
     from rlhf_lab.train.callbacks import PrintLogger
     from rlhf_lab.train.config import LoraSettings
     from rlhf_lab.train.ppo import PPOConfig, PPOTrainer
 
+    base, *flags = variant.split("_")
     policy, tokenizer = load_policy(model, device="cpu", dtype=torch.float32)
-    lora = variant.startswith("lora")
+    if "eager" in flags:
+        policy.config._attn_implementation = "eager"
+    lora = base == "lora"
     config = PPOConfig(learning_rate=1e-4 if lora else 1e-5, batch_size=BATCH, ppo_epochs=EPOCHS, kl_coef=BETA,
-                       mixed_precision="bf16" if variant.endswith("_bf16") else "no",
+                       mixed_precision="auto" if "auto" in flags else "bf16" if "bf16" in flags else "no",
                        missing_eos_penalty=EOS_PENALTY, lora=LoraSettings() if lora else None, log_samples_every=0,
-                       sampling=SamplingConfig(max_new_tokens=NEW_TOKENS, temperature=TEMPERATURE))
+                       seed=seed, sampling=SamplingConfig(max_new_tokens=NEW_TOKENS, temperature=TEMPERATURE,
+                                                          decode_precision="auto" if "auto" in flags else "model"))
     trainer = PPOTrainer(policy, tokenizer, "gold", config, callbacks=[PrintLogger(file=sys.stderr)])
     trainer.train(standard_prompts(tokenizer, BATCH * updates), updates)
     rows = trainer.history.rows[1:]  # the first update warms up
@@ -62,7 +70,9 @@ def run_lab(variant: str, updates: int, model: str) -> dict:
             "tokens_per_s": sum(r["val/response_length"] * BATCH for r in rows) / sum(r["time/update_s"] for r in rows),
             "peak_rss_mb": peak_rss_mb(),
             "trainable_params_m": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad) / 1e6,
-            "final_score": trainer.history.rows[-1]["objective/scores"]}
+            "final_score": trainer.history.rows[-1]["objective/scores"],
+            "scores": [r["objective/scores"] for r in trainer.history.rows],  # every update's, the first included
+            "kl": [r["objective/kl"] for r in trainer.history.rows]}
 
 
 def run_trl(updates: int, model: str) -> dict:
@@ -111,12 +121,14 @@ def run_trl(updates: int, model: str) -> dict:
 def run_variant(variant: str, args) -> dict:
     """One variant in its own process (so that its peak resident memory is its own); its JSON figures."""
     out = subprocess.run([sys.executable, __file__, "--variant", variant, "--updates", str(args.updates),
-                          "--threads", str(args.threads), "--model", args.model], capture_output=True, text=True)
+                          "--threads", str(args.threads), "--model", args.model, "--seed", str(args.seed)],
+                         capture_output=True, text=True)
     if out.returncode:
         print(out.stderr[-3000:], file=sys.stderr)
         raise SystemExit(f"variant {variant} failed")
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"{variant:>5}: " + ", ".join(f"{k} {v:.3g}" for k, v in result.items()), file=sys.stderr)
+    print(f"{variant:>5}: " + ", ".join(f"{k} {v:.3g}" for k, v in result.items() if not isinstance(v, list)),
+          file=sys.stderr)
     return result
 
 
@@ -124,18 +136,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--updates", type=int, default=5, help="updates per variant (the first is not counted)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--variants", default="full,lora,trl",
-                        help="comma-separated: full, lora, full_bf16, lora_bf16, trl")
+    parser.add_argument("--variants", default="full,full_auto,lora,lora_auto,trl",
+                        help="comma-separated: full or lora with optional _auto, _bf16, _eager suffixes (see "
+                             "run_lab), and trl")
     parser.add_argument("--repeats", type=int, default=1,
                         help="run the variants this many times, interleaved (full, lora, trl, full, ...), and report "
                              "medians: this machine's speed drifts by ±7 %% over minutes")
     parser.add_argument("--variant", help="run this one variant in this process and print its JSON")
     parser.add_argument("--model", default="smollm2-135m", help="policy (\"tiny\" for a smoke run of this script)")
+    parser.add_argument("--seed", type=int, default=0, help="the lab's trainers' seed (sampling, shuffling)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.variant:
         result = (run_trl(args.updates, args.model) if args.variant == "trl" else
-                  run_lab(args.variant, args.updates, args.model))
+                  run_lab(args.variant, args.updates, args.model, args.seed))
         print(json.dumps(result))
         return
     variants = args.variants.split(",")
@@ -148,7 +162,8 @@ def main() -> None:
             runs[variant].append(run_variant(variant, args))
     figures = {}
     for variant, results in runs.items():  # medians over the repeats
-        figures.update({f"{variant}_{k}": round(statistics.median(r[k] for r in results), 3) for k in results[0]})
+        figures.update({f"{variant}_{k}": round(statistics.median(r[k] for r in results), 3) for k in results[0]
+                        if not isinstance(results[0][k], list)})
     if "trl" in runs:
         for variant in (v for v in variants if v != "trl"):
             figures[f"{variant}_speedup_vs_trl"] = round(figures["trl_s_per_update"] /

@@ -54,3 +54,14 @@ def test_every_bench_script_ends_with_a_json_line_that_names_its_machine():
         if keys.get("'machine'") != "machine_info()":
             missing.append(script.name)
     assert checked >= 12 and not missing, f"bench scripts whose JSON line lacks machine_info(): {missing}"
+
+
+def test_auto_mixed_precision_is_bf16_on_a_cpu_that_has_it_and_float32_elsewhere(cpu_bf16):
+    from rlhf_lab.core.hf import make_accelerator
+
+    cpu_bf16(True)
+    assert make_accelerator("auto").mixed_precision == "bf16"
+    cpu_bf16(False)
+    assert make_accelerator("auto").mixed_precision == "no"
+    cpu_bf16(True)
+    assert make_accelerator("no").mixed_precision == "no"  # asked for float32: float32

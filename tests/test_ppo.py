@@ -236,7 +236,9 @@ def test_gradient_checkpointing_and_cacheless_trunks_run_every_row_in_full(token
 
 
 def test_sharing_the_prompt_prefix_gives_the_same_ppo_updates(tokenizer):
-    shared, plain = make_trainer(tokenizer), make_trainer(tokenizer, share_prompt_prefix=False)
+    # float32 compute: bf16 autocast (the default on a CPU with native bf16) rounds the two paths differently
+    shared = make_trainer(tokenizer, mixed_precision="no")
+    plain = make_trainer(tokenizer, share_prompt_prefix=False, mixed_precision="no")
     for _ in range(2):
         a, b = shared.step(PROMPTS), plain.step(PROMPTS)
         for key in ("loss/policy_avg", "loss/value_avg", "policy/approxkl_avg", "objective/kl", "objective/scores"):
@@ -441,8 +443,19 @@ def test_prompt_batches_cover_every_prompt_once_per_epoch(tokenizer):
 def test_bf16_mixed_precision_runs_and_a_later_float32_trainer_still_works(tokenizer):
     metrics = make_trainer(tokenizer, reward=length_reward, mixed_precision="bf16", ppo_epochs=1).step(PROMPTS)
     assert math.isfinite(metrics["loss/policy_avg"]) and abs(metrics["policy/ratio_mean"] - 1) < 0.1
-    trainer = make_trainer(tokenizer, ppo_epochs=1)
+    trainer = make_trainer(tokenizer, ppo_epochs=1, mixed_precision="no")
     assert trainer.accelerator.mixed_precision == "no" and math.isfinite(trainer.step(PROMPTS)["loss/value_avg"])
+
+
+def test_bf16_on_the_cpu_switches_sdpa_attention_to_eager_and_float32_leaves_it():
+    tok = tiny_policy(seed=0)[1]
+    for precision, want in (("bf16", "eager"), ("no", "sdpa")):
+        model = tiny_policy(seed=0)[0]
+        assert model.config._attn_implementation == "sdpa"
+        trainer = make_trainer(tok, reward=length_reward, model=model, mixed_precision=precision, ppo_epochs=1)
+        assert trainer.model.policy.config._attn_implementation == want
+        assert trainer.ref_policy.config._attn_implementation == want
+        assert math.isfinite(trainer.step(PROMPTS)["loss/policy_avg"])
 
 
 def test_a_bfloat16_policy_trains_in_float32_and_small_steps_are_not_rounded_away(tokenizer):

@@ -29,7 +29,7 @@ from rlhf_lab.core.checkpoint import (
     trainable_state_dict,
 )
 from rlhf_lab.core.errors import TrainingDivergedError
-from rlhf_lab.core.hf import adamw, causal_lm, disable_dropout, make_accelerator
+from rlhf_lab.core.hf import adamw, causal_lm, disable_dropout, eager_attention_for_cpu_bf16, make_accelerator
 from rlhf_lab.core.seeding import seed_for, set_seed
 from rlhf_lab.policy.generation import generate
 from rlhf_lab.policy.models import model_id
@@ -111,6 +111,7 @@ class OnPolicyTrainer:
         disable_dropout(policy)
         critic, value_head = self.build_critic(policy, critic)  # before adapters are added to the policy
         policy, self.ref_policy = policy_and_reference(policy, config.lora, ref_policy, self.accelerator.device)
+        eager_attention_for_cpu_bf16(self.accelerator, policy, self.ref_policy, critic)
         if config.gradient_checkpointing:
             causal_lm(policy).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if config.lora is not None:

@@ -17,6 +17,7 @@ from rlhf_lab.core.hf import (
     cache_argument,
     causal_lm,
     disable_dropout,
+    eager_attention_for_cpu_bf16,
     left_padding,
     make_accelerator,
     position_ids,
@@ -156,6 +157,7 @@ def prepare_policy_trainer(policy: nn.Module, config, ref_policy: nn.Module | No
     parameters at `config.learning_rate`, all prepared by accelerate with `config.mixed_precision`."""
     accelerator = make_accelerator(config.mixed_precision)
     policy, reference = policy_and_reference(disable_dropout(policy), config.lora, ref_policy, accelerator.device)
+    eager_attention_for_cpu_bf16(accelerator, policy, reference)
     optimizer = adamw([p for p in policy.parameters() if p.requires_grad], config.learning_rate)
     model, optimizer = accelerator.prepare(policy, optimizer)
     return accelerator, model, optimizer, reference
