@@ -1,10 +1,12 @@
 """Reward-model training speed: preference pairs per second and peak memory, MiniLM and SmolLM2 backbones.
 
-Setting: CPU with 2 threads, float32, batch 16 pairs, max length 128, chit-chat prompts with replies of 1-80 words.
-Each measurement runs in a fresh process (so peak resident memory is its own). Throughput counts the optimiser steps
-(collate, forward, backward, update) after a first warm-up step, timed the same way for both trainers. Where `trl` is
-importable, TRL's RewardTrainer (AutoModelForSequenceClassification, same data, batch, length, float32, no gradient
-checkpointing) runs beside it, interleaved; otherwise the comparison is skipped. Ends with one JSON line of figures.
+Setting: CPU with 2 threads, batch 16 pairs, max length 128, chit-chat prompts with replies of 1-80 words; each trainer
+in float32 and in bf16 autocast ("_bf16": rlhf_lab's default `mixed_precision="auto"` on a CPU with native bf16, and
+TRL's `bf16=True`). Each measurement runs in a fresh process (so peak resident memory is its own). Throughput counts
+the optimiser steps (collate, forward, backward, update) after a first warm-up step, timed the same way for both
+trainers. Where `trl` is importable, TRL's RewardTrainer (AutoModelForSequenceClassification, same data, batch,
+length, no gradient checkpointing) runs beside it, interleaved; otherwise the comparison is skipped. Ends with one
+JSON line of figures.
 
     python bench/reward.py [--steps 6] [--threads 2] [--backbones minilm,smollm2-135m]
 """
@@ -44,17 +46,19 @@ def make_pairs(n: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)[["prompt", "chosen", "rejected"]]
 
 
-def lab_step_seconds(backbone: str, pairs: pd.DataFrame) -> list[float]:
-    """Seconds of each optimiser step of RewardModel.fit (from its history)."""
+def lab_step_seconds(backbone: str, pairs: pd.DataFrame, bf16: bool = False) -> list[float]:
+    """Seconds of each optimiser step of RewardModel.fit (from its history): float32, or at the default
+    `mixed_precision="auto"` (bf16 autocast on a CPU with native bf16) when `bf16`."""
     from rlhf_lab.reward.model import RewardConfig, RewardModel
 
     config = RewardConfig(backbone=backbone, batch_size=BATCH, max_length=MAX_LENGTH, val_fraction=0.0,
-                          normalize_sample=1)
+                          normalize_sample=1, mixed_precision="auto" if bf16 else "no")
     return [h["perf/step_s"] for h in RewardModel(config).fit(pairs, progress=False).history_]
 
 
-def trl_step_seconds(backbone: str, pairs: pd.DataFrame) -> list[float]:
-    """Seconds of each optimiser step of TRL's RewardTrainer.train(), timed by a callback."""
+def trl_step_seconds(backbone: str, pairs: pd.DataFrame, bf16: bool = False) -> list[float]:
+    """Seconds of each optimiser step of TRL's RewardTrainer.train(), timed by a callback; float32, or its
+    `bf16=True` (autocast, on the CPU too) when `bf16`."""
     from datasets import Dataset
     from transformers import (
         AutoModelForSequenceClassification,
@@ -90,7 +94,7 @@ def trl_step_seconds(backbone: str, pairs: pd.DataFrame) -> list[float]:
     model.config.pad_token_id = tokenizer.pad_token_id
     args = RewardConfig(output_dir="/tmp/rlhf_lab_bench_trl", per_device_train_batch_size=BATCH,
                         max_length=MAX_LENGTH, num_train_epochs=1, learning_rate=1e-4, lr_scheduler_type="linear",
-                        gradient_checkpointing=False, bf16=False, fp16=False, use_cpu=True, report_to=[],
+                        gradient_checkpointing=False, bf16=bf16, fp16=False, use_cpu=True, report_to=[],
                         save_strategy="no", logging_steps=1000, disable_tqdm=True, dataloader_num_workers=0, seed=0)
     timer = StepTimer()
     if backbone != MINILM:  # conversational rows: TRL applies the chat template, as rlhf_lab's causal reward model does
@@ -109,7 +113,8 @@ def child(impl: str, backbone: str, steps: int, threads: int) -> None:
     pairs/s = 16 · steps / (time of steps 2 .. steps + 1): the first step (warm-up) is left out."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    step_seconds = (lab_step_seconds if impl == "lab" else trl_step_seconds)(backbone, make_pairs(BATCH * (1 + steps)))
+    measure = lab_step_seconds if impl.startswith("lab") else trl_step_seconds
+    step_seconds = measure(backbone, make_pairs(BATCH * (1 + steps)), bf16=impl.endswith("bf16"))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     print(json.dumps({"pairs_per_s": BATCH * steps / sum(step_seconds[1:]), "peak_rss_mb": peak_mb}))
 
@@ -133,9 +138,9 @@ def main() -> None:
         impl, backbone = args.child.split(":", 1)
         return child(impl, backbone, args.steps, args.threads)
 
-    impls = ["lab"]
+    impls = ["lab", "lab_bf16"]
     if importlib.util.find_spec("trl") is not None:
-        impls.append("trl")
+        impls += ["trl", "trl_bf16"]
     else:
         print("TRL comparison skipped: trl is not installed in this environment "
               "(install trl and datasets in a separate environment to compare).")
@@ -145,14 +150,16 @@ def main() -> None:
         key = "smollm2" if backbone.startswith("smollm2") else backbone.replace("-", "_")
         for impl in impls:  # interleaved per backbone: the machine is shared and noisy
             result = run_child(impl, backbone, args.steps, args.threads)
-            prefix = key if impl == "lab" else f"trl_{key}"
+            prefix = {"lab": key, "lab_bf16": f"{key}_bf16", "trl": f"trl_{key}", "trl_bf16": f"trl_{key}_bf16"}[impl]
             figures[f"{prefix}_pairs_per_s"] = round(result["pairs_per_s"], 2)
             figures[f"{prefix}_peak_rss_mb"] = round(result["peak_rss_mb"], 1)
-            print(f"{impl:<4} {backbone:<14} {result['pairs_per_s']:8.2f} pairs/s   "
+            print(f"{impl:<8} {backbone:<14} {result['pairs_per_s']:8.2f} pairs/s   "
                   f"peak RSS {result['peak_rss_mb']:8.1f} MB")
         if "trl" in impls:
             figures[f"{key}_lab_over_trl_speed"] = round(figures[f"{key}_pairs_per_s"] /
                                                          figures[f"trl_{key}_pairs_per_s"], 3)
+            best_trl = max(figures[f"trl_{key}_pairs_per_s"], figures[f"trl_{key}_bf16_pairs_per_s"])
+            figures[f"{key}_lab_bf16_over_best_trl_speed"] = round(figures[f"{key}_bf16_pairs_per_s"] / best_trl, 3)
     print(json.dumps({"machine": machine_info(), **figures}))
 
 

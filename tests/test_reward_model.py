@@ -134,7 +134,7 @@ def test_pairs_from_jsonl_store_and_frame_agree(tmp_path):
 
 def test_config_checks():
     for bad in (dict(val_fraction=1.0), dict(learning_rate=0), dict(lr_schedule="cosine"),
-                dict(max_length=2), dict(ensemble_size=0)):
+                dict(max_length=2), dict(ensemble_size=0), dict(mixed_precision="fp16")):
         with pytest.raises(ValueError):
             RewardConfig(**bad)
     with pytest.raises(ValueError, match="RewardEnsemble"):
@@ -234,6 +234,17 @@ def test_gradient_checkpointing_trains_the_same_model():
         pairs, progress=False) for g in (False, True)]
     assert fits[1].net_.backbone.gradient_checkpointing and not fits[0].net_.backbone.gradient_checkpointing
     assert torch.allclose(*[m.score_raw(pairs["prompt"], pairs["chosen"]) for m in fits], atol=1e-4)
+
+
+def test_bf16_autocast_is_used_when_asked_and_trains_close_to_float32():
+    pairs = toy_pairs()
+    fits = {mp: RewardModel(RewardConfig(backbone="tiny", batch_size=4, learning_rate=1e-3, mixed_precision=mp)).fit(
+        pairs, progress=False) for mp in ("no", "bf16")}
+    float32, bf16 = (fits[mp].history_[0]["train/loss"] for mp in ("no", "bf16"))
+    assert float32 != bf16 and abs(float32 - bf16) < 0.02  # the same step, rounded differently
+    assert {p.dtype for p in fits["bf16"].net_.parameters()} == {torch.float32}  # the weights stay float32
+    scores = [fits[mp].score_raw(pairs["prompt"], pairs["chosen"]) for mp in ("no", "bf16")]
+    assert scores[1].dtype == torch.float32 and torch.allclose(*scores, atol=0.05)
 
 
 def test_save_load_round_trip_identical_rewards(tmp_path):

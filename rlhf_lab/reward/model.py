@@ -36,6 +36,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from rlhf_lab.core.batching import length_grouped_batches
 from rlhf_lab.core.config import Config, Seeded
 from rlhf_lab.core.files import atomic_directory, verify_digests, write_manifest
+from rlhf_lab.core.hf import bf16_compute
 from rlhf_lab.core.seeding import seeded, set_seed
 from rlhf_lab.feedback.preferences import split_by_prompt
 from rlhf_lab.reward.evaluation import NormalisedScores
@@ -105,6 +106,10 @@ class RewardConfig(Config, Seeded):
     """Ensembles only: each member trains on a bootstrap resample of the training pairs."""
     device: str | None = None
     """"cpu", "cuda", ...; None picks CPU (reward models here are small: the GPU goes to the policy)."""
+    mixed_precision: str = "auto"
+    """Training compute: "bf16" autocast (weights, gradients and optimiser state stay float32), "no" (float32), or
+    "auto": bf16 on a CPU that multiplies bf16 in hardware (AVX-512 BF16 / AMX) or a GPU that supports it. Scoring
+    after training is float32 either way."""
 
     def __post_init__(self):
         if self.max_length < 8:
@@ -121,6 +126,8 @@ class RewardConfig(Config, Seeded):
             raise ValueError("eval_every must be >= 0 and normalize_sample >= 1.")
         if self.ensemble_size < 1:
             raise ValueError(f"ensemble_size must be >= 1, got {self.ensemble_size}.")
+        if self.mixed_precision not in ("auto", "bf16", "no"):
+            raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'auto', got {self.mixed_precision!r}.")
 
     @property
     def kind(self) -> str:
@@ -209,13 +216,16 @@ class RewardModel(NormalisedScores):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
 
         bar = tqdm(total=total, desc="reward model", disable=not progress, leave=False)
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                  enabled=bf16_compute(cfg.mixed_precision, self.device))
         step = 0
         for epoch, batches in enumerate(epoch_batches):
             for i, idx in enumerate(batches):
                 start = time.perf_counter()
                 B = len(idx)
                 inputs = self._collate([chosen[j] for j in idx] + [rejected[j] for j in idx])  # (2B, T)
-                r = self.net_(**inputs)  # (2B,)
+                with autocast:
+                    r = self.net_(**inputs).float()  # (2B,)
                 r_chosen, r_rejected = r[:B], r[B:]
                 loss = bradley_terry_loss(r_chosen, r_rejected, tie[idx].to(self.device),
                                           None if margin is None else margin[idx].to(self.device))
