@@ -86,3 +86,10 @@ def test_the_environment_override_is_checked(cpu_bf16, monkeypatch):
     machine.native_bf16.cache_clear()
     with pytest.raises(ValueError, match="RLHF_LAB_CPU_BF16 must be 0 or 1"):
         machine.native_bf16()
+
+
+def test_a_policy_switched_to_eager_attention_for_training_decodes_with_sdpa(cpu_bf16):
+    model, _ = tiny_policy(seed=0)
+    model.set_attn_implementation("eager")  # what a bf16 trainer on the CPU does to its policy
+    twin, _ = decoding_model(model, "bfloat16")
+    assert twin.config._attn_implementation == "sdpa" and model.config._attn_implementation == "eager"

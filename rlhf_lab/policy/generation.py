@@ -44,8 +44,8 @@ class SamplingConfig(Config):
     max_prompt_tokens: int | None = None
     """Keep only the last this-many tokens of a long prompt; None keeps all."""
     decode_precision: str = "auto"
-    """Weights that sample: "auto" (a bfloat16 twin of a float32 model on a CPU with native bf16, about 1.4× faster;
-    else the model's own), "model" (always its own), "bfloat16". Each reply records what it was sampled in
+    """Weights that sample: "auto" (a bfloat16 twin of a float32 model on a CPU with native bf16, 0.9–1.0× the
+    time; else the model's own), "model" (always its own), "bfloat16". Each reply records what it was sampled in
     (`decoded_in`); log-probabilities for training are always computed with the model's own weights."""
 
     def __post_init__(self):

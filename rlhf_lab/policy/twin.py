@@ -2,13 +2,14 @@
 
     model, precision = decoding_model(policy, "auto")   # policy's bf16 twin on an AMX/AVX-512-BF16 CPU, else policy
 
-Token-by-token decoding streams every weight once per token; bfloat16 halves those bytes, and on a CPU with native
-bf16 the thin (8-row) products run about twice as fast (measured 2026-12: 8 × 32 tokens from SmolLM2-135M in
-2.4–3.1 s instead of 3.5–4.5 s; `bench/generate.py`). The twin is the same network with its weights rounded to
-bfloat16 (8 significant bits), copied from the policy at every call, so it follows training; the policy itself,
-its optimiser and everything that computes log-probabilities stay as they were. Replies are therefore sampled from
-the policy rounded to bf16: `bench/generate.py` measures how far that is from the float32 policy (the KL between the
-two on the sampled tokens, nats per reply). Buffers (the rotary frequencies) keep their float32 values.
+Token-by-token decoding streams every weight once per token; bfloat16 halves those bytes. The gain measured is small:
+8 × 32 tokens from SmolLM2-135M in 2.98 s against 3.00 s in float32 (`bench/generate.py`, 2026-12), and 3.94 s
+against 4.47 s for a policy a bf16 trainer switched to eager attention (the twin decodes with SDPA): the thin products
+of decoding stay far from the memory bandwidth, in either precision. The twin is the same network with its weights
+rounded to bfloat16 (8 significant bits), copied from the policy at every call (~0.06 s), so it follows training;
+the policy itself, its optimiser and everything that computes log-probabilities stay as they were. Replies are
+therefore sampled from the policy rounded to bf16: `bench/generate.py` measures how far that is from the float32
+policy (KL on the twin's own replies: −0.025 ± 0.246 nats per reply, inside its noise; largest per-token |Δ log p| 0.35). Buffers (the rotary frequencies) keep their float32 values.
 """
 
 from __future__ import annotations
@@ -58,6 +59,11 @@ def _make_twin(model: nn.Module) -> nn.Module:
     for p in twin.parameters():
         p.requires_grad_(False)
         p.data = p.data.to(torch.bfloat16)
+    if getattr(getattr(twin, "config", None), "_attn_implementation", None) == "eager":
+        try:  # a bf16 trainer switched the policy to eager attention for its backward; decoding has none
+            twin.set_attn_implementation("sdpa")
+        except (AttributeError, ValueError, ImportError):
+            pass
     return twin.eval()
 
 
