@@ -9,7 +9,8 @@ of decoding stay far from the memory bandwidth, in either precision. The twin is
 rounded to bfloat16 (8 significant bits), copied from the policy at every call (~0.06 s), so it follows training;
 the policy itself, its optimiser and everything that computes log-probabilities stay as they were. Replies are
 therefore sampled from the policy rounded to bf16: `bench/generate.py` measures how far that is from the float32
-policy (KL on the twin's own replies: −0.025 ± 0.246 nats per reply, inside its noise; largest per-token |Δ log p| 0.35). Buffers (the rotary frequencies) keep their float32 values.
+policy (KL on the twin's own replies: −0.025 ± 0.246 nats per reply, inside its noise; largest per-token
+|Δ log p| 0.35). Buffers (the rotary frequencies) keep their float32 values.
 """
 
 from __future__ import annotations
