@@ -38,13 +38,18 @@ def cpu_features(cpuinfo: str) -> dict:
     return {"cpu": model, **found}
 
 
-def machine_info() -> dict:
-    """The figures' machine: `cpu_features` of this one, its cores, torch's version and threads, and the GPU."""
+def _this_cpu() -> dict:
+    """`cpu_features` of this machine's /proc/cpuinfo; every field None where there is none (not Linux)."""
     try:
         with open("/proc/cpuinfo") as f:
-            info = cpu_features(f.read())
-    except OSError:  # not Linux
-        info = {"cpu": None, **{name: None for name in ("avx2", "avx512f", "avx512_bf16", "amx")}}
+            return cpu_features(f.read())
+    except OSError:
+        return cpu_features("")
+
+
+def machine_info() -> dict:
+    """The figures' machine: `cpu_features` of this one, its cores, torch's version and threads, and the GPU."""
+    info = _this_cpu()
     info["cpu"] = info["cpu"] or platform.processor() or platform.machine()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {**info, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -62,9 +67,5 @@ def native_bf16() -> bool:
         return forced == "1"
     if forced:
         raise ValueError(f"{BF16_ENV} must be 0 or 1 (or unset to detect), got {forced!r}.")
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = cpu_features(f.read())
-    except OSError:
-        return False
+    info = _this_cpu()
     return bool(info["avx512_bf16"] or info["amx"])

@@ -34,7 +34,7 @@ _TWINS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its 
 
 def decoding_model(model: nn.Module, precision: str = "auto") -> tuple[nn.Module, str]:
     """The module to sample from, and the precision it samples in ("float32", "bfloat16", ...), for `precision`
-    in PRECISIONS. A twin is made once per model and refreshed from its weights at each call (~0.1 s for 135 M
+    in PRECISIONS. A twin is made once per model and refreshed from its weights at each call (~0.06 s for 135 M
     parameters); a peft (LoRA) model, a model on a GPU or one already in 16 bits samples with its own weights."""
     if precision not in PRECISIONS:
         raise ValueError(f"decode_precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
