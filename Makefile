@@ -9,6 +9,7 @@ demo: setup
 
 test: setup
 	.venv/bin/python -m pytest -q
+	bash scripts/test_widgets7.sh
 
 bench: setup
 	.venv/bin/python bench/generate.py

@@ -47,6 +47,9 @@ def _saved(page, count: int) -> None:
 
 
 def test_pairwise_rater_in_chromium_records_mouse_and_keyboard_judgments(voila_lesson):
+    """Mouse and keys in lesson 2, with the widget manager that fits the ipywidgets in use (7.7 under
+    `scripts/test_widgets7.sh`, as on Colab; 8 otherwise)."""
+    import ipywidgets
     from playwright.sync_api import sync_playwright
 
     from rlhf_lab.feedback.store import FeedbackStore
@@ -58,6 +61,9 @@ def test_pairwise_rater_in_chromium_records_mouse_and_keyboard_judgments(voila_l
         page.goto(url, timeout=EXECUTION_TIMEOUT_MS)
         # Voila shows the page once the whole lesson has run: the agreement cell is near its end.
         page.get_by_text("Cohen's kappa between").first.wait_for(timeout=EXECUTION_TIMEOUT_MS)
+        manager = "widgets-manager7" if ipywidgets.__version__.startswith("7.") else "widgets-manager8"
+        assert f"@voila-dashboards/{manager}" in page.content(), f"Voila did not serve its {manager} for ipywidgets " \
+                                                                  f"{ipywidgets.__version__}"
         a_button = page.get_by_role("button", name="A is better")
         a_button.scroll_into_view_if_needed()
         page.wait_for_timeout(500)
@@ -86,6 +92,69 @@ def test_pairwise_rater_in_chromium_records_mouse_and_keyboard_judgments(voila_l
         mine = store.judgments_df().query("annotator == @ANNOTATOR")
         assert [a["choice"] for a in mine["answer"]] == ["A", "B", "A", "tie"]
         assert mine["item_id"].tolist() == sorted(mine["item_id"].tolist()) and mine["item_id"].nunique() == 4
+    finally:
+        store.close()
+
+
+def _replies(page) -> list[str]:
+    """The text of the two reply boxes the pairwise rater shows now."""
+    return page.locator(".rlhf-rater .rlhf-reply").all_inner_texts()
+
+
+def _shows(page, replies: list[str], timeout_ms: int = 15_000) -> bool:
+    """Whether the rater comes to show `replies` within `timeout_ms` (the boxes update just after the progress)."""
+    for _ in range(timeout_ms // 250):
+        if _replies(page) == replies:
+            return True
+        page.wait_for_timeout(250)
+    return False
+
+
+def test_a_reloaded_page_resumes_the_rater_and_undo_keeps_flags(voila_lesson):
+    """Judge 2 of 4 pairs and flag a reply of pair 2, then reload the page: Voila starts a new kernel and runs the
+    lesson again (a restarted kernel, as a student's next day). The rater shows pair 3 and "2 / 4"; undo takes back
+    pair 2's judgment only (pair 1's stays) and shows pair 2 again; the flag survives the undo."""
+    from playwright.sync_api import sync_playwright
+
+    from rlhf_lab.feedback.store import FeedbackStore
+
+    url, store_path, shots = voila_lesson
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(url, timeout=EXECUTION_TIMEOUT_MS)
+        page.get_by_text("Cohen's kappa between").first.wait_for(timeout=EXECUTION_TIMEOUT_MS)
+        page.get_by_role("button", name="A is better").click()
+        _saved(page, 1)
+        page.wait_for_timeout(1000)
+        pair2 = _replies(page)
+        page.get_by_role("checkbox", name="harmful").check()  # flag reply A of pair 2
+        page.get_by_role("button", name="save flags").click()
+        page.get_by_text("Saved for A").first.wait_for(timeout=30_000)
+        page.get_by_role("button", name="B is better").click()
+        _saved(page, 2)
+        page.wait_for_timeout(1000)
+        pair3 = _replies(page)
+        assert pair3 != pair2 and len(pair3) == 2
+
+        page.reload(timeout=EXECUTION_TIMEOUT_MS)  # a new kernel runs the whole lesson again
+        page.get_by_text("Cohen's kappa between").first.wait_for(timeout=EXECUTION_TIMEOUT_MS)
+        page.get_by_text("2 / 4").first.wait_for(timeout=30_000)
+        assert _shows(page, pair3), f"the rater did not resume at pair 3: {_replies(page)} != {pair3}"
+        page.locator(".rlhf-rater").first.scroll_into_view_if_needed()
+        page.screenshot(path=str(shots / "rater_resumed.png"))
+        page.wait_for_timeout(600)  # past the rater's reading guard
+        page.get_by_role("button", name="undo last").click()
+        page.get_by_text("1 / 4").first.wait_for(timeout=30_000)
+        assert _shows(page, pair2), f"undo did not bring back pair 2: {_replies(page)} != {pair2}"
+        browser.close()
+
+    store = FeedbackStore(store_path)
+    try:
+        mine = store.judgments_df().query("annotator == @ANNOTATOR")
+        pairwise, flags = mine[mine["kind"] == "pairwise"], mine[mine["kind"] == "flags"]
+        assert [a["choice"] for a in pairwise["answer"]] == ["A"], "undo removed more (or less) than pair 2's judgment"
+        assert [a["flags"] for a in flags["answer"]] == [["harmful"]], "the flag did not survive the undo"
     finally:
         store.close()
 

@@ -62,6 +62,16 @@ def test_rate_or_simulate_uses_the_learner_or_says_it_fell_back(tiny, store, cap
     assert store.counts()["by_annotator"]["bob (simulated)"] == 3
     assert store.pending_items("bob"), "the learner can still rate after the stand-in did"
 
+    # Two of three judged and a reply flagged (a restarted kernel): the flag does not count, and a lesson that needs
+    # three says how many are missing and goes on with the stand-in instead of failing further down.
+    store.record_pairwise(items[1].id, "ann", "B")
+    store.record_flags(items[2].responses[0].id, "ann", ["harmful"])
+    assert lessons.rate_or_simulate(store, "ann", items, minimum=3) == "ann (simulated)"
+    assert "You judged 2 of 3 item(s) as 'ann'; the steps below need at least 3" in capsys.readouterr().out
+    store.record_pairwise(items[2].id, "ann", "tie")
+    assert lessons.rate_or_simulate(store, "ann", items, minimum=3) == "ann"
+    assert "Using your 3 judgment(s)" in capsys.readouterr().out
+
     table = lessons.judgment_table(store, "bob (simulated)")
     assert len(table) == 3 and {"prompt", "reply A", "reply B", "choice"} <= set(table.columns)
 

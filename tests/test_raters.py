@@ -110,6 +110,20 @@ def _broken_button():
     return button
 
 
+def test_these_tests_run_on_the_ipywidgets_they_expect():
+    """`make test` runs this file twice: on .venv's ipywidgets 8, then under ipywidgets 7.7.1 as Colab ships it
+    (`scripts/test_widgets7.sh` sets RLHF_LAB_EXPECT_IPYWIDGETS); a layer that silently fell back would fail here."""
+    import os
+
+    import ipywidgets
+
+    expected = os.environ.get("RLHF_LAB_EXPECT_IPYWIDGETS")
+    if expected:
+        assert ipywidgets.__version__ == expected
+    else:
+        assert ipywidgets.__version__.startswith("8."), ipywidgets.__version__
+
+
 def test_fixture_catches_exceptions_in_widget_callbacks(callback_errors):
     with pytest.raises(RuntimeError, match="boom"):
         _broken_button().click()
@@ -200,13 +214,14 @@ def test_a_restarted_kernel_resumes_where_the_learner_stopped(store):
     first.choose("A")
     first.choose("B")
     again = PairwiseRater(store, "alice", items=[1, 2, 3], guard_s=0)
-    assert again.current.id == 3 and again.progress.value == "2 / 3" and again.bar.value == 2
+    assert again.current.id == 3 and again.progress.value == "2 / 3 · 2 from before" and again.bar.value == 2
     again.undo_button.click()
     assert [a["choice"] for a in answers(store)] == ["A"] and again.current.id == 2
-    assert again.progress.value == "1 / 3" and "judge it again" in again.message.value
+    assert again.progress.value == "1 / 3 · 1 from before" and "judge it again" in again.message.value
     again.choose("A")
     again.choose("tie")
-    assert again.done and again.progress.value == "3 / 3" and [a["choice"] for a in answers(store)] == ["A", "A", "tie"]
+    assert again.done and again.progress.value == "3 / 3 · 1 from before"
+    assert [a["choice"] for a in answers(store)] == ["A", "A", "tie"]
     again.undo()  # this session's latest first
     assert again.current.id == 3 and [a["choice"] for a in answers(store)] == ["A", "A"]
 
@@ -229,7 +244,7 @@ def test_an_item_judged_elsewhere_meanwhile_is_not_judged_twice(store):
     store.record_pairwise(1, "alice", "A")  # the same pair judged in another cell after this rater opened
     rater.buttons["B"].click()
     assert answers(store) == [{"choice": "A", "strength": None}] and "earlier judgment stands" in rater.message.value
-    assert rater.current.id == 2 and rater.progress.value == "1 / 2"
+    assert rater.current.id == 2 and rater.progress.value == "1 / 2 · 1 from before"
     rater.choose("B")
     assert answers(store)[-1] == {"choice": "B", "strength": None} and rater.done
 

@@ -25,6 +25,7 @@ import pandas as pd
 from rlhf_lab.feedback.crowd import SimulatedAnnotator, SimulatedCrowd
 from rlhf_lab.feedback.gold import GoldUtility
 from rlhf_lab.feedback.preferences import as_preference_pairs
+from rlhf_lab.feedback.records import ITEM_KINDS
 from rlhf_lab.loop.evaluation import PairedResult, distinct_n, paired_gain
 from rlhf_lab.loop.experiment import ExperimentConfig, RLHFRun
 from rlhf_lab.policy.generation import SamplingConfig, generate
@@ -86,19 +87,23 @@ def stand_in_name(annotator: str) -> str:
 def rate_or_simulate(store, annotator: str, items, *, stand_in: SimulatedAnnotator | None = None,
                      minimum: int = 1) -> str:
     """Whose judgments of `items` the lesson goes on with: `annotator`'s when they judged at least `minimum` of
-    them, else those of a simulated stand-in (named "<annotator> (simulated)"), which judges every item now.
-    Prints which, so a headless run (CI, papermill, Voila before anyone clicks) says that it fell back."""
+    them (flags and thumbs on their replies do not count), else those of a simulated stand-in (named
+    "<annotator> (simulated)"), which judges every item now. Prints which, so a headless run (CI, papermill, Voila
+    before anyone clicks) says that it fell back, and a learner who stopped short (a restarted kernel, the next day)
+    is told how many are missing rather than meeting an error further down."""
     ids = {it.id if hasattr(it, "id") else int(it) for it in items}
     df = store.judgments_df()
-    mine = df[(df["annotator"] == annotator) & df["item_id"].isin(list(ids))]
+    mine = df[(df["annotator"] == annotator) & df["item_id"].isin(list(ids)) & df["kind"].isin(ITEM_KINDS)]
     if len(mine) >= minimum:
         print(f"Using your {len(mine)} judgment(s) as {annotator!r} ({len(ids) - len(mine)} item(s) left unrated).")
         return annotator
     stand_in = stand_in or SimulatedAnnotator(stand_in_name(annotator), rationality=3.0, seed=0)
     new = stand_in.annotate(store, sorted(ids))
-    print(f"⚠ Nobody rated as {annotator!r}: a SIMULATED annotator stood in for you ({stand_in.name!r} judged "
-          f"{len(new)} item(s) by the simulated crowd's taste). Everything below uses its judgments, not yours: rate "
-          "in the widget above and rerun this cell to use your own.")
+    who = (f"You judged {len(mine)} of {len(ids)} item(s) as {annotator!r}; the steps below need at least {minimum}, "
+           "so a SIMULATED annotator stood in for you" if len(mine) else
+           f"Nobody rated as {annotator!r}: a SIMULATED annotator stood in for you")
+    print(f"⚠ {who} ({stand_in.name!r} judged {len(new)} item(s) by the simulated crowd's taste). Everything below "
+          "uses its judgments, not yours: rate in the widget above and rerun this cell to use your own.")
     return stand_in.name
 
 

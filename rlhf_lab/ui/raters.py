@@ -212,7 +212,8 @@ class _Rater:
     def _show(self, note: str = "") -> None:
         """Draw the current item (or the done state), the progress and `note`."""
         judged, total = self.judged_before + len(self.history), len(self.all_items)
-        extra = f" · {self.skipped} skipped" if self.skipped else ""
+        extra = (f" · {self.judged_before} from before" if self.judged_before else "") + (
+            f" · {self.skipped} skipped" if self.skipped else "")
         self.progress.value = f"{judged} / {total}{extra}"
         self.bar.value = judged
         for widget in self._action_widgets:
