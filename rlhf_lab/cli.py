@@ -149,6 +149,7 @@ def cmd_demo(args) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    quiet_model_loading()
     out = args.out or ("runs/demo-smoke" if args.smoke else "runs/demo")
     start = time.perf_counter()
     config = demo_config(args.smoke, args.iterations, args.seed)
@@ -186,6 +187,7 @@ def cmd_taste(args) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    quiet_model_loading()
     if args.labels < 4:
         raise ValueError(f"--labels must be at least 4, got {args.labels}.")
     config = taste_config(args.labels, args.seed, args.smoke, args.method)
@@ -264,6 +266,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_class_commands(sub)
     add_assignment_commands(sub)
     return parser
+
+
+def quiet_model_loading() -> None:
+    """No "Loading weights" progress bar from transformers each time a model loads: the commands say what they do
+    in their own lines (imports transformers, so only the commands that load models call it)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,8 +66,10 @@ def run_figures(run) -> dict:
 def markdown_table(df: pd.DataFrame) -> str:
     """A Markdown table whose cells are shown as text: model replies can hold anything, so HTML (`<script>`,
     `<img onerror=...>`), Markdown links and images, emphasis, code and table pipes are escaped; a newline becomes a
-    space."""
+    space; a missing value (NaN, None: e.g. iteration 0 has no reward model yet) is "–"."""
     def cell(v):
+        if v is None or (isinstance(v, float) and v != v):
+            return "–"
         text = f"{v:.3f}" if isinstance(v, float) else str(v)
         text = _CUT_CHARACTER.sub("…", text)  # a reply cut mid-character (an emoji's first bytes) ends in "…"
         return _MARKDOWN_SPECIAL.sub(r"\\\g<0>", html.escape(text, quote=False)).replace("\n", " ")
