@@ -4,6 +4,8 @@ One build and one grading run (module-scoped) serve all tests: grading executes 
 """
 
 import ast
+import contextlib
+import io
 import json
 import re
 import shutil
@@ -18,7 +20,7 @@ pytest.importorskip("otter", reason="the assignment tools need otter-grader (pip
 
 from rlhf_lab.cli import main
 from rlhf_lab.teach.assignments import default_source, find_masters, read_master
-from rlhf_lab.teach.gradebook import find_submissions, grade
+from rlhf_lab.teach.gradebook import find_submissions, grade, shared_ids
 from rlhf_lab.teach import isolation
 from rlhf_lab.teach.grading import grade_submission, load_manifest
 
@@ -109,7 +111,9 @@ def scores(built, tmp_path_factory) -> pd.DataFrame:
         zf.write(subs / "wrong" / "ppo_math" / "ppo_math.ipynb", "ppo_math.ipynb")
     (subs / "wrong" / "ppo_math" / "ppo_math.ipynb").unlink()
     csv = subs / "scores.csv"
-    assert main(["assignments", "grade", str(subs), "--build", str(built), "--out", str(csv), "--jobs", "2"]) == 0
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        assert main(["assignments", "grade", str(subs), "--build", str(built), "--out", str(csv), "--jobs", "2"]) == 0
+    (subs / "grade_output.txt").write_text(printed.getvalue())
     return pd.read_csv(csv, keep_default_na=False).set_index("submission")
 
 
@@ -182,15 +186,45 @@ def test_scores_carry_the_student_id_into_an_lms_csv_and_feedback_files(scores, 
     assert scores.loc["solutions/ppo_math.ipynb", "student_id"] == "instructor-0"
     assert scores.loc["blank/ppo_math.ipynb", "student_id"] == ""
     lms = pd.read_csv(graded_folder / "scores_lms.csv", keep_default_na=False)
-    rows = lms[(lms["student_id"] == OTHER_ID) & (lms["assignment"] == "overoptimisation")]
-    assert sorted(rows["total"].astype(float)) == [8.0, 10.0], "the copied submission and the honest one"
-    assert rows["q1_gold_peak"].astype(float).tolist() == [3.0, 3.0] and set(rows["q5_what_went_wrong"]) == {""}
+    rows = lms[(lms["student_id"] == OTHER_ID) & (lms["assignment"] == "reward_model")]
+    assert rows["total"].astype(float).tolist() == [10.0] and rows["q3_reward_model"].astype(float).tolist() == [4.0]
+    row = lms[(lms["student_id"] == "") & (lms["assignment"] == "overoptimisation")]
+    assert row["total"].astype(float).tolist() == [0.0] and set(row["q5_what_went_wrong"]) == {""}, "blank: no id"
     feedback = (graded_folder / "feedback" / "ppo_math" / "instructor-0__wrong_ppo_math_ppo_math_export.zip.md")
     text = feedback.read_text()
     assert "Autograded: 10 of 12 points." in text
     assert "- q3_gae: 1 of 3\n    - failed: gae matches a loop on random padded inputs (hidden test)" in text
     blank = (graded_folder / "feedback" / "ppo_math" / "blank_ppo_math.ipynb.md").read_text()
     assert "failed: student id is filled in (student_id is " in blank and "set it to your student id" in blank
+
+
+def test_submissions_that_share_a_student_id_are_flagged_and_kept_out_of_the_lms_csv(scores, graded_folder):
+    # the copied notebook and the honest one both say OTHER_ID; the solutions and the wrong ones say instructor-0
+    assert scores.loc["other_id/overoptimisation.ipynb", "same_id_as"] == "copied/overoptimisation.ipynb"
+    assert scores.loc["copied/overoptimisation.ipynb", "same_id_as"] == "other_id/overoptimisation.ipynb"
+    assert scores.loc["solutions/ppo_math.ipynb", "same_id_as"] == "wrong/ppo_math/ppo_math_export.zip"
+    assert scores.loc["solutions/reward_model.ipynb", "same_id_as"] == \
+        "hard_coded/reward_model.ipynb; wrong/reward_model/reward_model.ipynb"
+    assert scores.loc["other_id/reward_model.ipynb", "same_id_as"] == "", "one id, one submission of that assignment"
+    assert set(scores.loc[scores["student_id"] == "", "same_id_as"]) == {""}, "a missing id is no one's"
+    lms = pd.read_csv(graded_folder / "scores_lms.csv", keep_default_na=False)
+    assert lms[lms["student_id"] == "instructor-0"].empty
+    assert lms[lms["assignment"] == "overoptimisation"]["student_id"].tolist() == [""], "only the blank one is left"
+    printed = (graded_folder / "grade_output.txt").read_text().splitlines()
+    assert f"warning: student id '{OTHER_ID}' is in 2 overoptimisation submissions (copied/overoptimisation.ipynb, " \
+           "other_id/overoptimisation.ipynb): none of them is in the LMS file; decide which counts (column " \
+           "same_id_as of the score table)" in printed
+    assert sum(line.startswith("warning: student id ") for line in printed) == len(ASSIGNMENTS) + 1
+    assert any(line.startswith("  other_id/overoptimisation.ipynb") and line.endswith(
+        "(same student id as copied/overoptimisation.ipynb)") for line in printed)
+
+
+def test_shared_ids_are_compared_stripped_and_case_folded_within_one_assignment():
+    table = pd.DataFrame({"submission": ["a.ipynb", "b.ipynb", "c.ipynb", "d.ipynb", "e.ipynb", "f.zip"],
+                          "student_id": ["S123", " s123 ", "s123", "", "", None],
+                          "assignment": ["ppo_math", "ppo_math", "reward_model", "ppo_math", "ppo_math", "ppo_math"]})
+    assert shared_ids(table) == {("S123", "ppo_math"): ["a.ipynb", "b.ipynb"]}
+    assert shared_ids(table.iloc[2:]) == {}
 
 
 def test_grading_one_submission_takes_under_a_minute(scores):
