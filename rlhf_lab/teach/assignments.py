@@ -237,7 +237,8 @@ def cmd_build(args) -> None:
     manifest = build(args.source, args.out, check=not args.no_check, colab_url=args.colab_url,
                      secret=os.environ.get("RLHF_LAB_GRADER_SECRET"))
     for name, spec in manifest.items():
-        print(f"{name:<20} hand out {Path(args.out) / spec['student']}  grade with {Path(args.out) / spec['autograder']}")
+        out = Path(args.out)
+        print(f"{name:<20} hand out {out / spec['student']}  grade with {out / spec['autograder']}")
     print(f"manifest: {Path(args.out) / MANIFEST}")
 
 
