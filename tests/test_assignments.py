@@ -24,7 +24,7 @@ from rlhf_lab.teach.gradebook import find_submissions, grade, shared_ids
 from rlhf_lab.teach import isolation
 from rlhf_lab.teach.grading import grade_submission, load_manifest
 
-ASSIGNMENTS = ("reward_model", "ppo_math", "overoptimisation", "logprobs_dpo")
+ASSIGNMENTS = ("reward_model", "ppo_math", "overoptimisation", "logprobs_dpo", "gold_gain")
 # A classic bug per assignment that the public tests miss and one hidden test catches: (old, new, failing test, points)
 BUGS = {
     "reward_model": ("-torch.nn.functional.logsigmoid(r_chosen - r_rejected).mean()",
@@ -37,8 +37,44 @@ BUGS = {
     "logprobs_dpo": ("-torch.nn.functional.logsigmoid(beta * margin).mean()",
                      "-torch.log(torch.sigmoid(beta * margin)).mean()",
                      "q2_dpo_loss/test_dpo_loss_is_finite_for_huge_margins (hidden)", 1.0),
+    "gold_gain": ("return torch.softmax(torch.log(reference) + rewards / beta, dim=-1)",
+                  "weights = reference * torch.exp(rewards / beta)\n    return weights / weights.sum(-1, keepdim=True)",
+                  "q2_tilted_policy/test_tilted_policy_is_finite_for_tiny_beta (hidden)", 1.0),
 }
-FULL_MARKS = {"reward_model": 10.0, "ppo_math": 12.0, "overoptimisation": 10.0, "logprobs_dpo": 8.0}
+FULL_MARKS = {"reward_model": 10.0, "ppo_math": 12.0, "overoptimisation": 10.0, "logprobs_dpo": 8.0, "gold_gain": 10.0}
+# Submissions of assignment 5 that keep the master's answers to questions 1-2 (5 points) and change improve_policy,
+# the question graded on its outcome: each must get none of its 5 points
+OUTCOME_CHEATS = {
+    "over_budget": """
+honest_improve_policy = improve_policy
+def improve_policy(reference, rate, budget, kl_bound):
+    policy = honest_improve_policy(reference, rate, budget, kl_bound)
+    for _ in range(20):  # more ratings than allowed, refusals ignored
+        try:
+            rate(0, 0)
+        except RuntimeError:
+            pass
+    return policy
+""",
+    "read_gold": """
+honest_improve_policy = improve_policy
+def improve_policy(reference, rate, budget, kl_bound):
+    for name in ("__self__", "func", "_gold", "gold", "__closure__", "__globals__"):
+        try:
+            getattr(rate, name)
+        except AttributeError:
+            pass
+    try:  # forge a request for the task's gold on the grader's pipe
+        rate.channel.ask({"id": rate.wire_callback_id, "op": "attr", "name": "_gold"})
+    except Exception:
+        pass
+    return honest_improve_policy(reference, rate, budget, kl_bound)
+""",
+    "do_nothing": """
+def improve_policy(reference, rate, budget, kl_bound):
+    return reference.clone()
+""",
+}
 
 
 OTHER_ID = "s7654321"
@@ -91,9 +127,13 @@ def scores(built, tmp_path_factory) -> pd.DataFrame:
         _wrong_copy(built / name / "autograder" / f"{name}.ipynb", wrong / f"{name}.ipynb", old, new)
     # per-student data: the solutions under another id still get full marks; numbers copied from the
     # instructor's id do not; a reward model with the lab's gold weights typed in fails the reward-model question
-    for name in ("reward_model", "overoptimisation"):
+    for name in ("reward_model", "overoptimisation", "gold_gain"):
         _wrong_copy(built / name / "autograder" / f"{name}.ipynb", _mkdir(subs / "other_id") / f"{name}.ipynb",
                     '"instructor-0"', f'"{OTHER_ID}"')
+    for cheat, code in OUTCOME_CHEATS.items():
+        nb = nbformat.read(built / "gold_gain" / "autograder" / "gold_gain.ipynb", as_version=4)
+        nb.cells.append(nbformat.v4.new_code_cell(code))
+        nbformat.write(nb, _mkdir(subs / "outcome" / cheat) / "gold_gain.ipynb")
     copied = _mkdir(subs / "copied") / "overoptimisation.ipynb"
     _wrong_copy(built / "overoptimisation" / "autograder" / "overoptimisation.ipynb", copied, '"instructor-0"',
                 f'"{OTHER_ID}"')
@@ -160,7 +200,7 @@ def test_wrong_submissions_get_partial_marks_and_name_the_failing_hidden_test(sc
 
 
 def test_each_student_gets_their_own_numbers_and_copied_or_typed_in_answers_fail(scores):
-    for name, full in (("reward_model", 10.0), ("overoptimisation", 10.0)):
+    for name, full in (("reward_model", 10.0), ("overoptimisation", 10.0), ("gold_gain", 10.0)):
         row = scores.loc[f"other_id/{name}.ipynb"]
         assert (row["student_id"], row["score"], row["error"]) == (OTHER_ID, full, ""), row.to_dict()
     copied = scores.loc["copied/overoptimisation.ipynb"]
@@ -169,6 +209,21 @@ def test_each_student_gets_their_own_numbers_and_copied_or_typed_in_answers_fail
     typed_in = scores.loc["hard_coded/reward_model.ipynb"]
     points = [float(typed_in[q]) for q in ("q1_bradley_terry_loss", "q2_pairwise_accuracy", "q3_reward_model")]
     assert points == [4.0, 2.0, 0.0], typed_in.to_dict()
+
+
+def test_the_outcome_question_pays_only_for_gold_gained_within_the_budget(scores):
+    master, blank = scores.loc["solutions/gold_gain.ipynb"], scores.loc["blank/gold_gain.ipynb"]
+    assert (float(master["q3_improve_policy"]), master["manual_possible"], master["q4_budget_and_beta"]) == (5.0, 3, "")
+    assert (float(blank["q3_improve_policy"]), blank["score"]) == (0.0, 0.0)
+    outcome_tests = ["q3_improve_policy/test_gold_gain_beats_the_reference (hidden)",
+                     "q3_improve_policy/test_gold_gain_reaches_a_third_of_the_best (hidden)"]
+    public = "q3_improve_policy/test_improve_policy_returns_a_policy_within_the_budget"
+    for cheat, failed in (("over_budget", [public, *outcome_tests]), ("read_gold", outcome_tests),
+                          ("do_nothing", outcome_tests)):
+        row = scores.loc[f"outcome/{cheat}/gold_gain.ipynb"]
+        points = [float(row[q]) for q in ("q1_kl_divergence", "q2_tilted_policy", "q3_improve_policy")]
+        assert (points, row["score"], row["error"]) == ([2.0, 3.0, 0.0], 5.0, ""), f"{cheat}: {row.to_dict()}"
+        assert row["failed_tests"] == "; ".join(failed), f"{cheat}: {row['failed_tests']}"
 
 
 def test_numbers_differ_between_students():
