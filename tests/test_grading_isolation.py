@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -21,7 +22,7 @@ pytest.importorskip("otter", reason="the assignment tools need otter-grader (pip
 
 from rlhf_lab.cli import main
 from rlhf_lab.teach.grading import load_manifest
-from rlhf_lab.teach.isolation import namespace_available
+from rlhf_lab.teach.isolation import master_copies, namespace_available, visible_paths
 
 TIMEOUT_S = 30
 POINTS = {"q1_masked_mean": 2, "q2_kl_rewards": 3, "q3_gae": 3, "q4_clipped_loss": 4}
@@ -298,3 +299,17 @@ def test_process_mode_still_keeps_the_tests_out_of_the_students_process(tmp_path
     assert set(copies) <= set(found), "in process mode the notebook reads what the grader can (the namespace test " \
         f"shows the same cheat finding nothing there): {found}"
     assert _sleepers() == [], "a setsid child outlived its grading (the grader is a child subreaper on Linux)"
+
+
+def test_the_sandbox_filesystem_is_a_list_without_the_checkout_and_with_installed_masters_hidden(tmp_path):
+    import rlhf_lab
+
+    shown = [Path(p) for p in visible_paths()]
+    package = Path(rlhf_lab.__file__).resolve().parent
+    assert any(package.is_relative_to(p) for p in shown) and Path(sys.prefix).resolve() in shown
+    assert not any((ROOT / "assignments").resolve().is_relative_to(p) for p in shown), "the checkout is not shown"
+    assert not any((ROOT / "build").resolve().is_relative_to(p) for p in shown)
+    installed = tmp_path / "lib" / "python3.11" / "site-packages" / "rlhf_lab" / "assignment_sources"
+    installed.mkdir(parents=True)
+    (tmp_path / "lib" / "python3.11" / "site-packages" / "other").mkdir()
+    assert master_copies([str(tmp_path)]) == [str(installed.resolve())]
