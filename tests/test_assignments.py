@@ -4,6 +4,8 @@ One build and one grading run (module-scoped) serve all tests: grading executes 
 """
 
 import ast
+import contextlib
+import io
 import json
 import re
 import shutil
@@ -18,11 +20,11 @@ pytest.importorskip("otter", reason="the assignment tools need otter-grader (pip
 
 from rlhf_lab.cli import main
 from rlhf_lab.teach.assignments import default_source, find_masters, read_master
-from rlhf_lab.teach.gradebook import find_submissions, grade
+from rlhf_lab.teach.gradebook import find_submissions, grade, shared_ids
 from rlhf_lab.teach import isolation
 from rlhf_lab.teach.grading import grade_submission, load_manifest
 
-ASSIGNMENTS = ("reward_model", "ppo_math", "overoptimisation", "logprobs_dpo")
+ASSIGNMENTS = ("reward_model", "ppo_math", "overoptimisation", "logprobs_dpo", "gold_gain")
 # A classic bug per assignment that the public tests miss and one hidden test catches: (old, new, failing test, points)
 BUGS = {
     "reward_model": ("-torch.nn.functional.logsigmoid(r_chosen - r_rejected).mean()",
@@ -35,8 +37,44 @@ BUGS = {
     "logprobs_dpo": ("-torch.nn.functional.logsigmoid(beta * margin).mean()",
                      "-torch.log(torch.sigmoid(beta * margin)).mean()",
                      "q2_dpo_loss/test_dpo_loss_is_finite_for_huge_margins (hidden)", 1.0),
+    "gold_gain": ("return torch.softmax(torch.log(reference) + rewards / beta, dim=-1)",
+                  "weights = reference * torch.exp(rewards / beta)\n    return weights / weights.sum(-1, keepdim=True)",
+                  "q2_tilted_policy/test_tilted_policy_is_finite_for_tiny_beta (hidden)", 1.0),
 }
-FULL_MARKS = {"reward_model": 10.0, "ppo_math": 12.0, "overoptimisation": 10.0, "logprobs_dpo": 8.0}
+FULL_MARKS = {"reward_model": 10.0, "ppo_math": 12.0, "overoptimisation": 10.0, "logprobs_dpo": 8.0, "gold_gain": 10.0}
+# Submissions of assignment 5 that keep the master's answers to questions 1-2 (5 points) and change improve_policy,
+# the question graded on its outcome: each must get none of its 5 points
+OUTCOME_CHEATS = {
+    "over_budget": """
+honest_improve_policy = improve_policy
+def improve_policy(reference, rate, budget, kl_bound):
+    policy = honest_improve_policy(reference, rate, budget, kl_bound)
+    for _ in range(20):  # more ratings than allowed, refusals ignored
+        try:
+            rate(0, 0)
+        except RuntimeError:
+            pass
+    return policy
+""",
+    "read_gold": """
+honest_improve_policy = improve_policy
+def improve_policy(reference, rate, budget, kl_bound):
+    for name in ("__self__", "func", "_gold", "gold", "__closure__", "__globals__"):
+        try:
+            getattr(rate, name)
+        except AttributeError:
+            pass
+    try:  # forge a request for the task's gold on the grader's pipe
+        rate.channel.ask({"id": rate.wire_callback_id, "op": "attr", "name": "_gold"})
+    except Exception:
+        pass
+    return honest_improve_policy(reference, rate, budget, kl_bound)
+""",
+    "do_nothing": """
+def improve_policy(reference, rate, budget, kl_bound):
+    return reference.clone()
+""",
+}
 
 
 OTHER_ID = "s7654321"
@@ -89,9 +127,13 @@ def scores(built, tmp_path_factory) -> pd.DataFrame:
         _wrong_copy(built / name / "autograder" / f"{name}.ipynb", wrong / f"{name}.ipynb", old, new)
     # per-student data: the solutions under another id still get full marks; numbers copied from the
     # instructor's id do not; a reward model with the lab's gold weights typed in fails the reward-model question
-    for name in ("reward_model", "overoptimisation"):
+    for name in ("reward_model", "overoptimisation", "gold_gain"):
         _wrong_copy(built / name / "autograder" / f"{name}.ipynb", _mkdir(subs / "other_id") / f"{name}.ipynb",
                     '"instructor-0"', f'"{OTHER_ID}"')
+    for cheat, code in OUTCOME_CHEATS.items():
+        nb = nbformat.read(built / "gold_gain" / "autograder" / "gold_gain.ipynb", as_version=4)
+        nb.cells.append(nbformat.v4.new_code_cell(code))
+        nbformat.write(nb, _mkdir(subs / "outcome" / cheat) / "gold_gain.ipynb")
     copied = _mkdir(subs / "copied") / "overoptimisation.ipynb"
     _wrong_copy(built / "overoptimisation" / "autograder" / "overoptimisation.ipynb", copied, '"instructor-0"',
                 f'"{OTHER_ID}"')
@@ -109,7 +151,9 @@ def scores(built, tmp_path_factory) -> pd.DataFrame:
         zf.write(subs / "wrong" / "ppo_math" / "ppo_math.ipynb", "ppo_math.ipynb")
     (subs / "wrong" / "ppo_math" / "ppo_math.ipynb").unlink()
     csv = subs / "scores.csv"
-    assert main(["assignments", "grade", str(subs), "--build", str(built), "--out", str(csv), "--jobs", "2"]) == 0
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        assert main(["assignments", "grade", str(subs), "--build", str(built), "--out", str(csv), "--jobs", "2"]) == 0
+    (subs / "grade_output.txt").write_text(printed.getvalue())
     return pd.read_csv(csv, keep_default_na=False).set_index("submission")
 
 
@@ -156,7 +200,7 @@ def test_wrong_submissions_get_partial_marks_and_name_the_failing_hidden_test(sc
 
 
 def test_each_student_gets_their_own_numbers_and_copied_or_typed_in_answers_fail(scores):
-    for name, full in (("reward_model", 10.0), ("overoptimisation", 10.0)):
+    for name, full in (("reward_model", 10.0), ("overoptimisation", 10.0), ("gold_gain", 10.0)):
         row = scores.loc[f"other_id/{name}.ipynb"]
         assert (row["student_id"], row["score"], row["error"]) == (OTHER_ID, full, ""), row.to_dict()
     copied = scores.loc["copied/overoptimisation.ipynb"]
@@ -165,6 +209,21 @@ def test_each_student_gets_their_own_numbers_and_copied_or_typed_in_answers_fail
     typed_in = scores.loc["hard_coded/reward_model.ipynb"]
     points = [float(typed_in[q]) for q in ("q1_bradley_terry_loss", "q2_pairwise_accuracy", "q3_reward_model")]
     assert points == [4.0, 2.0, 0.0], typed_in.to_dict()
+
+
+def test_the_outcome_question_pays_only_for_gold_gained_within_the_budget(scores):
+    master, blank = scores.loc["solutions/gold_gain.ipynb"], scores.loc["blank/gold_gain.ipynb"]
+    assert (float(master["q3_improve_policy"]), master["manual_possible"], master["q4_budget_and_beta"]) == (5.0, 3, "")
+    assert (float(blank["q3_improve_policy"]), blank["score"]) == (0.0, 0.0)
+    outcome_tests = ["q3_improve_policy/test_gold_gain_beats_the_reference (hidden)",
+                     "q3_improve_policy/test_gold_gain_reaches_a_third_of_the_best (hidden)"]
+    public = "q3_improve_policy/test_improve_policy_returns_a_policy_within_the_budget"
+    for cheat, failed in (("over_budget", [public, *outcome_tests]), ("read_gold", outcome_tests),
+                          ("do_nothing", outcome_tests)):
+        row = scores.loc[f"outcome/{cheat}/gold_gain.ipynb"]
+        points = [float(row[q]) for q in ("q1_kl_divergence", "q2_tilted_policy", "q3_improve_policy")]
+        assert (points, row["score"], row["error"]) == ([2.0, 3.0, 0.0], 5.0, ""), f"{cheat}: {row.to_dict()}"
+        assert row["failed_tests"] == "; ".join(failed), f"{cheat}: {row['failed_tests']}"
 
 
 def test_numbers_differ_between_students():
@@ -182,15 +241,45 @@ def test_scores_carry_the_student_id_into_an_lms_csv_and_feedback_files(scores, 
     assert scores.loc["solutions/ppo_math.ipynb", "student_id"] == "instructor-0"
     assert scores.loc["blank/ppo_math.ipynb", "student_id"] == ""
     lms = pd.read_csv(graded_folder / "scores_lms.csv", keep_default_na=False)
-    rows = lms[(lms["student_id"] == OTHER_ID) & (lms["assignment"] == "overoptimisation")]
-    assert sorted(rows["total"].astype(float)) == [8.0, 10.0], "the copied submission and the honest one"
-    assert rows["q1_gold_peak"].astype(float).tolist() == [3.0, 3.0] and set(rows["q5_what_went_wrong"]) == {""}
+    rows = lms[(lms["student_id"] == OTHER_ID) & (lms["assignment"] == "reward_model")]
+    assert rows["total"].astype(float).tolist() == [10.0] and rows["q3_reward_model"].astype(float).tolist() == [4.0]
+    row = lms[(lms["student_id"] == "") & (lms["assignment"] == "overoptimisation")]
+    assert row["total"].astype(float).tolist() == [0.0] and set(row["q5_what_went_wrong"]) == {""}, "blank: no id"
     feedback = (graded_folder / "feedback" / "ppo_math" / "instructor-0__wrong_ppo_math_ppo_math_export.zip.md")
     text = feedback.read_text()
     assert "Autograded: 10 of 12 points." in text
     assert "- q3_gae: 1 of 3\n    - failed: gae matches a loop on random padded inputs (hidden test)" in text
     blank = (graded_folder / "feedback" / "ppo_math" / "blank_ppo_math.ipynb.md").read_text()
     assert "failed: student id is filled in (student_id is " in blank and "set it to your student id" in blank
+
+
+def test_submissions_that_share_a_student_id_are_flagged_and_kept_out_of_the_lms_csv(scores, graded_folder):
+    # the copied notebook and the honest one both say OTHER_ID; the solutions and the wrong ones say instructor-0
+    assert scores.loc["other_id/overoptimisation.ipynb", "same_id_as"] == "copied/overoptimisation.ipynb"
+    assert scores.loc["copied/overoptimisation.ipynb", "same_id_as"] == "other_id/overoptimisation.ipynb"
+    assert scores.loc["solutions/ppo_math.ipynb", "same_id_as"] == "wrong/ppo_math/ppo_math_export.zip"
+    assert scores.loc["solutions/reward_model.ipynb", "same_id_as"] == \
+        "hard_coded/reward_model.ipynb; wrong/reward_model/reward_model.ipynb"
+    assert scores.loc["other_id/reward_model.ipynb", "same_id_as"] == "", "one id, one submission of that assignment"
+    assert set(scores.loc[scores["student_id"] == "", "same_id_as"]) == {""}, "a missing id is no one's"
+    lms = pd.read_csv(graded_folder / "scores_lms.csv", keep_default_na=False)
+    assert lms[lms["student_id"] == "instructor-0"].empty
+    assert lms[lms["assignment"] == "overoptimisation"]["student_id"].tolist() == [""], "only the blank one is left"
+    printed = (graded_folder / "grade_output.txt").read_text().splitlines()
+    assert f"warning: student id '{OTHER_ID}' is in 2 overoptimisation submissions (copied/overoptimisation.ipynb, " \
+           "other_id/overoptimisation.ipynb): none of them is in the LMS file; decide which counts (column " \
+           "same_id_as of the score table)" in printed
+    assert sum(line.startswith("warning: student id ") for line in printed) == len(ASSIGNMENTS) + 1
+    assert any(line.startswith("  other_id/overoptimisation.ipynb") and line.endswith(
+        "(same student id as copied/overoptimisation.ipynb)") for line in printed)
+
+
+def test_shared_ids_are_compared_stripped_and_case_folded_within_one_assignment():
+    table = pd.DataFrame({"submission": ["a.ipynb", "b.ipynb", "c.ipynb", "d.ipynb", "e.ipynb", "f.zip"],
+                          "student_id": ["S123", " s123 ", "s123", "", "", None],
+                          "assignment": ["ppo_math", "ppo_math", "reward_model", "ppo_math", "ppo_math", "ppo_math"]})
+    assert shared_ids(table) == {("S123", "ppo_math"): ["a.ipynb", "b.ipynb"]}
+    assert shared_ids(table.iloc[2:]) == {}
 
 
 def test_grading_one_submission_takes_under_a_minute(scores):

@@ -10,6 +10,8 @@ import hashlib
 import json
 import os
 import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
@@ -20,7 +22,7 @@ pytest.importorskip("otter", reason="the assignment tools need otter-grader (pip
 
 from rlhf_lab.cli import main
 from rlhf_lab.teach.grading import load_manifest
-from rlhf_lab.teach.isolation import namespace_available
+from rlhf_lab.teach.isolation import master_copies, namespace_available, visible_paths
 
 TIMEOUT_S = 30
 POINTS = {"q1_masked_mean": 2, "q2_kl_rewards": 3, "q3_gae": 3, "q4_clipped_loss": 4}
@@ -168,6 +170,45 @@ except MemoryError:
 student_id = json.dumps({"found": ["limit was raised"] * raised + ["got 3 GB"] * got, "limit": limit[0]})
 """
 
+READ_THE_MASTERS = """
+import json, os
+import rlhf_lab
+paths = {paths}
+for top in ["{checkout}", os.path.dirname(os.path.dirname(rlhf_lab.__file__))]:
+    for i, (folder, subfolders, files) in enumerate(os.walk(top)):
+        subfolders[:] = [d for d in subfolders if d not in (".git", ".venv")]
+        paths += [os.path.join(folder, f) for f in files if f.endswith(".ipynb")]
+        if i > 2000:
+            break
+found = []
+for path in paths:
+    try:
+        if "hidden: true" in open(path, errors="ignore").read():
+            found.append(path)
+    except OSError:
+        pass
+student_id = json.dumps({{"found": sorted(set(found))}})
+"""
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def checkout_copies():
+    """A checkout-like folder outside the temp folders (this checkout, else the home folder), readable by anyone,
+    whose build/lib holds copies of the masters as `setup.py build` leaves them: (folder, the copies)."""
+    base = ROOT if not any(ROOT.is_relative_to(t) for t in ("/tmp", "/var/tmp", "/dev/shm")) else Path.home()
+    folder = Path(tempfile.mkdtemp(prefix=".rlhf-checkout-", dir=base))
+    folder.chmod(0o755)
+    master = ROOT / "assignments" / "02_ppo_math" / "ppo_math.ipynb"
+    copies = [folder / "build" / "lib" / "assignments" / "02_ppo_math" / "ppo_math.ipynb",
+              folder / "build" / "lib" / "rlhf_lab" / "assignment_sources" / "02_ppo_math" / "ppo_math.ipynb"]
+    for copy in copies:
+        copy.parent.mkdir(parents=True)
+        shutil.copy(master, copy)
+        assert "hidden: true" in copy.read_text()
+    yield folder, [str(c) for c in copies]
+    shutil.rmtree(folder)
+
 
 def _cheat(blank: Path, target: Path, code: str) -> None:
     nb = nbformat.read(blank, as_version=4)
@@ -216,13 +257,14 @@ def _check_rows(scores: pd.DataFrame, cheats: dict[str, str]) -> None:
 
 
 @pytest.mark.skipif(not namespace_available(), reason="the namespace mode needs root, unshare and setpriv")
-def test_cheats_earn_nothing_and_poison_nothing_in_the_namespace_sandbox(tmp_path):
+def test_cheats_earn_nothing_and_poison_nothing_in_the_namespace_sandbox(tmp_path, checkout_copies):
     canary = Path(f"/tmp/rlhf-canary-{os.getpid()}")
     canary.write_text("keep me")
+    checkout, copies = checkout_copies
     cheats = {"wrap_the_checker": WRAP_THE_CHECKER, "rewrite_the_tests": REWRITE_THE_TESTS,
               "fake_the_output": FAKE_THE_OUTPUT, "rewrite_the_bundle": REWRITE_THE_BUNDLE.format(names=POINTS),
               "loop_forever": LOOP_FOREVER, "setsid_child": SETSID_CHILD, "delete_outside": DELETE_OUTSIDE,
-              "eat_memory": EAT_MEMORY}
+              "eat_memory": EAT_MEMORY, "read_the_masters": READ_THE_MASTERS.format(paths=copies, checkout=checkout)}
     try:
         scores, build = _grade(tmp_path, cheats, "namespace")
         assert canary.read_text() == "keep me", "a submission deleted a file outside its folder"
@@ -238,6 +280,8 @@ def test_cheats_earn_nothing_and_poison_nothing_in_the_namespace_sandbox(tmp_pat
     assert "time limit" in scores.loc["04a_loop_forever/ppo_math.ipynb", "error"]
     assert json.loads(scores.loc["00a_wrap_the_checker/ppo_math.ipynb", "student_id"])["done"] == ["patched otter"]
     assert json.loads(scores.loc["07a_eat_memory/ppo_math.ipynb", "student_id"])["limit"] == 2048 * 2**20
+    assert json.loads(scores.loc["08a_read_the_masters/ppo_math.ipynb", "student_id"]) == {"found": []}, \
+        "copies of the masters in a checkout's build/lib outside /tmp are not in the sandbox's filesystem"
     manifest = load_manifest(build)
     bundle = build / manifest["ppo_math"]["autograder"]
     assert hashlib.sha256(bundle.read_bytes()).hexdigest() == manifest["ppo_math"]["sha256"]
@@ -245,8 +289,27 @@ def test_cheats_earn_nothing_and_poison_nothing_in_the_namespace_sandbox(tmp_pat
     assert _sleepers() == [], "a process a submission started outlived its grading"
 
 
-def test_process_mode_still_keeps_the_tests_out_of_the_students_process(tmp_path):
-    cheats = {"wrap_the_checker": WRAP_THE_CHECKER, "fake_the_output": FAKE_THE_OUTPUT, "setsid_child": SETSID_CHILD}
+def test_process_mode_still_keeps_the_tests_out_of_the_students_process(tmp_path, checkout_copies):
+    checkout, copies = checkout_copies
+    cheats = {"wrap_the_checker": WRAP_THE_CHECKER, "fake_the_output": FAKE_THE_OUTPUT, "setsid_child": SETSID_CHILD,
+              "read_the_masters": READ_THE_MASTERS.format(paths=copies, checkout=checkout)}
     scores, _ = _grade(tmp_path, cheats, "process")
     _check_rows(scores, cheats)
+    found = json.loads(scores.loc["03a_read_the_masters/ppo_math.ipynb", "student_id"])["found"]
+    assert set(copies) <= set(found), "in process mode the notebook reads what the grader can (the namespace test " \
+        f"shows the same cheat finding nothing there): {found}"
     assert _sleepers() == [], "a setsid child outlived its grading (the grader is a child subreaper on Linux)"
+
+
+def test_the_sandbox_filesystem_is_a_list_without_the_checkout_and_with_installed_masters_hidden(tmp_path):
+    import rlhf_lab
+
+    shown = [Path(p) for p in visible_paths()]
+    package = Path(rlhf_lab.__file__).resolve().parent
+    assert any(package.is_relative_to(p) for p in shown) and Path(sys.prefix).resolve() in shown
+    assert not any((ROOT / "assignments").resolve().is_relative_to(p) for p in shown), "the checkout is not shown"
+    assert not any((ROOT / "build").resolve().is_relative_to(p) for p in shown)
+    installed = tmp_path / "lib" / "python3.11" / "site-packages" / "rlhf_lab" / "assignment_sources"
+    installed.mkdir(parents=True)
+    (tmp_path / "lib" / "python3.11" / "site-packages" / "other").mkdir()
+    assert master_copies([str(tmp_path)]) == [str(installed.resolve())]

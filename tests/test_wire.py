@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from rlhf_lab.teach.wire import LineReader, WireError, decode, encode, send
+from rlhf_lab.teach.wire import Callback, LineReader, WireError, decode, encode, send
 
 
 def test_values_survive_the_round_trip():
@@ -58,3 +58,16 @@ def test_the_reader_refuses_garbage_and_end_of_file():
     with pytest.raises(WireError, match="closed the pipe"):
         reader.recv()
     os.close(read)
+
+
+def test_a_callback_crosses_only_as_an_argument_and_arrives_as_what_the_receiver_makes_of_it():
+    rate = Callback(lambda p, k: p + k, "rate")
+    with pytest.raises(WireError, match="callback rate can only be an argument"):
+        encode({"rate": rate}, {})
+    callbacks = {}
+    message = encode([1, {"rate": rate}], None, None, callbacks)
+    assert message[1]["items"]["rate"] == {"__t__": "callback", "id": id(rate), "name": "rate"}
+    assert callbacks == {id(rate): rate} and rate(2, 3) == 5 and rate.refused == []
+    back = decode(message, None, None, lambda m: ("made", m["name"]))
+    assert back == [1, {"rate": ("made", "rate")}]
+    assert decode(message)[1]["rate"]["__t__"] == "callback", "without a maker it stays a plain message"

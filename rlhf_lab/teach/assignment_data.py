@@ -11,6 +11,7 @@ the notebook and the grader get identical data on any machine.
 - Assignment 4 (`logprobs_dpo`): `tiny_lm`, a real causal LM architecture small enough to run in a test.
 - Assignment 3 (`overoptimisation`): `overoptimisation_metrics`, three synthetic PPO runs in Gao et al.'s form
   (gold ≈ d·(α − b·ln d), d = √KL) with per-student constants and noise.
+- Assignment 5 (`gold_gain`): `rlhf_lab.teach.rating_task` builds its tasks from `reply_features` and `GOLD_WEIGHTS`.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from pathlib import Path
 import nbformat
 import yaml
 
-from rlhf_lab.teach.gradebook import MEMORY_MB, grade
+from rlhf_lab.teach.gradebook import MEMORY_MB, duplicate_lines, grade
 from rlhf_lab.teach.grading import (AUTOGRADER_ZIP, DEFAULT_OUT, GRADE_TIMEOUT_S, GRADER_SECRET, MANIFEST,
                                    default_source, sha256_bytes)
 from rlhf_lab.teach.isolation import MODES
@@ -237,7 +237,8 @@ def cmd_build(args) -> None:
     manifest = build(args.source, args.out, check=not args.no_check, colab_url=args.colab_url,
                      secret=os.environ.get("RLHF_LAB_GRADER_SECRET"))
     for name, spec in manifest.items():
-        print(f"{name:<20} hand out {Path(args.out) / spec['student']}  grade with {Path(args.out) / spec['autograder']}")
+        out = Path(args.out)
+        print(f"{name:<20} hand out {out / spec['student']}  grade with {out / spec['autograder']}")
     print(f"manifest: {Path(args.out) / MANIFEST}")
 
 
@@ -248,7 +249,10 @@ def cmd_grade(args) -> None:
     print(f"graded {len(graded)} of {len(table)} submissions -> {args.out}")
     for _, row in table.iterrows():
         status = row["error"] if row.get("error") else f"{row['score']:g}/{row['possible']:g}"
-        print(f"  {row['submission']:<40} {status}")
+        shared = f"  (same student id as {row['same_id_as']})" if row.get("same_id_as") else ""
+        print(f"  {row['submission']:<40} {status}{shared}")
+    for line in duplicate_lines(table):
+        print(f"warning: {line}")
 
 
 def add_assignment_commands(subparsers) -> None:

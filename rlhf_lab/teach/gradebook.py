@@ -25,7 +25,7 @@ from rlhf_lab.teach.grading import DEFAULT_OUT, GRADE_TIMEOUT_S, load_manifest, 
 from rlhf_lab.teach.isolation import resolve_mode
 
 __all__ = ["MEMORY_MB", "find_submissions", "submission_assignment", "grade_in_child", "score_row", "plain_test_name",
-           "feedback_text", "grade"]
+           "feedback_text", "shared_ids", "duplicate_lines", "grade"]
 
 MEMORY_MB = 4096  # each notebook's address space: torch and a tiny model need about 1.5 GB
 
@@ -127,6 +127,26 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._")[:80] or "submission"
 
 
+def shared_ids(table: pd.DataFrame) -> dict[tuple[str, str], list[str]]:
+    """(student id, assignment) -> the submissions that carry it, for every id that two or more submissions of one
+    assignment share. Ids are compared stripped and case-folded ("S123 " is "s123", shown as the first one typed);
+    missing ids are no one's."""
+    groups: dict[tuple[str, str], tuple[str, list[str]]] = {}
+    for _, row in table.iterrows():
+        student_id = row.get("student_id")
+        if isinstance(student_id, str) and student_id.strip():
+            key = (student_id.strip().casefold(), str(row.get("assignment")))
+            groups.setdefault(key, (student_id.strip(), []))[1].append(row["submission"])
+    return {(shown, assignment): subs for (_, assignment), (shown, subs) in groups.items() if len(subs) > 1}
+
+
+def duplicate_lines(table: pd.DataFrame) -> list[str]:
+    """One line per student id that several submissions of one assignment share: what the instructor must decide."""
+    return [f"student id {student_id!r} is in {len(subs)} {assignment} submissions ({', '.join(subs)}): none of them "
+            "is in the LMS file; decide which counts (column same_id_as of the score table)"
+            for (student_id, assignment), subs in shared_ids(table).items()]
+
+
 def grade(submissions_dir: str | Path, build_dir: str | Path = DEFAULT_OUT, out: str | Path | None = None,
           assignment: str | None = None, timeout: float = GRADE_TIMEOUT_S, jobs: int = 1,
           isolation: str = "auto", memory_mb: int = MEMORY_MB) -> pd.DataFrame:
@@ -134,8 +154,10 @@ def grade(submissions_dir: str | Path, build_dir: str | Path = DEFAULT_OUT, out:
 
     Columns: submission (path under the folder), student_id, assignment, score and possible (autograded points),
     manual_possible, one per question (hand-graded ones left empty), failed_tests ("question/test_function", hidden
-    ones marked), error, seconds. With `out`, writes it as CSV, an LMS-ready `<out>_lms.csv` (student_id,
-    assignment, points per question, total) and `<out folder>/feedback/<assignment>/<student id>.md` per submission.
+    ones marked), error, same_id_as (the other submissions of this assignment that carry the same student id),
+    seconds. With `out`, writes it as CSV, an LMS-ready `<out>_lms.csv` (student_id, assignment, points per question,
+    total) and `<out folder>/feedback/<assignment>/<student id>.md` per submission. A student id that several
+    submissions of one assignment carry gets no row in the LMS file: the instructor decides which one counts.
     `isolation` is "auto", "namespace" or "process" (`rlhf_lab.teach.isolation`); `memory_mb` caps each notebook's
     address space (0: no cap).
     """
@@ -174,15 +196,20 @@ def grade(submissions_dir: str | Path, build_dir: str | Path = DEFAULT_OUT, out:
             rows[i], results[i] = score_row(rows[i], spec, result), result
     questions = [q["name"] for spec in manifest.values() for q in spec["questions"]]
     columns = ["submission", "student_id", "assignment", "score", "possible", "manual_possible",
-               *dict.fromkeys(questions), "failed_tests", "error", "seconds"]
+               *dict.fromkeys(questions), "failed_tests", "error", "same_id_as", "seconds"]
     table = pd.DataFrame(rows)
+    table["same_id_as"] = ""
+    for subs in shared_ids(table).values():
+        for sub in subs:
+            table.loc[table["submission"] == sub, "same_id_as"] = "; ".join(s for s in subs if s != sub)
     table = table.reindex(columns=[c for c in columns if c in table.columns])
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(out, index=False)
-        lms = table.reindex(columns=["student_id", "assignment", *dict.fromkeys(questions)]).copy()
-        lms["total"] = table.get("score")
+        unique = table[table["same_id_as"] == ""]  # a shared id: the instructor decides which submission counts
+        lms = unique.reindex(columns=["student_id", "assignment", *dict.fromkeys(questions)]).copy()
+        lms["total"] = unique.get("score")
         lms.to_csv(out.with_name(out.stem + "_lms.csv"), index=False)
         for i, result in results.items():
             row, spec = rows[i], manifest[rows[i]["assignment"]]

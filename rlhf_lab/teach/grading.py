@@ -7,7 +7,10 @@ SHA-256 against the hash that `build` recorded, unpacks a fresh copy into a priv
 tests that read the data files find them), and starts `rlhf_lab.teach.sandbox` with the submitted notebook's cells
 and the assignment's data files (isolated as `rlhf_lab.teach.isolation` says). Each test function then runs here;
 its parameters, looked up by name in the student's notebook as otter does, are fetched over the JSON pipe: data
-arrives as values, functions and models as `Remote` proxies whose calls run in the sandbox. Scores follow otter's
+arrives as values, functions and models as `Remote` proxies whose calls run in the sandbox. A test may hand the
+notebook a function of its own wrapped in `wire.Callback`: the notebook's calls of it come back as `ask`s, answered
+here with data while the test's call waits (`SandboxLink.answer_ask`); any other request is refused and noted on
+every callback handed out, so a test can void what it measured. Scores follow otter's
 rules (points per test case, `all_or_nothing`). A time limit covers the notebook and every call; past it the sandbox
 is killed and the remaining tests fail.
 """
@@ -103,7 +106,7 @@ class SandboxLink:
         self.deadline, self.dead = deadline, None
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      env=env, start_new_session=True)
-        self.log = b""
+        self.log, self.callbacks = b"", {}  # callbacks: id -> wire.Callback handed to the notebook
         threading.Thread(target=self._drain, daemon=True).start()
         self.reader, self.ready = LineReader(self.proc.stdout.fileno()), {}
         try:
@@ -112,7 +115,8 @@ class SandboxLink:
             self.stop(f"the sandbox did not start: {err}")
 
     def wait_ready(self) -> dict:
-        """Wait until the notebook has run: its `ready` message (with the cells that raised), or {} past the deadline."""
+        """Wait until the notebook has run: its `ready` message (with the cells that raised), or {} past the
+        deadline."""
         if not self.dead:
             try:
                 self.ready = self.reader.recv(self.deadline)
@@ -129,10 +133,28 @@ class SandboxLink:
             raise RuntimeError(self.dead)
         try:
             send(self.proc.stdin.fileno(), message)
-            return self.reader.recv(self.deadline)
+            while "ask" in (answer := self.reader.recv(self.deadline)):  # the notebook calls a grader function
+                send(self.proc.stdin.fileno(), self.answer_ask(answer["ask"]))
+            return answer
         except (WireError, OSError) as err:
             self.stop(f"the sandbox stopped answering: {err}")
             raise RuntimeError(self.dead) from None
+
+    def answer_ask(self, ask) -> dict:
+        """Serve a call of a `Callback` handed to the notebook: data in, data out. Anything else (an unknown id, a
+        field other than id, args and kwargs) is refused and noted on every callback handed out."""
+        key = ask.get("id") if isinstance(ask, dict) else None
+        callback = self.callbacks.get(key) if isinstance(key, int) else None
+        args, kwargs = (ask.get("args", []), ask.get("kwargs", {})) if isinstance(ask, dict) else (None, None)
+        if callback is None or set(ask) - {"id", "args", "kwargs"} or not isinstance(args, list) \
+                or not isinstance(kwargs, dict):
+            for handed_out in self.callbacks.values():
+                handed_out.refused.append(f"a request the grader does not serve: {json.dumps(ask)[:200]}")
+            return {"error": "refused: the grader only answers calls of the functions it handed over"}
+        try:
+            return {"value": encode(callback(*decode(args), **{k: decode(v) for k, v in kwargs.items()}))}
+        except Exception as err:  # the callback refused the arguments (or the budget): the notebook sees why
+            return {"error": f"{type(err).__name__}: {err}"}
 
     def stop(self, reason: str = "finished") -> None:
         """Close the pipe and kill the sandbox's process group (in namespace mode: the whole namespace)."""
@@ -168,8 +190,9 @@ class Remote:
 
     def __call__(self, *args, **kwargs):
         grads: list = []
-        message = {"op": "call", "id": self.wire_ref_id, "args": encode(list(args), None, grads),
-                   "kwargs": encode(kwargs, None, grads)["items"]}
+        callbacks = self.link.callbacks
+        message = {"op": "call", "id": self.wire_ref_id, "args": encode(list(args), None, grads, callbacks),
+                   "kwargs": encode(kwargs, None, grads, callbacks)["items"]}
         return answer_value(self.link, self.link.request(message), grads)
 
     def attribute(self, name: str):
@@ -242,7 +265,8 @@ def grade_submission(job: dict) -> dict:
         home = "/tmp/submission/.home" if scratch is None else f"{scratch}/.home"
         link = SandboxLink(sandbox_command(job["mode"], [*job.get("hide", []), private]),
                            sandbox_env(home, job.get("threads")),
-                           {"workdir": scratch, "files": files, "cells": cells, "memory_mb": job.get("memory_mb")}, start + job["timeout"])
+                           {"workdir": scratch, "files": files, "cells": cells, "memory_mb": job.get("memory_mb")},
+                           start + job["timeout"])
         os.chdir(private)
         try:
             with contextlib.suppress(ImportError):  # most tests need torch: import it while the notebook runs

@@ -3,13 +3,15 @@
     python -m rlhf_lab.teach.sandbox        (started by `rlhf_lab.teach.grading`, never by hand)
 
 This process holds no test and no grader bundle: it receives the notebook's cells, the assignment's data files and its
-memory limit (address space, `RLIMIT_AS`) as the first message on stdin, writes the files into its working folder, runs the cells in an IPython shell (so magics
-work; `otter` is replaced by a stand-in whose `grader.check(...)` does nothing), says `ready`, and then serves
-requests until stdin closes: `get` a variable, `call` a function or a reference, `attr` of a reference. Answers are
-data (see `rlhf_lab.teach.wire`); a call whose arguments require a gradient and whose result is a scalar tensor also
-returns the gradients, so a grader can check them. The protocol uses copies of fds 0 and 1 made before any student
-code runs; the student's prints go to stderr. What isolates this process (another user, namespaces, a scratch folder)
-is decided by whoever starts it: `rlhf_lab.teach.isolation`.
+memory limit (address space, `RLIMIT_AS`) as the first message on stdin, writes the files into its working folder,
+runs the cells in an IPython shell (so magics work; `otter` is replaced by a stand-in whose `grader.check(...)` does
+nothing), says `ready`, and then serves requests until stdin closes: `get` a variable, `call` a function or a
+reference, `attr` of a reference. Answers are data (see `rlhf_lab.teach.wire`); a call whose arguments require a
+gradient and whose result is a scalar tensor also returns the gradients, so a grader can check them. A grader
+function among a call's arguments (a `wire.Callback`, such as assignment 5's `rate`) arrives as a `GraderFunction`:
+calling it sends `{"ask": ...}` and waits for the grader's answer, inside the grader's call. The protocol uses
+copies of fds 0 and 1 made before any student code runs; the student's prints go to stderr. What isolates this
+process (another user, namespaces, a scratch folder) is decided by whoever starts it: `rlhf_lab.teach.isolation`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 
 from rlhf_lab.teach.wire import LineReader, WireError, decode, encode, send
 
-__all__ = ["NoGrader", "install_fake_otter", "write_files", "run_cells", "serve", "main"]
+__all__ = ["NoGrader", "install_fake_otter", "write_files", "run_cells", "Channel", "GraderFunction", "serve", "main"]
 
 
 class NoGrader:
@@ -69,7 +71,37 @@ def run_cells(cells: list[str]) -> tuple[dict, list[str]]:
     return shell.user_ns, errors
 
 
-def _answer(request: dict, namespace: dict, refs: dict) -> dict:
+class Channel:
+    """The sandbox's end of the pipe: the grader's requests come in on `reader`, answers and asks go out on `out_fd`."""
+
+    def __init__(self, reader: LineReader, out_fd: int):
+        self.reader, self.out_fd = reader, out_fd
+
+    def ask(self, message: dict) -> dict:
+        """Ask the grader (while it waits on a call of ours) and return its answer."""
+        send(self.out_fd, {"ask": message})
+        return self.reader.recv()
+
+
+class GraderFunction:
+    """A grader's function handed to the notebook: calling it asks the grader, which answers with data or refuses."""
+
+    def __init__(self, channel: Channel, message: dict):
+        self.channel, self.wire_callback_id = channel, message["id"]
+        self.__name__ = str(message.get("name", "callback"))
+
+    def __call__(self, *args, **kwargs):
+        answer = self.channel.ask({"id": self.wire_callback_id, "args": encode(list(args)),
+                                   "kwargs": encode(kwargs)["items"]})
+        if "error" in answer:
+            raise RuntimeError(f"{self.__name__}: {answer['error']}")
+        return decode(answer.get("value"))
+
+    def __repr__(self):
+        return f"<grader function {self.__name__}>"
+
+
+def _answer(request: dict, namespace: dict, refs: dict, channel: Channel) -> dict:
     op = request.get("op")
     if op == "get":
         if request["name"] not in namespace:
@@ -82,8 +114,12 @@ def _answer(request: dict, namespace: dict, refs: dict) -> dict:
         return {"value": encode(getattr(target, request["name"]), refs)}
     if op == "call":
         grads: list = []
-        args = decode(request.get("args", []), lambda m: refs[m["id"]], grads)
-        kwargs = {k: decode(v, lambda m: refs[m["id"]], grads) for k, v in request.get("kwargs", {}).items()}
+        def grader_function(message):
+            return GraderFunction(channel, message)
+
+        args = decode(request.get("args", []), lambda m: refs[m["id"]], grads, grader_function)
+        kwargs = {k: decode(v, lambda m: refs[m["id"]], grads, grader_function)
+                  for k, v in request.get("kwargs", {}).items()}
         result = target(*args, **kwargs)
         answer = {"value": encode(result, refs)}
         if grads and getattr(result, "requires_grad", False) and result.numel() == 1:
@@ -97,13 +133,14 @@ def _answer(request: dict, namespace: dict, refs: dict) -> dict:
 def serve(reader: LineReader, out_fd: int, namespace: dict) -> None:
     """Answer requests until the grader closes the pipe; a student exception becomes an `error` answer."""
     refs: dict = {}
+    channel = Channel(reader, out_fd)
     while True:
         try:
             request = reader.recv()
         except WireError:
             return
         try:
-            answer = _answer(request, namespace, refs)
+            answer = _answer(request, namespace, refs, channel)
         except Exception as err:  # the student's code raised: tell the grader, keep serving
             answer = {"error": f"{type(err).__name__}: {err}", "trace": traceback.format_exc(limit=-3)[-2000:]}
         send(out_fd, answer)

@@ -5,6 +5,11 @@ themselves; torch tensors and numpy arrays as `{"__t__": "tensor" | "ndarray", "
 data as a flat list; anything else (a function, an `nn.Module`, a DataFrame) stays where it lives and travels as a
 reference `{"__t__": "ref", "id", "type"}` that the other side can call or ask for an attribute. Tensors that require
 a gradient are marked `"grad": true`; `encode` collects them so the caller can line up the gradients that come back.
+
+A `Callback` is the one way a grader's function reaches the sandbox: it travels as `{"__t__": "callback", "id",
+"name"}`, and calling it there sends an `ask` back to the grader while the grader waits on its own call; the grader
+answers with data only. Nothing else of the function or of the object behind it can be reached: no attribute, no
+other method, no reference in the answer.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import os
 import select
 import time
 
-__all__ = ["MAX_MESSAGE_BYTES", "WireError", "encode", "decode", "send", "LineReader"]
+__all__ = ["MAX_MESSAGE_BYTES", "WireError", "Callback", "encode", "decode", "send", "LineReader"]
 
 MAX_MESSAGE_BYTES = 64 * 2**20  # a longer line is refused: a sandbox cannot fill the grader's memory
 
@@ -23,23 +28,41 @@ class WireError(Exception):
     """The other side sent something that is not a message, sent too much, went silent past the deadline or left."""
 
 
+class Callback:
+    """A grader-side function handed to the sandbox: callable there with data arguments, answered with data.
+
+    `refused` collects the requests about it that the grader would not serve (a notebook that forged a message)."""
+
+    def __init__(self, func, name: str = "callback"):
+        self.func, self.name, self.refused = func, name, []
+
+    def __call__(self, *args, **kwargs):
+        return self.func(*args, **kwargs)
+
+
 def _tensor_types():
     import sys
     torch, numpy = sys.modules.get("torch"), sys.modules.get("numpy")
     return (torch.Tensor if torch else ()), (numpy.ndarray if numpy else ()), (numpy.generic if numpy else ())
 
 
-def encode(value, refs=None, grads: list | None = None):
+def encode(value, refs=None, grads: list | None = None, callbacks: dict | None = None):
     """A JSON-ready form of `value`. Values that cannot travel are stored in `refs` (a dict id -> object) and sent as
-    references; without `refs` they raise WireError. Tensors requiring a gradient are appended to `grads`."""
+    references; without `refs` they raise WireError. Tensors requiring a gradient are appended to `grads`; `Callback`s
+    are stored in `callbacks` (id -> callback) and sent as callbacks (without `callbacks` they raise WireError)."""
     tensor, ndarray, npscalar = _tensor_types()
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, (list, tuple)):
-        items = [encode(v, refs, grads) for v in value]
+        items = [encode(v, refs, grads, callbacks) for v in value]
         return items if isinstance(value, list) else {"__t__": "tuple", "items": items}
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-        return {"__t__": "dict", "items": {k: encode(v, refs, grads) for k, v in value.items()}}
+        return {"__t__": "dict", "items": {k: encode(v, refs, grads, callbacks) for k, v in value.items()}}
+    if isinstance(value, Callback):
+        if callbacks is None:
+            raise WireError(f"the callback {value.name} can only be an argument of a call into the sandbox")
+        callbacks[id(value)] = value
+        return {"__t__": "callback", "id": id(value), "name": value.name}
     if tensor and isinstance(value, tensor):
         detached = value.detach().cpu()
         out = {"__t__": "tensor", "dtype": str(detached.dtype).removeprefix("torch."), "shape": list(detached.shape),
@@ -59,18 +82,18 @@ def encode(value, refs=None, grads: list | None = None):
     return {"__t__": "ref", "id": id(value), "type": type(value).__name__, "callable": callable(value)}
 
 
-def decode(value, make_ref=None, grads: list | None = None):
-    """The inverse of `encode`. References become `make_ref(message)` (or stay dicts); tensors marked for a gradient
-    are created with `requires_grad=True` and appended to `grads`."""
+def decode(value, make_ref=None, grads: list | None = None, make_callback=None):
+    """The inverse of `encode`. References become `make_ref(message)` and callbacks `make_callback(message)` (or stay
+    dicts); tensors marked for a gradient are created with `requires_grad=True` and appended to `grads`."""
     if isinstance(value, list):
-        return [decode(v, make_ref, grads) for v in value]
+        return [decode(v, make_ref, grads, make_callback) for v in value]
     if not isinstance(value, dict):
         return value
     kind = value.get("__t__")
     if kind == "tuple":
-        return tuple(decode(v, make_ref, grads) for v in value["items"])
+        return tuple(decode(v, make_ref, grads, make_callback) for v in value["items"])
     if kind == "dict":
-        return {k: decode(v, make_ref, grads) for k, v in value["items"].items()}
+        return {k: decode(v, make_ref, grads, make_callback) for k, v in value["items"].items()}
     if kind == "tensor":
         import torch
         out = torch.tensor(value["data"], dtype=getattr(torch, value["dtype"])).reshape(value["shape"])
@@ -84,6 +107,8 @@ def decode(value, make_ref=None, grads: list | None = None):
         return out[()] if out.ndim == 0 else out
     if kind == "ref" and make_ref is not None:
         return make_ref(value)
+    if kind == "callback" and make_callback is not None:
+        return make_callback(value)
     return value
 
 
