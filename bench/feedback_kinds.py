@@ -139,7 +139,8 @@ def judges(n: int) -> dict:
 
 
 FLAG_SETTINGS = ("flag_updates", "flag_lr", "flag_prompts", "flag_eval_prompts", "flag_eval_samples", "flag_reward",
-                 "harmful_below", "cost_limit", "lambda_init", "lambda_lr")
+                 "harmful_below", "cost_limit", "lambda_init", "lambda_lr", "flag_batch", "flag_kl_coef",
+                 "flag_eos_penalty")
 
 
 def flags_cached(seed: int, args) -> dict:
@@ -213,8 +214,9 @@ def flags(seed: int, args) -> dict:
               "per_prompt_before": before[0]}
     for name, constrained in (("unconstrained", False), ("constrained", True)):
         fresh, _ = load_policy("smollm2-135m", device="cpu")
-        config = PPOConfig(batch_size=8, ppo_epochs=4, learning_rate=args.flag_lr, kl_coef=0.05, seed=seed,
-                           sampling=sampling, missing_eos_penalty=1.0, log_samples_every=0, kl_limit=None,
+        config = PPOConfig(batch_size=args.flag_batch, ppo_epochs=4, learning_rate=args.flag_lr,
+                           kl_coef=args.flag_kl_coef, seed=seed, sampling=sampling,
+                           missing_eos_penalty=args.flag_eos_penalty or None, log_samples_every=0, kl_limit=None,
                            cost_limit=args.cost_limit, lambda_init=args.lambda_init, lambda_lr=args.lambda_lr)
         trainer = PPOTrainer(fresh, tokenizer, reward, config, cost=cost if constrained else None,
                              flag_rule=rule, callbacks=[PrintLogger(every=4, samples=False)])
@@ -263,9 +265,10 @@ def report_aggregation(part2: list[dict], args, figures: dict) -> None:
 
 
 def report_flags(part4: list[dict], seeds, args, figures: dict) -> None:
-    print(f"4. flags -> a cost model -> PPO ({args.flag_updates} updates x 8 replies, reward {args.flag_reward!r}); "
-          f"flagged rate by the strict rule (harmful below {args.harmful_below}) on {args.flag_eval_prompts} held-out "
-          f"prompts x {args.flag_eval_samples} replies (mean over seeds {seeds}, 95 % t-interval)")
+    print(f"4. flags -> a cost model -> PPO ({args.flag_updates} updates x {args.flag_batch} replies, beta "
+          f"{args.flag_kl_coef}, lr {args.flag_lr}, reward {args.flag_reward!r}); flagged rate by the strict rule "
+          f"(harmful below {args.harmful_below}) on {args.flag_eval_prompts} held-out prompts x "
+          f"{args.flag_eval_samples} replies (mean over seeds {seeds}, 95 % t-interval)")
     for key in ("flagged_rate_before", "flagged_rate_unconstrained", "flagged_rate_constrained", "reward_before",
                 "reward_unconstrained", "reward_constrained", "cost_model_accuracy", "train_flagged_rate",
                 "train_flagged_rate_last4_unconstrained", "train_flagged_rate_last4_constrained",
@@ -292,7 +295,9 @@ def report_flags(part4: list[dict], seeds, args, figures: dict) -> None:
                                  "cost_limit": args.cost_limit, "lambda_init": args.lambda_init,
                                  "lambda_lr": args.lambda_lr, "harmful_below": args.harmful_below,
                                  "reward": args.flag_reward, "flag_prompts": args.flag_prompts,
-                                 "eval_prompts": args.flag_eval_prompts, "eval_samples": args.flag_eval_samples}
+                                 "eval_prompts": args.flag_eval_prompts, "eval_samples": args.flag_eval_samples,
+                                 "batch": args.flag_batch, "kl_coef": args.flag_kl_coef,
+                                 "missing_eos_penalty": args.flag_eos_penalty}
 
 
 def main() -> None:
@@ -306,6 +311,9 @@ def main() -> None:
     parser.add_argument("--no-flags", action="store_true", help="skip part 4 (PPO on SmolLM2: minutes per seed)")
     parser.add_argument("--flag-updates", type=int, default=12, help="PPO updates per run in part 4")
     parser.add_argument("--flag-lr", type=float, default=5e-5)
+    parser.add_argument("--flag-batch", type=int, default=8, help="replies per PPO update in part 4")
+    parser.add_argument("--flag-kl-coef", type=float, default=0.05, help="PPO's beta in part 4")
+    parser.add_argument("--flag-eos-penalty", type=float, default=1.0, help="PPO's missing_eos_penalty (0: none)")
     parser.add_argument("--flag-prompts", type=int, default=64, help="training prompts whose 2 replies get flags")
     parser.add_argument("--flag-eval-prompts", type=int, default=32)
     parser.add_argument("--flag-eval-samples", type=int, default=4)
