@@ -12,6 +12,7 @@ Set RLHF_LAB_SCREENSHOTS to a folder to keep screenshots of the rater.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -40,6 +41,23 @@ def voila_lesson(tmp_path, voila):
     return url, run_dir / "feedback.db", shots
 
 
+@contextlib.contextmanager
+def _lesson_page(url: str):
+    """A Chromium page (1280 × 900) on the lesson at `url`, once Voila has run the whole lesson: the agreement cell
+    near its end is on screen. Closes the browser after."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(url, timeout=EXECUTION_TIMEOUT_MS)
+        page.get_by_text("Cohen's kappa between").first.wait_for(timeout=EXECUTION_TIMEOUT_MS)
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
 def _saved(page, count: int) -> None:
     """Wait until the rater's progress reads `count` judged, then past the rater's 0.3 s reading guard."""
     page.get_by_text(f"{count} / 4").first.wait_for(timeout=30_000)
@@ -50,17 +68,11 @@ def test_pairwise_rater_in_chromium_records_mouse_and_keyboard_judgments(voila_l
     """Mouse and keys in lesson 2, with the widget manager that fits the ipywidgets in use (7.7 under
     `scripts/test_widgets7.sh`, as on Colab; 8 otherwise)."""
     import ipywidgets
-    from playwright.sync_api import sync_playwright
 
     from rlhf_lab.feedback.store import FeedbackStore
 
     url, store_path, shots = voila_lesson
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.goto(url, timeout=EXECUTION_TIMEOUT_MS)
-        # Voila shows the page once the whole lesson has run: the agreement cell is near its end.
-        page.get_by_text("Cohen's kappa between").first.wait_for(timeout=EXECUTION_TIMEOUT_MS)
+    with _lesson_page(url) as page:
         manager = "widgets-manager7" if ipywidgets.__version__.startswith("7.") else "widgets-manager8"
         assert f"@voila-dashboards/{manager}" in page.content(), f"Voila did not serve its {manager} for ipywidgets " \
                                                                   f"{ipywidgets.__version__}"
@@ -85,7 +97,6 @@ def test_pairwise_rater_in_chromium_records_mouse_and_keyboard_judgments(voila_l
         _saved(page, 4)
         page.get_by_text("All done").first.wait_for(timeout=10_000)
         page.screenshot(path=str(shots / "rater_done.png"))
-        browser.close()
 
     store = FeedbackStore(store_path)
     try:
@@ -114,16 +125,10 @@ def test_a_reloaded_page_resumes_the_rater_and_undo_keeps_flags(voila_lesson):
     """Judge 2 of 4 pairs and flag a reply of pair 2, then reload the page: Voila starts a new kernel and runs the
     lesson again (a restarted kernel, as a student's next day). The rater shows pair 3 and "2 / 4"; undo takes back
     pair 2's judgment only (pair 1's stays) and shows pair 2 again; the flag survives the undo."""
-    from playwright.sync_api import sync_playwright
-
     from rlhf_lab.feedback.store import FeedbackStore
 
     url, store_path, shots = voila_lesson
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.goto(url, timeout=EXECUTION_TIMEOUT_MS)
-        page.get_by_text("Cohen's kappa between").first.wait_for(timeout=EXECUTION_TIMEOUT_MS)
+    with _lesson_page(url) as page:
         page.get_by_role("button", name="A is better").click()
         _saved(page, 1)
         page.wait_for_timeout(1000)
@@ -147,7 +152,6 @@ def test_a_reloaded_page_resumes_the_rater_and_undo_keeps_flags(voila_lesson):
         page.get_by_role("button", name="undo last").click()
         page.get_by_text("1 / 4").first.wait_for(timeout=30_000)
         assert _shows(page, pair2), f"undo did not bring back pair 2: {_replies(page)} != {pair2}"
-        browser.close()
 
     store = FeedbackStore(store_path)
     try:
