@@ -252,9 +252,9 @@ class FlatCost:
 
 
 def test_constraint_runs_compare_from_the_same_start_paired_by_prompt():
-    """With a learning rate too small to move a float32 weight neither run moves: the same held-out replies before and after, so every paired
-    change is exactly 0 ("no detectable change"), while λ still rises in the constrained run (mean cost above a
-    zero limit) and stays out of the other."""
+    """With a learning rate too small to move a float32 weight neither run moves: the same held-out replies before
+    and after, so every paired change is exactly 0 ("no detectable change"), while λ still rises in the constrained
+    run (mean cost above a zero limit) and stays out of the other."""
     rule = lambda prompts, responses: [len(r) > 20 for r in responses]  # noqa: E731
     config = PPOConfig(batch_size=2, ppo_epochs=1, learning_rate=1e-30, sampling=SAMPLING, cost_limit=0.0,
                        lambda_init=1.0, lambda_lr=1.0)
