@@ -192,6 +192,35 @@ def test_ratings_rankings_thumbs_and_flags_through_the_store():
     assert rating != ranking
 
 
+def test_replies_judged_without_their_items_as_annotate_would():
+    """`annotate_replies` gives the thumbs and flags `annotate(kinds=...)` gives, judges no item, and resumes."""
+    texts = replies("food")
+
+    def fresh():
+        store = FeedbackStore(":memory:")
+        ids = store.add_responses([dict(prompt="What is your favourite food?", response=t, model="m", iteration=0)
+                                   for t in texts])
+        store.add_item(ids[:2])
+        store.add_item(ids[2:4])
+        return store, ids
+
+    def per_reply(store):
+        df = store.judgments_df()
+        return sorted(zip(df["annotator"], df["kind"], df["response_id"], map(str, df["answer"])))
+
+    both, _ = fresh()
+    crowd = SimulatedCrowd(n=2, seed=4)
+    crowd.annotate(both, kinds=("thumbs", "flags"))
+    alone, ids = fresh()
+    written = crowd.annotate_replies(alone, [r for it in alone.items() for r in it.responses], ("thumbs", "flags"))
+    assert len(written) == 2 * 4 * 2 and set(alone.judgments_df()["kind"]) == {"thumbs", "flags"}
+    assert per_reply(alone) == [row for row in per_reply(both) if row[1] in ("thumbs", "flags")]
+    assert crowd.annotate_replies(alone, ids[:4], ("thumbs",)) == []  # judged already: nothing new
+    assert len(SimulatedAnnotator("x", seed=0).annotate_replies(alone, ids[4:])) == 2  # by id, thumbs by default
+    with pytest.raises(ValueError, match="thumbs"):
+        crowd.annotate_replies(alone, ids, ("pairwise",))
+
+
 def test_crowd_members_are_configured_as_asked():
     members = SimulatedCrowd(n=5, n_careless=1, n_adversarial=1, bias={"politeness": 1.0}, seed=3).members()
     assert [m.name for m in members] == [f"sim-{i}" for i in range(5)]

@@ -189,3 +189,127 @@ def test_lesson_4_uses_your_reward_model_or_says_a_stand_in_judged(tmp_path, cap
     table = lessons.score_replies(policy, tokenizer, ["Hi?"], SamplingConfig(max_new_tokens=4), reward_model=rm,
                                   taste=stand_in, n_per_prompt=2)
     assert list(table["taste"]) == pytest.approx([stand_in.taste("Hi?", r) for r in table["reply"]])
+
+
+# ---- lessons 7 and 9: every kind of feedback (teach.every_kind, re-exported by lessons) ----------------------------
+def test_sample_items_and_thumbs_or_simulate(tiny, store, capsys):
+    model, tok = tiny
+    items = lessons.sample_items(store, model, tok, PROMPTS, SAMPLING, size=3, kind="ranking", seed=0)
+    assert [(it.kind, len(it.responses), it.prompt) for it in items] == [("ranking", 3, p) for p in PROMPTS]
+
+    assert lessons.thumbs_or_simulate(store, "ann", items) == "ann (simulated)"
+    assert "Nobody gave thumbs as 'ann'" in capsys.readouterr().out
+    df = store.judgments_df()
+    assert df["kind"].tolist() == ["thumbs"] * 9 and set(df["annotator"]) == {"ann (simulated)"}
+    assert store.pending_items("ann (simulated)") == store.pending_items("ann"), "the stand-in judged no item"
+
+    store.record_thumbs(items[1].responses[2].id, "ann", False)
+    assert lessons.thumbs_or_simulate(store, "ann", items) == "ann"
+    assert "Using your 1 thumb(s) as 'ann' (8 reply(ies) left unjudged)" in capsys.readouterr().out
+    assert lessons.thumbs_or_simulate(store, "ann", items, minimum=2) == "ann (simulated)"
+    assert "You gave 1 of 9 thumb(s)" in capsys.readouterr().out and len(store.judgments_df()) == 10
+    replies = [r.id for r in items[0].responses]
+    assert lessons.thumbs_or_simulate(store, "bob", replies[:2]) == "bob (simulated)"  # reply ids work too
+    assert store.counts()["by_annotator"]["bob (simulated)"] == 2
+
+
+def test_compare_reward_models_on_the_same_held_out_pairs():
+    """Three replies per prompt, gold = length: a length model orders every pair right, a reversed one none, a
+    constant one ties every pair (½); pairs with equal gold are left out, and differences come with a verdict."""
+    texts = ["a", "abc", "abcdef"]
+    replies = pd.DataFrame({"prompt": [f"p{i}" for i in range(6) for _ in texts], "reply": texts * 6,
+                            "gold": [float(len(t)) for t in texts] * 6})
+    replies.loc[0, "gold"] = 3.0  # prompt p0: two replies of equal gold make no pair
+
+    class Reversed(LengthReward):
+        def score(self, prompts, responses):
+            return -super().score(prompts, responses)
+
+    class Constant(LengthReward):
+        def score(self, prompts, responses):
+            return torch.zeros(len(responses))
+
+    models = {"length": LengthReward(), "reversed": Reversed(), "constant": Constant()}
+    table, diffs = lessons.compare_reward_models(models, replies, [("length", "reversed"), ("reversed", "length"),
+                                                                   ("constant", "constant")], seed=0)
+    assert table["agreement"].tolist() == [1.0, 0.0, 0.5] and table["pairs"].iloc[0] == 3 * 6 - 1
+    assert (table["ci_low"] <= table["agreement"]).all() and (table["agreement"] <= table["ci_high"]).all()
+    assert table.loc["length", "ci_low"] == 1.0 and table.loc["reversed", "ci_high"] == 0.0
+    assert diffs["difference"].tolist() == [1.0, -1.0, 0.0]
+    assert diffs["verdict"].tolist() == ["length better", "length better", "no detectable difference"]
+    with pytest.raises(ValueError, match="different 'gold'"):
+        lessons.compare_reward_models(models, replies.assign(gold=1.0))
+
+
+class FlatCost:
+    """A stand-in cost model: P(flagged) grows with the reply's length."""
+
+    def score(self, prompts, responses):
+        return torch.tensor([min(len(r) / 40.0, 1.0) for r in responses])
+
+    def accuracy(self, prompts, responses, flagged):
+        return float(np.mean((self.score(prompts, responses).numpy() > 0.5) == np.asarray(flagged, dtype=bool)))
+
+
+def test_constraint_runs_compare_from_the_same_start_paired_by_prompt():
+    """With a learning rate too small to move a float32 weight neither run moves: the same held-out replies before
+    and after, so every paired change is exactly 0 ("no detectable change"), while λ still rises in the constrained
+    run (mean cost above a zero limit) and stays out of the other."""
+    rule = lambda prompts, responses: [len(r) > 20 for r in responses]  # noqa: E731
+    config = PPOConfig(batch_size=2, ppo_epochs=1, learning_rate=1e-30, sampling=SAMPLING, cost_limit=0.0,
+                       lambda_init=1.0, lambda_lr=1.0)
+    runs = lessons.constraint_runs("tiny", LengthReward(), FlatCost(), rule, PROMPTS, PROMPTS[:2], config,
+                                   n_updates=2, n_per_prompt=3, seed=0, callbacks=[])
+    summary = runs.summary
+    assert list(summary.index) == ["before", "PPO", "PPO + cost constraint"]
+    per_run = runs.replies.groupby("run", sort=False)
+    assert per_run["reply"].apply(tuple).nunique() == 1, "both runs start from the initial policy"
+    assert per_run["flagged"].mean().tolist() == summary["flagged_rate"].tolist()
+    assert summary.loc["before", "reward"] == pytest.approx(runs.replies.query("run == 'before'")["reply"].str.len()
+                                                            .mean())
+    assert (summary["flagged_ci_low"] <= summary["flagged_rate"]).all()
+    assert (summary["flagged_rate"] <= summary["flagged_ci_high"]).all()
+    assert summary.loc["before", "kl"] == 0.0 and summary["kl"].abs().max() < 1e-4
+    assert np.isnan(summary.loc["PPO", "lambda"]) and summary.loc["PPO + cost constraint", "lambda"] > 1.0
+    assert "objective/lambda" in runs.history["PPO + cost constraint"]
+    assert "objective/lambda" not in runs.history["PPO"] and "objective/flagged_rate" in runs.history["PPO"]
+    changes = runs.changes
+    assert [(r, m) for r, m in zip(changes["run"], changes["measure"])] == [
+        ("PPO", "flagged rate"), ("PPO", "reward"), ("PPO + cost constraint", "flagged rate"),
+        ("PPO + cost constraint", "reward")]
+    assert (changes["gain"] == 0).all() and set(changes["verdict"]) == {"no detectable change"}
+    before = runs.replies.query("run == 'before'")
+    assert runs.cost_accuracy == FlatCost().accuracy(before["prompt"], before["reply"], before["flagged"])
+    assert "PPO + cost constraint: flagged rate" in str(runs)
+
+
+def test_judge_table_against_the_learner_and_gold(tiny):
+    """Four pairs with a clearly better reply, shown first in two and second in two; the learner always says A:
+    half right, κ 0 with a judge that always picks the better reply (the constitution), which is right on all six."""
+    from rlhf_lab.feedback.judges import ConstitutionJudge, LLMJudge
+
+    good, bad = "I love music, thanks for asking! It always makes me happy.", "I hate this stupid question, idiot."
+    store = FeedbackStore(":memory:")
+    order = [(good, bad), (good, bad), (bad, good), (bad, good), (good, bad), (bad, good)]
+    items = []
+    for i, (a, b) in enumerate(order):
+        ids = store.add_responses([dict(prompt=f"Do you like music {i}?", response=t, model="m", iteration=0)
+                                   for t in (a, b)])
+        items.append(store.add_item(ids))
+    for item in items[:4]:
+        store.record_pairwise(item, "me", "A")
+    with pytest.raises(ValueError, match="'constitution' has judged no pairwise item"):
+        lessons.judge_table(store, "me", [ConstitutionJudge()])
+    rules, llm = ConstitutionJudge(), LLMJudge(*tiny, name="tiny-judge")
+    rules.annotate(store)
+    llm.annotate(store, items[:2])
+    table = lessons.judge_table(store, "me", [rules, llm])
+    assert list(table.index) == ["me", "constitution", "tiny-judge"]
+    assert table["judged"].tolist() == [4, 6, 2] and table["with_you"].tolist() == [4, 4, 2]
+    assert table.loc["constitution", "agrees_with_you"] == 0.5 and table.loc["constitution", "kappa_with_you"] == 0.0
+    assert table.loc["me", "gold_agreement"] == 0.5 and table.loc["constitution", "gold_agreement"] == 1.0
+    assert np.isnan(table.loc["me", "kappa_with_you"]) and np.isnan(table.loc["constitution", "position_bias"])
+    assert table.loc["tiny-judge", "position_bias"] == pytest.approx(llm.position_bias_)
+    assert table.loc["tiny-judge", "seconds_per_judgment"] > 0
+    with pytest.raises(ValueError, match="'you' has judged no pairwise item"):
+        lessons.judge_table(store, "you", [rules])

@@ -21,7 +21,7 @@ import ipywidgets
 import pytest
 
 from rlhf_lab.feedback.store import FeedbackStore
-from rlhf_lab.ui import FlagPanel, LikertRater, PairwiseRater, RankingRater, parts
+from rlhf_lab.ui import FlagPanel, LikertRater, PairwiseRater, RankingRater, ThumbsRater, parts
 
 EVIL = "<script>alert(1)</script><b>bold</b>"
 
@@ -436,6 +436,83 @@ def test_ranking_from_dropdowns_and_keys(store):
     assert rater.actions.layout.display is None and [d.value for d in rater.rank_widgets] == [None] * 3
 
 
+# ---- thumbs ------------------------------------------------------------------------------------------------------
+def thumbs(store):
+    """(response id, up) of the stored thumbs, oldest first."""
+    df = store.judgments_df()
+    df = df[df["kind"] == "thumbs"]
+    return [(int(r), a["up"]) for r, a in zip(df["response_id"], df["answer"])]
+
+
+def test_thumbs_buttons_and_keys_store_each_answer_one_reply_at_a_time(store):
+    rater = ThumbsRater(store, "alice", items=[store.get_item(1), store.get_item(2)], guard_s=0)
+    replies = [r.id for i in (1, 2) for r in store.get_item(i).responses]
+    assert [r.id for r in rater.items] == replies and rater.progress.value == "0 / 4"
+    assert [r.id for r in ThumbsRater(store, "alice", items=replies[::-1]).items] == replies[::-1]  # by reply id
+    assert set(rater.keys.shortcuts) == {"1", "2", "s", "u"}
+    assert "pair prompt 0" in rater.prompt.value and len(rater.body.children) == 1
+    assert "pair 0 reply A" in "".join(html_values(rater.body))
+
+    rater.up_button.click()
+    assert thumbs(store) == [(replies[0], True)] and rater.progress.value == "1 / 4"
+    assert "Saved: thumbs up (a good reply)." in rater.message.value and "True" not in rater.message.value
+    assert "pair 0 reply B" in "".join(html_values(rater.body))
+    key(rater, "2")
+    assert thumbs(store)[-1] == (replies[1], False) and "Saved: thumbs down (a bad reply)." in rater.message.value
+    key(rater, "s")
+    assert len(thumbs(store)) == 2 and rater.progress.value == "2 / 4 · 1 skipped"
+    assert "pair prompt 1" in rater.prompt.value and "Skipped (nothing saved)" in rater.message.value
+    rater.down_button.click()
+    assert thumbs(store) == [(replies[0], True), (replies[1], False), (replies[3], False)]
+    assert rater.done and "All done" in rater.prompt.value and rater.up_button.disabled and rater.down_button.disabled
+    rater.judge(True)
+    assert len(thumbs(store)) == 3 and "done" in rater.message.value
+    assert store.pending_items("alice") == store.pending_items("bob"), "thumbs judge replies, not items"
+    assert len(ThumbsRater(store, "bob", guard_s=0).items) == 15  # default: every reply in the store
+
+
+def test_thumbs_resume_after_a_restart_and_undo_only_their_own(store):
+    """Two of four judged, then a restart (a new rater on the same replies): it counts the two and shows the third.
+    Undo takes back this annotator's latest thumb on this rater's replies, never a flag on the same reply, a
+    judgment of an item, or a thumb given elsewhere, even when those came later."""
+    pairs = [store.get_item(1), store.get_item(2)]
+    first = ThumbsRater(store, "alice", items=pairs, flags=True, guard_s=0)
+    a, b, c, d = (r.id for r in first.items)
+    first.judge(True)
+    first.judge(False)
+    assert [label for label, _ in first.flag_panel.reply.options] == ["this reply"]
+    first.flag_panel.submit(["harmful"], response_id=b)
+    store.record_pairwise(1, "alice", "A")
+    outside = store.get_item(3).responses[0].id
+    store.record_thumbs(outside, "alice", True)
+
+    again = ThumbsRater(store, "alice", items=pairs, guard_s=0)
+    assert again.current.id == c and again.progress.value == "2 / 4 · 2 from before" and again.bar.value == 2
+    again.undo_button.click()
+    assert thumbs(store) == [(a, True), (outside, True)] and again.current.id == b
+    assert "judge it again" in again.message.value and again.progress.value == "1 / 4 · 1 from before"
+    assert answers(store, "flags") == [{"flags": ["harmful"]}] and len(answers(store, "pairwise")) == 1
+    again.judge(True)
+    again.judge(True)
+    assert again.current.id == d and thumbs(store)[-2:] == [(b, True), (c, True)]
+    key(again, "u")
+    assert again.current.id == c and thumbs(store)[-1] == (b, True)
+    again.undo()
+    again.undo()
+    assert thumbs(store) == [(outside, True)] and again.current.id == a
+    assert again.undo() is None and "Nothing to undo" in again.message.value
+    assert answers(store, "flags") == [{"flags": ["harmful"]}] and len(answers(store, "pairwise")) == 1
+
+
+def test_a_thumb_given_elsewhere_meanwhile_stands(store):
+    rater = ThumbsRater(store, "alice", items=[store.get_item(1)], guard_s=0)
+    first, second = (r.id for r in rater.items)
+    store.record_thumbs(first, "alice", False)
+    rater.up_button.click()
+    assert thumbs(store) == [(first, False)] and "earlier judgment stands" in rater.message.value
+    assert rater.current.id == second
+
+
 # ---- flags -------------------------------------------------------------------------------------------------------
 def test_flag_panel_follows_a_rater_and_stores_flags(store):
     rater = PairwiseRater(store, "alice", flags=True, guard_s=0)
@@ -490,10 +567,11 @@ def test_every_rater_shows_html_in_replies_as_text(tmp_path):
     raters = [PairwiseRater(store, "eve", items=[store.add_item(ids[:2], kind="pairwise")], flags=True),
               LikertRater(store, "eve", items=[store.add_item(ids[:1], kind="rating")]),
               RankingRater(store, "eve", items=[store.add_item(ids, kind="ranking")])]
+    raters.append(ThumbsRater(store, "eve", items=ids[:1], flags=True))
     for rater in raters:
         shown = "\n".join(html_values(rater.widget))
         assert shown.count("&lt;script&gt;alert(1)&lt;/script&gt;&lt;b&gt;bold&lt;/b&gt;") == 1 + len(
-            rater.current.responses)
+            getattr(rater.current, "responses", [rater.current]))
         assert "<script>" not in shown and "<b>bold" not in shown
     store.close()
 

@@ -177,6 +177,20 @@ def test_second_judgment_refused_then_undo_or_replace(filled):
     store.record_pairwise(items["pair"], "ann", "A")  # after undo the item can be judged again
 
 
+def test_undo_last_of_given_targets_only(filled):
+    """A thumbs rater's undo: only a thumb on its replies goes, never a flag on the same reply or a later judgment."""
+    store, ids, items = filled
+    up = store.record_thumbs(ids[0], "ann", True)
+    store.record_thumbs(ids[1], "ann", False)
+    flag = store.record_flags(ids[0], "ann", ["harmful"])
+    pair = store.record_pairwise(items["pair"], "ann", "A")
+    assert store.undo_last("ann", targets=[f"thumbs:{ids[0]}", f"thumbs:{ids[2]}"]) == up
+    assert store.undo_last("ann", targets=[f"thumbs:{ids[0]}"]) is None
+    assert store.undo_last("bob", targets=[f"thumbs:{ids[1]}"]) is None
+    left = store.judgments_df()
+    assert left["kind"].tolist() == ["thumbs", "flags", "pairwise"] and {flag, pair} <= set(left["judgment_id"])
+
+
 def test_pending_items_resume_after_reopen(store_url):
     path = store_url
     s = FeedbackStore(path)

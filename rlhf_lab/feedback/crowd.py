@@ -178,16 +178,39 @@ class SimulatedAnnotator:
                 else:
                     order = self.judge_ranking(f, rng)
                     ids.append(store.record_ranking(item.id, self.name, [item.responses[i].id for i in order]))
-            for kind in kinds or ():
-                for r, fr in zip(item.responses, f):
-                    if f"{kind}:{r.id}" in done:
-                        continue
-                    done.add(f"{kind}:{r.id}")
-                    rng = self._rng((2 if kind == "thumbs" else 3, r.id))
-                    if kind == "thumbs":
-                        ids.append(store.record_thumbs(r.id, self.name, self.judge_thumbs(fr, rng)))
-                    else:
-                        ids.append(store.record_flags(r.id, self.name, self.judge_flags(fr, rng)))
+            ids += self._judge_replies(store, item.responses, f, kinds or (), done)
+        return ids
+
+    def annotate_replies(self, store, responses, kinds=("thumbs",), feature_cache: dict | None = None) -> list[int]:
+        """Per-reply judgments only (any of "thumbs", "flags") of `responses` (Response objects or ids), without
+        judging the items they belong to; replies this annotator judged so before are skipped. The same judgments
+        as `annotate(..., kinds=kinds)` would record. Returns the new judgment ids."""
+        unknown = set(kinds) - {"thumbs", "flags"}
+        if unknown or not kinds:
+            raise ValueError(f"kinds may hold 'thumbs' and 'flags', got {sorted(kinds)}")
+        store.register_annotator(self.name, "simulated", repr(self))
+        responses = [r if hasattr(r, "text") else store.get_response(r) for r in responses]
+        cache = {} if feature_cache is None else feature_cache
+        gold = self.gold or GoldUtility()
+        for r in responses:
+            if r.id not in cache:
+                cache[r.id] = gold.features(r.prompt, r.text)
+        return self._judge_replies(store, responses, [cache[r.id] for r in responses], kinds,
+                                   store.judged_targets(self.name))
+
+    def _judge_replies(self, store, responses, feats: list[dict], kinds, done: set) -> list[int]:
+        """Record each of `kinds` on each reply not in `done` (target keys, updated); returns the judgment ids."""
+        ids = []
+        for kind in kinds:
+            for r, fr in zip(responses, feats):
+                if f"{kind}:{r.id}" in done:
+                    continue
+                done.add(f"{kind}:{r.id}")
+                rng = self._rng((2 if kind == "thumbs" else 3, r.id))
+                if kind == "thumbs":
+                    ids.append(store.record_thumbs(r.id, self.name, self.judge_thumbs(fr, rng)))
+                else:
+                    ids.append(store.record_flags(r.id, self.name, self.judge_flags(fr, rng)))
         return ids
 
 
@@ -247,3 +270,8 @@ class SimulatedCrowd:
         """Every member judges `items` (default: the items each has not judged) through the store API."""
         cache: dict = {}
         return [j for a in self.members() for j in a.annotate(store, items, kinds=kinds, feature_cache=cache)]
+
+    def annotate_replies(self, store, responses, kinds=("thumbs",)) -> list[int]:
+        """Every member gives per-reply judgments (thumbs, flags) of `responses`, judging no item."""
+        cache: dict = {}
+        return [j for a in self.members() for j in a.annotate_replies(store, responses, kinds, feature_cache=cache)]

@@ -340,12 +340,15 @@ class FeedbackStore:
         return self._record(annotator, "flags", {"flags": flags}, response_id=response_id, comment=comment,
                             replace=replace)
 
-    def undo_last(self, annotator: str, item_ids=None) -> int | None:
+    def undo_last(self, annotator: str, item_ids=None, targets=None) -> int | None:
         """Delete `annotator`'s most recent judgment; returns its id (None when they have none). item_ids: only a
-        judgment of one of these items counts (a rater's undo: never a flag or a judgment made elsewhere)."""
+        judgment of one of these items counts (a rater's undo: never a flag or a judgment made elsewhere); targets:
+        only one of these target keys ("thumbs:12", as `judged_targets` lists them)."""
         where = judgments_t.c.annotator == annotator
         if item_ids is not None:
             where = sa.and_(where, judgments_t.c.item_id.in_([int(i) for i in item_ids]))
+        if targets is not None:
+            where = sa.and_(where, judgments_t.c.target.in_([str(t) for t in targets]))
         with self.transaction() as conn:
             last = conn.execute(sa.select(sa.func.max(judgments_t.c.id)).where(where)).scalar()
             if last is not None:

@@ -9,8 +9,14 @@
     overoptimisation_curve(trainer, rm, eval_prompts, n_updates=12, every=3)                           # lesson 6
     run = CrowdRun.create("runs/biased", config, crowd=SimulatedCrowd(bias={"politeness": 2.0}))       # lesson 7
     personal_reward_models(store, RewardConfig())
+    runs = constraint_runs("smollm2-135m", reward, cost, rule, train, held_out, PPOConfig(), n_updates=8)
+    judge_table(store, "me", [ConstitutionJudge(), LLMJudge(policy, tok)])
+    items = sample_items(store, model, tok, prompts, SamplingConfig(), size=4, kind="ranking")          # lesson 9
+    who = thumbs_or_simulate(store, "me", items)
+    table, diffs = compare_reward_models({"PL": pl, "BT": bt}, held_out, [("PL", "BT")])
 
-Everything here reads and writes through the public API of the other modules; nothing here imports ipywidgets.
+The helpers of lessons 7 and 9 on kinds of feedback live in `teach.every_kind` and are re-exported here. Everything
+here reads and writes through the public API of the other modules; nothing here imports ipywidgets.
 """
 
 from __future__ import annotations
@@ -31,12 +37,15 @@ from rlhf_lab.loop.experiment import ExperimentConfig, RLHFRun
 from rlhf_lab.policy.generation import SamplingConfig, generate
 from rlhf_lab.reward.ensemble import build_reward_model
 from rlhf_lab.reward.model import RewardConfig
+from rlhf_lab.teach.every_kind import (ConstraintRuns, compare_reward_models, constraint_runs, judge_table,
+                                       sample_items, thumbs_or_simulate)
 
 __all__ = ["FEATURES", "sampling_sweep", "sample_pairs", "stand_in_name", "rate_or_simulate", "judgment_table",
            "flag_summary", "reward_mistakes", "reward_vs_features", "crowd_reward_model", "your_reward_model",
            "token_table", "score_replies", "before_after", "paired_change", "overoptimisation_curve", "open_run",
            "CrowdRun", "eval_features", "personal_reward_models", "personal_preferences", "crowd_table",
-           "config_summary"]
+           "config_summary", "sample_items", "thumbs_or_simulate", "compare_reward_models", "ConstraintRuns",
+           "constraint_runs", "judge_table"]
 
 FEATURES = ("sentiment", "length_words", "length_fit", "repetition", "overlap", "answers_question", "politeness")
 """The gold features the lessons tabulate (see `crowd.gold_features`)."""

@@ -8,5 +8,6 @@ controller that turns them into store calls.
 from rlhf_lab.ui.dashboard import InstructorDashboard
 from rlhf_lab.ui.parts import FlagPanel
 from rlhf_lab.ui.raters import LikertRater, PairwiseRater, RankingRater
+from rlhf_lab.ui.thumbs import ThumbsRater
 
-__all__ = ["PairwiseRater", "LikertRater", "RankingRater", "FlagPanel", "InstructorDashboard"]
+__all__ = ["PairwiseRater", "LikertRater", "RankingRater", "ThumbsRater", "FlagPanel", "InstructorDashboard"]

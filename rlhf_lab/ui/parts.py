@@ -194,9 +194,9 @@ class FlagPanel:
         self._clear()
 
     def attach(self, rater) -> None:
-        """Follow `rater`: whenever it shows an item, offer that item's replies."""
+        """Follow `rater`: whenever it shows an item, offer that item's replies (or the one reply it shows)."""
         def follow(item):
-            self.show_responses(item.responses if item is not None else [])
+            self.show_responses([] if item is None else getattr(item, "responses", [item]))
 
         rater.on_show.append(follow)
         follow(rater.current)

@@ -1,0 +1,227 @@
+"""The raters' shared controller, `Rater`: a queue of things to judge, progress, skip and undo, messages, key
+shortcuts and callbacks. `ui.raters` (pairwise, Likert, ranking) and `ui.thumbs` (one reply at a time) build on it.
+
+Widgets only emit events; the controller turns a click (or a key press) into one store call, waits for it to
+return, and only then shows the next item. A `ValueError` from the store (a bad or repeated judgment) is shown in
+the message area and the item stays on screen.
+"""
+
+from __future__ import annotations
+
+import time
+
+import ipywidgets as w
+
+from rlhf_lab.feedback.records import Item
+from rlhf_lab.ui.parts import FlagPanel, make_key_catcher, notify, say, style_widget, text_html
+
+__all__ = ["Rater"]
+
+
+def _buttons(widgets) -> list:
+    """The buttons and toggles among `widgets` and their children (what the done state disables)."""
+    found = []
+    for widget in widgets:
+        if isinstance(widget, (w.Button, w.ToggleButtons)):
+            found.append(widget)
+        found += _buttons(getattr(widget, "children", ()))
+    return found
+
+
+class Rater:
+    """Shared controller: the queue of items, progress, skip/undo, messages, key shortcuts and callbacks.
+
+    Subclasses set `kind`, build their answer widgets in `_controls()`, show an item in `_render(item)`, and map
+    keys to actions in `_key_map()`; one that judges something other than the store's items (single replies) also
+    overrides `_given`, `_pending_ids` and `_undo_latest`. Attributes tests and lessons use: `widget` (the VBox to
+    display), `items`, `index` (position in `items`), `history` ((index, judgment id) of this session's judgments,
+    latest last), `message` and `progress` (HTML widgets), `actions` (the row of answer widgets, hidden when done),
+    `keys` (the KeyCatcher or None), `on_submit` (callbacks `f(item, answer, judgment_id)` after each stored
+    judgment) and `on_show` (callbacks `f(item or None)`).
+    """
+
+    kind = ""
+    hint = ""
+
+    def __init__(self, store, annotator: str, items=None, *, flags: bool = False, guard_s: float = 0.3,
+                 markdown: bool = True):
+        if not isinstance(annotator, str) or not annotator.strip():
+            raise ValueError("annotator must be a non-empty string such as 'alice' (who is rating?)")
+        self.store, self.annotator, self.guard_s = store, annotator, guard_s
+        self.markdown = markdown  # replies' markdown formatted (False: the raw text)
+        given = self._given(items)
+        for item in given:
+            self._check_item(item)
+        # Items judged before (an earlier session, a restarted kernel) are counted as done and not shown again.
+        self.all_items: list[Item] = given
+        waiting = self._pending_ids()
+        self.items: list[Item] = [it for it in given if it.id in waiting]
+        self.judged_before = len(given) - len(self.items)
+        self.index = 0
+        self.history: list[tuple[int, int]] = []
+        self.on_submit: list = []
+        self.on_show: list = []
+        self._shown_at = float("-inf")
+
+        self.progress = w.HTML()
+        self.bar = w.IntProgress(min=0, max=max(1, len(self.all_items)), layout=w.Layout(width="160px"))
+        self.prompt = w.HTML()
+        self.body = w.Box(layout=w.Layout(display="flex", flex_flow="row wrap", width="100%"))
+        self.skip_button = w.Button(description="skip", tooltip="skip this item (key s)", icon="forward")
+        self.undo_button = w.Button(description="undo last", tooltip="undo your last judgment (key u)", icon="undo")
+        self.skip_button.on_click(lambda _b: self.skip())
+        self.undo_button.on_click(lambda _b: self.undo())
+        self.message = w.HTML()
+        self.actions = w.HBox(self._controls(), layout=w.Layout(flex_flow="row wrap"))  # narrow: wrap whole widgets
+        self._action_widgets = _buttons([self.actions, self.skip_button])
+        self.keys = make_key_catcher(self.press, self._key_map(), self.hint)
+        top = [self.keys] if self.keys is not None else []
+        self.flag_panel = FlagPanel(store, annotator) if flags else None
+        self.widget = w.VBox([style_widget(), *top, w.HBox([self.bar, self.progress]), self.prompt, self.body,
+                              self.actions, w.HBox([self.skip_button, self.undo_button]), self.message])
+        self.widget.add_class("rlhf-rater")  # keys.js keeps the keys on after a click on this rater's buttons
+        if self.flag_panel is not None:
+            self.flag_panel.attach(self)
+            self.widget.children += (self.flag_panel.widget,)
+        self._show()
+
+    # ---- to override -----------------------------------------------------------------------------------------------
+    def _given(self, items) -> list:
+        """What this rater shows: `items` (Items or their ids), or the annotator's pending items of its kind."""
+        if items is None:
+            return self.store.pending_items(self.annotator, self.kind)
+        return [it if isinstance(it, Item) else self.store.get_item(it) for it in items]
+
+    def _pending_ids(self) -> set[int]:
+        """The ids of what the annotator has not judged yet, as the store says now."""
+        return {it.id for it in self.store.pending_items(self.annotator, self.kind)}
+
+    def _undo_latest(self, ids) -> int | None:
+        """Delete the annotator's latest judgment of one of `ids` (nothing else); returns its id or None."""
+        return self.store.undo_last(self.annotator, item_ids=ids)
+
+    def _check_item(self, item: Item) -> None:
+        """Refuse items this rater cannot show (raise ValueError)."""
+
+    def _controls(self) -> list:
+        """The answer widgets (buttons, toggles) shown under the item; built once."""
+        return []
+
+    def _render(self, item: Item) -> None:
+        """Show `item` in `self.body` and reset the answer widgets."""
+
+    def _key_map(self) -> dict:
+        """Key -> action for the keyboard shortcuts."""
+        return {"s": self.skip, "u": self.undo}
+
+    # ---- state -----------------------------------------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        """True once every item has been judged or skipped."""
+        return self.index >= len(self.items)
+
+    @property
+    def current(self) -> Item | None:
+        """The item on screen (None when done)."""
+        return None if self.done else self.items[self.index]
+
+    @property
+    def skipped(self) -> int:
+        """How many items before the current one were skipped."""
+        judged = {i for i, _ in self.history}
+        return sum(1 for i in range(min(self.index, len(self.items))) if i not in judged)
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+    # ---- actions ---------------------------------------------------------------------------------------------------
+    def press(self, key: str) -> None:
+        """Act on a shortcut key (what the KeyCatcher calls); unknown keys are ignored."""
+        action = self._key_map().get(key)
+        if action is not None:
+            action()
+
+    def skip(self) -> None:
+        """Go to the next item without recording anything."""
+        if self.done:
+            return
+        self.index += 1
+        self._show("Skipped (nothing saved).")
+
+    def undo(self) -> int | None:
+        """Delete this annotator's latest judgment of one of this rater's items (also one made before a restart;
+        never a flag) and show that item again. Returns the deleted judgment's id (None: nothing to undo)."""
+        if self.history:  # this session's latest: exactly that judgment
+            index, judgment_id = self.history[-1]
+            deleted = self._undo_latest([self.items[index].id])
+            if deleted == judgment_id:
+                self.history.pop()
+                self.index = index
+                self._show("Undid your last judgment; judge it again.")
+                return deleted
+        waiting = {it.id for it in self.items}
+        before = [it.id for it in self.all_items if it.id not in waiting]
+        deleted = self._undo_latest(before) if before else None
+        if deleted is None:
+            say(self.message, "Nothing to undo.")
+            return None
+        pending = self._pending_ids()
+        undone = next(it for it in self.all_items if it.id in pending and it.id not in waiting)
+        self.items.insert(self.index, undone)
+        self.judged_before -= 1
+        self._show("Undid a judgment you made before this rater opened; judge it again.")
+        return deleted
+
+    def _submit(self, record, answer: dict) -> int | None:
+        """Store the current item's judgment with `record(item)`; advance only once the store call returned."""
+        if self.done:
+            say(self.message, "All items are done; press undo to change your last judgment.", error=True)
+            return None
+        if time.monotonic() - self._shown_at < self.guard_s:
+            say(self.message, "That was quicker than reading: press or click again to record it.", error=True)
+            self._shown_at = float("-inf")
+            return None
+        item = self.current
+        if item.id not in self._pending_ids():
+            self.items.pop(self.index)  # judged meanwhile in another cell or notebook: that judgment stands
+            self.judged_before += 1
+            self._show("You had already judged that one elsewhere (another cell or notebook); your earlier judgment "
+                       "stands. Here is the next.")
+            return None
+        try:
+            judgment_id = record(item)
+        except ValueError as err:
+            say(self.message, str(err), error=True)
+            return None
+        self.history.append((self.index, judgment_id))
+        self.index += 1
+        self._show(f"Saved: {self._describe(answer, item)}.")
+        notify(self.on_submit, self.message, item, answer, judgment_id)
+        return judgment_id
+
+    def _describe(self, answer: dict, item: Item) -> str:
+        """The answer in words for the message area."""
+        return ", ".join(f"{k} {v}" for k, v in answer.items() if v is not None)
+
+    def _show(self, note: str = "") -> None:
+        """Draw the current item (or the done state), the progress and `note`."""
+        judged, total = self.judged_before + len(self.history), len(self.all_items)
+        extra = (f" · {self.judged_before} from before" if self.judged_before else "") + (
+            f" · {self.skipped} skipped" if self.skipped else "")
+        self.progress.value = f"{judged} / {total}{extra}"
+        self.bar.value = judged
+        for widget in self._action_widgets:
+            widget.disabled = self.done
+        self.actions.layout.display = "none" if self.done else None
+        if self.done:
+            self.prompt.value = (f"<b>All done</b>: {judged} judged, {self.skipped} skipped. "
+                                 "Thank you! (Undo still works.)")
+            self.body.children = ()
+        else:
+            self.prompt.value = text_html(self.current.prompt, "rlhf-prompt")
+            self._render(self.current)
+        say(self.message, note)
+        self._shown_at = time.monotonic()
+        notify(self.on_show, self.message, self.current)
