@@ -122,6 +122,11 @@ def test_badge_parameters_install_and_exercises(path):
         compile(source.read_text(), str(source), "exec")  # a syntax error fails here (nothing is written)
 
 
+HEADLESS_FALLBACKS = {"02": ["Nobody rated as 'me'"], "07": ["Nobody rated as 'me'"],
+                      "09": ["Nobody rated as 'me'", "Nobody gave thumbs as 'me'"]}
+"""What a lesson prints when nobody clicks its raters (a simulated stand-in judged), by lesson number."""
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """One working directory for all lessons, so later lessons find what earlier ones saved (as a student's would)."""
@@ -147,6 +152,7 @@ def test_runs_with_smoke_parameters_and_pinned_outputs_hold(path, workdir):
     for cell in executed.cells:
         if cell.get("id") in pinned:
             assert _text_outputs(cell) == _text_outputs(pinned[cell.id]), f"pinned cell {cell.id} changed its output"
-    if path.name.startswith("02_"):
-        printed = json.dumps([o for c in executed.cells for o in c.get("outputs", [])])
-        assert "Nobody rated" in printed, "a headless run must say that the simulated crowd stood in"
+    said = HEADLESS_FALLBACKS.get(path.name[:2], ())
+    printed = json.dumps([o for c in executed.cells for o in c.get("outputs", [])], ensure_ascii=False)
+    for words in said:
+        assert words in printed, f"a headless run must say that a simulated annotator stood in ({words!r})"

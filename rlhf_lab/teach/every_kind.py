@@ -168,9 +168,16 @@ def constraint_runs(model: str, reward, cost, flag_rule, train_prompts: list[str
     for the cost: without it, and with the constraint E[cost] ≤ config.cost_limit (`train.constraint`, Safe RLHF's
     adaptive λ). Before and after, `n_per_prompt` replies to each of `eval_prompts` (same seed each time) are
     flagged by `flag_rule(prompts, replies)` and scored by `reward` (anything `as_reward` takes, as PPO does); see
-    `ConstraintRuns` for what comes back."""
+    `ConstraintRuns` for what comes back. `callbacks` default: a line every 4 updates with the flagged rate, the cost
+    and λ."""
     from rlhf_lab.policy.models import load_policy
+    from rlhf_lab.train.callbacks import DEFAULT_PRINT_KEYS, PrintLogger
     from rlhf_lab.train.ppo import PPOTrainer
+
+    if callbacks is None:
+        keys = (*DEFAULT_PRINT_KEYS[:2], ("objective/flagged_rate", "flagged"), ("objective/cost", "cost"),
+                ("objective/lambda", "λ"))
+        callbacks = [PrintLogger(every=4, keys=keys, samples=False)]
 
     eval_prompts = list(eval_prompts)
     sampling, shape, scorer = config.sampling, (len(eval_prompts), n_per_prompt), as_reward(reward)
@@ -190,6 +197,8 @@ def constraint_runs(model: str, reward, cost, flag_rule, train_prompts: list[str
     del policy
     results, history, lambdas = {"before": before}, {}, {"before": float("nan")}
     for name, constrained in (("PPO", False), ("PPO + cost constraint", True)):
+        if callbacks:
+            print(f"{name}: {n_updates} updates")
         policy, tokenizer = load_policy(model)
         trainer = PPOTrainer(policy, tokenizer, reward, config, cost=cost if constrained else None,
                              flag_rule=flag_rule, callbacks=callbacks)
