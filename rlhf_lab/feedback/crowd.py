@@ -24,11 +24,16 @@ import numpy as np
 
 from rlhf_lab.feedback.gold import GoldUtility
 
-__all__ = ["SimulatedAnnotator", "SimulatedCrowd"]
+__all__ = ["SimulatedAnnotator", "SimulatedCrowd", "stand_in_name"]
 
 
 def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(min(x, 50.0), -50.0)))
+
+
+def stand_in_name(annotator: str) -> str:
+    """The annotator id of the simulated stand-in for a learner who did not rate (a lesson's headless fallback)."""
+    return f"{annotator} (simulated)"
 
 
 class SimulatedAnnotator:
@@ -157,17 +162,10 @@ class SimulatedAnnotator:
         items = list(pending.values()) if items is None else [it if hasattr(it, "id") else store.get_item(it)
                                                                for it in items]
         cache = {} if feature_cache is None else feature_cache
-        gold = self.gold or GoldUtility()
-
-        def feats(r):
-            if r.id not in cache:
-                cache[r.id] = gold.features(r.prompt, r.text)
-            return cache[r.id]
-
         done = store.judged_targets(self.name)
         ids = []
         for item in items:
-            f = [feats(r) for r in item.responses]
+            f = self._features(item.responses, cache)
             if item.id in pending:
                 rng = self._rng((1, item.id))
                 if item.kind == "pairwise":
@@ -190,13 +188,16 @@ class SimulatedAnnotator:
             raise ValueError(f"kinds may hold 'thumbs' and 'flags', got {sorted(kinds)}")
         store.register_annotator(self.name, "simulated", repr(self))
         responses = [r if hasattr(r, "text") else store.get_response(r) for r in responses]
-        cache = {} if feature_cache is None else feature_cache
+        feats = self._features(responses, {} if feature_cache is None else feature_cache)
+        return self._judge_replies(store, responses, feats, kinds, store.judged_targets(self.name))
+
+    def _features(self, responses, cache: dict) -> list[dict]:
+        """The gold features of each reply, computed once per reply id (`cache` may be shared across a crowd)."""
         gold = self.gold or GoldUtility()
         for r in responses:
             if r.id not in cache:
                 cache[r.id] = gold.features(r.prompt, r.text)
-        return self._judge_replies(store, responses, [cache[r.id] for r in responses], kinds,
-                                   store.judged_targets(self.name))
+        return [cache[r.id] for r in responses]
 
     def _judge_replies(self, store, responses, feats: list[dict], kinds, done: set) -> list[int]:
         """Record each of `kinds` on each reply not in `done` (target keys, updated); returns the judgment ids."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Response", "Item", "ITEM_KINDS", "CHOICES", "FLAGS"]
+__all__ = ["Response", "Item", "ITEM_KINDS", "CHOICES", "FLAGS", "replies_of"]
 
 ITEM_KINDS = ("pairwise", "rating", "ranking")
 CHOICES = ("A", "B", "tie", "both_bad")
@@ -43,3 +43,14 @@ class Item:
     def model(self) -> str:
         """The model(s) that wrote the responses, comma-joined when they differ."""
         return ",".join(sorted({r.model for r in self.responses}))
+
+
+def replies_of(things, get_response) -> list[Response]:
+    """Items (their replies, in order), Responses or response ids -> the Responses, each once, in the order first
+    met; `get_response(id)` (e.g. `store.get_response`) looks an id up."""
+    replies: dict[int, Response] = {}
+    for thing in things:
+        found = thing.responses if isinstance(thing, Item) else [
+            thing if isinstance(thing, Response) else get_response(thing)]
+        replies.update((r.id, r) for r in found if r.id not in replies)
+    return list(replies.values())

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from rlhf_lab.feedback.agreement import cohen_kappa, gold_labels_from_df, label_matrix
-from rlhf_lab.feedback.crowd import SimulatedAnnotator
+from rlhf_lab.feedback.crowd import SimulatedAnnotator, stand_in_name
 from rlhf_lab.feedback.gold import GoldUtility
-from rlhf_lab.feedback.records import Item
+from rlhf_lab.feedback.records import Item, replies_of
 from rlhf_lab.loop.evaluation import paired_gain
 from rlhf_lab.policy.generation import generate
 from rlhf_lab.reward.sources import as_reward
@@ -39,28 +39,18 @@ def sample_items(store, model, tokenizer, prompts: list[str], sampling, *, size:
     return [store.get_item(i) for i in store.add_items(groups, kind=kind)]
 
 
-def _replies(store, things) -> list:
-    """Items (their replies), Responses or response ids -> Responses, each once, in order."""
-    out: dict = {}
-    for thing in things:
-        found = thing.responses if isinstance(thing, Item) else [
-            thing if hasattr(thing, "text") else store.get_response(thing)]
-        out.update((r.id, r) for r in found if r.id not in out)
-    return list(out.values())
-
-
 def thumbs_or_simulate(store, annotator: str, replies, *, stand_in: SimulatedAnnotator | None = None,
                        minimum: int = 1) -> str:
     """`rate_or_simulate` for thumbs: whose thumbs on `replies` (Items, Responses or response ids) the lesson goes
     on with: `annotator`'s when they gave at least `minimum`, else those of a simulated stand-in ("<annotator>
     (simulated)"), which judges every reply now. Prints which, so a headless run says that it fell back."""
-    replies = _replies(store, replies)
+    replies = replies_of(replies, store.get_response)
     done = store.judged_targets(annotator)
     mine = sum(f"thumbs:{r.id}" in done for r in replies)
     if mine >= minimum:
         print(f"Using your {mine} thumb(s) as {annotator!r} ({len(replies) - mine} reply(ies) left unjudged).")
         return annotator
-    stand_in = stand_in or SimulatedAnnotator(f"{annotator} (simulated)", rationality=3.0, seed=0)
+    stand_in = stand_in or SimulatedAnnotator(stand_in_name(annotator), rationality=3.0, seed=0)
     new = stand_in.annotate_replies(store, replies, ("thumbs",))
     who = (f"You gave {mine} of {len(replies)} thumb(s) as {annotator!r}; the steps below need at least {minimum}, "
            "so a SIMULATED annotator stood in for you" if mine else

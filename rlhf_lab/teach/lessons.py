@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rlhf_lab.feedback.crowd import SimulatedAnnotator, SimulatedCrowd
+from rlhf_lab.feedback.crowd import SimulatedAnnotator, SimulatedCrowd, stand_in_name
 from rlhf_lab.feedback.gold import GoldUtility
 from rlhf_lab.feedback.preferences import as_preference_pairs
 from rlhf_lab.feedback.records import ITEM_KINDS
@@ -86,11 +86,6 @@ def sample_pairs(store, model, tokenizer, prompts: list[str], sampling: Sampling
     batch = generate(model, tokenizer, list(prompts), sampling, seed=seed, n_per_prompt=2, iteration=iteration)
     ids = store.add_responses(batch.to_records())
     return [store.get_item(i) for i in store.add_items([ids[i:i + 2] for i in range(0, len(ids), 2)])]
-
-
-def stand_in_name(annotator: str) -> str:
-    """The annotator id of the simulated stand-in for a learner who did not rate."""
-    return f"{annotator} (simulated)"
 
 
 def rate_or_simulate(store, annotator: str, items, *, stand_in: SimulatedAnnotator | None = None,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipywidgets as w
 
-from rlhf_lab.feedback.records import Item, Response
+from rlhf_lab.feedback.records import Response, replies_of
 from rlhf_lab.ui.base import Rater
 from rlhf_lab.ui.parts import reply_card
 
@@ -30,15 +30,7 @@ class ThumbsRater(Rater):
     hint = "1 = 👍 thumbs up, 2 = 👎 thumbs down, s = skip, u = undo"
 
     def _given(self, items) -> list[Response]:
-        given = self.store.items() if items is None else items
-        replies: dict[int, Response] = {}
-        for thing in given:
-            if isinstance(thing, Item):
-                found = thing.responses
-            else:
-                found = [thing if isinstance(thing, Response) else self.store.get_response(thing)]
-            replies.update((r.id, r) for r in found if r.id not in replies)
-        return list(replies.values())
+        return replies_of(self.store.items() if items is None else items, self.store.get_response)
 
     def _target(self, response_id: int) -> str:
         return f"thumbs:{int(response_id)}"
