@@ -55,6 +55,12 @@ _API = {
     "EmbeddingRewardModel": "rlhf_lab.reward.embedding",
     # the class
     "you_vs_class": "rlhf_lab.loop.class_model",
+    # feedback of every kind: ratings, rankings, thumbs, flags, AI judges (lessons 7 and 9)
+    "rating_examples": "rlhf_lab.feedback.preferences", "ranking_examples": "rlhf_lab.feedback.preferences",
+    "unpaired_examples": "rlhf_lab.feedback.preferences", "export_unpaired_jsonl": "rlhf_lab.feedback.exchange",
+    "KTOConfig": "rlhf_lab.train.kto", "KTOTrainer": "rlhf_lab.train.kto", "CostModel": "rlhf_lab.reward.cost",
+    "crowd_flag_rule": "rlhf_lab.feedback.flags", "ConstitutionJudge": "rlhf_lab.feedback.judges",
+    "LLMJudge": "rlhf_lab.feedback.judges",
 }
 _MODULES = {
     "lessons": "rlhf_lab.teach.lessons", "plots": "rlhf_lab.loop.plots", "ppo_math": "rlhf_lab.train.ppo_math",
