@@ -2,7 +2,8 @@
 
 A store is a database named by a path (an SQLite file the learner can copy) or by a SQLAlchemy URL
 (`sqlite:///...`, `postgresql://...`); its tables are in `feedback.schema`, the records it returns in
-`feedback.records`, and exporting/importing preference files in `feedback.exchange`.
+`feedback.records`, each kind of answer's checks in `feedback.answers`, and exporting/importing preference files
+in `feedback.exchange`.
 
 One transaction per judgment. On SQLite the store runs in WAL mode with a busy timeout and takes the write lock at
 the start of each write (`BEGIN IMMEDIATE`), so several kernels or processes can record into one file at once.
@@ -24,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 from rlhf_lab.feedback import exchange
+from rlhf_lab.feedback.answers import flags_answer, pairwise_answer, ranking_answer, rating_answer, thumbs_answer
 from rlhf_lab.feedback.database import (
     configure_sqlite,
     read_only_url,
@@ -31,7 +33,7 @@ from rlhf_lab.feedback.database import (
     store_url,
 )
 from rlhf_lab.feedback.preferences import judgments_to_pairs
-from rlhf_lab.feedback.records import CHOICES, FLAGS, ITEM_KINDS, Item, Response
+from rlhf_lab.feedback.records import CHOICES, ITEM_KINDS, Item, Response
 from rlhf_lab.feedback.schema import (
     ANNOTATOR_KINDS,
     annotators_t,
@@ -43,7 +45,7 @@ from rlhf_lab.feedback.schema import (
     schema_version_t,
     upgrade_schema,
 )
-from rlhf_lab.feedback.validation import as_list, is_whole, response_row, whole
+from rlhf_lab.feedback.validation import as_list, response_row, whole
 
 __all__ = ["FeedbackStore"]
 
@@ -272,73 +274,35 @@ class FeedbackStore:
     def record_pairwise(self, item_id: int, annotator: str, choice: str, strength: int | None = None,
                         comment: str = "", replace: bool = False) -> int:
         """Record a preference between an item's two responses: choice A | B | tie | both_bad, strength None or 1..3."""
-        if choice not in CHOICES:
-            raise ValueError(f"choice must be one of {CHOICES}, got {choice!r}")
-        if strength is not None and not (is_whole(strength) and 1 <= strength <= 3):
-            raise ValueError(f"strength must be None or 1, 2, 3 (slightly, clearly, much better), got {strength!r}")
-
-        def check(item: Item):
-            if len(item.responses) != 2:
-                raise ValueError(f"item {item.id} has {len(item.responses)} responses; pairwise needs 2 "
-                                 "(use record_ranking or record_rating)")
-
-        answer = {"choice": choice, "strength": None if strength is None else int(strength)}
+        answer, check = pairwise_answer(choice, strength)
         return self._record(annotator, "pairwise", answer, item_id=item_id, comment=comment, replace=replace,
                             check=check)
 
     def record_rating(self, item_id: int, annotator: str, scores, scale: tuple[int, int] = (1, 7),
                       comment: str = "", replace: bool = False) -> int:
         """Record Likert scores on `scale` (inclusive), one per response of the item (an int for a 1-response item)."""
-        lo, hi = scale
-        if not (is_whole(lo) and is_whole(hi) and lo < hi):
-            raise ValueError(f"scale must be two ints (low, high) with low < high, got {scale!r}")
-        scores = [scores] if is_whole(scores) else as_list(scores, "scores")
-
-        def check(item: Item):
-            if len(scores) != len(item.responses):
-                raise ValueError(f"item {item.id} has {len(item.responses)} responses; give one score each, "
-                                 f"got {len(scores)}")
-            bad = [s for s in scores if not (is_whole(s) and lo <= s <= hi)]
-            if bad:
-                raise ValueError(f"scores {bad} are not whole numbers from {lo} to {hi}; pick from the scale")
-
-        answer = {"scores": [int(s) if is_whole(s) else s for s in scores], "scale": [int(lo), int(hi)]}
+        answer, check = rating_answer(scores, scale)
         return self._record(annotator, "rating", answer, item_id=item_id, comment=comment, replace=replace,
                             check=check)
 
     def record_ranking(self, item_id: int, annotator: str, order: list[int], comment: str = "",
                        replace: bool = False) -> int:
         """Record a ranking: `order` lists the item's response ids, best first (a permutation of them)."""
-        order = as_list(order, "order")
-
-        def check(item: Item):
-            ids = [r.id for r in item.responses]
-            if len(ids) < 2:
-                raise ValueError(f"item {item.id} has one response; rank items with 2 or more (or rate it)")
-            if not all(is_whole(o) for o in order) or sorted(order) != sorted(ids):
-                raise ValueError(f"order must list each of the item's response ids {ids} once, best first; "
-                                 f"got {order}")
-            return {"order": [int(o) for o in order]}
-
-        return self._record(annotator, "ranking", {}, item_id=item_id, comment=comment, replace=replace, check=check)
+        answer, check = ranking_answer(order)
+        return self._record(annotator, "ranking", answer, item_id=item_id, comment=comment, replace=replace,
+                            check=check)
 
     def record_thumbs(self, response_id: int, annotator: str, up: bool, comment: str = "",
                       replace: bool = False) -> int:
         """Record a thumbs up (True) or down (False) on one response."""
-        if not isinstance(up, bool):
-            raise ValueError(f"up must be True (thumbs up) or False (thumbs down), got {up!r}")
-        return self._record(annotator, "thumbs", {"up": up}, response_id=response_id, comment=comment,
-                            replace=replace)
+        answer, _ = thumbs_answer(up)
+        return self._record(annotator, "thumbs", answer, response_id=response_id, comment=comment, replace=replace)
 
     def record_flags(self, response_id: int, annotator: str, flags, comment: str = "",
                      replace: bool = False) -> int:
         """Record flags (a subset of FLAGS, possibly empty: checked and fine) and a comment on one response."""
-        flags = [flags] if isinstance(flags, str) else as_list(flags, "flags")
-        unknown = [f for f in flags if f not in FLAGS]
-        if unknown or len(set(flags)) != len(flags):
-            raise ValueError(f"flags must be distinct names from {FLAGS}; got {flags}")
-        return self._record(annotator, "flags", {"flags": flags}, response_id=response_id, comment=comment,
-                            replace=replace)
+        answer, _ = flags_answer(flags)
+        return self._record(annotator, "flags", answer, response_id=response_id, comment=comment, replace=replace)
 
     def undo_last(self, annotator: str, item_ids=None, targets=None) -> int | None:
         """Delete `annotator`'s most recent judgment; returns its id (None when they have none). item_ids: only a
