@@ -156,7 +156,8 @@ class CostModel:
         verify_digests(path, meta["sha256"], "cost model")
         model = cls(CostModelConfig.from_dict(meta["config"]))
         tensors = load_file(str(path / "cost.safetensors"))
-        model.weights_, model.mean_, model.std_ = tensors["weights"], tensors["mean"], tensors["std"]
+        # fresh copies score exactly as the saved model did (see `EmbeddingRewardModel.load`)
+        model.weights_, model.mean_, model.std_ = (tensors[k].clone() for k in ("weights", "mean", "std"))
         model.bias_, model.n_flagged_, model.n_unflagged_ = meta["bias"], meta["n_flagged"], meta["n_unflagged"]
         return model
 

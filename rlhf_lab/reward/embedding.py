@@ -312,7 +312,9 @@ class EmbeddingRewardModel(NormalisedScores):
             verify_digests(path, meta["sha256"], "reward model")
         model = cls(EmbeddingRewardConfig.from_dict(meta["config"]))
         tensors = load_file(str(path / "weights.safetensors"))
-        model.weights_, model.mean_, model.std_ = tensors["weights"], tensors["mean"], tensors["std"]
+        # fresh copies: a safetensors buffer may be aligned differently, and some CPUs' matrix kernels then round
+        # the last bit differently (seen on an AMD EPYC: 1.2e-7); copies score exactly as the saved model did
+        model.weights_, model.mean_, model.std_ = (tensors[k].clone() for k in ("weights", "mean", "std"))
         model.norm_mean_, model.norm_std_ = meta["norm_mean"], meta["norm_std"]
         model.vocabulary_ = list(meta.get("vocabulary", []))
         if len(model.mean_) != sum(model.block_widths().values()):
