@@ -300,6 +300,62 @@ def report_flags(part4: list[dict], seeds, args, figures: dict) -> None:
                                  "missing_eos_penalty": args.flag_eos_penalty}
 
 
+def mixing(seed: int, args) -> dict:
+    """Mixing human and AI feedback, one seed: corpus pairs (`corpus_store`, as part 1); a learner (a
+    `SimulatedAnnotator`, gold taste, rationality 5, registered as a "person") judges the first `--mix-human` pairs,
+    the `ConstitutionJudge` (kind "ai") the next `--mix-ai`; an `EmbeddingRewardModel` is fitted on the learner's
+    pairs only, the judge's only, and both with the judge's pairs at each of `--mix-ai-weights`
+    (`preferences.weighted_pairs`: loss Σ w ℓ / Σ w); agreement with gold on 200 fresh pairs (`fresh_agreement`)."""
+    from rlhf_lab.feedback.agreement import gold_labels_from_df
+    from rlhf_lab.feedback.crowd import SimulatedAnnotator
+    from rlhf_lab.feedback.judges import ConstitutionJudge
+    from rlhf_lab.feedback.preferences import weighted_pairs
+    from rlhf_lab.reward.embedding import EmbeddingRewardConfig, EmbeddingRewardModel
+
+    store = corpus_store(args.mix_human + args.mix_ai, seed, "pairwise", 2)
+    items = store.items("pairwise")
+    SimulatedAnnotator("learner", rationality=5.0, seed=seed).annotate(store, items[:args.mix_human])
+    store.register_annotator("learner", "person", "a simulated learner standing in for a person")
+    ConstitutionJudge().annotate(store, items[args.mix_human:])
+    judged = store.judgments_df()
+    gold = gold_labels_from_df(judged)
+    out = {}
+    for who in ("learner", "constitution"):  # how right each source's labels are (gold ties count ½)
+        mine = judged[judged["annotator"] == who]
+        out[f"labels_right_{who}"] = float(np.mean([0.5 if gold[j.item_id] == "tie" or j.answer["choice"] == "tie"
+                                                    else float(j.answer["choice"] == gold[j.item_id])
+                                                    for j in mine.itertuples()]))
+    runs = {"human_only": {"person": 1.0, "ai": 0.0}, "ai_only": {"person": 0.0, "ai": 1.0},
+            **{f"ai_weight_{w}": {"person": 1.0, "ai": w} for w in args.mix_ai_weights}}
+    for name, weights in runs.items():
+        model = EmbeddingRewardModel(EmbeddingRewardConfig(seed=seed)).fit(weighted_pairs(store, weights))
+        out[name] = fresh_agreement(model, seed)
+    print(f"   seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in out.items()), flush=True)
+    return out
+
+
+def report_mixing(part5: list[dict], seeds, args, figures: dict) -> None:
+    print(f"5. mixing human and AI feedback: a learner (gold taste, rationality 5, kind 'person') on "
+          f"{args.mix_human} pairs, the constitution judge (kind 'ai') on {args.mix_ai} other pairs; reward-model "
+          f"agreement with gold on 200 fresh pairs (mean over seeds {seeds}, 95 % t-interval)")
+    for key in part5[0]:
+        mean, low, high = t_interval([p[key] for p in part5])
+        name = key if key.startswith("labels_") else f"agreement_mix_{key}"
+        figures[name], figures[f"{name}_ci_low"], figures[f"{name}_ci_high"] = (
+            round(mean, 4), round(low, 4), round(high, 4))
+        print(f"   {key:<24} {mean:.3f} [{low:.3f}, {high:.3f}]")
+    pairs = [(k, "human_only") for k in part5[0] if k.startswith("ai_")] + [
+        (k, "ai_only") for k in part5[0] if k.startswith("ai_weight_")]
+    for key, base in pairs:  # paired by seed
+        mean, low, high = t_interval([p[key] - p[base] for p in part5])
+        figures[f"agreement_mix_{key}_minus_{base}"] = round(mean, 4)
+        figures[f"agreement_mix_{key}_minus_{base}_ci"] = [round(low, 4), round(high, 4)]
+        words = "no detectable change" if low <= 0 <= high else ("falls" if high < 0 else "rises")
+        print(f"   {key} − {base} (paired by seed): {mean:+.3f} [{low:+.3f}, {high:+.3f}]: {words}")
+    figures["mix_settings"] = {"human_pairs": args.mix_human, "ai_pairs": args.mix_ai,
+                               "ai_weights": args.mix_ai_weights}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0,1,2")
@@ -323,6 +379,11 @@ def main() -> None:
     parser.add_argument("--lambda-init", type=float, default=1.0)
     parser.add_argument("--lambda-lr", type=float, default=5.0)
     parser.add_argument("--flags-cache", default=None, help="a folder for part 4's finished seeds (reused)")
+    parser.add_argument("--no-mixing", action="store_true", help="skip part 5 (mixing human and AI feedback)")
+    parser.add_argument("--mix-human", type=int, default=16, help="pairs the learner judges in part 5")
+    parser.add_argument("--mix-ai", type=int, default=64, help="other pairs the constitution judge judges in part 5")
+    parser.add_argument("--mix-ai-weights", type=lambda s: [float(w) for w in s.split(",")], default=[0.25, 1.0],
+                        help="weights of the AI judge's pairs beside the learner's (weight 1) in part 5")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     import torch
@@ -344,6 +405,8 @@ def main() -> None:
         figures["judge_agreement_gold"] = figures["judge_agreement_gold_smollm2"]
     if not args.no_flags:
         report_flags([flags_cached(s, args) for s in seeds], seeds, args, figures)
+    if not args.no_mixing:
+        report_mixing([mixing(s, args) for s in seeds], seeds, args, figures)
     figures["wall_s"] = round(time.perf_counter() - start, 1)
     print(json.dumps({"machine": machine_info(), **figures}))
 

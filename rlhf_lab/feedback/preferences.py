@@ -2,6 +2,7 @@
 
     pairs = as_preference_pairs(store)            # or a DataFrame, a list of dicts, a preference .jsonl path
     train, val = split_by_prompt(pairs, 0.2)      # no prompt on both sides
+    mixed = weighted_pairs(store, {"person": 1.0, "ai": 0.3})   # a `weight` per pair, by who judged it
 
 `judgments_to_pairs` is the conversion from the store's judgments (InstructGPT's recipe); `FeedbackStore.
 preference_pairs()` is the usual way in.
@@ -17,9 +18,11 @@ import numpy as np
 import pandas as pd
 
 from rlhf_lab.feedback.records import Item, Response
+from rlhf_lab.feedback.schema import ANNOTATOR_KINDS
 
 __all__ = ["PAIR_COLUMNS", "judgments_to_pairs", "as_preference_pairs", "split_by_prompt", "bootstrap_pairs",
-           "without_ties", "UNPAIRED_COLUMNS", "unpaired_examples", "rating_examples", "ranking_examples"]
+           "without_ties", "UNPAIRED_COLUMNS", "unpaired_examples", "rating_examples", "ranking_examples",
+           "weight_by_source", "weighted_pairs", "pair_weights"]
 
 UNPAIRED_COLUMNS = ["prompt", "completion", "label", "annotator", "response_id", "judgment_id", "iteration", "model"]
 
@@ -163,3 +166,64 @@ def bootstrap_pairs(pairs: pd.DataFrame, seed: int) -> pd.DataFrame:
 def without_ties(pairs: pd.DataFrame) -> pd.DataFrame:
     """The pairs that are not ties."""
     return pairs[~pairs["tie"].astype(bool)].reset_index(drop=True)
+
+
+def weight_by_source(pairs: pd.DataFrame, kinds: dict[str, str], weights: dict[str, float]) -> pd.DataFrame:
+    """Mix feedback from people and AI judges: the pairs with a `weight` column, each pair weighing
+    `weights[kind]` for the kind of its annotator. `kinds`: annotator name -> kind (`store.annotator_kinds()`); an
+    annotator not in it is a "person". Kinds are "person", "simulated" (a scripted crowd or learner) and "ai" (an AI
+    judge). Pairs of weight 0 are left out; an existing `weight` column is multiplied. A reward model fitted on
+    the result (`EmbeddingRewardModel.fit`, `RewardModel.fit`) minimises the weighted loss
+
+        L = Σ_i w_i ℓ_i / Σ_i w_i          (ℓ_i: pair i's Bradley–Terry log-loss)
+
+    so a pair of weight 2 counts as two copies of it, and {"person": 1, "ai": 0.3} makes ten AI judgments count
+    as three of a person's. Every kind among the pairs needs a weight (none is guessed)."""
+    df = pd.DataFrame(pairs).reset_index(drop=True)
+    unknown = sorted(set(weights) - set(ANNOTATOR_KINDS))
+    if unknown:
+        raise ValueError(f"weights are per annotator kind, one of {', '.join(map(repr, ANNOTATOR_KINDS))} (a person "
+                         f"is 'person'); got {', '.join(map(repr, unknown))}")
+    bad = {k: w for k, w in weights.items() if not _non_negative(w)}
+    if bad:
+        raise ValueError(f"weights must be finite numbers >= 0 (0 leaves a kind out), got {bad}")
+    if "annotator" not in df:
+        raise ValueError("pairs need an 'annotator' column to be weighted by who judged them: pass "
+                         "as_preference_pairs(store), or weighted_pairs(store, weights)")
+    kind = df["annotator"].map(lambda name: kinds.get(name, "person"))
+    missing = sorted(set(kind) - set(weights))
+    if missing:
+        who = {k: df["annotator"][kind == k].iloc[0] for k in missing}
+        raise ValueError(f"pairs by annotators of kind {', '.join(f'{k!r} (e.g. {n!r})' for k, n in who.items())} "
+                         f"have no weight: add {' and '.join(map(repr, missing))} to weights (0 leaves them out)")
+    w = kind.map(lambda k: float(weights[k])).to_numpy(dtype=float)
+    df["weight"] = w * pd.to_numeric(df["weight"]).to_numpy(dtype=float) if "weight" in df else w
+    if len(df) and not (df["weight"] > 0).any():
+        raise ValueError(f"every pair has weight 0 (kinds {sorted(set(kind))}): give one of them a weight > 0")
+    return df[df["weight"] > 0].reset_index(drop=True)
+
+
+def _non_negative(w) -> bool:
+    try:
+        return 0 <= float(w) < math.inf
+    except (TypeError, ValueError):
+        return False
+
+
+def weighted_pairs(store, weights: dict[str, float]) -> pd.DataFrame:
+    """The store's preference pairs weighted by the kind of their annotator: `weight_by_source(as_preference_pairs(
+    store), store.annotator_kinds(), weights)`, e.g. weights={"person": 1.0, "ai": 0.3}."""
+    return weight_by_source(as_preference_pairs(store), store.annotator_kinds(), weights)
+
+
+def pair_weights(pairs: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """(the pairs of weight > 0, their weights) from a `weight` column (`weight_by_source`); (pairs, None) without
+    one. Negative, missing or infinite weights raise ValueError."""
+    if "weight" not in pairs:
+        return pairs, None
+    w = pd.to_numeric(pairs["weight"], errors="coerce").to_numpy(dtype=float)
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError("the weight column must hold finite numbers >= 0 for every pair (0 leaves a pair out); "
+                         "weight_by_source(pairs, kinds, weights) makes one")
+    keep = w > 0
+    return pairs[keep].reset_index(drop=True), w[keep]

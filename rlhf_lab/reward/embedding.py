@@ -15,7 +15,9 @@ reward is linear in it:
     r(x, y) = w·x(x, y),    P(y_c ≻ y_r) = σ(w·(x_c − x_r)),    loss = BCE + λ·‖w‖²
 
 fitted full-batch with L-BFGS on standardised features (ties have target ½). `ensemble_size` members fit bootstrap
-resamples; `score` is their mean and `spread` their standard deviation.
+resamples; `score` is their mean and `spread` their standard deviation. A `weight` column (people's and AI judges'
+pairs mixed by `preferences.weight_by_source`) makes the loss (Σ_i w_i·BCE_i + λ·‖w‖²) / Σ_i w_i: a pair of weight 2
+counts exactly as two copies of it (the standardisation weighs rows alike).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from safetensors.torch import load_file, save_file
 
 from rlhf_lab.core.config import Config, Seeded
 from rlhf_lab.core.files import atomic_directory, verify_digests, write_manifest
-from rlhf_lab.feedback.preferences import bootstrap_pairs
+from rlhf_lab.feedback.preferences import bootstrap_pairs, pair_weights
 from rlhf_lab.reward.evaluation import NormalisedScores
 from rlhf_lab.reward.network import MINILM, load_backbone
 from rlhf_lab.reward.text_features import SURFACE_FEATURES, common_words, surface_features, word_counts
@@ -149,15 +151,17 @@ class EmbeddingRewardModel(NormalisedScores):
         return torch.cat(blocks, dim=1).float()
 
     def fit(self, data, progress: bool = False) -> "EmbeddingRewardModel":
-        """Fit on preference pairs (a FeedbackStore, a DataFrame, a list of dicts or a .jsonl path). Returns self."""
+        """Fit on preference pairs (a FeedbackStore, a DataFrame, a list of dicts or a .jsonl path). Returns self.
+        A `weight` column (`preferences.weight_by_source`) weighs each pair's loss; pairs of weight 0 are left out."""
         cfg = self.config
-        pairs = self.usable_pairs(data)
+        pairs, weights = pair_weights(self.usable_pairs(data))
         if len(pairs) == 0:
-            raise ValueError("no training pairs left (all were ties with include_ties=False?)")
+            raise ValueError("no training pairs left (all were ties with include_ties=False, or had weight 0?)")
+        weight = None if weights is None else torch.tensor(weights, dtype=torch.float32)
         self._learn_vocabulary(list(pairs["chosen"]) + list(pairs["rejected"]))
         x_c = self.featurize(pairs["prompt"], pairs["chosen"])
         x_r = self.featurize(pairs["prompt"], pairs["rejected"])
-        self._standardise(torch.cat([x_c, x_r]))
+        self._standardise(torch.cat([x_c, x_r]), None if weight is None else torch.cat([weight, weight]))
         diff = (x_c - x_r) / self.std_  # (N, F): the mean cancels in a difference
         target = torch.where(torch.tensor(pairs["tie"].to_numpy()), 0.5, 1.0).float()
         if "target" in pairs:  # soft labels (P(chosen is better), e.g. `aggregation.aggregated_pairs`)
@@ -166,7 +170,7 @@ class EmbeddingRewardModel(NormalisedScores):
         for k in range(cfg.ensemble_size):
             idx = (np.arange(len(pairs)) if cfg.ensemble_size == 1 else np.array(
                    bootstrap_pairs(pairs.assign(_row=np.arange(len(pairs))), cfg.seed_value + k)["_row"]))
-            members.append(_fit_logistic(diff[idx], target[idx], cfg.l2))
+            members.append(_fit_logistic(diff[idx], target[idx], cfg.l2, None if weight is None else weight[idx]))
         return self._finish(members, pairs)
 
     def fit_ratings(self, ratings) -> "EmbeddingRewardModel":
@@ -221,17 +225,24 @@ class EmbeddingRewardModel(NormalisedScores):
         return self._finish(members, pairs)
 
     # ---- shared by the three fits ----------------------------------------------------------------------------------
-    def _standardise(self, x: torch.Tensor) -> None:
+    def _standardise(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> None:
         """mean_, std_ of the features, std_ divided by each block's prior weight (`embedding_weight`, 1 for the
-        surface features, `words_weight`); word counts are centred, not scaled."""
+        surface features, `words_weight`); word counts are centred, not scaled. `rows` (N,): frequency weights of
+        the rows (a row of weight 2 counts as two; the variance divides by Σ rows − 1, at least 1)."""
         cfg, width = self.config, self.block_widths()
         weight = {"reply": cfg.embedding_weight, "prompt_x_reply": cfg.embedding_weight, "surface": 1.0,
                   "words": cfg.words_weight}
         prior = torch.cat([torch.full((n,), weight[b]) for b, n in width.items()])
-        std = x.std(0).clamp(min=1e-6)
+        if rows is None or bool((rows == 1).all()):
+            mean, std = x.mean(0), x.std(0)
+        else:
+            total = rows.sum()
+            mean = (rows[:, None] * x).sum(0) / total
+            std = ((rows[:, None] * (x - mean) ** 2).sum(0) / (total - 1).clamp(min=1.0)).sqrt()
+        std = std.clamp(min=1e-6)
         if "words" in cfg.features:  # counts keep their scale: a word in 5 replies is no cheaper than a common one
             std[x.shape[1] - width["words"]:] = 1.0
-        self.mean_, self.std_ = x.mean(0), std / prior  # standardise, then weigh
+        self.mean_, self.std_ = mean, std / prior  # standardise, then weigh
 
     def block_widths(self) -> dict[str, int]:
         """{block: its columns in x}, in x's order."""
@@ -324,6 +335,8 @@ class EmbeddingRewardModel(NormalisedScores):
 
 def _columns(data, need: set, what: str, hint: str) -> pd.DataFrame:
     df = pd.DataFrame(data).reset_index(drop=True)
+    if "weight" in df:  # never ignored in silence
+        raise ValueError(f"{what} are fitted unweighted: drop the 'weight' column (only `fit` on pairs weighs them)")
     missing = need - set(df.columns)
     if missing or df.empty:
         raise ValueError(f"{what} need rows with columns {sorted(need)} (missing {sorted(missing)}): pass {hint}")
@@ -361,16 +374,26 @@ def _fit_listwise(feats: torch.Tensor, mask: torch.Tensor, l2: float) -> torch.T
     return w.detach()
 
 
-def _fit_logistic(diff: torch.Tensor, target: torch.Tensor, l2: float) -> torch.Tensor:
+def _fit_logistic(diff: torch.Tensor, target: torch.Tensor, l2: float, weight: torch.Tensor | None = None
+                  ) -> torch.Tensor:
     """argmin_w mean BCE(σ(diff·w), target) + l2·‖w‖²/n, by L-BFGS: (N, F), (N,) -> (F,). The penalty is scaled by
-    1/n so that λ means the same at 10 labels and at 80 (a prior worth about λ pairs)."""
+    1/n so that λ means the same at 10 labels and at 80 (a prior worth about λ pairs). With `weight` (N,) ≥ 0:
+
+        (Σ_i weight_i · BCE_i + l2·‖w‖²) / Σ_i weight_i
+
+    the same as above when every weight is 1, and a row of weight 2 is exactly two copies of it (the prior stays
+    worth λ pairs of weight 1)."""
     w = torch.zeros(diff.shape[1], requires_grad=True)
     optimizer = torch.optim.LBFGS([w], lr=1.0, max_iter=200, line_search_fn="strong_wolfe")
     n = len(diff)
 
     def closure():
         optimizer.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(diff @ w, target) + l2 * (w @ w) / n
+        if weight is None:
+            loss = F.binary_cross_entropy_with_logits(diff @ w, target) + l2 * (w @ w) / n
+        else:  # mean(w/w̄ · BCE) = Σ w BCE / Σ w: with weights 1, today's loss to the last bit
+            loss = (F.binary_cross_entropy_with_logits(diff @ w, target, weight=weight / weight.mean())
+                    + l2 * (w @ w) / weight.sum())
         loss.backward()
         return loss
 

@@ -38,7 +38,7 @@ from rlhf_lab.core.config import Config, Seeded
 from rlhf_lab.core.files import atomic_directory, verify_digests, write_manifest
 from rlhf_lab.core.hf import bf16_compute
 from rlhf_lab.core.seeding import seeded, set_seed
-from rlhf_lab.feedback.preferences import split_by_prompt
+from rlhf_lab.feedback.preferences import pair_weights, split_by_prompt
 from rlhf_lab.reward.evaluation import NormalisedScores
 from rlhf_lab.reward.network import (
     MINILM,
@@ -190,11 +190,14 @@ class RewardModel(NormalisedScores):
 
         val: held-out pairs; None splits `data` by prompt with `config.val_fraction`.
         progress: show a tqdm progress bar.
+        A `weight` column (`preferences.weight_by_source`) weighs each pair's loss by w / (mean w of the training
+        pairs): each batch estimates Σ w ℓ / Σ w. Pairs of weight 0 are left out.
         """
         cfg, seed = self.config, self.config.seed_value
         set_seed(seed)
-        pairs = self.usable_pairs(data)
-        train, val = split_by_prompt(pairs, cfg.val_fraction, seed) if val is None else (pairs, self.usable_pairs(val))
+        pairs = pair_weights(self.usable_pairs(data))[0]
+        train, val = (split_by_prompt(pairs, cfg.val_fraction, seed) if val is None
+                      else (pairs, pair_weights(self.usable_pairs(val))[0]))
         if len(train) == 0:
             raise ValueError("no training pairs left (all were ties with include_ties=False?)")
         self._build(fresh=True)
@@ -205,6 +208,7 @@ class RewardModel(NormalisedScores):
         rejected = self._encode(train["prompt"], train["rejected"])
         tie = torch.tensor(train["tie"].to_numpy(), dtype=torch.bool)
         margin = torch.tensor(train["margin"].to_numpy(), dtype=torch.float32) if cfg.use_margin else None
+        weight = _relative_weights(train)
         lengths = [max(len(c["input_ids"]), len(r["input_ids"])) for c, r in zip(chosen, rejected)]
 
         rng = np.random.default_rng(seed)
@@ -228,7 +232,8 @@ class RewardModel(NormalisedScores):
                     r = self.net_(**inputs).float()  # (2B,)
                 r_chosen, r_rejected = r[:B], r[B:]
                 loss = bradley_terry_loss(r_chosen, r_rejected, tie[idx].to(self.device),
-                                          None if margin is None else margin[idx].to(self.device))
+                                          None if margin is None else margin[idx].to(self.device),
+                                          None if weight is None else weight[idx])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(self.net_.parameters(), cfg.max_grad_norm)
@@ -257,7 +262,8 @@ class RewardModel(NormalisedScores):
         r_c, r_r = self.score_raw(val["prompt"], val["chosen"]), self.score_raw(val["prompt"], val["rejected"])
         tie = torch.tensor(val["tie"].to_numpy(), dtype=torch.bool)
         margin = torch.tensor(val["margin"].to_numpy(), dtype=torch.float32) if self.config.use_margin else None
-        return {"val/loss": bradley_terry_loss(r_c, r_r, tie, margin).item(), "val/accuracy": _accuracy(r_c, r_r, tie)}
+        return {"val/loss": bradley_terry_loss(r_c, r_r, tie, margin, _relative_weights(val)).item(),
+                "val/accuracy": _accuracy(r_c, r_r, tie)}
 
     # ---- scoring -------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -368,6 +374,14 @@ def _param_groups(net: nn.Module, weight_decay: float) -> list[dict]:
     params = [p for p in net.parameters() if p.requires_grad]
     return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+
+
+def _relative_weights(pairs: pd.DataFrame) -> torch.Tensor | None:
+    """The `weight` column divided by its mean (None without one): batches then estimate Σ w ℓ / Σ w."""
+    if "weight" not in pairs or len(pairs) == 0:
+        return None
+    w = torch.tensor(pairs["weight"].to_numpy(dtype=float), dtype=torch.float32)
+    return w / w.mean()
 
 
 def _accuracy(r_chosen: torch.Tensor, r_rejected: torch.Tensor, tie: torch.Tensor) -> float:

@@ -35,7 +35,7 @@ class TokenizerMismatchError(ValueError):
 
 
 def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, tie: torch.Tensor | None = None,
-                       margin: torch.Tensor | None = None) -> torch.Tensor:
+                       margin: torch.Tensor | None = None, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean Bradley–Terry negative log-likelihood of a batch of pairs. All inputs have shape (B,).
 
     With d = r_c − r_r − m (m = margin, 0 where NaN or not given):
@@ -44,6 +44,8 @@ def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, tie: to
         tie:            ℓ = −½ log σ(d) − ½ log σ(−d)          (target P(chosen) = ½; margin ignored)
 
     i.e. binary cross-entropy between σ(d) and the target. A tie's loss is smallest (log 2) when r_c = r_r.
+    `weight` w: mean(w_i·ℓ_i) instead (pass weights divided by their mean over the training pairs, so that batches
+    estimate Σ_i w_i ℓ_i / Σ_i w_i; `preferences.weight_by_source`).
     """
     d = r_chosen - r_rejected  # (B,)
     target = torch.ones_like(d)
@@ -53,7 +55,7 @@ def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, tie: to
         tie = tie.to(device=d.device, dtype=torch.bool)
         d = torch.where(tie, r_chosen - r_rejected, d)
         target = torch.where(tie, torch.full_like(d, 0.5), target)
-    return F.binary_cross_entropy_with_logits(d, target)
+    return F.binary_cross_entropy_with_logits(d, target, weight=None if weight is None else weight.to(d))
 
 
 def minilm_dir() -> Path:

@@ -161,6 +161,8 @@ class DPOTrainer:
         if missing:
             raise ValueError(f"DPO needs a DataFrame of pairs with columns prompt, chosen, rejected (missing "
                              f"{sorted(missing)}): pass store.preference_pairs() or build one with those columns.")
+        if "weight" in pairs:  # never ignored in silence
+            raise ValueError("DPO does not weigh pairs: drop the 'weight' column (reward models' fit weighs them)")
         if "tie" in pairs and not self.config.include_ties:
             self.ties_dropped_ = int(pairs["tie"].sum())
             pairs = pairs[~pairs["tie"].astype(bool)]
