@@ -20,6 +20,10 @@ for a few updates on a reward blind to tone (the gold utility without its sentim
 not steer away from what the flags catch), once without and once with the constraint E[cost] ≤ d (Safe RLHF's
 adaptive λ). The flagged rate (by the annotator's rule) and the reward of the policy's replies on 32 held-out prompts
 × 4 replies, before and after; the cost model's accuracy on the held-out replies before training.
+Part 5 (mixing people's and AI feedback): a simulated learner registered as a person judges 16 corpus pairs, the
+constitution judge ("ai") 64 others; an `EmbeddingRewardModel` fitted on the learner's pairs only, the judge's only,
+and both mixed by `weighted_pairs` at AI weights 0.25 and 1; agreement with gold on 200 fresh corpus pairs (the
+constitution's checkers reuse the gold utility's features: this judge flatters AI feedback).
 Figures are means over seeds with a 95 % t-interval (few seeds: an interval can pass 1), and differences paired by
 seed; the last line is one JSON object.
 """

@@ -8,7 +8,8 @@ same 64 fresh pairs; replies do not depend on the taste), each taste's simulated
 then a reward model per block setting fitted on the same judgments, and its agreement with the taste on the fresh
 pairs that the taste tells apart (`EmbeddingRewardModel.agreement`). Settings: the default (word counts on), no word
 counts, word counts at prior weight 0.3, and "cv": the one of those three with the lowest 5-fold cross-validated
-log-loss on the learner's own judgments (what a learner's data alone would choose). Ends with one JSON line.
+log-loss on the learner's own judgments (what a learner's data alone would choose), and "blend": the sum of the
+words and no-words models' normalised scores (a two-model average). Ends with one JSON line.
 """
 
 from __future__ import annotations
@@ -50,6 +51,17 @@ def cv_loss(pairs, reward_config, seed: int, folds: int = 5) -> float:
     return total / len(pairs)
 
 
+def blend_agreement(models, a, b, utility) -> float:
+    """Agreement of the sum of the models' normalised scores (`score`: each in standard deviations of its fitted
+    replies), on the pairs `utility` tells apart: `EmbeddingRewardModel.agreement` for an average of models."""
+    r_a = sum(m.score(a.prompts, a.responses).numpy() for m in models)
+    r_b = sum(m.score(a.prompts, b.responses).numpy() for m in models)
+    u_a = np.array([utility(p, r) for p, r in zip(a.prompts, a.responses)])
+    u_b = np.array([utility(p, r) for p, r in zip(a.prompts, b.responses)])
+    distinct = u_a != u_b
+    return float(np.mean(np.sign(r_a - r_b)[distinct] == np.sign(u_a - u_b)[distinct]))
+
+
 def one_seed(seed: int, tastes: list[str], policy, tokenizer) -> dict:
     """{taste: {setting: agreement}} at the loop's own labels and fresh pairs for this seed."""
     config = TasteConfig(seed=seed)
@@ -66,9 +78,11 @@ def one_seed(seed: int, tastes: list[str], policy, tokenizer) -> dict:
         pairs = pairs[pairs["judgment_id"].isin(ids)]
         configs = {name: replace(config.reward, **over) for name, over in SETTINGS.items()}
         losses = {name: cv_loss(pairs, c, seed) for name, c in configs.items()}
-        out[taste] = {name: taste_model(pairs, replace(config, reward=c)).agreement(
-            a.prompts, a.responses, b.responses, learner.taste) for name, c in configs.items()}
+        models = {name: taste_model(pairs, replace(config, reward=c)) for name, c in configs.items()}
+        out[taste] = {name: m.agreement(a.prompts, a.responses, b.responses, learner.taste)
+                      for name, m in models.items()}
         out[taste]["cv"] = out[taste][min(losses, key=losses.get)]
+        out[taste]["blend"] = blend_agreement([models["words"], models["no_words"]], a, b, learner.taste)
         print(f"  seed {seed} {taste}: " + ", ".join(f"{k} {v:.2f}" for k, v in out[taste].items()), flush=True)
     return out
 
@@ -86,13 +100,13 @@ def main() -> None:
     print("agreement with the taste at 40 labels, median over seeds [min, max]")
     for taste in tastes:
         figures[taste] = {}
-        for name in [*SETTINGS, "cv"]:
+        for name in [*SETTINGS, "cv", "blend"]:
             values = [r[taste][name] for r in runs]
             figures[taste][f"{name}_median"] = round(statistics.median(values), 3)
         print(f"  {taste:<24} " + ", ".join(
             f"{name} {statistics.median([r[taste][name] for r in runs]):.2f} "
             f"[{min(r[taste][name] for r in runs):.2f}, {max(r[taste][name] for r in runs):.2f}]"
-            for name in [*SETTINGS, "cv"]))
+            for name in [*SETTINGS, "cv", "blend"]))
     print(json.dumps({"machine": machine_info(), **figures}))
 
 

@@ -58,6 +58,7 @@ _API = {
     # feedback of every kind: ratings, rankings, thumbs, flags, AI judges (lessons 7 and 9)
     "rating_examples": "rlhf_lab.feedback.preferences", "ranking_examples": "rlhf_lab.feedback.preferences",
     "unpaired_examples": "rlhf_lab.feedback.preferences", "export_unpaired_jsonl": "rlhf_lab.feedback.exchange",
+    "weighted_pairs": "rlhf_lab.feedback.preferences",
     "KTOConfig": "rlhf_lab.train.kto", "KTOTrainer": "rlhf_lab.train.kto", "CostModel": "rlhf_lab.reward.cost",
     "crowd_flag_rule": "rlhf_lab.feedback.flags", "ConstitutionJudge": "rlhf_lab.feedback.judges",
     "LLMJudge": "rlhf_lab.feedback.judges",
