@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 
@@ -80,7 +82,8 @@ def skip_loudly(reason: str):
 @pytest.fixture
 def voila(tmp_path):
     """serve(notebook, theme="light"|"dark") -> URL: Voila serving that notebook (from its folder) on a free port of
-    127.0.0.1, no token, in that JupyterLab theme, stopped after the test. Skips loudly without Chromium, playwright or voila."""
+    127.0.0.1, no token, in that JupyterLab theme, stopped after the test. Skips loudly without Chromium, playwright
+    or voila."""
     import importlib.util
     import os
     import socket
@@ -124,6 +127,44 @@ def voila(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@contextlib.contextmanager
+def lesson_page(url: str, finished, timeout_ms: int):
+    """A Chromium page (1280 × 900) on the lesson Voila serves at `url`, once Voila has run the whole lesson: the
+    locator `finished(page)` (an output near the lesson's end) is on screen within `timeout_ms`. Closes the browser
+    after."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(url, timeout=timeout_ms)
+        finished(page).first.wait_for(timeout=timeout_ms)
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+def assert_widget_manager(page) -> None:
+    """The page came with the Voila widget manager that fits the ipywidgets in use (7.7 under
+    `scripts/test_widgets7.sh`, as on Colab; 8 otherwise)."""
+    import ipywidgets
+
+    manager = "widgets-manager7" if ipywidgets.__version__.startswith("7.") else "widgets-manager8"
+    assert f"@voila-dashboards/{manager}" in page.content(), f"Voila did not serve its {manager} for ipywidgets " \
+                                                              f"{ipywidgets.__version__}"
+
+
+def screenshots(tmp_path):
+    """Where a browser test keeps its screenshots: $RLHF_LAB_SCREENSHOTS, else a folder of `tmp_path`."""
+    import os
+    from pathlib import Path
+
+    shots = Path(os.environ.get("RLHF_LAB_SCREENSHOTS", tmp_path / "screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    return shots
 
 
 # ---- a real PostgreSQL server (the class store's tests: never a mock) ------------------------------------------------

@@ -12,12 +12,10 @@ Set RLHF_LAB_SCREENSHOTS to a folder to keep screenshots of the rater.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 
 import pytest
-from conftest import CHROMIUM
+from conftest import CHROMIUM, assert_widget_manager, lesson_page, screenshots
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSON = ROOT / "notebooks" / "02_collect_feedback.ipynb"
@@ -35,27 +33,13 @@ def voila_lesson(tmp_path, voila):
     papermill.execute_notebook(str(LESSON), str(notebook), prepare_only=True, progress_bar=False,
                                parameters={"smoke": True, "run_dir": str(run_dir), "annotator": ANNOTATOR,
                                            "n_pairs": 4})
-    url = voila(notebook)
-    shots = Path(os.environ.get("RLHF_LAB_SCREENSHOTS", tmp_path / "screenshots"))
-    shots.mkdir(parents=True, exist_ok=True)
-    return url, run_dir / "feedback.db", shots
+    return voila(notebook), run_dir / "feedback.db", screenshots(tmp_path)
 
 
-@contextlib.contextmanager
 def _lesson_page(url: str):
-    """A Chromium page (1280 × 900) on the lesson at `url`, once Voila has run the whole lesson: the agreement cell
-    near its end is on screen. Closes the browser after."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.goto(url, timeout=EXECUTION_TIMEOUT_MS)
-        page.get_by_text("Cohen's kappa between").first.wait_for(timeout=EXECUTION_TIMEOUT_MS)
-        try:
-            yield page
-        finally:
-            browser.close()
+    """A Chromium page on lesson 2 at `url`, once Voila has run the whole lesson: the agreement cell near its end is
+    on screen."""
+    return lesson_page(url, lambda page: page.get_by_text("Cohen's kappa between"), EXECUTION_TIMEOUT_MS)
 
 
 def _saved(page, count: int) -> None:
@@ -67,15 +51,11 @@ def _saved(page, count: int) -> None:
 def test_pairwise_rater_in_chromium_records_mouse_and_keyboard_judgments(voila_lesson):
     """Mouse and keys in lesson 2, with the widget manager that fits the ipywidgets in use (7.7 under
     `scripts/test_widgets7.sh`, as on Colab; 8 otherwise)."""
-    import ipywidgets
-
     from rlhf_lab.feedback.store import FeedbackStore
 
     url, store_path, shots = voila_lesson
     with _lesson_page(url) as page:
-        manager = "widgets-manager7" if ipywidgets.__version__.startswith("7.") else "widgets-manager8"
-        assert f"@voila-dashboards/{manager}" in page.content(), f"Voila did not serve its {manager} for ipywidgets " \
-                                                                  f"{ipywidgets.__version__}"
+        assert_widget_manager(page)
         a_button = page.get_by_role("button", name="A is better")
         a_button.scroll_into_view_if_needed()
         page.wait_for_timeout(500)
@@ -163,8 +143,9 @@ def test_a_reloaded_page_resumes_the_rater_and_undo_keeps_flags(voila_lesson):
         store.close()
 
 
-LONG_MARKDOWN = ("**Short answer:** yes, if you keep it small.\n\n" + "A longer paragraph that wraps over several lines "
-                 "so the line height can be seen. " * 6 + "\n\n```python\nprint('hello')\n```\n\n"
+LONG_MARKDOWN = ("**Short answer:** yes, if you keep it small.\n\n"
+                 + "A longer paragraph that wraps over several lines so the line height can be seen. " * 6
+                 + "\n\n```python\nprint('hello')\n```\n\n"
                  "| option | cost |\n| --- | --- |\n| walk | free |\n| bus | 2 EUR |\n")
 THEMED_RATER = """
 from rlhf_lab import FeedbackStore
@@ -194,9 +175,7 @@ def test_the_rater_reads_well_in_light_and_dark_themes(tmp_path, voila, theme):
     notebook = tmp_path / "themes.ipynb"
     code = THEMED_RATER.replace("(LONG,", f"({LONG_MARKDOWN!r},")
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)]), notebook)
-    url = voila(notebook, theme=theme)
-    shots = Path(os.environ.get("RLHF_LAB_SCREENSHOTS", tmp_path / "screenshots"))
-    shots.mkdir(parents=True, exist_ok=True)
+    url, shots = voila(notebook, theme=theme), screenshots(tmp_path)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1000, "height": 900})
