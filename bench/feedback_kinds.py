@@ -38,16 +38,7 @@ import numpy as np
 import pandas as pd
 
 from rlhf_lab.core.machine import machine_info
-
-
-def t_interval(values) -> tuple[float, float, float]:
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    if len(v) < 2:
-        return float(v.mean()), float("nan"), float("nan")
-    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
-    return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
+from rlhf_lab.loop.evaluation import t_interval
 
 
 def corpus_store(n_items: int, seed: int, kind: str, size: int):

@@ -21,22 +21,11 @@ import argparse
 import json
 import time
 
-import numpy as np
 
 from rlhf_lab.core.machine import machine_info
+from rlhf_lab.loop.evaluation import t_interval
 
 METHODS = ("dpo", "kto", "kto_2n")
-
-
-def t_interval(values) -> tuple[float, float, float]:
-    """Mean and 95 % t-interval of per-seed values (NaN bounds for one seed)."""
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    if len(v) < 2:
-        return float(v.mean()), float("nan"), float("nan")
-    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
-    return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
 
 
 def judged_stores(policy, tokenizer, prompts, sampling, seed: int):

@@ -50,3 +50,16 @@ def test_bad_input_says_how_to_fix():
 
 def test_distinct_n_counts_repeated_ngrams():
     assert distinct_n(["a b a b"], 2) == pytest.approx(2 / 3) and distinct_n([""], 1) == 0.0
+
+
+def test_t_interval_matches_a_hand_computation():
+    from rlhf_lab.loop.evaluation import t_interval
+
+    mean, lo, hi = t_interval([1.0, 2.0, 4.0])
+    s = np.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2)
+    half = 4.302652729911275 * s / np.sqrt(3)  # t_{2, 0.975} from a table
+    assert mean == pytest.approx(7 / 3) and lo == pytest.approx(7 / 3 - half) and hi == pytest.approx(7 / 3 + half)
+    one = t_interval([0.5])
+    assert one[0] == 0.5 and np.isnan(one[1]) and np.isnan(one[2])
+    with pytest.raises(ValueError, match="flat list"):
+        t_interval([])

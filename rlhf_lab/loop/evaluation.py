@@ -19,7 +19,7 @@ import torch
 from rlhf_lab.core.hf import causal_lm
 from rlhf_lab.train.policy_value import response_logits
 
-__all__ = ["PairedResult", "paired_gain", "verdict", "win_rate", "sequence_kl", "distinct_n"]
+__all__ = ["PairedResult", "paired_gain", "verdict", "win_rate", "sequence_kl", "distinct_n", "t_interval"]
 
 
 def win_rate(gold: np.ndarray, opponent: np.ndarray) -> float:
@@ -32,6 +32,23 @@ def verdict(ci_low: float, ci_high: float, what: str = "") -> str:
     "no detectable change" (never a gain inside the noise)."""
     words = "rose" if ci_low > 0 else "fell" if ci_high < 0 else "no detectable change"
     return f"{what} {words}".strip()
+
+
+def t_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean of a few per-seed figures and its Student-t interval: (mean, low, high), with n values v_i,
+
+        mean ± t_{n−1, (1+confidence)/2} · s / √n,     s = the sample standard deviation (ddof 1)
+
+    The benches' "over seeds" figures. One value gives NaN bounds (no spread to measure)."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    if v.ndim != 1 or len(v) == 0:
+        raise ValueError(f"t_interval needs a flat list of at least one figure, got shape {v.shape}")
+    if len(v) < 2:
+        return float(v.mean()), float("nan"), float("nan")
+    half = stats.t.ppf((1 + confidence) / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
 
 
 @dataclass
