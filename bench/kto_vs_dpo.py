@@ -21,7 +21,6 @@ import argparse
 import json
 import time
 
-
 from rlhf_lab.core.machine import machine_info
 from rlhf_lab.loop.evaluation import t_interval
 
