@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from rlhf_lab.core.machine import machine_info
-from rlhf_lab.loop.evaluation import t_interval
+from rlhf_lab.loop.evaluation import t_interval, verdict
 
 
 def corpus_store(n_items: int, seed: int, kind: str, size: int):
@@ -276,7 +276,7 @@ def report_flags(part4: list[dict], seeds, args, figures: dict) -> None:
             mean, low, high = t_interval([p[f"{what}_{a}"] - p[f"{what}_{b}"] for p in part4])
             figures[f"{what}_{a}_minus_{b}"], figures[f"{what}_{a}_minus_{b}_ci"] = (
                 round(mean, 4), [round(low, 4), round(high, 4)])
-            words = "no detectable change" if low <= 0 <= high else ("falls" if high < 0 else "rises")
+            words = verdict(low, high)
             print(f"   {what} {a} - {b} (paired by seed): {mean:+.3f} [{low:+.3f}, {high:+.3f}]: {words}")
     for s, p in zip(seeds, part4):
         diff = p["per_prompt_constrained"] - p["per_prompt_before"]
@@ -345,7 +345,7 @@ def report_mixing(part5: list[dict], seeds, args, figures: dict) -> None:
         mean, low, high = t_interval([p[key] - p[base] for p in part5])
         figures[f"agreement_mix_{key}_minus_{base}"] = round(mean, 4)
         figures[f"agreement_mix_{key}_minus_{base}_ci"] = [round(low, 4), round(high, 4)]
-        words = "no detectable change" if low <= 0 <= high else ("falls" if high < 0 else "rises")
+        words = verdict(low, high)
         print(f"   {key} − {base} (paired by seed): {mean:+.3f} [{low:+.3f}, {high:+.3f}]: {words}")
     figures["mix_settings"] = {"human_pairs": args.mix_human, "ai_pairs": args.mix_ai,
                                "ai_weights": args.mix_ai_weights}

@@ -32,6 +32,7 @@ from rlhf_lab.loop.taste import TasteConfig, fresh_pairs, label_pairs, label_pro
 from rlhf_lab.policy.models import load_policy
 from rlhf_lab.policy.prompts import load_prompts
 from rlhf_lab.reward.embedding import EmbeddingRewardModel
+from rlhf_lab.reward.evaluation import order_agreement
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/unseen_taste.py
 SETTINGS = {"words": {}, "no_words": {"features": ("reply", "prompt_x_reply", "surface")},
@@ -52,14 +53,10 @@ def cv_loss(pairs, reward_config, seed: int, folds: int = 5) -> float:
 
 
 def blend_agreement(models, a, b, utility) -> float:
-    """Agreement of the sum of the models' normalised scores (`score`: each in standard deviations of its fitted
-    replies), on the pairs `utility` tells apart: `EmbeddingRewardModel.agreement` for an average of models."""
-    r_a = sum(m.score(a.prompts, a.responses).numpy() for m in models)
-    r_b = sum(m.score(a.prompts, b.responses).numpy() for m in models)
-    u_a = np.array([utility(p, r) for p, r in zip(a.prompts, a.responses)])
-    u_b = np.array([utility(p, r) for p, r in zip(a.prompts, b.responses)])
-    distinct = u_a != u_b
-    return float(np.mean(np.sign(r_a - r_b)[distinct] == np.sign(u_a - u_b)[distinct]))
+    """`order_agreement` of the sum of the models' normalised scores (`score`: each in standard deviations of its
+    fitted replies): the agreement of an average of models."""
+    return order_agreement(lambda p, r: sum(m.score(p, r).numpy() for m in models), a.prompts, a.responses,
+                           b.responses, utility)
 
 
 def one_seed(seed: int, tastes: list[str], policy, tokenizer) -> dict:

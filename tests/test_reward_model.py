@@ -354,3 +354,17 @@ def test_minilm_validation_accuracy_approaches_gold(tmp_path):
     assert report.accuracy >= report.gold_accuracy - 0.10, str(report)  # ...and the model learns most of it
     assert report.agreement_with_gold > 0.8
     assert rm.history_[-1]["val/accuracy"] == pytest.approx(report.accuracy, abs=1e-6)
+
+
+def test_order_agreement_counts_only_pairs_the_utility_tells_apart():
+    from rlhf_lab.reward.evaluation import order_agreement
+
+    scores = {"a": 3.0, "b": 1.0, "c": 2.0, "d": 2.0}
+    utility = {"a": 1.0, "b": 0.0, "c": 5.0, "d": 5.0}
+    score = lambda prompts, replies: [scores[r] for r in replies]  # noqa: E731
+    # pairs (a,b): utilities differ, scores agree; (b,a): differ, agree; (c,d): tie in utility, left out;
+    # (b,c): differ, scores say b < c as the utility does; (a,c): differ, scores disagree
+    value = order_agreement(score, ["p"] * 5, ["a", "b", "c", "b", "a"], ["b", "a", "d", "c", "c"],
+                            lambda p, r: utility[r])
+    assert value == 3 / 4
+    assert np.isnan(order_agreement(score, ["p"], ["c"], ["d"], lambda p, r: utility[r]))

@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from rlhf_lab.core.config import Config, Seeded
 from rlhf_lab.core.files import atomic_directory, verify_digests, write_manifest
 from rlhf_lab.feedback.preferences import bootstrap_pairs, pair_weights
-from rlhf_lab.reward.evaluation import NormalisedScores
+from rlhf_lab.reward.evaluation import NormalisedScores, order_agreement
 from rlhf_lab.reward.network import MINILM, load_backbone
 from rlhf_lab.reward.text_features import SURFACE_FEATURES, common_words, surface_features, word_counts
 
@@ -292,13 +292,9 @@ class EmbeddingRewardModel(NormalisedScores):
         return self.member_scores_raw(list(prompts), list(responses)).std(0, correction=0) / self.norm_std_
 
     def agreement(self, prompts, replies_a, replies_b, utility) -> float:
-        """Share of pairs with distinct utilities that this model orders as `utility(prompt, reply)` does."""
-        r_a, r_b = self.score(prompts, replies_a).numpy(), self.score(prompts, replies_b).numpy()
-        u_a = np.array([utility(p, r) for p, r in zip(prompts, replies_a)])
-        u_b = np.array([utility(p, r) for p, r in zip(prompts, replies_b)])
-        distinct = u_a != u_b
-        return float(np.mean(np.sign(r_a - r_b)[distinct] == np.sign(u_a - u_b)[distinct])) if distinct.any() \
-            else float("nan")
+        """Share of pairs with distinct utilities that this model orders as `utility(prompt, reply)` does
+        (`reward.evaluation.order_agreement`)."""
+        return order_agreement(lambda p, r: self.score(p, r).numpy(), prompts, replies_a, replies_b, utility)
 
     def save(self, path) -> Path:
         """weights.safetensors and embedding_reward_model.json (with the weights' SHA-256), atomically (no

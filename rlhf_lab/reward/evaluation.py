@@ -20,7 +20,8 @@ import pandas as pd
 
 from rlhf_lab.feedback.preferences import as_preference_pairs, without_ties
 
-__all__ = ["RewardReport", "evaluate_rewards", "calibration_table", "expected_calibration_error", "NormalisedScores"]
+__all__ = ["RewardReport", "evaluate_rewards", "calibration_table", "expected_calibration_error", "NormalisedScores",
+           "order_agreement"]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -68,6 +69,18 @@ class RewardReport:
             lines.append(f"gold utility's own accuracy {self.gold_accuracy:.3f}; "
                          f"model agrees with gold on {self.agreement_with_gold:.3f} of pairs")
         return "\n".join(lines)
+
+
+def order_agreement(score, prompts, replies_a, replies_b, utility) -> float:
+    """Share of pairs with distinct utilities that `score(prompts, replies) -> (N,)` orders as `utility(prompt,
+    reply)` does: mean over {i : u_a,i ≠ u_b,i} of [sign(r_a,i − r_b,i) = sign(u_a,i − u_b,i)]; NaN when no pair's
+    utilities differ. Any scorer: one reward model's `score`, or the sum of several models' normalised scores."""
+    r_a, r_b = (np.asarray(score(prompts, replies), dtype=float) for replies in (replies_a, replies_b))
+    u_a = np.array([utility(p, r) for p, r in zip(prompts, replies_a)])
+    u_b = np.array([utility(p, r) for p, r in zip(prompts, replies_b)])
+    distinct = u_a != u_b
+    return float(np.mean(np.sign(r_a - r_b)[distinct] == np.sign(u_a - u_b)[distinct])) if distinct.any() \
+        else float("nan")
 
 
 def _log_sigmoid(x: np.ndarray) -> np.ndarray:
