@@ -158,12 +158,13 @@ def lesson_imports(source: str) -> set[str]:
 
 @pytest.mark.parametrize("lesson", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.name)
 def test_lessons_import_only_the_curated_api(lesson):
-    """Lessons use `from rlhf_lab import ...` (and the UI layer's `rlhf_lab.ui`), so moving a module never breaks one."""
+    """Lessons use `from rlhf_lab import ...` (and the UI layer's `rlhf_lab.ui`): moving a module never breaks one."""
     import json
 
     cells = json.loads(lesson.read_text())["cells"]
     used = set().union(*(lesson_imports("".join(c["source"])) for c in cells if c["cell_type"] == "code"))
-    assert used <= {"rlhf_lab", "rlhf_lab.ui"}, f"{lesson.name} imports from {sorted(used - {'rlhf_lab', 'rlhf_lab.ui'})}"
+    allowed = {"rlhf_lab", "rlhf_lab.ui"}
+    assert used <= allowed, f"{lesson.name} imports from {sorted(used - allowed)}"
 
 
 def test_the_lesson_import_check_can_fail():
