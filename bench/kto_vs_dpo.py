@@ -61,9 +61,9 @@ def one_seed(seed: int, args) -> dict:
     held_out = load_prompts("all", split="eval", max_words=24, n=args.eval_prompts, seed=seed)
     policy, tokenizer = load_policy(args.model)
     pairs, one, every = judged_stores(policy, tokenizer, train, sampling, seed)
-    n = {"pairs": len(pairs.preference_pairs()), "thumbs": len(unpaired_examples(one)),
-         "thumbs_2n": len(unpaired_examples(every))}
-    n["thumbs_up_share"] = float(unpaired_examples(one)["label"].mean())
+    data = {"dpo": pairs.preference_pairs(), "kto": unpaired_examples(one), "kto_2n": unpaired_examples(every)}
+    n = {"pairs": len(data["dpo"]), "thumbs": len(data["kto"]), "thumbs_2n": len(data["kto_2n"]),
+         "thumbs_up_share": float(data["kto"]["label"].mean())}
 
     def evaluate(model):
         table = score_replies(model, tokenizer, held_out, sampling, seed=seed + 1, n_per_prompt=args.eval_samples)
@@ -76,11 +76,8 @@ def one_seed(seed: int, args) -> dict:
     for method in METHODS:
         fresh, _ = load_policy(args.model)
         t = time.perf_counter()
-        if method == "dpo":
-            trained = DPOTrainer(fresh, tokenizer, DPOConfig(**common), callbacks=[]).fit(pairs.preference_pairs())
-        else:
-            data = unpaired_examples(one if method == "kto" else every)
-            trained = KTOTrainer(fresh, tokenizer, KTOConfig(**common), callbacks=[]).fit(data)
+        trainer, config = (DPOTrainer, DPOConfig) if method == "dpo" else (KTOTrainer, KTOConfig)
+        trained = trainer(fresh, tokenizer, config(**common), callbacks=[]).fit(data[method])
         seconds[method] = time.perf_counter() - t
         after[method] = evaluate(trained.policy)
     out = dict(seed=seed, judgments=n, gold_before=float(before.mean()), seconds=seconds)
