@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from rlhf_lab.cli import WORDS
 from rlhf_lab.core.machine import machine_info
 
 HERE = Path(__file__).resolve().parent
@@ -71,13 +72,13 @@ def agreement_curves(tastes: list[str], seed: int, label_counts: list[int], poli
     return out
 
 
-def loop_run(taste: str, seed: int, labels: int, out: Path, method: str = "dpo") -> dict:
+def loop_run(taste: str, seed: int, labels: int, out: Path, method: str = "dpo", words: str | None = None) -> dict:
     """`rlhf-lab taste` in a fresh process (the minutes include loading, as a user sees them)."""
     started = time.perf_counter()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, "-m", "rlhf_lab.cli", "taste", "--taste", taste, "--seed", str(seed),
-                           "--labels", str(labels), "--method", method,
-                           "--out", str(out / f"{method}-{taste}-{seed}")], capture_output=True,
+                           "--labels", str(labels), "--method", method, *(["--words", words] if words else []),
+                           "--out", str(out / f"{method}-{words or 'default'}-{taste}-{seed}")], capture_output=True,
                           text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-2000:])
@@ -99,6 +100,8 @@ def main() -> None:
     parser.add_argument("--features", default=None,
                         help="the curve's reward-model blocks, comma-separated (an ablation, e.g. "
                              "reply,prompt_x_reply,surface without the word counts); default: the model's")
+    parser.add_argument("--words", choices=tuple(WORDS), default=None,
+                        help="the loop's reward-model word counts (`rlhf-lab taste --words`); default: the model's")
     parser.add_argument("--out", default="runs/bench-taste")
     args = parser.parse_args()
     import torch
@@ -107,7 +110,7 @@ def main() -> None:
     tastes, seeds = args.tastes.split(","), [int(s) for s in args.seeds.split(",")]
     counts = [int(k) for k in args.labels.split(",")]
     features = tuple(args.features.split(",")) if args.features else None
-    figures: dict = {"seeds": seeds, "method": args.method, "features": features}
+    figures: dict = {"seeds": seeds, "method": args.method, "features": features, "words": args.words}
     if not args.no_curve:
         from rlhf_lab import load_policy
 
@@ -126,7 +129,7 @@ def main() -> None:
         runs: dict = {taste: [] for taste in tastes}
         for seed in seeds:
             for taste in tastes:
-                row = loop_run(taste, seed, args.loop_labels, Path(args.out), args.method)
+                row = loop_run(taste, seed, args.loop_labels, Path(args.out), args.method, args.words)
                 runs[taste].append(row)
                 print(f"  {taste} seed {seed}: agreement {row['rm_agreement']:.2f}, gain {row['gain']:+.3f} "
                       f"[{row['gain_ci_low']:+.3f}, {row['gain_ci_high']:+.3f}] {row['verdict']}, win rate "

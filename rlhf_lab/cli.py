@@ -170,12 +170,23 @@ def cmd_demo(args) -> None:
     print(f"report: {report / 'summary.md'}")
 
 
-def taste_config(labels: int = 40, seed: int = 0, smoke: bool = False, method: str = "dpo"):
+WORDS = {"on": {}, "off": {"features": ("reply", "prompt_x_reply", "surface")}, "blend": {"words_blend": True}}
+"""`rlhf-lab taste --words`: the reward model's word-count block on, off, or a model with it and one without,
+averaged (`EmbeddingRewardConfig.words_blend`)."""
+
+
+def taste_config(labels: int = 40, seed: int = 0, smoke: bool = False, method: str = "dpo", words: str | None = None):
     """The taste loop's settings for the command line: SmolLM2 (the defaults), or (smoke) the tiny model and small
-    counts, a check that the loop runs. method: "dpo" (the loop's default) or "ppo" (lesson 4's)."""
+    counts, a check that the loop runs. method: "dpo" (the loop's default) or "ppo" (lesson 4's). words: a key of
+    `WORDS` (None: the reward model's default)."""
+    from dataclasses import replace
+
     from rlhf_lab.loop.taste import TasteConfig
 
-    return TasteConfig.smoke(labels, seed, method) if smoke else TasteConfig(labels=labels, seed=seed, method=method)
+    config = TasteConfig.smoke(labels, seed, method) if smoke else TasteConfig(labels=labels, seed=seed, method=method)
+    if words is not None:
+        config.reward = replace(config.reward, **WORDS[words])
+    return config
 
 
 def cmd_taste(args) -> None:
@@ -190,7 +201,7 @@ def cmd_taste(args) -> None:
     quiet_model_loading()
     if args.labels < 4:
         raise ValueError(f"--labels must be at least 4, got {args.labels}.")
-    config = taste_config(args.labels, args.seed, args.smoke, args.method)
+    config = taste_config(args.labels, args.seed, args.smoke, args.method, args.words)
     if args.store:  # people's judgments already in a store (a class store: --annotator '*' pools everyone's)
         if not args.annotator:
             raise ValueError("--store needs --annotator: whose judgments train the model (a name, or '*' for "
@@ -253,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     taste.add_argument("--rationality", type=float, default=3.0, help="β of the learner's Bradley–Terry choice")
     taste.add_argument("--method", choices=("dpo", "ppo"), default="dpo",
                        help="the policy step: iterative DPO (default) or PPO (lesson 4's method and settings)")
+    taste.add_argument("--words", choices=tuple(WORDS), default=None,
+                       help="the reward model's word counts: on, off, or blend (a model with them and one without, "
+                            "averaged); default: the reward model's")
     taste.add_argument("--out", default=None, help="report folder (default runs/taste-TASTE-seedN)")
     taste.add_argument("--smoke", action="store_true", help="the tiny model and small counts (a check that it runs)")
     taste.add_argument("--threads", type=int, default=None, help="torch CPU threads")

@@ -140,6 +140,30 @@ def test_the_words_block_learns_a_one_word_taste_that_surface_features_miss(tmp_
     assert torch.equal(loaded.score(["hi"] * 5, a[:5]), words.score(["hi"] * 5, a[:5]))
 
 
+def test_words_blend_scores_as_the_two_models_summed_in_units_of_their_spread(tmp_path):
+    """words_blend: the blended model orders replies as the words model's score / its spread plus the no-words
+    model's score / its spread, both fitted separately here on the same pairs and seed (the spread: the standard
+    deviation of a model's raw score over the chosen and rejected replies it was fitted on)."""
+    def family(prompt, reply):
+        return float("family" in reply.lower()) - len(reply.split()) / 10
+    pairs = taste_pairs(30, 6, taste=family)
+    blocks = ("surface", "words")
+    models = [EmbeddingRewardModel(EmbeddingRewardConfig(features=f, seed=0, ensemble_size=3, **extra)).fit(pairs)
+              for f, extra in ((blocks, {"words_blend": True}), (blocks, {}), (("surface",), {}))]
+    fitted = (["Tell me something."] * 60, list(pairs["chosen"]) + list(pairs["rejected"]))
+    probe = (["hi"] * 40, replies(40, 13))
+    blended, words, bare = (m.score_raw(*probe).double() for m in models)
+    expected = sum(m.score_raw(*probe).double() / m.score_raw(*fitted).double().std() for m in models[1:])
+    offset = blended - expected  # the blend's raw score is the expected sum plus a constant
+    assert float(offset.std()) < 1e-4 * float(expected.std())
+    assert not torch.allclose(blended / blended.std(), words / words.std(), atol=1e-3)  # the blend moved it
+    assert models[0].weights_.shape == models[1].weights_.shape  # one linear model over the same features
+    loaded = EmbeddingRewardModel.load(models[0].save(tmp_path / "rm"))
+    assert loaded.config.words_blend and torch.equal(loaded.score(*probe), models[0].score(*probe))
+    with pytest.raises(ValueError, match="words_blend=False"):
+        EmbeddingRewardModel(EmbeddingRewardConfig(words_blend=True)).fit_ratings(pd.DataFrame())
+
+
 def test_common_words_keeps_words_in_enough_replies_most_frequent_first():
     texts = ["You and you.", "you, me", "Me? no", "you"]
     assert common_words(texts, min_texts=2, most=10) == ["you", "me"]

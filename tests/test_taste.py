@@ -82,8 +82,11 @@ def test_a_persons_rater_judgments_alone_train_the_reward_model(tmp_path, callba
 def test_the_cli_ends_with_one_json_line_and_takes_your_own_taste(tmp_path, monkeypatch, capsys):
     (tmp_path / "mine.py").write_text("def likes_the(prompt, reply):\n    return reply.lower().count('the')\n")
     monkeypatch.chdir(tmp_path)
-    assert main(["taste", "--taste", "mine:likes_the", "--labels", "6", "--smoke", "--out", "out"]) == 0
+    assert main(["taste", "--taste", "mine:likes_the", "--labels", "6", "--smoke", "--words", "blend", "--out",
+                 "out"]) == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert EmbeddingRewardModel.load(tmp_path / "out" / "reward_model").config.words_blend
+    assert taste_config(words="off").reward.features == ("reply", "prompt_x_reply", "surface")
     assert last["taste"] == "mine:likes_the" and {"rm_agreement", "gain", "gain_ci_low", "gain_ci_high", "win_rate",
                                                   "kl", "minutes"} <= set(last)
     assert main(["taste", "--taste", "salty", "--smoke"]) == 2

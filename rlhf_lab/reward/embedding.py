@@ -40,7 +40,7 @@ from rlhf_lab.reward.evaluation import NormalisedScores, order_agreement
 from rlhf_lab.reward.network import MINILM, load_backbone
 from rlhf_lab.reward.text_features import SURFACE_FEATURES, common_words, surface_features, word_counts
 
-__all__ = ["EmbeddingRewardConfig", "EmbeddingRewardModel", "SentenceEncoder", "sentence_encoder"]
+__all__ = ["EmbeddingRewardConfig", "EmbeddingRewardModel", "SentenceEncoder", "sentence_encoder", "blend_members"]
 
 FORMAT_VERSION = 1
 BLOCKS = ("reply", "prompt_x_reply", "surface", "words")
@@ -102,6 +102,10 @@ class EmbeddingRewardConfig(Config, Seeded):
     """... at most this many, the most frequent first."""
     words_weight: float = 1.0
     """The "words" block's prior weight, like `embedding_weight`."""
+    words_blend: bool = False
+    """Pairs (`fit`) only: fit the members again without the "words" block and average the two models' scores,
+    each in units of its own spread on the fitted replies (one linear model: `blend_members`). The words block wins
+    a taste for one word and costs a little on others (`bench/taste_features.py`)."""
     ensemble_size: int = 4
     """Bootstrap members (1: a single fit); their spread says where the model is unsure."""
     include_ties: bool = True
@@ -166,12 +170,19 @@ class EmbeddingRewardModel(NormalisedScores):
         target = torch.where(torch.tensor(pairs["tie"].to_numpy()), 0.5, 1.0).float()
         if "target" in pairs:  # soft labels (P(chosen is better), e.g. `aggregation.aggregated_pairs`)
             target = torch.tensor(pairs["target"].fillna(1.0).to_numpy(dtype=float), dtype=torch.float32)
-        members = []
-        for k in range(cfg.ensemble_size):
-            idx = (np.arange(len(pairs)) if cfg.ensemble_size == 1 else np.array(
-                   bootstrap_pairs(pairs.assign(_row=np.arange(len(pairs))), cfg.seed_value + k)["_row"]))
-            members.append(_fit_logistic(diff[idx], target[idx], cfg.l2, None if weight is None else weight[idx]))
-        return self._finish(members, pairs)
+        rows = [np.arange(len(pairs)) if cfg.ensemble_size == 1 else np.array(
+                bootstrap_pairs(pairs.assign(_row=np.arange(len(pairs))), cfg.seed_value + k)["_row"])
+                for k in range(cfg.ensemble_size)]  # each member's pairs
+
+        def members(columns: int) -> torch.Tensor:  # (k, columns): the members fitted on the first `columns`
+            return torch.stack([_fit_logistic(diff[idx, :columns], target[idx], cfg.l2,
+                                              None if weight is None else weight[idx]) for idx in rows])
+
+        fitted = members(diff.shape[1])
+        if cfg.words_blend and self.vocabulary_:  # the words block's columns come last
+            fitted = blend_members(fitted, members(diff.shape[1] - len(self.vocabulary_)),
+                                   (torch.cat([x_c, x_r]) - self.mean_) / self.std_)
+        return self._finish(list(fitted), pairs)
 
     def fit_ratings(self, ratings) -> "EmbeddingRewardModel":
         """Fit on Likert ratings instead of pairs (`preferences.rating_examples(store)`, or a DataFrame with prompt,
@@ -181,7 +192,8 @@ class EmbeddingRewardModel(NormalisedScores):
 
         an absolute signal where pairs give only differences. Members fit bootstrap resamples of the rated replies.
         Returns self (normalised on the rated replies)."""
-        df = _columns(ratings, {"prompt", "response", "score", "lo", "hi"}, "ratings", "rating_examples(store)")
+        df = _columns(ratings, {"prompt", "response", "score", "lo", "hi"}, "ratings", "rating_examples(store)",
+                      self.config)
         self._learn_vocabulary(df["response"])
         x = self.featurize(df["prompt"], df["response"])
         self._standardise(x)
@@ -202,7 +214,8 @@ class EmbeddingRewardModel(NormalisedScores):
         replies best first) by Plackett–Luce (`reward.losses.plackett_luce_loss`) on r = w·x, L-BFGS, L2 as in
         `fit`: a ranking counts once, not as k(k−1)/2 independent pairs. Members fit bootstrap resamples of the
         rankings. Returns self."""
-        df = _columns(rankings, {"prompt", "ranked"}, "rankings", "ranking_examples(store)")
+        df = _columns(rankings, {"prompt", "ranked"}, "rankings", "ranking_examples(store)",
+                      self.config)
         df = df[df["ranked"].map(len) >= 2].reset_index(drop=True)
         if df.empty:
             raise ValueError("no ranking of 2 or more replies to learn from")
@@ -329,7 +342,9 @@ class EmbeddingRewardModel(NormalisedScores):
         return model
 
 
-def _columns(data, need: set, what: str, hint: str) -> pd.DataFrame:
+def _columns(data, need: set, what: str, hint: str, config: EmbeddingRewardConfig) -> pd.DataFrame:
+    if config.words_blend:  # never ignored in silence either
+        raise ValueError(f"{what} are fitted with one model: set words_blend=False (only `fit` on pairs blends)")
     df = pd.DataFrame(data).reset_index(drop=True)
     if "weight" in df:  # never ignored in silence
         raise ValueError(f"{what} are fitted unweighted: drop the 'weight' column (only `fit` on pairs weighs them)")
@@ -351,6 +366,20 @@ def _pairs_within(df: pd.DataFrame, score: str) -> pd.DataFrame:
                     rows.append(dict(prompt=group["prompt"].iloc[0], chosen=chosen, rejected=rejected, tie=False,
                                      margin=abs(sa - sb)))
     return pd.DataFrame(rows, columns=["prompt", "chosen", "rejected", "tie", "margin"])
+
+
+def blend_members(with_words: torch.Tensor, without: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """The average of two linear models' scores, each divided by its spread, as one linear model:
+
+        W = W₁ / s₁ + [W₂, 0] / s₂,    s_j = std over the rows of z of (mean_k W_j,k)·z
+
+    with_words (k, F), without (k, F′) the members of a model on the first F′ features (zeros for the rest), z (N, F)
+    standardised features of the replies fitted on. Member k of the result blends member k of each; the ensemble
+    mean of W·z is the sum of the two models' scores in units of their spreads (plus a constant)."""
+    pad = torch.zeros(without.shape[0], with_words.shape[1])
+    pad[:, :without.shape[1]] = without
+    spread = [(w.mean(0) @ z.T).std().clamp(min=1e-12) for w in (with_words, pad)]
+    return with_words / spread[0] + pad / spread[1]
 
 
 def _fit_listwise(feats: torch.Tensor, mask: torch.Tensor, l2: float) -> torch.Tensor:
