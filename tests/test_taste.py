@@ -74,7 +74,8 @@ def test_a_persons_rater_judgments_alone_train_the_reward_model(tmp_path, callba
                                                                              mine["rejected"]))
     assert "6 judgments" in (tmp_path / "report" / "summary.md").read_text()
     assert result.taste is None and np.isnan(result.rm_agreement)
-    assert result.to_json()["gain"] == round(result.reward.gain, 4)  # a person's run reports their own reward model's gain
+    # a person's run reports their own reward model's gain
+    assert result.to_json()["gain"] == round(result.reward.gain, 4)
     with pytest.raises(ValueError, match="judge at least 4 pairs"):
         run_taste(config, store=store, annotator="nobody", policy=policy, tokenizer=tokenizer, log=lambda *a: None)
 
