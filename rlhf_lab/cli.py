@@ -16,6 +16,7 @@ from sqlalchemy.exc import OperationalError
 from rlhf_lab.core.errors import SetupError
 from rlhf_lab.feedback.class_cli import add_class_commands
 from rlhf_lab.feedback.cli import add_feedback_commands
+from rlhf_lab.loop.export import add_export_command
 from rlhf_lab.policy.models import (
     DEFAULT_POLICY,
     KNOWN_ALIASES,
@@ -278,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_feedback_commands(sub)
     add_class_commands(sub)
+    add_export_command(sub)
     add_assignment_commands(sub)
     return parser
 
