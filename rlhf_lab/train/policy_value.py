@@ -140,7 +140,7 @@ class PolicyAndValue(nn.Module):
         logits = lm.get_output_embeddings()(hidden)  # (B, R, V)
         if self.critic is not None:
             hidden = response_hidden(self.critic, input_ids, attention_mask, n_prompt, self.share_prefix)
-        values = self.value_head(hidden.float()).squeeze(-1)  # (B, R)
+        values = self.value_head(hidden.float()).squeeze(-1).clone()  # (B, R); not a view (FSDP2 warns of views)
         return logits, values
 
 
