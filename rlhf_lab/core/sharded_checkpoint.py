@@ -69,13 +69,14 @@ def save_sharded_checkpoint(path: str | Path, *, tensors: dict[str, torch.Tensor
         error = None
         try:
             work()
-        except OSError as err:
+        except Exception as err:  # any failure: the other processes must not wait for this one at the next stage
             error = err
         if not agree(error is None):
             if rank == 0:
                 shutil.rmtree(tmp, ignore_errors=True)
             raise OSError(f"Checkpoint {path}: {'this process' if error else 'another process'} could not {what} "
-                          f"({error or 'see its log'}); nothing was published, the previous checkpoint is intact.")
+                          f"({error or 'see its log'}); nothing was published, the previous checkpoint is intact.") \
+                from error
 
     def prepare():
         if rank == 0:
