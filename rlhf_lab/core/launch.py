@@ -11,6 +11,10 @@ honoured on every machine, or refused in one line.
   nothing. torch's `fully_shard` (FSDP2) runs on the CPU over gloo, so here the launcher's FSDP2 plugin (its FSDP_*
   variables) is switched on: the same sharding, wrapping and state-dict settings as on GPUs, with 2 CPU processes in
   the tests.
+* Mixed precision under FSDP2 is what it is in every rlhf-lab trainer: float32 weights, gradients (reduced in
+  float32) and optimiser state, bf16 autocast compute. accelerate would give FSDP2 a MixedPrecisionPolicy instead
+  (weights gathered and computed in bf16, gradients reduced in bf16) and no autocast, which the trainers' float32
+  value head does not run under; it is switched off here, so FSDP2 computes the same numbers as DDP.
 * FSDP version 1 and DeepSpeed are refused with a line that names the config to use instead.
 """
 
@@ -48,7 +52,7 @@ def _flag(name: str) -> bool:
 
 def honour_launch(accelerator: Accelerator) -> Accelerator:
     """`accelerator`, running the engine the launch described (see the module docstring); raises SetupError for an
-    engine the trainers do not run under, and when accelerate would train the launched processes apart."""
+    engine the trainers do not run under, and when accelerate would train each launched process alone."""
     if _flag("ACCELERATE_USE_DEEPSPEED"):
         raise SetupError(
             "rlhf-lab's trainers do not run under DeepSpeed yet (they accumulate micro-batches, check the gradient "
@@ -61,13 +65,11 @@ def honour_launch(accelerator: Accelerator) -> Accelerator:
             raise SetupError(f"FSDP version {version} is not supported (the trainers read FSDP2's sharded "
                              f"parameters): set fsdp_version: 2 in the config, as {CONFIGS}/fsdp2.yaml does.")
         if accelerator.distributed_type == DistributedType.MULTI_CPU:
-            plugin = FullyShardedDataParallelPlugin()  # from the launcher's FSDP_* variables
-            if accelerator.mixed_precision != "no":
-                plugin.set_mixed_precision(accelerator.mixed_precision)
-            accelerator.state.fsdp_plugin = plugin
+            accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin()  # from the launcher's FSDP_* variables
             accelerator.state.distributed_type = DistributedType.FSDP
             PartialState().distributed_type = DistributedType.FSDP
-    if accelerator.num_processes != launched_processes():
+        accelerator.state.fsdp_plugin.mixed_precision_policy = None  # bf16 is autocast, as everywhere in rlhf-lab
+    if launched_processes() > 1 and accelerator.num_processes == 1:
         raise SetupError(f"{launched_processes()} processes were launched but accelerate runs "
                          f"{accelerator.num_processes} (each would train alone): on a machine without a GPU set "
                          "ACCELERATE_USE_CPU=true, or launch one process.")

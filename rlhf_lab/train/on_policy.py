@@ -211,8 +211,9 @@ class OnPolicyTrainer:
                     if first_pass is not None:  # epoch 1: step 3's forward, rows in this minibatch's order
                         (new_logits, new_values), first_pass = (x[rows] for x in first_pass), None
                     else:
-                        new_logits, new_values = self.model(rollout.query_response[rows],
-                                                            rollout.attention_mask[rows], rollout.n_prompt)
+                        with acc.autocast():  # accelerate's forward is autocast already, but not under FSDP2
+                            new_logits, new_values = self.model(rollout.query_response[rows],
+                                                                rollout.attention_mask[rows], rollout.n_prompt)
                     new_logp = logprobs_from_logits(new_logits, rollout.responses[rows],
                                                     cfg.sampling.temperature)  # (b, R)
                     loss, named = loss_fn(rows, new_logp, new_values)
