@@ -68,7 +68,8 @@ def honour_launch(accelerator: Accelerator) -> Accelerator:
             accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin()  # from the launcher's FSDP_* variables
             accelerator.state.distributed_type = DistributedType.FSDP
             PartialState().distributed_type = DistributedType.FSDP
-        accelerator.state.fsdp_plugin.mixed_precision_policy = None  # bf16 is autocast, as everywhere in rlhf-lab
+        if accelerator.distributed_type == DistributedType.FSDP:  # (one launched process runs without FSDP)
+            accelerator.state.fsdp_plugin.mixed_precision_policy = None  # bf16 is autocast, as everywhere
     if launched_processes() > 1 and accelerator.num_processes == 1:
         raise SetupError(f"{launched_processes()} processes were launched but accelerate runs "
                          f"{accelerator.num_processes} (each would train alone): on a machine without a GPU set "
