@@ -112,6 +112,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             raise FileNotFoundError(f"No checkpoint at {path} (expected a directory with {STATE_FILE}).")
         path = aside[-1]
     state = read_json(path / STATE_FILE)
+    if "shards" in state:
+        raise ValueError(f"{path} is a sharded checkpoint (each of {state['shards']} processes wrote its part, under "
+                         "FSDP): resume it with the trainer's resume(), which reads the parts, or gathers them for "
+                         "another number of processes.")
     if "sha256" in state:  # checkpoints from before checksums load unverified
         verify_digests(path, state.pop("sha256"), "checkpoint")
     optimizer = torch.load(path / OPTIMIZER_FILE, weights_only=True) if (path / OPTIMIZER_FILE).is_file() else None

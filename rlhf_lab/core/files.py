@@ -21,8 +21,8 @@ import shutil
 import uuid
 from pathlib import Path
 
-__all__ = ["atomic_directory", "write_atomic", "aside_copies", "file_digests", "write_manifest", "verify_digests",
-           "read_json"]
+__all__ = ["atomic_directory", "publish_directory", "write_atomic", "aside_copies", "file_digests", "write_manifest",
+           "verify_digests", "read_json"]
 
 
 def _fsync_tree(path: Path) -> None:
@@ -44,17 +44,25 @@ def atomic_directory(path: str | Path):
     tmp.mkdir()
     try:
         yield tmp
-        _fsync_tree(tmp)
-        if path.exists():
-            aside = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(path, aside)
-            os.replace(tmp, path)
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        publish_directory(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish_directory(tmp: str | Path, path: str | Path) -> None:
+    """Flush every file under the finished directory `tmp` to disk and rename it to `path` (an existing `path` is
+    set aside first and removed after): what `atomic_directory` does on a clean exit, for writers that fill `tmp`
+    from several processes (`core.sharded_checkpoint`)."""
+    tmp, path = Path(tmp), Path(path)
+    _fsync_tree(tmp)
+    if path.exists():
+        aside = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(path, aside)
+        os.replace(tmp, path)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
 
 
 def aside_copies(path: str | Path) -> list[Path]:
@@ -79,11 +87,14 @@ def write_atomic(path: str | Path, text: str) -> None:
             tmp.unlink()
 
 
-def file_digests(folder: str | Path, skip: str | None = None) -> dict[str, str]:
-    """SHA-256 of every file under `folder` (but the one named `skip`: the manifest that holds them), by relative
-    path. Saved with a model or checkpoint; `verify_digests` checks them when it is loaded."""
+def file_digests(folder: str | Path, skip: str | None = None, names=None) -> dict[str, str]:
+    """SHA-256 of every file under `folder` (but the one named `skip`: the manifest that holds them; only those in
+    `names`, relative paths, when given), by relative path. Saved with a model or checkpoint; `verify_digests`
+    checks them when it is loaded."""
     folder, out = Path(folder), {}
-    for file in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != skip):
+    wanted = None if names is None else set(names)
+    for file in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != skip
+                       and (wanted is None or p.relative_to(folder).as_posix() in wanted)):
         digest = hashlib.sha256()
         with open(file, "rb") as f:
             for block in iter(lambda: f.read(1 << 22), b""):
@@ -103,7 +114,7 @@ def verify_digests(folder: str | Path, expected: dict[str, str], what: str = "fo
     """Raise ValueError naming the first file under `folder` whose SHA-256 differs from `expected` (or is gone):
     flipped bytes never load silently."""
     folder = Path(folder)
-    found = file_digests(folder)
+    found = file_digests(folder, names=expected)
     for name, digest in expected.items():
         if found.get(name) != digest:
             how = "is missing" if name not in found else "does not match the checksum saved with it"

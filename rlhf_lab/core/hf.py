@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 from accelerate import Accelerator
 
+from rlhf_lab.core.launch import honour_launch, launched_on_cpu
 from rlhf_lab.core.machine import native_bf16
 
 __all__ = ["causal_lm", "cache_argument", "position_ids", "left_padding", "disable_dropout", "bf16_compute",
@@ -91,19 +92,23 @@ def make_accelerator(mixed_precision: str) -> Accelerator:
     (accelerate keeps it in a process-wide state, which would otherwise refuse: a notebook rerun with a new config).
     "auto": bf16 on a GPU that supports it or on a CPU that multiplies bf16 in hardware (`native_bf16`: AVX-512 BF16
     or AMX, where a PPO update's training runs about 1.35× faster: bench/results/speed_cpu), else "no". Weights,
-    gradients and optimiser state stay float32 either way; bf16 is the autocast compute."""
+    gradients and optimiser state stay float32 either way; bf16 is the autocast compute.
+
+    Under a launcher (torchrun, `accelerate launch --config_file configs/accelerate/<x>.yaml`) it runs the engine the
+    launch describes, on a CPU too (gloo; FSDP2 included), or refuses in one line (`core.launch.honour_launch`)."""
+    cpu = launched_on_cpu()
     if mixed_precision == "auto":
         device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
         mixed_precision = "bf16" if bf16_compute("auto", device) else "no"
     try:
-        return Accelerator(mixed_precision=mixed_precision)
+        return honour_launch(Accelerator(mixed_precision=mixed_precision, cpu=cpu))
     except ValueError:
         from accelerate.state import AcceleratorState, PartialState
 
         if PartialState().num_processes > 1:
             raise
         AcceleratorState._reset_state()
-        return Accelerator(mixed_precision=mixed_precision)
+        return honour_launch(Accelerator(mixed_precision=mixed_precision, cpu=cpu))
 
 
 def adamw(params, learning_rate: float) -> torch.optim.AdamW:

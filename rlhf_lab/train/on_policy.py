@@ -9,7 +9,7 @@ A subclass writes `step(prompts)` as its numbered algorithm box from the pieces 
 the reference, values) → `watch_kl` (KL per reply, the guard) → its own advantages → `optimise` (epochs ×
 shuffled minibatches × micro-batches of its loss, clipped gradients) → `finish` (adapt β, log). Sampling lives in
 `policy.generation`, the tensor maths in `ppo_math`, the models in `policy_value`, logging in `callbacks`, saving
-in `core.checkpoint`.
+in `trainer_checkpoint` (one checkpoint, or each process's part under FSDP2).
 """
 
 from __future__ import annotations
@@ -19,17 +19,9 @@ from dataclasses import dataclass
 
 import torch
 
-from rlhf_lab.core.checkpoint import (
-    Checkpoint,
-    load_checkpoint,
-    load_trainable_state_dict,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-    trainable_state_dict,
-)
 from rlhf_lab.core.errors import TrainingDivergedError
 from rlhf_lab.core.hf import adamw, causal_lm, disable_dropout, eager_attention_for_cpu_bf16, make_accelerator
+from rlhf_lab.core.launch import is_sharded
 from rlhf_lab.core.seeding import seed_for, set_seed
 from rlhf_lab.policy.generation import generate
 from rlhf_lab.policy.models import model_id
@@ -52,6 +44,8 @@ from rlhf_lab.train.ppo_math import (
     logprobs_from_logits,
     masked_mean,
 )
+from rlhf_lab.train.sharding import FullWeights
+from rlhf_lab.train.trainer_checkpoint import load_trainer, save_trainer, saved_state
 
 __all__ = ["OnPolicyTrainer", "Rollout"]
 
@@ -116,8 +110,12 @@ class OnPolicyTrainer:
             causal_lm(policy).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if config.lora is not None:
                 causal_lm(policy).enable_input_require_grads()
+        # Under FSDP2 every process samples from a whole copy of the policy, and the policy's forward runs each row's
+        # whole prompt: a shared prefix's extra pass on some processes only would put the layers' gathers out of step.
+        self.sharded = is_sharded(self.accelerator)
+        self.full_policy = FullWeights(policy, self.accelerator.device) if self.sharded else None
         model = PolicyAndValue(policy, disable_dropout(critic).requires_grad_(True) if critic is not None else None,
-                               value_head, share_prefix=config.share_prompt_prefix)
+                               value_head, share_prefix=config.share_prompt_prefix and not self.sharded)
         optimizer = adamw([p for p in model.parameters() if p.requires_grad], config.learning_rate)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.kl_ctl = (AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
@@ -154,7 +152,8 @@ class OnPolicyTrainer:
         if len(prompts) != cfg.batch_size:
             raise ValueError(f"step() got {len(prompts)} prompts; the config's batch_size is {cfg.batch_size}.")
         self._clock = {"start": time.perf_counter()}
-        batch = generate(self.policy, self.tokenizer, list(prompts), cfg.sampling, n_per_prompt=n_per_prompt,
+        policy = self.full_policy.refresh(self.policy) if self.sharded else self.policy  # every process gathers
+        batch = generate(policy, self.tokenizer, list(prompts), cfg.sampling, n_per_prompt=n_per_prompt,
                          iteration=update, seed=seed_for(self.seed, update, self.accelerator.process_index))
         self._clock["generation"] = time.perf_counter()
         return batch
@@ -212,8 +211,9 @@ class OnPolicyTrainer:
                     if first_pass is not None:  # epoch 1: step 3's forward, rows in this minibatch's order
                         (new_logits, new_values), first_pass = (x[rows] for x in first_pass), None
                     else:
-                        new_logits, new_values = self.model(rollout.query_response[rows],
-                                                            rollout.attention_mask[rows], rollout.n_prompt)
+                        with acc.autocast():  # accelerate's forward is autocast already, but not under FSDP2
+                            new_logits, new_values = self.model(rollout.query_response[rows],
+                                                                rollout.attention_mask[rows], rollout.n_prompt)
                     new_logp = logprobs_from_logits(new_logits, rollout.responses[rows],
                                                     cfg.sampling.temperature)  # (b, R)
                     loss, named = loss_fn(rows, new_logp, new_values)
@@ -291,9 +291,9 @@ class OnPolicyTrainer:
         self.optimizer.zero_grad(set_to_none=True)
 
     def _reference(self):
-        """The reference causal LM (a context manager): the frozen copy, or (LoRA) the policy with its adapters
-        disabled."""
-        return reference_model(self.policy, self.ref_policy)
+        """The reference causal LM (a context manager): the frozen copy, or (LoRA) the policy (under FSDP2 its whole
+        copy) with its adapters disabled."""
+        return reference_model(self.full_policy.module if self.sharded else self.policy, self.ref_policy)
 
     def _check_finite(self, quantity: str, value: torch.Tensor) -> None:
         if not torch.isfinite(value).all():
@@ -379,35 +379,20 @@ class OnPolicyTrainer:
 
     # ---- checkpoints ---------------------------------------------------------------------------------------------
     def save(self, path) -> None:
-        """Write a checkpoint atomically: trainable weights (LoRA adapters and value head with LoRA; the adapters
-        also under adapter/ in peft's format), optimizer, RNG states, config, β, update count and metrics history.
-        Only the main process writes."""
-        self.accelerator.wait_for_everyone()
-        if not self.accelerator.is_main_process:
-            return
-        state = {"config": self.config.to_dict(), "update": self.update_, "kl_coef": self.kl_ctl.value,
-                 "cost_lambda": self.constraint.value,
-                 "model_id": self.model_id, "history": self.history.state_dict()}
-        adapter = (lambda directory: self.policy.save_pretrained(directory / "adapter")) if self.config.lora else None
-        save_checkpoint(path, tensors=trainable_state_dict(self.accelerator.unwrap_model(self.model)), state=state,
-                        optimizer=self.optimizer.state_dict(), rng=rng_state(), extra=adapter)
+        """Write a checkpoint atomically (every process calls this): trainable weights (LoRA adapters and value head
+        with LoRA; the adapters also under adapter/ in peft's format), optimizer, RNG states, config, β, update count
+        and metrics history. The main process writes it; under FSDP2 each process writes its part
+        (`train.trainer_checkpoint`)."""
+        save_trainer(self, path)
 
     def load_state(self, path_or_checkpoint):
-        """Restore what `save` wrote into this trainer (built with the same base policy and config). Returns self."""
-        ckpt = path_or_checkpoint if isinstance(path_or_checkpoint, Checkpoint) else load_checkpoint(path_or_checkpoint)
-        load_trainable_state_dict(self.accelerator.unwrap_model(self.model), ckpt.tensors)
-        self.optimizer.load_state_dict(ckpt.optimizer)
-        self.kl_ctl.value = ckpt.state["kl_coef"]
-        self.constraint.value = ckpt.state.get("cost_lambda", self.constraint.value)
-        self.update_ = ckpt.state["update"]
-        self.history.load_state_dict(ckpt.state["history"])
-        set_rng_state(ckpt.rng)
-        return self
+        """Restore what `save` wrote into this trainer (built with the same base policy and config), under any number
+        of processes. Returns self."""
+        return load_trainer(self, path_or_checkpoint)
 
     @classmethod
     def resume(cls, path, policy, tokenizer, reward, config=None, **kwargs):
         """A trainer continuing the run saved at `path`. `policy` must be the same base model the run started
         from (it also gives the reference); `config` defaults to the saved one. kwargs go to the constructor."""
-        ckpt = load_checkpoint(path)
-        config = config or cls.config_class.from_dict(ckpt.state["config"])
-        return cls(policy, tokenizer, reward, config, **kwargs).load_state(ckpt)
+        config = config or cls.config_class.from_dict(saved_state(path)["config"])
+        return cls(policy, tokenizer, reward, config, **kwargs).load_state(path)

@@ -12,6 +12,7 @@ import weakref
 import torch
 import torch.nn as nn
 
+from rlhf_lab.core.errors import SetupError
 from rlhf_lab.core.hf import (
     adamw,
     cache_argument,
@@ -22,6 +23,7 @@ from rlhf_lab.core.hf import (
     make_accelerator,
     position_ids,
 )
+from rlhf_lab.core.launch import is_sharded
 from rlhf_lab.train.config import LoraSettings
 
 __all__ = ["PolicyAndValue", "response_hidden", "response_logits", "shared_prefix_length", "policy_and_reference",
@@ -140,7 +142,8 @@ class PolicyAndValue(nn.Module):
         logits = lm.get_output_embeddings()(hidden)  # (B, R, V)
         if self.critic is not None:
             hidden = response_hidden(self.critic, input_ids, attention_mask, n_prompt, self.share_prefix)
-        values = self.value_head(hidden.float()).squeeze(-1)  # (B, R)
+        values = self.value_head(hidden.float()).squeeze(-1).to(torch.float32, copy=True)  # (B, R) float32, not a
+        # view (FSDP2 warns of views; accelerate turns a DDP model's outputs to float32, but not under FSDP2)
         return logits, values
 
 
@@ -156,6 +159,9 @@ def prepare_policy_trainer(policy: nn.Module, config, ref_policy: nn.Module | No
     KTO): dropout off, LoRA adapters or a frozen reference copy (`policy_and_reference`), AdamW over the trainable
     parameters at `config.learning_rate`, all prepared by accelerate with `config.mixed_precision`."""
     accelerator = make_accelerator(config.mixed_precision)
+    if is_sharded(accelerator):  # they sample from and read the policy outside its sharded forward
+        raise SetupError("DPO and KTO do not run under FSDP2 yet (PPO and RLOO do): launch them with "
+                         "configs/accelerate/ddp.yaml.")
     policy, reference = policy_and_reference(disable_dropout(policy), config.lora, ref_policy, accelerator.device)
     eager_attention_for_cpu_bf16(accelerator, policy, reference)
     optimizer = adamw([p for p in policy.parameters() if p.requires_grad], config.learning_rate)

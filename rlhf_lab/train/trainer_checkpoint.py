@@ -1,0 +1,110 @@
+"""What an on-policy trainer saves to resume its run, and how it reads it back (`OnPolicyTrainer.save`,
+`load_state`, `resume`).
+
+In one process or under DDP (every process holds the same weights) the main process writes one checkpoint
+(`core.checkpoint`). Under FSDP2 every process writes its own part (`core.sharded_checkpoint`): the local shards of
+the trainable weights and of the optimiser state in safetensors, its random generators in JSON. A sharded checkpoint
+resumes with the same number of processes part by part; with another number, in one process or under DDP, each
+process gathers the whole tensors and takes its own part (`train.sharding.load_parts`). A one-process checkpoint
+resumes under FSDP2 the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from rlhf_lab.core.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    load_trainable_state_dict,
+    rng_from_json,
+    rng_state,
+    rng_to_json,
+    save_checkpoint,
+    set_rng_state,
+    trainable_state_dict,
+)
+from rlhf_lab.core.files import aside_copies, read_json
+from rlhf_lab.core.sharded_checkpoint import (
+    STATE_FILE,
+    is_sharded_checkpoint,
+    open_sharded_checkpoint,
+    save_sharded_checkpoint,
+)
+from rlhf_lab.train.sharding import load_parts, local_parts, named_parts
+
+__all__ = ["save_trainer", "load_trainer", "saved_state"]
+
+
+def _run_state(trainer) -> dict:
+    return {"config": trainer.config.to_dict(), "update": trainer.update_, "kl_coef": trainer.kl_ctl.value,
+            "cost_lambda": trainer.constraint.value, "model_id": trainer.model_id,
+            "history": trainer.history.state_dict()}
+
+
+def _agree(accelerator, ok: bool) -> bool:
+    """True on every process when `ok` is True on every process (a collective)."""
+    if accelerator.num_processes == 1:
+        return ok
+    votes = accelerator.reduce(torch.tensor([float(ok)], device=accelerator.device), reduction="sum")
+    return int(votes.item()) == accelerator.num_processes
+
+
+def save_trainer(trainer, path) -> None:
+    """Write `trainer`'s checkpoint atomically at `path` (every process calls this): trainable weights (LoRA adapters
+    and value head with LoRA; the adapters also under adapter/ in peft's format), optimiser, RNG states, config, β,
+    update count and metrics history; sharded under FSDP2."""
+    acc = trainer.accelerator
+    acc.wait_for_everyone()
+    model = acc.unwrap_model(trainer.model)
+    if trainer.sharded:
+        tensors, layout, groups = local_parts(model, trainer.optimizer)
+        full = trainer.full_policy.refresh(trainer.policy) if trainer.config.lora else None  # every process gathers
+        save_sharded_checkpoint(path, tensors=tensors, layout=layout, rank_state={"rng": rng_to_json(rng_state())},
+                                state={**_run_state(trainer), "optimizer_groups": groups}, rank=acc.process_index,
+                                world_size=acc.num_processes, agree=lambda ok: _agree(acc, ok),
+                                extra=(lambda directory: full.save_pretrained(directory / "adapter")) if full else None)
+        return
+    if not acc.is_main_process:
+        return
+    adapter = (lambda directory: trainer.policy.save_pretrained(directory / "adapter")) if trainer.config.lora else None
+    save_checkpoint(path, tensors=trainable_state_dict(model), state=_run_state(trainer),
+                    optimizer=trainer.optimizer.state_dict(), rng=rng_state(), extra=adapter)
+
+
+def saved_state(path) -> dict:
+    """The state.json of the checkpoint at `path`, of either kind (config, update, ...), without its digests."""
+    path = Path(path)
+    for folder in (path, *reversed(aside_copies(path))):
+        if (folder / STATE_FILE).is_file():
+            return {k: v for k, v in read_json(folder / STATE_FILE).items() if k != "sha256"}
+    raise FileNotFoundError(f"No checkpoint at {path} (expected a directory with {STATE_FILE}).")
+
+
+def load_trainer(trainer, path_or_checkpoint):
+    """Restore what `save_trainer` wrote into `trainer` (built with the same base policy and config); returns it."""
+    acc, model = trainer.accelerator, trainer.accelerator.unwrap_model(trainer.model)
+    if isinstance(path_or_checkpoint, Checkpoint) or not is_sharded_checkpoint(saved_state(path_or_checkpoint)):
+        ckpt = path_or_checkpoint if isinstance(path_or_checkpoint, Checkpoint) else load_checkpoint(path_or_checkpoint)
+        if trainer.sharded:  # a one-process (or DDP) checkpoint: each process takes its part of every tensor
+            load_parts(model, trainer.optimizer, named_parts(model, trainer.optimizer, ckpt.tensors, ckpt.optimizer),
+                       ckpt.optimizer["param_groups"], whole=True)
+        else:
+            load_trainable_state_dict(model, ckpt.tensors)
+            trainer.optimizer.load_state_dict(ckpt.optimizer)
+        state, rng = ckpt.state, ckpt.rng
+    else:
+        ckpt = open_sharded_checkpoint(path_or_checkpoint)
+        same = trainer.sharded and ckpt.world_size == acc.num_processes
+        tensors = ckpt.part(acc.process_index) if same else ckpt.full_tensors()
+        load_parts(model, trainer.optimizer, tensors, ckpt.state["optimizer_groups"], whole=not same)
+        state, rng = ckpt.state, rng_from_json(ckpt.rank_state(acc.process_index if same else 0)["rng"])
+    trainer.kl_ctl.value = state["kl_coef"]
+    trainer.constraint.value = state.get("cost_lambda", trainer.constraint.value)
+    trainer.update_ = state["update"]
+    trainer.history.load_state_dict(state["history"])
+    if rng is not None:
+        set_rng_state(rng)
+    return trainer

@@ -1,0 +1,145 @@
+"""The shipped `accelerate launch` configs parse as accelerate 1.16's launcher reads them (config file -> launch
+arguments -> environment -> plugin dataclasses, without launching anything), `core.launch` refuses the engines the
+trainers do not run under in one line, and examples/train_ppo.py refuses bad options in one line (exit 2).
+Launching ddp.yaml and fsdp2.yaml for real: tests/test_distributed.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from accelerate import Accelerator
+from accelerate.commands.config.config_args import load_config_from_file
+from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+from accelerate.utils import DeepSpeedPlugin, DistributedType, FullyShardedDataParallelPlugin
+from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
+
+from rlhf_lab.core.errors import SetupError
+from rlhf_lab.core.launch import honour_launch
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs" / "accelerate"
+KINDS = {"ddp.yaml": DistributedType.MULTI_GPU, "fsdp2.yaml": DistributedType.FSDP,
+         "deepspeed_zero2.yaml": DistributedType.DEEPSPEED, "deepspeed_zero3.yaml": DistributedType.DEEPSPEED}
+
+
+def launcher_view(name: str, monkeypatch) -> tuple:
+    """(the config's dataclass, the launch arguments, the environment the launcher gives each process), as
+    `accelerate launch --config_file configs/accelerate/<name> --num_processes 2 x.py` computes them."""
+    config = load_config_from_file(str(CONFIGS / name))  # refuses unknown top-level keys
+    parser = launch_command_parser()
+    known = set(vars(parser.parse_args(["x.py"])))
+    nested = {**config.fsdp_config, **config.deepspeed_config}
+    unknown = [key for key in nested if key not in known]  # the launcher would set and then ignore these
+    assert not unknown, f"{name}: keys accelerate launch does not know: {unknown}"
+    args, defaults, _ = _validate_launch_command(parser.parse_args(["--config_file", str(CONFIGS / name),
+                                                                    "--num_processes", "2", "x.py"]))
+    if args.use_deepspeed:
+        args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)  # as launch_command does
+        env = prepare_deepspeed_cmd_env(args)[1]
+    else:
+        env = prepare_multi_gpu_env(args)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return config, args, env
+
+
+@pytest.mark.parametrize("name", sorted(KINDS))
+def test_a_shipped_config_parses_into_accelerates_dataclasses(name, monkeypatch):
+    text = (CONFIGS / name).read_text()
+    assert text.startswith("#") and f"--config_file configs/accelerate/{name}" in text  # says how to launch it
+    assert all(len(line) <= 120 for line in text.splitlines())
+    config, args, env = launcher_view(name, monkeypatch)
+    assert config.distributed_type == KINDS[name] and config.num_machines == 1
+    assert args.num_processes == 2 and env["ACCELERATE_MIXED_PRECISION"] == "no"
+    if name == "fsdp2.yaml":
+        plugin = FullyShardedDataParallelPlugin()  # built from the launcher's FSDP_* variables, as in each process
+        assert plugin.fsdp_version == 2 and plugin.reshard_after_forward is True
+        assert plugin.transformer_cls_names_to_wrap == ["LlamaDecoderLayer"]
+        assert plugin.state_dict_type.name == "SHARDED_STATE_DICT" and plugin.cpu_ram_efficient_loading is False
+        assert plugin.auto_wrap_policy.__name__ == "transformer_auto_wrap_policy"
+        assert env["FSDP_OFFLOAD_PARAMS"] == "false"
+    elif name.startswith("deepspeed"):
+        plugin = DeepSpeedPlugin()
+        stage = int(name[-6])
+        assert plugin.deepspeed_config["zero_optimization"]["stage"] == stage and plugin.zero3_init_flag is False
+        assert plugin.deepspeed_config["gradient_clipping"] == 1.0
+        assert plugin.deepspeed_config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is (stage == 3)
+    else:
+        assert args.multi_gpu and not (args.use_fsdp or args.use_deepspeed)
+
+
+def test_the_fsdp2_config_wraps_a_class_the_tiny_model_has():
+    from accelerate.utils.dataclasses import get_module_class_from_name
+
+    from rlhf_lab.policy.models import tiny_policy
+    from rlhf_lab.train.policy_value import PolicyAndValue
+
+    model, _ = tiny_policy("smollm2-135m")
+    assert get_module_class_from_name(PolicyAndValue(model), "LlamaDecoderLayer") is not None
+
+
+def test_the_readme_names_every_config():
+    readme = (ROOT / "README.md").read_text()
+    assert "configs/accelerate/" in readme and "examples/train_ppo.py" in readme
+    assert all(f"`{name}`" in readme for name in KINDS)
+
+
+@pytest.mark.parametrize("env, words", [
+    ({"ACCELERATE_USE_DEEPSPEED": "true"}, "do not run under DeepSpeed yet"),
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"}, "fsdp_version: 2"),
+    ({"WORLD_SIZE": "2"}, "2 processes were launched but accelerate runs 1"),
+])
+def test_an_engine_the_trainers_cannot_run_under_is_refused_in_one_line(env, words, monkeypatch):
+    accelerator = Accelerator(cpu=True)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SetupError, match=words) as err:
+        honour_launch(accelerator)
+    assert "\n" not in str(err.value)
+
+
+def test_one_process_is_left_as_it_is():
+    accelerator = Accelerator(cpu=True)
+    assert honour_launch(accelerator) is accelerator and accelerator.distributed_type == DistributedType.NO
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--resume"], "no checkpoint in"),
+    (["--updates", "0"], "--updates must be at least 1"),
+    (["--resume", "--resume-from", "x"], "not both"),
+])
+def test_the_script_refuses_bad_options_in_one_line(args, words, tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "train_ppo.py"), *args, "--out",
+                             str(tmp_path / "run")], capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert result.returncode == 2 and words in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_script_will_not_overwrite_a_run(tmp_path):
+    (tmp_path / "run" / "checkpoint").mkdir(parents=True)
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "train_ppo.py"), "--out", str(tmp_path / "run")],
+                            capture_output=True, text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert result.returncode == 2 and "already holds a run: pass --resume" in result.stderr
+
+
+def test_dpo_and_kto_refuse_fsdp2_in_one_line(monkeypatch):
+    """They sample from, and (LoRA) read the reference through, the policy outside its sharded forward."""
+    from rlhf_lab.policy.models import tiny_policy
+    from rlhf_lab.train import policy_value
+    from rlhf_lab.train.dpo import DPOConfig
+
+    monkeypatch.setattr(policy_value, "is_sharded", lambda accelerator: True)
+    with pytest.raises(SetupError, match="DPO and KTO do not run under FSDP2 yet .*configs/accelerate/ddp.yaml"):
+        policy_value.prepare_policy_trainer(tiny_policy("smollm2-135m")[0], DPOConfig(mixed_precision="no"))
+
+
+def test_one_process_launched_with_the_fsdp2_config_runs_without_it(monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_VERSION", "2")
+    accelerator = Accelerator(cpu=True)
+    assert honour_launch(accelerator).distributed_type == DistributedType.NO
