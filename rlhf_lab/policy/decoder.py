@@ -1,4 +1,4 @@
-"""A lean KV-cached decoder for Llama-family causal LMs: the replies `model.generate` samples, at a fraction of its cost.
+"""A lean KV-cached decoder for Llama-family causal LMs: the replies `model.generate` samples, with less overhead.
 
     if supports(model):
         new_ids = decode(model, input_ids, attention_mask, max_new_tokens=32, temperature=0.7, eos_ids=[2], pad_id=0)
@@ -70,8 +70,9 @@ def unsupported_reason(model: nn.Module) -> str | None:
         return "an MLP other than SiLU-gated"
     if getattr(config, "sliding_window", None) or len(layers) != config.num_hidden_layers:
         return "sliding-window attention or skipped layers"
-    if head.weight.device.type not in ("cpu", "cuda"):
-        return f"device {head.weight.device.type} (cpu or cuda only)"
+    devices = {p.device for p in model.parameters()}
+    if len(devices) != 1 or next(iter(devices)).type not in ("cpu", "cuda"):
+        return f"weights on {', '.join(sorted(str(d) for d in devices))} (one cpu or cuda device only)"
     generation = getattr(model, "generation_config", None)
     for name, neutral in NEUTRAL_GENERATION.items():
         if getattr(generation, name, None) not in (None, neutral):
@@ -223,17 +224,21 @@ class LeanDecoder:
         mask = (causal & real[:, None, :]) | torch.eye(width, dtype=torch.bool, device=device)
         positions = position_ids(attention_mask)
         self.positions = positions[:, -1] + 1  # each row's next position
-        return self._forward(input_ids, positions, mask[:, None])
+        return self._forward(input_ids, positions, self._additive(mask[:, None]))
 
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Append one token per row (B,) at each row's next position. -> next-token logits (B, V)."""
         self.real[:, self.length] = True
         positions, self.positions = self.positions[:, None], self.positions + 1
-        return self._forward(tokens[:, None], positions, self.real[:, None, None, :self.length + 1])
+        return self._forward(tokens[:, None], positions, self._additive(self.real[:, None, None, :self.length + 1]))
+
+    def _additive(self, allowed: torch.Tensor) -> torch.Tensor:
+        """0 where a query may look, −∞ elsewhere, in the compute dtype: made once per step, not once per layer."""
+        return torch.zeros(allowed.shape, dtype=self.dtype, device=allowed.device).masked_fill_(~allowed, float("-inf"))
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """ids, positions (B, T) into cache columns length..length+T−1; mask (B, 1, T, L): where each query looks."""
+        """ids, positions (B, T) into cache columns length..length+T−1; mask (B, 1, T, L): 0 where each query looks."""
         batch, width = ids.shape
         heads, kv, dim, eps = self.heads, self.kv_heads, self.head_dim, self.eps
         group = heads // kv  # query heads per key/value head: a group's queries are stacked along the query axis

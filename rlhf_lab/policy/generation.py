@@ -25,7 +25,8 @@ from rlhf_lab.policy.decoder import LeanDecoder, unsupported_reason
 from rlhf_lab.policy.models import model_id
 from rlhf_lab.policy.twin import PRECISIONS, decoding_dtype, decoding_model
 
-__all__ = ["DECODERS", "SamplingConfig", "GenerationBatch", "format_prompts", "eos_token_ids", "truncate_at_eos", "generate"]
+__all__ = ["DECODERS", "SamplingConfig", "GenerationBatch", "format_prompts", "eos_token_ids", "truncate_at_eos",
+           "generate"]
 
 DECODERS = ("auto", "lean", "hf")
 """auto: the lean decoder where it reads the model, else `model.generate`; lean: the lean decoder or an error;
@@ -172,8 +173,8 @@ def generate(model, tokenizer, prompts: list[str], sampling: SamplingConfig | No
     if not prompts:
         raise ValueError("generate() needs at least one prompt.")
     if tokenizer.pad_token_id is None or tokenizer.pad_token_id in eos_token_ids(model, tokenizer):
-        raise ValueError("The tokenizer's pad token must differ from EOS: load it with rlhf_lab.policy.models.load_tokenizer "
-                         "or pass it through rlhf_lab.policy.models.prepare_tokenizer.")
+        raise ValueError("The tokenizer's pad token must differ from EOS: load it with "
+                         "rlhf_lab.policy.models.load_tokenizer or pass it through rlhf_lab.policy.models.prepare_tokenizer.")
     prompts = [p for p in prompts for _ in range(n_per_prompt)]
     batch_size = batch_size or len(prompts)
     device = next(model.parameters()).device
@@ -191,9 +192,10 @@ def generate(model, tokenizer, prompts: list[str], sampling: SamplingConfig | No
     pad = tokenizer.pad_token_id
     prompt_ids = _cat_padded([c[0] for c in chunks], pad, left=True)
     prompt_mask = _cat_padded([c[1] for c in chunks], 0, left=True)
-    response_ids, response_mask, eos = truncate_at_eos(_cat_padded([c[2] for c in chunks], pad, left=False), eos_ids, pad)
-    responses = tokenizer.batch_decode(response_ids.masked_fill(torch.isin(response_ids, torch.tensor(eos_ids, device=response_ids.device)), pad),
-                                       skip_special_tokens=True)
+    response_ids, response_mask, eos = truncate_at_eos(_cat_padded([c[2] for c in chunks], pad, left=False), eos_ids,
+                                                       pad)
+    is_eos = torch.isin(response_ids, torch.tensor(eos_ids, device=response_ids.device))
+    responses = tokenizer.batch_decode(response_ids.masked_fill(is_eos, pad), skip_special_tokens=True)
     settings = {k: v for k, v in asdict(sampling).items() if k not in ("chat_template",)}
     settings["chat_template"], settings["decoded_in"], settings["decoded_by"] = used_chat, decoded_in, decoded_by
     return GenerationBatch(
