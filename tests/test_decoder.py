@@ -13,6 +13,7 @@ from rlhf_lab.policy.decoder import (
     LeanDecoder,
     decode,
     next_tokens,
+    onednn_packing,
     supports,
     top_k_filter,
     top_p_filter,
@@ -48,9 +49,9 @@ def encode(tok, texts, add_special_tokens=True):
     return enc["input_ids"], enc["attention_mask"]
 
 
-def teacher_forced(model, ids, mask, forced, dtype=None):
+def teacher_forced(model, ids, mask, forced, dtype=None, packed=None):
     """The lean decoder's next-token logits (B, R, V) with the tokens `forced` (B, R) fed after the prompts."""
-    decoder = LeanDecoder(model, dtype)
+    decoder = LeanDecoder(model, dtype, packed)
     logits = [decoder.start(ids, mask, forced.shape[1])]
     logits += [decoder.step(forced[:, t]) for t in range(forced.shape[1] - 1)]
     return torch.stack(logits, dim=1)
@@ -258,12 +259,26 @@ def test_bf16_decoding_is_the_bf16_twin_and_follows_training(tiny):
     assert gap() < 2e-2
 
 
-def test_float32_decoding_reads_the_models_own_weights(tiny):
+def test_unpacked_float32_decoding_reads_the_models_own_weights(tiny):
     model, _ = tiny
-    decoder = LeanDecoder(model)
+    decoder = LeanDecoder(model, packed=False)
     q, k, v = decoder.layers[0][1]
     assert q.data_ptr() == model.model.layers[0].self_attn.q_proj.weight.data_ptr()
-    assert decoder.head.data_ptr() == model.lm_head.weight.data_ptr()
+    assert decoder.head[0].data_ptr() == model.lm_head.weight.data_ptr()
+
+
+@pytest.mark.skipif(not onednn_packing(torch.float32), reason="this torch has no oneDNN prepacking")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_prepacked_weights_give_the_plain_products(tiny_gqa, dtype):
+    model, tok = tiny_gqa
+    if not onednn_packing(dtype):
+        pytest.skip(f"this torch has no oneDNN prepacking in {dtype}")
+    ids, mask = encode(tok, PROMPTS)
+    forced = random_tokens((len(PROMPTS), 4), len(tok))
+    packed = teacher_forced(model, ids, mask, forced, dtype, packed=True)
+    plain = teacher_forced(model, ids, mask, forced, dtype, packed=False)
+    assert LeanDecoder(model, dtype).packed
+    assert (packed - plain).abs().max() <= (1e-5 if dtype == torch.float32 else 1e-2) * plain.abs().max()
 
 
 def test_unsupported_models_are_named_and_sampled_by_generate(tiny):
@@ -298,3 +313,10 @@ def test_on_cuda_the_logits_are_the_hf_forwards(tiny):
     forced = random_tokens((len(PROMPTS), 4), len(tiny[1])).cuda()
     lean, ref = teacher_forced(model, ids, mask, forced), hf_logits(model, ids, mask, forced)
     assert (lean - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+
+def test_the_packing_probe_leaves_the_global_rng_alone():
+    onednn_packing.cache_clear()
+    state = torch.get_rng_state()
+    onednn_packing(torch.float32)
+    assert torch.equal(state, torch.get_rng_state())  # else the first generate() of a process would draw differently
