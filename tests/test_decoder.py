@@ -320,3 +320,13 @@ def test_the_packing_probe_leaves_the_global_rng_alone():
     state = torch.get_rng_state()
     onednn_packing(torch.float32)
     assert torch.equal(state, torch.get_rng_state())  # else the first generate() of a process would draw differently
+
+
+def test_autocast_around_the_call_changes_nothing(tiny):
+    model, tok = tiny
+    ids, mask = encode(tok, PROMPTS)
+    forced = random_tokens((len(PROMPTS), 3), len(tok))
+    for packed in (False, None):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            under = teacher_forced(model, ids, mask, forced, packed=packed)
+        assert torch.equal(under, teacher_forced(model, ids, mask, forced, packed=packed))

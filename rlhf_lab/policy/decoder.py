@@ -255,21 +255,22 @@ class LeanDecoder:
         if width > 1 and group > 1:
             mask = mask.repeat(1, 1, group, 1)
         packed = self.packed
-        x = F.embedding(ids, self.embed).to(self.dtype)
-        for (norm1, qkv_w, out_w, norm2, gate_up_w, down_w), (keys, values) in zip(self.layers, self.cache):
-            qkv = linear(rms_norm(x, norm1, eps), qkv_w, packed).view(batch, width, heads + 2 * kv, dim)
-            qk = rotate(qkv[:, :, :heads + kv], cos, sin)
-            keys[:, :, start:end] = qk[:, :, heads:].transpose(1, 2)
-            values[:, :, start:end] = qkv[:, :, heads + kv:].transpose(1, 2)
-            q = qk[:, :, :heads].transpose(1, 2).reshape(batch, kv, group * width, dim)
-            attended = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], attn_mask=mask,
-                                                      scale=self.scale)
-            attended = attended.reshape(batch, heads, width, dim).transpose(1, 2).reshape(batch, width, heads * dim)
-            x = x + linear(attended, out_w, packed)
-            gate, up = linear(rms_norm(x, norm2, eps), gate_up_w, packed).chunk(2, dim=-1)
-            x = x + linear(F.silu(gate) * up, down_w, packed)
-        self.length = end
-        return linear(rms_norm(x[:, -1], self.norm, eps), self.head, packed).float()
+        with torch.autocast(ids.device.type, enabled=False):  # the dtype asked for, autocast on or not
+            x = F.embedding(ids, self.embed).to(self.dtype)
+            for (norm1, qkv_w, out_w, norm2, gate_up_w, down_w), (keys, values) in zip(self.layers, self.cache):
+                qkv = linear(rms_norm(x, norm1, eps), qkv_w, packed).view(batch, width, heads + 2 * kv, dim)
+                qk = rotate(qkv[:, :, :heads + kv], cos, sin)
+                keys[:, :, start:end] = qk[:, :, heads:].transpose(1, 2)
+                values[:, :, start:end] = qkv[:, :, heads + kv:].transpose(1, 2)
+                q = qk[:, :, :heads].transpose(1, 2).reshape(batch, kv, group * width, dim)
+                attended = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], attn_mask=mask,
+                                                          scale=self.scale)
+                attended = attended.reshape(batch, heads, width, dim).transpose(1, 2).reshape(batch, width, heads * dim)
+                x = x + linear(attended, out_w, packed)
+                gate, up = linear(rms_norm(x, norm2, eps), gate_up_w, packed).chunk(2, dim=-1)
+                x = x + linear(F.silu(gate) * up, down_w, packed)
+            self.length = end
+            return linear(rms_norm(x[:, -1], self.norm, eps), self.head, packed).float()
 
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
                  eos_ids: list[int], pad_id: int, temperature: float = 1.0, top_k: int = 0,
