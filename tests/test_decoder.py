@@ -80,6 +80,16 @@ def test_teacher_forced_logits_are_the_hf_forwards(policy):
     assert (lean.log_softmax(-1) - ref.log_softmax(-1)).abs().max() < 1e-4
 
 
+def test_a_full_cache_says_so(tiny):
+    model, tok = tiny
+    ids, mask = encode(tok, PROMPTS)
+    decoder = LeanDecoder(model)
+    logits = decoder.start(ids, mask, 1)
+    decoder.step(logits.argmax(-1))
+    with pytest.raises(ValueError, match="larger max_new_tokens"):
+        decoder.step(logits.argmax(-1))
+
+
 def test_a_padding_bug_would_show(tiny):
     """The comparison above has teeth: the same rows read with their padding visible are far off."""
     model, tok = tiny

@@ -237,6 +237,8 @@ class LeanDecoder:
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Append one token per row (B,) at each row's next position. -> next-token logits (B, V)."""
+        if self.length == self.real.shape[1]:
+            raise ValueError(f"The KV cache is full ({self.length} columns): start() it with a larger max_new_tokens.")
         self.real[:, self.length] = True
         positions, self.positions = self.positions[:, None], self.positions + 1
         return self._forward(tokens[:, None], positions, self._additive(self.real[:, None, None, :self.length + 1]))

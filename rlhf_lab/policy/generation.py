@@ -173,8 +173,8 @@ def generate(model, tokenizer, prompts: list[str], sampling: SamplingConfig | No
     if not prompts:
         raise ValueError("generate() needs at least one prompt.")
     if tokenizer.pad_token_id is None or tokenizer.pad_token_id in eos_token_ids(model, tokenizer):
-        raise ValueError("The tokenizer's pad token must differ from EOS: load it with "
-                         "rlhf_lab.policy.models.load_tokenizer or pass it through rlhf_lab.policy.models.prepare_tokenizer.")
+        raise ValueError("The tokenizer's pad token must differ from EOS: load it with rlhf_lab.policy.models."
+                         "load_tokenizer or pass it through rlhf_lab.policy.models.prepare_tokenizer.")
     prompts = [p for p in prompts for _ in range(n_per_prompt)]
     batch_size = batch_size or len(prompts)
     device = next(model.parameters()).device
