@@ -1,9 +1,12 @@
-"""Generation speed at the standard setting: rlhf_lab.generate with the model's own float32 weights ("lab") and at
-its default `decode_precision="auto"` ("lab_auto": a bf16 twin on a CPU with native bf16) vs a bare float32
-model.generate call; how far the twin's replies are from the float32 policy (KL per reply); model load times.
+"""Generation speed at the standard setting: rlhf_lab.generate through model.generate (`decoder="hf"`) with the model's
+own float32 weights ("lab") and at its default `decode_precision="auto"` ("lab_auto": a bf16 twin on a CPU with
+native bf16), through the lean decoder of rlhf_lab.policy.decoder in float32 ("lab_lean") and at the default
+precision ("lab_lean_auto", the lab's default path) vs a bare float32 model.generate call; the lean decoder's
+per-call weight refresh; how often its replies are the HF path's under the same seed; how far the twin's replies are
+from the float32 policy (KL per reply); model load times.
 
 Standard setting (shared/DESIGN.md): SmolLM2-135M-Instruct, float32, CPU with 2 threads, 8 prompts of at most 24 tokens,
-left padded, 32 new tokens, temperature 0.7, stop at EOS. The three paths run interleaved in one process on the same
+left padded, 32 new tokens, temperature 0.7, stop at EOS. The five paths run interleaved in one process on the same
 inputs and seeds (the machine is shared and noisy). Ends with one JSON line of figures.
 
     python bench/generate.py [--repeats 7] [--threads 2] [--skip-first-load]
@@ -26,6 +29,7 @@ import torch
 
 from rlhf_lab.core.hf import position_ids
 from rlhf_lab.core.machine import machine_info
+from rlhf_lab.policy.decoder import LeanDecoder
 from rlhf_lab.policy.generation import (
     SamplingConfig,
     eos_token_ids,
@@ -34,7 +38,7 @@ from rlhf_lab.policy.generation import (
 )
 from rlhf_lab.policy.models import load_policy
 from rlhf_lab.policy.prompts import load_prompts
-from rlhf_lab.policy.twin import decoding_model
+from rlhf_lab.policy.twin import decoding_dtype, decoding_model
 
 LOAD_SNIPPET = ("import time; t0=time.perf_counter(); from rlhf_lab import load_policy; t1=time.perf_counter(); "
                 "load_policy('smollm2-135m', device='cpu'); print(t1-t0, time.perf_counter()-t1)")
@@ -55,7 +59,7 @@ def twin_divergence(model, tokenizer, prompts, sampling, seeds: int = 4) -> dict
     estimated on the twin's own samples as the mean over replies of Σ_t (log p_twin − log p_policy) at the sampling
     temperature (k1, nats), and the largest per-token |Δ log p|; over `seeds` batches of the prompts."""
     twin, _ = decoding_model(model, "bfloat16")
-    config = dataclasses.replace(sampling, decode_precision="bfloat16")
+    config = dataclasses.replace(sampling, decode_precision="bfloat16", decoder="hf")
     kl, worst = [], 0.0
     for seed in range(seeds):
         batch = generate(model, tokenizer, prompts, config, seed=seed)
@@ -108,11 +112,19 @@ def main() -> None:
                              eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
         return int((out[:, enc["input_ids"].shape[1]:] != tokenizer.pad_token_id).sum())
 
-    def lab(seed: int, precision: str = "model") -> int:
-        config = dataclasses.replace(sampling, decode_precision=precision)
-        return int(generate(model, tokenizer, prompts, config, seed=seed).response_mask.sum())
+    replies = {}  # (path, seed) -> response ids
 
-    paths = {"lab": lab, "lab_auto": functools.partial(lab, precision="auto"), "bare": bare}
+    def lab(seed: int, precision: str = "model", decoder: str = "hf", name: str = "lab") -> int:
+        config = dataclasses.replace(sampling, decode_precision=precision, decoder=decoder)
+        batch = generate(model, tokenizer, prompts, config, seed=seed)
+        assert batch.sampling["decoded_by"] == ("lean" if decoder == "lean" else "hf")
+        replies[name, seed] = batch.response_ids
+        return int(batch.response_mask.sum())
+
+    paths = {"lab": lab, "lab_auto": functools.partial(lab, precision="auto", name="lab_auto"),
+             "lab_lean": functools.partial(lab, decoder="lean", name="lab_lean"),
+             "lab_lean_auto": functools.partial(lab, precision="auto", decoder="lean", name="lab_lean_auto"),
+             "bare": bare}
     for fn in paths.values():
         fn(0)  # warm-up (and the bf16 twin made)
     times = {name: [] for name in paths}
@@ -123,6 +135,16 @@ def main() -> None:
             start = time.perf_counter()
             tokens[name] += paths[name](seed=r)
             times[name].append(time.perf_counter() - start)
+    refresh = []  # the lean decoder's per-call copy of the weights (fused, prepacked, rounded) at the default precision
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        LeanDecoder(model, decoding_dtype(model, "auto"))
+        refresh.append(time.perf_counter() - start)
+
+    def same(a: str, b: str) -> float:
+        """The fraction of replies of path a that are path b's under the same seed, token for token."""
+        rows = [torch.equal(x, y) for r in range(args.repeats) for x, y in zip(replies[a, r], replies[b, r])]
+        return round(sum(rows) / len(rows), 3)
 
     median = {name: statistics.median(t) for name, t in times.items()}
     figures.update({
@@ -132,13 +154,22 @@ def main() -> None:
         "lab_over_bare_ratio": round(median["lab"] / median["bare"], 3),
         "lab_auto_over_bare_ratio": round(median["lab_auto"] / median["bare"], 3),
         "lab_auto_over_bare_per_repeat": [round(a / b, 3) for a, b in zip(times["lab_auto"], times["bare"])],
+        "lab_lean_generate_s": round(median["lab_lean"], 3),
+        "lab_lean_auto_generate_s": round(median["lab_lean_auto"], 3),
+        "lab_lean_over_bare_ratio": round(median["lab_lean"] / median["bare"], 3),
+        "lab_lean_auto_over_bare_ratio": round(median["lab_lean_auto"] / median["bare"], 3),
+        "lab_lean_auto_over_bare_per_repeat": [round(a / b, 3) for a, b in zip(times["lab_lean_auto"], times["bare"])],
+        "lean_refresh_s": round(statistics.median(refresh), 3),
+        "lean_packed": LeanDecoder(model, decoding_dtype(model, "auto")).packed,
+        "lean_same_replies_as_hf_float32": same("lab_lean", "lab"),
+        "lean_same_replies_as_hf_auto": same("lab_lean_auto", "lab_auto"),
         **{f"{name}_tokens_per_s": round(tokens[name] / sum(times[name]), 1) for name in paths},
         "decoded_in_auto": decoding_model(model, "auto")[1],
         **twin_divergence(model, tokenizer, prompts, sampling),
         "prompts": len(prompts), "max_new_tokens": 32, "threads": args.threads, "repeats": args.repeats,
     })
     for key, value in figures.items():
-        print(f"{key:<22} {value}")
+        print(f"{key:<34} {value}")
     print(json.dumps({"machine": machine_info(), **figures}))
 
 

@@ -7,7 +7,9 @@
 
 Prompts are wrapped in the chat template of instruct models and left padded, so every row's reply starts at the
 same column (PPO checklist, item 1). Sampling is plain temperature sampling unless top-k/top-p are asked for
-(checklist, item 2): Hugging Face's default top_k=50 is switched off here.
+(checklist, item 2): Hugging Face's default top_k=50 is switched off here. A Llama-family policy is sampled by the lean
+decoder of `rlhf_lab.policy.decoder` (the same network and sampling rules, without `model.generate`'s per-step
+overhead); any other model, or `decoder="hf"`, by `model.generate`. Each reply records which (`decoded_by`).
 """
 
 from __future__ import annotations
@@ -19,10 +21,16 @@ import torch.nn.functional as F
 
 from rlhf_lab.core.config import Config
 from rlhf_lab.core.seeding import seeded
+from rlhf_lab.policy.decoder import LeanDecoder, unsupported_reason
 from rlhf_lab.policy.models import model_id
-from rlhf_lab.policy.twin import PRECISIONS, decoding_model
+from rlhf_lab.policy.twin import PRECISIONS, decoding_dtype, decoding_model
 
-__all__ = ["SamplingConfig", "GenerationBatch", "format_prompts", "eos_token_ids", "truncate_at_eos", "generate"]
+__all__ = ["DECODERS", "SamplingConfig", "GenerationBatch", "format_prompts", "eos_token_ids", "truncate_at_eos",
+           "generate"]
+
+DECODERS = ("auto", "lean", "hf")
+"""auto: the lean decoder where it reads the model, else `model.generate`; lean: the lean decoder or an error;
+hf: always `model.generate`."""
 
 
 @dataclass
@@ -47,6 +55,10 @@ class SamplingConfig(Config):
     """Weights that sample: "auto" (a bfloat16 twin of a float32 model on a CPU with native bf16, 0.9–1.0× the
     time; else the model's own), "model" (always its own), "bfloat16". Each reply records what it was sampled in
     (`decoded_in`); log-probabilities for training are always computed with the model's own weights."""
+    decoder: str = "auto"
+    """What runs the network token by token, one of DECODERS: "auto" (the lean decoder of rlhf_lab.policy.decoder
+    where it reads the model — a plain Llama-family causal LM — else `model.generate`), "lean", "hf" (always
+    `model.generate`). Same replies up to float rounding; each reply records which (`decoded_by`)."""
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -59,6 +71,8 @@ class SamplingConfig(Config):
             raise ValueError(f"top_p must be in (0, 1] (1 = off), got {self.top_p}.")
         if self.decode_precision not in PRECISIONS:
             raise ValueError(f"decode_precision must be one of {', '.join(PRECISIONS)}, got {self.decode_precision!r}.")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}.")
 
     @property
     def greedy(self) -> bool:
@@ -159,8 +173,8 @@ def generate(model, tokenizer, prompts: list[str], sampling: SamplingConfig | No
     if not prompts:
         raise ValueError("generate() needs at least one prompt.")
     if tokenizer.pad_token_id is None or tokenizer.pad_token_id in eos_token_ids(model, tokenizer):
-        raise ValueError("The tokenizer's pad token must differ from EOS: load it with rlhf_lab.policy.models.load_tokenizer "
-                         "or pass it through rlhf_lab.policy.models.prepare_tokenizer.")
+        raise ValueError("The tokenizer's pad token must differ from EOS: load it with rlhf_lab.policy.models."
+                         "load_tokenizer or pass it through rlhf_lab.policy.models.prepare_tokenizer.")
     prompts = [p for p in prompts for _ in range(n_per_prompt)]
     batch_size = batch_size or len(prompts)
     device = next(model.parameters()).device
@@ -168,7 +182,7 @@ def generate(model, tokenizer, prompts: list[str], sampling: SamplingConfig | No
     eos_ids = eos_token_ids(model, tokenizer)
     was_training = model.training
     model.eval()
-    sampler, decoded_in = decoding_model(model, sampling.decode_precision)
+    sampler, decoded_in, decoded_by = _sampler(model, sampling)
     chunks = []
     with seeded(seed):
         for start in range(0, len(texts), batch_size):
@@ -178,11 +192,12 @@ def generate(model, tokenizer, prompts: list[str], sampling: SamplingConfig | No
     pad = tokenizer.pad_token_id
     prompt_ids = _cat_padded([c[0] for c in chunks], pad, left=True)
     prompt_mask = _cat_padded([c[1] for c in chunks], 0, left=True)
-    response_ids, response_mask, eos = truncate_at_eos(_cat_padded([c[2] for c in chunks], pad, left=False), eos_ids, pad)
-    responses = tokenizer.batch_decode(response_ids.masked_fill(torch.isin(response_ids, torch.tensor(eos_ids, device=response_ids.device)), pad),
-                                       skip_special_tokens=True)
+    response_ids, response_mask, eos = truncate_at_eos(_cat_padded([c[2] for c in chunks], pad, left=False), eos_ids,
+                                                       pad)
+    is_eos = torch.isin(response_ids, torch.tensor(eos_ids, device=response_ids.device))
+    responses = tokenizer.batch_decode(response_ids.masked_fill(is_eos, pad), skip_special_tokens=True)
     settings = {k: v for k, v in asdict(sampling).items() if k not in ("chat_template",)}
-    settings["chat_template"], settings["decoded_in"] = used_chat, decoded_in
+    settings["chat_template"], settings["decoded_in"], settings["decoded_by"] = used_chat, decoded_in, decoded_by
     return GenerationBatch(
         prompts=prompts, responses=[r.strip() for r in responses], prompt_ids=prompt_ids, prompt_mask=prompt_mask,
         response_ids=response_ids, response_mask=response_mask, eos=eos, model=model_id(model), sampling=settings,
@@ -190,11 +205,27 @@ def generate(model, tokenizer, prompts: list[str], sampling: SamplingConfig | No
     )
 
 
+def _sampler(model, sampling: SamplingConfig):
+    """(what samples: the lean decoder or an HF model, the precision it samples in, "lean" or "hf")."""
+    reason = unsupported_reason(model) if sampling.decoder != "hf" else "decoder='hf'"
+    if sampling.decoder == "lean" and reason:
+        raise ValueError(f"decoder='lean' cannot read this model ({reason}): use decoder='auto' or 'hf'.")
+    if reason:
+        return *decoding_model(model, sampling.decode_precision), "hf"
+    dtype = decoding_dtype(model, sampling.decode_precision)
+    return LeanDecoder(model, dtype), str(dtype).removeprefix("torch."), "lean"
+
+
 def _generate_chunk(model, tokenizer, texts, sampling: SamplingConfig, eos_ids, add_special_tokens, device):
     truncate = sampling.max_prompt_tokens is not None
     tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
     enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens,
                     truncation=truncate, max_length=sampling.max_prompt_tokens).to(device)
+    if isinstance(model, LeanDecoder):
+        new = model.generate(enc["input_ids"], enc["attention_mask"], max_new_tokens=sampling.max_new_tokens,
+                             eos_ids=eos_ids, pad_id=tokenizer.pad_token_id, temperature=sampling.temperature,
+                             top_k=sampling.top_k, top_p=sampling.top_p)
+        return enc["input_ids"], enc["attention_mask"], new
     kwargs = dict(do_sample=False) if sampling.greedy else dict(
         do_sample=True, temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p)
     out = model.generate(**enc, max_new_tokens=sampling.max_new_tokens, eos_token_id=eos_ids,

@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from rlhf_lab.core.machine import native_bf16
 
-__all__ = ["PRECISIONS", "decoding_model"]
+__all__ = ["PRECISIONS", "decoding_dtype", "decoding_model"]
 
 PRECISIONS = ("auto", "model", "bfloat16")
 """auto: a bfloat16 twin where it is faster (float32 model on a CPU with native bf16), else the model itself;
@@ -32,20 +32,29 @@ model: always the model's own weights; bfloat16: always a bfloat16 twin of a flo
 _TWINS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its bf16 twin
 
 
+def decoding_dtype(model: nn.Module, precision: str = "auto") -> torch.dtype:
+    """The dtype `decoding_model` samples `model` in, for `precision` in PRECISIONS, without making a twin:
+    bfloat16 for a float32 model on a CPU (always for "bfloat16", where the CPU has native bf16 for "auto") unless
+    it is a peft (LoRA) model; else the model's own dtype."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"decode_precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
+    param = next(model.parameters())
+    wanted = precision == "bfloat16" or (precision == "auto" and native_bf16())
+    if not (wanted and param.dtype == torch.float32 and param.device.type == "cpu"):
+        return param.dtype
+    if hasattr(model, "peft_config") or any("lora_" in name for name, _ in model.named_parameters()):
+        return param.dtype
+    return torch.bfloat16
+
+
 def decoding_model(model: nn.Module, precision: str = "auto") -> tuple[nn.Module, str]:
     """The module to sample from, and the precision it samples in ("float32", "bfloat16", ...), for `precision`
     in PRECISIONS. A twin is made once per model and refreshed from its weights at each call (~0.06 s for 135 M
     parameters); a peft (LoRA) model, a model on a GPU or one already in 16 bits samples with its own weights."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"decode_precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
-    param = next(model.parameters())
-    own = str(param.dtype).removeprefix("torch.")
-    wanted = precision == "bfloat16" or (precision == "auto" and native_bf16())
-    if not (wanted and param.dtype == torch.float32 and param.device.type == "cpu"):
-        return model, own
+    dtype = decoding_dtype(model, precision)
+    if dtype == next(model.parameters()).dtype:
+        return model, str(dtype).removeprefix("torch.")
     names = tuple(name for name, _ in model.named_parameters())
-    if hasattr(model, "peft_config") or any("lora_" in name for name in names):
-        return model, own
     twin = _TWINS.get(model)
     if twin is None or twin.parameter_names != names:  # new, or the model's layers changed since
         twin = _TWINS[model] = _make_twin(model)
