@@ -14,7 +14,8 @@ from matplotlib.ticker import MaxNLocator
 from rlhf_lab.core.figures import Figure
 
 __all__ = ["plot_sampling_sweep", "plot_reward_training", "plot_calibration", "plot_reward_histograms",
-           "plot_ppo_curves", "plot_overoptimisation", "plot_rm_accuracy", "plot_proxy_vs_gold", "plot_sweep",
+           "plot_ppo_curves", "plot_overoptimisation", "plot_rm_accuracy", "plot_round_gains", "plot_proxy_vs_gold",
+           "plot_sweep",
            "plot_frontier", "plot_costs", "plot_taste"]
 
 CHOSEN_COLOR, REJECTED_COLOR, TRAIN_COLOR, VAL_COLOR = "tab:green", "tab:red", "tab:blue", "tab:orange"
@@ -203,6 +204,33 @@ def plot_rm_accuracy(evaluation: pd.DataFrame) -> Figure:
            ylim=(min(values) - 0.05, max(values) + 0.03))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # iterations are whole numbers
     ax.legend(fontsize=8)
+    return fig
+
+
+_ROUND_GAINS = {"rm": "your reward model's score\n(the latest model, scoring both)", "taste": "the stand-in's taste",
+               "gold": "gold (the crowd's hidden utility)"}
+"""The measures of `plot_round_gains`: the prefix of their evaluation columns and a title."""
+
+
+def plot_round_gains(evaluation: pd.DataFrame, since: str = "initial") -> Figure:
+    """The change since the initial policy (or the "previous" iteration) of each measure in the evaluation table
+    (`RLHFRun.changes`), per iteration, paired by prompt, with its 95 % interval: one panel per measure, since their
+    scales differ. A bar that crosses the dotted zero line is "no detectable change"."""
+    ev = evaluation[evaluation["iteration"] > 0].sort_values("iteration")
+    measures = [m for m in _ROUND_GAINS if f"{m}_gain_vs_{since}" in ev and ev[f"{m}_gain_vs_{since}"].notna().any()]
+    if not measures:
+        raise ValueError(f"the evaluation table has no gains vs {since!r}: evaluate iteration 1 first")
+    fig, axes = _figure(ncols=len(measures), width=3.8, height=3.4)
+    for ax, m in zip(axes, measures):
+        rows = ev[ev[f"{m}_gain_vs_{since}"].notna()]
+        gain = rows[f"{m}_gain_vs_{since}"]
+        err = [gain - rows[f"{m}_gain_vs_{since}_ci_low"], rows[f"{m}_gain_vs_{since}_ci_high"] - gain]
+        ax.errorbar(rows["iteration"], gain, yerr=err, fmt="o-", capsize=4)
+        ax.axhline(0.0, color="grey", linestyle=":", linewidth=1)
+        ax.set(title=_ROUND_GAINS[m], xlabel="iteration", ylabel=f"change since the {since} policy" if
+               ax is axes[0] else None)
+        ax.title.set_fontsize(9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
 
 
