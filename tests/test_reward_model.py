@@ -370,6 +370,17 @@ def test_cross_validation_scores_each_prompt_with_a_model_that_never_saw_it():
         cross_validate(pairs[pairs["prompt"] == "p0"], lambda train: ByLength().fit(train))
     assert "\n" not in str(info.value)
 
+
+def test_loading_minilm_shows_no_progress_bar_and_leaves_the_setting_as_it_was(capsys):
+    from transformers.utils import logging as hf_logging
+
+    from rlhf_lab.reward.network import load_backbone
+
+    hf_logging.enable_progress_bar()
+    load_backbone("minilm")
+    assert "Loading weights" not in capsys.readouterr().err  # one bar per fold's fit in lesson 3 was clutter
+    assert hf_logging.is_progress_bar_enabled()
+
 # ---- done when: the fitted model approaches the gold utility's own accuracy -------------------------------------------
 
 def test_minilm_validation_accuracy_approaches_gold(tmp_path):

@@ -62,6 +62,8 @@ class HeldOut:
     def __str__(self) -> str:
         r = self.report
         n = r.n_pairs - r.n_ties
+        if n == 0:
+            return f"{r.n_pairs} judgments, all ties: no order to check."
         text = (f"{round(r.accuracy * n)} of {n} judgments (ties left out) ordered as judged by a model that never "
                 f"saw their prompt: accuracy {r.accuracy:.0%} (95 % interval {self.ci_low:.0%} to {self.ci_high:.0%}, "
                 f"{self.pairs['prompt'].nunique()} prompts); log-loss {r.log_loss:.3f} (a coin flip: 0.693), "
