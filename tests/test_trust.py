@@ -3,6 +3,8 @@ interval, and whether the crowd's judgments pull the model towards your taste or
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -59,8 +61,13 @@ def test_held_out_scores_your_judgments_with_models_that_never_saw_their_prompts
     assert trust.report.calibration["count"].sum() == 16  # each non-tie pair counted both ways, 5 bins
     text = str(trust)
     assert "7 of 8 judgments" in text and "accuracy 88%" in text and "gold utility" in text
-    coin = lessons.held_out(pd.concat([yours, pairs_by("me", "long", [f"r{i}" for i in range(8)])]), fit, folds=4)
-    assert coin.ci_low <= 0.5 and "not distinguishable from a coin flip" in str(coin)
+    assert "coin flip" not in text.replace("(a coin flip: 0.693)", "")  # its interval lies above 50 %
+    assert "not distinguishable from a coin flip" in str(replace(trust, ci_low=0.3, ci_high=0.9))
+    # three prompts each way, one held out at a time: the other five always lean the other way
+    backwards = lessons.held_out(pd.concat([pairs_by("me", "short", list("abc")), pairs_by("me", "long", list("xyz"))]),
+                                 fit, folds=6)
+    assert backwards.accuracy == 0 and backwards.ci_high < 0.5
+    assert "below 50 %" in str(backwards) and "not distinguishable" not in str(backwards)
 
 
 def test_the_crowd_pulls_the_model_to_its_taste_as_its_weight_grows():

@@ -64,12 +64,14 @@ class HeldOut:
         n = r.n_pairs - r.n_ties
         if n == 0:
             return f"{r.n_pairs} judgments, all ties: no order to check."
+        prompts = self.pairs.loc[~self.pairs["tie"], "prompt"].nunique()
         text = (f"{round(r.accuracy * n)} of {n} judgments (ties left out) ordered as judged by a model that never "
                 f"saw their prompt: accuracy {r.accuracy:.0%} (95 % interval {self.ci_low:.0%} to {self.ci_high:.0%}, "
-                f"{self.pairs['prompt'].nunique()} prompts); log-loss {r.log_loss:.3f} (a coin flip: 0.693), "
-                f"calibration error {r.ece:.3f}")
-        if self.ci_low <= 0.5:
-            text += ". The interval reaches 50 %: not distinguishable from a coin flip"
+                f"{prompts} prompts); log-loss {r.log_loss:.3f} (a coin flip: 0.693), calibration error {r.ece:.3f}")
+        if self.ci_low <= 0.5 <= self.ci_high:
+            text += ". The interval holds 50 %: not distinguishable from a coin flip"
+        elif self.ci_high < 0.5:
+            text += ". The interval lies below 50 %: it orders judgments it never saw the other way"
         if not np.isnan(r.gold_accuracy):
             text += f". The gold utility (the crowd's hidden taste) orders {r.gold_accuracy:.0%} of them the same way"
         return text + "."
