@@ -142,7 +142,7 @@ class RLHFRun:
     def run_iteration(self) -> dict:
         """One round: sample → feedback → reward model → PPO → evaluate. Returns the evaluation row."""
         k = self.iteration + 1
-        of = f"iteration {k}/{max(k, getattr(self, '_target', k))}"
+        of = f"iteration {k}/{max(k, getattr(self, '_target', self.config.iterations))}"
         self.iteration_dir(k).mkdir(parents=True, exist_ok=True)
         self.log(f"{of}: sampling {self.config.feedback.pairs_per_iteration} pairs of replies from the policy")
         items = self.propose_items(k)  # 1. pairs of replies from the current policy
