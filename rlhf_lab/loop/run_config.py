@@ -34,7 +34,8 @@ class FeedbackConfig(Config):
     """The crowd's inverse temperature: higher means choices follow the gold utility more closely."""
     strategy: str = "random"
     """"random": two samples at the policy's temperature; "temperatures": one cool, one hot sample;
-    "disagreement": of `candidates` samples, the pair the reward-model ensemble is least sure about (active learning)."""
+    "disagreement": of `candidates` samples, the pair the reward-model ensemble is least sure about (active
+    learning)."""
     temperatures: tuple[float, float] = (0.4, 1.2)
     """The two temperatures of the "temperatures" strategy."""
     candidates: int = 4
