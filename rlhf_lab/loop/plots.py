@@ -190,14 +190,16 @@ def plot_overoptimisation(evaluation: pd.DataFrame) -> Figure:
 
 
 def plot_rm_accuracy(evaluation: pd.DataFrame) -> Figure:
-    """Reward-model accuracy on held-out judgments per iteration, beside the best achievable (the gold utility's).
+    """Reward-model accuracy on held-out judgments per iteration, beside the gold utility's on the same judgments (the
+    best achievable when the judges follow the gold utility, as the simulated crowd does; for a learner with a taste
+    of their own, how often the crowd's taste agrees with theirs).
     The y-axis shows every value (and at least 0.4–1)."""
     fig, (ax,) = _figure(width=5.5, height=3.8)
     ev = evaluation[evaluation["iteration"] > 0].sort_values("iteration")
     values = [0.4, 1.0]
     if "rm/val_accuracy" in ev:
         ax.plot(ev["iteration"], ev["rm/val_accuracy"], "o-", label="reward model")
-        ax.plot(ev["iteration"], ev["rm/gold_accuracy"], "s--", label="gold utility (best achievable)")
+        ax.plot(ev["iteration"], ev["rm/gold_accuracy"], "s--", label="gold utility on the same judgments")
         values += [v for v in pd.concat([ev["rm/val_accuracy"], ev["rm/gold_accuracy"]]) if pd.notna(v)]
     ax.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="chance")
     ax.set(title="Reward-model accuracy on held-out pairs", xlabel="iteration", ylabel="accuracy",
