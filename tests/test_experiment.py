@@ -202,3 +202,49 @@ def test_a_config_json_that_is_not_json_is_named(tmp_path):
     (tmp_path / "config.json").write_text('{"policy": "tiny", ')
     with pytest.raises(ValueError, match="config.json is not valid JSON"):
         RLHFRun.open(tmp_path)
+
+
+def test_a_learners_run_learns_their_judgments_and_a_stand_in_says_so(tmp_path, capsys):
+    """FeedbackConfig(learner="me"): iteration 1 learns the learner's 3 judgments (the crowd, weighted 0, never
+    judges); nobody rates iteration 2, so the stand-in with the taste "short" judges it, said aloud; each evaluation
+    holds the gold, taste and reward-model changes, paired by prompt; reopened, the embedding model comes back."""
+    from dataclasses import replace
+
+    from rlhf_lab.feedback.tastes import short_replies
+    from rlhf_lab.reward.embedding import EmbeddingRewardConfig, EmbeddingRewardModel
+
+    config = replace(demo_config(smoke=True), reward_kind="embedding", eval_samples=2,
+                     embedding=EmbeddingRewardConfig(features=("surface", "words"), ensemble_size=1),
+                     feedback=FeedbackConfig(pairs_per_iteration=6, annotators=2, learner="me", stand_in="short",
+                                             learner_minimum=3, strategy="temperatures"))
+    run = RLHFRun.create(tmp_path / "learner", config, callbacks=[])
+    run.evaluate(0)
+    for item in run.propose_items(1)[:3]:
+        run.store.record_pairwise(item.id, "me", "A")
+    first = run.run_iteration()
+    said = capsys.readouterr().out
+    assert "using your 3 judgment(s) as 'me' of this iteration's 6 pairs" in said and "SIMULATED" not in said
+    assert set(run.store.counts()["by_annotator"]) == {"me"}  # crowd_weight 0: the crowd does not judge
+    assert (first["rm/pairs"], first["rm/learner_pairs"], first["learner/stand_in_iterations"]) == (3, 3, 0)
+    assert "taste_reward" not in first and set(run.changes(1)) == {"gold", "reward model"}
+
+    second = run.run_iteration()
+    assert "⚠ Nobody rated as 'me': a SIMULATED learner ('me (simulated)', taste 'short')" in capsys.readouterr().out
+    assert (second["rm/pairs"], second["learner/stand_in_iterations"]) == (9, 1)
+    assert 0 <= second["rm/val_accuracy"] <= 1  # cross-validated by prompt on the learner's 9 pairs
+    samples = [[json.loads(line) for line in (run.path / f"iter_00{k}" / "eval_samples.jsonl").read_text().splitlines()]
+               for k in (0, 2)]
+    taste = [np.mean([short_replies(s["prompt"], s["response"]) for s in rows]) for rows in samples]
+    assert second["taste_reward"] == pytest.approx(taste[1])
+    assert second["taste_gain_vs_initial"] == pytest.approx(taste[1] - taste[0])
+    changes = run.changes(2, since=0)
+    assert set(changes) == {"gold", "taste", "reward model"}
+    assert second["rm_gain_vs_initial"] == pytest.approx(changes["reward model"].gain)
+    assert second["rm_verdict_vs_initial"] == changes["reward model"].verdict == verdict(
+        second["rm_gain_vs_initial_ci_low"], second["rm_gain_vs_initial_ci_high"])
+    assert second["taste_verdict_vs_previous"] == run.changes(2, since=1)["taste"].verdict
+
+    reopened = RLHFRun.open(run.path, callbacks=[])
+    assert isinstance(reopened.reward_model, EmbeddingRewardModel) and reopened.iteration == 2
+    replies = ["Yes.", "Well, that is a long story and I will tell you all of it."]
+    assert torch.equal(reopened.reward_model.score(["Hi?"] * 2, replies), run.reward_model.score(["Hi?"] * 2, replies))

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import peaked_policy
 
-from rlhf_lab.feedback.preferences import pair_weights, weight_by_source, weighted_pairs
+from rlhf_lab.feedback.preferences import pair_weights, weight_by_annotator, weight_by_source, weighted_pairs
 from rlhf_lab.feedback.store import FeedbackStore
 from rlhf_lab.reward.embedding import EmbeddingRewardConfig, EmbeddingRewardModel
 from rlhf_lab.reward.model import RewardConfig, RewardModel
@@ -94,6 +94,27 @@ def test_weighted_pairs_reads_kinds_from_the_store():
     out = weighted_pairs(store, {"person": 1.0, "ai": 0.3})
     assert sorted(zip(out["annotator"], out["weight"])) == [("alice", 1.0)] + [("judge", 0.3)] * 3
 
+
+
+def test_weights_by_name_tell_a_simulated_learner_from_a_simulated_crowd():
+    """A stand-in for the learner and the crowd are both of kind "simulated": names tell them apart."""
+    pairs = pd.DataFrame(dict(prompt="p", chosen=list("abcd"), rejected=list("wxyz"),
+                              annotator=["me (simulated)", "sim-0", "sim-1", "me (simulated)"]))
+    out = weight_by_annotator(pairs, {"me (simulated)": 1.0}, others=0.25)
+    assert out["weight"].tolist() == [1.0, 0.25, 0.25, 1.0] and "weight" not in pairs
+    crowd_left_out = weight_by_annotator(pairs, {"me (simulated)": 1.0}, others=0)
+    assert crowd_left_out["chosen"].tolist() == ["a", "d"] and crowd_left_out.index.tolist() == [0, 1]
+    only_crowd = weight_by_annotator(out, {"me (simulated)": 0.0}, others=2.0)  # weights compose
+    assert only_crowd["chosen"].tolist() == ["b", "c"] and only_crowd["weight"].tolist() == [0.5, 0.5]
+    for bad, message in (({"me (simulated)": -1}, "finite numbers >= 0"), ({"me (simulated)": 0}, "every pair has "
+                                                                           "weight 0")):
+        with pytest.raises(ValueError, match=message) as info:
+            weight_by_annotator(pairs, bad, others=0)
+        assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="'others'"):
+        weight_by_annotator(pairs, {"me": 1}, others=math.nan)
+    with pytest.raises(ValueError, match="need an 'annotator' column"):
+        weight_by_annotator(pd.DataFrame(dict(prompt=["p"], chosen=["a"], rejected=["b"])), {"me": 1}, others=1)
 
 # ---- the embedding reward model ------------------------------------------------------------------------------------
 

@@ -122,7 +122,8 @@ def test_badge_parameters_install_and_exercises(path):
         compile(source.read_text(), str(source), "exec")  # a syntax error fails here (nothing is written)
 
 
-HEADLESS_FALLBACKS = {"02": ["Nobody rated as 'me'"], "07": ["Nobody rated as 'me'"],
+HEADLESS_FALLBACKS = {"02": ["Nobody rated as 'me'"], "03": ["Nobody rated as 'me'"],
+                      "05": ["Nobody rated as 'me': a SIMULATED learner"], "07": ["Nobody rated as 'me'"],
                       "09": ["Nobody rated as 'me'", "Nobody gave thumbs as 'me'"]}
 """What a lesson prints when nobody clicks its raters (a simulated stand-in judged), by lesson number."""
 

@@ -137,3 +137,22 @@ def test_report_plots_show_every_value_whole_ticks_and_no_false_curves():
     other = [ln for ln in ax_r.lines if ln.get_label() == "score − β·KL (mean of 4)"][0]
     assert other.get_zorder() > score.get_zorder() and other.get_linestyle() == "--"  # both visible when equal
     assert all(float(t).is_integer() for t in ax_kl.get_xticks())
+
+
+def test_round_gains_show_each_measure_with_its_interval_in_its_own_panel():
+    from rlhf_lab.loop.plots import plot_round_gains
+
+    evaluation = pd.DataFrame({"iteration": [0, 1, 2], "gold_gain_vs_initial": [None, 0.1, 0.3],
+                               "gold_gain_vs_initial_ci_low": [None, -0.1, 0.2],
+                               "gold_gain_vs_initial_ci_high": [None, 0.2, 0.5],
+                               "rm_gain_vs_initial": [None, 1.0, 2.0], "rm_gain_vs_initial_ci_low": [None, 0.5, 1.0],
+                               "rm_gain_vs_initial_ci_high": [None, 1.5, 2.5]})
+    axes = plot_round_gains(evaluation).axes
+    assert [ax.get_title() for ax in axes] == ["your reward model's score\n(the latest model, scoring both)",
+                                               "gold (the crowd's hidden utility)"]  # no taste columns: no panel
+    gold = axes[1]
+    assert gold.lines[0].get_ydata().tolist() == [0.1, 0.3] and gold.lines[0].get_xdata().tolist() == [1, 2]
+    bars = [seg[:, 1].tolist() for seg in gold.collections[0].get_segments()]
+    assert bars == [[-0.1, 0.2], [0.2, 0.5]]  # each bar spans its 95 % interval
+    with pytest.raises(ValueError, match="no gains vs 'previous'"):
+        plot_round_gains(evaluation, since="previous")

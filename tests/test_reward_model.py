@@ -18,7 +18,7 @@ from rlhf_lab.feedback.store import FeedbackStore
 from rlhf_lab.policy.models import gpt2_tokenizer
 from rlhf_lab.policy.prompts import load_prompts
 from rlhf_lab.reward.ensemble import RewardEnsemble, build_reward_model
-from rlhf_lab.reward.evaluation import calibration_table, evaluate_rewards
+from rlhf_lab.reward.evaluation import calibration_table, cross_validate, evaluate_rewards
 from rlhf_lab.reward.model import RewardConfig, RewardModel
 from rlhf_lab.reward.network import TokenizerMismatchError, bradley_terry_loss, last_token_index, reward_text
 
@@ -337,6 +337,49 @@ def test_calibration_of_a_calibrated_predictor_is_small():
     table = calibration_table(p_chosen, n_bins=5)
     assert np.allclose(table["predicted"], table["observed"], atol=0.02)
 
+
+
+def test_cross_validation_scores_each_prompt_with_a_model_that_never_saw_it():
+    fitted_on = []
+
+    class ByLength:  # rewards a reply's length; remembers which prompts it was fitted on
+        def fit(self, pairs):
+            self.prompts = set(pairs["prompt"])
+            fitted_on.append(self.prompts)
+            return self
+
+        def score_raw(self, prompts, replies):
+            assert not set(prompts) & self.prompts, "scored a prompt it was fitted on"
+            return torch.tensor([float(len(r)) for r in replies])
+
+    pairs = pd.DataFrame({"prompt": [f"p{i // 2}" for i in range(12)], "chosen": ["aaa", "a"] * 6,
+                          "rejected": ["a", "aa"] * 6, "annotator": ["me", "crowd"] * 6})
+    extra = pd.DataFrame({"prompt": ["elsewhere"], "chosen": ["x"], "rejected": ["y"], "annotator": ["crowd"]})
+    out = cross_validate(pairs, lambda train: ByLength().fit(train), folds=4, seed=0,
+                         train=pd.concat([pairs[pairs["annotator"] == "me"], extra]))
+    assert len(fitted_on) == 4 and all("elsewhere" in seen for seen in fitted_on)  # extra pairs always train
+    assert sorted(out["fold"].value_counts().tolist()) == [2, 2, 4, 4]  # 6 prompts dealt into 4 folds, by prompt
+    assert out.groupby("prompt")["fold"].nunique().eq(1).all()
+    assert out["r_chosen"].tolist() == [3.0, 1.0] * 6 and out["r_rejected"].tolist() == [1.0, 2.0] * 6
+    assert np.allclose(out["p_chosen"], [sigmoid(2), sigmoid(-1)] * 6) and out["annotator"].tolist() == pairs[
+        "annotator"].tolist()
+    again = cross_validate(pairs, lambda train: ByLength().fit(train), folds=4, seed=0)
+    assert again["fold"].tolist() == out["fold"].tolist()  # seeded
+    assert cross_validate(pairs, lambda train: ByLength().fit(train), folds=50)["fold"].nunique() == 6  # capped
+    with pytest.raises(ValueError, match="at least 2 prompts") as info:
+        cross_validate(pairs[pairs["prompt"] == "p0"], lambda train: ByLength().fit(train))
+    assert "\n" not in str(info.value)
+
+
+def test_loading_minilm_shows_no_progress_bar_and_leaves_the_setting_as_it_was(capsys):
+    from transformers.utils import logging as hf_logging
+
+    from rlhf_lab.reward.network import load_backbone
+
+    hf_logging.enable_progress_bar()
+    load_backbone("minilm")
+    assert "Loading weights" not in capsys.readouterr().err  # one bar per fold's fit in lesson 3 was clutter
+    assert hf_logging.is_progress_bar_enabled()
 
 # ---- done when: the fitted model approaches the gold utility's own accuracy -------------------------------------------
 

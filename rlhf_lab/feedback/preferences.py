@@ -2,7 +2,8 @@
 
     pairs = as_preference_pairs(store)            # or a DataFrame, a list of dicts, a preference .jsonl path
     train, val = split_by_prompt(pairs, 0.2)      # no prompt on both sides
-    mixed = weighted_pairs(store, {"person": 1.0, "ai": 0.3})   # a `weight` per pair, by who judged it
+    mixed = weighted_pairs(store, {"person": 1.0, "ai": 0.3})   # a `weight` per pair, by the kind of who judged it
+    mixed = weight_by_annotator(pairs, {"me": 1.0}, others=0.25)  # ... by name: you and the crowd
 
 `judgments_to_pairs` is the conversion from the store's judgments (InstructGPT's recipe); `FeedbackStore.
 preference_pairs()` is the usual way in.
@@ -22,7 +23,7 @@ from rlhf_lab.feedback.schema import ANNOTATOR_KINDS
 
 __all__ = ["PAIR_COLUMNS", "judgments_to_pairs", "as_preference_pairs", "split_by_prompt", "bootstrap_pairs",
            "without_ties", "UNPAIRED_COLUMNS", "unpaired_examples", "rating_examples", "ranking_examples",
-           "weight_by_source", "weighted_pairs", "pair_weights"]
+           "weight_by_source", "weight_by_annotator", "weighted_pairs", "pair_weights"]
 
 UNPAIRED_COLUMNS = ["prompt", "completion", "label", "annotator", "response_id", "judgment_id", "iteration", "model"]
 
@@ -196,10 +197,32 @@ def weight_by_source(pairs: pd.DataFrame, kinds: dict[str, str], weights: dict[s
         who = {k: df["annotator"][kind == k].iloc[0] for k in missing}
         raise ValueError(f"pairs by annotators of kind {', '.join(f'{k!r} (e.g. {n!r})' for k, n in who.items())} "
                          f"have no weight: add {' and '.join(map(repr, missing))} to weights (0 leaves them out)")
-    w = kind.map(lambda k: float(weights[k])).to_numpy(dtype=float)
+    return _weighted(df, kind.map(lambda k: float(weights[k])).to_numpy(dtype=float), f"kinds {sorted(set(kind))}")
+
+
+def weight_by_annotator(pairs: pd.DataFrame, weights: dict[str, float], *, others: float) -> pd.DataFrame:
+    """The pairs with a `weight` column by the *name* of who judged each: `weights[name]` for the annotators named,
+    `others` for everyone else. Kinds cannot tell a learner from a crowd when a simulated stand-in judged for the
+    learner (both are "simulated"); names can: weight_by_annotator(pairs, {"me": 1}, others=0.25) makes four of
+    the crowd's judgments count as one of yours, others=0 leaves the crowd out, {"me": 0} with others=1 leaves
+    you out. Same rules as `weight_by_source`: pairs of weight 0 are left out, an existing `weight` is multiplied,
+    and the reward models' fits minimise Σ_i w_i ℓ_i / Σ_i w_i."""
+    df = pd.DataFrame(pairs).reset_index(drop=True)
+    bad = {k: w for k, w in {**weights, "others": others}.items() if not _non_negative(w)}
+    if bad:
+        raise ValueError(f"weights must be finite numbers >= 0 (0 leaves an annotator out), got {bad}")
+    if "annotator" not in df:
+        raise ValueError("pairs need an 'annotator' column to be weighted by who judged them: pass "
+                         "store.preference_pairs() or as_preference_pairs(store)")
+    w = df["annotator"].map(lambda name: float(weights.get(name, others))).to_numpy(dtype=float)
+    return _weighted(df, w, f"annotators {sorted(set(df['annotator']))}")
+
+
+def _weighted(df: pd.DataFrame, w: np.ndarray, who: str) -> pd.DataFrame:
+    """`df` with weight = w (times an existing weight), rows of weight 0 left out; all 0 raises, naming `who`."""
     df["weight"] = w * pd.to_numeric(df["weight"]).to_numpy(dtype=float) if "weight" in df else w
     if len(df) and not (df["weight"] > 0).any():
-        raise ValueError(f"every pair has weight 0 (kinds {sorted(set(kind))}): give one of them a weight > 0")
+        raise ValueError(f"every pair has weight 0 ({who}): give one of them a weight > 0")
     return df[df["weight"] > 0].reset_index(drop=True)
 
 

@@ -11,105 +11,44 @@ The run directory (nothing in it is half-written: files are replaced atomically,
     ppo_metrics.jsonl      every PPO update of every iteration, on one time axis (`update`) with `iteration`
     evaluation.csv         one row per iteration (0 = the initial policy) on the fixed eval prompts
     iter_001/              samples.jsonl, eval_samples.jsonl, reward_model/, ppo/ (the trainer checkpoint), DONE
+
+A learner's run (`FeedbackConfig(learner="me")`) learns one person's taste: they judge each iteration's pairs at a
+rater before the iteration runs (when they judged fewer than `learner_minimum`, a simulated stand-in judges them, and
+the run says so), the reward model learns their judgments, and the crowd's only as much as `crowd_weight` says.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from rlhf_lab.core.config import Config, as_config
 from rlhf_lab.core.files import read_json, write_atomic
 from rlhf_lab.feedback.crowd import SimulatedCrowd
 from rlhf_lab.feedback.gold import GoldUtility
 from rlhf_lab.feedback.store import FeedbackStore
-from rlhf_lab.loop.evaluation import distinct_n, paired_gain, win_rate
+from rlhf_lab.loop.evaluation import PairedResult, distinct_n, paired_gain
+from rlhf_lab.loop.learner import (crowd_pairs, learner_or_stand_in, learner_pairs, round_judge, stand_in_taste,
+                                   training_pairs)
+from rlhf_lab.loop.run_config import STRATEGIES, ExperimentConfig, FeedbackConfig
 from rlhf_lab.policy.generation import GenerationBatch, generate
 from rlhf_lab.policy.models import load_policy
 from rlhf_lab.policy.prompts import load_prompts
+from rlhf_lab.reward.embedding import EmbeddingRewardModel
 from rlhf_lab.reward.ensemble import build_reward_model
-from rlhf_lab.reward.model import RewardConfig
+from rlhf_lab.reward.evaluation import cross_validate, evaluate_rewards
 from rlhf_lab.reward.sources import as_reward
 from rlhf_lab.train.callbacks import default_callbacks, tracker_callbacks
-from rlhf_lab.train.ppo import PPOConfig, PPOTrainer
+from rlhf_lab.train.ppo import PPOTrainer
 
 __all__ = ["STRATEGIES", "FeedbackConfig", "ExperimentConfig", "RLHFRun"]
 
-STRATEGIES = ("random", "temperatures", "disagreement")
-
-
-@dataclass
-class FeedbackConfig(Config):
-    """Which replies annotators are asked about, and who answers."""
-
-    pairs_per_iteration: int = 48
-    """Pairwise items created each iteration (each judged by every simulated annotator)."""
-    annotators: int = 3
-    """Simulated annotators in the crowd (0: only people rating in the notebook)."""
-    rationality: float = 5.0
-    """The crowd's inverse temperature: higher means choices follow the gold utility more closely."""
-    strategy: str = "random"
-    """"random": two samples at the policy's temperature; "temperatures": one cool, one hot sample;
-    "disagreement": of `candidates` samples, the pair the reward-model ensemble is least sure about (active learning)."""
-    temperatures: tuple[float, float] = (0.4, 1.2)
-    """The two temperatures of the "temperatures" strategy."""
-    candidates: int = 4
-    """Samples per prompt from which "disagreement" picks its pair."""
-
-    def __post_init__(self):
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}.")
-        if self.pairs_per_iteration < 1 or self.annotators < 0 or self.candidates < 2:
-            raise ValueError("pairs_per_iteration >= 1, annotators >= 0 and candidates >= 2 are needed.")
-        self.temperatures = tuple(self.temperatures)
-
-
-@dataclass
-class ExperimentConfig(Config):
-    """Everything one RLHF run needs; saved as config.json in the run directory."""
-
-    policy: str = "smollm2-135m"
-    """The initial policy: an alias, hub id or directory (`models.load_policy`)."""
-    iterations: int = 2
-    """Rounds of feedback → reward model → PPO."""
-    ppo_updates: int = 10
-    """PPO updates per iteration."""
-    prompt_set: str = "curated"
-    """Prompts for sampling and PPO (`prompts.load_prompts`); the eval prompts come from its eval split."""
-    max_prompt_words: int = 24
-    eval_prompts: int = 12
-    """Fixed eval prompts scored after every iteration."""
-    eval_samples: int = 1
-    """Replies per eval prompt: more replies make the evaluation's means less noisy (its error falls as 1/√n)."""
-    warm_start_reward: bool = False
-    """Start each iteration's reward model from the previous one (False: fit afresh on all judgments so far)."""
-    seed: int = 0
-    """Seeds every stage: the prompts drawn, sampling, the simulated crowd, the reward model and PPO (a stage whose
-    own `seed` is set keeps it; a stage seed of None follows this one)."""
-    report_to: tuple[str, ...] = ()
-    """Optional experiment trackers besides the built-in metrics log (always written): ("tensorboard",) writes
-    TensorBoard scalars of every PPO update and every evaluation to <run>/tensorboard."""
-    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
-    reward: RewardConfig = field(default_factory=RewardConfig)
-    ppo: PPOConfig = field(default_factory=PPOConfig)
-
-    def __post_init__(self):
-        if min(self.iterations, self.ppo_updates, self.eval_prompts, self.eval_samples) < 1:
-            raise ValueError("iterations, ppo_updates, eval_prompts and eval_samples must all be at least 1.")
-        self.report_to = (self.report_to,) if isinstance(self.report_to, str) else tuple(self.report_to)
-        self.feedback = as_config(self.feedback, FeedbackConfig)
-        self.reward = as_config(self.reward, RewardConfig)
-        self.ppo = as_config(self.ppo, PPOConfig)
-
-    def seeded(self, stage):
-        """A stage's config (`self.reward` or `self.ppo`) with its seed resolved: its own when set, else the
-        experiment's `seed` (so two experiment seeds differ in every stage)."""
-        return stage if stage.seed is not None else replace(stage, seed=self.seed)
+HELD_OUT_FOLDS = 5
+"""Cross-validation folds (by prompt) of an embedding reward model's held-out accuracy."""
 
 
 class RLHFRun:
@@ -177,7 +116,9 @@ class RLHFRun:
         history = self.trainer.history
         if history.path is not None:  # drop the metrics an interrupted iteration appended after the checkpoint
             write_atomic(history.path, "".join(json.dumps(row) + "\n" for row in history.rows))
-        self.reward_model = type(build_reward_model(self.config.reward)).load(self.iteration_dir(k) / "reward_model")
+        kind = EmbeddingRewardModel if self.config.reward_kind == "embedding" else type(
+            build_reward_model(self.config.reward))
+        self.reward_model = kind.load(self.iteration_dir(k) / "reward_model")
         self.trainer.reward = as_reward(self.reward_model, self.tokenizer)
         self.iteration = k
 
@@ -201,14 +142,17 @@ class RLHFRun:
     def run_iteration(self) -> dict:
         """One round: sample → feedback → reward model → PPO → evaluate. Returns the evaluation row."""
         k = self.iteration + 1
-        of = f"iteration {k}/{max(k, getattr(self, '_target', k))}"
+        of = f"iteration {k}/{max(k, getattr(self, '_target', self.config.iterations))}"
         self.iteration_dir(k).mkdir(parents=True, exist_ok=True)
         self.log(f"{of}: sampling {self.config.feedback.pairs_per_iteration} pairs of replies from the policy")
         items = self.propose_items(k)  # 1. pairs of replies from the current policy
-        if self.config.feedback.annotators:
-            self.log(f"{of}: {self.config.feedback.annotators} simulated annotators judge them")
-        self.collect_feedback(items)  # 2. the simulated crowd judges them (people may have judged some already)
-        self.log(f"{of}: fitting the reward model on every judgment so far")
+        fb = self.config.feedback
+        if fb.annotators and (fb.learner is None or fb.crowd_weight):
+            self.log(f"{of}: {fb.annotators} simulated annotators judge them")
+        self.collect_feedback(items)  # 2. the crowd, or the learner (people may have judged some already)
+        self.log(f"{of}: fitting the reward model on " + ("every judgment so far" if fb.learner is None else
+                 "the learner's judgments so far" + (f" and the crowd's × {fb.crowd_weight:g}"
+                                                          if fb.crowd_weight else "")))
         self.fit_reward_model(k)  # 3. a reward model on every judgment so far
         accuracy, best = self.rm_report.get("rm/val_accuracy"), self.rm_report.get("rm/gold_accuracy")
         if accuracy is not None and not pd.isna(accuracy):
@@ -270,31 +214,63 @@ class RLHFRun:
         return chosen
 
     def collect_feedback(self, items) -> int:
-        """The simulated crowd judges `items` (skipping what each annotator has judged); returns new judgments."""
-        fb = self.config.feedback
+        """Judgments of `items`; returns how many are new. The simulated crowd judges them (skipping what each
+        annotator has judged); in a learner's run, `learner.learner_or_stand_in` first, and the crowd only when
+        `crowd_weight` > 0."""
+        fb, new = self.config.feedback, 0
+        if fb.learner is not None:
+            new = learner_or_stand_in(self.store, items, fb, seed=self.config.seed, log=self.log)
+            if not fb.crowd_weight:
+                return new
         if fb.annotators == 0:
-            return 0
+            return new
         crowd = SimulatedCrowd(n=fb.annotators, rationality=fb.rationality, gold=self.gold,
                                seed=self.config.seed)
-        return len(crowd.annotate(self.store, items))
+        return new + len(crowd.annotate(self.store, items))
 
+    # ---- a learner's run (loop.learner) ---------------------------------------------------------------------------
+    def learner_pairs(self) -> pd.DataFrame:
+        """A learner's run: the learner's preference pairs so far (each iteration's from its `round_judge`)."""
+        return learner_pairs(self.store, self.config.feedback)
+
+    def crowd_pairs(self) -> pd.DataFrame:
+        """A learner's run: the preference pairs of everyone but the learner and their stand-in (the crowd)."""
+        return crowd_pairs(self.store, self.config.feedback)
+
+    # ---- reward model and policy ---------------------------------------------------------------------------------
     def fit_reward_model(self, k: int):
-        """Fit the reward model on every judgment so far (or warm-start it on this iteration's), normalise it on
-        the current policy's replies, save it in the iteration directory."""
-        pairs = self.store.preference_pairs(include_ties=True)
-        stage = self.config.seeded(self.config.reward)
-        config = replace(stage, seed=stage.seed + k)
-        if self.config.warm_start_reward and self.reward_model is not None:
+        """Fit the reward model on `learner.training_pairs` (or warm-start it on this iteration's), normalise it on
+        the current policy's replies, save it in the iteration directory. Held-out figures: the network's on its
+        validation prompts; the embedding model's cross-validated by prompt on the learner's pairs (or all)."""
+        fb, pairs = self.config.feedback, training_pairs(self.store, self.config.feedback)
+        embedding = self.config.reward_kind == "embedding"
+        stage = self.config.seeded(self.config.embedding if embedding else self.config.reward)
+        stage = replace(stage, seed=stage.seed + k)
+        if embedding:
+            def fit(train):
+                return EmbeddingRewardModel(stage).fit(train)
+            model = fit(pairs)
+        elif self.config.warm_start_reward and self.reward_model is not None:
             model = self.reward_model.fit(pairs[pairs["iteration"] == k])
         else:
-            model = build_reward_model(config).fit(pairs, progress=False)
+            model = build_reward_model(stage).fit(pairs, progress=False)
         replies = [(r.prompt, r.text) for item in self.store.items(kind="pairwise", iteration=k) for r in item.responses]
         model.normalize([p for p, _ in replies], [t for _, t in replies])
         model.save(self.iteration_dir(k) / "reward_model")
         self.reward_model = model
-        report = model.evaluate(gold=self.gold)
+        yours = pairs if fb.learner is None else self.learner_pairs()
+        if not embedding:
+            report = model.evaluate(gold=self.gold)
+        else:  # every judgment of the learner's, by a model that never saw its prompt
+            table = cross_validate(yours, fit, folds=HELD_OUT_FOLDS, seed=self.config.seed, train=pairs) \
+                if yours["prompt"].nunique() >= 2 else yours.iloc[:0].assign(r_chosen=[], r_rejected=[])
+            report = evaluate_rewards(table, table["r_chosen"].to_numpy(), table["r_rejected"].to_numpy(),
+                                      gold=self.gold)
         self.rm_report = {"rm/val_accuracy": report.accuracy, "rm/gold_accuracy": report.gold_accuracy,
-                           "rm/val_log_loss": report.log_loss, "rm/pairs": len(pairs)}
+                          "rm/val_log_loss": report.log_loss, "rm/pairs": len(pairs)}
+        if fb.learner is not None:
+            self.rm_report.update({"rm/learner_pairs": len(yours), "learner/stand_in_iterations": sum(
+                round_judge(self.store, fb, j) != fb.learner for j in range(1, k + 1))})
         return model
 
     def optimise(self, k: int) -> None:
@@ -306,7 +282,8 @@ class RLHFRun:
 
     # ---- evaluation ----------------------------------------------------------------------------------------------
     def evaluate(self, k: int) -> dict:
-        """Score the current policy on the eval prompts; append the row to evaluation.csv and return it."""
+        """Score the current policy on the eval prompts; append the row to evaluation.csv and return it. From
+        iteration 1 on, the row holds `changes` against the previous iteration and the initial policy."""
         batch = self._sample(self.eval_prompts, k, seed=self.config.seed + 10_007, n_per_prompt=self.config.eval_samples)
         prompts, replies = batch.prompts, batch.responses
         gold = self.gold(prompts, replies)
@@ -318,12 +295,20 @@ class RLHFRun:
         if self.reward_model is not None:
             row["proxy_reward"] = float(self.reward_model.score(prompts, replies).mean())
             row.update(self.rm_report)
+        taste = stand_in_taste(self.store, self.config.feedback, self.config.seed)
+        if taste is not None:
+            row["taste_reward"] = float(np.mean(taste.utility(prompts, replies)))
+        write_atomic(self.iteration_dir(k) / "eval_samples.jsonl" if k else self._initial_eval_path(),
+                     "".join(json.dumps({"prompt": p, "response": r, "gold": float(g)}) + "\n"
+                             for p, r, g in zip(prompts, replies, gold)))
         for name, j in (("previous", k - 1), ("initial", 0)):
             if k > 0:
-                row.update(self._win_rates(name, j, prompts, replies, gold))
-        write_atomic(self.iteration_dir(k) / "eval_samples.jsonl" if k else self._initial_eval_path(),
-                      "".join(json.dumps({"prompt": p, "response": r, "gold": float(g)}) + "\n"
-                              for p, r, g in zip(prompts, replies, gold)))
+                for what, result in self.changes(k, since=j).items():
+                    key = {"gold": "gold", "taste": "taste", "reward model": "rm"}[what]
+                    row.update({f"win_rate_{key}_vs_{name}": result.win_rate, f"{key}_gain_vs_{name}": result.gain,
+                                f"{key}_gain_vs_{name}_ci_low": result.ci_low,
+                                f"{key}_gain_vs_{name}_ci_high": result.ci_high,
+                                ("" if key == "gold" else f"{key}_") + f"verdict_vs_{name}": result.verdict})
         table = self.evaluation()
         table = pd.concat([table[table["iteration"] < k], pd.DataFrame([row])], ignore_index=True) if len(table) else pd.DataFrame([row])
         write_atomic(self.path / "evaluation.csv", table.to_csv(index=False))
@@ -336,22 +321,32 @@ class RLHFRun:
         self.iteration_dir(0).mkdir(parents=True, exist_ok=True)
         return self.iteration_dir(0) / "eval_samples.jsonl"
 
-    def _win_rates(self, name: str, j: int, prompts, replies, gold) -> dict:
-        """This iteration against iteration j on the same eval prompts, paired by prompt (`paired_gain`): the gold
-        gain with its 95 % interval and verdict, and the win rates by gold and by the reward model (ties ½)."""
-        path = self.iteration_dir(j) / "eval_samples.jsonl"
-        before = [json.loads(line) for line in path.read_text().splitlines()]
+    def changes(self, k: int | None = None, since: int = 0) -> dict[str, PairedResult]:
+        """Iteration k's eval replies (default: the last evaluated) against iteration `since`'s, on the same prompts,
+        paired by prompt with 95 % intervals (`paired_gain`): "gold" (the crowd's hidden utility), "taste" (a
+        stand-in learner's, once one judged in this run) and "reward model" (the current one, scoring both)."""
+        k = int(self.evaluation()["iteration"].max()) if k is None else k
+        before, after = (self._eval_samples(j) for j in (since, k))
         shape = (len(self.eval_prompts), self.config.eval_samples)
-        old_gold = np.array([b["gold"] for b in before])
-        paired = paired_gain(old_gold.reshape(shape), np.asarray(gold).reshape(shape), seed=self.config.seed or 0)
-        out = {f"win_rate_gold_vs_{name}": paired.win_rate, f"gold_gain_vs_{name}": paired.gain,
-               f"gold_gain_vs_{name}_ci_low": paired.ci_low, f"gold_gain_vs_{name}_ci_high": paired.ci_high,
-               f"verdict_vs_{name}": paired.verdict}
+
+        def paired(utility) -> PairedResult:
+            u0, u1 = (np.asarray(utility(p, r), dtype=float).reshape(shape) for p, r in (before, after))
+            return paired_gain(u0, u1, seed=self.config.seed or 0)
+        out = {"gold": paired(self.gold)}
+        taste = stand_in_taste(self.store, self.config.feedback, self.config.seed)
+        if taste is not None:
+            out["taste"] = paired(taste.utility)
         if self.reward_model is not None:
-            new = self.reward_model.score(prompts, replies).numpy().reshape(shape)
-            old = self.reward_model.score(prompts, [b["response"] for b in before]).numpy().reshape(shape)
-            out[f"win_rate_rm_vs_{name}"] = win_rate(new.mean(1), old.mean(1))
+            out["reward model"] = paired(lambda p, r: self.reward_model.score(p, r).numpy())
         return out
+
+    def _eval_samples(self, k: int) -> tuple[list[str], list[str]]:
+        """(prompts, replies) of iteration k's evaluation."""
+        path = self.iteration_dir(k) / "eval_samples.jsonl"
+        if not path.is_file():
+            raise ValueError(f"iteration {k} has not been evaluated in {self.path}")
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        return [r["prompt"] for r in rows], [r["response"] for r in rows]
 
     def evaluation(self) -> pd.DataFrame:
         """evaluation.csv as a DataFrame (one row per evaluated iteration; 0 is the initial policy)."""

@@ -14,7 +14,8 @@ from matplotlib.ticker import MaxNLocator
 from rlhf_lab.core.figures import Figure
 
 __all__ = ["plot_sampling_sweep", "plot_reward_training", "plot_calibration", "plot_reward_histograms",
-           "plot_ppo_curves", "plot_overoptimisation", "plot_rm_accuracy", "plot_proxy_vs_gold", "plot_sweep",
+           "plot_ppo_curves", "plot_overoptimisation", "plot_rm_accuracy", "plot_round_gains", "plot_proxy_vs_gold",
+           "plot_sweep",
            "plot_frontier", "plot_costs", "plot_taste"]
 
 CHOSEN_COLOR, REJECTED_COLOR, TRAIN_COLOR, VAL_COLOR = "tab:green", "tab:red", "tab:blue", "tab:orange"
@@ -189,20 +190,49 @@ def plot_overoptimisation(evaluation: pd.DataFrame) -> Figure:
 
 
 def plot_rm_accuracy(evaluation: pd.DataFrame) -> Figure:
-    """Reward-model accuracy on held-out judgments per iteration, beside the best achievable (the gold utility's).
+    """Reward-model accuracy on held-out judgments per iteration, beside the gold utility's on the same judgments (the
+    best achievable when the judges follow the gold utility, as the simulated crowd does; for a learner with a taste
+    of their own, how often the crowd's taste agrees with theirs).
     The y-axis shows every value (and at least 0.4–1)."""
     fig, (ax,) = _figure(width=5.5, height=3.8)
     ev = evaluation[evaluation["iteration"] > 0].sort_values("iteration")
     values = [0.4, 1.0]
     if "rm/val_accuracy" in ev:
         ax.plot(ev["iteration"], ev["rm/val_accuracy"], "o-", label="reward model")
-        ax.plot(ev["iteration"], ev["rm/gold_accuracy"], "s--", label="gold utility (best achievable)")
+        ax.plot(ev["iteration"], ev["rm/gold_accuracy"], "s--", label="gold utility on the same judgments")
         values += [v for v in pd.concat([ev["rm/val_accuracy"], ev["rm/gold_accuracy"]]) if pd.notna(v)]
     ax.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="chance")
     ax.set(title="Reward-model accuracy on held-out pairs", xlabel="iteration", ylabel="accuracy",
            ylim=(min(values) - 0.05, max(values) + 0.03))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # iterations are whole numbers
     ax.legend(fontsize=8)
+    return fig
+
+
+_ROUND_GAINS = {"rm": "your reward model's score\n(the latest model, scoring both)", "taste": "the stand-in's taste",
+               "gold": "gold (the crowd's hidden utility)"}
+"""The measures of `plot_round_gains`: the prefix of their evaluation columns and a title."""
+
+
+def plot_round_gains(evaluation: pd.DataFrame, since: str = "initial") -> Figure:
+    """The change since the initial policy (or the "previous" iteration) of each measure in the evaluation table
+    (`RLHFRun.changes`), per iteration, paired by prompt, with its 95 % interval: one panel per measure, since their
+    scales differ. A bar that crosses the dotted zero line is "no detectable change"."""
+    ev = evaluation[evaluation["iteration"] > 0].sort_values("iteration")
+    measures = [m for m in _ROUND_GAINS if f"{m}_gain_vs_{since}" in ev and ev[f"{m}_gain_vs_{since}"].notna().any()]
+    if not measures:
+        raise ValueError(f"the evaluation table has no gains vs {since!r}: evaluate iteration 1 first")
+    fig, axes = _figure(ncols=len(measures), width=3.8, height=3.4)
+    for ax, m in zip(axes, measures):
+        rows = ev[ev[f"{m}_gain_vs_{since}"].notna()]
+        gain = rows[f"{m}_gain_vs_{since}"]
+        err = [gain - rows[f"{m}_gain_vs_{since}_ci_low"], rows[f"{m}_gain_vs_{since}_ci_high"] - gain]
+        ax.errorbar(rows["iteration"], gain, yerr=err, fmt="o-", capsize=4)
+        ax.axhline(0.0, color="grey", linestyle=":", linewidth=1)
+        ax.set(title=_ROUND_GAINS[m], xlabel="iteration", ylabel=f"change since the {since} policy" if
+               ax is axes[0] else None)
+        ax.title.set_fontsize(9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
 
 

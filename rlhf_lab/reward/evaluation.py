@@ -6,6 +6,7 @@ Evaluation works on plain arrays of rewards, so it serves single models, ensembl
     report.to_dict()        # the scalars: accuracy, log_loss, ece, gold_accuracy, agreement_with_gold, ...
     report.calibration      # DataFrame: predicted P(chosen) per bin vs the observed frequency
     report.top, report.bottom
+    held_out = cross_validate(pairs, lambda train: EmbeddingRewardModel().fit(train), folds=5)   # few pairs
 
 For a pair with rewards r_c, r_r the model predicts P(chosen) = σ(r_c − r_r). Ties are left out of accuracy,
 log-loss and calibration (they are counted in `n_ties`).
@@ -21,7 +22,7 @@ import pandas as pd
 from rlhf_lab.feedback.preferences import as_preference_pairs, without_ties
 
 __all__ = ["RewardReport", "evaluate_rewards", "calibration_table", "expected_calibration_error", "NormalisedScores",
-           "order_agreement"]
+           "order_agreement", "cross_validate"]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -151,6 +152,36 @@ def evaluate_rewards(pairs: pd.DataFrame, r_chosen: np.ndarray, r_rejected: np.n
         report.agreement_with_gold = (float(np.mean(np.sign(model_d[distinct_gold]) == np.sign((g_c - g_r)[distinct_gold])))
                                       if distinct_gold.any() else float("nan"))
     return report
+
+
+def cross_validate(pairs, fit, *, folds: int = 5, seed: int = 0, train=None) -> pd.DataFrame:
+    """Out-of-fold rewards, for judging a reward model fitted on few pairs without setting a fifth of them aside.
+
+    The prompts of `pairs` are dealt into `folds` seeded groups (at most one per prompt). For each group, `fit(p)`
+    (a function that fits a new model on the pairs p and returns it) fits the rows of `train` (default `pairs`; e.g.
+    a weighted mix with other people's pairs) whose prompts are *not* in the group, and scores the rows of `pairs`
+    whose prompts are. Returns `pairs` with fold, r_chosen, r_rejected (raw rewards: `score_raw` where the model
+    has it) and p_chosen = σ(r_chosen − r_rejected), each row scored by a model that never saw its prompt."""
+    pairs = as_preference_pairs(pairs)
+    train = pairs if train is None else as_preference_pairs(train)
+    prompts = np.array(sorted(pairs["prompt"].unique()))
+    folds = min(int(folds), len(prompts))
+    if folds < 2:
+        raise ValueError(f"cross-validation needs pairs on at least 2 prompts (and folds >= 2); got {len(prompts)} "
+                         f"prompt(s) and folds={folds}")
+    fold_of = dict(zip(np.random.default_rng(seed).permutation(prompts), np.arange(len(prompts)) % folds))
+    out = pairs.assign(fold=pairs["prompt"].map(fold_of).astype(int), r_chosen=np.nan, r_rejected=np.nan)
+    for k in range(folds):
+        held = out["fold"] == k
+        rest = train[~train["prompt"].map(lambda p: fold_of.get(p) == k)]
+        if rest.empty:
+            raise ValueError(f"fold {k} leaves no pair to fit on: use fewer folds or more pairs")
+        model = fit(rest)
+        score = model.score_raw if hasattr(model, "score_raw") else model.score
+        for column, replies in (("r_chosen", "chosen"), ("r_rejected", "rejected")):
+            out.loc[held, column] = np.asarray(score(list(out.loc[held, "prompt"]), list(out.loc[held, replies])),
+                                               dtype=float)
+    return out.assign(p_chosen=1 / (1 + np.exp(-(out["r_chosen"] - out["r_rejected"]))))
 
 
 class NormalisedScores:

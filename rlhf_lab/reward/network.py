@@ -117,12 +117,15 @@ def load_backbone(backbone: str, seed: int = 0):
     seeded by `seed`), or anything `load_policy` reads."""
     if backbone_kind(backbone) == "encoder":
         path = minilm_dir()
-        verbosity = hf_logging.get_verbosity()
+        verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
         hf_logging.set_verbosity_error()  # the checkpoint's pooler weights, unused here, would print a load report
+        hf_logging.disable_progress_bar()  # ... and a "Loading weights" bar for a load of a second (each fold's fit)
         try:
             return AutoModel.from_pretrained(path, add_pooling_layer=False), AutoTokenizer.from_pretrained(path)
         finally:
             hf_logging.set_verbosity(verbosity)
+            if bar:
+                hf_logging.enable_progress_bar()
     if backbone == "tiny":
         lm, tokenizer = tiny_policy(seed=seed)
     else:

@@ -3,7 +3,8 @@
     table = sampling_sweep(model, tok, prompts, [SamplingConfig(temperature=t) for t in (0.3, 1.0)])   # lesson 1
     items = sample_pairs(store, model, tok, prompts, SamplingConfig(), seed=0)                          # lesson 2
     who = rate_or_simulate(store, "me", items)      # the learner's judgments, or a simulated stand-in, said aloud
-    reward_mistakes(rm); reward_vs_features(rm, prompts, replies)                                        # lesson 3
+    trust = held_out(yours, fit, folds=5); you_or_crowd(yours, crowd, fit)                                # lesson 3
+    reward_mistakes(rm); reward_vs_features(rm, prompts, replies)
     rm, stand_in = your_reward_model("runs/lessons", policy, tokenizer)   # lesson 4: lesson 2's, or a stand-in's
     token_table(tokenizer, trainer.rollout_, row=0)
     overoptimisation_curve(trainer, rm, eval_prompts, n_updates=12, every=3)                           # lesson 6
@@ -15,7 +16,8 @@
     who = thumbs_or_simulate(store, "me", items)
     table, diffs = compare_reward_models({"PL": pl, "BT": bt}, held_out, [("PL", "BT")])
 
-The helpers of lessons 7 and 9 on kinds of feedback live in `teach.every_kind` and are re-exported here. Everything
+The helpers of lessons 7 and 9 on kinds of feedback live in `teach.every_kind`, lesson 3's on how far to trust a
+reward model in `teach.trust`; both are re-exported here. Everything
 here reads and writes through the public API of the other modules; nothing here imports ipywidgets.
 """
 
@@ -39,13 +41,14 @@ from rlhf_lab.reward.ensemble import build_reward_model
 from rlhf_lab.reward.model import RewardConfig
 from rlhf_lab.teach.every_kind import (ConstraintRuns, compare_reward_models, constraint_runs, judge_table,
                                        sample_items, thumbs_or_simulate)
+from rlhf_lab.teach.trust import HeldOut, held_out, prompt_interval, you_or_crowd
 
 __all__ = ["FEATURES", "sampling_sweep", "sample_pairs", "stand_in_name", "rate_or_simulate", "judgment_table",
            "flag_summary", "reward_mistakes", "reward_vs_features", "crowd_reward_model", "your_reward_model",
            "token_table", "score_replies", "before_after", "paired_change", "overoptimisation_curve", "open_run",
            "CrowdRun", "eval_features", "personal_reward_models", "personal_preferences", "crowd_table",
            "config_summary", "sample_items", "thumbs_or_simulate", "compare_reward_models", "ConstraintRuns",
-           "constraint_runs", "judge_table"]
+           "constraint_runs", "judge_table", "HeldOut", "held_out", "prompt_interval", "you_or_crowd"]
 
 FEATURES = ("sentiment", "length_words", "length_fit", "repetition", "overlap", "answers_question", "politeness")
 """The gold features the lessons tabulate (see `crowd.gold_features`)."""
@@ -102,12 +105,15 @@ def rate_or_simulate(store, annotator: str, items, *, stand_in: SimulatedAnnotat
         print(f"Using your {len(mine)} judgment(s) as {annotator!r} ({len(ids) - len(mine)} item(s) left unrated).")
         return annotator
     stand_in = stand_in or SimulatedAnnotator(stand_in_name(annotator), rationality=3.0, seed=0)
+    theirs = (df["annotator"] == stand_in.name) & df["item_id"].isin(list(ids)) & df["kind"].isin(ITEM_KINDS)
+    earlier = int(theirs.sum())  # e.g. in an earlier lesson
     new = stand_in.annotate(store, sorted(ids))
     who = (f"You judged {len(mine)} of {len(ids)} item(s) as {annotator!r}; the steps below need at least {minimum}, "
            "so a SIMULATED annotator stood in for you" if len(mine) else
            f"Nobody rated as {annotator!r}: a SIMULATED annotator stood in for you")
-    print(f"⚠ {who} ({stand_in.name!r} judged {len(new)} item(s) by the simulated crowd's taste). Everything below "
-          "uses its judgments, not yours: rate in the widget above and rerun this cell to use your own.")
+    print(f"⚠ {who} ({stand_in.name!r} has judged {earlier + len(new)} item(s) by the simulated crowd's taste). "
+          "Everything below uses its judgments, not yours: rate in the widget above and rerun this cell to use your "
+          "own.")
     return stand_in.name
 
 
