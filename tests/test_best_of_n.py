@@ -76,7 +76,7 @@ def test_best_of_n_generates_a_large_pool_in_bounded_batches(tiny, monkeypatch):
     sizes, real_generate = [], model.generate
     monkeypatch.setattr(model, "generate", lambda input_ids, **k: sizes.append(len(input_ids)) or
                         real_generate(input_ids=input_ids, **k))
-    sampling = SamplingConfig(max_new_tokens=2, temperature=1.0)
+    sampling = SamplingConfig(max_new_tokens=2, temperature=1.0, decoder="hf")  # the batches model.generate sees
     pool = best_of_n(model, tokenizer, PROMPTS * 20, NewlineReward(), n=4, pool=8, sampling=sampling, seed=0)
     assert sizes == [256, 256, 128] and len(pool.candidates) == 640
     sizes.clear()
