@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from rlhf_lab.core.files import aside_copies, atomic_directory, read_json, verify_digests, write_manifest
+from rlhf_lab.core.files import atomic_directory, existing_or_aside, read_json, verify_digests, write_manifest
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "rng_to_json",
            "rng_from_json", "trainable_state_dict", "load_trainable_state_dict"]
@@ -105,12 +105,7 @@ def save_checkpoint(path: str | Path, *, tensors: dict[str, torch.Tensor], state
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read a checkpoint written by `save_checkpoint` (falling back to one set aside by an interrupted replace)."""
-    path = Path(path)
-    if not (path / STATE_FILE).is_file():
-        aside = aside_copies(path)
-        if not aside:
-            raise FileNotFoundError(f"No checkpoint at {path} (expected a directory with {STATE_FILE}).")
-        path = aside[-1]
+    path = existing_or_aside(path, STATE_FILE)
     state = read_json(path / STATE_FILE)
     if "shards" in state:
         raise ValueError(f"{path} is a sharded checkpoint (each of {state['shards']} processes wrote its part, under "

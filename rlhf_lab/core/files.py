@@ -21,8 +21,8 @@ import shutil
 import uuid
 from pathlib import Path
 
-__all__ = ["atomic_directory", "publish_directory", "write_atomic", "aside_copies", "file_digests", "write_manifest",
-           "verify_digests", "read_json"]
+__all__ = ["atomic_directory", "publish_directory", "write_atomic", "aside_copies", "existing_or_aside", "file_digests",
+           "write_manifest", "verify_digests", "read_json"]
 
 
 def _fsync_tree(path: Path) -> None:
@@ -65,19 +65,32 @@ def publish_directory(tmp: str | Path, path: str | Path) -> None:
         os.replace(tmp, path)
 
 
+def existing_or_aside(path: str | Path, marker: str, what: str = "checkpoint") -> Path:
+    """`path` when it holds `marker` (a file name), else the newest copy an interrupted replace set aside
+    (`aside_copies`); FileNotFoundError when there is neither."""
+    path = Path(path)
+    if (path / marker).is_file():
+        return path
+    aside = aside_copies(path)
+    if not aside:
+        raise FileNotFoundError(f"No {what} at {path} (expected a directory with {marker}).")
+    return aside[-1]
+
+
 def aside_copies(path: str | Path) -> list[Path]:
     """Old versions of `path` that an interrupted `atomic_directory` replace left aside, oldest first."""
     path = Path(path)
     return sorted(path.parent.glob(f".{path.name}.old-*"), key=lambda p: p.stat().st_mtime)
 
 
-def write_atomic(path: str | Path, text: str) -> None:
-    """Write a text file atomically: a temporary sibling, flushed, then renamed over `path`."""
+def write_atomic(path: str | Path, text: str | bytes) -> None:
+    """Write a file atomically: a temporary sibling, flushed, then renamed over `path`. `text` is written as UTF-8;
+    bytes as they are."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with (open(tmp, "wb") if isinstance(text, bytes) else open(tmp, "w", encoding="utf-8")) as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from rlhf_lab.core.files import aside_copies, publish_directory, read_json, verify_digests, write_manifest
+from rlhf_lab.core.files import existing_or_aside, publish_directory, read_json, verify_digests, write_manifest
 
 __all__ = ["ShardedCheckpoint", "save_sharded_checkpoint", "open_sharded_checkpoint", "is_sharded_checkpoint",
            "local_chunk", "SPLITS"]
@@ -161,12 +161,7 @@ class ShardedCheckpoint:
 def open_sharded_checkpoint(path: str | Path) -> ShardedCheckpoint:
     """The sharded checkpoint at `path` (or the copy an interrupted replace set aside); its manifest is read, the
     parts are not."""
-    path = Path(path)
-    if not (path / STATE_FILE).is_file():
-        aside = aside_copies(path)
-        if not aside:
-            raise FileNotFoundError(f"No checkpoint at {path} (expected a directory with {STATE_FILE}).")
-        path = aside[-1]
+    path = existing_or_aside(path, STATE_FILE)
     state = read_json(path / STATE_FILE)
     if not is_sharded_checkpoint(state):
         raise ValueError(f"{path} is not a sharded checkpoint (it was written by one process or under DDP).")

@@ -25,7 +25,6 @@ import argparse
 import importlib.util
 import json
 import os
-import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -196,20 +195,6 @@ def _parquet(rows: list[dict]) -> bytes:
     return buffer.getvalue()
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    """`write_atomic` for bytes: a temporary sibling, flushed, renamed over `path`."""
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def export(store, target: str, out: str | Path, settings: ExportSettings, annotator: str = tf.EVERYONE,
            iteration: int | None = None, force: bool = False, store_name: str = "") -> dict:
     """Write `target`'s files for the store's judgments into `out` (see the module docstring); returns what
@@ -261,7 +246,7 @@ def export(store, target: str, out: str | Path, settings: ExportSettings, annota
                               "another --out")
     out.mkdir(parents=True, exist_ok=True)
     for name, file_rows in files.items():
-        _write_bytes(out / name, _parquet(file_rows) if name.endswith(".parquet") else _jsonl(file_rows))
+        write_atomic(out / name, _parquet(file_rows) if name.endswith(".parquet") else _jsonl(file_rows))
     for name, text in texts.items():
         write_atomic(out / name, text)
         if name.endswith(".sh"):
