@@ -52,9 +52,10 @@ class SamplingConfig(Config):
     max_prompt_tokens: int | None = None
     """Keep only the last this-many tokens of a long prompt; None keeps all."""
     decode_precision: str = "auto"
-    """Weights that sample: "auto" (a bfloat16 twin of a float32 model on a CPU with native bf16, 0.9–1.0× the
-    time; else the model's own), "model" (always its own), "bfloat16". Each reply records what it was sampled in
-    (`decoded_in`); log-probabilities for training are always computed with the model's own weights."""
+    """Weights that sample: "auto" (a bfloat16 twin of a float32 model on a CPU with native bf16: with the lean
+    decoder 0.44× a bare float32 `generate`, `bench/results/speed_cpu/generate.txt`; else the model's own),
+    "model" (always its own), "bfloat16". Each reply records what it was sampled in (`decoded_in`);
+    log-probabilities for training are always computed with the model's own weights."""
     decoder: str = "auto"
     """What runs the network token by token, one of DECODERS: "auto" (the lean decoder of rlhf_lab.policy.decoder
     where it reads the model — a plain Llama-family causal LM — else `model.generate`), "lean", "hf" (always
