@@ -3,6 +3,9 @@ ensemble spreads, and it saves and loads (safetensors and JSON, no pickle) to th
 
 from __future__ import annotations
 
+import json
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,7 +13,7 @@ import torch
 
 from rlhf_lab.feedback.tastes import short_replies
 from rlhf_lab.reward.embedding import EmbeddingRewardConfig, EmbeddingRewardModel
-from rlhf_lab.reward.text_features import common_words, surface_features
+from rlhf_lab.reward.text_features import FIRST_SURFACE, SURFACE_FEATURES, common_words, surface_features
 
 WORDS = "we could talk about the weather music films books food travel games work friends and family today".split()
 
@@ -66,7 +69,35 @@ def test_bad_config_and_data_say_how_to_fix():
     ties = taste_pairs(4, 0).assign(tie=True)
     with pytest.raises(ValueError, match="no training pairs"):
         EmbeddingRewardModel(EmbeddingRewardConfig(include_ties=False)).fit(ties)
-    assert len(surface_features("Why?", "Because! Isn't it?")) == 10
+    features = surface_features("Why?", "Because! Isn't it?")
+    assert len(features) == len(SURFACE_FEATURES) == 11
+
+
+def test_surface_features_read_length_twice_and_by_name():
+    values = dict(zip(SURFACE_FEATURES, surface_features("Why?", "Because it rained all day.")))
+    assert values["word_count"] == 5 and values["log_words"] == pytest.approx(math.log(6))
+    assert surface_features("Why?", "No.", ("word_count", "questions")) == [1.0, 0.0]
+    assert surface_features("Why?", "No.", FIRST_SURFACE) == surface_features("Why?", "No.")[:10]
+
+
+def test_a_model_saved_in_format_1_loads_and_scores_as_it_did(tmp_path):
+    """Format 1 (before "word_count") saved no surface list: its models read the first ten features."""
+    old = EmbeddingRewardModel(EmbeddingRewardConfig(features=("surface", "words"), ensemble_size=1))
+    old.surface_ = FIRST_SURFACE
+    old.fit(taste_pairs(12, 0))
+    path = old.save(tmp_path / "rm")
+    meta = json.loads((path / "embedding_reward_model.json").read_text())
+    meta["format"] = 1
+    del meta["surface"]
+    (path / "embedding_reward_model.json").write_text(json.dumps(meta))
+    loaded = EmbeddingRewardModel.load(path)
+    texts = replies(4, 1)
+    assert loaded.surface_ == FIRST_SURFACE and loaded.featurize(["hi"] * 4, texts).shape[1] == old.weights_.shape[1]
+    assert torch.equal(loaded.score(["hi"] * 4, texts), old.score(["hi"] * 4, texts))
+    meta["format"] = 3
+    (path / "embedding_reward_model.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="format 3.*upgrade rlhf-lab"):
+        EmbeddingRewardModel.load(path)
 
 
 def test_a_damaged_save_is_refused(tmp_path):
@@ -133,8 +164,8 @@ def test_the_words_block_learns_a_one_word_taste_that_surface_features_miss(tmp_
     assert all(agree[("surface", "words"), s] > agree[("surface",), s] + 0.05 for s in (3, 4, 5))
     words = EmbeddingRewardModel(EmbeddingRewardConfig(features=("surface", "words"), seed=0)).fit(pairs)
     assert "family" in words.vocabulary_ and set(words.vocabulary_) <= set(WORDS)
-    assert words.featurize(["hi"], ["Family, family!"])[0, 10 + words.vocabulary_.index("family")] == \
-        pytest.approx(np.log(3))
+    column = len(SURFACE_FEATURES) + words.vocabulary_.index("family")
+    assert words.featurize(["hi"], ["Family, family!"])[0, column] == pytest.approx(np.log(3))
     loaded = EmbeddingRewardModel.load(words.save(tmp_path / "rm"))
     assert loaded.vocabulary_ == words.vocabulary_
     assert torch.equal(loaded.score(["hi"] * 5, a[:5]), words.score(["hi"] * 5, a[:5]))

@@ -32,7 +32,7 @@ from rlhf_lab.core.config import Config, Seeded
 from rlhf_lab.core.files import atomic_directory, verify_digests, write_manifest
 from rlhf_lab.feedback.flags import flag_examples
 from rlhf_lab.reward.embedding import sentence_encoder
-from rlhf_lab.reward.text_features import SURFACE_FEATURES, surface_features
+from rlhf_lab.reward.text_features import FIRST_SURFACE, surface_features
 
 __all__ = ["CostModelConfig", "CostModel"]
 
@@ -46,7 +46,7 @@ class CostModelConfig(Config, Seeded):
 
     features: tuple[str, ...] = COST_BLOCKS
     """Blocks of x: "reply" (its embedding), "prompt_x_reply" (elementwise product with the prompt's embedding),
-    "surface" (`text_features.SURFACE_FEATURES`)."""
+    "surface" (`text_features.FIRST_SURFACE`)."""
     l2: float = 1.0
     """λ of the L2 penalty on w (features standardised): larger is smoother."""
     embedding_weight: float = 0.1
@@ -87,12 +87,12 @@ class CostModel:
             if "prompt_x_reply" in self.config.features:
                 blocks.append(sentence_encoder().encode(prompts) * reply_emb * math.sqrt(reply_emb.shape[1]))
         if "surface" in self.config.features:
-            blocks.append(torch.tensor([surface_features(p, r) for p, r in zip(prompts, responses)]))
+            blocks.append(torch.tensor([surface_features(p, r, FIRST_SURFACE) for p, r in zip(prompts, responses)]))
         return torch.cat(blocks, dim=1).float()
 
     def _prior(self) -> torch.Tensor:
         """Each column's prior weight: embedding_weight on embedding columns, 1 on surface features. (F,)"""
-        width = {"reply": 384, "prompt_x_reply": 384, "surface": len(SURFACE_FEATURES)}
+        width = {"reply": 384, "prompt_x_reply": 384, "surface": len(FIRST_SURFACE)}
         return torch.cat([torch.full((width[b],), 1.0 if b == "surface" else self.config.embedding_weight)
                           for b in COST_BLOCKS if b in self.config.features])
 

@@ -38,11 +38,13 @@ from rlhf_lab.core.files import atomic_directory, verify_digests, write_manifest
 from rlhf_lab.feedback.preferences import bootstrap_pairs, pair_weights
 from rlhf_lab.reward.evaluation import NormalisedScores, order_agreement
 from rlhf_lab.reward.network import MINILM, load_backbone
-from rlhf_lab.reward.text_features import SURFACE_FEATURES, common_words, surface_features, word_counts
+from rlhf_lab.reward.text_features import FIRST_SURFACE, SURFACE_FEATURES, common_words, surface_features, \
+    word_counts
 
 __all__ = ["EmbeddingRewardConfig", "EmbeddingRewardModel", "SentenceEncoder", "sentence_encoder", "blend_members"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: the surface features it reads are saved with it (format 1: `FIRST_SURFACE`)."""
 BLOCKS = ("reply", "prompt_x_reply", "surface", "words")
 class SentenceEncoder:
     """The all-MiniLM-L6-v2 sentence encoder (mean-pooled, unit length), with a cache of texts already encoded."""
@@ -132,6 +134,7 @@ class EmbeddingRewardModel(NormalisedScores):
 
     def __init__(self, config: EmbeddingRewardConfig | None = None):
         self.config = config or EmbeddingRewardConfig()
+        self.surface_ = SURFACE_FEATURES  # the "surface" block's features (a model loaded from format 1: fewer)
 
     def __repr__(self) -> str:
         return f"EmbeddingRewardModel({self.config})"
@@ -147,7 +150,7 @@ class EmbeddingRewardModel(NormalisedScores):
             if "prompt_x_reply" in self.config.features:
                 blocks.append(_encoder().encode(prompts) * reply_emb * math.sqrt(reply_emb.shape[1]))
         if "surface" in self.config.features:
-            blocks.append(torch.tensor([surface_features(p, r) for p, r in zip(prompts, responses)]))
+            blocks.append(torch.tensor([surface_features(p, r, self.surface_) for p, r in zip(prompts, responses)]))
         if "words" in self.config.features:
             index = {w: i for i, w in enumerate(self.vocabulary_)}
             blocks.append(torch.tensor([word_counts(r, index) for r in responses], dtype=torch.float32)
@@ -259,7 +262,8 @@ class EmbeddingRewardModel(NormalisedScores):
 
     def block_widths(self) -> dict[str, int]:
         """{block: its columns in x}, in x's order."""
-        width = {"reply": 384, "prompt_x_reply": 384, "surface": len(SURFACE_FEATURES), "words": len(self.vocabulary_)}
+        width = {"reply": 384, "prompt_x_reply": 384, "surface": len(self.surface_),
+                 "words": len(self.vocabulary_)}
         return {b: width[b] for b in BLOCKS if b in self.config.features}
 
     def _learn_vocabulary(self, replies) -> None:
@@ -314,7 +318,7 @@ class EmbeddingRewardModel(NormalisedScores):
         pickle)."""
         path = Path(path)
         meta = {"format": FORMAT_VERSION, "config": self.config.to_dict(), "norm_mean": self.norm_mean_,
-                "norm_std": self.norm_std_, "vocabulary": self.vocabulary_}
+                "norm_std": self.norm_std_, "vocabulary": self.vocabulary_, "surface": list(self.surface_)}
         with atomic_directory(path) as tmp:
             save_file({"weights": self.weights_.contiguous(), "mean": self.mean_.contiguous(),
                        "std": self.std_.contiguous()}, str(tmp / "weights.safetensors"))
@@ -325,9 +329,9 @@ class EmbeddingRewardModel(NormalisedScores):
     def load(cls, path) -> "EmbeddingRewardModel":
         path = Path(path)
         meta = json.loads((path / "embedding_reward_model.json").read_text())
-        if meta.get("format") != FORMAT_VERSION:
+        if meta.get("format") not in (1, FORMAT_VERSION):
             raise ValueError(f"{path} holds embedding reward model format {meta.get('format')}; this rlhf-lab reads "
-                             f"format {FORMAT_VERSION}.")
+                             f"formats 1 to {FORMAT_VERSION}: upgrade rlhf-lab.")
         if "sha256" in meta:  # saved before checksums: loaded unverified
             verify_digests(path, meta["sha256"], "reward model")
         model = cls(EmbeddingRewardConfig.from_dict(meta["config"]))
@@ -337,6 +341,10 @@ class EmbeddingRewardModel(NormalisedScores):
         model.weights_, model.mean_, model.std_ = (tensors[k].clone() for k in ("weights", "mean", "std"))
         model.norm_mean_, model.norm_std_ = meta["norm_mean"], meta["norm_std"]
         model.vocabulary_ = list(meta.get("vocabulary", []))
+        model.surface_ = tuple(meta.get("surface", FIRST_SURFACE))
+        if not set(model.surface_) <= set(SURFACE_FEATURES):
+            raise ValueError(f"{path} reads surface features this rlhf-lab does not know "
+                             f"({', '.join(sorted(set(model.surface_) - set(SURFACE_FEATURES)))}); upgrade rlhf-lab.")
         if len(model.mean_) != sum(model.block_widths().values()):
             raise ValueError(f"{path}: its vocabulary does not match its weights; save the reward model again.")
         return model
