@@ -8,8 +8,9 @@ same 64 fresh pairs; replies do not depend on the taste), each taste's simulated
 then a reward model per block setting fitted on the same judgments, and its agreement with the taste on the fresh
 pairs that the taste tells apart (`EmbeddingRewardModel.agreement`). Settings: the default (word counts on), no word
 counts, word counts at prior weight 0.3, and "cv": the one of those three with the lowest 5-fold cross-validated
-log-loss on the learner's own judgments (what a learner's data alone would choose), and "blend": the sum of the
-words and no-words models' normalised scores (a two-model average). Ends with one JSON line.
+log-loss on the learner's own judgments (what a learner's data alone would choose), "blend": the sum of the
+words and no-words models' normalised scores (a two-model average), and "log_length": the default with the surface
+features before "word_count" (`FIRST_SURFACE`: length as log_words only). Ends with one JSON line.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from rlhf_lab.policy.models import load_policy
 from rlhf_lab.policy.prompts import load_prompts
 from rlhf_lab.reward.embedding import EmbeddingRewardModel
 from rlhf_lab.reward.evaluation import order_agreement
+from rlhf_lab.reward.text_features import FIRST_SURFACE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/unseen_taste.py
 SETTINGS = {"words": {}, "no_words": {"features": ("reply", "prompt_x_reply", "surface")},
@@ -80,6 +82,9 @@ def one_seed(seed: int, tastes: list[str], policy, tokenizer) -> dict:
                       for name, m in models.items()}
         out[taste]["cv"] = out[taste][min(losses, key=losses.get)]
         out[taste]["blend"] = blend_agreement([models["words"], models["no_words"]], a, b, learner.taste)
+        log_length = EmbeddingRewardModel(replace(config.reward, seed=config.reward.seed_value + seed))
+        log_length.surface_ = FIRST_SURFACE
+        out[taste]["log_length"] = log_length.fit(pairs).agreement(a.prompts, a.responses, b.responses, learner.taste)
         print(f"  seed {seed} {taste}: " + ", ".join(f"{k} {v:.2f}" for k, v in out[taste].items()), flush=True)
     return out
 
@@ -97,13 +102,13 @@ def main() -> None:
     print("agreement with the taste at 40 labels, median over seeds [min, max]")
     for taste in tastes:
         figures[taste] = {}
-        for name in [*SETTINGS, "cv", "blend"]:
+        for name in [*SETTINGS, "cv", "blend", "log_length"]:
             values = [r[taste][name] for r in runs]
             figures[taste][f"{name}_median"] = round(statistics.median(values), 3)
         print(f"  {taste:<24} " + ", ".join(
             f"{name} {statistics.median([r[taste][name] for r in runs]):.2f} "
             f"[{min(r[taste][name] for r in runs):.2f}, {max(r[taste][name] for r in runs):.2f}]"
-            for name in [*SETTINGS, "cv", "blend"]))
+            for name in [*SETTINGS, "cv", "blend", "log_length"]))
     print(json.dumps({"machine": machine_info(), **figures}))
 
 
