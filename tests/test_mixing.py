@@ -139,8 +139,14 @@ def test_a_pair_of_weight_two_is_that_pair_twice():
     duplicated = EmbeddingRewardModel(EmbeddingRewardConfig(**CHEAP)).fit(twice)
     once = EmbeddingRewardModel(EmbeddingRewardConfig(**CHEAP)).fit(pairs)
     assert torch.allclose(weighted.std_, duplicated.std_, rtol=1e-5)
-    assert torch.allclose(weighted.weights_, duplicated.weights_, atol=1e-4)
-    assert (weighted.weights_ - once.weights_).abs().max() > 1e-2  # and doubling did change the fit
+    # the same optimum to float32's reach: word_count and the word counts are nearly collinear here, so weights
+    # agree to ~2e-4 and scores to ~1e-3 of their spread, where doubling three pairs moves them by ~0.6 of it
+    assert torch.allclose(weighted.weights_, duplicated.weights_, atol=1e-3)
+    probe = ["Tell me something."] * 50, replies(50, 7)
+    scores = [m.score_raw(*probe) for m in (weighted, duplicated, once)]
+    spread = scores[0].std()
+    assert (scores[0] - scores[1]).abs().max() < 2e-3 * spread
+    assert (scores[0] - scores[2]).abs().max() > 0.2 * spread  # and doubling did change the fit
 
 
 def test_weight_zero_leaves_a_pair_out_and_ratings_refuse_weights():
