@@ -38,7 +38,7 @@ from rlhf_lab.reward.text_features import FIRST_SURFACE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/unseen_taste.py
 SETTINGS = {"words": {}, "no_words": {"features": ("reply", "prompt_x_reply", "surface")},
-            "words_0.3": {"words_weight": 0.3}}
+            "words_0.3": {"words_weight": 0.3}, "log_length": {"surface": FIRST_SURFACE}}
 
 
 def cv_loss(pairs, reward_config, seed: int, folds: int = 5) -> float:
@@ -76,15 +76,12 @@ def one_seed(seed: int, tastes: list[str], policy, tokenizer) -> dict:
         pairs = store.preference_pairs(include_ties=True)
         pairs = pairs[pairs["judgment_id"].isin(ids)]
         configs = {name: replace(config.reward, **over) for name, over in SETTINGS.items()}
-        losses = {name: cv_loss(pairs, c, seed) for name, c in configs.items()}
+        losses = {name: cv_loss(pairs, configs[name], seed) for name in ("words", "no_words", "words_0.3")}
         models = {name: taste_model(pairs, replace(config, reward=c)) for name, c in configs.items()}
         out[taste] = {name: m.agreement(a.prompts, a.responses, b.responses, learner.taste)
                       for name, m in models.items()}
         out[taste]["cv"] = out[taste][min(losses, key=losses.get)]
         out[taste]["blend"] = blend_agreement([models["words"], models["no_words"]], a, b, learner.taste)
-        log_length = EmbeddingRewardModel(replace(config.reward, seed=config.reward.seed_value + seed))
-        log_length.surface_ = FIRST_SURFACE
-        out[taste]["log_length"] = log_length.fit(pairs).agreement(a.prompts, a.responses, b.responses, learner.taste)
         print(f"  seed {seed} {taste}: " + ", ".join(f"{k} {v:.2f}" for k, v in out[taste].items()), flush=True)
     return out
 
@@ -102,13 +99,13 @@ def main() -> None:
     print("agreement with the taste at 40 labels, median over seeds [min, max]")
     for taste in tastes:
         figures[taste] = {}
-        for name in [*SETTINGS, "cv", "blend", "log_length"]:
+        for name in [*SETTINGS, "cv", "blend"]:
             values = [r[taste][name] for r in runs]
             figures[taste][f"{name}_median"] = round(statistics.median(values), 3)
         print(f"  {taste:<24} " + ", ".join(
             f"{name} {statistics.median([r[taste][name] for r in runs]):.2f} "
             f"[{min(r[taste][name] for r in runs):.2f}, {max(r[taste][name] for r in runs):.2f}]"
-            for name in [*SETTINGS, "cv", "blend", "log_length"]))
+            for name in [*SETTINGS, "cv", "blend"]))
     print(json.dumps({"machine": machine_info(), **figures}))
 
 

@@ -80,24 +80,44 @@ def test_surface_features_read_length_twice_and_by_name():
     assert surface_features("Why?", "No.", FIRST_SURFACE) == surface_features("Why?", "No.")[:10]
 
 
-def test_a_model_saved_in_format_1_loads_and_scores_as_it_did(tmp_path):
-    """Format 1 (before "word_count") saved no surface list: its models read the first ten features."""
-    old = EmbeddingRewardModel(EmbeddingRewardConfig(features=("surface", "words"), ensemble_size=1))
-    old.surface_ = FIRST_SURFACE
-    old.fit(taste_pairs(12, 0))
+@pytest.mark.parametrize("format_", [1, 2])
+def test_a_model_saved_in_an_older_format_loads_and_scores_as_it_did(tmp_path, format_):
+    """Format 1 (before "word_count") saved no surface list: its models read the first ten features. Format 2 saved
+    the list beside the config (format 3: in it)."""
+    old = EmbeddingRewardModel(EmbeddingRewardConfig(features=("surface", "words"), ensemble_size=1,
+                                                     surface=FIRST_SURFACE)).fit(taste_pairs(12, 0))
     path = old.save(tmp_path / "rm")
     meta = json.loads((path / "embedding_reward_model.json").read_text())
-    meta["format"] = 1
-    del meta["surface"]
+    assert meta["format"] == 3 and meta["config"]["surface"] == list(FIRST_SURFACE)
+    meta["format"] = format_
+    del meta["config"]["surface"]
+    if format_ == 2:
+        meta["surface"] = list(FIRST_SURFACE)
     (path / "embedding_reward_model.json").write_text(json.dumps(meta))
     loaded = EmbeddingRewardModel.load(path)
     texts = replies(4, 1)
-    assert loaded.surface_ == FIRST_SURFACE and loaded.featurize(["hi"] * 4, texts).shape[1] == old.weights_.shape[1]
+    assert loaded.config.surface == FIRST_SURFACE
+    assert loaded.featurize(["hi"] * 4, texts).shape[1] == old.weights_.shape[1]
     assert torch.equal(loaded.score(["hi"] * 4, texts), old.score(["hi"] * 4, texts))
-    meta["format"] = 3
+    meta["format"], meta["config"]["surface"] = 3, [*FIRST_SURFACE, "rhyme"]  # from a newer rlhf-lab
     (path / "embedding_reward_model.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="format 3.*upgrade rlhf-lab"):
+    with pytest.raises(ValueError, match=r"does not know \(rhyme\); upgrade rlhf-lab"):
         EmbeddingRewardModel.load(path)
+    meta["format"] = 4
+    (path / "embedding_reward_model.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="format 4.*upgrade rlhf-lab"):
+        EmbeddingRewardModel.load(path)
+
+
+def test_the_surface_list_chooses_the_columns_and_their_order():
+    prompts, texts = ["Why?"] * 2, ["No.", "Because it rained all day, and then it rained again."]
+    model = EmbeddingRewardModel(EmbeddingRewardConfig(features=("surface",), surface=("word_count", "questions")))
+    assert model.featurize(prompts, texts).tolist() == [[1.0, 0.0], [10.0, 0.0]]
+    assert model.block_widths() == {"surface": 2}
+    with pytest.raises(ValueError, match="surface must be distinct names among log_words"):
+        EmbeddingRewardConfig(surface=("word_count", "word_count"))
+    with pytest.raises(ValueError, match=r"unknown: rhyme; a newer rlhf-lab"):
+        EmbeddingRewardConfig(surface=("rhyme",))
 
 
 def test_a_damaged_save_is_refused(tmp_path):

@@ -43,8 +43,8 @@ from rlhf_lab.reward.text_features import FIRST_SURFACE, SURFACE_FEATURES, commo
 
 __all__ = ["EmbeddingRewardConfig", "EmbeddingRewardModel", "SentenceEncoder", "sentence_encoder", "blend_members"]
 
-FORMAT_VERSION = 2
-"""2: the surface features it reads are saved with it (format 1: `FIRST_SURFACE`)."""
+FORMAT_VERSION = 3
+"""3: the surface features it reads are a config field (2: saved beside the config; 1: `FIRST_SURFACE`)."""
 BLOCKS = ("reply", "prompt_x_reply", "surface", "words")
 class SentenceEncoder:
     """The all-MiniLM-L6-v2 sentence encoder (mean-pooled, unit length), with a cache of texts already encoded."""
@@ -91,6 +91,9 @@ class EmbeddingRewardConfig(Config, Seeded):
     """Blocks of x: "reply" (its embedding), "prompt_x_reply" (elementwise product with the prompt's embedding: what
     the reply has in common with the question), "surface" (`SURFACE_FEATURES`), "words" (`word_counts` of the words
     common in the replies fitted on: for a taste that a sentence embedding blurs, such as one word)."""
+    surface: tuple[str, ...] = SURFACE_FEATURES
+    """The "surface" block's features, some of `SURFACE_FEATURES` in any order (`FIRST_SURFACE`: length as
+    log_words only, as models saved before format 2 read it)."""
     l2: float = 1.0
     """λ of the L2 penalty on w (features standardised): larger is smoother; few labels want a strong prior."""
     embedding_weight: float = 0.03
@@ -116,10 +119,15 @@ class EmbeddingRewardConfig(Config, Seeded):
     """Seeds the bootstrap resamples. None: 0, or the experiment's seed."""
 
     def __post_init__(self):
-        self.features = tuple(self.features)
+        self.features, self.surface = tuple(self.features), tuple(self.surface)
         unknown = set(self.features) - set(BLOCKS)
         if unknown or not self.features:
             raise ValueError(f"features must be some of {', '.join(map(repr, BLOCKS))}; got {self.features}.")
+        unknown = sorted(set(self.surface) - set(SURFACE_FEATURES))
+        if unknown or not self.surface or len(set(self.surface)) < len(self.surface):
+            raise ValueError(f"surface must be distinct names among {', '.join(SURFACE_FEATURES)}; got "
+                             f"{self.surface}" + (f" (unknown: {', '.join(unknown)}; a newer rlhf-lab may know them)."
+                                                  if unknown else "."))
         if not min(self.l2, self.embedding_weight, self.words_weight) > 0 or min(
                 self.ensemble_size, self.words_min_replies, self.words_most) < 1:
             raise ValueError("l2, embedding_weight and words_weight must be > 0; ensemble_size, words_min_replies and "
@@ -134,7 +142,6 @@ class EmbeddingRewardModel(NormalisedScores):
 
     def __init__(self, config: EmbeddingRewardConfig | None = None):
         self.config = config or EmbeddingRewardConfig()
-        self.surface_ = SURFACE_FEATURES  # the "surface" block's features (a model loaded from format 1: fewer)
 
     def __repr__(self) -> str:
         return f"EmbeddingRewardModel({self.config})"
@@ -150,7 +157,7 @@ class EmbeddingRewardModel(NormalisedScores):
             if "prompt_x_reply" in self.config.features:
                 blocks.append(_encoder().encode(prompts) * reply_emb * math.sqrt(reply_emb.shape[1]))
         if "surface" in self.config.features:
-            blocks.append(torch.tensor([surface_features(p, r, self.surface_) for p, r in zip(prompts, responses)]))
+            blocks.append(torch.tensor([surface_features(p, r, self.config.surface) for p, r in zip(prompts, responses)]))
         if "words" in self.config.features:
             index = {w: i for i, w in enumerate(self.vocabulary_)}
             blocks.append(torch.tensor([word_counts(r, index) for r in responses], dtype=torch.float32)
@@ -262,9 +269,8 @@ class EmbeddingRewardModel(NormalisedScores):
 
     def block_widths(self) -> dict[str, int]:
         """{block: its columns in x}, in x's order."""
-        width = {"reply": 384, "prompt_x_reply": 384, "surface": len(self.surface_),
-                 "words": len(self.vocabulary_)}
-        return {b: width[b] for b in BLOCKS if b in self.config.features}
+        width = {"reply": 384, "prompt_x_reply": 384, "surface": len(self.config.surface)}
+        return {b: width[b] if b != "words" else len(self.vocabulary_) for b in BLOCKS if b in self.config.features}
 
     def _learn_vocabulary(self, replies) -> None:
         """vocabulary_: the words of the "words" block, from the replies fitted on (empty without that block)."""
@@ -318,7 +324,7 @@ class EmbeddingRewardModel(NormalisedScores):
         pickle)."""
         path = Path(path)
         meta = {"format": FORMAT_VERSION, "config": self.config.to_dict(), "norm_mean": self.norm_mean_,
-                "norm_std": self.norm_std_, "vocabulary": self.vocabulary_, "surface": list(self.surface_)}
+                "norm_std": self.norm_std_, "vocabulary": self.vocabulary_}
         with atomic_directory(path) as tmp:
             save_file({"weights": self.weights_.contiguous(), "mean": self.mean_.contiguous(),
                        "std": self.std_.contiguous()}, str(tmp / "weights.safetensors"))
@@ -329,22 +335,24 @@ class EmbeddingRewardModel(NormalisedScores):
     def load(cls, path) -> "EmbeddingRewardModel":
         path = Path(path)
         meta = json.loads((path / "embedding_reward_model.json").read_text())
-        if meta.get("format") not in (1, FORMAT_VERSION):
+        if meta.get("format") not in (1, 2, FORMAT_VERSION):
             raise ValueError(f"{path} holds embedding reward model format {meta.get('format')}; this rlhf-lab reads "
                              f"formats 1 to {FORMAT_VERSION}: upgrade rlhf-lab.")
         if "sha256" in meta:  # saved before checksums: loaded unverified
             verify_digests(path, meta["sha256"], "reward model")
-        model = cls(EmbeddingRewardConfig.from_dict(meta["config"]))
+        config = dict(meta["config"])
+        config.setdefault("surface", meta.get("surface", FIRST_SURFACE))  # formats 2 and 1
+        unknown = sorted(set(config["surface"]) - set(SURFACE_FEATURES))
+        if unknown:
+            raise ValueError(f"{path} reads surface features this rlhf-lab does not know ({', '.join(unknown)}); "
+                             "upgrade rlhf-lab.")
+        model = cls(EmbeddingRewardConfig.from_dict(config))
         tensors = load_file(str(path / "weights.safetensors"))
         # fresh copies: a safetensors buffer may be aligned differently, and some CPUs' matrix kernels then round
         # the last bit differently (seen on an AMD EPYC: 1.2e-7); copies score exactly as the saved model did
         model.weights_, model.mean_, model.std_ = (tensors[k].clone() for k in ("weights", "mean", "std"))
         model.norm_mean_, model.norm_std_ = meta["norm_mean"], meta["norm_std"]
         model.vocabulary_ = list(meta.get("vocabulary", []))
-        model.surface_ = tuple(meta.get("surface", FIRST_SURFACE))
-        if not set(model.surface_) <= set(SURFACE_FEATURES):
-            raise ValueError(f"{path} reads surface features this rlhf-lab does not know "
-                             f"({', '.join(sorted(set(model.surface_) - set(SURFACE_FEATURES)))}); upgrade rlhf-lab.")
         if len(model.mean_) != sum(model.block_widths().values()):
             raise ValueError(f"{path}: its vocabulary does not match its weights; save the reward model again.")
         return model
