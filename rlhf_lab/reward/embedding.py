@@ -157,7 +157,8 @@ class EmbeddingRewardModel(NormalisedScores):
             if "prompt_x_reply" in self.config.features:
                 blocks.append(_encoder().encode(prompts) * reply_emb * math.sqrt(reply_emb.shape[1]))
         if "surface" in self.config.features:
-            blocks.append(torch.tensor([surface_features(p, r, self.config.surface) for p, r in zip(prompts, responses)]))
+            names = self.config.surface
+            blocks.append(torch.tensor([surface_features(p, r, names) for p, r in zip(prompts, responses)]))
         if "words" in self.config.features:
             index = {w: i for i, w in enumerate(self.vocabulary_)}
             blocks.append(torch.tensor([word_counts(r, index) for r in responses], dtype=torch.float32)
