@@ -271,7 +271,9 @@ class EmbeddingRewardModel(NormalisedScores):
     def block_widths(self) -> dict[str, int]:
         """{block: its columns in x}, in x's order."""
         width = {"reply": 384, "prompt_x_reply": 384, "surface": len(self.config.surface)}
-        return {b: width[b] if b != "words" else len(self.vocabulary_) for b in BLOCKS if b in self.config.features}
+        if "words" in self.config.features:  # known once fitted
+            width["words"] = len(self.vocabulary_)
+        return {b: width[b] for b in BLOCKS if b in self.config.features}
 
     def _learn_vocabulary(self, replies) -> None:
         """vocabulary_: the words of the "words" block, from the replies fitted on (empty without that block)."""
