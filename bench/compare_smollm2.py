@@ -8,9 +8,16 @@
    Every method's held-out evaluation is `--eval-samples` replies per eval prompt, scored by gold and proxy, with KL
    to the initial policy; RL methods are evaluated every 4 updates (their frontier).
 
+With `--tune K` the comparison is fair in its settings too (`loop.tuning.compare_tuned`): every training method
+brings K learning rates (PPO and RLOO: 3e-5 … 3e-4; DPO: 5e-6 … 8e-5, log-spaced) and best-of-n K largest n (4 … 16);
+each keeps the one with the highest gold on `--tune-prompts` held-out prompts, and the chosen ones are reported on
+the `--eval-prompts` others, so choosing the best of K does not inflate the reported gain. tuning.csv lists every
+candidate.
+
 Writes table.csv, frontier.csv, frontier.png and costs.png under `--out`, prints the table, and ends with one JSON line.
 
-    python bench/compare_smollm2.py [--out runs/compare_smollm2] [--eval-prompts 32] [--eval-samples 1] [--samples 96] [--device cpu|cuda]
+    python bench/compare_smollm2.py [--out runs/compare_smollm2] [--eval-prompts 32] [--eval-samples 1] [--samples 96]
+        [--tune 3 --tune-prompts 32] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -36,6 +43,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=96, help="the budget: replies sampled for training")
     parser.add_argument("--eval-prompts", type=int, default=32)
     parser.add_argument("--eval-samples", type=int, default=1, help="replies per eval prompt in every evaluation")
+    parser.add_argument("--tune", type=int, default=0, help="candidates per method (0: one fixed setting each)")
+    parser.add_argument("--tune-prompts", type=int, default=32, help="held-out prompts the tuning chooses on")
+    parser.add_argument("--eval-every", type=int, default=4, help="RL updates between frontier evaluations")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -43,6 +53,7 @@ def main() -> None:
     from rlhf_lab.feedback.crowd import SimulatedCrowd
     from rlhf_lab.feedback.store import FeedbackStore
     from rlhf_lab.loop.compare import DPO, PPO, RLOO, BestOfN, Budget, compare_methods
+    from rlhf_lab.loop.tuning import compare_tuned, vary
     from rlhf_lab.policy.generation import SamplingConfig, generate
     from rlhf_lab.policy.models import load_policy
     from rlhf_lab.policy.prompts import load_prompts
@@ -59,8 +70,9 @@ def main() -> None:
     policy, tokenizer = load_policy(args.model, device=args.device, dtype=getattr(torch, args.dtype))
     prompts = load_prompts("all", split="train", max_tokens=24, tokenizer=tokenizer, n=max(128, args.pairs),
                            seed=args.seed)
-    eval_prompts = load_prompts("all", split="eval", max_tokens=24, tokenizer=tokenizer, n=args.eval_prompts,
-                                seed=args.seed)
+    held_out = load_prompts("all", split="eval", max_tokens=24, tokenizer=tokenizer,
+                            n=args.eval_prompts + (args.tune_prompts if args.tune else 0), seed=args.seed)
+    eval_prompts, tune_prompts = held_out[:args.eval_prompts], held_out[args.eval_prompts:]
     sampling = SamplingConfig(max_new_tokens=32, temperature=0.7)
 
     # 1. feedback on the initial policy's replies
@@ -77,14 +89,31 @@ def main() -> None:
     # 3. the four methods, one budget
     lora = LoraSettings()
     rl = dict(learning_rate=1e-4, batch_size=8, sampling=sampling, lora=lora, log_samples_every=0)
-    methods = [BestOfN(n=(1, 2, 4, 8, 16), reward_judgments=len(pairs)),
-               PPO(PPOConfig(**rl), reward_judgments=len(pairs)),
-               RLOO(RLOOConfig(rloo_k=4, **{**rl, "batch_size": 2}), reward_judgments=len(pairs)),
-               DPO(DPOConfig(learning_rate=2e-5, lora=lora, sampling=sampling, epochs=2), pairs_per_round=32)]
+    ppo = PPO(PPOConfig(**rl), reward_judgments=len(pairs))
+    rloo = RLOO(RLOOConfig(rloo_k=4, **{**rl, "batch_size": 2}), reward_judgments=len(pairs))
+    dpo = DPO(DPOConfig(learning_rate=2e-5, lora=lora, sampling=sampling, epochs=2), pairs_per_round=32)
     budget = Budget(samples=args.samples, judgments=len(pairs) * 2)
-    result = compare_methods(methods, policy, tokenizer, prompts, eval_prompts, reward=reward_model, pairs=pairs,
-                             budget=budget, sampling=sampling, seed=args.seed, eval_every=4,
-                             eval_samples=args.eval_samples)
+    common = dict(reward=reward_model, pairs=pairs, budget=budget, sampling=sampling, seed=args.seed,
+                  eval_every=args.eval_every, eval_samples=args.eval_samples)
+    if args.tune:
+        k = args.tune
+        if not 1 <= k <= 5:
+            parser.error(f"--tune takes 1 to 5 candidates per method (best-of-n: n up to 1 … 16), got {k}")
+        candidates = {"best_of_n": [BestOfN(n=tuple(2 ** i for i in range(big + 1)), pool=args.eval_samples * 2 ** big,
+                                            reward_judgments=len(pairs), name=f"best_of_{2 ** big}")
+                                    for big in range(5 - k, 5)],  # the k largest of n = 1, 2, 4, 8, 16
+                      "ppo": vary(ppo, learning_rate=_spread(3e-5, 3e-4, k)),
+                      "rloo": vary(rloo, learning_rate=_spread(3e-5, 3e-4, k)),
+                      "dpo": vary(dpo, learning_rate=_spread(5e-6, 8e-5, k))}
+        tuned = compare_tuned(candidates, policy, tokenizer, prompts, eval_prompts, tune_prompts=tune_prompts,
+                              **common)
+        tuned.tuning.to_csv(out / "tuning.csv", index=False)
+        print(tuned.tuning[["family", "method", "stopped", "gold_reward", "gold_gain", "kl", "chosen"]].round(3)
+              .to_string(index=False))
+        result = tuned
+    else:
+        result = compare_methods([BestOfN(n=(1, 2, 4, 8, 16), reward_judgments=len(pairs)), ppo, rloo, dpo], policy,
+                                 tokenizer, prompts, eval_prompts, **common)
 
     result.table.to_csv(out / "table.csv", index=False)
     result.frontier.to_csv(out / "frontier.csv", index=False)
@@ -94,12 +123,24 @@ def main() -> None:
     figures = {"device": args.device, "dtype": args.dtype, "judged_pairs": args.pairs, "judgments": len(pairs),
                "budget_samples": args.samples,
                "eval_prompts": len(eval_prompts), "eval_samples": args.eval_samples,
+               "tune_candidates": args.tune, "tune_prompts": len(tune_prompts),
                "total_s": round(time.perf_counter() - start, 1)}
     for row in result.table.itertuples():
+        if args.tune:
+            figures[f"{row.method}_setting"] = row.setting
         figures[f"{row.method}_gold"] = round(row.gold_reward, 4)
+        figures[f"{row.method}_gold_gain"] = round(row.gold_gain, 4)
+        figures[f"{row.method}_gold_gain_ci"] = [round(row.gold_gain_ci_low, 4), round(row.gold_gain_ci_high, 4)]
         figures[f"{row.method}_kl_nats"] = round(row.kl, 3)
         figures[f"{row.method}_wall_s"] = round(row.wall_time_s, 1)
     print(json.dumps({"machine": machine_info(), **figures}))
+
+
+def _spread(low: float, high: float, k: int) -> list[float]:
+    """k values from low to high, evenly spaced on a log scale, two significant digits (k = 1: their geometric mean)."""
+    if k == 1:
+        return [float(f"{(low * high) ** 0.5:.2g}")]
+    return [float(f"{low * (high / low) ** (i / (k - 1)):.2g}") for i in range(k)]
 
 
 if __name__ == "__main__":

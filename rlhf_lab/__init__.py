@@ -48,6 +48,7 @@ _API = {
     "ExperimentConfig": "rlhf_lab.loop.experiment", "FeedbackConfig": "rlhf_lab.loop.experiment",
     "RLHFRun": "rlhf_lab.loop.experiment", "write_report": "rlhf_lab.loop.report", "sweep": "rlhf_lab.loop.ablation",
     "compare_methods": "rlhf_lab.loop.compare", "Budget": "rlhf_lab.loop.compare",
+    "compare_tuned": "rlhf_lab.loop.tuning",
     "sample_table": "rlhf_lab.loop.report", "demo_config": "rlhf_lab.cli",
     # the taste loop
     "TasteConfig": "rlhf_lab.loop.taste", "run_taste": "rlhf_lab.loop.taste", "paired_gain": "rlhf_lab.loop.evaluation",
