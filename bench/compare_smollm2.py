@@ -1,6 +1,7 @@
 """Best-of-n, PPO, RLOO and DPO on SmolLM2 with the simulated crowd, at one fixed budget (issue #9's comparison).
 
-1. Feedback: `--pairs` pairs of replies from the initial policy (T 0.7, 32 new tokens), judged by 3 simulated annotators.
+1. Feedback: `--pairs` pairs of replies from the initial policy (T 0.7, 32 new tokens), judged by 3 simulated
+   annotators.
 2. The shared proxy: a MiniLM reward model fitted on those judgments (2 epochs), normalised on the same replies.
 3. `compare_methods` runs each method from its own copy of the initial policy, with the same prompts and seed:
    best-of-n (n = 1..16, no training), PPO (LoRA, lr 1e-4, batch 8), RLOO (LoRA, k 4 × 2 prompts) and offline DPO

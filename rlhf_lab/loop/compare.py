@@ -14,6 +14,9 @@ for win rates. Evaluation is the same for all: `eval_samples` replies per eval p
 each among its own n candidates) sampled with one seed, scored by the gold utility and by the proxy reward; KL is
 the reply's KL to the initial policy (at the sampling temperature), for best-of-n measured on a pool of candidates
 (and log n − (n−1)/n beside it). A win is a prompt whose mean gold beats the initial policy's.
+
+Each method runs with the one setting it is given. To give every method the same small tuning budget (a few
+learning rates each, chosen on prompts apart from the reported ones), use `loop.tuning.compare_tuned`.
 """
 
 from __future__ import annotations
