@@ -49,6 +49,22 @@ def peaked_policy(tokenizer, seed: int = 0, scale: float = 8.0):
     return model
 
 
+def length_reward(texts):
+    """A reward (and gold) for the method tests: the reply's length, about 1 for 40 characters."""
+    return [len(t) / 40 for t in texts]
+
+
+def longer_is_chosen(model, tokenizer, prompts, sampling):
+    """Preference pairs (prompt, chosen, rejected) of two sampled replies per prompt, the longer one chosen."""
+    import pandas as pd
+
+    from rlhf_lab.policy.generation import generate
+
+    batch = generate(model, tokenizer, prompts, sampling, n_per_prompt=2, seed=7)
+    return pd.DataFrame([dict(prompt=batch.prompts[i], chosen=max(batch.responses[i:i + 2], key=len),
+                              rejected=min(batch.responses[i:i + 2], key=len)) for i in range(0, len(batch), 2)])
+
+
 @pytest.fixture(scope="module")
 def tokenizer(tiny):
     """The tiny policy's tokenizer (SmolLM2's)."""

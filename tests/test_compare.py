@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from conftest import length_reward, longer_is_chosen, peaked_policy
 from matplotlib.figure import Figure
 
 from rlhf_lab.core.errors import TrainingDivergedError
@@ -14,7 +14,6 @@ from rlhf_lab.loop.compare import DPO, PPO, RLOO, TABLE_COLUMNS, BestOfN, Budget
 from rlhf_lab.loop.evaluation import sequence_kl, verdict
 from rlhf_lab.loop.plots import plot_costs, plot_frontier
 from rlhf_lab.policy.generation import SamplingConfig, generate
-from rlhf_lab.policy.models import tiny_policy
 from rlhf_lab.train.dpo import DPOConfig
 from rlhf_lab.train.ppo import PPOConfig
 from rlhf_lab.train.rloo import RLOOConfig
@@ -24,21 +23,11 @@ PROMPTS = ["hi there", "what is a cat?", "tell me a joke", "how are you?", "good
 SAMPLING = SamplingConfig(max_new_tokens=8, temperature=1.0)
 
 
-def length_reward(texts):
-    return [len(t) / 40 for t in texts]
-
-
 @pytest.fixture(scope="module")
 def setup(tiny):
     torch.set_num_threads(1)
-    tokenizer = tiny[1]
-    model, _ = tiny_policy(tokenizer, seed=0)
-    with torch.no_grad():
-        model.get_input_embeddings().weight.mul_(8.0)
-    batch = generate(model, tokenizer, PROMPTS * 2, SAMPLING, n_per_prompt=2, seed=7)
-    rows = [dict(prompt=batch.prompts[i], chosen=max(batch.responses[i:i + 2], key=len),
-                 rejected=min(batch.responses[i:i + 2], key=len)) for i in range(0, len(batch), 2)]
-    return model, tokenizer, pd.DataFrame(rows)
+    model = peaked_policy(tiny[1])
+    return model, tiny[1], longer_is_chosen(model, tiny[1], PROMPTS * 2, SAMPLING)
 
 
 def test_compare_returns_one_full_row_per_method_within_the_budget(setup):

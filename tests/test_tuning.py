@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import pytest
 import torch
+from conftest import length_reward, longer_is_chosen, peaked_policy
 
 from rlhf_lab.loop.compare import DPO, PPO, BestOfN, Budget, compare_methods
 from rlhf_lab.loop.tuning import compare_tuned, vary
-from rlhf_lab.policy.generation import SamplingConfig, generate
-from rlhf_lab.policy.models import tiny_policy
+from rlhf_lab.policy.generation import SamplingConfig
 from rlhf_lab.train.dpo import DPOConfig
 from rlhf_lab.train.ppo import PPOConfig
 
@@ -19,21 +18,11 @@ EVAL = ["where do you live?", "name a colour", "what is rain?", "do you sing?", 
 SAMPLING = SamplingConfig(max_new_tokens=8, temperature=1.0)
 
 
-def length_reward(texts):
-    return [len(t) / 40 for t in texts]
-
-
 @pytest.fixture(scope="module")
 def setup(tiny):
     torch.set_num_threads(1)
-    tokenizer = tiny[1]
-    model, _ = tiny_policy(tokenizer, seed=0)
-    with torch.no_grad():
-        model.get_input_embeddings().weight.mul_(8.0)
-    batch = generate(model, tokenizer, TRAIN * 2, SAMPLING, n_per_prompt=2, seed=7)
-    rows = [dict(prompt=batch.prompts[i], chosen=max(batch.responses[i:i + 2], key=len),
-                 rejected=min(batch.responses[i:i + 2], key=len)) for i in range(0, len(batch), 2)]
-    return model, tokenizer, pd.DataFrame(rows)
+    model = peaked_policy(tiny[1])
+    return model, tiny[1], longer_is_chosen(model, tiny[1], TRAIN * 2, SAMPLING)
 
 
 def test_vary_copies_a_method_once_per_value_of_one_config_field():
