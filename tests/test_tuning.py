@@ -48,7 +48,8 @@ def test_each_method_keeps_its_best_candidate_on_the_tuning_prompts_and_reports_
     model, tokenizer, pairs = setup
     ppo = PPO(PPOConfig(batch_size=4, sampling=SAMPLING, missing_eos_penalty=None))
     dpo = DPO(DPOConfig(batch_size=4, sampling=SAMPLING), pairs_per_round=4)
-    candidates = {"ppo": vary(ppo, learning_rate=[1e-6, 3e-3]), "dpo": vary(dpo, learning_rate=[1e-6, 3e-3]),
+    # DPO's candidates come as an iterator, which compare_tuned must read only once
+    candidates = {"ppo": vary(ppo, learning_rate=[1e-6, 3e-3]), "dpo": iter(vary(dpo, learning_rate=[1e-6, 3e-3])),
                   "best_of_n": [BestOfN(n=(1, 2), name="best_of_2"), BestOfN(n=(1, 2, 4), name="best_of_4")]}
     common = dict(reward=length_reward, gold=length_reward, pairs=pairs, budget=Budget(samples=8, judgments=8),
                   sampling=SAMPLING, eval_every=100)

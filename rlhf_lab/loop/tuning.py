@@ -92,7 +92,8 @@ def compare_tuned(candidates: dict[str, list[Method]], policy, tokenizer, prompt
     candidates: method name → its candidates (equal counts; `vary` builds them). Every other keyword (reward,
     budget, gold, pairs, judge, sampling, seed, eval_every, eval_samples) goes to both `compare_methods` calls.
     """
-    counts = {family: len(list(options)) for family, options in candidates.items()}
+    candidates = {family: list(options) for family, options in candidates.items()}  # a generator is read once
+    counts = {family: len(options) for family, options in candidates.items()}
     if not counts or min(counts.values()) < 1:
         raise ValueError("compare_tuned needs at least one method with candidates, e.g. "
                          "{'ppo': vary(PPO(cfg), learning_rate=[3e-5, 1e-4])}.")
