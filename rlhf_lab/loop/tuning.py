@@ -52,7 +52,8 @@ def vary(method: Method, **values: list) -> list[Method]:
     known = {f.name for f in dataclasses.fields(config)}
     if field not in known:
         raise ValueError(f"vary: {type(config).__name__} has no field {field!r}; its fields: {sorted(known)}.")
-    if isinstance(options, (str, bytes)) or not hasattr(options, "__iter__") or not list(options):
+    options = [] if isinstance(options, (str, bytes)) or not hasattr(options, "__iter__") else list(options)
+    if not options:
         raise ValueError(f"vary: give a list of values for {field}, e.g. {field}=[a, b, c].")
     candidates = []
     for value in options:
@@ -112,9 +113,7 @@ def compare_tuned(candidates: dict[str, list[Method]], policy, tokenizer, prompt
             if not isinstance(method, Method):
                 raise TypeError(f"{family}: unknown candidate {method!r}; use PPO, RLOO, DPO or BestOfN (and vary).")
             family_of[method.name] = family
-    every = [method for options in candidates.values() for method in options]
-    if len(family_of) != len(every):
-        raise ValueError("Candidate names must differ: pass name=... or build them with vary.")
+    every = [method for options in candidates.values() for method in options]  # compare_methods refuses twin names
 
     tuned = compare_methods(every, policy, tokenizer, prompts, tune_prompts, **compare).table
     tuned.insert(0, "family", tuned["method"].map(family_of))
@@ -125,12 +124,12 @@ def compare_tuned(candidates: dict[str, list[Method]], policy, tokenizer, prompt
     final = compare_methods([by_name[name] for name in chosen.values()], policy, tokenizer, prompts, eval_prompts,
                             **compare)
     table = final.table.copy()
-    table.insert(0, "setting", table["method"])
-    table["method"] = table["method"].map(family_of)
+    settings = table["method"]
+    table["method"] = settings.map(family_of)
+    table.insert(1, "setting", settings)
     table.insert(2, "candidates", table["method"].map(counts))
-    table.insert(3, f"tune_{select}", [float(tuned.loc[tuned["method"] == name, select].iloc[0])
-                                       for name in table["setting"]])
-    return TunedComparison(table[["method", *[c for c in table.columns if c != "method"]]], tuned, final)
+    table.insert(3, f"tune_{select}", settings.map(tuned.set_index("method")[select]).astype(float))
+    return TunedComparison(table, tuned, final)
 
 
 def _choose(rows: pd.DataFrame, select: str) -> str:
