@@ -12,13 +12,16 @@ import pytest
 import torch
 
 from rlhf_lab.cli import main, taste_config
+from rlhf_lab.core.seeding import seed_for
 from rlhf_lab.feedback.crowd import SimulatedCrowd
 from rlhf_lab.feedback.store import FeedbackStore
 from rlhf_lab.feedback.tastes import SimulatedLearner, short_replies
 from rlhf_lab.loop.taste import SHRINK, TasteConfig, blend, label_pairs, run_taste
+from rlhf_lab.policy.generation import generate
 from rlhf_lab.policy.models import tiny_policy
 from rlhf_lab.policy.prompts import load_prompts
 from rlhf_lab.reward.embedding import EmbeddingRewardModel
+from rlhf_lab.reward.pair_design import design_pairs
 from rlhf_lab.ui import PairwiseRater
 
 
@@ -47,6 +50,26 @@ def test_a_simulated_learner_runs_the_whole_loop_and_gets_a_report(tmp_path):
                                                    "reward_model", "feedback.db"}
     assert json.loads((tmp_path / "result.json").read_text())["gain"] == figures["gain"]
     assert TasteConfig.from_dict(json.loads((tmp_path / "config.json").read_text())) == config
+
+
+def test_the_learner_is_shown_the_designed_pair_of_each_prompts_candidates():
+    """4 candidates per prompt (at 0.7, 1.1, 0.7, 1.1): each item holds the pair `design_pairs` picks; with 2, the
+    pair is the two replies as sampled, as before the design."""
+    config = taste_config(labels=6, seed=2, smoke=True)
+    policy, tokenizer = tiny_policy(seed=0)
+    prompts = load_prompts("curated", split="train", n=6, seed=0)
+    candidates = [generate(policy, tokenizer, prompts, replace(config.sampling, temperature=(0.7, 1.1)[j % 2]),
+                           seed=seed_for(config.seed, 11, j)).responses for j in range(4)]
+    picks = design_pairs(prompts, [[c[i] for c in candidates] for i in range(6)], config.reward)
+    assert config.label_candidates == 4 and set(picks) != {(0, 1)}  # the design chose, not the sampling order
+    items = label_pairs(FeedbackStore(":memory:"), policy, tokenizer, prompts, config)
+    assert [sorted(r.text for r in it.responses) for it in items] == [
+        sorted([candidates[a][i], candidates[b][i]]) for i, (a, b) in enumerate(picks)]
+    items = label_pairs(FeedbackStore(":memory:"), policy, tokenizer, prompts, replace(config, label_candidates=2))
+    assert [sorted(r.text for r in it.responses) for it in items] == [
+        sorted([candidates[0][i], candidates[1][i]]) for i in range(6)]
+    with pytest.raises(ValueError, match="label_candidates must be at least 2"):
+        replace(config, label_candidates=1)
 
 
 def test_a_persons_rater_judgments_alone_train_the_reward_model(tmp_path, callback_errors):

@@ -4,8 +4,9 @@
     result = run_taste(TasteConfig(), store=store, annotator="me", policy=policy, tokenizer=tokenizer)  # a person
     print(result)                          # agreement, the taste's gain with its 95 % interval, win rate, KL, minutes
 
-1. Labels: two replies to each of `labels` training prompts, sampled from the policy (one cooler, one hotter, so
-   the pair differs), judged by the learner: a person at the rater, or a `SimulatedLearner` through the same store.
+1. Labels: a pair of replies to each of `labels` training prompts, sampled from the policy (cooler and hotter, so
+   the pair differs; of `label_candidates` replies, the pairs that together tell the reward model most: D-optimal
+   design), judged by the learner: a person at the rater, or a `SimulatedLearner` through the same store.
 2. Reward model: a Bradley–Terry head on frozen sentence embeddings (`EmbeddingRewardModel`), fitted on this
    learner's judgments only, in seconds.
 3. Agreement: on fresh held-out pairs the learner never saw, how often the reward model orders them as the taste
@@ -40,10 +41,12 @@ from rlhf_lab.policy.generation import SamplingConfig, generate
 from rlhf_lab.policy.models import load_policy
 from rlhf_lab.policy.prompts import load_prompts
 from rlhf_lab.reward.embedding import EmbeddingRewardConfig, EmbeddingRewardModel
+from rlhf_lab.reward.pair_design import design_pairs
 from rlhf_lab.train.dpo import DPOConfig, DPOTrainer
 from rlhf_lab.train.ppo import PPOConfig, PPOTrainer
 
-__all__ = ["TasteConfig", "TasteResult", "run_taste", "label_pairs", "simulate_labels", "taste_model", "label_prompts", "fresh_pairs", "blend", "SHRINK", "EVERYONE"]
+__all__ = ["TasteConfig", "TasteResult", "run_taste", "label_pairs", "simulate_labels", "taste_model", "label_prompts",
+           "fresh_pairs", "blend", "SHRINK", "EVERYONE"]
 
 EVERYONE = "*"
 """`run_taste(annotator=EVERYONE)`: every judgment in the store trains the reward model (a class's pooled model)."""
@@ -70,7 +73,11 @@ class TasteConfig(Config):
     labels: int = 40
     """Pairs the learner judges."""
     label_temperatures: tuple[float, float] = (0.7, 1.1)
-    """The two replies of a pair: one sampled at each temperature (contrast makes a judgment more informative)."""
+    """Label replies are sampled at these temperatures in turn (contrast makes a judgment more informative)."""
+    label_candidates: int = 4
+    """Replies sampled per label prompt; the two shown are chosen among them by D-optimal design for the reward
+    model (`reward.pair_design`). 2: one reply at each temperature, shown as is (the design then has no choice).
+    40 labels, seeds 0-9: agreement with 4 against 2 in `bench/results/taste_cpu.txt` (`bench/taste_design.py`)."""
     eval_prompts: int = 32
     """Held-out prompts for before/after."""
     eval_samples: int = 4
@@ -110,6 +117,8 @@ class TasteConfig(Config):
                self.ppo_updates) < 1:
             raise ValueError("labels, eval_prompts, eval_samples, rounds, pairs_per_round and ppo_updates must be at "
                              "least 1.")
+        if self.label_candidates < 2:
+            raise ValueError(f"label_candidates must be at least 2 (a pair), got {self.label_candidates}.")
         if self.labels < 4:
             raise ValueError(f"labels must be at least 4 (a reward model needs a few pairs), got {self.labels}.")
 
@@ -171,12 +180,16 @@ class TasteResult:
 
 
 def label_pairs(store, policy, tokenizer, prompts: list[str], config: TasteConfig, iteration: int = 0) -> list:
-    """Pairwise items for the learner: for each prompt one reply at each of `label_temperatures` (A/B order by a
-    seeded coin), stored in `store`. Returns the Items."""
-    cool, hot = (generate(policy, tokenizer, prompts, replace(config.sampling, temperature=t),
-                          seed=seed_for(config.seed, 11, j), iteration=iteration)
-                 for j, t in enumerate(config.label_temperatures))
-    ids = store.add_responses([r for pair in zip(cool.to_records(), hot.to_records()) for r in pair])
+    """Pairwise items for the learner, stored in `store`; returns the Items. For each prompt `label_candidates`
+    replies are sampled at the `label_temperatures` in turn, and the two shown (A/B order by a seeded coin) are the
+    prompt's pair in the D-optimal design for the reward model (`reward.pair_design.design_pairs`)."""
+    temps = config.label_temperatures
+    batches = [generate(policy, tokenizer, prompts, replace(config.sampling, temperature=temps[j % len(temps)]),
+                        seed=seed_for(config.seed, 11, j), iteration=iteration) for j in range(config.label_candidates)]
+    picks = [(0, 1)] * len(prompts) if len(batches) == 2 else design_pairs(
+        prompts, [[b.responses[i] for b in batches] for i in range(len(prompts))], config.reward)
+    records = [b.to_records() for b in batches]
+    ids = store.add_responses([records[j][i] for i, pair in enumerate(picks) for j in pair])
     flip = np.random.default_rng(seed_for(config.seed, 12)).random(len(prompts)) < 0.5
     return [store.get_item(i) for i in store.add_items([ids[2 * i:2 * i + 2][::-1 if f else 1]
                                                          for i, f in enumerate(flip)])]

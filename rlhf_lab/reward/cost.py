@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from rlhf_lab.core.config import Config, Seeded
 from rlhf_lab.core.files import atomic_directory, verify_digests, write_manifest
 from rlhf_lab.feedback.flags import flag_examples
-from rlhf_lab.reward.embedding import sentence_encoder
+from rlhf_lab.reward.encoder import sentence_encoder
 from rlhf_lab.reward.text_features import FIRST_SURFACE, surface_features
 
 __all__ = ["CostModelConfig", "CostModel"]

@@ -36,8 +36,8 @@ from safetensors.torch import load_file, save_file
 from rlhf_lab.core.config import Config, Seeded
 from rlhf_lab.core.files import atomic_directory, verify_digests, write_manifest
 from rlhf_lab.feedback.preferences import bootstrap_pairs, pair_weights
+from rlhf_lab.reward.encoder import SentenceEncoder, sentence_encoder
 from rlhf_lab.reward.evaluation import NormalisedScores, order_agreement
-from rlhf_lab.reward.network import MINILM, load_backbone
 from rlhf_lab.reward.text_features import FIRST_SURFACE, SURFACE_FEATURES, common_words, surface_features, \
     word_counts
 
@@ -46,41 +46,6 @@ __all__ = ["EmbeddingRewardConfig", "EmbeddingRewardModel", "SentenceEncoder", "
 FORMAT_VERSION = 3
 """3: the surface features it reads are a config field (2: saved beside the config; 1: `FIRST_SURFACE`)."""
 BLOCKS = ("reply", "prompt_x_reply", "surface", "words")
-class SentenceEncoder:
-    """The all-MiniLM-L6-v2 sentence encoder (mean-pooled, unit length), with a cache of texts already encoded."""
-
-    def __init__(self, batch_size: int = 64):
-        model, self.tokenizer = load_backbone(MINILM)
-        self.model, self.batch_size, self.cache = model.eval(), batch_size, {}
-
-    @torch.no_grad()
-    def encode(self, texts: list[str]) -> torch.Tensor:
-        """(N, 384) unit-length embeddings."""
-        todo = sorted({t for t in texts if t not in self.cache}, key=len)
-        for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start:start + self.batch_size]
-            enc = self.tokenizer(chunk, padding=True, truncation=True, max_length=128, return_tensors="pt")
-            hidden = self.model(**enc).last_hidden_state  # (b, T, D)
-            mask = enc["attention_mask"].unsqueeze(-1).float()
-            pooled = F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0), dim=-1)
-            self.cache.update(zip(chunk, pooled))
-        return torch.stack([self.cache[t] for t in texts]) if texts else torch.zeros(0, 384)
-
-
-_ENCODER: SentenceEncoder | None = None
-
-
-def _encoder() -> SentenceEncoder:
-    global _ENCODER
-    if _ENCODER is None:
-        _ENCODER = SentenceEncoder()
-    return _ENCODER
-
-
-def sentence_encoder() -> SentenceEncoder:
-    """The process's shared encoder, made on first use: models that read embeddings (this one, `reward.cost`) share
-    its cache."""
-    return _encoder()
 
 
 @dataclass
@@ -151,11 +116,11 @@ class EmbeddingRewardModel(NormalisedScores):
         prompts, responses = list(prompts), list(responses)
         blocks = []
         if {"reply", "prompt_x_reply"} & set(self.config.features):
-            reply_emb = _encoder().encode(responses)
+            reply_emb = sentence_encoder().encode(responses)
             if "reply" in self.config.features:
                 blocks.append(reply_emb)
             if "prompt_x_reply" in self.config.features:
-                blocks.append(_encoder().encode(prompts) * reply_emb * math.sqrt(reply_emb.shape[1]))
+                blocks.append(sentence_encoder().encode(prompts) * reply_emb * math.sqrt(reply_emb.shape[1]))
         if "surface" in self.config.features:
             names = self.config.surface
             blocks.append(torch.tensor([surface_features(p, r, names) for p, r in zip(prompts, responses)]))
@@ -164,6 +129,16 @@ class EmbeddingRewardModel(NormalisedScores):
             blocks.append(torch.tensor([word_counts(r, index) for r in responses], dtype=torch.float32)
                           .reshape(len(responses), len(index)))
         return torch.cat(blocks, dim=1).float()
+
+    def design_features(self, prompts, responses) -> torch.Tensor:
+        """x of unlabelled replies as `fit` would standardise them, each column in units of its prior (a unit of
+        column f moves the reward by w_f, w ~ N(0, (2λ)⁻¹·I)): (N, F), for choosing which pairs to ask about
+        (`reward.pair_design`). The vocabulary and standardisation are learned from these replies; `fit` learns its
+        own."""
+        self._learn_vocabulary(list(responses))
+        x = self.featurize(prompts, responses)
+        self._standardise(x)
+        return (x - self.mean_) / self.std_
 
     def fit(self, data, progress: bool = False) -> "EmbeddingRewardModel":
         """Fit on preference pairs (a FeedbackStore, a DataFrame, a list of dicts or a .jsonl path). Returns self.
