@@ -33,7 +33,7 @@ sys.path.insert(0, str(HERE))  # bench/unseen_taste.py, a taste given as module:
 
 
 def agreement_curves(tastes: list[str], seed: int, label_counts: list[int], policy, tokenizer,
-                     features: tuple[str, ...] | None = None) -> dict:
+                     features: tuple[str, ...] | None = None, candidates: int | None = None) -> dict:
     """{taste: {k: agreement}} for one seed: the label pairs and fresh pairs are sampled once and judged by each
     taste's simulated learner through one store (replies do not depend on the taste). features: the reward model's
     blocks (default: `EmbeddingRewardConfig`'s), for an ablation on the same pairs."""
@@ -49,6 +49,8 @@ def agreement_curves(tastes: list[str], seed: int, label_counts: list[int], poli
     from rlhf_lab.reward.embedding import EmbeddingRewardModel
 
     config = TasteConfig(labels=max(label_counts), seed=seed)
+    if candidates:
+        config.label_candidates = candidates
     if features:
         config.reward = replace(config.reward, features=tuple(features))
     train = load_prompts(config.prompt_set, split="train", max_words=24)
@@ -72,12 +74,14 @@ def agreement_curves(tastes: list[str], seed: int, label_counts: list[int], poli
     return out
 
 
-def loop_run(taste: str, seed: int, labels: int, out: Path, method: str = "dpo", words: str | None = None) -> dict:
+def loop_run(taste: str, seed: int, labels: int, out: Path, method: str = "dpo", words: str | None = None,
+             candidates: int | None = None) -> dict:
     """`rlhf-lab taste` in a fresh process (the minutes include loading, as a user sees them)."""
     started = time.perf_counter()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, "-m", "rlhf_lab.cli", "taste", "--taste", taste, "--seed", str(seed),
                            "--labels", str(labels), "--method", method, *(["--words", words] if words else []),
+                           *(["--candidates", str(candidates)] if candidates else []),
                            "--out", str(out / f"{method}-{words or 'default'}-{taste}-{seed}")], capture_output=True,
                           text=True, env=env)
     if proc.returncode != 0:
@@ -102,6 +106,8 @@ def main() -> None:
                              "reply,prompt_x_reply,surface without the word counts); default: the model's")
     parser.add_argument("--words", choices=tuple(WORDS), default=None,
                         help="the loop's reward-model word counts (`rlhf-lab taste --words`); default: the model's")
+    parser.add_argument("--candidates", type=int, default=None,
+                        help="replies per label prompt (`rlhf-lab taste --candidates`); default: the loop's")
     parser.add_argument("--out", default="runs/bench-taste")
     args = parser.parse_args()
     import torch
@@ -110,12 +116,14 @@ def main() -> None:
     tastes, seeds = args.tastes.split(","), [int(s) for s in args.seeds.split(",")]
     counts = [int(k) for k in args.labels.split(",")]
     features = tuple(args.features.split(",")) if args.features else None
-    figures: dict = {"seeds": seeds, "method": args.method, "features": features, "words": args.words}
+    figures: dict = {"seeds": seeds, "method": args.method, "features": features, "words": args.words,
+                     "candidates": args.candidates}
     if not args.no_curve:
         from rlhf_lab import load_policy
 
         policy, tokenizer = load_policy("smollm2-135m")
-        curves = [agreement_curves(tastes, seed, counts, policy, tokenizer, features) for seed in seeds]
+        curves = [agreement_curves(tastes, seed, counts, policy, tokenizer, features, args.candidates)
+                  for seed in seeds]
         print("labels → agreement with the taste on 64 fresh pairs: median over seeds [min, max]")
         for taste in tastes:
             values = {k: [c[taste][k] for c in curves] for k in counts}
@@ -129,7 +137,7 @@ def main() -> None:
         runs: dict = {taste: [] for taste in tastes}
         for seed in seeds:
             for taste in tastes:
-                row = loop_run(taste, seed, args.loop_labels, Path(args.out), args.method, args.words)
+                row = loop_run(taste, seed, args.loop_labels, Path(args.out), args.method, args.words, args.candidates)
                 runs[taste].append(row)
                 print(f"  {taste} seed {seed}: agreement {row['rm_agreement']:.2f}, gain {row['gain']:+.3f} "
                       f"[{row['gain_ci_low']:+.3f}, {row['gain_ci_high']:+.3f}] {row['verdict']}, win rate "

@@ -176,10 +176,11 @@ WORDS = {"on": {}, "off": {"features": ("reply", "prompt_x_reply", "surface")}, 
 averaged (`EmbeddingRewardConfig.words_blend`)."""
 
 
-def taste_config(labels: int = 40, seed: int = 0, smoke: bool = False, method: str = "dpo", words: str | None = None):
+def taste_config(labels: int = 40, seed: int = 0, smoke: bool = False, method: str = "dpo", words: str | None = None,
+                 candidates: int | None = None):
     """The taste loop's settings for the command line: SmolLM2 (the defaults), or (smoke) the tiny model and small
     counts, a check that the loop runs. method: "dpo" (the loop's default) or "ppo" (lesson 4's). words: a key of
-    `WORDS` (None: the reward model's default)."""
+    `WORDS` (None: the reward model's default). candidates: replies per label prompt (None: the default)."""
     from dataclasses import replace
 
     from rlhf_lab.loop.taste import TasteConfig
@@ -187,7 +188,7 @@ def taste_config(labels: int = 40, seed: int = 0, smoke: bool = False, method: s
     config = TasteConfig.smoke(labels, seed, method) if smoke else TasteConfig(labels=labels, seed=seed, method=method)
     if words is not None:
         config.reward = replace(config.reward, **WORDS[words])
-    return config
+    return config if candidates is None else replace(config, label_candidates=candidates)
 
 
 def cmd_taste(args) -> None:
@@ -202,7 +203,7 @@ def cmd_taste(args) -> None:
     quiet_model_loading()
     if args.labels < 4:
         raise ValueError(f"--labels must be at least 4, got {args.labels}.")
-    config = taste_config(args.labels, args.seed, args.smoke, args.method, args.words)
+    config = taste_config(args.labels, args.seed, args.smoke, args.method, args.words, args.candidates)
     if args.store:  # people's judgments already in a store (a class store: --annotator '*' pools everyone's)
         if not args.annotator:
             raise ValueError("--store needs --annotator: whose judgments train the model (a name, or '*' for "
@@ -268,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     taste.add_argument("--words", choices=tuple(WORDS), default=None,
                        help="the reward model's word counts: on, off, or blend (a model with them and one without, "
                             "averaged); default: the reward model's")
+    taste.add_argument("--candidates", type=int, default=None,
+                       help="replies per label prompt (default 2, shown as sampled; more: a designed pair is shown)")
     taste.add_argument("--out", default=None, help="report folder (default runs/taste-TASTE-seedN)")
     taste.add_argument("--smoke", action="store_true", help="the tiny model and small counts (a check that it runs)")
     taste.add_argument("--threads", type=int, default=None, help="torch CPU threads")

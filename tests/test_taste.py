@@ -53,19 +53,20 @@ def test_a_simulated_learner_runs_the_whole_loop_and_gets_a_report(tmp_path):
 
 
 def test_the_learner_is_shown_the_designed_pair_of_each_prompts_candidates():
-    """4 candidates per prompt (at 0.7, 1.1, 0.7, 1.1): each item holds the pair `design_pairs` picks; with 2, the
-    pair is the two replies as sampled, as before the design."""
+    """4 candidates per prompt (at 0.7, 1.1, 0.7, 1.1): each item holds the pair `design_pairs` picks; with 2 (the
+    default), the pair is the two replies as sampled."""
     config = taste_config(labels=6, seed=2, smoke=True)
     policy, tokenizer = tiny_policy(seed=0)
     prompts = load_prompts("curated", split="train", n=6, seed=0)
     candidates = [generate(policy, tokenizer, prompts, replace(config.sampling, temperature=(0.7, 1.1)[j % 2]),
                            seed=seed_for(config.seed, 11, j)).responses for j in range(4)]
     picks = design_pairs(prompts, [[c[i] for c in candidates] for i in range(6)], config.reward)
-    assert config.label_candidates == 4 and set(picks) != {(0, 1)}  # the design chose, not the sampling order
-    items = label_pairs(FeedbackStore(":memory:"), policy, tokenizer, prompts, config)
+    assert set(picks) != {(0, 1)}  # the design chose, not the sampling order
+    items = label_pairs(FeedbackStore(":memory:"), policy, tokenizer, prompts, replace(config, label_candidates=4))
     assert [sorted(r.text for r in it.responses) for it in items] == [
         sorted([candidates[a][i], candidates[b][i]]) for i, (a, b) in enumerate(picks)]
-    items = label_pairs(FeedbackStore(":memory:"), policy, tokenizer, prompts, replace(config, label_candidates=2))
+    assert config.label_candidates == 2
+    items = label_pairs(FeedbackStore(":memory:"), policy, tokenizer, prompts, config)
     assert [sorted(r.text for r in it.responses) for it in items] == [
         sorted([candidates[0][i], candidates[1][i]]) for i in range(6)]
     with pytest.raises(ValueError, match="label_candidates must be at least 2"):
@@ -115,6 +116,9 @@ def test_the_cli_ends_with_one_json_line_and_takes_your_own_taste(tmp_path, monk
                                                   "kl", "minutes"} <= set(last)
     assert main(["taste", "--taste", "salty", "--smoke"]) == 2
     assert "Unknown taste 'salty'" in capsys.readouterr().err
+    assert main(["taste", "--smoke", "--candidates", "1"]) == 2
+    assert "label_candidates must be at least 2" in capsys.readouterr().err
+    assert taste_config(candidates=4).label_candidates == 4 and taste_config().label_candidates == 2
 
 
 def test_a_round_that_passes_the_kl_target_is_undone():

@@ -4,9 +4,9 @@
     result = run_taste(TasteConfig(), store=store, annotator="me", policy=policy, tokenizer=tokenizer)  # a person
     print(result)                          # agreement, the taste's gain with its 95 % interval, win rate, KL, minutes
 
-1. Labels: a pair of replies to each of `labels` training prompts, sampled from the policy (cooler and hotter, so
-   the pair differs; of `label_candidates` replies, the pairs that together tell the reward model most: D-optimal
-   design), judged by the learner: a person at the rater, or a `SimulatedLearner` through the same store.
+1. Labels: two replies to each of `labels` training prompts, sampled from the policy (one cooler, one hotter, so
+   the pair differs; or, with `label_candidates` > 2, the pair of its candidates that the D-optimal design picks),
+   judged by the learner: a person at the rater, or a `SimulatedLearner` through the same store.
 2. Reward model: a Bradley–Terry head on frozen sentence embeddings (`EmbeddingRewardModel`), fitted on this
    learner's judgments only, in seconds.
 3. Agreement: on fresh held-out pairs the learner never saw, how often the reward model orders them as the taste
@@ -74,10 +74,12 @@ class TasteConfig(Config):
     """Pairs the learner judges."""
     label_temperatures: tuple[float, float] = (0.7, 1.1)
     """Label replies are sampled at these temperatures in turn (contrast makes a judgment more informative)."""
-    label_candidates: int = 4
-    """Replies sampled per label prompt; the two shown are chosen among them by D-optimal design for the reward
-    model (`reward.pair_design`). 2: one reply at each temperature, shown as is (the design then has no choice).
-    40 labels, seeds 0-9: agreement with 4 against 2 in `bench/results/taste_cpu.txt` (`bench/taste_design.py`)."""
+    label_candidates: int = 2
+    """Replies sampled per label prompt. 2: one at each temperature, shown as they are. More: the two shown are
+    chosen among them by D-optimal design for the reward model (`reward.pair_design`). 4 against 2 made no
+    detectable difference to agreement at 40 labels, seeds 0-9 (mean paired difference −0.02 to +0.04 per taste, signs
+    mixed), for twice the sampling time (`bench/taste_design.py`, `bench/results/taste_cpu.txt`), so the default
+    stays 2."""
     eval_prompts: int = 32
     """Held-out prompts for before/after."""
     eval_samples: int = 4
@@ -181,8 +183,8 @@ class TasteResult:
 
 def label_pairs(store, policy, tokenizer, prompts: list[str], config: TasteConfig, iteration: int = 0) -> list:
     """Pairwise items for the learner, stored in `store`; returns the Items. For each prompt `label_candidates`
-    replies are sampled at the `label_temperatures` in turn, and the two shown (A/B order by a seeded coin) are the
-    prompt's pair in the D-optimal design for the reward model (`reward.pair_design.design_pairs`)."""
+    replies are sampled at the `label_temperatures` in turn; the two shown (A/B order by a seeded coin) are those
+    two, or with more candidates the prompt's pair in the D-optimal design (`reward.pair_design.design_pairs`)."""
     temps = config.label_temperatures
     batches = [generate(policy, tokenizer, prompts, replace(config.sampling, temperature=temps[j % len(temps)]),
                         seed=seed_for(config.seed, 11, j), iteration=iteration) for j in range(config.label_candidates)]
