@@ -130,11 +130,10 @@ class EmbeddingRewardModel(NormalisedScores):
                           .reshape(len(responses), len(index)))
         return torch.cat(blocks, dim=1).float()
 
-    def design_features(self, prompts, responses) -> torch.Tensor:
-        """x of unlabelled replies as `fit` would standardise them, each column in units of its prior (a unit of
-        column f moves the reward by w_f, w ~ N(0, (2λ)⁻¹·I)): (N, F), for choosing which pairs to ask about
-        (`reward.pair_design`). The vocabulary and standardisation are learned from these replies; `fit` learns its
-        own."""
+    def standardised_features(self, prompts, responses) -> torch.Tensor:
+        """Learn the vocabulary and the standardisation from these replies, and return their standardised x: (N, F),
+        each column in units of its prior (a unit of column f moves the reward by w_f, w ~ N(0, (2λ)⁻¹·I)). What
+        `fit_ratings` and `fit_rankings` regress on, and what `reward.pair_design` chooses unlabelled pairs by."""
         self._learn_vocabulary(list(responses))
         x = self.featurize(prompts, responses)
         self._standardise(x)
@@ -180,10 +179,7 @@ class EmbeddingRewardModel(NormalisedScores):
         Returns self (normalised on the rated replies)."""
         df = _columns(ratings, {"prompt", "response", "score", "lo", "hi"}, "ratings", "rating_examples(store)",
                       self.config)
-        self._learn_vocabulary(df["response"])
-        x = self.featurize(df["prompt"], df["response"])
-        self._standardise(x)
-        z = (x - self.mean_) / self.std_  # (N, F)
+        z = self.standardised_features(df["prompt"], df["response"])  # (N, F)
         t = torch.tensor(((df["score"] - df["lo"]) / (df["hi"] - df["lo"]) - 0.5).to_numpy(), dtype=torch.float32)
         members = []
         for idx in self._resamples(len(df)):
@@ -207,10 +203,7 @@ class EmbeddingRewardModel(NormalisedScores):
             raise ValueError("no ranking of 2 or more replies to learn from")
         width = max(map(len, df["ranked"]))
         prompts = [p for p, ranked in zip(df["prompt"], df["ranked"]) for _ in ranked]
-        self._learn_vocabulary([r for ranked in df["ranked"] for r in ranked])
-        x = self.featurize(prompts, [r for ranked in df["ranked"] for r in ranked])
-        self._standardise(x)
-        z = (x - self.mean_) / self.std_
+        z = self.standardised_features(prompts, [r for ranked in df["ranked"] for r in ranked])
         feats = torch.zeros(len(df), width, z.shape[1])
         mask = torch.zeros(len(df), width, dtype=torch.bool)
         row = 0

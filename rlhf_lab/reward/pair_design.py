@@ -22,7 +22,7 @@ pair of 4 candidates against the one pair of 2 made no detectable difference to 
 from __future__ import annotations
 
 import math
-from itertools import combinations
+from itertools import accumulate, combinations
 
 import torch
 
@@ -45,7 +45,8 @@ def greedy_d_optimal(diffs: torch.Tensor, groups, precision: float, count: int |
         raise ValueError(f"diffs must be (M, F) with one group per row; got {tuple(d.shape)} and {len(groups)} groups.")
     if not precision > 0:
         raise ValueError(f"precision must be > 0, got {precision}.")
-    count = len(set(groups.tolist())) if count is None else min(count, len(set(groups.tolist())))
+    distinct = len(set(groups.tolist()))
+    count = distinct if count is None else min(count, distinct)
     inverse = torch.eye(d.shape[1], dtype=torch.float64) / precision
     q = (d * d).sum(1) / precision
     open_ = torch.ones(len(d), dtype=torch.bool)
@@ -70,10 +71,8 @@ def design_pairs(prompts: list[str], candidates: list[list[str]], reward: Embedd
     if len(prompts) != len(candidates) or min((len(c) for c in candidates), default=2) < 2:
         raise ValueError("design_pairs needs a list of at least two candidate replies for each prompt.")
     flat = [(i, reply) for i, replies in enumerate(candidates) for reply in replies]
-    z = EmbeddingRewardModel(reward).design_features([prompts[i] for i, _ in flat], [r for _, r in flat])
-    start = [0]
-    for replies in candidates:
-        start.append(start[-1] + len(replies))
+    z = EmbeddingRewardModel(reward).standardised_features([prompts[i] for i, _ in flat], [r for _, r in flat])
+    start = [0, *accumulate(len(replies) for replies in candidates)]  # each prompt's first row in z
     options = [(i, a, b) for i, replies in enumerate(candidates) for a, b in combinations(range(len(replies)), 2)]
     diffs = torch.stack([z[start[i] + a] - z[start[i] + b] for i, a, b in options])
     picked = {options[m][0]: options[m][1:] for m in greedy_d_optimal(diffs, [o[0] for o in options], 2 * reward.l2)}
