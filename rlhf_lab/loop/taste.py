@@ -20,7 +20,7 @@
    above `kl_target`, the last round is shrunk (its step halved, then quartered: `blend`) or else undone, and the
    after replies sampled again, so the KL reported is within the target (the check between rounds on 16 replies
    that preceded it missed 4 of 25 times in `bench/taste.py`; undoing a round whole threw away all of a round that
-   overshot a little).
+   overshot a little). A cheap probe of one reply per prompt screens each step down first (`loop.kl_check`).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from rlhf_lab.core.config import Config, as_config
 from rlhf_lab.core.files import write_atomic
 from rlhf_lab.core.seeding import seed_for, set_seed
 from rlhf_lab.loop.evaluation import PairedResult, paired_gain, sequence_kl
+from rlhf_lab.loop.kl_check import SHRINK, blend, snapshot, within_kl_target
 from rlhf_lab.policy.generation import SamplingConfig, generate
 from rlhf_lab.policy.models import load_policy
 from rlhf_lab.policy.prompts import load_prompts
@@ -197,21 +198,6 @@ def label_pairs(store, policy, tokenizer, prompts: list[str], config: TasteConfi
                                                          for i, f in enumerate(flip)])]
 
 
-def _snapshot(model) -> dict:
-    """A copy of the model's weights on the CPU, for `load_state_dict` when a round is undone."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
-def blend(before: dict, after: dict, alpha: float) -> dict:
-    """Weights a fraction `alpha` of the way from one state dict to another: θ = θ_before + α·(θ_after − θ_before)
-    for floating-point tensors (others, e.g. integer buffers, from `after`). α = 1 gives `after`, α = 0 `before`."""
-    return {k: before[k] + alpha * (v - before[k]) if v.is_floating_point() else v for k, v in after.items()}
-
-
-SHRINK = (0.5, 0.25)
-"""The fractions of an overshooting last round that the KL check tries, largest first, before undoing it whole."""
-
-
 def label_prompts(train: list[str], config: TasteConfig) -> list[str]:
     """The `config.labels` training prompts a simulated learner judges pairs for (seeded by `config.seed`)."""
     return [train[i] for i in np.random.default_rng(seed_for(config.seed, 10)).choice(
@@ -260,7 +246,7 @@ def steer(trainer, initial, prompts: list[str], rm, config: TasteConfig, say=pri
                 say(f"      KL {kl:.1f} after {round_ - 1} rounds: one more would likely pass the target "
                     f"{config.kl_target:g}; stopping")
                 return snapshots
-        snapshots.append(_snapshot(trainer.policy))
+        snapshots.append(snapshot(trainer.policy))
         if pairs:
             trainer.fit(pairs)
         trainer.round_ = round_
@@ -272,7 +258,7 @@ def ppo_rounds(trainer, prompts: list[str], config: TasteConfig, say=print) -> l
     weights before each round (on the CPU), for `run_taste`'s KL check on the held-out replies."""
     snapshots: list[dict] = []
     for round_ in range(1, config.rounds + 1):
-        snapshots.append(_snapshot(trainer.policy))
+        snapshots.append(snapshot(trainer.policy))
         trainer.train(prompts, n_updates=round(config.ppo_updates * round_ / config.rounds))
         metrics = trainer.history.to_frame().iloc[-1]
         say(f"      PPO update {trainer.update_}/{config.ppo_updates}: reward-model score "
@@ -283,6 +269,18 @@ def ppo_rounds(trainer, prompts: list[str], config: TasteConfig, say=print) -> l
 def _eval_batch(policy, tokenizer, prompts, config: TasteConfig):
     return generate(policy, tokenizer, prompts, config.sampling, seed=seed_for(config.seed, 13),
                     n_per_prompt=config.eval_samples)
+
+
+def _measure(policy, initial, tokenizer, held_out, config: TasteConfig):
+    """The held-out replies (`eval_samples` per prompt) and their mean KL to the initial policy."""
+    batch = _eval_batch(policy, tokenizer, held_out, config)
+    return batch, float(sequence_kl(policy, initial, batch, config.sampling.temperature).mean())
+
+
+def _probe(policy, initial, tokenizer, held_out, config: TasteConfig) -> float:
+    """The KL check's cheap estimate: one reply per held-out prompt (a quarter of `_measure`'s at the defaults)."""
+    batch = generate(policy, tokenizer, held_out, config.sampling, seed=seed_for(config.seed, 16))
+    return float(sequence_kl(policy, initial, batch, config.sampling.temperature).mean())
 
 
 def run_taste(config: TasteConfig | None = None, *, learner=None, store=None, annotator: str | None = None,
@@ -366,25 +364,10 @@ def run_taste(config: TasteConfig | None = None, *, learner=None, store=None, an
     lap("policy")
 
     say("[5/5] evaluating on held-out prompts, before and after")  # 5. evaluation
-    scale = 1.0  # the KL on the held-out replies is the one reported: above the target, the last round is shrunk
-    while True:  # to each fraction of SHRINK in turn, then undone, and the after replies sampled again
-        after = _eval_batch(trainer.policy, tokenizer, held_out, config)
-        kl = float(sequence_kl(trainer.policy, initial, after, config.sampling.temperature).mean())
-        if not (config.kl_target and kl > config.kl_target and snapshots):
-            break
-        if scale == 1.0:  # this round's full step, for blending
-            full = _snapshot(trainer.policy)
-        smaller = [a for a in SHRINK if a < scale]
-        if smaller:
-            scale = smaller[0]
-            trainer.policy.load_state_dict(blend(snapshots[-1], full, scale))
-            say(f"      KL {kl:.1f} > target {config.kl_target:g} on the held-out replies: round {len(snapshots)} "
-                f"shrunk to {scale:g} of its step")
-        else:
-            trainer.policy.load_state_dict(snapshots.pop())
-            scale = 1.0
-            say(f"      KL {kl:.1f} > target {config.kl_target:g} on the held-out replies: round {len(snapshots) + 1} "
-                "is undone")
+    after, kl, scale = within_kl_target(  # the KL on the held-out replies is the one reported: within the target
+        trainer.policy, snapshots, lambda model: _measure(model, initial, tokenizer, held_out, config),
+        (lambda model: _probe(model, initial, tokenizer, held_out, config)) if config.eval_samples > 1 else None,
+        config.kl_target or None, say)
     lap("eval_after")
     shape = (len(held_out), config.eval_samples)
     r_before, r_after = (rm.score(b.prompts, b.responses).numpy().reshape(shape) for b in (before, after))

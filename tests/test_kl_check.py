@@ -1,0 +1,80 @@
+"""The KL check's ladder (`loop.kl_check`): a toy policy whose 'KL' is a known function of its one weight, so every
+step down the ladder, every probe and every full measurement can be checked by hand."""
+
+import pytest
+import torch
+
+from rlhf_lab.loop.kl_check import SHRINK, snapshot, within_kl_target
+
+
+def toy(rounds_start=(0.0, 1.0, 2.0), end=3.0):
+    """A one-weight policy at `end`, with snapshots (the weight before each round) at `rounds_start`."""
+    policy = torch.nn.Linear(1, 1, bias=False)
+    snapshots = []
+    for w in rounds_start:
+        policy.weight.data.fill_(w)
+        snapshots.append(snapshot(policy))
+    policy.weight.data.fill_(end)
+    return policy, snapshots
+
+
+def weight(policy) -> float:
+    return policy.weight.item()
+
+
+def counted(fn):
+    calls = []
+
+    def wrapped(policy):
+        calls.append(weight(policy))
+        return fn(weight(policy))
+    return wrapped, calls
+
+
+def test_probes_screen_the_ladder_and_only_the_candidate_that_passes_is_measured_in_full():
+    """KL(w) = w², target 2.5, rounds from 0→1, 1→2, 2→3: the ladder tries round 3 at ½ (w 2.5) and ¼ (2.25),
+    undoes it (2.0), then round 2 at ½ (1.5, KL 2.25): four probes, and two full samplings (the first, the kept)."""
+    policy, snapshots = toy()
+    measure, measured = counted(lambda w: (f"replies at {w}", w * w))
+    probe, probed = counted(lambda w: w * w)
+    lines = []
+    batch, kl, scale = within_kl_target(policy, snapshots, measure, probe, target=2.5, say=lines.append)
+    assert probed == [2.5, 2.25, 2.0, 1.5] and measured == [3.0, 1.5]
+    assert weight(policy) == pytest.approx(1.5) and kl == pytest.approx(2.25) and batch == "replies at 1.5"
+    assert scale == 0.5 and scale in SHRINK and len(snapshots) == 2  # round 3 popped; round 2 kept at half its step
+    assert "round 3 undone: probe KL 4.0" in "\n".join(lines) and "KL 9.0 > target 2.5" in lines[0]
+
+
+def test_a_probe_that_passes_a_candidate_the_full_sample_rejects_sends_the_ladder_on_down():
+    """The probe underestimates by 1 (noise): it passes round 2 at ½ (1.5) whose full KL 2.25 is above the target
+    2.0, so the ladder goes on to round 2 at ¼ (1.25, KL 1.5625), which the full sample keeps."""
+    policy, snapshots = toy()
+    measure, measured = counted(lambda w: (None, w * w))
+    probe, probed = counted(lambda w: w * w - 1)
+    _, kl, scale = within_kl_target(policy, snapshots, measure, probe, target=2.0, say=lambda *a: None)
+    assert probed == [2.5, 2.25, 2.0, 1.5, 1.25] and measured == [3.0, 1.5, 1.25]
+    assert weight(policy) == pytest.approx(1.25) and kl == pytest.approx(1.5625) and scale == 0.25
+
+
+def test_without_a_probe_every_candidate_is_measured_in_full_and_within_the_target_nothing_moves():
+    policy, snapshots = toy()
+    measure, measured = counted(lambda w: (None, w * w))
+    _, kl, scale = within_kl_target(policy, snapshots, measure, None, target=2.5, say=lambda *a: None)
+    assert measured == [3.0, 2.5, 2.25, 2.0, 1.5] and kl == pytest.approx(2.25) and scale == 0.5
+    policy, snapshots = toy()
+    measure, measured = counted(lambda w: (None, w * w))
+    for target in (9.0, None):  # within the target, or no target: the policy as trained, measured once
+        _, kl, scale = within_kl_target(policy, snapshots, measure, None, target=target, say=lambda *a: None)
+        assert kl == 9.0 and scale == 1.0 and weight(policy) == 3.0 and len(snapshots) == 3
+    assert measured == [3.0, 3.0]
+
+
+def test_a_target_nothing_meets_ends_at_the_initial_policy_without_probing_it():
+    """Every round undone: the initial weights (KL 0 here) are measured, never probed, and kept."""
+    policy, snapshots = toy()
+    measure, measured = counted(lambda w: (None, w * w + 0.5))  # even the initial policy is 'above' the target
+    probe, probed = counted(lambda w: w * w + 0.5)
+    _, kl, scale = within_kl_target(policy, snapshots, measure, probe, target=0.1, say=lambda *a: None)
+    assert weight(policy) == 0.0 and snapshots == [] and scale == 1.0 and kl == 0.5
+    assert 0.0 not in probed and measured == [3.0, 0.0]
+    assert probed == [2.5, 2.25, 2.0, 1.5, 1.25, 1.0, 0.5, 0.25]
