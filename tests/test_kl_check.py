@@ -1,10 +1,11 @@
 """The KL check's ladder (`loop.kl_check`): a toy policy whose 'KL' is a known function of its one weight, so every
 step down the ladder, every probe and every full measurement can be checked by hand."""
 
+import numpy as np
 import pytest
 import torch
 
-from rlhf_lab.loop.kl_check import SHRINK, snapshot, within_kl_target
+from rlhf_lab.loop.kl_check import SHRINK, probe_bound, snapshot, within_kl_target
 
 
 def toy(rounds_start=(0.0, 1.0, 2.0), end=3.0):
@@ -42,7 +43,7 @@ def test_probes_screen_the_ladder_and_only_the_candidate_that_passes_is_measured
     assert probed == [2.5, 2.25, 2.0, 1.5] and measured == [3.0, 1.5]
     assert weight(policy) == pytest.approx(1.5) and kl == pytest.approx(2.25) and batch == "replies at 1.5"
     assert scale == 0.5 and scale in SHRINK and len(snapshots) == 2  # round 3 popped; round 2 kept at half its step
-    assert "round 3 undone: probe KL 4.0" in "\n".join(lines) and "KL 9.0 > target 2.5" in lines[0]
+    assert "round 3 undone: probe KL 4.0 ± 0.0" in "\n".join(lines) and "KL 9.0 > target 2.5" in lines[0]
 
 
 def test_a_probe_that_passes_a_candidate_the_full_sample_rejects_sends_the_ladder_on_down():
@@ -78,3 +79,19 @@ def test_a_target_nothing_meets_ends_at_the_initial_policy_without_probing_it():
     assert weight(policy) == 0.0 and snapshots == [] and scale == 1.0 and kl == 0.5
     assert 0.0 not in probed and measured == [3.0, 0.0]
     assert probed == [2.5, 2.25, 2.0, 1.5, 1.25, 1.0, 0.5, 0.25]
+
+
+def test_a_probe_passes_a_candidate_only_within_the_target_by_a_standard_error():
+    """probe_bound: mean and s/√n of the KL per reply (checked against numpy); a probe of per-reply KLs whose mean
+    is within the target but mean + standard error is not sends the ladder one step further down."""
+    kls = np.array([8.0, 12.0, 9.0, 11.5, 7.0, 10.5])
+    mean, error = probe_bound(torch.tensor(kls))
+    assert mean == pytest.approx(kls.mean()) and error == pytest.approx(kls.std(ddof=1) / np.sqrt(len(kls)))
+    assert probe_bound(3.5) == (3.5, 0.0)
+    policy, snapshots = toy()
+    measure, measured = counted(lambda w: (None, w * w))
+    spread = torch.tensor([-1.0, 1.0, -1.0, 1.0])  # standard error 0.5
+    probe, probed = counted(lambda w: w * w + spread)
+    _, kl, scale = within_kl_target(policy, snapshots, measure, probe, target=2.5, say=lambda *a: None)
+    assert probed == [2.5, 2.25, 2.0, 1.5, 1.25]  # 1.5 (mean 2.25, + 0.5 > 2.5) is screened out; 1.25 passes
+    assert measured == [3.0, 1.25] and kl == pytest.approx(1.5625) and scale == 0.25

@@ -139,16 +139,24 @@ def test_a_round_that_passes_the_kl_target_is_undone():
     assert not all(torch.equal(v, start[k]) for k, v in policy.state_dict().items())
 
 
-def test_a_second_run_into_the_same_folder_learns_from_its_own_labels_only(tmp_path):
+def test_a_second_run_into_the_same_folder_learns_from_its_own_labels_only_and_judges_as_the_first(tmp_path):
     """`rlhf-lab taste --out DIR` twice: the store in DIR keeps both runs' judgments, and each run's reward model
-    sees its own `labels` pairs (the second run used to train on both runs' 2 × labels)."""
-    config = TasteConfig.smoke(labels=5)
-    for expected_in_store in (5, 10):
+    sees its own `labels` pairs (the second run used to train on both runs' 2 × labels). The same seed gives the
+    same judgments and figures: the learner's coins are keyed by the pair's number in the run, not by its id in the
+    store (the second run's items are 9-16, and its coin flips, rationality 0, used to differ from the first's)."""
+    config = TasteConfig.smoke(labels=8)
+    results, choices = [], []
+    for expected_in_store in (8, 16):
         policy, tokenizer = tiny_policy(seed=0)
-        result = run_taste(config, learner=SimulatedLearner("short", seed=0), policy=policy, tokenizer=tokenizer,
-                           out=tmp_path, log=lambda *a: None)
-        assert result.labels == 5
-        assert len(FeedbackStore(tmp_path / "feedback.db").judgments_df()) == expected_in_store
+        results.append(run_taste(config, learner=SimulatedLearner("short", rationality=0.0, seed=0), policy=policy,
+                                 tokenizer=tokenizer, out=tmp_path, log=lambda *a: None))
+        assert results[-1].labels == 8
+        judgments = FeedbackStore(tmp_path / "feedback.db").judgments_df().sort_values("judgment_id")
+        assert len(judgments) == expected_in_store
+        choices.append([json.dumps(a, sort_keys=True) for a in judgments["answer"].tolist()[-8:]])
+    assert choices[0] == choices[1] and len(set(choices[0])) == 2  # real coin flips (both answers), the same ones
+    first, second = ({k: v for k, v in r.to_json().items() if k not in ("minutes", "seconds")} for r in results)
+    assert first == second
 
 
 def test_the_kl_on_the_held_out_replies_undoes_the_last_round():

@@ -63,3 +63,25 @@ def test_the_learner_writes_through_the_store_and_resumes():
         lambda t: {"prompt": PROMPT, "response": t, "model": "m", "iteration": 0}).tolist())
     SimulatedLearner("short", rationality=50.0, seed=3).annotate(again, [again.add_item(ids[:2]), again.add_item(ids[2:])])
     assert again.judgments_df()["answer"].tolist() == store.judgments_df()["answer"].tolist()
+
+
+def test_the_learners_coins_follow_the_keys_given_not_the_store_ids():
+    """annotate(keys=...): the same pair judged in two stores where its id differs gets the same coin when given the
+    same key; one key per item, or one clear error."""
+    a, b = "One.", "One two three four five."
+    answers = []
+    for padding in (0, 5):  # the pair is item 1 in one store and item 6 in the other
+        store = FeedbackStore(":memory:")
+        for _ in range(padding):
+            store.add_item(store.add_responses([{"prompt": PROMPT, "response": t, "model": "m", "iteration": 0}
+                                                for t in ("x", "y")]))
+        ids = store.add_responses([{"prompt": PROMPT, "response": t, "model": "m", "iteration": 0} for t in (a, b)])
+        item = store.add_item(ids)
+        flips = SimulatedLearner("short", rationality=0.0, seed=0)  # keys 1 and 6 flip apart
+        answers.append([flips.choose(PROMPT, a, b, key) for key in (1, item)])
+        flips.annotate(store, [item], keys=[1])
+        answers[-1].append(store.judgments_df()["answer"].iloc[-1]["choice"])
+    assert answers[0][2] == answers[1][2] == answers[0][0]  # keyed by 1 in both stores: the same coin
+    assert answers[1][1] != answers[1][0]  # the store id's coin (key 6) would have differed
+    with pytest.raises(ValueError, match="one key per item"):
+        SimulatedLearner("short").annotate(FeedbackStore(":memory:"), [], keys=[1])

@@ -129,18 +129,24 @@ class SimulatedLearner:
         coin = np.random.default_rng([self.seed, int(key)]).random()
         return "A" if coin < _sigmoid(self.rationality * (u_a - u_b)) else "B"
 
-    def annotate(self, store, items=None) -> list[int]:
+    def annotate(self, store, items=None, keys=None) -> list[int]:
         """Judge pairwise `items` (Items or ids; default: every pairwise item this learner has not judged) and record
         each through `store.record_pairwise`. Items already judged are skipped, so a rerun resumes. Returns the new
-        judgment ids."""
+        judgment ids.
+
+        keys: the coin's key for each of `items` (default: the item ids). The taste loop passes 1, 2, … (the ids
+        in a fresh store), so a run into a folder whose store already holds items judges as it would alone."""
         store.register_annotator(self.name, "simulated", f"a simulated learner (rationality {self.rationality})")
         pending = store.pending_items(self.name, "pairwise")
         todo = {it.id for it in pending}
         items = pending if items is None else [it if hasattr(it, "id") else store.get_item(it) for it in items]
+        keys = [item.id for item in items] if keys is None else list(keys)
+        if len(keys) != len(items):
+            raise ValueError(f"annotate got {len(keys)} keys for {len(items)} items: give one key per item.")
         ids = []
-        for item in items:
+        for item, key in zip(items, keys):
             if item.id not in todo or item.kind != "pairwise":
                 continue
             a, b = item.responses
-            ids.append(store.record_pairwise(item.id, self.name, self.choose(item.prompt, a.text, b.text, item.id)))
+            ids.append(store.record_pairwise(item.id, self.name, self.choose(item.prompt, a.text, b.text, key)))
         return ids

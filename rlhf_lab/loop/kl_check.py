@@ -7,15 +7,18 @@ After the policy step the held-out replies are sampled and their KL to the initi
 and the round before it likewise, down this ladder until the KL is within the target.
 
 Each step down the ladder is first screened by a `probe`: one reply per held-out prompt, a quarter of the
-evaluation's replies at its defaults. Only a candidate whose probe is within the target is sampled in full, and the
-full sample decides (the probe's mean of 32 replies is too noisy to report). Before the probe, every candidate was
-sampled in full (about 45 s each on 2 CPU cores): PPO on the short taste tried up to five, and lesson 4's run took
-7 minutes where it takes 4.5 when the first full sample passes.
+evaluation's replies at its defaults. Only a candidate within the target on the probe by a standard error is
+sampled in full, and the full sample decides: the probe's mean of 32 replies is too noisy to report (without the
+standard error, a probe of 9.8 let through a candidate whose full KL was 10.4, and the ladder went on). Before the
+probe, every candidate was sampled in full (about 45 s each on 2 CPU cores): PPO on the short taste tried up to
+five, and the whole run took 7 minutes where it takes 4.5 when the first full sample passes.
 """
 
 from __future__ import annotations
 
-__all__ = ["SHRINK", "blend", "snapshot", "within_kl_target"]
+import torch
+
+__all__ = ["SHRINK", "blend", "snapshot", "within_kl_target", "probe_bound"]
 
 SHRINK = (0.5, 0.25)
 """The fractions of an overshooting round that the ladder tries, largest first, before undoing the round whole."""
@@ -32,13 +35,23 @@ def blend(before: dict, after: dict, alpha: float) -> dict:
     return {k: before[k] + alpha * (v - before[k]) if v.is_floating_point() else v for k, v in after.items()}
 
 
+def probe_bound(kls) -> tuple[float, float]:
+    """(mean, standard error) of a probe's KL per reply: s/√n, with s the sample standard deviation of the n values
+    (a single number: its value and 0). A candidate passes the probe when mean + standard error ≤ target."""
+    kls = torch.as_tensor(kls, dtype=torch.float64).flatten()
+    if len(kls) < 2:
+        return float(kls.sum()), 0.0
+    return float(kls.mean()), float(kls.std() / len(kls) ** 0.5)
+
+
 def within_kl_target(policy, snapshots: list[dict], measure, probe=None, target: float | None = None, say=print):
     """Sample the held-out replies and walk the ladder down until their KL is within `target`.
 
     policy: the steered model (its weights are changed in place to the candidate kept). snapshots: its weights
     before each kept round, oldest first (`snapshot`); rounds undone are popped. measure(policy) -> (batch, kl): the
-    held-out replies and their mean KL, the figure that counts. probe(policy) -> kl: a cheaper estimate of the same
-    KL, or None to measure every candidate in full. Returns (batch, kl, scale): the held-out replies of the
+    held-out replies and their mean KL, the figure that counts. probe(policy) -> KL per reply (a cheaper sample of
+    the same KL; a candidate passes when its mean plus standard error is within the target: `probe_bound`), or
+    None to measure every candidate in full. Returns (batch, kl, scale): the held-out replies of the
     policy kept, their KL, and the fraction of the last kept round's step that was kept (1, or one of SHRINK).
     With no snapshots left the policy is the initial one (KL 0): it is measured and kept whatever the target."""
     batch, kl = measure(policy)
@@ -60,9 +73,9 @@ def within_kl_target(policy, snapshots: list[dict], measure, probe=None, target:
             if probe is None or not snapshots:
                 say(f"      {step}")
                 break
-            estimate = float(probe(policy))
-            say(f"      {step}: probe KL {estimate:.1f}")
-            if estimate <= target:
+            estimate, error = probe_bound(probe(policy))
+            say(f"      {step}: probe KL {estimate:.1f} ± {error:.1f}")
+            if estimate + error <= target:
                 break
         batch, kl = measure(policy)
     return batch, kl, scale

@@ -206,8 +206,10 @@ def label_prompts(train: list[str], config: TasteConfig) -> list[str]:
 
 def simulate_labels(store, learner, policy, tokenizer, train: list[str], config: TasteConfig) -> list[int]:
     """Step 1 for a simulated learner: `label_pairs` on `label_prompts`, judged by the learner through the store.
-    Returns the new judgment ids."""
-    return learner.annotate(store, label_pairs(store, policy, tokenizer, label_prompts(train, config), config))
+    Returns the new judgment ids. The learner's coins are keyed by each pair's number in this run (1, 2, …), not by
+    its id in the store: a run into a folder that holds an earlier run's store judges as a first run would."""
+    items = label_pairs(store, policy, tokenizer, label_prompts(train, config), config)
+    return learner.annotate(store, items, keys=range(1, len(items) + 1))
 
 
 def fresh_pairs(policy, tokenizer, train: list[str], labelled, config: TasteConfig):
@@ -277,10 +279,11 @@ def _measure(policy, initial, tokenizer, held_out, config: TasteConfig):
     return batch, float(sequence_kl(policy, initial, batch, config.sampling.temperature).mean())
 
 
-def _probe(policy, initial, tokenizer, held_out, config: TasteConfig) -> float:
-    """The KL check's cheap estimate: one reply per held-out prompt (a quarter of `_measure`'s at the defaults)."""
+def _probe(policy, initial, tokenizer, held_out, config: TasteConfig):
+    """The KL check's cheap sample: the KL per reply of one reply per held-out prompt (a quarter of `_measure`'s
+    replies at the defaults)."""
     batch = generate(policy, tokenizer, held_out, config.sampling, seed=seed_for(config.seed, 16))
-    return float(sequence_kl(policy, initial, batch, config.sampling.temperature).mean())
+    return sequence_kl(policy, initial, batch, config.sampling.temperature)
 
 
 def run_taste(config: TasteConfig | None = None, *, learner=None, store=None, annotator: str | None = None,
