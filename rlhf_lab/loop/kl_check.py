@@ -11,7 +11,10 @@ evaluation's replies at its defaults. Only a candidate within the target on the 
 sampled in full, and the full sample decides: the probe's mean of 32 replies is too noisy to report (without the
 standard error, a probe of 9.8 let through a candidate whose full KL was 10.4, and the ladder went on). Before the
 probe, every candidate was sampled in full (about 45 s each on 2 CPU cores): PPO on the short taste tried up to
-five, and the whole run took 7 minutes where it takes 4.5 when the first full sample passes.
+five, and the whole run took 7 minutes where it takes 4.5 when the first full sample passes. The probe is a trade
+(`bench/README.md`): it saved 30–75 s where the ladder went two or more steps down (short seeds 1, 2, 4 under PPO),
+and cost time and part of the step where the first step down passes in full but not the probe's margin (questions
+seeds 1 and 3: ¼ or a round less kept, 29–68 s more).
 """
 
 from __future__ import annotations
