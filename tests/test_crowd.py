@@ -26,9 +26,9 @@ def replies(topic):
             " ".join(["well", "it", "depends", "on", "many", "things", "and", "stuff"] * 8)]
 
 
-def pairwise_store():
-    """5 prompts x 15 pairs = 75 pairwise items, A/B order alternating."""
-    store = FeedbackStore(":memory:")
+def pairwise_store(store=None):
+    """5 prompts x 15 pairs = 75 pairwise items, A/B order alternating (added to `store`, default a new one)."""
+    store = FeedbackStore(":memory:") if store is None else store
     for prompt, topic in TOPICS.items():
         ids = store.add_responses([dict(prompt=prompt, response=t, model="m", iteration=0, sampling={})
                                    for t in replies(topic)])
@@ -117,6 +117,25 @@ def test_same_seed_same_judgments_and_order_does_not_matter():
 
     assert answers(7) == answers(7) == answers(7, split=True)
     assert answers(7) != answers(8)
+
+
+def test_keys_judge_items_as_in_a_fresh_store():
+    """A crowd judging into a store that already holds other items (so the ids shift by 75) judges as it did in a
+    fresh store when given the fresh store's ids as keys; without them its coins differ."""
+    def answers(store, items, keys=None):
+        SimulatedCrowd(n=3, rationality=1.0, seed=4).annotate(store, items, keys=keys)
+        df = store.judgments_df()
+        df = df[df["item_id"].isin([it.id for it in items])]
+        return df.sort_values(["annotator", "item_id"])["answer"].tolist()
+
+    fresh = pairwise_store()
+    alone = answers(fresh, fresh.items())
+    shared = pairwise_store(pairwise_store())  # the same 75 items again, after the first 75
+    assert answers(shared, shared.items()[75:], keys=range(1, 76)) == alone
+    other = pairwise_store(pairwise_store())
+    assert answers(other, other.items()[75:]) != alone
+    with pytest.raises(ValueError, match="one key per item"):
+        SimulatedCrowd(n=1).annotate(fresh, fresh.items()[:2], keys=[1])
 
 
 def test_more_rationality_more_agreement():

@@ -150,10 +150,13 @@ class SimulatedAnnotator:
         return flags
 
     # ---- writing to the store --------------------------------------------------------------------------------------
-    def annotate(self, store, items=None, kinds=None, feature_cache: dict | None = None) -> list[int]:
+    def annotate(self, store, items=None, kinds=None, feature_cache: dict | None = None, keys=None) -> list[int]:
         """Judge `items` (Item objects or ids; default: every item this annotator has not judged) and record each
         judgment through the store's public API. `kinds` adds per-reply judgments: any of "thumbs", "flags".
-        Items already judged are skipped, so a rerun resumes. Returns the new judgment ids."""
+        Items already judged are skipped, so a rerun resumes. Returns the new judgment ids.
+
+        keys: the coin's key for each of `items` (default: the item ids), so that items judged into a store that
+        already holds others can be judged as in a fresh one. Per-reply judgments are keyed by the reply's id."""
         unknown = set(kinds or ()) - {"thumbs", "flags"}
         if unknown:
             raise ValueError(f"kinds may hold 'thumbs' and 'flags', got {sorted(unknown)}")
@@ -161,13 +164,16 @@ class SimulatedAnnotator:
         pending = {it.id: it for it in store.pending_items(self.name)}
         items = list(pending.values()) if items is None else [it if hasattr(it, "id") else store.get_item(it)
                                                                for it in items]
+        keys = [item.id for item in items] if keys is None else [int(k) for k in keys]
+        if len(keys) != len(items):
+            raise ValueError(f"annotate got {len(keys)} keys for {len(items)} items: give one key per item.")
         cache = {} if feature_cache is None else feature_cache
         done = store.judged_targets(self.name)
         ids = []
-        for item in items:
+        for item, key in zip(items, keys):
             f = self._features(item.responses, cache)
             if item.id in pending:
-                rng = self._rng((1, item.id))
+                rng = self._rng((1, key))
                 if item.kind == "pairwise":
                     choice, strength = self.judge_pairwise(f, rng)
                     ids.append(store.record_pairwise(item.id, self.name, choice, strength))
@@ -267,10 +273,12 @@ class SimulatedCrowd:
                 both_bad_below=self.both_bad_below, gold=gold, seed=int(seeds[i] % 2**63)))
         return panel
 
-    def annotate(self, store, items=None, kinds=None) -> list[int]:
-        """Every member judges `items` (default: the items each has not judged) through the store API."""
+    def annotate(self, store, items=None, kinds=None, keys=None) -> list[int]:
+        """Every member judges `items` (default: the items each has not judged) through the store API; `keys` as in
+        `SimulatedAnnotator.annotate` (with `items`)."""
         cache: dict = {}
-        return [j for a in self.members() for j in a.annotate(store, items, kinds=kinds, feature_cache=cache)]
+        return [j for a in self.members() for j in a.annotate(store, items, kinds=kinds, feature_cache=cache,
+                                                               keys=keys)]
 
     def annotate_replies(self, store, responses, kinds=("thumbs",)) -> list[int]:
         """Every member gives per-reply judgments (thumbs, flags) of `responses`, judging no item."""
