@@ -8,7 +8,9 @@ same 64 fresh pairs; replies do not depend on the taste), each taste's simulated
 then a reward model per block setting fitted on the same judgments, and its agreement with the taste on the fresh
 pairs that the taste tells apart (`EmbeddingRewardModel.agreement`). Settings: the default (word counts on), no word
 counts, word counts at prior weight 0.3, and "cv": the one of those three with the lowest 5-fold cross-validated
-log-loss on the learner's own judgments (what a learner's data alone would choose), "blend": the sum of the
+log-loss on the learner's own judgments (what a learner's data alone would choose), "evidence": the words prior
+among `WORDS_PRIORS` whose Laplace evidence on the learner's judgments is largest (`words_weights`; its choice is
+printed as "chosen"), "words_3"/"words_10": the words block at those prior weights, "blend": the sum of the
 words and no-words models' normalised scores (a two-model average), and "log_length": the default with the surface
 features before "word_count" (`FIRST_SURFACE`: length as log_words only). Ends with one JSON line.
 """
@@ -32,13 +34,15 @@ from rlhf_lab.feedback.tastes import SimulatedLearner
 from rlhf_lab.loop.taste import TasteConfig, fresh_pairs, label_pairs, label_prompts, taste_model
 from rlhf_lab.policy.models import load_policy
 from rlhf_lab.policy.prompts import load_prompts
-from rlhf_lab.reward.embedding import EmbeddingRewardModel
+from rlhf_lab.reward.embedding import WORDS_PRIORS, EmbeddingRewardModel
 from rlhf_lab.reward.evaluation import order_agreement
 from rlhf_lab.reward.text_features import FIRST_SURFACE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/unseen_taste.py
 SETTINGS = {"words": {}, "no_words": {"features": ("reply", "prompt_x_reply", "surface")},
-            "words_0.3": {"words_weight": 0.3}, "log_length": {"surface": FIRST_SURFACE}}
+            "words_0.3": {"words_weight": 0.3}, "log_length": {"surface": FIRST_SURFACE},
+            "words_3": {"words_weight": 3.0}, "words_10": {"words_weight": 10.0},
+            "evidence": {"words_weights": WORDS_PRIORS}}
 
 
 def cv_loss(pairs, reward_config, seed: int, folds: int = 5) -> float:
@@ -80,6 +84,7 @@ def one_seed(seed: int, tastes: list[str], policy, tokenizer) -> dict:
         models = {name: taste_model(pairs, replace(config, reward=c)) for name, c in configs.items()}
         out[taste] = {name: m.agreement(a.prompts, a.responses, b.responses, learner.taste)
                       for name, m in models.items()}
+        out[taste]["chosen"] = models["evidence"].config.words_weight
         out[taste]["cv"] = out[taste][min(losses, key=losses.get)]
         out[taste]["blend"] = blend_agreement([models["words"], models["no_words"]], a, b, learner.taste)
         print(f"  seed {seed} {taste}: " + ", ".join(f"{k} {v:.2f}" for k, v in out[taste].items()), flush=True)

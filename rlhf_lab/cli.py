@@ -171,9 +171,11 @@ def cmd_demo(args) -> None:
     print(f"report: {report / 'summary.md'}")
 
 
-WORDS = {"on": {}, "off": {"features": ("reply", "prompt_x_reply", "surface")}, "blend": {"words_blend": True}}
-"""`rlhf-lab taste --words`: the reward model's word-count block on, off, or a model with it and one without,
-averaged (`EmbeddingRewardConfig.words_blend`)."""
+WORDS = {"on": {}, "off": {"features": ("reply", "prompt_x_reply", "surface")}, "blend": {"words_blend": True},
+         "evidence": {"words_weights": "WORDS_PRIORS"}}
+"""`rlhf-lab taste --words`: the reward model's word-count block on, off, a model with it and one without averaged
+(`EmbeddingRewardConfig.words_blend`), or on with its prior chosen by the judgments' evidence among
+`embedding.WORDS_PRIORS` (`EmbeddingRewardConfig.words_weights`)."""
 
 
 def taste_config(labels: int = 40, seed: int = 0, smoke: bool = False, method: str = "dpo", words: str | None = None,
@@ -187,7 +189,10 @@ def taste_config(labels: int = 40, seed: int = 0, smoke: bool = False, method: s
 
     config = TasteConfig.smoke(labels, seed, method) if smoke else TasteConfig(labels=labels, seed=seed, method=method)
     if words is not None:
-        config.reward = replace(config.reward, **WORDS[words])
+        from rlhf_lab.reward.embedding import WORDS_PRIORS
+
+        over = {k: WORDS_PRIORS if v == "WORDS_PRIORS" else v for k, v in WORDS[words].items()}
+        config.reward = replace(config.reward, **over)
     return config if candidates is None else replace(config, label_candidates=candidates)
 
 
@@ -267,8 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     taste.add_argument("--method", choices=("dpo", "ppo"), default="dpo",
                        help="the policy step: iterative DPO (default) or PPO (lesson 4's method and settings)")
     taste.add_argument("--words", choices=tuple(WORDS), default=None,
-                       help="the reward model's word counts: on, off, or blend (a model with them and one without, "
-                            "averaged); default: the reward model's")
+                       help="the reward model's word counts: on, off, blend (a model with them and one without, "
+                            "averaged), or evidence (on, their prior chosen by the judgments); default: the reward "
+                            "model's")
     taste.add_argument("--candidates", type=int, default=None,
                        help="replies per label prompt (default 2, shown as sampled; more: a designed pair is shown)")
     taste.add_argument("--out", default=None, help="report folder (default runs/taste-TASTE-seedN)")

@@ -13,6 +13,7 @@ import torch
 
 from rlhf_lab.feedback.tastes import short_replies
 from rlhf_lab.reward.embedding import EmbeddingRewardConfig, EmbeddingRewardModel
+from rlhf_lab.reward.evidence import log_evidence
 from rlhf_lab.reward.text_features import FIRST_SURFACE, SURFACE_FEATURES, common_words, surface_features
 
 WORDS = "we could talk about the weather music films books food travel games work friends and family today".split()
@@ -220,3 +221,36 @@ def test_common_words_keeps_words_in_enough_replies_most_frequent_first():
     assert common_words(texts, min_texts=2, most=10) == ["you", "me"]
     assert common_words(texts, min_texts=1, most=2) == ["you", "me"]
     assert common_words(texts, min_texts=5, most=10) == []
+
+
+def test_words_weights_keep_the_words_prior_of_largest_evidence(tmp_path):
+    """words_weights: the fit keeps the candidate whose single fit on all pairs has the largest Laplace evidence
+    (recomputed here from models fitted at each weight alone), records it in words_weight, and is then the model
+    fitted at that weight. A one-word taste gets a weaker prior on the word counts than a taste for length."""
+    def family(prompt, reply):
+        return 2 * float("family" in reply.lower())
+
+    def short(prompt, reply):
+        return -len(reply.split()) / 3
+    candidates, chosen = (0.3, 1.0, 10.0), {}
+    for name, taste in (("family", family), ("short", short)):
+        pairs = taste_pairs(40, 7, taste=taste)
+        evidence = {}
+        for a in candidates:
+            alone = EmbeddingRewardModel(EmbeddingRewardConfig(features=("surface", "words"), words_weight=a,
+                                                               ensemble_size=1)).fit(pairs)
+            z = (alone.featurize(pairs["prompt"], pairs["chosen"])
+                 - alone.featurize(pairs["prompt"], pairs["rejected"])) / alone.std_
+            evidence[a] = log_evidence(z, torch.ones(len(pairs)), alone.weights_[0], 1.0)  # no ties here
+        model = EmbeddingRewardModel(EmbeddingRewardConfig(features=("surface", "words"), words_weights=candidates,
+                                                           seed=0, ensemble_size=2)).fit(pairs)
+        chosen[name] = model.config.words_weight
+        assert chosen[name] == max(evidence, key=evidence.get)
+        same = EmbeddingRewardModel(EmbeddingRewardConfig(features=("surface", "words"), words_weight=chosen[name],
+                                                          seed=0, ensemble_size=2)).fit(pairs)
+        assert torch.equal(model.weights_, same.weights_)
+    assert chosen["family"] > chosen["short"]
+    loaded = EmbeddingRewardModel.load(model.save(tmp_path / "rm"))
+    assert loaded.config.words_weight == chosen["short"] and loaded.config.words_weights == candidates
+    with pytest.raises(ValueError, match="words_weights=()"):
+        EmbeddingRewardModel(EmbeddingRewardConfig(words_weights=(1.0, 3.0))).fit_ratings(pd.DataFrame())

@@ -20,7 +20,7 @@ from rlhf_lab.loop.taste import SHRINK, TasteConfig, blend, label_pairs, run_tas
 from rlhf_lab.policy.generation import generate
 from rlhf_lab.policy.models import tiny_policy
 from rlhf_lab.policy.prompts import load_prompts
-from rlhf_lab.reward.embedding import EmbeddingRewardModel
+from rlhf_lab.reward.embedding import WORDS_PRIORS, EmbeddingRewardModel
 from rlhf_lab.reward.pair_design import design_pairs
 from rlhf_lab.ui import PairwiseRater
 
@@ -112,6 +112,8 @@ def test_the_cli_ends_with_one_json_line_and_takes_your_own_taste(tmp_path, monk
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert EmbeddingRewardModel.load(tmp_path / "out" / "reward_model").config.words_blend
     assert taste_config(words="off").reward.features == ("reply", "prompt_x_reply", "surface")
+    assert taste_config(words="evidence").reward.words_weights == WORDS_PRIORS
+    assert taste_config(words="on").reward.words_weights == ()
     assert last["taste"] == "mine:likes_the" and {"rm_agreement", "gain", "gain_ci_low", "gain_ci_high", "win_rate",
                                                   "kl", "minutes"} <= set(last)
     assert main(["taste", "--taste", "salty", "--smoke"]) == 2

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,14 +38,20 @@ from rlhf_lab.core.files import atomic_directory, verify_digests, write_manifest
 from rlhf_lab.feedback.preferences import bootstrap_pairs, pair_weights
 from rlhf_lab.reward.encoder import SentenceEncoder, sentence_encoder
 from rlhf_lab.reward.evaluation import NormalisedScores, order_agreement
+from rlhf_lab.reward.evidence import log_evidence
 from rlhf_lab.reward.text_features import FIRST_SURFACE, SURFACE_FEATURES, common_words, surface_features, \
     word_counts
 
-__all__ = ["EmbeddingRewardConfig", "EmbeddingRewardModel", "SentenceEncoder", "sentence_encoder", "blend_members"]
+__all__ = ["EmbeddingRewardConfig", "EmbeddingRewardModel", "SentenceEncoder", "sentence_encoder", "blend_members",
+           "WORDS_PRIORS"]
 
 FORMAT_VERSION = 3
 """3: the surface features it reads are a config field (2: saved beside the config; 1: `FIRST_SURFACE`)."""
 BLOCKS = ("reply", "prompt_x_reply", "surface", "words")
+WORDS_PRIORS = (0.3, 1.0, 3.0, 10.0, 30.0)
+"""Candidates for `words_weights`: at the taste loop's 40 judgments (seeds 0-9, `bench/taste_features.py`) the
+evidence's choice among these lifted a one-word taste's agreement (median 0.65 → 0.78) and moved the shipped tastes'
+by −0.01 to +0.05; a finer grid of 9 did no better."""
 
 
 @dataclass
@@ -72,6 +78,10 @@ class EmbeddingRewardConfig(Config, Seeded):
     """... at most this many, the most frequent first."""
     words_weight: float = 1.0
     """The "words" block's prior weight, like `embedding_weight`."""
+    words_weights: tuple[float, ...] = ()
+    """Pairs (`fit`) only: candidates for `words_weight`, of which the fit keeps the one whose prior best explains
+    the judgments (the largest Laplace evidence of one fit on all pairs: `reward.evidence`), and records it in
+    `words_weight`. Empty: `words_weight` as given."""
     words_blend: bool = False
     """Pairs (`fit`) only: fit the members again without the "words" block and average the two models' scores,
     each in units of its own spread on the fitted replies (one linear model: `blend_members`). The words block wins
@@ -85,6 +95,7 @@ class EmbeddingRewardConfig(Config, Seeded):
 
     def __post_init__(self):
         self.features, self.surface = tuple(self.features), tuple(self.surface)
+        self.words_weights = tuple(float(a) for a in self.words_weights)
         unknown = set(self.features) - set(BLOCKS)
         if unknown or not self.features:
             raise ValueError(f"features must be some of {', '.join(map(repr, BLOCKS))}; got {self.features}.")
@@ -93,9 +104,9 @@ class EmbeddingRewardConfig(Config, Seeded):
             raise ValueError(f"surface must be distinct names among {', '.join(SURFACE_FEATURES)}; got "
                              f"{self.surface}" + (f" (unknown: {', '.join(unknown)}; a newer rlhf-lab may know them)."
                                                   if unknown else "."))
-        if not min(self.l2, self.embedding_weight, self.words_weight) > 0 or min(
+        if not min(self.l2, self.embedding_weight, self.words_weight, *self.words_weights) > 0 or min(
                 self.ensemble_size, self.words_min_replies, self.words_most) < 1:
-            raise ValueError("l2, embedding_weight and words_weight must be > 0; ensemble_size, words_min_replies and "
+            raise ValueError("l2, embedding_weight and words_weight(s) must be > 0; ensemble_size, words_min_replies and "
                              "words_most >= 1.")
 
 
@@ -150,11 +161,20 @@ class EmbeddingRewardModel(NormalisedScores):
         self._learn_vocabulary(list(pairs["chosen"]) + list(pairs["rejected"]))
         x_c = self.featurize(pairs["prompt"], pairs["chosen"])
         x_r = self.featurize(pairs["prompt"], pairs["rejected"])
-        self._standardise(torch.cat([x_c, x_r]), None if weight is None else torch.cat([weight, weight]))
-        diff = (x_c - x_r) / self.std_  # (N, F): the mean cancels in a difference
         target = torch.where(torch.tensor(pairs["tie"].to_numpy()), 0.5, 1.0).float()
         if "target" in pairs:  # soft labels (P(chosen is better), e.g. `aggregation.aggregated_pairs`)
             target = torch.tensor(pairs["target"].fillna(1.0).to_numpy(dtype=float), dtype=torch.float32)
+        rows_weight = None if weight is None else torch.cat([weight, weight])
+        if cfg.words_weights and self.vocabulary_:  # the words prior the judgments make most probable
+            evidence = {}
+            for a in cfg.words_weights:
+                self.config = replace(cfg, words_weight=a)
+                self._standardise(torch.cat([x_c, x_r]), rows_weight)
+                z = (x_c - x_r) / self.std_
+                evidence[a] = log_evidence(z, target, _fit_logistic(z, target, cfg.l2, weight), cfg.l2, weight)
+            self.config = cfg = replace(cfg, words_weight=max(evidence, key=evidence.get))
+        self._standardise(torch.cat([x_c, x_r]), rows_weight)
+        diff = (x_c - x_r) / self.std_  # (N, F): the mean cancels in a difference
         rows = [np.arange(len(pairs)) if cfg.ensemble_size == 1 else np.array(
                 bootstrap_pairs(pairs.assign(_row=np.arange(len(pairs))), cfg.seed_value + k)["_row"])
                 for k in range(cfg.ensemble_size)]  # each member's pairs
@@ -330,8 +350,9 @@ class EmbeddingRewardModel(NormalisedScores):
 
 
 def _columns(data, need: set, what: str, hint: str, config: EmbeddingRewardConfig) -> pd.DataFrame:
-    if config.words_blend:  # never ignored in silence either
-        raise ValueError(f"{what} are fitted with one model: set words_blend=False (only `fit` on pairs blends)")
+    if config.words_blend or config.words_weights:  # never ignored in silence either
+        raise ValueError(f"{what} are fitted with one model and prior: set words_blend=False and words_weights=() "
+                         "(only `fit` on pairs blends or chooses the words prior)")
     df = pd.DataFrame(data).reset_index(drop=True)
     if "weight" in df:  # never ignored in silence
         raise ValueError(f"{what} are fitted unweighted: drop the 'weight' column (only `fit` on pairs weighs them)")
