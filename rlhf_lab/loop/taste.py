@@ -343,6 +343,9 @@ def run_taste(config: TasteConfig | None = None, *, learner=None, store=None, an
         raise ValueError(f"{annotator!r} has {len(pairs)} preference pairs in the store; judge at least 4 pairs first.")
     say(f"[2/5] fitting a reward model on {len(pairs)} judgments by {annotator!r}")
     rm = taste_model(pairs, config)
+    if config.reward.words_weights and rm.vocabulary_:
+        say(f"      the word counts' prior weight: {rm.config.words_weight:g} (of "
+            f"{', '.join(f'{a:g}' for a in config.reward.words_weights)}: the one the judgments make most probable)")
     lap("reward_model")
 
     agreement = float("nan")
