@@ -76,14 +76,17 @@ def agreement_curves(tastes: list[str], seed: int, label_counts: list[int], poli
 
 def loop_run(taste: str, seed: int, labels: int, out: Path, method: str = "dpo", words: str | None = None,
              candidates: int | None = None) -> dict:
-    """`rlhf-lab taste` in a fresh process (the minutes include loading, as a user sees them)."""
+    """`rlhf-lab taste` in a fresh process (the minutes include loading, as a user sees them); its output is kept in
+    the run's folder as log.txt."""
     started = time.perf_counter()
+    folder = out / f"{method}-{words or 'default'}-{taste}-{seed}"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, "-m", "rlhf_lab.cli", "taste", "--taste", taste, "--seed", str(seed),
                            "--labels", str(labels), "--method", method, *(["--words", words] if words else []),
                            *(["--candidates", str(candidates)] if candidates else []),
-                           "--out", str(out / f"{method}-{words or 'default'}-{taste}-{seed}")], capture_output=True,
-                          text=True, env=env)
+                           "--out", str(folder)], capture_output=True, text=True, env=env)
+    if folder.is_dir():
+        (folder / "log.txt").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-2000:])
     row = json.loads(proc.stdout.strip().splitlines()[-1])
