@@ -14,9 +14,7 @@ probe, every candidate was sampled in full (about 45 s each on 2 CPU cores): PPO
 five, and the whole run took 7 minutes where it takes 4.5 when the first full sample passes. The probe is a trade
 (`bench/README.md`): it saved 30–75 s where the ladder went two or more steps down (short seeds 1, 2, 4 under PPO),
 and cost time and part of the step where the first step down passes in full but not the probe's margin (questions
-seeds 1 and 3: ¼ or a round less kept, 29–68 s more). The steered policy itself is probed before its full sample,
-which is skipped when the probe is over the target by more than two standard errors: a full sample saved (about
-45 s) where the ladder goes down, a probe spent (10–15 s) where it does not.
+seeds 1 and 3: ¼ or a round less kept, 29–68 s more).
 """
 
 from __future__ import annotations
@@ -56,23 +54,13 @@ def within_kl_target(policy, snapshots: list[dict], measure, probe=None, target:
     before each kept round, oldest first (`snapshot`); rounds undone are popped. measure(policy) -> (batch, kl): the
     held-out replies and their mean KL, the figure that counts. probe(policy) -> KL per reply (a cheaper sample of
     the same KL; a candidate passes when its mean plus standard error is within the target: `probe_bound`), or
-    None to measure every candidate in full. The steered policy itself is probed first too, and goes down the
-    ladder without a full sample when its probe is over the target by more than two standard errors. Returns (batch,
-    kl, scale): the held-out replies of the policy kept, their KL, and the fraction of the last kept round's step that
-    was kept (1, or one of SHRINK). With no snapshots left the policy is the initial one (KL 0): it is measured and
-    kept whatever the target."""
-    scale, full, batch, kl = 1.0, None, None, None
-    if probe is not None and target is not None and snapshots:  # clearly over: no full sample of it
-        estimate, error = probe_bound(probe(policy))
-        if estimate - 2 * error > target:
-            say(f"      probe KL {estimate:.1f} ± {error:.1f}: over the target {target:g} by more than two standard "
-                "errors")
-            kl = estimate
-    if kl is None:
-        batch, kl = measure(policy)
+    None to measure every candidate in full. Returns (batch, kl, scale): the held-out replies of the
+    policy kept, their KL, and the fraction of the last kept round's step that was kept (1, or one of SHRINK).
+    With no snapshots left the policy is the initial one (KL 0): it is measured and kept whatever the target."""
+    batch, kl = measure(policy)
+    scale, full = 1.0, None
     while target is not None and kl > target and snapshots:
-        if batch is not None:
-            say(f"      KL {kl:.1f} > target {target:g} on the held-out replies")
+        say(f"      KL {kl:.1f} > target {target:g} on the held-out replies")
         while True:  # down the ladder until a candidate's probe is within the target, or no round is left
             if scale == 1.0:  # this round's full step, for blending
                 full = snapshot(policy)
