@@ -106,8 +106,8 @@ class EmbeddingRewardConfig(Config, Seeded):
                                                   if unknown else "."))
         if not min(self.l2, self.embedding_weight, self.words_weight, *self.words_weights) > 0 or min(
                 self.ensemble_size, self.words_min_replies, self.words_most) < 1:
-            raise ValueError("l2, embedding_weight and words_weight(s) must be > 0; ensemble_size, words_min_replies and "
-                             "words_most >= 1.")
+            raise ValueError("l2, embedding_weight and words_weight(s) must be > 0; ensemble_size, "
+                             "words_min_replies and words_most >= 1.")
 
 
 
