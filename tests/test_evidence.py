@@ -2,14 +2,24 @@
 
 import numpy as np
 import torch
-from scipy import integrate
+from scipy import integrate, optimize
 
-from rlhf_lab.reward.embedding import _fit_logistic
 from rlhf_lab.reward.evidence import log_evidence
 
 
 def _map(z, t, l2):
-    return _fit_logistic(z.float(), t.float(), l2).double()
+    """The MAP weights, argmin Σ BCE(σ(z·w), t) + λ‖w‖², by scipy's BFGS in float64 (independent of the package's
+    L-BFGS fit)."""
+    zz, tt = z.double().numpy(), t.double().numpy()
+
+    def loss(w):
+        logits = zz @ w
+        p = 1 / (1 + np.exp(-logits))
+        value = np.sum(np.logaddexp(0, logits) - tt * logits) + l2 * w @ w
+        return value, zz.T @ (p - tt) + 2 * l2 * w
+
+    result = optimize.minimize(loss, np.zeros(zz.shape[1]), jac=True, method="BFGS", options={"gtol": 1e-10})
+    return torch.tensor(result.x)
 
 
 def test_matches_the_feature_space_determinant():
