@@ -25,6 +25,7 @@ from rlhf_lab.policy.models import (
     cache_dir,
     default_device,
 )
+from rlhf_lab.reward.embedding import WORDS_PRIORS
 from rlhf_lab.teach.assignments import add_assignment_commands
 
 __all__ = ["check_device", "demo_config", "taste_config", "build_parser", "main"]
@@ -172,7 +173,7 @@ def cmd_demo(args) -> None:
 
 
 WORDS = {"on": {}, "off": {"features": ("reply", "prompt_x_reply", "surface")}, "blend": {"words_blend": True},
-         "evidence": {"words_weights": "WORDS_PRIORS"}}
+         "evidence": {"words_weights": WORDS_PRIORS}}
 """`rlhf-lab taste --words`: the reward model's word-count block on, off, a model with it and one without averaged
 (`EmbeddingRewardConfig.words_blend`), or on with its prior chosen by the judgments' evidence among
 `embedding.WORDS_PRIORS` (`EmbeddingRewardConfig.words_weights`)."""
@@ -189,10 +190,7 @@ def taste_config(labels: int = 40, seed: int = 0, smoke: bool = False, method: s
 
     config = TasteConfig.smoke(labels, seed, method) if smoke else TasteConfig(labels=labels, seed=seed, method=method)
     if words is not None:
-        from rlhf_lab.reward.embedding import WORDS_PRIORS
-
-        over = {k: WORDS_PRIORS if v == "WORDS_PRIORS" else v for k, v in WORDS[words].items()}
-        config.reward = replace(config.reward, **over)
+        config.reward = replace(config.reward, **WORDS[words])
     return config if candidates is None else replace(config, label_candidates=candidates)
 
 

@@ -164,16 +164,16 @@ class EmbeddingRewardModel(NormalisedScores):
         target = torch.where(torch.tensor(pairs["tie"].to_numpy()), 0.5, 1.0).float()
         if "target" in pairs:  # soft labels (P(chosen is better), e.g. `aggregation.aggregated_pairs`)
             target = torch.tensor(pairs["target"].fillna(1.0).to_numpy(dtype=float), dtype=torch.float32)
-        rows_weight = None if weight is None else torch.cat([weight, weight])
+        both, rows_weight = torch.cat([x_c, x_r]), None if weight is None else torch.cat([weight, weight])
         if cfg.words_weights and self.vocabulary_:  # the words prior the judgments make most probable
             evidence = {}
             for a in cfg.words_weights:
                 self.config = replace(cfg, words_weight=a)
-                self._standardise(torch.cat([x_c, x_r]), rows_weight)
+                self._standardise(both, rows_weight)
                 z = (x_c - x_r) / self.std_
                 evidence[a] = log_evidence(z, target, _fit_logistic(z, target, cfg.l2, weight), cfg.l2, weight)
             self.config = cfg = replace(cfg, words_weight=max(evidence, key=evidence.get))
-        self._standardise(torch.cat([x_c, x_r]), rows_weight)
+        self._standardise(both, rows_weight)
         diff = (x_c - x_r) / self.std_  # (N, F): the mean cancels in a difference
         rows = [np.arange(len(pairs)) if cfg.ensemble_size == 1 else np.array(
                 bootstrap_pairs(pairs.assign(_row=np.arange(len(pairs))), cfg.seed_value + k)["_row"])
@@ -186,7 +186,7 @@ class EmbeddingRewardModel(NormalisedScores):
         fitted = members(diff.shape[1])
         if cfg.words_blend and self.vocabulary_:  # the words block's columns come last
             fitted = blend_members(fitted, members(diff.shape[1] - len(self.vocabulary_)),
-                                   (torch.cat([x_c, x_r]) - self.mean_) / self.std_)
+                                   (both - self.mean_) / self.std_)
         return self._finish(list(fitted), pairs)
 
     def fit_ratings(self, ratings) -> "EmbeddingRewardModel":
