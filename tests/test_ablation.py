@@ -16,6 +16,14 @@ def test_with_fields_sets_dotted_fields_and_seeds_everything():
         with_fields(demo_config(smoke=True), {"ppo.kl_coeff": 0.3})
     with pytest.raises(KeyError, match="not a config section"):
         with_fields(demo_config(smoke=True), {"seed.x": 1})
+    # the demo fits the embedding reward model: the network's section would change nothing, and is refused
+    with pytest.raises(ValueError, match=r"^'reward.epochs' would change nothing: with reward_kind='embedding' the "
+                                         r"reward model reads the 'embedding' section"):
+        with_fields(demo_config(smoke=True), {"reward.epochs": 2})
+    assert with_fields(demo_config(smoke=True), {"reward_kind": "network", "reward.epochs": 2}).reward.epochs == 2
+    assert with_fields(demo_config(smoke=True), {"embedding.l2": 2.0}).embedding.l2 == 2.0
+    with pytest.raises(ValueError, match="'embedding.l2' would change nothing: with reward_kind='network'"):
+        with_fields(demo_config(smoke=True), {"reward_kind": "network", "embedding.l2": 2.0})
 
 
 def test_grid_points_cover_the_product_in_order():

@@ -155,12 +155,12 @@ def test_two_experiment_seeds_differ_in_the_reward_model_and_ppo_batches(two_ite
     path, first = two_iterations
     other = RLHFRun.create(tmp_path / "seed1", demo_config(smoke=True, iterations=1, seed=1), callbacks=[])
     other.run()
-    head = lambda run: run.reward_model.net_.head.weight.detach().clone()  # noqa: E731
+    members = lambda run: run.reward_model.weights_.clone()  # noqa: E731  (the embedding model's bootstrap members)
     reopened = RLHFRun.open(path, callbacks=[])  # seed 0, its last reward model
     first_rm = type(reopened.reward_model).load(path / "iter_001" / "reward_model")
     assert other.trainer.seed == 1 and first.trainer.seed == 0
-    assert (first_rm.config.seed, other.reward_model.config.seed) == (0 + 1, 1 + 1)  # seed + iteration: new heads
-    assert not torch.equal(first_rm.net_.head.weight, head(other))
+    assert (first_rm.config.seed, other.reward_model.config.seed) == (0 + 1, 1 + 1)  # seed + iteration: new members
+    assert first_rm.weights_.shape == members(other).shape and not torch.equal(first_rm.weights_, members(other))
     assert other.trainer.prompt_batch(other.train_prompts, 1) != first.trainer.prompt_batch(first.train_prompts, 1)
     a = _comparable(pd.read_json(path / "ppo_metrics.jsonl", lines=True)).head(2)
     b = _comparable(other.ppo_metrics().drop(columns="iteration"))
@@ -248,3 +248,32 @@ def test_a_learners_run_learns_their_judgments_and_a_stand_in_says_so(tmp_path, 
     assert isinstance(reopened.reward_model, EmbeddingRewardModel) and reopened.iteration == 2
     replies = ["Yes.", "Well, that is a long story and I will tell you all of it."]
     assert torch.equal(reopened.reward_model.score(["Hi?"] * 2, replies), run.reward_model.score(["Hi?"] * 2, replies))
+
+
+def test_disagreement_asks_about_the_pair_an_embedding_ensemble_disputes_most(tmp_path):
+    """feedback.strategy="disagreement" with the embedding reward model (the demo's): of each prompt's candidates,
+    the two whose reward difference the members' scores spread most over, as computed here from the members."""
+    from dataclasses import replace
+
+    from rlhf_lab.reward.embedding import EmbeddingRewardConfig, EmbeddingRewardModel
+
+    config = replace(demo_config(smoke=True), feedback=FeedbackConfig(strategy="disagreement", candidates=4))
+    run = RLHFRun.create(tmp_path / "run", config, callbacks=[])
+    good = ["Sure, happy to help!", "Of course, here it is.", "Glad you asked, thanks!", "Yes, gladly."]
+    bad = ["no", "go away", "whatever I guess", "I do not care about that at all, really not."]
+    run.reward_model = EmbeddingRewardModel(EmbeddingRewardConfig(features=("surface", "words"), ensemble_size=4,
+                                                                  words_min_replies=1, seed=0)).fit(
+        pd.DataFrame({"prompt": ["Can you help?"] * 4, "chosen": good, "rejected": bad}))
+    replies = good + bad + ["Hello there!", "Maybe.", "It is what it is.", "Thanks!!", "Sure.", "no way",
+                            "A long reply that rambles on and on without saying much at all.", "ok"]
+    records = [{"prompt": f"prompt {i // 4}", "response": r} for i, r in enumerate(replies)]
+    chosen = run._most_disputed(records, 4, np.random.default_rng(0))
+    assert len(chosen) == 8
+    for g in range(4):
+        group = records[4 * g:4 * g + 4]
+        members = run.reward_model.member_scores_raw([r["prompt"] for r in group], [r["response"] for r in group])
+        spread = (members[:, :, None] - members[:, None, :]).std(dim=0)  # (4, 4): symmetric, zero diagonal
+        assert float(spread.max()) > 0
+        i, j = divmod(int(spread.argmax()), 4)
+        assert {chosen[2 * g]["response"], chosen[2 * g + 1]["response"]} == {group[i]["response"],
+                                                                               group[j]["response"]}

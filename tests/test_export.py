@@ -177,6 +177,27 @@ def test_trl_recipes_carry_a_taste_runs_settings(taste_run, tmp_path, capsys):
     assert summary["format"] == "standard" and summary["settings"]["dpo"] == str(run / "config.json")
 
 
+def test_an_embedding_demo_runs_reward_recipe_has_the_defaults_and_says_why(demo_run, tmp_path, capsys):
+    """The demo fits the embedding reward model, which TRL's RewardTrainer does not train: the run's (unused)
+    network section must not pass for its reward settings."""
+    from rlhf_lab.reward.model import RewardConfig
+
+    run, config = demo_run
+    other = tmp_path / "embedding_run"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps(replace(config, reward_kind="embedding").to_dict()))
+    shutil.copy(run / "feedback.db", other / "feedback.db")
+    assert export(capsys, "--run", other, "--to", "trl", "--out", tmp_path / "out") == 0
+    rm, reward = read_yaml(tmp_path / "out" / "reward.yaml"), RewardConfig()
+    assert config.reward.learning_rate != reward.learning_rate  # the run's network section differs from the default
+    assert (rm["learning_rate"], rm["per_device_train_batch_size"], rm["num_train_epochs"]) == \
+        (reward.learning_rate, reward.batch_size, reward.epochs)
+    summary = json.loads((tmp_path / "out" / "export.json").read_text())
+    assert summary["settings"]["reward"] == "default: RewardConfig()"
+    assert summary["settings"]["ppo"] == str(other / "config.json")
+    assert any("embedding one" in note and "RewardConfig()'s defaults" in note for note in summary["notes"])
+
+
 def flags_of(script: str) -> dict[str, dict[str, list[str]]]:
     """The script's cases as {case: {flag: [values]}} (a bare flag has no values)."""
     cases = {}

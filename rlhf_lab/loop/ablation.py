@@ -27,7 +27,9 @@ __all__ = ["with_fields", "grid_points", "run_name", "sweep", "sweep_history"]
 def with_fields(base: ExperimentConfig, values: dict) -> ExperimentConfig:
     """A copy of `base` with dotted fields replaced, e.g. {"ppo.kl_coef": 0.1, "seed": 3}.
 
-    A "seed" value seeds the whole run: every stage whose own seed is None follows the experiment's."""
+    A "seed" value seeds the whole run: every stage whose own seed is None follows the experiment's. A field of the
+    reward model the run does not fit ("reward.*" with reward_kind "embedding", "embedding.*" with "network") is
+    refused: it would change nothing."""
     config = base.to_dict()
     for dotted, value in values.items():
         *parents, leaf = dotted.split(".")
@@ -40,6 +42,12 @@ def with_fields(base: ExperimentConfig, values: dict) -> ExperimentConfig:
         if leaf not in node:
             raise KeyError(f"{dotted!r} is not a config field; fields here: {sorted(node)}.")
         node[leaf] = value
+    kind = config["reward_kind"]
+    unused, used = ("reward", "embedding") if kind == "embedding" else ("embedding", "reward")
+    idle = [dotted for dotted in values if dotted.split(".")[0] == unused]
+    if idle:
+        raise ValueError(f"{', '.join(map(repr, idle))} would change nothing: with reward_kind={kind!r} the reward "
+                         f"model reads the {used!r} section; set its fields, or set 'reward_kind' too.")
     return ExperimentConfig.from_dict(config)
 
 

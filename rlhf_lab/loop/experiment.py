@@ -198,14 +198,17 @@ class RLHFRun:
     def _most_disputed(self, records: list[dict], n: int, rng) -> list[dict]:
         """Of each prompt's n candidates, the two whose reward difference the ensemble's members disagree on most
         (a random two before there is an ensemble)."""
-        scorer = self.reward_model if hasattr(self.reward_model, "member_scores") else None
+        model = self.reward_model
+        scorer = getattr(model, "member_scores", None)  # a network ensemble's; an embedding model's (≥ 2 members)
+        if isinstance(model, EmbeddingRewardModel) and model.weights_.shape[0] >= 2:
+            scorer = model.member_scores_raw
         chosen = []
         for start in range(0, len(records), n):
             group = records[start:start + n]
             if scorer is None:
                 i, j = rng.choice(n, 2, replace=False)
             else:
-                members = scorer.member_scores([r["prompt"] for r in group], [r["response"] for r in group])  # (M, n)
+                members = scorer([r["prompt"] for r in group], [r["response"] for r in group])  # (M, n)
                 spread = (members[:, :, None] - members[:, None, :]).std(dim=0)  # (n, n)
                 i, j = divmod(int(spread.argmax()), n)
                 if i == j:

@@ -117,6 +117,10 @@ def _chat(settings: ExportSettings, choice: str) -> bool:
     return False
 
 
+EMBEDDING_NOTE = ("the run's reward model was the lab's embedding one (a Bradley–Terry head on frozen MiniLM "
+                  "embeddings), which the trainers do not train: the reward recipes hold RewardConfig()'s defaults")
+
+
 def export_settings(run: str | Path | None = None, chat: str = "auto") -> ExportSettings:
     """The configs of `run` (a folder with config.json or state.json; None: the lab's defaults), see the module
     docstring."""
@@ -133,6 +137,7 @@ def export_settings(run: str | Path | None = None, chat: str = "auto") -> Export
                "ppo": f"{DEFAULT}TasteConfig().ppo (lesson 4's)", "reward": f"{DEFAULT}RewardConfig()",
                "kto": f"{DEFAULT}KTOConfig()"}
     run_name, seed = "rlhf-lab", base.seed  # a stage's seed of None follows the run's (as in the lab)
+    notes: list[str] = []
     if run is not None:
         run, run_name = Path(run), Path(run).resolve().name
         if (run / "config.json").is_file():
@@ -142,13 +147,18 @@ def export_settings(run: str | Path | None = None, chat: str = "auto") -> Export
                 parts.update(policy=c.policy, sampling=c.sampling, dpo=c.dpo, ppo=c.ppo, ppo_updates=c.ppo_updates)
                 sources.update(policy=where, dpo=where, ppo=where)
                 seed = c.seed
+                notes.append(EMBEDDING_NOTE)
             elif isinstance(values, dict) and "feedback" in values:
                 from rlhf_lab.loop.experiment import ExperimentConfig
 
                 c = ExperimentConfig.from_dict(values)
-                parts.update(policy=c.policy, sampling=c.ppo.sampling, ppo=c.ppo, reward=c.reward,
+                parts.update(policy=c.policy, sampling=c.ppo.sampling, ppo=c.ppo,
                              ppo_updates=c.ppo_updates * c.iterations)
-                sources.update(policy=where, ppo=where, reward=where)
+                sources.update(policy=where, ppo=where)
+                if c.reward_kind == "network":
+                    parts["reward"], sources["reward"] = c.reward, where
+                else:
+                    notes.append(EMBEDDING_NOTE)
                 seed = c.seed
             else:
                 raise ValueError(f"{where} is neither a demo run's config nor a taste run's (no 'feedback' or 'dpo' "
@@ -168,7 +178,6 @@ def export_settings(run: str | Path | None = None, chat: str = "auto") -> Export
             raise FileNotFoundError(f"--run {run} holds no run (no config.json or state.json): give a folder that "
                                     "`rlhf-lab demo` or `rlhf-lab taste` wrote, or a trainer checkpoint")
     parts.update({k: _seeded(parts[k], seed) for k in ("dpo", "ppo", "reward", "kto")})
-    notes: list[str] = []
     model = _hub_name(parts["policy"], notes)
     backbone = parts["reward"].backbone
     reward_model = model if backbone == MINILM else _hub_name(backbone, notes)
