@@ -75,15 +75,16 @@ def agreement_curves(tastes: list[str], seed: int, label_counts: list[int], poli
 
 
 def loop_run(taste: str, seed: int, labels: int, out: Path, method: str = "dpo", words: str | None = None,
-             candidates: int | None = None) -> dict:
+             candidates: int | None = None, pessimism: float | None = None) -> dict:
     """`rlhf-lab taste` in a fresh process (the minutes include loading, as a user sees them); its output is kept in
     the run's folder as log.txt."""
     started = time.perf_counter()
-    folder = out / f"{method}-{words or 'default'}-{taste}-{seed}"
+    folder = out / f"{method}{'' if pessimism is None else f'-k{pessimism:g}'}-{words or 'default'}-{taste}-{seed}"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, "-m", "rlhf_lab.cli", "taste", "--taste", taste, "--seed", str(seed),
                            "--labels", str(labels), "--method", method, *(["--words", words] if words else []),
                            *(["--candidates", str(candidates)] if candidates else []),
+                           *(["--pessimism", str(pessimism)] if pessimism is not None else []),
                            "--out", str(folder)], capture_output=True, text=True, env=env)
     if folder.is_dir():
         (folder / "log.txt").write_text(proc.stdout + proc.stderr)
@@ -111,6 +112,8 @@ def main() -> None:
                         help="the loop's reward-model word counts (`rlhf-lab taste --words`); default: the model's")
     parser.add_argument("--candidates", type=int, default=None,
                         help="replies per label prompt (`rlhf-lab taste --candidates`); default: the loop's")
+    parser.add_argument("--pessimism", type=float, default=None,
+                        help="with --method ppo: `rlhf-lab taste --pessimism` (the score less k × its spread)")
     parser.add_argument("--out", default="runs/bench-taste")
     args = parser.parse_args()
     import torch
@@ -120,7 +123,7 @@ def main() -> None:
     counts = [int(k) for k in args.labels.split(",")]
     features = tuple(args.features.split(",")) if args.features else None
     figures: dict = {"seeds": seeds, "method": args.method, "features": features, "words": args.words,
-                     "candidates": args.candidates}
+                     "candidates": args.candidates, "pessimism": args.pessimism}
     if not args.no_curve:
         from rlhf_lab import load_policy
 
@@ -140,7 +143,8 @@ def main() -> None:
         runs: dict = {taste: [] for taste in tastes}
         for seed in seeds:
             for taste in tastes:
-                row = loop_run(taste, seed, args.loop_labels, Path(args.out), args.method, args.words, args.candidates)
+                row = loop_run(taste, seed, args.loop_labels, Path(args.out), args.method, args.words, args.candidates,
+                               args.pessimism)
                 runs[taste].append(row)
                 print(f"  {taste} seed {seed}: agreement {row['rm_agreement']:.2f}, gain {row['gain']:+.3f} "
                       f"[{row['gain_ci_low']:+.3f}, {row['gain_ci_high']:+.3f}] {row['verdict']}, win rate "

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import ipywidgets
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -233,3 +234,40 @@ def test_the_loop_can_steer_with_ppo_and_its_rounds_are_undone_alike():
     assert all(torch.equal(v, start[k]) for k, v in policy.state_dict().items())
     with pytest.raises(ValueError, match="method must be 'dpo' or 'ppo'"):
         TasteConfig(method="rloo")
+
+
+def test_ppo_pessimism_pays_the_score_less_the_members_spread(monkeypatch, capsys):
+    """ppo_pessimism k: PPO's reward is mean_m r_m − k·std_m r_m over the reward model's bootstrap members
+    (normalised units), checked against numpy; the loop hands PPO that reward; DPO and a negative k are refused."""
+    from rlhf_lab.reward.embedding import EmbeddingRewardConfig
+    from rlhf_lab.reward.ensemble import pessimistic_reward
+
+    import rlhf_lab.loop.taste as taste_module
+
+    good = ["Sure, happy to help!", "Of course, here it is.", "Glad you asked, thanks!", "Yes, gladly.", "Sure!"]
+    bad = ["no", "go away", "whatever I guess", "I do not care about that at all.", "nope"]
+    model = EmbeddingRewardModel(EmbeddingRewardConfig(features=("surface", "words"), ensemble_size=4,
+                                                       words_min_replies=1, seed=0)).fit(
+        pd.DataFrame({"prompt": ["Can you help?"] * 5, "chosen": good, "rejected": bad}))
+    prompts, replies = ["Can you help?"] * 4, ["Gladly!", "no way", "Sure, here it is.", "It is what it is."]
+    raw = model.member_scores_raw(prompts, replies).double().numpy()  # (4 members, 4 replies)
+    spread = raw.std(0) / model.norm_std_
+    assert spread.max() > 1e-3  # the members differ: a k that were ignored would show
+    expected = (raw.mean(0) - model.norm_mean_) / model.norm_std_ - 1.5 * spread
+    assert np.allclose(pessimistic_reward(model, 1.5)(prompts, replies).numpy(), expected, atol=1e-5)
+    assert np.allclose(pessimistic_reward(model, 0.0)(prompts, replies).numpy(), model.score(prompts, replies).numpy())
+
+    handed = []
+    monkeypatch.setattr(taste_module, "pessimistic_reward",
+                        lambda rm, k: handed.append((type(rm).__name__, k)) or pessimistic_reward(rm, k))
+    policy, tokenizer = tiny_policy(seed=0)
+    config = replace(TasteConfig.smoke(labels=6, method="ppo"), ppo_pessimism=1.0, kl_target=None)
+    result = run_taste(config, learner=SimulatedLearner("short", seed=0), policy=policy, tokenizer=tokenizer,
+                       log=lambda *a: None)
+    assert handed == [("EmbeddingRewardModel", 1.0)] and result.rollouts == 16
+    with pytest.raises(ValueError, match="needs method='ppo'"):
+        TasteConfig(ppo_pessimism=1.0)
+    with pytest.raises(ValueError, match="ppo_pessimism must be >= 0"):
+        TasteConfig(method="ppo", ppo_pessimism=-1.0)
+    assert main(["taste", "--smoke", "--pessimism", "1"]) == 2
+    assert "--pessimism must be >= 0 and needs --method ppo" in capsys.readouterr().err

@@ -42,6 +42,7 @@ from rlhf_lab.policy.generation import SamplingConfig, generate
 from rlhf_lab.policy.models import load_policy
 from rlhf_lab.policy.prompts import load_prompts
 from rlhf_lab.reward.embedding import EmbeddingRewardConfig, EmbeddingRewardModel
+from rlhf_lab.reward.ensemble import pessimistic_reward
 from rlhf_lab.reward.pair_design import design_pairs
 from rlhf_lab.train.dpo import DPOConfig, DPOTrainer
 from rlhf_lab.train.ppo import PPOConfig, PPOTrainer
@@ -105,6 +106,11 @@ class TasteConfig(Config):
     ppo: PPOConfig = field(default_factory=_default_ppo)
     ppo_updates: int = 16
     """PPO updates (method "ppo"), each on `ppo.batch_size` fresh replies."""
+    ppo_pessimism: float = 0.0
+    """Method "ppo": PPO maximises the reward model's score less this many times its members' spread
+    (`reward.ensemble.pessimistic_reward`), so a reply the learner's judgments say little about pays less. 0: the
+    score. At 1, PPO raised enthusiastic in 4 of 5 seeds instead of 3 (the two it had missed now rise, one that rose
+    by a little now misses; `bench/README.md`); not yet measured on the other tastes, so off by default."""
     seed: int = 0
     """Seeds every stage: prompts drawn, sampling, the learner, the reward model's bootstrap, DPO."""
 
@@ -115,6 +121,9 @@ class TasteConfig(Config):
         self.ppo = as_config(self.ppo, PPOConfig)
         if self.method not in ("dpo", "ppo"):
             raise ValueError(f"method must be 'dpo' or 'ppo', got {self.method!r}.")
+        if self.ppo_pessimism < 0 or (self.ppo_pessimism and self.method != "ppo"):
+            raise ValueError(f"ppo_pessimism must be >= 0 and needs method='ppo', got {self.ppo_pessimism} with "
+                             f"method={self.method!r}.")
         self.label_temperatures = tuple(self.label_temperatures)
         if min(self.labels, self.eval_prompts, self.eval_samples, self.rounds, self.pairs_per_round,
                self.ppo_updates) < 1:
@@ -263,7 +272,8 @@ def ppo_rounds(trainer, prompts: list[str], config: TasteConfig, say=print) -> l
         snapshots.append(snapshot(trainer.policy))
         trainer.train(prompts, n_updates=round(config.ppo_updates * round_ / config.rounds))
         metrics = trainer.history.to_frame().iloc[-1]
-        say(f"      PPO update {trainer.update_}/{config.ppo_updates}: reward-model score "
+        what = "reward-model score" + (f" less {config.ppo_pessimism:g} × spread" if config.ppo_pessimism else "")
+        say(f"      PPO update {trainer.update_}/{config.ppo_updates}: {what} "
             f"{metrics.get('objective/scores', float('nan')):+.2f}, KL {metrics.get('objective/kl', float('nan')):.2f}")
     return snapshots
 
@@ -359,7 +369,8 @@ def run_taste(config: TasteConfig | None = None, *, learner=None, store=None, an
     lap("eval_before")
     if config.method == "ppo":
         say(f"[4/5] PPO: {config.ppo_updates} updates × {config.ppo.batch_size} replies, in {config.rounds} rounds")
-        trainer = PPOTrainer(policy, tokenizer, rm, replace(config.ppo, seed=config.seed), ref_policy=initial,
+        reward = pessimistic_reward(rm, config.ppo_pessimism) if config.ppo_pessimism else rm
+        trainer = PPOTrainer(policy, tokenizer, reward, replace(config.ppo, seed=config.seed), ref_policy=initial,
                              callbacks=[])
         snapshots = ppo_rounds(trainer, train, config, say)
     else:

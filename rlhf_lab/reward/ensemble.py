@@ -22,7 +22,7 @@ from rlhf_lab.feedback.preferences import (
 from rlhf_lab.reward.evaluation import RewardReport, evaluate_rewards
 from rlhf_lab.reward.model import FORMAT_VERSION, RewardConfig, RewardModel
 
-__all__ = ["RewardEnsemble", "build_reward_model"]
+__all__ = ["RewardEnsemble", "build_reward_model", "pessimistic_reward"]
 
 
 class RewardEnsemble:
@@ -106,3 +106,18 @@ class RewardEnsemble:
 def build_reward_model(config: RewardConfig) -> RewardModel | RewardEnsemble:
     """A RewardModel, or a RewardEnsemble when config.ensemble_size > 1: one field switches between them."""
     return RewardEnsemble(config) if config.ensemble_size > 1 else RewardModel(config)
+
+
+def pessimistic_reward(model, k: float):
+    """The reward `model`'s score less k times its members' spread (uncertainty-weighted optimisation, Coste et al.
+    2024, "Reward model ensembles help mitigate overoptimization"):
+
+        r(x) = mean_m r_m(x) − k · std_m r_m(x)        (population std over the members, normalised units)
+
+    A reply the members disagree about (one the judgments say little about) scores less, so the policy is paid less
+    for exploiting where the model is unsure. `model`: anything with `score(prompts, responses)` and
+    `spread(prompts, responses)`, e.g. an `EmbeddingRewardModel` (bootstrap members) or a `RewardEnsemble`. Returns a
+    function (prompts, responses) -> (N,), a reward the trainers take."""
+    def reward(prompts, responses) -> torch.Tensor:
+        return model.score(prompts, responses) - k * model.spread(prompts, responses)
+    return reward
