@@ -198,10 +198,9 @@ class RLHFRun:
     def _most_disputed(self, records: list[dict], n: int, rng) -> list[dict]:
         """Of each prompt's n candidates, the two whose reward difference the ensemble's members disagree on most
         (a random two before there is an ensemble)."""
-        model = self.reward_model
-        scorer = getattr(model, "member_scores", None)  # a network ensemble's; an embedding model's (≥ 2 members)
-        if isinstance(model, EmbeddingRewardModel) and model.weights_.shape[0] >= 2:
-            scorer = model.member_scores_raw
+        scorer = getattr(self.reward_model, "member_scores", None)  # a network ensemble's or an embedding model's
+        if isinstance(self.reward_model, EmbeddingRewardModel) and self.reward_model.weights_.shape[0] < 2:
+            scorer = None  # one member: no disagreement to ask about
         chosen = []
         for start in range(0, len(records), n):
             group = records[start:start + n]

@@ -292,6 +292,11 @@ class EmbeddingRewardModel(NormalisedScores):
         x = (self.featurize(prompts, responses) - self.mean_) / self.std_  # (N, F)
         return self.weights_ @ x.T
 
+    def member_scores(self, prompts, responses) -> torch.Tensor:
+        """Normalised rewards of every member (k, N): `score` is their mean and `spread` their standard deviation, as
+        for `RewardEnsemble.member_scores`."""
+        return (self.member_scores_raw(list(prompts), list(responses)) - self.norm_mean_) / self.norm_std_
+
     def score_raw(self, prompts, responses) -> torch.Tensor:
         return self.member_scores_raw(prompts, responses).mean(0)
 

@@ -115,9 +115,11 @@ def pessimistic_reward(model, k: float):
         r(x) = mean_m r_m(x) − k · std_m r_m(x)        (population std over the members, normalised units)
 
     A reply the members disagree about (one the judgments say little about) scores less, so the policy is paid less
-    for exploiting where the model is unsure. `model`: anything with `score(prompts, responses)` and
-    `spread(prompts, responses)`, e.g. an `EmbeddingRewardModel` (bootstrap members) or a `RewardEnsemble`. Returns a
-    function (prompts, responses) -> (N,), a reward the trainers take."""
+    for exploiting where the model is unsure. `model`: anything with `member_scores(prompts, responses)` (k, N),
+    normalised, whose mean is its score and whose standard deviation is its spread: an `EmbeddingRewardModel`
+    (bootstrap members) or a `RewardEnsemble`. The replies are scored once. Returns a function (prompts, responses)
+    -> (N,), a reward the trainers take."""
     def reward(prompts, responses) -> torch.Tensor:
-        return model.score(prompts, responses) - k * model.spread(prompts, responses)
+        members = model.member_scores(list(prompts), list(responses))  # (k, N)
+        return members.mean(0) - k * members.std(0, correction=0)
     return reward
