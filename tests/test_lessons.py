@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -168,6 +170,11 @@ def test_crowd_table_and_config_summary():
     assert list(table.index) == ["sim-0", "sim-1", "sim-2"] and table.loc["sim-2", "careless"] == 0.8
     summary = lessons.config_summary(demo_config(smoke=True))
     assert summary["ppo.kl_coef"] == demo_config(smoke=True).ppo.kl_coef
+    # the demo fits the embedding reward model: its rows are shown, the network's (which it never reads) are not
+    assert summary["embedding.l2"] == demo_config(smoke=True).embedding.l2
+    assert not [key for key in summary.index if key.startswith("reward.")]
+    network = lessons.config_summary(replace(demo_config(smoke=True), reward_kind="network"))
+    assert "reward.epochs" in network.index and not [key for key in network.index if key.startswith("embedding.")]
 
 
 def test_lesson_4_uses_your_reward_model_or_says_a_stand_in_judged(tmp_path, capsys):

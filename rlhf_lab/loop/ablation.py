@@ -42,13 +42,13 @@ def with_fields(base: ExperimentConfig, values: dict) -> ExperimentConfig:
         if leaf not in node:
             raise KeyError(f"{dotted!r} is not a config field; fields here: {sorted(node)}.")
         node[leaf] = value
-    kind = config["reward_kind"]
-    unused, used = ("reward", "embedding") if kind == "embedding" else ("embedding", "reward")
-    idle = [dotted for dotted in values if dotted.split(".")[0] == unused]
+    result = ExperimentConfig.from_dict(config)
+    idle = [dotted for dotted in values if dotted.split(".")[0] == result.unused_section]
     if idle:
-        raise ValueError(f"{', '.join(map(repr, idle))} would change nothing: with reward_kind={kind!r} the reward "
-                         f"model reads the {used!r} section; set its fields, or set 'reward_kind' too.")
-    return ExperimentConfig.from_dict(config)
+        used = "embedding" if result.unused_section == "reward" else "reward"
+        raise ValueError(f"{', '.join(map(repr, idle))} would change nothing: with reward_kind={result.reward_kind!r} "
+                         f"the reward model reads the {used!r} section; set its fields, or set 'reward_kind' too.")
+    return result
 
 
 def grid_points(grid: dict[str, list]) -> list[dict]:

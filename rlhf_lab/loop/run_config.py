@@ -121,6 +121,12 @@ class ExperimentConfig(Config):
             raise ValueError("warm_start_reward needs reward_kind='network' (an embedding model is refitted in "
                              "seconds on every judgment).")
 
+    @property
+    def unused_section(self) -> str:
+        """The reward-model section this run does not read: "reward" when `reward_kind` is "embedding", else
+        "embedding" (a sweep refuses its fields; a config summary leaves them out)."""
+        return "reward" if self.reward_kind == "embedding" else "embedding"
+
     def seeded(self, stage):
         """A stage's config (`self.reward`, `self.embedding` or `self.ppo`) with its seed resolved: its own when set,
         else the experiment's `seed` (so two experiment seeds differ in every stage)."""

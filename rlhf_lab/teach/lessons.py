@@ -370,7 +370,8 @@ def crowd_table(crowd: SimulatedCrowd) -> pd.DataFrame:
 
 
 def config_summary(config) -> pd.Series:
-    """A dataclass config flattened to dotted keys (e.g. "ppo.kl_coef"), for printing beside results."""
+    """A dataclass config flattened to dotted keys (e.g. "ppo.kl_coef"), for printing beside results. A section the
+    config does not read (`ExperimentConfig.unused_section`: the other reward model's settings) is left out."""
     flat: dict = {}
 
     def walk(prefix, value):
@@ -380,5 +381,6 @@ def config_summary(config) -> pd.Series:
         else:
             flat[prefix] = value
 
-    walk("", asdict(config))
+    unused = getattr(config, "unused_section", None)
+    walk("", {k: v for k, v in asdict(config).items() if k != unused})
     return pd.Series(flat, dtype=object)
