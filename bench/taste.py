@@ -113,7 +113,7 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=None,
                         help="replies per label prompt (`rlhf-lab taste --candidates`); default: the loop's")
     parser.add_argument("--pessimism", type=float, default=None,
-                        help="with --method ppo: `rlhf-lab taste --pessimism` (the score less k × its spread)")
+                        help="with --method ppo: `rlhf-lab taste --pessimism` (the score less k × its spread; default: the loop's, 1)")
     parser.add_argument("--out", default="runs/bench-taste")
     args = parser.parse_args()
     import torch

@@ -37,7 +37,7 @@ _API = {
     # reward
     "RewardConfig": "rlhf_lab.reward.model", "RewardModel": "rlhf_lab.reward.model",
     "RewardEnsemble": "rlhf_lab.reward.ensemble", "build_reward_model": "rlhf_lab.reward.ensemble",
-    "as_reward": "rlhf_lab.reward.sources",
+    "as_reward": "rlhf_lab.reward.sources", "pessimistic_reward": "rlhf_lab.reward.ensemble",
     # train
     "LoraSettings": "rlhf_lab.train.config", "PPOConfig": "rlhf_lab.train.ppo", "PPOTrainer": "rlhf_lab.train.ppo",
     "RLOOConfig": "rlhf_lab.train.rloo", "RLOOTrainer": "rlhf_lab.train.rloo", "DPOConfig": "rlhf_lab.train.dpo",

@@ -197,6 +197,8 @@ def taste_config(labels: int = 40, seed: int = 0, smoke: bool = False, method: s
 
 def cmd_taste(args) -> None:
     """A simulated learner's taste: labels → reward model → policy → honest before/after; last line JSON."""
+    from dataclasses import replace
+
     import torch
 
     from rlhf_lab.feedback.tastes import SimulatedLearner, load_taste
@@ -209,10 +211,9 @@ def cmd_taste(args) -> None:
         raise ValueError(f"--labels must be at least 4, got {args.labels}.")
     config = taste_config(args.labels, args.seed, args.smoke, args.method, args.words, args.candidates)
     if args.pessimism is not None:
-        if args.pessimism < 0 or (args.pessimism and args.method != "ppo"):
-            raise ValueError(f"--pessimism must be >= 0 and needs --method ppo, got {args.pessimism:g} with --method "
-                             f"{args.method}.")
-        config.ppo_pessimism = args.pessimism
+        if args.method != "ppo":
+            raise ValueError(f"--pessimism weighs PPO's reward: it needs --method ppo, got --method {args.method}.")
+        config = replace(config, ppo_pessimism=args.pessimism)  # its range is checked by TasteConfig
     if args.store:  # people's judgments already in a store (a class store: --annotator '*' pools everyone's)
         if not args.annotator:
             raise ValueError("--store needs --annotator: whose judgments train the model (a name, or '*' for "
@@ -283,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="replies per label prompt (default 2, shown as sampled; more: a designed pair is shown)")
     taste.add_argument("--pessimism", type=float, default=None,
                        help="with --method ppo: PPO maximises the reward model's score less this many times its "
-                            "members' spread (default 0)")
+                            "members' spread (default 1; 0: the score itself)")
     taste.add_argument("--out", default=None, help="report folder (default runs/taste-TASTE-seedN)")
     taste.add_argument("--smoke", action="store_true", help="the tiny model and small counts (a check that it runs)")
     taste.add_argument("--threads", type=int, default=None, help="torch CPU threads")

@@ -238,7 +238,8 @@ def test_the_loop_can_steer_with_ppo_and_its_rounds_are_undone_alike():
 
 def test_ppo_pessimism_pays_the_score_less_the_members_spread(monkeypatch, capsys):
     """ppo_pessimism k: PPO's reward is mean_m r_m − k·std_m r_m over the reward model's bootstrap members
-    (normalised units), checked against numpy; the loop hands PPO that reward; DPO and a negative k are refused."""
+    (normalised units), checked against numpy; the loop hands PPO that reward by default (k = 1); the CLI refuses
+    --pessimism with DPO, and a negative k is refused."""
     from rlhf_lab.reward.embedding import EmbeddingRewardConfig
     from rlhf_lab.reward.ensemble import pessimistic_reward
 
@@ -261,13 +262,14 @@ def test_ppo_pessimism_pays_the_score_less_the_members_spread(monkeypatch, capsy
     monkeypatch.setattr(taste_module, "pessimistic_reward",
                         lambda rm, k: handed.append((type(rm).__name__, k)) or pessimistic_reward(rm, k))
     policy, tokenizer = tiny_policy(seed=0)
-    config = replace(TasteConfig.smoke(labels=6, method="ppo"), ppo_pessimism=1.0, kl_target=None)
+    config = replace(TasteConfig.smoke(labels=6, method="ppo"), kl_target=None)  # pessimism at its default
     result = run_taste(config, learner=SimulatedLearner("short", seed=0), policy=policy, tokenizer=tokenizer,
                        log=lambda *a: None)
     assert handed == [("EmbeddingRewardModel", 1.0)] and result.rollouts == 16
-    with pytest.raises(ValueError, match="needs method='ppo'"):
-        TasteConfig(ppo_pessimism=1.0)
+    assert TasteConfig(method="ppo").ppo_pessimism == 1.0  # PPO's default: the pessimistic reward
     with pytest.raises(ValueError, match="ppo_pessimism must be >= 0"):
         TasteConfig(method="ppo", ppo_pessimism=-1.0)
-    assert main(["taste", "--smoke", "--pessimism", "1"]) == 2
-    assert "--pessimism must be >= 0 and needs --method ppo" in capsys.readouterr().err
+    assert main(["taste", "--smoke", "--pessimism", "1"]) == 2  # DPO reads no pessimism: refused, not ignored
+    assert "--pessimism weighs PPO's reward: it needs --method ppo, got --method dpo." in capsys.readouterr().err
+    assert main(["taste", "--smoke", "--method", "ppo", "--pessimism", "-1"]) == 2
+    assert "ppo_pessimism must be >= 0" in capsys.readouterr().err
