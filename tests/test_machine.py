@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import ast
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from rlhf_lab.core.machine import cpu_features, machine_info
@@ -33,7 +36,12 @@ def test_cpu_features_tell_an_avx512_bf16_xeon_from_an_avx2_epyc():
 def test_machine_info_describes_this_machine_in_json():
     info = json.loads(json.dumps(machine_info()))
     assert info["cpu"] and info["cores"] >= 1 and info["threads"] >= 1 and info["torch"]
-    assert set(info) >= {"avx2", "avx512f", "avx512_bf16", "amx", "gpu"}
+    assert set(info) >= {"avx2", "avx512f", "avx512_bf16", "amx", "gpu", "kernels"}
+    if info["avx2"]:  # capped by the environment, as when emulating an AVX2-only machine: the line says so
+        code = "import json; from rlhf_lab.core.machine import machine_info; print(json.dumps(machine_info()))"
+        capped = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                env={**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}).stdout
+        assert json.loads(capped)["kernels"] == "AVX2" and json.loads(capped)["avx512f"] == info["avx512f"]
 
 
 def test_every_bench_script_ends_with_a_json_line_that_names_its_machine():

@@ -1,7 +1,7 @@
 """What machine a figure was measured on: CPU model and the instruction sets that decide which path is fastest.
 
     machine_info()   # {"cpu": "...", "cores": 2, "avx2": True, "avx512f": True, "avx512_bf16": True, "amx": False,
-                     #  "torch": "2.13.0+cpu", "threads": 2, "gpu": None}
+                     #  "torch": "2.13.0+cpu", "threads": 2, "gpu": None, "kernels": "AVX512"}
 
 Every bench script puts this in its last JSON line: the same code is about twice as fast on a CPU with AVX-512 and
 native bfloat16 as on one with AVX2 only, so a figure without its machine cannot be compared.
@@ -48,12 +48,15 @@ def _this_cpu() -> dict:
 
 
 def machine_info() -> dict:
-    """The figures' machine: `cpu_features` of this one, its cores, torch's version and threads, and the GPU."""
+    """The figures' machine: `cpu_features` of this one, its cores, torch's version and threads, the GPU, and
+    "kernels": the instruction set torch's own CPU kernels run with (e.g. "AVX512", "AVX2"; lower than the CPU's when
+    the environment caps it, as ATEN_CPU_CAPABILITY=avx2 does to run an AVX2-only machine's path on a newer one)."""
     info = _this_cpu()
     info["cpu"] = info["cpu"] or platform.processor() or platform.machine()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: None)()
     return {**info, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "gpu": gpu}
+            "gpu": gpu, "kernels": capability}
 
 
 @functools.cache
