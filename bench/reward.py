@@ -2,13 +2,14 @@
 
 Setting: CPU with 2 threads, batch 16 pairs, max length 128, chit-chat prompts with replies of 1-80 words; each trainer
 in float32 and in bf16 autocast ("_bf16": rlhf_lab's default `mixed_precision="auto"` on a CPU with native bf16, and
-TRL's `bf16=True`). Each measurement runs in a fresh process (so peak resident memory is its own). Throughput counts
+TRL's `bf16=True`); "lab_bf16_plain" is rlhf_lab's bf16 with the maths of before 2026-12-04 (dropout on, a causal
+model's shared prompt run once per reply). Each measurement runs in a fresh process (so peak resident memory is its own). Throughput counts
 the optimiser steps (collate, forward, backward, update) after a first warm-up step, timed the same way for both
 trainers. Where `trl` is importable, TRL's RewardTrainer (AutoModelForSequenceClassification, same data, batch,
 length, no gradient checkpointing) runs beside it, interleaved; otherwise the comparison is skipped. Ends with one
 JSON line of figures.
 
-    python bench/reward.py [--steps 6] [--threads 2] [--backbones minilm,smollm2-135m]
+    python bench/reward.py [--steps 6] [--repeats 1] [--threads 2] [--backbones minilm,smollm2-135m]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import importlib.util
 import json
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -46,13 +48,15 @@ def make_pairs(n: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)[["prompt", "chosen", "rejected"]]
 
 
-def lab_step_seconds(backbone: str, pairs: pd.DataFrame, bf16: bool = False) -> list[float]:
+def lab_step_seconds(backbone: str, pairs: pd.DataFrame, bf16: bool = False, plain: bool = False) -> list[float]:
     """Seconds of each optimiser step of RewardModel.fit (from its history): float32, or at the default
-    `mixed_precision="auto"` (bf16 autocast on a CPU with native bf16) when `bf16`."""
+    `mixed_precision="auto"` (bf16 autocast on a CPU with native bf16) when `bf16`; `plain`: the maths before
+    2026-12-04's defaults (the backbone's dropout on, a causal model's shared prompt run per reply)."""
     from rlhf_lab.reward.model import RewardConfig, RewardModel
 
     config = RewardConfig(backbone=backbone, batch_size=BATCH, max_length=MAX_LENGTH, val_fraction=0.0,
-                          normalize_sample=1, mixed_precision="auto" if bf16 else "no")
+                          normalize_sample=1, mixed_precision="auto" if bf16 else "no", dropout=plain,
+                          share_prompt=not plain)
     return [h["perf/step_s"] for h in RewardModel(config).fit(pairs, progress=False).history_]
 
 
@@ -113,8 +117,9 @@ def child(impl: str, backbone: str, steps: int, threads: int) -> None:
     pairs/s = 16 · steps / (time of steps 2 .. steps + 1): the first step (warm-up) is left out."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    measure = lab_step_seconds if impl.startswith("lab") else trl_step_seconds
-    step_seconds = measure(backbone, make_pairs(BATCH * (1 + steps)), bf16=impl.endswith("bf16"))
+    pairs, bf16 = make_pairs(BATCH * (1 + steps)), "bf16" in impl
+    step_seconds = (lab_step_seconds(backbone, pairs, bf16, plain=impl.endswith("plain")) if impl.startswith("lab")
+                    else trl_step_seconds(backbone, pairs, bf16))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     print(json.dumps({"pairs_per_s": BATCH * steps / sum(step_seconds[1:]), "peak_rss_mb": peak_mb}))
 
@@ -131,6 +136,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=6, help="timed optimiser steps per measurement")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved repeats (figures: medians)")
     parser.add_argument("--backbones", default="minilm,smollm2-135m")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -138,28 +144,37 @@ def main() -> None:
         impl, backbone = args.child.split(":", 1)
         return child(impl, backbone, args.steps, args.threads)
 
-    impls = ["lab", "lab_bf16"]
+    impls = ["lab", "lab_bf16", "lab_bf16_plain"]
     if importlib.util.find_spec("trl") is not None:
         impls += ["trl", "trl_bf16"]
     else:
         print("TRL comparison skipped: trl is not installed in this environment "
               "(install trl and datasets in a separate environment to compare).")
     figures = {"batch_pairs": BATCH, "max_length_tokens": MAX_LENGTH, "threads": args.threads,
-               "timed_steps": args.steps}
+               "timed_steps": args.steps, "repeats": args.repeats}
     for backbone in args.backbones.split(","):
         key = "smollm2" if backbone.startswith("smollm2") else backbone.replace("-", "_")
-        for impl in impls:  # interleaved per backbone: the machine is shared and noisy
-            result = run_child(impl, backbone, args.steps, args.threads)
-            prefix = {"lab": key, "lab_bf16": f"{key}_bf16", "trl": f"trl_{key}", "trl_bf16": f"trl_{key}_bf16"}[impl]
-            figures[f"{prefix}_pairs_per_s"] = round(result["pairs_per_s"], 2)
-            figures[f"{prefix}_peak_rss_mb"] = round(result["peak_rss_mb"], 1)
-            print(f"{impl:<8} {backbone:<14} {result['pairs_per_s']:8.2f} pairs/s   "
-                  f"peak RSS {result['peak_rss_mb']:8.1f} MB")
+        runs = {impl: [] for impl in impls}
+        for repeat in range(args.repeats):
+            for impl in impls:  # interleaved per backbone and repeat: the machine is shared and noisy
+                result = run_child(impl, backbone, args.steps, args.threads)
+                runs[impl].append(result)
+                print(f"{impl:<14} {backbone:<14} {result['pairs_per_s']:8.2f} pairs/s   "
+                      f"peak RSS {result['peak_rss_mb']:8.1f} MB   (repeat {repeat + 1})")
+        for impl, results in runs.items():
+            prefix = {"lab": key, "lab_bf16": f"{key}_bf16", "lab_bf16_plain": f"{key}_bf16_plain", "trl": f"trl_{key}",
+                      "trl_bf16": f"trl_{key}_bf16"}[impl]
+            figures[f"{prefix}_pairs_per_s"] = round(statistics.median(r["pairs_per_s"] for r in results), 2)
+            figures[f"{prefix}_peak_rss_mb"] = round(max(r["peak_rss_mb"] for r in results), 1)
         if "trl" in impls:
             figures[f"{key}_lab_over_trl_speed"] = round(figures[f"{key}_pairs_per_s"] /
                                                          figures[f"trl_{key}_pairs_per_s"], 3)
             best_trl = max(figures[f"trl_{key}_pairs_per_s"], figures[f"trl_{key}_bf16_pairs_per_s"])
             figures[f"{key}_lab_bf16_over_best_trl_speed"] = round(figures[f"{key}_bf16_pairs_per_s"] / best_trl, 3)
+            figures[f"{key}_lab_bf16_over_best_trl_each_repeat"] = [  # the same repeat's runs, side by side
+                round(runs["lab_bf16"][i]["pairs_per_s"] / max(runs["trl"][i]["pairs_per_s"],
+                                                              runs["trl_bf16"][i]["pairs_per_s"]), 3)
+                for i in range(args.repeats)]
     print(json.dumps({"machine": machine_info(), **figures}))
 
 

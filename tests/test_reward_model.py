@@ -20,7 +20,15 @@ from rlhf_lab.policy.prompts import load_prompts
 from rlhf_lab.reward.ensemble import RewardEnsemble, build_reward_model
 from rlhf_lab.reward.evaluation import calibration_table, cross_validate, evaluate_rewards
 from rlhf_lab.reward.model import RewardConfig, RewardModel
-from rlhf_lab.reward.network import TokenizerMismatchError, bradley_terry_loss, last_token_index, reward_text
+from rlhf_lab.core.batching import shared_prefix_rows
+from rlhf_lab.reward.network import (
+    RewardNet,
+    TokenizerMismatchError,
+    bradley_terry_loss,
+    last_token_index,
+    reward_text,
+    shared_prefix_length,
+)
 
 STYLES = {  # reply templates whose gold features differ: sentiment, length, repetition, overlap, politeness
     "kind": "Thanks for asking! I really like {t}, and I am glad to talk about it with you.",
@@ -165,6 +173,68 @@ def test_reward_is_the_same_alone_and_in_a_padded_batch(request, which, side):
     assert batched.std() > 0
 
 
+def test_shared_prefix_length_leaves_each_sequence_a_token():
+    assert shared_prefix_length([1, 2, 3, 4], [1, 2, 5]) == 2
+    assert shared_prefix_length([1, 2, 3], [1, 2, 3]) == 2  # identical: the last token still runs per sequence
+    assert shared_prefix_length([1, 2], [1, 2, 3, 4]) == 1
+    assert shared_prefix_length([7, 1], [8, 1]) == 0
+
+
+def test_a_shared_prompt_gives_the_rewards_and_gradients_of_whole_rows(tiny_rm):
+    tiny_rm._build()
+    net = tiny_rm.net_
+    g = torch.Generator().manual_seed(0)
+    ids = lambda n: torch.randint(5, 200, (n,), generator=g).tolist()  # noqa: E731
+    prefixes = [ids(7), ids(3)]
+    replies = [ids(4), ids(6), ids(1), ids(5)]  # [chosen_1, rejected_1, chosen_2, rejected_2]
+    rows = [prefixes[i // 2] + reply for i, reply in enumerate(replies)]
+    width = max(map(len, rows))  # the whole rows, left padded
+    whole_ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])
+    whole_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    weights = torch.tensor([1.0, -2.0, 0.5, 3.0])
+    results = []
+    for run in ("whole", "shared"):
+        net.zero_grad()
+        r = net(whole_ids, whole_mask) if run == "whole" else net.forward_shared(
+            *shared_prefix_rows(prefixes, replies, pad_id=0))
+        (r * weights).sum().backward()
+        results.append((r.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}))
+    (whole, whole_grads), (shared, shared_grads) = results
+    assert torch.allclose(whole, shared, atol=1e-5) and whole.std() > 0
+    assert whole_grads.keys() == shared_grads.keys() and len(whole_grads) > 10
+    for name, grad in whole_grads.items():  # the prompt's pass gets both replies' gradients, summed
+        assert torch.allclose(grad, shared_grads[name], atol=1e-5, rtol=1e-4), name
+    net.zero_grad()
+
+
+def test_fit_runs_each_shared_prompt_once_and_trains_the_model_of_whole_rows(monkeypatch):
+    torch.set_num_threads(1)
+    pairs = toy_pairs()
+    pairs.loc[3, "rejected"] = "No. " * 40  # longer than max_length: its pair is cut at the start, so it runs whole
+    calls, original = [], RewardNet.forward_shared
+    monkeypatch.setattr(RewardNet, "forward_shared", lambda self, *rows: calls.append(len(rows[0])) or
+                        original(self, *rows))
+    fits = [RewardModel(RewardConfig(backbone="tiny", max_length=40, batch_size=4, learning_rate=1e-3, share_prompt=s,
+                                     mixed_precision="no", val_fraction=0)).fit(pairs, progress=False)
+            for s in (True, False)]
+    assert len(calls) == len(fits[0].history_) == 3 and sum(calls) == len(pairs) - 1  # all pairs but the long one
+    for shared, whole in zip(*(m.history_ for m in fits)):
+        assert abs(shared["train/loss"] - whole["train/loss"]) < 1e-3  # Adam's first steps amplify rounding
+    assert torch.allclose(*[m.score_raw(pairs["prompt"], pairs["rejected"]) for m in fits], atol=2e-3)
+
+
+def test_dropout_is_off_unless_asked_and_bf16_training_leaves_sdpa_attention(monkeypatch):
+    switches, original = [], reward_model_module.switch_attention
+    monkeypatch.setattr(reward_model_module, "switch_attention", lambda model, old, new: switches.append((old, new))
+                        or original(model, old, new))
+    for dropout in (False, True):
+        rm = RewardModel(RewardConfig(backbone="minilm", max_length=32, batch_size=6, dropout=dropout,
+                                      mixed_precision="bf16", val_fraction=0)).fit(toy_pairs(), progress=False)
+        assert {m.p for m in rm.net_.modules() if isinstance(m, torch.nn.Dropout)} == ({0.1} if dropout else {0.0})
+        assert rm.net_.backbone.config._attn_implementation == "sdpa"  # scoring runs SDPA again
+    assert switches == [("sdpa", "eager"), ("eager", "sdpa")] * 2  # eager kernels for bf16 training on the CPU
+
+
 def test_score_tokens_matches_text_scoring_on_policy_tokens(tiny_rm):
     tok = tiny_rm.tokenizer_
     prompts, replies = ["How are you?", "Tell me about your favourite food please."], ["Fine!", "Pizza, with olives."]
@@ -230,8 +300,9 @@ def test_same_seed_same_rewards_and_ties_dropped():
 def test_gradient_checkpointing_trains_the_same_model():
     torch.set_num_threads(1)
     pairs = toy_pairs()
-    fits = [RewardModel(RewardConfig(backbone="tiny", batch_size=4, learning_rate=1e-3, gradient_checkpointing=g)).fit(
-        pairs, progress=False) for g in (False, True)]
+    fits = [RewardModel(RewardConfig(backbone="tiny", batch_size=4, learning_rate=1e-3, gradient_checkpointing=g,
+                                     mixed_precision="no", share_prompt=False)).fit(pairs, progress=False)
+            for g in (False, True)]
     assert fits[1].net_.backbone.gradient_checkpointing and not fits[0].net_.backbone.gradient_checkpointing
     assert torch.allclose(*[m.score_raw(pairs["prompt"], pairs["chosen"]) for m in fits], atol=1e-4)
 

@@ -14,7 +14,7 @@ from rlhf_lab.core.launch import honour_launch, launched_on_cpu
 from rlhf_lab.core.machine import native_bf16
 
 __all__ = ["causal_lm", "cache_argument", "position_ids", "left_padding", "disable_dropout", "bf16_compute",
-           "eager_attention_for_cpu_bf16", "make_accelerator", "adamw"]
+           "eager_attention_for_cpu_bf16", "switch_attention", "make_accelerator", "adamw"]
 
 
 def causal_lm(model: nn.Module) -> nn.Module:
@@ -81,10 +81,18 @@ def eager_attention_for_cpu_bf16(accelerator: Accelerator, *models: nn.Module | 
     if accelerator.mixed_precision != "bf16" or accelerator.device.type != "cpu":
         return
     for model in models:
-        lm = causal_lm(model) if model is not None else None
-        config = getattr(lm, "config", None)
-        if getattr(config, "_attn_implementation", None) == "sdpa" and hasattr(lm, "set_attn_implementation"):
-            lm.set_attn_implementation("eager")
+        if model is not None:
+            switch_attention(causal_lm(model), "sdpa", "eager")
+
+
+def switch_attention(model: nn.Module, old: str, new: str) -> bool:
+    """Switch a transformers model's attention kernels from `old` to `new` ("sdpa", "eager"); False (nothing done)
+    when it runs other kernels or has no choice."""
+    config = getattr(model, "config", None)
+    if getattr(config, "_attn_implementation", None) != old or not hasattr(model, "set_attn_implementation"):
+        return False
+    model.set_attn_implementation(new)
+    return True
 
 
 def make_accelerator(mixed_precision: str) -> Accelerator:

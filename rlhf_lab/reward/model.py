@@ -33,10 +33,10 @@ from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from rlhf_lab.core.batching import length_grouped_batches
+from rlhf_lab.core.batching import length_grouped_batches, shared_prefix_rows
 from rlhf_lab.core.config import Config, Seeded
 from rlhf_lab.core.files import atomic_directory, verify_digests, write_manifest
-from rlhf_lab.core.hf import bf16_compute
+from rlhf_lab.core.hf import bf16_compute, disable_dropout, switch_attention
 from rlhf_lab.core.seeding import seeded, set_seed
 from rlhf_lab.feedback.preferences import pair_weights, split_by_prompt
 from rlhf_lab.reward.evaluation import NormalisedScores
@@ -48,6 +48,7 @@ from rlhf_lab.reward.network import (
     bradley_terry_loss,
     load_backbone,
     reward_text,
+    shared_prefix_length,
     tokenizer_fingerprint,
 )
 
@@ -90,6 +91,13 @@ class RewardConfig(Config, Seeded):
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: much less memory (SmolLM2 at batch 16: most of its ~10 GB peak
     is activations) for about a third more time."""
+    dropout: bool = False
+    """Keep the backbone's dropout in training. Off by default, as in TRL's RewardTrainer (`disable_dropout`) and
+    PPO checklist 6; off, a MiniLM step also runs about 1.3× faster (`bench/reward.py`)."""
+    share_prompt: bool = True
+    """Causal backbones: run the tokens a pair's two replies start with in common (chat template and prompt) once
+    per pair, then both replies from their keys and values (`RewardNet.forward_shared`): the same rewards and
+    gradients, rounded differently, for fewer tokens. Not with gradient checkpointing."""
     group_by_length: bool = True
     """Batch pairs of similar length together (shuffled in chunks), which removes most of the padding."""
     eval_every: int = 0
@@ -203,9 +211,13 @@ class RewardModel(NormalisedScores):
         self._build(fresh=True)
         if cfg.gradient_checkpointing:
             _enable_checkpointing(self.net_.backbone)
+        if not cfg.dropout:
+            disable_dropout(self.net_)
         self.net_.train()
         chosen = self._encode(train["prompt"], train["chosen"])
         rejected = self._encode(train["prompt"], train["rejected"])
+        share = cfg.kind == "causal" and cfg.share_prompt and not cfg.gradient_checkpointing
+        shared = [shared_prefix_length(c["input_ids"], r["input_ids"]) if share else 0 for c, r in zip(chosen, rejected)]
         tie = torch.tensor(train["tie"].to_numpy(), dtype=torch.bool)
         margin = torch.tensor(train["margin"].to_numpy(), dtype=torch.float32) if cfg.use_margin else None
         weight = _relative_weights(train)
@@ -215,21 +227,22 @@ class RewardModel(NormalisedScores):
         epoch_batches = [length_grouped_batches(lengths, cfg.batch_size, rng, cfg.group_by_length)
                          for _ in range(cfg.epochs)]
         total = sum(len(b) for b in epoch_batches)
-        optimizer = torch.optim.AdamW(_param_groups(self.net_, cfg.weight_decay), lr=cfg.learning_rate)
+        optimizer = _adamw(_param_groups(self.net_, cfg.weight_decay), cfg.learning_rate)
         decay = (lambda s: 1 - s / total) if cfg.lr_schedule == "linear" else (lambda s: 1.0)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
 
         bar = tqdm(total=total, desc="reward model", disable=not progress, leave=False)
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
-                                  enabled=bf16_compute(cfg.mixed_precision, self.device))
+        bf16 = bf16_compute(cfg.mixed_precision, self.device)
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
+        # SDPA's bf16 backward is slow on a CPU (core.hf.eager_attention_for_cpu_bf16): eager kernels while training
+        eager = bf16 and self.device.type == "cpu" and switch_attention(self.net_.backbone, "sdpa", "eager")
         step = 0
         for epoch, batches in enumerate(epoch_batches):
             for i, idx in enumerate(batches):
                 start = time.perf_counter()
                 B = len(idx)
-                inputs = self._collate([chosen[j] for j in idx] + [rejected[j] for j in idx])  # (2B, T)
                 with autocast:
-                    r = self.net_(**inputs).float()  # (2B,)
+                    r = self._pair_rewards(chosen, rejected, [shared[j] for j in idx], idx)  # (2B,)
                 r_chosen, r_rejected = r[:B], r[B:]
                 loss = bradley_terry_loss(r_chosen, r_rejected, tie[idx].to(self.device),
                                           None if margin is None else margin[idx].to(self.device),
@@ -250,6 +263,8 @@ class RewardModel(NormalisedScores):
                 bar.update(1)
                 bar.set_postfix(loss=f"{record['train/loss']:.3f}")
         bar.close()
+        if eager:
+            switch_attention(self.net_.backbone, "eager", "sdpa")
         self.net_.eval()
         self.val_pairs_ = val
         replies = pd.concat([train[["prompt", "chosen"]].set_axis(["prompt", "response"], axis=1),
@@ -257,6 +272,33 @@ class RewardModel(NormalisedScores):
         replies = replies.drop_duplicates().sample(frac=1.0, random_state=seed).head(cfg.normalize_sample)
         self.normalize(replies["prompt"].tolist(), replies["response"].tolist())
         return self
+
+    def _pair_rewards(self, chosen: list[dict], rejected: list[dict], shared: list[int], idx: list[int]) -> torch.Tensor:
+        """Raw rewards (2B,) [chosen_1..B, rejected_1..B] of the pairs `idx`. The pairs whose two sequences start with
+        `shared` > 0 tokens in common run those once (`RewardNet.forward_shared`); the others (a causal model's
+        truncated pairs, an encoder's) run whole."""
+        B = len(idx)
+        ok = [i for i in range(B) if shared[i] > 0]
+        rest = [i for i in range(B) if shared[i] == 0]
+        parts, order = [], []
+        if ok:
+            prefixes = [chosen[idx[i]]["input_ids"][:shared[i]] for i in ok]
+            replies = [side[idx[i]]["input_ids"][shared[i]:] for i in ok for side in (chosen, rejected)]
+            rows = shared_prefix_rows(prefixes, replies, self.tokenizer_.pad_token_id or 0)
+            r = self.net_.forward_shared(*(t.to(self.device) for t in rows))
+            if r is None:  # no cache to continue from: every pair runs whole
+                ok, rest = [], list(range(B))
+            else:
+                parts.append(r.float().view(len(ok), 2).T.reshape(-1))  # [c_1, r_1, c_2, ...] -> [c.., r..]
+                order += ok + [B + i for i in ok]
+        if rest:
+            features = [chosen[idx[i]] for i in rest] + [rejected[idx[i]] for i in rest]
+            parts.append(self.net_(**self._collate(features)).float())
+            order += rest + [B + i for i in rest]
+        if order == list(range(2 * B)):
+            return parts[0]
+        where = torch.tensor(order, device=parts[0].device)
+        return torch.zeros(2 * B, device=parts[0].device).index_copy(0, where, torch.cat(parts))
 
     def _validate(self, val: pd.DataFrame) -> dict:
         r_c, r_r = self.score_raw(val["prompt"], val["chosen"]), self.score_raw(val["prompt"], val["rejected"])
@@ -368,6 +410,14 @@ def _enable_checkpointing(backbone: nn.Module) -> None:
         backbone.activation_checkpointing_enable({"use_reentrant": False})
     else:
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def _adamw(groups: list[dict], learning_rate: float) -> torch.optim.AdamW:
+    """AdamW, fused where the device supports it (on a CPU SmolLM2's optimiser step takes a fraction of the time)."""
+    try:
+        return torch.optim.AdamW(groups, lr=learning_rate, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(groups, lr=learning_rate)
 
 
 def _param_groups(net: nn.Module, weight_decay: float) -> list[dict]:

@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from rlhf_lab.core.hf import position_ids
+from rlhf_lab.core.hf import cache_argument, position_ids
 from rlhf_lab.policy.models import load_policy, tiny_policy
 
 __all__ = ["MINILM", "TokenizerMismatchError", "bradley_terry_loss", "RewardNet", "backbone_kind", "load_backbone",
-           "minilm_dir", "tokenizer_fingerprint", "last_token_index", "reward_text"]
+           "minilm_dir", "tokenizer_fingerprint", "last_token_index", "reward_text", "shared_prefix_length"]
 
 MINILM = "minilm"
 
@@ -80,6 +80,17 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return (positions * attention_mask.long()).argmax(dim=1)
 
 
+def shared_prefix_length(a: list[int], b: list[int]) -> int:
+    """How many tokens two sequences start with in common, leaving at least one token of each after it (a causal
+    reward is read at a sequence's last token, which must be in the part that runs per sequence)."""
+    n = 0
+    for x, y in zip(a[:len(a) - 1], b[:len(b) - 1]):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 class RewardNet(nn.Module):
     """A backbone (Hugging Face base model, no LM head) and a scalar head.
 
@@ -105,6 +116,28 @@ class RewardNet(nn.Module):
             m = attention_mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
             pooled = (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)  # (B, D)
         return self.head(pooled).squeeze(-1)  # (B,)
+
+    def forward_shared(self, prefix_ids, prefix_mask, reply_ids, reply_mask) -> torch.Tensor | None:
+        """Raw rewards of k sequences per prefix, with each prefix run once (causal backbones).
+
+        prefix_ids, prefix_mask (b, P), left padded, no row empty; reply_ids, reply_mask (k·b, R), right padded, the
+        rows of prefix i at i·k … i·k + k − 1 (`core.batching.shared_prefix_rows`). In a causal LM a prefix's
+        hidden states do not depend on what follows it, so r(prefix + reply) equals `forward` on the whole row
+        (rounded differently), gradients included: the prefix's keys and values, repeated per reply, carry them back.
+        Returns (k·b,), or None when the backbone gave no cache to continue from (gradient checkpointing)."""
+        trunk, k = self.backbone, len(reply_ids) // len(prefix_ids)
+        out = trunk(input_ids=prefix_ids, attention_mask=prefix_mask, position_ids=position_ids(prefix_mask),
+                    use_cache=True)
+        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+            return None
+        cache.batch_repeat_interleave(k)
+        prefix_mask = prefix_mask.repeat_interleave(k, dim=0)  # (k·b, P)
+        positions = prefix_mask.sum(1, keepdim=True) + position_ids(reply_mask)  # real tokens counted, as in forward
+        h = trunk(input_ids=reply_ids, attention_mask=torch.cat([prefix_mask, reply_mask], dim=1),
+                  position_ids=positions, use_cache=True, **{cache_argument(trunk): cache}).last_hidden_state
+        pooled = h[torch.arange(h.shape[0], device=h.device), last_token_index(reply_mask)]  # (k·b, D)
+        return self.head(pooled).squeeze(-1)
 
 
 def backbone_kind(backbone: str) -> str:
