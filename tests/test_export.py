@@ -147,6 +147,7 @@ def test_trl_rows_and_recipes_with_the_labs_defaults(store_path, tmp_path, capsy
     assert (rm["learning_rate"], rm["per_device_train_batch_size"], rm["num_train_epochs"], rm["max_length"]) == \
         (reward.learning_rate, reward.batch_size, reward.epochs, reward.max_length)
     assert rm["datasets"][0]["columns"] == ["prompt", "chosen", "rejected"]  # use_margin is off by default
+    assert rm["disable_dropout"] is (not reward.dropout) is True
     k = read_yaml(tmp_path / "kto.yaml")
     assert k["datasets"][0]["columns"] == ["prompt", "completion", "label"]
     assert (k["learning_rate"], k["beta"], k["undesirable_weight"]) == (kto.learning_rate, kto.beta, 1.0)

@@ -20,12 +20,12 @@ from rlhf_lab.policy.prompts import load_prompts
 from rlhf_lab.reward.ensemble import RewardEnsemble, build_reward_model
 from rlhf_lab.reward.evaluation import calibration_table, cross_validate, evaluate_rewards
 from rlhf_lab.reward.model import RewardConfig, RewardModel
-from rlhf_lab.core.batching import shared_prefix_rows
 from rlhf_lab.reward.network import (
     RewardNet,
     TokenizerMismatchError,
     bradley_terry_loss,
     last_token_index,
+    pair_rows,
     reward_text,
     shared_prefix_length,
 )
@@ -180,46 +180,61 @@ def test_shared_prefix_length_leaves_each_sequence_a_token():
     assert shared_prefix_length([7, 1], [8, 1]) == 0
 
 
-def test_a_shared_prompt_gives_the_rewards_and_gradients_of_whole_rows(tiny_rm):
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_pairs_packed_with_their_prompt_once_give_the_rewards_and_gradients_of_whole_rows(tiny_rm, attention):
     tiny_rm._build()
     net = tiny_rm.net_
+    net.backbone.set_attn_implementation(attention)
     g = torch.Generator().manual_seed(0)
     ids = lambda n: torch.randint(5, 200, (n,), generator=g).tolist()  # noqa: E731
-    prefixes = [ids(7), ids(3)]
-    replies = [ids(4), ids(6), ids(1), ids(5)]  # [chosen_1, rejected_1, chosen_2, rejected_2]
-    rows = [prefixes[i // 2] + reply for i, reply in enumerate(replies)]
-    width = max(map(len, rows))  # the whole rows, left padded
+    prefixes, chosen, rejected = [ids(7), ids(3), []], [ids(4), ids(1), ids(5)], [ids(6), ids(5), ids(2)]
+    rows = [p + c for p, c in zip(prefixes, chosen)] + [p + r for p, r in zip(prefixes, rejected)]
+    width = max(map(len, rows))  # the whole rows, left padded: [chosen_1..3, rejected_1..3]
     whole_ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])
     whole_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-    weights = torch.tensor([1.0, -2.0, 0.5, 3.0])
+    weights = torch.tensor([1.0, -2.0, 0.5, 3.0, 0.7, -1.1])
     results = []
-    for run in ("whole", "shared"):
+    for run in ("whole", "packed"):
         net.zero_grad()
-        r = net(whole_ids, whole_mask) if run == "whole" else net.forward_shared(
-            *shared_prefix_rows(prefixes, replies, pad_id=0))
+        r = net(whole_ids, whole_mask) if run == "whole" else net.forward_tree(
+            *pair_rows(prefixes, chosen, rejected, pad_id=0))
         (r * weights).sum().backward()
         results.append((r.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}))
-    (whole, whole_grads), (shared, shared_grads) = results
-    assert torch.allclose(whole, shared, atol=1e-5) and whole.std() > 0
-    assert whole_grads.keys() == shared_grads.keys() and len(whole_grads) > 10
-    for name, grad in whole_grads.items():  # the prompt's pass gets both replies' gradients, summed
-        assert torch.allclose(grad, shared_grads[name], atol=1e-5, rtol=1e-4), name
+    (whole, whole_grads), (packed, packed_grads) = results
+    assert torch.allclose(whole, packed, atol=1e-5) and whole.std() > 0
+    assert whole_grads.keys() == packed_grads.keys() and len(whole_grads) > 10
+    for name, grad in whole_grads.items():  # the prompt's tokens get both replies' gradients, summed
+        assert torch.allclose(grad, packed_grads[name], atol=1e-5, rtol=1e-4), name
     net.zero_grad()
+    net.backbone.set_attn_implementation("sdpa")
 
 
-def test_fit_runs_each_shared_prompt_once_and_trains_the_model_of_whole_rows(monkeypatch):
+def test_pair_rows_mask_and_positions_by_hand():
+    ids, allowed, positions, ends = pair_rows([[5, 6]], [[7]], [[8, 9]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7, 8, 9]] and positions.tolist() == [[0, 1, 2, 2, 3]] and ends.tolist() == [[2, 4]]
+    assert allowed[0, 0].int().tolist() == [[1, 0, 0, 0, 0],   # prefix: causal
+                                            [1, 1, 0, 0, 0],
+                                            [1, 1, 1, 0, 0],   # chosen: prefix and itself
+                                            [1, 1, 0, 1, 0],   # rejected: prefix and itself, never the chosen reply
+                                            [1, 1, 0, 1, 1]]
+    ids, allowed, positions, ends = pair_rows([[5], []], [[7], [1]], [[8], [2]], pad_id=0)
+    assert ids.tolist() == [[5, 7, 8], [1, 2, 0]] and ends.tolist() == [[1, 2], [0, 1]]
+    assert allowed[1, 0].int().tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]  # no prefix; padding reads itself
+
+
+def test_fit_packs_each_pair_with_its_prompt_once_and_trains_the_model_of_whole_rows(monkeypatch):
     torch.set_num_threads(1)
     pairs = toy_pairs()
-    pairs.loc[3, "rejected"] = "No. " * 40  # longer than max_length: its pair is cut at the start, so it runs whole
-    calls, original = [], RewardNet.forward_shared
-    monkeypatch.setattr(RewardNet, "forward_shared", lambda self, *rows: calls.append(len(rows[0])) or
+    pairs.loc[3, "rejected"] = "No. " * 40  # longer than max_length: cut at the start, so it shares no prefix
+    calls, original = [], RewardNet.forward_tree
+    monkeypatch.setattr(RewardNet, "forward_tree", lambda self, *rows: calls.append(len(rows[0])) or
                         original(self, *rows))
     fits = [RewardModel(RewardConfig(backbone="tiny", max_length=40, batch_size=4, learning_rate=1e-3, share_prompt=s,
                                      mixed_precision="no", val_fraction=0)).fit(pairs, progress=False)
             for s in (True, False)]
-    assert len(calls) == len(fits[0].history_) == 3 and sum(calls) == len(pairs) - 1  # all pairs but the long one
-    for shared, whole in zip(*(m.history_ for m in fits)):
-        assert abs(shared["train/loss"] - whole["train/loss"]) < 1e-3  # Adam's first steps amplify rounding
+    assert len(calls) == len(fits[0].history_) == 3 and sum(calls) == len(pairs)  # no call with share_prompt=False
+    for packed, whole in zip(*(m.history_ for m in fits)):
+        assert abs(packed["train/loss"] - whole["train/loss"]) < 1e-3  # Adam's first steps amplify rounding
     assert torch.allclose(*[m.score_raw(pairs["prompt"], pairs["rejected"]) for m in fits], atol=2e-3)
 
 

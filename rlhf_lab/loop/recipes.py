@@ -117,7 +117,7 @@ def trl_recipes(settings, data: RecipeData) -> dict[str, str]:
             "learning_rate": r.learning_rate, "per_device_train_batch_size": r.batch_size,
             "gradient_accumulation_steps": 1, "num_train_epochs": r.epochs, "max_length": r.max_length,
             "lr_scheduler_type": r.lr_schedule, "weight_decay": r.weight_decay, "max_grad_norm": r.max_grad_norm,
-            "seed": r.seed_value})
+            "disable_dropout": not r.dropout, "seed": r.seed_value})
     if data.unpaired:
         k = s.kto
         out["kto.yaml"] = _yaml(header("KTO", data.unpaired, f"{data.thumbs} thumbs"), {

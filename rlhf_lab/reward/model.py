@@ -33,7 +33,7 @@ from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from rlhf_lab.core.batching import length_grouped_batches, shared_prefix_rows
+from rlhf_lab.core.batching import length_grouped_batches
 from rlhf_lab.core.config import Config, Seeded
 from rlhf_lab.core.files import atomic_directory, verify_digests, write_manifest
 from rlhf_lab.core.hf import bf16_compute, disable_dropout, switch_attention
@@ -47,6 +47,7 @@ from rlhf_lab.reward.network import (
     backbone_kind,
     bradley_terry_loss,
     load_backbone,
+    pair_rows,
     reward_text,
     shared_prefix_length,
     tokenizer_fingerprint,
@@ -95,9 +96,9 @@ class RewardConfig(Config, Seeded):
     """Keep the backbone's dropout in training. Off by default, as in TRL's RewardTrainer (`disable_dropout`) and
     PPO checklist 6; off, a MiniLM step also runs about 1.3× faster (`bench/reward.py`)."""
     share_prompt: bool = True
-    """Causal backbones: run the tokens a pair's two replies start with in common (chat template and prompt) once
-    per pair, then both replies from their keys and values (`RewardNet.forward_shared`): the same rewards and
-    gradients, rounded differently, for fewer tokens. Not with gradient checkpointing."""
+    """Causal backbones: pack each pair into one row, the tokens its two sequences start with in common (chat
+    template and prompt) run once and each reply masked from the other (`RewardNet.forward_tree`): the same rewards
+    and gradients, rounded differently, for fewer tokens and less padding."""
     group_by_length: bool = True
     """Batch pairs of similar length together (shuffled in chunks), which removes most of the padding."""
     eval_every: int = 0
@@ -216,12 +217,12 @@ class RewardModel(NormalisedScores):
         self.net_.train()
         chosen = self._encode(train["prompt"], train["chosen"])
         rejected = self._encode(train["prompt"], train["rejected"])
-        share = cfg.kind == "causal" and cfg.share_prompt and not cfg.gradient_checkpointing
-        shared = [shared_prefix_length(c["input_ids"], r["input_ids"]) if share else 0 for c, r in zip(chosen, rejected)]
+        shared = [shared_prefix_length(c["input_ids"], r["input_ids"]) for c, r in zip(chosen, rejected)]
         tie = torch.tensor(train["tie"].to_numpy(), dtype=torch.bool)
         margin = torch.tensor(train["margin"].to_numpy(), dtype=torch.float32) if cfg.use_margin else None
         weight = _relative_weights(train)
-        lengths = [max(len(c["input_ids"]), len(r["input_ids"])) for c, r in zip(chosen, rejected)]
+        lengths = [len(c["input_ids"]) + len(r["input_ids"]) - n  # the tokens a pair runs packed (share_prompt)
+                   for c, r, n in zip(chosen, rejected, shared)]
 
         rng = np.random.default_rng(seed)
         epoch_batches = [length_grouped_batches(lengths, cfg.batch_size, rng, cfg.group_by_length)
@@ -274,31 +275,16 @@ class RewardModel(NormalisedScores):
         return self
 
     def _pair_rewards(self, chosen: list[dict], rejected: list[dict], shared: list[int], idx: list[int]) -> torch.Tensor:
-        """Raw rewards (2B,) [chosen_1..B, rejected_1..B] of the pairs `idx`. The pairs whose two sequences start with
-        `shared` > 0 tokens in common run those once (`RewardNet.forward_shared`); the others (a causal model's
-        truncated pairs, an encoder's) run whole."""
-        B = len(idx)
-        ok = [i for i in range(B) if shared[i] > 0]
-        rest = [i for i in range(B) if shared[i] == 0]
-        parts, order = [], []
-        if ok:
-            prefixes = [chosen[idx[i]]["input_ids"][:shared[i]] for i in ok]
-            replies = [side[idx[i]]["input_ids"][shared[i]:] for i in ok for side in (chosen, rejected)]
-            rows = shared_prefix_rows(prefixes, replies, self.tokenizer_.pad_token_id or 0)
-            r = self.net_.forward_shared(*(t.to(self.device) for t in rows))
-            if r is None:  # no cache to continue from: every pair runs whole
-                ok, rest = [], list(range(B))
-            else:
-                parts.append(r.float().view(len(ok), 2).T.reshape(-1))  # [c_1, r_1, c_2, ...] -> [c.., r..]
-                order += ok + [B + i for i in ok]
-        if rest:
-            features = [chosen[idx[i]] for i in rest] + [rejected[idx[i]] for i in rest]
-            parts.append(self.net_(**self._collate(features)).float())
-            order += rest + [B + i for i in rest]
-        if order == list(range(2 * B)):
-            return parts[0]
-        where = torch.tensor(order, device=parts[0].device)
-        return torch.zeros(2 * B, device=parts[0].device).index_copy(0, where, torch.cat(parts))
+        """Raw rewards (2B,) [chosen_1..B, rejected_1..B] of the pairs `idx`: with `config.share_prompt` (a causal
+        model on eager or SDPA attention) each pair is one row whose first `shared` tokens run once
+        (`RewardNet.forward_tree`), otherwise each sequence is its own row."""
+        if self.config.share_prompt and self.config.kind == "causal" and \
+                self.net_.backbone.config._attn_implementation in ("eager", "sdpa"):
+            seqs = [(chosen[j]["input_ids"], rejected[j]["input_ids"], n) for j, n in zip(idx, shared)]
+            rows = pair_rows([c[:n] for c, _, n in seqs], [c[n:] for c, _, n in seqs], [r[n:] for _, r, n in seqs],
+                             self.tokenizer_.pad_token_id or 0)
+            return self.net_.forward_tree(*(t.to(self.device) for t in rows)).float()
+        return self.net_(**self._collate([chosen[j] for j in idx] + [rejected[j] for j in idx])).float()
 
     def _validate(self, val: pd.DataFrame) -> dict:
         r_c, r_r = self.score_raw(val["prompt"], val["chosen"]), self.score_raw(val["prompt"], val["rejected"])

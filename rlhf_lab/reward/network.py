@@ -21,11 +21,12 @@ import torch.nn.functional as F
 from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from rlhf_lab.core.hf import cache_argument, position_ids
+from rlhf_lab.core.hf import position_ids
 from rlhf_lab.policy.models import load_policy, tiny_policy
 
 __all__ = ["MINILM", "TokenizerMismatchError", "bradley_terry_loss", "RewardNet", "backbone_kind", "load_backbone",
-           "minilm_dir", "tokenizer_fingerprint", "last_token_index", "reward_text", "shared_prefix_length"]
+           "minilm_dir", "tokenizer_fingerprint", "last_token_index", "reward_text", "shared_prefix_length",
+           "pair_rows"]
 
 MINILM = "minilm"
 
@@ -117,27 +118,45 @@ class RewardNet(nn.Module):
             pooled = (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)  # (B, D)
         return self.head(pooled).squeeze(-1)  # (B,)
 
-    def forward_shared(self, prefix_ids, prefix_mask, reply_ids, reply_mask) -> torch.Tensor | None:
-        """Raw rewards of k sequences per prefix, with each prefix run once (causal backbones).
-
-        prefix_ids, prefix_mask (b, P), left padded, no row empty; reply_ids, reply_mask (k·b, R), right padded, the
-        rows of prefix i at i·k … i·k + k − 1 (`core.batching.shared_prefix_rows`). In a causal LM a prefix's
-        hidden states do not depend on what follows it, so r(prefix + reply) equals `forward` on the whole row
-        (rounded differently), gradients included: the prefix's keys and values, repeated per reply, carry them back.
-        Returns (k·b,), or None when the backbone gave no cache to continue from (gradient checkpointing)."""
-        trunk, k = self.backbone, len(reply_ids) // len(prefix_ids)
-        out = trunk(input_ids=prefix_ids, attention_mask=prefix_mask, position_ids=position_ids(prefix_mask),
-                    use_cache=True)
-        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
-        if cache is None or not hasattr(cache, "batch_repeat_interleave"):
-            return None
-        cache.batch_repeat_interleave(k)
-        prefix_mask = prefix_mask.repeat_interleave(k, dim=0)  # (k·b, P)
-        positions = prefix_mask.sum(1, keepdim=True) + position_ids(reply_mask)  # real tokens counted, as in forward
-        h = trunk(input_ids=reply_ids, attention_mask=torch.cat([prefix_mask, reply_mask], dim=1),
-                  position_ids=positions, use_cache=True, **{cache_argument(trunk): cache}).last_hidden_state
-        pooled = h[torch.arange(h.shape[0], device=h.device), last_token_index(reply_mask)]  # (k·b, D)
+    def forward_tree(self, input_ids, allowed, positions, ends) -> torch.Tensor:
+        """Raw rewards (2B,) [chosen_1..B, rejected_1..B] of B pairs packed one per row by `pair_rows` (causal
+        backbones on eager or SDPA attention). The custom mask lets each reply see only the prefix and itself, so each
+        reward equals `forward` on that reply's whole sequence (rounded differently), gradients included."""
+        mask = allowed if self.backbone.config._attn_implementation != "eager" else \
+            torch.zeros(allowed.shape, device=allowed.device).masked_fill(~allowed, torch.finfo(torch.float32).min)
+        h = self.backbone(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                          use_cache=False).last_hidden_state  # (B, T, D)
+        rows = torch.arange(h.shape[0], device=h.device)
+        pooled = torch.cat([h[rows, ends[:, 0]], h[rows, ends[:, 1]]])  # (2B, D)
         return self.head(pooled).squeeze(-1)
+
+
+def pair_rows(prefixes: list[list[int]], chosen: list[list[int]], rejected: list[list[int]], pad_id: int
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Preference pairs packed one per row for a causal model, the prefix they share run once:
+
+        row b = [prefix_b, chosen_b, rejected_b, padding],   position ids 0..p−1, p..p+c−1, p..p+r−1
+
+    Returns input_ids (B, T), allowed (B, 1, T, T) bool (query i may read key j iff j ≤ i and j is in the prefix or
+    in i's own reply; a padding column reads only itself), position_ids (B, T) and ends (B, 2), the columns of each
+    reply's last token. A causal model then computes for each reply exactly what it computes on prefix + reply."""
+    width = max(len(p) + len(c) + len(r) for p, c, r in zip(prefixes, chosen, rejected))
+    B = len(prefixes)
+    ids = torch.full((B, width), pad_id, dtype=torch.long)
+    part = torch.full((B, width), -1, dtype=torch.long)  # 0 prefix, 1 chosen, 2 rejected, −1 padding
+    positions = torch.zeros((B, width), dtype=torch.long)
+    ends = torch.zeros((B, 2), dtype=torch.long)
+    for b, (p, c, r) in enumerate(zip(prefixes, chosen, rejected)):
+        ids[b, :len(p) + len(c) + len(r)] = torch.tensor(p + c + r)
+        part[b, :len(p)], part[b, len(p):len(p) + len(c)], part[b, len(p) + len(c):len(p) + len(c) + len(r)] = 0, 1, 2
+        positions[b, :len(p) + len(c)] = torch.arange(len(p) + len(c))
+        positions[b, len(p) + len(c):len(p) + len(c) + len(r)] = torch.arange(len(p), len(p) + len(r))
+        ends[b] = torch.tensor([len(p) + len(c) - 1, len(p) + len(c) + len(r) - 1])
+    query, key = part[:, :, None], part[:, None, :]  # (B, T, 1), (B, 1, T)
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    allowed = causal & (key >= 0) & ((key == 0) | (key == query))
+    allowed |= torch.eye(width, dtype=torch.bool)  # padding reads itself: no row is all masked
+    return ids, allowed[:, None], positions, ends
 
 
 def backbone_kind(backbone: str) -> str:
