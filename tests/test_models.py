@@ -113,6 +113,22 @@ def test_offline_cache_is_built_once_and_a_corrupt_one_is_rebuilt(tmp_path, monk
 
 
 @pytest.mark.integration
+def test_a_load_error_that_is_not_the_cache_leaves_the_cache_alone(monkeypatch, smollm2):
+    import rlhf_lab.policy.models as models
+
+    target = models.cache_dir() / "models" / "smollm2-135m"
+    marker = (target / "rlhf_lab_cache.json").read_text()
+
+    def broken(*args, **kwargs):  # e.g. a module shadowed by a user's file: nothing to do with the cached weights
+        raise ImportError("cannot import name 'GenerationMixin'")
+
+    monkeypatch.setattr(models.AutoModelForCausalLM, "from_pretrained", broken)
+    with pytest.raises(ImportError, match="GenerationMixin"):
+        models.load_policy("smollm2-135m", device="cpu")
+    assert (target / "rlhf_lab_cache.json").read_text() == marker and (target / "model.safetensors").exists()
+
+
+@pytest.mark.integration
 def test_known_hub_id_offline_falls_back_to_the_packaged_copy(monkeypatch, smollm2):
     import huggingface_hub.constants
 

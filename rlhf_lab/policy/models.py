@@ -340,9 +340,9 @@ def load_policy(name_or_path: str = DEFAULT_POLICY, device: str | torch.device |
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.path, **source.kwargs)
         model = AutoModelForCausalLM.from_pretrained(source.path, dtype=dtype, **source.kwargs)
-    except Exception as err:  # safetensors raises its own error type for a truncated file
-        if name_or_path not in OFFLINE_MODELS:
-            raise
+    except Exception as err:
+        if name_or_path not in OFFLINE_MODELS or not _damaged_files(err):
+            raise  # an import error, memory, a bug: the cache is not to blame, so it stays
         log.warning("The cached copy of %s failed to load (%s); rebuilding it.", name_or_path, err)
         shutil.rmtree(source.path, ignore_errors=True)
         source = _resolve(name_or_path)
@@ -354,6 +354,12 @@ def load_policy(name_or_path: str = DEFAULT_POLICY, device: str | torch.device |
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.rlhf_lab_id = source.model_id
     return model.to(device).eval(), tokenizer
+
+
+def _damaged_files(err: Exception) -> bool:
+    """Whether a load error says the cached files are damaged (unreadable, truncated, malformed), so rebuilding them
+    may help: OSError, ValueError (bad JSON or config), EOFError, or safetensors' own error for a truncated file."""
+    return isinstance(err, (OSError, ValueError, EOFError, KeyError)) or type(err).__name__ == "SafetensorError"
 
 
 def model_id(model) -> str:
