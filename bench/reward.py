@@ -2,12 +2,12 @@
 
 Setting: CPU with 2 threads, batch 16 pairs, max length 128, chit-chat prompts with replies of 1-80 words; each trainer
 in float32 and in bf16 autocast ("_bf16": rlhf_lab's default `mixed_precision="auto"` on a CPU with native bf16, and
-TRL's `bf16=True`); "lab_bf16_plain" is rlhf_lab's bf16 with the maths of before 2026-12-04 (dropout on, a causal
-model's shared prompt run once per reply). Each measurement runs in a fresh process (so peak resident memory is its own). Throughput counts
-the optimiser steps (collate, forward, backward, update) after a first warm-up step, timed the same way for both
-trainers. Where `trl` is importable, TRL's RewardTrainer (AutoModelForSequenceClassification, same data, batch,
-length, no gradient checkpointing) runs beside it, interleaved; otherwise the comparison is skipped. Ends with one
-JSON line of figures.
+TRL's `bf16=True`); "lab_bf16_plain" is rlhf_lab's bf16 with the maths of before 2026-12-04 (dropout on, each sequence
+of a pair its own row). Each measurement runs in a fresh process (so peak resident memory is its own). Throughput
+counts the optimiser steps (collate, forward, backward, update) after a first warm-up step, timed the same way for both
+trainers. Where `trl` is importable, TRL's RewardTrainer (AutoModelForSequenceClassification, same data, batch, length,
+no gradient checkpointing) runs beside it, interleaved; otherwise the comparison is skipped. Ends with one JSON line of
+figures.
 
     python bench/reward.py [--steps 6] [--repeats 1] [--threads 2] [--backbones minilm,smollm2-135m]
 """
@@ -51,7 +51,7 @@ def make_pairs(n: int, seed: int = 0) -> pd.DataFrame:
 def lab_step_seconds(backbone: str, pairs: pd.DataFrame, bf16: bool = False, plain: bool = False) -> list[float]:
     """Seconds of each optimiser step of RewardModel.fit (from its history): float32, or at the default
     `mixed_precision="auto"` (bf16 autocast on a CPU with native bf16) when `bf16`; `plain`: the maths before
-    2026-12-04's defaults (the backbone's dropout on, a causal model's shared prompt run per reply)."""
+    2026-12-04's defaults (the backbone's dropout on, each sequence of a pair its own row)."""
     from rlhf_lab.reward.model import RewardConfig, RewardModel
 
     config = RewardConfig(backbone=backbone, batch_size=BATCH, max_length=MAX_LENGTH, val_fraction=0.0,

@@ -119,9 +119,10 @@ def make_accelerator(mixed_precision: str) -> Accelerator:
         return honour_launch(Accelerator(mixed_precision=mixed_precision, cpu=cpu))
 
 
-def adamw(params, learning_rate: float) -> torch.optim.AdamW:
-    """AdamW (ε = 1e-5, no weight decay), fused where the device supports it (about 5× faster steps on CPU)."""
+def adamw(params, learning_rate: float, eps: float = 1e-5, weight_decay: float = 0.0) -> torch.optim.AdamW:
+    """AdamW (defaults: ε = 1e-5, no weight decay; `params` may be parameter groups with their own weight decay),
+    fused where the device supports it (about 5× faster steps on CPU)."""
     try:
-        return torch.optim.AdamW(params, lr=learning_rate, eps=1e-5, weight_decay=0.0, fused=True)
+        return torch.optim.AdamW(params, lr=learning_rate, eps=eps, weight_decay=weight_decay, fused=True)
     except (RuntimeError, TypeError, ValueError):
-        return torch.optim.AdamW(params, lr=learning_rate, eps=1e-5, weight_decay=0.0)
+        return torch.optim.AdamW(params, lr=learning_rate, eps=eps, weight_decay=weight_decay)

@@ -358,7 +358,8 @@ def load_policy(name_or_path: str = DEFAULT_POLICY, device: str | torch.device |
 
 def _damaged_files(err: Exception) -> bool:
     """Whether a load error says the cached files are damaged (unreadable, truncated, malformed), so rebuilding them
-    may help: OSError, ValueError (bad JSON or config), EOFError, or safetensors' own error for a truncated file."""
+    may help: OSError, ValueError (bad JSON or config), EOFError, KeyError (a missing entry), or safetensors' own
+    error for a truncated file."""
     return isinstance(err, (OSError, ValueError, EOFError, KeyError)) or type(err).__name__ == "SafetensorError"
 
 

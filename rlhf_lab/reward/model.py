@@ -36,7 +36,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from rlhf_lab.core.batching import length_grouped_batches
 from rlhf_lab.core.config import Config, Seeded
 from rlhf_lab.core.files import atomic_directory, verify_digests, write_manifest
-from rlhf_lab.core.hf import bf16_compute, disable_dropout, switch_attention
+from rlhf_lab.core.hf import adamw, bf16_compute, disable_dropout, switch_attention
 from rlhf_lab.core.seeding import seeded, set_seed
 from rlhf_lab.feedback.preferences import pair_weights, split_by_prompt
 from rlhf_lab.reward.evaluation import NormalisedScores
@@ -229,7 +229,7 @@ class RewardModel(NormalisedScores):
         epoch_batches = [length_grouped_batches(lengths, cfg.batch_size, rng, cfg.group_by_length)
                          for _ in range(cfg.epochs)]
         total = sum(len(b) for b in epoch_batches)
-        optimizer = _adamw(_param_groups(self.net_, cfg.weight_decay), cfg.learning_rate)
+        optimizer = adamw(_param_groups(self.net_, cfg.weight_decay), cfg.learning_rate, eps=1e-8)  # torch's ε
         decay = (lambda s: 1 - s / total) if cfg.lr_schedule == "linear" else (lambda s: 1.0)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
 
@@ -244,7 +244,7 @@ class RewardModel(NormalisedScores):
                 start = time.perf_counter()
                 B = len(idx)
                 with autocast:
-                    r = self._pair_rewards(chosen, rejected, [shared[j] for j in idx], idx)  # (2B,)
+                    r = self._pair_rewards(chosen, rejected, shared, idx)  # (2B,)
                 r_chosen, r_rejected = r[:B], r[B:]
                 loss = bradley_terry_loss(r_chosen, r_rejected, tie[idx].to(self.device),
                                           None if margin is None else margin[idx].to(self.device),
@@ -275,13 +275,14 @@ class RewardModel(NormalisedScores):
         self.normalize(replies["prompt"].tolist(), replies["response"].tolist())
         return self
 
-    def _pair_rewards(self, chosen: list[dict], rejected: list[dict], shared: list[int], idx: list[int]) -> torch.Tensor:
+    def _pair_rewards(self, chosen: list[dict], rejected: list[dict], shared: list[int],
+                      idx: list[int]) -> torch.Tensor:
         """Raw rewards (2B,) [chosen_1..B, rejected_1..B] of the pairs `idx`: with `config.share_prompt` (a causal
-        model on eager or SDPA attention) each pair is one row whose first `shared` tokens run once
+        model on eager or SDPA attention) each pair j is one row whose first `shared[j]` tokens run once
         (`RewardNet.forward_tree`), otherwise each sequence is its own row."""
         if self.config.share_prompt and self.config.kind == "causal" and \
                 self.net_.backbone.config._attn_implementation in ("eager", "sdpa"):
-            seqs = [(chosen[j]["input_ids"], rejected[j]["input_ids"], n) for j, n in zip(idx, shared)]
+            seqs = [(chosen[j]["input_ids"], rejected[j]["input_ids"], shared[j]) for j in idx]
             rows = pair_rows([c[:n] for c, _, n in seqs], [c[n:] for c, _, n in seqs], [r[n:] for _, r, n in seqs],
                              self.tokenizer_.pad_token_id or 0)
             return self.net_.forward_tree(*(t.to(self.device) for t in rows)).float()
@@ -397,14 +398,6 @@ def _enable_checkpointing(backbone: nn.Module) -> None:
         backbone.activation_checkpointing_enable({"use_reentrant": False})
     else:
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
-
-def _adamw(groups: list[dict], learning_rate: float) -> torch.optim.AdamW:
-    """AdamW, fused where the device supports it (on a CPU SmolLM2's optimiser step takes a fraction of the time)."""
-    try:
-        return torch.optim.AdamW(groups, lr=learning_rate, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.AdamW(groups, lr=learning_rate)
 
 
 def _param_groups(net: nn.Module, weight_decay: float) -> list[dict]:

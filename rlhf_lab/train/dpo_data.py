@@ -12,7 +12,6 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from rlhf_lab.core.batching import shared_prefix_rows
 from rlhf_lab.core.hf import cache_argument, position_ids
 from rlhf_lab.policy.generation import SamplingConfig, format_prompts
 
@@ -99,8 +98,20 @@ def collate(pairs: list[EncodedPair], pad_id: int) -> tuple[Tensor, Tensor]:
 def collate_shared(pairs: list[EncodedPair], pad_id: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The prompts once, left padded: prompt_ids and prompt_mask (b, P); and the replies interleaved [chosen_1,
     rejected_1, chosen_2, ...], right padded: reply_ids and reply_mask (2b, R)."""
-    return shared_prefix_rows([p.prompt for p in pairs], [reply for p in pairs for reply in (p.chosen, p.rejected)],
-                              pad_id)
+    width = max(len(p.prompt) for p in pairs)
+    prompt_ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
+    prompt_mask = torch.zeros((len(pairs), width), dtype=torch.long)
+    for i, p in enumerate(pairs):
+        prompt_ids[i, width - len(p.prompt):] = torch.tensor(p.prompt)
+        prompt_mask[i, width - len(p.prompt):] = 1
+    replies = [reply for p in pairs for reply in (p.chosen, p.rejected)]
+    width = max(len(r) for r in replies)
+    reply_ids = torch.full((len(replies), width), pad_id, dtype=torch.long)
+    reply_mask = torch.zeros((len(replies), width), dtype=torch.long)
+    for i, reply in enumerate(replies):
+        reply_ids[i, :len(reply)] = torch.tensor(reply)
+        reply_mask[i, :len(reply)] = 1
+    return prompt_ids, prompt_mask, reply_ids, reply_mask
 
 
 def pair_logps(lm, pairs: list[EncodedPair], pad_id: int) -> Tensor:
