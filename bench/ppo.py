@@ -7,7 +7,7 @@ peak resident memory is its own; the variants run one after the other (the machi
 figures from one run only, and use --repeats to interleave several). Ends with one JSON line of figures.
 
     python bench/ppo.py [--updates 5] [--threads 2] [--variants full,full_auto,lora,trl] [--repeats 3]
-                        (variants: full or lora, then _auto, _bf16 and/or _eager: see run_lab; and trl)
+                        (variants: full or lora, then _auto, _bf16, _eager and/or _mmap: see run_lab; and trl)
     python bench/ppo.py --variant full        # one variant in this process (what the driver runs)
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -25,6 +26,7 @@ import time
 import torch
 
 from rlhf_lab.core.machine import machine_info
+from rlhf_lab.core.memory import MALLOC_ENV
 
 BATCH, NEW_TOKENS, EPOCHS, TEMPERATURE, BETA, EOS_PENALTY, MAX_PROMPT_TOKENS = 8, 32, 4, 0.7, 0.05, 1.0, 24
 
@@ -43,7 +45,8 @@ def run_lab(variant: str, updates: int, model: str, seed: int = 0) -> dict:
     """rlhf_lab's PPOTrainer: "full" or "lora", in float32 throughout (the path before the CPU's bf16 was used),
     or with a suffix: "_auto" the lab's defaults (`mixed_precision="auto"` and `decode_precision="auto"`: bf16
     autocast and a bf16 sampling twin on a CPU with native bf16), "_bf16" bf16 autocast with float32 sampling,
-    "_eager" (after either) the eager attention kernels instead of SDPA. Per-update and per-phase seconds from the
+    "_eager" (after either) the eager attention kernels instead of SDPA, "_mmap" glibc's malloc at its defaults
+    (RLHF_LAB_MALLOC=0: every large block a fresh mapping, `core.memory.reuse_freed_memory` off). Per-update and per-phase seconds from the
     trainer's own metrics."""
     from rlhf_lab.policy.generation import SamplingConfig
     from rlhf_lab.policy.models import load_policy
@@ -120,9 +123,10 @@ def run_trl(updates: int, model: str) -> dict:
 
 def run_variant(variant: str, args) -> dict:
     """One variant in its own process (so that its peak resident memory is its own); its JSON figures."""
+    env = {**os.environ, MALLOC_ENV: "0"} if "mmap" in variant.split("_") else None  # glibc's own malloc settings
     out = subprocess.run([sys.executable, __file__, "--variant", variant, "--updates", str(args.updates),
                           "--threads", str(args.threads), "--model", args.model, "--seed", str(args.seed)],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env=env)
     if out.returncode:
         print(out.stderr[-3000:], file=sys.stderr)
         raise SystemExit(f"variant {variant} failed")
@@ -137,7 +141,7 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=5, help="updates per variant (the first is not counted)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--variants", default="full,full_auto,lora,lora_auto,trl",
-                        help="comma-separated: full or lora with optional _auto, _bf16, _eager suffixes (see "
+                        help="comma-separated: full or lora with optional _auto, _bf16, _eager, _mmap suffixes (see "
                              "run_lab), and trl")
     parser.add_argument("--repeats", type=int, default=1,
                         help="run the variants this many times, interleaved (full, lora, trl, full, ...), and report "

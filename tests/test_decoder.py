@@ -12,6 +12,7 @@ from rlhf_lab.core.hf import position_ids
 from rlhf_lab.policy.decoder import (
     LeanDecoder,
     decode,
+    distinct_rows,
     next_tokens,
     onednn_packing,
     supports,
@@ -78,6 +79,41 @@ def test_teacher_forced_logits_are_the_hf_forwards(policy):
     assert lean.shape == ref.shape == (len(PROMPTS), 6, model.config.vocab_size)
     assert (lean - ref).abs().max() <= 1e-5 * ref.abs().max()
     assert (lean.log_softmax(-1) - ref.log_softmax(-1)).abs().max() < 1e-4
+
+
+def test_distinct_rows_against_a_loop_by_hand():
+    ids = torch.tensor([[0, 5, 6], [1, 2, 3], [0, 5, 6], [0, 4, 4], [1, 2, 3], [0, 5, 6], [0, 4, 4]])
+    mask = torch.ones_like(ids)
+    mask[6, 0] = 0  # same ids as row 3, a different mask: a different row
+    first, inverse = distinct_rows(ids, mask)
+    seen = {}
+    for i, row in enumerate(torch.cat([ids, mask], 1).tolist()):
+        seen.setdefault(tuple(row), i)
+    assert first.tolist() == sorted(seen.values()) == [0, 1, 3, 6]
+    assert inverse.tolist() == [0, 1, 0, 2, 1, 0, 3]
+    assert torch.equal(ids[first][inverse], ids) and torch.equal(mask[first][inverse], mask)
+    first, inverse = distinct_rows(ids[:2], mask[:2])  # all distinct: the identity
+    assert first.tolist() == inverse.tolist() == [0, 1]
+
+
+def test_a_repeated_prompt_is_read_once_and_continues_as_every_row(tiny_gqa):
+    """Prompts repeated n times (generate's n_per_prompt) are read once; the logits and every later step equal
+    those of each row read as a distinct prompt (the same rows behind a different first token of padding)."""
+    model, tok = tiny_gqa
+    texts = [PROMPTS[1], PROMPTS[0], PROMPTS[1], PROMPTS[2], PROMPTS[0], PROMPTS[1]]
+    ids, mask = encode(tok, texts)
+    forced = random_tokens((len(texts), 5), len(tok), seed=3)
+    decoder = LeanDecoder(model)
+    calls = []
+    original = decoder._forward
+    decoder._forward = lambda ids_, *a: calls.append(len(ids_)) or original(ids_, *a)
+    logits = [decoder.start(ids, mask, 5)] + [decoder.step(forced[:, t]) for t in range(4)]
+    assert calls[0] == 3  # three distinct prompts read, not six
+    expected = torch.stack([teacher_forced(model, ids[i:i + 1], mask[i:i + 1], forced[i:i + 1])[0]
+                            for i in range(len(texts))])  # each row alone
+    lean = torch.stack(logits, dim=1)
+    assert (lean - expected).abs().max() <= 1e-5 * expected.abs().max()
+    assert not torch.allclose(lean[0], lean[2]), "rows with the same prompt diverge once fed different tokens"
 
 
 def test_a_full_cache_says_so(tiny):

@@ -63,3 +63,93 @@ def test_t_interval_matches_a_hand_computation():
     assert one[0] == 0.5 and np.isnan(one[1]) and np.isnan(one[2])
     with pytest.raises(ValueError, match="flat list"):
         t_interval([])
+
+
+# ---- the KL of sampled replies to a reference ------------------------------------------------------------------------
+
+
+def test_next_token_kl_is_the_categorical_kl():
+    import torch
+    from torch.distributions import Categorical, kl_divergence
+
+    from rlhf_lab.policy.decoder import next_token_kl
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(3, 5, 11, generator=g) * 3, torch.randn(3, 5, 11, generator=g) * 3
+    expected = kl_divergence(Categorical(logits=a / 0.7), Categorical(logits=b / 0.7))
+    assert torch.allclose(next_token_kl(a, b, 0.7), expected, atol=1e-5)
+    assert torch.allclose(next_token_kl(a, a, 0.7), torch.zeros(3, 5), atol=1e-6)
+    assert (next_token_kl(a, b) > 0).all()
+
+
+@pytest.fixture(scope="module")
+def policy_and_reference():
+    """A peaked tiny policy and a reference: the same network with noise on its weights. Any of 4000 token ids
+    ends a reply (the tiny model's next token is spread over most of its 49k), so replies stop at different lengths."""
+    import copy
+
+    import torch
+    from conftest import peaked_policy
+
+    from rlhf_lab.policy.models import tiny_policy
+
+    tokenizer = tiny_policy()[1]
+    policy = peaked_policy(tokenizer, seed=0, scale=4.0)
+    policy.generation_config.eos_token_id = [tokenizer.eos_token_id, *range(1000, 5000)]
+    reference = copy.deepcopy(policy)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(0.3 * p.std() * torch.randn(p.shape, generator=g))
+    return policy, reference, tokenizer
+
+
+@pytest.mark.parametrize("n_per_prompt,batch_size", [(1, None), (3, 4)])
+def test_the_kl_measured_while_sampling_is_sequence_kls(policy_and_reference, n_per_prompt, batch_size):
+    """The lean decoder's reference stepped beside the sampler gives each reply the KL `sequence_kl` computes after,
+    in chunks and with replies of several lengths, and the replies are those sampled without a reference."""
+    import torch
+
+    from rlhf_lab.loop.evaluation import replies_with_kl, sequence_kl
+    from rlhf_lab.policy.generation import SamplingConfig, generate
+
+    policy, reference, tok = policy_and_reference
+    prompts = ["Hi!", "What is the capital of France, and why?", "Tell me a joke.", "Why?"]
+    sampling = SamplingConfig(max_new_tokens=12, temperature=0.9, decode_precision="model")
+    batch, kl = replies_with_kl(policy, reference, tok, prompts, sampling, seed=3, n_per_prompt=n_per_prompt,
+                                batch_size=batch_size)
+    plain = generate(policy, tok, prompts, sampling, seed=3, n_per_prompt=n_per_prompt, batch_size=batch_size)
+    assert batch.responses == plain.responses and plain.kl is None
+    assert batch.response_lengths.unique().numel() > 1, "some replies must stop early for the mask to matter"
+    after = sequence_kl(policy, reference, batch, 0.9)
+    assert kl.shape == (len(prompts) * n_per_prompt,) and (kl > 0.01).all()
+    assert torch.allclose(kl, after, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(kl, sequence_kl(policy, reference, batch, 1.5), rtol=1e-2), "the temperature counts"
+
+
+def test_where_the_lean_decoder_cannot_run_the_kl_is_measured_after(policy_and_reference):
+    import torch
+
+    from rlhf_lab.loop.evaluation import replies_with_kl, sequence_kl
+    from rlhf_lab.policy.generation import SamplingConfig
+
+    policy, reference, tok = policy_and_reference
+    sampling = SamplingConfig(max_new_tokens=6, temperature=0.8, decoder="hf")
+    batch, kl = replies_with_kl(policy, reference, tok, ["Hi!", "Tell me a joke."], sampling, seed=0)
+    assert batch.kl is None and batch.sampling["decoded_by"] == "hf"
+    assert torch.allclose(kl, sequence_kl(policy, reference, batch, 0.8))
+
+
+def test_sampled_in_bf16_the_kl_is_float32s_up_to_rounding(policy_and_reference):
+    import torch
+
+    from rlhf_lab.loop.evaluation import replies_with_kl, sequence_kl
+    from rlhf_lab.policy.generation import SamplingConfig
+
+    policy, reference, tok = policy_and_reference
+    sampling = SamplingConfig(max_new_tokens=10, temperature=0.9, decode_precision="bfloat16")
+    batch, kl = replies_with_kl(policy, reference, tok, ["Hi!", "Tell me a joke.", "Why?"], sampling, seed=1,
+                                n_per_prompt=2)
+    assert batch.sampling["decoded_in"] == "bfloat16"
+    after = sequence_kl(policy, reference, batch, 0.9)
+    assert torch.allclose(kl, after, rtol=0.05, atol=0.05), (kl, after)

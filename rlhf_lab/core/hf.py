@@ -12,6 +12,7 @@ from accelerate import Accelerator
 
 from rlhf_lab.core.launch import honour_launch, launched_on_cpu
 from rlhf_lab.core.machine import native_bf16
+from rlhf_lab.core.memory import reuse_freed_memory
 
 __all__ = ["causal_lm", "cache_argument", "position_ids", "left_padding", "disable_dropout", "bf16_compute",
            "eager_attention_for_cpu_bf16", "switch_attention", "make_accelerator", "adamw"]
@@ -103,20 +104,24 @@ def make_accelerator(mixed_precision: str) -> Accelerator:
     gradients and optimiser state stay float32 either way; bf16 is the autocast compute.
 
     Under a launcher (torchrun, `accelerate launch --config_file configs/accelerate/<x>.yaml`) it runs the engine the
-    launch describes, on a CPU too (gloo; FSDP2 included), or refuses in one line (`core.launch.honour_launch`)."""
+    launch describes, on a CPU too (gloo; FSDP2 included), or refuses in one line (`core.launch.honour_launch`).
+    On a CPU, glibc's malloc is set to reuse freed large blocks (`core.memory.reuse_freed_memory`)."""
     cpu = launched_on_cpu()
     if mixed_precision == "auto":
         device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
         mixed_precision = "bf16" if bf16_compute("auto", device) else "no"
     try:
-        return honour_launch(Accelerator(mixed_precision=mixed_precision, cpu=cpu))
+        accelerator = honour_launch(Accelerator(mixed_precision=mixed_precision, cpu=cpu))
     except ValueError:
         from accelerate.state import AcceleratorState, PartialState
 
         if PartialState().num_processes > 1:
             raise
         AcceleratorState._reset_state()
-        return honour_launch(Accelerator(mixed_precision=mixed_precision, cpu=cpu))
+        accelerator = honour_launch(Accelerator(mixed_precision=mixed_precision, cpu=cpu))
+    if accelerator.device.type == "cpu":
+        reuse_freed_memory()
+    return accelerator
 
 
 def adamw(params, learning_rate: float, eps: float = 1e-5, weight_decay: float = 0.0) -> torch.optim.AdamW:

@@ -35,9 +35,9 @@ from matplotlib.figure import Figure
 from rlhf_lab.core.errors import TrainingDivergedError
 from rlhf_lab.core.memory import PeakMemory
 from rlhf_lab.core.seeding import seed_for
-from rlhf_lab.loop.evaluation import paired_gain, sequence_kl
+from rlhf_lab.loop.evaluation import paired_gain, replies_with_kl
 from rlhf_lab.loop.plots import plot_costs, plot_frontier
-from rlhf_lab.policy.generation import SamplingConfig, generate
+from rlhf_lab.policy.generation import SamplingConfig
 from rlhf_lab.reward.sources import as_reward
 from rlhf_lab.train.best_of_n import best_of_n, best_of_n_kl
 from rlhf_lab.train.dpo import DPOConfig, DPOTrainer
@@ -255,9 +255,10 @@ class BestOfN(Method):
 
 # ---- evaluation ---------------------------------------------------------------------------------------------------
 def _eval_replies(policy, setup: _Setup):
-    """`eval_samples` replies per eval prompt, a prompt's replies adjacent, with one seed for every method."""
-    return generate(policy, setup.tokenizer, setup.eval_prompts, setup.sampling, seed=seed_for(setup.seed, 7),
-                    n_per_prompt=setup.eval_samples)
+    """`eval_samples` replies per eval prompt, a prompt's replies adjacent, with one seed for every method, and
+    their KL to the initial policy (`replies_with_kl`): (batch, kl (B,))."""
+    return replies_with_kl(policy, setup.initial, setup.tokenizer, setup.eval_prompts, setup.sampling,
+                           seed=seed_for(setup.seed, 7), n_per_prompt=setup.eval_samples)
 
 
 def _per_prompt(values: np.ndarray, setup: _Setup) -> np.ndarray:
@@ -265,12 +266,12 @@ def _per_prompt(values: np.ndarray, setup: _Setup) -> np.ndarray:
     return values.reshape(len(setup.eval_prompts), setup.eval_samples).mean(1)
 
 
-def _evaluate_policy(policy, setup: _Setup, batch=None) -> dict:
-    """Mean gold, proxy and KL to the initial policy over the eval replies (`batch`, default sampled now); win rate
-    by each prompt's mean gold against the initial policy's."""
-    batch = batch if batch is not None else _eval_replies(policy, setup)
+def _evaluate_policy(policy, setup: _Setup, replies=None) -> dict:
+    """Mean gold, proxy and KL to the initial policy over the eval replies (`replies`: `_eval_replies`'s (batch, kl),
+    default sampled now); win rate by each prompt's mean gold against the initial policy's."""
+    batch, kls = _eval_replies(policy, setup) if replies is None else replies
     gold = setup.gold(batch).numpy()
-    kl = sequence_kl(policy, setup.initial, batch, setup.sampling.temperature or 1.0).mean().item()
+    kl = kls.mean().item()
     return dict(gold_reward=float(gold.mean()), proxy_reward=float(setup.reward(batch).mean()), kl=kl,
                 **_versus_initial(_per_prompt(gold, setup), setup))
 
@@ -328,7 +329,7 @@ def compare_methods(methods: list[Method], policy, tokenizer, prompts: list[str]
     setup = _Setup(initial, tokenizer, list(prompts), list(eval_prompts), as_reward(reward, tokenizer),
                    as_reward(gold, tokenizer), pairs, judge, sampling or SamplingConfig(), seed, eval_samples)
     initial_replies = _eval_replies(initial, setup)  # sampled once: the opponent, and the frontier's start
-    setup.initial_gold = _per_prompt(setup.gold(initial_replies).numpy(), setup)
+    setup.initial_gold = _per_prompt(setup.gold(initial_replies[0]).numpy(), setup)
     start_row = _evaluate_policy(initial, setup, initial_replies)  # win rate ½: every prompt ties with itself
     frontier, table = [], []
     for method in methods:

@@ -17,9 +17,12 @@ import numpy as np
 import torch
 
 from rlhf_lab.core.hf import causal_lm
+from rlhf_lab.policy.decoder import next_token_kl
+from rlhf_lab.policy.generation import generate
 from rlhf_lab.train.policy_value import response_logits
 
-__all__ = ["PairedResult", "paired_gain", "verdict", "win_rate", "sequence_kl", "distinct_n", "t_interval"]
+__all__ = ["PairedResult", "paired_gain", "verdict", "win_rate", "sequence_kl", "replies_with_kl", "distinct_n",
+           "t_interval"]
 
 
 def win_rate(gold: np.ndarray, opponent: np.ndarray) -> float:
@@ -128,10 +131,22 @@ def sequence_kl(policy, reference, batch, temperature: float, rows_per_pass: int
     kls = []
     chosen = torch.arange(len(ids)) if rows is None else torch.as_tensor(rows, dtype=torch.long)
     for part in chosen.split(rows_per_pass):
-        logp, ref_logp = (torch.log_softmax(response_logits(causal_lm(m), ids[part], attn[part], n_prompt).float()
-                                            / temperature, dim=-1) for m in (policy, reference))  # (b, R, V) each
-        kls.append(((logp.exp() * (logp - ref_logp)).sum(-1) * mask[part]).sum(1))
+        logits, ref_logits = (response_logits(causal_lm(m), ids[part], attn[part], n_prompt)
+                              for m in (policy, reference))  # (b, R, V) each
+        kls.append((next_token_kl(logits, ref_logits, temperature) * mask[part]).sum(1))
     return torch.cat(kls).cpu()
+
+
+def replies_with_kl(policy, reference, tokenizer, prompts: list[str], sampling, **generate_kwargs):
+    """(batch, kl (B,)): replies sampled from `policy` (`generate` with `generate_kwargs`: seed, n_per_prompt, ...)
+    and each one's KL to `reference` in nats, the full-distribution KL of `sequence_kl` at the sampling temperature
+    (1 when greedy). Where the lean decoder reads both models the KL is measured as the replies are sampled: one
+    reference pass beside the sampler, no policy pass, in the sampler's precision (bf16 on a CPU with native bf16,
+    as the replies themselves; `generate(reference=...)`); else by `sequence_kl` afterwards."""
+    batch = generate(policy, tokenizer, prompts, sampling, reference=reference, **generate_kwargs)
+    if batch.kl is not None:
+        return batch, batch.kl.cpu()
+    return batch, sequence_kl(policy, reference, batch, sampling.temperature or 1.0)
 
 
 def distinct_n(texts: list[str], n: int) -> float:

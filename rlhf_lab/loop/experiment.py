@@ -31,7 +31,7 @@ from rlhf_lab.core.files import read_json, write_atomic
 from rlhf_lab.feedback.crowd import SimulatedCrowd
 from rlhf_lab.feedback.gold import GoldUtility
 from rlhf_lab.feedback.store import FeedbackStore
-from rlhf_lab.loop.evaluation import PairedResult, distinct_n, paired_gain
+from rlhf_lab.loop.evaluation import PairedResult, distinct_n, paired_gain, replies_with_kl
 from rlhf_lab.loop.learner import (crowd_pairs, learner_or_stand_in, learner_pairs, round_judge, stand_in_taste,
                                    training_pairs)
 from rlhf_lab.loop.run_config import STRATEGIES, ExperimentConfig, FeedbackConfig
@@ -286,11 +286,10 @@ class RLHFRun:
     def evaluate(self, k: int) -> dict:
         """Score the current policy on the eval prompts; append the row to evaluation.csv and return it. From
         iteration 1 on, the row holds `changes` against the previous iteration and the initial policy."""
-        batch = self._sample(self.eval_prompts, k, seed=self.config.seed + 10_007, n_per_prompt=self.config.eval_samples)
+        batch, kl = self._eval_replies(k)
         prompts, replies = batch.prompts, batch.responses
         gold = self.gold(prompts, replies)
-        row = {"iteration": k, "update": self.trainer.update_, "gold_reward": float(np.mean(gold)),
-               "kl": float(self.trainer.kl_to_reference(batch).mean()) if k else 0.0,
+        row = {"iteration": k, "update": self.trainer.update_, "gold_reward": float(np.mean(gold)), "kl": kl,
                "response_length": float(batch.response_lengths.float().mean()), "eos_rate": float(batch.eos.float().mean()),
                "distinct_1": distinct_n(replies, 1), "distinct_2": distinct_n(replies, 2),
                "judgments": self.store.counts()["total"]}
@@ -318,6 +317,19 @@ class RLHFRun:
             tracker.log_scalars({k: v for k, v in row.items() if k not in ("iteration", "update")}, row["update"],
                                 prefix="eval/")
         return row
+
+    def _eval_replies(self, k: int):
+        """(batch, mean KL) of the held-out replies at iteration k: `eval_samples` per eval prompt, and their KL to the
+        initial policy (the trainer's reference), nats per reply: the full-distribution KL measured as they are
+        sampled (`replies_with_kl`); with LoRA, whose reference is the policy with its adapters off, k1 afterwards."""
+        seed, n = self.config.seed + 10_007, self.config.eval_samples
+        reference = self.trainer.ref_policy
+        if k == 0 or reference is None:
+            batch = self._sample(self.eval_prompts, k, seed=seed, n_per_prompt=n)
+            return batch, float(self.trainer.kl_to_reference(batch).mean()) if k else 0.0
+        batch, kl = replies_with_kl(self.policy, reference, self.tokenizer, self.eval_prompts, self.config.ppo.sampling,
+                                    seed=seed, n_per_prompt=n, iteration=k)
+        return batch, float(kl.mean())
 
     def _initial_eval_path(self) -> Path:
         self.iteration_dir(0).mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ import numpy as np
 from rlhf_lab.core.config import Config, as_config
 from rlhf_lab.core.files import write_atomic
 from rlhf_lab.core.seeding import seed_for, set_seed
-from rlhf_lab.loop.evaluation import PairedResult, paired_gain, sequence_kl
+from rlhf_lab.loop.evaluation import PairedResult, paired_gain, replies_with_kl, sequence_kl
 from rlhf_lab.loop.kl_check import SHRINK, blend, snapshot, within_kl_target
 from rlhf_lab.policy.generation import SamplingConfig, generate
 from rlhf_lab.policy.models import load_policy
@@ -285,16 +285,17 @@ def _eval_batch(policy, tokenizer, prompts, config: TasteConfig):
 
 
 def _measure(policy, initial, tokenizer, held_out, config: TasteConfig):
-    """The held-out replies (`eval_samples` per prompt) and their mean KL to the initial policy."""
-    batch = _eval_batch(policy, tokenizer, held_out, config)
-    return batch, float(sequence_kl(policy, initial, batch, config.sampling.temperature).mean())
+    """The held-out replies (`eval_samples` per prompt, as `_eval_batch`) and their mean KL to the initial policy,
+    measured as they are sampled (`replies_with_kl`)."""
+    batch, kl = replies_with_kl(policy, initial, tokenizer, held_out, config.sampling, seed=seed_for(config.seed, 13),
+                                n_per_prompt=config.eval_samples)
+    return batch, float(kl.mean())
 
 
 def _probe(policy, initial, tokenizer, held_out, config: TasteConfig):
     """The KL check's cheap sample: the KL per reply of one reply per held-out prompt (a quarter of `_measure`'s
     replies at the defaults)."""
-    batch = generate(policy, tokenizer, held_out, config.sampling, seed=seed_for(config.seed, 16))
-    return sequence_kl(policy, initial, batch, config.sampling.temperature)
+    return replies_with_kl(policy, initial, tokenizer, held_out, config.sampling, seed=seed_for(config.seed, 16))[1]
 
 
 def run_taste(config: TasteConfig | None = None, *, learner=None, store=None, annotator: str | None = None,

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from rlhf_lab.core.hf import position_ids
 
 __all__ = ["MODEL_TYPES", "unsupported_reason", "supports", "rms_norm", "rope_tables", "rotate", "top_k_filter",
-           "top_p_filter", "next_tokens", "onednn_packing", "weights", "linear", "LeanDecoder", "decode"]
+           "top_p_filter", "next_tokens", "next_token_kl", "onednn_packing", "weights", "linear", "distinct_rows",
+           "LeanDecoder", "decode"]
 
 MODEL_TYPES = ("llama",)
 """`config.model_type`s read here (SmolLM2 and the tiny test model are both "llama")."""
@@ -138,6 +139,14 @@ def next_tokens(logits: torch.Tensor, temperature: float, top_k: int = 0, top_p:
     return torch.multinomial(scores.softmax(dim=-1), num_samples=1).squeeze(1)
 
 
+def next_token_kl(logits: torch.Tensor, ref_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """KL(π ‖ π_ref) = Σ_v π_v (log π_v − log π_ref,v) of next-token distributions π = softmax(z / T), π_ref =
+    softmax(z_ref / T), in float32 over the last dimension: (..., V), (..., V) -> (...)."""
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    ref_logp = torch.log_softmax(ref_logits.float() / temperature, dim=-1)
+    return (logp.exp() * (logp - ref_logp)).sum(-1)
+
+
 @functools.cache
 def onednn_packing(dtype: torch.dtype) -> bool:
     """Whether this torch build multiplies by weights prepacked for oneDNN on the CPU in `dtype`: the ops
@@ -188,6 +197,19 @@ def linear(x: torch.Tensor, matrices: tuple[torch.Tensor, ...], packed: bool = F
     return torch.cat([F.linear(x, w) for w in matrices], dim=-1)
 
 
+def distinct_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(first (U,), inverse (B,)): the first row of each distinct (ids, mask) row, in order of first appearance, and
+    for every row the position in `first` of its copy, so that rows == rows[first][inverse]."""
+    rows = torch.cat([input_ids, attention_mask.to(input_ids.dtype)], dim=1)  # (B, 2P)
+    _, inverse = torch.unique(rows, dim=0, return_inverse=True)  # labels in sorted order: (B,)
+    first_of_label = torch.full((int(inverse.max()) + 1,), len(rows), dtype=torch.long, device=rows.device)
+    first_of_label.scatter_reduce_(0, inverse, torch.arange(len(rows), device=rows.device), reduce="amin")
+    first = first_of_label.sort().values  # (U,) first rows, in the order they appear
+    rank = torch.empty_like(first_of_label)
+    rank[first_of_label.argsort()] = torch.arange(len(first), device=rows.device)
+    return first, rank[inverse]
+
+
 class LeanDecoder:
     """Samples from a model's current weights in `dtype` (default: the model's own), read once here:
 
@@ -213,15 +235,19 @@ class LeanDecoder:
             packed = model.lm_head.weight.device.type == "cpu" and onednn_packing(dtype)
         self.packed = packed
         self.layers, (self.embed, self.norm, self.head) = weights(model, dtype, packed)
+        self.step_kl = None  # (B, R) after `generate` with a reference
 
     @torch.inference_mode()
     def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
         """Read left-padded prompts (B, P) into a KV cache with room for `max_new_tokens` more. Each row sees its own
         earlier real tokens at the positions they have alone (a padding column sees only itself, which keeps it
-        finite, and no one sees it). -> next-token logits (B, V)."""
+        finite, and no one sees it). A prompt repeated in several rows (replies sampled n per prompt) is read once
+        and its cache copied (`distinct_rows`): the same numbers, 1/n of the prompt's products. -> next-token
+        logits (B, V)."""
         (batch, width), device = input_ids.shape, input_ids.device
+        first, inverse = distinct_rows(input_ids, attention_mask)  # (U,), (B,)
         size = width + max_new_tokens
-        shape = (batch, self.kv_heads, size, self.head_dim)
+        shape = (len(first), self.kv_heads, size, self.head_dim)
         self.cache = [(torch.zeros(shape, dtype=self.dtype, device=device),
                        torch.zeros(shape, dtype=self.dtype, device=device)) for _ in self.layers]
         self.cos, self.sin = rope_tables(self.inv_freq, size, self.rope_scaling, self.dtype)
@@ -232,7 +258,11 @@ class LeanDecoder:
         mask = (causal & real[:, None, :]) | torch.eye(width, dtype=torch.bool, device=device)
         positions = position_ids(attention_mask)
         self.positions = positions[:, -1] + 1  # each row's next position
-        return self._forward(input_ids, positions, self._additive(mask[:, None]))
+        logits = self._forward(input_ids[first], positions[first], self._additive(mask[first, None]))  # (U, V)
+        if len(first) == batch:
+            return logits
+        self.cache = [(keys[inverse], values[inverse]) for keys, values in self.cache]  # (B, ...) each
+        return logits[inverse]
 
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -276,23 +306,35 @@ class LeanDecoder:
 
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
                  eos_ids: list[int], pad_id: int, temperature: float = 1.0, top_k: int = 0,
-                 top_p: float = 1.0) -> torch.Tensor:
+                 top_p: float = 1.0, reference: LeanDecoder | None = None) -> torch.Tensor:
         """New tokens (B, R) for left-padded prompts (B, P), as `model.generate(...)[:, P:]` returns them: after a
-        row's first EOS id it holds `pad_id`; R < max_new_tokens when every row has stopped sooner."""
+        row's first EOS id it holds `pad_id`; R < max_new_tokens when every row has stopped sooner.
+
+        reference: a decoder of another model (the reference policy) fed the same tokens step by step; then
+        `step_kl` (B, R) holds `next_token_kl` of each step's two next-token distributions at the sampling
+        temperature (1 when greedy), unfiltered by top-k/top-p. Summed over a reply it is the reply's KL(π ‖ π_ref)
+        that `loop.evaluation.sequence_kl` computes afterwards, for one reference forward and no policy forward."""
         with torch.inference_mode():
             logits = self.start(input_ids, attention_mask, max_new_tokens - 1)
+            ref_logits = None if reference is None else reference.start(input_ids, attention_mask, max_new_tokens - 1)
             eos = torch.tensor(eos_ids, dtype=torch.long, device=input_ids.device)
             running = torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-            out = []
+            out, kls = [], []
             for step in range(max_new_tokens):
                 tokens = torch.where(running, next_tokens(logits, temperature, top_k, top_p), pad_id)
                 out.append(tokens)
+                if reference is not None:
+                    kls.append(next_token_kl(logits, ref_logits, temperature or 1.0))
                 running &= ~torch.isin(tokens, eos)
                 if step == max_new_tokens - 1 or not running.any():
                     break
                 logits = self.step(tokens)
+                if reference is not None:
+                    ref_logits = reference.step(tokens)
             out = torch.stack(out, dim=1)
-        return out.clone()  # a plain tensor, usable where autograd records
+            step_kl = torch.stack(kls, dim=1) if kls else None  # (B, R)
+        self.step_kl = None if step_kl is None else step_kl.clone()
+        return out.clone()  # plain tensors, usable where autograd records
 
 
 def decode(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, dtype: torch.dtype | None = None,

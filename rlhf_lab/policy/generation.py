@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from rlhf_lab.core.config import Config
+from rlhf_lab.core.memory import reuse_freed_memory
 from rlhf_lab.core.seeding import seeded
 from rlhf_lab.policy.decoder import LeanDecoder, unsupported_reason
 from rlhf_lab.policy.models import model_id
@@ -101,6 +102,9 @@ class GenerationBatch:
     iteration: int = 0
     seed: int | None = None
     metadata: dict = field(default_factory=dict)
+    kl: torch.Tensor | None = None
+    """(B,) each reply's KL(π ‖ π_ref) to the `reference` that `generate` was given, measured as it was sampled
+    (nats; None without a reference, or when the lean decoder could not read both models)."""
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -162,11 +166,16 @@ def truncate_at_eos(response_ids: torch.Tensor, eos_ids: list[int], pad_id: int)
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], sampling: SamplingConfig | None = None, *, seed: int | None = None,
-             n_per_prompt: int = 1, batch_size: int | None = None, iteration: int = 0) -> GenerationBatch:
+             n_per_prompt: int = 1, batch_size: int | None = None, iteration: int = 0,
+             reference=None) -> GenerationBatch:
     """Sample replies to `prompts` (each `n_per_prompt` times, copies adjacent) in batches of `batch_size`.
 
     seed: same seed, same replies (the caller's global RNG state is left as it was). KV cache on; generation stops
     once every row has produced EOS or `max_new_tokens` tokens.
+    reference: a model (the reference policy) whose KL each reply is measured to as it is sampled, in `batch.kl`:
+    the lean decoder steps it beside the sampler, in the sampler's precision (`LeanDecoder.generate`). Where the
+    lean decoder cannot read both, `batch.kl` stays None (`loop.evaluation.replies_with_kl` then measures it after).
+    The replies are the same with or without a reference.
     """
     sampling = sampling or SamplingConfig()
     if isinstance(prompts, str):
@@ -179,16 +188,20 @@ def generate(model, tokenizer, prompts: list[str], sampling: SamplingConfig | No
     prompts = [p for p in prompts for _ in range(n_per_prompt)]
     batch_size = batch_size or len(prompts)
     device = next(model.parameters()).device
+    if device.type == "cpu":
+        reuse_freed_memory()  # KV caches and logits reused, not faulted in afresh (`core.memory`)
     texts, used_chat = format_prompts(tokenizer, prompts, sampling)
     eos_ids = eos_token_ids(model, tokenizer)
     was_training = model.training
     model.eval()
     sampler, decoded_in, decoded_by = _sampler(model, sampling)
+    ref_decoder = (LeanDecoder(reference, sampler.dtype) if reference is not None and isinstance(sampler, LeanDecoder)
+                   and unsupported_reason(reference) is None else None)
     chunks = []
     with seeded(seed):
         for start in range(0, len(texts), batch_size):
             chunks.append(_generate_chunk(sampler, tokenizer, texts[start:start + batch_size], sampling, eos_ids,
-                                          add_special_tokens=not used_chat, device=device))
+                                          add_special_tokens=not used_chat, device=device, reference=ref_decoder))
     model.train(was_training)
     pad = tokenizer.pad_token_id
     prompt_ids = _cat_padded([c[0] for c in chunks], pad, left=True)
@@ -199,10 +212,13 @@ def generate(model, tokenizer, prompts: list[str], sampling: SamplingConfig | No
     responses = tokenizer.batch_decode(response_ids.masked_fill(is_eos, pad), skip_special_tokens=True)
     settings = {k: v for k, v in asdict(sampling).items() if k not in ("chat_template",)}
     settings["chat_template"], settings["decoded_in"], settings["decoded_by"] = used_chat, decoded_in, decoded_by
+    kl = None
+    if ref_decoder is not None:  # each drawn token's step, up to and with the reply's EOS
+        kl = (_cat_padded([c[3] for c in chunks], 0, left=False) * response_mask).sum(1)  # (B,)
     return GenerationBatch(
         prompts=prompts, responses=[r.strip() for r in responses], prompt_ids=prompt_ids, prompt_mask=prompt_mask,
         response_ids=response_ids, response_mask=response_mask, eos=eos, model=model_id(model), sampling=settings,
-        iteration=iteration, seed=seed,
+        iteration=iteration, seed=seed, kl=kl,
     )
 
 
@@ -217,7 +233,8 @@ def _sampler(model, sampling: SamplingConfig):
     return LeanDecoder(model, dtype), str(dtype).removeprefix("torch."), "lean"
 
 
-def _generate_chunk(model, tokenizer, texts, sampling: SamplingConfig, eos_ids, add_special_tokens, device):
+def _generate_chunk(model, tokenizer, texts, sampling: SamplingConfig, eos_ids, add_special_tokens, device,
+                    reference=None):
     truncate = sampling.max_prompt_tokens is not None
     tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
     enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens,
@@ -225,13 +242,13 @@ def _generate_chunk(model, tokenizer, texts, sampling: SamplingConfig, eos_ids, 
     if isinstance(model, LeanDecoder):
         new = model.generate(enc["input_ids"], enc["attention_mask"], max_new_tokens=sampling.max_new_tokens,
                              eos_ids=eos_ids, pad_id=tokenizer.pad_token_id, temperature=sampling.temperature,
-                             top_k=sampling.top_k, top_p=sampling.top_p)
-        return enc["input_ids"], enc["attention_mask"], new
+                             top_k=sampling.top_k, top_p=sampling.top_p, reference=reference)
+        return enc["input_ids"], enc["attention_mask"], new, model.step_kl
     kwargs = dict(do_sample=False) if sampling.greedy else dict(
         do_sample=True, temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p)
     out = model.generate(**enc, max_new_tokens=sampling.max_new_tokens, eos_token_id=eos_ids,
                          pad_token_id=tokenizer.pad_token_id, use_cache=True, **kwargs)
-    return enc["input_ids"], enc["attention_mask"], out[:, enc["input_ids"].shape[1]:]
+    return enc["input_ids"], enc["attention_mask"], out[:, enc["input_ids"].shape[1]:], None
 
 
 def _cat_padded(tensors: list[torch.Tensor], value: int, left: bool) -> torch.Tensor:

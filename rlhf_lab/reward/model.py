@@ -37,6 +37,7 @@ from rlhf_lab.core.batching import length_grouped_batches
 from rlhf_lab.core.config import Config, Seeded
 from rlhf_lab.core.files import atomic_directory, verify_digests, write_manifest
 from rlhf_lab.core.hf import adamw, bf16_compute, disable_dropout, switch_attention
+from rlhf_lab.core.memory import reuse_freed_memory
 from rlhf_lab.core.seeding import seeded, set_seed
 from rlhf_lab.feedback.preferences import pair_weights, split_by_prompt
 from rlhf_lab.reward.evaluation import NormalisedScores
@@ -211,6 +212,8 @@ class RewardModel(NormalisedScores):
         if len(train) == 0:
             raise ValueError("no training pairs left (all were ties with include_ties=False?)")
         self._build(fresh=True)
+        if self.device.type == "cpu":
+            reuse_freed_memory()  # large gradient and activation blocks reused, not faulted in afresh
         if cfg.gradient_checkpointing:
             _enable_checkpointing(self.net_.backbone)
         if not cfg.dropout:
