@@ -140,7 +140,9 @@ def test_where_the_lean_decoder_cannot_run_the_kl_is_measured_after(policy_and_r
     assert torch.allclose(kl, sequence_kl(policy, reference, batch, 0.8))
 
 
-def test_sampled_in_bf16_the_kl_is_float32s_up_to_rounding(policy_and_reference):
+def test_sampled_in_bf16_the_kl_is_measured_on_the_models_own_weights_unless_asked(policy_and_reference):
+    """A bf16 sampling twin rounds both models: by default the KL is then `sequence_kl`'s on their own (float32)
+    weights, exactly; with in_sampler_precision it is measured while sampling, in bf16, close to it."""
     import torch
 
     from rlhf_lab.loop.evaluation import replies_with_kl, sequence_kl
@@ -148,8 +150,12 @@ def test_sampled_in_bf16_the_kl_is_float32s_up_to_rounding(policy_and_reference)
 
     policy, reference, tok = policy_and_reference
     sampling = SamplingConfig(max_new_tokens=10, temperature=0.9, decode_precision="bfloat16")
-    batch, kl = replies_with_kl(policy, reference, tok, ["Hi!", "Tell me a joke.", "Why?"], sampling, seed=1,
-                                n_per_prompt=2)
-    assert batch.sampling["decoded_in"] == "bfloat16"
+    prompts = ["Hi!", "Tell me a joke.", "Why?"]
+    batch, kl = replies_with_kl(policy, reference, tok, prompts, sampling, seed=1, n_per_prompt=2)
+    assert batch.sampling["decoded_in"] == "bfloat16" and batch.kl is None
     after = sequence_kl(policy, reference, batch, 0.9)
-    assert torch.allclose(kl, after, rtol=0.05, atol=0.05), (kl, after)
+    assert torch.equal(kl, after)
+    fast_batch, fast = replies_with_kl(policy, reference, tok, prompts, sampling, in_sampler_precision=True, seed=1,
+                                       n_per_prompt=2)
+    assert fast_batch.responses == batch.responses and fast_batch.kl is not None
+    assert torch.allclose(fast, after, rtol=0.05, atol=0.05), (fast, after)

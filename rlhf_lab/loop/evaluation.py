@@ -19,6 +19,7 @@ import torch
 from rlhf_lab.core.hf import causal_lm
 from rlhf_lab.policy.decoder import next_token_kl
 from rlhf_lab.policy.generation import generate
+from rlhf_lab.policy.twin import decoding_dtype
 from rlhf_lab.train.policy_value import response_logits
 
 __all__ = ["PairedResult", "paired_gain", "verdict", "win_rate", "sequence_kl", "replies_with_kl", "distinct_n",
@@ -137,13 +138,22 @@ def sequence_kl(policy, reference, batch, temperature: float, rows_per_pass: int
     return torch.cat(kls).cpu()
 
 
-def replies_with_kl(policy, reference, tokenizer, prompts: list[str], sampling, **generate_kwargs):
+def replies_with_kl(policy, reference, tokenizer, prompts: list[str], sampling, *, in_sampler_precision: bool = False,
+                    **generate_kwargs):
     """(batch, kl (B,)): replies sampled from `policy` (`generate` with `generate_kwargs`: seed, n_per_prompt, ...)
     and each one's KL to `reference` in nats, the full-distribution KL of `sequence_kl` at the sampling temperature
-    (1 when greedy). Where the lean decoder reads both models the KL is measured as the replies are sampled: one
-    reference pass beside the sampler, no policy pass, in the sampler's precision (bf16 on a CPU with native bf16,
-    as the replies themselves; `generate(reference=...)`); else by `sequence_kl` afterwards."""
-    batch = generate(policy, tokenizer, prompts, sampling, reference=reference, **generate_kwargs)
+    (1 when greedy).
+
+    Where the lean decoder reads both models and samples in the policy's own dtype, the KL is measured as the replies
+    are sampled: one reference pass beside the sampler, no policy pass (`generate(reference=...)`); the same numbers
+    as `sequence_kl` afterwards, up to float rounding. A bf16 sampling twin (a CPU with native bf16) rounds the
+    fine-tuned weights and the reference's alike to bf16, which reads a smaller KL than their own weights do (6.71
+    against 7.9 nats per reply after lesson 4's PPO, 2026-12-05): there the KL is `sequence_kl`'s afterwards, unless
+    `in_sampler_precision` (the precision PPO's own forward passes compute in under bf16 autocast) is asked for."""
+    own = next(policy.parameters()).dtype
+    lockstep = in_sampler_precision or decoding_dtype(policy, sampling.decode_precision) == own
+    batch = generate(policy, tokenizer, prompts, sampling, reference=reference if lockstep else None,
+                     **generate_kwargs)
     if batch.kl is not None:
         return batch, batch.kl.cpu()
     return batch, sequence_kl(policy, reference, batch, sampling.temperature or 1.0)

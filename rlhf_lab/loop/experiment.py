@@ -321,14 +321,16 @@ class RLHFRun:
     def _eval_replies(self, k: int):
         """(batch, mean KL) of the held-out replies at iteration k: `eval_samples` per eval prompt, and their KL to the
         initial policy (the trainer's reference), nats per reply: the full-distribution KL measured as they are
-        sampled (`replies_with_kl`); with LoRA, whose reference is the policy with its adapters off, k1 afterwards."""
+        sampled, in the sampler's precision, which is PPO's compute precision (`replies_with_kl`; before 2026-12-05
+        k1 by the trainer's bf16-autocast passes afterwards); with LoRA, whose reference is the policy with its
+        adapters off, k1 afterwards."""
         seed, n = self.config.seed + 10_007, self.config.eval_samples
         reference = self.trainer.ref_policy
         if k == 0 or reference is None:
             batch = self._sample(self.eval_prompts, k, seed=seed, n_per_prompt=n)
             return batch, float(self.trainer.kl_to_reference(batch).mean()) if k else 0.0
         batch, kl = replies_with_kl(self.policy, reference, self.tokenizer, self.eval_prompts, self.config.ppo.sampling,
-                                    seed=seed, n_per_prompt=n, iteration=k)
+                                    in_sampler_precision=True, seed=seed, n_per_prompt=n, iteration=k)
         return batch, float(kl.mean())
 
     def _initial_eval_path(self) -> Path:
