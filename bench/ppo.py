@@ -46,8 +46,8 @@ def run_lab(variant: str, updates: int, model: str, seed: int = 0) -> dict:
     or with a suffix: "_auto" the lab's defaults (`mixed_precision="auto"` and `decode_precision="auto"`: bf16
     autocast and a bf16 sampling twin on a CPU with native bf16), "_bf16" bf16 autocast with float32 sampling,
     "_eager" (after either) the eager attention kernels instead of SDPA, "_mmap" glibc's malloc at its defaults
-    (RLHF_LAB_MALLOC=0: every large block a fresh mapping, `core.memory.reuse_freed_memory` off). Per-update and per-phase seconds from the
-    trainer's own metrics."""
+    (RLHF_LAB_MALLOC=0: every large block a fresh mapping, `core.memory.reuse_freed_memory` off). Per-update and
+    per-phase seconds from the trainer's own metrics."""
     from rlhf_lab.policy.generation import SamplingConfig
     from rlhf_lab.policy.models import load_policy
     from rlhf_lab.train.callbacks import PrintLogger

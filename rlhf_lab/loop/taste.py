@@ -279,16 +279,19 @@ def ppo_rounds(trainer, prompts: list[str], config: TasteConfig, say=print) -> l
     return snapshots
 
 
+def _held_out_draw(config: TasteConfig) -> dict:
+    """How the held-out replies are drawn, before and after alike: `generate`'s seed and replies per prompt."""
+    return {"seed": seed_for(config.seed, 13), "n_per_prompt": config.eval_samples}
+
+
 def _eval_batch(policy, tokenizer, prompts, config: TasteConfig):
-    return generate(policy, tokenizer, prompts, config.sampling, seed=seed_for(config.seed, 13),
-                    n_per_prompt=config.eval_samples)
+    return generate(policy, tokenizer, prompts, config.sampling, **_held_out_draw(config))
 
 
 def _measure(policy, initial, tokenizer, held_out, config: TasteConfig):
-    """The held-out replies (`eval_samples` per prompt, as `_eval_batch`) and their mean KL to the initial policy,
-    measured as they are sampled (`replies_with_kl`)."""
-    batch, kl = replies_with_kl(policy, initial, tokenizer, held_out, config.sampling, seed=seed_for(config.seed, 13),
-                                n_per_prompt=config.eval_samples)
+    """The held-out replies (drawn as `_eval_batch` draws them) and their mean KL to the initial policy on the
+    models' own weights (`replies_with_kl`: measured while sampling where the sampler runs those weights)."""
+    batch, kl = replies_with_kl(policy, initial, tokenizer, held_out, config.sampling, **_held_out_draw(config))
     return batch, float(kl.mean())
 
 
