@@ -34,9 +34,10 @@ def reuse_freed_memory() -> bool:
     forward, logits of 8 × 32 × 49152. On a 2-core AMD EPYC VM a PPO update at the standard setting took 7.9 s
     instead of 11.3 s with this (optimisation 5.5 s instead of 8.6 s; `bench/ppo.py --variants
     full_auto,full_auto_mmap`, medians of 2 interleaved repeats, bench/results/speed_cpu/ppo_amd_2026-12-05.txt),
-    the same scores, peak memory 4.39 GB against 4.35. Results are unchanged (only where the bytes live). Memory freed after a peak stays in the process
-    for reuse (about 0.9 GB more resident after 16 PPO updates); `malloc_trim(0)` (as `PeakMemory` calls) gives it
-    back. Not glibc (macOS, Windows, musl), or RLHF_LAB_MALLOC=0: nothing is changed (False)."""
+    the same scores, peak memory 4.39 GB against 4.35. Results are unchanged (only where the bytes live). Memory
+    freed after a peak stays in the process for reuse (about 0.9 GB more resident after 16 PPO updates);
+    `malloc_trim(0)` (as `PeakMemory` calls) gives it back. Not glibc (macOS, Windows, musl), or RLHF_LAB_MALLOC=0:
+    nothing is changed (False)."""
     if os.environ.get(MALLOC_ENV, "1") == "0" or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     try:
