@@ -7,7 +7,8 @@ peak resident memory is its own; the variants run one after the other (the machi
 figures from one run only, and use --repeats to interleave several). Ends with one JSON line of figures.
 
     python bench/ppo.py [--updates 5] [--threads 2] [--variants full,full_auto,lora,trl] [--repeats 3]
-                        (variants: full or lora, then _auto, _bf16, _eager and/or _mmap: see run_lab; and trl)
+                        (variants: full or lora, then _auto, _bf16, _eager, _mmap and/or _padded: see run_lab;
+                        and trl)
     python bench/ppo.py --variant full        # one variant in this process (what the driver runs)
 """
 
@@ -46,7 +47,8 @@ def run_lab(variant: str, updates: int, model: str, seed: int = 0) -> dict:
     or with a suffix: "_auto" the lab's defaults (`mixed_precision="auto"` and `decode_precision="auto"`: bf16
     autocast and a bf16 sampling twin on a CPU with native bf16), "_bf16" bf16 autocast with float32 sampling,
     "_eager" (after either) the eager attention kernels instead of SDPA, "_mmap" glibc's malloc at its defaults
-    (RLHF_LAB_MALLOC=0: every large block a fresh mapping, `core.memory.reuse_freed_memory` off). Per-update and
+    (RLHF_LAB_MALLOC=0: every large block a fresh mapping, `core.memory.reuse_freed_memory` off), "_padded" the
+    rows run padded to the batch's longest, as before 2026-12-05 (`pack_replies=False`). Per-update and
     per-phase seconds from the trainer's own metrics."""
     from rlhf_lab.policy.generation import SamplingConfig
     from rlhf_lab.policy.models import load_policy
@@ -62,6 +64,7 @@ def run_lab(variant: str, updates: int, model: str, seed: int = 0) -> dict:
     config = PPOConfig(learning_rate=1e-4 if lora else 1e-5, batch_size=BATCH, ppo_epochs=EPOCHS, kl_coef=BETA,
                        mixed_precision="auto" if "auto" in flags else "bf16" if "bf16" in flags else "no",
                        missing_eos_penalty=EOS_PENALTY, lora=LoraSettings() if lora else None, log_samples_every=0,
+                       pack_replies="padded" not in flags,
                        seed=seed, sampling=SamplingConfig(max_new_tokens=NEW_TOKENS, temperature=TEMPERATURE,
                                                           decode_precision="auto" if "auto" in flags else "model"))
     trainer = PPOTrainer(policy, tokenizer, "gold", config, callbacks=[PrintLogger(file=sys.stderr)])

@@ -170,12 +170,12 @@ def prefix_batch(tokenizer):
     return ids, (ids != pad).long(), 10
 
 
-def response_logits_and_grads(model, ids, mask, n_prompt, share_prefix):
+def response_logits_and_grads(model, ids, mask, n_prompt, share_prefix, pack=False):
     """Response logits, every parameter's gradient of a log-prob loss, and the tokens the trunk embedded."""
     embedded = []
     hook = model.get_input_embeddings().register_forward_hook(lambda m, args, out: embedded.append(args[0].numel()))
     model.zero_grad(set_to_none=True)
-    logits = response_logits(model, ids, mask, n_prompt, share_prefix=share_prefix)  # (B, R, V)
+    logits = response_logits(model, ids, mask, n_prompt, share_prefix=share_prefix, pack=pack)  # (B, R, V)
     (logits.log_softmax(-1)[..., 0] * mask[:, n_prompt:]).sum().backward()
     hook.remove()
     return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}, sum(embedded)
@@ -196,6 +196,26 @@ def test_a_prompt_prefix_all_rows_share_runs_once_with_the_same_logits_and_gradi
         torch.testing.assert_close(grads[name], plain_grads[name], atol=1e-5, rtol=1e-4, msg=name)
     assert plain_grads["model.layers.0.mlp.up_proj.weight" if architecture == "llama" else
                        "transformer.h.0.mlp.c_fc.weight"].abs().sum() > 0
+
+
+@pytest.mark.parametrize("architecture,attention", [("llama", "sdpa"), ("llama", "eager"), ("gpt2", "sdpa"),
+                                                    ("gpt2", "eager")])
+def test_packed_rows_skip_the_padding_with_the_same_logits_and_gradients(tokenizer, architecture, attention):
+    model = peaked_policy(tokenizer) if architecture == "llama" else gpt2_style_policy(tokenizer)
+    model.config._attn_implementation = attention
+    ids, mask, n_prompt = prefix_batch(tokenizer)  # replies of 3, 2 and 3 tokens: row 2's last column is padding
+    plain_logits, plain_grads, _ = response_logits_and_grads(model, ids, mask, n_prompt, False)
+    logits, grads, tokens = response_logits_and_grads(model, ids, mask, n_prompt, True, pack=True)
+    # the prefix once, then each row's own prompt tokens and all but its last reply token: 6 + (1+2, 4+1, 2+2)
+    assert tokens == 6 + 3 + 5 + 4
+    real = mask[:, n_prompt:].bool()  # (B, R)
+    torch.testing.assert_close(logits[real], plain_logits[real], atol=1e-4, rtol=1e-4)
+    assert torch.equal(logits[~real], torch.zeros_like(logits[~real]))  # after a reply's end: zeros, never read
+    for name in grads:
+        torch.testing.assert_close(grads[name], plain_grads[name], atol=1e-5, rtol=1e-4, msg=name)
+    with torch.no_grad():  # a row whose tokens could see another row's would differ from the row read alone
+        alone = response_logits(model, ids[2:], mask[2:], n_prompt, share_prefix=False)
+    torch.testing.assert_close(logits[2], alone[0], atol=1e-4, rtol=1e-4)
 
 
 def test_shared_prefix_length_leaves_each_row_a_prompt_token_and_needs_left_padding(tokenizer):
@@ -235,16 +255,25 @@ def test_gradient_checkpointing_and_cacheless_trunks_run_every_row_in_full(token
     torch.testing.assert_close(model.lm_head(hidden), plain_logits, atol=1e-4, rtol=1e-4)
 
 
-def test_sharing_the_prompt_prefix_gives_the_same_ppo_updates(tokenizer):
+def test_sharing_the_prompt_prefix_gives_the_same_ppo_updates(tokenizer, monkeypatch):
     # float32 compute: bf16 autocast (the default on a CPU with native bf16) rounds the two paths differently
-    shared = make_trainer(tokenizer, mixed_precision="no")
+    real_generate = on_policy.generate  # replies of several lengths, so that packing leaves padding out
+    monkeypatch.setattr(on_policy, "generate", lambda *a, **k: force_eos(
+        real_generate(*a, **k), tokenizer, [3, 8, 5, 8, 2, 8, 6, 1], [True, False, True, False, True, False, True, True]))
+    packed = make_trainer(tokenizer, mixed_precision="no")  # the default: the shared prefix once, rows packed
+    shared = make_trainer(tokenizer, pack_replies=False, mixed_precision="no")
     plain = make_trainer(tokenizer, share_prompt_prefix=False, mixed_precision="no")
+    keys = ("loss/policy_avg", "loss/value_avg", "policy/approxkl_avg", "policy/clipfrac_avg", "objective/kl",
+            "objective/scores", "objective/entropy", "policy/entropy_avg", "val/explained_variance")
     for _ in range(2):
-        a, b = shared.step(PROMPTS), plain.step(PROMPTS)
-        for key in ("loss/policy_avg", "loss/value_avg", "policy/approxkl_avg", "objective/kl", "objective/scores"):
-            assert a[key] == pytest.approx(b[key], abs=1e-5), key
-    for p, q in zip(shared.model.parameters(), plain.model.parameters()):
-        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4)
+        a, b, c = packed.step(PROMPTS), shared.step(PROMPTS), plain.step(PROMPTS)
+        assert c["val/response_length"] == 41 / 8
+        for key in keys:
+            assert a[key] == pytest.approx(c[key], abs=1e-5, nan_ok=True), key
+            assert b[key] == pytest.approx(c[key], abs=1e-5, nan_ok=True), key
+    for p, q, r in zip(packed.model.parameters(), shared.model.parameters(), plain.model.parameters()):
+        torch.testing.assert_close(p, r, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(q, r, atol=1e-5, rtol=1e-4)
 
 
 def force_eos(batch, tokenizer, lengths, eos):

@@ -94,6 +94,9 @@ class OnPolicyConfig(OptimConfig):
     """Run the prompt tokens that every row of a batch starts with (a chat template's system prompt) once and let
     the rows continue from their keys and values: the same numbers up to float rounding, in less time
     (`policy_value.response_hidden`)."""
+    pack_replies: bool = True
+    """With the shared prefix: the rows' own tokens, padding left out, run as one packed row (each row attending to
+    the prefix and to itself only), the same numbers up to float rounding in less time (`response_hidden`'s pack)."""
     log_samples_every: int = 10
     """Hand a samples table (prompt, response, score) to the callbacks every this many updates; 0: never."""
     cost_limit: float = 0.05

@@ -115,7 +115,8 @@ class OnPolicyTrainer:
         self.sharded = is_sharded(self.accelerator)
         self.full_policy = FullWeights(policy, self.accelerator.device) if self.sharded else None
         model = PolicyAndValue(policy, disable_dropout(critic).requires_grad_(True) if critic is not None else None,
-                               value_head, share_prefix=config.share_prompt_prefix and not self.sharded)
+                               value_head, share_prefix=config.share_prompt_prefix and not self.sharded,
+                               pack=config.pack_replies)
         optimizer = adamw([p for p in model.parameters() if p.requires_grad], config.learning_rate)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.kl_ctl = (AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
@@ -275,7 +276,8 @@ class OnPolicyTrainer:
                 graph, logits, values = (logits, values), logits.detach(), values.detach()
             self._check_finite("policy logits", logits)
             with torch.no_grad(), self.accelerator.autocast(), self._reference() as ref_lm:
-                ref_logits = response_logits(ref_lm, ids, attn, n_prompt, cfg.share_prompt_prefix)  # (b, R, V)
+                ref_logits = response_logits(ref_lm, ids, attn, n_prompt, cfg.share_prompt_prefix,
+                                             cfg.pack_replies)  # (b, R, V)
             self._check_finite("reference logits", ref_logits)
             t = cfg.sampling.temperature
             outputs.append((logprobs_from_logits(logits, tokens, t), logprobs_from_logits(ref_logits, tokens, t),

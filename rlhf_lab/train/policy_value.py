@@ -35,7 +35,8 @@ MIN_SHARED_PREFIX = 4
 _NO_SHARED_PREFIX: weakref.WeakSet = weakref.WeakSet()  # trunks whose forward cannot continue from a shared cache
 
 
-def response_hidden(trunk: nn.Module, input_ids, attention_mask, n_prompt: int, share_prefix: bool = True):
+def response_hidden(trunk: nn.Module, input_ids, attention_mask, n_prompt: int, share_prefix: bool = True,
+                    pack: bool = True):
     """Last hidden states at the positions that predict each response token: (B, P+R) -> (B, R, D).
 
     Position ids count real tokens only (cumsum(mask) − 1, clamped at 0), so a left-padded row is read exactly as it
@@ -46,10 +47,20 @@ def response_hidden(trunk: nn.Module, input_ids, attention_mask, n_prompt: int, 
     keys and values (`shared_prefix_length`). The results are the same up to float rounding, gradients included
     (autograd sums the rows' gradients through the shared keys and values); the batch's forward and backward skip
     (B − 1) × prefix tokens. Off under gradient checkpointing, which drops caches.
+
+    pack (with a shared prefix, right-padded responses and SDPA or eager attention): the rows' own tokens, padding
+    left out, run as one packed row after the prefix, each attending to the prefix and causally to itself only
+    (`_packed_response_hidden`). Positions that predict no real response token (after a reply's end) get zeros; a
+    caller reads them only under a zero mask. Same numbers up to float rounding at every real position, gradients
+    included; the forward and backward skip the padding, 17-29 % of a lesson's PPO batch in columns (2026-12).
     """
     n_response = input_ids.shape[1] - n_prompt
     n_shared = shared_prefix_length(input_ids, attention_mask, n_prompt) if share_prefix else 0
     if n_shared >= MIN_SHARED_PREFIX and trunk not in _NO_SHARED_PREFIX and not _checkpointing(trunk):
+        if pack:
+            hidden = _packed_response_hidden(trunk, input_ids, attention_mask, n_prompt, n_shared)  # (B, R, D)
+            if hidden is not None:
+                return hidden
         hidden = _hidden_after_shared_prefix(trunk, input_ids, attention_mask, n_shared)  # (B, L', D), or None
         if hidden is not None:
             return hidden[:, hidden.shape[1] - n_response - 1:-1]  # (B, R, D)
@@ -99,6 +110,50 @@ def _hidden_after_shared_prefix(trunk, input_ids, attention_mask, n_shared: int)
     return hidden
 
 
+def _packed_response_hidden(trunk, input_ids, attention_mask, n_prompt: int, n_shared: int):
+    """`response_hidden` with the rows packed: (B, R, D), or None when this batch or trunk cannot be packed.
+
+    Row b keeps its columns from its first token after the shared prefix to the one before its last response token
+    (the last predicts nothing); the kept tokens of all rows form one row of T tokens at positions n_shared + their
+    index in their own row. The 4D mask lets token i see key j when j is in the prefix, or when j ≤ i in the same
+    row: (1, 1, T, n_shared + T), boolean for SDPA, additive for eager attention (0 or the float minimum).
+    """
+    attention = getattr(getattr(trunk, "config", None), "_attn_implementation", None)
+    reply = attention_mask[:, n_prompt:].bool()  # (B, R)
+    lengths = reply.sum(dim=1)  # (B,) real response tokens
+    if attention not in ("sdpa", "eager") or int(lengths.min()) < 1 or not torch.equal(reply.cummin(dim=1).values,
+                                                                                         reply):
+        return None
+    batch, length = input_ids.shape
+    device = input_ids.device
+    pads = left_padding(attention_mask)  # (B,)
+    starts, ends = pads + n_shared, n_prompt - 1 + lengths  # (B,) each: the kept columns are [start, end)
+    columns = torch.arange(length, device=device)
+    keep = (columns >= starts[:, None]) & (columns < ends[:, None])  # (B, L)
+    row_of = torch.arange(batch, device=device)[:, None].expand(batch, length)[keep]  # (T,)
+    positions = (n_shared + columns[None, :] - starts[:, None])[keep]  # (T,)
+    n_packed = len(row_of)
+    causal = torch.ones(n_packed, n_packed, dtype=torch.bool, device=device).tril()
+    allowed = torch.cat([causal.new_ones(n_packed, n_shared), causal & (row_of[:, None] == row_of[None, :])], dim=1)
+    if attention == "eager":
+        dtype = trunk.get_input_embeddings().weight.dtype
+        allowed = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+    first = int(pads[0])
+    out = trunk(input_ids=input_ids[:1, first:first + n_shared], use_cache=True,
+                position_ids=torch.arange(n_shared, device=device)[None])  # the prefix, once
+    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    if cache is None or not hasattr(cache, "get_seq_length"):
+        return None
+    hidden = trunk(input_ids=input_ids[keep][None], attention_mask=allowed[None, None], position_ids=positions[None],
+                   use_cache=True, **{cache_argument(trunk): cache}).last_hidden_state[0]  # (T, D)
+    if cache.get_seq_length() != n_shared + n_packed:  # the forward did not read the cache
+        return None
+    steps = torch.arange(input_ids.shape[1] - n_prompt, device=device)  # (R,)
+    first_predicting = (ends - starts).cumsum(dim=0) - lengths  # (B,) packed index that predicts response token 0
+    index = torch.where(steps[None, :] < lengths[:, None], first_predicting[:, None] + steps[None, :], n_packed)
+    return torch.cat([hidden, hidden.new_zeros(1, hidden.shape[-1])])[index]  # (B, R, D); zeros after each reply
+
+
 def _checkpointing(trunk) -> bool:
     """Whether gradient checkpointing is on in `trunk` (any of its modules)."""
     return any(getattr(module, "gradient_checkpointing", False) is True for module in trunk.modules())
@@ -111,10 +166,11 @@ def _cannot_share(trunk) -> None:
     return None
 
 
-def response_logits(lm: nn.Module, input_ids, attention_mask, n_prompt: int, share_prefix: bool = True):
+def response_logits(lm: nn.Module, input_ids, attention_mask, n_prompt: int, share_prefix: bool = True,
+                    pack: bool = True):
     """Logits of the response tokens only (the 49k-wide output layer skips the prompt): (B, P+R) -> (B, R, V)."""
     return lm.get_output_embeddings()(response_hidden(lm.base_model, input_ids, attention_mask, n_prompt,
-                                                      share_prefix))
+                                                      share_prefix, pack))
 
 
 class PolicyAndValue(nn.Module):
@@ -125,9 +181,9 @@ class PolicyAndValue(nn.Module):
     """
 
     def __init__(self, policy: nn.Module, critic: nn.Module | None = None, value_head: nn.Linear | None = None,
-                 share_prefix: bool = True):
+                 share_prefix: bool = True, pack: bool = True):
         super().__init__()
-        self.policy, self.critic, self.share_prefix = policy, critic, share_prefix
+        self.policy, self.critic, self.share_prefix, self.pack = policy, critic, share_prefix, pack
         lm = causal_lm(policy)
         self.value_head = nn.Linear(lm.config.hidden_size, 1, dtype=torch.float32,
                                     device=lm.get_output_embeddings().weight.device)
@@ -138,10 +194,11 @@ class PolicyAndValue(nn.Module):
 
     def forward(self, input_ids, attention_mask, n_prompt: int):
         lm = causal_lm(self.policy)
-        hidden = response_hidden(lm.base_model, input_ids, attention_mask, n_prompt, self.share_prefix)  # (B, R, D)
+        hidden = response_hidden(lm.base_model, input_ids, attention_mask, n_prompt, self.share_prefix,
+                                 self.pack)  # (B, R, D)
         logits = lm.get_output_embeddings()(hidden)  # (B, R, V)
         if self.critic is not None:
-            hidden = response_hidden(self.critic, input_ids, attention_mask, n_prompt, self.share_prefix)
+            hidden = response_hidden(self.critic, input_ids, attention_mask, n_prompt, self.share_prefix, self.pack)
         values = self.value_head(hidden.float()).squeeze(-1).to(torch.float32, copy=True)  # (B, R) float32, not a
         # view (FSDP2 warns of views; accelerate turns a DDP model's outputs to float32, but not under FSDP2)
         return logits, values
