@@ -66,6 +66,20 @@ def test_plot_history_has_one_panel_per_key():
     assert list(visible[0].lines[0].get_ydata()) == [0.5, 1.0, 1.5]
 
 
+def test_plot_history_redraws_its_own_figure_as_a_fresh_one_would_draw():
+    rows = [metrics(u) for u in (1, 2, 3)]
+    keys = ("objective/scores", "objective/kl")
+    fig = plot_history(rows[:1], keys=keys)
+    axes = list(fig.axes)
+    assert plot_history(rows, keys=keys, figure=fig) is fig and fig.axes == axes  # the same axes, lines moved
+    fresh = plot_history(rows, keys=keys)
+    for ax, new in zip(fig.axes, fresh.axes):
+        assert list(ax.lines[0].get_ydata()) == list(new.lines[0].get_ydata())
+        assert ax.get_ylim() == new.get_ylim() and ax.get_xlim() == new.get_xlim()
+    other = plot_history(rows, keys=("objective/kl",), figure=fig)  # other keys: drawn anew
+    assert [ax.get_title() for ax in other.axes if ax.get_visible()] == ["objective/kl"]
+
+
 def test_live_view_without_a_frontend_prints_lines(capsys):
     view = LiveView(notebook=False)
     view.on_train_begin(fake_trainer())
@@ -102,8 +116,9 @@ def test_live_view_updates_display_handles_in_place(monkeypatch):
     view.on_samples(trainer, [{"prompt": "hi", "response": "hello", "score": 0.5}])
     progress, plot, samples = handles  # three handles made once, then only updated
     assert len(progress.objects) == 3 and "update 2/3" in progress.objects[-1].data
-    assert plot.objects[1] is plot.objects[2]  # the same figure, redrawn
-    assert list(plot.objects[-1].axes[0].lines[0].get_ydata()) == [0.5, 1.0]
+    assert [type(x).__name__ for x in plot.objects[1:]] == ["Image", "Image"]  # the figure drawn as PNG
+    assert plot.objects[2].data.startswith(b"\x89PNG") and plot.objects[2].data != plot.objects[1].data
+    assert list(view._figure.axes[0].lines[0].get_ydata()) == [0.5, 1.0]  # one figure, its line moved
     assert samples.objects[-1]["response"].tolist() == ["hello"]
 
     # the next RLHF iteration's `train` from the same cell keeps the same view; a new cell gets a new one

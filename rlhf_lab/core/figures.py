@@ -12,7 +12,7 @@ import io
 
 from matplotlib.figure import Figure as _MatplotlibFigure
 
-__all__ = ["Figure"]
+__all__ = ["Figure", "png_bytes"]
 
 
 class Figure(_MatplotlibFigure):
@@ -22,3 +22,11 @@ class Figure(_MatplotlibFigure):
         buffer = io.BytesIO()
         self.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
         return buffer.getvalue()
+
+
+def png_bytes(figure, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes in one drawing (its layout engine places the labels; no tight-box second pass):
+    what a live view shows after every update."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
