@@ -116,6 +116,23 @@ def test_a_repeated_prompt_is_read_once_and_continues_as_every_row(tiny_gqa):
     assert not torch.allclose(lean[0], lean[2]), "rows with the same prompt diverge once fed different tokens"
 
 
+def test_rows_kept_continue_as_if_read_alone(tiny_gqa):
+    """After `keep_rows`, each kept row's later steps are its own logits (its cache, padding and positions kept)."""
+    model, tok = tiny_gqa
+    texts = [PROMPTS[0], PROMPTS[1], PROMPTS[2], PROMPTS[1]]
+    ids, mask = encode(tok, texts)
+    forced = random_tokens((len(texts), 5), len(tok), seed=4)
+    decoder = LeanDecoder(model)
+    decoder.start(ids, mask, 5)
+    decoder.step(forced[:, 0])
+    kept = torch.tensor([3, 0, 2])  # row 1 stops; the others, reordered
+    decoder.keep_rows(kept)
+    lean = torch.stack([decoder.step(forced[kept, t]) for t in range(1, 4)], dim=1)  # (3, 3, V)
+    expected = torch.stack([teacher_forced(model, ids[i:i + 1], mask[i:i + 1], forced[i:i + 1])[0, 2:]
+                            for i in kept.tolist()])
+    assert (lean - expected).abs().max() <= 1e-5 * expected.abs().max()
+
+
 def test_a_full_cache_says_so(tiny):
     model, tok = tiny
     ids, mask = encode(tok, PROMPTS)
@@ -160,6 +177,30 @@ def test_greedy_replies_are_generates_with_rows_stopping_at_different_steps(tiny
     assert len(set(stops(lean, eos))) == 3, "pick EOS ids that stop the rows at different steps"
     first = stops(lean, eos)[1]
     assert (lean[1, first + 1:] == tok.pad_token_id).all()
+
+
+def test_sampled_replies_are_generates_draw_for_draw_as_stopped_rows_leave_the_cache(tiny, monkeypatch):
+    model, tok = tiny
+    ids, mask = encode(tok, PROMPTS * 3, True)  # 9 rows
+
+    def sample_both(eos):
+        torch.manual_seed(5)
+        lean = decode(model, ids, mask, max_new_tokens=12, eos_ids=eos, pad_id=tok.pad_token_id, temperature=1.0)
+        torch.manual_seed(5)
+        with torch.no_grad():
+            hf = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0,
+                                top_p=1.0, max_new_tokens=12, eos_token_id=eos, pad_token_id=tok.pad_token_id)
+        return lean, hf[:, ids.shape[1]:]
+
+    free, _ = sample_both([])
+    eos = sorted({int(free[0, 1]), int(free[3, 4]), int(free[6, 7])})  # ids some rows draw early
+    kept = []
+    real_keep_rows = LeanDecoder.keep_rows
+    monkeypatch.setattr(LeanDecoder, "keep_rows", lambda self, rows: kept.append(len(rows)) or real_keep_rows(self, rows))
+    lean, hf = sample_both(eos)
+    assert torch.equal(lean, hf)
+    assert len(set(stops(lean, eos))) >= 3 and kept, "pick EOS ids that stop rows at several steps"
+    assert kept[-1] < 9  # stopped rows left the cache, and the running rows still drew what generate drew
 
 
 @pytest.mark.integration

@@ -273,6 +273,11 @@ class LeanDecoder:
         positions, self.positions = self.positions[:, None], self.positions + 1
         return self._forward(tokens[:, None], positions, self._additive(self.real[:, None, None, :self.length + 1]))
 
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        """Keep only `rows` (indices into the rows the cache holds now): later steps take and return those rows."""
+        self.cache = [(keys[rows], values[rows]) for keys, values in self.cache]
+        self.real, self.positions = self.real[rows], self.positions[rows]
+
     def _additive(self, allowed: torch.Tensor) -> torch.Tensor:
         """0 where a query may look, −∞ elsewhere, in the compute dtype: made once per step, not once per layer."""
         return torch.zeros(allowed.shape, dtype=self.dtype, device=allowed.device).masked_fill_(~allowed, float("-inf"))
@@ -312,25 +317,42 @@ class LeanDecoder:
 
         reference: a decoder of another model (the reference policy) fed the same tokens step by step; then
         `step_kl` (B, R) holds `next_token_kl` of each step's two next-token distributions at the sampling
-        temperature (1 when greedy), unfiltered by top-k/top-p. Summed over a reply it is the reply's KL(π ‖ π_ref)
-        that `loop.evaluation.sequence_kl` computes afterwards, for one reference forward and no policy forward."""
+        temperature (1 when greedy), unfiltered by top-k/top-p, and 0 after the row's end. Summed over a reply it is
+        the reply's KL(π ‖ π_ref) that `loop.evaluation.sequence_kl` computes afterwards, for one reference forward
+        and no policy forward.
+
+        Rows that have stopped leave the cache once they are a quarter of the rows it holds (`keep_rows`), so later
+        steps compute only the running rows. The draw still covers every row (a stopped row keeps its last logits,
+        and its token is replaced by `pad_id`): `torch.multinomial` draws one exponential per (row, token) whatever
+        the probabilities, so each running row gets the token it would get with every row computed."""
         with torch.inference_mode():
             logits = self.start(input_ids, attention_mask, max_new_tokens - 1)
             ref_logits = None if reference is None else reference.start(input_ids, attention_mask, max_new_tokens - 1)
             eos = torch.tensor(eos_ids, dtype=torch.long, device=input_ids.device)
             running = torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+            held = torch.arange(input_ids.shape[0], device=input_ids.device)  # the rows the cache holds, in its order
             out, kls = [], []
             for step in range(max_new_tokens):
                 tokens = torch.where(running, next_tokens(logits, temperature, top_k, top_p), pad_id)
                 out.append(tokens)
                 if reference is not None:
-                    kls.append(next_token_kl(logits, ref_logits, temperature or 1.0))
+                    kls.append(torch.where(running, next_token_kl(logits, ref_logits, temperature or 1.0), 0.0))
                 running &= ~torch.isin(tokens, eos)
                 if step == max_new_tokens - 1 or not running.any():
                     break
-                logits = self.step(tokens)
-                if reference is not None:
-                    ref_logits = reference.step(tokens)
+                if 4 * int((~running[held]).sum()) >= len(held):  # a quarter of the held rows stopped: drop them
+                    kept = running[held].nonzero().squeeze(1)
+                    for decoder in (self, reference):
+                        if decoder is not None:
+                            decoder.keep_rows(kept)
+                    held = held[kept]
+                if len(held) == len(running):  # every row still held: no copy into the full logits
+                    logits = self.step(tokens)
+                    ref_logits = None if reference is None else reference.step(tokens)
+                else:
+                    logits[held] = self.step(tokens[held])
+                    if reference is not None:
+                        ref_logits[held] = reference.step(tokens[held])
             out = torch.stack(out, dim=1)
             step_kl = torch.stack(kls, dim=1) if kls else None  # (B, R)
         self.step_kl = None if step_kl is None else step_kl.clone()
