@@ -137,6 +137,8 @@ def test_report_plots_show_every_value_whole_ticks_and_no_false_curves():
     other = [ln for ln in ax_r.lines if ln.get_label() == "score − β·KL (mean of 4)"][0]
     assert other.get_zorder() > score.get_zorder() and other.get_linestyle() == "--"  # both visible when equal
     assert all(float(t).is_integer() for t in ax_kl.get_xticks())
+    ax_r = plot_ppo_curves(metrics, 2, score_label="score − 1 × spread").axes[0]  # the reward PPO was paid, named
+    assert "score − 1 × spread (mean of 4)" in [t.get_text() for t in ax_r.get_legend().get_texts()]
 
 
 def test_round_gains_show_each_measure_with_its_interval_in_its_own_panel():

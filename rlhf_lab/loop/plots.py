@@ -130,17 +130,19 @@ def _smoothed(metrics: pd.DataFrame, column: str, updates_per_iteration: int, wi
 
 
 def plot_ppo_curves(metrics: pd.DataFrame, updates_per_iteration: int, kl_target: float | None = None,
-                    smooth: int = 4, evaluation: pd.DataFrame | None = None) -> Figure:
+                    smooth: int = 4, evaluation: pd.DataFrame | None = None,
+                    score_label: str = "reward-model score") -> Figure:
     """Reward and KL on one time axis (PPO update), iteration boundaries dotted. metrics: one row per update.
 
     Each curve is drawn raw (faint, thin) and as a running mean over `smooth` updates within an iteration (bold):
     with a handful of replies per update the raw score is noisy, and it moves with how easy each batch's prompts
     are. score − β·KL is dashed, over the reward-model score (they nearly coincide while KL is small).
     evaluation (one row per iteration, `RLHFRun.evaluation()`): the fixed eval prompts' gold reward (right axis) and
-    KL after each iteration, the across-iteration view."""
+    KL after each iteration, the across-iteration view. score_label names the score the trainer was paid (e.g.
+    "score − spread" for `pessimistic_reward`)."""
     fig, (ax_r, ax_kl) = _figure(ncols=2, width=5.5, height=3.8)
     metrics = metrics.sort_values("update") if len(metrics) else metrics
-    curves = [(ax_r, "objective/scores", "reward-model score", "tab:blue", "-", 2.5, 2),
+    curves = [(ax_r, "objective/scores", score_label, "tab:blue", "-", 2.5, 2),
               (ax_r, "objective/rlhf_reward", "score − β·KL", "tab:green", "--", 1.5, 3),
               (ax_kl, "objective/kl", "KL(π‖π_ref) per reply", "tab:red", "-", 2, 2)]
     for ax, column, label, color, style, width, z in curves:

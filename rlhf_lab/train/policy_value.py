@@ -52,7 +52,7 @@ def response_hidden(trunk: nn.Module, input_ids, attention_mask, n_prompt: int, 
     left out, run as one packed row after the prefix, each attending to the prefix and causally to itself only
     (`_packed_response_hidden`). Positions that predict no real response token (after a reply's end) get zeros; a
     caller reads them only under a zero mask. Same numbers up to float rounding at every real position, gradients
-    included; the forward and backward skip the padding, 17-29 % of a lesson's PPO batch in columns (2026-12).
+    included; the forward and backward skip the padding (short prompts' and ended replies'), more as replies shorten.
     """
     n_response = input_ids.shape[1] - n_prompt
     n_shared = shared_prefix_length(input_ids, attention_mask, n_prompt) if share_prefix else 0
