@@ -10,6 +10,8 @@ no gradient checkpointing) runs beside it, interleaved; otherwise the comparison
 figures.
 
     python bench/reward.py [--steps 6] [--repeats 1] [--threads 2] [--backbones minilm,smollm2-135m]
+                           [--impls lab,trl]   (default: every one; on a CPU without native bf16, "lab" is the default
+                                                path and the bf16 ones are emulated)
 """
 
 from __future__ import annotations
@@ -138,15 +140,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1, help="interleaved repeats (figures: medians)")
     parser.add_argument("--backbones", default="minilm,smollm2-135m")
+    parser.add_argument("--impls", default="lab,lab_bf16,lab_bf16_plain,trl,trl_bf16",
+                        help="trainers to run (trl ones only where trl is installed)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         impl, backbone = args.child.split(":", 1)
         return child(impl, backbone, args.steps, args.threads)
 
-    impls = ["lab", "lab_bf16", "lab_bf16_plain"]
+    impls = [impl for impl in args.impls.split(",") if not impl.startswith("trl")]
     if importlib.util.find_spec("trl") is not None:
-        impls += ["trl", "trl_bf16"]
+        impls += [impl for impl in args.impls.split(",") if impl.startswith("trl")]
     else:
         print("TRL comparison skipped: trl is not installed in this environment "
               "(install trl and datasets in a separate environment to compare).")
@@ -166,9 +170,13 @@ def main() -> None:
                       "trl_bf16": f"trl_{key}_bf16"}[impl]
             figures[f"{prefix}_pairs_per_s"] = round(statistics.median(r["pairs_per_s"] for r in results), 2)
             figures[f"{prefix}_peak_rss_mb"] = round(max(r["peak_rss_mb"] for r in results), 1)
-        if "trl" in impls:
+        if {"lab", "trl"} <= set(impls):
             figures[f"{key}_lab_over_trl_speed"] = round(figures[f"{key}_pairs_per_s"] /
                                                          figures[f"trl_{key}_pairs_per_s"], 3)
+            figures[f"{key}_lab_over_trl_each_repeat"] = [round(runs["lab"][i]["pairs_per_s"] /
+                                                                runs["trl"][i]["pairs_per_s"], 3)
+                                                          for i in range(args.repeats)]
+        if {"lab_bf16", "trl", "trl_bf16"} <= set(impls):
             best_trl = max(figures[f"trl_{key}_pairs_per_s"], figures[f"trl_{key}_bf16_pairs_per_s"])
             figures[f"{key}_lab_bf16_over_best_trl_speed"] = round(figures[f"{key}_bf16_pairs_per_s"] / best_trl, 3)
             figures[f"{key}_lab_bf16_over_best_trl_each_repeat"] = [  # the same repeat's runs, side by side
