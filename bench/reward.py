@@ -148,9 +148,10 @@ def main() -> None:
         impl, backbone = args.child.split(":", 1)
         return child(impl, backbone, args.steps, args.threads)
 
-    impls = [impl for impl in args.impls.split(",") if not impl.startswith("trl")]
+    asked = args.impls.split(",")
+    impls = [impl for impl in asked if not impl.startswith("trl")]
     if importlib.util.find_spec("trl") is not None:
-        impls += [impl for impl in args.impls.split(",") if impl.startswith("trl")]
+        impls += [impl for impl in asked if impl.startswith("trl")]
     else:
         print("TRL comparison skipped: trl is not installed in this environment "
               "(install trl and datasets in a separate environment to compare).")

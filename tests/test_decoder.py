@@ -196,7 +196,8 @@ def test_sampled_replies_are_generates_draw_for_draw_as_stopped_rows_leave_the_c
     eos = sorted({int(free[0, 1]), int(free[3, 4]), int(free[6, 7])})  # ids some rows draw early
     kept = []
     real_keep_rows = LeanDecoder.keep_rows
-    monkeypatch.setattr(LeanDecoder, "keep_rows", lambda self, rows: kept.append(len(rows)) or real_keep_rows(self, rows))
+    monkeypatch.setattr(LeanDecoder, "keep_rows",
+                        lambda self, rows: kept.append(len(rows)) or real_keep_rows(self, rows))
     lean, hf = sample_both(eos)
     assert torch.equal(lean, hf)
     assert len(set(stops(lean, eos))) >= 3 and kept, "pick EOS ids that stop rows at several steps"

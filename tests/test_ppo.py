@@ -258,8 +258,9 @@ def test_gradient_checkpointing_and_cacheless_trunks_run_every_row_in_full(token
 def test_sharing_the_prompt_prefix_gives_the_same_ppo_updates(tokenizer, monkeypatch):
     # float32 compute: bf16 autocast (the default on a CPU with native bf16) rounds the two paths differently
     real_generate = on_policy.generate  # replies of several lengths, so that packing leaves padding out
-    monkeypatch.setattr(on_policy, "generate", lambda *a, **k: force_eos(
-        real_generate(*a, **k), tokenizer, [3, 8, 5, 8, 2, 8, 6, 1], [True, False, True, False, True, False, True, True]))
+    lengths, eos = [3, 8, 5, 8, 2, 8, 6, 1], [True, False, True, False, True, False, True, True]
+    monkeypatch.setattr(on_policy, "generate", lambda *a, **k: force_eos(real_generate(*a, **k), tokenizer, lengths,
+                                                                          eos))
     packed = make_trainer(tokenizer, mixed_precision="no")  # the default: the shared prefix once, rows packed
     shared = make_trainer(tokenizer, pack_replies=False, mixed_precision="no")
     plain = make_trainer(tokenizer, share_prompt_prefix=False, mixed_precision="no")

@@ -19,14 +19,12 @@ class Figure(_MatplotlibFigure):
     """`matplotlib.figure.Figure` plus `_repr_png_` (see the module docstring)."""
 
     def _repr_png_(self) -> bytes:
-        buffer = io.BytesIO()
-        self.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-        return buffer.getvalue()
+        return png_bytes(self, tight=True)
 
 
-def png_bytes(figure, dpi: int = 100) -> bytes:
-    """The figure as PNG bytes in one drawing (its layout engine places the labels; no tight-box second pass):
-    what a live view shows after every update."""
+def png_bytes(figure, dpi: int = 100, tight: bool = False) -> bytes:
+    """The figure as PNG bytes. tight: cropped to its drawn content (a second drawing pass, as a notebook's display
+    makes); else one drawing, its layout engine placing the labels (what a live view shows after every update)."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
+    figure.savefig(buffer, format="png", dpi=dpi, **({"bbox_inches": "tight"} if tight else {}))
     return buffer.getvalue()

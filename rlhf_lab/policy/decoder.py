@@ -346,17 +346,22 @@ class LeanDecoder:
                         if decoder is not None:
                             decoder.keep_rows(kept)
                     held = held[kept]
-                if len(held) == len(running):  # every row still held: no copy into the full logits
-                    logits = self.step(tokens)
-                    ref_logits = None if reference is None else reference.step(tokens)
-                else:
-                    logits[held] = self.step(tokens[held])
-                    if reference is not None:
-                        ref_logits[held] = reference.step(tokens[held])
+                logits = _step_held(self, tokens, held, logits)
+                if reference is not None:
+                    ref_logits = _step_held(reference, tokens, held, ref_logits)
             out = torch.stack(out, dim=1)
             step_kl = torch.stack(kls, dim=1) if kls else None  # (B, R)
         self.step_kl = None if step_kl is None else step_kl.clone()
         return out.clone()  # plain tensors, usable where autograd records
+
+
+def _step_held(decoder: LeanDecoder, tokens: torch.Tensor, held: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Step `decoder`'s held rows with their tokens: next-token logits for every row (B, V), a row no longer held
+    keeping its last ones (copied into `logits` only when some row is not held)."""
+    if len(held) == len(logits):
+        return decoder.step(tokens)
+    logits[held] = decoder.step(tokens[held])
+    return logits
 
 
 def decode(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, dtype: torch.dtype | None = None,

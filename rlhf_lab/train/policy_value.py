@@ -90,11 +90,8 @@ def _hidden_after_shared_prefix(trunk, input_ids, attention_mask, n_shared: int)
     batch, length = input_ids.shape
     device = input_ids.device
     pads = left_padding(attention_mask)  # (B,)
-    first = int(pads[0])
     cache_arg = cache_argument(trunk)
-    out = trunk(input_ids=input_ids[:1, first:first + n_shared], use_cache=True,
-                position_ids=torch.arange(n_shared, device=device)[None])  # the prefix, once
-    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    cache = _prefix_cache(trunk, input_ids, int(pads[0]), n_shared)
     if cache is None or not hasattr(cache, "batch_repeat_interleave"):
         return _cannot_share(trunk)
     cache.batch_repeat_interleave(batch)  # (1, ...) -> (B, ...) keys and values; gradients flow back summed
@@ -108,6 +105,14 @@ def _hidden_after_shared_prefix(trunk, input_ids, attention_mask, n_shared: int)
     if cache.get_seq_length() != length - start + n_shared:  # the forward did not read the cache
         return _cannot_share(trunk)
     return hidden
+
+
+def _prefix_cache(trunk, input_ids, first: int, n_shared: int):
+    """The shared prefix (row 0's columns first .. first + n_shared − 1) run once, as a batch of one: its key/value
+    cache, or None when the trunk returns none."""
+    out = trunk(input_ids=input_ids[:1, first:first + n_shared], use_cache=True,
+                position_ids=torch.arange(n_shared, device=input_ids.device)[None])
+    return getattr(out, "cache", None) or getattr(out, "past_key_values", None)
 
 
 def _packed_response_hidden(trunk, input_ids, attention_mask, n_prompt: int, n_shared: int):
@@ -138,10 +143,7 @@ def _packed_response_hidden(trunk, input_ids, attention_mask, n_prompt: int, n_s
     if attention == "eager":
         dtype = trunk.get_input_embeddings().weight.dtype
         allowed = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
-    first = int(pads[0])
-    out = trunk(input_ids=input_ids[:1, first:first + n_shared], use_cache=True,
-                position_ids=torch.arange(n_shared, device=device)[None])  # the prefix, once
-    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    cache = _prefix_cache(trunk, input_ids, int(pads[0]), n_shared)
     if cache is None or not hasattr(cache, "get_seq_length"):
         return None
     hidden = trunk(input_ids=input_ids[keep][None], attention_mask=allowed[None, None], position_ids=positions[None],
