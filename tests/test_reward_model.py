@@ -25,6 +25,7 @@ from rlhf_lab.reward.network import (
     TokenizerMismatchError,
     bradley_terry_loss,
     last_token_index,
+    packed_rows,
     pair_rows,
     reward_text,
     shared_prefix_length,
@@ -236,6 +237,60 @@ def test_fit_packs_each_pair_with_its_prompt_once_and_trains_the_model_of_whole_
     for packed, whole in zip(*(m.history_ for m in fits)):
         assert abs(packed["train/loss"] - whole["train/loss"]) < 1e-3  # Adam's first steps amplify rounding
     assert torch.allclose(*[m.score_raw(pairs["prompt"], pairs["rejected"]) for m in fits], atol=2e-3)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_encoder_sequences_packed_several_per_row_give_the_rewards_and_gradients_of_padded_rows(minilm_rm, attention):
+    minilm_rm._build()
+    net = minilm_rm.net_.eval()  # no dropout: both runs see the same network
+    net.backbone.set_attn_implementation(attention)
+    prompts = ["How was your day?", "Hi", "What do you think of the weather where you live these days?"] * 2
+    replies = ["Lovely!", "A long and winding story about my weekend, the hike and the dinner after it.", "Ok.",
+               "Why do you ask?", "Fine, thanks. And you?", "Rain, rain and more rain. I love it though."]
+    seqs = minilm_rm._encode(prompts, replies)
+    assert "token_type_ids" in seqs[0] and len({len(s["input_ids"]) for s in seqs}) > 3
+    weights = torch.tensor([1.0, -2.0, 0.5, 3.0, 0.7, -1.1])
+    results = []
+    for run in ("padded", "packed"):
+        net.zero_grad()
+        r = net(**minilm_rm._collate(seqs)) if run == "padded" else net.forward_packed(*packed_rows(seqs, pad_id=0))
+        (r * weights).sum().backward()
+        results.append((r.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}))
+    (padded, padded_grads), (packed, packed_grads) = results
+    assert torch.allclose(padded, packed, atol=1e-5) and padded.std() > 0
+    assert padded_grads.keys() == packed_grads.keys() and len(padded_grads) > 50
+    for name, grad in padded_grads.items():  # token types and positions included: each sequence restarts at 0
+        assert torch.allclose(grad, packed_grads[name], atol=1e-6, rtol=1e-4), name
+    net.zero_grad()
+    net.backbone.set_attn_implementation("sdpa")
+
+
+def test_packed_rows_first_fit_decreasing_by_hand():
+    seqs = [{"input_ids": [5, 6], "token_type_ids": [0, 1]}, {"input_ids": [7, 8, 9, 10]},
+            {"input_ids": [11]}, {"input_ids": [12, 13, 14]}]
+    ids, types, allowed, positions, owner = packed_rows(seqs, pad_id=0)
+    assert ids.tolist() == [[7, 8, 9, 10], [12, 13, 14, 11], [5, 6, 0, 0]]  # rows as wide as the longest sequence
+    assert owner.tolist() == [[1, 1, 1, 1], [3, 3, 3, 2], [0, 0, -1, -1]]
+    assert positions.tolist() == [[0, 1, 2, 3], [0, 1, 2, 0], [0, 1, 0, 0]]
+    assert types.tolist() == [[0, 0, 0, 0], [0, 0, 0, 0], [0, 1, 0, 0]]
+    assert allowed[1, 0].int().tolist() == [[1, 1, 1, 0], [1, 1, 1, 0], [1, 1, 1, 0], [0, 0, 0, 1]]
+    assert allowed[2, 0].int().tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]  # padding: itself
+
+
+def test_fit_packs_encoder_rows_and_trains_the_model_of_padded_rows(monkeypatch):
+    torch.set_num_threads(1)
+    pairs = toy_pairs()
+    pairs.loc[3, "rejected"] = "No, and that is all I will say about it today. " * 3
+    calls, original = [], RewardNet.forward_packed
+    monkeypatch.setattr(RewardNet, "forward_packed", lambda self, *rows: calls.append(len(rows[0])) or
+                        original(self, *rows))
+    fits = [RewardModel(RewardConfig(backbone="minilm", max_length=40, batch_size=4, learning_rate=1e-4, pack_rows=p,
+                                     mixed_precision="no", val_fraction=0)).fit(pairs, progress=False)
+            for p in (True, False)]
+    assert len(calls) == len(fits[0].history_) == 3 and sum(calls) < 2 * len(pairs)  # fewer rows than sequences
+    for packed, padded in zip(*(m.history_ for m in fits)):
+        assert abs(packed["train/loss"] - padded["train/loss"]) < 1e-4
+    assert torch.allclose(*[m.score_raw(pairs["prompt"], pairs["rejected"]) for m in fits], atol=1e-3)
 
 
 def test_dropout_is_off_unless_asked_and_bf16_training_leaves_sdpa_attention(monkeypatch):

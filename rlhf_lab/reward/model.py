@@ -48,6 +48,7 @@ from rlhf_lab.reward.network import (
     backbone_kind,
     bradley_terry_loss,
     load_backbone,
+    packed_rows,
     pair_rows,
     reward_text,
     shared_prefix_length,
@@ -101,6 +102,9 @@ class RewardConfig(Config, Seeded):
     """Causal backbones: pack each pair into one row, the tokens its two sequences start with in common (chat
     template and prompt) run once and each reply masked from the other (`RewardNet.forward_tree`): the same rewards
     and gradients, rounded differently, for fewer tokens and less padding."""
+    pack_rows: bool = True
+    """The encoder: pack the batch's sequences several per row, each reading only itself (`RewardNet.forward_packed`):
+    the same rewards and gradients, rounded differently, without the padding up to the batch's longest sequence."""
     group_by_length: bool = True
     """Batch pairs of similar length together (shuffled in chunks), which removes most of the padding."""
     eval_every: int = 0
@@ -282,13 +286,17 @@ class RewardModel(NormalisedScores):
                       idx: list[int]) -> torch.Tensor:
         """Raw rewards (2B,) [chosen_1..B, rejected_1..B] of the pairs `idx`: with `config.share_prompt` (a causal
         model on eager or SDPA attention) each pair j is one row whose first `shared[j]` tokens run once
-        (`RewardNet.forward_tree`), otherwise each sequence is its own row."""
+        (`RewardNet.forward_tree`); with `config.pack_rows` (the encoder) several sequences share a row
+        (`RewardNet.forward_packed`); otherwise each sequence is its own row."""
         if self.config.share_prompt and self.config.kind == "causal" and \
                 self.net_.backbone.config._attn_implementation in ("eager", "sdpa"):
             seqs = [(chosen[j]["input_ids"], rejected[j]["input_ids"], shared[j]) for j in idx]
             rows = pair_rows([c[:n] for c, _, n in seqs], [c[n:] for c, _, n in seqs], [r[n:] for _, r, n in seqs],
                              self.tokenizer_.pad_token_id or 0)
             return self.net_.forward_tree(*(t.to(self.device) for t in rows)).float()
+        if self.config.pack_rows and self.config.kind == "encoder":
+            rows = packed_rows([chosen[j] for j in idx] + [rejected[j] for j in idx], self.tokenizer_.pad_token_id or 0)
+            return self.net_.forward_packed(*(t.to(self.device) for t in rows)).float()
         return self.net_(**self._collate([chosen[j] for j in idx] + [rejected[j] for j in idx])).float()
 
     def _validate(self, val: pd.DataFrame) -> dict:

@@ -26,7 +26,7 @@ from rlhf_lab.policy.models import load_policy, tiny_policy
 
 __all__ = ["MINILM", "TokenizerMismatchError", "bradley_terry_loss", "RewardNet", "backbone_kind", "load_backbone",
            "minilm_dir", "tokenizer_fingerprint", "last_token_index", "reward_text", "shared_prefix_length",
-           "pair_rows"]
+           "pair_rows", "packed_rows"]
 
 MINILM = "minilm"
 
@@ -130,6 +130,21 @@ class RewardNet(nn.Module):
         pooled = torch.cat([h[rows, ends[:, 0]], h[rows, ends[:, 1]]])  # (2B, D)
         return self.head(pooled).squeeze(-1)
 
+    def forward_packed(self, input_ids, token_type_ids, allowed, positions, owner) -> torch.Tensor:
+        """Raw rewards (N,) of N sequences packed several per row by `packed_rows` (the encoder): each reads only
+        itself, and its reward is the head on the mean of its own tokens' hidden states, so it equals `forward` on
+        that sequence alone (rounded differently), gradients included."""
+        mask = allowed if self.backbone.config._attn_implementation != "eager" else \
+            torch.zeros(allowed.shape, device=allowed.device).masked_fill(~allowed, torch.finfo(torch.float32).min)
+        h = self.backbone(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                          token_type_ids=token_type_ids).last_hidden_state  # (R, W, D)
+        owner, h = owner.flatten(), h.flatten(0, 1)  # (R·W,), (R·W, D)
+        real = owner >= 0
+        n = int(owner.max()) + 1
+        sums = h.new_zeros(n, h.shape[-1]).index_add(0, owner[real], h[real])  # (N, D)
+        counts = torch.bincount(owner[real], minlength=n).to(h.dtype)  # (N,)
+        return self.head(sums / counts[:, None]).squeeze(-1)
+
 
 def pair_rows(prefixes: list[list[int]], chosen: list[list[int]], rejected: list[list[int]], pad_id: int
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -157,6 +172,43 @@ def pair_rows(prefixes: list[list[int]], chosen: list[list[int]], rejected: list
     allowed = causal & (key >= 0) & ((key == 0) | (key == query))
     allowed |= torch.eye(width, dtype=torch.bool)  # padding reads itself: no row is all masked
     return ids, allowed[:, None], positions, ends
+
+
+def packed_rows(seqs: list[dict], pad_id: int) -> tuple[torch.Tensor, ...]:
+    """Encoder sequences packed several per row, first-fit decreasing into rows as wide as the longest sequence:
+
+        row = [s_a, s_b, ..., padding],   position ids 0..len(s_a)−1, 0..len(s_b)−1, ...
+
+    seqs: encodings with "input_ids" (and "token_type_ids"). Returns input_ids (R, W), token_type_ids (R, W),
+    allowed (R, 1, W, W) bool (query i may read key j iff both columns hold the same sequence; a padding column reads
+    only itself), position_ids (R, W) and owner (R, W), the index in `seqs` of the sequence each column holds, −1 for
+    padding. A bidirectional encoder then computes for each sequence exactly what it computes on it alone, on
+    Σ len(s) real columns instead of len(seqs) · W padded ones."""
+    width = max(len(s["input_ids"]) for s in seqs)
+    rows, room = [], []  # rows[k]: the sequences in row k; room[k]: its columns left
+    for i in sorted(range(len(seqs)), key=lambda i: -len(seqs[i]["input_ids"])):
+        n = len(seqs[i]["input_ids"])
+        k = next((k for k, left in enumerate(room) if left >= n), len(rows))
+        if k == len(rows):
+            rows.append([]), room.append(width)
+        rows[k].append(i)
+        room[k] -= n
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    types, positions = torch.zeros_like(ids), torch.zeros_like(ids)
+    owner = torch.full_like(ids, -1)
+    for k, members in enumerate(rows):
+        at = 0
+        for i in members:
+            s = seqs[i]
+            n = len(s["input_ids"])
+            ids[k, at:at + n] = torch.tensor(s["input_ids"])
+            types[k, at:at + n] = torch.tensor(s.get("token_type_ids", [0] * n))
+            positions[k, at:at + n] = torch.arange(n)
+            owner[k, at:at + n] = i
+            at += n
+    allowed = (owner[:, :, None] == owner[:, None, :]) & (owner[:, None, :] >= 0)
+    allowed |= torch.eye(width, dtype=torch.bool)  # padding reads itself: no row is all masked
+    return ids, types, allowed[:, None], positions, owner
 
 
 def backbone_kind(backbone: str) -> str:
