@@ -2,8 +2,9 @@
 own float32 weights ("lab") and at its default `decode_precision="auto"` ("lab_auto": a bf16 twin on a CPU with
 native bf16), through the lean decoder of rlhf_lab.policy.decoder in float32 ("lab_lean") and at the default
 precision ("lab_lean_auto", the lab's default path) vs a bare float32 model.generate call; the lean decoder's
-per-call weight refresh; how often its replies are the HF path's under the same seed; how far the twin's replies are
-from the float32 policy (KL per reply); model load times.
+per-call weight refresh; its first pass over the prompts packed (the default: the shared chat-template start read
+once) and padded, interleaved; how often its replies are the HF path's under the same seed; how far the twin's
+replies are from the float32 policy (KL per reply); model load times.
 
 Standard setting (shared/DESIGN.md): SmolLM2-135M-Instruct, float32, CPU with 2 threads, 8 prompts of at most 24 tokens,
 left padded, 32 new tokens, temperature 0.7, stop at EOS. The five paths run interleaved in one process on the same
@@ -135,6 +136,13 @@ def main() -> None:
             start = time.perf_counter()
             tokens[name] += paths[name](seed=r)
             times[name].append(time.perf_counter() - start)
+    prefill = {True: [], False: []}  # the lean decoder's first pass over the prompts: packed (the default) or padded
+    for r in range(args.repeats):
+        for pack in ((True, False) if r % 2 == 0 else (False, True)):
+            decoder = LeanDecoder(model, decoding_dtype(model, "auto"), pack_prompts=pack)
+            start = time.perf_counter()
+            decoder.start(enc["input_ids"], enc["attention_mask"], 32)
+            prefill[pack].append(time.perf_counter() - start)
     refresh = []  # the lean decoder's per-call copy of the weights (fused, prepacked, rounded) at the default precision
     for _ in range(args.repeats):
         start = time.perf_counter()
@@ -160,6 +168,8 @@ def main() -> None:
         "lab_lean_auto_over_bare_ratio": round(median["lab_lean_auto"] / median["bare"], 3),
         "lab_lean_auto_over_bare_per_repeat": [round(a / b, 3) for a, b in zip(times["lab_lean_auto"], times["bare"])],
         "lean_refresh_s": round(statistics.median(refresh), 3),
+        "lean_prefill_packed_s": round(statistics.median(prefill[True]), 3),
+        "lean_prefill_padded_s": round(statistics.median(prefill[False]), 3),
         "lean_packed": LeanDecoder(model, decoding_dtype(model, "auto")).packed,
         "lean_same_replies_as_hf_float32": same("lab_lean", "lab"),
         "lean_same_replies_as_hf_auto": same("lab_lean_auto", "lab_auto"),

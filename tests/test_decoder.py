@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig
 
+import rlhf_lab.policy.decoder as decoder_module
 from rlhf_lab.core.hf import position_ids
 from rlhf_lab.policy.decoder import (
     LeanDecoder,
@@ -22,6 +23,7 @@ from rlhf_lab.policy.decoder import (
 )
 from rlhf_lab.policy.generation import SamplingConfig, eos_token_ids, format_prompts, generate
 from rlhf_lab.policy.models import tiny_config
+from rlhf_lab.policy.prompt_packing import pack_prompts, shared_start
 from rlhf_lab.policy.twin import decoding_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -96,24 +98,65 @@ def test_distinct_rows_against_a_loop_by_hand():
     assert first.tolist() == inverse.tolist() == [0, 1]
 
 
-def test_a_repeated_prompt_is_read_once_and_continues_as_every_row(tiny_gqa):
+@pytest.mark.parametrize("pack", [False, True])
+def test_a_repeated_prompt_is_read_once_and_continues_as_every_row(tiny_gqa, pack):
     """Prompts repeated n times (generate's n_per_prompt) are read once; the logits and every later step equal
     those of each row read as a distinct prompt (the same rows behind a different first token of padding)."""
     model, tok = tiny_gqa
     texts = [PROMPTS[1], PROMPTS[0], PROMPTS[1], PROMPTS[2], PROMPTS[0], PROMPTS[1]]
     ids, mask = encode(tok, texts)
     forced = random_tokens((len(texts), 5), len(tok), seed=3)
-    decoder = LeanDecoder(model)
+    decoder = LeanDecoder(model, pack_prompts=pack)
     calls = []
     original = decoder._forward
-    decoder._forward = lambda ids_, *a: calls.append(len(ids_)) or original(ids_, *a)
+    decoder._forward = lambda ids_, *a, read=None: calls.append(len(ids_) if read is None else len(read[0])) or \
+        original(ids_, *a, read=read)
     logits = [decoder.start(ids, mask, 5)] + [decoder.step(forced[:, t]) for t in range(4)]
-    assert calls[0] == 3  # three distinct prompts read, not six
+    assert calls[0] == 3  # three distinct prompts read, not six (padded: three rows; packed: three read back)
     expected = torch.stack([teacher_forced(model, ids[i:i + 1], mask[i:i + 1], forced[i:i + 1])[0]
                             for i in range(len(texts))])  # each row alone
     lean = torch.stack(logits, dim=1)
     assert (lean - expected).abs().max() <= 1e-5 * expected.abs().max()
     assert not torch.allclose(lean[0], lean[2]), "rows with the same prompt diverge once fed different tokens"
+
+
+def test_pack_prompts_by_hand():
+    ids = torch.tensor([[0, 7, 8, 9, 4], [7, 8, 9, 5, 6], [0, 0, 7, 8, 3]])  # left padded; all start with 7, 8
+    mask = (ids != 0).long()
+    packed = pack_prompts(ids, mask, width=7)
+    assert packed.ids.tolist() == [[7, 8, 9, 4, 9, 5, 6], [7, 8, 3, 0, 0, 0, 0]]  # prompts 0 and 1, then 2
+    assert packed.positions.tolist() == [[0, 1, 2, 3, 2, 3, 4], [0, 1, 2, 0, 0, 0, 0]]
+    assert packed.allowed[0, 0].int().tolist() == [[1, 0, 0, 0, 0, 0, 0],  # the prefix: causal
+                                                   [1, 1, 0, 0, 0, 0, 0],
+                                                   [1, 1, 1, 0, 0, 0, 0],  # prompt 0's own part
+                                                   [1, 1, 1, 1, 0, 0, 0],
+                                                   [1, 1, 0, 0, 1, 0, 0],  # prompt 1's: the prefix and itself
+                                                   [1, 1, 0, 0, 1, 1, 0],
+                                                   [1, 1, 0, 0, 1, 1, 1]]
+    assert packed.allowed[1, 0, 4].int().tolist() == [0, 0, 0, 0, 1, 0, 0]  # padding reads itself
+    assert packed.last_row.tolist() == [0, 0, 1] and packed.last_column.tolist() == [3, 6, 2]
+    assert packed.real.int().tolist() == [[1, 1, 0, 1, 1], [1, 1, 1, 1, 1], [1, 1, 0, 0, 1]]  # own parts right-aligned
+    assert packed.source[packed.real].tolist() == [0, 1, 2, 3, 0, 1, 4, 5, 6, 0, 1, 2]
+    assert packed.next_position.tolist() == [4, 5, 3]
+    assert shared_start([torch.tensor([1, 2]), torch.tensor([1, 2, 3])]) == 1  # each keeps a token of its own
+
+
+def test_prompts_packed_with_their_shared_start_give_the_hf_logits(tiny_gqa, monkeypatch):
+    """Chat prompts share their template's start: read once, in several packed rows, every row's logits and later
+    steps are the HF model's on that row (and the padded pass's)."""
+    model, tok = tiny_gqa
+    texts = [f"You are a helpful assistant. Please answer briefly. {p}" for p in PROMPTS + ["Why?", "Hello there"]]
+    ids, mask = encode(tok, texts)
+    layouts = []
+    monkeypatch.setattr(decoder_module, "PACKED_WIDTH", 16)
+    monkeypatch.setattr(decoder_module, "pack_prompts", lambda *a: layouts.append(pack_prompts(*a)) or layouts[-1])
+    forced = random_tokens((len(texts), 4), len(tok), seed=5)
+    lean, ref = teacher_forced(model, ids, mask, forced), hf_logits(model, ids, mask, forced)
+    padded = torch.stack([LeanDecoder(model, pack_prompts=False).start(ids, mask, 1)], dim=1)
+    assert len(layouts) == 1 and len(layouts[0].ids) >= 3  # several packed rows
+    assert layouts[0].ids.shape[1] <= 23 and (layouts[0].ids[:, :8] == layouts[0].ids[0, :8]).all()  # the start
+    assert (lean - ref).abs().max() <= 1e-5 * ref.abs().max()
+    assert (lean[:, :1] - padded).abs().max() <= 1e-5 * ref.abs().max()
 
 
 def test_rows_kept_continue_as_if_read_alone(tiny_gqa):

@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rlhf_lab.core.hf import position_ids
+from rlhf_lab.policy.prompt_packing import PACKED_WIDTH, pack_prompts
 
 __all__ = ["MODEL_TYPES", "unsupported_reason", "supports", "rms_norm", "rope_tables", "rotate", "top_k_filter",
            "top_p_filter", "next_tokens", "next_token_kl", "onednn_packing", "weights", "linear", "distinct_rows",
@@ -218,10 +219,12 @@ class LeanDecoder:
 
     or step by step: `start` reads left-padded prompts into a fresh KV cache, `step` appends one token per row;
     each returns the next-token logits (B, V) in float32. Make a new decoder after the model's weights change.
-    packed: multiply by weights prepacked for oneDNN (None: on a CPU whose torch has it, see `onednn_packing`)."""
+    packed: multiply by weights prepacked for oneDNN (None: on a CPU whose torch has it, see `onednn_packing`).
+    pack_prompts: read distinct prompts as packed rows, the tokens they all start with once (`start`)."""
 
     @torch.inference_mode()
-    def __init__(self, model: nn.Module, dtype: torch.dtype | None = None, packed: bool | None = None):
+    def __init__(self, model: nn.Module, dtype: torch.dtype | None = None, packed: bool | None = None,
+                 pack_prompts: bool = True):
         reason = unsupported_reason(model)
         if reason:
             raise ValueError(f"The lean decoder cannot read this model ({reason}): sample with decoder='hf'.")
@@ -233,36 +236,57 @@ class LeanDecoder:
         self.inv_freq, self.rope_scaling = trunk.rotary_emb.inv_freq, trunk.rotary_emb.attention_scaling
         if packed is None:
             packed = model.lm_head.weight.device.type == "cpu" and onednn_packing(dtype)
-        self.packed = packed
+        self.packed, self.pack_prompts = packed, pack_prompts
         self.layers, (self.embed, self.norm, self.head) = weights(model, dtype, packed)
         self.step_kl = None  # (B, R) after `generate` with a reference
 
     @torch.inference_mode()
     def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
         """Read left-padded prompts (B, P) into a KV cache with room for `max_new_tokens` more. Each row sees its own
-        earlier real tokens at the positions they have alone (a padding column sees only itself, which keeps it
-        finite, and no one sees it). A prompt repeated in several rows (replies sampled n per prompt) is read once
-        and its cache copied (`distinct_rows`): the same numbers, 1/n of the prompt's products. -> next-token
-        logits (B, V)."""
-        (batch, width), device = input_ids.shape, input_ids.device
+        earlier real tokens at the positions they have alone. A prompt repeated in several rows (replies sampled n
+        per prompt) is read once and its cache copied (`distinct_rows`): the same numbers, 1/n of the prompt's
+        products. With `pack_prompts` the distinct prompts are read as packed rows, the tokens they all start with
+        once (`prompt_packing`); otherwise as the padded batch. -> next-token logits (B, V)."""
+        batch, width = input_ids.shape
         first, inverse = distinct_rows(input_ids, attention_mask)  # (U,), (B,)
-        size = width + max_new_tokens
-        shape = (len(first), self.kv_heads, size, self.head_dim)
-        self.cache = [(torch.zeros(shape, dtype=self.dtype, device=device),
-                       torch.zeros(shape, dtype=self.dtype, device=device)) for _ in self.layers]
-        self.cos, self.sin = rope_tables(self.inv_freq, size, self.rope_scaling, self.dtype)
-        self.real = torch.zeros(batch, size, dtype=torch.bool, device=device)  # cache columns holding real tokens
+        self.cos, self.sin = rope_tables(self.inv_freq, width + max_new_tokens, self.rope_scaling, self.dtype)
+        ids, mask = input_ids[first], attention_mask[first]
+        logits = (self._start_packed if self.pack_prompts and len(first) > 1 else self._start_padded)(
+            ids, mask, max_new_tokens)
+        if len(first) < batch:
+            self.cache = [(keys[inverse], values[inverse]) for keys, values in self.cache]  # (B, ...) each
+            self.real, self.positions, logits = self.real[inverse], self.positions[inverse], logits[inverse]
+        return logits
+
+    def _new_cache(self, rows: int, columns: int, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        shape = (rows, self.kv_heads, columns, self.head_dim)
+        return [tuple(torch.zeros(shape, dtype=self.dtype, device=device) for _ in range(2)) for _ in self.layers]
+
+    def _start_padded(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+        """The padded pass: a padding column sees only itself, which keeps it finite, and no one sees it."""
+        (batch, width), device = input_ids.shape, input_ids.device
+        self.cache = self._new_cache(batch, width + max_new_tokens, device)
+        self.real = torch.zeros(batch, width + max_new_tokens, dtype=torch.bool, device=device)  # real columns
         self.real[:, :width] = real = attention_mask.bool()
         self.length = 0  # cache columns filled
         causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
         mask = (causal & real[:, None, :]) | torch.eye(width, dtype=torch.bool, device=device)
         positions = position_ids(attention_mask)
         self.positions = positions[:, -1] + 1  # each row's next position
-        logits = self._forward(input_ids[first], positions[first], self._additive(mask[first, None]))  # (U, V)
-        if len(first) == batch:
-            return logits
-        self.cache = [(keys[inverse], values[inverse]) for keys, values in self.cache]  # (B, ...) each
-        return logits[inverse]
+        return self._forward(input_ids, positions, self._additive(mask[:, None]))
+
+    def _start_packed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+        """The packed pass (`pack_prompts`) into a cache of its own rows, then each prompt's keys and values gathered
+        into its cache row: [shared prefix, padding, own part], the new tokens after it."""
+        packed, device = pack_prompts(input_ids, attention_mask, PACKED_WIDTH), input_ids.device
+        self.cache, self.length = self._new_cache(*packed.ids.shape, device), 0
+        logits = self._forward(packed.ids, packed.positions, self._additive(packed.allowed),
+                               read=(packed.last_row, packed.last_column))
+        self.cache = [(packed.gather(keys, max_new_tokens), packed.gather(values, max_new_tokens))
+                      for keys, values in self.cache]
+        self.real = torch.cat([packed.real, packed.real.new_zeros(len(packed.real), max_new_tokens)], dim=1)
+        self.positions, self.length = packed.next_position, packed.real.shape[1]
+        return logits
 
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -282,8 +306,10 @@ class LeanDecoder:
         """0 where a query may look, −∞ elsewhere, in the compute dtype: made once per step, not once per layer."""
         return torch.zeros(allowed.shape, dtype=self.dtype, device=allowed.device).masked_fill_(~allowed, float("-inf"))
 
-    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """ids, positions (B, T) into cache columns length..length+T−1; mask (B, 1, T, L): 0 where each query looks."""
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
+                 read: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """ids, positions (B, T) into cache columns length..length+T−1; mask (B, 1, T, L): 0 where each query looks.
+        -> next-token logits at each row's last column, or at the (rows, columns) of `read`."""
         batch, width = ids.shape
         heads, kv, dim, eps = self.heads, self.kv_heads, self.head_dim, self.eps
         group = heads // kv  # query heads per key/value head: a group's queries are stacked along the query axis
@@ -307,7 +333,8 @@ class LeanDecoder:
                 gate, up = linear(rms_norm(x, norm2, eps), gate_up_w, packed).chunk(2, dim=-1)
                 x = x + linear(F.silu(gate) * up, down_w, packed)
             self.length = end
-            return linear(rms_norm(x[:, -1], self.norm, eps), self.head, packed).float()
+            last = x[:, -1] if read is None else x[read]
+            return linear(rms_norm(last, self.norm, eps), self.head, packed).float()
 
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
                  eos_ids: list[int], pad_id: int, temperature: float = 1.0, top_k: int = 0,
