@@ -13,7 +13,8 @@ products, not the overhead, fill most of a step at one thread. Prepacked, fused 
 SmolLM2-135M on one busy thread, measured 2026-12); otherwise the decoder reads the model's own tensors.
 
 It computes what the HF model computes (RMSNorm in float32, RoPE from the model's own inverse frequencies, SDPA
-attention with key/value heads shared by groups) and samples as `generate` does (temperature, then top-k, then top-p,
+attention with key/value heads shared by groups; a float32 step's one query per row as softmax(q·kᵀ·scale + mask)·v
+in two products, about 3 ms of a 51 ms step cheaper than SDPA's CPU kernel on SmolLM2) and samples as `generate` does (temperature, then top-k, then top-p,
 one `torch.multinomial` draw per step), so the same seed gives the same replies up to float rounding. `supports` says
 which models it reads; `rlhf_lab.policy.generation` sends the others to `model.generate`.
 """
@@ -326,8 +327,12 @@ class LeanDecoder:
                 keys[:, :, start:end] = qk[:, :, heads:].transpose(1, 2)
                 values[:, :, start:end] = qkv[:, :, heads + kv:].transpose(1, 2)
                 q = qk[:, :, :heads].transpose(1, 2).reshape(batch, kv, group * width, dim)
-                attended = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], attn_mask=mask,
-                                                          scale=self.scale)
+                if width == 1 and self.dtype == torch.float32:
+                    attended = torch.matmul(torch.matmul(q, keys[:, :, :end].transpose(-1, -2)).mul_(self.scale)
+                                            .add_(mask).softmax(-1), values[:, :, :end])
+                else:
+                    attended = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], attn_mask=mask,
+                                                              scale=self.scale)
                 attended = attended.reshape(batch, heads, width, dim).transpose(1, 2).reshape(batch, width, heads * dim)
                 x = x + linear(attended, out_w, packed)
                 gate, up = linear(rms_norm(x, norm2, eps), gate_up_w, packed).chunk(2, dim=-1)
