@@ -64,6 +64,10 @@ def test_plot_history_has_one_panel_per_key():
     visible = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title() for ax in visible] == ["objective/scores", "objective/kl"]
     assert list(visible[0].lines[0].get_ydata()) == [0.5, 1.0, 1.5]
+    fig = plot_history(rows[:2], keys=("objective/kl",))
+    fig.canvas.draw()
+    ticks = [t for t in fig.axes[0].get_xticks() if fig.axes[0].get_xlim()[0] <= t <= fig.axes[0].get_xlim()[1]]
+    assert ticks and all(t == int(t) for t in ticks)  # two updates: no tick at 1.5
 
 
 def test_plot_history_redraws_its_own_figure_as_a_fresh_one_would_draw():

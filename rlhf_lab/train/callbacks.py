@@ -144,6 +144,8 @@ def plot_history(rows: list[dict], keys=DEFAULT_PLOT_KEYS, figure=None):
     """A matplotlib Figure with one small panel per metric key, x = update (a pure function of the rows). Given the
     figure it drew before for the same keys, it moves that figure's lines to the rows (a live view's redraw makes no
     new axes)."""
+    from matplotlib.ticker import MaxNLocator
+
     from rlhf_lab.core.figures import Figure
 
     keys = [k for k in keys if any(k in r for r in rows)] or list(keys)
@@ -156,7 +158,8 @@ def plot_history(rows: list[dict], keys=DEFAULT_PLOT_KEYS, figure=None):
             ax.plot([], [])
             ax.set_title(key, fontsize=9)
             ax.tick_params(labelsize=7)
-            ax.locator_params(nbins=4)  # few tick labels: drawing them is most of a redraw (0.59 → 0.31 s for 6)
+            ax.locator_params(axis="y", nbins=4)  # few tick labels: drawing them is most of a redraw (0.59 → 0.31 s)
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))  # updates are whole numbers
         for ax in axes[len(keys):]:
             ax.set_visible(False)
         fig.history_keys = keys
