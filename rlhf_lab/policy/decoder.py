@@ -14,9 +14,10 @@ SmolLM2-135M on one busy thread, measured 2026-12); otherwise the decoder reads 
 
 It computes what the HF model computes (RMSNorm in float32, RoPE from the model's own inverse frequencies, SDPA
 attention with key/value heads shared by groups; a float32 step's one query per row as softmax(q·kᵀ·scale + mask)·v
-in two products, about 3 ms of a 51 ms step cheaper than SDPA's CPU kernel on SmolLM2) and samples as `generate` does (temperature, then top-k, then top-p,
-one `torch.multinomial` draw per step), so the same seed gives the same replies up to float rounding. `supports` says
-which models it reads; `rlhf_lab.policy.generation` sends the others to `model.generate`.
+in two products, about 3 ms of a 51 ms step cheaper than SDPA's CPU kernel on SmolLM2) and samples as `generate`
+does (temperature, then top-k, then top-p, one `torch.multinomial` draw per step), so the same seed gives the same
+replies up to float rounding. `supports` says which models it reads; `rlhf_lab.policy.generation` sends the others
+to `model.generate`.
 """
 
 from __future__ import annotations

@@ -190,7 +190,8 @@ def packed_rows(seqs: list[dict], pad_id: int) -> tuple[torch.Tensor, ...]:
         n = len(seqs[i]["input_ids"])
         k = next((k for k, left in enumerate(room) if left >= n), len(rows))
         if k == len(rows):
-            rows.append([]), room.append(width)
+            rows.append([])
+            room.append(width)
         rows[k].append(i)
         room[k] -= n
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
