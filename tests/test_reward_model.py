@@ -223,16 +223,21 @@ def test_pair_rows_mask_and_positions_by_hand():
     assert allowed[1, 0].int().tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]  # no prefix; padding reads itself
 
 
-def test_fit_packs_each_pair_with_its_prompt_once_and_trains_the_model_of_whole_rows(monkeypatch):
+def fit_both_ways(monkeypatch, backbone: str, method: str, flag: str, learning_rate: float, pairs):
+    """Two fits on `pairs`, with `flag` on then off, counting the rows of each call of `RewardNet.<method>`."""
     torch.set_num_threads(1)
+    calls, original = [], getattr(RewardNet, method)
+    monkeypatch.setattr(RewardNet, method, lambda self, *rows: calls.append(len(rows[0])) or original(self, *rows))
+    fits = [RewardModel(RewardConfig(backbone=backbone, max_length=40, batch_size=4, learning_rate=learning_rate,
+                                     mixed_precision="no", val_fraction=0, **{flag: on})).fit(pairs, progress=False)
+            for on in (True, False)]
+    return calls, fits
+
+
+def test_fit_packs_each_pair_with_its_prompt_once_and_trains_the_model_of_whole_rows(monkeypatch):
     pairs = toy_pairs()
     pairs.loc[3, "rejected"] = "No. " * 40  # longer than max_length: cut at the start, so it shares no prefix
-    calls, original = [], RewardNet.forward_tree
-    monkeypatch.setattr(RewardNet, "forward_tree", lambda self, *rows: calls.append(len(rows[0])) or
-                        original(self, *rows))
-    fits = [RewardModel(RewardConfig(backbone="tiny", max_length=40, batch_size=4, learning_rate=1e-3, share_prompt=s,
-                                     mixed_precision="no", val_fraction=0)).fit(pairs, progress=False)
-            for s in (True, False)]
+    calls, fits = fit_both_ways(monkeypatch, "tiny", "forward_tree", "share_prompt", 1e-3, pairs)
     assert len(calls) == len(fits[0].history_) == 3 and sum(calls) == len(pairs)  # no call with share_prompt=False
     for packed, whole in zip(*(m.history_ for m in fits)):
         assert abs(packed["train/loss"] - whole["train/loss"]) < 1e-3  # Adam's first steps amplify rounding
@@ -278,15 +283,9 @@ def test_packed_rows_first_fit_decreasing_by_hand():
 
 
 def test_fit_packs_encoder_rows_and_trains_the_model_of_padded_rows(monkeypatch):
-    torch.set_num_threads(1)
     pairs = toy_pairs()
     pairs.loc[3, "rejected"] = "No, and that is all I will say about it today. " * 3
-    calls, original = [], RewardNet.forward_packed
-    monkeypatch.setattr(RewardNet, "forward_packed", lambda self, *rows: calls.append(len(rows[0])) or
-                        original(self, *rows))
-    fits = [RewardModel(RewardConfig(backbone="minilm", max_length=40, batch_size=4, learning_rate=1e-4, pack_rows=p,
-                                     mixed_precision="no", val_fraction=0)).fit(pairs, progress=False)
-            for p in (True, False)]
+    calls, fits = fit_both_ways(monkeypatch, "minilm", "forward_packed", "pack_rows", 1e-4, pairs)
     assert len(calls) == len(fits[0].history_) == 3 and sum(calls) < 2 * len(pairs)  # fewer rows than sequences
     for packed, padded in zip(*(m.history_ for m in fits)):
         assert abs(packed["train/loss"] - padded["train/loss"]) < 1e-4
