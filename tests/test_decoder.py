@@ -23,7 +23,7 @@ from rlhf_lab.policy.decoder import (
 )
 from rlhf_lab.policy.generation import SamplingConfig, eos_token_ids, format_prompts, generate
 from rlhf_lab.policy.models import tiny_config
-from rlhf_lab.policy.prompt_packing import pack_prompts, shared_start
+from rlhf_lab.policy.prompt_packing import pack_prompts
 from rlhf_lab.policy.twin import decoding_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -138,7 +138,8 @@ def test_pack_prompts_by_hand():
     assert packed.real.int().tolist() == [[1, 1, 0, 1, 1], [1, 1, 1, 1, 1], [1, 1, 0, 0, 1]]  # own parts right-aligned
     assert packed.source[packed.real].tolist() == [0, 1, 2, 3, 0, 1, 4, 5, 6, 0, 1, 2]
     assert packed.next_position.tolist() == [4, 5, 3]
-    assert shared_start([torch.tensor([1, 2]), torch.tensor([1, 2, 3])]) == 1  # each keeps a token of its own
+    same = torch.tensor([[1, 2], [1, 2]])  # all shared: each prompt keeps its last token of its own
+    assert pack_prompts(same, torch.ones_like(same)).ids.tolist() == [[1, 2, 2]]
 
 
 def test_prompts_packed_with_their_shared_start_give_the_hf_logits(tiny_gqa, monkeypatch):

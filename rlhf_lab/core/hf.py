@@ -14,8 +14,8 @@ from rlhf_lab.core.launch import honour_launch, launched_on_cpu
 from rlhf_lab.core.machine import native_bf16
 from rlhf_lab.core.memory import reuse_freed_memory
 
-__all__ = ["causal_lm", "cache_argument", "position_ids", "left_padding", "disable_dropout", "bf16_compute",
-           "eager_attention_for_cpu_bf16", "switch_attention", "make_accelerator", "adamw"]
+__all__ = ["causal_lm", "cache_argument", "position_ids", "left_padding", "shared_prefix_length", "disable_dropout",
+           "bf16_compute", "eager_attention_for_cpu_bf16", "switch_attention", "make_accelerator", "adamw"]
 
 
 def causal_lm(model: nn.Module) -> nn.Module:
@@ -44,6 +44,21 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
 def left_padding(attention_mask: torch.Tensor) -> torch.Tensor:
     """(B, T) mask -> (B,) how many masked columns each row starts with."""
     return (attention_mask.long().cumsum(dim=1) == 0).sum(dim=1)
+
+
+def shared_prefix_length(input_ids, attention_mask, n_prompt: int) -> int:
+    """How many leading prompt tokens (after each row's left padding) all rows have in common, leaving every row at
+    least one prompt token of its own; 0 for a single row or prompts that are not left padded."""
+    prompt_mask = attention_mask[:, :n_prompt].bool()  # (B, P)
+    if len(input_ids) < 2 or not torch.equal(prompt_mask.cummax(dim=1).values, prompt_mask):
+        return 0
+    pads = left_padding(attention_mask)  # (B,)
+    longest = int((n_prompt - pads).min()) - 1
+    if longest < 1:
+        return 0
+    columns = pads[:, None] + torch.arange(longest, device=input_ids.device)  # (B, longest)
+    tokens = input_ids.gather(1, columns)
+    return int((tokens == tokens[:1]).all(dim=0).long().cumprod(dim=0).sum())
 
 
 def disable_dropout(model: nn.Module) -> nn.Module:

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["PACKED_WIDTH", "PackedPrompts", "shared_start", "pack_prompts"]
+from rlhf_lab.core.hf import shared_prefix_length
+
+__all__ = ["PACKED_WIDTH", "PackedPrompts", "pack_prompts"]
 
 PACKED_WIDTH = 256
 """Tokens per packed row (more when one prompt needs more): attention over a packed row grows with its width, the
@@ -54,26 +56,15 @@ class PackedPrompts:
         return torch.cat([rows, rows.new_zeros(*rows.shape[:2], extra, rows.shape[-1])], dim=2)
 
 
-def shared_start(tokens: list[torch.Tensor]) -> int:
-    """The number of tokens every sequence starts with, leaving each at least one token of its own."""
-    shortest = min(len(t) for t in tokens)
-    first = tokens[0][:shortest]
-    same = torch.ones(shortest, dtype=torch.bool, device=first.device)
-    for t in tokens[1:]:
-        same &= t[:shortest] == first
-    differs = (~same).nonzero()
-    common = int(differs[0]) if len(differs) else shortest
-    return min(common, shortest - 1)
-
-
 def pack_prompts(input_ids: torch.Tensor, attention_mask: torch.Tensor, width: int = PACKED_WIDTH) -> PackedPrompts:
-    """Lay out U prompts (U, P), padded anywhere the mask says, as packed rows of at most `width` tokens (or one
-    prompt's length, if longer), prompts in order, each row starting with the prefix they all share."""
+    """Lay out U prompts (U, P) as packed rows of at most `width` tokens (or one prompt's length, if longer), prompts
+    in order, each row starting with the prefix they all share (`shared_prefix_length`: left-padded prompts share
+    theirs, other padding shares none)."""
     device = input_ids.device
     tokens = [row[mask.bool()] for row, mask in zip(input_ids, attention_mask)]
     if min(len(t) for t in tokens) == 0:
         raise ValueError("a prompt without tokens: every row needs at least one real token")
-    shared = shared_start(tokens)
+    shared = shared_prefix_length(input_ids, attention_mask, input_ids.shape[1])
     own = [len(t) - shared for t in tokens]
     groups, used = [[]], shared  # prompts per packed row, in order; tokens of the row being filled
     for b, n in enumerate(own):

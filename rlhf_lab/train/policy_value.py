@@ -22,6 +22,7 @@ from rlhf_lab.core.hf import (
     left_padding,
     make_accelerator,
     position_ids,
+    shared_prefix_length,
 )
 from rlhf_lab.core.launch import is_sharded
 from rlhf_lab.train.config import LoraSettings
@@ -67,21 +68,6 @@ def response_hidden(trunk: nn.Module, input_ids, attention_mask, n_prompt: int, 
     hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
                    use_cache=False).last_hidden_state  # (B, P+R, D)
     return hidden[:, n_prompt - 1:-1]  # (B, R, D)
-
-
-def shared_prefix_length(input_ids, attention_mask, n_prompt: int) -> int:
-    """How many leading prompt tokens (after each row's left padding) all rows have in common, leaving every row at
-    least one prompt token of its own; 0 for a single row or prompts that are not left padded."""
-    prompt_mask = attention_mask[:, :n_prompt].bool()  # (B, P)
-    if len(input_ids) < 2 or not torch.equal(prompt_mask.cummax(dim=1).values, prompt_mask):
-        return 0
-    pads = left_padding(attention_mask)  # (B,)
-    longest = int((n_prompt - pads).min()) - 1
-    if longest < 1:
-        return 0
-    columns = pads[:, None] + torch.arange(longest, device=input_ids.device)  # (B, longest)
-    tokens = input_ids.gather(1, columns)
-    return int((tokens == tokens[:1]).all(dim=0).long().cumprod(dim=0).sum())
 
 
 def _hidden_after_shared_prefix(trunk, input_ids, attention_mask, n_shared: int):
