@@ -118,12 +118,17 @@ class RewardNet(nn.Module):
             pooled = (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)  # (B, D)
         return self.head(pooled).squeeze(-1)  # (B,)
 
+    def _attention_mask(self, allowed: torch.Tensor) -> torch.Tensor:
+        """A custom (B, 1, T, T) mask as the backbone's attention reads it: bool for SDPA, additive for eager."""
+        if self.backbone.config._attn_implementation != "eager":
+            return allowed
+        return torch.zeros(allowed.shape, device=allowed.device).masked_fill(~allowed, torch.finfo(torch.float32).min)
+
     def forward_tree(self, input_ids, allowed, positions, ends) -> torch.Tensor:
         """Raw rewards (2B,) [chosen_1..B, rejected_1..B] of B pairs packed one per row by `pair_rows` (causal
         backbones on eager or SDPA attention). The custom mask lets each reply see only the prefix and itself, so each
         reward equals `forward` on that reply's whole sequence (rounded differently), gradients included."""
-        mask = allowed if self.backbone.config._attn_implementation != "eager" else \
-            torch.zeros(allowed.shape, device=allowed.device).masked_fill(~allowed, torch.finfo(torch.float32).min)
+        mask = self._attention_mask(allowed)
         h = self.backbone(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                           use_cache=False).last_hidden_state  # (B, T, D)
         rows = torch.arange(h.shape[0], device=h.device)
@@ -134,8 +139,7 @@ class RewardNet(nn.Module):
         """Raw rewards (N,) of N sequences packed several per row by `packed_rows` (the encoder): each reads only
         itself, and its reward is the head on the mean of its own tokens' hidden states, so it equals `forward` on
         that sequence alone (rounded differently), gradients included."""
-        mask = allowed if self.backbone.config._attn_implementation != "eager" else \
-            torch.zeros(allowed.shape, device=allowed.device).masked_fill(~allowed, torch.finfo(torch.float32).min)
+        mask = self._attention_mask(allowed)
         h = self.backbone(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                           token_type_ids=token_type_ids).last_hidden_state  # (R, W, D)
         owner, h = owner.flatten(), h.flatten(0, 1)  # (R·W,), (R·W, D)
