@@ -127,17 +127,6 @@ def test_the_script_will_not_overwrite_a_run(tmp_path):
     assert result.returncode == 2 and "already holds a run: pass --resume" in result.stderr
 
 
-def test_dpo_and_kto_refuse_fsdp2_in_one_line(monkeypatch):
-    """They sample from, and (LoRA) read the reference through, the policy outside its sharded forward."""
-    from rlhf_lab.policy.models import tiny_policy
-    from rlhf_lab.train import policy_value
-    from rlhf_lab.train.dpo import DPOConfig
-
-    monkeypatch.setattr(policy_value, "is_sharded", lambda accelerator: True)
-    with pytest.raises(SetupError, match="DPO and KTO do not run under FSDP2 yet .*configs/accelerate/ddp.yaml"):
-        policy_value.prepare_policy_trainer(tiny_policy("smollm2-135m")[0], DPOConfig(mixed_precision="no"))
-
-
 def test_one_process_launched_with_the_fsdp2_config_runs_without_it(monkeypatch):
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     monkeypatch.setenv("FSDP_VERSION", "2")

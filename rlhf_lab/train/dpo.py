@@ -11,7 +11,7 @@ the log-prob passes are `dpo_data`'s. Speed comes from three choices:
 the reference log-probs are computed once per pair, up front, without gradients (with LoRA by switching the adapters
 off), so training runs only the policy; the prompt of a pair goes through the model once and both replies continue
 from its keys and values (`pair_logps`: chosen and rejected share the prompt's compute, about a quarter of the tokens
-of a step on chit-chat pairs); and batches are grouped by length and trimmed to their longest real row, with the
+of a step on chit-chat pairs; under FSDP2 each reply reads its prompt, `train.scorer`); and batches are grouped by length and trimmed to their longest real row, with the
 49k-wide output layer applied to reply tokens only.
 """
 
@@ -27,7 +27,6 @@ from torch import Tensor
 
 from rlhf_lab.core.batching import length_grouped_batches
 from rlhf_lab.core.errors import TrainingDivergedError
-from rlhf_lab.core.hf import causal_lm
 from rlhf_lab.core.seeding import seed_for, set_seed
 from rlhf_lab.policy.generation import generate
 from rlhf_lab.reward.sources import as_reward
@@ -35,7 +34,7 @@ from rlhf_lab.train.callbacks import LiveView, MetricsHistory, PrintLogger, in_n
 from rlhf_lab.train.config import OptimConfig
 from rlhf_lab.train.dpo_data import EncodedPair, PreparedPairs, encode_pairs, pair_logps
 from rlhf_lab.train.dpo_losses import LOSS_TYPES, dpo_loss
-from rlhf_lab.train.policy_value import prepare_policy_trainer, reference_model
+from rlhf_lab.train.scorer import batch_share, gather_kept, prepare_scoring_trainer, reference_scores
 
 __all__ = ["DPOConfig", "DPOTrainer"]
 
@@ -113,8 +112,8 @@ class DPOTrainer:
         self.seed = config.seed_value
         set_seed(self.seed)
         self.tokenizer = tokenizer
-        self.accelerator, self.model, self.optimizer, self.ref_policy = prepare_policy_trainer(policy, config,
-                                                                                                ref_policy)
+        (self.accelerator, self.model, self.optimizer, self.ref_policy,
+         self.full_policy) = prepare_scoring_trainer(policy, config, ref_policy, pair_logps)
         self.history = MetricsHistory(metrics_path)
         self.callbacks = ([LiveView(keys=DPO_PLOT_KEYS)] if in_notebook() else [PrintLogger(keys=DPO_PRINT_KEYS)]
                           ) if callbacks is None else list(callbacks)
@@ -126,8 +125,8 @@ class DPOTrainer:
 
     @property
     def policy(self):
-        """The policy being trained (peft-wrapped with LoRA), unwrapped from accelerate."""
-        return self.accelerator.unwrap_model(self.model)
+        """The policy being trained (peft-wrapped with LoRA), unwrapped from accelerate (under FSDP2: its shards)."""
+        return self.accelerator.unwrap_model(self.model).policy
 
     # ---- offline -------------------------------------------------------------------------------------------------
     def prepare(self, pairs) -> PreparedPairs:
@@ -178,10 +177,11 @@ class DPOTrainer:
         order = sorted(range(len(encoded)), key=lambda i: encoded[i].length)
         out = torch.zeros(2, len(encoded))
         self.model.eval()
-        with reference_model(self.policy, self.ref_policy) as ref_lm, self.accelerator.autocast():
+        with self.accelerator.autocast():
             for start in range(0, len(order), self.config.ref_batch_size):
                 idx = order[start:start + self.config.ref_batch_size]
-                logps = pair_logps(ref_lm, [encoded[i] for i in idx], self.tokenizer.pad_token_id)
+                logps = reference_scores(self.model, self.policy, self.ref_policy, pair_logps,
+                                         [encoded[i] for i in idx], self.tokenizer.pad_token_id)
                 out[:, idx] = logps.float().cpu().view(2, len(idx))
         return out[0], out[1]
 
@@ -191,31 +191,35 @@ class DPOTrainer:
         cfg, acc, device = self.config, self.accelerator, self.accelerator.device
         start = time.perf_counter()
         self.model.train()
-        # Micro-batches of similar length (sorted inside the batch), each trimmed to its own longest row.
+        # Micro-batches of similar length (sorted inside the batch), each trimmed to its own longest row; several
+        # processes: each takes its share of the batch (`batch_share`: a row at weight 0 where a share is short).
         order = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
-        stats = []
-        for micro in (order[s:s + cfg.micro_batch_size] for s in range(0, len(order), cfg.micro_batch_size)):
+        stats, kept = [], []
+        for rows, weights in batch_share(len(order), acc.process_index, acc.num_processes, cfg.micro_batch_size):
+            micro, weights = [order[r] for r in rows], torch.tensor(weights, device=device)
             # 1. Sequence log-probs of chosen and rejected under the policy: the prompt once, both replies from it.
             batch = [pairs[i] for i in micro]
             with acc.autocast():
-                logps = pair_logps(causal_lm(self.model), batch, self.tokenizer.pad_token_id)  # (2b,)
+                logps = self.model(batch, self.tokenizer.pad_token_id)  # (2b,) `pair_logps`
             chosen_logps, rejected_logps = logps.chunk(2)  # (b,) each
             lengths = torch.tensor([len(p.chosen) for p in batch] + [len(p.rejected) for p in batch],
                                    device=device, dtype=torch.float)
-            # 2. The preference loss against the precomputed reference log-probs; summed so micro-batches add up.
+            # 2. The preference loss against the precomputed reference log-probs; summed so micro-batches (and the
+            # processes' shares, whose gradients are averaged) add up to the batch's mean.
             ref_c, ref_r = ref_chosen[micro].to(device), ref_rejected[micro].to(device)
             tie = torch.tensor([pairs[i].tie for i in micro], device=device)
             losses = dpo_loss(chosen_logps, rejected_logps, ref_c, ref_r, cfg.beta, cfg.loss_type,
                               cfg.label_smoothing, *lengths.chunk(2), tie=tie)  # (b,)
-            if not torch.isfinite(losses).all():
+            if acc.reduce((~torch.isfinite(losses)).sum().float(), "sum") > 0:  # every process stops together
                 raise TrainingDivergedError(f"DPO step {self.update_ + 1}: the loss became non-finite; lower the "
                                             f"learning_rate (now {cfg.learning_rate}) or use float32.")
-            acc.backward(losses.sum() / len(pairs))
+            acc.backward((losses * weights).sum() / len(pairs) * acc.num_processes)
             with torch.no_grad():
                 chosen_rewards, rejected_rewards = cfg.beta * (chosen_logps - ref_c), cfg.beta * (rejected_logps - ref_r)
                 stats.append(torch.stack([losses, chosen_rewards, rejected_rewards,
                                           (chosen_rewards > rejected_rewards).float(), chosen_logps, rejected_logps],
-                                         dim=1).cpu())
+                                         dim=1))
+            kept.append(weights)
         # 3. Clip the gradient norm and step.
         grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
         self.optimizer.step()
@@ -223,7 +227,8 @@ class DPOTrainer:
         self.model.eval()
         self.update_ += 1
         self.pairs_seen_ += len(pairs)
-        loss, chosen_r, rejected_r, accuracy, logp_c, logp_r = torch.cat(stats).mean(0).tolist()
+        loss, chosen_r, rejected_r, accuracy, logp_c, logp_r = gather_kept(acc, torch.cat(stats),
+                                                                           torch.cat(kept)).mean(0).tolist()
         seconds = time.perf_counter() - start
         metrics = {"update": self.update_, "epoch": epoch, "pairs": self.pairs_seen_, "loss": loss,
                    "rewards/chosen": chosen_r, "rewards/rejected": rejected_r, "rewards/accuracies": accuracy,
@@ -252,8 +257,10 @@ class DPOTrainer:
         n = cfg.candidates
         if n != 2 and callable(getattr(judge, "annotate", None)):
             raise ValueError(f"A judge who annotates (a person, a crowd) compares pairs: set candidates=2 (now {n}).")
-        batch = generate(self.policy, self.tokenizer, drawn, cfg.sampling, n_per_prompt=n, iteration=round_,
-                         seed=seed_for(self.seed, round_, 5))  # rows n·i … n·i + n − 1 answer prompt i
+        sampler = self.full_policy.refresh(self.policy) if self.full_policy is not None else self.policy
+        batch = generate(sampler, self.tokenizer, drawn, cfg.sampling, n_per_prompt=n, iteration=round_,
+                         seed=seed_for(self.seed, round_, 5))  # rows n·i … n·i + n − 1 answer prompt i (every process
+        # draws the same replies: the same seed)
         self.samples_generated_ += len(batch)
         self.last_batch_ = batch
         self.tokens_generated_ += int(batch.response_mask.sum())

@@ -114,9 +114,10 @@ def collate_shared(pairs: list[EncodedPair], pad_id: int) -> tuple[Tensor, Tenso
     return prompt_ids, prompt_mask, reply_ids, reply_mask
 
 
-def pair_logps(lm, pairs: list[EncodedPair], pad_id: int) -> Tensor:
+def pair_logps(lm, pairs: list[EncodedPair], pad_id: int, sharded: bool = False) -> Tensor:
     """Sequence log-probs of b pairs' chosen and rejected replies, (2b,) ordered [chosen_1..b, rejected_1..b] as
-    `sequence_logps` on `collate`'s rows, with the shared prompt run once per pair instead of twice.
+    `sequence_logps` on `collate`'s rows, with the shared prompt run once per pair instead of twice (`sharded`:
+    `sequence_logps` itself, one trunk pass whatever the replies, as FSDP2 needs: `train.scorer`).
 
     The prompts (left padded, positions counting real tokens) go through the trunk once, keeping their keys and
     values; both replies then continue from them (the cache repeated per reply, gradients flowing back into the
@@ -124,6 +125,8 @@ def pair_logps(lm, pairs: list[EncodedPair], pad_id: int) -> Tensor:
     removes about a quarter of the tokens of a step. The output layer runs on reply tokens only.
     """
     device = lm.get_output_embeddings().weight.device
+    if sharded:
+        return sequence_logps(lm, *(t.to(device) for t in collate(pairs, pad_id)))
     prompt_ids, prompt_mask, reply_ids, reply_mask = (t.to(device) for t in collate_shared(pairs, pad_id))
     trunk, n = lm.base_model, len(pairs)
     positions = position_ids(prompt_mask)

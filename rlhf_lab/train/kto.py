@@ -25,14 +25,13 @@ from torch import Tensor
 
 from rlhf_lab.core.batching import length_grouped_batches
 from rlhf_lab.core.errors import TrainingDivergedError
-from rlhf_lab.core.hf import causal_lm
 from rlhf_lab.core.seeding import seed_for, set_seed
 from rlhf_lab.policy.generation import format_prompts
 from rlhf_lab.train.callbacks import MetricsHistory, PrintLogger
 from rlhf_lab.train.config import OptimConfig
 from rlhf_lab.train.dpo_data import sequence_logps
 from rlhf_lab.train.kto_losses import kto_loss, kto_reference_point, kto_weights
-from rlhf_lab.train.policy_value import prepare_policy_trainer, reference_model
+from rlhf_lab.train.scorer import batch_share, gather_kept, prepare_scoring_trainer, reference_scores
 
 __all__ = ["KTOConfig", "KTOTrainer", "encode_examples", "example_logps"]
 
@@ -87,8 +86,9 @@ def encode_examples(tokenizer, prompts: list[str], completions: list[str], sampl
     return out
 
 
-def example_logps(lm, rows: list[tuple[list[int], list[int]]], pad_id: int) -> Tensor:
-    """Σ log π(reply | prompt) of (prompt ids, reply ids) rows: right padded, (N,)."""
+def example_logps(lm, rows: list[tuple[list[int], list[int]]], pad_id: int, sharded: bool = False) -> Tensor:
+    """Σ log π(reply | prompt) of (prompt ids, reply ids) rows: right padded, (N,); one trunk pass (as FSDP2 needs,
+    `sharded` or not)."""
     width = max(len(p) + len(r) for p, r in rows)
     device = next(lm.parameters()).device
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
@@ -109,8 +109,8 @@ class KTOTrainer:
         self.seed = config.seed_value
         set_seed(self.seed)
         self.tokenizer = tokenizer
-        self.accelerator, self.model, self.optimizer, self.ref_policy = prepare_policy_trainer(policy, config,
-                                                                                                ref_policy)
+        (self.accelerator, self.model, self.optimizer, self.ref_policy,
+         self.full_policy) = prepare_scoring_trainer(policy, config, ref_policy, example_logps)
         self.history = MetricsHistory(metrics_path)
         self.callbacks = [PrintLogger(keys=KTO_PRINT_KEYS)] if callbacks is None else list(callbacks)
         self.update_ = self.examples_seen_ = 0
@@ -118,7 +118,8 @@ class KTOTrainer:
 
     @property
     def policy(self):
-        return self.accelerator.unwrap_model(self.model)
+        """The policy being trained (peft-wrapped with LoRA), unwrapped from accelerate (under FSDP2: its shards)."""
+        return self.accelerator.unwrap_model(self.model).policy
 
     def _check(self, data) -> pd.DataFrame:
         if hasattr(data, "judgments_df"):
@@ -137,10 +138,12 @@ class KTOTrainer:
     def _reference(self, rows) -> Tensor:
         out = torch.zeros(len(rows))
         self.model.eval()
-        with reference_model(self.policy, self.ref_policy) as ref_lm, self.accelerator.autocast():
+        with self.accelerator.autocast():
             for start in range(0, len(rows), self.config.ref_batch_size):
                 chunk = rows[start:start + self.config.ref_batch_size]
-                out[start:start + len(chunk)] = example_logps(ref_lm, chunk, self.tokenizer.pad_token_id).float().cpu()
+                out[start:start + len(chunk)] = reference_scores(self.model, self.policy, self.ref_policy,
+                                                                 example_logps, chunk,
+                                                                 self.tokenizer.pad_token_id).float().cpu()
         return out
 
     def fit(self, data, epochs: int | None = None) -> "KTOTrainer":
@@ -174,32 +177,38 @@ class KTOTrainer:
         cfg, acc, device = self.config, self.accelerator, self.accelerator.device
         start = time.perf_counter()
         self.model.train()
-        lm = causal_lm(self.model)
-        # 2. the reference point from mismatched pairs, without gradients
+        pad_id = self.tokenizer.pad_token_id
+        # Several processes: each takes its share of the batch (`batch_share`: a row at weight 0 where it is short).
+        [(share, weights)] = batch_share(len(rows), acc.process_index, acc.num_processes, len(rows))
+        weights, ref_logps, desirable = (torch.tensor(weights, device=device), ref_logps[share].to(device),
+                                         desirable[share].to(device))
+        # 2. the reference point from mismatched pairs, without gradients (over the batch: every process's share)
         with torch.no_grad(), acc.autocast():
-            z0 = kto_reference_point(example_logps(lm, mismatched, self.tokenizer.pad_token_id).float(),
-                                     ref_mismatched.to(device))
-        # 1. log-probs of the examples' replies, with gradients; 3. the loss
+            mismatched_logps = self.model([mismatched[i] for i in share], pad_id).float()  # `example_logps`
+        z0 = kto_reference_point(gather_kept(acc, mismatched_logps, weights),
+                                 gather_kept(acc, ref_mismatched[share].to(device), weights))
+        # 1. log-probs of the examples' replies, with gradients; 3. the loss (the processes' gradients are averaged)
         with acc.autocast():
-            logps = example_logps(lm, rows, self.tokenizer.pad_token_id).float()  # (b,)
-        losses = kto_loss(logps, ref_logps.to(device), desirable.to(device), z0, cfg.beta, lam_d, lam_u)
-        if not torch.isfinite(losses).all():
+            logps = self.model([rows[i] for i in share], pad_id).float()  # (b,)
+        losses = kto_loss(logps, ref_logps, desirable, z0, cfg.beta, lam_d, lam_u)
+        if acc.reduce((~torch.isfinite(losses)).sum().float(), "sum") > 0:  # every process stops together
             raise TrainingDivergedError(f"KTO step {self.update_ + 1}: the loss became non-finite; lower the "
                                         f"learning_rate (now {cfg.learning_rate}).")
-        acc.backward(losses.mean())
+        acc.backward((losses * weights).sum() / len(rows) * acc.num_processes)
         grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.model.eval()
         self.update_ += 1
         self.examples_seen_ += len(rows)
-        logps = logps.detach()
-        with torch.no_grad():
-            rewards = cfg.beta * (logps - ref_logps.to(device))
-            up, down = desirable.to(device), ~desirable.to(device)
+        with torch.no_grad():  # the batch's figures, every process's share
+            logps, ref_logps, losses, up = (gather_kept(acc, t, weights) for t in (
+                logps.detach(), ref_logps, losses.detach(), desirable.float()))
+            rewards, up = cfg.beta * (logps - ref_logps), up > 0
+            down = ~up
         seconds = time.perf_counter() - start
         metrics = {"update": self.update_, "epoch": epoch, "examples": self.examples_seen_,
-                   "loss": float(losses.detach().mean()), "kl": float(z0),
+                   "loss": float(losses.mean()), "kl": float(z0),
                    "rewards/chosen": float(rewards[up].mean()) if up.any() else float("nan"),
                    "rewards/rejected": float(rewards[down].mean()) if down.any() else float("nan"),
                    "logps/chosen": float(logps[up].mean()) if up.any() else float("nan"),

@@ -1,6 +1,6 @@
 """The models an on-policy trainer trains: the policy with a value head (on its trunk or a separate one), the
 reference (a frozen copy, or the LoRA policy with its adapters off), and the response-only forward pass with a
-shared prompt prefix. Used by `train.on_policy` (PPO, RLOO), DPO and the method comparison."""
+shared prompt prefix. Used by `train.on_policy` (PPO, RLOO), `train.scorer` (DPO, KTO) and the method comparison."""
 
 from __future__ import annotations
 
@@ -12,23 +12,18 @@ import weakref
 import torch
 import torch.nn as nn
 
-from rlhf_lab.core.errors import SetupError
 from rlhf_lab.core.hf import (
-    adamw,
     cache_argument,
     causal_lm,
     disable_dropout,
-    eager_attention_for_cpu_bf16,
     left_padding,
-    make_accelerator,
     position_ids,
     shared_prefix_length,
 )
-from rlhf_lab.core.launch import is_sharded
 from rlhf_lab.train.config import LoraSettings
 
 __all__ = ["PolicyAndValue", "response_hidden", "response_logits", "shared_prefix_length", "policy_and_reference",
-           "reference_model", "critic_from_reward", "MIN_SHARED_PREFIX", "prepare_policy_trainer"]
+           "reference_model", "critic_from_reward", "MIN_SHARED_PREFIX"]
 
 MIN_SHARED_PREFIX = 4
 """Shorter common prefixes are run with each row: a batch-1 pass of a few tokens saves less than it costs."""
@@ -197,21 +192,6 @@ def _apply_lora(policy: nn.Module, lora: LoraSettings) -> nn.Module:
 
     return get_peft_model(policy, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                                              target_modules=lora.target_modules, task_type="CAUSAL_LM"))
-
-
-def prepare_policy_trainer(policy: nn.Module, config, ref_policy: nn.Module | None = None):
-    """(accelerator, model, optimizer, reference) for a trainer that learns from fixed data near a reference (DPO,
-    KTO): dropout off, LoRA adapters or a frozen reference copy (`policy_and_reference`), AdamW over the trainable
-    parameters at `config.learning_rate`, all prepared by accelerate with `config.mixed_precision`."""
-    accelerator = make_accelerator(config.mixed_precision)
-    if is_sharded(accelerator):  # they sample from and read the policy outside its sharded forward
-        raise SetupError("DPO and KTO do not run under FSDP2 yet (PPO and RLOO do): launch them with "
-                         "configs/accelerate/ddp.yaml.")
-    policy, reference = policy_and_reference(disable_dropout(policy), config.lora, ref_policy, accelerator.device)
-    eager_attention_for_cpu_bf16(accelerator, policy, reference)
-    optimizer = adamw([p for p in policy.parameters() if p.requires_grad], config.learning_rate)
-    model, optimizer = accelerator.prepare(policy, optimizer)
-    return accelerator, model, optimizer, reference
 
 
 def policy_and_reference(policy: nn.Module, lora: LoraSettings | None, ref_policy: nn.Module | None, device):

@@ -1,0 +1,108 @@
+"""The policy as one module that scores fixed replies, for the trainers that learn from them (DPO, KTO), and each
+process's share of their batches.
+
+    prepared = prepare_scoring_trainer(policy, config, ref_policy, score=pair_logps)
+    logps = prepared.model(pairs, pad_id)             # score(policy, pairs, pad_id), through DDP's or FSDP2's forward
+    for rows, weights in batch_share(len(batch), rank, world, micro):   # this process's micro-batches
+        ...
+
+Why one module: a launcher's engine acts in the forward of the module it wrapped. DDP readies its gradient
+all-reduce there and FSDP2 gathers the root's shards (embedding, final norm, output layer) there. A trainer that
+reached past the wrapper for the policy's trunk skipped both; under DDP it found no trunk at all and stopped with an
+AttributeError.
+
+Under several processes each one takes a share of every batch (`batch_share`), and the processes' figures are
+gathered for the metrics (`gather_kept`). Each process runs the same number of forwards of the same kind: FSDP2
+gathers a layer's weights from all processes at each of its forwards, so a process that ran one more would wait
+for the others forever. Hence the scorer reads each pair's prompt with each reply under FSDP2 (`pair_logps`'s
+shared prompt pass runs the trunk once or twice depending on the replies' lengths), and a process whose share of a
+batch is short fills it with a row at weight 0.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn as nn
+from accelerate import Accelerator
+
+from rlhf_lab.core.hf import adamw, causal_lm, disable_dropout, eager_attention_for_cpu_bf16, make_accelerator
+from rlhf_lab.core.launch import is_sharded
+from rlhf_lab.train.policy_value import policy_and_reference
+from rlhf_lab.train.sharding import FullWeights
+
+__all__ = ["ReplyScorer", "PreparedScorer", "prepare_scoring_trainer", "reference_scores", "batch_share",
+           "gather_kept"]
+
+Score = Callable[..., torch.Tensor]  # score(causal LM, rows, pad_id, sharded=...) -> (N,) sequence log-probs
+
+
+class ReplyScorer(nn.Module):
+    """forward(rows, pad_id) -> `score(causal_lm(policy), rows, pad_id, sharded=sharded)`: the module accelerate
+    prepares for DPO and KTO (see the module docstring)."""
+
+    def __init__(self, policy: nn.Module, score: Score, sharded: bool = False):
+        super().__init__()
+        self.policy, self.score, self.sharded = policy, score, sharded
+
+    def forward(self, rows, pad_id: int) -> torch.Tensor:
+        return self.score(causal_lm(self.policy), rows, pad_id, sharded=self.sharded)
+
+
+class PreparedScorer(NamedTuple):
+    accelerator: Accelerator
+    model: nn.Module
+    """The prepared `ReplyScorer` (DDP- or FSDP2-wrapped under a launcher)."""
+    optimizer: torch.optim.Optimizer
+    reference: nn.Module | None
+    """The frozen reference copy, or None with LoRA (the policy with its adapters off)."""
+    full_policy: FullWeights | None
+    """Under FSDP2, a whole copy of the policy to sample from (`FullWeights.refresh` before each use); else None."""
+
+
+def prepare_scoring_trainer(policy: nn.Module, config, ref_policy: nn.Module | None, score: Score) -> PreparedScorer:
+    """Everything a trainer that scores fixed replies near a reference needs: dropout off, LoRA adapters or a frozen
+    reference copy (`policy_and_reference`), AdamW over the trainable parameters at `config.learning_rate`, and the
+    policy as a `ReplyScorer` prepared by accelerate with `config.mixed_precision` (DDP or FSDP2 under a launcher)."""
+    accelerator = make_accelerator(config.mixed_precision)
+    sharded = is_sharded(accelerator)
+    policy, reference = policy_and_reference(disable_dropout(policy), config.lora, ref_policy, accelerator.device)
+    eager_attention_for_cpu_bf16(accelerator, policy, reference)
+    full_policy = FullWeights(policy, accelerator.device) if sharded else None  # taken before the policy is sharded
+    optimizer = adamw([p for p in policy.parameters() if p.requires_grad], config.learning_rate)
+    model, optimizer = accelerator.prepare(ReplyScorer(policy, score, sharded), optimizer)
+    return PreparedScorer(accelerator, model, optimizer, reference, full_policy)
+
+
+def reference_scores(model: nn.Module, policy: nn.Module, reference: nn.Module | None, score: Score, rows,
+                     pad_id: int) -> torch.Tensor:
+    """The reference's scores of `rows`: `score` on the frozen `reference` (a whole copy in every process), or
+    (LoRA, reference None) the prepared scorer `model` with the `policy`'s adapters off, through its forward (under
+    FSDP2 every process must then call this with rows of the same shape)."""
+    if reference is not None:
+        return score(causal_lm(reference), rows, pad_id)
+    with policy.disable_adapter():
+        return model(rows, pad_id)
+
+
+def batch_share(n: int, rank: int, world: int, micro: int) -> list[tuple[list[int], list[float]]]:
+    """Process `rank`'s micro-batches of a batch of n rows (indices 0..n−1) among `world` processes, as (rows,
+    weights): rows rank, rank + world, rank + 2·world, ..., cut into micro-batches of at most `micro`.
+
+    Every process gets the same number of micro-batches of the same sizes, ⌈n / world⌉ rows in all; where its share
+    is shorter, row 0 fills in at weight 0 (it runs, as every process must, and counts for nothing). One process:
+    the rows in order, in micro-batches of `micro`, every weight 1."""
+    size = -(-n // world)
+    rows = list(range(rank, n, world))
+    weights = [1.0] * len(rows) + [0.0] * (size - len(rows))
+    rows += [0] * (size - len(rows))
+    return [(rows[s:s + micro], weights[s:s + micro]) for s in range(0, size, micro)]
+
+
+def gather_kept(accelerator: Accelerator, values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Every process's rows of `values` (n, ...) whose weight (n,) is not 0, gathered (the same tensor on every
+    process, rank 0's rows first); in one process, the rows with weight 1 in their order."""
+    device = accelerator.device
+    values, weights = accelerator.gather(values.to(device)), accelerator.gather(weights.to(device))
+    return values[weights > 0]
