@@ -11,8 +11,8 @@ the log-prob passes are `dpo_data`'s. Speed comes from three choices:
 the reference log-probs are computed once per pair, up front, without gradients (with LoRA by switching the adapters
 off), so training runs only the policy; the prompt of a pair goes through the model once and both replies continue
 from its keys and values (`pair_logps`: chosen and rejected share the prompt's compute, about a quarter of the tokens
-of a step on chit-chat pairs; under FSDP2 each reply reads its prompt, `train.scorer`); and batches are grouped by length and trimmed to their longest real row, with the
-49k-wide output layer applied to reply tokens only.
+of a step on chit-chat pairs; under FSDP2 each reply reads its prompt, `train.scorer`); and batches are grouped by
+length and trimmed to their longest real row, with the 49k-wide output layer applied to reply tokens only.
 """
 
 from __future__ import annotations
