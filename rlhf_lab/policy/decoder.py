@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rlhf_lab.core.hf import position_ids
+from rlhf_lab.policy.multinomial import draw_one
 from rlhf_lab.policy.prompt_packing import PACKED_WIDTH, pack_prompts
 
 __all__ = ["MODEL_TYPES", "unsupported_reason", "supports", "rms_norm", "rope_tables", "rotate", "top_k_filter",
@@ -139,7 +140,7 @@ def next_tokens(logits: torch.Tensor, temperature: float, top_k: int = 0, top_p:
         scores = top_k_filter(scores, top_k)
     if top_p < 1:
         scores = top_p_filter(scores, top_p)
-    return torch.multinomial(scores.softmax(dim=-1), num_samples=1).squeeze(1)
+    return draw_one(scores.softmax(dim=-1))  # torch.multinomial(·, 1)'s draw, faster on the CPU (`multinomial`)
 
 
 def next_token_kl(logits: torch.Tensor, ref_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
