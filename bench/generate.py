@@ -1,8 +1,9 @@
 """Generation speed at the standard setting: rlhf_lab.generate through model.generate (`decoder="hf"`) with the model's
 own float32 weights ("lab") and at its default `decode_precision="auto"` ("lab_auto": a bf16 twin on a CPU with
 native bf16), through the lean decoder of rlhf_lab.policy.decoder in float32 ("lab_lean") and at the default
-precision ("lab_lean_auto", the lab's default path) vs a bare float32 model.generate call; the lean decoder's
-per-call weight refresh; its first pass over the prompts packed (the default: the shared chat-template start read
+precision ("lab_lean_auto", the lab's default path) vs a bare float32 model.generate call; the lab's default path with
+torch.multinomial's own draw instead of `policy.multinomial.draw_one` ("lab_lean_auto_torch_draw": the same tokens,
+the path before draw_one); the lean decoder's per-call weight refresh; its first pass over the prompts packed (the default: the shared chat-template start read
 once) and padded, interleaved; how often its replies are the HF path's under the same seed; how far the twin's
 replies are from the float32 policy (KL per reply); model load times.
 
@@ -30,6 +31,7 @@ import torch
 
 from rlhf_lab.core.hf import position_ids
 from rlhf_lab.core.machine import machine_info
+from rlhf_lab.policy import decoder as lean_decoder
 from rlhf_lab.policy.decoder import LeanDecoder
 from rlhf_lab.policy.generation import (
     SamplingConfig,
@@ -122,10 +124,19 @@ def main() -> None:
         replies[name, seed] = batch.response_ids
         return int(batch.response_mask.sum())
 
+    def torch_draw(seed: int) -> int:
+        """The default path drawing with torch.multinomial itself (as before `draw_one`)."""
+        mine = lean_decoder.draw_one
+        lean_decoder.draw_one = lambda probs: torch.multinomial(probs, num_samples=1).squeeze(1)
+        try:
+            return lab(seed, precision="auto", decoder="lean", name="lab_lean_auto_torch_draw")
+        finally:
+            lean_decoder.draw_one = mine
+
     paths = {"lab": lab, "lab_auto": functools.partial(lab, precision="auto", name="lab_auto"),
              "lab_lean": functools.partial(lab, decoder="lean", name="lab_lean"),
              "lab_lean_auto": functools.partial(lab, precision="auto", decoder="lean", name="lab_lean_auto"),
-             "bare": bare}
+             "lab_lean_auto_torch_draw": torch_draw, "bare": bare}
     for fn in paths.values():
         fn(0)  # warm-up (and the bf16 twin made)
     times = {name: [] for name in paths}
@@ -167,12 +178,18 @@ def main() -> None:
         "lab_lean_over_bare_ratio": round(median["lab_lean"] / median["bare"], 3),
         "lab_lean_auto_over_bare_ratio": round(median["lab_lean_auto"] / median["bare"], 3),
         "lab_lean_auto_over_bare_per_repeat": [round(a / b, 3) for a, b in zip(times["lab_lean_auto"], times["bare"])],
+        "lab_lean_auto_over_bare_median_per_repeat": round(statistics.median(
+            a / b for a, b in zip(times["lab_lean_auto"], times["bare"])), 3),
+        "lab_lean_auto_torch_draw_generate_s": round(median["lab_lean_auto_torch_draw"], 3),
+        "draw_one_over_torch_draw_per_repeat": [round(a / b, 3) for a, b in zip(times["lab_lean_auto"],
+                                                                                times["lab_lean_auto_torch_draw"])],
         "lean_refresh_s": round(statistics.median(refresh), 3),
         "lean_prefill_packed_s": round(statistics.median(prefill[True]), 3),
         "lean_prefill_padded_s": round(statistics.median(prefill[False]), 3),
         "lean_packed": LeanDecoder(model, decoding_dtype(model, "auto")).packed,
         "lean_same_replies_as_hf_float32": same("lab_lean", "lab"),
         "lean_same_replies_as_hf_auto": same("lab_lean_auto", "lab_auto"),
+        "draw_one_same_replies_as_torch_draw": same("lab_lean_auto", "lab_lean_auto_torch_draw"),
         **{f"{name}_tokens_per_s": round(tokens[name] / sum(times[name]), 1) for name in paths},
         "decoded_in_auto": decoding_model(model, "auto")[1],
         **twin_divergence(model, tokenizer, prompts, sampling),
