@@ -129,3 +129,12 @@ def test_ddp_and_fsdp2_train_as_one_process_does(runs, name):
         assert theirs.keys() == alone.keys()
         for n, value in alone.items():
             torch.testing.assert_close(theirs[n], value, rtol=0, atol=1e-5, msg=f"{config} {name}: {n}")
+
+
+def test_batch_shares_by_hand():
+    from rlhf_lab.train.scorer import batch_share
+
+    assert batch_share(5, 0, 1, 2) == [([0, 1], [1.0, 1.0]), ([2, 3], [1.0, 1.0]), ([4], [1.0])]  # one process
+    assert batch_share(5, 0, 2, 2) == [([0, 2], [1.0, 1.0]), ([4], [1.0])]
+    assert batch_share(5, 1, 2, 2) == [([1, 3], [1.0, 1.0]), ([0], [0.0])]  # row 0 fills in, counting for nothing
+    assert batch_share(1, 1, 2, 4) == [([0], [0.0])]  # a batch smaller than the processes

@@ -34,7 +34,13 @@ from rlhf_lab.train.callbacks import LiveView, MetricsHistory, PrintLogger, in_n
 from rlhf_lab.train.config import OptimConfig
 from rlhf_lab.train.dpo_data import EncodedPair, PreparedPairs, encode_pairs, pair_logps
 from rlhf_lab.train.dpo_losses import LOSS_TYPES, dpo_loss
-from rlhf_lab.train.scorer import batch_share, gather_kept, prepare_scoring_trainer, reference_scores
+from rlhf_lab.train.scorer import (
+    batch_share,
+    gather_kept,
+    prepare_scoring_trainer,
+    reference_scores,
+    scored_in_shares,
+)
 
 __all__ = ["DPOConfig", "DPOTrainer"]
 
@@ -173,16 +179,20 @@ class DPOTrainer:
     @torch.no_grad()
     def reference_logps(self, encoded: list[EncodedPair]) -> tuple[Tensor, Tensor]:
         """Reference log-probs of every pair's chosen and rejected reply: (N,), (N,), without gradients, in
-        length-sorted batches of `config.ref_batch_size` (with LoRA: the policy with adapters off)."""
+        length-sorted batches of `config.ref_batch_size` (with LoRA: the policy with adapters off; several processes:
+        each its share of every batch, gathered)."""
         order = sorted(range(len(encoded)), key=lambda i: encoded[i].length)
-        out = torch.zeros(2, len(encoded))
+
+        def score(rows: list[int]) -> Tensor:  # rows: places in `order` -> (len(rows), 2) chosen, rejected
+            logps = reference_scores(self.model, self.policy, self.ref_policy, pair_logps,
+                                     [encoded[order[r]] for r in rows], self.tokenizer.pad_token_id)
+            return logps.float().view(2, len(rows)).T
+
         self.model.eval()
-        with self.accelerator.autocast():
-            for start in range(0, len(order), self.config.ref_batch_size):
-                idx = order[start:start + self.config.ref_batch_size]
-                logps = reference_scores(self.model, self.policy, self.ref_policy, pair_logps,
-                                         [encoded[i] for i in idx], self.tokenizer.pad_token_id)
-                out[:, idx] = logps.float().cpu().view(2, len(idx))
+        with self.accelerator.autocast():  # several processes: each scores its share of every batch
+            by_length = scored_in_shares(self.accelerator, len(order), self.config.ref_batch_size, score).cpu()
+        out = torch.zeros(2, len(encoded))
+        out[:, order] = by_length.T
         return out[0], out[1]
 
     # ---- the algorithm box ---------------------------------------------------------------------------------------

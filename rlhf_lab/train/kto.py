@@ -31,7 +31,13 @@ from rlhf_lab.train.callbacks import MetricsHistory, PrintLogger
 from rlhf_lab.train.config import OptimConfig
 from rlhf_lab.train.dpo_data import sequence_logps
 from rlhf_lab.train.kto_losses import kto_loss, kto_reference_point, kto_weights
-from rlhf_lab.train.scorer import batch_share, gather_kept, prepare_scoring_trainer, reference_scores
+from rlhf_lab.train.scorer import (
+    batch_share,
+    gather_kept,
+    prepare_scoring_trainer,
+    reference_scores,
+    scored_in_shares,
+)
 
 __all__ = ["KTOConfig", "KTOTrainer", "encode_examples", "example_logps"]
 
@@ -136,15 +142,15 @@ class KTOTrainer:
 
     @torch.no_grad()
     def _reference(self, rows) -> Tensor:
-        out = torch.zeros(len(rows))
+        """The reference's log-probs of (prompt, reply) rows (N,), `config.ref_batch_size` at a time (several
+        processes: each its share of every batch, gathered)."""
+        def score(idx: list[int]) -> Tensor:
+            return reference_scores(self.model, self.policy, self.ref_policy, example_logps, [rows[i] for i in idx],
+                                    self.tokenizer.pad_token_id).float()
+
         self.model.eval()
         with self.accelerator.autocast():
-            for start in range(0, len(rows), self.config.ref_batch_size):
-                chunk = rows[start:start + self.config.ref_batch_size]
-                out[start:start + len(chunk)] = reference_scores(self.model, self.policy, self.ref_policy,
-                                                                 example_logps, chunk,
-                                                                 self.tokenizer.pad_token_id).float().cpu()
-        return out
+            return scored_in_shares(self.accelerator, len(rows), self.config.ref_batch_size, score).cpu()
 
     def fit(self, data, epochs: int | None = None) -> "KTOTrainer":
         """Train on thumbs (a FeedbackStore, or a DataFrame with prompt, completion, label): reference log-probs

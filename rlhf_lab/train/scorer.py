@@ -12,7 +12,8 @@ reached past the wrapper for the policy's trunk skipped both; under DDP it found
 AttributeError.
 
 Under several processes each one takes a share of every batch (`batch_share`), and the processes' figures are
-gathered for the metrics (`gather_kept`). Each process runs the same number of forwards of the same kind: FSDP2
+gathered for the metrics (`gather_kept`); the reference's log-probs, computed once up front, are shared out and
+gathered the same way (`scored_in_shares`). Each process runs the same number of forwards of the same kind: FSDP2
 gathers a layer's weights from all processes at each of its forwards, so a process that ran one more would wait
 for the others forever. Hence the scorer reads each pair's prompt with each reply under FSDP2 (`pair_logps`'s
 shared prompt pass runs the trunk once or twice depending on the replies' lengths), and a process whose share of a
@@ -33,7 +34,7 @@ from rlhf_lab.train.policy_value import policy_and_reference
 from rlhf_lab.train.sharding import FullWeights
 
 __all__ = ["ReplyScorer", "PreparedScorer", "prepare_scoring_trainer", "reference_scores", "batch_share",
-           "gather_kept"]
+           "gather_kept", "scored_in_shares"]
 
 Score = Callable[..., torch.Tensor]  # score(causal LM, rows, pad_id, sharded=...) -> (N,) sequence log-probs
 
@@ -104,5 +105,22 @@ def gather_kept(accelerator: Accelerator, values: torch.Tensor, weights: torch.T
     """Every process's rows of `values` (n, ...) whose weight (n,) is not 0, gathered (the same tensor on every
     process, rank 0's rows first); in one process, the rows with weight 1 in their order."""
     device = accelerator.device
-    values, weights = accelerator.gather(values.to(device)), accelerator.gather(weights.to(device))
+    values, weights = accelerator.gather(values.to(device).contiguous()), accelerator.gather(weights.to(device))
     return values[weights > 0]
+
+
+def scored_in_shares(accelerator: Accelerator, n: int, chunk: int, score: Callable[[list[int]], torch.Tensor]):
+    """`score(rows)` -> (len(rows), ...) for rows 0..n−1, `chunk` rows at a time, each process scoring its share of
+    every chunk (`batch_share`): (n, ...) on every process, in row order. One process: the chunks in order."""
+    out = None
+    rank, world = accelerator.process_index, accelerator.num_processes
+    for start in range(0, n, chunk):
+        size = min(chunk, n - start)
+        [(rows, weights)] = batch_share(size, rank, world, size)
+        rows, weights = [start + r for r in rows], torch.tensor(weights)
+        values = gather_kept(accelerator, score(rows), weights)
+        where = gather_kept(accelerator, torch.tensor(rows), weights).cpu()
+        if out is None:
+            out = values.new_zeros((n, *values.shape[1:]))
+        out[where] = values
+    return out
