@@ -1,0 +1,152 @@
+"""Train a policy with DPO (or KTO) on judgments: the same script in one process, under torchrun, or under
+`accelerate launch`.
+
+    rlhf-lab export --store feedback.db --target trl --out exported          # preference.jsonl, unpaired.jsonl
+    python examples/train_dpo.py --data exported/preference.jsonl --model tiny --out runs/dpo-tiny
+    accelerate launch --config_file configs/accelerate/fsdp2.yaml --num_processes 2 \\
+        examples/train_dpo.py --data exported/preference.jsonl --model tiny --out runs/dpo-tiny
+    ... --method kto --data exported/unpaired.jsonl                           # KTO on thumbs up / down
+    ... --data feedback.db                                                    # straight from a feedback store
+
+--data: TRL's rows as `rlhf-lab export` writes them, JSON Lines with prompt, chosen, rejected (DPO) or prompt,
+completion, label (KTO), as text or as conversations (the last user turn is the prompt, the last turn of each reply
+the reply: the trainer applies the model's chat template itself); or a feedback store (.db). Each process scores
+its share of every batch and the gradients are averaged (DDP) or reduce-scattered (FSDP2); on a machine without a GPU
+the processes run on the CPU over gloo. The main process writes --out/model (the trained policy, or with --lora its
+adapter, in safetensors; under FSDP2 gathered from every process's shards) and --out/metrics.jsonl, and prints one
+JSON line. Configs for `accelerate launch` are in configs/accelerate/ (README: "Several processes").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+PROG = "train_dpo.py"
+COLUMNS = {"dpo": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completion", "label")}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="DPO or KTO on a causal LM, in one process or several.")
+    parser.add_argument("--data", required=True, help="TRL's rows in a .jsonl file (rlhf-lab export), or a store .db")
+    parser.add_argument("--method", choices=tuple(COLUMNS), default="dpo")
+    parser.add_argument("--model", default="smollm2-135m",
+                        help="alias (smollm2-135m; tiny: a random 2-layer test model), hub id or directory")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=8, help="pairs (DPO) or examples (KTO) per optimiser step, "
+                                                                  "shared among the processes")
+    parser.add_argument("--learning-rate", type=float, default=None, help="default: DPOConfig's / KTOConfig's")
+    parser.add_argument("--beta", type=float, default=0.1)
+    parser.add_argument("--lora", type=int, default=0, help="LoRA rank (0: full fine-tuning)")
+    parser.add_argument("--mixed-precision", choices=("auto", "no", "bf16"), default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="runs/dpo", help="run directory: model/ and metrics.jsonl")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    return parser
+
+
+def check(args) -> None:
+    """Refuse bad option values before any model loads (ValueError: one line, exit 2)."""
+    if args.epochs < 1 or args.batch_size < 1 or args.lora < 0:
+        raise ValueError("--epochs and --batch-size must be at least 1, --lora 0 or more.")
+    if args.method == "kto" and args.batch_size < 2:
+        raise ValueError("KTO's reference point needs --batch-size of at least 2.")
+    if not Path(args.data).is_file():
+        raise ValueError(f"--data: no file {args.data}; write one with `rlhf-lab export --target trl`.")
+    if Path(args.out, "model").exists():
+        raise ValueError(f"{Path(args.out, 'model')} already holds a model: choose another --out.")
+
+
+def _text(value, role_wanted: str) -> str:
+    """A row's prompt or reply as text: a string as it is; a conversation's last `role_wanted` turn."""
+    if isinstance(value, str):
+        return value
+    turns = [m for m in value if isinstance(m, dict) and m.get("role") == role_wanted]
+    if not turns:
+        raise ValueError(f"--data: a conversation without a {role_wanted} turn: {str(value)[:80]}")
+    return str(turns[-1].get("content", ""))
+
+
+def read_rows(path: Path, method: str):
+    """The judgments as the trainer takes them: a FeedbackStore for a .db, else a DataFrame of TRL's rows."""
+    import pandas as pd
+
+    if path.suffix == ".db":
+        from rlhf_lab.feedback.store import FeedbackStore
+
+        return FeedbackStore(path)
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--data: {path} is not JSON Lines ({err.msg} on line {err.lineno})") from None
+    missing = set(COLUMNS[method]) - set().union(*(row.keys() for row in rows)) if rows else set(COLUMNS[method])
+    if missing:
+        raise ValueError(f"--data: {method} needs rows with {', '.join(COLUMNS[method])} (missing {sorted(missing)}); "
+                         f"`rlhf-lab export --target trl` writes them ({'preference' if method == 'dpo' else 'unpaired'}"
+                         ".jsonl).")
+    frame = pd.DataFrame({"prompt": [_text(r["prompt"], "user") for r in rows]})
+    for column in COLUMNS[method][1:]:
+        frame[column] = [r[column] if column == "label" else _text(r[column], "assistant") for r in rows]
+    return frame
+
+
+def train(args) -> dict:
+    import torch
+
+    from rlhf_lab.policy.models import load_policy
+    from rlhf_lab.train.config import LoraSettings
+    from rlhf_lab.train.dpo import DPOConfig, DPOTrainer
+    from rlhf_lab.train.kto import KTOConfig, KTOTrainer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    is_main, out = int(os.environ.get("RANK", "0")) == 0, Path(args.out)
+    data = read_rows(Path(args.data), args.method)
+    policy, tokenizer = load_policy(args.model, device="cpu")  # accelerate moves it to this process's device
+    config_class, trainer_class = (DPOConfig, DPOTrainer) if args.method == "dpo" else (KTOConfig, KTOTrainer)
+    settings = {"learning_rate": args.learning_rate} if args.learning_rate is not None else {}
+    config = config_class(batch_size=args.batch_size, beta=args.beta, epochs=args.epochs, seed=args.seed,
+                          mixed_precision=args.mixed_precision, lora=LoraSettings(r=args.lora) if args.lora else None,
+                          **settings)
+    trainer = trainer_class(policy, tokenizer, config, callbacks=None if is_main else [],  # None: its printed log
+                            metrics_path=out / "metrics.jsonl" if is_main else None)
+    trainer.fit(data)
+    whole = trainer.full_policy.refresh(trainer.policy) if trainer.full_policy is not None else trainer.policy
+    acc = trainer.accelerator
+    if acc.is_main_process:  # every process gathered the shards above (FSDP2); one writes
+        whole.save_pretrained(out / "model", safe_serialization=True)
+        tokenizer.save_pretrained(out / "model")
+    acc.wait_for_everyone()
+    summary = {"method": args.method, "updates": trainer.update_, "processes": acc.num_processes,
+               "engine": str(acc.distributed_type).split(".")[-1], "loss": trainer.history.rows[-1]["loss"],
+               "model": str(out / "model")}
+    acc.end_training()
+    return summary
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        check(args)  # before torch loads: a bad option is refused at once
+    except ValueError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    from rlhf_lab.core.errors import SetupError
+    from rlhf_lab.policy.models import ModelNotAvailableError
+
+    try:
+        summary = train(args)
+    except (ValueError, KeyError, FileNotFoundError, SetupError, ModelNotAvailableError) as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

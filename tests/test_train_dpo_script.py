@@ -1,0 +1,110 @@
+"""examples/train_dpo.py: DPO (and KTO) on exported judgments, the same script in one process and under
+`accelerate launch` with the FSDP2 config (2 CPU processes): the model it writes is the same; bad input is refused in
+one line (exit 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_distributed import check_launch
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "examples" / "train_dpo.py"
+ARGS = ["--model", "tiny", "--threads", "1", "--batch-size", "4", "--learning-rate", "1e-3", "--mixed-precision", "no"]
+
+
+def preference_rows() -> list[dict]:
+    prompts = ["hi", "hello there", "what is up", "tell me", "good morning", "how are you"]
+    rows = [{"prompt": p, "chosen": f"well, {p}, gladly and at length", "rejected": "no"} for p in prompts]
+    for row in rows[::2]:  # TRL's conversational form, as `rlhf-lab export` writes it for chat models
+        row.update(prompt=[{"role": "system", "content": "Be kind."}, {"role": "user", "content": row["prompt"]}],
+                   chosen=[{"role": "assistant", "content": row["chosen"]}],
+                   rejected=[{"role": "assistant", "content": row["rejected"]}])
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def run(*args: str, launch: str | None = None, logs: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    if launch is None:
+        env.pop("WORLD_SIZE", None)
+        command = [sys.executable, str(SCRIPT), *args]
+    else:
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                   str(ROOT / "configs" / "accelerate" / launch), "--num_processes", "2", "--log_dir", str(logs),
+                   "--tee", "3", str(SCRIPT), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_bad_data_is_refused_in_one_line(tmp_path):
+    missing = run("--data", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "a"), *ARGS)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip().splitlines() == [f"train_dpo.py: error: --data: no file {tmp_path / 'nope.jsonl'}; "
+                                                   "write one with `rlhf-lab export --target trl`."]
+    thumbs = write_jsonl(tmp_path / "unpaired.jsonl", [{"prompt": "hi", "completion": "yo", "label": True}])
+    wrong = run("--data", str(thumbs), "--out", str(tmp_path / "b"), *ARGS)  # KTO's rows given to DPO
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
+    assert "dpo needs rows with prompt, chosen, rejected (missing ['chosen', 'rejected'])" in wrong.stderr
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("train_dpo")
+    data = write_jsonl(base / "preference.jsonl", preference_rows())
+    one = run("--data", str(data), "--out", str(base / "one"), *ARGS)
+    assert one.returncode == 0, one.stderr[-3000:]
+    fsdp = run("--data", str(data), "--out", str(base / "fsdp"), *ARGS, launch="fsdp2.yaml", logs=base / "logs")
+    model = base / "fsdp" / "model" / "model.safetensors"
+    check_launch(fsdp, base / "logs", [] if model.exists() else [str(model)])
+    return base, summary(one.stdout), summary(fsdp.stdout)
+
+
+def summary(stdout: str) -> dict:
+    """The script's JSON line (under `accelerate launch --tee` prefixed with the process's name)."""
+    line = [line for line in stdout.splitlines() if '{"method"' in line][-1]
+    return json.loads(line[line.index("{"):])
+
+
+def test_one_process_and_fsdp2_write_the_same_model(runs):
+    from rlhf_lab.policy.models import load_policy
+
+    base, one, fsdp = runs
+    assert (one["processes"], fsdp["processes"], fsdp["engine"]) == (1, 2, "FSDP")
+    assert one["updates"] == fsdp["updates"] == 2  # 6 pairs in batches of 4: 4 and 2
+    assert fsdp["loss"] == pytest.approx(one["loss"], abs=1e-5)
+    mine, theirs = (load_file(str(base / run / "model" / "model.safetensors")) for run in ("one", "fsdp"))
+    assert mine.keys() == theirs.keys()
+    for name, value in mine.items():
+        torch.testing.assert_close(theirs[name], value, rtol=0, atol=1e-5, msg=name)
+    start = load_policy("tiny", device="cpu")[0].state_dict()
+    assert max(float((mine[n] - start[n]).abs().max()) for n in mine) > 1e-3  # training moved the weights
+    reloaded, _ = load_policy(str(base / "one" / "model"), device="cpu")  # the written model loads as a policy
+    torch.testing.assert_close(reloaded.state_dict()["lm_head.weight"], mine.get("lm_head.weight",
+                                                                                 mine["model.embed_tokens.weight"]))
+    metrics = [json.loads(line) for line in (base / "one" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["update"] for m in metrics] == [1, 2]
+
+
+def test_kto_on_thumbs_writes_a_trained_model(tmp_path):
+    rows = [{"prompt": p, "completion": c, "label": label} for p in ("hi", "tell me", "why", "ok then")
+            for c, label in (("gladly, and at some length", True), ("no", False))]
+    data = write_jsonl(tmp_path / "unpaired.jsonl", rows)
+    result = run("--method", "kto", "--data", str(data), "--out", str(tmp_path / "kto"), *ARGS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert summary(result.stdout)["updates"] == 2  # 8 examples in batches of 4
+    trained = load_file(str(tmp_path / "kto" / "model" / "model.safetensors"))
+    from rlhf_lab.policy.models import load_policy
+
+    start = load_policy("tiny", device="cpu")[0].state_dict()
+    assert max(float((trained[n] - start[n]).abs().max()) for n in trained) > 1e-3
