@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from rlhf_lab.policy.multinomial import _race, draw_one, exact_here
+from rlhf_lab.policy.multinomial import draw_one, exact_here, exponential_race
 
 
 def torch_draws(probs_list, seed):
@@ -62,8 +62,8 @@ def test_draws_between_other_uses_of_the_generator():
 def test_the_race_by_hand():
     probs = np.array([[0.5, 0.3, 0.2]], dtype=np.float32)
     u = np.array([[0.9, 0.1, 0.5]])  # q = -log(1 - u) = 2.303, 0.105, 0.693: ratios 0.217, 2.85, 0.289
-    assert _race(probs, u).tolist() == [1]
-    assert _race(probs, np.array([[0.9, 0.0, 0.5]])) is None  # u = 0: torch's own draw decides
+    assert exponential_race(probs, u).tolist() == [1]
+    assert exponential_race(probs, np.array([[0.9, 0.0, 0.5]])) is None  # u = 0: torch's own draw decides
 
 
 def test_bad_probabilities_get_torchs_error():

@@ -30,7 +30,7 @@ import functools
 import numpy as np
 import torch
 
-__all__ = ["draw_one", "exact_here"]
+__all__ = ["draw_one", "exact_here", "exponential_race"]
 
 STATE_N = 624  # words in the mt19937 state
 _HEADER = np.dtype([("seed", "<i8"), ("left", "<i4"), ("seeded", "<i4"), ("next", "<u8")])  # CPUGeneratorImplState
@@ -67,7 +67,7 @@ def _uniforms(twister: np.random.MT19937, n: int) -> np.ndarray:
     return (hi & np.uint32(0x1FFFFF)) * 2.0 ** -21 + lo * 2.0 ** -53
 
 
-def _race(probs: np.ndarray, u: np.ndarray) -> np.ndarray | None:
+def exponential_race(probs: np.ndarray, u: np.ndarray) -> np.ndarray | None:
     """argmax_i p_i / float32(−log(1 − u_i)) per row, in float32 (first of equal ratios), from the bound
     p_i / u_i; None where a corner case needs torch's own draw (u = 0)."""
     if not u.all():
@@ -94,7 +94,7 @@ def draw_one(probs: torch.Tensor) -> torch.Tensor:
         return torch.multinomial(probs, num_samples=1).squeeze(1)  # torch says what is wrong
     state = bytes(torch.get_rng_state().numpy())
     twister = _twister(state)
-    tokens = _race(p, _uniforms(twister, p.size).reshape(p.shape))
+    tokens = exponential_race(p, _uniforms(twister, p.size).reshape(p.shape))
     if tokens is None:
         return torch.multinomial(probs, num_samples=1).squeeze(1)  # the state is untouched: torch draws the same
     torch.set_rng_state(_torch_state(state, twister))
@@ -111,7 +111,7 @@ def exact_here() -> bool:
         probs = (torch.linspace(-3, 3, 16 * 4099).reshape(16, 4099).sin() * 4).softmax(-1)
         state = torch.get_rng_state()
         twister = _twister(bytes(state.numpy()))
-        mine = _race(probs.numpy(), _uniforms(twister, probs.numel()).reshape(probs.shape))
+        mine = exponential_race(probs.numpy(), _uniforms(twister, probs.numel()).reshape(probs.shape))
         mine_state = _torch_state(bytes(state.numpy()), twister)
         theirs = torch.multinomial(probs, num_samples=1).squeeze(1).numpy()
         return mine is not None and np.array_equal(mine, theirs) and torch.equal(mine_state, torch.get_rng_state())
