@@ -128,24 +128,9 @@ def train(args) -> dict:
 
 
 def main(argv=None) -> int:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
-    try:
-        check(args)  # before torch loads: a bad option is refused at once
-    except ValueError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
-    from rlhf_lab.core.errors import SetupError
-    from rlhf_lab.policy.models import ModelNotAvailableError
+    from rlhf_lab.core.script import run_script
 
-    try:
-        summary = train(args)
-    except (ValueError, KeyError, FileNotFoundError, SetupError, ModelNotAvailableError) as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps(summary))
-    return 0
+    return run_script(PROG, build_parser(), check, train, argv)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 processes): each process trains on its share of every batch, and the weights they end with are the ones one process
 ends with, up to float rounding. The same script runs in one process and under both configs: offline DPO (a last
 batch shorter than the processes' shares), iterative DPO (sampling from the whole weights under FSDP2), KTO, and
-DPO with LoRA (its reference is the sharded policy with its adapters off)."""
+DPO with LoRA (its reference is the sharded policy with its adapters off); the offline DPO run's checkpoint (sharded
+under FSDP2) resumes with the weights it saved."""
 
 from __future__ import annotations
 
@@ -60,6 +61,11 @@ SCRIPT = textwrap.dedent("""
                                                               sampling=sampling), callbacks=[])
     before = {name: whole(t) for name, t in trainers.items()}
     trainers["dpo"].fit(pairs)  # batches of 4, 4 and 1: the last leaves one process a row at weight 0
+    trainers["dpo"].save(f"{out}/dpo-checkpoint")  # under FSDP2 each process writes its part
+    again = DPOTrainer.resume(f"{out}/dpo-checkpoint", tiny_policy("smollm2-135m", seed=0)[0], tokenizer,
+                              callbacks=[])
+    resumed_gap = max(float((a - b).abs().max()) for a, b in zip(whole(again).values(),
+                                                                  whole(trainers["dpo"]).values()))
     trainers["iterative"].train_iterative(prompts, lambda texts: [float(len(t)) for t in texts], rounds=2,
                                           pairs_per_round=3)
     trainers["kto"].fit(thumbs)
@@ -71,6 +77,8 @@ SCRIPT = textwrap.dedent("""
             save_file(after, f"{out}/{name}.safetensors")
             save_file(before[name], f"{out}/{name}_before.safetensors")
     if acc.is_main_process:
+        json.dump({"resumed": {"gap": resumed_gap, "update": again.update_, "pairs": again.pairs_seen_}},
+                  open(f"{out}/resumed.json", "w"))
         json.dump({name: {"world": t.accelerator.num_processes, "losses": [r["loss"] for r in t.history.rows],
                           "sharded": any(isinstance(p, DTensor) for p in t.policy.parameters()),
                           "pairs": t.pairs_seen_ if hasattr(t, "pairs_seen_") else t.examples_seen_}
@@ -138,3 +146,14 @@ def test_batch_shares_by_hand():
     assert batch_share(5, 0, 2, 2) == [([0, 2], [1.0, 1.0]), ([4], [1.0])]
     assert batch_share(5, 1, 2, 2) == [([1, 3], [1.0, 1.0]), ([0], [0.0])]  # row 0 fills in, counting for nothing
     assert batch_share(1, 1, 2, 4) == [([0], [0.0])]  # a batch smaller than the processes
+
+
+@pytest.mark.parametrize("config", [None, "ddp.yaml", "fsdp2.yaml"])
+def test_a_dpo_checkpoint_resumes_the_weights_it_saved(runs, config):
+    """Saved after the offline fit (under FSDP2 a part per process) and resumed in a new trainer: the same weights
+    and counters."""
+    resumed = json.loads((runs[config] / "resumed.json").read_text())["resumed"]
+    runs_json = json.loads((runs[config] / "runs.json").read_text())["dpo"]
+    assert resumed["gap"] == 0 and resumed["update"] == len(runs_json["losses"]) and resumed["pairs"] == 9
+    parts = sorted(p.name for p in (runs[config] / "dpo-checkpoint").iterdir())
+    assert ("rank00001.safetensors" in parts) == (config == "fsdp2.yaml")

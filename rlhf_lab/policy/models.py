@@ -30,6 +30,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from rlhf_lab.core.errors import SetupError
 from rlhf_lab.core.files import atomic_directory
 
 __all__ = ["CACHE_ENV", "OfflineModel", "SMOLLM2", "OFFLINE_MODELS", "TINY", "DEFAULT_POLICY", "KNOWN_ALIASES",
@@ -69,8 +70,9 @@ DEFAULT_POLICY = "smollm2-135m"
 KNOWN_ALIASES = (*OFFLINE_MODELS, TINY)
 
 
-class ModelNotAvailableError(RuntimeError):
-    """The requested model cannot be loaded here; the message says what to do instead."""
+class ModelNotAvailableError(SetupError):
+    """The requested model cannot be loaded here; the message says what to do instead (a SetupError, a
+    RuntimeError)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------------

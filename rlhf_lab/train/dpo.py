@@ -35,6 +35,7 @@ from rlhf_lab.train.config import OptimConfig
 from rlhf_lab.train.dpo_data import EncodedPair, PreparedPairs, encode_pairs, pair_logps
 from rlhf_lab.train.dpo_losses import LOSS_TYPES, dpo_loss
 from rlhf_lab.train.scorer import (
+    ScorerCheckpoints,
     batch_share,
     gather_kept,
     prepare_scoring_trainer,
@@ -102,15 +103,17 @@ class DPOConfig(OptimConfig):
                              f"({self.max_length}) to leave room for the reply.")
 
 
-class DPOTrainer:
+class DPOTrainer(ScorerCheckpoints):
     """DPO (or IPO, cDPO, robust DPO) on a causal LM policy (see the module docstring).
 
     policy, tokenizer: a Hugging Face causal LM and its tokenizer (`models.load_policy`). With `config.lora` the
         policy is wrapped in place with peft adapters; otherwise `ref_policy` (default: a frozen copy of `policy`
         taken now) is the reference.
     Counters for budgets: `update_` (optimiser steps), `pairs_seen_`, `samples_generated_`, `tokens_generated_`,
-    `judgments_used_` (new judgments asked for in iterative mode), `round_`.
+    `judgments_used_` (new judgments asked for in iterative mode), `round_`. `save`, `resume`: checkpoints.
     """
+
+    config_class = DPOConfig
 
     def __init__(self, policy, tokenizer, config: DPOConfig | None = None, *, ref_policy=None, callbacks=None,
                  metrics_path=None):
@@ -125,7 +128,7 @@ class DPOTrainer:
                           ) if callbacks is None else list(callbacks)
         self.update_ = self.pairs_seen_ = self.samples_generated_ = self.tokens_generated_ = 0
         self.judgments_used_ = self.round_ = self.pairs_below_margin_ = 0
-        self.n_updates_ = None
+        self.n_updates_ = self.fit_start_ = None  # fit_start_: the update a fit under way started from
         self.last_batch_ = None  # the candidates of the latest round (a GenerationBatch)
         self.store_ = None
 
@@ -147,16 +150,27 @@ class DPOTrainer:
                                    cfg.max_prompt_length)
         return PreparedPairs(encoded, *self.reference_logps(encoded))
 
-    def fit(self, pairs, epochs: int | None = None) -> "DPOTrainer":
+    def fit(self, pairs, epochs: int | None = None, checkpoint_dir=None, checkpoint_every: int = 0) -> "DPOTrainer":
         """Train on preference pairs (anything `prepare` takes, or its result): reference log-probs computed once,
-        then `epochs` (default config.epochs) shuffled passes of optimiser steps. Returns self."""
+        then `epochs` (default config.epochs) shuffled passes of optimiser steps. checkpoint_dir: saved there
+        (atomically) every `checkpoint_every` steps; a trainer resumed from it goes on with the same pairs where it
+        stopped. Returns self."""
         cfg = self.config
         data = pairs if isinstance(pairs, PreparedPairs) else self.prepare(pairs)
-        rng = np.random.default_rng(seed_for(self.seed, self.update_, 3))
-        lengths = [p.length for p in data.pairs]
-        for epoch in range(epochs or cfg.epochs):
-            for idx in length_grouped_batches(lengths, cfg.batch_size, rng, cfg.group_by_length):
-                self.step([data.pairs[i] for i in idx], data.ref_chosen[idx], data.ref_rejected[idx], epoch=epoch)
+        self.fit_start_ = start = self.update_ if self.fit_start_ is None else self.fit_start_
+        try:
+            rng = np.random.default_rng(seed_for(self.seed, start, 3))
+            lengths, done = [p.length for p in data.pairs], self.update_ - start
+            for epoch in range(epochs or cfg.epochs):
+                for idx in length_grouped_batches(lengths, cfg.batch_size, rng, cfg.group_by_length):
+                    if done > 0:  # made before the checkpoint this trainer resumed from
+                        done -= 1
+                        continue
+                    self.step([data.pairs[i] for i in idx], data.ref_chosen[idx], data.ref_rejected[idx], epoch=epoch)
+                    if checkpoint_dir and checkpoint_every and self.update_ % checkpoint_every == 0:
+                        self.save(checkpoint_dir)
+        finally:  # a fit that stopped leaves its position to its checkpoint, not to the next fit
+            self.fit_start_ = None
         return self
 
     def _check_pairs(self, pairs) -> pd.DataFrame:
@@ -300,9 +314,10 @@ class DPOTrainer:
         return [EncodedPair(prompt(c), reply(c), reply(r), tie) for c, r, tie in rows]
 
     def train_iterative(self, prompts: list[str], judge, rounds: int, pairs_per_round: int = 32,
-                        store=None) -> "DPOTrainer":
+                        store=None, checkpoint_dir=None) -> "DPOTrainer":
         """Iterative DPO: each round, `collect_pairs` from the current policy, then `fit` on them (the reference
-        stays the initial policy). Runs until `round_ == rounds`. Returns self."""
+        stays the initial policy). Runs until `round_ == rounds`; checkpoint_dir: saved there after every round (a
+        resumed trainer goes on with the next). Returns self."""
         if not prompts:
             raise ValueError("train_iterative needs prompts to sample replies for.")
         while self.round_ < rounds:
@@ -310,4 +325,6 @@ class DPOTrainer:
             if pairs:
                 self.fit(pairs)
             self.round_ += 1
+            if checkpoint_dir:
+                self.save(checkpoint_dir)
         return self

@@ -32,6 +32,7 @@ from rlhf_lab.train.config import OptimConfig
 from rlhf_lab.train.dpo_data import sequence_logps
 from rlhf_lab.train.kto_losses import kto_loss, kto_reference_point, kto_weights
 from rlhf_lab.train.scorer import (
+    ScorerCheckpoints,
     batch_share,
     gather_kept,
     prepare_scoring_trainer,
@@ -105,9 +106,11 @@ def example_logps(lm, rows: list[tuple[list[int], list[int]]], pad_id: int, shar
     return sequence_logps(lm, ids, mask)
 
 
-class KTOTrainer:
+class KTOTrainer(ScorerCheckpoints):
     """KTO on a causal LM policy (see the module docstring); `ref_policy`, LoRA and callbacks as in `DPOTrainer`.
-    Counters: `update_`, `examples_seen_`."""
+    Counters: `update_`, `examples_seen_`. `save`, `resume`: checkpoints."""
+
+    config_class = KTOConfig
 
     def __init__(self, policy, tokenizer, config: KTOConfig | None = None, *, ref_policy=None, callbacks=None,
                  metrics_path=None):
@@ -120,7 +123,7 @@ class KTOTrainer:
         self.history = MetricsHistory(metrics_path)
         self.callbacks = [PrintLogger(keys=KTO_PRINT_KEYS)] if callbacks is None else list(callbacks)
         self.update_ = self.examples_seen_ = 0
-        self.n_updates_ = None
+        self.n_updates_ = self.fit_start_ = None  # fit_start_: the update a fit under way started from
 
     @property
     def policy(self):
@@ -152,9 +155,11 @@ class KTOTrainer:
         with self.accelerator.autocast():
             return scored_in_shares(self.accelerator, len(rows), self.config.ref_batch_size, score).cpu()
 
-    def fit(self, data, epochs: int | None = None) -> "KTOTrainer":
+    def fit(self, data, epochs: int | None = None, checkpoint_dir=None, checkpoint_every: int = 0) -> "KTOTrainer":
         """Train on thumbs (a FeedbackStore, or a DataFrame with prompt, completion, label): reference log-probs
-        computed once (also for each batch's mismatched pairs), then `epochs` shuffled passes. Returns self."""
+        computed once (also for each batch's mismatched pairs), then `epochs` shuffled passes. checkpoint_dir: saved
+        there (atomically) every `checkpoint_every` steps; a trainer resumed from it goes on with the same data where
+        it stopped. Returns self."""
         cfg = self.config
         data = self._check(data)
         labels = torch.tensor(data["label"].astype(bool).to_numpy())
@@ -164,16 +169,25 @@ class KTOTrainer:
         rows = encode_examples(self.tokenizer, data["prompt"], data["completion"], cfg.sampling, cfg.max_length,
                                cfg.max_prompt_length)
         ref = self._reference(rows)
-        rng = np.random.default_rng(seed_for(self.seed, self.update_, 6))
-        lengths = [len(p) + len(r) for p, r in rows]
-        for epoch in range(epochs or cfg.epochs):
-            for idx in length_grouped_batches(lengths, cfg.batch_size, rng, True):
-                if len(idx) < 2:  # a lone example has no mismatched partner
-                    continue
-                mismatched = [(rows[i][0], rows[j][1]) for i, j in zip(idx, np.roll(idx, -1))]
-                ref_mismatched = self._reference(mismatched)
-                self.step([rows[i] for i in idx], ref[idx], labels[idx], mismatched, ref_mismatched, lam_d, lam_u,
-                          epoch)
+        self.fit_start_ = start = self.update_ if self.fit_start_ is None else self.fit_start_
+        try:
+            rng = np.random.default_rng(seed_for(self.seed, start, 6))
+            lengths, done = [len(p) + len(r) for p, r in rows], self.update_ - start
+            for epoch in range(epochs or cfg.epochs):
+                for idx in length_grouped_batches(lengths, cfg.batch_size, rng, True):
+                    if len(idx) < 2:  # a lone example has no mismatched partner
+                        continue
+                    if done > 0:  # made before the checkpoint this trainer resumed from
+                        done -= 1
+                        continue
+                    mismatched = [(rows[i][0], rows[j][1]) for i, j in zip(idx, np.roll(idx, -1))]
+                    ref_mismatched = self._reference(mismatched)
+                    self.step([rows[i] for i in idx], ref[idx], labels[idx], mismatched, ref_mismatched, lam_d, lam_u,
+                              epoch)
+                    if checkpoint_dir and checkpoint_every and self.update_ % checkpoint_every == 0:
+                        self.save(checkpoint_dir)
+        finally:  # a fit that stopped leaves its position to its checkpoint, not to the next fit
+            self.fit_start_ = None
         return self
 
     # ---- the algorithm box ---------------------------------------------------------------------------------------

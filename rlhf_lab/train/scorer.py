@@ -32,9 +32,10 @@ from rlhf_lab.core.hf import adamw, causal_lm, disable_dropout, eager_attention_
 from rlhf_lab.core.launch import is_sharded
 from rlhf_lab.train.policy_value import policy_and_reference
 from rlhf_lab.train.sharding import FullWeights
+from rlhf_lab.train.trainer_checkpoint import load_trainer, save_trainer, saved_state
 
-__all__ = ["ReplyScorer", "PreparedScorer", "prepare_scoring_trainer", "reference_scores", "batch_share",
-           "gather_kept", "scored_in_shares"]
+__all__ = ["ReplyScorer", "PreparedScorer", "prepare_scoring_trainer", "ScorerCheckpoints", "reference_scores",
+           "batch_share", "gather_kept", "scored_in_shares"]
 
 Score = Callable[..., torch.Tensor]  # score(causal LM, rows, pad_id, sharded=...) -> (N,) sequence log-probs
 
@@ -74,6 +75,36 @@ def prepare_scoring_trainer(policy: nn.Module, config, ref_policy: nn.Module | N
     optimizer = adamw([p for p in policy.parameters() if p.requires_grad], config.learning_rate)
     model, optimizer = accelerator.prepare(ReplyScorer(policy, score, sharded), optimizer)
     return PreparedScorer(accelerator, model, optimizer, reference, full_policy)
+
+
+class ScorerCheckpoints:
+    """save / load_state / resume for DPO and KTO (a trainer class with `config_class`), as PPO's: the trainable
+    weights, optimiser, RNG states, config, update count, counters (a fit's position among them) and metrics history;
+    each process its part under FSDP2 (`train.trainer_checkpoint`)."""
+
+    config_class: type
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the policy is FSDP2 shards (then sampling reads `full_policy`)."""
+        return self.full_policy is not None
+
+    def save(self, path) -> None:
+        """Write a checkpoint atomically at `path` (every process calls this)."""
+        save_trainer(self, path)
+
+    def load_state(self, path_or_checkpoint):
+        """Restore what `save` wrote into this trainer (built with the same base policy and config), under any number
+        of processes. Returns self."""
+        return load_trainer(self, path_or_checkpoint)
+
+    @classmethod
+    def resume(cls, path, policy, tokenizer, config=None, **kwargs):
+        """A trainer continuing the run saved at `path`: `policy` must be the base model the run started from (it
+        also gives the reference); `config` defaults to the saved one; kwargs go to the constructor. A `fit` stopped
+        between checkpoints goes on where its checkpoint was: call `fit` again with the same data."""
+        config = config or cls.config_class.from_dict(saved_state(path)["config"])
+        return cls(policy, tokenizer, config, **kwargs).load_state(path)
 
 
 def reference_scores(model: nn.Module, policy: nn.Module, reference: nn.Module | None, score: Score, rows,

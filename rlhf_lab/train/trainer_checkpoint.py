@@ -1,5 +1,5 @@
-"""What an on-policy trainer saves to resume its run, and how it reads it back (`OnPolicyTrainer.save`,
-`load_state`, `resume`).
+"""What a trainer saves to resume its run, and how it reads it back (`OnPolicyTrainer.save`, `load_state`,
+`resume`; DPO's and KTO's the same, `train.scorer.ScorerCheckpoints`).
 
 In one process or under DDP (every process holds the same weights) the main process writes one checkpoint
 (`core.checkpoint`). Under FSDP2 every process writes its own part (`core.sharded_checkpoint`): the local shards of
@@ -38,10 +38,17 @@ from rlhf_lab.train.sharding import load_parts, local_parts, named_parts
 __all__ = ["save_trainer", "load_trainer", "saved_state"]
 
 
+COUNTERS = ("pairs_seen_", "examples_seen_", "samples_generated_", "tokens_generated_", "judgments_used_", "round_",
+            "pairs_below_margin_", "fit_start_")
+"""DPO's and KTO's counters and position in a fit, saved and restored with the run."""
+
+
 def _run_state(trainer) -> dict:
-    return {"config": trainer.config.to_dict(), "update": trainer.update_, "kl_coef": trainer.kl_ctl.value,
-            "cost_lambda": trainer.constraint.value, "model_id": trainer.model_id,
-            "history": trainer.history.state_dict()}
+    state = {"config": trainer.config.to_dict(), "update": trainer.update_, "history": trainer.history.state_dict(),
+             "counters": {name: getattr(trainer, name) for name in COUNTERS if hasattr(trainer, name)}}
+    if hasattr(trainer, "kl_ctl"):  # an on-policy trainer (PPO, RLOO)
+        state.update(kl_coef=trainer.kl_ctl.value, cost_lambda=trainer.constraint.value, model_id=trainer.model_id)
+    return state
 
 
 def _agree(accelerator, ok: bool) -> bool:
@@ -55,7 +62,7 @@ def _agree(accelerator, ok: bool) -> bool:
 def save_trainer(trainer, path) -> None:
     """Write `trainer`'s checkpoint atomically at `path` (every process calls this): trainable weights (LoRA adapters
     and value head with LoRA; the adapters also under adapter/ in peft's format), optimiser, RNG states, config, β,
-    update count and metrics history; sharded under FSDP2."""
+    update count, counters and metrics history; sharded under FSDP2."""
     acc = trainer.accelerator
     acc.wait_for_everyone()
     model = acc.unwrap_model(trainer.model)
@@ -101,8 +108,11 @@ def load_trainer(trainer, path_or_checkpoint):
         tensors = ckpt.part(acc.process_index) if same else ckpt.full_tensors()
         load_parts(model, trainer.optimizer, tensors, ckpt.state["optimizer_groups"], whole=not same)
         state, rng = ckpt.state, rng_from_json(ckpt.rank_state(acc.process_index if same else 0)["rng"])
-    trainer.kl_ctl.value = state["kl_coef"]
-    trainer.constraint.value = state.get("cost_lambda", trainer.constraint.value)
+    if hasattr(trainer, "kl_ctl"):
+        trainer.kl_ctl.value = state["kl_coef"]
+        trainer.constraint.value = state.get("cost_lambda", trainer.constraint.value)
+    for name, value in state.get("counters", {}).items():
+        setattr(trainer, name, value)
     trainer.update_ = state["update"]
     trainer.history.load_state_dict(state["history"])
     if rng is not None:

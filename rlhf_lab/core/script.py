@@ -1,0 +1,40 @@
+"""The frame of a training script (`examples/train_ppo.py`, `examples/train_dpo.py`): its options checked before
+torch loads, then the run, with bad input refused in one line (exit 2, no traceback) and the run's summary printed by
+the main process as one JSON line.
+
+    sys.exit(run_script("train_x.py", build_parser(), check, train))
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Callable
+
+__all__ = ["run_script"]
+
+
+def run_script(prog: str, parser: argparse.ArgumentParser, check: Callable, train: Callable[..., dict],
+               argv: list[str] | None = None) -> int:
+    """Parse `argv`, `check(args)` (a ValueError is a bad option: refused at once, before torch loads), then
+    `train(args)` -> summary; a ValueError, KeyError, FileNotFoundError or SetupError there (a missing model among
+    them) is one line on stderr and exit 2. The main process (RANK 0) prints the summary as JSON. -> exit status."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = parser.parse_args(argv)
+    try:
+        check(args)
+    except ValueError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    from rlhf_lab.core.errors import SetupError
+
+    try:
+        summary = train(args)
+    except (ValueError, KeyError, FileNotFoundError, SetupError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary))
+    return 0
