@@ -84,9 +84,9 @@ def read_rows(path: Path, method: str):
         raise ValueError(f"--data: {path} is not JSON Lines ({err.msg} on line {err.lineno})") from None
     missing = set(COLUMNS[method]) - set().union(*(row.keys() for row in rows)) if rows else set(COLUMNS[method])
     if missing:
+        written = "preference" if method == "dpo" else "unpaired"
         raise ValueError(f"--data: {method} needs rows with {', '.join(COLUMNS[method])} (missing {sorted(missing)}); "
-                         f"`rlhf-lab export --target trl` writes them ({'preference' if method == 'dpo' else 'unpaired'}"
-                         ".jsonl).")
+                         f"`rlhf-lab export --target trl` writes them ({written}.jsonl).")
     frame = pd.DataFrame({"prompt": [_text(r["prompt"], "user") for r in rows]})
     for column in COLUMNS[method][1:]:
         frame[column] = [r[column] if column == "label" else _text(r[column], "assistant") for r in rows]
@@ -114,9 +114,9 @@ def train(args) -> dict:
     trainer = trainer_class(policy, tokenizer, config, callbacks=None if is_main else [],  # None: its printed log
                             metrics_path=out / "metrics.jsonl" if is_main else None)
     trainer.fit(data)
-    whole = trainer.full_policy.refresh(trainer.policy) if trainer.full_policy is not None else trainer.policy
+    whole = trainer.whole_policy()  # every process calls it: under FSDP2 it gathers the shards
     acc = trainer.accelerator
-    if acc.is_main_process:  # every process gathered the shards above (FSDP2); one writes
+    if acc.is_main_process:
         whole.save_pretrained(out / "model", safe_serialization=True)
         tokenizer.save_pretrained(out / "model")
     acc.wait_for_everyone()

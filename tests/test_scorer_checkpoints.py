@@ -1,4 +1,4 @@
-"""DPO's and KTO's checkpoints (`train.scorer.ScorerCheckpoints`): a fit stopped between checkpoints and resumed in a
+"""DPO's and KTO's checkpoints (`train.scorer.ScoringTrainer`): a fit stopped between checkpoints and resumed in a
 new trainer from the last one ends where the uninterrupted fit ends: the same weights, counters and metrics."""
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ def test_a_stopped_fit_resumed_from_its_checkpoint_ends_as_the_uninterrupted_fit
     stopped = trainer_class(policy, tokenizer, config, callbacks=[StopAfter(5)])
     with pytest.raises(Stop):
         stopped.fit(data, checkpoint_dir=tmp_path / "ckpt", checkpoint_every=2)  # saved at updates 2 and 4
+    assert stopped.fit_start_ is None  # the stopped fit's position is its checkpoint's, not the next fit's
     resumed = trainer_class.resume(tmp_path / "ckpt", tiny_policy("smollm2-135m", seed=0)[0], tokenizer, callbacks=[])
     assert (resumed.update_, resumed.fit_start_) == (4, 0) and resumed.config == config
     resumed.fit(data)

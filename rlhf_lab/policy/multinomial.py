@@ -67,6 +67,14 @@ def _uniforms(twister: np.random.MT19937, n: int) -> np.ndarray:
     return (hi & np.uint32(0x1FFFFF)) * 2.0 ** -21 + lo * 2.0 ** -53
 
 
+def _race_from(state: bytes, p: np.ndarray) -> tuple[np.ndarray | None, torch.Tensor]:
+    """(tokens, torch's generator state after the draw) for probabilities `p` (B, V) drawn from generator `state`;
+    tokens None where a corner case needs torch's own draw."""
+    twister = _twister(state)
+    tokens = exponential_race(p, _uniforms(twister, p.size).reshape(p.shape))
+    return tokens, _torch_state(state, twister)
+
+
 def exponential_race(probs: np.ndarray, u: np.ndarray) -> np.ndarray | None:
     """argmax_i p_i / float32(−log(1 − u_i)) per row, in float32 (first of equal ratios), from the bound
     p_i / u_i; None where a corner case needs torch's own draw (u = 0)."""
@@ -92,12 +100,10 @@ def draw_one(probs: torch.Tensor) -> torch.Tensor:
     sums = p.sum(1)  # not finite where some p is not (probabilities are far from float32's overflow)
     if not (np.isfinite(sums).all() and (sums > 0).all() and p.min() >= 0):
         return torch.multinomial(probs, num_samples=1).squeeze(1)  # torch says what is wrong
-    state = bytes(torch.get_rng_state().numpy())
-    twister = _twister(state)
-    tokens = exponential_race(p, _uniforms(twister, p.size).reshape(p.shape))
+    tokens, state = _race_from(bytes(torch.get_rng_state().numpy()), p)
     if tokens is None:
         return torch.multinomial(probs, num_samples=1).squeeze(1)  # the state is untouched: torch draws the same
-    torch.set_rng_state(_torch_state(state, twister))
+    torch.set_rng_state(state)
     return torch.from_numpy(tokens)
 
 
@@ -109,10 +115,7 @@ def exact_here() -> bool:
     try:
         torch.manual_seed(20261205)
         probs = (torch.linspace(-3, 3, 16 * 4099).reshape(16, 4099).sin() * 4).softmax(-1)
-        state = torch.get_rng_state()
-        twister = _twister(bytes(state.numpy()))
-        mine = exponential_race(probs.numpy(), _uniforms(twister, probs.numel()).reshape(probs.shape))
-        mine_state = _torch_state(bytes(state.numpy()), twister)
+        mine, mine_state = _race_from(bytes(torch.get_rng_state().numpy()), probs.numpy())
         theirs = torch.multinomial(probs, num_samples=1).squeeze(1).numpy()
         return mine is not None and np.array_equal(mine, theirs) and torch.equal(mine_state, torch.get_rng_state())
     except (ValueError, TypeError, KeyError, RuntimeError):

@@ -35,7 +35,7 @@ from rlhf_lab.train.config import OptimConfig
 from rlhf_lab.train.dpo_data import EncodedPair, PreparedPairs, encode_pairs, pair_logps
 from rlhf_lab.train.dpo_losses import LOSS_TYPES, dpo_loss
 from rlhf_lab.train.scorer import (
-    ScorerCheckpoints,
+    ScoringTrainer,
     batch_share,
     gather_kept,
     prepare_scoring_trainer,
@@ -103,7 +103,7 @@ class DPOConfig(OptimConfig):
                              f"({self.max_length}) to leave room for the reply.")
 
 
-class DPOTrainer(ScorerCheckpoints):
+class DPOTrainer(ScoringTrainer):
     """DPO (or IPO, cDPO, robust DPO) on a causal LM policy (see the module docstring).
 
     policy, tokenizer: a Hugging Face causal LM and its tokenizer (`models.load_policy`). With `config.lora` the
@@ -114,6 +114,8 @@ class DPOTrainer(ScorerCheckpoints):
     """
 
     config_class = DPOConfig
+    counters = ("pairs_seen_", "samples_generated_", "tokens_generated_", "judgments_used_", "round_",
+                "pairs_below_margin_", "fit_start_")
 
     def __init__(self, policy, tokenizer, config: DPOConfig | None = None, *, ref_policy=None, callbacks=None,
                  metrics_path=None):
@@ -131,11 +133,6 @@ class DPOTrainer(ScorerCheckpoints):
         self.n_updates_ = self.fit_start_ = None  # fit_start_: the update a fit under way started from
         self.last_batch_ = None  # the candidates of the latest round (a GenerationBatch)
         self.store_ = None
-
-    @property
-    def policy(self):
-        """The policy being trained (peft-wrapped with LoRA), unwrapped from accelerate (under FSDP2: its shards)."""
-        return self.accelerator.unwrap_model(self.model).policy
 
     # ---- offline -------------------------------------------------------------------------------------------------
     def prepare(self, pairs) -> PreparedPairs:
@@ -157,20 +154,16 @@ class DPOTrainer(ScorerCheckpoints):
         stopped. Returns self."""
         cfg = self.config
         data = pairs if isinstance(pairs, PreparedPairs) else self.prepare(pairs)
-        self.fit_start_ = start = self.update_ if self.fit_start_ is None else self.fit_start_
-        try:
+        lengths = [p.length for p in data.pairs]
+
+        def batches(start: int):  # (epoch, pair indices) of a fit begun at update `start`
             rng = np.random.default_rng(seed_for(self.seed, start, 3))
-            lengths, done = [p.length for p in data.pairs], self.update_ - start
             for epoch in range(epochs or cfg.epochs):
                 for idx in length_grouped_batches(lengths, cfg.batch_size, rng, cfg.group_by_length):
-                    if done > 0:  # made before the checkpoint this trainer resumed from
-                        done -= 1
-                        continue
-                    self.step([data.pairs[i] for i in idx], data.ref_chosen[idx], data.ref_rejected[idx], epoch=epoch)
-                    if checkpoint_dir and checkpoint_every and self.update_ % checkpoint_every == 0:
-                        self.save(checkpoint_dir)
-        finally:  # a fit that stopped leaves its position to its checkpoint, not to the next fit
-            self.fit_start_ = None
+                    yield epoch, idx
+
+        for epoch, idx in self.fit_steps(batches, checkpoint_dir, checkpoint_every):
+            self.step([data.pairs[i] for i in idx], data.ref_chosen[idx], data.ref_rejected[idx], epoch=epoch)
         return self
 
     def _check_pairs(self, pairs) -> pd.DataFrame:
@@ -281,8 +274,7 @@ class DPOTrainer(ScorerCheckpoints):
         n = cfg.candidates
         if n != 2 and callable(getattr(judge, "annotate", None)):
             raise ValueError(f"A judge who annotates (a person, a crowd) compares pairs: set candidates=2 (now {n}).")
-        sampler = self.full_policy.refresh(self.policy) if self.full_policy is not None else self.policy
-        batch = generate(sampler, self.tokenizer, drawn, cfg.sampling, n_per_prompt=n, iteration=round_,
+        batch = generate(self.whole_policy(), self.tokenizer, drawn, cfg.sampling, n_per_prompt=n, iteration=round_,
                          seed=seed_for(self.seed, round_, 5))  # rows n·i … n·i + n − 1 answer prompt i (every process
         # draws the same replies: the same seed)
         self.samples_generated_ += len(batch)

@@ -32,7 +32,7 @@ from rlhf_lab.train.config import OptimConfig
 from rlhf_lab.train.dpo_data import sequence_logps
 from rlhf_lab.train.kto_losses import kto_loss, kto_reference_point, kto_weights
 from rlhf_lab.train.scorer import (
-    ScorerCheckpoints,
+    ScoringTrainer,
     batch_share,
     gather_kept,
     prepare_scoring_trainer,
@@ -106,11 +106,12 @@ def example_logps(lm, rows: list[tuple[list[int], list[int]]], pad_id: int, shar
     return sequence_logps(lm, ids, mask)
 
 
-class KTOTrainer(ScorerCheckpoints):
+class KTOTrainer(ScoringTrainer):
     """KTO on a causal LM policy (see the module docstring); `ref_policy`, LoRA and callbacks as in `DPOTrainer`.
     Counters: `update_`, `examples_seen_`. `save`, `resume`: checkpoints."""
 
     config_class = KTOConfig
+    counters = ("examples_seen_", "fit_start_")
 
     def __init__(self, policy, tokenizer, config: KTOConfig | None = None, *, ref_policy=None, callbacks=None,
                  metrics_path=None):
@@ -124,11 +125,6 @@ class KTOTrainer(ScorerCheckpoints):
         self.callbacks = [PrintLogger(keys=KTO_PRINT_KEYS)] if callbacks is None else list(callbacks)
         self.update_ = self.examples_seen_ = 0
         self.n_updates_ = self.fit_start_ = None  # fit_start_: the update a fit under way started from
-
-    @property
-    def policy(self):
-        """The policy being trained (peft-wrapped with LoRA), unwrapped from accelerate (under FSDP2: its shards)."""
-        return self.accelerator.unwrap_model(self.model).policy
 
     def _check(self, data) -> pd.DataFrame:
         if hasattr(data, "judgments_df"):
@@ -169,25 +165,19 @@ class KTOTrainer(ScorerCheckpoints):
         rows = encode_examples(self.tokenizer, data["prompt"], data["completion"], cfg.sampling, cfg.max_length,
                                cfg.max_prompt_length)
         ref = self._reference(rows)
-        self.fit_start_ = start = self.update_ if self.fit_start_ is None else self.fit_start_
-        try:
+        lengths = [len(p) + len(r) for p, r in rows]
+
+        def batches(start: int):  # (epoch, example indices) of a fit begun at update `start`
             rng = np.random.default_rng(seed_for(self.seed, start, 6))
-            lengths, done = [len(p) + len(r) for p, r in rows], self.update_ - start
             for epoch in range(epochs or cfg.epochs):
                 for idx in length_grouped_batches(lengths, cfg.batch_size, rng, True):
-                    if len(idx) < 2:  # a lone example has no mismatched partner
-                        continue
-                    if done > 0:  # made before the checkpoint this trainer resumed from
-                        done -= 1
-                        continue
-                    mismatched = [(rows[i][0], rows[j][1]) for i, j in zip(idx, np.roll(idx, -1))]
-                    ref_mismatched = self._reference(mismatched)
-                    self.step([rows[i] for i in idx], ref[idx], labels[idx], mismatched, ref_mismatched, lam_d, lam_u,
-                              epoch)
-                    if checkpoint_dir and checkpoint_every and self.update_ % checkpoint_every == 0:
-                        self.save(checkpoint_dir)
-        finally:  # a fit that stopped leaves its position to its checkpoint, not to the next fit
-            self.fit_start_ = None
+                    if len(idx) > 1:  # a lone example has no mismatched partner
+                        yield epoch, idx
+
+        for epoch, idx in self.fit_steps(batches, checkpoint_dir, checkpoint_every):
+            mismatched = [(rows[i][0], rows[j][1]) for i, j in zip(idx, np.roll(idx, -1))]
+            ref_mismatched = self._reference(mismatched)
+            self.step([rows[i] for i in idx], ref[idx], labels[idx], mismatched, ref_mismatched, lam_d, lam_u, epoch)
         return self
 
     # ---- the algorithm box ---------------------------------------------------------------------------------------

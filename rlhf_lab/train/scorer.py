@@ -22,7 +22,8 @@ batch is short fills it with a row at weight 0.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+import itertools
+from typing import Callable, Iterable, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -34,7 +35,7 @@ from rlhf_lab.train.policy_value import policy_and_reference
 from rlhf_lab.train.sharding import FullWeights
 from rlhf_lab.train.trainer_checkpoint import load_trainer, save_trainer, saved_state
 
-__all__ = ["ReplyScorer", "PreparedScorer", "prepare_scoring_trainer", "ScorerCheckpoints", "reference_scores",
+__all__ = ["ReplyScorer", "PreparedScorer", "prepare_scoring_trainer", "ScoringTrainer", "reference_scores",
            "batch_share", "gather_kept", "scored_in_shares"]
 
 Score = Callable[..., torch.Tensor]  # score(causal LM, rows, pad_id, sharded=...) -> (N,) sequence log-probs
@@ -77,17 +78,45 @@ def prepare_scoring_trainer(policy: nn.Module, config, ref_policy: nn.Module | N
     return PreparedScorer(accelerator, model, optimizer, reference, full_policy)
 
 
-class ScorerCheckpoints:
-    """save / load_state / resume for DPO and KTO (a trainer class with `config_class`), as PPO's: the trainable
-    weights, optimiser, RNG states, config, update count, counters (a fit's position among them) and metrics history;
-    each process its part under FSDP2 (`train.trainer_checkpoint`)."""
+class ScoringTrainer:
+    """What DPO's and KTO's trainers share (built with `prepare_scoring_trainer`; a subclass sets `config_class` and
+    `counters`, the attributes a checkpoint keeps besides the update count): the policy, its whole weights, a fit's
+    steps that a resumed trainer has still to make, and checkpoints as PPO's (`train.trainer_checkpoint`): trainable
+    weights, optimiser, RNG states, config, update count, counters (a fit's position `fit_start_` among them) and
+    metrics history, each process its part under FSDP2."""
 
     config_class: type
+    counters: tuple[str, ...] = ()
+
+    @property
+    def policy(self):
+        """The policy being trained (peft-wrapped with LoRA), unwrapped from accelerate (under FSDP2: its shards)."""
+        return self.accelerator.unwrap_model(self.model).policy
 
     @property
     def sharded(self) -> bool:
         """Whether the policy is FSDP2 shards (then sampling reads `full_policy`)."""
         return self.full_policy is not None
+
+    def whole_policy(self):
+        """The policy with whole weights, to sample from or save: under FSDP2 its copy, refreshed from the shards (every
+        process must call this: each tensor is gathered); else the policy itself."""
+        return self.full_policy.refresh(self.policy) if self.sharded else self.policy
+
+    def fit_steps(self, batches: Callable[[int], Iterable], checkpoint_dir=None, checkpoint_every: int = 0):
+        """The batches of a fit that remain to be stepped on, in order: `batches(start)` yields every batch of a fit
+        begun at update `start` (its order seeded by it). A trainer resumed from a checkpoint taken during a fit skips
+        the batches made before it. After each batch the caller steps on, a checkpoint is saved in `checkpoint_dir`
+        every `checkpoint_every` updates. A fit stopped by an error forgets its position (the generator is closed as
+        the caller's loop unwinds): a trainer resumed from the checkpoint knows it."""
+        self.fit_start_ = start = self.update_ if self.fit_start_ is None else self.fit_start_
+        try:
+            for batch in itertools.islice(batches(start), self.update_ - start, None):
+                yield batch
+                if checkpoint_dir and checkpoint_every and self.update_ % checkpoint_every == 0:
+                    self.save(checkpoint_dir)
+        finally:  # a fit that stopped leaves its position to its checkpoint, not to the next fit
+            self.fit_start_ = None
 
     def save(self, path) -> None:
         """Write a checkpoint atomically at `path` (every process calls this)."""

@@ -1,5 +1,5 @@
 """What a trainer saves to resume its run, and how it reads it back (`OnPolicyTrainer.save`, `load_state`,
-`resume`; DPO's and KTO's the same, `train.scorer.ScorerCheckpoints`).
+`resume`; DPO's and KTO's the same, `train.scorer.ScoringTrainer`).
 
 In one process or under DDP (every process holds the same weights) the main process writes one checkpoint
 (`core.checkpoint`). Under FSDP2 every process writes its own part (`core.sharded_checkpoint`): the local shards of
@@ -38,14 +38,9 @@ from rlhf_lab.train.sharding import load_parts, local_parts, named_parts
 __all__ = ["save_trainer", "load_trainer", "saved_state"]
 
 
-COUNTERS = ("pairs_seen_", "examples_seen_", "samples_generated_", "tokens_generated_", "judgments_used_", "round_",
-            "pairs_below_margin_", "fit_start_")
-"""DPO's and KTO's counters and position in a fit, saved and restored with the run."""
-
-
 def _run_state(trainer) -> dict:
     state = {"config": trainer.config.to_dict(), "update": trainer.update_, "history": trainer.history.state_dict(),
-             "counters": {name: getattr(trainer, name) for name in COUNTERS if hasattr(trainer, name)}}
+             "counters": {name: getattr(trainer, name) for name in getattr(trainer, "counters", ())}}
     if hasattr(trainer, "kl_ctl"):  # an on-policy trainer (PPO, RLOO)
         state.update(kl_coef=trainer.kl_ctl.value, cost_lambda=trainer.constraint.value, model_id=trainer.model_id)
     return state
