@@ -7,6 +7,8 @@
         examples/train_dpo.py --data exported/preference.jsonl --model tiny --out runs/dpo-tiny
     ... --method kto --data exported/unpaired.jsonl                           # KTO on thumbs up / down
     ... --data feedback.db                                                    # straight from a feedback store
+    ... --checkpoint-every 50          # keep the run's checkpoint in --out/checkpoint, replaced every 50 updates
+    ... --checkpoint-every 50 --resume # after a stop: go on from it, on the same --data
 
 --data: TRL's rows as `rlhf-lab export` writes them, JSON Lines with prompt, chosen, rejected (DPO) or prompt,
 completion, label (KTO), as text or as conversations (the last user turn is the prompt, the last turn of each reply
@@ -14,7 +16,10 @@ the reply: the trainer applies the model's chat template itself); or a feedback 
 its share of every batch and the gradients are averaged (DDP) or reduce-scattered (FSDP2); on a machine without a GPU
 the processes run on the CPU over gloo. The main process writes --out/model (the trained policy, or with --lora its
 adapter, in safetensors; under FSDP2 gathered from every process's shards) and --out/metrics.jsonl, and prints one
-JSON line. Configs for `accelerate launch` are in configs/accelerate/ (README: "Several processes").
+JSON line. `--resume` continues a stopped run from its checkpoint with the saved settings (the options that shape
+training are then ignored, except --epochs: the run's total) on the data it began with (other data is refused), in
+any number of processes (under FSDP2 each process writes its part of the checkpoint). Configs for `accelerate
+launch` are in configs/accelerate/ (README: "Several processes").
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--method", choices=tuple(COLUMNS), default="dpo")
     parser.add_argument("--model", default="smollm2-135m",
                         help="alias (smollm2-135m; tiny: a random 2-layer test model), hub id or directory")
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=None, help="passes over the data (default 1; a resumed run: "
+                                                                   "its own)")
     parser.add_argument("--batch-size", type=int, default=8, help="pairs (DPO) or examples (KTO) per optimiser step, "
                                                                   "shared among the processes")
     parser.add_argument("--learning-rate", type=float, default=None, help="default: DPOConfig's / KTOConfig's")
@@ -45,19 +51,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/dpo", help="run directory: model/ and metrics.jsonl")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    parser.add_argument("--checkpoint-every", type=int, default=0,
+                        help="save the run's checkpoint in --out/checkpoint every this many updates (replacing it)")
+    parser.add_argument("--resume", action="store_true", help="continue the run saved in --out/checkpoint")
     return parser
 
 
 def check(args) -> None:
     """Refuse bad option values before any model loads (ValueError: one line, exit 2)."""
-    if args.epochs < 1 or args.batch_size < 1 or args.lora < 0:
-        raise ValueError("--epochs and --batch-size must be at least 1, --lora 0 or more.")
+    if min(args.epochs or 1, args.batch_size) < 1 or min(args.lora, args.checkpoint_every) < 0 or args.epochs == 0:
+        raise ValueError("--epochs and --batch-size must be at least 1, --lora and --checkpoint-every 0 or more.")
     if args.method == "kto" and args.batch_size < 2:
         raise ValueError("KTO's reference point needs --batch-size of at least 2.")
     if not Path(args.data).is_file():
         raise ValueError(f"--data: no file {args.data}; write one with `rlhf-lab export --target trl`.")
-    if Path(args.out, "model").exists():
-        raise ValueError(f"{Path(args.out, 'model')} already holds a model: choose another --out.")
+    model, checkpoint = Path(args.out, "model"), Path(args.out, "checkpoint")
+    if model.exists():
+        raise ValueError(f"the run in {args.out} has finished (its model is in {model}): start a new --out."
+                         if args.resume else f"{model} already holds a model: choose another --out.")
+    if args.resume and not (checkpoint / "state.json").is_file():
+        raise ValueError(f"--resume: no checkpoint in {checkpoint}; a run keeps one with --checkpoint-every N.")
+    if not args.resume and checkpoint.exists():
+        raise ValueError(f"{checkpoint} holds a stopped run: pass --resume to continue it, or choose another --out.")
 
 
 def _text(value, role_wanted: str) -> str:
@@ -100,20 +115,34 @@ def train(args) -> dict:
     from rlhf_lab.train.config import LoraSettings
     from rlhf_lab.train.dpo import DPOConfig, DPOTrainer
     from rlhf_lab.train.kto import KTOConfig, KTOTrainer
+    from rlhf_lab.train.trainer_checkpoint import saved_state
 
     if args.threads:
         torch.set_num_threads(args.threads)
     is_main, out = int(os.environ.get("RANK", "0")) == 0, Path(args.out)
+    checkpoint = out / "checkpoint"
+    config_class, trainer_class = (DPOConfig, DPOTrainer) if args.method == "dpo" else (KTOConfig, KTOTrainer)
+    if args.resume:
+        try:
+            config = config_class.from_dict(saved_state(checkpoint)["config"])
+        except ValueError:
+            raise ValueError(f"--resume: the run in {args.out} is not a {args.method} run: pass the --method it "
+                             "began with.") from None
+    else:
+        settings = {"learning_rate": args.learning_rate} if args.learning_rate is not None else {}
+        config = config_class(batch_size=args.batch_size, beta=args.beta, epochs=args.epochs or 1, seed=args.seed,
+                              mixed_precision=args.mixed_precision,
+                              lora=LoraSettings(r=args.lora) if args.lora else None, **settings)
     data = read_rows(Path(args.data), args.method)
     policy, tokenizer = load_policy(args.model, device="cpu")  # accelerate moves it to this process's device
-    config_class, trainer_class = (DPOConfig, DPOTrainer) if args.method == "dpo" else (KTOConfig, KTOTrainer)
-    settings = {"learning_rate": args.learning_rate} if args.learning_rate is not None else {}
-    config = config_class(batch_size=args.batch_size, beta=args.beta, epochs=args.epochs, seed=args.seed,
-                          mixed_precision=args.mixed_precision, lora=LoraSettings(r=args.lora) if args.lora else None,
-                          **settings)
     trainer = trainer_class(policy, tokenizer, config, callbacks=None if is_main else [],  # None: its printed log
                             metrics_path=out / "metrics.jsonl" if is_main else None)
-    trainer.fit(data)
+    if args.resume:
+        trainer.load_state(checkpoint)
+        if is_main:
+            trainer.history.rewrite()  # metrics.jsonl as the checkpoint knows it
+    trainer.fit(data, epochs=args.epochs, checkpoint_dir=checkpoint if args.checkpoint_every else None,
+                checkpoint_every=args.checkpoint_every)
     whole = trainer.whole_policy()  # every process calls it: under FSDP2 it gathers the shards
     acc = trainer.accelerator
     if acc.is_main_process:

@@ -108,6 +108,8 @@ def train(args) -> dict:
     options = dict(callbacks=callbacks, metrics_path=out / "metrics.jsonl" if is_main else None)
     if args.resume or args.resume_from:
         trainer = PPOTrainer.resume(args.resume_from or out / "checkpoint", policy, tokenizer, reward, **options)
+        if is_main:
+            trainer.history.rewrite()  # metrics.jsonl as the checkpoint knows it
     else:
         settings = {k: v for k, v in vars(args).items()
                     if k in ("learning_rate", "kl_coef", "kl_target") and v is not None}

@@ -190,6 +190,8 @@ def test_fsdp2_run_resumed_from_its_sharded_checkpoint_ends_as_the_uninterrupted
     assert b["shards"] == 2 and a["update"] == b["update"] == 3 and before["update"] == 2
     assert a["kl_coef"] == b["kl_coef"] != before["kl_coef"] != 0.05  # the adaptive β moved, and identically
     assert a["history"]["rows"][-1]["objective/kl"] == pytest.approx(b["history"]["rows"][-1]["objective/kl"], abs=1e-6)
+    for run in (straight, resumed):  # the resumed run's metrics.jsonl: its checkpoint's rows, then its own
+        assert [json.loads(line)["update"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
     for rank in (0, 1):  # every process's part of the weights and of the optimiser state
         mine, theirs = (load_file(str(run / "checkpoint" / f"rank0000{rank}.safetensors"))
                         for run in (straight, resumed))

@@ -1,5 +1,6 @@
 """DPO's and KTO's checkpoints (`train.scorer.ScoringTrainer`): a fit stopped between checkpoints and resumed in a
-new trainer from the last one ends where the uninterrupted fit ends: the same weights, counters and metrics."""
+new trainer from the last one ends where the uninterrupted fit ends: the same weights, counters and metrics; other
+data is refused."""
 
 from __future__ import annotations
 
@@ -53,6 +54,11 @@ def test_a_stopped_fit_resumed_from_its_checkpoint_ends_as_the_uninterrupted_fit
     assert stopped.fit_start_ is None  # the stopped fit's position is its checkpoint's, not the next fit's
     resumed = trainer_class.resume(tmp_path / "ckpt", tiny_policy("smollm2-135m", seed=0)[0], tokenizer, callbacks=[])
     assert (resumed.update_, resumed.fit_start_) == (4, 0) and resumed.config == config
+    other = data.copy()
+    other.iloc[1, 2] = not other.iloc[1, 2] if method == "kto" else "nope"  # one label / one reply differs
+    with pytest.raises(ValueError, match="resumes a fit on other data"):
+        resumed.fit(other)  # its position counts the batches of the data it began with
+    assert (resumed.update_, resumed.fit_start_) == (4, 0)  # refused before any work: the position is kept
     resumed.fit(data)
     assert resumed.update_ == straight.update_ == 8 and resumed.fit_start_ is None
     mine, theirs = weights(resumed), weights(straight)

@@ -108,3 +108,68 @@ def test_kto_on_thumbs_writes_a_trained_model(tmp_path):
 
     start = load_policy("tiny", device="cpu")[0].state_dict()
     assert max(float((trained[n] - start[n]).abs().max()) for n in trained) > 1e-3
+
+
+def script():
+    """examples/train_dpo.py as a module, to run in this process (a test can then stop it mid-run)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_dpo_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Stop(Exception):
+    """The crash: raised in the optimiser step after update `n`."""
+
+
+def test_a_stopped_run_resumes_from_its_checkpoint_in_one_process_or_two(tmp_path, monkeypatch, capsys):
+    from rlhf_lab.train.dpo import DPOTrainer
+
+    data = write_jsonl(tmp_path / "preference.jsonl", preference_rows())  # 6 pairs in batches of 2: 3 per epoch
+    args = ["--data", str(data), "--model", "tiny", "--batch-size", "2", "--learning-rate", "1e-3",
+            "--mixed-precision", "no", "--epochs", "2", "--checkpoint-every", "2"]
+    train_dpo = script()
+    assert train_dpo.main([*args, "--out", str(tmp_path / "straight")]) == 0
+    straight = load_file(str(tmp_path / "straight" / "model" / "model.safetensors"))
+    step = DPOTrainer.step
+
+    def crashing(self, *a, **k):
+        if self.update_ == 5:
+            raise Stop
+        return step(self, *a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(DPOTrainer, "step", crashing)
+        for out in ("one", "two"):
+            with pytest.raises(Stop):
+                train_dpo.main([*args, "--out", str(tmp_path / out)])  # checkpoints at updates 2 and 4
+    capsys.readouterr()
+    metrics = tmp_path / "one" / "metrics.jsonl"
+    assert [json.loads(line)["update"] for line in metrics.read_text().splitlines()] == [1, 2, 3, 4, 5]
+    # a new run into a stopped run's directory, a resume of nothing, a resume with other data or as another method
+    refusals = [([*args, "--out", str(tmp_path / "one")], "holds a stopped run: pass --resume to continue it"),
+                ([*args, "--out", str(tmp_path / "new"), "--resume"], "--resume: no checkpoint in"),
+                ([*args, "--out", str(tmp_path / "one"), "--resume", "--method", "kto"], "is not a kto run"),
+                ([*args, "--out", str(tmp_path / "straight"), "--resume"], "has finished (its model is in")]
+    other = write_jsonl(tmp_path / "other.jsonl", preference_rows()[::-1])  # the same pairs in another order
+    refusals.append(([*args, "--out", str(tmp_path / "one"), "--resume", "--data", str(other)],
+                     "resumes a fit on other data"))
+    for argv, message in refusals:
+        assert train_dpo.main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    # resumed in this process, and (the other stopped run) in two under FSDP2: each takes its part of the checkpoint
+    assert train_dpo.main([*args, "--out", str(tmp_path / "one"), "--resume"]) == 0
+    assert [json.loads(line)["update"] for line in metrics.read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
+    two = run(*args, "--out", str(tmp_path / "two"), "--resume", "--threads", "1", launch="fsdp2.yaml",
+              logs=tmp_path / "logs")
+    model = tmp_path / "two" / "model" / "model.safetensors"
+    check_launch(two, tmp_path / "logs", [] if model.exists() else [str(model)])
+    assert summary(two.stdout)["updates"] == 6
+    for run_dir in ("one", "two"):
+        resumed = load_file(str(tmp_path / run_dir / "model" / "model.safetensors"))
+        assert resumed.keys() == straight.keys()
+        for name, value in straight.items():
+            torch.testing.assert_close(resumed[name], value, rtol=0, atol=1e-5, msg=f"{run_dir}: {name}")

@@ -78,6 +78,17 @@ class MetricsHistory(Callback):
         self.samples.extend(samples)
         self._append(self.samples_path, samples)
 
+    def rewrite(self) -> None:
+        """Write the files anew from `rows` and `samples` (main process, after a resume: the files hold what the
+        checkpoint holds; rows of updates made after it, which the run makes again, leave them)."""
+        for path, rows in ((self.path, self.rows), (self.samples_path, self.samples)):
+            if path is not None and (rows or path.exists()):
+                tmp = path.with_name(path.name + ".tmp")
+                tmp.unlink(missing_ok=True)
+                self._append(tmp, rows)
+                tmp.touch()
+                tmp.replace(path)
+
     def to_frame(self):
         """The metrics as a pandas DataFrame, one row per update."""
         import pandas as pd

@@ -37,6 +37,7 @@ from rlhf_lab.train.dpo_losses import LOSS_TYPES, dpo_loss
 from rlhf_lab.train.scorer import (
     ScoringTrainer,
     batch_share,
+    data_fingerprint,
     gather_kept,
     prepare_scoring_trainer,
     reference_scores,
@@ -115,7 +116,7 @@ class DPOTrainer(ScoringTrainer):
 
     config_class = DPOConfig
     counters = ("pairs_seen_", "samples_generated_", "tokens_generated_", "judgments_used_", "round_",
-                "pairs_below_margin_", "fit_start_")
+                "pairs_below_margin_", "fit_start_", "fit_data_")
 
     def __init__(self, policy, tokenizer, config: DPOConfig | None = None, *, ref_policy=None, callbacks=None,
                  metrics_path=None):
@@ -130,7 +131,7 @@ class DPOTrainer(ScoringTrainer):
                           ) if callbacks is None else list(callbacks)
         self.update_ = self.pairs_seen_ = self.samples_generated_ = self.tokens_generated_ = 0
         self.judgments_used_ = self.round_ = self.pairs_below_margin_ = 0
-        self.n_updates_ = self.fit_start_ = None  # fit_start_: the update a fit under way started from
+        self.n_updates_ = self.fit_start_ = self.fit_data_ = None  # a fit under way: its first update, its data
         self.last_batch_ = None  # the candidates of the latest round (a GenerationBatch)
         self.store_ = None
 
@@ -139,21 +140,25 @@ class DPOTrainer(ScoringTrainer):
         """Tokenise pairs (a DataFrame with prompt, chosen, rejected and optional tie, e.g.
         `store.preference_pairs()`; a FeedbackStore; or a list of EncodedPair) and compute their reference
         log-probs, once."""
+        encoded = self._encoded(pairs)
+        return PreparedPairs(encoded, *self.reference_logps(encoded))
+
+    def _encoded(self, pairs) -> list[EncodedPair]:
         cfg = self.config
         if isinstance(pairs, list) and pairs and all(isinstance(p, EncodedPair) for p in pairs):
-            encoded = pairs
-        else:
-            encoded = encode_pairs(self.tokenizer, self._check_pairs(pairs), cfg.sampling, cfg.max_length,
-                                   cfg.max_prompt_length)
-        return PreparedPairs(encoded, *self.reference_logps(encoded))
+            return pairs
+        return encode_pairs(self.tokenizer, self._check_pairs(pairs), cfg.sampling, cfg.max_length,
+                            cfg.max_prompt_length)
 
     def fit(self, pairs, epochs: int | None = None, checkpoint_dir=None, checkpoint_every: int = 0) -> "DPOTrainer":
         """Train on preference pairs (anything `prepare` takes, or its result): reference log-probs computed once,
         then `epochs` (default config.epochs) shuffled passes of optimiser steps. checkpoint_dir: saved there
         (atomically) every `checkpoint_every` steps; a trainer resumed from it goes on with the same pairs where it
-        stopped. Returns self."""
+        stopped (other pairs are refused). Returns self."""
         cfg = self.config
-        data = pairs if isinstance(pairs, PreparedPairs) else self.prepare(pairs)
+        encoded = pairs.pairs if isinstance(pairs, PreparedPairs) else self._encoded(pairs)
+        self.claim_fit_data(data_fingerprint(encoded))
+        data = pairs if isinstance(pairs, PreparedPairs) else PreparedPairs(encoded, *self.reference_logps(encoded))
         lengths = [p.length for p in data.pairs]
 
         def batches(start: int):  # (epoch, pair indices) of a fit begun at update `start`

@@ -34,6 +34,7 @@ from rlhf_lab.train.kto_losses import kto_loss, kto_reference_point, kto_weights
 from rlhf_lab.train.scorer import (
     ScoringTrainer,
     batch_share,
+    data_fingerprint,
     gather_kept,
     prepare_scoring_trainer,
     reference_scores,
@@ -111,7 +112,7 @@ class KTOTrainer(ScoringTrainer):
     Counters: `update_`, `examples_seen_`. `save`, `resume`: checkpoints."""
 
     config_class = KTOConfig
-    counters = ("examples_seen_", "fit_start_")
+    counters = ("examples_seen_", "fit_start_", "fit_data_")
 
     def __init__(self, policy, tokenizer, config: KTOConfig | None = None, *, ref_policy=None, callbacks=None,
                  metrics_path=None):
@@ -124,7 +125,7 @@ class KTOTrainer(ScoringTrainer):
         self.history = MetricsHistory(metrics_path)
         self.callbacks = [PrintLogger(keys=KTO_PRINT_KEYS)] if callbacks is None else list(callbacks)
         self.update_ = self.examples_seen_ = 0
-        self.n_updates_ = self.fit_start_ = None  # fit_start_: the update a fit under way started from
+        self.n_updates_ = self.fit_start_ = self.fit_data_ = None  # a fit under way: its first update, its data
 
     def _check(self, data) -> pd.DataFrame:
         if hasattr(data, "judgments_df"):
@@ -155,7 +156,7 @@ class KTOTrainer(ScoringTrainer):
         """Train on thumbs (a FeedbackStore, or a DataFrame with prompt, completion, label): reference log-probs
         computed once (also for each batch's mismatched pairs), then `epochs` shuffled passes. checkpoint_dir: saved
         there (atomically) every `checkpoint_every` steps; a trainer resumed from it goes on with the same data where
-        it stopped. Returns self."""
+        it stopped (other data is refused). Returns self."""
         cfg = self.config
         data = self._check(data)
         labels = torch.tensor(data["label"].astype(bool).to_numpy())
@@ -164,6 +165,7 @@ class KTOTrainer(ScoringTrainer):
                         cfg.undesirable_weight)
         rows = encode_examples(self.tokenizer, data["prompt"], data["completion"], cfg.sampling, cfg.max_length,
                                cfg.max_prompt_length)
+        self.claim_fit_data(data_fingerprint(rows, labels.tolist()))
         ref = self._reference(rows)
         lengths = [len(p) + len(r) for p, r in rows]
 

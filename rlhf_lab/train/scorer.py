@@ -22,6 +22,7 @@ batch is short fills it with a row at weight 0.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from typing import Callable, Iterable, NamedTuple
 
@@ -36,7 +37,7 @@ from rlhf_lab.train.sharding import FullWeights
 from rlhf_lab.train.trainer_checkpoint import load_trainer, save_trainer, saved_state
 
 __all__ = ["ReplyScorer", "PreparedScorer", "prepare_scoring_trainer", "ScoringTrainer", "reference_scores",
-           "batch_share", "gather_kept", "scored_in_shares"]
+           "batch_share", "gather_kept", "scored_in_shares", "data_fingerprint"]
 
 Score = Callable[..., torch.Tensor]  # score(causal LM, rows, pad_id, sharded=...) -> (N,) sequence log-probs
 
@@ -82,8 +83,8 @@ class ScoringTrainer:
     """What DPO's and KTO's trainers share (built with `prepare_scoring_trainer`; a subclass sets `config_class` and
     `counters`, the attributes a checkpoint keeps besides the update count): the policy, its whole weights, a fit's
     steps that a resumed trainer has still to make, and checkpoints as PPO's (`train.trainer_checkpoint`): trainable
-    weights, optimiser, RNG states, config, update count, counters (a fit's position `fit_start_` among them) and
-    metrics history, each process its part under FSDP2."""
+    weights, optimiser, RNG states, config, update count, counters (a fit's position `fit_start_` and its data's
+    fingerprint `fit_data_` among them) and metrics history, each process its part under FSDP2."""
 
     config_class: type
     counters: tuple[str, ...] = ()
@@ -103,6 +104,16 @@ class ScoringTrainer:
         process must call this: each tensor is gathered); else the policy itself."""
         return self.full_policy.refresh(self.policy) if self.sharded else self.policy
 
+    def claim_fit_data(self, fingerprint: str) -> None:
+        """Begin a fit on the data of this `data_fingerprint`. A trainer resumed from a checkpoint taken during a fit
+        goes on with that fit only on the same data: other data (whose batches its position does not count) is
+        refused with a ValueError before any work."""
+        if self.fit_start_ is not None and self.fit_data_ not in (None, fingerprint):
+            raise ValueError("This trainer resumes a fit on other data (its checkpoint was taken during a fit on "
+                             "different examples): fit it on the data that fit began with, or train these with a "
+                             "new trainer.")
+        self.fit_data_ = fingerprint
+
     def fit_steps(self, batches: Callable[[int], Iterable], checkpoint_dir=None, checkpoint_every: int = 0):
         """The batches of a fit that remain to be stepped on, in order: `batches(start)` yields every batch of a fit
         begun at update `start` (its order seeded by it). A trainer resumed from a checkpoint taken during a fit skips
@@ -116,7 +127,7 @@ class ScoringTrainer:
                 if checkpoint_dir and checkpoint_every and self.update_ % checkpoint_every == 0:
                     self.save(checkpoint_dir)
         finally:  # a fit that stopped leaves its position to its checkpoint, not to the next fit
-            self.fit_start_ = None
+            self.fit_start_ = self.fit_data_ = None
 
     def save(self, path) -> None:
         """Write a checkpoint atomically at `path` (every process calls this)."""
@@ -134,6 +145,11 @@ class ScoringTrainer:
         between checkpoints goes on where its checkpoint was: call `fit` again with the same data."""
         config = config or cls.config_class.from_dict(saved_state(path)["config"])
         return cls(policy, tokenizer, config, **kwargs).load_state(path)
+
+
+def data_fingerprint(*parts) -> str:
+    """A short sha256 of the parts' repr (token ids, labels: lists, tuples, ints, bools): which data a fit ran on."""
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
 def reference_scores(model: nn.Module, policy: nn.Module, reference: nn.Module | None, score: Score, rows,
