@@ -132,37 +132,3 @@ def test_one_process_launched_with_the_fsdp2_config_runs_without_it(monkeypatch)
     monkeypatch.setenv("FSDP_VERSION", "2")
     accelerator = Accelerator(cpu=True)
     assert honour_launch(accelerator).distributed_type == DistributedType.NO
-
-
-def _agree_in_a_group(rank: int, store_path: str, wishes: list[bool], results) -> None:
-    import types
-
-    import torch
-    import torch.distributed as dist
-
-    from rlhf_lab.core.launch import all_agree
-
-    dist.init_process_group("gloo", store=dist.FileStore(store_path, 2), rank=rank, world_size=2)
-    try:
-        agree = all_agree(types.SimpleNamespace(device=torch.device("cpu")))
-        results.put((rank, [agree(wish) for wish in wishes[rank::2]]))
-    finally:
-        dist.destroy_process_group()
-
-
-def test_all_agree_is_true_only_where_every_process_says_so(tmp_path):
-    """Two processes over gloo: the choice each makes alone, and what they agree on (true only where both are)."""
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    wishes = [True, True, True, False, False, True, False, False]  # rank 0: T T F F; rank 1: T F T F
-    processes = [context.Process(target=_agree_in_a_group, args=(rank, str(tmp_path / "store"), wishes, results))
-                 for rank in range(2)]
-    for process in processes:
-        process.start()
-    got = dict(results.get(timeout=120) for _ in processes)
-    for process in processes:
-        process.join(timeout=60)
-        assert process.exitcode == 0
-    assert got == {0: [True, False, False, False], 1: [True, False, False, False]}

@@ -218,28 +218,6 @@ def test_packed_rows_skip_the_padding_with_the_same_logits_and_gradients(tokeniz
     torch.testing.assert_close(logits[2], alone[0], atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("pack", [False, True])
-def test_processes_that_must_agree_share_the_prefix_only_together_and_keep_its_pass_in_the_graph(tokenizer, pack):
-    """`agree` (FSDP2: `core.launch.all_agree`) decides whether the prefix is shared. Shared, the prefix pass's last
-    layer gets its backward from its own output (an exact zero added), which is where FSDP2 gathers its weights
-    again; unshared, every row runs in full."""
-    model = peaked_policy(tokenizer)
-    trunk = model.model
-    ids, mask, n_prompt = prefix_batch(tokenizer)
-    plain = response_hidden(trunk, ids, mask, n_prompt, share_prefix=False)
-    backward_calls = []
-    hook = trunk.layers[-1].register_full_backward_hook(lambda module, grad_in, grad_out: backward_calls.append(1))
-    for agree, passes in ((lambda ok: False, 1), (lambda ok: ok, 2), (None, 2)):
-        backward_calls.clear()
-        hidden = response_hidden(trunk, ids, mask, n_prompt, pack=pack, agree=agree)
-        real = mask[:, n_prompt:].bool()
-        torch.testing.assert_close(hidden[real], plain[real], atol=1e-4, rtol=1e-4)
-        hidden[real].sum().backward()
-        # the last layer's backward: once per pass that reaches its output (the prefix pass's only with agree)
-        assert len(backward_calls) == (passes if agree is not None else 1), (agree, passes)
-    hook.remove()
-
-
 def test_shared_prefix_length_leaves_each_row_a_prompt_token_and_needs_left_padding(tokenizer):
     pad = tokenizer.pad_token_id
     same = torch.tensor([[5, 6, 7, 8, 20], [5, 6, 7, 8, 21]])

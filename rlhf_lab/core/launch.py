@@ -28,7 +28,7 @@ from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
 from rlhf_lab.core.errors import SetupError
 
-__all__ = ["launched_processes", "launched_on_cpu", "honour_launch", "is_sharded", "all_agree"]
+__all__ = ["launched_processes", "launched_on_cpu", "honour_launch", "is_sharded"]
 
 CONFIGS = "configs/accelerate"
 
@@ -80,15 +80,3 @@ def honour_launch(accelerator: Accelerator) -> Accelerator:
 def is_sharded(accelerator: Accelerator) -> bool:
     """Whether the prepared model's parameters are FSDP2 shards (each process holds a part of every tensor)."""
     return bool(getattr(accelerator, "is_fsdp2", False))
-
-
-def all_agree(accelerator: Accelerator):
-    """ok -> whether it is true on every process (a collective: every process must call it, in the same order), for
-    choices that must be the same everywhere, such as how many passes a sharded model's forward makes."""
-    def agree(ok: bool) -> bool:
-        flag = torch.tensor([int(ok)], device=accelerator.device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
-        return bool(flag.item())
-
-    return agree
-

@@ -21,7 +21,7 @@ import torch
 
 from rlhf_lab.core.errors import TrainingDivergedError
 from rlhf_lab.core.hf import adamw, causal_lm, disable_dropout, eager_attention_for_cpu_bf16, make_accelerator
-from rlhf_lab.core.launch import all_agree, is_sharded
+from rlhf_lab.core.launch import is_sharded
 from rlhf_lab.core.seeding import seed_for, set_seed
 from rlhf_lab.policy.generation import generate
 from rlhf_lab.policy.models import model_id
@@ -110,13 +110,13 @@ class OnPolicyTrainer:
             causal_lm(policy).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if config.lora is not None:
                 causal_lm(policy).enable_input_require_grads()
-        # Under FSDP2 every process samples from a whole copy of the policy, and the processes choose together whether
-        # a forward shares its prompts' prefix: an extra pass on some processes only would put the gathers out of step.
+        # Under FSDP2 every process samples from a whole copy of the policy, and the policy's forward runs each row's
+        # whole prompt: a shared prefix's extra pass on some processes only would put the layers' gathers out of step.
         self.sharded = is_sharded(self.accelerator)
         self.full_policy = FullWeights(policy, self.accelerator.device) if self.sharded else None
         model = PolicyAndValue(policy, disable_dropout(critic).requires_grad_(True) if critic is not None else None,
-                               value_head, share_prefix=config.share_prompt_prefix, pack=config.pack_replies,
-                               agree=all_agree(self.accelerator) if self.sharded else None)
+                               value_head, share_prefix=config.share_prompt_prefix and not self.sharded,
+                               pack=config.pack_replies)
         optimizer = adamw([p for p in model.parameters() if p.requires_grad], config.learning_rate)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.kl_ctl = (AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)

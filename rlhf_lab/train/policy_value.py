@@ -8,7 +8,6 @@ import contextlib
 import copy
 import warnings
 import weakref
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -33,7 +32,7 @@ _NO_SHARED_PREFIX: weakref.WeakSet = weakref.WeakSet()  # trunks whose forward c
 
 
 def response_hidden(trunk: nn.Module, input_ids, attention_mask, n_prompt: int, share_prefix: bool = True,
-                    pack: bool = True, agree: Callable[[bool], bool] | None = None):
+                    pack: bool = True):
     """Last hidden states at the positions that predict each response token: (B, P+R) -> (B, R, D).
 
     Position ids count real tokens only (cumsum(mask) − 1, clamped at 0), so a left-padded row is read exactly as it
@@ -50,25 +49,15 @@ def response_hidden(trunk: nn.Module, input_ids, attention_mask, n_prompt: int, 
     (`_packed_response_hidden`). Positions that predict no real response token (after a reply's end) get zeros; a
     caller reads them only under a zero mask. Same numbers up to float rounding at every real position, gradients
     included; the forward and backward skip the padding (short prompts' and ended replies'), more as replies shorten.
-
-    agree (several processes whose trunk is FSDP2 shards: `core.launch.all_agree`): the prefix is shared only where
-    every process shares its own, so that all make the same passes through the trunk (each pass gathers every
-    layer's weights from all of them). Packed or not, a shared prefix makes two passes. The prefix pass's output then
-    joins the result as an exact zero: FSDP2 gathers a layer's weights again for its backward when the gradient
-    reaches that layer's output, which the prefix pass's last layer (read only through its keys and values) would
-    otherwise never see.
     """
     n_response = input_ids.shape[1] - n_prompt
     n_shared = shared_prefix_length(input_ids, attention_mask, n_prompt) if share_prefix else 0
-    share = n_shared >= MIN_SHARED_PREFIX and trunk not in _NO_SHARED_PREFIX and not _checkpointing(trunk)
-    if agree(share) if agree is not None else share:
+    if n_shared >= MIN_SHARED_PREFIX and trunk not in _NO_SHARED_PREFIX and not _checkpointing(trunk):
         if pack:
-            hidden = _packed_response_hidden(trunk, input_ids, attention_mask, n_prompt, n_shared,
-                                             agree is not None)  # (B, R, D)
+            hidden = _packed_response_hidden(trunk, input_ids, attention_mask, n_prompt, n_shared)  # (B, R, D)
             if hidden is not None:
                 return hidden
-        hidden = _hidden_after_shared_prefix(trunk, input_ids, attention_mask, n_shared,
-                                             agree is not None)  # (B, L', D), or None
+        hidden = _hidden_after_shared_prefix(trunk, input_ids, attention_mask, n_shared)  # (B, L', D), or None
         if hidden is not None:
             return hidden[:, hidden.shape[1] - n_response - 1:-1]  # (B, R, D)
     hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
@@ -76,15 +65,14 @@ def response_hidden(trunk: nn.Module, input_ids, attention_mask, n_prompt: int, 
     return hidden[:, n_prompt - 1:-1]  # (B, R, D)
 
 
-def _hidden_after_shared_prefix(trunk, input_ids, attention_mask, n_shared: int, tie: bool = False):
+def _hidden_after_shared_prefix(trunk, input_ids, attention_mask, n_shared: int):
     """The trunk's last hidden states (B, L', D) of the columns after the shared prefix (those a row needs; the
-    prefix itself runs once), or None (noted for this trunk) when its forward cannot continue from a cache. tie: the
-    prefix pass's output joins the result as an exact zero (`response_hidden`'s agree)."""
+    prefix itself runs once), or None (noted for this trunk) when its forward cannot continue from a cache."""
     batch, length = input_ids.shape
     device = input_ids.device
     pads = left_padding(attention_mask)  # (B,)
     cache_arg = cache_argument(trunk)
-    cache, zero = _prefix_cache(trunk, input_ids, int(pads[0]), n_shared)
+    cache = _prefix_cache(trunk, input_ids, int(pads[0]), n_shared)
     if cache is None or not hasattr(cache, "batch_repeat_interleave"):
         return _cannot_share(trunk)
     cache.batch_repeat_interleave(batch)  # (1, ...) -> (B, ...) keys and values; gradients flow back summed
@@ -97,18 +85,18 @@ def _hidden_after_shared_prefix(trunk, input_ids, attention_mask, n_shared: int,
                    use_cache=True, **{cache_arg: cache}).last_hidden_state  # (B, L', D)
     if cache.get_seq_length() != length - start + n_shared:  # the forward did not read the cache
         return _cannot_share(trunk)
-    return hidden + zero if tie else hidden
+    return hidden
 
 
 def _prefix_cache(trunk, input_ids, first: int, n_shared: int):
-    """The shared prefix (row 0's columns first .. first + n_shared − 1) run once, as a batch of one: (its key/value
-    cache, or None when the trunk returns none; 0 × the sum of its output, a zero in the prefix pass's graph)."""
+    """The shared prefix (row 0's columns first .. first + n_shared − 1) run once, as a batch of one: its key/value
+    cache, or None when the trunk returns none."""
     out = trunk(input_ids=input_ids[:1, first:first + n_shared], use_cache=True,
                 position_ids=torch.arange(n_shared, device=input_ids.device)[None])
-    return getattr(out, "cache", None) or getattr(out, "past_key_values", None), out.last_hidden_state.sum() * 0
+    return getattr(out, "cache", None) or getattr(out, "past_key_values", None)
 
 
-def _packed_response_hidden(trunk, input_ids, attention_mask, n_prompt: int, n_shared: int, tie: bool = False):
+def _packed_response_hidden(trunk, input_ids, attention_mask, n_prompt: int, n_shared: int):
     """`response_hidden` with the rows packed: (B, R, D), or None when this batch or trunk cannot be packed.
 
     Row b keeps its columns from its first token after the shared prefix to the one before its last response token
@@ -136,7 +124,7 @@ def _packed_response_hidden(trunk, input_ids, attention_mask, n_prompt: int, n_s
     if attention == "eager":
         dtype = trunk.get_input_embeddings().weight.dtype
         allowed = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
-    cache, zero = _prefix_cache(trunk, input_ids, int(pads[0]), n_shared)
+    cache = _prefix_cache(trunk, input_ids, int(pads[0]), n_shared)
     if cache is None or not hasattr(cache, "get_seq_length"):
         return None
     hidden = trunk(input_ids=input_ids[keep][None], attention_mask=allowed[None, None], position_ids=positions[None],
@@ -146,8 +134,7 @@ def _packed_response_hidden(trunk, input_ids, attention_mask, n_prompt: int, n_s
     steps = torch.arange(input_ids.shape[1] - n_prompt, device=device)  # (R,)
     first_predicting = (ends - starts).cumsum(dim=0) - lengths  # (B,) packed index that predicts response token 0
     index = torch.where(steps[None, :] < lengths[:, None], first_predicting[:, None] + steps[None, :], n_packed)
-    hidden = torch.cat([hidden, hidden.new_zeros(1, hidden.shape[-1])])[index]  # (B, R, D); zeros after each reply
-    return hidden + zero if tie else hidden  # (tie: `response_hidden`'s agree)
+    return torch.cat([hidden, hidden.new_zeros(1, hidden.shape[-1])])[index]  # (B, R, D); zeros after each reply
 
 
 def _checkpointing(trunk) -> bool:
@@ -177,10 +164,9 @@ class PolicyAndValue(nn.Module):
     """
 
     def __init__(self, policy: nn.Module, critic: nn.Module | None = None, value_head: nn.Linear | None = None,
-                 share_prefix: bool = True, pack: bool = True, agree: Callable[[bool], bool] | None = None):
+                 share_prefix: bool = True, pack: bool = True):
         super().__init__()
         self.policy, self.critic, self.share_prefix, self.pack = policy, critic, share_prefix, pack
-        self.agree = agree  # under FSDP2: the processes' shared-prefix choice made together (`response_hidden`)
         lm = causal_lm(policy)
         self.value_head = nn.Linear(lm.config.hidden_size, 1, dtype=torch.float32,
                                     device=lm.get_output_embeddings().weight.device)
@@ -192,11 +178,10 @@ class PolicyAndValue(nn.Module):
     def forward(self, input_ids, attention_mask, n_prompt: int):
         lm = causal_lm(self.policy)
         hidden = response_hidden(lm.base_model, input_ids, attention_mask, n_prompt, self.share_prefix,
-                                 self.pack, self.agree)  # (B, R, D)
+                                 self.pack)  # (B, R, D)
         logits = lm.get_output_embeddings()(hidden)  # (B, R, V)
         if self.critic is not None:
-            hidden = response_hidden(self.critic, input_ids, attention_mask, n_prompt, self.share_prefix, self.pack,
-                                     self.agree)
+            hidden = response_hidden(self.critic, input_ids, attention_mask, n_prompt, self.share_prefix, self.pack)
         values = self.value_head(hidden.float()).squeeze(-1).to(torch.float32, copy=True)  # (B, R) float32, not a
         # view (FSDP2 warns of views; accelerate turns a DDP model's outputs to float32, but not under FSDP2)
         return logits, values
