@@ -167,22 +167,6 @@ def test_pair_logps_share_the_prompt_and_match_sequence_logps_with_gradients(tok
     torch.testing.assert_close(shared_grad, full_grad, atol=1e-5, rtol=1e-4)
 
 
-def test_pair_logps_make_the_same_passes_on_every_process_when_sharded(tokenizer):
-    """Under FSDP2 (`sharded`) the replies' pass runs even when every reply is one token (a process that skipped it
-    would leave the others waiting in its gathers), with the same log-probs; elsewhere it is skipped."""
-    model = peaked_policy(tokenizer).eval()
-    passes = []
-    model.base_model.register_forward_hook(lambda module, args, out: passes.append(1))
-    one_token = [EncodedPair([5, 6, 7], [20], [22]), EncodedPair([8, 9], [23], [24])]
-    full = sequence_logps(model, *collate(one_token, tokenizer.pad_token_id))
-    for sharded, expected in ((False, 1), (True, 2)):
-        passes.clear()
-        with torch.no_grad():
-            ours = pair_logps(model, one_token, tokenizer.pad_token_id, sharded=sharded)
-        assert len(passes) == expected
-        torch.testing.assert_close(ours, full, atol=1e-4, rtol=1e-5)
-
-
 # ---- config and input checks --------------------------------------------------------------------------------------
 def test_config_and_input_errors_say_how_to_fix(tokenizer):
     with pytest.raises(ValueError, match="label_smoothing"):

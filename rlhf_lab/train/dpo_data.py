@@ -116,20 +116,18 @@ def collate_shared(pairs: list[EncodedPair], pad_id: int) -> tuple[Tensor, Tenso
 
 def pair_logps(lm, pairs: list[EncodedPair], pad_id: int, sharded: bool = False) -> Tensor:
     """Sequence log-probs of b pairs' chosen and rejected replies, (2b,) ordered [chosen_1..b, rejected_1..b] as
-    `sequence_logps` on `collate`'s rows, with the shared prompt run once per pair instead of twice.
+    `sequence_logps` on `collate`'s rows, with the shared prompt run once per pair instead of twice (`sharded`:
+    `sequence_logps` itself, one trunk pass whatever the replies, as FSDP2 needs: `train.scorer`).
 
     The prompts (left padded, positions counting real tokens) go through the trunk once, keeping their keys and
     values; both replies then continue from them (the cache repeated per reply, gradients flowing back into the
     prompt's pass). On chit-chat pairs the prompt (chat template included) is about half of each row, so this
     removes about a quarter of the tokens of a step. The output layer runs on reply tokens only.
-    The replies' pass is skipped when every reply is one token long, except when `sharded` (FSDP2 gathers a layer's
-    weights from every process at each of its passes, so all must make the same passes: `train.scorer`).
     """
     device = lm.get_output_embeddings().weight.device
+    if sharded:
+        return sequence_logps(lm, *(t.to(device) for t in collate(pairs, pad_id)))
     prompt_ids, prompt_mask, reply_ids, reply_mask = (t.to(device) for t in collate_shared(pairs, pad_id))
-    if sharded and reply_ids.shape[1] == 1:  # a column that reads nothing: the replies' pass runs as elsewhere
-        reply_ids = torch.cat([reply_ids, torch.full_like(reply_ids, pad_id)], dim=1)
-        reply_mask = torch.cat([reply_mask, torch.zeros_like(reply_mask)], dim=1)
     trunk, n = lm.base_model, len(pairs)
     positions = position_ids(prompt_mask)
     out = trunk(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True)

@@ -15,8 +15,9 @@ Under several processes each one takes a share of every batch (`batch_share`), a
 gathered for the metrics (`gather_kept`); the reference's log-probs, computed once up front, are shared out and
 gathered the same way (`scored_in_shares`). Each process runs the same number of forwards of the same kind: FSDP2
 gathers a layer's weights from all processes at each of its forwards, so a process that ran one more would wait
-for the others forever. Hence `pair_logps` under FSDP2 always makes its replies' pass (elsewhere it skips it when
-every reply is one token), and a process whose share of a batch is short fills it with a row at weight 0.
+for the others forever. Hence the scorer reads each pair's prompt with each reply under FSDP2 (`pair_logps`'s
+shared prompt pass runs the trunk once or twice depending on the replies' lengths), and a process whose share of a
+batch is short fills it with a row at weight 0.
 """
 
 from __future__ import annotations
