@@ -16,8 +16,9 @@ gathered for the metrics (`gather_kept`); the reference's log-probs, computed on
 gathered the same way (`scored_in_shares`). Each process runs the same number of forwards of the same kind: FSDP2
 gathers a layer's weights from all processes at each of its forwards, so a process that ran one more would wait
 for the others forever. Hence the scorer reads each pair's prompt with each reply under FSDP2 (`pair_logps`'s
-shared prompt pass runs the trunk once or twice depending on the replies' lengths), and a process whose share of a
-batch is short fills it with a row at weight 0.
+shared prompt pass runs the trunk once or twice depending on the replies' lengths; making every process run it twice
+was no faster on 2 CPU processes, as each pass gathers every layer again: bench/results/speed_cpu/fsdp2_prefix_*),
+and a process whose share of a batch is short fills it with a row at weight 0.
 """
 
 from __future__ import annotations
