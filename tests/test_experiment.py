@@ -277,3 +277,31 @@ def test_disagreement_asks_about_the_pair_an_embedding_ensemble_disputes_most(tm
         i, j = divmod(int(spread.argmax()), 4)
         assert {chosen[2 * g]["response"], chosen[2 * g + 1]["response"]} == {group[i]["response"],
                                                                                group[j]["response"]}
+
+
+def test_ppo_pessimism_is_checked_and_pays_ppo_the_score_less_the_members_spread(tmp_path):
+    from dataclasses import replace
+
+    from rlhf_lab.reward.embedding import EmbeddingRewardConfig, EmbeddingRewardModel
+    from rlhf_lab.reward.sources import ModelReward
+
+    with pytest.raises(ValueError, match="set reward.ensemble_size to 2 or more"):
+        ExperimentConfig(ppo_pessimism=1.0)  # one network: no spread to weigh
+    with pytest.raises(ValueError, match="set embedding.ensemble_size to 2 or more"):
+        ExperimentConfig(reward_kind="embedding", ppo_pessimism=1.0, embedding=EmbeddingRewardConfig(ensemble_size=1))
+    with pytest.raises(ValueError, match="ppo_pessimism must be a number >= 0"):
+        ExperimentConfig(reward_kind="embedding", ppo_pessimism=-1.0)
+    config = replace(demo_config(smoke=True), reward_kind="embedding", ppo_pessimism=2.0,
+                     embedding=EmbeddingRewardConfig(features=("surface", "words"), ensemble_size=3))
+    run = RLHFRun.create(tmp_path / "pessimist", config, callbacks=[])
+    replies = ["Sure! Here is a long and friendly answer for you.", "No.", "Maybe, it depends on the day.", "Yes"]
+    pairs = pd.DataFrame({"prompt": ["hi", "why", "how", "what"], "chosen": replies[:2] + replies[2:],
+                          "rejected": replies[1:] + replies[:1]})
+    run.reward_model = EmbeddingRewardModel(config.embedding).fit(pairs)
+    prompts = ["hi", "why", "how", "what"]
+    members = run.reward_model.member_scores(prompts, replies)  # (3, 4)
+    assert float(members.std(0).max()) > 1e-3  # the bootstrap members disagree somewhere
+    torch.testing.assert_close(torch.as_tensor(run.ppo_reward()(prompts, replies)),
+                               members.mean(0) - 2.0 * members.std(0, correction=0))
+    run.config = replace(config, ppo_pessimism=0.0)  # 0: the score itself, as the trainer reads a reward model
+    assert isinstance(run.ppo_reward(), ModelReward) and run.ppo_reward().model is run.reward_model

@@ -39,7 +39,7 @@ from rlhf_lab.policy.generation import GenerationBatch, generate
 from rlhf_lab.policy.models import load_policy
 from rlhf_lab.policy.prompts import load_prompts
 from rlhf_lab.reward.embedding import EmbeddingRewardModel
-from rlhf_lab.reward.ensemble import build_reward_model
+from rlhf_lab.reward.ensemble import build_reward_model, pessimistic_reward
 from rlhf_lab.reward.evaluation import cross_validate, evaluate_rewards
 from rlhf_lab.reward.sources import as_reward
 from rlhf_lab.train.callbacks import default_callbacks, tracker_callbacks
@@ -119,7 +119,7 @@ class RLHFRun:
         kind = EmbeddingRewardModel if self.config.reward_kind == "embedding" else type(
             build_reward_model(self.config.reward))
         self.reward_model = kind.load(self.iteration_dir(k) / "reward_model")
-        self.trainer.reward = as_reward(self.reward_model, self.tokenizer)
+        self.trainer.reward = self.ppo_reward()
         self.iteration = k
 
     @property
@@ -275,9 +275,14 @@ class RLHFRun:
                 round_judge(self.store, fb, j) != fb.learner for j in range(1, k + 1))})
         return model
 
+    def ppo_reward(self):
+        """What PPO maximises: the reward model's score, less `ppo_pessimism` × its members' spread."""
+        k = self.config.ppo_pessimism
+        return pessimistic_reward(self.reward_model, k) if k else as_reward(self.reward_model, self.tokenizer)
+
     def optimise(self, k: int) -> None:
         """`ppo_updates` PPO updates against the new reward model; the trainer checkpoint lands in iter_k/ppo."""
-        self.trainer.reward = as_reward(self.reward_model, self.tokenizer)
+        self.trainer.reward = self.ppo_reward()
         self.trainer.update_offset_ = (k - 1) * self.config.ppo_updates  # the log counts updates per iteration
         self.trainer.train(self.train_prompts, n_updates=k * self.config.ppo_updates,
                            checkpoint_dir=self.iteration_dir(k) / "ppo")

@@ -102,6 +102,10 @@ class ExperimentConfig(Config):
     """The reward model: "network" (`reward`: a transformer with a scalar head, fine-tuned: for hundreds of
     judgments) or "embedding" (`embedding`: a Bradley–Terry head on frozen sentence embeddings, fitted in seconds:
     for a learner's few dozen; its held-out accuracy is cross-validated by prompt)."""
+    ppo_pessimism: float = 0.0
+    """PPO's reward is the reward model's score less this many times its members' spread (`reward.ensemble.
+    pessimistic_reward`: a reply the judgments say little about pays less); it needs members (the reward-model
+    section's ensemble_size > 1; the embedding model's default has 4). 0: the score itself."""
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     embedding: EmbeddingRewardConfig = field(default_factory=EmbeddingRewardConfig)
@@ -117,6 +121,12 @@ class ExperimentConfig(Config):
         self.ppo = as_config(self.ppo, PPOConfig)
         if self.reward_kind not in REWARD_KINDS:
             raise ValueError(f"reward_kind must be one of {REWARD_KINDS}, got {self.reward_kind!r}.")
+        if not (self.ppo_pessimism >= 0 and math.isfinite(self.ppo_pessimism)):
+            raise ValueError(f"ppo_pessimism must be a number >= 0 (0: the score itself), got {self.ppo_pessimism}.")
+        section = "embedding" if self.reward_kind == "embedding" else "reward"
+        if self.ppo_pessimism and getattr(self, section).ensemble_size < 2:
+            raise ValueError(f"ppo_pessimism weighs the reward model's members' spread: set {section}.ensemble_size "
+                             "to 2 or more.")
         if self.warm_start_reward and self.reward_kind != "network":
             raise ValueError("warm_start_reward needs reward_kind='network' (an embedding model is refitted in "
                              "seconds on every judgment).")
