@@ -113,9 +113,7 @@ class RLHFRun:
             if int(stale.name.split("_")[1]) > k:
                 shutil.rmtree(stale)
         self.trainer.load_state(self.iteration_dir(k) / "ppo")
-        history = self.trainer.history
-        if history.path is not None:  # drop the metrics an interrupted iteration appended after the checkpoint
-            write_atomic(history.path, "".join(json.dumps(row) + "\n" for row in history.rows))
+        self.trainer.history.rewrite()  # drop the metrics an interrupted iteration appended after the checkpoint
         kind = EmbeddingRewardModel if self.config.reward_kind == "embedding" else type(
             build_reward_model(self.config.reward))
         self.reward_model = kind.load(self.iteration_dir(k) / "reward_model")

@@ -17,6 +17,8 @@ import math
 import sys
 from pathlib import Path
 
+from rlhf_lab.core.files import write_atomic
+
 __all__ = ["DEFAULT_PLOT_KEYS", "DEFAULT_PRINT_KEYS", "Callback", "MetricsHistory", "format_line", "PrintLogger",
            "plot_history", "in_notebook", "LiveView", "TensorBoardLogger", "TRACKERS", "tracker_callbacks",
            "default_callbacks"]
@@ -79,15 +81,12 @@ class MetricsHistory(Callback):
         self._append(self.samples_path, samples)
 
     def rewrite(self) -> None:
-        """Write the files anew from `rows` and `samples` (main process, after a resume: the files hold what the
-        checkpoint holds; rows of updates made after it, which the run makes again, leave them)."""
+        """Write the files anew from `rows` and `samples`, atomically (main process, after a resume: the files hold
+        what the checkpoint holds; rows of updates made after it, which the run makes again, leave them)."""
         for path, rows in ((self.path, self.rows), (self.samples_path, self.samples)):
             if path is not None and (rows or path.exists()):
-                tmp = path.with_name(path.name + ".tmp")
-                tmp.unlink(missing_ok=True)
-                self._append(tmp, rows)
-                tmp.touch()
-                tmp.replace(path)
+                write_atomic(path, "".join(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n"
+                                           for row in rows))
 
     def to_frame(self):
         """The metrics as a pandas DataFrame, one row per update."""
