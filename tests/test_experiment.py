@@ -280,6 +280,7 @@ def test_disagreement_asks_about_the_pair_an_embedding_ensemble_disputes_most(tm
 
 
 def test_ppo_pessimism_is_checked_and_pays_ppo_the_score_less_the_members_spread(tmp_path):
+    import types
     from dataclasses import replace
 
     from rlhf_lab.reward.embedding import EmbeddingRewardConfig, EmbeddingRewardModel
@@ -301,7 +302,7 @@ def test_ppo_pessimism_is_checked_and_pays_ppo_the_score_less_the_members_spread
     prompts = ["hi", "why", "how", "what"]
     members = run.reward_model.member_scores(prompts, replies)  # (3, 4)
     assert float(members.std(0).max()) > 1e-3  # the bootstrap members disagree somewhere
-    torch.testing.assert_close(torch.as_tensor(run.ppo_reward()(prompts, replies)),
-                               members.mean(0) - 2.0 * members.std(0, correction=0))
+    batch = types.SimpleNamespace(prompts=prompts, responses=replies)  # what PPO reads of a GenerationBatch's
+    torch.testing.assert_close(run.ppo_reward()(batch), members.mean(0) - 2.0 * members.std(0, correction=0))
     run.config = replace(config, ppo_pessimism=0.0)  # 0: the score itself, as the trainer reads a reward model
     assert isinstance(run.ppo_reward(), ModelReward) and run.ppo_reward().model is run.reward_model

@@ -276,7 +276,7 @@ class RLHFRun:
     def ppo_reward(self):
         """What PPO maximises: the reward model's score, less `ppo_pessimism` × its members' spread."""
         k = self.config.ppo_pessimism
-        return pessimistic_reward(self.reward_model, k) if k else as_reward(self.reward_model, self.tokenizer)
+        return as_reward(pessimistic_reward(self.reward_model, k) if k else self.reward_model, self.tokenizer)
 
     def optimise(self, k: int) -> None:
         """`ppo_updates` PPO updates against the new reward model; the trainer checkpoint lands in iter_k/ppo."""
