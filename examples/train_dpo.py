@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check(args) -> None:
     """Refuse bad option values before any model loads (ValueError: one line, exit 2)."""
-    if min(args.epochs or 1, args.batch_size) < 1 or min(args.lora, args.checkpoint_every) < 0 or args.epochs == 0:
+    epochs = 1 if args.epochs is None else args.epochs  # None: the default, or a resumed run's own
+    if min(epochs, args.batch_size) < 1 or min(args.lora, args.checkpoint_every) < 0:
         raise ValueError("--epochs and --batch-size must be at least 1, --lora and --checkpoint-every 0 or more.")
     if args.method == "kto" and args.batch_size < 2:
         raise ValueError("KTO's reference point needs --batch-size of at least 2.")

@@ -46,6 +46,11 @@ class Callback:
         """After the last update of `train` (also when it stops with an error)."""
 
 
+def _jsonl(rows: list[dict]) -> str:
+    """Rows as JSON Lines, each value made JSON-able (`_jsonable`)."""
+    return "".join(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n" for row in rows)
+
+
 def _jsonable(value):
     """Floats as JSON numbers; NaN and inf as null (JSON has no NaN)."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -69,8 +74,7 @@ class MetricsHistory(Callback):
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as f:
-            for row in rows:
-                f.write(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n")
+            f.write(_jsonl(rows))
 
     def on_step_end(self, trainer, metrics: dict) -> None:
         self.rows.append(dict(metrics))
@@ -85,8 +89,7 @@ class MetricsHistory(Callback):
         what the checkpoint holds; rows of updates made after it, which the run makes again, leave them)."""
         for path, rows in ((self.path, self.rows), (self.samples_path, self.samples)):
             if path is not None and (rows or path.exists()):
-                write_atomic(path, "".join(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n"
-                                           for row in rows))
+                write_atomic(path, _jsonl(rows))
 
     def to_frame(self):
         """The metrics as a pandas DataFrame, one row per update."""

@@ -35,6 +35,7 @@ from rlhf_lab.train.config import OptimConfig
 from rlhf_lab.train.dpo_data import EncodedPair, PreparedPairs, encode_pairs, pair_logps
 from rlhf_lab.train.dpo_losses import LOSS_TYPES, dpo_loss
 from rlhf_lab.train.scorer import (
+    FIT_POSITION,
     ScoringTrainer,
     batch_share,
     data_fingerprint,
@@ -116,7 +117,7 @@ class DPOTrainer(ScoringTrainer):
 
     config_class = DPOConfig
     counters = ("pairs_seen_", "samples_generated_", "tokens_generated_", "judgments_used_", "round_",
-                "pairs_below_margin_", "fit_start_", "fit_data_")
+                "pairs_below_margin_", *FIT_POSITION)
 
     def __init__(self, policy, tokenizer, config: DPOConfig | None = None, *, ref_policy=None, callbacks=None,
                  metrics_path=None):
@@ -131,7 +132,7 @@ class DPOTrainer(ScoringTrainer):
                           ) if callbacks is None else list(callbacks)
         self.update_ = self.pairs_seen_ = self.samples_generated_ = self.tokens_generated_ = 0
         self.judgments_used_ = self.round_ = self.pairs_below_margin_ = 0
-        self.n_updates_ = self.fit_start_ = self.fit_data_ = None  # a fit under way: its first update, its data
+        self.n_updates_ = None
         self.last_batch_ = None  # the candidates of the latest round (a GenerationBatch)
         self.store_ = None
 
@@ -158,7 +159,7 @@ class DPOTrainer(ScoringTrainer):
         cfg = self.config
         encoded = pairs.pairs if isinstance(pairs, PreparedPairs) else self._encoded(pairs)
         self.claim_fit_data(data_fingerprint(encoded))
-        data = pairs if isinstance(pairs, PreparedPairs) else PreparedPairs(encoded, *self.reference_logps(encoded))
+        data = pairs if isinstance(pairs, PreparedPairs) else self.prepare(encoded)  # the reference, once claimed
         lengths = [p.length for p in data.pairs]
 
         def batches(start: int):  # (epoch, pair indices) of a fit begun at update `start`

@@ -32,6 +32,7 @@ from rlhf_lab.train.config import OptimConfig
 from rlhf_lab.train.dpo_data import sequence_logps
 from rlhf_lab.train.kto_losses import kto_loss, kto_reference_point, kto_weights
 from rlhf_lab.train.scorer import (
+    FIT_POSITION,
     ScoringTrainer,
     batch_share,
     data_fingerprint,
@@ -112,7 +113,7 @@ class KTOTrainer(ScoringTrainer):
     Counters: `update_`, `examples_seen_`. `save`, `resume`: checkpoints."""
 
     config_class = KTOConfig
-    counters = ("examples_seen_", "fit_start_", "fit_data_")
+    counters = ("examples_seen_", *FIT_POSITION)
 
     def __init__(self, policy, tokenizer, config: KTOConfig | None = None, *, ref_policy=None, callbacks=None,
                  metrics_path=None):
@@ -125,7 +126,7 @@ class KTOTrainer(ScoringTrainer):
         self.history = MetricsHistory(metrics_path)
         self.callbacks = [PrintLogger(keys=KTO_PRINT_KEYS)] if callbacks is None else list(callbacks)
         self.update_ = self.examples_seen_ = 0
-        self.n_updates_ = self.fit_start_ = self.fit_data_ = None  # a fit under way: its first update, its data
+        self.n_updates_ = None
 
     def _check(self, data) -> pd.DataFrame:
         if hasattr(data, "judgments_df"):

@@ -37,8 +37,8 @@ from rlhf_lab.train.policy_value import policy_and_reference
 from rlhf_lab.train.sharding import FullWeights
 from rlhf_lab.train.trainer_checkpoint import load_trainer, save_trainer, saved_state
 
-__all__ = ["ReplyScorer", "PreparedScorer", "prepare_scoring_trainer", "ScoringTrainer", "reference_scores",
-           "batch_share", "gather_kept", "scored_in_shares", "data_fingerprint"]
+__all__ = ["ReplyScorer", "PreparedScorer", "prepare_scoring_trainer", "FIT_POSITION", "ScoringTrainer",
+           "reference_scores", "batch_share", "gather_kept", "scored_in_shares", "data_fingerprint"]
 
 Score = Callable[..., torch.Tensor]  # score(causal LM, rows, pad_id, sharded=...) -> (N,) sequence log-probs
 
@@ -80,6 +80,10 @@ def prepare_scoring_trainer(policy: nn.Module, config, ref_policy: nn.Module | N
     return PreparedScorer(accelerator, model, optimizer, reference, full_policy)
 
 
+FIT_POSITION = ("fit_start_", "fit_data_")
+"""A fit under way: the update it began at and its data's fingerprint (`ScoringTrainer`; in a subclass's counters)."""
+
+
 class ScoringTrainer:
     """What DPO's and KTO's trainers share (built with `prepare_scoring_trainer`; a subclass sets `config_class` and
     `counters`, the attributes a checkpoint keeps besides the update count): the policy, its whole weights, a fit's
@@ -88,7 +92,9 @@ class ScoringTrainer:
     fingerprint `fit_data_` among them) and metrics history, each process its part under FSDP2."""
 
     config_class: type
-    counters: tuple[str, ...] = ()
+    counters: tuple[str, ...] = FIT_POSITION
+    fit_start_: int | None = None  # no fit under way
+    fit_data_: str | None = None
 
     @property
     def policy(self):
