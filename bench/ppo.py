@@ -7,7 +7,7 @@ peak resident memory is its own; the variants run one after the other (the machi
 figures from one run only, and use --repeats to interleave several). Ends with one JSON line of figures.
 
     python bench/ppo.py [--updates 5] [--threads 2] [--variants full,full_auto,lora,trl] [--repeats 3]
-                        (variants: full or lora, then _auto, _bf16, _eager, _mmap and/or _padded: see run_lab;
+                        (variants: full or lora, then _auto, _bf16, _eager, _mmap, _padded and/or _fullmask: see run_lab;
                         and trl)
     python bench/ppo.py --variant full        # one variant in this process (what the driver runs)
 """
@@ -48,8 +48,9 @@ def run_lab(variant: str, updates: int, model: str, seed: int = 0) -> dict:
     autocast and a bf16 sampling twin on a CPU with native bf16), "_bf16" bf16 autocast with float32 sampling,
     "_eager" (after either) the eager attention kernels instead of SDPA, "_mmap" glibc's malloc at its defaults
     (RLHF_LAB_MALLOC=0: every large block a fresh mapping, `core.memory.reuse_freed_memory` off), "_padded" the
-    rows run padded to the batch's longest, as before 2026-12-05 (`pack_replies=False`). Per-update and
-    per-phase seconds from the trainer's own metrics."""
+    rows run padded to the batch's longest, as before 2026-12-05 (`pack_replies=False`), "_fullmask" the packed rows'
+    attention through one (T, P + T) mask, as before 2026-12-05's row-by-row attention (`packed_attention`).
+    Per-update and per-phase seconds from the trainer's own metrics."""
     from rlhf_lab.policy.generation import SamplingConfig
     from rlhf_lab.policy.models import load_policy
     from rlhf_lab.train.callbacks import PrintLogger
@@ -60,6 +61,12 @@ def run_lab(variant: str, updates: int, model: str, seed: int = 0) -> dict:
     policy, tokenizer = load_policy(model, device="cpu", dtype=torch.float32)
     if "eager" in flags:
         policy.config._attn_implementation = "eager"
+    if "fullmask" in flags:
+        import contextlib
+
+        import rlhf_lab.train.policy_value as policy_value
+
+        policy_value.segment_attention = lambda trunk, row_lengths: contextlib.nullcontext({})
     lora = base == "lora"
     config = PPOConfig(learning_rate=1e-4 if lora else 1e-5, batch_size=BATCH, ppo_epochs=EPOCHS, kl_coef=BETA,
                        mixed_precision="auto" if "auto" in flags else "bf16" if "bf16" in flags else "no",

@@ -21,6 +21,7 @@ from rlhf_lab.core.hf import (
     shared_prefix_length,
 )
 from rlhf_lab.train.config import LoraSettings
+from rlhf_lab.train.packed_attention import segment_attention
 
 __all__ = ["PolicyAndValue", "response_hidden", "response_logits", "shared_prefix_length", "policy_and_reference",
            "reference_model", "critic_from_reward", "MIN_SHARED_PREFIX"]
@@ -102,7 +103,9 @@ def _packed_response_hidden(trunk, input_ids, attention_mask, n_prompt: int, n_s
     Row b keeps its columns from its first token after the shared prefix to the one before its last response token
     (the last predicts nothing); the kept tokens of all rows form one row of T tokens at positions n_shared + their
     index in their own row. The 4D mask lets token i see key j when j is in the prefix, or when j ≤ i in the same
-    row: (1, 1, T, n_shared + T), boolean for SDPA, additive for eager attention (0 or the float minimum).
+    row: (1, 1, T, n_shared + T), boolean for SDPA, additive for eager attention (0 or the float minimum). SDPA
+    attention runs row by row instead (`packed_attention.segment_attention`): the same result without scoring every
+    token against the other rows' keys, which the mask would throw away.
     """
     attention = getattr(getattr(trunk, "config", None), "_attn_implementation", None)
     reply = attention_mask[:, n_prompt:].bool()  # (B, R)
@@ -127,8 +130,10 @@ def _packed_response_hidden(trunk, input_ids, attention_mask, n_prompt: int, n_s
     cache = _prefix_cache(trunk, input_ids, int(pads[0]), n_shared)
     if cache is None or not hasattr(cache, "get_seq_length"):
         return None
-    hidden = trunk(input_ids=input_ids[keep][None], attention_mask=allowed[None, None], position_ids=positions[None],
-                   use_cache=True, **{cache_argument(trunk): cache}).last_hidden_state[0]  # (T, D)
+    with segment_attention(trunk, ends - starts) as by_row:  # SDPA: each row's queries against its own keys only
+        hidden = trunk(input_ids=input_ids[keep][None], attention_mask=allowed[None, None],
+                       position_ids=positions[None], use_cache=True, **{cache_argument(trunk): cache},
+                       **by_row).last_hidden_state[0]  # (T, D)
     if cache.get_seq_length() != n_shared + n_packed:  # the forward did not read the cache
         return None
     steps = torch.arange(input_ids.shape[1] - n_prompt, device=device)  # (R,)
