@@ -7,7 +7,7 @@ peak resident memory is its own; the variants run one after the other (the machi
 figures from one run only, and use --repeats to interleave several). Ends with one JSON line of figures.
 
     python bench/ppo.py [--updates 5] [--threads 2] [--variants full,full_auto,lora,trl] [--repeats 3]
-                        (variants: full or lora, then _auto, _bf16, _eager, _mmap, _padded and/or _fullmask: see run_lab;
+                        (variants: full or lora, then _auto, _bf16, _eager, _mmap, _padded, _fullmask: see run_lab;
                         and trl)
     python bench/ppo.py --variant full        # one variant in this process (what the driver runs)
 """
