@@ -48,8 +48,9 @@ def run_lab(variant: str, updates: int, model: str, seed: int = 0) -> dict:
     autocast and a bf16 sampling twin on a CPU with native bf16), "_bf16" bf16 autocast with float32 sampling,
     "_eager" (after either) the eager attention kernels instead of SDPA, "_mmap" glibc's malloc at its defaults
     (RLHF_LAB_MALLOC=0: every large block a fresh mapping, `core.memory.reuse_freed_memory` off), "_padded" the
-    rows run padded to the batch's longest, as before 2026-12-05 (`pack_replies=False`), "_fullmask" the packed rows'
-    attention through one (T, P + T) mask, as before 2026-12-05's row-by-row attention (`packed_attention`).
+    rows run padded to the batch's longest, as before 2026-12-05 (`pack_replies=False`), "_fullmask" the prompt prefix
+    in a pass of its own and the packed rows' attention through one (T, P + T) mask, as before 2026-12-05's one pass
+    with attention row by row (`packed_attention`).
     Per-update and per-phase seconds from the trainer's own metrics."""
     from rlhf_lab.policy.generation import SamplingConfig
     from rlhf_lab.policy.models import load_policy

@@ -15,32 +15,37 @@ from rlhf_lab.train.policy_value import response_logits
 
 
 def test_segment_layout_by_hand():
-    index, valid = segment_layout(torch.tensor([2, 3, 1]))  # 6 packed tokens; slot 6 is padding
+    index, valid, n_tokens = segment_layout(torch.tensor([2, 3, 1]))  # 6 packed tokens; slot 6 is padding
+    assert n_tokens == 6
     assert index.tolist() == [[0, 1, 6], [2, 3, 4], [5, 6, 6]]
     assert valid.tolist() == [[True, True, False], [True, True, True], [True, False, False]]
 
 
-def test_attention_by_segment_is_each_rows_softmax_over_the_prefix_and_its_own_past():
+@pytest.mark.parametrize("prefix_queries", [False, True])
+def test_attention_by_segment_is_each_rows_softmax_over_the_prefix_and_its_own_past(prefix_queries):
     generator = torch.Generator().manual_seed(0)
     lengths, n_prefix, heads, kv_heads, dim = [3, 1, 4], 2, 4, 2, 8
     n_tokens = sum(lengths)
-    query = torch.randn(1, heads, n_tokens, dim, generator=generator)
+    query = torch.randn(1, heads, n_prefix * prefix_queries + n_tokens, dim, generator=generator)
     key, value = (torch.randn(1, kv_heads, n_prefix + n_tokens, dim, generator=generator) for _ in range(2))
-    out = attend_by_segment(query, key, value, *segment_layout(torch.tensor(lengths)), scaling=0.3)  # (1, T, H, D)
+    out = attend_by_segment(query, key, value, *segment_layout(torch.tensor(lengths)), scaling=0.3)  # (1, Q, H, D)
 
-    expected = torch.empty(n_tokens, heads, dim)
+    def by_hand(q, seen):  # (H, D) query against keys `seen`: query heads 0-1 read key head 0, 2-3 head 1
+        out = torch.empty(heads, dim)
+        for h in range(heads):
+            k, v = key[0, h // (heads // kv_heads), seen], value[0, h // (heads // kv_heads), seen]  # (S, D) each
+            weights = [math.exp(0.3 * float(q[h] @ k[s])) for s in range(len(seen))]
+            out[h] = sum(w * v[s] for s, w in enumerate(weights)) / sum(weights)
+        return out
+
+    expected = [by_hand(query[0, :, p], list(range(p + 1))) for p in range(n_prefix)] if prefix_queries else []
     start = 0
-    for length in lengths:  # each token by hand: scores against the prefix and its row's keys up to itself
+    for length in lengths:  # each row's token: the prefix and its row's keys up to itself
         for i in range(length):
-            t = start + i
-            seen = list(range(n_prefix)) + [n_prefix + start + j for j in range(i + 1)]
-            for h in range(heads):
-                k = key[0, h // (heads // kv_heads), seen]  # (S, D): query heads 0-1 read key head 0, 2-3 head 1
-                v = value[0, h // (heads // kv_heads), seen]
-                weights = [math.exp(0.3 * float(query[0, h, t] @ k[s])) for s in range(len(seen))]
-                expected[t, h] = sum(w * v[s] for s, w in enumerate(weights)) / sum(weights)
+            q = query[0, :, n_prefix * prefix_queries + start + i]
+            expected.append(by_hand(q, list(range(n_prefix)) + [n_prefix + start + j for j in range(i + 1)]))
         start += length
-    torch.testing.assert_close(out[0], expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[0], torch.stack(expected), atol=1e-5, rtol=1e-5)
 
 
 def prefix_batch(tokenizer):
@@ -62,19 +67,23 @@ def test_packed_rows_attend_by_segment_with_the_full_masks_logits_and_gradients(
                         lambda *a, **k: calls.append(a[3].shape) or real(*a, **k))  # a[3]: the layout's index
 
     def logits_and_grads(by_segment: bool):
-        if not by_segment:  # the full (T, P + T) mask through plain SDPA, as before
-            monkeypatch.setattr("rlhf_lab.train.policy_value.segment_attention", 
+        if not by_segment:  # the prefix's pass, then the packed row with its full (T, P + T) mask, as before
+            monkeypatch.setattr("rlhf_lab.train.policy_value.segment_attention",
                                 lambda trunk, lengths: contextlib.nullcontext({}))
+        embedded = []
+        hook = model.get_input_embeddings().register_forward_hook(lambda m, a, out: embedded.append(a[0].numel()))
         model.zero_grad(set_to_none=True)
         logits = response_logits(model, ids, mask, n_prompt, share_prefix=True, pack=True)
         (logits.log_softmax(-1)[..., 0] * mask[:, n_prompt:]).sum().backward()
-        return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+        hook.remove()
+        return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}, embedded
 
-    logits, grads = logits_and_grads(True)
+    logits, grads, embedded = logits_and_grads(True)
     assert calls == [torch.Size([3, 5])] * model.config.num_hidden_layers  # rows of 3, 5, 4 tokens, every layer
+    assert embedded == [6 + 3 + 5 + 4]  # one pass: the prefix's 6 tokens, then the rows'
     assert model.config._attn_implementation == "sdpa"  # switched back after the forward
-    full_logits, full_grads = logits_and_grads(False)
-    assert len(calls) == model.config.num_hidden_layers
+    full_logits, full_grads, embedded = logits_and_grads(False)
+    assert len(calls) == model.config.num_hidden_layers and embedded == [6, 3 + 5 + 4]
     real_tokens = mask[:, n_prompt:].bool()
     torch.testing.assert_close(logits[real_tokens], full_logits[real_tokens], atol=1e-5, rtol=1e-4)
     for name in grads:
@@ -92,3 +101,14 @@ def test_the_switch_is_undone_on_error_and_left_alone_for_other_attention(tokeni
     model.config._attn_implementation = "eager"
     with segment_attention(model.model, torch.tensor([2, 3])) as extra:
         assert extra == {} and model.config._attn_implementation == "eager"
+    model.config._attn_implementation = "sdpa"
+
+    class NoKeywords(torch.nn.Module):  # a trunk that could not hand the rows' layout on to its layers
+        config = model.config
+
+        def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=False):
+            return model.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+
+    with segment_attention(NoKeywords(), torch.tensor([2, 3])) as extra:
+        assert extra == {} and model.config._attn_implementation == "sdpa"
+
