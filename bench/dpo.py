@@ -68,9 +68,16 @@ def read_pairs(path: str):
     return pd.read_json(path, lines=True)
 
 
-def run_lab(pairs_path: str, steps: int, model: str) -> dict:
+def run_lab(pairs_path: str, steps: int, model: str, unpacked: bool = False) -> dict:
+    """rlhf_lab's DPOTrainer; `unpacked` ("lab_unpacked"): each prompt's pass padded, its replies continuing from its
+    cache, as before 2026-12-05's packed pass (`dpo_data.packed_pair_logps`)."""
     from rlhf_lab.policy.models import load_policy
     from rlhf_lab.train.dpo import DPOConfig, DPOTrainer
+
+    if unpacked:
+        import rlhf_lab.train.dpo_data as dpo_data
+
+        dpo_data.can_attend_by_segment = lambda trunk: False
 
     policy, tokenizer = load_policy(model, device="cpu", dtype=torch.float32)
     pairs = read_pairs(pairs_path).head(BATCH * steps)
@@ -128,7 +135,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=6, help="optimiser steps per variant (the first not counted)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--variants", default="lab,trl", help="comma-separated: lab, trl, trl_precompute")
+    parser.add_argument("--variants", default="lab,trl", help="comma-separated: lab, lab_unpacked, trl, trl_precompute")
     parser.add_argument("--trl-python", default=os.environ.get("TRL_PYTHON", "/tmp/trlenv/bin/python"),
                         help="a Python with trl and rlhf_lab installed (TRL is not a dependency of rlhf_lab)")
     parser.add_argument("--model", default="smollm2-135m", help="policy (\"tiny\" for a smoke run of this script)")
@@ -139,7 +146,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.variant:
-        result = (run_lab(args.pairs, args.steps, args.model) if args.variant == "lab" else
+        result = (run_lab(args.pairs, args.steps, args.model, args.variant == "lab_unpacked")
+                  if args.variant.startswith("lab") else
                   run_trl(args.pairs, args.steps, args.model, precompute=args.variant == "trl_precompute"))
         print(json.dumps(result))
         return
@@ -152,8 +160,8 @@ def main() -> None:
         loads = [os.getloadavg()[0]]
         for repeat in range(args.repeats):
             for variant in args.variants.split(","):
-                python = sys.executable if variant == "lab" else args.trl_python
-                if variant != "lab" and not os.path.exists(python):
+                python = sys.executable if variant.startswith("lab") else args.trl_python
+                if not os.path.exists(python):
                     print(f"no TRL Python at {python}: skipping {variant}", file=sys.stderr)
                     continue
                 out = subprocess.run([python, __file__, "--variant", variant, "--pairs", pairs, "--steps",

@@ -63,11 +63,9 @@ def run_lab(variant: str, updates: int, model: str, seed: int = 0) -> dict:
     if "eager" in flags:
         policy.config._attn_implementation = "eager"
     if "fullmask" in flags:
-        import contextlib
-
         import rlhf_lab.train.policy_value as policy_value
 
-        policy_value.segment_attention = lambda trunk, row_lengths: contextlib.nullcontext({})
+        policy_value.can_attend_by_segment = lambda trunk: False
     lora = base == "lora"
     config = PPOConfig(learning_rate=1e-4 if lora else 1e-5, batch_size=BATCH, ppo_epochs=EPOCHS, kl_coef=BETA,
                        mixed_precision="auto" if "auto" in flags else "bf16" if "bf16" in flags else "no",

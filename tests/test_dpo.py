@@ -151,20 +151,30 @@ def test_sequence_logps_match_a_naive_full_softmax_and_ignore_padding(tokenizer)
             assert ours[row].item() == pytest.approx(logp[len(prompt) - 1:].sum().item(), abs=1e-4)
 
 
-def test_pair_logps_share_the_prompt_and_match_sequence_logps_with_gradients(tokenizer):
-    """The prompt run once (left padded, its keys and values reused by both replies) gives the same log-probs and
-    the same gradients as each full row alone (right padded)."""
+@pytest.mark.parametrize("packed", [True, False])
+def test_pair_logps_share_the_prompt_and_match_sequence_logps_with_gradients(tokenizer, packed, monkeypatch):
+    """The prompt run once gives the same log-probs and the same gradients as each full row alone (right padded):
+    packed, the batch as one row of segments (SDPA), or left padded with its keys and values reused by both
+    replies (other attention)."""
     model = peaked_policy(tokenizer).train()
+    model.config._attn_implementation = "sdpa"
+    if not packed:
+        monkeypatch.setattr("rlhf_lab.train.dpo_data.can_attend_by_segment", lambda trunk: False)
     pairs = [EncodedPair([5, 6, 7], [20, 21, 2], [22, 2]), EncodedPair([8, 9], [23, 2], [24, 25, 26, 27, 2]),
              EncodedPair([8, 9, 10, 11, 12], [23], [24])]
     weight = model.get_input_embeddings().weight
     ids, mask = collate(pairs, tokenizer.pad_token_id)
     full = sequence_logps(model, ids, mask)
     (full_grad,) = torch.autograd.grad(full.sum(), weight)
+    embedded = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda m, args, out: embedded.append(args[0].shape))
     shared = pair_logps(model, pairs, tokenizer.pad_token_id)
+    hook.remove()
     (shared_grad,) = torch.autograd.grad(shared.sum(), weight)
     torch.testing.assert_close(shared, full, atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(shared_grad, full_grad, atol=1e-5, rtol=1e-4)
+    # packed: one row of each prompt and its replies but their last tokens, (3 + 2 + 1) + (2 + 1 + 4) + (5 + 0 + 0)
+    assert embedded == ([(1, 18)] if packed else [(3, 5), (6, 4)])
 
 
 # ---- config and input checks --------------------------------------------------------------------------------------

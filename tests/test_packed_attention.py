@@ -2,50 +2,77 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import peaked_policy
 
 import rlhf_lab.train.packed_attention as packed_attention
-from rlhf_lab.train.packed_attention import SEGMENT_ATTENTION, attend_by_segment, segment_attention, segment_layout
+from rlhf_lab.train.packed_attention import (
+    SEGMENT_ATTENTION,
+    attend_by_segment,
+    segment_attention,
+    can_attend_by_segment,
+    segment_layout,
+)
 from rlhf_lab.train.policy_value import response_logits
 
 
+TREE = ([2, 3, 1, 2, 2], [-1, 0, 0, -1, 3])  # a prompt and two replies, then a prompt and one reply
+
+
+def whole_row_mask(lengths, parents) -> torch.Tensor:
+    """(N, N): token t may see token u when u is in t's segment's parent, or earlier in t's own segment."""
+    segment = [s for s, n in enumerate(lengths) for _ in range(n)]
+    mask = torch.zeros(len(segment), len(segment), dtype=torch.bool)
+    for t, s in enumerate(segment):
+        for u, s_u in enumerate(segment):
+            mask[t, u] = s_u == parents[s] or (s_u == s and u <= t)
+    return mask
+
+
 def test_segment_layout_by_hand():
-    index, valid, n_tokens = segment_layout(torch.tensor([2, 3, 1]))  # 6 packed tokens; slot 6 is padding
-    assert n_tokens == 6
-    assert index.tolist() == [[0, 1, 6], [2, 3, 4], [5, 6, 6]]
-    assert valid.tolist() == [[True, True, False], [True, True, True], [True, False, False]]
+    layout = segment_layout([2, 3, 1], [-1, 0, 0])  # 6 tokens; slot 6 is padding
+    assert layout.queries.tolist() == [[0, 1, 6], [2, 3, 4], [5, 6, 6]]
+    assert layout.valid.tolist() == [[True, True, False], [True, True, True], [True, False, False]]
+    assert layout.keys.tolist() == [[6, 6, 0, 1, 6], [0, 1, 2, 3, 4], [0, 1, 5, 6, 6]]
+    assert layout.mask[1, 0].tolist() == [[True, True, True, False, False], [True, True, True, True, False],
+                                          [True, True, True, True, True]]
+    assert whole_row_mask([2, 3, 1], [-1, 0, 0]).int().tolist() == [[1, 0, 0, 0, 0, 0],
+                                                                    [1, 1, 0, 0, 0, 0],
+                                                                    [1, 1, 1, 0, 0, 0],
+                                                                    [1, 1, 1, 1, 0, 0],
+                                                                    [1, 1, 1, 1, 1, 0],
+                                                                    [1, 1, 0, 0, 0, 1]]
 
 
-@pytest.mark.parametrize("prefix_queries", [False, True])
-def test_attention_by_segment_is_each_rows_softmax_over_the_prefix_and_its_own_past(prefix_queries):
+def test_attention_by_segment_is_each_tokens_softmax_over_its_parent_and_its_own_past():
     generator = torch.Generator().manual_seed(0)
-    lengths, n_prefix, heads, kv_heads, dim = [3, 1, 4], 2, 4, 2, 8
-    n_tokens = sum(lengths)
-    query = torch.randn(1, heads, n_prefix * prefix_queries + n_tokens, dim, generator=generator)
-    key, value = (torch.randn(1, kv_heads, n_prefix + n_tokens, dim, generator=generator) for _ in range(2))
-    out = attend_by_segment(query, key, value, *segment_layout(torch.tensor(lengths)), scaling=0.3)  # (1, Q, H, D)
+    lengths, parents = TREE
+    heads, kv_heads, dim, n_tokens = 4, 2, 8, sum(TREE[0])
+    query = torch.randn(1, heads, n_tokens, dim, generator=generator)
+    key, value = (torch.randn(1, kv_heads, n_tokens, dim, generator=generator) for _ in range(2))
+    out = attend_by_segment(query, key, value, segment_layout(lengths, parents), scaling=0.3)  # (1, N, H, D)
 
-    def by_hand(q, seen):  # (H, D) query against keys `seen`: query heads 0-1 read key head 0, 2-3 head 1
-        out = torch.empty(heads, dim)
-        for h in range(heads):
-            k, v = key[0, h // (heads // kv_heads), seen], value[0, h // (heads // kv_heads), seen]  # (S, D) each
-            weights = [math.exp(0.3 * float(q[h] @ k[s])) for s in range(len(seen))]
-            out[h] = sum(w * v[s] for s, w in enumerate(weights)) / sum(weights)
-        return out
-
-    expected = [by_hand(query[0, :, p], list(range(p + 1))) for p in range(n_prefix)] if prefix_queries else []
-    start = 0
-    for length in lengths:  # each row's token: the prefix and its row's keys up to itself
+    starts = [sum(lengths[:s]) for s in range(len(lengths))]
+    expected = []
+    for s, (start, length) in enumerate(zip(starts, lengths)):
+        parent = list(range(starts[parents[s]], starts[parents[s]] + lengths[parents[s]])) if parents[s] >= 0 else []
         for i in range(length):
-            q = query[0, :, n_prefix * prefix_queries + start + i]
-            expected.append(by_hand(q, list(range(n_prefix)) + [n_prefix + start + j for j in range(i + 1)]))
-        start += length
+            seen = parent + [start + j for j in range(i + 1)]
+            row = torch.empty(heads, dim)
+            for h in range(heads):  # query heads 0-1 read key head 0, 2-3 key head 1
+                k, v = key[0, h // 2, seen], value[0, h // 2, seen]
+                weights = [math.exp(0.3 * float(query[0, h, start + i] @ k[j])) for j in range(len(seen))]
+                row[h] = sum(w * v[j] for j, w in enumerate(weights)) / sum(weights)
+            expected.append(row)
     torch.testing.assert_close(out[0], torch.stack(expected), atol=1e-5, rtol=1e-5)
+    # the same attention through the whole row's mask
+    full = F.scaled_dot_product_attention(query, key.repeat_interleave(2, dim=1), value.repeat_interleave(2, dim=1),
+                                          attn_mask=whole_row_mask(lengths, parents), scale=0.3)
+    torch.testing.assert_close(out[0], full[0].transpose(0, 1), atol=1e-5, rtol=1e-5)
 
 
 def prefix_batch(tokenizer):
@@ -64,12 +91,11 @@ def test_packed_rows_attend_by_segment_with_the_full_masks_logits_and_gradients(
     calls = []
     real = packed_attention.attend_by_segment
     monkeypatch.setattr(packed_attention, "attend_by_segment",
-                        lambda *a, **k: calls.append(a[3].shape) or real(*a, **k))  # a[3]: the layout's index
+                        lambda *a, **k: calls.append(a[3].queries.shape) or real(*a, **k))
 
     def logits_and_grads(by_segment: bool):
         if not by_segment:  # the prefix's pass, then the packed row with its full (T, P + T) mask, as before
-            monkeypatch.setattr("rlhf_lab.train.policy_value.segment_attention",
-                                lambda trunk, lengths: contextlib.nullcontext({}))
+            monkeypatch.setattr("rlhf_lab.train.policy_value.can_attend_by_segment", lambda trunk: False)
         embedded = []
         hook = model.get_input_embeddings().register_forward_hook(lambda m, a, out: embedded.append(a[0].numel()))
         model.zero_grad(set_to_none=True)
@@ -79,7 +105,7 @@ def test_packed_rows_attend_by_segment_with_the_full_masks_logits_and_gradients(
         return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}, embedded
 
     logits, grads, embedded = logits_and_grads(True)
-    assert calls == [torch.Size([3, 5])] * model.config.num_hidden_layers  # rows of 3, 5, 4 tokens, every layer
+    assert calls == [torch.Size([4, 6])] * model.config.num_hidden_layers  # the prefix's 6 and rows of 3, 5, 4
     assert embedded == [6 + 3 + 5 + 4]  # one pass: the prefix's 6 tokens, then the rows'
     assert model.config._attn_implementation == "sdpa"  # switched back after the forward
     full_logits, full_grads, embedded = logits_and_grads(False)
@@ -90,25 +116,30 @@ def test_packed_rows_attend_by_segment_with_the_full_masks_logits_and_gradients(
         torch.testing.assert_close(grads[name], full_grads[name], atol=1e-6, rtol=1e-4, msg=name)
 
 
-def test_the_switch_is_undone_on_error_and_left_alone_for_other_attention(tokenizer):
+def test_the_switch_is_undone_on_error_and_refused_for_other_attention(tokenizer):
     model = peaked_policy(tokenizer)
     model.config._attn_implementation = "sdpa"
+    assert can_attend_by_segment(model.model)
     with pytest.raises(RuntimeError, match="inside"):
-        with segment_attention(model.model, torch.tensor([2, 3])) as extra:
+        with segment_attention(model.model, segment_layout([2, 3], [-1, 0])) as extra:
             assert model.config._attn_implementation == SEGMENT_ATTENTION and list(extra) == ["rlhf_lab_segments"]
             raise RuntimeError("inside")
     assert model.config._attn_implementation == "sdpa"
+    with segment_attention(model.model, segment_layout([2, 3], [-1, 0])):  # a forward without the layout
+        with pytest.raises(RuntimeError, match="without the segments' layout"):
+            model.model(input_ids=torch.tensor([[5, 6, 7, 8, 9]]))
     model.config._attn_implementation = "eager"
-    with segment_attention(model.model, torch.tensor([2, 3])) as extra:
-        assert extra == {} and model.config._attn_implementation == "eager"
+    assert not can_attend_by_segment(model.model)
+    with pytest.raises(ValueError, match="cannot attend by segment"):
+        with segment_attention(model.model, segment_layout([2, 3], [-1, 0])):
+            pass
+    assert model.config._attn_implementation == "eager"
     model.config._attn_implementation = "sdpa"
 
-    class NoKeywords(torch.nn.Module):  # a trunk that could not hand the rows' layout on to its layers
+    class NoKeywords(torch.nn.Module):  # a trunk that could not hand the layout on to its layers
         config = model.config
 
         def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=False):
             return model.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
 
-    with segment_attention(NoKeywords(), torch.tensor([2, 3])) as extra:
-        assert extra == {} and model.config._attn_implementation == "sdpa"
-
+    assert not can_attend_by_segment(NoKeywords())

@@ -9,10 +9,10 @@ pairs from the current policy judged each round (iterative).
 The losses are pure functions of sequence log-probs (`dpo_losses`, with their equations); tokenising and
 the log-prob passes are `dpo_data`'s. Speed comes from three choices:
 the reference log-probs are computed once per pair, up front, without gradients (with LoRA by switching the adapters
-off), so training runs only the policy; the prompt of a pair goes through the model once and both replies continue
-from its keys and values (`pair_logps`: chosen and rejected share the prompt's compute, about a quarter of the tokens
-of a step on chit-chat pairs; under FSDP2 each reply reads its prompt, `train.scorer`); and batches are grouped by
-length and trimmed to their longest real row, with the 49k-wide output layer applied to reply tokens only.
+off), so training runs only the policy; the prompt of a pair goes through the model once and both replies read it
+(`pair_logps`: chosen and rejected share the prompt's compute, about a quarter of the tokens of a step on chit-chat
+pairs; with SDPA attention the batch runs as one packed row, padding left out, also under FSDP2); and batches are
+grouped by length, with the 49k-wide output layer applied to reply tokens only.
 """
 
 from __future__ import annotations

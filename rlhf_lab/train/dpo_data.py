@@ -13,10 +13,11 @@ import torch
 from torch import Tensor
 
 from rlhf_lab.core.hf import cache_argument, position_ids
+from rlhf_lab.train.packed_attention import can_attend_by_segment, segment_attention, segment_layout
 from rlhf_lab.policy.generation import SamplingConfig, format_prompts
 
 __all__ = ["EncodedPair", "PreparedPairs", "encode_pairs", "collate", "collate_shared", "sequence_logps",
-           "pair_logps"]
+           "pair_logps", "packed_pair_logps"]
 
 
 def sequence_logps(lm, input_ids: Tensor, completion_mask: Tensor) -> Tensor:
@@ -116,8 +117,10 @@ def collate_shared(pairs: list[EncodedPair], pad_id: int) -> tuple[Tensor, Tenso
 
 def pair_logps(lm, pairs: list[EncodedPair], pad_id: int, sharded: bool = False) -> Tensor:
     """Sequence log-probs of b pairs' chosen and rejected replies, (2b,) ordered [chosen_1..b, rejected_1..b] as
-    `sequence_logps` on `collate`'s rows, with the shared prompt run once per pair instead of twice (`sharded`:
-    `sequence_logps` itself, one trunk pass whatever the replies, as FSDP2 needs: `train.scorer`).
+    `sequence_logps` on `collate`'s rows, with the shared prompt run once per pair instead of twice.
+
+    With SDPA attention, the whole batch runs packed in one pass (`packed_pair_logps`). Otherwise as follows
+    (`sharded`: `sequence_logps` itself, one trunk pass whatever the replies, as FSDP2 needs: `train.scorer`).
 
     The prompts (left padded, positions counting real tokens) go through the trunk once, keeping their keys and
     values; both replies then continue from them (the cache repeated per reply, gradients flowing back into the
@@ -125,6 +128,8 @@ def pair_logps(lm, pairs: list[EncodedPair], pad_id: int, sharded: bool = False)
     removes about a quarter of the tokens of a step. The output layer runs on reply tokens only.
     """
     device = lm.get_output_embeddings().weight.device
+    if can_attend_by_segment(lm.base_model):
+        return packed_pair_logps(lm, pairs)
     if sharded:
         return sequence_logps(lm, *(t.to(device) for t in collate(pairs, pad_id)))
     prompt_ids, prompt_mask, reply_ids, reply_mask = (t.to(device) for t in collate_shared(pairs, pad_id))
@@ -147,3 +152,41 @@ def pair_logps(lm, pairs: list[EncodedPair], pad_id: int, sharded: bool = False)
     token_logps = logits.gather(-1, reply_ids[targets].unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
     logps = torch.zeros(2 * n, device=device).index_add(0, targets.nonzero()[:, 0], token_logps)
     return logps.view(n, 2).T.reshape(-1)  # [chosen..., rejected...]
+
+
+def packed_pair_logps(lm, pairs: list[EncodedPair]) -> Tensor:
+    """`pair_logps` in one trunk pass over the batch packed as one row, padding left out: each pair's prompt, then
+    its chosen and its rejected reply (without their last token, which predicts nothing), each reply attending to its
+    prompt and to itself (`packed_attention`: segments, a reply's parent its prompt). Positions count from each
+    prompt's first token, as in a row alone. One pass whatever the replies, so FSDP2 can run it too.
+
+    The output layer runs on the M places that predict a reply token: a prompt's last token (each reply's first) and
+    the replies' own. -> (2b,) [chosen_1..b, rejected_1..b]
+    """
+    device = lm.get_output_embeddings().weight.device
+    lengths, parents, tokens, positions, predicting, targets = [], [], [], [], [], []
+    for pair in pairs:
+        prompt_segment, prompt_end = len(lengths), len(tokens) + len(pair.prompt)  # the prompt's segment, its end
+        lengths.append(len(pair.prompt))
+        parents.append(-1)
+        tokens += pair.prompt
+        positions += range(len(pair.prompt))
+        for reply in (pair.chosen, pair.rejected):
+            predicting.append([prompt_end - 1, *range(len(tokens), len(tokens) + len(reply) - 1)])
+            targets += reply
+            if len(reply) > 1:
+                lengths.append(len(reply) - 1)
+                parents.append(prompt_segment)
+                tokens += reply[:-1]
+                positions += range(len(pair.prompt), len(pair.prompt) + len(reply) - 1)
+    trunk = lm.base_model
+    with segment_attention(trunk, segment_layout(lengths, parents)) as by_segment:
+        hidden = trunk(input_ids=torch.tensor([tokens], device=device),
+                       position_ids=torch.tensor([positions], device=device), use_cache=False,
+                       **by_segment).last_hidden_state[0]  # (N, D)
+    places = torch.tensor([place for row in predicting for place in row], device=device)  # (M,)
+    owner = torch.tensor([k for k, row in enumerate(predicting) for _ in row], device=device)  # (M,) 2i: chosen_i
+    logits = lm.get_output_embeddings()(hidden[places]).float()  # (M, V)
+    token_logps = logits.gather(-1, torch.tensor(targets, device=device)[:, None]).squeeze(-1) - logits.logsumexp(-1)
+    logps = torch.zeros(len(predicting), device=device).index_add(0, owner, token_logps)  # [c_1, r_1, c_2, ...]
+    return logps.view(len(pairs), 2).T.reshape(-1)  # [chosen..., rejected...]

@@ -1,17 +1,21 @@
-"""Attention for rows packed after a shared prefix, each row reading only the prefix and itself.
+"""Attention for sequences packed into one row as segments, each reading only its parent segment and itself.
 
-`policy_value.response_hidden` runs a batch's rows as one packed row of T tokens after their shared prompt prefix
-(P tokens). With a (T, P + T) mask, attention scores every packed token against every other and throws most of
-them away: with 8 rows, 7/8 of the T × T block is masked. `attend_by_segment` computes the same result on the rows
-themselves: each row's queries, padded to the longest row (L), against the prefix's keys and the row's own,
-(B, H, L, P + L) instead of (1, H, T, P + T), about B times less work. The prefix can run in the same pass, its own
-queries first (no separate pass of P tokens, no cache).
+A batch that shares prompts can run as one row of N tokens, padding left out: PPO's rollouts as the chat template's
+prefix then every reply's row (`policy_value.response_hidden`), DPO's pairs as each prompt then its two replies
+(`dpo_data.pair_logps`). A segment attends causally to itself and to all of its parent's tokens (a prompt has no
+parent; a reply's parent is its prompt). As one (N, N) mask, attention would score every token against every other
+and throw most of them away. `attend_by_segment` computes the same on the segments themselves: each segment's
+queries, padded to the longest segment (L), against its parent's keys (padded to the longest parent, Lp) and its
+own, (S, H, L, Lp + L) instead of (1, H, N, N).
 
-    with segment_attention(trunk, row_lengths) as by_row:   # {} when the trunk does not use SDPA attention
-        hidden = trunk(..., **by_row)                        # the same numbers up to float rounding, gradients too
+    layout = segment_layout(lengths, parents)               # segments in the row's order; parent −1: none
+    if can_attend_by_segment(trunk):                        # SDPA attention, and a forward that passes keywords on
+        with segment_attention(trunk, layout) as by_segment:
+            hidden = trunk(input_ids=row, position_ids=positions, **by_segment)   # no attention mask
 
 It is a transformers attention function (`AttentionInterface`), switched on for the one forward pass and handed the
-rows' layout as a keyword argument, which the model passes on to every layer's attention.
+layout as a keyword argument, which the model passes on to every layer's attention. The results are the same as
+the whole row's under its (N, N) mask, up to float rounding, gradients included.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["segment_attention", "segment_layout", "attend_by_segment", "SEGMENT_ATTENTION"]
+__all__ = ["SegmentLayout", "segment_layout", "attend_by_segment", "segment_attention", "can_attend_by_segment",
+           "SEGMENT_ATTENTION"]
 
 SEGMENT_ATTENTION = "rlhf_lab_segments"
 """The name `attend_by_segment` is registered under in transformers' `AttentionInterface`."""
@@ -31,69 +37,75 @@ SEGMENT_ATTENTION = "rlhf_lab_segments"
 _LAYOUT_KWARG = "rlhf_lab_segments"
 
 
-def segment_layout(row_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(index (B, L), valid (B, L), T) of rows of `row_lengths` (B,) tokens packed one after the other, T in all:
-    index[b, i] is row b's token i's place in the packed row, or T (a padding slot) where i ≥ row_lengths[b]."""
-    longest, n_tokens = int(row_lengths.max()), int(row_lengths.sum())
-    steps = torch.arange(longest, device=row_lengths.device)  # (L,)
-    valid = steps[None, :] < row_lengths[:, None]  # (B, L)
-    starts = row_lengths.cumsum(0) - row_lengths  # (B,)
-    index = torch.where(valid, starts[:, None] + steps[None, :], n_tokens)  # (B, L)
-    return index, valid, n_tokens
+class SegmentLayout(NamedTuple):
+    """Where each segment's tokens are in the packed row of N tokens (N itself is the index of a padding slot)."""
+
+    queries: torch.Tensor
+    """(S, L): segment s's i-th token's place in the row; N past the segment's end."""
+    valid: torch.Tensor
+    """(S, L): whether queries[s, i] is a real token."""
+    keys: torch.Tensor
+    """(S, Lp + L): the parent's tokens (padded to Lp), then the segment's own (= queries)."""
+    mask: torch.Tensor
+    """(S, 1, L, Lp + L): query i of segment s may see key j: j a real token of its parent, or j = Lp + i' with
+    i' ≤ i (its own past)."""
 
 
-def attend_by_segment(query, key, value, index, valid, n_tokens: int, scaling: float | None = None,
-                      dropout: float = 0.0):
-    """Causal attention of packed rows after a shared prefix, row by row: (1, H, Q, D) queries, (1, Hk, P + T, D)
-    keys and values (the prefix's P first, then the T packed tokens of `segment_layout`'s rows) -> (1, Q, H, D).
+def segment_layout(lengths: list[int], parents: list[int]) -> SegmentLayout:
+    """The layout of segments of `lengths` tokens lying one after the other in a row, segment s attending to segment
+    parents[s] (an earlier one; −1: none) and causally to itself. Lengths must be positive."""
+    starts = [sum(lengths[:s]) for s in range(len(lengths))]
+    n_tokens, longest = sum(lengths), max(lengths)
+    parent_lengths = [lengths[p] if p >= 0 else 0 for p in parents]
+    longest_parent = max(parent_lengths)
 
-    Packed token t of row b (its i-th) attends to the P prefix keys and to its own row's keys 0..i:
-        out_t = softmax(s · q_t [K_prefix; K_b,0..i]ᵀ) [V_prefix; V_b,0..i]
-    with H/Hk query heads sharing each key head (grouped-query attention). The queries are the T packed tokens'
-    (Q = T: the prefix's keys and values came from a cache) or the prefix's P and then theirs (Q = P + T: one pass),
-    the prefix's own attending causally to the prefix."""
-    n_heads, groups, n_prefix = query.shape[1], query.shape[1] // key.shape[1], key.shape[2] - n_tokens
-    heads = (lambda x: x.repeat_interleave(groups, dim=1)) if groups > 1 else (lambda x: x)
+    def places(start, length, width):  # (width,) the token places of a segment, N where padded
+        return [start + i if i < length else n_tokens for i in range(width)]
 
-    def by_row(x):  # (1, h, T, D) -> (B, h, L, D); padding slots read a zero row
-        x = x[0].transpose(0, 1)  # (T, h, D)
-        return torch.cat([x, x.new_zeros(1, *x.shape[1:])])[index].transpose(1, 2)
+    queries = torch.tensor([places(start, length, longest) for start, length in zip(starts, lengths)])
+    parent_keys = torch.tensor([places(starts[p] if p >= 0 else 0, n, longest_parent)
+                                for p, n in zip(parents, parent_lengths)]).view(len(lengths), longest_parent)
+    steps = torch.arange(longest)
+    valid = steps[None, :] < torch.tensor(lengths)[:, None]  # (S, L)
+    sees_parent = torch.arange(longest_parent)[None, :] < torch.tensor(parent_lengths)[:, None]  # (S, Lp)
+    causal = steps[None, :] <= steps[:, None]  # (L, L)
+    mask = torch.cat([sees_parent[:, None, :].expand(-1, longest, -1), causal.expand(len(lengths), -1, -1)], dim=2)
+    return SegmentLayout(queries, valid, torch.cat([parent_keys, queries], dim=1), mask[:, None])
 
-    def with_prefix(x):  # (1, Hk, P + T, D) -> (B, H, P + L, D)
-        rows = by_row(x[:, :, n_prefix:])
-        prefix = x[:, :, :n_prefix].expand(len(index), -1, -1, -1)
-        return heads(torch.cat([prefix, rows], dim=2))
 
-    longest = index.shape[1]
-    causal = torch.ones(longest, longest, dtype=torch.bool, device=query.device).tril()
-    mask = torch.cat([causal.new_ones(longest, n_prefix), causal], dim=1)  # (L, P + L), the same for every row
-    rows = F.scaled_dot_product_attention(by_row(query[:, :, -n_tokens:]), with_prefix(key), with_prefix(value),
-                                          attn_mask=mask, dropout_p=dropout, scale=scaling)  # (B, H, L, D)
-    out = rows.transpose(1, 2)[valid].reshape(1, n_tokens, n_heads, -1)  # (1, T, H, D), packed order
-    if query.shape[2] == n_tokens:
-        return out
-    prefix = F.scaled_dot_product_attention(query[:, :, :n_prefix], heads(key[:, :, :n_prefix]),
-                                            heads(value[:, :, :n_prefix]), is_causal=True, dropout_p=dropout,
-                                            scale=scaling)  # (1, H, P, D)
-    return torch.cat([prefix.transpose(1, 2), out], dim=1)  # (1, P + T, H, D)
+def attend_by_segment(query, key, value, layout: SegmentLayout, scaling: float | None = None, dropout: float = 0.0):
+    """Attention of the packed row by segment: (1, H, N, D) queries, (1, Hk, N, D) keys and values -> (1, N, H, D).
+
+    Token t of segment s (its i-th) attends to the tokens of s's parent segment p and to s's own tokens 0..i:
+        out_t = softmax(scaling · q_t [K_p; K_s,0..i]ᵀ) [V_p; V_s,0..i]
+    with H/Hk query heads sharing each key head (grouped-query attention)."""
+    n_tokens, n_heads, groups = query.shape[2], query.shape[1], query.shape[1] // key.shape[1]
+
+    def gather(x, places):  # (1, h, N, D), (S, W) -> (S, h, W, D); the padding slot N reads a zero row
+        x = x[0].transpose(0, 1)  # (N, h, D)
+        x = torch.cat([x, x.new_zeros(1, *x.shape[1:])])[places].transpose(1, 2)
+        return x.repeat_interleave(groups, dim=1) if x.shape[1] != n_heads else x
+
+    out = F.scaled_dot_product_attention(gather(query, layout.queries), gather(key, layout.keys),
+                                         gather(value, layout.keys), attn_mask=layout.mask, dropout_p=dropout,
+                                         scale=scaling)  # (S, H, L, D)
+    return out.transpose(1, 2)[layout.valid].reshape(1, n_tokens, n_heads, -1)  # (1, N, H, D), the row's order
 
 
 def _attention_function(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
-    """transformers' attention signature: by segment when the forward was handed a layout, else plain SDPA."""
+    """transformers' attention signature, `attention_mask` unused (the layout says who sees whom)."""
     layout = kwargs.pop(_LAYOUT_KWARG, None)
     if layout is None:
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
-    return attend_by_segment(query, key, value, *layout, scaling=scaling, dropout=dropout), None
+        raise RuntimeError(f"{type(module).__name__} ran segment attention without the segments' layout: pass "
+                           "segment_attention's keyword arguments to the trunk's forward.")
+    return attend_by_segment(query, key, value, layout, scaling=scaling, dropout=dropout), None
 
 
 @functools.cache
 def _register() -> bool:
     try:
         from transformers import AttentionInterface
-    except ImportError:  # an older transformers: the packed row runs with its full mask
+    except ImportError:  # an older transformers: the caller runs the row its own way
         return False
     AttentionInterface.register(SEGMENT_ATTENTION, _attention_function)
     return True
@@ -109,16 +121,23 @@ def _passes_keywords(trunk_class) -> bool:
     return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
-@contextlib.contextmanager
-def segment_attention(trunk, row_lengths: torch.Tensor):
-    """Within the block, `trunk`'s attention (if SDPA) runs row by row (`attend_by_segment`); yields the keyword
-    arguments to pass to the trunk's forward ({} when the trunk's attention is not SDPA: nothing is switched)."""
+def can_attend_by_segment(trunk) -> bool:
+    """Whether `segment_attention` can switch this trunk (its attention is SDPA and its forward passes keywords on)."""
     config = getattr(trunk, "config", None)
-    if getattr(config, "_attn_implementation", None) != "sdpa" or not _passes_keywords(type(trunk)) or not _register():
-        yield {}
-        return
+    return getattr(config, "_attn_implementation", None) == "sdpa" and _passes_keywords(type(trunk)) and _register()
+
+
+@contextlib.contextmanager
+def segment_attention(trunk, layout: SegmentLayout):
+    """Within the block, `trunk`'s attention runs by segment (`attend_by_segment`); yields the keyword arguments to
+    pass to the trunk's forward. Check `can_attend_by_segment(trunk)` first."""
+    if not can_attend_by_segment(trunk):
+        raise ValueError(f"{type(trunk).__name__} cannot attend by segment (SDPA attention and a forward that takes "
+                         "**kwargs are needed): check can_attend_by_segment first.")
+    config = trunk.config
     config._attn_implementation = SEGMENT_ATTENTION
     try:
-        yield {_LAYOUT_KWARG: segment_layout(row_lengths)}
+        device = trunk.get_input_embeddings().weight.device
+        yield {_LAYOUT_KWARG: SegmentLayout(*(t.to(device) for t in layout))}
     finally:
         config._attn_implementation = "sdpa"

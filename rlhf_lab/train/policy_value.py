@@ -21,7 +21,7 @@ from rlhf_lab.core.hf import (
     shared_prefix_length,
 )
 from rlhf_lab.train.config import LoraSettings
-from rlhf_lab.train.packed_attention import segment_attention
+from rlhf_lab.train.packed_attention import can_attend_by_segment, segment_attention, segment_layout
 
 __all__ = ["PolicyAndValue", "response_hidden", "response_logits", "shared_prefix_length", "policy_and_reference",
            "reference_model", "critic_from_reward", "MIN_SHARED_PREFIX"]
@@ -125,43 +125,33 @@ def _packed_response_hidden(trunk, input_ids, attention_mask, n_prompt: int, n_s
     row_of = torch.arange(batch, device=device)[:, None].expand(batch, length)[keep]  # (T,)
     positions = (n_shared + columns[None, :] - starts[:, None])[keep]  # (T,)
     n_packed, first = len(row_of), int(pads[0])
-    with segment_attention(trunk, ends - starts) if attention == "sdpa" else contextlib.nullcontext({}) as by_row:
-        if by_row:  # one pass: the prefix's tokens, then the rows' (attention row by row, `packed_attention`)
-            tokens = torch.cat([input_ids[0, first:first + n_shared], input_ids[keep]])  # (n_shared + T,)
-            at = torch.cat([torch.arange(n_shared, device=device), positions])  # (n_shared + T,)
-            hidden = trunk(input_ids=tokens[None], attention_mask=_packed_mask(row_of, n_shared, True)[None, None],
-                           position_ids=at[None], use_cache=False, **by_row).last_hidden_state[0, n_shared:]  # (T, D)
-        else:  # the prefix first, as a batch of one; the rows continue from its keys and values
-            allowed = _packed_mask(row_of, n_shared, False)  # (T, n_shared + T)
-            if attention == "eager":
-                dtype = trunk.get_input_embeddings().weight.dtype
-                allowed = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed,
-                                                                                             torch.finfo(dtype).min)
-            cache = _prefix_cache(trunk, input_ids, first, n_shared)
-            if cache is None or not hasattr(cache, "get_seq_length"):
-                return None
-            hidden = trunk(input_ids=input_ids[keep][None], attention_mask=allowed[None, None],
-                           position_ids=positions[None], use_cache=True,
-                           **{cache_argument(trunk): cache}).last_hidden_state[0]  # (T, D)
-            if cache.get_seq_length() != n_shared + n_packed:  # the forward did not read the cache
-                return None
+    if can_attend_by_segment(trunk):  # one pass: the prefix's tokens, then the rows', attention by segment
+        layout = segment_layout([n_shared, *(ends - starts).tolist()], [-1] + [0] * batch)
+        tokens = torch.cat([input_ids[0, first:first + n_shared], input_ids[keep]])  # (n_shared + T,)
+        at = torch.cat([torch.arange(n_shared, device=device), positions])  # (n_shared + T,)
+        with segment_attention(trunk, layout) as by_segment:
+            hidden = trunk(input_ids=tokens[None], position_ids=at[None], use_cache=False,
+                           **by_segment).last_hidden_state[0, n_shared:]  # (T, D)
+    else:  # the prefix first, as a batch of one; the rows continue from its keys and values under a mask
+        causal = torch.ones(n_packed, n_packed, dtype=torch.bool, device=device).tril()
+        allowed = torch.cat([causal.new_ones(n_packed, n_shared), causal & (row_of[:, None] == row_of[None, :])],
+                            dim=1)  # (T, n_shared + T)
+        if attention == "eager":
+            dtype = trunk.get_input_embeddings().weight.dtype
+            allowed = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed,
+                                                                                         torch.finfo(dtype).min)
+        cache = _prefix_cache(trunk, input_ids, first, n_shared)
+        if cache is None or not hasattr(cache, "get_seq_length"):
+            return None
+        hidden = trunk(input_ids=input_ids[keep][None], attention_mask=allowed[None, None],
+                       position_ids=positions[None], use_cache=True,
+                       **{cache_argument(trunk): cache}).last_hidden_state[0]  # (T, D)
+        if cache.get_seq_length() != n_shared + n_packed:  # the forward did not read the cache
+            return None
     steps = torch.arange(input_ids.shape[1] - n_prompt, device=device)  # (R,)
     first_predicting = (ends - starts).cumsum(dim=0) - lengths  # (B,) packed index that predicts response token 0
     index = torch.where(steps[None, :] < lengths[:, None], first_predicting[:, None] + steps[None, :], n_packed)
     return torch.cat([hidden, hidden.new_zeros(1, hidden.shape[-1])])[index]  # (B, R, D); zeros after each reply
-
-
-def _packed_mask(row_of: torch.Tensor, n_shared: int, prefix_queries: bool) -> torch.Tensor:
-    """Which keys each packed token may see, row_of (T,) giving each token's row: (T, n_shared + T), True where the
-    key is in the prefix or earlier in the token's own row; with `prefix_queries`, (n_shared + T, n_shared + T), the
-    prefix's own tokens first, each seeing the prefix up to itself."""
-    n_packed = len(row_of)
-    causal = torch.ones(n_packed, n_packed, dtype=torch.bool, device=row_of.device).tril()
-    allowed = torch.cat([causal.new_ones(n_packed, n_shared), causal & (row_of[:, None] == row_of[None, :])], dim=1)
-    if not prefix_queries:
-        return allowed
-    prefix = torch.cat([causal.new_ones(n_shared, n_shared).tril(), causal.new_zeros(n_shared, n_packed)], dim=1)
-    return torch.cat([prefix, allowed])
 
 
 def _checkpointing(trunk) -> bool:
