@@ -1,4 +1,4 @@
-"""Attention of rows packed after a shared prefix, row by row (`train.packed_attention`)."""
+"""Sequences packed into one row as segments, each reading its parent and itself (`core.packed_attention`)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from conftest import peaked_policy
 
-import rlhf_lab.train.packed_attention as packed_attention
-from rlhf_lab.train.packed_attention import (
+import rlhf_lab.core.packed_attention as packed_attention
+from rlhf_lab.core.packed_attention import (
     SEGMENT_ATTENTION,
     attend_by_segment,
     segment_attention,

@@ -25,6 +25,7 @@ from rlhf_lab.reward.network import (
     TokenizerMismatchError,
     bradley_terry_loss,
     last_token_index,
+    one_row,
     packed_rows,
     pair_rows,
     reward_text,
@@ -256,16 +257,22 @@ def test_encoder_sequences_packed_several_per_row_give_the_rewards_and_gradients
     assert "token_type_ids" in seqs[0] and len({len(s["input_ids"]) for s in seqs}) > 3
     weights = torch.tensor([1.0, -2.0, 0.5, 3.0, 0.7, -1.1])
     results = []
-    for run in ("padded", "packed"):
+    for run in ("padded", "packed", "one row") if attention == "sdpa" else ("padded", "packed"):
         net.zero_grad()
-        r = net(**minilm_rm._collate(seqs)) if run == "padded" else net.forward_packed(*packed_rows(seqs, pad_id=0))
+        if run == "padded":
+            r = net(**minilm_rm._collate(seqs))
+        elif run == "packed":  # several sequences per row under a mask
+            r = net.forward_packed(*packed_rows(seqs, pad_id=0))
+        else:  # all in one row, attention sequence by sequence
+            r = net.forward_segments(*one_row(seqs))
         (r * weights).sum().backward()
         results.append((r.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}))
-    (padded, padded_grads), (packed, packed_grads) = results
-    assert torch.allclose(padded, packed, atol=1e-5) and padded.std() > 0
-    assert padded_grads.keys() == packed_grads.keys() and len(padded_grads) > 50
-    for name, grad in padded_grads.items():  # token types and positions included: each sequence restarts at 0
-        assert torch.allclose(grad, packed_grads[name], atol=1e-6, rtol=1e-4), name
+    (padded, padded_grads), *others = results
+    for packed, packed_grads in others:
+        assert torch.allclose(padded, packed, atol=1e-5) and padded.std() > 0
+        assert padded_grads.keys() == packed_grads.keys() and len(padded_grads) > 50
+        for name, grad in padded_grads.items():  # token types and positions included: each sequence restarts at 0
+            assert torch.allclose(grad, packed_grads[name], atol=1e-6, rtol=1e-4), name
     net.zero_grad()
     net.backbone.set_attn_implementation("sdpa")
 
@@ -282,11 +289,16 @@ def test_packed_rows_first_fit_decreasing_by_hand():
     assert allowed[2, 0].int().tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]  # padding: itself
 
 
-def test_fit_packs_encoder_rows_and_trains_the_model_of_padded_rows(monkeypatch):
+@pytest.mark.parametrize("one_row_by_segment", [True, False])
+def test_fit_packs_encoder_rows_and_trains_the_model_of_padded_rows(monkeypatch, one_row_by_segment):
     pairs = toy_pairs()
     pairs.loc[3, "rejected"] = "No, and that is all I will say about it today. " * 3
-    calls, fits = fit_both_ways(monkeypatch, "minilm", "forward_packed", "pack_rows", 1e-4, pairs)
-    assert len(calls) == len(fits[0].history_) == 3 and sum(calls) < 2 * len(pairs)  # fewer rows than sequences
+    if not one_row_by_segment:  # several sequences per row under a mask (eager attention, or no segment attention)
+        monkeypatch.setattr(reward_model_module, "can_attend_by_segment", lambda backbone: False)
+    method = "forward_segments" if one_row_by_segment else "forward_packed"
+    calls, fits = fit_both_ways(monkeypatch, "minilm", method, "pack_rows", 1e-4, pairs)
+    assert len(calls) == len(fits[0].history_) == 3  # every step packed (none with pack_rows=False)
+    assert calls == [1] * 3 if one_row_by_segment else sum(calls) < 2 * len(pairs)  # fewer rows than sequences
     for packed, padded in zip(*(m.history_ for m in fits)):
         assert abs(packed["train/loss"] - padded["train/loss"]) < 1e-4
     assert torch.allclose(*[m.score_raw(pairs["prompt"], pairs["rejected"]) for m in fits], atol=1e-3)

@@ -38,6 +38,7 @@ from rlhf_lab.core.config import Config, Seeded
 from rlhf_lab.core.files import atomic_directory, verify_digests, write_manifest
 from rlhf_lab.core.hf import adamw, bf16_compute, disable_dropout, switch_attention
 from rlhf_lab.core.memory import reuse_freed_memory
+from rlhf_lab.core.packed_attention import can_attend_by_segment
 from rlhf_lab.core.seeding import seeded, set_seed
 from rlhf_lab.feedback.preferences import pair_weights, split_by_prompt
 from rlhf_lab.reward.evaluation import NormalisedScores
@@ -48,6 +49,7 @@ from rlhf_lab.reward.network import (
     backbone_kind,
     bradley_terry_loss,
     load_backbone,
+    one_row,
     packed_rows,
     pair_rows,
     reward_text,
@@ -103,8 +105,9 @@ class RewardConfig(Config, Seeded):
     template and prompt) run once and each reply masked from the other (`RewardNet.forward_tree`): the same rewards
     and gradients, rounded differently, for fewer tokens and less padding."""
     pack_rows: bool = True
-    """The encoder: pack the batch's sequences several per row, each reading only itself (`RewardNet.forward_packed`):
-    the same rewards and gradients, rounded differently, without the padding up to the batch's longest sequence."""
+    """The encoder: pack the batch's sequences, each reading only itself: into one row with SDPA attention, attention
+    sequence by sequence (`RewardNet.forward_segments`), else several per row under a mask (`forward_packed`). The
+    same rewards and gradients, rounded differently, without the padding up to the batch's longest sequence."""
     group_by_length: bool = True
     """Batch pairs of similar length together (shuffled in chunks), which removes most of the padding."""
     eval_every: int = 0
@@ -286,7 +289,8 @@ class RewardModel(NormalisedScores):
                       idx: list[int]) -> torch.Tensor:
         """Raw rewards (2B,) [chosen_1..B, rejected_1..B] of the pairs `idx`: with `config.share_prompt` (a causal
         model on eager or SDPA attention) each pair j is one row whose first `shared[j]` tokens run once
-        (`RewardNet.forward_tree`); with `config.pack_rows` (the encoder) several sequences share a row
+        (`RewardNet.forward_tree`); with `config.pack_rows` (the encoder) the sequences share one row, attention
+        sequence by sequence (SDPA: `RewardNet.forward_segments`), or several share each row under a mask
         (`RewardNet.forward_packed`); otherwise each sequence is its own row."""
         if self.config.share_prompt and self.config.kind == "causal" and \
                 self.net_.backbone.config._attn_implementation in ("eager", "sdpa"):
@@ -294,6 +298,9 @@ class RewardModel(NormalisedScores):
             rows = pair_rows([c[:n] for c, _, n in seqs], [c[n:] for c, _, n in seqs], [r[n:] for _, r, n in seqs],
                              self.tokenizer_.pad_token_id or 0)
             return self.net_.forward_tree(*(t.to(self.device) for t in rows)).float()
+        if self.config.pack_rows and self.config.kind == "encoder" and can_attend_by_segment(self.net_.backbone):
+            seqs = one_row([chosen[j] for j in idx] + [rejected[j] for j in idx])
+            return self.net_.forward_segments(*(t.to(self.device) for t in seqs[:4]), seqs[4]).float()
         if self.config.pack_rows and self.config.kind == "encoder":
             rows = packed_rows([chosen[j] for j in idx] + [rejected[j] for j in idx], self.tokenizer_.pad_token_id or 0)
             return self.net_.forward_packed(*(t.to(self.device) for t in rows)).float()

@@ -22,11 +22,12 @@ from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from rlhf_lab.core.hf import position_ids
+from rlhf_lab.core.packed_attention import SegmentLayout, segment_attention, segment_layout
 from rlhf_lab.policy.models import load_policy, tiny_policy
 
 __all__ = ["MINILM", "TokenizerMismatchError", "bradley_terry_loss", "RewardNet", "backbone_kind", "load_backbone",
            "minilm_dir", "tokenizer_fingerprint", "last_token_index", "reward_text", "shared_prefix_length",
-           "pair_rows", "packed_rows"]
+           "pair_rows", "packed_rows", "one_row"]
 
 MINILM = "minilm"
 
@@ -142,6 +143,18 @@ class RewardNet(nn.Module):
         mask = self._attention_mask(allowed)
         h = self.backbone(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                           token_type_ids=token_type_ids).last_hidden_state  # (R, W, D)
+        return self._mean_by_owner(h, owner)
+
+    def forward_segments(self, input_ids, token_type_ids, positions, owner, layout: SegmentLayout) -> torch.Tensor:
+        """`forward_packed` on the N sequences packed into one row, padding left out, by `one_row` (the encoder on
+        SDPA attention): attention runs sequence by sequence (`core.packed_attention`), with no (W, W) masks."""
+        with segment_attention(self.backbone, layout) as by_segment:
+            h = self.backbone(input_ids=input_ids, position_ids=positions, token_type_ids=token_type_ids,
+                              **by_segment).last_hidden_state  # (1, T, D)
+        return self._mean_by_owner(h, owner)
+
+    def _mean_by_owner(self, h, owner) -> torch.Tensor:
+        """The head on each sequence's mean hidden state: h (R, W, D), owner (R, W) (−1: padding) -> (N,)."""
         owner, h = owner.flatten(), h.flatten(0, 1)  # (R·W,), (R·W, D)
         real = owner >= 0
         n = int(owner.max()) + 1
@@ -214,6 +227,17 @@ def packed_rows(seqs: list[dict], pad_id: int) -> tuple[torch.Tensor, ...]:
     allowed = (owner[:, :, None] == owner[:, None, :]) & (owner[:, None, :] >= 0)
     allowed |= torch.eye(width, dtype=torch.bool)  # padding reads itself: no row is all masked
     return ids, types, allowed[:, None], positions, owner
+
+
+def one_row(seqs: list[dict]) -> tuple[torch.Tensor, ...]:
+    """Encoder sequences packed one after the other into a single row, for `RewardNet.forward_segments`: input_ids,
+    token_type_ids, position_ids (0..len(s)−1 for each) and owner, each (1, Σ len(s)), and the segments' layout."""
+    ids = [t for s in seqs for t in s["input_ids"]]
+    types = [t for s in seqs for t in s.get("token_type_ids", [0] * len(s["input_ids"]))]
+    positions = [p for s in seqs for p in range(len(s["input_ids"]))]
+    owner = [i for i, s in enumerate(seqs) for _ in s["input_ids"]]
+    lengths = [len(s["input_ids"]) for s in seqs]
+    return (*(torch.tensor([x]) for x in (ids, types, positions, owner)), segment_layout(lengths, [-1] * len(seqs)))
 
 
 def backbone_kind(backbone: str) -> str:

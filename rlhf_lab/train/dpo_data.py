@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from rlhf_lab.core.hf import cache_argument, position_ids
-from rlhf_lab.train.packed_attention import can_attend_by_segment, segment_attention, segment_layout
+from rlhf_lab.core.packed_attention import can_attend_by_segment, segment_attention, segment_layout
 from rlhf_lab.policy.generation import SamplingConfig, format_prompts
 
 __all__ = ["EncodedPair", "PreparedPairs", "encode_pairs", "collate", "collate_shared", "sequence_logps",

@@ -21,7 +21,7 @@ from rlhf_lab.core.hf import (
     shared_prefix_length,
 )
 from rlhf_lab.train.config import LoraSettings
-from rlhf_lab.train.packed_attention import can_attend_by_segment, segment_attention, segment_layout
+from rlhf_lab.core.packed_attention import can_attend_by_segment, segment_attention, segment_layout
 
 __all__ = ["PolicyAndValue", "response_hidden", "response_logits", "shared_prefix_length", "policy_and_reference",
            "reference_model", "critic_from_reward", "MIN_SHARED_PREFIX"]

@@ -1,9 +1,10 @@
 """Attention for sequences packed into one row as segments, each reading only its parent segment and itself.
 
-A batch that shares prompts can run as one row of N tokens, padding left out: PPO's rollouts as the chat template's
-prefix then every reply's row (`policy_value.response_hidden`), DPO's pairs as each prompt then its two replies
-(`dpo_data.pair_logps`). A segment attends causally to itself and to all of its parent's tokens (a prompt has no
-parent; a reply's parent is its prompt). As one (N, N) mask, attention would score every token against every other
+A batch can run as one row of N tokens, padding left out, and a shared prompt read once: PPO's rollouts as the chat
+template's prefix then every reply's row (`train.policy_value.response_hidden`), DPO's pairs as each prompt then its
+two replies (`train.dpo_data.pair_logps`), the MiniLM reward model's sequences one after the other
+(`reward.network.one_row`). A segment attends causally to itself (an encoder: to all of itself) and to all of its
+parent's tokens (a prompt has no parent; a reply's parent is its prompt). As one (N, N) mask, attention would score every token against every other
 and throw most of them away. `attend_by_segment` computes the same on the segments themselves: each segment's
 queries, padded to the longest segment (L), against its parent's keys (padded to the longest parent, Lp) and its
 own, (S, H, L, Lp + L) instead of (1, H, N, N).
@@ -49,6 +50,10 @@ class SegmentLayout(NamedTuple):
     mask: torch.Tensor
     """(S, 1, L, Lp + L): query i of segment s may see key j: j a real token of its parent, or j = Lp + i' with
     i' ≤ i (its own past)."""
+    bidirectional: torch.Tensor
+    """(S, 1, L, Lp + L): the same for an encoder's attention, which sees all of its own segment's real tokens."""
+    picked: torch.Tensor
+    """(N,): where each token of the row is among the S · L query slots (s · L + i), in the row's order."""
 
 
 def segment_layout(lengths: list[int], parents: list[int]) -> SegmentLayout:
@@ -64,32 +69,41 @@ def segment_layout(lengths: list[int], parents: list[int]) -> SegmentLayout:
 
     queries = torch.tensor([places(start, length, longest) for start, length in zip(starts, lengths)])
     parent_keys = torch.tensor([places(starts[p] if p >= 0 else 0, n, longest_parent)
-                                for p, n in zip(parents, parent_lengths)]).view(len(lengths), longest_parent)
+                                for p, n in zip(parents, parent_lengths)], dtype=torch.long).view(len(lengths),
+                                                                                                  longest_parent)
     steps = torch.arange(longest)
     valid = steps[None, :] < torch.tensor(lengths)[:, None]  # (S, L)
     sees_parent = torch.arange(longest_parent)[None, :] < torch.tensor(parent_lengths)[:, None]  # (S, Lp)
     causal = steps[None, :] <= steps[:, None]  # (L, L)
-    mask = torch.cat([sees_parent[:, None, :].expand(-1, longest, -1), causal.expand(len(lengths), -1, -1)], dim=2)
-    return SegmentLayout(queries, valid, torch.cat([parent_keys, queries], dim=1), mask[:, None])
+    parent_part = sees_parent[:, None, :].expand(-1, longest, -1)  # (S, L, Lp)
+    mask = torch.cat([parent_part, causal.expand(len(lengths), -1, -1)], dim=2)
+    bidirectional = torch.cat([parent_part, valid[:, None, :].expand(-1, longest, -1)], dim=2)
+    return SegmentLayout(queries, valid, torch.cat([parent_keys, queries], dim=1), mask[:, None],
+                         bidirectional[:, None], valid.flatten().nonzero()[:, 0])
 
 
-def attend_by_segment(query, key, value, layout: SegmentLayout, scaling: float | None = None, dropout: float = 0.0):
+def attend_by_segment(query, key, value, layout: SegmentLayout, scaling: float | None = None, dropout: float = 0.0,
+                      causal: bool = True):
     """Attention of the packed row by segment: (1, H, N, D) queries, (1, Hk, N, D) keys and values -> (1, N, H, D).
 
     Token t of segment s (its i-th) attends to the tokens of s's parent segment p and to s's own tokens 0..i:
         out_t = softmax(scaling · q_t [K_p; K_s,0..i]ᵀ) [V_p; V_s,0..i]
-    with H/Hk query heads sharing each key head (grouped-query attention)."""
-    n_tokens, n_heads, groups = query.shape[2], query.shape[1], query.shape[1] // key.shape[1]
+    (`causal=False`, an encoder: to all of s's own tokens), with H/Hk query heads sharing each key head
+    (grouped-query attention)."""
+    n_heads, groups = query.shape[1], query.shape[1] // key.shape[1]
 
     def gather(x, places):  # (1, h, N, D), (S, W) -> (S, h, W, D); the padding slot N reads a zero row
         x = x[0].transpose(0, 1)  # (N, h, D)
-        x = torch.cat([x, x.new_zeros(1, *x.shape[1:])])[places].transpose(1, 2)
+        x = torch.cat([x, x.new_zeros(1, *x.shape[1:])]).index_select(0, places.flatten())  # its backward: index_add
+        x = x.view(*places.shape, *x.shape[1:]).transpose(1, 2)
         return x.repeat_interleave(groups, dim=1) if x.shape[1] != n_heads else x
 
     out = F.scaled_dot_product_attention(gather(query, layout.queries), gather(key, layout.keys),
-                                         gather(value, layout.keys), attn_mask=layout.mask, dropout_p=dropout,
+                                         gather(value, layout.keys),
+                                         attn_mask=layout.mask if causal else layout.bidirectional, dropout_p=dropout,
                                          scale=scaling)  # (S, H, L, D)
-    return out.transpose(1, 2)[layout.valid].reshape(1, n_tokens, n_heads, -1)  # (1, N, H, D), the row's order
+    out = out.transpose(1, 2).flatten(0, 1).index_select(0, layout.picked)  # (N, H, D), the row's order
+    return out.unsqueeze(0)  # (1, N, H, D)
 
 
 def _attention_function(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
@@ -98,7 +112,8 @@ def _attention_function(module, query, key, value, attention_mask, dropout: floa
     if layout is None:
         raise RuntimeError(f"{type(module).__name__} ran segment attention without the segments' layout: pass "
                            "segment_attention's keyword arguments to the trunk's forward.")
-    return attend_by_segment(query, key, value, layout, scaling=scaling, dropout=dropout), None
+    causal = getattr(module, "is_causal", True)  # False in an encoder's attention (BERT's)
+    return attend_by_segment(query, key, value, layout, scaling=scaling, dropout=dropout, causal=causal), None
 
 
 @functools.cache
