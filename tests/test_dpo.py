@@ -152,14 +152,12 @@ def test_sequence_logps_match_a_naive_full_softmax_and_ignore_padding(tokenizer)
 
 
 @pytest.mark.parametrize("packed", [True, False])
-def test_pair_logps_share_the_prompt_and_match_sequence_logps_with_gradients(tokenizer, packed, monkeypatch):
+def test_pair_logps_share_the_prompt_and_match_sequence_logps_with_gradients(tokenizer, packed):
     """The prompt run once gives the same log-probs and the same gradients as each full row alone (right padded):
-    packed, the batch as one row of segments (SDPA), or left padded with its keys and values reused by both
-    replies (other attention)."""
+    packed, the batch as one row of segments (under FSDP2, `sharded`, with SDPA), or left padded with its keys and
+    values reused by both replies (one process)."""
     model = peaked_policy(tokenizer).train()
     model.config._attn_implementation = "sdpa"
-    if not packed:
-        monkeypatch.setattr("rlhf_lab.train.dpo_data.can_attend_by_segment", lambda trunk: False)
     pairs = [EncodedPair([5, 6, 7], [20, 21, 2], [22, 2]), EncodedPair([8, 9], [23, 2], [24, 25, 26, 27, 2]),
              EncodedPair([8, 9, 10, 11, 12], [23], [24])]
     weight = model.get_input_embeddings().weight
@@ -168,7 +166,7 @@ def test_pair_logps_share_the_prompt_and_match_sequence_logps_with_gradients(tok
     (full_grad,) = torch.autograd.grad(full.sum(), weight)
     embedded = []
     hook = model.get_input_embeddings().register_forward_hook(lambda m, args, out: embedded.append(args[0].shape))
-    shared = pair_logps(model, pairs, tokenizer.pad_token_id)
+    shared = pair_logps(model, pairs, tokenizer.pad_token_id, sharded=packed)
     hook.remove()
     (shared_grad,) = torch.autograd.grad(shared.sum(), weight)
     torch.testing.assert_close(shared, full, atol=1e-4, rtol=1e-5)

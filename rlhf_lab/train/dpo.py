@@ -11,7 +11,7 @@ the log-prob passes are `dpo_data`'s. Speed comes from three choices:
 the reference log-probs are computed once per pair, up front, without gradients (with LoRA by switching the adapters
 off), so training runs only the policy; the prompt of a pair goes through the model once and both replies read it
 (`pair_logps`: chosen and rejected share the prompt's compute, about a quarter of the tokens of a step on chit-chat
-pairs; with SDPA attention the batch runs as one packed row, padding left out, also under FSDP2); and batches are
+pairs; under FSDP2 the batch runs as one packed row, padding left out, with SDPA attention); and batches are
 grouped by length, with the 49k-wide output layer applied to reply tokens only.
 """
 

@@ -119,8 +119,9 @@ def pair_logps(lm, pairs: list[EncodedPair], pad_id: int, sharded: bool = False)
     """Sequence log-probs of b pairs' chosen and rejected replies, (2b,) ordered [chosen_1..b, rejected_1..b] as
     `sequence_logps` on `collate`'s rows, with the shared prompt run once per pair instead of twice.
 
-    With SDPA attention, the whole batch runs packed in one pass (`packed_pair_logps`). Otherwise as follows
-    (`sharded`: `sequence_logps` itself, one trunk pass whatever the replies, as FSDP2 needs: `train.scorer`).
+    `sharded` (FSDP2 needs one trunk pass whatever the replies: `train.scorer`): the batch packed in one pass, each
+    prompt read once (`packed_pair_logps`, SDPA attention), else `sequence_logps` on whole rows. In one process the
+    packed pass measured no faster than the following (bench/results/speed_cpu/dpo_avx2_2026-12-05.txt):
 
     The prompts (left padded, positions counting real tokens) go through the trunk once, keeping their keys and
     values; both replies then continue from them (the cache repeated per reply, gradients flowing back into the
@@ -128,7 +129,7 @@ def pair_logps(lm, pairs: list[EncodedPair], pad_id: int, sharded: bool = False)
     removes about a quarter of the tokens of a step. The output layer runs on reply tokens only.
     """
     device = lm.get_output_embeddings().weight.device
-    if can_attend_by_segment(lm.base_model):
+    if sharded and can_attend_by_segment(lm.base_model):
         return packed_pair_logps(lm, pairs)
     if sharded:
         return sequence_logps(lm, *(t.to(device) for t in collate(pairs, pad_id)))

@@ -20,8 +20,8 @@ from rlhf_lab.core.hf import (
     position_ids,
     shared_prefix_length,
 )
-from rlhf_lab.train.config import LoraSettings
 from rlhf_lab.core.packed_attention import can_attend_by_segment, segment_attention, segment_layout
+from rlhf_lab.train.config import LoraSettings
 
 __all__ = ["PolicyAndValue", "response_hidden", "response_logits", "shared_prefix_length", "policy_and_reference",
            "reference_model", "critic_from_reward", "MIN_SHARED_PREFIX"]
@@ -104,11 +104,12 @@ def _packed_response_hidden(trunk, input_ids, attention_mask, n_prompt: int, n_s
     (the last predicts nothing); the kept tokens of all rows form one row of T tokens at positions n_shared + their
     index in their own row. Token i may see key j when j is in the prefix, or when j ≤ i in the same row.
 
-    SDPA attention: the prefix's tokens and the packed row run as one row of n_shared + T tokens, attention row by
-    row (`packed_attention.segment_attention`): the same result as the mask's without scoring every token against
-    the other rows' keys, which the mask would throw away, and without a separate pass for the prefix. Eager
-    attention: the prefix runs first, as a batch of one, and the packed row continues from its keys and values under
-    a (1, 1, T, n_shared + T) additive mask (0 or the float minimum).
+    SDPA attention (`can_attend_by_segment`): the prefix's tokens and the packed row run as one row of n_shared + T
+    tokens, attention row by row (`core.packed_attention`, the prefix each row's parent segment): the same result as
+    the mask's without scoring every token against the other rows' keys, which the mask would throw away, and
+    without a separate pass for the prefix. Otherwise the prefix runs first, as a batch of one, and the packed row
+    continues from its keys and values under a (1, 1, T, n_shared + T) mask, boolean for SDPA, additive for eager
+    attention (0 or the float minimum).
     """
     attention = getattr(getattr(trunk, "config", None), "_attn_implementation", None)
     reply = attention_mask[:, n_prompt:].bool()  # (B, R)

@@ -15,10 +15,10 @@ Under several processes each one takes a share of every batch (`batch_share`), a
 gathered for the metrics (`gather_kept`); the reference's log-probs, computed once up front, are shared out and
 gathered the same way (`scored_in_shares`). Each process runs the same number of forwards of the same kind: FSDP2
 gathers a layer's weights from all processes at each of its forwards, so a process that ran one more would wait
-for the others forever. `pair_logps` runs the trunk once: packed, each prompt read once, with SDPA attention; with
-other attention under FSDP2 it reads each pair's prompt with each reply (its shared prompt pass would run the trunk
-once or twice depending on the replies' lengths). A process whose share of a batch is short fills it with a row at
-weight 0.
+for the others forever. Under FSDP2 `pair_logps` runs the trunk once: packed, each prompt read once, with SDPA
+attention; with other attention each pair's prompt with each reply (its shared prompt pass of one process would run
+the trunk once or twice depending on the replies' lengths). A process whose share of a batch is short fills it with
+a row at weight 0.
 """
 
 from __future__ import annotations
