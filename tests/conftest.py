@@ -49,6 +49,17 @@ def peaked_policy(tokenizer, seed: int = 0, scale: float = 8.0):
     return model
 
 
+def prefix_batch(tokenizer):
+    """Three left-padded prompts that start with the same 6 tokens, then right-padded replies: (ids, mask, P)."""
+    import torch
+
+    pad, prefix = tokenizer.pad_token_id, [5, 6, 7, 8, 9, 10]
+    prompts = [prefix + [11], prefix + [12, 13, 14, 17], prefix + [15, 16]]  # 3, 0 and 2 pads
+    replies = [[20, 21, 22], [23, 24, pad], [25, 26, 27]]
+    ids = torch.tensor([[pad] * (10 - len(p)) + p + r for p, r in zip(prompts, replies)])  # (3, 10 + 3)
+    return ids, (ids != pad).long(), 10
+
+
 def length_reward(texts):
     """A reward (and gold) for the method tests: the reply's length, about 1 for 40 characters."""
     return [len(t) / 40 for t in texts]

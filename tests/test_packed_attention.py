@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import peaked_policy
+from conftest import peaked_policy, prefix_batch
 
 import rlhf_lab.core.packed_attention as packed_attention
 from rlhf_lab.core.packed_attention import (
@@ -73,15 +73,6 @@ def test_attention_by_segment_is_each_tokens_softmax_over_its_parent_and_its_own
     full = F.scaled_dot_product_attention(query, key.repeat_interleave(2, dim=1), value.repeat_interleave(2, dim=1),
                                           attn_mask=whole_row_mask(lengths, parents), scale=0.3)
     torch.testing.assert_close(out[0], full[0].transpose(0, 1), atol=1e-5, rtol=1e-5)
-
-
-def prefix_batch(tokenizer):
-    """Three left-padded prompts that start with the same 6 tokens, then right-padded replies of 3, 2, 3 tokens."""
-    pad, prefix = tokenizer.pad_token_id, [5, 6, 7, 8, 9, 10]
-    prompts = [prefix + [11], prefix + [12, 13, 14, 17], prefix + [15, 16]]
-    replies = [[20, 21, 22], [23, 24, pad], [25, 26, 27]]
-    ids = torch.tensor([[pad] * (10 - len(p)) + p + r for p, r in zip(prompts, replies)])
-    return ids, (ids != pad).long(), 10
 
 
 def test_packed_rows_attend_by_segment_with_the_full_masks_logits_and_gradients(tokenizer, monkeypatch):

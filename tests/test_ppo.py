@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import peaked_policy
+from conftest import peaked_policy, prefix_batch
 
 import rlhf_lab.train.on_policy as on_policy
 from rlhf_lab.core.errors import TrainingDivergedError
@@ -159,15 +159,6 @@ def test_left_padded_rows_get_the_same_logprobs_as_alone(tokenizer, architecture
     torch.testing.assert_close(batch_logits[1], response_logits(model, ids[1:], mask[1:], 6)[0], atol=1e-4, rtol=1e-4)
     if architecture == "gpt2":
         assert (naive - alone_logits[0]).abs().max() > 1e-3
-
-
-def prefix_batch(tokenizer):
-    """Three left-padded prompts that start with the same 6 tokens, then right-padded replies: (ids, mask, P)."""
-    pad, prefix = tokenizer.pad_token_id, [5, 6, 7, 8, 9, 10]
-    prompts = [prefix + [11], prefix + [12, 13, 14, 17], prefix + [15, 16]]  # 3, 0 and 2 pads
-    replies = [[20, 21, 22], [23, 24, pad], [25, 26, 27]]
-    ids = torch.tensor([[pad] * (10 - len(p)) + p + r for p, r in zip(prompts, replies)])  # (3, 10 + 3)
-    return ids, (ids != pad).long(), 10
 
 
 def response_logits_and_grads(model, ids, mask, n_prompt, share_prefix, pack=False):

@@ -4,10 +4,10 @@ A batch can run as one row of N tokens, padding left out, and a shared prompt re
 template's prefix then every reply's row (`train.policy_value.response_hidden`), DPO's pairs as each prompt then its
 two replies (`train.dpo_data.pair_logps`), the MiniLM reward model's sequences one after the other
 (`reward.network.one_row`). A segment attends causally to itself (an encoder: to all of itself) and to all of its
-parent's tokens (a prompt has no parent; a reply's parent is its prompt). As one (N, N) mask, attention would score every token against every other
-and throw most of them away. `attend_by_segment` computes the same on the segments themselves: each segment's
-queries, padded to the longest segment (L), against its parent's keys (padded to the longest parent, Lp) and its
-own, (S, H, L, Lp + L) instead of (1, H, N, N).
+parent's tokens (a prompt has no parent; a reply's parent is its prompt). As one (N, N) mask, attention would score
+every token against every other and throw most of them away. `attend_by_segment` computes the same on the segments
+themselves: each segment's queries, padded to the longest segment (L), against its parent's keys (padded to the
+longest parent, Lp) and its own, (S, H, L, Lp + L) instead of (1, H, N, N).
 
     layout = segment_layout(lengths, parents)               # segments in the row's order; parent −1: none
     if can_attend_by_segment(trunk):                        # SDPA attention, and a forward that passes keywords on

@@ -299,8 +299,8 @@ class RewardModel(NormalisedScores):
                              self.tokenizer_.pad_token_id or 0)
             return self.net_.forward_tree(*(t.to(self.device) for t in rows)).float()
         if self.config.pack_rows and self.config.kind == "encoder" and can_attend_by_segment(self.net_.backbone):
-            seqs = one_row([chosen[j] for j in idx] + [rejected[j] for j in idx])
-            return self.net_.forward_segments(*(t.to(self.device) for t in seqs[:4]), seqs[4]).float()
+            *row, layout = one_row([chosen[j] for j in idx] + [rejected[j] for j in idx])
+            return self.net_.forward_segments(*(t.to(self.device) for t in row), layout).float()
         if self.config.pack_rows and self.config.kind == "encoder":
             rows = packed_rows([chosen[j] for j in idx] + [rejected[j] for j in idx], self.tokenizer_.pad_token_id or 0)
             return self.net_.forward_packed(*(t.to(self.device) for t in rows)).float()

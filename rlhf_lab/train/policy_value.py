@@ -123,9 +123,8 @@ def _packed_response_hidden(trunk, input_ids, attention_mask, n_prompt: int, n_s
     starts, ends = pads + n_shared, n_prompt - 1 + lengths  # (B,) each: the kept columns are [start, end)
     columns = torch.arange(length, device=device)
     keep = (columns >= starts[:, None]) & (columns < ends[:, None])  # (B, L)
-    row_of = torch.arange(batch, device=device)[:, None].expand(batch, length)[keep]  # (T,)
     positions = (n_shared + columns[None, :] - starts[:, None])[keep]  # (T,)
-    n_packed, first = len(row_of), int(pads[0])
+    n_packed, first = len(positions), int(pads[0])
     if can_attend_by_segment(trunk):  # one pass: the prefix's tokens, then the rows', attention by segment
         layout = segment_layout([n_shared, *(ends - starts).tolist()], [-1] + [0] * batch)
         tokens = torch.cat([input_ids[0, first:first + n_shared], input_ids[keep]])  # (n_shared + T,)
@@ -134,6 +133,7 @@ def _packed_response_hidden(trunk, input_ids, attention_mask, n_prompt: int, n_s
             hidden = trunk(input_ids=tokens[None], position_ids=at[None], use_cache=False,
                            **by_segment).last_hidden_state[0, n_shared:]  # (T, D)
     else:  # the prefix first, as a batch of one; the rows continue from its keys and values under a mask
+        row_of = torch.arange(batch, device=device)[:, None].expand(batch, length)[keep]  # (T,)
         causal = torch.ones(n_packed, n_packed, dtype=torch.bool, device=device).tril()
         allowed = torch.cat([causal.new_ones(n_packed, n_shared), causal & (row_of[:, None] == row_of[None, :])],
                             dim=1)  # (T, n_shared + T)
