@@ -12,6 +12,8 @@ from conftest import peaked_policy, prefix_batch
 import rlhf_lab.core.packed_attention as packed_attention
 from rlhf_lab.core.packed_attention import (
     SEGMENT_ATTENTION,
+    attend_by_products,
+    attend_by_sdpa,
     attend_by_segment,
     segment_attention,
     can_attend_by_segment,
@@ -73,6 +75,31 @@ def test_attention_by_segment_is_each_tokens_softmax_over_its_parent_and_its_own
     full = F.scaled_dot_product_attention(query, key.repeat_interleave(2, dim=1), value.repeat_interleave(2, dim=1),
                                           attn_mask=whole_row_mask(lengths, parents), scale=0.3)
     torch.testing.assert_close(out[0], full[0].transpose(0, 1), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_the_cpus_products_and_sdpa_agree_in_values_and_gradients(causal):
+    """The CPU's path reads padding slots from a real token under the mask: nothing of them may reach the output or
+    any gradient."""
+    generator = torch.Generator().manual_seed(1)
+    lengths, parents = TREE
+    layout, n_tokens = segment_layout(lengths, parents), sum(lengths)
+    results = []
+    for attend in (attend_by_products, attend_by_sdpa):
+        inputs = [torch.randn(1, heads, n_tokens, 8, generator=torch.Generator().manual_seed(heads)).requires_grad_()
+                  for heads in (6, 2, 2)]  # queries, keys, values: 3 query heads per key head
+        out = attend(*inputs, layout, scaling=0.4, causal=causal)
+        out.backward(torch.randn(out.shape, generator=generator.manual_seed(2)))
+        results.append([out.detach(), *(x.grad for x in inputs)])
+    for products, sdpa in zip(*results):
+        torch.testing.assert_close(products, sdpa, atol=1e-5, rtol=1e-5)
+    assert results[0][0].abs().sum() > 0 and all(g.abs().sum() > 0 for g in results[0][1:])
+    if not causal:  # an encoder's token sees its whole segment: the first token's output depends on the last one's
+        layout_one = segment_layout([3], [-1])
+        q, k, v = (torch.randn(1, 2, 3, 4, generator=generator) for _ in range(3))
+        before = attend_by_products(q, k, v, layout_one, causal=False)[0, 0]
+        k[0, :, 2] += 1.0
+        assert not torch.allclose(before, attend_by_products(q, k, v, layout_one, causal=False)[0, 0])
 
 
 def test_packed_rows_attend_by_segment_with_the_full_masks_logits_and_gradients(tokenizer, monkeypatch):
