@@ -7,8 +7,8 @@ peak resident memory is its own; the variants run one after the other (the machi
 figures from one run only, and use --repeats to interleave several). Ends with one JSON line of figures.
 
     python bench/ppo.py [--updates 5] [--threads 2] [--variants full,full_auto,lora,trl] [--repeats 3]
-                        (variants: full or lora, then _auto, _bf16, _eager, _mmap, _padded, _fullmask, _sdpa:
-                        see run_lab; and trl)
+                        (variants: full or lora, then _auto, _bf16, _eager, _mmap, _padded, _fullmask, _sdpa,
+                        _allrows: see run_lab; and trl)
     python bench/ppo.py --variant full        # one variant in this process (what the driver runs)
 """
 
@@ -51,7 +51,9 @@ def run_lab(variant: str, updates: int, model: str, seed: int = 0) -> dict:
     rows run padded to the batch's longest, as before 2026-12-05 (`pack_replies=False`), "_fullmask" the prompt prefix
     in a pass of its own and the packed rows' attention through one (T, P + T) mask, as before 2026-12-05's one pass
     with attention row by row (`packed_attention`), "_sdpa" the packed rows' attention by segment through SDPA's CPU
-    kernel, as before 2026-12-06's two products around a softmax (`packed_attention.attend_by_products`).
+    kernel, as before 2026-12-06's two products around a softmax (`packed_attention.attend_by_products`), "_allrows"
+    the output layer and value head on every (row, step), also after a reply's end, as before 2026-12-06
+    (`policy_value.response_rows`).
     Per-update and per-phase seconds from the trainer's own metrics."""
     from rlhf_lab.policy.generation import SamplingConfig
     from rlhf_lab.policy.models import load_policy
@@ -71,6 +73,11 @@ def run_lab(variant: str, updates: int, model: str, seed: int = 0) -> dict:
         import rlhf_lab.core.packed_attention as packed_attention
 
         packed_attention.attend_by_products = packed_attention.attend_by_sdpa
+    if "allrows" in flags:
+        import rlhf_lab.train.policy_value as policy_value
+
+        rows_of = policy_value.response_rows
+        policy_value.response_rows = lambda *args: (policy_value.spread_rows(*rows_of(*args)), None)
     lora = base == "lora"
     config = PPOConfig(learning_rate=1e-4 if lora else 1e-5, batch_size=BATCH, ppo_epochs=EPOCHS, kl_coef=BETA,
                        mixed_precision="auto" if "auto" in flags else "bf16" if "bf16" in flags else "no",

@@ -161,14 +161,18 @@ def test_left_padded_rows_get_the_same_logprobs_as_alone(tokenizer, architecture
         assert (naive - alone_logits[0]).abs().max() > 1e-3
 
 
-def response_logits_and_grads(model, ids, mask, n_prompt, share_prefix, pack=False):
-    """Response logits, every parameter's gradient of a log-prob loss, and the tokens the trunk embedded."""
+def response_logits_and_grads(model, ids, mask, n_prompt, share_prefix, pack=False, head_rows=None):
+    """Response logits, every parameter's gradient of a log-prob loss, and the tokens the trunk embedded (and, into
+    the list `head_rows`, how many positions the output layer read)."""
     embedded = []
-    hook = model.get_input_embeddings().register_forward_hook(lambda m, args, out: embedded.append(args[0].numel()))
+    hooks = [model.get_input_embeddings().register_forward_hook(lambda m, args, out: embedded.append(args[0].numel())),
+             model.get_output_embeddings().register_forward_hook(
+                 lambda m, args, out: (head_rows if head_rows is not None else []).append(args[0].shape[:-1].numel()))]
     model.zero_grad(set_to_none=True)
     logits = response_logits(model, ids, mask, n_prompt, share_prefix=share_prefix, pack=pack)  # (B, R, V)
     (logits.log_softmax(-1)[..., 0] * mask[:, n_prompt:]).sum().backward()
-    hook.remove()
+    for hook in hooks:
+        hook.remove()
     return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}, sum(embedded)
 
 
@@ -195,10 +199,12 @@ def test_packed_rows_skip_the_padding_with_the_same_logits_and_gradients(tokeniz
     model = peaked_policy(tokenizer) if architecture == "llama" else gpt2_style_policy(tokenizer)
     model.config._attn_implementation = attention
     ids, mask, n_prompt = prefix_batch(tokenizer)  # replies of 3, 2 and 3 tokens: row 2's last column is padding
-    plain_logits, plain_grads, _ = response_logits_and_grads(model, ids, mask, n_prompt, False)
-    logits, grads, tokens = response_logits_and_grads(model, ids, mask, n_prompt, True, pack=True)
+    plain_rows, rows = [], []
+    plain_logits, plain_grads, _ = response_logits_and_grads(model, ids, mask, n_prompt, False, head_rows=plain_rows)
+    logits, grads, tokens = response_logits_and_grads(model, ids, mask, n_prompt, True, pack=True, head_rows=rows)
     # the prefix once, then each row's own prompt tokens and all but its last reply token: 6 + (1+2, 4+1, 2+2)
     assert tokens == 6 + 3 + 5 + 4
+    assert plain_rows == [3 * 3] and rows == [3 + 2 + 3]  # the output layer reads the real reply positions only
     real = mask[:, n_prompt:].bool()  # (B, R)
     torch.testing.assert_close(logits[real], plain_logits[real], atol=1e-4, rtol=1e-4)
     assert torch.equal(logits[~real], torch.zeros_like(logits[~real]))  # after a reply's end: zeros, never read

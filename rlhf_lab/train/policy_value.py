@@ -23,8 +23,8 @@ from rlhf_lab.core.hf import (
 from rlhf_lab.core.packed_attention import can_attend_by_segment, segment_attention, segment_layout
 from rlhf_lab.train.config import LoraSettings
 
-__all__ = ["PolicyAndValue", "response_hidden", "response_logits", "shared_prefix_length", "policy_and_reference",
-           "reference_model", "critic_from_reward", "MIN_SHARED_PREFIX"]
+__all__ = ["PolicyAndValue", "response_hidden", "response_rows", "spread_rows", "response_logits",
+           "shared_prefix_length", "policy_and_reference", "reference_model", "critic_from_reward", "MIN_SHARED_PREFIX"]
 
 MIN_SHARED_PREFIX = 4
 """Shorter common prefixes are run with each row: a batch-1 pass of a few tokens saves less than it costs."""
@@ -34,7 +34,8 @@ _NO_SHARED_PREFIX: weakref.WeakSet = weakref.WeakSet()  # trunks whose forward c
 
 def response_hidden(trunk: nn.Module, input_ids, attention_mask, n_prompt: int, share_prefix: bool = True,
                     pack: bool = True):
-    """Last hidden states at the positions that predict each response token: (B, P+R) -> (B, R, D).
+    """Last hidden states at the positions that predict each response token: (B, P+R) -> (B, R, D)
+    (`response_rows` spread out by `spread_rows`).
 
     Position ids count real tokens only (cumsum(mask) − 1, clamped at 0), so a left-padded row is read exactly as it
     would be alone (checklist 1).
@@ -51,19 +52,38 @@ def response_hidden(trunk: nn.Module, input_ids, attention_mask, n_prompt: int, 
     caller reads them only under a zero mask. Same numbers up to float rounding at every real position, gradients
     included; the forward and backward skip the padding (short prompts' and ended replies'), more as replies shorten.
     """
+    return spread_rows(*response_rows(trunk, input_ids, attention_mask, n_prompt, share_prefix, pack))
+
+
+def response_rows(trunk: nn.Module, input_ids, attention_mask, n_prompt: int, share_prefix: bool = True,
+                  pack: bool = True):
+    """`response_hidden` before it is spread out: (rows, real). Packed, rows (M, D) are the hidden states that
+    predict the M real response tokens, in row-major order, and real (B, R) says which positions they are; otherwise
+    rows is the whole (B, R, D) and real None. A layer applied to the rows before `spread_rows` (the 49k-wide output
+    layer, the value head) skips the positions after each reply's end."""
     n_response = input_ids.shape[1] - n_prompt
     n_shared = shared_prefix_length(input_ids, attention_mask, n_prompt) if share_prefix else 0
     if n_shared >= MIN_SHARED_PREFIX and trunk not in _NO_SHARED_PREFIX and not _checkpointing(trunk):
         if pack:
-            hidden = _packed_response_hidden(trunk, input_ids, attention_mask, n_prompt, n_shared)  # (B, R, D)
-            if hidden is not None:
-                return hidden
+            rows = _packed_response_hidden(trunk, input_ids, attention_mask, n_prompt, n_shared)  # ((M, D), (B, R))
+            if rows is not None:
+                return rows
         hidden = _hidden_after_shared_prefix(trunk, input_ids, attention_mask, n_shared)  # (B, L', D), or None
         if hidden is not None:
-            return hidden[:, hidden.shape[1] - n_response - 1:-1]  # (B, R, D)
+            return hidden[:, hidden.shape[1] - n_response - 1:-1], None  # (B, R, D)
     hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
                    use_cache=False).last_hidden_state  # (B, P+R, D)
-    return hidden[:, n_prompt - 1:-1]  # (B, R, D)
+    return hidden[:, n_prompt - 1:-1], None  # (B, R, D)
+
+
+def spread_rows(rows, real):
+    """(M, ...) rows of the real positions -> (B, R, ...), zeros elsewhere; rows already (B, R, ...) when real is
+    None. Its backward reads the real positions' gradients back."""
+    if real is None:
+        return rows
+    spread = rows.new_zeros(*real.shape, *rows.shape[1:])
+    spread[real] = rows
+    return spread
 
 
 def _hidden_after_shared_prefix(trunk, input_ids, attention_mask, n_shared: int):
@@ -98,7 +118,7 @@ def _prefix_cache(trunk, input_ids, first: int, n_shared: int):
 
 
 def _packed_response_hidden(trunk, input_ids, attention_mask, n_prompt: int, n_shared: int):
-    """`response_hidden` with the rows packed: (B, R, D), or None when this batch or trunk cannot be packed.
+    """`response_rows` with the rows packed: ((M, D), (B, R)), or None when this batch or trunk cannot be packed.
 
     Row b keeps its columns from its first token after the shared prefix to the one before its last response token
     (the last predicts nothing); the kept tokens of all rows form one row of T tokens at positions n_shared + their
@@ -151,8 +171,8 @@ def _packed_response_hidden(trunk, input_ids, attention_mask, n_prompt: int, n_s
             return None
     steps = torch.arange(input_ids.shape[1] - n_prompt, device=device)  # (R,)
     first_predicting = (ends - starts).cumsum(dim=0) - lengths  # (B,) packed index that predicts response token 0
-    index = torch.where(steps[None, :] < lengths[:, None], first_predicting[:, None] + steps[None, :], n_packed)
-    return torch.cat([hidden, hidden.new_zeros(1, hidden.shape[-1])])[index]  # (B, R, D); zeros after each reply
+    real = steps[None, :] < lengths[:, None]  # (B, R)
+    return hidden.index_select(0, (first_predicting[:, None] + steps[None, :])[real]), real  # (M, D), (B, R)
 
 
 def _checkpointing(trunk) -> bool:
@@ -169,9 +189,10 @@ def _cannot_share(trunk) -> None:
 
 def response_logits(lm: nn.Module, input_ids, attention_mask, n_prompt: int, share_prefix: bool = True,
                     pack: bool = True):
-    """Logits of the response tokens only (the 49k-wide output layer skips the prompt): (B, P+R) -> (B, R, V)."""
-    return lm.get_output_embeddings()(response_hidden(lm.base_model, input_ids, attention_mask, n_prompt,
-                                                      share_prefix, pack))
+    """Logits of the response tokens only (the 49k-wide output layer skips the prompt, and packed rows the positions
+    after each reply's end, whose logits are zeros): (B, P+R) -> (B, R, V)."""
+    rows, real = response_rows(lm.base_model, input_ids, attention_mask, n_prompt, share_prefix, pack)
+    return spread_rows(lm.get_output_embeddings()(rows), real)
 
 
 class PolicyAndValue(nn.Module):
@@ -195,13 +216,14 @@ class PolicyAndValue(nn.Module):
 
     def forward(self, input_ids, attention_mask, n_prompt: int):
         lm = causal_lm(self.policy)
-        hidden = response_hidden(lm.base_model, input_ids, attention_mask, n_prompt, self.share_prefix,
-                                 self.pack)  # (B, R, D)
-        logits = lm.get_output_embeddings()(hidden)  # (B, R, V)
+        rows, real = response_rows(lm.base_model, input_ids, attention_mask, n_prompt, self.share_prefix,
+                                   self.pack)  # (M, D) and (B, R), or (B, R, D) and None
+        logits = spread_rows(lm.get_output_embeddings()(rows), real)  # (B, R, V)
         if self.critic is not None:
-            hidden = response_hidden(self.critic, input_ids, attention_mask, n_prompt, self.share_prefix, self.pack)
-        values = self.value_head(hidden.float()).squeeze(-1).to(torch.float32, copy=True)  # (B, R) float32, not a
-        # view (FSDP2 warns of views; accelerate turns a DDP model's outputs to float32, but not under FSDP2)
+            rows, real = response_rows(self.critic, input_ids, attention_mask, n_prompt, self.share_prefix, self.pack)
+        values = spread_rows(self.value_head(rows.float()).squeeze(-1), real)
+        values = values.to(torch.float32, copy=True)  # (B, R) float32, not a view (FSDP2 warns of views; accelerate
+        # turns a DDP model's outputs to float32, but not under FSDP2)
         return logits, values
 
 
