@@ -3,12 +3,13 @@
 Setting: CPU with 2 threads, batch 16 pairs, max length 128, chit-chat prompts with replies of 1-80 words; each trainer
 in float32 and in bf16 autocast ("_bf16": rlhf_lab's default `mixed_precision="auto"` on a CPU with native bf16, and
 TRL's `bf16=True`); "lab_bf16_plain" is rlhf_lab's bf16 with the maths of before 2026-12-04 (dropout on, each sequence
-of a pair its own row); "lab_unpacked" is rlhf_lab's float32 path with `pack_rows=False` (MiniLM's sequences each
-their own row, padded to the batch's longest, as before 2026-12-05); "lab_rows" packs them several per row under a
-mask (before 2026-12-05's one row with attention sequence by sequence). Each measurement runs in a fresh process (so
-peak resident memory is its own). Throughput counts the optimiser steps (collate, forward, backward, update) after a
-first warm-up step, timed the same way for both trainers. Where `trl` is importable, TRL's RewardTrainer
-(AutoModelForSequenceClassification, same data, batch, length, no gradient checkpointing) runs beside it,
+of a pair its own row); "lab_unpacked" is rlhf_lab's float32 path with `pack_rows=False` (MiniLM's sequences each their
+own row, padded to the batch's longest, as before 2026-12-05); "lab_rows" packs them several per row under a mask
+(before 2026-12-05's one row with attention sequence by sequence); "lab_sdpa" runs that attention through SDPA's CPU
+kernel (before 2026-12-06's two products around a softmax, `packed_attention.attend_by_products`). Each measurement runs
+in a fresh process (so peak resident memory is its own). Throughput counts the optimiser steps (collate, forward,
+backward, update) after a first warm-up step, timed the same way for both trainers. Where `trl` is importable, TRL's
+RewardTrainer (AutoModelForSequenceClassification, same data, batch, length, no gradient checkpointing) runs beside it,
 interleaved; otherwise the comparison is skipped. Ends with one JSON line of figures.
 
     python bench/reward.py [--steps 6] [--repeats 1] [--threads 2] [--backbones minilm,smollm2-135m]
@@ -53,17 +54,21 @@ def make_pairs(n: int, seed: int = 0) -> pd.DataFrame:
 
 
 def lab_step_seconds(backbone: str, pairs: pd.DataFrame, bf16: bool = False, plain: bool = False,
-                     pack: bool = True, rows: bool = False) -> list[float]:
+                     pack: bool = True, rows: bool = False, sdpa: bool = False) -> list[float]:
     """Seconds of each optimiser step of RewardModel.fit (from its history): float32, or at the default
     `mixed_precision="auto"` (bf16 autocast on a CPU with native bf16) when `bf16`; `plain`: the maths before
     2026-12-04's defaults (the backbone's dropout on, each sequence of a pair its own row); `pack`: the encoder's
     sequences packed (`pack_rows`); `rows` ("lab_rows"): packed several per row under a mask, as before 2026-12-05's
-    one row with attention sequence by sequence (`core.packed_attention`)."""
+    one row with attention sequence by sequence (`core.packed_attention`); `sdpa` ("lab_sdpa"): that attention
+    through SDPA's CPU kernel, as before 2026-12-06."""
+    import rlhf_lab.core.packed_attention as packed_attention
     import rlhf_lab.reward.model as reward_model
     from rlhf_lab.reward.model import RewardConfig, RewardModel
 
     if rows:
         reward_model.can_attend_by_segment = lambda backbone: False
+    if sdpa:
+        packed_attention.attend_by_products = packed_attention.attend_by_sdpa
 
     config = RewardConfig(backbone=backbone, batch_size=BATCH, max_length=MAX_LENGTH, val_fraction=0.0,
                           normalize_sample=1, mixed_precision="auto" if bf16 else "no", dropout=plain,
@@ -130,7 +135,8 @@ def child(impl: str, backbone: str, steps: int, threads: int) -> None:
     torch.manual_seed(0)
     pairs, bf16 = make_pairs(BATCH * (1 + steps)), "bf16" in impl
     step_seconds = (lab_step_seconds(backbone, pairs, bf16, plain=impl.endswith("plain"),
-                                     pack=not impl.endswith("unpacked"), rows=impl.endswith("rows"))
+                                     pack=not impl.endswith("unpacked"), rows=impl.endswith("rows"),
+                                     sdpa=impl.endswith("sdpa"))
                     if impl.startswith("lab")
                     else trl_step_seconds(backbone, pairs, bf16))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
@@ -180,7 +186,7 @@ def main() -> None:
         for impl, results in runs.items():
             prefix = {"lab": key, "lab_bf16": f"{key}_bf16", "lab_bf16_plain": f"{key}_bf16_plain", "trl": f"trl_{key}",
                       "trl_bf16": f"trl_{key}_bf16", "lab_unpacked": f"{key}_unpacked",
-                      "lab_rows": f"{key}_rows"}[impl]
+                      "lab_rows": f"{key}_rows", "lab_sdpa": f"{key}_sdpa"}[impl]
             figures[f"{prefix}_pairs_per_s"] = round(statistics.median(r["pairs_per_s"] for r in results), 2)
             figures[f"{prefix}_peak_rss_mb"] = round(max(r["peak_rss_mb"] for r in results), 1)
         if {"lab", "trl"} <= set(impls):
