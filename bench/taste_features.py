@@ -10,7 +10,8 @@ pairs that the taste tells apart (`EmbeddingRewardModel.agreement`). Settings: t
 counts, word counts at prior weight 0.3, and "cv": the one of those three with the lowest 5-fold cross-validated
 log-loss on the learner's own judgments (what a learner's data alone would choose), "evidence": the words prior
 among `WORDS_PRIORS` whose Laplace evidence on the learner's judgments is largest (`words_weights`; its choice is
-printed as "chosen"), "words_3"/"words_10": the words block at those prior weights, "blend": the sum of the
+printed as "chosen"), "relevance": each word's own prior weight, up to 3, by the evidence
+(`words_relevance`), "words_3"/"words_10": the words block at those prior weights, "blend": the sum of the
 words and no-words models' normalised scores (a two-model average), and "log_length": the default with the surface
 features before "word_count" (`FIRST_SURFACE`: length as log_words only). Ends with one JSON line.
 """
@@ -42,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/unseen_taste.p
 SETTINGS = {"words": {}, "no_words": {"features": ("reply", "prompt_x_reply", "surface")},
             "words_0.3": {"words_weight": 0.3}, "log_length": {"surface": FIRST_SURFACE},
             "words_3": {"words_weight": 3.0}, "words_10": {"words_weight": 10.0},
-            "evidence": {"words_weights": WORDS_PRIORS}}
+            "evidence": {"words_weights": WORDS_PRIORS}, "relevance": {"words_relevance": 3.0}}
 
 
 def cv_loss(pairs, reward_config, seed: int, folds: int = 5) -> float:
@@ -65,8 +66,9 @@ def blend_agreement(models, a, b, utility) -> float:
                            b.responses, utility)
 
 
-def one_seed(seed: int, tastes: list[str], policy, tokenizer) -> dict:
-    """{taste: {setting: agreement}} at the loop's own labels and fresh pairs for this seed."""
+def one_seed(seed: int, tastes: list[str], policy, tokenizer, settings: list[str]) -> dict:
+    """{taste: {setting: agreement}} at the loop's own labels and fresh pairs for this seed ("cv", "blend" and
+    "chosen" where the settings they need are among `settings`)."""
     config = TasteConfig(seed=seed)
     train = load_prompts(config.prompt_set, split="train", max_words=24)
     drawn = label_prompts(train, config)
@@ -79,14 +81,17 @@ def one_seed(seed: int, tastes: list[str], policy, tokenizer) -> dict:
         ids = learner.annotate(store, items)
         pairs = store.preference_pairs(include_ties=True)
         pairs = pairs[pairs["judgment_id"].isin(ids)]
-        configs = {name: replace(config.reward, **over) for name, over in SETTINGS.items()}
-        losses = {name: cv_loss(pairs, configs[name], seed) for name in ("words", "no_words", "words_0.3")}
+        configs = {name: replace(config.reward, **SETTINGS[name]) for name in settings}
         models = {name: taste_model(pairs, replace(config, reward=c)) for name, c in configs.items()}
         out[taste] = {name: m.agreement(a.prompts, a.responses, b.responses, learner.taste)
                       for name, m in models.items()}
-        out[taste]["chosen"] = models["evidence"].config.words_weight
-        out[taste]["cv"] = out[taste][min(losses, key=losses.get)]
-        out[taste]["blend"] = blend_agreement([models["words"], models["no_words"]], a, b, learner.taste)
+        if "evidence" in models:
+            out[taste]["chosen"] = models["evidence"].config.words_weight
+        if {"words", "no_words", "words_0.3"} <= set(models):
+            losses = {name: cv_loss(pairs, configs[name], seed) for name in ("words", "no_words", "words_0.3")}
+            out[taste]["cv"] = out[taste][min(losses, key=losses.get)]
+        if {"words", "no_words"} <= set(models):
+            out[taste]["blend"] = blend_agreement([models["words"], models["no_words"]], a, b, learner.taste)
         print(f"  seed {seed} {taste}: " + ", ".join(f"{k} {v:.2f}" for k, v in out[taste].items()), flush=True)
     return out
 
@@ -95,22 +100,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tastes", default="short,questions,enthusiastic,formal,gold,unseen_taste:about_you")
     parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--settings", default=",".join(SETTINGS), help="which of: " + ", ".join(SETTINGS))
     args = parser.parse_args()
     torch.set_num_threads(2)
     tastes, seeds = args.tastes.split(","), [int(s) for s in args.seeds.split(",")]
+    settings = args.settings.split(",")
+    if set(settings) - set(SETTINGS):
+        parser.error(f"unknown settings {sorted(set(settings) - set(SETTINGS))}; choose among {', '.join(SETTINGS)}")
     policy, tokenizer = load_policy("smollm2-135m")
-    runs = [one_seed(seed, tastes, policy, tokenizer) for seed in seeds]
+    runs = [one_seed(seed, tastes, policy, tokenizer, settings) for seed in seeds]
+    names = [name for name in [*settings, "cv", "blend"] if name in runs[0][tastes[0]]]
     figures: dict = {"seeds": seeds, "labels": TasteConfig().labels}
     print("agreement with the taste at 40 labels, median over seeds [min, max]")
     for taste in tastes:
         figures[taste] = {}
-        for name in [*SETTINGS, "cv", "blend"]:
+        for name in names:
             values = [r[taste][name] for r in runs]
             figures[taste][f"{name}_median"] = round(statistics.median(values), 3)
         print(f"  {taste:<24} " + ", ".join(
             f"{name} {statistics.median([r[taste][name] for r in runs]):.2f} "
             f"[{min(r[taste][name] for r in runs):.2f}, {max(r[taste][name] for r in runs):.2f}]"
-            for name in [*SETTINGS, "cv", "blend"]))
+            for name in names))
     print(json.dumps({"machine": machine_info(), **figures}))
 
 

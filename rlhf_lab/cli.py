@@ -174,10 +174,11 @@ def cmd_demo(args) -> None:
 
 
 WORDS = {"on": {}, "off": {"features": ("reply", "prompt_x_reply", "surface")}, "blend": {"words_blend": True},
-         "evidence": {"words_weights": WORDS_PRIORS}}
+         "evidence": {"words_weights": WORDS_PRIORS}, "relevance": {"words_relevance": 3.0}}
 """`rlhf-lab taste --words`: the reward model's word-count block on, off, a model with it and one without averaged
-(`EmbeddingRewardConfig.words_blend`), or on with its prior chosen by the judgments' evidence among
-`embedding.WORDS_PRIORS` (`EmbeddingRewardConfig.words_weights`)."""
+(`EmbeddingRewardConfig.words_blend`), on with its prior chosen by the judgments' evidence among
+`embedding.WORDS_PRIORS` (`EmbeddingRewardConfig.words_weights`), or on with each word's own prior, up to 3, chosen
+by the evidence (`EmbeddingRewardConfig.words_relevance`)."""
 
 
 def taste_config(labels: int = 40, seed: int = 0, smoke: bool = False, method: str = "dpo", words: str | None = None,
@@ -278,8 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the policy step: iterative DPO (default) or PPO (lesson 4's method and settings)")
     taste.add_argument("--words", choices=tuple(WORDS), default=None,
                        help="the reward model's word counts: on, off, blend (a model with them and one without, "
-                            "averaged), or evidence (on, their prior chosen by the judgments); default: the reward "
-                            "model's")
+                            "averaged), evidence (on, their prior chosen by the judgments) or relevance (each word's "
+                            "own prior, chosen by the judgments); default: the reward model's")
     taste.add_argument("--candidates", type=int, default=None,
                        help="replies per label prompt (default 2, shown as sampled; more: a designed pair is shown)")
     taste.add_argument("--pessimism", type=float, default=None,

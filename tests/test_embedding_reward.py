@@ -254,3 +254,34 @@ def test_words_weights_keep_the_words_prior_of_largest_evidence(tmp_path):
     assert loaded.config.words_weight == chosen["short"] and loaded.config.words_weights == candidates
     with pytest.raises(ValueError, match="words_weights=()"):
         EmbeddingRewardModel(EmbeddingRewardConfig(words_weights=(1.0, 3.0))).fit_ratings(pd.DataFrame())
+
+
+def test_words_relevance_gives_the_word_of_a_one_word_taste_the_largest_prior(tmp_path):
+    """words_relevance: each word's own prior weight by the evidence. On a taste for "family" the word gets the
+    cap and most others shrink; fresh pairs are ordered better than with one shared prior (0.82, 0.95, 0.79 against
+    0.98, 0.99, 0.95 when written); the weights live in std_, so a saved model scores the same; ratings and a second
+    way of choosing the prior are refused."""
+    def family(prompt, reply):
+        return float("family" in reply.lower())
+    a, b = replies(200, 11), replies(200, 12)
+    agree = {}
+    for seed in (3, 4, 5):
+        pairs = taste_pairs(40, seed, taste=family)
+        shared = EmbeddingRewardModel(EmbeddingRewardConfig(features=("surface", "words"), seed=0)).fit(pairs)
+        own = EmbeddingRewardModel(EmbeddingRewardConfig(features=("surface", "words"), words_relevance=3.0,
+                                                         seed=0)).fit(pairs)
+        prior = own.words_prior()
+        assert prior["family"] == pytest.approx(3.0) == max(prior.values())
+        assert sum(v < 0.5 for v in prior.values()) > len(prior) / 2
+        assert set(shared.words_prior().values()) == {1.0}
+        agree[seed] = [m.agreement(["hi"] * 200, a, b, family) for m in (shared, own)]
+    assert min(own for _, own in agree.values()) >= 0.9
+    assert np.mean([own - shared for shared, own in agree.values()]) >= 0.08
+    loaded = EmbeddingRewardModel.load(own.save(tmp_path / "rm"))
+    assert loaded.words_prior() == prior and torch.equal(loaded.score(["hi"] * 5, a[:5]), own.score(["hi"] * 5, a[:5]))
+    with pytest.raises(ValueError, match="words_relevance=0"):
+        EmbeddingRewardModel(EmbeddingRewardConfig(words_relevance=3.0)).fit_ratings(pd.DataFrame())
+    with pytest.raises(ValueError, match="set one of them"):
+        EmbeddingRewardConfig(words_relevance=3.0, words_weights=(1.0, 3.0))
+    with pytest.raises(ValueError, match="words_relevance >= 0"):
+        EmbeddingRewardConfig(words_relevance=-1.0)

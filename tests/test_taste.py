@@ -121,6 +121,14 @@ def test_the_cli_ends_with_one_json_line_and_takes_your_own_taste(tmp_path, monk
     said = f"prior weight: {fitted.config.words_weight:g} (of 0.3, 1, 3, 10, 30" in capsys.readouterr().out
     assert said == bool(fitted.vocabulary_)  # the tiny model's few replies may share no word: then nothing to choose
     assert taste_config(words="on").reward.words_weights == ()
+    assert taste_config(words="relevance").reward.words_relevance == 3.0
+    assert main(["taste", "--taste", "mine:likes_the", "--labels", "6", "--smoke", "--words", "relevance", "--out",
+                 "relevance"]) == 0
+    fitted = EmbeddingRewardModel.load(tmp_path / "relevance" / "reward_model")
+    said = capsys.readouterr().out
+    assert fitted.config.words_relevance == 3.0 and max(fitted.words_prior().values(), default=3.0) <= 3.0
+    top = next(iter(fitted.words_prior()), None)
+    assert (f"each word's prior weight, by their evidence): {top!r}" in said) == bool(fitted.vocabulary_)
     assert last["taste"] == "mine:likes_the" and {"rm_agreement", "gain", "gain_ci_low", "gain_ci_high", "win_rate",
                                                   "kl", "minutes"} <= set(last)
     assert main(["taste", "--taste", "salty", "--smoke"]) == 2

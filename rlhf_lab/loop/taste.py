@@ -361,6 +361,11 @@ def run_taste(config: TasteConfig | None = None, *, learner=None, store=None, an
     if config.reward.words_weights and rm.vocabulary_:
         say(f"      the word counts' prior weight: {rm.config.words_weight:g} (of "
             f"{', '.join(f'{a:g}' for a in config.reward.words_weights)}: the one the judgments make most probable)")
+    if config.reward.words_relevance and rm.vocabulary_:
+        prior = rm.words_prior()
+        top = [f"{w!r} {a:.2g}" for w, a in list(prior.items())[:5]]
+        say(f"      the words your judgments lean on (each word's prior weight, by their evidence): {', '.join(top)}; "
+            f"{sum(a < 0.1 for a in prior.values())} of {len(prior)} words under 0.1")
     lap("reward_model")
 
     agreement = float("nan")

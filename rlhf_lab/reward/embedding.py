@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from rlhf_lab.core.config import Config, Seeded
@@ -39,6 +38,7 @@ from rlhf_lab.feedback.preferences import bootstrap_pairs, pair_weights
 from rlhf_lab.reward.encoder import SentenceEncoder, sentence_encoder
 from rlhf_lab.reward.evaluation import NormalisedScores, order_agreement
 from rlhf_lab.reward.evidence import log_evidence
+from rlhf_lab.reward.linear_fits import blend_members, fit_listwise, fit_logistic, relevance_weights
 from rlhf_lab.reward.text_features import FIRST_SURFACE, SURFACE_FEATURES, common_words, surface_features, \
     word_counts
 
@@ -82,6 +82,12 @@ class EmbeddingRewardConfig(Config, Seeded):
     """Pairs (`fit`) only: candidates for `words_weight`, of which the fit keeps the one whose prior best explains
     the judgments (the largest Laplace evidence of one fit on all pairs: `reward.evidence`), and records it in
     `words_weight`. Empty: `words_weight` as given."""
+    words_relevance: float = 0.0
+    """Pairs (`fit`) only, > 0: each word gets its own prior weight, between 0 and this, chosen by the judgments'
+    evidence (automatic relevance determination, `linear_fits.relevance_weights`): a word they lean on rises to this
+    weight, the rest shrink. At 40 judgments and 3.0, a taste for second-person words: agreement 0.70 → 0.85
+    (median, seeds 0-4; 0.66 → 0.81 on seeds 5-9), the shipped tastes' medians 0 to 0.06 lower
+    (`bench/taste_features.py`). 0: one weight for every word (`words_weight`)."""
     words_blend: bool = False
     """Pairs (`fit`) only: fit the members again without the "words" block and average the two models' scores,
     each in units of its own spread on the fitted replies (one linear model: `blend_members`). The words block wins
@@ -105,9 +111,12 @@ class EmbeddingRewardConfig(Config, Seeded):
                              f"{self.surface}" + (f" (unknown: {', '.join(unknown)}; a newer rlhf-lab may know them)."
                                                   if unknown else "."))
         if not min(self.l2, self.embedding_weight, self.words_weight, *self.words_weights) > 0 or min(
-                self.ensemble_size, self.words_min_replies, self.words_most) < 1:
-            raise ValueError("l2, embedding_weight and words_weight(s) must be > 0; ensemble_size, "
-                             "words_min_replies and words_most >= 1.")
+                self.ensemble_size, self.words_min_replies, self.words_most) < 1 or not self.words_relevance >= 0:
+            raise ValueError("l2, embedding_weight and words_weight(s) must be > 0, words_relevance >= 0; "
+                             "ensemble_size, words_min_replies and words_most >= 1.")
+        if self.words_relevance and self.words_weights:
+            raise ValueError("words_relevance gives each word its own prior and words_weights chooses one for all "
+                             "words: set one of them (the other to 0 or ()).")
 
 
 
@@ -171,17 +180,22 @@ class EmbeddingRewardModel(NormalisedScores):
                 self.config = replace(cfg, words_weight=a)
                 self._standardise(both, rows_weight)
                 z = (x_c - x_r) / self.std_
-                evidence[a] = log_evidence(z, target, _fit_logistic(z, target, cfg.l2, weight), cfg.l2, weight)
+                evidence[a] = log_evidence(z, target, fit_logistic(z, target, cfg.l2, weight), cfg.l2, weight)
             self.config = cfg = replace(cfg, words_weight=max(evidence, key=evidence.get))
         self._standardise(both, rows_weight)
         diff = (x_c - x_r) / self.std_  # (N, F): the mean cancels in a difference
+        if cfg.words_relevance and self.vocabulary_:  # each word's own prior weight: std_ carries it
+            words = torch.arange(diff.shape[1]) >= diff.shape[1] - len(self.vocabulary_)
+            scale = relevance_weights(diff, target, cfg.l2, words, cfg.words_relevance / cfg.words_weight, weight)
+            self.std_ = self.std_ / scale
+            diff = diff * scale
         rows = [np.arange(len(pairs)) if cfg.ensemble_size == 1 else np.array(
                 bootstrap_pairs(pairs.assign(_row=np.arange(len(pairs))), cfg.seed_value + k)["_row"])
                 for k in range(cfg.ensemble_size)]  # each member's pairs
 
         def members(columns: int) -> torch.Tensor:  # (k, columns): the members fitted on the first `columns`
-            return torch.stack([_fit_logistic(diff[idx, :columns], target[idx], cfg.l2,
-                                              None if weight is None else weight[idx]) for idx in rows])
+            return torch.stack([fit_logistic(diff[idx, :columns], target[idx], cfg.l2,
+                                             None if weight is None else weight[idx]) for idx in rows])
 
         fitted = members(diff.shape[1])
         if cfg.words_blend and self.vocabulary_:  # the words block's columns come last
@@ -230,7 +244,7 @@ class EmbeddingRewardModel(NormalisedScores):
         for i, ranked in enumerate(df["ranked"]):
             feats[i, :len(ranked)], mask[i, :len(ranked)] = z[row:row + len(ranked)], True
             row += len(ranked)
-        members = [_fit_listwise(feats[idx], mask[idx], self.config.l2) for idx in self._resamples(len(df))]
+        members = [fit_listwise(feats[idx], mask[idx], self.config.l2) for idx in self._resamples(len(df))]
         pairs = pd.DataFrame([dict(prompt=p, chosen=a, rejected=b, tie=False, margin=float("nan"))
                               for p, ranked in zip(df["prompt"], df["ranked"])
                               for i, a in enumerate(ranked) for b in ranked[i + 1:]])
@@ -268,6 +282,14 @@ class EmbeddingRewardModel(NormalisedScores):
         cfg = self.config
         self.vocabulary_ = (common_words(list(dict.fromkeys(replies)), cfg.words_min_replies, cfg.words_most)
                             if "words" in cfg.features else [])
+
+    def words_prior(self) -> dict[str, float]:
+        """{word: its prior weight} in the "words" block, largest first: `words_weight` for every word, or each
+        word's own with `words_relevance` (read from std_: a word count's std is 1 before the prior divides it)."""
+        if not self.vocabulary_:
+            return {}
+        weights = (1.0 / self.std_[-len(self.vocabulary_):]).tolist()
+        return dict(sorted(zip(self.vocabulary_, weights), key=lambda kv: -kv[1]))
 
     def _resamples(self, n: int) -> list:
         """Row indices of each ensemble member: all rows (one member) or seeded bootstrap resamples."""
@@ -355,9 +377,9 @@ class EmbeddingRewardModel(NormalisedScores):
 
 
 def _columns(data, need: set, what: str, hint: str, config: EmbeddingRewardConfig) -> pd.DataFrame:
-    if config.words_blend or config.words_weights:  # never ignored in silence either
-        raise ValueError(f"{what} are fitted with one model and prior: set words_blend=False and words_weights=() "
-                         "(only `fit` on pairs blends or chooses the words prior)")
+    if config.words_blend or config.words_weights or config.words_relevance:  # never ignored in silence either
+        raise ValueError(f"{what} are fitted with one model and prior: set words_blend=False, words_weights=() and "
+                         "words_relevance=0 (only `fit` on pairs blends or chooses the words prior)")
     df = pd.DataFrame(data).reset_index(drop=True)
     if "weight" in df:  # never ignored in silence
         raise ValueError(f"{what} are fitted unweighted: drop the 'weight' column (only `fit` on pairs weighs them)")
@@ -379,61 +401,3 @@ def _pairs_within(df: pd.DataFrame, score: str) -> pd.DataFrame:
                     rows.append(dict(prompt=group["prompt"].iloc[0], chosen=chosen, rejected=rejected, tie=False,
                                      margin=abs(sa - sb)))
     return pd.DataFrame(rows, columns=["prompt", "chosen", "rejected", "tie", "margin"])
-
-
-def blend_members(with_words: torch.Tensor, without: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """The average of two linear models' scores, each divided by its spread, as one linear model:
-
-        W = W₁ / s₁ + [W₂, 0] / s₂,    s_j = std over the rows of z of (mean_k W_j,k)·z
-
-    with_words (k, F), without (k, F′) the members of a model on the first F′ features (zeros for the rest), z (N, F)
-    standardised features of the replies fitted on. Member k of the result blends member k of each; the ensemble
-    mean of W·z is the sum of the two models' scores in units of their spreads (plus a constant)."""
-    pad = torch.zeros(without.shape[0], with_words.shape[1])
-    pad[:, :without.shape[1]] = without
-    spread = [(w.mean(0) @ z.T).std().clamp(min=1e-12) for w in (with_words, pad)]
-    return with_words / spread[0] + pad / spread[1]
-
-
-def _fit_listwise(feats: torch.Tensor, mask: torch.Tensor, l2: float) -> torch.Tensor:
-    """argmin_w Plackett–Luce loss of r = feats·w + l2·‖w‖²/n, by L-BFGS: (N, K, F), (N, K) -> (F,)."""
-    from rlhf_lab.reward.losses import plackett_luce_loss
-
-    w = torch.zeros(feats.shape[2], requires_grad=True)
-    optimizer = torch.optim.LBFGS([w], lr=1.0, max_iter=200, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimizer.zero_grad()
-        loss = plackett_luce_loss(feats @ w, mask) + l2 * (w @ w) / len(feats)
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return w.detach()
-
-
-def _fit_logistic(diff: torch.Tensor, target: torch.Tensor, l2: float, weight: torch.Tensor | None = None
-                  ) -> torch.Tensor:
-    """argmin_w mean BCE(σ(diff·w), target) + l2·‖w‖²/n, by L-BFGS: (N, F), (N,) -> (F,). The penalty is scaled by
-    1/n so that λ means the same at 10 labels and at 80 (a prior worth about λ pairs). With `weight` (N,) ≥ 0:
-
-        (Σ_i weight_i · BCE_i + l2·‖w‖²) / Σ_i weight_i
-
-    the same as above when every weight is 1, and a row of weight 2 is exactly two copies of it (the prior stays
-    worth λ pairs of weight 1)."""
-    w = torch.zeros(diff.shape[1], requires_grad=True)
-    optimizer = torch.optim.LBFGS([w], lr=1.0, max_iter=200, line_search_fn="strong_wolfe")
-    n = len(diff)
-
-    def closure():
-        optimizer.zero_grad()
-        if weight is None:
-            loss = F.binary_cross_entropy_with_logits(diff @ w, target) + l2 * (w @ w) / n
-        else:  # mean(w/w̄ · BCE) = Σ w BCE / Σ w: with weights 1, today's loss to the last bit
-            loss = (F.binary_cross_entropy_with_logits(diff @ w, target, weight=weight / weight.mean())
-                    + l2 * (w @ w) / weight.sum())
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return w.detach()
