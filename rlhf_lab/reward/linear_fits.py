@@ -50,7 +50,7 @@ def fit_listwise(feats: torch.Tensor, mask: torch.Tensor, l2: float) -> torch.Te
 
 
 def fit_logistic(diff: torch.Tensor, target: torch.Tensor, l2: float, weight: torch.Tensor | None = None
-                  ) -> torch.Tensor:
+                 ) -> torch.Tensor:
     """argmin_w mean BCE(σ(diff·w), target) + l2·‖w‖²/n, by L-BFGS: (N, F), (N,) -> (F,). The penalty is scaled by
     1/n so that λ means the same at 10 labels and at 80 (a prior worth about λ pairs). With `weight` (N,) ≥ 0:
 
