@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from rlhf_lab.cli import WORDS
+from rlhf_lab.cli import PRIORS, WORDS
 from rlhf_lab.core.machine import machine_info
 
 HERE = Path(__file__).resolve().parent
@@ -33,10 +33,12 @@ sys.path.insert(0, str(HERE))  # bench/unseen_taste.py, a taste given as module:
 
 
 def agreement_curves(tastes: list[str], seed: int, label_counts: list[int], policy, tokenizer,
-                     features: tuple[str, ...] | None = None, candidates: int | None = None) -> dict:
+                     features: tuple[str, ...] | None = None, candidates: int | None = None,
+                     prior: str | None = None) -> dict:
     """{taste: {k: agreement}} for one seed: the label pairs and fresh pairs are sampled once and judged by each
     taste's simulated learner through one store (replies do not depend on the taste). features: the reward model's
-    blocks (default: `EmbeddingRewardConfig`'s), for an ablation on the same pairs."""
+    blocks (default: the loop's, `TasteConfig().reward`), for an ablation on the same pairs; prior: a key of
+    `rlhf-lab taste --prior` (default: the loop's)."""
     from dataclasses import replace
 
     import numpy as np
@@ -53,6 +55,8 @@ def agreement_curves(tastes: list[str], seed: int, label_counts: list[int], poli
         config.label_candidates = candidates
     if features:
         config.reward = replace(config.reward, features=tuple(features))
+    if prior:
+        config.reward = replace(config.reward, **PRIORS[prior])
     train = load_prompts(config.prompt_set, split="train", max_words=24)
     rng = np.random.default_rng(seed_for(seed, 10))
     drawn = [train[i] for i in rng.choice(len(train), max(label_counts) + config.agreement_pairs, replace=False)]
@@ -75,14 +79,16 @@ def agreement_curves(tastes: list[str], seed: int, label_counts: list[int], poli
 
 
 def loop_run(taste: str, seed: int, labels: int, out: Path, method: str = "dpo", words: str | None = None,
-             candidates: int | None = None, pessimism: float | None = None) -> dict:
+             candidates: int | None = None, pessimism: float | None = None, prior: str | None = None) -> dict:
     """`rlhf-lab taste` in a fresh process (the minutes include loading, as a user sees them); its output is kept in
     the run's folder as log.txt."""
     started = time.perf_counter()
-    folder = out / f"{method}{'' if pessimism is None else f'-k{pessimism:g}'}-{words or 'default'}-{taste}-{seed}"
+    folder = out / (f"{method}{'' if pessimism is None else f'-k{pessimism:g}'}{'' if prior is None else f'-{prior}'}"
+                    f"-{words or 'default'}-{taste}-{seed}")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, "-m", "rlhf_lab.cli", "taste", "--taste", taste, "--seed", str(seed),
                            "--labels", str(labels), "--method", method, *(["--words", words] if words else []),
+                           *(["--prior", prior] if prior else []),
                            *(["--candidates", str(candidates)] if candidates else []),
                            *(["--pessimism", str(pessimism)] if pessimism is not None else []),
                            "--out", str(folder)], capture_output=True, text=True, env=env)
@@ -112,6 +118,9 @@ def main() -> None:
                         help="the loop's reward-model word counts (`rlhf-lab taste --words`); default: the model's")
     parser.add_argument("--candidates", type=int, default=None,
                         help="replies per label prompt (`rlhf-lab taste --candidates`); default: the loop's")
+    parser.add_argument("--prior", choices=tuple(PRIORS), default=None,
+                        help="the reward model's prior, for the curve and the loop (`rlhf-lab taste --prior`); "
+                             "default: the loop's (relevance)")
     parser.add_argument("--pessimism", type=float, default=None,
                         help="with --method ppo: `rlhf-lab taste --pessimism` (the score less k × its spread; default: the loop's, 1)")
     parser.add_argument("--out", default="runs/bench-taste")
@@ -123,12 +132,12 @@ def main() -> None:
     counts = [int(k) for k in args.labels.split(",")]
     features = tuple(args.features.split(",")) if args.features else None
     figures: dict = {"seeds": seeds, "method": args.method, "features": features, "words": args.words,
-                     "candidates": args.candidates, "pessimism": args.pessimism}
+                     "prior": args.prior, "candidates": args.candidates, "pessimism": args.pessimism}
     if not args.no_curve:
         from rlhf_lab import load_policy
 
         policy, tokenizer = load_policy("smollm2-135m")
-        curves = [agreement_curves(tastes, seed, counts, policy, tokenizer, features, args.candidates)
+        curves = [agreement_curves(tastes, seed, counts, policy, tokenizer, features, args.candidates, args.prior)
                   for seed in seeds]
         print("labels → agreement with the taste on 64 fresh pairs: median over seeds [min, max]")
         for taste in tastes:
@@ -144,7 +153,7 @@ def main() -> None:
         for seed in seeds:
             for taste in tastes:
                 row = loop_run(taste, seed, args.loop_labels, Path(args.out), args.method, args.words, args.candidates,
-                               args.pessimism)
+                               args.pessimism, args.prior)
                 runs[taste].append(row)
                 print(f"  {taste} seed {seed}: agreement {row['rm_agreement']:.2f}, gain {row['gain']:+.3f} "
                       f"[{row['gain_ci_low']:+.3f}, {row['gain_ci_high']:+.3f}] {row['verdict']}, win rate "

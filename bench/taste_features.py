@@ -5,15 +5,17 @@
 
 For each seed, stages 1-3 of `run_taste` exactly as the loop runs them (the same 40 label pairs from SmolLM2, the
 same 64 fresh pairs; replies do not depend on the taste), each taste's simulated learner judging the same pairs;
-then a reward model per block setting fitted on the same judgments, and its agreement with the taste on the fresh
-pairs that the taste tells apart (`EmbeddingRewardModel.agreement`). Settings: the default (word counts on), no word
-counts, word counts at prior weight 0.3, and "cv": the one of those three with the lowest 5-fold cross-validated
-log-loss on the learner's own judgments (what a learner's data alone would choose), "evidence": the words prior
-among `WORDS_PRIORS` whose Laplace evidence on the learner's judgments is largest (`words_weights`; its choice is
-printed as "chosen"), "relevance": each word's own prior weight, up to 3, by the evidence
-(`words_relevance`), "words_3"/"words_10": the words block at those prior weights, "blend": the sum of the
-words and no-words models' normalised scores (a two-model average), and "log_length": the default with the surface
-features before "word_count" (`FIRST_SURFACE`: length as log_words only). Ends with one JSON line.
+then a reward model per block setting fitted on the same judgments (those the loop's learner makes: its coins keyed
+by each pair's number), and its agreement with the taste on the fresh pairs that the taste tells apart
+(`EmbeddingRewardModel.agreement`). Settings: "all_relevance", the loop's default since 2026-12-06: every feature's
+own prior weight, up to 3 times its block's, by the judgments' evidence (`relevance`); every other setting has one
+prior weight per block: "words" (the default before), no word counts, word counts at prior weight 0.3, "cv": the one
+of those three with the lowest 5-fold cross-validated log-loss on the learner's own judgments (what a learner's data
+alone would choose), "evidence": the words prior among `WORDS_PRIORS` whose Laplace evidence on the learner's
+judgments is largest (`words_weights`; its choice is printed as "chosen"), "relevance": each word's own prior weight,
+up to 3, by the evidence (`words_relevance`), "words_3"/"words_10": the words block at those prior weights, "blend":
+the sum of the words and no-words models' normalised scores (a two-model average), and "log_length": "words" with
+the surface features before "word_count" (`FIRST_SURFACE`: length as log_words only). Ends with one JSON line.
 """
 
 from __future__ import annotations
@@ -40,10 +42,12 @@ from rlhf_lab.reward.evaluation import order_agreement
 from rlhf_lab.reward.text_features import FIRST_SURFACE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/unseen_taste.py
-SETTINGS = {"words": {}, "no_words": {"features": ("reply", "prompt_x_reply", "surface")},
-            "words_0.3": {"words_weight": 0.3}, "log_length": {"surface": FIRST_SURFACE},
-            "words_3": {"words_weight": 3.0}, "words_10": {"words_weight": 10.0},
-            "evidence": {"words_weights": WORDS_PRIORS}, "relevance": {"words_relevance": 3.0}}
+SHARED = {"relevance": 0.0}  # one prior weight per block: the loop's default before 2026-12-06
+SETTINGS = {"words": SHARED, "no_words": {**SHARED, "features": ("reply", "prompt_x_reply", "surface")},
+            "words_0.3": {**SHARED, "words_weight": 0.3}, "log_length": {**SHARED, "surface": FIRST_SURFACE},
+            "words_3": {**SHARED, "words_weight": 3.0}, "words_10": {**SHARED, "words_weight": 10.0},
+            "evidence": {**SHARED, "words_weights": WORDS_PRIORS},
+            "relevance": {**SHARED, "words_relevance": 3.0}, "all_relevance": {"relevance": 3.0}}
 
 
 def cv_loss(pairs, reward_config, seed: int, folds: int = 5) -> float:
@@ -78,7 +82,7 @@ def one_seed(seed: int, tastes: list[str], policy, tokenizer, settings: list[str
     out = {}
     for taste in tastes:
         learner = SimulatedLearner(taste, name=taste, seed=seed)
-        ids = learner.annotate(store, items)
+        ids = learner.annotate(store, items, keys=range(1, len(items) + 1))  # as `simulate_labels`
         pairs = store.preference_pairs(include_ties=True)
         pairs = pairs[pairs["judgment_id"].isin(ids)]
         configs = {name: replace(config.reward, **SETTINGS[name]) for name in settings}

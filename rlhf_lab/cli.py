@@ -174,23 +174,35 @@ def cmd_demo(args) -> None:
 
 
 WORDS = {"on": {}, "off": {"features": ("reply", "prompt_x_reply", "surface")}, "blend": {"words_blend": True},
-         "evidence": {"words_weights": WORDS_PRIORS}, "relevance": {"words_relevance": 3.0}}
+         "evidence": {"words_weights": WORDS_PRIORS, "relevance": 0.0},
+         "relevance": {"words_relevance": 3.0, "relevance": 0.0}}
 """`rlhf-lab taste --words`: the reward model's word-count block on, off, a model with it and one without averaged
 (`EmbeddingRewardConfig.words_blend`), on with its prior chosen by the judgments' evidence among
 `embedding.WORDS_PRIORS` (`EmbeddingRewardConfig.words_weights`), or on with each word's own prior, up to 3, chosen
-by the evidence (`EmbeddingRewardConfig.words_relevance`)."""
+by the evidence (`EmbeddingRewardConfig.words_relevance`). The last two choose the words' priors in place of
+`--prior relevance`, which they turn off."""
+PRIORS = {"relevance": {"relevance": 3.0}, "shared": {"relevance": 0.0}}
+"""`rlhf-lab taste --prior`: every feature's own prior weight, up to 3 times its block's, chosen by the judgments'
+evidence (`EmbeddingRewardConfig.relevance`, the loop's default), or one prior weight per block (the loop's default
+before 2026-12-06)."""
 
 
 def taste_config(labels: int = 40, seed: int = 0, smoke: bool = False, method: str = "dpo", words: str | None = None,
-                 candidates: int | None = None):
+                 candidates: int | None = None, prior: str | None = None):
     """The taste loop's settings for the command line: SmolLM2 (the defaults), or (smoke) the tiny model and small
     counts, a check that the loop runs. method: "dpo" (the loop's default) or "ppo" (lesson 4's). words: a key of
-    `WORDS` (None: the reward model's default). candidates: replies per label prompt (None: the default)."""
+    `WORDS`, prior: a key of `PRIORS` (None: the reward model's default). candidates: replies per label prompt (None:
+    the default)."""
     from dataclasses import replace
 
     from rlhf_lab.loop.taste import TasteConfig
 
     config = TasteConfig.smoke(labels, seed, method) if smoke else TasteConfig(labels=labels, seed=seed, method=method)
+    if prior == "relevance" and words in ("evidence", "relevance"):
+        raise ValueError(f"--words {words} chooses the words' prior itself: use it with --prior shared or without "
+                         "--prior.")
+    if prior is not None:
+        config.reward = replace(config.reward, **PRIORS[prior])
     if words is not None:
         config.reward = replace(config.reward, **WORDS[words])
     return config if candidates is None else replace(config, label_candidates=candidates)
@@ -210,7 +222,7 @@ def cmd_taste(args) -> None:
     quiet_model_loading()
     if args.labels < 4:
         raise ValueError(f"--labels must be at least 4, got {args.labels}.")
-    config = taste_config(args.labels, args.seed, args.smoke, args.method, args.words, args.candidates)
+    config = taste_config(args.labels, args.seed, args.smoke, args.method, args.words, args.candidates, args.prior)
     if args.pessimism is not None:
         if args.method != "ppo":
             raise ValueError(f"--pessimism weighs PPO's reward: it needs --method ppo, got --method {args.method}.")
@@ -281,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the reward model's word counts: on, off, blend (a model with them and one without, "
                             "averaged), evidence (on, their prior chosen by the judgments) or relevance (each word's "
                             "own prior, chosen by the judgments); default: the reward model's")
+    taste.add_argument("--prior", choices=tuple(PRIORS), default=None,
+                       help="the reward model's prior: relevance (each feature's own weight, chosen by the judgments; "
+                            "the default) or shared (one weight per block of features)")
     taste.add_argument("--candidates", type=int, default=None,
                        help="replies per label prompt (default 2, shown as sampled; more: a designed pair is shown)")
     taste.add_argument("--pessimism", type=float, default=None,

@@ -285,3 +285,39 @@ def test_words_relevance_gives_the_word_of_a_one_word_taste_the_largest_prior(tm
         EmbeddingRewardConfig(words_relevance=3.0, words_weights=(1.0, 3.0))
     with pytest.raises(ValueError, match="words_relevance >= 0"):
         EmbeddingRewardConfig(words_relevance=-1.0)
+
+
+def test_relevance_gives_every_feature_its_own_prior_and_the_length_features_of_a_taste_for_short_replies_the_cap(
+        tmp_path):
+    """relevance: every column's own prior weight by the evidence, up to `relevance` times its block's. On a taste for
+    short replies a length feature gets the cap and most columns shrink; the scale is the ratio of std_ to a shared
+    prior's on the same replies; the fit orders fresh pairs at least as well as one shared prior; a saved model
+    scores the same; ratings, a second way of choosing priors and a negative cap are refused."""
+    a, b = replies(200, 11), replies(200, 12)
+    names = [*SURFACE_FEATURES]
+    for seed in (3, 4):
+        pairs = taste_pairs(40, seed)
+        shared = EmbeddingRewardModel(EmbeddingRewardConfig(features=("surface", "words"), seed=0)).fit(pairs)
+        own = EmbeddingRewardModel(EmbeddingRewardConfig(features=("surface", "words"), relevance=3.0,
+                                                         seed=0)).fit(pairs)
+        assert own.vocabulary_ == shared.vocabulary_ and torch.equal(own.mean_, shared.mean_)
+        scale = shared.std_ / own.std_  # (F,): surface features first, then the words
+        assert float(scale.max()) == pytest.approx(3.0, rel=1e-4) and float(scale.min()) >= 1e-3 - 1e-9
+        surface = dict(zip(names, scale[:len(names)].tolist()))
+        assert max(surface, key=surface.get) in ("log_words", "word_count")
+        assert max(surface.values()) == pytest.approx(3.0, rel=1e-4)
+        assert sum(v < 0.5 for v in scale.tolist()) > len(scale) / 2
+        assert own.words_prior() == dict(sorted(zip(own.vocabulary_, scale[len(names):].tolist()),
+                                                key=lambda kv: -kv[1]))
+        assert own.agreement(["hi"] * 200, a, b, short_replies) >= shared.agreement(["hi"] * 200, a, b,
+                                                                                     short_replies) - 0.02
+    loaded = EmbeddingRewardModel.load(own.save(tmp_path / "rm"))
+    assert torch.equal(loaded.score(["hi"] * 5, a[:5]), own.score(["hi"] * 5, a[:5]))
+    with pytest.raises(ValueError, match="relevance=0"):
+        EmbeddingRewardModel(EmbeddingRewardConfig(relevance=3.0)).fit_rankings(pd.DataFrame())
+    with pytest.raises(ValueError, match="set one of them"):
+        EmbeddingRewardConfig(relevance=3.0, words_relevance=3.0)
+    with pytest.raises(ValueError, match="set one of them"):
+        EmbeddingRewardConfig(relevance=3.0, words_weights=(1.0, 3.0))
+    with pytest.raises(ValueError, match="relevance and words_relevance >= 0"):
+        EmbeddingRewardConfig(relevance=-1.0)

@@ -133,9 +133,27 @@ def test_the_cli_ends_with_one_json_line_and_takes_your_own_taste(tmp_path, monk
                                                   "kl", "minutes"} <= set(last)
     assert main(["taste", "--taste", "salty", "--smoke"]) == 2
     assert "Unknown taste 'salty'" in capsys.readouterr().err
+    assert main(["taste", "--taste", "short", "--smoke", "--prior", "relevance", "--words", "evidence"]) == 2
+    assert "use it with --prior shared" in capsys.readouterr().err
     assert main(["taste", "--smoke", "--candidates", "1"]) == 2
     assert "label_candidates must be at least 2" in capsys.readouterr().err
     assert taste_config(candidates=4).label_candidates == 4 and taste_config().label_candidates == 2
+
+
+def test_the_loops_reward_model_gives_each_feature_its_own_prior_unless_told_or_saved_otherwise():
+    """The taste loop's default reward model chooses every feature's prior by the judgments (relevance 3); --prior
+    shared and the words' own choices (--words evidence, relevance) turn it off; a config.json saved before it was
+    the default (its reward without the field) loads with one prior per block, so an old run resumes as it ran."""
+    assert TasteConfig().reward.relevance == 3.0 and TasteConfig.smoke().reward.relevance == 3.0
+    assert taste_config().reward.relevance == 3.0 and taste_config(prior="relevance").reward.relevance == 3.0
+    assert taste_config(prior="shared").reward.relevance == 0.0
+    assert taste_config(words="evidence").reward.relevance == 0.0
+    assert taste_config(words="relevance").reward.relevance == 0.0
+    assert taste_config(prior="shared", words="evidence").reward.words_weights == WORDS_PRIORS
+    saved = TasteConfig().to_dict()
+    del saved["reward"]["relevance"]
+    assert TasteConfig.from_dict(saved).reward.relevance == 0.0
+    assert TasteConfig.from_dict(json.loads(json.dumps(TasteConfig().to_dict()))).reward.relevance == 3.0
 
 
 def test_a_round_that_passes_the_kl_target_is_undone():

@@ -101,7 +101,10 @@ class TasteConfig(Config):
     """Prompts per round (each gives one best-vs-worst pair)."""
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=32, temperature=0.7))
     """Label and evaluation sampling (temperature overridden per label reply by `label_temperatures`)."""
-    reward: EmbeddingRewardConfig = field(default_factory=EmbeddingRewardConfig)
+    reward: EmbeddingRewardConfig = field(default_factory=lambda: EmbeddingRewardConfig(relevance=3.0))
+    """The learner's reward model. By default every feature's prior weight is chosen by the learner's judgments
+    (`EmbeddingRewardConfig.relevance`): at 40 labels it agreed better with every shipped taste and the unseen one
+    than one prior per block (`bench/taste_features.py`, `bench/results/taste_cpu.txt`)."""
     dpo: DPOConfig = field(default_factory=_default_dpo)
     ppo: PPOConfig = field(default_factory=_default_ppo)
     ppo_updates: int = 16
@@ -137,10 +140,14 @@ class TasteConfig(Config):
 
     @classmethod
     def smoke(cls, labels: int = 8, seed: int = 0, method: str = "dpo") -> "TasteConfig":
-        """The tiny random model and small counts: a check that the loop runs (CI, tests, a lesson's smoke run)."""
+        """The tiny random model and small counts: a check that the loop runs (CI, tests, a lesson's smoke run). DPO
+        takes every best-vs-worst pair (no `min_margin`): a reward model fitted on a few judgments of random tokens
+        with each feature's own prior scores fresh random tokens less than a spread apart, and would leave DPO
+        nothing to learn from."""
         sampling = SamplingConfig(max_new_tokens=8, temperature=1.0)
+        dpo = replace(_default_dpo(), sampling=sampling, min_margin=0.0)
         return cls(policy="tiny", labels=labels, seed=seed, eval_prompts=6, eval_samples=2, agreement_pairs=8,
-                   rounds=2, pairs_per_round=4, sampling=sampling, dpo=replace(_default_dpo(), sampling=sampling),
+                   rounds=2, pairs_per_round=4, sampling=sampling, dpo=dpo,
                    method=method, ppo_updates=4, ppo=PPOConfig(batch_size=4, ppo_epochs=2, learning_rate=1e-4,
                                                                 kl_coef=0.1, sampling=sampling))
 
@@ -361,7 +368,7 @@ def run_taste(config: TasteConfig | None = None, *, learner=None, store=None, an
     if config.reward.words_weights and rm.vocabulary_:
         say(f"      the word counts' prior weight: {rm.config.words_weight:g} (of "
             f"{', '.join(f'{a:g}' for a in config.reward.words_weights)}: the one the judgments make most probable)")
-    if config.reward.words_relevance and rm.vocabulary_:
+    if (config.reward.relevance or config.reward.words_relevance) and rm.vocabulary_:
         prior = rm.words_prior()
         top = [f"{w!r} {a:.2g}" for w, a in list(prior.items())[:5]]
         say(f"      the words your judgments lean on (each word's prior weight, by their evidence): {', '.join(top)}; "
