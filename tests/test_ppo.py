@@ -125,11 +125,18 @@ def test_the_rollout_forward_doubles_as_the_first_epochs_forward(tokenizer, monk
         trainer.model.register_forward_hook(lambda module, *_, key=id(trainer): calls.__setitem__(key, calls[key] + 1))
     for _ in range(2):
         a, b = reused.step(PROMPTS), separate.step(PROMPTS)
-        for key in ("loss/policy_avg", "loss/value_avg", "policy/approxkl_avg", "objective/kl"):
+        for key in ("loss/policy_avg", "loss/value_avg", "objective/kl"):
             assert a[key] == pytest.approx(b[key], abs=1e-5), key
+        # approxkl, a mean of squared log-ratios, squares the rounding by which a no-grad forward differs from one
+        # with grad (0.2 % after two updates on an Intel Xeon with AMX); old log-probs from another batch or a
+        # stale policy would be off many times more
+        assert a["policy/approxkl_avg"] == pytest.approx(b["policy/approxkl_avg"], rel=1e-2, abs=1e-5)
     assert calls == {id(reused): 2 * 3, id(separate): 2 * (1 + 3)}
-    for p, q in zip(reused.model.parameters(), separate.model.parameters()):
-        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4)
+    # Adam turns a rounding difference in a near-zero gradient into a step of up to its learning rate (1e-3): on an
+    # Intel Xeon with AMX, 945 of the 3.3 M weights differed, by 2e-4 at most; a wrong update moves them all
+    pairs = [(p.detach(), q.detach()) for p, q in zip(reused.model.parameters(), separate.model.parameters())]
+    apart = sum(int((~torch.isclose(p, q, atol=1e-5, rtol=1e-4)).sum()) for p, q in pairs)
+    assert apart < 1e-3 * sum(p.numel() for p, _ in pairs) and max(float((p - q).abs().max()) for p, q in pairs) < 5e-4
 
 
 # ---- checklist details --------------------------------------------------------------------------------------------

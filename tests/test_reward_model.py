@@ -272,7 +272,9 @@ def test_encoder_sequences_packed_several_per_row_give_the_rewards_and_gradients
         assert torch.allclose(padded, packed, atol=1e-5) and padded.std() > 0
         assert padded_grads.keys() == packed_grads.keys() and len(padded_grads) > 50
         for name, grad in padded_grads.items():  # token types and positions included: each sequence restarts at 0
-            assert torch.allclose(grad, packed_grads[name], atol=1e-6, rtol=1e-4), name
+            # float32 rounding: up to 3.4e-6 on gradients of size 1-2.6 on an Intel Xeon with AMX (1e-6 passed on
+            # the AVX2 and AVX-512 kinds); a sequence that saw another's tokens or positions is off by 1e-2 or more
+            assert torch.allclose(grad, packed_grads[name], atol=1e-5, rtol=1e-4), name
     net.zero_grad()
     net.backbone.set_attn_implementation("sdpa")
 
