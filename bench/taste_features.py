@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rlhf_lab.cli import PRIORS
 from rlhf_lab.core.machine import machine_info
 from rlhf_lab.feedback.store import FeedbackStore
 from rlhf_lab.feedback.tastes import SimulatedLearner
@@ -42,12 +43,12 @@ from rlhf_lab.reward.evaluation import order_agreement
 from rlhf_lab.reward.text_features import FIRST_SURFACE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/unseen_taste.py
-SHARED = {"relevance": 0.0}  # one prior weight per block: the loop's default before 2026-12-06
+SHARED = PRIORS["shared"]  # one prior weight per block: the loop's default before 2026-12-06
 SETTINGS = {"words": SHARED, "no_words": {**SHARED, "features": ("reply", "prompt_x_reply", "surface")},
             "words_0.3": {**SHARED, "words_weight": 0.3}, "log_length": {**SHARED, "surface": FIRST_SURFACE},
             "words_3": {**SHARED, "words_weight": 3.0}, "words_10": {**SHARED, "words_weight": 10.0},
             "evidence": {**SHARED, "words_weights": WORDS_PRIORS},
-            "relevance": {**SHARED, "words_relevance": 3.0}, "all_relevance": {"relevance": 3.0}}
+            "relevance": {**SHARED, "words_relevance": 3.0}, "all_relevance": PRIORS["relevance"]}
 
 
 def cv_loss(pairs, reward_config, seed: int, folds: int = 5) -> float:
