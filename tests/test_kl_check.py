@@ -95,3 +95,21 @@ def test_a_probe_passes_a_candidate_only_within_the_target_by_a_standard_error()
     _, kl, scale = within_kl_target(policy, snapshots, measure, probe, target=2.5, say=lambda *a: None)
     assert probed == [2.5, 2.25, 2.0, 1.5, 1.25]  # 1.5 (mean 2.25, + 0.5 > 2.5) is screened out; 1.25 passes
     assert measured == [3.0, 1.25] and kl == pytest.approx(1.5625) and scale == 0.25
+
+
+def test_a_partial_last_round_that_overshoots_is_undone_whole_and_the_round_before_measured_in_full():
+    """The loop took ½ of round 3 (w 2.5 of 2→3): KL(w) = w². Target 5 or 6: round 3 is undone (w 2, KL 4) and
+    measured in full, never probed, nor tried at ¼ (2.25); target 3: then the ladder goes on as usual (round 2 at ½,
+    w 1.5, KL 2.25, after a probe); target 7 keeps the part the loop took."""
+    for target, w, kept_rounds, kept_scale in ((5.0, 2.0, 2, 1.0), (6.0, 2.0, 2, 1.0), (3.0, 1.5, 2, 0.5),
+                                               (7.0, 2.5, 3, 0.5)):
+        policy, snapshots = toy(end=3.0)
+        full = snapshot(policy)
+        policy.weight.data.fill_(2.5)
+        measure, measured = counted(lambda w: (None, w * w))
+        probe, probed = counted(lambda w: w * w)
+        _, kl, scale = within_kl_target(policy, snapshots, measure, probe, target=target, say=lambda *a: None,
+                                        partial=(full, 0.5))
+        assert weight(policy) == pytest.approx(w) and kl == pytest.approx(w * w) and scale == kept_scale
+        assert len(snapshots) == kept_rounds and 2.25 not in probed + measured and 2.0 not in probed
+        assert measured == ([2.5] if target == 7.0 else [2.5, 2.0] if target > 4 else [2.5, 2.0, 1.5])

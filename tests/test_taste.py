@@ -17,7 +17,7 @@ from rlhf_lab.core.seeding import seed_for
 from rlhf_lab.feedback.crowd import SimulatedCrowd
 from rlhf_lab.feedback.store import FeedbackStore
 from rlhf_lab.feedback.tastes import SimulatedLearner, short_replies
-from rlhf_lab.loop.taste import SHRINK, TasteConfig, blend, label_pairs, run_taste
+from rlhf_lab.loop.taste import SHRINK, TasteConfig, blend, label_pairs, run_taste, steer
 from rlhf_lab.policy.generation import generate
 from rlhf_lab.policy.models import tiny_policy
 from rlhf_lab.policy.prompts import load_prompts
@@ -240,6 +240,40 @@ def test_a_round_that_overshoots_the_kl_target_a_little_is_shrunk_not_undone():
     assert shrunk.to_json()["last_round_scale"] == shrunk.last_round_scale
     expected = blend(start, moved, shrunk.last_round_scale)
     assert all(torch.allclose(v, expected[k], atol=1e-6) for k, v in policy.state_dict().items())
+
+
+class _Steps:
+    """A stand-in DPO trainer for `steer`: its policy is one weight w, each round's fit adds 1 to it."""
+
+    def __init__(self):
+        self.policy = torch.nn.Linear(1, 1, bias=False)
+        self.policy.weight.data.fill_(0.0)
+        self.last_batch_, self.round_ = None, 0
+
+    def collect_pairs(self, prompts, rm, round_, n):
+        return ["a pair"]
+
+    def fit(self, pairs):
+        self.policy.weight.data += 1.0
+
+
+def test_a_last_round_that_would_pass_the_kl_target_takes_only_the_part_of_its_step_that_fits(monkeypatch):
+    """KL = 4·w (4 nats per round): after 2 rounds KL 8, the mean rise 4; with target 10 the third round takes
+    α = (10 − 8) / 4 = ½ of its step (w 2.5) and hands its full weights (w 3) to the KL check; with target 8.5,
+    α = 1/8 is under the smallest step the check tries (¼) and the loop stops at w 2, as before."""
+    monkeypatch.setattr("rlhf_lab.loop.taste.sequence_kl", lambda policy, *a: 4 * policy.weight.detach().view(1))
+    lines = []
+    for target, weight, kept, part in ((10.0, 2.5, 3, 0.5), (8.5, 2.0, 2, None), (None, 3.0, 3, None)):
+        trainer = _Steps()
+        config = replace(TasteConfig.smoke(labels=6), rounds=3, kl_target=target)
+        snapshots, partial = steer(trainer, None, ["p"], None, config, say=lines.append)
+        assert trainer.policy.weight.item() == pytest.approx(weight) and len(snapshots) == kept
+        assert [s["weight"].item() for s in snapshots] == [0.0, 1.0, 2.0][:kept]
+        assert (partial is None) == (part is None)
+        if part is not None:
+            full, alpha = partial
+            assert alpha == pytest.approx(part) and full["weight"].item() == pytest.approx(3.0)
+    assert "round 3 takes 0.50 of its step" in lines[0] and "stopping" in lines[1] and len(lines) == 2
 
 
 def test_the_loop_can_steer_with_ppo_and_its_rounds_are_undone_alike():
