@@ -104,12 +104,11 @@ def test_a_partial_last_round_that_overshoots_is_undone_whole_and_the_round_befo
     for target, w, kept_rounds, kept_scale in ((5.0, 2.0, 2, 1.0), (6.0, 2.0, 2, 1.0), (3.0, 1.5, 2, 0.5),
                                                (7.0, 2.5, 3, 0.5)):
         policy, snapshots = toy(end=3.0)
-        full = snapshot(policy)
         policy.weight.data.fill_(2.5)
         measure, measured = counted(lambda w: (None, w * w))
         probe, probed = counted(lambda w: w * w)
         _, kl, scale = within_kl_target(policy, snapshots, measure, probe, target=target, say=lambda *a: None,
-                                        partial=(full, 0.5))
+                                        partial=0.5)
         assert weight(policy) == pytest.approx(w) and kl == pytest.approx(w * w) and scale == kept_scale
         assert len(snapshots) == kept_rounds and 2.25 not in probed + measured and 2.0 not in probed
         assert measured == ([2.5] if target == 7.0 else [2.5, 2.0] if target > 4 else [2.5, 2.0, 1.5])

@@ -48,24 +48,24 @@ def probe_bound(kls) -> tuple[float, float]:
 
 
 def within_kl_target(policy, snapshots: list[dict], measure, probe=None, target: float | None = None, say=print,
-                     partial: tuple[dict, float] | None = None):
+                     partial: float | None = None):
     """Sample the held-out replies and walk the ladder down until their KL is within `target`.
 
     policy: the steered model (its weights are changed in place to the candidate kept). snapshots: its weights
     before each kept round, oldest first (`snapshot`); rounds undone are popped. measure(policy) -> (batch, kl): the
     held-out replies and their mean KL, the figure that counts. probe(policy) -> KL per reply (a cheaper sample of
     the same KL; a candidate passes when its mean plus standard error is within the target: `probe_bound`), or
-    None to measure every candidate in full. partial: (the last round's full weights, the fraction α of its step
-    the policy took) when the loop took only the part of its last round that it predicted to fit the target
-    (`taste.steer`). Above the target, that round is undone whole and the policy before it measured in full, without
-    a probe: the loop had measured it within the target, and a smaller part of a step whose KL rose faster than
-    predicted seldom fits (a partial round of SmolLM2 that overshot went from KL 5–9 to 10–18 nats), while a probe's
-    margin would throw away the round before it too (short, seed 4: 9.2 ± 0.9 on the probe, 9.5 in full). Returns
-    (batch, kl, scale): the held-out replies of the policy kept, their KL, and the fraction of the last kept round's
-    step that was kept (1, a partial round's α, or one of SHRINK).
+    None to measure every candidate in full. partial: the fraction α of its last round's step the policy took,
+    when the loop took only the part of that round it predicted to fit the target (`taste.steer`). Above the
+    target, that round is undone whole and the policy before it measured in full, without a probe: the loop had
+    measured it within the target, and a smaller part of a step whose KL rose faster than predicted seldom fits (a
+    partial round of SmolLM2 that overshot went from KL 5–9 to 10–18 nats), while a probe's margin would throw away
+    the round before it too (short, seed 4: 9.2 ± 0.9 on the probe, 9.5 in full). Returns (batch, kl, scale): the
+    held-out replies of the policy kept, their KL, and the fraction of the last kept round's step that was kept (1,
+    a partial round's α, or one of SHRINK).
     With no snapshots left the policy is the initial one (KL 0): it is measured and kept whatever the target."""
     batch, kl = measure(policy)
-    full, scale = partial if partial is not None else (None, 1.0)
+    scale, full = partial or 1.0, None
     if target is not None and kl > target and partial is not None:
         say(f"      KL {kl:.1f} > target {target:g} on the held-out replies: round {len(snapshots)} ({scale:.2f} of "
             "its step) undone")

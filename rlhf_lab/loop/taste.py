@@ -258,7 +258,7 @@ def steer(trainer, initial, prompts: list[str], rm, config: TasteConfig, say=pri
 
     Returns (snapshots, partial): the weights before each kept round (on the CPU), which `run_taste` uses to shrink
     and undo rounds while the KL on the held-out replies is above the target, the check that counts; and, when the
-    last round was partial, (its full weights, α), else None."""
+    last round was partial, its α, else None."""
     snapshots: list[dict] = []
     for round_ in range(1, config.rounds + 1):
         pairs = trainer.collect_pairs(prompts, rm, round_, config.pairs_per_round)
@@ -284,9 +284,9 @@ def steer(trainer, initial, prompts: list[str], rm, config: TasteConfig, say=pri
             trainer.fit(pairs)
         trainer.round_ = round_
         if part < 1.0:
-            full = snapshot(trainer.policy)
+            full = snapshot(trainer.policy)  # on the CPU, as the snapshots are
             trainer.policy.load_state_dict(blend(snapshots[-1], full, part))
-            return snapshots, (full, part)
+            return snapshots, part
     return snapshots, None
 
 
