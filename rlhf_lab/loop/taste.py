@@ -60,8 +60,8 @@ def _default_dpo() -> DPOConfig:
                      sampling=SamplingConfig(max_new_tokens=32, temperature=0.7))
 
 
-def _default_ppo() -> PPOConfig:  # lesson 4's settings
-    return PPOConfig(batch_size=8, ppo_epochs=4, learning_rate=2e-5, kl_coef=0.1,
+def _default_ppo() -> PPOConfig:  # lesson 4's settings (tests/test_taste.py holds them to its parameters cell)
+    return PPOConfig(batch_size=8, ppo_epochs=4, learning_rate=2e-5, kl_coef=0.1, missing_eos_penalty=None,
                      sampling=SamplingConfig(max_new_tokens=32, temperature=0.7))
 
 
@@ -150,7 +150,8 @@ class TasteConfig(Config):
         return cls(policy="tiny", labels=labels, seed=seed, eval_prompts=6, eval_samples=2, agreement_pairs=8,
                    rounds=2, pairs_per_round=4, sampling=sampling, dpo=dpo,
                    method=method, ppo_updates=4, ppo=PPOConfig(batch_size=4, ppo_epochs=2, learning_rate=1e-4,
-                                                                kl_coef=0.1, sampling=sampling))
+                                                                kl_coef=0.1, missing_eos_penalty=None,
+                                                                sampling=sampling))
 
 
 @dataclass
