@@ -330,3 +330,31 @@ def test_ppo_pessimism_pays_the_score_less_the_members_spread(monkeypatch, capsy
     assert "--pessimism weighs PPO's reward: it needs --method ppo, got --method dpo." in capsys.readouterr().err
     assert main(["taste", "--smoke", "--method", "ppo", "--pessimism", "-1"]) == 2
     assert "ppo_pessimism must be >= 0" in capsys.readouterr().err
+
+
+def test_the_loops_ppo_runs_lesson_4s_parameters():
+    """`rlhf-lab taste --method ppo` measures lesson 4's "what you should see", so its PPO settings are the lesson's
+    parameters cell, value for value (a missing-EOS penalty of 1.0 once crept into the loop alone: it paid 1.0 less
+    for every reply cut at 32 tokens, and PPO climbed that instead of the taste)."""
+    import ast
+    from pathlib import Path
+
+    import nbformat
+
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "04_ppo.ipynb"
+    cell = next(c for c in nbformat.read(path, as_version=4).cells
+                if "parameters" in c.get("metadata", {}).get("tags", []))
+    lesson = {node.targets[0].id if isinstance(node, ast.Assign) else node.target.id: ast.literal_eval(node.value)
+              for node in ast.parse(cell.source).body if isinstance(node, (ast.Assign, ast.AnnAssign))}
+    config = TasteConfig(method="ppo")
+    ppo = config.ppo
+    loop = {"model": config.policy, "n_updates": config.ppo_updates, "batch_size": ppo.batch_size,
+            "ppo_epochs": ppo.ppo_epochs, "learning_rate": ppo.learning_rate, "kl_coef": ppo.kl_coef,
+            "pessimism": config.ppo_pessimism, "eos_penalty": ppo.missing_eos_penalty or 0.0,
+            "max_new_tokens": ppo.sampling.max_new_tokens, "temperature": ppo.sampling.temperature,
+            "n_eval": config.eval_prompts, "eval_replies": config.eval_samples, "labels": config.labels,
+            "seed": config.seed}
+    assert {k: lesson[k] for k in loop} == loop
+    assert ppo.mini_batch_size == ppo.batch_size and ppo.lora is None  # the lesson's PPOConfig leaves them
+    assert (ppo.sampling.max_new_tokens, ppo.sampling.temperature) == (config.sampling.max_new_tokens,
+                                                                      config.sampling.temperature)
