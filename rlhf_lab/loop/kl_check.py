@@ -65,7 +65,7 @@ def within_kl_target(policy, snapshots: list[dict], measure, probe=None, target:
     a partial round's α, or one of SHRINK).
     With no snapshots left the policy is the initial one (KL 0): it is measured and kept whatever the target."""
     batch, kl = measure(policy)
-    scale, full = partial or 1.0, None
+    scale = partial or 1.0
     if target is not None and kl > target and partial is not None:
         say(f"      KL {kl:.1f} > target {target:g} on the held-out replies: round {len(snapshots)} ({scale:.2f} of "
             "its step) undone")

@@ -148,11 +148,10 @@ class TasteConfig(Config):
         nothing to learn from."""
         sampling = SamplingConfig(max_new_tokens=8, temperature=1.0)
         dpo = replace(_default_dpo(), sampling=sampling, min_margin=0.0)
+        ppo = replace(_default_ppo(), batch_size=4, mini_batch_size=None, micro_batch_size=None, ppo_epochs=2,
+                      learning_rate=1e-4, sampling=sampling)  # None: derived again from batch_size
         return cls(policy="tiny", labels=labels, seed=seed, eval_prompts=6, eval_samples=2, agreement_pairs=8,
-                   rounds=2, pairs_per_round=4, sampling=sampling, dpo=dpo,
-                   method=method, ppo_updates=4, ppo=PPOConfig(batch_size=4, ppo_epochs=2, learning_rate=1e-4,
-                                                                kl_coef=0.1, missing_eos_penalty=None,
-                                                                sampling=sampling))
+                   rounds=2, pairs_per_round=4, sampling=sampling, dpo=dpo, method=method, ppo_updates=4, ppo=ppo)
 
 
 @dataclass
