@@ -293,6 +293,21 @@ def test_the_loop_can_steer_with_ppo_and_its_rounds_are_undone_alike():
         TasteConfig(method="rloo")
 
 
+def test_a_ppo_run_the_kl_guard_stops_keeps_the_policy_so_far_and_is_measured():
+    """When PPO's KL guard fires (the KL of an update's rollouts past `kl_limit`), the loop does not lose the run:
+    it says so, keeps the policy as it stands (the guard fires before that update's step) and evaluates it."""
+    policy, tokenizer = tiny_policy(seed=0)
+    config = TasteConfig.smoke(labels=6, method="ppo")
+    config = replace(config, kl_target=None, ppo=replace(config.ppo, kl_limit=1e-9))
+    lines = []
+    result = run_taste(config, learner=SimulatedLearner("short", seed=0), policy=policy, tokenizer=tokenizer,
+                       log=lines.append)
+    stopped = [line for line in lines if "PPO stopped early" in line]
+    assert len(stopped) == 1 and "exploded" in stopped[0] and "The policy so far is kept" in stopped[0]
+    assert 0 < result.rollouts < config.ppo_updates * config.ppo.batch_size and result.rollouts % 4 == 0
+    assert result.rounds == 1 and result.kl > 0 and result.taste is not None
+
+
 def test_ppo_pessimism_pays_the_score_less_the_members_spread(monkeypatch, capsys):
     """ppo_pessimism k: PPO's reward is mean_m r_m − k·std_m r_m over the reward model's bootstrap members
     (normalised units), checked against numpy; the loop hands PPO that reward by default (k = 1); the CLI refuses
@@ -350,6 +365,7 @@ def test_the_loops_ppo_runs_lesson_4s_parameters():
     ppo = config.ppo
     loop = {"model": config.policy, "n_updates": config.ppo_updates, "batch_size": ppo.batch_size,
             "ppo_epochs": ppo.ppo_epochs, "learning_rate": ppo.learning_rate, "kl_coef": ppo.kl_coef,
+            "gae_lambda": ppo.lam,
             "pessimism": config.ppo_pessimism, "eos_penalty": ppo.missing_eos_penalty or 0.0,
             "max_new_tokens": ppo.sampling.max_new_tokens, "temperature": ppo.sampling.temperature,
             "n_eval": config.eval_prompts, "eval_replies": config.eval_samples, "labels": config.labels,

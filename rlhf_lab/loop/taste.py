@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from rlhf_lab.core.config import Config, as_config
+from rlhf_lab.core.errors import TrainingDivergedError
 from rlhf_lab.core.files import write_atomic
 from rlhf_lab.core.seeding import seed_for, set_seed
 from rlhf_lab.loop.evaluation import PairedResult, paired_gain, replies_with_kl, sequence_kl
@@ -61,8 +62,8 @@ def _default_dpo() -> DPOConfig:
 
 
 def _default_ppo() -> PPOConfig:  # lesson 4's settings (tests/test_taste.py holds them to its parameters cell)
-    return PPOConfig(batch_size=8, ppo_epochs=4, learning_rate=2e-5, kl_coef=0.1, missing_eos_penalty=None,
-                     sampling=SamplingConfig(max_new_tokens=32, temperature=0.7))
+    return PPOConfig(batch_size=8, ppo_epochs=4, learning_rate=1.5e-5, kl_coef=0.1, missing_eos_penalty=None,
+                     sampling=SamplingConfig(max_new_tokens=32, temperature=0.7), lam=1.0)
 
 
 @dataclass
@@ -292,12 +293,16 @@ def steer(trainer, initial, prompts: list[str], rm, config: TasteConfig, say=pri
 
 
 def ppo_rounds(trainer, prompts: list[str], config: TasteConfig, say=print) -> list[dict]:
-    """`config.ppo_updates` PPO updates against the reward model in `config.rounds` equal rounds. Returns the
-    weights before each round (on the CPU), for `run_taste`'s KL check on the held-out replies."""
+    """`config.ppo_updates` PPO updates against the reward model in `config.rounds` equal rounds, stopping early if
+    a guard stops PPO. Returns the weights before each round (on the CPU), for `run_taste`'s KL check."""
     snapshots: list[dict] = []
     for round_ in range(1, config.rounds + 1):
         snapshots.append(snapshot(trainer.policy))
-        trainer.train(prompts, n_updates=round(config.ppo_updates * round_ / config.rounds))
+        try:
+            trainer.train(prompts, n_updates=round(config.ppo_updates * round_ / config.rounds))
+        except TrainingDivergedError as error:  # the guards fire before a bad step is taken
+            say(f"      PPO stopped early: {error} The policy so far is kept and measured.")
+            break
         metrics = trainer.history.to_frame().iloc[-1]
         what = "reward-model score" + (f" less {config.ppo_pessimism:g} × spread" if config.ppo_pessimism else "")
         say(f"      PPO update {trainer.update_}/{config.ppo_updates}: {what} "
