@@ -13,8 +13,8 @@
 --data: TRL's rows as `rlhf-lab export` writes them, JSON Lines with prompt, chosen, rejected (DPO) or prompt,
 completion, label (KTO), as text or as conversations (the last user turn is the prompt, the last turn of each reply
 the reply: the trainer applies the model's chat template itself); or a feedback store (.db). Each process scores
-its share of every batch and the gradients are averaged (DDP) or reduce-scattered (FSDP2); on a machine without a GPU
-the processes run on the CPU over gloo. The main process writes --out/model (the trained policy, or with --lora its
+its share of every batch and the gradients are averaged (DDP) or reduce-scattered (FSDP2, DeepSpeed ZeRO); on a
+machine without a GPU the processes run on the CPU over gloo. The main process writes --out/model (the trained policy, or with --lora its
 adapter, in safetensors; under FSDP2 gathered from every process's shards) and --out/metrics.jsonl, and prints one
 JSON line. `--resume` continues a stopped run from its checkpoint with the saved settings (the options that shape
 training are then ignored, except --epochs: the run's total) on the data it began with (other data is refused), in

@@ -8,7 +8,8 @@
     ... --resume-from runs/ppo-tiny/checkpoint-2 --out runs/ppo-again    # a new run from a kept checkpoint
 
 Each process samples its own replies to its own prompts (`--batch-size` per process) and the gradients are averaged
-(DDP) or reduce-scattered (FSDP2); on a machine without a GPU the processes run on the CPU over gloo. The run saves
+(DDP) or reduce-scattered (FSDP2, DeepSpeed ZeRO-2/3: deepspeed_zero2.yaml, deepspeed_zero3.yaml); on a machine
+without a GPU the processes run on the CPU over gloo. The run saves
 its checkpoint in --out/checkpoint at the end, keeps one in --out/checkpoint-<update> every --checkpoint-every
 updates (a directory each; under FSDP2 each process writes its own part into it), and the main process appends each
 update's metrics to --out/metrics.jsonl. `--resume` and `--resume-from` continue with the saved settings (the options

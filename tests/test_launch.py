@@ -1,10 +1,11 @@
 """The shipped `accelerate launch` configs parse as accelerate 1.16's launcher reads them (config file -> launch
 arguments -> environment -> plugin dataclasses, without launching anything), `core.launch` refuses the engines the
-trainers do not run under in one line, and examples/train_ppo.py refuses bad options in one line (exit 2).
-Launching ddp.yaml and fsdp2.yaml for real: tests/test_distributed.py."""
+trainers do not run under (and a DeepSpeed launch without DeepSpeed) in one line, and examples/train_ppo.py refuses bad
+options in one line (exit 2). Launching the configs for real: tests/test_distributed.py."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -18,7 +19,8 @@ from accelerate.utils import DeepSpeedPlugin, DistributedType, FullyShardedDataP
 from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
 
 from rlhf_lab.core.errors import SetupError
-from rlhf_lab.core.launch import honour_launch
+from rlhf_lab.core.hf import make_accelerator
+from rlhf_lab.core.launch import honour_launch, launched_deepspeed
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "accelerate"
@@ -89,7 +91,6 @@ def test_the_readme_names_every_config():
 
 
 @pytest.mark.parametrize("env, words", [
-    ({"ACCELERATE_USE_DEEPSPEED": "true"}, "do not run under DeepSpeed yet"),
     ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"}, "fsdp_version: 2"),
     ({"WORLD_SIZE": "2"}, "2 processes were launched but accelerate runs 1"),
 ])
@@ -100,6 +101,17 @@ def test_an_engine_the_trainers_cannot_run_under_is_refused_in_one_line(env, wor
     with pytest.raises(SetupError, match=words) as err:
         honour_launch(accelerator)
     assert "\n" not in str(err.value)
+
+
+def test_a_deepspeed_launch_without_deepspeed_installed_is_refused_in_one_line(monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else real(name, *a))
+    with pytest.raises(SetupError, match="asks for DeepSpeed, which is not installed: pip install") as err:
+        make_accelerator("no")
+    assert "\n" not in str(err.value)
+    monkeypatch.setattr(importlib.util, "find_spec", real)
+    assert launched_deepspeed()
 
 
 def test_one_process_is_left_as_it_is():

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 from accelerate import Accelerator
 
-from rlhf_lab.core.launch import honour_launch, launched_on_cpu
+from rlhf_lab.core.launch import honour_launch, launched_deepspeed, launched_on_cpu
 from rlhf_lab.core.machine import native_bf16
 from rlhf_lab.core.memory import reuse_freed_memory
 
@@ -115,16 +115,18 @@ def make_accelerator(mixed_precision: str) -> Accelerator:
     """An Accelerator; in a single process a trainer may change the mixed precision that an earlier one set
     (accelerate keeps it in a process-wide state, which would otherwise refuse: a notebook rerun with a new config).
     "auto": bf16 on a GPU that supports it or on a CPU that multiplies bf16 in hardware (`native_bf16`: AVX-512 BF16
-    or AMX, where a PPO update's training runs about 1.35× faster: bench/results/speed_cpu), else "no". Weights,
-    gradients and optimiser state stay float32 either way; bf16 is the autocast compute.
+    or AMX, where a PPO update's training runs about 1.35× faster: bench/results/speed_cpu; not under DeepSpeed on a
+    CPU), else "no". Weights, gradients and optimiser state stay float32 either way; bf16 is the autocast compute
+    (under DeepSpeed: DeepSpeed's bf16, its weights in bf16 and its optimiser's master copy in float32).
 
     Under a launcher (torchrun, `accelerate launch --config_file configs/accelerate/<x>.yaml`) it runs the engine the
     launch describes, on a CPU too (gloo; FSDP2 included), or refuses in one line (`core.launch.honour_launch`).
     On a CPU, glibc's malloc is set to reuse freed large blocks (`core.memory.reuse_freed_memory`)."""
-    cpu = launched_on_cpu()
+    deepspeed = launched_deepspeed()
+    cpu = launched_on_cpu() and not deepspeed
     if mixed_precision == "auto":
         device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-        mixed_precision = "bf16" if bf16_compute("auto", device) else "no"
+        mixed_precision = "bf16" if bf16_compute("auto", device) and not (deepspeed and device == "cpu") else "no"
     try:
         accelerator = honour_launch(Accelerator(mixed_precision=mixed_precision, cpu=cpu))
     except ValueError:

@@ -15,11 +15,16 @@ honoured on every machine, or refused in one line.
   float32) and optimiser state, bf16 autocast compute. accelerate would give FSDP2 a MixedPrecisionPolicy instead
   (weights gathered and computed in bf16, gradients reduced in bf16) and no autocast, which the trainers' float32
   value head does not run under; it is switched off here, so FSDP2 computes the same numbers as DDP.
-* FSDP version 1 and DeepSpeed are refused with a line that names the config to use instead.
+* DeepSpeed ZeRO (stages 2 and 3) on the CPU: DeepSpeed sets up gloo across the launched processes, but accelerate
+  1.16 counts one process there (its device probe finds no accelerator, so its backend stays None) and every
+  process would believe itself the main one; the counts are set from torch.distributed here. The trainers drive
+  DeepSpeed's engine themselves (`train.deepspeed_engine`).
+* FSDP version 1 is refused with a line that names the config to use instead.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import torch
@@ -28,7 +33,7 @@ from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
 from rlhf_lab.core.errors import SetupError
 
-__all__ = ["launched_processes", "launched_on_cpu", "honour_launch", "is_sharded"]
+__all__ = ["launched_processes", "launched_on_cpu", "launched_deepspeed", "honour_launch", "is_sharded", "zero_stage"]
 
 CONFIGS = "configs/accelerate"
 
@@ -50,14 +55,27 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "false").lower() in ("1", "true", "yes")
 
 
+def launched_deepspeed() -> bool:
+    """Whether the launch asked for DeepSpeed (`accelerate launch` with a deepspeed_*.yaml config); raises SetupError
+    when DeepSpeed is not installed. (Then accelerate must not be told `cpu=True`: it would quietly drop DeepSpeed.)"""
+    if not _flag("ACCELERATE_USE_DEEPSPEED"):
+        return False
+    if importlib.util.find_spec("deepspeed") is None:
+        raise SetupError("This launch asks for DeepSpeed, which is not installed: pip install --no-build-isolation "
+                         f"deepspeed (it builds against the torch you have), or launch with {CONFIGS}/fsdp2.yaml.")
+    return True
+
+
 def honour_launch(accelerator: Accelerator) -> Accelerator:
     """`accelerator`, running the engine the launch described (see the module docstring); raises SetupError for an
     engine the trainers do not run under, and when accelerate would train each launched process alone."""
-    if _flag("ACCELERATE_USE_DEEPSPEED"):
-        raise SetupError(
-            "rlhf-lab's trainers do not run under DeepSpeed yet (they accumulate micro-batches, check the gradient "
-            "norm and sample from the full weights themselves; issue #22): launch with "
-            f"{CONFIGS}/fsdp2.yaml (ZeRO-3's sharding) or {CONFIGS}/ddp.yaml.")
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        if accelerator.num_processes == 1 and torch.distributed.is_initialized():
+            for state in (PartialState(), accelerator.state):  # accelerate's counts on a CPU (module docstring)
+                state.num_processes = torch.distributed.get_world_size()
+                state.process_index = torch.distributed.get_rank()
+                state.local_process_index = int(os.environ.get("LOCAL_RANK", "0"))
+                state.backend = torch.distributed.get_backend()
     if _flag("ACCELERATE_USE_FSDP") or accelerator.distributed_type == DistributedType.FSDP:
         version = accelerator.state.fsdp_plugin.fsdp_version if accelerator.distributed_type == DistributedType.FSDP \
             else int(os.environ.get("FSDP_VERSION", "1"))
@@ -80,3 +98,10 @@ def honour_launch(accelerator: Accelerator) -> Accelerator:
 def is_sharded(accelerator: Accelerator) -> bool:
     """Whether the prepared model's parameters are FSDP2 shards (each process holds a part of every tensor)."""
     return bool(getattr(accelerator, "is_fsdp2", False))
+
+
+def zero_stage(accelerator: Accelerator) -> int | None:
+    """DeepSpeed's ZeRO stage (3: each process holds a part of every weight) under DeepSpeed, else None."""
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        return None
+    return int(accelerator.state.deepspeed_plugin.deepspeed_config.get("zero_optimization", {}).get("stage", 0))

@@ -32,6 +32,7 @@ from rlhf_lab.policy.generation import generate
 from rlhf_lab.reward.sources import as_reward
 from rlhf_lab.train.callbacks import LiveView, MetricsHistory, PrintLogger, in_notebook
 from rlhf_lab.train.config import OptimConfig
+from rlhf_lab.train.deepspeed_engine import backward, optimizer_step
 from rlhf_lab.train.dpo_data import EncodedPair, PreparedPairs, encode_pairs, pair_logps
 from rlhf_lab.train.dpo_losses import LOSS_TYPES, dpo_loss
 from rlhf_lab.train.scorer import (
@@ -218,7 +219,8 @@ class DPOTrainer(ScoringTrainer):
         # processes: each takes its share of the batch (`batch_share`: a row at weight 0 where a share is short).
         order = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
         stats, kept = [], []
-        for rows, weights in batch_share(len(order), acc.process_index, acc.num_processes, cfg.micro_batch_size):
+        shares = batch_share(len(order), acc.process_index, acc.num_processes, cfg.micro_batch_size)
+        for position, (rows, weights) in enumerate(shares, 1):
             micro, weights = [order[r] for r in rows], torch.tensor(weights, device=device)
             # 1. Sequence log-probs of chosen and rejected under the policy: the prompt once, both replies from it.
             batch = [pairs[i] for i in micro]
@@ -236,7 +238,7 @@ class DPOTrainer(ScoringTrainer):
             if acc.reduce((~torch.isfinite(losses)).sum().float(), "sum") > 0:  # every process stops together
                 raise TrainingDivergedError(f"DPO step {self.update_ + 1}: the loss became non-finite; lower the "
                                             f"learning_rate (now {cfg.learning_rate}) or use float32.")
-            acc.backward((losses * weights).sum() / len(pairs) * acc.num_processes)
+            backward(acc, self.model, (losses * weights).sum() / len(pairs) * acc.num_processes, position == len(shares))
             with torch.no_grad():
                 chosen_rewards, rejected_rewards = cfg.beta * (chosen_logps - ref_c), cfg.beta * (rejected_logps - ref_r)
                 stats.append(torch.stack([losses, chosen_rewards, rejected_rewards,
@@ -244,9 +246,7 @@ class DPOTrainer(ScoringTrainer):
                                          dim=1))
             kept.append(weights)
         # 3. Clip the gradient norm and step.
-        grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        grad_norm = optimizer_step(acc, self.model, self.optimizer, cfg.max_grad_norm)
         self.model.eval()
         self.update_ += 1
         self.pairs_seen_ += len(pairs)

@@ -29,6 +29,7 @@ from rlhf_lab.core.seeding import seed_for, set_seed
 from rlhf_lab.policy.generation import format_prompts
 from rlhf_lab.train.callbacks import MetricsHistory, PrintLogger
 from rlhf_lab.train.config import OptimConfig
+from rlhf_lab.train.deepspeed_engine import backward, optimizer_step
 from rlhf_lab.train.dpo_data import sequence_logps
 from rlhf_lab.train.kto_losses import kto_loss, kto_reference_point, kto_weights
 from rlhf_lab.train.scorer import (
@@ -207,10 +208,8 @@ class KTOTrainer(ScoringTrainer):
         if acc.reduce((~torch.isfinite(losses)).sum().float(), "sum") > 0:  # every process stops together
             raise TrainingDivergedError(f"KTO step {self.update_ + 1}: the loss became non-finite; lower the "
                                         f"learning_rate (now {cfg.learning_rate}).")
-        acc.backward((losses * weights).sum() / len(rows) * acc.num_processes)
-        grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        backward(acc, self.model, (losses * weights).sum() / len(rows) * acc.num_processes)
+        grad_norm = optimizer_step(acc, self.model, self.optimizer, cfg.max_grad_norm)
         self.model.eval()
         self.update_ += 1
         self.examples_seen_ += len(rows)

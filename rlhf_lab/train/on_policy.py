@@ -21,13 +21,14 @@ import torch
 
 from rlhf_lab.core.errors import TrainingDivergedError
 from rlhf_lab.core.hf import adamw, causal_lm, disable_dropout, eager_attention_for_cpu_bf16, make_accelerator
-from rlhf_lab.core.launch import is_sharded
+from rlhf_lab.core.launch import is_sharded, zero_stage
 from rlhf_lab.core.seeding import seed_for, set_seed
 from rlhf_lab.policy.generation import generate
 from rlhf_lab.policy.models import model_id
 from rlhf_lab.reward.sources import as_reward
 from rlhf_lab.train.callbacks import MetricsHistory, default_callbacks
 from rlhf_lab.train.config import OnPolicyConfig
+from rlhf_lab.train.deepspeed_engine import backward, optimizer_step, prepare
 from rlhf_lab.train.constraint import CostConstraint
 from rlhf_lab.train.policy_value import (
     PolicyAndValue,
@@ -110,15 +111,18 @@ class OnPolicyTrainer:
             causal_lm(policy).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if config.lora is not None:
                 causal_lm(policy).enable_input_require_grads()
-        # Under FSDP2 every process samples from a whole copy of the policy, and the policy's forward runs each row's
-        # whole prompt: a shared prefix's extra pass on some processes only would put the layers' gathers out of step.
-        self.sharded = is_sharded(self.accelerator)
+        # Under FSDP2 or ZeRO-3 every process samples from a whole copy of the policy, and the policy's forward runs
+        # each row's whole prompt: a shared prefix's extra pass on some processes only would put the layers' gathers
+        # out of step.
+        self.sharded = is_sharded(self.accelerator) or zero_stage(self.accelerator) == 3
         self.full_policy = FullWeights(policy, self.accelerator.device) if self.sharded else None
         model = PolicyAndValue(policy, disable_dropout(critic).requires_grad_(True) if critic is not None else None,
                                value_head, share_prefix=config.share_prompt_prefix and not self.sharded,
                                pack=config.pack_replies)
         optimizer = adamw([p for p in model.parameters() if p.requires_grad], config.learning_rate)
-        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        rows = config.micro_batch_size * config.rollouts_per_update // config.batch_size
+        self.model, self.optimizer = prepare(self.accelerator, model, optimizer, rows, config.grad_accumulation_steps,
+                                             config.max_grad_norm)
         self.kl_ctl = (AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
                        if config.kl_target is not None else FixedKLController(config.kl_coef))
         self.constraint = CostConstraint.from_config(cost, flag_rule, config, reduce=lambda x: self.accelerator.reduce(
@@ -207,7 +211,8 @@ class OnPolicyTrainer:
         for _ in range(cfg.ppo_epochs):
             for minibatch in torch.randperm(len(rollout.responses), generator=shuffle).split(
                     cfg.mini_batch_size * rows_per_prompt):
-                for rows in minibatch.split(cfg.micro_batch_size * rows_per_prompt):
+                micro_batches = minibatch.split(cfg.micro_batch_size * rows_per_prompt)
+                for position, rows in enumerate(micro_batches, 1):
                     rows = rows.to(acc.device)
                     if first_pass is not None:  # epoch 1: step 3's forward, rows in this minibatch's order
                         (new_logits, new_values), first_pass = (x[rows] for x in first_pass), None
@@ -219,7 +224,7 @@ class OnPolicyTrainer:
                                                     cfg.sampling.temperature)  # (b, R)
                     loss, named = loss_fn(rows, new_logp, new_values)
                     self._check_finite("loss", loss)
-                    acc.backward(loss / cfg.grad_accumulation_steps)
+                    backward(acc, self.model, loss / cfg.grad_accumulation_steps, position == len(micro_batches))
                     stats.append({k: v.detach().float() for k, v in named.items()})
                 self._optimizer_step()
         self.model.eval()
@@ -287,10 +292,8 @@ class OnPolicyTrainer:
 
     def _optimizer_step(self) -> None:
         """Clip the accumulated gradients to `max_grad_norm` (a non-finite norm stops the run), step, zero them."""
-        grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
-        self._check_finite("gradient norm", grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        optimizer_step(self.accelerator, self.model, self.optimizer, self.config.max_grad_norm,
+                       lambda norm: self._check_finite("gradient norm", norm))
 
     def _reference(self):
         """The reference causal LM (a context manager): the frozen copy, or (LoRA) the policy (under FSDP2 its whole

@@ -32,7 +32,8 @@ import torch.nn as nn
 from accelerate import Accelerator
 
 from rlhf_lab.core.hf import adamw, causal_lm, disable_dropout, eager_attention_for_cpu_bf16, make_accelerator
-from rlhf_lab.core.launch import is_sharded
+from rlhf_lab.core.launch import is_sharded, zero_stage
+from rlhf_lab.train.deepspeed_engine import prepare
 from rlhf_lab.train.policy_value import policy_and_reference
 from rlhf_lab.train.sharding import FullWeights
 from rlhf_lab.train.trainer_checkpoint import load_trainer, save_trainer, saved_state
@@ -71,12 +72,13 @@ def prepare_scoring_trainer(policy: nn.Module, config, ref_policy: nn.Module | N
     reference copy (`policy_and_reference`), AdamW over the trainable parameters at `config.learning_rate`, and the
     policy as a `ReplyScorer` prepared by accelerate with `config.mixed_precision` (DDP or FSDP2 under a launcher)."""
     accelerator = make_accelerator(config.mixed_precision)
-    sharded = is_sharded(accelerator)
+    sharded = is_sharded(accelerator) or zero_stage(accelerator) == 3  # FSDP2's or ZeRO-3's parts of the weights
     policy, reference = policy_and_reference(disable_dropout(policy), config.lora, ref_policy, accelerator.device)
     eager_attention_for_cpu_bf16(accelerator, policy, reference)
     full_policy = FullWeights(policy, accelerator.device) if sharded else None  # taken before the policy is sharded
     optimizer = adamw([p for p in policy.parameters() if p.requires_grad], config.learning_rate)
-    model, optimizer = accelerator.prepare(ReplyScorer(policy, score, sharded), optimizer)
+    model, optimizer = prepare(accelerator, ReplyScorer(policy, score, sharded), optimizer, config.micro_batch_size, 1,
+                               config.max_grad_norm)
     return PreparedScorer(accelerator, model, optimizer, reference, full_policy)
 
 
@@ -103,7 +105,7 @@ class ScoringTrainer:
 
     @property
     def sharded(self) -> bool:
-        """Whether the policy is FSDP2 shards (then sampling reads `full_policy`)."""
+        """Whether the policy is FSDP2 shards or ZeRO-3 parts (then sampling reads `full_policy`)."""
         return self.full_policy is not None
 
     def whole_policy(self):

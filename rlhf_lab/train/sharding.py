@@ -1,4 +1,5 @@
-"""The trainers' tensors under FSDP2, where each process holds a part (a DTensor shard) of every parameter.
+"""The trainers' tensors under FSDP2, where each process holds a part (a DTensor shard) of every parameter (and
+sampling's whole copy under DeepSpeed ZeRO-3, whose parameters are partitioned too).
 
     copy = FullWeights(policy, device)                  # taken before accelerate shards the policy
     generate(copy.refresh(sharded_policy), ...)          # every process gathers the whole weights, then samples alone
@@ -41,6 +42,13 @@ class FullWeights:
         mine, theirs = dict(self.module.named_parameters()), dict(sharded.named_parameters())
         if mine.keys() != theirs.keys():
             raise RuntimeError("The policy's parameters changed names since its copy for sampling was taken.")
+        if any(hasattr(param, "ds_id") for param in theirs.values()):  # DeepSpeed ZeRO-3's partitioned weights
+            from deepspeed import zero
+
+            with zero.GatheredParameters(list(theirs.values())):
+                for name, param in theirs.items():
+                    mine[name].copy_(param)
+            return self.module
         for name, param in theirs.items():
             mine[name].copy_(param.full_tensor() if isinstance(param, DTensor) else param)
         return self.module

@@ -6,7 +6,9 @@ In one process or under DDP (every process holds the same weights) the main proc
 the trainable weights and of the optimiser state in safetensors, its random generators in JSON. A sharded checkpoint
 resumes with the same number of processes part by part; with another number, in one process or under DDP, each
 process gathers the whole tensors and takes its own part (`train.sharding.load_parts`). A one-process checkpoint
-resumes under FSDP2 the same way.
+resumes under FSDP2 the same way. Under DeepSpeed the processes gather the whole tensors and the main process writes
+a one-process checkpoint (`train.deepspeed_engine.whole_state`); any checkpoint resumes under DeepSpeed from whole
+tensors.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from rlhf_lab.core.sharded_checkpoint import (
     open_sharded_checkpoint,
     save_sharded_checkpoint,
 )
+from rlhf_lab.train.deepspeed_engine import is_deepspeed, load_whole_state, named_whole_state, whole_state
 from rlhf_lab.train.sharding import load_parts, local_parts, named_parts
 
 __all__ = ["save_trainer", "load_trainer", "saved_state"]
@@ -61,7 +64,7 @@ def save_trainer(trainer, path) -> None:
     acc = trainer.accelerator
     acc.wait_for_everyone()
     model = acc.unwrap_model(trainer.model)
-    if trainer.sharded:
+    if trainer.sharded and not is_deepspeed(acc):  # FSDP2
         tensors, layout, groups = local_parts(model, trainer.optimizer)
         full = trainer.full_policy.refresh(trainer.policy) if trainer.config.lora else None  # every process gathers
         save_sharded_checkpoint(path, tensors=tensors, layout=layout, rank_state={"rng": rng_to_json(rng_state())},
@@ -69,11 +72,16 @@ def save_trainer(trainer, path) -> None:
                                 world_size=acc.num_processes, agree=lambda ok: _agree(acc, ok),
                                 extra=(lambda directory: full.save_pretrained(directory / "adapter")) if full else None)
         return
+    if is_deepspeed(acc):
+        tensors, optimizer = whole_state(trainer.model)  # every process gathers
+        policy = trainer.full_policy.refresh(trainer.policy) if trainer.sharded else trainer.policy  # ZeRO-3 too
+    else:
+        tensors, optimizer, policy = trainable_state_dict(model), trainer.optimizer.state_dict(), trainer.policy
     if not acc.is_main_process:
         return
-    adapter = (lambda directory: trainer.policy.save_pretrained(directory / "adapter")) if trainer.config.lora else None
-    save_checkpoint(path, tensors=trainable_state_dict(model), state=_run_state(trainer),
-                    optimizer=trainer.optimizer.state_dict(), rng=rng_state(), extra=adapter)
+    adapter = (lambda directory: policy.save_pretrained(directory / "adapter")) if trainer.config.lora else None
+    save_checkpoint(path, tensors=tensors, state=_run_state(trainer), optimizer=optimizer, rng=rng_state(),
+                    extra=adapter)
 
 
 def saved_state(path) -> dict:
@@ -90,7 +98,10 @@ def load_trainer(trainer, path_or_checkpoint):
     acc, model = trainer.accelerator, trainer.accelerator.unwrap_model(trainer.model)
     if isinstance(path_or_checkpoint, Checkpoint) or not is_sharded_checkpoint(saved_state(path_or_checkpoint)):
         ckpt = path_or_checkpoint if isinstance(path_or_checkpoint, Checkpoint) else load_checkpoint(path_or_checkpoint)
-        if trainer.sharded:  # a one-process (or DDP) checkpoint: each process takes its part of every tensor
+        if is_deepspeed(acc):
+            load_whole_state(trainer.model, named_whole_state(trainer.model, ckpt.tensors, ckpt.optimizer),
+                             ckpt.optimizer["param_groups"])
+        elif trainer.sharded:  # a one-process (or DDP) checkpoint: each process takes its part of every tensor
             load_parts(model, trainer.optimizer, named_parts(model, trainer.optimizer, ckpt.tensors, ckpt.optimizer),
                        ckpt.optimizer["param_groups"], whole=True)
         else:
@@ -99,9 +110,12 @@ def load_trainer(trainer, path_or_checkpoint):
         state, rng = ckpt.state, ckpt.rng
     else:
         ckpt = open_sharded_checkpoint(path_or_checkpoint)
-        same = trainer.sharded and ckpt.world_size == acc.num_processes
+        same = trainer.sharded and not is_deepspeed(acc) and ckpt.world_size == acc.num_processes
         tensors = ckpt.part(acc.process_index) if same else ckpt.full_tensors()
-        load_parts(model, trainer.optimizer, tensors, ckpt.state["optimizer_groups"], whole=not same)
+        if is_deepspeed(acc):
+            load_whole_state(trainer.model, tensors, ckpt.state["optimizer_groups"])
+        else:
+            load_parts(model, trainer.optimizer, tensors, ckpt.state["optimizer_groups"], whole=not same)
         state, rng = ckpt.state, rng_from_json(ckpt.rank_state(acc.process_index if same else 0)["rng"])
     if hasattr(trainer, "kl_ctl"):
         trainer.kl_ctl.value = state["kl_coef"]
