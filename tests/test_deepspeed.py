@@ -129,3 +129,26 @@ def test_dpo_under_zero_writes_the_model_one_process_writes(config, tmp_path):
     assert max(float((alone[n] - start[n]).abs().max()) for n in alone) > 1e-3  # DPO moved the weights
     for name, value in alone.items():
         torch.testing.assert_close(trained[name], value, rtol=0, atol=1e-5, msg=name)
+
+
+def test_prepare_writes_the_trainers_batch_clipping_and_bucket_sizes_into_deepspeeds_config():
+    """Under DeepSpeed `prepare` sets the batch figures and clipping from the trainer's config and 20 MB buckets where
+    the config leaves them unset or "auto"; a size the user chose stays."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from rlhf_lab.train.deepspeed_engine import BUCKET_ELEMENTS, prepare
+
+    config = {"zero_optimization": {"stage": 3, "reduce_bucket_size": 123, "allgather_bucket_size": "auto"}}
+    accelerator = SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, num_processes=4,
+                                  state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(deepspeed_config=config)),
+                                  prepare=lambda *objects: objects)
+    assert prepare(accelerator, "model", "optimizer", micro_batch=2, accumulation=3, max_grad_norm=0.5) == (
+        "model", "optimizer")
+    assert (config["train_micro_batch_size_per_gpu"], config["gradient_accumulation_steps"],
+            config["train_batch_size"], config["gradient_clipping"]) == (2, 3, 24, 0.5)
+    assert config["zero_optimization"] == {"stage": 3, "reduce_bucket_size": 123,
+                                           "allgather_bucket_size": BUCKET_ELEMENTS,
+                                           "stage3_prefetch_bucket_size": BUCKET_ELEMENTS}
+    assert BUCKET_ELEMENTS * 4 == 20_000_000

@@ -27,6 +27,12 @@ from __future__ import annotations
 import torch
 from accelerate.utils import DistributedType
 
+BUCKETS = ("reduce_bucket_size", "allgather_bucket_size", "stage3_prefetch_bucket_size")
+BUCKET_ELEMENTS = 5_000_000
+"""DeepSpeed's buffers for reducing gradients and gathering weights, in elements: 20 MB in float32, about DDP's 25 MB
+bucket. DeepSpeed's defaults (5e8, 5e8 and 5e7 elements) are sized for billions of parameters: under ZeRO-2 the
+reduce buffer alone would take 2 GB, more than SmolLM2-135M's weights, gradients and AdamW state together."""
+
 __all__ = ["is_deepspeed", "prepare", "backward", "optimizer_step", "whole_state", "named_whole_state",
            "load_whole_state"]
 
@@ -40,10 +46,12 @@ def prepare(accelerator, model, optimizer, micro_batch: int, accumulation: int, 
     """accelerate's `prepare(model, optimizer)`; under DeepSpeed with its config's batch sizes (rows per micro-batch
     in each process, micro-batches per optimiser step) and gradient clipping set from the trainer's config."""
     if is_deepspeed(accelerator):
-        accelerator.state.deepspeed_plugin.deepspeed_config.update(
-            train_micro_batch_size_per_gpu=micro_batch, gradient_accumulation_steps=accumulation,
-            train_batch_size=micro_batch * accumulation * accelerator.num_processes, gradient_clipping=max_grad_norm,
-            zero_allow_untested_optimizer=True)
+        config = accelerator.state.deepspeed_plugin.deepspeed_config
+        config.update(train_micro_batch_size_per_gpu=micro_batch, gradient_accumulation_steps=accumulation,
+                      train_batch_size=micro_batch * accumulation * accelerator.num_processes,
+                      gradient_clipping=max_grad_norm, zero_allow_untested_optimizer=True)
+        zero = config.setdefault("zero_optimization", {})
+        zero.update({key: BUCKET_ELEMENTS for key in BUCKETS if zero.get(key, "auto") == "auto"})  # unless set
     return accelerator.prepare(model, optimizer)
 
 

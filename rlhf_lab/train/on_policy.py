@@ -28,8 +28,8 @@ from rlhf_lab.policy.models import model_id
 from rlhf_lab.reward.sources import as_reward
 from rlhf_lab.train.callbacks import MetricsHistory, default_callbacks
 from rlhf_lab.train.config import OnPolicyConfig
-from rlhf_lab.train.deepspeed_engine import backward, optimizer_step, prepare
 from rlhf_lab.train.constraint import CostConstraint
+from rlhf_lab.train.deepspeed_engine import backward, optimizer_step, prepare
 from rlhf_lab.train.policy_value import (
     PolicyAndValue,
     policy_and_reference,
