@@ -109,20 +109,28 @@ def test_lora_under_zero3_trains_as_under_ddp(tmp_path):
     assert exported and all("lora_" in name for name in exported)
 
 
+@pytest.fixture(scope="module")
+def dpo_alone(tmp_path_factory):
+    """(its data, its summary, its trained model) of examples/train_dpo.py in one process: 6 pairs in batches of 4."""
+    base = tmp_path_factory.mktemp("dpo")
+    data = write_jsonl(base / "preference.jsonl", preference_rows())
+    one = run("--data", str(data), "--out", str(base / "one"), *ARGS)
+    assert one.returncode == 0, one.stderr[-3000:]
+    return data, summary(one.stdout), load_file(str(base / "one" / "model" / "model.safetensors"))
+
+
 @pytest.mark.parametrize("config", STAGES)
-def test_dpo_under_zero_writes_the_model_one_process_writes(config, tmp_path):
+def test_dpo_under_zero_writes_the_model_one_process_writes(config, dpo_alone, tmp_path):
     """examples/train_dpo.py: 6 pairs in batches of 4, in one process and under DeepSpeed (each process scores its
     share of every batch): the same loss and the same trained weights."""
-    data = write_jsonl(tmp_path / "preference.jsonl", preference_rows())
-    one = run("--data", str(data), "--out", str(tmp_path / "one"), *ARGS)
-    assert one.returncode == 0, one.stderr[-3000:]
+    data, theirs, alone = dpo_alone
     zero = run("--data", str(data), "--out", str(tmp_path / "zero"), *ARGS, launch=config, logs=tmp_path / "logs")
     model = tmp_path / "zero" / "model" / "model.safetensors"
     check_launch(zero, tmp_path / "logs", [] if model.exists() else [str(model)])
-    mine, theirs = summary(zero.stdout), summary(one.stdout)
+    mine = summary(zero.stdout)
     assert (mine["processes"], mine["engine"]) == (2, "DEEPSPEED") and mine["updates"] == theirs["updates"] == 2
     assert mine["loss"] == pytest.approx(theirs["loss"], abs=1e-5)
-    trained, alone = load_file(str(model)), load_file(str(tmp_path / "one" / "model" / "model.safetensors"))
+    trained = load_file(str(model))
     from rlhf_lab.policy.models import load_policy
 
     start = load_policy("tiny", device="cpu")[0].state_dict()

@@ -33,7 +33,7 @@ from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
 from rlhf_lab.core.errors import SetupError
 
-__all__ = ["launched_processes", "launched_on_cpu", "launched_deepspeed", "honour_launch", "is_sharded", "zero_stage"]
+__all__ = ["launched_processes", "launched_on_cpu", "launched_deepspeed", "honour_launch", "is_sharded"]
 
 CONFIGS = "configs/accelerate"
 
@@ -96,12 +96,9 @@ def honour_launch(accelerator: Accelerator) -> Accelerator:
 
 
 def is_sharded(accelerator: Accelerator) -> bool:
-    """Whether the prepared model's parameters are FSDP2 shards (each process holds a part of every tensor)."""
+    """Whether each process holds a part of every prepared weight: FSDP2's shards (DTensors) or DeepSpeed ZeRO-3's
+    partitions. Then sampling reads a gathered whole copy (`train.sharding.FullWeights`)."""
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        zero = accelerator.state.deepspeed_plugin.deepspeed_config.get("zero_optimization", {})
+        return int(zero.get("stage", 0)) == 3
     return bool(getattr(accelerator, "is_fsdp2", False))
-
-
-def zero_stage(accelerator: Accelerator) -> int | None:
-    """DeepSpeed's ZeRO stage (3: each process holds a part of every weight) under DeepSpeed, else None."""
-    if accelerator.distributed_type != DistributedType.DEEPSPEED:
-        return None
-    return int(accelerator.state.deepspeed_plugin.deepspeed_config.get("zero_optimization", {}).get("stage", 0))

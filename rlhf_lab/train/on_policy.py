@@ -21,7 +21,7 @@ import torch
 
 from rlhf_lab.core.errors import TrainingDivergedError
 from rlhf_lab.core.hf import adamw, causal_lm, disable_dropout, eager_attention_for_cpu_bf16, make_accelerator
-from rlhf_lab.core.launch import is_sharded, zero_stage
+from rlhf_lab.core.launch import is_sharded
 from rlhf_lab.core.seeding import seed_for, set_seed
 from rlhf_lab.policy.generation import generate
 from rlhf_lab.policy.models import model_id
@@ -114,7 +114,7 @@ class OnPolicyTrainer:
         # Under FSDP2 or ZeRO-3 every process samples from a whole copy of the policy, and the policy's forward runs
         # each row's whole prompt: a shared prefix's extra pass on some processes only would put the layers' gathers
         # out of step.
-        self.sharded = is_sharded(self.accelerator) or zero_stage(self.accelerator) == 3
+        self.sharded = is_sharded(self.accelerator)
         self.full_policy = FullWeights(policy, self.accelerator.device) if self.sharded else None
         model = PolicyAndValue(policy, disable_dropout(critic).requires_grad_(True) if critic is not None else None,
                                value_head, share_prefix=config.share_prompt_prefix and not self.sharded,

@@ -32,7 +32,7 @@ import torch.nn as nn
 from accelerate import Accelerator
 
 from rlhf_lab.core.hf import adamw, causal_lm, disable_dropout, eager_attention_for_cpu_bf16, make_accelerator
-from rlhf_lab.core.launch import is_sharded, zero_stage
+from rlhf_lab.core.launch import is_sharded
 from rlhf_lab.train.deepspeed_engine import prepare
 from rlhf_lab.train.policy_value import policy_and_reference
 from rlhf_lab.train.sharding import FullWeights
@@ -72,7 +72,7 @@ def prepare_scoring_trainer(policy: nn.Module, config, ref_policy: nn.Module | N
     reference copy (`policy_and_reference`), AdamW over the trainable parameters at `config.learning_rate`, and the
     policy as a `ReplyScorer` prepared by accelerate with `config.mixed_precision` (DDP or FSDP2 under a launcher)."""
     accelerator = make_accelerator(config.mixed_precision)
-    sharded = is_sharded(accelerator) or zero_stage(accelerator) == 3  # FSDP2's or ZeRO-3's parts of the weights
+    sharded = is_sharded(accelerator)
     policy, reference = policy_and_reference(disable_dropout(policy), config.lora, ref_policy, accelerator.device)
     eager_attention_for_cpu_bf16(accelerator, policy, reference)
     full_policy = FullWeights(policy, accelerator.device) if sharded else None  # taken before the policy is sharded

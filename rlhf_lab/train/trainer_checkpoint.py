@@ -74,12 +74,14 @@ def save_trainer(trainer, path) -> None:
         return
     if is_deepspeed(acc):
         tensors, optimizer = whole_state(trainer.model)  # every process gathers
-        policy = trainer.full_policy.refresh(trainer.policy) if trainer.sharded else trainer.policy  # ZeRO-3 too
     else:
-        tensors, optimizer, policy = trainable_state_dict(model), trainer.optimizer.state_dict(), trainer.policy
+        tensors, optimizer = trainable_state_dict(model), trainer.optimizer.state_dict()
+    # the adapters' peft export reads whole weights: under ZeRO-3 every process gathers the copy
+    policy = (trainer.full_policy.refresh(trainer.policy) if trainer.sharded else trainer.policy) \
+        if trainer.config.lora else None
     if not acc.is_main_process:
         return
-    adapter = (lambda directory: policy.save_pretrained(directory / "adapter")) if trainer.config.lora else None
+    adapter = (lambda directory: policy.save_pretrained(directory / "adapter")) if policy is not None else None
     save_checkpoint(path, tensors=tensors, state=_run_state(trainer), optimizer=optimizer, rng=rng_state(),
                     extra=adapter)
 
