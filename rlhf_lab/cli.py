@@ -126,10 +126,12 @@ def demo_config(smoke: bool = False, iterations: int = 2, seed: int = 0):
             reward=RewardConfig(batch_size=8, val_fraction=0.25),
             ppo=PPOConfig(batch_size=4, ppo_epochs=2, learning_rate=1e-4,
                           sampling=SamplingConfig(max_new_tokens=8, temperature=1.0)))
-    # Measured on 2 quiet cores (AMD EPYC with bf16, 2026-12-04; notes on issues #17 and #22): 7.0-7.6 min, gold gain
-    # +0.13, +0.26, +0.31 (seeds 0-2, 32 eval prompts x 4, each interval above 0), KL 3.7-4.7 < 6. The reward model
-    # is the embedding one (fitted in seconds): the fine-tuned MiniLM network (reward_kind="network") it replaced gained
-    # +0.04, +0.01, +0.19 against its +0.19, +0.14, +0.34 on the same seeds (16 eval prompts) and took 2 minutes more.
+    # GAE's lambda 1 (lesson 4's, since 2026-12-07 here too): seeds 0-3 on 2 cores (Intel Xeon with AMX, 2026-12-07;
+    # bench/README.md) gained gold +0.22, +0.23, +0.46, +0.34 (32 eval prompts x 4, each interval above 0) against
+    # lambda 0.95's +0.18, +0.08, +0.33, +0.10 (two inside the noise), paired +0.14 [+0.01, +0.27]; KL 5.8-8.0 nats
+    # (the adaptive beta aims at 6) against 3.8-6.4. The reward model is the embedding one (fitted in seconds): the
+    # fine-tuned MiniLM network (reward_kind="network") it replaced gained +0.04, +0.01, +0.19 against its +0.19,
+    # +0.14, +0.34 on seeds 0-2 (16 eval prompts, AMD EPYC, 2026-12-04) and took 2 minutes more.
     # With 32-token replies SmolLM2 rarely reaches EOS, so a missing-EOS penalty would swamp the reward model's signal.
     # lr 2e-5 reached KL 6.2 in 24 updates, 1e-4 reached 10 in two (float32, the network reward model).
     return ExperimentConfig(
@@ -137,7 +139,7 @@ def demo_config(smoke: bool = False, iterations: int = 2, seed: int = 0):
         eval_samples=4, seed=seed, reward_kind="embedding",
         feedback=FeedbackConfig(pairs_per_iteration=96, annotators=3),
         reward=RewardConfig(batch_size=16, learning_rate=2e-4, epochs=3),
-        ppo=PPOConfig(batch_size=8, ppo_epochs=4, learning_rate=1.5e-5, kl_coef=0.1, kl_target=6.0,
+        ppo=PPOConfig(batch_size=8, ppo_epochs=4, learning_rate=1.5e-5, kl_coef=0.1, kl_target=6.0, lam=1.0,
                       missing_eos_penalty=None, sampling=SamplingConfig(max_new_tokens=32, temperature=0.7)))
 
 
