@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from test_distributed import EMBEDDING, SETTINGS, TINY, accelerate_launch, straight_and_resumed
-from test_train_dpo_script import ARGS, check_launch, preference_rows, run, summary, write_jsonl
+from test_train_dpo_script import ARGS, check_launch, one_process_run, run, summary
 
 from rlhf_lab.core.checkpoint import load_checkpoint
 
@@ -113,9 +113,7 @@ def test_lora_under_zero3_trains_as_under_ddp(tmp_path):
 def dpo_alone(tmp_path_factory):
     """(its data, its summary, its trained model) of examples/train_dpo.py in one process: 6 pairs in batches of 4."""
     base = tmp_path_factory.mktemp("dpo")
-    data = write_jsonl(base / "preference.jsonl", preference_rows())
-    one = run("--data", str(data), "--out", str(base / "one"), *ARGS)
-    assert one.returncode == 0, one.stderr[-3000:]
+    data, one = one_process_run(base)
     return data, summary(one.stdout), load_file(str(base / "one" / "model" / "model.safetensors"))
 
 

@@ -58,12 +58,18 @@ def test_bad_data_is_refused_in_one_line(tmp_path):
     assert "dpo needs rows with prompt, chosen, rejected (missing ['chosen', 'rejected'])" in wrong.stderr
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    base = tmp_path_factory.mktemp("train_dpo")
+def one_process_run(base: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    """examples/train_dpo.py in one process on `preference_rows()` into base/one: (its data file, its finished run)."""
     data = write_jsonl(base / "preference.jsonl", preference_rows())
     one = run("--data", str(data), "--out", str(base / "one"), *ARGS)
     assert one.returncode == 0, one.stderr[-3000:]
+    return data, one
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("train_dpo")
+    data, one = one_process_run(base)
     fsdp = run("--data", str(data), "--out", str(base / "fsdp"), *ARGS, launch="fsdp2.yaml", logs=base / "logs")
     model = base / "fsdp" / "model" / "model.safetensors"
     check_launch(fsdp, base / "logs", [] if model.exists() else [str(model)])
