@@ -13,8 +13,8 @@ import torch
 
 import rlhf_lab.core.checkpoint as checkpoint
 import rlhf_lab.core.files as files
-from rlhf_lab.core.checkpoint import (load_checkpoint, load_trainable_state_dict, rng_state, save_checkpoint,
-                                      set_rng_state, trainable_state_dict)
+from rlhf_lab.core.checkpoint import (drop_optimizer_state, load_checkpoint, load_trainable_state_dict, rng_state,
+                                      save_checkpoint, set_rng_state, trainable_state_dict)
 
 
 def save_version(path, version: float):
@@ -148,6 +148,34 @@ def test_a_checkpoint_from_before_checksums_still_loads(tmp_path):
     assert load_checkpoint(path).state["version"] == 1.0
 
 
+def test_dropping_the_optimizer_state_keeps_the_weights_and_their_checksums(tmp_path):
+    path = save_version(tmp_path / "ckpt", 1.0)
+    size = (path / "optimizer.pt").stat().st_size
+    assert drop_optimizer_state(path) == size > 0
+    assert sorted(p.name for p in path.iterdir()) == ["model.safetensors", "rng.json", "state.json"]
+    ckpt = load_checkpoint(path)
+    assert ckpt.optimizer is None and torch.equal(ckpt.tensors["w"], torch.ones(3)) and ckpt.state["version"] == 1.0
+    assert ckpt.state["optimizer_dropped"] is True and hidden_leftovers(path) == []
+    assert drop_optimizer_state(path) == 0  # nothing left to drop
+    data = bytearray((path / "model.safetensors").read_bytes())
+    data[-1] ^= 0x01
+    (path / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="model.safetensors does not match the checksum"):  # still verified
+        load_checkpoint(path)
+
+
+def test_a_crash_between_the_manifest_and_the_delete_leaves_a_checkpoint_that_loads(tmp_path, monkeypatch):
+    path = save_version(tmp_path / "ckpt", 1.0)
+    real_unlink = type(path).unlink
+    monkeypatch.setattr(type(path), "unlink", lambda self, *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        drop_optimizer_state(path)
+    assert (path / "optimizer.pt").is_file()  # still there, no longer in the manifest: never loaded
+    assert load_checkpoint(path).optimizer is None
+    monkeypatch.setattr(type(path), "unlink", real_unlink)
+    assert drop_optimizer_state(path) > 0 and not (path / "optimizer.pt").exists()
+
+
 def test_trainable_state_dict_skips_frozen_and_checks_names():
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
     model[0].requires_grad_(False)
@@ -211,6 +239,9 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny, tmp_path, one_thread, lo
     n_trainable = sum(p.numel() for p in straight.model.parameters() if p.requires_grad)
     assert sum(t.numel() for t in saved.values()) == n_trainable  # LoRA: adapters and value head only
     assert (tmp_path / "c" / "adapter" / "adapter_model.safetensors").is_file() == lora  # peft's own format too
+    drop_optimizer_state(tmp_path / "c")  # what an RLHFRun does to its earlier iterations: weights only
+    with pytest.raises(ValueError, match="without the optimizer state.*RLHFRun.open"):
+        PPOTrainer.resume(tmp_path / "c", fresh(), tokenizer, reward, callbacks=[])
 
 
 @pytest.mark.parametrize("name", ["state.json", "rng.json"])

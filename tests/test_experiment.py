@@ -51,7 +51,8 @@ def test_two_iterations_leave_every_artefact(two_iterations):
         d = path / f"iter_{k:03d}"
         assert (d / "DONE").is_file()
         assert (d / "reward_model").is_dir() and any((d / "reward_model").iterdir())
-        assert (d / "ppo").is_dir()
+        assert (d / "ppo" / "model.safetensors").is_file()  # every iteration's policy
+        assert (d / "ppo" / "optimizer.pt").is_file() == (k == 2)  # the state to resume from: the last one's only
         assert len((d / "eval_samples.jsonl").read_text().splitlines()) == 4
     evaluation = run.evaluation()
     assert evaluation["iteration"].tolist() == [0, 1, 2]
@@ -93,6 +94,7 @@ def test_reopening_continues_at_iteration_three(two_iterations, tmp_path):
     run.run(iterations=3)
     assert run.evaluation()["iteration"].tolist() == [0, 1, 2, 3]
     assert (path / "iter_003" / "DONE").is_file()
+    assert [(path / f"iter_00{k}" / "ppo" / "optimizer.pt").is_file() for k in (1, 2, 3)] == [False, False, True]
     assert run.store.counts()["by_iteration"] == {1: 16, 2: 16, 3: 16}
 
 
@@ -112,6 +114,7 @@ def test_a_crash_mid_ppo_leaves_a_run_that_reopens_cleanly(tmp_path):
     with pytest.raises(Crash):
         run.run()
     assert (path / "iter_001" / "DONE").is_file() and not (path / "iter_002" / "DONE").exists()
+    assert (path / "iter_001" / "ppo" / "optimizer.pt").is_file()  # what the reopened run resumes from
     judged = run.store.counts()["total"]
     reopened = RLHFRun.open(path, callbacks=[])
     assert reopened.iteration == 1 and reopened.trainer.update_ == 2

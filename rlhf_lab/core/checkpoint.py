@@ -12,6 +12,9 @@ generator states as plain numbers: a checkpoint someone else made cannot run cod
 update count, KL coefficient, metrics history: everything else needed to resume exactly; and the SHA-256 of every
 other file, verified on load, so flipped bytes never load silently). A PPO run with LoRA also
 writes adapter/ in peft's own format (`PeftModel.from_pretrained(base, ckpt / "adapter")`).
+
+`drop_optimizer_state` deletes optimizer.pt and keeps the weights (an `RLHFRun` does it for every iteration but its
+last completed one: AdamW's state is twice the weights); such a checkpoint loads with `optimizer` None.
 """
 
 from __future__ import annotations
@@ -26,13 +29,15 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from rlhf_lab.core.files import atomic_directory, existing_or_aside, read_json, verify_digests, write_manifest
+from rlhf_lab.core.files import (atomic_directory, existing_or_aside, read_json, verify_digests, write_atomic,
+                                 write_manifest)
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "rng_to_json",
-           "rng_from_json", "trainable_state_dict", "load_trainable_state_dict"]
+           "rng_from_json", "trainable_state_dict", "load_trainable_state_dict", "drop_optimizer_state"]
 
 MODEL_FILE, OPTIMIZER_FILE, RNG_FILE, STATE_FILE = "model.safetensors", "optimizer.pt", "rng.json", "state.json"
 FORMAT_VERSION = 1
+OPTIMIZER_DROPPED = "optimizer_dropped"
 
 
 @dataclass
@@ -113,13 +118,35 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
                          "another number of processes.")
     if "sha256" in state:  # checkpoints from before checksums load unverified
         verify_digests(path, state.pop("sha256"), "checkpoint")
-    optimizer = torch.load(path / OPTIMIZER_FILE, weights_only=True) if (path / OPTIMIZER_FILE).is_file() else None
+    kept = (path / OPTIMIZER_FILE).is_file() and not state.get(OPTIMIZER_DROPPED)
+    optimizer = torch.load(path / OPTIMIZER_FILE, weights_only=True) if kept else None
     rng = rng_from_json(read_json(path / RNG_FILE)) if (path / RNG_FILE).is_file() else None
     if rng is None and (path / "rng.pt").is_file():  # the older format: a pickle, never unpickled
         warnings.warn(f"{path / 'rng.pt'} is a pickle (written by an older rlhf-lab) and is not loaded (a pickle can "
                       "run code): the run resumes with fresh random generators, so its next samples differ from an "
                       "uninterrupted run's.", stacklevel=2)
     return Checkpoint(path=path, tensors=load_file(str(path / MODEL_FILE)), optimizer=optimizer, rng=rng, state=state)
+
+
+def drop_optimizer_state(path: str | Path) -> int:
+    """Delete the optimizer state (optimizer.pt) of the checkpoint at `path`, keeping its weights, and mark the
+    checkpoint so (state.json's "optimizer_dropped", and its checksums without optimizer.pt). Returns the bytes freed:
+    0 when there is none (already dropped, or a sharded checkpoint, whose parts hold the moments beside the weights).
+    state.json is replaced before the file goes, so a crash between the two leaves a checkpoint that loads."""
+    path = Path(path)
+    file = path / OPTIMIZER_FILE
+    if not file.is_file() or not (path / STATE_FILE).is_file():
+        return 0
+    state = read_json(path / STATE_FILE)
+    if "shards" in state:
+        return 0
+    if not state.get(OPTIMIZER_DROPPED):
+        if "sha256" in state:
+            state["sha256"] = {name: digest for name, digest in state["sha256"].items() if name != OPTIMIZER_FILE}
+        write_atomic(path / STATE_FILE, json.dumps({**state, OPTIMIZER_DROPPED: True}, indent=1))
+    size = file.stat().st_size
+    file.unlink()
+    return size
 
 
 def trainable_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -100,6 +100,11 @@ def load_trainer(trainer, path_or_checkpoint):
     acc, model = trainer.accelerator, trainer.accelerator.unwrap_model(trainer.model)
     if isinstance(path_or_checkpoint, Checkpoint) or not is_sharded_checkpoint(saved_state(path_or_checkpoint)):
         ckpt = path_or_checkpoint if isinstance(path_or_checkpoint, Checkpoint) else load_checkpoint(path_or_checkpoint)
+        if ckpt.optimizer is None:
+            raise ValueError(f"{ckpt.path} holds weights without the optimizer state, so a run cannot resume from it "
+                             "(an RLHFRun keeps that state for its last completed iteration only: reopen the run with "
+                             "RLHFRun.open). To start from these weights: load_trainable_state_dict(policy, "
+                             "load_checkpoint(path).tensors), from rlhf_lab.core.checkpoint.")
         if is_deepspeed(acc):
             load_whole_state(trainer.model, named_whole_state(trainer.model, ckpt.tensors, ckpt.optimizer),
                              ckpt.optimizer["param_groups"])
