@@ -27,10 +27,10 @@ from torch import Tensor
 
 from rlhf_lab.core.batching import length_grouped_batches
 from rlhf_lab.core.errors import TrainingDivergedError
-from rlhf_lab.core.seeding import seed_for, set_seed
+from rlhf_lab.core.seeding import seed_for
 from rlhf_lab.policy.generation import generate
 from rlhf_lab.reward.sources import as_reward
-from rlhf_lab.train.callbacks import LiveView, MetricsHistory, PrintLogger, in_notebook
+from rlhf_lab.train.callbacks import LiveView, PrintLogger, in_notebook
 from rlhf_lab.train.config import OptimConfig
 from rlhf_lab.train.deepspeed_engine import backward, optimizer_step
 from rlhf_lab.train.dpo_data import EncodedPair, PreparedPairs, encode_pairs, pair_logps
@@ -41,7 +41,6 @@ from rlhf_lab.train.scorer import (
     batch_share,
     data_fingerprint,
     gather_kept,
-    prepare_scoring_trainer,
     reference_scores,
     scored_in_shares,
 )
@@ -122,18 +121,11 @@ class DPOTrainer(ScoringTrainer):
 
     def __init__(self, policy, tokenizer, config: DPOConfig | None = None, *, ref_policy=None, callbacks=None,
                  metrics_path=None):
-        self.config = config = config or DPOConfig()
-        self.seed = config.seed_value
-        set_seed(self.seed)
-        self.tokenizer = tokenizer
-        (self.accelerator, self.model, self.optimizer, self.ref_policy,
-         self.full_policy) = prepare_scoring_trainer(policy, config, ref_policy, pair_logps)
-        self.history = MetricsHistory(metrics_path)
+        super().__init__(policy, tokenizer, config or DPOConfig(), ref_policy, pair_logps, metrics_path)
         self.callbacks = ([LiveView(keys=DPO_PLOT_KEYS)] if in_notebook() else [PrintLogger(keys=DPO_PRINT_KEYS)]
                           ) if callbacks is None else list(callbacks)
-        self.update_ = self.pairs_seen_ = self.samples_generated_ = self.tokens_generated_ = 0
+        self.pairs_seen_ = self.samples_generated_ = self.tokens_generated_ = 0
         self.judgments_used_ = self.round_ = self.pairs_below_margin_ = 0
-        self.n_updates_ = None
         self.last_batch_ = None  # the candidates of the latest round (a GenerationBatch)
         self.store_ = None
 

@@ -25,9 +25,9 @@ from torch import Tensor
 
 from rlhf_lab.core.batching import length_grouped_batches
 from rlhf_lab.core.errors import TrainingDivergedError
-from rlhf_lab.core.seeding import seed_for, set_seed
+from rlhf_lab.core.seeding import seed_for
 from rlhf_lab.policy.generation import format_prompts
-from rlhf_lab.train.callbacks import MetricsHistory, PrintLogger
+from rlhf_lab.train.callbacks import PrintLogger
 from rlhf_lab.train.config import OptimConfig
 from rlhf_lab.train.deepspeed_engine import backward, optimizer_step
 from rlhf_lab.train.dpo_data import sequence_logps
@@ -38,7 +38,6 @@ from rlhf_lab.train.scorer import (
     batch_share,
     data_fingerprint,
     gather_kept,
-    prepare_scoring_trainer,
     reference_scores,
     scored_in_shares,
 )
@@ -118,16 +117,9 @@ class KTOTrainer(ScoringTrainer):
 
     def __init__(self, policy, tokenizer, config: KTOConfig | None = None, *, ref_policy=None, callbacks=None,
                  metrics_path=None):
-        self.config = config = config or KTOConfig()
-        self.seed = config.seed_value
-        set_seed(self.seed)
-        self.tokenizer = tokenizer
-        (self.accelerator, self.model, self.optimizer, self.ref_policy,
-         self.full_policy) = prepare_scoring_trainer(policy, config, ref_policy, example_logps)
-        self.history = MetricsHistory(metrics_path)
+        super().__init__(policy, tokenizer, config or KTOConfig(), ref_policy, example_logps, metrics_path)
         self.callbacks = [PrintLogger(keys=KTO_PRINT_KEYS)] if callbacks is None else list(callbacks)
-        self.update_ = self.examples_seen_ = 0
-        self.n_updates_ = None
+        self.examples_seen_ = 0
 
     def _check(self, data) -> pd.DataFrame:
         if hasattr(data, "judgments_df"):

@@ -33,6 +33,8 @@ from accelerate import Accelerator
 
 from rlhf_lab.core.hf import adamw, causal_lm, disable_dropout, eager_attention_for_cpu_bf16, make_accelerator
 from rlhf_lab.core.launch import is_sharded
+from rlhf_lab.core.seeding import set_seed
+from rlhf_lab.train.callbacks import MetricsHistory
 from rlhf_lab.train.deepspeed_engine import prepare
 from rlhf_lab.train.policy_value import policy_and_reference
 from rlhf_lab.train.sharding import FullWeights
@@ -97,6 +99,17 @@ class ScoringTrainer:
     counters: tuple[str, ...] = FIT_POSITION
     fit_start_: int | None = None  # no fit under way
     fit_data_: str | None = None
+
+    def __init__(self, policy: nn.Module, tokenizer, config, ref_policy: nn.Module | None, score: Score,
+                 metrics_path=None):
+        """The start of DPO's and KTO's constructors: the seed (`config.seed_value`) set, the policy, reference and
+        AdamW prepared (`prepare_scoring_trainer`), an empty metrics history (appended to `metrics_path` if given)."""
+        self.config, self.seed, self.tokenizer = config, config.seed_value, tokenizer
+        set_seed(self.seed)
+        (self.accelerator, self.model, self.optimizer, self.ref_policy,
+         self.full_policy) = prepare_scoring_trainer(policy, config, ref_policy, score)
+        self.history = MetricsHistory(metrics_path)
+        self.update_, self.n_updates_ = 0, None
 
     @property
     def policy(self):
