@@ -11,9 +11,8 @@ import platform
 import sys
 from pathlib import Path
 
-from sqlalchemy.exc import OperationalError
-
 from rlhf_lab.core.errors import SetupError
+from rlhf_lab.core.script import command_status
 from rlhf_lab.feedback.class_cli import add_class_commands
 from rlhf_lab.feedback.cli import add_feedback_commands
 from rlhf_lab.loop.export import add_export_command
@@ -21,7 +20,6 @@ from rlhf_lab.policy.models import (
     DEFAULT_POLICY,
     KNOWN_ALIASES,
     OFFLINE_MODELS,
-    ModelNotAvailableError,
     cache_dir,
     default_device,
 )
@@ -330,17 +328,9 @@ def quiet_model_loading() -> None:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except (ModelNotAvailableError, ModuleNotFoundError, ValueError, FileNotFoundError, FileExistsError,
-            PermissionError, SetupError) as err:
-        print(f"rlhf-lab {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except OperationalError as err:  # the database refused: disk full, a read-only file, a locked or lost server
-        print(f"rlhf-lab {args.command}: error: the store refused: {err.orig} (free disk space, check the file's "
-              "permissions, or give another --store)", file=sys.stderr)
-        return 2
-    return 0
+    return command_status(f"rlhf-lab {args.command}", lambda: args.func(args),
+                          (ModuleNotFoundError, ValueError, FileNotFoundError, FileExistsError, PermissionError,
+                           SetupError))  # SetupError: ModelNotAvailableError among them
 
 
 if __name__ == "__main__":

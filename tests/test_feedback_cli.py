@@ -174,13 +174,18 @@ def test_store_and_output_problems_are_one_line(tmp_path, capsys):
         assert err.count("\n") == 1 and message in err and "Traceback" not in err
 
 
-def test_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("entry", ["feedback", "rlhf-lab"])
+def test_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch, entry):
     from sqlalchemy.exc import OperationalError
+
+    import rlhf_lab.cli
 
     def full(*args, **kwargs):
         raise OperationalError("INSERT", {}, sqlite3.OperationalError("database or disk is full"))
 
     monkeypatch.setattr(FeedbackStore, "add_response_groups", full)
-    assert main(["feedback", "simulate", "--store", str(tmp_path / "s.db"), "--model", "corpus", "--items", "2"]) == 2
+    run = main if entry == "feedback" else rlhf_lab.cli.main  # its own entry point, and within rlhf-lab's
+    assert run(["feedback", "simulate", "--store", str(tmp_path / "s.db"), "--model", "corpus", "--items", "2"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "database or disk is full" in err
+    assert err.count("\n") == 1 and "database or disk is full" in err and "the store refused" in err
+    assert err.startswith("rlhf-lab feedback: error:")

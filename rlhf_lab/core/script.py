@@ -3,6 +3,8 @@ torch loads, then the run, with bad input refused in one line (exit 2, no traceb
 the main process as one JSON line.
 
     sys.exit(run_script("train_x.py", build_parser(), check, train))
+
+`command_status` is the same refusal for the `rlhf-lab` commands, where a database that refused is one line too.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 import sys
 from typing import Callable
 
-__all__ = ["run_script"]
+__all__ = ["run_script", "command_status"]
 
 
 def run_script(prog: str, parser: argparse.ArgumentParser, check: Callable, train: Callable[..., dict],
@@ -37,4 +39,22 @@ def run_script(prog: str, parser: argparse.ArgumentParser, check: Callable, trai
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary))
+    return 0
+
+
+def command_status(prog: str, work: Callable[[], object], errors: tuple[type[BaseException], ...]) -> int:
+    """Run `work()` -> exit status 0; an error of a kind in `errors` (bad input), or a database that refused
+    (SQLAlchemy's OperationalError: disk full, a read-only file, a locked or lost server), is one line on stderr
+    naming `prog`, and exit status 2."""
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        work()
+    except errors as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    except OperationalError as err:
+        print(f"{prog}: error: the store refused: {err.orig} (free disk space, check the file's permissions, or give "
+              "another --store)", file=sys.stderr)
+        return 2
     return 0

@@ -19,8 +19,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy.exc import OperationalError
 
+from rlhf_lab.core.script import command_status
 from rlhf_lab.feedback.agreement import panel_agreement
 from rlhf_lab.feedback.crowd import SimulatedCrowd
 from rlhf_lab.feedback.store import FeedbackStore
@@ -231,16 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rlhf-lab")
     add_feedback_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    try:
-        args.func(args)
-    except (ValueError, FileNotFoundError, PermissionError) as err:
-        print(f"rlhf-lab feedback: error: {err}", file=sys.stderr)
-        return 2
-    except OperationalError as err:  # the database refused: disk full, a read-only file, a lost server
-        print(f"rlhf-lab feedback: error: the store refused: {err.orig} (free disk space, check the file's "
-              "permissions, or give another --store)", file=sys.stderr)
-        return 2
-    return 0
+    return command_status("rlhf-lab feedback", lambda: args.func(args), (ValueError, FileNotFoundError, PermissionError))
 
 
 if __name__ == "__main__":
