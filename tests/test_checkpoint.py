@@ -176,6 +176,28 @@ def test_a_crash_between_the_manifest_and_the_delete_leaves_a_checkpoint_that_lo
     assert drop_optimizer_state(path) > 0 and not (path / "optimizer.pt").exists()
 
 
+def test_a_full_disk_is_refused_before_writing_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    path = save_version(tmp_path / "ckpt", 1.0)
+    usage = shutil.disk_usage(tmp_path)
+    needed = 3 * 4  # "w": 3 float32; the optimizer state holds no tensor
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=needed - 1))
+    with pytest.raises(OSError, match="Not enough disk space for the checkpoint .*ckpt") as caught:
+        save_version(path, 2.0)
+    assert caught.value.errno == errno.ENOSPC
+    assert load_checkpoint(path).state["version"] == 1.0 and hidden_leftovers(path) == []
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=needed))
+    assert load_checkpoint(save_version(path, 2.0)).state["version"] == 2.0
+
+
+def test_tensor_bytes_counts_every_tensor_in_a_nest():
+    tree = {"a": torch.zeros(3), "b": [torch.zeros(2, dtype=torch.float16), (torch.zeros(1, dtype=torch.int64),)],
+            "c": 5, "d": "x"}
+    assert checkpoint.tensor_bytes(tree) == 3 * 4 + 2 * 2 + 8
+
+
 def test_trainable_state_dict_skips_frozen_and_checks_names():
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
     model[0].requires_grad_(False)

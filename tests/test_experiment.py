@@ -201,6 +201,24 @@ def test_demo_smoke_writes_a_report(tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err and (out / "feedback.db").is_file()
 
 
+def test_a_full_disk_stops_the_demo_with_one_line_and_keeps_what_was_done(tmp_path, capsys, monkeypatch):
+    import collections
+    import shutil
+
+    out, real = tmp_path / "demo", shutil.disk_usage
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 10**12 - 1000, 1000))  # 1 kB free
+    assert main(["demo", "--smoke", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("rlhf-lab demo: error: Not enough disk space for the checkpoint") and "\n" not in err
+    assert f"{out / 'iter_001' / 'ppo'}: it needs about" in err and "what was saved before is intact" in err
+    assert not (out / "iter_001" / "DONE").exists() and not (out / "iter_001" / "ppo").exists()
+    assert (out / "iter_000" / "eval_samples.jsonl").is_file() and RLHFRun.open(out, callbacks=[]).store.counts()["total"]
+    monkeypatch.setattr(shutil, "disk_usage", real)
+    assert main(["demo", "--smoke", "--out", str(out), "--resume"]) == 0  # space freed: it goes on
+    assert (out / "iter_002" / "DONE").is_file()
+
+
 def test_a_config_json_that_is_not_json_is_named(tmp_path):
     (tmp_path / "config.json").write_text('{"policy": "tiny", ')
     with pytest.raises(ValueError, match="config.json is not valid JSON"):

@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from rlhf_lab.core.files import (atomic_directory, existing_or_aside, read_json, verify_digests, write_atomic,
-                                 write_manifest)
+from rlhf_lab.core.files import (atomic_directory, ensure_free_space, existing_or_aside, read_json, verify_digests,
+                                 write_atomic, write_manifest)
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "rng_to_json",
-           "rng_from_json", "trainable_state_dict", "load_trainable_state_dict", "drop_optimizer_state"]
+           "rng_from_json", "trainable_state_dict", "load_trainable_state_dict", "drop_optimizer_state", "tensor_bytes"]
 
 MODEL_FILE, OPTIMIZER_FILE, RNG_FILE, STATE_FILE = "model.safetensors", "optimizer.pt", "rng.json", "state.json"
 FORMAT_VERSION = 1
@@ -97,6 +97,7 @@ def save_checkpoint(path: str | Path, *, tensors: dict[str, torch.Tensor], state
     """Write a checkpoint atomically to `path` (a directory, replaced if it exists). `state` must be JSON-able;
     `extra(directory)`, when given, writes more files into the checkpoint before it is published."""
     path = Path(path)
+    ensure_free_space(path.parent, tensor_bytes(tensors) + tensor_bytes(optimizer), f"the checkpoint {path}")
     with atomic_directory(path) as tmp:
         if extra is not None:
             extra(tmp)
@@ -106,6 +107,17 @@ def save_checkpoint(path: str | Path, *, tensors: dict[str, torch.Tensor], state
         (tmp / RNG_FILE).write_text(json.dumps(rng_to_json(rng if rng is not None else rng_state())))
         write_manifest(tmp, STATE_FILE, {"format": FORMAT_VERSION, **state})
     return path
+
+
+def tensor_bytes(tree) -> int:
+    """Bytes of every tensor in a nest of dicts, lists and tuples (a state dict, an optimizer's state)."""
+    if isinstance(tree, torch.Tensor):
+        return tree.numel() * tree.element_size()
+    if isinstance(tree, dict):
+        return sum(tensor_bytes(v) for v in tree.values())
+    if isinstance(tree, (list, tuple)):
+        return sum(tensor_bytes(v) for v in tree)
+    return 0
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

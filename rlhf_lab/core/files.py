@@ -4,6 +4,7 @@
         ...
     write_atomic("runs/x/evaluation.csv", text)            # one file, same promise
     verify_digests(folder, file_digests(folder))           # checksums saved with a folder, checked on load
+    ensure_free_space(folder, needed, "the checkpoint")    # before a large write: a full disk is one clear line
 
 A directory is written into a hidden temporary sibling, flushed to disk, then renamed into place with `os.replace`.
 Replacing an existing directory takes two renames (old one aside, new one in); a crash between them leaves the old
@@ -14,6 +15,7 @@ removed by the next write.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -22,7 +24,7 @@ import uuid
 from pathlib import Path
 
 __all__ = ["atomic_directory", "publish_directory", "write_atomic", "aside_copies", "existing_or_aside", "file_digests",
-           "write_manifest", "verify_digests", "read_json"]
+           "write_manifest", "verify_digests", "read_json", "ensure_free_space"]
 
 
 def _fsync_tree(path: Path) -> None:
@@ -142,3 +144,17 @@ def read_json(path: str | Path):
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON ({err}): the file is damaged or was edited; use another copy, "
                          "or make it again.") from None
+
+
+def ensure_free_space(folder: str | Path, needed: int, what: str) -> None:
+    """Raise OSError(ENOSPC) with a message that says what to do when the disk that holds `folder` (or its nearest
+    existing parent) has fewer than `needed` bytes free: checked before a large write, so a full disk is one clear
+    line and not a library's error from a half-written file (which the atomic write discards anyway)."""
+    existing = Path(folder).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise OSError(errno.ENOSPC, f"Not enough disk space for {what}: it needs about {needed / 1e9:.2f} GB and "
+                      f"{free / 1e9:.2f} GB is free on the disk of {existing}. Free some space (an old run folder, "
+                      "say) and run it again: what was saved before is intact.")

@@ -10,6 +10,7 @@ the main process as one JSON line.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -43,9 +44,9 @@ def run_script(prog: str, parser: argparse.ArgumentParser, check: Callable, trai
 
 
 def command_status(prog: str, work: Callable[[], object], errors: tuple[type[BaseException], ...]) -> int:
-    """Run `work()` -> exit status 0; an error of a kind in `errors` (bad input), or a database that refused
-    (SQLAlchemy's OperationalError: disk full, a read-only file, a locked or lost server), is one line on stderr
-    naming `prog`, and exit status 2."""
+    """Run `work()` -> exit status 0; an error of a kind in `errors` (bad input), a database that refused
+    (SQLAlchemy's OperationalError: disk full, a read-only file, a locked or lost server) or a full disk (OSError
+    ENOSPC, as `core.files.ensure_free_space` raises) is one line on stderr naming `prog`, and exit status 2."""
     from sqlalchemy.exc import OperationalError
 
     try:
@@ -56,5 +57,10 @@ def command_status(prog: str, work: Callable[[], object], errors: tuple[type[Bas
     except OperationalError as err:
         print(f"{prog}: error: the store refused: {err.orig} (free disk space, check the file's permissions, or give "
               "another --store)", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        print(f"{prog}: error: {err.strerror}", file=sys.stderr)
         return 2
     return 0

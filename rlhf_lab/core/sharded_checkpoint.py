@@ -32,7 +32,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from rlhf_lab.core.files import existing_or_aside, publish_directory, read_json, verify_digests, write_manifest
+from rlhf_lab.core.checkpoint import tensor_bytes
+from rlhf_lab.core.files import (ensure_free_space, existing_or_aside, publish_directory, read_json, verify_digests,
+                                 write_manifest)
 
 __all__ = ["ShardedCheckpoint", "save_sharded_checkpoint", "open_sharded_checkpoint", "is_sharded_checkpoint",
            "local_chunk", "SPLITS"]
@@ -86,6 +88,7 @@ def save_sharded_checkpoint(path: str | Path, *, tensors: dict[str, torch.Tensor
             tmp.mkdir()
 
     def write_part():
+        ensure_free_space(tmp, tensor_bytes(tensors), f"process {rank}'s part of the checkpoint {path}")
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
                   str(tmp / f"{_stem(rank)}.safetensors"))
         local = {name: list(t.shape) for name, t in tensors.items()}
