@@ -4,6 +4,7 @@ evaluation, and the "done when" check against the simulated crowd's gold utility
 import json
 import math
 import random
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -422,6 +423,13 @@ def test_save_load_round_trip_identical_rewards(tmp_path):
             rm.save(tmp_path / "rm")
     assert RewardModel.load(tmp_path / "rm").norm_mean_ == loaded.norm_mean_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rm"]
+    # a disk without room for the weights is refused before any write, with what to do
+    usage, weights = shutil.disk_usage(tmp_path), (tmp_path / "rm" / "model.safetensors").stat().st_size
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=weights // 2))
+        with pytest.raises(OSError, match="Not enough disk space for the reward model .*rm: it needs about"):
+            rm.save(tmp_path / "rm")
+    assert RewardModel.load(tmp_path / "rm").norm_mean_ == loaded.norm_mean_
 
 
 def test_flipped_bytes_in_a_saved_reward_model_are_refused(tmp_path):

@@ -35,7 +35,8 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from rlhf_lab.core.batching import length_grouped_batches
 from rlhf_lab.core.config import Config, Seeded
-from rlhf_lab.core.files import atomic_directory, verify_digests, write_manifest
+from rlhf_lab.core.checkpoint import tensor_bytes
+from rlhf_lab.core.files import atomic_directory, ensure_free_space, verify_digests, write_manifest
 from rlhf_lab.core.hf import adamw, bf16_compute, disable_dropout, switch_attention
 from rlhf_lab.core.memory import reuse_freed_memory
 from rlhf_lab.core.packed_attention import can_attend_by_segment
@@ -376,6 +377,7 @@ class RewardModel(NormalisedScores):
         meta = {"format": FORMAT_VERSION, "config": asdict(self.config), "norm_mean": self.norm_mean_,
                 "norm_std": self.norm_std_, "tokenizer_fingerprint": tokenizer_fingerprint(self.tokenizer_),
                 "history": self.history_}
+        ensure_free_space(path.parent, tensor_bytes(self.net_.state_dict()), f"the reward model {path}")
         with atomic_directory(path) as tmp:
             save_model(self.net_, str(tmp / "model.safetensors"))
             self.net_.backbone.config.save_pretrained(tmp)
