@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--learning-rate", type=float, default=None, help="default: DPOConfig's / KTOConfig's")
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--lora", type=int, default=0, help="LoRA rank (0: full fine-tuning)")
-    parser.add_argument("--mixed-precision", choices=("auto", "no", "bf16"), default="auto")
+    parser.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/dpo", help="run directory: model/ and metrics.jsonl")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")

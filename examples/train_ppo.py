@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--kl-target", type=float, default=None, help="adapt β towards this KL per reply (nats)")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--lora", type=int, default=0, help="LoRA rank (0: full fine-tuning)")
-    parser.add_argument("--mixed-precision", choices=("auto", "no", "bf16"), default="auto")
+    parser.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/ppo", help="run directory: checkpoint/ and metrics.jsonl")
     parser.add_argument("--checkpoint-every", type=int, default=0,

@@ -56,6 +56,12 @@ def test_bad_data_is_refused_in_one_line(tmp_path):
     wrong = run("--data", str(thumbs), "--out", str(tmp_path / "b"), *ARGS)  # KTO's rows given to DPO
     assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
     assert "dpo needs rows with prompt, chosen, rejected (missing ['chosen', 'rejected'])" in wrong.stderr
+    if not torch.cuda.is_available():  # fp16 with loss scaling needs a GPU: refused here, not run in float32
+        data = write_jsonl(tmp_path / "pairs.jsonl", preference_rows())
+        fp16 = run("--data", str(data), "--out", str(tmp_path / "c"), *ARGS[:-1], "fp16")
+        assert fp16.returncode == 2 and "Traceback" not in fp16.stderr
+        [line] = fp16.stderr.strip().splitlines()
+        assert line.startswith("train_dpo.py: error: mixed_precision='fp16'") and "needs a CUDA GPU" in line
 
 
 def one_process_run(base: Path) -> tuple[Path, subprocess.CompletedProcess]:

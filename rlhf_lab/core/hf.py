@@ -11,11 +11,12 @@ import torch.nn as nn
 from accelerate import Accelerator
 
 from rlhf_lab.core.launch import honour_launch, launched_deepspeed, launched_on_cpu
-from rlhf_lab.core.machine import native_bf16
+from rlhf_lab.core.machine import gpu_native_bf16, native_bf16
 from rlhf_lab.core.memory import reuse_freed_memory
 
 __all__ = ["causal_lm", "cache_argument", "position_ids", "left_padding", "shared_prefix_length", "disable_dropout",
-           "bf16_compute", "eager_attention_for_cpu_bf16", "switch_attention", "make_accelerator", "adamw"]
+           "bf16_compute", "resolve_precision", "eager_attention_for_cpu_bf16", "switch_attention", "make_accelerator",
+           "adamw"]
 
 
 def causal_lm(model: nn.Module) -> nn.Module:
@@ -78,13 +79,32 @@ def disable_dropout(model: nn.Module) -> nn.Module:
 
 def bf16_compute(mixed_precision: str, device: torch.device | str) -> bool:
     """Whether `mixed_precision` ("no", "bf16", "auto") means bf16 autocast on `device`: "auto" is bf16 on a GPU
-    that supports it or on a CPU that multiplies bf16 in hardware (`native_bf16`), float32 elsewhere."""
+    that multiplies bf16 in hardware (`gpu_native_bf16`: Ampere and newer) or on a CPU that does (`native_bf16`),
+    float32 elsewhere."""
     if mixed_precision != "auto":
         return mixed_precision == "bf16"
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return gpu_native_bf16()
     return device.type == "cpu" and native_bf16()
+
+
+def resolve_precision(mixed_precision: str, device: torch.device | str, deepspeed: bool = False) -> str:
+    """The trainers' compute precision for accelerate, "no", "bf16" or "fp16", from a config's "auto", "no", "bf16"
+    or "fp16". "auto": bf16 where `bf16_compute` says so (not under DeepSpeed on a CPU, whose bf16 is slower there);
+    on an older GPU (a Colab T4: bf16 only emulated) fp16 autocast with dynamic loss scaling, not under DeepSpeed
+    (float32 there); float32 elsewhere. "fp16" needs a CUDA GPU and no DeepSpeed: refused in one line otherwise
+    (accelerate would silently compute in float32 on a CPU)."""
+    device = torch.device(device)
+    if mixed_precision == "fp16" and (device.type != "cuda" or deepspeed):
+        raise ValueError("mixed_precision='fp16' (float16 autocast with loss scaling) needs a CUDA GPU and no "
+                         f"DeepSpeed; here ({device.type}{', DeepSpeed' if deepspeed else ''}) use 'auto', 'bf16' "
+                         "or 'no'.")
+    if mixed_precision != "auto":
+        return mixed_precision
+    if bf16_compute("auto", device) and not (deepspeed and device.type == "cpu"):
+        return "bf16"
+    return "fp16" if device.type == "cuda" and not deepspeed else "no"
 
 
 def eager_attention_for_cpu_bf16(accelerator: Accelerator, *models: nn.Module | None) -> None:
@@ -114,19 +134,21 @@ def switch_attention(model: nn.Module, old: str, new: str) -> bool:
 def make_accelerator(mixed_precision: str) -> Accelerator:
     """An Accelerator; in a single process a trainer may change the mixed precision that an earlier one set
     (accelerate keeps it in a process-wide state, which would otherwise refuse: a notebook rerun with a new config).
-    "auto": bf16 on a GPU that supports it or on a CPU that multiplies bf16 in hardware (`native_bf16`: AVX-512 BF16
-    or AMX, where a PPO update's training runs about 1.35× faster: bench/results/speed_cpu; not under DeepSpeed on a
-    CPU), else "no". Weights, gradients and optimiser state stay float32 either way; bf16 is the autocast compute
-    (under DeepSpeed: DeepSpeed's bf16, its weights in bf16 and its optimiser's master copy in float32).
+    "auto" (`resolve_precision`): bf16 on a GPU or CPU that multiplies bf16 in hardware (on a CPU `native_bf16`:
+    AVX-512 BF16 or AMX, where a PPO update's training runs about 1.35× faster: bench/results/speed_cpu; not under
+    DeepSpeed on a CPU), fp16 with loss scaling on an older GPU (a T4), else "no". Weights, gradients and optimiser
+    state stay float32 either way; bf16 or fp16 is the autocast compute (under DeepSpeed: DeepSpeed's bf16, its
+    weights in bf16 and its optimiser's master copy in float32). Under fp16 a step whose gradients overflowed is
+    skipped and the loss scale lowered (`train.deepspeed_engine.optimizer_step`).
 
     Under a launcher (torchrun, `accelerate launch --config_file configs/accelerate/<x>.yaml`) it runs the engine the
     launch describes, on a CPU too (gloo; FSDP2 included), or refuses in one line (`core.launch.honour_launch`).
     On a CPU, glibc's malloc is set to reuse freed large blocks (`core.memory.reuse_freed_memory`)."""
     deepspeed = launched_deepspeed()
     cpu = launched_on_cpu() and not deepspeed
-    if mixed_precision == "auto":
-        device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-        mixed_precision = "bf16" if bf16_compute("auto", device) and not (deepspeed and device == "cpu") else "no"
+    device = "cpu" if cpu else "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() \
+        else "cpu"
+    mixed_precision = resolve_precision(mixed_precision, device, deepspeed)
     try:
         accelerator = honour_launch(Accelerator(mixed_precision=mixed_precision, cpu=cpu))
     except ValueError:

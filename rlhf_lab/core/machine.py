@@ -15,7 +15,7 @@ import platform
 
 import torch
 
-__all__ = ["cpu_features", "machine_info", "native_bf16"]
+__all__ = ["gpu_native_bf16", "cpu_features", "machine_info", "native_bf16"]
 
 BF16_ENV = "RLHF_LAB_CPU_BF16"
 
@@ -72,3 +72,12 @@ def native_bf16() -> bool:
         raise ValueError(f"{BF16_ENV} must be 0 or 1 (or unset to detect), got {forced!r}.")
     info = _this_cpu()
     return bool(info["avx512_bf16"] or info["amx"])
+
+
+def gpu_native_bf16() -> bool:
+    """Whether the current CUDA GPU multiplies bfloat16 in hardware: Ampere (compute capability 8.0) and newer, or
+    any ROCm GPU. `torch.cuda.is_bf16_supported()` also says True on older GPUs (a Colab T4, 7.5), where bf16 is
+    emulated, in float32 and slowly; there the trainers compute in float16 with loss scaling instead."""
+    if not torch.cuda.is_available():
+        return False
+    return bool(torch.version.hip) or torch.cuda.get_device_capability()[0] >= 8

@@ -32,6 +32,7 @@ from transformers import (
 
 from rlhf_lab.core.errors import SetupError
 from rlhf_lab.core.files import atomic_directory
+from rlhf_lab.core.machine import gpu_native_bf16
 
 __all__ = ["CACHE_ENV", "OfflineModel", "SMOLLM2", "OFFLINE_MODELS", "TINY", "DEFAULT_POLICY", "KNOWN_ALIASES",
            "ModelNotAvailableError", "default_device", "default_dtype", "cache_dir", "offline_model_path",
@@ -89,9 +90,10 @@ def default_device() -> torch.device:
 
 
 def default_dtype(device: torch.device | str) -> torch.dtype:
-    """bfloat16 on a CUDA device that supports it, float32 everywhere else (CPU, MPS, older GPUs)."""
+    """bfloat16 on a CUDA GPU that multiplies it in hardware (`gpu_native_bf16`: Ampere and newer), float32 everywhere
+    else (CPU, MPS, older GPUs such as a T4, whose bf16 is emulated and slow)."""
     device = torch.device(device)
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+    if device.type == "cuda" and gpu_native_bf16():
         return torch.bfloat16
     return torch.float32
 

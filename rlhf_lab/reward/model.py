@@ -127,8 +127,8 @@ class RewardConfig(Config, Seeded):
     """"cpu", "cuda", ...; None picks CPU (reward models here are small: the GPU goes to the policy)."""
     mixed_precision: str = "auto"
     """Training compute: "bf16" autocast (weights, gradients and optimiser state stay float32), "no" (float32), or
-    "auto": bf16 on a CPU that multiplies bf16 in hardware (AVX-512 BF16 / AMX) or a GPU that supports it. Scoring
-    after training is float32 either way."""
+    "auto": bf16 on a CPU or GPU that multiplies bf16 in hardware (AVX-512 BF16 / AMX; Ampere and newer), float32 on
+    older GPUs (a T4). Scoring after training is float32 either way."""
 
     def __post_init__(self):
         if self.max_length < 8:

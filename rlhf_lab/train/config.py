@@ -10,7 +10,7 @@ from rlhf_lab.policy.generation import SamplingConfig
 
 __all__ = ["LoraSettings", "OptimConfig", "OnPolicyConfig", "MIXED_PRECISION"]
 
-MIXED_PRECISION = ("no", "bf16", "auto")
+MIXED_PRECISION = ("no", "bf16", "fp16", "auto")
 
 
 @dataclass
@@ -46,7 +46,8 @@ class OptimConfig(Config, Seeded):
     lora: LoraSettings | None = None
     """LoRA settings (the reference is then the policy with its adapters off), or None for full fine-tuning."""
     mixed_precision: str = "auto"
-    """"no", "bf16" or "auto" (bf16 on a GPU that supports it, float32 compute elsewhere), via accelerate."""
+    """"no", "bf16", "fp16" (a CUDA GPU: float16 autocast, loss scaling) or "auto" (bf16 on a GPU or CPU that multiplies
+    bf16 in hardware, fp16 on an older GPU such as a T4, float32 compute elsewhere: `core.hf.resolve_precision`)."""
     seed: int | None = None
     """Seeds sampling, shuffling and initialisation: same seed, same curves (on CPU). None: 0, or the experiment's
     seed inside an `ExperimentConfig`."""
@@ -61,7 +62,7 @@ class OptimConfig(Config, Seeded):
         if not self.learning_rate > 0 or not self.max_grad_norm > 0:
             raise ValueError("learning_rate and max_grad_norm must be positive.")
         if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'auto', got {self.mixed_precision!r}.")
+            raise ValueError(f"mixed_precision must be 'no', 'bf16', 'fp16' or 'auto', got {self.mixed_precision!r}.")
 
 
 

@@ -67,16 +67,21 @@ def backward(accelerator, model, loss: torch.Tensor, boundary: bool = True) -> N
 
 def optimizer_step(accelerator, model, optimizer, max_grad_norm: float, check=None) -> torch.Tensor:
     """Clip the accumulated gradients to `max_grad_norm`, step and zero them; `check(norm)`, if given, sees the
-    gradient norm (before the step; under DeepSpeed after it) and may raise. Returns the norm."""
+    gradient norm (before the step; under DeepSpeed after it) and may raise. Returns the norm. Under fp16 with loss
+    scaling, gradients that overflowed (a non-finite norm) are the scaler's business, not a divergence: the step is
+    skipped, the scale halved and `check` not called, until the scale falls below 1."""
     check = check or (lambda norm: None)
     if is_deepspeed(accelerator):
         model.step()
         norm = torch.as_tensor(model.get_global_grad_norm(), dtype=torch.float32)
         check(norm)
         return norm
-    norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
-    check(norm)
-    optimizer.step()
+    scaler = getattr(accelerator, "scaler", None)  # fp16's loss scaler (accelerate makes one on a GPU)
+    scale = scaler.get_scale() if scaler is not None else None
+    norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)  # unscales fp16's gradients first
+    if scale is None or scale < 1.0 or torch.isfinite(norm).all():
+        check(norm)  # a non-finite norm at a loss scale below 1 is no overflow: the run diverged
+    optimizer.step()  # under fp16, skipped when the gradients overflowed (the scaler then halves its scale)
     optimizer.zero_grad(set_to_none=True)
     return norm
 
