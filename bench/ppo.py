@@ -10,6 +10,8 @@ figures from one run only, and use --repeats to interleave several). Ends with o
                         (variants: full or lora, then _auto, _bf16, _eager, _mmap, _padded, _fullmask, _sdpa,
                         _allrows: see run_lab; and trl)
     python bench/ppo.py --variant full        # one variant in this process (what the driver runs)
+    python bench/ppo.py --device cuda --variants full,full_auto,full_fp16 [--batch 64]   # on a GPU (issue #22):
+                        # also the peak GPU memory (peak_gpu_mb); _auto is bf16 on Ampere and newer, fp16 on a T4
 """
 
 from __future__ import annotations
@@ -42,7 +44,11 @@ def standard_prompts(tokenizer, n: int) -> list[str]:
     return load_prompts("all", split="train", max_tokens=MAX_PROMPT_TOKENS, tokenizer=tokenizer, n=n, seed=0)
 
 
-def run_lab(variant: str, updates: int, model: str, seed: int = 0) -> dict:
+def peak_gpu_mb() -> float | None:
+    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+
+
+def run_lab(variant: str, updates: int, model: str, seed: int = 0, device: str = "cpu", batch: int = BATCH) -> dict:
     """rlhf_lab's PPOTrainer: "full" or "lora", in float32 throughout (the path before the CPU's bf16 was used),
     or with a suffix: "_auto" the lab's defaults (`mixed_precision="auto"` and `decode_precision="auto"`: bf16
     autocast and a bf16 sampling twin on a CPU with native bf16), "_bf16" bf16 autocast with float32 sampling,
@@ -53,7 +59,8 @@ def run_lab(variant: str, updates: int, model: str, seed: int = 0) -> dict:
     with attention row by row (`packed_attention`), "_sdpa" the packed rows' attention by segment through SDPA's CPU
     kernel, as before 2026-12-06's two products around a softmax (`packed_attention.attend_by_products`), "_allrows"
     the output layer and value head on every (row, step), also after a reply's end, as before 2026-12-06
-    (`policy_value.response_rows`).
+    (`policy_value.response_rows`), "_fp16" fp16 autocast with loss scaling (a GPU only).
+    `device`: where the policy lives ("cuda": the trainer follows it); `batch`: prompts per update.
     Per-update and per-phase seconds from the trainer's own metrics."""
     from rlhf_lab.policy.generation import SamplingConfig
     from rlhf_lab.policy.models import load_policy
@@ -62,7 +69,7 @@ def run_lab(variant: str, updates: int, model: str, seed: int = 0) -> dict:
     from rlhf_lab.train.ppo import PPOConfig, PPOTrainer
 
     base, *flags = variant.split("_")
-    policy, tokenizer = load_policy(model, device="cpu", dtype=torch.float32)
+    policy, tokenizer = load_policy(model, device=device, dtype=torch.float32)
     if "eager" in flags:
         policy.config._attn_implementation = "eager"
     if "fullmask" in flags:
@@ -79,20 +86,22 @@ def run_lab(variant: str, updates: int, model: str, seed: int = 0) -> dict:
         rows_of = policy_value.response_rows
         policy_value.response_rows = lambda *args: (policy_value.spread_rows(*rows_of(*args)), None)
     lora = base == "lora"
-    config = PPOConfig(learning_rate=1e-4 if lora else 1e-5, batch_size=BATCH, ppo_epochs=EPOCHS, kl_coef=BETA,
-                       mixed_precision="auto" if "auto" in flags else "bf16" if "bf16" in flags else "no",
+    precision = next((flag for flag in ("auto", "bf16", "fp16") if flag in flags), "no")
+    config = PPOConfig(learning_rate=1e-4 if lora else 1e-5, batch_size=batch, ppo_epochs=EPOCHS, kl_coef=BETA,
+                       mixed_precision=precision,
                        missing_eos_penalty=EOS_PENALTY, lora=LoraSettings() if lora else None, log_samples_every=0,
                        pack_replies="padded" not in flags,
                        seed=seed, sampling=SamplingConfig(max_new_tokens=NEW_TOKENS, temperature=TEMPERATURE,
                                                           decode_precision="auto" if "auto" in flags else "model"))
     trainer = PPOTrainer(policy, tokenizer, "gold", config, callbacks=[PrintLogger(file=sys.stderr)])
-    trainer.train(standard_prompts(tokenizer, BATCH * updates), updates)
+    trainer.train(standard_prompts(tokenizer, batch * updates), updates)
     rows = trainer.history.rows[1:]  # the first update warms up
     phases = {f"{name}_s": statistics.median(r[f"time/{name}_s"] for r in rows)
               for name in ("generation", "scoring", "forward", "optimisation")}
     return {"s_per_update": statistics.median(r["time/update_s"] for r in rows), **phases,
-            "tokens_per_s": sum(r["val/response_length"] * BATCH for r in rows) / sum(r["time/update_s"] for r in rows),
-            "peak_rss_mb": peak_rss_mb(),
+            "tokens_per_s": sum(r["val/response_length"] * batch for r in rows) / sum(r["time/update_s"] for r in rows),
+            "peak_rss_mb": peak_rss_mb(), **({"peak_gpu_mb": peak_gpu_mb()} if device != "cpu" else {}),
+            "precision": trainer.accelerator.mixed_precision,
             "trainable_params_m": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad) / 1e6,
             "final_score": trainer.history.rows[-1]["objective/scores"],
             "scores": [r["objective/scores"] for r in trainer.history.rows],  # every update's, the first included
@@ -146,13 +155,15 @@ def run_variant(variant: str, args) -> dict:
     """One variant in its own process (so that its peak resident memory is its own); its JSON figures."""
     env = {**os.environ, MALLOC_ENV: "0"} if "mmap" in variant.split("_") else None  # glibc's own malloc settings
     out = subprocess.run([sys.executable, __file__, "--variant", variant, "--updates", str(args.updates),
-                          "--threads", str(args.threads), "--model", args.model, "--seed", str(args.seed)],
+                          "--threads", str(args.threads), "--model", args.model, "--seed", str(args.seed),
+                          "--device", args.device, "--batch", str(args.batch)],
                          capture_output=True, text=True, env=env)
     if out.returncode:
         print(out.stderr[-3000:], file=sys.stderr)
         raise SystemExit(f"variant {variant} failed")
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"{variant:>5}: " + ", ".join(f"{k} {v:.3g}" for k, v in result.items() if not isinstance(v, list)),
+    print(f"{variant:>5}: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                                        for k, v in result.items() if not isinstance(v, list)),
           file=sys.stderr)
     return result
 
@@ -170,11 +181,15 @@ def main() -> None:
     parser.add_argument("--variant", help="run this one variant in this process and print its JSON")
     parser.add_argument("--model", default="smollm2-135m", help="policy (\"tiny\" for a smoke run of this script)")
     parser.add_argument("--seed", type=int, default=0, help="the lab's trainers' seed (sampling, shuffling)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the lab's variants only; TRL's runs on the CPU)")
+    parser.add_argument("--batch", type=int, default=BATCH, help="prompts per update (the standard setting: 8)")
     args = parser.parse_args()
+    if args.device != "cpu" and not torch.cuda.is_available():
+        parser.exit(2, f"ppo.py: error: --device {args.device}: no CUDA GPU here; leave it out to run on the CPU.\n")
     torch.set_num_threads(args.threads)
     if args.variant:
         result = (run_trl(args.updates, args.model) if args.variant == "trl" else
-                  run_lab(args.variant, args.updates, args.model, args.seed))
+                  run_lab(args.variant, args.updates, args.model, args.seed, args.device, args.batch))
         print(json.dumps(result))
         return
     variants = args.variants.split(",")
@@ -188,7 +203,8 @@ def main() -> None:
     figures = {}
     for variant, results in runs.items():  # medians over the repeats
         figures.update({f"{variant}_{k}": round(statistics.median(r[k] for r in results), 3) for k in results[0]
-                        if not isinstance(results[0][k], list)})
+                        if isinstance(results[0][k], (int, float))})
+        figures.update({f"{variant}_{k}": results[0][k] for k in results[0] if isinstance(results[0][k], str)})
     if "trl" in runs:
         for variant in (v for v in variants if v != "trl"):
             figures[f"{variant}_speedup_vs_trl"] = round(figures["trl_s_per_update"] /
@@ -198,7 +214,8 @@ def main() -> None:
             if args.repeats > 1:  # each repeat's time ratio (its variant run beside that repeat's TRL run)
                 figures[f"{variant}_time_ratio_vs_trl_per_repeat"] = [
                     round(a["s_per_update"] / b["s_per_update"], 3) for a, b in zip(runs[variant], runs["trl"])]
-    print(json.dumps({"machine": machine_info(), "model": args.model, "threads": args.threads, "updates": args.updates,
+    print(json.dumps({"machine": machine_info(), "model": args.model, "device": args.device, "batch": args.batch,
+                      "threads": args.threads, "updates": args.updates,
                       "repeats": args.repeats, **figures}))
 
 
