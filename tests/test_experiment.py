@@ -202,19 +202,31 @@ def test_demo_smoke_writes_a_report(tmp_path, capsys):
 
 
 def test_a_full_disk_stops_the_demo_with_one_line_and_keeps_what_was_done(tmp_path, capsys, monkeypatch):
+    """Too little room for the run's checkpoints: refused before any work; room for the first checks but not for
+    the checkpoint (the disk filled meanwhile): stopped there, iteration 0 kept; with room again, --resume goes on."""
     import collections
     import shutil
+
+    import rlhf_lab.core.checkpoint as checkpoint
 
     out, real = tmp_path / "demo", shutil.disk_usage
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 10**12 - 1000, 1000))  # 1 kB free
     assert main(["demo", "--smoke", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("rlhf-lab demo: error: Not enough disk space for the checkpoint") and "\n" not in err
-    assert f"{out / 'iter_001' / 'ppo'}: it needs about" in err and "what was saved before is intact" in err
+    assert err.startswith("rlhf-lab demo: error: Not enough disk space for 2 more iterations of the run in") \
+        and "\n" not in err and "what was saved before is intact" in err
+    assert not (out / "iter_000").exists()  # nothing done: refused before iteration 0's evaluation
+    monkeypatch.setattr(shutil, "disk_usage", real)
+    monkeypatch.setattr(checkpoint, "ensure_free_space", lambda folder, needed, what: (_ for _ in ()).throw(
+        OSError(28, f"Not enough disk space for {what}: a test's full disk")))  # the disk filled during the run
+    assert main(["demo", "--smoke", "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"rlhf-lab demo: error: Not enough disk space for the checkpoint {out / 'iter_001' / 'ppo'}: " \
+        "a test's full disk"
     assert not (out / "iter_001" / "DONE").exists() and not (out / "iter_001" / "ppo").exists()
     assert (out / "iter_000" / "eval_samples.jsonl").is_file() and RLHFRun.open(out, callbacks=[]).store.counts()["total"]
-    monkeypatch.setattr(shutil, "disk_usage", real)
+    monkeypatch.undo()
     assert main(["demo", "--smoke", "--out", str(out), "--resume"]) == 0  # space freed: it goes on
     assert (out / "iter_002" / "DONE").is_file()
 

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rlhf_lab.core.checkpoint import drop_optimizer_state
-from rlhf_lab.core.files import read_json, write_atomic
+from rlhf_lab.core.checkpoint import drop_optimizer_state, tensor_bytes
+from rlhf_lab.core.files import ensure_free_space, read_json, write_atomic
 from rlhf_lab.feedback.crowd import SimulatedCrowd
 from rlhf_lab.feedback.gold import GoldUtility
 from rlhf_lab.feedback.store import FeedbackStore
@@ -134,6 +134,7 @@ class RLHFRun:
     def run(self, iterations: int | None = None) -> pd.DataFrame:
         """Run iterations until `iterations` (default: the config's) are complete; returns the evaluation table."""
         target = self._target = iterations or self.config.iterations
+        self._check_disk(target)
         if not (self.path / "evaluation.csv").exists():
             self.log(f"iteration 0: the initial policy on {len(self.eval_prompts)} held-out prompts × "
                      f"{self.config.eval_samples} replies")
@@ -141,6 +142,16 @@ class RLHFRun:
         while self.iteration < target:
             self.run_iteration()
         return self.evaluation()
+
+    def _check_disk(self, target: int) -> None:
+        """Refuse at once, not after minutes of work, when the disk cannot hold the checkpoints still to come: each
+        iteration's trainable weights, and at the end one more optimizer state (AdamW: twice the weights) beside the
+        one it replaces, which goes once the new iteration is done (`core.files.ensure_free_space`)."""
+        left = target - self.iteration
+        if left > 0:
+            weights = tensor_bytes([p for p in self.trainer.model.parameters() if p.requires_grad])
+            ensure_free_space(self.path, (left + 2) * weights, f"{left} more iteration{'s' * (left > 1)} of the run "
+                              f"in {self.path} (each keeps its policy's weights, the last its optimizer state too)")
 
     def run_iteration(self) -> dict:
         """One round: sample → feedback → reward model → PPO → evaluate. Returns the evaluation row."""
