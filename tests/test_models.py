@@ -93,10 +93,17 @@ def test_local_directory_loads_the_same_model(tmp_path, tiny):
 
 
 @pytest.mark.integration
-def test_offline_cache_is_built_once_and_a_corrupt_one_is_rebuilt(tmp_path, monkeypatch):
+def test_a_complete_offline_cache_is_read_and_a_corrupt_one_is_rebuilt(tmp_path, monkeypatch, smollm2):
+    """A copy of the session's cache (converted from the GGUF once per machine) is read as it is; a truncated weights
+    file or a damaged marker is converted from the GGUF again (twice here: the conversion itself is tested)."""
+    import shutil
+
+    target = tmp_path / "models" / "smollm2-135m"
+    shutil.copytree(models.cache_dir() / "models" / "smollm2-135m", target)
+    stamps = {p.name: p.stat().st_mtime_ns for p in target.iterdir()}
     monkeypatch.setenv("RLHF_LAB_CACHE", str(tmp_path))
     model, tok = load_policy("smollm2-135m", device="cpu")
-    target = tmp_path / "models" / "smollm2-135m"
+    assert {p.name: p.stat().st_mtime_ns for p in target.iterdir()} == stamps  # read, not rebuilt
     marker = json.loads((target / "rlhf_lab_cache.json").read_text())
     assert marker["file"] == "SmolLM2-135M-Instruct.Q4_1.gguf" and marker["version"] == "0.1.2"
     weights = target / "model.safetensors"
