@@ -303,13 +303,13 @@ class OnPolicyTrainer:
     def _check_finite(self, quantity: str, value: torch.Tensor) -> None:
         if not torch.isfinite(value).all():
             bad = value.detach().float()
-            half = self.accelerator.mixed_precision if self.accelerator.mixed_precision in ("bf16", "fp16") else None
+            precision = self.accelerator.mixed_precision
             raise TrainingDivergedError(
                 f"{self.method} update {self.update_ + 1}: the {quantity} became non-finite "
                 f"({int((~torch.isfinite(bad)).sum())} of {bad.numel()} values are NaN/inf). Try a lower "
                 f"learning_rate (now {self.config.learning_rate}) or a lower max_grad_norm (now "
-                f"{self.config.max_grad_norm})" + (f", or mixed_precision='no' (float32 compute instead of {half})."
-                                                   if half else "."))
+                f"{self.config.max_grad_norm})" + (f", or mixed_precision='no' (float32 compute instead of {precision})."
+                                                   if precision in ("bf16", "fp16") else "."))
 
     def _check_kl(self, kl: float) -> None:
         cfg = self.config
