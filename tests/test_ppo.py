@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -503,3 +508,40 @@ def test_a_bfloat16_policy_trains_in_float32_and_small_steps_are_not_rounded_awa
     trainer.step(PROMPTS)
     changed = sum(not torch.equal(a, b) for a, b in zip(before, policy.parameters()))
     assert changed == len(before)
+
+
+ONE_PROCESS_RUN = """
+import json, sys, tempfile
+import pandas as pd
+from rlhf_lab.policy.generation import SamplingConfig
+from rlhf_lab.policy.models import tiny_policy
+from rlhf_lab.train.dpo import DPOConfig, DPOTrainer
+from rlhf_lab.train.ppo import PPOConfig, PPOTrainer
+sampling = SamplingConfig(max_new_tokens=4)
+model, tokenizer = tiny_policy("smollm2-135m", seed=0)
+ppo = PPOTrainer(model, tokenizer, lambda texts: [len(t) / 40 for t in texts],
+                 PPOConfig(batch_size=2, sampling=sampling, log_samples_every=0), callbacks=[])
+ppo.step(["hi there", "good morning"])
+path = tempfile.mkdtemp() + "/ckpt"
+ppo.save(path)
+ppo.load_state(path)
+assert ppo.policy is model
+dpo = DPOTrainer(tiny_policy("smollm2-135m", seed=1)[0], tokenizer, DPOConfig(batch_size=2, sampling=sampling),
+                 callbacks=[])
+dpo.fit(pd.DataFrame({"prompt": ["hi", "yo"], "chosen": ["a b", "c"], "rejected": ["d", "e f"]}))
+dpo.policy
+print(json.dumps(sorted(name for name in sys.modules if name.split(".")[0] == "deepspeed")))
+"""
+
+
+def test_a_run_in_one_process_leaves_deepspeed_unimported():
+    """accelerate's `unwrap_model` imports DeepSpeed wherever it is installed (about a second, and a warning in the
+    output of every run on a machine without a GPU): PPO's and DPO's trainers, their policies and PPO's checkpoint
+    unwrap the model without it outside DeepSpeed (`deepspeed_engine.unwrap`)."""
+    if importlib.util.find_spec("deepspeed") is None:
+        pytest.skip("DeepSpeed is not installed here, so nothing could import it")
+    out = subprocess.run([sys.executable, "-c", ONE_PROCESS_RUN], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+    assert "Setting accelerator to CPU" not in out.stderr + out.stdout

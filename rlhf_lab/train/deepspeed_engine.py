@@ -33,13 +33,33 @@ BUCKET_ELEMENTS = 5_000_000
 bucket. DeepSpeed's defaults (5e8, 5e8 and 5e7 elements) are sized for billions of parameters: under ZeRO-2 the
 reduce buffer alone would take 2 GB, more than SmolLM2-135M's weights, gradients and AdamW state together."""
 
-__all__ = ["is_deepspeed", "prepare", "backward", "optimizer_step", "whole_state", "named_whole_state",
+__all__ = ["is_deepspeed", "unwrap", "prepare", "backward", "optimizer_step", "whole_state", "named_whole_state",
            "load_whole_state"]
 
 
 def is_deepspeed(accelerator) -> bool:
     """Whether the trainer's model is a DeepSpeed engine."""
     return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
+def unwrap(accelerator, model: torch.nn.Module) -> torch.nn.Module:
+    """The trainer's own module inside what `prepare` returned: accelerate's `unwrap_model` under DeepSpeed, and
+    elsewhere the same unwrapping (DDP, FSDP1 and torch.compile wrappers) without it. accelerate's imports DeepSpeed
+    wherever it is installed, which takes a second and prints a warning into every run on a machine without a GPU."""
+    if is_deepspeed(accelerator):
+        return accelerator.unwrap_model(model)
+    wrappers: tuple[type, ...] = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
+    if torch.distributed.is_available():
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        wrappers += (FullyShardedDataParallel,)
+    while True:
+        if isinstance(model, wrappers):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):  # torch.compile's wrapper
+            model = model._orig_mod
+        else:
+            return model
 
 
 def prepare(accelerator, model, optimizer, micro_batch: int, accumulation: int, max_grad_norm: float):

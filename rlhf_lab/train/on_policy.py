@@ -29,7 +29,7 @@ from rlhf_lab.reward.sources import as_reward
 from rlhf_lab.train.callbacks import MetricsHistory, default_callbacks
 from rlhf_lab.train.config import OnPolicyConfig
 from rlhf_lab.train.constraint import CostConstraint
-from rlhf_lab.train.deepspeed_engine import backward, optimizer_step, prepare
+from rlhf_lab.train.deepspeed_engine import backward, optimizer_step, prepare, unwrap
 from rlhf_lab.train.policy_value import (
     PolicyAndValue,
     policy_and_reference,
@@ -143,7 +143,7 @@ class OnPolicyTrainer:
     @property
     def policy(self):
         """The policy being trained (peft-wrapped with LoRA), unwrapped from accelerate."""
-        return self.accelerator.unwrap_model(self.model).policy
+        return unwrap(self.accelerator, self.model).policy
 
     def step(self, prompts: list[str]) -> dict:
         """One update (the method's algorithm box); returns its metrics."""

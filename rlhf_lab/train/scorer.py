@@ -35,7 +35,7 @@ from rlhf_lab.core.hf import adamw, causal_lm, disable_dropout, eager_attention_
 from rlhf_lab.core.launch import is_sharded
 from rlhf_lab.core.seeding import set_seed
 from rlhf_lab.train.callbacks import MetricsHistory
-from rlhf_lab.train.deepspeed_engine import prepare
+from rlhf_lab.train.deepspeed_engine import prepare, unwrap
 from rlhf_lab.train.policy_value import policy_and_reference
 from rlhf_lab.train.sharding import FullWeights
 from rlhf_lab.train.trainer_checkpoint import load_trainer, save_trainer, saved_state
@@ -114,7 +114,7 @@ class ScoringTrainer:
     @property
     def policy(self):
         """The policy being trained (peft-wrapped with LoRA), unwrapped from accelerate (under FSDP2: its shards)."""
-        return self.accelerator.unwrap_model(self.model).policy
+        return unwrap(self.accelerator, self.model).policy
 
     @property
     def sharded(self) -> bool:

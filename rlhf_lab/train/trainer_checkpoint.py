@@ -35,7 +35,13 @@ from rlhf_lab.core.sharded_checkpoint import (
     open_sharded_checkpoint,
     save_sharded_checkpoint,
 )
-from rlhf_lab.train.deepspeed_engine import is_deepspeed, load_whole_state, named_whole_state, whole_state
+from rlhf_lab.train.deepspeed_engine import (
+    is_deepspeed,
+    load_whole_state,
+    named_whole_state,
+    unwrap,
+    whole_state,
+)
 from rlhf_lab.train.sharding import load_parts, local_parts, named_parts
 
 __all__ = ["save_trainer", "load_trainer", "saved_state"]
@@ -63,7 +69,7 @@ def save_trainer(trainer, path) -> None:
     update count, counters and metrics history; sharded under FSDP2."""
     acc = trainer.accelerator
     acc.wait_for_everyone()
-    model = acc.unwrap_model(trainer.model)
+    model = unwrap(acc, trainer.model)
     if trainer.sharded and not is_deepspeed(acc):  # FSDP2
         tensors, layout, groups = local_parts(model, trainer.optimizer)
         full = trainer.full_policy.refresh(trainer.policy) if trainer.config.lora else None  # every process gathers
@@ -97,7 +103,7 @@ def saved_state(path) -> dict:
 
 def load_trainer(trainer, path_or_checkpoint):
     """Restore what `save_trainer` wrote into `trainer` (built with the same base policy and config); returns it."""
-    acc, model = trainer.accelerator, trainer.accelerator.unwrap_model(trainer.model)
+    acc, model = trainer.accelerator, unwrap(trainer.accelerator, trainer.model)
     if isinstance(path_or_checkpoint, Checkpoint) or not is_sharded_checkpoint(saved_state(path_or_checkpoint)):
         ckpt = path_or_checkpoint if isinstance(path_or_checkpoint, Checkpoint) else load_checkpoint(path_or_checkpoint)
         if ckpt.optimizer is None:
