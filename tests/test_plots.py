@@ -114,6 +114,8 @@ def test_a_returned_plot_shows_in_jupyter_without_pyplot():
 
 
 def test_report_plots_show_every_value_whole_ticks_and_no_false_curves():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     from rlhf_lab.loop.plots import plot_overoptimisation, plot_ppo_curves, plot_rm_accuracy
 
     evaluation = pd.DataFrame({"iteration": [0, 1, 2], "update": [0, 2, 4], "gold_reward": [1.0, 1.1, 1.15],
@@ -128,6 +130,13 @@ def test_report_plots_show_every_value_whole_ticks_and_no_false_curves():
     assert proxy.get_linestyle() == "None"  # different reward models' scores are not joined into one curve
     offsets = [t.xyann for t in ax.texts]  # labels of close points (it 1, it 2) go to opposite sides
     assert [t.get_text() for t in ax.texts] == ["it 0", "it 1", "it 2"] and offsets[1][1] != offsets[2][1]
+    canvas = FigureCanvasAgg(ax.figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    for text in ax.texts:  # the rightmost label used to run past the frame
+        box = text.get_window_extent(renderer)
+        assert frame.x0 <= box.x0 and box.x1 <= frame.x1, (text.get_text(), box, frame)
     metrics = pd.DataFrame({"update": [1, 2, 3, 4], "objective/scores": [0.1, 0.2, 0.3, 0.4],
                             "objective/rlhf_reward": [0.1, 0.2, 0.3, 0.4], "objective/kl": [0.0, 0.1, 0.2, 0.3]})
     ax_r, ax_kl, _ = plot_ppo_curves(metrics, 2, evaluation=evaluation).axes

@@ -184,8 +184,9 @@ def plot_overoptimisation(evaluation: pd.DataFrame) -> Figure:
         ax.plot(ev["kl"], ev["proxy_reward"], "s", color="tab:blue",
                 label="proxy (that iteration's reward model; not comparable across iterations)")
     for n, (_, row) in enumerate(ev.iterrows()):  # labels alternate above and below: close points do not overlap
+        last = row["kl"] == ev["kl"].max() and n > 0  # the rightmost label left of its point, inside the axes
         ax.annotate(f"it {int(row['iteration'])}", (row["kl"], row["gold_reward"]), textcoords="offset points",
-                    xytext=(5, 7 if n % 2 == 0 else -13), fontsize=8)
+                    xytext=(-5 if last else 5, 7 if n % 2 == 0 else -13), ha="right" if last else "left", fontsize=8)
     ax.set(title="Proxy vs gold reward as KL grows", xlabel="KL to the reference (nats per reply)", ylabel="reward")
     ax.legend(fontsize=8)
     return fig
