@@ -44,7 +44,7 @@ def is_deepspeed(accelerator) -> bool:
 
 def unwrap(accelerator, model: torch.nn.Module) -> torch.nn.Module:
     """The trainer's own module inside what `prepare` returned: accelerate's `unwrap_model` under DeepSpeed, and
-    elsewhere the same unwrapping (DDP, FSDP1 and torch.compile wrappers) without it. accelerate's imports DeepSpeed
+    elsewhere the same unwrapping (DDP, FSDP1 and torch.compile wrappers) without it: `unwrap_model` imports DeepSpeed
     wherever it is installed, which takes a second and prints a warning into every run on a machine without a GPU."""
     if is_deepspeed(accelerator):
         return accelerator.unwrap_model(model)
