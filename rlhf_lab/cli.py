@@ -127,7 +127,10 @@ def demo_config(smoke: bool = False, iterations: int = 2, seed: int = 0):
     # GAE's lambda 1 (lesson 4's, since 2026-12-07 here too): seeds 0-3 on 2 cores (Intel Xeon with AMX, 2026-12-07;
     # bench/README.md) gained gold +0.22, +0.23, +0.46, +0.34 (32 eval prompts x 4, each interval above 0) against
     # lambda 0.95's +0.18, +0.08, +0.33, +0.10 (two inside the noise), paired +0.14 [+0.01, +0.27]; KL 5.8-8.0 nats
-    # (the adaptive beta aims at 6) against 3.8-6.4. The reward model is the embedding one (fitted in seconds): the
+    # against 3.8-6.4, with beta fixed in effect (a horizon of 10,000 replies). At PPOConfig's default horizon since
+    # 2026-12-07 (10 updates' replies) beta adapts towards a KL of 6: seeds 0-3 gained +0.38, +0.19, +0.36, +0.17 at
+    # KL 5.8-7.8 (paired -0.03 [-0.26, +0.19]; bench/results/kl_horizon_demo_cpu.txt). The reward model is the
+    # embedding one (fitted in seconds): the
     # fine-tuned MiniLM network (reward_kind="network") it replaced gained +0.04, +0.01, +0.19 against its +0.19,
     # +0.14, +0.34 on seeds 0-2 (16 eval prompts, AMD EPYC, 2026-12-04) and took 2 minutes more.
     # With 32-token replies SmolLM2 rarely reaches EOS, so a missing-EOS penalty would swamp the reward model's signal.

@@ -246,6 +246,7 @@ def test_openrlhf_rows_and_script_carry_a_demo_runs_settings(demo_run, tmp_path,
                                      "max_epochs", "generate_max_len", "num_episodes")] == \
         [p.batch_size, p.mini_batch_size, p.micro_batch_size, p.ppo_epochs, p.sampling.max_new_tokens, 15]
     assert float(ppo["kl_target"][0]) == pytest.approx(4.0 / 40)  # nats per reply -> per token
+    assert int(ppo["kl_horizon"][0]) == 10 * p.batch_size  # replies: the same β step an update as the lab's
     assert (ppo["prompt_data"], ppo["input_key"], ppo["reward_pretrain"]) == \
         (["prompts.jsonl"], ["prompt"], ["ckpt/rm"])
     kto = cases["kto"]
@@ -279,7 +280,8 @@ def test_verl_rows_and_recipe(demo_run, tmp_path, capsys):
     assert (actor["optim"]["lr"], actor["ppo_mini_batch_size"], actor["ppo_micro_batch_size_per_gpu"],
             actor["ppo_epochs"], actor["clip_ratio"]) == (p.learning_rate, p.mini_batch_size, p.micro_batch_size,
                                                           p.ppo_epochs, p.clip_eps)
-    assert cfg["algorithm"]["kl_ctrl"] == {"type": "adaptive", "kl_coef": 0.05, "target_kl": 0.1, "horizon": 10000}
+    assert cfg["algorithm"]["kl_ctrl"] == {"type": "adaptive", "kl_coef": 0.05, "target_kl": 0.1,
+                                         "horizon": 10 * p.batch_size}  # the lab's default: 10 updates' replies
     assert (cfg["algorithm"]["lam"], cfg["critic"]["cliprange_value"], cfg["trainer"]["total_training_steps"],
             cfg["trainer"]["experiment_name"]) == (0.9, 0.3, 15, "demo")
     assert cfg["actor_rollout_ref"]["model"]["path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"

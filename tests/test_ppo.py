@@ -29,6 +29,7 @@ from rlhf_lab.train.policy_value import (
     shared_prefix_length,
 )
 from rlhf_lab.train.ppo import PPOConfig, PPOTrainer
+from rlhf_lab.train.rloo import RLOOConfig
 
 PROMPTS = ["hi there", "what is a cat?", "tell me a joke", "how are you?", "good morning", "what's up", "I like tea",
            "say something nice"]
@@ -85,6 +86,16 @@ def test_config_derives_and_checks_batch_sizes():
         PPOConfig(value_head="critic")
 
 
+def test_the_adaptive_beta_horizon_defaults_to_ten_updates_of_replies():
+    """None: 10 updates' replies over every process (K_β = 0.1 an update, Ziegler et al.'s gain); a set horizon stays."""
+    assert PPOConfig(batch_size=8).adaptive_kl_horizon() == 80
+    assert PPOConfig(batch_size=4).adaptive_kl_horizon(processes=2) == 80
+    assert RLOOConfig(batch_size=4, rloo_k=3).adaptive_kl_horizon() == 120  # 12 replies an update
+    assert PPOConfig(batch_size=8, kl_horizon=10_000).adaptive_kl_horizon(processes=4) == 10_000
+    with pytest.raises(ValueError, match="kl_horizon must be positive"):
+        PPOConfig(kl_horizon=0)
+
+
 def test_config_round_trips_through_a_dict():
     config = PPOConfig(lora=LoraSettings(r=4), sampling=SamplingConfig(max_new_tokens=5), kl_target=3.0)
     again = PPOConfig.from_dict(dataclasses.asdict(config))
@@ -102,6 +113,16 @@ def test_ppo_raises_a_scripted_reward_while_the_adaptive_kl_leash_holds(tokenize
     recent_kl = [r["objective/kl"] for r in rows[-10:]]
     assert 0.5 * target < sum(recent_kl) / 10 < 1.5 * target and max(recent_kl) < 2 * target
     assert rows[-1]["objective/beta"] != 0.1  # β moved (adaptive)
+
+
+@pytest.mark.parametrize("batch_size", [4, 8])
+def test_the_adaptive_beta_moves_two_percent_an_update_at_the_default_horizon(tokenizer, batch_size):
+    """Far below its target the error is clipped to −0.2, so β·(1 − 0.2·0.1) an update whatever the batch (with a
+    horizon of 10,000 replies it moved 0.016 % an update at 8 replies: fixed in any run the lab makes)."""
+    trainer = make_trainer(tokenizer, kl_coef=0.1, kl_target=1000.0, batch_size=batch_size)
+    trainer.train(PROMPTS, n_updates=3)
+    betas = [r["objective/beta"] for r in trainer.history.rows]  # the β each update was paid with
+    assert betas == pytest.approx([0.1, 0.1 * 0.98, 0.1 * 0.98 ** 2], rel=1e-6)
 
 
 def test_same_seed_same_curve_and_another_seed_another(tokenizer):

@@ -1,7 +1,7 @@
 # Solution to lesson 6, exercise 1: an adaptive β with a KL target.
 fresh_policy, _ = load_policy(model)
 config = PPOConfig(batch_size=4 if smoke else 8, ppo_epochs=2 if smoke else 4, learning_rate=learning_rate,
-                   kl_coef=min(betas), kl_target=2.0, kl_horizon=200, kl_limit=None, missing_eos_penalty=None,
+                   kl_coef=min(betas), kl_target=2.0, kl_limit=None, missing_eos_penalty=None,
                    sampling=sampling, seed=seed)
 trainer = PPOTrainer(fresh_policy, tokenizer, reward=rm, config=config, callbacks=[])
 adaptive = lessons.overoptimisation_curve(trainer, rm, train_prompts, eval_prompts, n_updates=n_updates, every=every, seed=seed)

@@ -191,7 +191,7 @@ def openrlhf_script(settings, data: RecipeData) -> str:
         pretrain=s.model, reward_pretrain="ckpt/rm", critic_pretrain=s.model, save_path="ckpt/ppo",
         prompt_data=data.prompts, input_key="prompt", apply_chat_template=chat, actor_learning_rate=p.learning_rate,
         critic_learning_rate=p.learning_rate, init_kl_coef=p.kl_coef, kl_target=s.kl_target_per_token(),
-        kl_horizon=int(p.kl_horizon) if p.kl_target else None, kl_estimator=p.kl_estimator, eps_clip=p.clip_eps,
+        kl_horizon=int(p.adaptive_kl_horizon()) if p.kl_target else None, kl_estimator=p.kl_estimator, eps_clip=p.clip_eps,
         value_clip=p.vf_clip, gamma=p.gamma, lambd=p.lam, advantage_estimator="gae",
         rollout_batch_size=p.batch_size, micro_rollout_batch_size=p.micro_batch_size,
         train_batch_size=p.mini_batch_size, micro_train_batch_size=p.micro_batch_size, max_epochs=p.ppo_epochs,
@@ -222,7 +222,7 @@ def _verl_config(settings, data: RecipeData) -> dict:
         model.update(lora_rank=p.lora.r, lora_alpha=int(p.lora.alpha), target_modules=p.lora.target_modules)
     kl_ctrl = {"type": "adaptive" if target else "fixed", "kl_coef": p.kl_coef}
     if target:
-        kl_ctrl.update(target_kl=target, horizon=int(p.kl_horizon))
+        kl_ctrl.update(target_kl=target, horizon=int(p.adaptive_kl_horizon()))
     return {
         "data": {"train_files": data.prompts, "val_files": data.prompts, "prompt_key": "prompt",
                  "train_batch_size": p.batch_size, "max_prompt_length": s.prompt_tokens(),

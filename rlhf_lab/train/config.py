@@ -81,8 +81,11 @@ class OnPolicyConfig(OptimConfig):
     """β: weight of the per-token KL penalty (the initial value when kl_target is set)."""
     kl_target: float | None = None
     """Adaptive β (Ziegler et al. 2019): the KL per reply (nats) that β steers towards; None keeps β fixed."""
-    kl_horizon: float = 10000
-    """Adaptive β: replies over which β can change by about e^(±0.2)."""
+    kl_horizon: float | None = None
+    """Adaptive β: replies over which β can change by about e^(±0.2) (the horizon of Ziegler et al.'s code, which
+    used 10,000 with 512 replies an update). None: 10 updates' replies, so that β moves by up to ±2 % an update,
+    their K_β = 0.1, whatever the batch size. A horizon of 10,000 replies at 8 replies an update leaves β fixed for
+    any run the lab makes (±0.016 % an update)."""
     kl_estimator: str = "k1"
     """KL estimate ("k1" or "k3", summed per reply) that the adaptive β and the KL guard watch; both are logged."""
     kl_limit: float | None = 20.0
@@ -128,6 +131,9 @@ class OnPolicyConfig(OptimConfig):
                              "the log-probs are recomputed from the full softmax (PPO checklist 2).")
         if self.kl_target is not None and self.kl_target <= 0:
             raise ValueError(f"kl_target must be positive (nats per reply), got {self.kl_target}.")
+        if self.kl_horizon is not None and self.kl_horizon <= 0:
+            raise ValueError(f"kl_horizon must be positive (replies), or None for 10 updates' replies; got "
+                             f"{self.kl_horizon}.")
         if min(self.cost_limit, self.lambda_init, self.lambda_lr) < 0:
             raise ValueError(f"cost_limit, lambda_init and lambda_lr must be >= 0, got {self.cost_limit}, "
                              f"{self.lambda_init} and {self.lambda_lr}.")
@@ -136,6 +142,10 @@ class OnPolicyConfig(OptimConfig):
     def rollouts_per_update(self) -> int:
         """Replies sampled per update and process."""
         return self.batch_size
+
+    def adaptive_kl_horizon(self, processes: int = 1) -> float:
+        """The adaptive β's horizon in replies: `kl_horizon`, or 10 updates' replies over all processes."""
+        return self.kl_horizon or 10 * self.rollouts_per_update * processes
 
     @property
     def n_minibatches(self) -> int:

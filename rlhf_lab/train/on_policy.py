@@ -123,7 +123,8 @@ class OnPolicyTrainer:
         rows = config.micro_batch_size * config.rollouts_per_update // config.batch_size
         self.model, self.optimizer = prepare(self.accelerator, model, optimizer, rows, config.grad_accumulation_steps,
                                              config.max_grad_norm)
-        self.kl_ctl = (AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
+        self.kl_ctl = (AdaptiveKLController(config.kl_coef, config.kl_target,
+                                            config.adaptive_kl_horizon(self.accelerator.num_processes))
                        if config.kl_target is not None else FixedKLController(config.kl_coef))
         self.constraint = CostConstraint.from_config(cost, flag_rule, config, reduce=lambda x: self.accelerator.reduce(
             x.to(self.accelerator.device), reduction="mean"))
