@@ -83,6 +83,24 @@ def test_ppo_curves_smooth_within_each_iteration_only():
     assert [list(ln.get_ydata()) for ln in ax_kl.lines if ln.get_label() == "KL on eval prompts"] == [[0, 2, 4.5]]
 
 
+def test_ppo_curves_draw_an_adaptive_beta_beside_the_kl():
+    """With a KL target the β that steers it is drawn on the KL panel's right axis, named in its legend; a fixed β
+    (no target) adds nothing."""
+    from rlhf_lab.loop.plots import plot_ppo_curves
+
+    metrics = pd.DataFrame({"update": [1, 2, 3, 4], "objective/scores": [0.0, 0.1, 0.2, 0.3],
+                            "objective/kl": [0.0, 2.0, 7.0, 8.0], "objective/beta": [0.1, 0.098, 0.096, 0.098]})
+    evaluation = pd.DataFrame({"iteration": [0, 1], "update": [0, 4], "gold_reward": [1.0, 1.2], "kl": [0.0, 7.5]})
+    ax_r, ax_kl, ax_gold, ax_beta = plot_ppo_curves(metrics, 4, kl_target=6.0, evaluation=evaluation).axes
+    (beta,) = ax_beta.lines
+    assert list(beta.get_ydata()) == [0.1, 0.098, 0.096, 0.098] and ax_beta.get_ylim() == (0, 0.2)
+    labels = [t.get_text() for t in ax_beta.get_legend().get_texts()]  # one legend, on the axes drawn last
+    assert labels == ["KL(π‖π_ref) per reply (mean of 4)", "KL target", "KL on eval prompts", "β, adaptive (right axis)"]
+    assert ax_kl.get_legend() is None
+    fixed = plot_ppo_curves(metrics, 4, evaluation=evaluation)
+    assert len(fixed.axes) == 3 and "KL target" not in [t.get_text() for t in fixed.axes[1].get_legend().get_texts()]
+
+
 def test_sample_table_shows_distinct_prompts_with_their_first_reply(tmp_path):
     import json
 

@@ -165,12 +165,20 @@ def plot_ppo_curves(metrics: pd.DataFrame, updates_per_iteration: int, kl_target
         ax_gold.set_ylabel("gold reward (eval prompts)", color="tab:orange")
         ax_gold.legend(loc="lower right", fontsize=8)
         ax_kl.plot(ev["update"], ev["kl"], "s", color="black", label="KL on eval prompts")
+    legend_ax = ax_kl
+    if kl_target is not None and "objective/beta" in metrics and len(metrics):  # the adaptive β, steering the KL
+        legend_ax = ax_kl.twinx()
+        legend_ax.plot(metrics["update"], metrics["objective/beta"], color="tab:purple", linewidth=1.2,
+                       label="β, adaptive (right axis)")
+        legend_ax.set_ylim(0, 2 * metrics["objective/beta"].max())  # its line stays under the legend
+        legend_ax.set_ylabel("β (weight of the KL penalty)", color="tab:purple")
     several = len(metrics) and metrics["update"].max() > updates_per_iteration  # more than one iteration drawn
     ax_r.set(title="Reward during PPO" + (" (dotted: new iteration, new reward model)" if several else ""),
              xlabel="PPO update", ylabel="reward")
     ax_kl.set(title="KL to the reference policy", xlabel="PPO update", ylabel="nats")
     ax_r.legend(loc="upper left", fontsize=8)
-    ax_kl.legend(loc="best", fontsize=8)
+    handles = [h for ax in dict.fromkeys((ax_kl, legend_ax)) for h in ax.get_legend_handles_labels()[0]]
+    legend_ax.legend(handles=handles, loc="upper left" if legend_ax is not ax_kl else "best", fontsize=8)  # on top
     return fig
 
 
