@@ -197,8 +197,23 @@ def test_demo_smoke_writes_a_report(tmp_path, capsys):
     assert "## The same eval prompts across iterations" in summary and "iteration 2" in summary
     assert "**A smoke run**" in summary and "gold gain vs start" in summary and "rm/val_accuracy" not in summary
     assert "| nan |" not in summary and "| 0 | 0 | 0.375 | – |" in summary  # iteration 0 has no reward model yet
+    assert "KL to the reference" in summary and "(β fixed at 0.05)." in summary  # the smoke run's PPO has no target
     assert main(["demo", "--smoke", "--out", str(out)]) == 2  # a second run never deletes the first silently
     assert "--resume" in capsys.readouterr().err and (out / "feedback.db").is_file()
+
+
+def test_the_summary_says_how_an_adaptive_beta_moved():
+    from rlhf_lab.loop.report import kl_sentence
+
+    metrics = pd.DataFrame({"update": [2, 1, 3], "objective/beta": [0.098, 0.1, 0.09604]})
+    last = {"kl": 7.836}
+    assert kl_sentence(last, PPOConfig(batch_size=8, kl_target=6.0), metrics) == (
+        " KL to the reference 7.84 nats per reply; β adapted towards a KL of 6 per reply, by at most 2 % an update: "
+        "0.1 in the first update, 0.096 in the last.")
+    assert "by at most 0.016 % an update" in kl_sentence(last, PPOConfig(kl_target=6.0, kl_horizon=10_000), metrics)
+    assert kl_sentence(last, PPOConfig(kl_coef=0.1), metrics.assign(**{"objective/beta": 0.1})).endswith(
+        "(β fixed at 0.1).")
+    assert kl_sentence(last, PPOConfig(), metrics.head(0)) == " KL to the reference 7.84 nats per reply."
 
 
 def test_a_full_disk_stops_the_demo_with_one_line_and_keeps_what_was_done(tmp_path, capsys, monkeypatch):

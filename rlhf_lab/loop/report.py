@@ -21,7 +21,7 @@ from rlhf_lab.loop.plots import (
     plot_taste,
 )
 
-__all__ = ["sample_table", "run_figures", "markdown_table", "write_report", "write_taste_report"]
+__all__ = ["sample_table", "run_figures", "markdown_table", "kl_sentence", "write_report", "write_taste_report"]
 
 
 def sample_table(run_dir: str | Path, n_prompts: int = 5) -> pd.DataFrame:
@@ -89,6 +89,19 @@ def _gold_change(first, last, config) -> str:
             f"{config.eval_prompts} eval prompts × {config.eval_samples} replies): {last['verdict_vs_initial']}.")
 
 
+def kl_sentence(last, ppo, metrics: pd.DataFrame) -> str:
+    """The run's last KL in words, with the β that weighed it: fixed, or adapting towards the target (start → end)."""
+    text = f" KL to the reference {last['kl']:.2f} nats per reply"
+    if "objective/beta" not in metrics or not len(metrics):
+        return text + "."
+    beta = metrics.sort_values("update")["objective/beta"]
+    if ppo.kl_target is None:
+        return text + f" (β fixed at {beta.iloc[-1]:.3g})."
+    step = 20 * ppo.rollouts_per_update / ppo.adaptive_kl_horizon()  # % an update: the error is clipped to ±0.2
+    return text + (f"; β adapted towards a KL of {ppo.kl_target:g} per reply, by at most {step:.2g} % an update: "
+                   f"{beta.iloc[0]:.3g} in the first update, {beta.iloc[-1]:.3g} in the last.")
+
+
 def write_report(run, out: str | Path | None = None) -> Path:
     """PNG figures, metrics CSVs and summary.md into `out` (default run_dir/report); returns the folder."""
     out = Path(out or run.path / "report")
@@ -111,7 +124,7 @@ def write_report(run, out: str | Path | None = None) -> Path:
           if random_model else []),
         f"Policy `{run.config.policy}`, {run.iteration} iteration(s) of {run.config.ppo_updates} PPO updates, "
         f"{run.store.counts()['total']} judgments in the store.", "",
-        _gold_change(first, last, run.config) + f" KL to the reference {last['kl']:.2f} nats per reply.", "",
+        _gold_change(first, last, run.config) + kl_sentence(last, run.config.ppo, run.ppo_metrics()), "",
         "## Evaluation per iteration", "", markdown_table(evaluation[keep].rename(columns=COLUMN_WORDS)), "",
         "## Figures", "", "![PPO curves](ppo_curves.png)", "", "![Over-optimisation](over_optimisation.png)", "",
         "![Reward-model accuracy](rm_accuracy.png)", "",
