@@ -20,6 +20,7 @@ from rlhf_lab.loop.plots import (
     plot_rm_accuracy,
     plot_taste,
 )
+from rlhf_lab.train.ppo_math import AdaptiveKLController
 
 __all__ = ["sample_table", "run_figures", "markdown_table", "kl_sentence", "write_report", "write_taste_report"]
 
@@ -97,7 +98,7 @@ def kl_sentence(last, ppo, metrics: pd.DataFrame) -> str:
     beta = metrics.sort_values("update")["objective/beta"]
     if ppo.kl_target is None:
         return text + f" (β fixed at {beta.iloc[-1]:.3g})."
-    step = 20 * ppo.rollouts_per_update / ppo.adaptive_kl_horizon()  # % an update: the error is clipped to ±0.2
+    step = 100 * AdaptiveKLController.largest_step(ppo.rollouts_per_update, ppo.adaptive_kl_horizon())  # %
     return text + (f"; β adapted towards a KL of {ppo.kl_target:g} per reply, by at most {step:.2g} % an update: "
                    f"{beta.iloc[0]:.3g} in the first update, {beta.iloc[-1]:.3g} in the last.")
 
@@ -110,7 +111,8 @@ def write_report(run, out: str | Path | None = None) -> Path:
         fig.savefig(out / f"{name}.png", dpi=110)
     evaluation = run.evaluation()
     evaluation.to_csv(out / "evaluation.csv", index=False)
-    run.ppo_metrics().to_csv(out / "ppo_metrics.csv", index=False)
+    metrics = run.ppo_metrics()
+    metrics.to_csv(out / "ppo_metrics.csv", index=False)
     first, last = evaluation.iloc[0], evaluation.iloc[-1]
     keep = [c for c in ("iteration", "update", "gold_reward", "proxy_reward", "kl", "rm/val_accuracy",
                         "gold_gain_vs_initial", "gold_gain_vs_initial_ci_low", "gold_gain_vs_initial_ci_high",
@@ -124,7 +126,7 @@ def write_report(run, out: str | Path | None = None) -> Path:
           if random_model else []),
         f"Policy `{run.config.policy}`, {run.iteration} iteration(s) of {run.config.ppo_updates} PPO updates, "
         f"{run.store.counts()['total']} judgments in the store.", "",
-        _gold_change(first, last, run.config) + kl_sentence(last, run.config.ppo, run.ppo_metrics()), "",
+        _gold_change(first, last, run.config) + kl_sentence(last, run.config.ppo, metrics), "",
         "## Evaluation per iteration", "", markdown_table(evaluation[keep].rename(columns=COLUMN_WORDS)), "",
         "## Figures", "", "![PPO curves](ppo_curves.png)", "", "![Over-optimisation](over_optimisation.png)", "",
         "![Reward-model accuracy](rm_accuracy.png)", "",

@@ -205,13 +205,20 @@ def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> Tensor:
 class AdaptiveKLController:
     """β ← β·(1 + clip(KL/target − 1, −0.2, 0.2)·n_steps/horizon): β rises while KL is above target, falls below."""
 
+    error_clip = 0.2
+
     def __init__(self, init_kl_coef: float, target: float, horizon: float):
         self.value = init_kl_coef
         self.target = target
         self.horizon = horizon
 
+    @classmethod
+    def largest_step(cls, n_steps: int, horizon: float) -> float:
+        """The largest relative change of β in one update of `n_steps` replies: clip·n_steps/horizon."""
+        return cls.error_clip * n_steps / horizon
+
     def update(self, current_kl: float, n_steps: int) -> None:
-        proportional_error = min(max(float(current_kl) / self.target - 1.0, -0.2), 0.2)
+        proportional_error = min(max(float(current_kl) / self.target - 1.0, -self.error_clip), self.error_clip)
         self.value *= 1.0 + proportional_error * n_steps / self.horizon
 
 
