@@ -3,11 +3,13 @@ and the simulated learner is Boltzmann-rational, seeded and resumable through th
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
 from rlhf_lab.feedback.store import FeedbackStore
-from rlhf_lab.feedback.tastes import TASTES, SimulatedLearner, load_taste
+from rlhf_lab.feedback.tastes import TASTES, SimulatedLearner, check_taste, load_taste
 
 PROMPT = "What do you like to do on weekends?"
 
@@ -36,6 +38,27 @@ def test_a_taste_of_your_own_loads_as_module_function(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="Cannot import 'not_a_module'"):
         load_taste("not_a_module:f")
     assert set(TASTES) == {"short", "questions", "enthusiastic", "formal", "gold"}
+
+
+def test_reading_a_config_that_names_a_module_taste_imports_nothing(tmp_path, monkeypatch):
+    """A shared run's config.json may name a module inside the run folder: reading the config (opening, exporting,
+    reporting the run) must not import it; only a stand-in that judges loads it."""
+    from rlhf_lab.loop.experiment import ExperimentConfig, FeedbackConfig
+
+    (tmp_path / "payload_taste.py").write_text("import pathlib\npathlib.Path('ran.txt').write_text('imported')\n"
+                                               "def taste(prompt, reply):\n    return 0.0\n")
+    monkeypatch.chdir(tmp_path)
+    saved = ExperimentConfig(feedback=FeedbackConfig(learner="me", stand_in="payload_taste:taste")).to_dict()
+    config = ExperimentConfig.from_dict(saved)
+    assert config.feedback.stand_in == "payload_taste:taste"
+    assert not (tmp_path / "ran.txt").exists() and "payload_taste" not in sys.modules
+    with pytest.raises(ValueError, match="Unknown taste 'payload_taste'"):
+        FeedbackConfig(learner="me", stand_in="payload_taste")  # no ':function': refused in one line, not imported
+    with pytest.raises(ValueError, match="Unknown taste 'os.system\\(1\\):x'"):
+        check_taste("os.system(1):x")
+    assert load_taste("payload_taste:taste")("hi", "there") == 0.0  # used: imported now, as asked
+    assert (tmp_path / "ran.txt").read_text() == "imported"
+    monkeypatch.delitem(sys.modules, "payload_taste")
 
 
 def test_the_learner_chooses_like_bradley_terry():

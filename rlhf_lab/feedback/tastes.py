@@ -25,7 +25,7 @@ import numpy as np
 
 from rlhf_lab.feedback.gold import GoldUtility
 
-__all__ = ["TASTES", "Taste", "load_taste", "SimulatedLearner", "short_replies", "asks_back", "enthusiastic",
+__all__ = ["TASTES", "Taste", "load_taste", "check_taste", "SimulatedLearner", "short_replies", "asks_back", "enthusiastic",
            "formal", "gold_taste"]
 
 Taste = Callable[[str, str], float]
@@ -74,19 +74,31 @@ TASTES: dict[str, Taste] = {"short": short_replies, "questions": asks_back, "ent
                             "formal": formal, "gold": gold_taste}
 
 
+_MODULE_FUNCTION = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+
+
+def check_taste(spec) -> None:
+    """Refuse, in one line, what `load_taste` could not load, without importing anything: a config read from a file
+    (a run's config.json) is checked this way, so opening someone's run never runs their code. A "module:function"
+    taste is imported only when its simulated learner judges or is evaluated."""
+    if callable(spec):
+        return
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"A taste is a name ({', '.join(TASTES)}), 'module:function' or a function; got {spec!r}.")
+    if spec not in TASTES and not _MODULE_FUNCTION.fullmatch(spec):
+        raise ValueError(f"Unknown taste {spec!r}: use one of {', '.join(TASTES)}, or 'module:function' for your own "
+                         "function (prompt, reply) -> float.")
+
+
 def load_taste(spec) -> Taste:
     """A taste by name (`TASTES`), as "module:function" (imported from the current directory or PYTHONPATH), or a
     callable (prompt, reply) -> float given as is."""
+    check_taste(spec)
     if callable(spec):
         return spec
-    if not isinstance(spec, str) or not spec:
-        raise ValueError(f"A taste is a name ({', '.join(TASTES)}), 'module:function' or a function; got {spec!r}.")
     if spec in TASTES:
         return TASTES[spec]
     module_name, _, function = spec.partition(":")
-    if not function:
-        raise ValueError(f"Unknown taste {spec!r}: use one of {', '.join(TASTES)}, or 'module:function' for your own "
-                         "function (prompt, reply) -> float.")
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))
     try:

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from rlhf_lab.core.config import Config, as_config
-from rlhf_lab.feedback.tastes import load_taste
+from rlhf_lab.feedback.tastes import check_taste
 from rlhf_lab.reward.embedding import EmbeddingRewardConfig
 from rlhf_lab.reward.model import RewardConfig
 from rlhf_lab.train.ppo import PPOConfig
@@ -50,7 +50,8 @@ class FeedbackConfig(Config):
     judge; 1: as much)."""
     stand_in: str = "gold"
     """With a `learner`: the taste (`feedback.tastes.load_taste`: "gold", "short", "questions", ...) of the
-    simulated learner who judges an iteration nobody rated."""
+    simulated learner who judges an iteration nobody rated. A "module:function" of your own is imported when that
+    learner judges or its run is evaluated, never when a config is read."""
     learner_minimum: int = 4
     """With a `learner`: the fewest of an iteration's pairs they must judge for their judgments to be used."""
 
@@ -70,7 +71,7 @@ class FeedbackConfig(Config):
             if self.learner_minimum < 1 or self.learner_minimum > self.pairs_per_iteration:
                 raise ValueError(f"learner_minimum must be between 1 and pairs_per_iteration "
                                  f"({self.pairs_per_iteration}), got {self.learner_minimum}.")
-            load_taste(self.stand_in)  # an unknown taste fails here, in one line, not an iteration later
+            check_taste(self.stand_in)  # an unknown taste fails here, in one line; nothing is imported
 
 
 @dataclass
