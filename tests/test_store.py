@@ -314,6 +314,37 @@ def test_export_csv(filled, tmp_path):
     assert store.export_csv(tmp_path / "p.csv", what="pairs") == 1
 
 
+def test_an_export_that_fails_halfway_leaves_the_previous_file_whole(filled, tmp_path, monkeypatch):
+    """Exports are written whole or not at all: a crash while writing must not leave a shorter file that still
+    reads as valid in place of the previous export."""
+    from rlhf_lab.feedback import exchange
+
+    store, ids, items = filled
+    store.record_pairwise(items["pair"], "ann", "A")
+    store.record_thumbs(ids[0], "ann", True)
+    (tmp_path / "exports").mkdir()
+    paths = {name: tmp_path / "exports" / name for name in ("pairs.jsonl", "judgments.csv", "thumbs.jsonl")}
+    for name, path in paths.items():
+        path.write_text(f"the previous export of {name}\n")
+
+    def crash(*args, **kwargs):
+        raise OSError("disk went away")
+    monkeypatch.setattr(exchange.json, "dumps", crash)
+    for call, path in ((lambda p: store.export_jsonl(p), paths["pairs.jsonl"]),
+                       (lambda p: exchange.export_unpaired_jsonl(store, p), paths["thumbs.jsonl"])):
+        with pytest.raises(OSError, match="disk went away"):
+            call(path)
+    monkeypatch.undo()
+    monkeypatch.setattr(pd.DataFrame, "to_csv", crash)
+    with pytest.raises(OSError, match="disk went away"):
+        store.export_csv(paths["judgments.csv"])
+    monkeypatch.undo()
+    for name, path in paths.items():
+        assert path.read_text() == f"the previous export of {name}\n"
+    assert sorted(p.name for p in (tmp_path / "exports").iterdir()) == sorted(paths)  # no temporary file left
+    assert store.export_jsonl(paths["pairs.jsonl"]) == 1 and "chosen" in paths["pairs.jsonl"].read_text()
+
+
 def test_flags_constant_and_empty_flags_allowed(filled):
     store, ids, _ = filled
     assert FLAGS == ("harmful", "biased", "off_topic", "factually_wrong", "other")

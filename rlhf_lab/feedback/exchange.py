@@ -15,6 +15,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from rlhf_lab.core.files import write_atomic
 from rlhf_lab.feedback.schema import item_responses_t, items_t, judgments_t, responses_t
 from rlhf_lab.feedback.validation import pair_row
 
@@ -26,15 +27,15 @@ def export_jsonl(store, path: str | Path, include_ties: bool = False) -> int:
     iteration, model, annotator, tie and source_kind. Ties are left out unless `include_ties` (trainers such as
     TRL would read a tie as a preference). Returns the number of lines written."""
     pairs = store.preference_pairs(include_ties=include_ties)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for p in pairs.itertuples():
-            row = dict(prompt=p.prompt, chosen=p.chosen, rejected=p.rejected)
-            if not math.isnan(p.margin):
-                row["margin"] = p.margin
-            row.update(tie=bool(p.tie), annotator=p.annotator, iteration=int(p.iteration), model=p.model,
-                       source_kind=p.source_kind)
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    lines = []
+    for p in pairs.itertuples():
+        row = dict(prompt=p.prompt, chosen=p.chosen, rejected=p.rejected)
+        if not math.isnan(p.margin):
+            row["margin"] = p.margin
+        row.update(tie=bool(p.tie), annotator=p.annotator, iteration=int(p.iteration), model=p.model,
+                   source_kind=p.source_kind)
+        lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+    write_atomic(path, "".join(lines))  # a crash leaves the previous export whole, never a shorter valid one
     return len(pairs)
 
 def import_jsonl(store, path: str | Path, annotator: str = "imported", model: str = "imported",
@@ -87,8 +88,7 @@ def export_csv(store, path: str | Path, what: str = "judgments") -> int:
     for col in ("response_ids", "responses", "answer"):
         if col in df:
             df[col] = df[col].map(lambda v: json.dumps(v, ensure_ascii=False))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(path, index=False)
+    write_atomic(path, df.to_csv(index=False))
     return len(df)
 
 
@@ -98,10 +98,7 @@ def export_unpaired_jsonl(store, path: str | Path) -> int:
     from rlhf_lab.feedback.preferences import unpaired_examples
 
     examples = unpaired_examples(store)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for e in examples.itertuples():
-            f.write(json.dumps(dict(prompt=e.prompt, completion=e.completion, label=bool(e.label),
-                                    annotator=e.annotator, iteration=int(e.iteration), model=e.model),
-                               ensure_ascii=False) + "\n")
+    write_atomic(path, "".join(json.dumps(dict(prompt=e.prompt, completion=e.completion, label=bool(e.label),
+                                               annotator=e.annotator, iteration=int(e.iteration), model=e.model),
+                                          ensure_ascii=False) + "\n" for e in examples.itertuples()))
     return len(examples)
