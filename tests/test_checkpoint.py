@@ -6,6 +6,7 @@ import json
 import math
 import os
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -261,6 +262,13 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny, tmp_path, one_thread, lo
     n_trainable = sum(p.numel() for p in straight.model.parameters() if p.requires_grad)
     assert sum(t.numel() for t in saved.values()) == n_trainable  # LoRA: adapters and value head only
     assert (tmp_path / "c" / "adapter" / "adapter_model.safetensors").is_file() == lora  # peft's own format too
+    # another config or another base policy would mix the saved optimiser, weights and β with this trainer's
+    with pytest.raises(ValueError, match=r"saved with another config \(learning_rate differ\): resume with the saved"):
+        PPOTrainer.resume(tmp_path / "c", fresh(), tokenizer, reward, replace(config, learning_rate=1e-4), callbacks=[])
+    other = fresh()
+    other.rlhf_lab_id = "someone/else"
+    with pytest.raises(ValueError, match=r"saved from the policy '.+', not 'someone/else'"):
+        PPOTrainer.resume(tmp_path / "c", other, tokenizer, reward, callbacks=[])
     drop_optimizer_state(tmp_path / "c")  # what an RLHFRun does to its earlier iterations: weights only
     with pytest.raises(ValueError, match="without the optimizer state.*RLHFRun.open"):
         PPOTrainer.resume(tmp_path / "c", fresh(), tokenizer, reward, callbacks=[])

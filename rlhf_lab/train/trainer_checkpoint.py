@@ -13,6 +13,7 @@ tensors.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -44,7 +45,7 @@ from rlhf_lab.train.deepspeed_engine import (
 )
 from rlhf_lab.train.sharding import load_parts, local_parts, named_parts
 
-__all__ = ["save_trainer", "load_trainer", "saved_state"]
+__all__ = ["save_trainer", "load_trainer", "check_resumable", "saved_state"]
 
 
 def _run_state(trainer) -> dict:
@@ -101,11 +102,28 @@ def saved_state(path) -> dict:
     raise FileNotFoundError(f"No checkpoint at {path} (expected a directory with {STATE_FILE}).")
 
 
+def check_resumable(trainer, state: dict, where) -> None:
+    """Refuse, in one line, to resume `trainer` from a checkpoint's `state` saved with another base policy or another
+    config: the weights, optimiser (its learning rate included) and β would be the saved run's while the reference
+    and the settings were this trainer's, a mix no run ever had."""
+    saved_id, mine = state.get("model_id", "unknown"), getattr(trainer, "model_id", "unknown")
+    if "unknown" not in (saved_id, mine) and saved_id != mine:
+        raise ValueError(f"{where} was saved from the policy {saved_id!r}, not {mine!r}: resume with the model it "
+                         "started from (its reference is that model).")
+    saved, current = state.get("config"), json.loads(json.dumps(trainer.config.to_dict()))
+    if saved is not None and saved != current:
+        fields = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        raise ValueError(f"{where} was saved with another config ({', '.join(fields)} differ): resume with the saved "
+                         "one (config=None), or start a new run from its weights.")
+
+
 def load_trainer(trainer, path_or_checkpoint):
-    """Restore what `save_trainer` wrote into `trainer` (built with the same base policy and config); returns it."""
+    """Restore what `save_trainer` wrote into `trainer` (built with the same base policy and config: `check_resumable`);
+    returns it."""
     acc, model = trainer.accelerator, unwrap(trainer.accelerator, trainer.model)
     if isinstance(path_or_checkpoint, Checkpoint) or not is_sharded_checkpoint(saved_state(path_or_checkpoint)):
         ckpt = path_or_checkpoint if isinstance(path_or_checkpoint, Checkpoint) else load_checkpoint(path_or_checkpoint)
+        check_resumable(trainer, ckpt.state, ckpt.path)
         if ckpt.optimizer is None:
             raise ValueError(f"{ckpt.path} holds weights without the optimizer state, so a run cannot resume from it "
                              "(an RLHFRun keeps that state for its last completed iteration only: reopen the run with "
@@ -123,6 +141,7 @@ def load_trainer(trainer, path_or_checkpoint):
         state, rng = ckpt.state, ckpt.rng
     else:
         ckpt = open_sharded_checkpoint(path_or_checkpoint)
+        check_resumable(trainer, ckpt.state, path_or_checkpoint)
         same = trainer.sharded and not is_deepspeed(acc) and ckpt.world_size == acc.num_processes
         tensors = ckpt.part(acc.process_index) if same else ckpt.full_tensors()
         if is_deepspeed(acc):
