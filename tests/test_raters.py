@@ -547,6 +547,23 @@ def test_flag_panel_follows_a_rater_and_stores_flags(store):
     assert len(store.judgments_df()) == 2 and rater.current.id == 1
 
 
+def test_flags_ticked_but_not_saved_are_saved_when_the_rater_moves_on(store):
+    rater = PairwiseRater(store, "alice", flags=True, guard_s=0)
+    panel = rater.flag_panel
+    first_b = rater.current.responses[1].id
+    panel.reply.value = first_b
+    panel.checkboxes["harmful"].value = True
+    panel.comment.value = "insults the user"
+    rater.buttons["A"].click()  # chose A before pressing "save flags"
+    flags = store.judgments_df().query("kind == 'flags'")
+    assert flags["response_id"].tolist() == [first_b] and flags["answer"].tolist() == [{"flags": ["harmful"]}]
+    assert flags["comment"].tolist() == ["insults the user"]
+    assert "Saved for B: harmful." in panel.message.value
+    assert not panel.checkboxes["harmful"].value and panel.comment.value == ""  # the next item's form is clean
+    rater.buttons["B"].click()  # nothing ticked: moving on stores no flag judgment
+    assert (store.judgments_df()["kind"] == "flags").sum() == 1
+
+
 def test_flag_panel_alone(store):
     responses = store.get_item(4).responses
     panel = FlagPanel(store, "bob", responses)

@@ -185,7 +185,11 @@ class FlagPanel:
         display(self.widget)
 
     def show_responses(self, responses: list[Response]) -> None:
-        """Offer `responses` (labelled A, B, ...) and clear the form."""
+        """Offer `responses` (labelled A, B, ...) and clear the form. Flags checked or a comment typed but not yet
+        saved (the learner chose A or B first) are saved for the reply they were meant for, never dropped."""
+        if self.reply.value is not None and (any(box.value for box in self.checkboxes.values())
+                                             or self.comment.value.strip()):
+            self.submit()
         self._responses = {r.id: r for r in responses}
         self.reply.options = [(LETTERS[i] if len(responses) > 1 else "this reply", r.id)
                               for i, r in enumerate(responses)]
