@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pandas as pd
@@ -60,6 +61,18 @@ def test_save_and_load_give_the_same_scores(tmp_path):
     texts = replies(5, 3)
     assert torch.equal(loaded.score(["hi"] * 5, texts), rm.score(["hi"] * 5, texts))
     assert sorted(p.name for p in (tmp_path / "rm").iterdir()) == ["embedding_reward_model.json", "weights.safetensors"]
+
+
+def test_a_replace_stopped_between_its_two_renames_still_loads_the_old_model(tmp_path):
+    """Saving over a model sets the old folder aside, then renames the new one in: a crash between the two leaves
+    only the aside copy, which `load` must find (as a PPO checkpoint's does), not report the model missing."""
+    rm = EmbeddingRewardModel().fit(taste_pairs(12, 2))
+    path = rm.save(tmp_path / "rm")
+    os.replace(path, tmp_path / ".rm.old-0123abcd")  # the first rename happened, the second did not
+    texts = replies(5, 3)
+    assert torch.equal(EmbeddingRewardModel.load(path).score(["hi"] * 5, texts), rm.score(["hi"] * 5, texts))
+    with pytest.raises(FileNotFoundError, match="No embedding reward model at .*nothing"):
+        EmbeddingRewardModel.load(tmp_path / "nothing")
 
 
 def test_bad_config_and_data_say_how_to_fix():

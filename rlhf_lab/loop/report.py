@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from rlhf_lab.core.figures import png_bytes
 from rlhf_lab.core.files import write_atomic
 from rlhf_lab.loop.plots import (
     plot_overoptimisation,
@@ -104,15 +105,16 @@ def kl_sentence(last, ppo, metrics: pd.DataFrame) -> str:
 
 
 def write_report(run, out: str | Path | None = None) -> Path:
-    """PNG figures, metrics CSVs and summary.md into `out` (default run_dir/report); returns the folder."""
+    """PNG figures, metrics CSVs and summary.md into `out` (default run_dir/report); returns the folder. Each file is
+    written whole (atomically) or not at all."""
     out = Path(out or run.path / "report")
     out.mkdir(parents=True, exist_ok=True)
     for name, fig in run_figures(run).items():
-        fig.savefig(out / f"{name}.png", dpi=110)
+        write_atomic(out / f"{name}.png", png_bytes(fig, dpi=110))
     evaluation = run.evaluation()
-    evaluation.to_csv(out / "evaluation.csv", index=False)
+    write_atomic(out / "evaluation.csv", evaluation.to_csv(index=False))
     metrics = run.ppo_metrics()
-    metrics.to_csv(out / "ppo_metrics.csv", index=False)
+    write_atomic(out / "ppo_metrics.csv", metrics.to_csv(index=False))
     first, last = evaluation.iloc[0], evaluation.iloc[-1]
     keep = [c for c in ("iteration", "update", "gold_reward", "proxy_reward", "kl", "rm/val_accuracy",
                         "gold_gain_vs_initial", "gold_gain_vs_initial_ci_low", "gold_gain_vs_initial_ci_high",
@@ -132,7 +134,7 @@ def write_report(run, out: str | Path | None = None) -> Path:
         "![Reward-model accuracy](rm_accuracy.png)", "",
         "## The same eval prompts across iterations", "", markdown_table(sample_table(run.path)), "",
     ]
-    (out / "summary.md").write_text("\n".join(summary))
+    write_atomic(out / "summary.md", "\n".join(summary))
     return out
 
 
@@ -143,7 +145,7 @@ def write_taste_report(result, out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "result.json", json.dumps({**result.to_json(), "taste": result.taste and result.taste.to_dict(),
                                                   "reward": result.reward.to_dict()}, indent=2))
-    plot_taste(result.samples, result.taste, result.reward).savefig(out / "before_after.png", dpi=110)
+    write_atomic(out / "before_after.png", png_bytes(plot_taste(result.samples, result.taste, result.reward), dpi=110))
     table = pd.DataFrame(result.samples)
     summary = ["# Your taste, before and after", "", "```", str(result), "```", "",
                "![before and after](before_after.png)", "", "## The same held-out prompts, before and after", "",

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from rlhf_lab.core.config import Config, Seeded
-from rlhf_lab.core.files import atomic_directory, verify_digests, write_manifest
+from rlhf_lab.core.files import atomic_directory, existing_or_aside, verify_digests, write_manifest
 from rlhf_lab.feedback.flags import flag_examples
 from rlhf_lab.reward.encoder import sentence_encoder
 from rlhf_lab.reward.text_features import FIRST_SURFACE, surface_features
@@ -146,9 +146,10 @@ class CostModel:
     @classmethod
     def load(cls, path) -> "CostModel":
         """A cost model written by `save` (its checksums verified)."""
-        path = Path(path)
-        if not (path / "cost_model.json").is_file():
-            raise ValueError(f"{path} holds no cost_model.json: pass a folder written by CostModel.save.")
+        try:  # a replace interrupted between its two renames left the old model aside: that one
+            path = existing_or_aside(path, "cost_model.json", "cost model")
+        except FileNotFoundError:
+            raise ValueError(f"{path} holds no cost_model.json: pass a folder written by CostModel.save.") from None
         meta = json.loads((path / "cost_model.json").read_text())
         if meta.get("format") != FORMAT_VERSION:
             raise ValueError(f"{path} holds cost model format {meta.get('format')}; this rlhf-lab reads format "

@@ -33,7 +33,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rlhf_lab.core.config import Config, Seeded
-from rlhf_lab.core.files import atomic_directory, verify_digests, write_manifest
+from rlhf_lab.core.files import atomic_directory, existing_or_aside, verify_digests, write_manifest
 from rlhf_lab.feedback.preferences import bootstrap_pairs, pair_weights
 from rlhf_lab.reward.encoder import SentenceEncoder, sentence_encoder
 from rlhf_lab.reward.evaluation import NormalisedScores, order_agreement
@@ -363,7 +363,7 @@ class EmbeddingRewardModel(NormalisedScores):
 
     @classmethod
     def load(cls, path) -> "EmbeddingRewardModel":
-        path = Path(path)
+        path = existing_or_aside(path, "embedding_reward_model.json", "embedding reward model")
         meta = json.loads((path / "embedding_reward_model.json").read_text())
         if meta.get("format") not in (1, 2, FORMAT_VERSION):
             raise ValueError(f"{path} holds embedding reward model format {meta.get('format')}; this rlhf-lab reads "

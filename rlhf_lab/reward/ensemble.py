@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from rlhf_lab.core.files import atomic_directory
+from rlhf_lab.core.files import atomic_directory, existing_or_aside
 from rlhf_lab.feedback.preferences import (
     as_preference_pairs,
     bootstrap_pairs,
@@ -95,7 +95,7 @@ class RewardEnsemble:
 
     @classmethod
     def load(cls, path: str | Path, tokenizer=None, device: str | None = None) -> "RewardEnsemble":
-        path = Path(path)
+        path = existing_or_aside(path, "ensemble.json", "reward-model ensemble")
         meta = json.loads((path / "ensemble.json").read_text())
         ensemble = cls(RewardConfig.from_dict(meta["config"]))
         ensemble.members_ = [RewardModel.load(path / f"member-{i}", tokenizer=tokenizer, device=device)

@@ -36,7 +36,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from rlhf_lab.core.batching import length_grouped_batches
 from rlhf_lab.core.config import Config, Seeded
 from rlhf_lab.core.checkpoint import tensor_bytes
-from rlhf_lab.core.files import atomic_directory, ensure_free_space, verify_digests, write_manifest
+from rlhf_lab.core.files import atomic_directory, ensure_free_space, existing_or_aside, verify_digests, write_manifest
 from rlhf_lab.core.hf import adamw, bf16_compute, disable_dropout, switch_attention
 from rlhf_lab.core.memory import reuse_freed_memory
 from rlhf_lab.core.packed_attention import can_attend_by_segment
@@ -388,7 +388,7 @@ class RewardModel(NormalisedScores):
     @classmethod
     def load(cls, path: str | Path, tokenizer=None, device: str | None = None) -> "RewardModel":
         """Read a saved reward model. With `tokenizer` (e.g. the policy's), fail clearly unless it matches."""
-        path = Path(path)
+        path = existing_or_aside(path, "reward_model.json", "reward model")
         meta = json.loads((path / "reward_model.json").read_text())
         if meta.get("format") != FORMAT_VERSION:
             raise ValueError(f"{path} holds reward model format {meta.get('format')}; this rlhf-lab reads "

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rlhf_lab.core.files import aside_copies
 from rlhf_lab.feedback.crowd import SimulatedAnnotator, SimulatedCrowd, stand_in_name
 from rlhf_lab.feedback.gold import GoldUtility
 from rlhf_lab.feedback.preferences import as_preference_pairs
@@ -227,7 +228,7 @@ def your_reward_model(run_dir, policy, tokenizer, *, taste: str = "short", label
     from rlhf_lab.reward.embedding import EmbeddingRewardModel
 
     path = Path(run_dir) / "taste" / "reward_model"
-    if (path / "embedding_reward_model.json").is_file():
+    if (path / "embedding_reward_model.json").is_file() or aside_copies(path):  # aside: a replace was interrupted
         print(f"your reward model from lesson 2: {path}")
         return EmbeddingRewardModel.load(path), None
     config = TasteConfig.smoke(labels, seed) if smoke else TasteConfig(labels=labels, seed=seed)
