@@ -158,15 +158,27 @@ def cmd_demo(args) -> None:
     quiet_model_loading()
     out = args.out or ("runs/demo-smoke" if args.smoke else "runs/demo")
     start = time.perf_counter()
-    config = demo_config(args.smoke, args.iterations, args.seed)
+    config = demo_config(args.smoke, args.iterations, 0 if args.seed is None else args.seed)
     if not (args.resume or args.overwrite) and (Path(out) / "config.json").exists():
         raise FileExistsError(f"{out} already holds a run: continue it with --resume, or start over with --overwrite "
                               "(which deletes it, judgments included).")
     resume = args.resume and (Path(out) / "config.json").exists()  # --resume with nothing there starts a run
+    if resume:  # the run goes on with its own settings: refuse flags that say otherwise instead of ignoring them
+        from rlhf_lab.core.files import read_json
+
+        saved, clash = read_json(Path(out) / "config.json"), []
+        if args.seed is not None and args.seed != saved.get("seed"):
+            clash.append(f"it has seed {saved.get('seed')}, not {args.seed}")
+        if args.smoke != (saved.get("policy") == "tiny"):
+            clash.append("it is a real run, not --smoke" if args.smoke else "it is a --smoke run")
+        if clash:
+            raise ValueError(f"{out} holds a run made otherwise ({'; '.join(clash)}): --resume continues it with its "
+                             "own settings, so match them, or give another --out.")
+    policy = saved.get("policy", config.policy) if resume else config.policy
     if args.smoke:
         print("smoke run: a tiny RANDOM model and a few steps, to check that the loop runs; its numbers mean nothing "
               "(`rlhf-lab demo` without --smoke is the real run).", flush=True)
-    print(f"{'reopening' if resume else 'starting'} {out}: loading {config.policy} and the prompts ...", flush=True)
+    print(f"{'reopening' if resume else 'starting'} {out}: loading {policy} and the prompts ...", flush=True)
     run = RLHFRun.open(out) if resume else RLHFRun.create(out, config, overwrite=args.overwrite)
     evaluation = run.run(args.iterations)
     report = write_report(run)
@@ -278,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--smoke", action="store_true", help="the tiny model and a few steps (under a minute)")
     demo.add_argument("--out", default=None, help="run directory (default runs/demo or runs/demo-smoke)")
     demo.add_argument("--iterations", type=int, default=2)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=None, help="seeds every stage (default 0; --resume: the run's own)")
     demo.add_argument("--resume", action="store_true", help="reopen the run in --out and continue it")
     demo.add_argument("--overwrite", action="store_true", help="delete the run already in --out and start over")
     demo.add_argument("--threads", type=int, default=None, help="torch CPU threads")

@@ -124,12 +124,52 @@ def test_a_crash_mid_ppo_leaves_a_run_that_reopens_cleanly(tmp_path):
     assert reopened.store.counts()["total"] == judged  # the interrupted iteration's judgments were reused
 
 
+def test_a_crash_in_the_first_iteration_leaves_no_metrics_twice(tmp_path):
+    path = tmp_path / "crash1"
+    run = RLHFRun.create(path, demo_config(smoke=True, iterations=1), callbacks=[CrashAt(update=1)], log=None)
+    with pytest.raises(Crash):
+        run.run()
+    run.store.close()
+    assert [json.loads(l)["update"] for l in (path / "ppo_metrics.jsonl").read_text().splitlines()] == [1]
+    for name in ("iter_001_backup", "iter_notes"):  # a learner's own folders: not iterations, never touched
+        (path / name).mkdir()
+        (path / name / "keep.txt").write_text("mine")
+    reopened = RLHFRun.open(path, callbacks=[], log=None)
+    assert reopened.iteration == 0 and reopened.completed_iterations() == 0
+    reopened.run()
+    assert [json.loads(l)["update"] for l in (path / "ppo_metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert (path / "iter_001_backup" / "keep.txt").read_text() == (path / "iter_notes" / "keep.txt").read_text()
+    reopened.store.close()
+
+
 def test_create_refuses_to_overwrite_and_open_needs_a_run(two_iterations, tmp_path):
     path, _ = two_iterations
     with pytest.raises(FileExistsError, match="RLHFRun.open"):
         RLHFRun.create(path, demo_config(smoke=True))
     with pytest.raises(FileNotFoundError, match="RLHFRun.create"):
         RLHFRun.open(tmp_path / "nothing")
+
+
+def test_overwrite_deletes_a_run_but_never_a_folder_with_other_files(tmp_path):
+    folder = tmp_path / "mine"
+    (folder / "data").mkdir(parents=True)
+    (folder / "config.json").write_text('{"paper": "draft"}')
+    (folder / "data" / "ratings_i_collected.csv").write_text("a,b\n")
+    with pytest.raises(ValueError, match=r"mine is not an rlhf-lab run .*nothing was deleted"):
+        RLHFRun.create(folder, demo_config(smoke=True), overwrite=True)
+    run = tmp_path / "run"
+    (run / "iter_001").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(demo_config(smoke=True).to_dict()))
+    for name in ("feedback.db", "evaluation.csv", ".evaluation.csv.tmp-0123abcd", "thesis.tex"):
+        (run / name).write_text("x")
+    with pytest.raises(ValueError, match=r"run holds files a run does not write \(thesis.tex\); nothing was deleted"):
+        RLHFRun.create(run, demo_config(smoke=True), overwrite=True)
+    assert (folder / "data" / "ratings_i_collected.csv").exists() and (run / "thesis.tex").exists()
+    (run / "thesis.tex").unlink()
+    fresh = RLHFRun.create(run, demo_config(smoke=True), overwrite=True, log=None)
+    assert not (run / "iter_001").exists() and not (run / "evaluation.csv").exists()
+    assert fresh.store.counts()["total"] == 0
+    fresh.store.close()
 
 
 def test_config_round_trips_and_refuses_bad_values():
@@ -200,6 +240,17 @@ def test_demo_smoke_writes_a_report(tmp_path, capsys):
     assert "KL to the reference" in summary and "(β fixed at 0.05)." in summary  # the smoke run's PPO has no target
     assert main(["demo", "--smoke", "--out", str(out)]) == 2  # a second run never deletes the first silently
     assert "--resume" in capsys.readouterr().err and (out / "feedback.db").is_file()
+    # --resume goes on with the run's own settings: flags that say otherwise are refused, not ignored
+    assert main(["demo", "--smoke", "--out", str(out), "--resume", "--seed", "5"]) == 2
+    assert capsys.readouterr().err.strip() == (f"rlhf-lab demo: error: {out} holds a run made otherwise (it has seed "
+                                                "0, not 5): --resume continues it with its own settings, so match "
+                                                "them, or give another --out.")
+    assert main(["demo", "--out", str(out), "--resume"]) == 2
+    assert "(it is a --smoke run)" in capsys.readouterr().err
+    (out / "thesis.tex").write_text("mine")
+    assert main(["demo", "--smoke", "--out", str(out), "--overwrite"]) == 2  # never deletes what a run did not write
+    assert "holds files a run does not write (thesis.tex)" in capsys.readouterr().err
+    assert (out / "thesis.tex").read_text() == "mine" and (out / "feedback.db").is_file()
 
 
 def test_the_summary_says_how_an_adaptive_beta_moved():

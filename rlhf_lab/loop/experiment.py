@@ -23,6 +23,7 @@ the run says so), the reward model learns their judgments, and the crowd's only 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -49,10 +50,37 @@ from rlhf_lab.reward.sources import as_reward
 from rlhf_lab.train.callbacks import default_callbacks, tracker_callbacks
 from rlhf_lab.train.ppo import PPOTrainer
 
-__all__ = ["STRATEGIES", "FeedbackConfig", "ExperimentConfig", "RLHFRun"]
+__all__ = ["STRATEGIES", "FeedbackConfig", "ExperimentConfig", "RLHFRun", "iteration_dir"]
 
 HELD_OUT_FOLDS = 5
 """Cross-validation folds (by prompt) of an embedding reward model's held-out accuracy."""
+
+
+def iteration_dir(run_dir: str | Path, k: int) -> Path:
+    """Iteration k's folder in a run directory (samples, eval samples, reward model, PPO checkpoint, DONE)."""
+    return Path(run_dir) / f"iter_{k:03d}"
+
+
+_ITERATION = re.compile(r"iter_(\d{3})")
+RUN_ENTRIES = re.compile(r"config\.json|feedback\.db(-wal|-shm|-journal)?|evaluation\.csv|ppo_metrics\.jsonl|"
+                         r"samples\.jsonl|report|tensorboard|iter_\d{3}|\..+\.(tmp|old)-[0-9a-f]{8}")
+"""What a run directory holds (the hidden names are atomic writes' leftovers): all `overwrite` may delete."""
+
+
+def _delete_run(path: Path) -> None:
+    """Delete the run in `path`, refusing a folder that holds anything a run does not write (or whose config.json
+    is not a run's): overwrite=True must never take a user's other files with it."""
+    try:
+        ExperimentConfig.from_dict(read_json(path / "config.json"))
+    except Exception as err:  # noqa: BLE001 - any reason it is not a run's config
+        raise ValueError(f"{path} is not an rlhf-lab run (its config.json does not read as one: {err}); nothing was "
+                         "deleted: choose another folder.") from None
+    foreign = sorted(p.name for p in path.iterdir() if not RUN_ENTRIES.fullmatch(p.name))
+    if foreign:
+        raise ValueError(f"{path} holds files a run does not write ({', '.join(foreign[:5])}"
+                         f"{', ...' if len(foreign) > 5 else ''}); nothing was deleted: move them out, or choose "
+                         "another folder.")
+    shutil.rmtree(path)
 
 
 class RLHFRun:
@@ -79,6 +107,8 @@ class RLHFRun:
         last = self.completed_iterations()
         if last:
             self._restore(last)
+        else:  # an iteration 1 that stopped midway: its metrics are made again, not appended twice
+            self.trainer.history.rewrite()
 
     # ---- creating and reopening ----------------------------------------------------------------------------------
     @classmethod
@@ -89,7 +119,7 @@ class RLHFRun:
             if not overwrite:
                 raise FileExistsError(f"{path} already holds a run: reopen it with RLHFRun.open({str(path)!r}) or "
                                       "pass overwrite=True to start over (its data will be deleted).")
-            shutil.rmtree(path)
+            _delete_run(path)
         path.mkdir(parents=True, exist_ok=True)
         write_atomic(path / "config.json", json.dumps(config.to_dict(), indent=2))
         return cls(path, config, **kwargs)
@@ -103,18 +133,21 @@ class RLHFRun:
         return cls(path, ExperimentConfig.from_dict(read_json(path / "config.json")), **kwargs)
 
     def iteration_dir(self, k: int) -> Path:
-        return self.path / f"iter_{k:03d}"
+        return iteration_dir(self.path, k)
 
     def completed_iterations(self) -> int:
         """The last iteration whose DONE marker was written (0 when none)."""
-        done = [int(p.parent.name.split("_")[1]) for p in self.path.glob("iter_*/DONE")]
-        return max(done, default=0)
+        return max((k for k, folder in self._iteration_folders() if (folder / "DONE").is_file()), default=0)
+
+    def _iteration_folders(self) -> list[tuple[int, Path]]:
+        """(k, iter_k folder) of every iteration folder; another name that starts with iter_ is not one."""
+        return [(int(match[1]), p) for p in self.path.glob("iter_*") if (match := _ITERATION.fullmatch(p.name))]
 
     def _restore(self, k: int) -> None:
         """Load the PPO state and reward model of completed iteration k; later, unfinished work is redone (its
         items and judgments stay in the store and are reused)."""
-        for stale in self.path.glob("iter_*"):
-            if int(stale.name.split("_")[1]) > k:
+        for j, stale in self._iteration_folders():
+            if j > k:
                 shutil.rmtree(stale)
         self.trainer.load_state(self.iteration_dir(k) / "ppo")
         self._drop_older_optimizer_states(k)  # a crash may have come between DONE and the drop
