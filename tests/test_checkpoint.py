@@ -74,9 +74,9 @@ def test_crash_between_the_two_renames_falls_back_to_the_old_checkpoint(tmp_path
         save_version(path, 2.0)
     monkeypatch.setattr(files.os, "replace", real_replace)
     assert not path.exists() and load_checkpoint(path).state["version"] == 1.0
-    save_version(path, 3.0)  # the next save works and cleans the temporary directory
+    save_version(path, 3.0)  # the next save works and cleans the temporary directory and the copy set aside
     assert load_checkpoint(path).state["version"] == 3.0
-    assert not [name for name in hidden_leftovers(path) if ".tmp-" in name]
+    assert hidden_leftovers(path) == []  # a 135 M model's aside copy would keep its GB on the disk for ever
 
 
 def test_stale_temporary_directories_are_never_loaded_and_get_removed(tmp_path):

@@ -62,9 +62,10 @@ def publish_directory(tmp: str | Path, path: str | Path) -> None:
         aside = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
         os.replace(path, aside)
         os.replace(tmp, path)
-        shutil.rmtree(aside, ignore_errors=True)
     else:
         os.replace(tmp, path)
+    for stale in aside_copies(path):  # this one, and any an earlier crash left: `path` is whole now
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def existing_or_aside(path: str | Path, marker: str, what: str = "checkpoint") -> Path:
