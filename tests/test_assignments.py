@@ -22,7 +22,7 @@ from rlhf_lab.cli import main
 from rlhf_lab.teach.assignments import default_source, find_masters, read_master
 from rlhf_lab.teach.gradebook import find_submissions, grade, shared_ids
 from rlhf_lab.teach import isolation
-from rlhf_lab.teach.grading import grade_submission, load_manifest
+from rlhf_lab.teach.grading import extract_data_files, grade_submission, load_manifest
 
 ASSIGNMENTS = ("reward_model", "ppo_math", "overoptimisation", "logprobs_dpo", "gold_gain")
 # A classic bug per assignment that the public tests miss and one hidden test catches: (old, new, failing test, points)
@@ -172,6 +172,42 @@ def test_build_writes_student_and_grader_bundles_for_every_master(built):
         assert zipfile.ZipFile(built / name / "autograder" / "autograder.zip").testzip() is None
         assert sum(q["points"] for q in manifest[name]["questions"] if not q["manual"]) == FULL_MARKS[name]
     assert [q["name"] for q in manifest["overoptimisation"]["questions"] if q["manual"]] == ["q5_what_went_wrong"]
+
+
+def test_a_build_that_fails_midway_leaves_the_previous_build_whole(built, tmp_path, monkeypatch):
+    """The bundles' sha256 in manifest.json must match the bundles: a rebuild that stops at its second assignment
+    replaces nothing (the first is built aside and dropped), and leaves no hidden folder behind."""
+    from rlhf_lab.teach import assignments
+
+    previous = tmp_path / "build"
+    shutil.copytree(built, previous)
+    before = {p.relative_to(previous): p.read_bytes() for p in previous.rglob("*") if p.is_file()}
+    real, calls = assignments._otter_assign, []
+
+    def second_fails(master, result, check):
+        calls.append(master.name)
+        if len(calls) == 2:
+            raise ValueError(f"otter assign failed on {master}: a test's failure")
+        real(master, result, check)
+    monkeypatch.setattr(assignments, "_otter_assign", second_fails)
+    with pytest.raises(ValueError, match="a test's failure"):
+        assignments.build(out=previous, check=False)
+    assert len(calls) == 2
+    assert {p.relative_to(previous): p.read_bytes() for p in previous.rglob("*") if p.is_file()} == before
+
+
+def test_a_bundles_data_files_never_land_outside_the_graders_folder(tmp_path):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name in ("files/data/prompts.csv", "files//tmp/escaped_abs.txt", "files/../escaped_up.txt",
+                     "files/data/../../escaped_mixed.txt", "tests/q1.py", "files/"):
+            zf.writestr(name, "x")
+    folder = tmp_path / "grader"
+    folder.mkdir()
+    with zipfile.ZipFile(buffer) as zf:
+        written = extract_data_files(zf, folder)
+    assert written == [(folder / "data" / "prompts.csv").resolve()] and (folder / "data" / "prompts.csv").is_file()
+    assert not Path("/tmp/escaped_abs.txt").exists() and not list(tmp_path.glob("escaped*"))
 
 
 def test_master_solutions_get_full_marks(scores):

@@ -31,6 +31,7 @@ from pathlib import Path
 import nbformat
 import yaml
 
+from rlhf_lab.core.files import atomic_directory, write_atomic
 from rlhf_lab.teach.gradebook import MEMORY_MB, duplicate_lines, grade
 from rlhf_lab.teach.grading import (AUTOGRADER_ZIP, DEFAULT_OUT, GRADE_TIMEOUT_S, GRADER_SECRET, MANIFEST,
                                    default_source, sha256_bytes)
@@ -190,38 +191,44 @@ def build(source: str | Path | None = None, out: str | Path = DEFAULT_OUT, check
     out = Path(out)
     secret = secret or secrets.token_hex(16)
     manifest = {}
-    for assignment in find_masters(source):
-        target = out / assignment.name
-        shutil.rmtree(target, ignore_errors=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            # otter assign works inside the master's folder: give it a copy, so an installed package stays untouched
-            folder = Path(shutil.copytree(assignment.master.parent, Path(tmp) / "src"))
-            _otter_assign(folder / assignment.master.name, target, check)
-        autograder = target / "autograder"
-        (zip_path,) = [p for p in autograder.glob("*.zip")]
-        zip_path.rename(autograder / AUTOGRADER_ZIP)
-        with zipfile.ZipFile(autograder / AUTOGRADER_ZIP, "a") as zf:  # hidden tests that name grader_secret get it
-            zf.writestr(GRADER_SECRET, secret)
-        if assignment.manual_points:  # the rubric goes to the graders: beside the bundle and inside it
-            (autograder / RUBRIC).write_text(rubric_markdown(assignment))
-            with zipfile.ZipFile(autograder / AUTOGRADER_ZIP, "a") as zf:
-                zf.writestr(RUBRIC, rubric_markdown(assignment))
-        if colab_url:
-            _add_colab_cell(target / "student" / assignment.master.name,
-                            f"{colab_url.rstrip('/')}/{assignment.name}-student.zip")
-        shutil.make_archive(str(target / f"{assignment.name}-student"), "zip", target / "student")
-        student = target / "student"
-        manifest[assignment.name] = {
-            "master": assignment.master.name,
-            "autograder": f"{assignment.name}/autograder/{AUTOGRADER_ZIP}",
-            "sha256": sha256_bytes((autograder / AUTOGRADER_ZIP).read_bytes()),
-            "files": sorted(p.relative_to(student).as_posix() for p in student.rglob("*") if p.is_file()
-                            and p.suffix != ".ipynb" and p.relative_to(student).parts[0] != "tests"),
-            "student": f"{assignment.name}/student",
-            "questions": [asdict(q) for q in assignment.questions],
-        }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    with contextlib.ExitStack() as built:  # every assignment built aside; all replace the old build only at the end
+        for assignment in find_masters(source):
+            target = built.enter_context(atomic_directory(out / assignment.name))
+            manifest[assignment.name] = _build_one(assignment, target, secret, check, colab_url)
+    write_atomic(out / MANIFEST, json.dumps(manifest, indent=2))  # grading checks each bundle's sha256 against it
     return manifest
+
+
+def _build_one(assignment, target: Path, secret: str, check: bool, colab_url: str | None) -> dict:
+    """Build one assignment's student and grader folders into `target`; returns its manifest entry."""
+    target.rmdir()  # otter assign makes the folder itself
+    with tempfile.TemporaryDirectory() as tmp:
+        # otter assign works inside the master's folder: give it a copy, so an installed package stays untouched
+        folder = Path(shutil.copytree(assignment.master.parent, Path(tmp) / "src"))
+        _otter_assign(folder / assignment.master.name, target, check)
+    autograder = target / "autograder"
+    (zip_path,) = [p for p in autograder.glob("*.zip")]
+    zip_path.rename(autograder / AUTOGRADER_ZIP)
+    with zipfile.ZipFile(autograder / AUTOGRADER_ZIP, "a") as zf:  # hidden tests that name grader_secret get it
+        zf.writestr(GRADER_SECRET, secret)
+    if assignment.manual_points:  # the rubric goes to the graders: beside the bundle and inside it
+        (autograder / RUBRIC).write_text(rubric_markdown(assignment))
+        with zipfile.ZipFile(autograder / AUTOGRADER_ZIP, "a") as zf:
+            zf.writestr(RUBRIC, rubric_markdown(assignment))
+    if colab_url:
+        _add_colab_cell(target / "student" / assignment.master.name,
+                        f"{colab_url.rstrip('/')}/{assignment.name}-student.zip")
+    shutil.make_archive(str(target / f"{assignment.name}-student"), "zip", target / "student")
+    student = target / "student"
+    return {
+        "master": assignment.master.name,
+        "autograder": f"{assignment.name}/autograder/{AUTOGRADER_ZIP}",
+        "sha256": sha256_bytes((autograder / AUTOGRADER_ZIP).read_bytes()),
+        "files": sorted(p.relative_to(student).as_posix() for p in student.rglob("*") if p.is_file()
+                        and p.suffix != ".ipynb" and p.relative_to(student).parts[0] != "tests"),
+        "student": f"{assignment.name}/student",
+        "questions": [asdict(q) for q in assignment.questions],
+    }
 
 
 # ---- command line ----------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 
+from rlhf_lab.core.files import write_atomic
 from rlhf_lab.teach.grading import DEFAULT_OUT, GRADE_TIMEOUT_S, load_manifest, master_folders
 from rlhf_lab.teach.isolation import resolve_mode
 
@@ -204,23 +205,21 @@ def grade(submissions_dir: str | Path, build_dir: str | Path = DEFAULT_OUT, out:
             table.loc[table["submission"] == sub, "same_id_as"] = "; ".join(s for s in subs if s != sub)
     table = table.reindex(columns=[c for c in columns if c in table.columns])
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out, index=False)
+        out = Path(out)  # each file written whole (atomically): a crash keeps the previous scores, never half of them
+        write_atomic(out, table.to_csv(index=False))
         unique = table[table["same_id_as"] == ""]  # a shared id: the instructor decides which submission counts
         lms = unique.reindex(columns=["student_id", "assignment", *dict.fromkeys(questions)]).copy()
         lms["total"] = unique.get("score")
-        lms.to_csv(out.with_name(out.stem + "_lms.csv"), index=False)
+        write_atomic(out.with_name(out.stem + "_lms.csv"), lms.to_csv(index=False))
         for i, result in results.items():
             row, spec = rows[i], manifest[rows[i]["assignment"]]
             folder = out.parent / "feedback" / row["assignment"]
-            folder.mkdir(parents=True, exist_ok=True)
             stem = _safe_name(row.get("student_id") or row["submission"])
             target = folder / f"{stem}.md"
             if target in written:  # two submissions with one id: keep both, named by file
                 target = folder / f"{stem}__{_safe_name(row['submission'])}.md"
             written.add(target)
-            target.write_text(feedback_text(row, spec, result))
+            write_atomic(target, feedback_text(row, spec, result))
     return table
 
 

@@ -38,7 +38,7 @@ from rlhf_lab.teach.wire import LineReader, WireError, decode, encode, send
 
 __all__ = ["DEFAULT_OUT", "MANIFEST", "AUTOGRADER_ZIP", "GRADE_TIMEOUT_S", "GRADER_SECRET", "default_source",
            "master_folders", "sha256_bytes", "load_manifest", "read_cells", "SandboxLink", "answer_value", "Remote",
-           "NotebookValues", "run_tests", "grade_submission", "main"]
+           "NotebookValues", "run_tests", "extract_data_files", "grade_submission", "main"]
 
 DEFAULT_OUT = "dist/assignments"
 MANIFEST = "manifest.json"
@@ -238,6 +238,19 @@ def run_tests(sources: dict[str, str], env) -> dict:
     return questions
 
 
+def extract_data_files(bundle: zipfile.ZipFile, folder: Path) -> list[Path]:
+    """Write the bundle's data files (otter keeps them under files/) into `folder`, where the tests look; an entry
+    that would land outside it ("files//etc/x", "files/../x") is skipped. Returns the files written."""
+    root, written = folder.resolve(), []
+    for name in bundle.namelist():
+        target = Path(root, name[len("files/"):]).resolve()
+        if name.startswith("files/") and not name.endswith("/") and target.is_relative_to(root) and target != root:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(bundle.read(name))
+            written.append(target)
+    return written
+
+
 def grade_submission(job: dict) -> dict:
     """Grade one submission. `job`: submission, bundle, sha256, files (the data files to hand the notebook),
     mode ("namespace" or "process"), timeout (s), threads, memory_mb (the sandbox's address space, 0: no limit),
@@ -256,10 +269,7 @@ def grade_submission(job: dict) -> dict:
         with zipfile.ZipFile(io.BytesIO(bundle)) as zf:
             sources = {n: zf.read(n).decode() for n in zf.namelist() if n.startswith("tests/") and n.endswith(".py")}
             secret = zf.read(GRADER_SECRET).decode().strip() if GRADER_SECRET in zf.namelist() else None
-            for name in zf.namelist():  # otter keeps the data files under files/: put them where the tests look
-                if name.startswith("files/") and not name.endswith("/") and ".." not in name:
-                    (Path(private) / name[6:]).parent.mkdir(parents=True, exist_ok=True)
-                    (Path(private) / name[6:]).write_bytes(zf.read(name))
+            extract_data_files(zf, Path(private))
         files = {name: base64.b64encode((Path(private) / name).read_bytes()).decode() for name in job["files"]}
         scratch = None if job["mode"] == "namespace" else tempfile.mkdtemp(prefix="rlhf-submission-")
         home = "/tmp/submission/.home" if scratch is None else f"{scratch}/.home"
