@@ -31,7 +31,7 @@ from transformers import (
 )
 
 from rlhf_lab.core.errors import SetupError
-from rlhf_lab.core.files import atomic_directory
+from rlhf_lab.core.files import atomic_directory, write_atomic
 from rlhf_lab.core.machine import gpu_native_bf16
 
 __all__ = ["CACHE_ENV", "OfflineModel", "SMOLLM2", "OFFLINE_MODELS", "TINY", "DEFAULT_POLICY", "KNOWN_ALIASES",
@@ -239,9 +239,9 @@ def gpt2_tokenizer() -> PreTrainedTokenizerBase:
     data = Path(next(iter(found.submodule_search_locations))) / "data"
     target = cache_dir() / "tokenizers" / "gpt2"
     if not (target / "merges.txt").is_file():
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(data / "encoder.json", target / "vocab.json")
-        shutil.copyfile(data / "vocab.bpe", target / "merges.txt")
+        target.mkdir(parents=True, exist_ok=True)  # each file whole or absent, merges.txt last; safe for processes
+        for source, name in (("encoder.json", "vocab.json"), ("vocab.bpe", "merges.txt")):  # that copy at once
+            write_atomic(target / name, (data / source).read_bytes())
     return prepare_tokenizer(GPT2TokenizerFast.from_pretrained(target))
 
 
