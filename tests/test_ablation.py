@@ -1,10 +1,13 @@
 """Ablation sweeps on the tiny model: one row per grid point and seed, resumable, reproducible."""
 
+import json
+
+import numpy as np
 import pandas as pd
 import pytest
 
 from rlhf_lab.cli import demo_config
-from rlhf_lab.loop.ablation import grid_points, run_name, sweep, sweep_history, with_fields
+from rlhf_lab.loop.ablation import contrasts, grid_points, run_name, sweep, sweep_history, with_fields
 from rlhf_lab.loop.plots import plot_sweep
 
 
@@ -74,5 +77,64 @@ def test_history_and_plot(small_sweep):
     assert set(history["feedback.strategy"]) == {"random", "temperatures"}
     fig = plot_sweep(history, x="judgments", y="gold_reward", hue="feedback.strategy")
     assert len(fig.axes[0].get_legend().get_texts()) == 2
+    assert fig.axes[0].get_title() == "gold_reward by judgments\n(2 runs per point; bars: min–max)"
+    one = df[df["seed"] == 0]
+    fig = plot_sweep(one, x="feedback.strategy")  # one run per point: the bars are each run's gain interval
+    assert fig.axes[0].get_title() == ("gold_reward by feedback.strategy\n"
+                                       "(1 run per point; bars: 95 % interval of its gain)")
+    (bars,) = fig.axes[0].collections  # the vertical error-bar segments, one per point
+    ends = [y for segment in bars.get_segments() for y in sorted(y for _, y in segment)]
+    start = one["gold_reward"] - one["gold_gain_vs_initial"]  # the initial policy's gold reward
+    lows, highs = start + one["gold_gain_vs_initial_ci_low"], start + one["gold_gain_vs_initial_ci_high"]
+    expected = [v for low, high in zip(lows, highs) for v in (low, high)]  # `one` is in the strategies' order
+    assert ends == pytest.approx(expected)
+    fig = plot_sweep(one, x="feedback.strategy", y="kl")
+    assert fig.axes[0].get_title() == "kl by feedback.strategy\n(1 run per point; no bars)"
     with pytest.raises(KeyError, match="not a column"):
         plot_sweep(df, x="nope")
+
+
+def test_contrasts_pair_seeds_with_a_t_interval(small_sweep):
+    out, _, df = small_sweep
+    table = contrasts(out, "feedback.strategy")
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert (row["feedback.strategy"], row["baseline"], row["seeds"]) == ("temperatures", "random", 2)
+    gold = df.set_index(["feedback.strategy", "seed"])["gold_reward"]
+    d = np.array([gold["temperatures", s] - gold["random", s] for s in (0, 1)])
+    half = 12.7062 * abs(d[0] - d[1]) / np.sqrt(2) / np.sqrt(2)  # t_{1, 0.975} · sd / √2, sd = |d0 − d1| / √2
+    assert row["difference"] == pytest.approx(d.mean())
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((d.mean() - half, d.mean() + half), rel=1e-4)
+    assert row["interval"] == "2 seeds (t)"
+    expected = "higher" if d.mean() - half > 0 else "lower" if d.mean() + half < 0 else "no detectable difference"
+    assert row["verdict"] == expected
+    flipped = contrasts(out, "feedback.strategy", baseline="temperatures").iloc[0]
+    assert flipped["feedback.strategy"] == "random" and flipped["difference"] == pytest.approx(-d.mean())
+
+
+def test_contrasts_with_one_seed_pair_the_eval_prompts_and_say_what_noise_is_left_out(small_sweep):
+    out, _, df = small_sweep
+    row = contrasts(out, "feedback.strategy", seeds=[1]).iloc[0]
+    per_prompt = []
+    for strategy in ("random", "temperatures"):
+        run = df[(df["feedback.strategy"] == strategy) & (df["seed"] == 1)].iloc[0]
+        lines = (out / run["run"] / f"iter_{int(run['iteration']):03d}" / "eval_samples.jsonl").read_text().splitlines()
+        sums = {}
+        for record in map(json.loads, lines):
+            sums.setdefault(record["prompt"], []).append(record["gold"])
+        per_prompt.append({prompt: np.mean(golds) for prompt, golds in sums.items()})
+    assert per_prompt[0].keys() == per_prompt[1].keys() and len(per_prompt[0]) >= 2
+    d = [per_prompt[1][p] - per_prompt[0][p] for p in per_prompt[0]]
+    assert row["seeds"] == 1 and row["difference"] == pytest.approx(np.mean(d))
+    assert row["ci_low"] <= row["difference"] <= row["ci_high"]
+    assert row["interval"] == f"seed 1's {len(d)} eval prompts only"
+
+
+def test_contrasts_refuse_what_the_sweep_does_not_hold(small_sweep, tmp_path):
+    out, _, _ = small_sweep
+    with pytest.raises(KeyError, match=r"'ppo.kl_coef' is not a field of the sweep .*\['feedback.strategy'\]"):
+        contrasts(out, "ppo.kl_coef")
+    with pytest.raises(ValueError, match=r"baseline 'greedy' is not a value of 'feedback.strategy'"):
+        contrasts(out, "feedback.strategy", baseline="greedy")
+    with pytest.raises(FileNotFoundError, match="No sweep at"):
+        contrasts(tmp_path, "feedback.strategy")

@@ -4,6 +4,7 @@
                "runs/sweep", seeds=(0, 1))
     plot_sweep(df, x="ppo.kl_coef", y="gold_reward", hue="feedback.rationality")
     curves = sweep_history("runs/sweep")      # every iteration of every run: gold reward per judgment spent
+    contrasts("runs/sweep", "ppo.kl_coef")     # each value against the first, paired by seed: a difference or not?
 
 Every grid point × seed is an ordinary run directory under `out` (reopened and continued, never redone, when the
 sweep is run again), so a crashed sweep resumes where it stopped. `sweep.csv` in `out` holds the returned table.
@@ -19,9 +20,10 @@ from pathlib import Path
 import pandas as pd
 
 from rlhf_lab.core.files import write_atomic
-from rlhf_lab.loop.experiment import ExperimentConfig, RLHFRun
+from rlhf_lab.loop.evaluation import paired_gain, t_interval, verdict
+from rlhf_lab.loop.experiment import ExperimentConfig, RLHFRun, iteration_dir
 
-__all__ = ["with_fields", "grid_points", "run_name", "sweep", "sweep_history"]
+__all__ = ["with_fields", "grid_points", "run_name", "sweep", "sweep_history", "contrasts"]
 
 
 def with_fields(base: ExperimentConfig, values: dict) -> ExperimentConfig:
@@ -110,3 +112,62 @@ def sweep_history(out: str | Path) -> pd.DataFrame:
         history = pd.read_csv(out / row["run"] / "evaluation.csv")
         frames.append(history.assign(**{k: row[k] for k in final.columns if k not in history.columns}))
     return pd.concat(frames, ignore_index=True)
+
+
+def contrasts(out: str | Path, field: str, *, baseline=None, seeds=None) -> pd.DataFrame:
+    """Is a grid field's effect on the final gold reward real? Each value of `field` against `baseline` (default:
+    its first value), at every combination of the other grid fields, paired by seed.
+
+    With n ≥ 2 seeds in common, the per-seed differences d_s = gold(value, s) − gold(baseline, s) give
+    mean ± t_{n−1, 0.975}·sd/√n (`t_interval`): the spread of training from seed to seed is in the interval.
+    With one seed, the two runs' replies to the same held-out prompts are paired by prompt (`paired_gain`'s
+    bootstrap): that interval holds only the eval replies' noise, not the training's, and the `interval` column
+    says so ("seed 0's 32 eval prompts only"). `verdict` is "higher", "lower" or "no detectable difference" (the interval holds 0).
+    `seeds`: only these seeds (default: all in the sweep)."""
+    out = Path(out)
+    if not (out / "sweep.csv").is_file():
+        raise FileNotFoundError(f"No sweep at {out} (no sweep.csv): run sweep(base, grid, {str(out)!r}) first.")
+    table = final = pd.read_csv(out / "sweep.csv")  # one row per run: its last iteration's evaluation
+    fields = list(final.columns[:list(final.columns).index("seed")])  # sweep() writes the grid's fields first
+    if field not in fields:
+        raise KeyError(f"{field!r} is not a field of the sweep at {out}; its grid fields: {fields}.")
+    if seeds is not None:
+        table = table[table["seed"].isin(list(seeds))]
+    values = list(dict.fromkeys(final[field]))
+    baseline = values[0] if baseline is None else baseline
+    if baseline not in values:
+        raise ValueError(f"baseline {baseline!r} is not a value of {field!r} in the sweep; its values: {values}.")
+    others = [f for f in fields if f != field]
+    rows = []
+    for key, group in (table.groupby(others, sort=False, dropna=False) if others else [((), table)]):
+        base = group[group[field] == baseline].set_index("seed")
+        for value in (v for v in values if v != baseline):
+            runs = group[group[field] == value].set_index("seed")
+            common = sorted(set(base.index) & set(runs.index))
+            if not common:
+                continue
+            if len(common) >= 2:
+                diff = runs.loc[common, "gold_reward"] - base.loc[common, "gold_reward"]
+                mean, low, high = t_interval(diff.to_numpy())
+                over = f"{len(common)} seeds (t)"
+            else:
+                seed = common[0]
+                before, after = _prompt_gold(out, base.loc[seed]), _prompt_gold(out, runs.loc[seed])
+                if not before.index.equals(after.index):
+                    raise ValueError(f"{base.loc[seed, 'run']} and {runs.loc[seed, 'run']} were evaluated on different "
+                                     "prompts; they cannot be paired.")
+                result = paired_gain(before.to_numpy(), after.to_numpy())
+                mean, low, high = result.gain, result.ci_low, result.ci_high
+                over = f"seed {seed}'s {result.n_prompts} eval prompts only"
+            word = {"rose": "higher", "fell": "lower"}.get(verdict(low, high), "no detectable difference")
+            rows.append({**dict(zip(others, key if isinstance(key, tuple) else (key,))), field: value,
+                         "baseline": baseline, "seeds": len(common), "difference": mean, "ci_low": low,
+                         "ci_high": high, "interval": over, "verdict": word})
+    return pd.DataFrame(rows)
+
+
+def _prompt_gold(out: Path, row: pd.Series) -> pd.Series:
+    """Mean gold reward of a run's final eval replies to each held-out prompt, indexed by the sorted prompts."""
+    path = iteration_dir(out / row["run"], int(row["iteration"])) / "eval_samples.jsonl"
+    replies = pd.DataFrame([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
+    return replies.groupby("prompt", sort=True)["gold"].mean()

@@ -270,18 +270,29 @@ def plot_proxy_vs_gold(curves: pd.DataFrame, hue: str = "setting") -> Figure:
 
 def plot_sweep(df: pd.DataFrame, x: str, y: str = "gold_reward", hue: str | None = None) -> Figure:
     """y against x, one line per value of `hue`; points of the same (x, hue) are averaged over seeds, with the
-    spread (min–max) as error bars."""
+    spread (min–max) as error bars. With one run per point, gold_reward's bars are that run's 95 % interval of its
+    gain over the policy it started from (paired by prompt: the eval replies' noise, not the training's); other
+    figures get none. The title says which. Whether two points differ is `ablation.contrasts`'s question."""
     for column in (x, y, hue):
         if column is not None and column not in df:
             raise KeyError(f"{column!r} is not a column of the sweep table; columns: {list(df.columns)}.")
+    counts = df.groupby([x, hue] if hue else [x]).size()
+    gain = [f"gold_gain_vs_initial{end}" for end in ("", "_ci_low", "_ci_high")]
+    own = counts.max() == 1 and y == "gold_reward" and set(gain) <= set(df.columns)
     fig, (ax,) = _figure(width=5.5, height=3.8)
-    groups = df.groupby(hue, sort=True) if hue else [(None, df)]
-    for label, group in groups:
-        stats = group.groupby(x, sort=True)[y].agg(["mean", "min", "max"])
-        ax.errorbar(stats.index.astype(str) if stats.index.dtype == object else stats.index, stats["mean"],
-                    yerr=[stats["mean"] - stats["min"], stats["max"] - stats["mean"]], marker="o", capsize=3,
-                    label=None if hue is None else f"{hue} = {label}")
-    ax.set(xlabel=x, ylabel=y, title=f"{y} by {x}")
+    for label, group in (df.groupby(hue, sort=True) if hue else [(None, df)]):
+        if own:  # the run's gain interval, moved to its gold reward (NaN at a round without one: no bar)
+            stats = group.assign(low=group[gain[0]] - group[gain[1]], high=group[gain[2]] - group[gain[0]]) \
+                .groupby(x, sort=True)[[y, "low", "high"]].mean().fillna({"low": 0.0, "high": 0.0})
+            mean, yerr = stats[y], [stats["low"], stats["high"]]
+        else:
+            stats = group.groupby(x, sort=True)[y].agg(["mean", "min", "max"])
+            mean, yerr = stats["mean"], [stats["mean"] - stats["min"], stats["max"] - stats["mean"]]
+        ax.errorbar(stats.index.astype(str) if stats.index.dtype == object else stats.index, mean, yerr=yerr,
+                    marker="o", capsize=3, label=None if hue is None else f"{hue} = {label}")
+    n = f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}–{counts.max()}"
+    bars = "bars: min–max" if counts.max() > 1 else "bars: 95 % interval of its gain" if own else "no bars"
+    ax.set(xlabel=x, ylabel=y, title=f"{y} by {x}\n({n} run{'s' if counts.max() > 1 else ''} per point; {bars})")
     if hue:
         ax.legend(fontsize=8)
     return fig
