@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import sys
 from pathlib import Path
 
@@ -158,6 +159,8 @@ def cmd_demo(args) -> None:
     quiet_model_loading()
     out = args.out or ("runs/demo-smoke" if args.smoke else "runs/demo")
     start = time.perf_counter()
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues the run in --out and --overwrite deletes it: give one of them.")
     config = demo_config(args.smoke, args.iterations, 0 if args.seed is None else args.seed)
     if not (args.resume or args.overwrite) and (Path(out) / "config.json").exists():
         raise FileExistsError(f"{out} already holds a run: continue it with --resume, or start over with --overwrite "
@@ -167,6 +170,8 @@ def cmd_demo(args) -> None:
         from rlhf_lab.core.files import read_json
 
         saved, clash = read_json(Path(out) / "config.json"), []
+        if not isinstance(saved, dict):
+            raise ValueError(f"{Path(out) / 'config.json'} is not a run's config (a JSON object): give another --out.")
         if args.seed is not None and args.seed != saved.get("seed"):
             clash.append(f"it has seed {saved.get('seed')}, not {args.seed}")
         if args.smoke != (saved.get("policy") == "tiny"):
@@ -223,6 +228,35 @@ def taste_config(labels: int = 40, seed: int = 0, smoke: bool = False, method: s
     return config if candidates is None else replace(config, label_candidates=candidates)
 
 
+TASTE_FILES = ("config.json", "result.json", "summary.md", "before_after.png", "feedback.db", "feedback.db-wal",
+               "feedback.db-shm", "reward_model")
+"""What a taste run writes into its folder: what `--overwrite` may delete."""
+
+
+def _clear_taste_run(out: str | Path, overwrite: bool = False) -> None:
+    """Make `out` ready for a new taste run: nothing to do when it holds no run; a taste run is deleted with
+    overwrite=True (only the files a taste run writes) and refused without; any other run is refused (a taste run
+    written into a demo's folder would spoil it)."""
+    from rlhf_lab.loop.taste import TasteConfig
+
+    out = Path(out)
+    if not (out / "config.json").exists():
+        return
+    try:
+        TasteConfig.from_dict(json.loads((out / "config.json").read_text()))
+    except Exception:  # noqa: BLE001 - any reason it is not a taste run's config
+        raise ValueError(f"{out} holds another kind of run (its config.json is not a taste run's): give another "
+                         "--out.") from None
+    if not overwrite:
+        raise FileExistsError(f"{out} already holds a taste run: give another --out, or --overwrite to replace it.")
+    for name in TASTE_FILES:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
 def cmd_taste(args) -> None:
     """A simulated learner's taste: labels → reward model → policy → honest before/after; last line JSON."""
     from dataclasses import replace
@@ -247,11 +281,16 @@ def cmd_taste(args) -> None:
             raise ValueError("--store needs --annotator: whose judgments train the model (a name, or '*' for "
                              "everyone's, the class's model)")
         out = args.out or f"runs/taste-store-{'everyone' if args.annotator == '*' else args.annotator}-seed{args.seed}"
+        _clear_taste_run(out, args.overwrite)
         result = run_taste(config, store=args.store, annotator=args.annotator, out=out)
         label = {"annotator": args.annotator}
     else:
+        if args.annotator:
+            raise ValueError("--annotator names whose judgments in --store train the model: give --store too, or "
+                             "leave --annotator out (a simulated learner with --taste judges).")
         taste = load_taste(args.taste)
         out = args.out or f"runs/taste-{args.taste.replace(':', '-')}-seed{args.seed}"
+        _clear_taste_run(out, args.overwrite)
         learner = SimulatedLearner(taste, name=f"{args.taste} (simulated)", rationality=args.rationality,
                                    seed=args.seed)
         result = run_taste(config, learner=learner, out=out)
@@ -259,6 +298,22 @@ def cmd_taste(args) -> None:
     print(result)
     print(f"report: {Path(out) / 'summary.md'}")
     print(json.dumps({**label, "seed": args.seed, **result.to_json()}))
+
+
+def count(text: str) -> int:
+    """argparse type: a whole number ≥ 1 (threads, prompts)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text}")
+    return value
+
+
+def seed(text: str) -> int:
+    """argparse type: a seed, 0 to 2³² − 1 (what numpy's generators take)."""
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"a seed is a whole number from 0 to {2**32 - 1}, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="sample replies from a policy and print them")
     gen.add_argument("--model", default=DEFAULT_POLICY, help=f"alias ({', '.join(KNOWN_ALIASES)}), hub id or directory")
-    gen.add_argument("--n", type=int, default=4, help="number of prompts drawn from the prompt set")
+    gen.add_argument("--n", type=count, default=4, help="number of prompts drawn from the prompt set")
     gen.add_argument("--prompt-set", default="curated", help="curated, chitchat, chatterbot, all, or a .jsonl file")
     gen.add_argument("--split", default="eval", choices=["train", "eval", "all"])
     gen.add_argument("--prompt", action="append", help="a prompt of your own (repeatable); overrides --prompt-set")
@@ -280,9 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--temperature", type=float, default=0.7, help="0 for greedy decoding")
     gen.add_argument("--top-k", type=int, default=0, help="0 switches top-k off")
     gen.add_argument("--top-p", type=float, default=1.0, help="1.0 switches nucleus sampling off")
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--seed", type=seed, default=0)
     gen.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
-    gen.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    gen.add_argument("--threads", type=count, default=None, help="torch CPU threads")
     gen.add_argument("--json", action="store_true", help="print the replies as JSON records")
     gen.set_defaults(func=cmd_generate)
 
@@ -290,17 +345,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--smoke", action="store_true", help="the tiny model and a few steps (under a minute)")
     demo.add_argument("--out", default=None, help="run directory (default runs/demo or runs/demo-smoke)")
     demo.add_argument("--iterations", type=int, default=2)
-    demo.add_argument("--seed", type=int, default=None, help="seeds every stage (default 0; --resume: the run's own)")
+    demo.add_argument("--seed", type=seed, default=None, help="seeds every stage (default 0; --resume: the run's own)")
     demo.add_argument("--resume", action="store_true", help="reopen the run in --out and continue it")
     demo.add_argument("--overwrite", action="store_true", help="delete the run already in --out and start over")
-    demo.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    demo.add_argument("--threads", type=count, default=None, help="torch CPU threads")
     demo.set_defaults(func=cmd_demo)
 
     taste = sub.add_parser("taste", help="a simulated learner's taste steers the model; an honest before/after")
     taste.add_argument("--taste", default="short",
                        help="short, questions, enthusiastic, formal, gold, or module:function (prompt, reply) -> float")
     taste.add_argument("--labels", type=int, default=40, help="pairs the simulated learner judges")
-    taste.add_argument("--seed", type=int, default=0)
+    taste.add_argument("--seed", type=seed, default=0)
     taste.add_argument("--rationality", type=float, default=3.0, help="β of the learner's Bradley–Terry choice")
     taste.add_argument("--method", choices=("dpo", "ppo"), default="dpo",
                        help="the policy step: iterative DPO (default) or PPO (lesson 4's method and settings)")
@@ -317,8 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --method ppo: PPO maximises the reward model's score less this many times its "
                             "members' spread (default 1; 0: the score itself)")
     taste.add_argument("--out", default=None, help="report folder (default runs/taste-TASTE-seedN)")
+    taste.add_argument("--overwrite", action="store_true", help="replace the taste run already in --out")
     taste.add_argument("--smoke", action="store_true", help="the tiny model and small counts (a check that it runs)")
-    taste.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    taste.add_argument("--threads", type=count, default=None, help="torch CPU threads")
     taste.add_argument("--store", default=None,
                        help="learn from people's judgments already in this store (path or URL) instead of a "
                             "simulated learner; needs --annotator")
@@ -345,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return command_status(f"rlhf-lab {args.command}", lambda: args.func(args),
                           (ModuleNotFoundError, ValueError, FileNotFoundError, FileExistsError, PermissionError,
-                           SetupError))  # SetupError: ModelNotAvailableError among them
+                           NotADirectoryError, IsADirectoryError, SetupError))  # SetupError: ModelNotAvailableError
 
 
 if __name__ == "__main__":

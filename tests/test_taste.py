@@ -112,6 +112,19 @@ def test_the_cli_ends_with_one_json_line_and_takes_your_own_taste(tmp_path, monk
                  "out"]) == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert EmbeddingRewardModel.load(tmp_path / "out" / "reward_model").config.words_blend
+    judged = FeedbackStore(tmp_path / "out" / "feedback.db").counts()["total"]
+    assert main(["taste", "--taste", "mine:likes_the", "--labels", "6", "--smoke", "--out", "out"]) == 2
+    assert capsys.readouterr().err.strip() == ("rlhf-lab taste: error: out already holds a taste run: give another "
+                                               "--out, or --overwrite to replace it.")
+    assert main(["taste", "--taste", "mine:likes_the", "--labels", "6", "--smoke", "--out", "out", "--overwrite"]) == 0
+    assert FeedbackStore(tmp_path / "out" / "feedback.db").counts()["total"] == judged  # replaced, not added to
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "config.json").write_text(json.dumps({"policy": "tiny", "iterations": 2}))
+    assert main(["taste", "--smoke", "--out", "demo", "--overwrite"]) == 2  # never into another kind of run
+    assert "demo holds another kind of run" in capsys.readouterr().err
+    assert json.loads((tmp_path / "demo" / "config.json").read_text()) == {"policy": "tiny", "iterations": 2}
+    assert main(["taste", "--smoke", "--annotator", "s1"]) == 2
+    assert "give --store too" in capsys.readouterr().err
     assert taste_config(words="off").reward.features == ("reply", "prompt_x_reply", "surface")
     assert taste_config(words="evidence").reward.words_weights == WORDS_PRIORS
     assert main(["taste", "--taste", "mine:likes_the", "--labels", "6", "--smoke", "--words", "evidence", "--out",
@@ -345,6 +358,8 @@ def test_ppo_pessimism_pays_the_score_less_the_members_spread(monkeypatch, capsy
     assert "--pessimism weighs PPO's reward: it needs --method ppo, got --method dpo." in capsys.readouterr().err
     assert main(["taste", "--smoke", "--method", "ppo", "--pessimism", "-1"]) == 2
     assert "ppo_pessimism must be >= 0" in capsys.readouterr().err
+    assert main(["taste", "--smoke", "--method", "ppo", "--pessimism", "nan"]) == 2  # not a meaningless run
+    assert "ppo_pessimism must be >= 0 (0: PPO maximises the score itself), got nan." in capsys.readouterr().err
 
 
 def test_the_loops_ppo_runs_lesson_4s_parameters():

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -128,7 +129,7 @@ class TasteConfig(Config):
         self.ppo = as_config(self.ppo, PPOConfig)
         if self.method not in ("dpo", "ppo"):
             raise ValueError(f"method must be 'dpo' or 'ppo', got {self.method!r}.")
-        if self.ppo_pessimism < 0:
+        if not 0 <= self.ppo_pessimism < math.inf:  # NaN too
             raise ValueError(f"ppo_pessimism must be >= 0 (0: PPO maximises the score itself), got "
                              f"{self.ppo_pessimism:g}.")
         self.label_temperatures = tuple(self.label_temperatures)
