@@ -50,3 +50,17 @@ def test_one_vocabulary_across_stages():
     assert not {"vf_coef", "vf_clip", "gamma", "lam", "value_head", "whiten_rewards"} & set(RLOOConfig().to_dict())
     assert issubclass(PPOConfig, OptimConfig) and issubclass(RLOOConfig, OptimConfig) and issubclass(DPOConfig,
                                                                                                       OptimConfig)
+
+
+@pytest.mark.parametrize("values, match", [
+    ({"ppo": 5}, r"^Expected PPOConfig's settings \(a JSON object, or None\), got 5\.$"),
+    ({"ppo": {"sampling": [1, 2]}}, r"^Expected SamplingConfig's settings .*got \[1, 2\]\.$"),
+    ({"ppo": {"batch_size": "x"}}, r"^PPOConfig: a value of the wrong type \(.*str.*\): check the config's numbers"),
+    ({"ppo": {"sampling": {"max_new_tokens": "many"}}}, r"^SamplingConfig: a value of the wrong type"),
+])
+def test_a_config_file_of_the_wrong_shape_is_one_value_error(values, match):
+    """What a hand-edited or damaged config.json holds: one ValueError naming the config, never a TypeError or an
+    AttributeError from deep inside (the CLI turns a ValueError into one line and exit status 2)."""
+    with pytest.raises(ValueError, match=match):
+        ExperimentConfig.from_dict(values)
+    assert as_config(None, LoraSettings) is None and as_config(LoraSettings(r=2), LoraSettings).r == 2

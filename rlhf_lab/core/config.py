@@ -31,7 +31,11 @@ class Config:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"Unknown {cls.__name__} fields {unknown}; known: {sorted(known)}.")
-        return cls(**values)
+        try:
+            return cls(**values)
+        except (TypeError, AttributeError) as err:  # e.g. "x" where a number belongs: its check could not compare
+            raise ValueError(f"{cls.__name__}: a value of the wrong type ({err}): check the config's numbers, texts "
+                             "and settings.") from None
 
 
 class Seeded:
@@ -45,5 +49,9 @@ class Seeded:
 
 def as_config(value, cls):
     """`value` as an instance of the config class `cls`: a dict is read with `cls.from_dict`, anything else (an
-    instance, or None for an optional setting) is returned as it is."""
-    return cls.from_dict(value) if isinstance(value, dict) else value
+    instance, or None for an optional setting) is returned as it is; any other value is refused."""
+    if isinstance(value, dict):
+        return cls.from_dict(value)
+    if value is not None and not isinstance(value, cls):
+        raise ValueError(f"Expected {cls.__name__}'s settings (a JSON object, or None), got {value!r}.")
+    return value
