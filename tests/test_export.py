@@ -392,3 +392,20 @@ def test_the_files_load_as_trl_reads_them(store_path, tmp_path, capsys):
         assert args.learning_rate == recipe["learning_rate"]
         assert model.model_name_or_path == recipe["model_name_or_path"]
         assert data.datasets[0].columns == recipe["datasets"][0]["columns"]
+
+
+def test_a_run_whose_config_holds_a_line_break_never_writes_a_command_into_a_script(demo_run, tmp_path, capsys):
+    """A shared run's config.json is data: a policy name with a line break in it must stay inside the scripts'
+    comments (before, `# note: ...` ended at the break and the next line ran as a command)."""
+    run, config = demo_run
+    evil = tmp_path / "evil"
+    shutil.copytree(run, evil)
+    (evil / "config.json").write_text(json.dumps({**config.to_dict(), "policy": "x\ntouch PWNED\r\n"}))
+    for to in ("openrlhf", "verl"):
+        assert export(capsys, "--run", evil, "--to", to, "--out", tmp_path / to) == 0
+        script = (tmp_path / to / f"{to}.sh").read_bytes().decode()  # as bash reads it: a \r stays a \r
+        comments = [line for line in script.splitlines() if line.startswith("#") and "PWNED" in line]
+        assert comments and all("x\\ntouch PWNED\\r\\n" in line for line in comments)  # escaped in comments
+        words = shlex.split(script, comments=True)  # as the shell splits it: comments dropped, quotes kept whole
+        assert "touch" not in words and not any(w.startswith("PWNED") for w in words)  # never a command of its own
+        assert any("x\ntouch PWNED\r\n" in w or "x\\ntouch PWNED" in w for w in words)  # a quoted value

@@ -60,7 +60,10 @@ class RecipeData:
 
 
 def _header(lines: list[str]) -> str:
-    return "".join(f"# {line}\n" if line else "#\n" for line in lines)
+    """Comment lines for a script; a value read from a run (a policy name) can never end the comment and become a
+    command: every line break or other control character in it is shown escaped."""
+    safe = ("".join(c if c.isprintable() else repr(c)[1:-1] for c in line) for line in lines)
+    return "".join(f"# {line}\n" if line else "#\n" for line in safe)
 
 
 def _provenance(settings) -> list[str]:
