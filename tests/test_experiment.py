@@ -247,6 +247,8 @@ def test_demo_smoke_writes_a_report(tmp_path, capsys):
                                                 "them, or give another --out.")
     assert main(["demo", "--out", str(out), "--resume"]) == 2
     assert "(it is a --smoke run)" in capsys.readouterr().err
+    assert main(["demo", "--smoke", "--out", str(out), "--resume", "--overwrite"]) == 2
+    assert "give one of them" in capsys.readouterr().err
     (out / "thesis.tex").write_text("mine")
     assert main(["demo", "--smoke", "--out", str(out), "--overwrite"]) == 2  # never deletes what a run did not write
     assert "holds files a run does not write (thesis.tex)" in capsys.readouterr().err

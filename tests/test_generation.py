@@ -110,7 +110,9 @@ def test_max_prompt_tokens_keeps_the_end_of_long_prompts(tiny):
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(max_new_tokens=0), "max_new_tokens"), (dict(temperature=-1), "temperature"),
-    (dict(top_k=-2), "top_k"), (dict(top_p=0), "top_p"),
+    (dict(temperature=float("nan")), "temperature must be a finite number >= 0"),
+    (dict(temperature=float("inf")), "temperature"),
+    (dict(top_k=-2), "top_k"), (dict(top_p=0), "top_p"), (dict(top_p=float("nan")), "top_p"),
 ])
 def test_bad_sampling_settings_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):

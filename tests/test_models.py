@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 
+from rlhf_lab.cli import main
 from rlhf_lab.policy import models
 from rlhf_lab.policy.models import (DEFAULT_POLICY, ModelNotAvailableError, default_dtype, gpt2_tokenizer, load_policy,
                                     load_tokenizer, model_id, prepare_tokenizer, tiny_policy)
@@ -81,7 +82,7 @@ def test_hub_id_while_offline_says_so_and_suggests_the_alias(monkeypatch):
     assert "offline" in message and "smollm2-135m" in message
 
 
-def test_local_directory_loads_the_same_model(tmp_path, tiny):
+def test_local_directory_loads_the_same_model(tmp_path, tiny, capsys):
     model, tok = tiny
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
@@ -90,6 +91,13 @@ def test_local_directory_loads_the_same_model(tmp_path, tiny):
     assert torch.allclose(loaded(ids).logits, model(ids).logits, atol=1e-6)
     assert loaded_tok.pad_token_id == tok.pad_token_id
     assert model_id(loaded) == str(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "llama", ')  # damaged by hand or a crashed copy
+    with pytest.raises(ModelNotAvailableError, match=r"holds no model that loads \(.*config.json.*\): give a folder"):
+        load_policy(str(tmp_path), device="cpu")
+    capsys.readouterr()  # the save's progress bars
+    assert main(["generate", "--model", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rlhf-lab generate: error: ") and err.count("\n") == 1 and "Traceback" not in err
 
 
 @pytest.mark.integration

@@ -37,6 +37,8 @@ def test_a_taste_of_your_own_loads_as_module_function(tmp_path, monkeypatch):
         load_taste("my_tastes:nope")
     with pytest.raises(ValueError, match="Cannot import 'not_a_module'"):
         load_taste("not_a_module:f")
+    with pytest.raises(ValueError, match=r"'os:system' must take \(prompt, reply\) .*system takes \(command\)"):
+        load_taste("os:system")  # refused before any reply is sampled, not a TypeError at the first judgment
     assert set(TASTES) == {"short", "questions", "enthusiastic", "formal", "gold"}
 
 

@@ -15,6 +15,7 @@ between two replies is about one unit.
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 import re
 import sys
@@ -109,6 +110,13 @@ def load_taste(spec) -> Taste:
     taste = getattr(module, function, None)
     if not callable(taste):
         raise ValueError(f"{module_name!r} has no function {function!r} for the taste {spec!r}.")
+    try:
+        inspect.signature(taste).bind("prompt", "reply")
+    except TypeError:
+        raise ValueError(f"The taste {spec!r} must take (prompt, reply) and return a number; {function} takes "
+                         f"{inspect.signature(taste)}.") from None
+    except ValueError:  # no signature to read (some built-ins): it is tried as it is
+        pass
     return taste
 
 

@@ -14,6 +14,7 @@ overhead); any other model, or `decoder="hf"`, by `model.generate`. Each reply r
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -65,8 +66,8 @@ class SamplingConfig(Config):
     def __post_init__(self):
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}.")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}.")
+        if not 0 <= self.temperature < math.inf:  # NaN too
+            raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {self.temperature}.")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}.")
         if not 0 < self.top_p <= 1:

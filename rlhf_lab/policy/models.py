@@ -345,6 +345,10 @@ def load_policy(name_or_path: str = DEFAULT_POLICY, device: str | torch.device |
         tokenizer = AutoTokenizer.from_pretrained(source.path, **source.kwargs)
         model = AutoModelForCausalLM.from_pretrained(source.path, dtype=dtype, **source.kwargs)
     except Exception as err:
+        if _damaged_files(err) and Path(str(name_or_path)).is_dir():  # the user's own folder: say so, in one line
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ModelNotAvailableError(f"{name_or_path} holds no model that loads ({first}): give a folder written "
+                                         "by save_pretrained, a hub id or an alias.") from None
         if name_or_path not in OFFLINE_MODELS or not _damaged_files(err):
             raise  # an import error, memory, a bug: the cache is not to blame, so it stays
         log.warning("The cached copy of %s failed to load (%s); rebuilding it.", name_or_path, err)
