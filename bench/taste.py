@@ -91,7 +91,7 @@ def loop_run(taste: str, seed: int, labels: int, out: Path, method: str = "dpo",
                            *(["--prior", prior] if prior else []),
                            *(["--candidates", str(candidates)] if candidates else []),
                            *(["--pessimism", str(pessimism)] if pessimism is not None else []),
-                           "--out", str(folder)], capture_output=True, text=True, env=env)
+                           "--out", str(folder), "--overwrite"], capture_output=True, text=True, env=env)  # a rerun
     if folder.is_dir():
         (folder / "log.txt").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
