@@ -77,3 +77,39 @@ def test_serve_starts_a_server_of_your_own_and_stops_it(capsys, postgres):
     finally:
         main(["class", "serve", "--dir", folder, "--stop"])
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _class_with_items(postgres, name, tmp_path):
+    url = postgres.create_database(name)
+    assert main(["feedback", "simulate", "--store", url, "--annotators", "0", "--items", "4", "--model",
+                 "corpus"]) == 0
+    roster = tmp_path / "roster.csv"
+    roster.write_text("student_id,display_name\nada,Ada L.\nbob,Bob\n")
+    return url, roster
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_wrong_urls_get_a_hint_that_fits_and_no_password(postgres, tmp_path, capsys):
+    url, roster = _class_with_items(postgres, "wrong_urls", tmp_path)
+    logins = tmp_path / "logins.csv"
+    assert main(["class", "create", "--store", url, "--roster", str(roster), "--k", "2", "--logins",
+                 str(logins)]) == 0
+    student = next(csv.DictReader(logins.open()))["url"]
+    secret = student.split(":")[2].split("@")[0]
+    for argv in (["class", "create", "--store", student, "--roster", str(roster), "--logins", str(tmp_path / "l.csv")],
+                 ["feedback", "simulate", "--store", student, "--annotators", "1", "--items", "2", "--model",
+                  "corpus"]):
+        assert main(argv) == 2
+        err = _one_line_error(capsys)
+        assert "use the instructor's URL" in err and secret not in err and postgres.password not in err
+    assert not (tmp_path / "l.csv").exists()
+    wrong = url.replace(postgres.password, "not-the-password")
+    assert main(["class", "progress", "--store", wrong]) == 2
+    err = _one_line_error(capsys)
+    assert "password authentication failed" in err and "is the URL's user name and password right?" in err
+    assert "not-the-password" not in err and "free disk space" not in err

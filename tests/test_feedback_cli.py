@@ -189,3 +189,28 @@ def test_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch, entry):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "database or disk is full" in err and "the store refused" in err
     assert err.startswith("rlhf-lab feedback: error:")
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_database_errors_are_one_line_that_fits_and_hide_the_password(capsys):
+    import socket
+
+    from rlhf_lab.core.script import hide_password
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["feedback", "stats", "--store", f"postgresql+psycopg://u:SECRET@127.0.0.1:{port}/x"]) == 2
+    err = _one_line_error(capsys)
+    assert f"is a PostgreSQL server running at 127.0.0.1:{port}?" in err and "free disk space" not in err
+    assert "SECRET" not in err and "Is the server running on that host" not in err
+    assert main(["feedback", "stats", "--store", "postgres://u:SECRET@127.0.0.1:1/x"]) == 2
+    err = _one_line_error(capsys)
+    assert "postgres://u:***@127.0.0.1:1/x is neither a store path nor a database URL" in err and "SECRET" not in err
+    assert hide_password("at postgresql+psycopg://me:p@ss:w0rd@db:5432/c, or sqlite:///a.db") == \
+        "at postgresql+psycopg://me:***@db:5432/c, or sqlite:///a.db"

@@ -4,7 +4,8 @@ the main process as one JSON line.
 
     sys.exit(run_script("train_x.py", build_parser(), check, train))
 
-`command_status` is the same refusal for the `rlhf-lab` commands, where a database that refused is one line too.
+`command_status` is the same refusal for the `rlhf-lab` commands, where a database that refused is one line too, with
+a hint that fits what went wrong; `hide_password` masks the password of any URL in a message.
 """
 
 from __future__ import annotations
@@ -13,10 +14,23 @@ import argparse
 import errno
 import json
 import os
+import re
 import sys
 from typing import Callable
 
-__all__ = ["run_script", "command_status"]
+__all__ = ["run_script", "command_status", "hide_password", "one_line"]
+
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)\S*@")
+
+
+def hide_password(text) -> str:
+    """`text` with the password of every URL in it (scheme://user:password@host) written as ***."""
+    return _URL_PASSWORD.sub(r"\1***@", str(text))
+
+
+def one_line(text) -> str:
+    """A message on one line (a driver's message spans several: its lines joined), any URL's password hidden."""
+    return hide_password(" ".join(line.strip() for line in str(text).splitlines() if line.strip()))
 
 
 def run_script(prog: str, parser: argparse.ArgumentParser, check: Callable, train: Callable[..., dict],
@@ -43,20 +57,43 @@ def run_script(prog: str, parser: argparse.ArgumentParser, check: Callable, trai
     return 0
 
 
+def _refusal(orig) -> str:
+    """A database's refusal (the driver's error `orig`) on one line, with a hint that fits it."""
+    lines = [line for line in str(orig).splitlines() if not line.strip().startswith("Is the server running")]
+    text = one_line("\n".join(lines))  # libpq's own second line, a hint, gives way to the one below
+    low = text.lower()
+    if type(orig).__module__.split(".")[0] == "sqlite3":
+        return f"{text} (free disk space, check the file's permissions, or give another --store)"
+    if getattr(orig, "sqlstate", None) == "42501" or "permission denied" in low or "row-level security" in low:
+        return (f"{text}: this URL may not do that here (a student's URL only judges): use the instructor's URL "
+                "(`rlhf-lab class serve` printed it)")
+    if "password authentication failed" in low:
+        return f"{text} (is the URL's user name and password right? Use the URL as it was handed out)"
+    if "database" in low and "does not exist" in low:
+        return f"{text} (is the database name at the end of the URL right?)"
+    at = re.search(r'server at "([^"]+)", port (\d+)', text)
+    where = f"{at.group(1)}:{at.group(2)}" if at else "the URL's host and port"
+    return f"{text} (is a PostgreSQL server running at {where}? `rlhf-lab class serve` starts one)"
+
+
 def command_status(prog: str, work: Callable[[], object], errors: tuple[type[BaseException], ...]) -> int:
     """Run `work()` -> exit status 0; an error of a kind in `errors` (bad input), a database that refused
-    (SQLAlchemy's OperationalError: disk full, a read-only file, a locked or lost server) or a full disk (OSError
-    ENOSPC, as `core.files.ensure_free_space` raises) is one line on stderr naming `prog`, and exit status 2."""
-    from sqlalchemy.exc import OperationalError
+    (SQLAlchemy's OperationalError: disk full, a read-only file, a locked, lost or unreachable server, a wrong
+    password; its ProgrammingError: e.g. a student's URL where the instructor's is needed) or a full disk (OSError
+    ENOSPC, as `core.files.ensure_free_space` raises) is one line on stderr naming `prog` (no URL's password in it),
+    and exit status 2."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
 
     try:
         work()
     except errors as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
         return 2
     except OperationalError as err:
-        print(f"{prog}: error: the store refused: {err.orig} (free disk space, check the file's permissions, or give "
-              "another --store)", file=sys.stderr)
+        print(f"{prog}: error: the store refused: {_refusal(err.orig)}", file=sys.stderr)
+        return 2
+    except ProgrammingError as err:
+        print(f"{prog}: error: the database refused: {_refusal(err.orig)}", file=sys.stderr)
         return 2
     except OSError as err:
         if err.errno != errno.ENOSPC:
