@@ -113,3 +113,19 @@ def test_wrong_urls_get_a_hint_that_fits_and_no_password(postgres, tmp_path, cap
     err = _one_line_error(capsys)
     assert "password authentication failed" in err and "is the URL's user name and password right?" in err
     assert "not-the-password" not in err and "free disk space" not in err
+
+
+def test_reading_an_empty_class_database_makes_no_store_in_it(postgres, tmp_path, capsys):
+    import sqlalchemy as sa
+
+    url = postgres.create_database("still_empty")
+    out = tmp_path / "x.jsonl"
+    for argv in (["feedback", "stats", "--store", url], ["feedback", "export", "--store", url, "--out", str(out)]):
+        assert main(argv) == 2
+        err = _one_line_error(capsys)
+        assert "no store at postgresql+psycopg://rlhf_admin:***@" in err and postgres.password not in err
+    engine = sa.create_engine(url)
+    try:
+        assert sa.inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()

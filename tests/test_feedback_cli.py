@@ -191,10 +191,38 @@ def test_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch, entry):
     assert err.startswith("rlhf-lab feedback: error:")
 
 
+def _simulated_store(path):
+    assert main(["feedback", "simulate", "--store", str(path), "--annotators", "2", "--items", "3", "--model",
+                 "corpus"]) == 0
+    return path
+
+
 def _one_line_error(capsys) -> str:
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err, err
     return err
+
+
+@pytest.mark.parametrize("command", ["stats", "export"])
+def test_reading_commands_refuse_a_missing_or_empty_store(tmp_path, capsys, command, monkeypatch):
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    monkeypatch.chdir(tmp_path)
+    out = ["--out", str(tmp_path / "out.jsonl")] if command == "export" else []
+    for where in (str(empty), "sqlite:///empty.db", "sqlite:///missing.db", str(tmp_path / "new" / "missing.db")):
+        assert main(["feedback", command, "--store", where, *out]) == 2, where
+        assert f"no store at {where}: make one first" in _one_line_error(capsys)
+    assert empty.stat().st_size == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]
+    _simulated_store(empty)  # a command that makes stores still takes an empty file
+    assert main(["feedback", command, "--store", str(empty)]) == 0
+
+
+def test_a_relative_sqlite_url_opens_an_existing_store(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _simulated_store("fb.db")
+    capsys.readouterr()
+    assert main(["feedback", "stats", "--store", "sqlite:///fb.db"]) == 0
+    assert "6 judgments, 3 items" in capsys.readouterr().out
 
 
 def test_database_errors_are_one_line_that_fits_and_hide_the_password(capsys):

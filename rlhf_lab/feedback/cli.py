@@ -162,9 +162,7 @@ def feedback_stats(store: FeedbackStore) -> dict:
 
 
 def cmd_stats(args) -> None:
-    if not Path(args.store).exists() and "://" not in args.store:
-        raise FileNotFoundError(f"no store at {args.store}; create one with `rlhf-lab feedback simulate` or a rater")
-    store = FeedbackStore(args.store)
+    store = FeedbackStore(args.store, create=False)
     stats = feedback_stats(store)
     store.close()
     if args.json:
@@ -180,12 +178,10 @@ def cmd_stats(args) -> None:
 
 
 def cmd_export(args) -> None:
-    if not Path(args.store).exists() and "://" not in args.store:
-        raise FileNotFoundError(f"no store at {args.store}")
     out = args.out or str(Path(args.store).with_suffix(f".{args.format}"))
     if Path(out).is_dir():
         raise ValueError(f"--out {out} is a folder; give a file name such as {Path(out) / ('prefs.' + args.format)}")
-    store = FeedbackStore(args.store)
+    store = FeedbackStore(args.store, create=False)
     n = store.export_jsonl(out, include_ties=args.include_ties) if args.format == "jsonl" else store.export_csv(out)
     store.close()
     print(f"wrote {n} {'preference pairs' if args.format == 'jsonl' else 'judgments'} to {out}")

@@ -1,6 +1,6 @@
-"""Where a feedback store lives: a path or URL made into a SQLAlchemy URL, a foreign SQLite file refused before it
-is touched, and the SQLite connection settings (WAL, busy timeout, BEGIN IMMEDIATE for writes) that let several
-kernels record into one file at once."""
+"""Where a feedback store lives: a path or URL made into a SQLAlchemy URL, a foreign SQLite file (or, for a command
+that only reads, a missing or empty one) refused before it is touched, and the SQLite connection settings (WAL, busy
+timeout, BEGIN IMMEDIATE for writes) that let several kernels record into one file at once."""
 
 from __future__ import annotations
 
@@ -11,32 +11,53 @@ from pathlib import Path
 
 from sqlalchemy import event
 
-__all__ = ["store_url", "refuse_foreign_sqlite", "read_only_url", "configure_sqlite"]
+__all__ = ["store_url", "sqlite_file", "refuse_foreign_sqlite", "refuse_missing_store", "no_store",
+           "read_only_url", "configure_sqlite"]
 
 
-def store_url(where: str | Path) -> str:
-    """A SQLAlchemy URL for a path (parent folders created), `:memory:` or a URL given as is."""
+def store_url(where: str | Path, make_folders: bool = True) -> str:
+    """A SQLAlchemy URL for a path (its parent folders created, unless not `make_folders`), `:memory:` or a URL
+    given as is."""
     where = str(where)
     if where == ":memory:":
         return "sqlite://"
     if "://" in where:
         return where
     path = Path(where).expanduser().resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if make_folders:
+        path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a `sqlite:///...` URL (as written: relative paths stay relative); None for any other URL."""
+    return Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
+
+
+def no_store(where) -> FileNotFoundError:
+    """The error for a command that reads a store where there is none (`where` with any password hidden)."""
+    return FileNotFoundError(f"no store at {where}: make one first, e.g. `rlhf-lab feedback simulate --store {where}`")
+
+
+def refuse_missing_store(url: str, where) -> None:
+    """For a command that only reads: refuse a SQLite file that does not exist or is empty (0 bytes), before
+    SQLite would create it or write a new store's tables into it."""
+    path = sqlite_file(url)
+    if path is not None and (not path.is_file() or path.stat().st_size == 0):
+        raise no_store(where)
 
 
 def refuse_foreign_sqlite(url: str) -> None:
     """Refuse, before touching it, an existing SQLite file that is not a feedback store: opening one would add
     tables to it and switch it to WAL. Read-only check: the file is left as it was."""
-    path = Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
+    path = sqlite_file(url)
     if path is not None and path.is_dir():
         raise ValueError(f"{path} is a folder, not a feedback store: give a file path such as {path / 'feedback.db'}")
     if path is None or not path.is_file() or path.stat().st_size == 0:
         return
     try:
         ro = "?mode=ro" + ("" if os.access(path.parent, os.W_OK) else "&immutable=1")  # no folder for a WAL index
-        with contextlib.closing(sqlite3.connect(path.as_uri() + ro, uri=True)) as conn:
+        with contextlib.closing(sqlite3.connect(path.resolve().as_uri() + ro, uri=True)) as conn:
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.DatabaseError:
         raise ValueError(f"{path} is not a SQLite database, so not a feedback store: give the path of a store "
@@ -49,7 +70,7 @@ def refuse_foreign_sqlite(url: str) -> None:
 def read_only_url(url: str) -> str | None:
     """For an existing SQLite file this process may not write, a URL that opens it read-only (immutable when its
     folder is not writable either, as SQLite then cannot make the WAL index it reads through); else None."""
-    path = Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
+    path = sqlite_file(url)
     if path is None or not path.is_file() or os.access(path, os.W_OK):
         return None
     return f"sqlite:///file:{path}?mode=ro&uri=true" + ("" if os.access(path.parent, os.W_OK) else "&immutable=1")

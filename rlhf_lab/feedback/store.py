@@ -24,12 +24,15 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, ProgrammingError
 
+from rlhf_lab.core.script import hide_password
 from rlhf_lab.feedback import exchange
 from rlhf_lab.feedback.answers import flags_answer, pairwise_answer, ranking_answer, rating_answer, thumbs_answer
 from rlhf_lab.feedback.database import (
     configure_sqlite,
+    no_store,
     read_only_url,
     refuse_foreign_sqlite,
+    refuse_missing_store,
     store_url,
 )
 from rlhf_lab.feedback.preferences import judgments_to_pairs
@@ -53,9 +56,13 @@ __all__ = ["FeedbackStore"]
 class FeedbackStore:
     """A durable store of responses, items and judgments. See the module docstring."""
 
-    def __init__(self, where: str | Path = "runs/feedback.db", busy_timeout_s: float = 60.0):
-        self.url = store_url(where)
+    def __init__(self, where: str | Path = "runs/feedback.db", busy_timeout_s: float = 60.0, create: bool = True):
+        """Open the store at `where` (a path or URL), making it (tables, a path's folders) if it is new; with
+        `create=False` (a command that only reads) a store that is not there yet is refused: FileNotFoundError."""
+        self.url = store_url(where, make_folders=create)
         refuse_foreign_sqlite(self.url)
+        if not create:
+            refuse_missing_store(self.url, hide_password(where))
         read_only = read_only_url(self.url)  # a file we may not write opens read-only: readable, writes refused
         self.read_only = read_only is not None
         kwargs = {}
@@ -64,12 +71,19 @@ class FeedbackStore:
         try:
             self.engine = sa.create_engine(read_only or self.url, **kwargs)
         except sa.exc.ArgumentError as err:
-            raise ValueError(f"{where} is neither a store path nor a database URL this machine can open ({err}); "
-                             "give a file path, sqlite:///path or postgresql://...") from None
+            raise ValueError(hide_password(f"{where} is neither a store path nor a database URL this machine can open "
+                                           f"({err}); give a file path, sqlite:///path or postgresql+psycopg://..."))\
+                from None
         if self.engine.dialect.name == "sqlite":
             configure_sqlite(self.engine, busy_timeout_s, self.read_only)
-        with self._read() if self.read_only else self.transaction() as conn:  # create, check or upgrade the schema
-            upgrade_schema(conn, self.display_url, self.read_only)
+        try:
+            with self._read() if self.read_only else self.transaction() as conn:  # create, check or upgrade the schema
+                if not create and not sa.inspect(conn).has_table(schema_version_t.name):
+                    raise no_store(self.display_url)  # e.g. an empty PostgreSQL database: no tables made in it
+                upgrade_schema(conn, self.display_url, self.read_only)
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     # ---- plumbing: connections, transactions, schema -------------------------------------------------------------
     @contextlib.contextmanager
