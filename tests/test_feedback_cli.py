@@ -203,6 +203,31 @@ def _one_line_error(capsys) -> str:
     return err
 
 
+def test_export_never_overwrites_silently_nor_the_store(tmp_path, capsys, monkeypatch):
+    store = _simulated_store(tmp_path / "fb.db")
+    before = store.read_bytes()
+    out = tmp_path / "prefs.jsonl"
+    out.write_text("my notes\n")
+    assert main(["feedback", "export", "--store", str(store), "--out", str(out)]) == 2
+    assert "already exists" in _one_line_error(capsys) and out.read_text() == "my notes\n"
+    assert main(["feedback", "export", "--store", str(store), "--out", str(out), "--force"]) == 0
+    assert len(out.read_text().splitlines()) > 0 and "my notes" not in out.read_text()
+    for target in (store, tmp_path / "fb.db-wal", tmp_path / "sub" / ".." / "fb.db"):  # never the store, even forced
+        assert main(["feedback", "export", "--store", str(store), "--out", str(target), "--force"]) == 2
+        assert "is the store's own file" in _one_line_error(capsys)
+    assert store.read_bytes() == before
+    own = tmp_path / "x.jsonl"  # a store whose default export name is itself
+    own.write_bytes(before)
+    assert main(["feedback", "export", "--store", str(own), "--force"]) == 2
+    assert "is the store's own file" in _one_line_error(capsys) and own.read_bytes() == before
+    monkeypatch.chdir(tmp_path)  # a URL store without --out: no path made from the URL (no ./sqlite: folder)
+    for url in ("sqlite:///fb.db", "postgresql+psycopg://u:SECRET@127.0.0.1:1/x"):
+        assert main(["feedback", "export", "--store", url]) == 2
+        err = _one_line_error(capsys)
+        assert "--store is a URL: give --out" in err and "SECRET" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fb.db", "prefs.jsonl", "x.jsonl"]
+
+
 @pytest.mark.parametrize("command", ["stats", "export"])
 def test_reading_commands_refuse_a_missing_or_empty_store(tmp_path, capsys, command, monkeypatch):
     empty = tmp_path / "empty.db"

@@ -2,7 +2,7 @@
 
     rlhf-lab feedback simulate --store runs/feedback.db --annotators 5 --items 40 --seed 0 --model corpus
     rlhf-lab feedback stats --store runs/feedback.db --json
-    rlhf-lab feedback export --store runs/feedback.db --format jsonl --out prefs.jsonl
+    rlhf-lab feedback export --store runs/feedback.db --format jsonl --out prefs.jsonl   # --force replaces a file
 
 `add_feedback_commands(subparsers)` adds the `feedback` command to the `rlhf-lab` parser; each leaf sets
 `func(args)`. `main(argv)` runs the feedback commands on their own (used by the tests).
@@ -23,6 +23,7 @@ import numpy as np
 from rlhf_lab.core.script import command_status
 from rlhf_lab.feedback.agreement import panel_agreement
 from rlhf_lab.feedback.crowd import SimulatedCrowd
+from rlhf_lab.feedback.database import sqlite_file, store_url
 from rlhf_lab.feedback.store import FeedbackStore
 
 __all__ = ["corpus_pairs", "feedback_stats", "add_feedback_commands", "main"]
@@ -177,10 +178,28 @@ def cmd_stats(args) -> None:
           f"over {agree['units']} items, {agree['annotators']} annotators")
 
 
+def _export_path(args) -> Path:
+    """Where `feedback export` writes: --out, else the store's path with the format's suffix. Refused: a URL store
+    without --out, a folder, the store's own file (or its -wal/-shm/-journal), an existing file without --force."""
+    store_file = sqlite_file(store_url(args.store, make_folders=False))
+    if args.out is None and "://" in args.store:
+        raise ValueError(f"--store is a URL: give --out, the file to write (e.g. --out prefs.{args.format})")
+    out = Path(args.out or Path(args.store).with_suffix(f".{args.format}")).expanduser()
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a file name such as {out / ('prefs.' + args.format)}")
+    if store_file is not None:
+        store_file = store_file.expanduser().resolve()
+        own = [store_file.with_name(store_file.name + end) for end in ("", "-wal", "-shm", "-journal")]
+        if out.resolve() in own or any(f.exists() and out.exists() and out.samefile(f) for f in own):
+            raise ValueError(f"{out} is the store's own file: give another file with --out, e.g. --out "
+                             f"prefs.{args.format}")
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out} already exists: give another --out, or add --force to replace it")
+    return out
+
+
 def cmd_export(args) -> None:
-    out = args.out or str(Path(args.store).with_suffix(f".{args.format}"))
-    if Path(out).is_dir():
-        raise ValueError(f"--out {out} is a folder; give a file name such as {Path(out) / ('prefs.' + args.format)}")
+    out = _export_path(args)
     store = FeedbackStore(args.store, create=False)
     n = store.export_jsonl(out, include_ties=args.include_ties) if args.format == "jsonl" else store.export_csv(out)
     store.close()
@@ -216,8 +235,10 @@ def add_feedback_commands(subparsers) -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="export preference pairs (jsonl) or all judgments (csv)")
     export.add_argument("--store", required=True)
     export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
-    export.add_argument("--out", default=None, help="output file (default: the store path with .jsonl/.csv)")
+    export.add_argument("--out", default=None,
+                        help="output file (default: the store path with .jsonl/.csv; needed for a URL store)")
     export.add_argument("--include-ties", action="store_true", help="also write tie pairs (jsonl)")
+    export.add_argument("--force", action="store_true", help="replace --out if it exists (never the store itself)")
     export.set_defaults(func=cmd_export)
     return feedback
 
@@ -227,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rlhf-lab")
     add_feedback_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    return command_status("rlhf-lab feedback", lambda: args.func(args), (ValueError, FileNotFoundError, PermissionError))
+    return command_status("rlhf-lab feedback", lambda: args.func(args),
+                          (ValueError, FileNotFoundError, FileExistsError, PermissionError))
 
 
 if __name__ == "__main__":
