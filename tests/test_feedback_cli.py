@@ -250,6 +250,19 @@ def test_a_relative_sqlite_url_opens_an_existing_store(tmp_path, capsys, monkeyp
     assert "6 judgments, 3 items" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--model", "no-such-model"], "Unknown model 'no-such-model'"),
+    (["--model", "tiny", "--temperature", "-1"], "temperature must be >= 0"),
+    (["--model", "tiny", "--prompt-set", "no-such-set"], "Unknown prompt source 'no-such-set'"),
+    (["--model", "corpus", "--seed", "-1"], "--seed must be 0 or more, got -1"),
+])
+def test_simulate_checks_its_inputs_before_it_makes_a_store(tmp_path, capsys, args, message):
+    store = tmp_path / "runs" / "s.db"
+    assert main(["feedback", "simulate", "--store", str(store), "--items", "2", *args]) == 2
+    assert message in _one_line_error(capsys)
+    assert not store.exists() and not store.parent.exists()
+
+
 def test_database_errors_are_one_line_that_fits_and_hide_the_password(capsys):
     import socket
 

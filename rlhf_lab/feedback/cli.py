@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from rlhf_lab.core.errors import SetupError
 from rlhf_lab.core.script import command_status
 from rlhf_lab.feedback.agreement import panel_agreement
 from rlhf_lab.feedback.crowd import SimulatedCrowd
-from rlhf_lab.feedback.database import sqlite_file, store_url
+from rlhf_lab.feedback.database import refuse_foreign_sqlite, sqlite_file, store_url
 from rlhf_lab.feedback.store import FeedbackStore
 
 __all__ = ["corpus_pairs", "feedback_stats", "add_feedback_commands", "main"]
@@ -90,11 +91,11 @@ def _reply_records(args) -> list[dict]:
     from rlhf_lab.policy.models import load_policy
     from rlhf_lab.policy.prompts import load_prompts
 
+    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature)  # checked first
     pool = load_prompts(args.prompt_set, split="train", max_words=24)
     order = np.random.default_rng(args.seed).permutation(len(pool))
     prompts = [pool[order[i % len(pool)]] for i in range(args.items)]
     model, tokenizer = load_policy(args.model)
-    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
     batch = generate(model, tokenizer, prompts, sampling, seed=args.seed, n_per_prompt=2,
                      iteration=args.iteration)
     return batch.to_records()
@@ -119,7 +120,10 @@ def _items_for(store: FeedbackStore, pairs: list[list[dict]]) -> list:
 
 def cmd_simulate(args) -> None:
     """Each of N simulated annotators judges the same M pairwise items: N x M judgments (N = 0: only the items,
-    for people to judge, e.g. a class)."""
+    for people to judge, e.g. a class). Every input is checked, and the replies made, before the store is opened:
+    a bad option or model leaves no new (empty) store behind."""
+    if args.seed < 0:
+        raise ValueError(f"--seed must be 0 or more, got {args.seed}")
     if args.annotators < 0 or args.items < 1:
         raise ValueError("--annotators must be 0 or more and --items at least 1")
     if not (math.isfinite(args.rationality) and args.rationality >= 0):
@@ -128,8 +132,9 @@ def cmd_simulate(args) -> None:
     if not 0 <= args.careless <= args.annotators:
         raise ValueError(f"--careless counts annotators: from 0 to --annotators ({args.annotators}), got "
                          f"{args.careless}")
-    store = FeedbackStore(args.store)
+    refuse_foreign_sqlite(store_url(args.store, make_folders=False))  # a folder or another program's file: at once
     records = _reply_records(args)
+    store = FeedbackStore(args.store)
     items = _items_for(store, [records[i:i + 2] for i in range(0, len(records), 2)])
     if args.annotators == 0:
         print(f"wrote {len(items)} pairwise items (no judgments) to {store.display_url}")
@@ -249,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     add_feedback_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return command_status("rlhf-lab feedback", lambda: args.func(args),
-                          (ValueError, FileNotFoundError, FileExistsError, PermissionError))
+                          (ModuleNotFoundError, ValueError, FileNotFoundError, FileExistsError, PermissionError,
+                           SetupError))  # as rlhf-lab's own main: a model that is not there is one line too
 
 
 if __name__ == "__main__":
