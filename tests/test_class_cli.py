@@ -94,6 +94,62 @@ def _one_line_error(capsys) -> str:
     return err
 
 
+def test_a_logins_file_that_cannot_be_written_is_refused_before_any_password(postgres, tmp_path, capsys):
+    from rlhf_lab.feedback.classroom import roster as class_roster
+
+    url, roster = _class_with_items(postgres, "logins_refused", tmp_path)
+    before = roster.read_bytes()
+    (tmp_path / "folder").mkdir()
+    notes = tmp_path / "notes.csv"
+    notes.write_text("my,own\nfile,here\n")
+    for logins, message in [(tmp_path / "folder", "is a folder"), (roster, "is the roster"),
+                            (tmp_path / "x" / ".." / "roster.csv", "is the roster"),
+                            (notes, "already exists and is not a logins file"),
+                            (tmp_path / "no" / "logins.csv", "does not exist")]:
+        assert main(["class", "create", "--store", url, "--roster", str(roster), "--k", "2", "--logins",
+                     str(logins)]) == 2
+        assert message in _one_line_error(capsys), logins
+    assert roster.read_bytes() == before and notes.read_text() == "my,own\nfile,here\n"
+    with FeedbackStore(url) as store:
+        assert len(class_roster(store)) == 0  # nobody enrolled, no password set: no login lost
+
+
+def test_logins_are_added_to_an_earlier_logins_file_and_kept_private(postgres, tmp_path, capsys):
+    url, roster = _class_with_items(postgres, "logins_added", tmp_path)
+    logins = tmp_path / "logins.csv"
+    assert main(["class", "create", "--store", url, "--roster", str(roster), "--k", "1", "--logins",
+                 str(logins)]) == 0
+    logins.chmod(0o644)
+    roster.write_text("student_id,display_name\nada,Ada L.\nbob,Bob\ncy,Cy\n")
+    assert main(["class", "create", "--store", url, "--roster", str(roster), "--k", "1", "--logins",
+                 str(logins)]) == 0
+    assert "1 student logins written" in capsys.readouterr().out
+    lines = logins.read_text().splitlines()
+    assert lines[0] == "student_id,display_name,url" and [line.split(",")[0] for line in lines[1:]] == \
+        ["ada", "bob", "cy"]
+    assert stat.S_IMODE(logins.stat().st_mode) == 0o600
+    fresh = tmp_path / "none.csv"  # no new students: no new (empty) file
+    assert main(["class", "create", "--store", url, "--roster", str(roster), "--logins", str(fresh)]) == 0
+    assert "no new logins: every enrolled student already has one" in capsys.readouterr().out
+    assert not fresh.exists()
+
+
+def test_a_sqlite_class_store_says_it_writes_no_logins(tmp_path, capsys):
+    store = tmp_path / "class.db"
+    assert main(["feedback", "simulate", "--store", str(store), "--annotators", "0", "--items", "3", "--model",
+                 "corpus"]) == 0
+    roster = tmp_path / "roster.csv"
+    roster.write_text("student_id\nada\nbob\n")
+    logins = tmp_path / "logins.csv"
+    capsys.readouterr()
+    assert main(["class", "create", "--store", f"sqlite:///{store}", "--roster", str(roster), "--k", "2",
+                 "--logins", str(logins)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("2 new students enrolled") and len(out) == 2
+    assert out[1].startswith("no logins written: ") and "has no per-student logins" in out[1]
+    assert not logins.exists()
+
+
 def test_wrong_urls_get_a_hint_that_fits_and_no_password(postgres, tmp_path, capsys):
     url, roster = _class_with_items(postgres, "wrong_urls", tmp_path)
     logins = tmp_path / "logins.csv"

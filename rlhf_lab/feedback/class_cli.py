@@ -6,7 +6,8 @@
     rlhf-lab class progress --store URL
 
 `serve` prints the instructor's URL (it holds the password: keep it private); `create` enrolls the roster, assigns
-each item to k students and writes one login URL per student to --logins (mode 600), to hand out one by one.
+each item to k students and writes one login URL per student to --logins (mode 600), to hand out one by one: a new
+file, or the logins file of an earlier `create` (added to); any other file is refused before a password is set.
 """
 
 from __future__ import annotations
@@ -45,26 +46,66 @@ def _open(url: str) -> FeedbackStore:
     return FeedbackStore(url)
 
 
+LOGINS_HEADER = ["student_id", "display_name", "url"]
+
+
+def _open_logins(path: Path, roster_path: Path):
+    """The --logins file, opened before any student's password is set (a login URL that cannot be written is lost
+    for good): a new file, made with mode 600, or a logins file an earlier `class create` wrote (its header), to
+    add to (made private again). Anything else is refused: a folder, the roster, another file. -> (file, new)."""
+    same = path.resolve() == roster_path.resolve() or (path.exists() and roster_path.exists()
+                                                       and path.samefile(roster_path))
+    if same:
+        raise ValueError(f"--logins {path} is the roster: give the logins their own file, e.g. --logins logins.csv")
+    if path.is_dir():
+        raise ValueError(f"--logins {path} is a folder: give a file name such as {path / 'logins.csv'}")
+    if not path.parent.is_dir():
+        raise ValueError(f"--logins {path}: its folder {path.parent} does not exist; create it or give another path")
+    if path.exists():
+        with open(path, newline="", encoding="utf-8", errors="replace") as f:
+            header = next(csv.reader(f), None)
+        if header != LOGINS_HEADER:
+            raise ValueError(f"--logins {path} already exists and is not a logins file of `rlhf-lab class create`: "
+                             "give a new file name (it was left as it was)")
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "a", newline="", encoding="utf-8"), False
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.fchmod(fd, 0o600)  # whatever the umask
+    return os.fdopen(fd, "w", newline="", encoding="utf-8"), True
+
+
 def cmd_create(args) -> None:
     with _open(args.store) as store:
-        new = enroll(store, args.roster)
-        assigned = assign_items(store, k=args.k, seed=args.seed)
-        if not store.counts()["items"]:
-            raise ValueError("the class store has no items yet: add some with `rlhf-lab feedback simulate --store "
-                             "URL --annotators 0 --items 200`, then run this again")
-        logins = secure_class(store) if store.engine.dialect.name == "postgresql" else {}
-        names = roster(store).set_index("student_id")["display_name"].to_dict()
+        postgres = store.engine.dialect.name == "postgresql"
+        out, fresh = _open_logins(Path(args.logins), Path(args.roster)) if postgres else (None, False)
+        logins = {}
+        try:
+            new = enroll(store, args.roster)
+            assigned = assign_items(store, k=args.k, seed=args.seed)
+            if not store.counts()["items"]:
+                raise ValueError("the class store has no items yet: add some with `rlhf-lab feedback simulate "
+                                 "--store URL --annotators 0 --items 200`, then run this again")
+            logins = secure_class(store) if postgres else {}
+            names = roster(store).set_index("student_id")["display_name"].to_dict()
+            if logins:
+                writer = csv.writer(out)
+                if fresh:
+                    writer.writerow(LOGINS_HEADER)
+                writer.writerows([sid, names.get(sid, ""), url] for sid, url in sorted(logins.items()))
+        finally:
+            if out is not None:
+                out.close()
+                if fresh and not logins:  # nothing to hand out: no empty file left behind
+                    Path(args.logins).unlink()
     print(f"{new} new students enrolled; {assigned['item_id'].nunique()} items assigned to {args.k} students each")
-    if logins:
-        path = Path(args.logins)
-        fresh = not path.exists()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(fd, "a", newline="") as f:
-            out = csv.writer(f)
-            if fresh:
-                out.writerow(["student_id", "display_name", "url"])
-            out.writerows([sid, names.get(sid, ""), url] for sid, url in sorted(logins.items()))
-        print(f"{len(logins)} student logins written to {path} (mode 600): give each student their own line")
+    if not postgres:
+        print(f"no logins written: {store.display_url} is a SQLite file, which has no per-student logins (a class "
+              "store on PostgreSQL, e.g. from `rlhf-lab class serve`, gives each student one)")
+    elif logins:
+        print(f"{len(logins)} student logins written to {args.logins} (mode 600): give each student their own line")
+    else:
+        print("no new logins: every enrolled student already has one (written by an earlier `class create`)")
 
 
 def cmd_progress(args) -> None:
