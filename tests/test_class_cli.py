@@ -171,6 +171,32 @@ def test_wrong_urls_get_a_hint_that_fits_and_no_password(postgres, tmp_path, cap
     assert "not-the-password" not in err and "free disk space" not in err
 
 
+def test_serve_checks_before_it_starts_and_stop_says_when_nothing_runs(capsys, postgres):
+    from rlhf_lab.feedback.pgserver import LocalPostgres
+
+    folder = tempfile.mkdtemp(prefix="rlhf-lab-serve-")
+    try:
+        for args, message in [(["--class", "bad-name"], "--class 'bad-name': use letters, digits and underscores"),
+                              (["--port", "99999"], "a TCP port is a number from 1 to 65535"),
+                              (["--port", "-1"], "a TCP port is a number from 1 to 65535"),
+                              (["--max-connections", "0"], "--max-connections must be at least 1")]:
+            assert main(["class", "serve", "--dir", folder, *args]) == 2
+            assert message in _one_line_error(capsys)
+            assert not LocalPostgres(folder).initialised()  # refused before anything was made or started
+        assert main(["class", "serve", "--dir", f"{folder}/nothing-here", "--stop"]) == 2
+        assert "no server is running in" in _one_line_error(capsys)
+        assert main(["class", "serve", "--dir", folder, "--port", str(postgres.port)]) == 2  # a port in use
+        err = _one_line_error(capsys)
+        assert f"PostgreSQL did not start: port {postgres.port} on 127.0.0.1 is in use" in err
+        assert f"{folder}/server.log" in err and not LocalPostgres(folder).running()
+        assert main(["class", "serve", "--dir", folder, "--max-connections", "2"]) == 2  # PostgreSQL's own refusal
+        err = _one_line_error(capsys)
+        assert "PostgreSQL did not start: " in err and "max_connections" in err and f"{folder}/server.log" in err
+    finally:
+        main(["class", "serve", "--dir", folder, "--stop"])
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def test_reading_an_empty_class_database_makes_no_store_in_it(postgres, tmp_path, capsys):
     import sqlalchemy as sa
 

@@ -17,18 +17,25 @@ import os
 from pathlib import Path
 
 from rlhf_lab.feedback.classroom import assign_items, enroll, progress, roster, secure_class
-from rlhf_lab.feedback.pgserver import LocalPostgres
+from rlhf_lab.feedback.pgserver import LocalPostgres, check_database_name
 from rlhf_lab.feedback.store import FeedbackStore
 
 __all__ = ["add_class_commands"]
 
 
 def cmd_serve(args) -> None:
-    server = LocalPostgres(args.dir, port=args.port, host=args.host)
+    server = LocalPostgres(args.dir, port=args.port, host=args.host)  # checks --port
     if args.stop:
+        if not server.running():
+            raise ValueError(f"no server is running in {server.folder}: nothing to stop (is --dir the folder you "
+                             "served from?)")
         server.stop()
         print(f"stopped the server in {server.folder}")
         return
+    check_database_name(args.class_id, "--class")  # everything checked before the server starts
+    if args.max_connections < 1:
+        raise ValueError(f"--max-connections must be at least 1 (about one per student, plus a few), got "
+                         f"{args.max_connections}")
     server.init()
     if args.allow:
         server.allow(args.allow)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from rlhf_lab.core.errors import SetupError
 
-__all__ = ["LocalPostgres", "postgres_bindir"]
+__all__ = ["LocalPostgres", "postgres_bindir", "check_database_name"]
 
 ADMIN = "rlhf_admin"
 
@@ -43,6 +43,12 @@ def postgres_bindir() -> Path | None:
     return None
 
 
+def check_database_name(name: str, what: str = "database name") -> None:
+    """Refuse a database name other than letters, digits and underscores (ValueError naming `what`)."""
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"{what} {name!r}: use letters, digits and underscores")
+
+
 class LocalPostgres:
     """A PostgreSQL server whose data lives in `folder`. See the module docstring."""
 
@@ -50,6 +56,8 @@ class LocalPostgres:
         self.folder = Path(folder).resolve()
         self.data = self.folder / "data"
         self.port, self.host = int(port), host
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"port {port}: a TCP port is a number from 1 to 65535 (e.g. 5433)")
         self.bindir = postgres_bindir()
         if self.bindir is None:
             raise SetupError("PostgreSQL is not installed: `sudo apt-get install postgresql` (Debian/Ubuntu) or "
@@ -63,7 +71,8 @@ class LocalPostgres:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if check and proc.returncode != 0:
-            raise SetupError(f"{tool} failed: {(proc.stderr or proc.stdout).strip()[-600:]}")
+            said = " ".join(line.strip() for line in (proc.stderr or proc.stdout).splitlines() if line.strip())
+            raise SetupError(f"{tool} failed: {said[-600:]}")
         return proc
 
     @property
@@ -128,11 +137,36 @@ class LocalPostgres:
         self.init()
         if self.running():
             return self
+        if int(max_connections) < 1:
+            raise ValueError(f"max_connections must be at least 1, got {max_connections}")
         options = (f"-c listen_addresses={self.host} -p {self.port} -c unix_socket_directories={self.folder} "
                    f"-c max_connections={int(max_connections)}")
-        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.folder / "server.log"), "-w",
-                  "-t", "60", "start")
+        log = self.folder / "server.log"
+        seen = log.stat().st_size if log.is_file() else 0  # the log of earlier runs is not this start's story
+        proc = self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(log), "-w", "-t", "60", "start",
+                         check=False)
+        if proc.returncode != 0:
+            said = self._last_complaint(log, seen, proc)
+            raise SetupError(f"PostgreSQL did not start: {said} (the server's log: {log})")
         return self
+
+    def _last_complaint(self, log: Path, seen: int, proc: subprocess.CompletedProcess) -> str:
+        """What stopped this start, on one line: from what the server logged after byte `seen` (a port in use,
+        else the last FATAL/PANIC line, else its last line), else pg_ctl's own words."""
+        try:
+            with open(log, "rb") as f:
+                f.seek(seen)
+                lines = [line.strip() for line in f.read().decode(errors="replace").splitlines() if line.strip()]
+        except OSError:
+            lines = []
+        if any("Address already in use" in line for line in lines):
+            return f"port {self.port} on {self.host} is in use (another server?): give another --port"
+        for line in reversed(lines):
+            for level in ("FATAL:", "PANIC:"):
+                if level in line:
+                    return " ".join(line[line.index(level):].split())[:300]
+        said = " ".join(line.strip() for line in (proc.stderr or proc.stdout).splitlines() if line.strip())
+        return (lines[-1][:300] if lines else said[-300:]) or f"pg_ctl exited with status {proc.returncode}"
 
     def running(self) -> bool:
         return self.initialised() and self._run("pg_ctl", "-D", str(self.data), "status", check=False).returncode == 0
@@ -153,8 +187,7 @@ class LocalPostgres:
         """Create database `name` (if it does not exist yet); returns its superuser URL."""
         import sqlalchemy as sa
 
-        if not name.replace("_", "").isalnum():
-            raise ValueError(f"database name {name!r}: use letters, digits and underscores")
+        check_database_name(name)
         engine = sa.create_engine(self.url("postgres"), isolation_level="AUTOCOMMIT")
         try:
             with engine.connect() as conn:
