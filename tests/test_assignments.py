@@ -465,3 +465,41 @@ def test_missing_otter_gives_the_install_hint_not_a_traceback(tmp_path, capsys, 
     assert main(["assignments", "build", "--out", str(tmp_path / "out"), "--no-check"]) == 2
     err = capsys.readouterr().err
     assert "pip install 'rlhf-lab[instructor]'" in err and "Traceback" not in err
+
+
+def _damaged_master(tmp_path: Path, header: str | None = None, data: bytes | None = None) -> Path:
+    """A --source folder holding one master: ppo_math's with its first question header replaced (or given bytes)."""
+    master = _mkdir(tmp_path / "source" / "ppo_math") / "ppo_math.ipynb"
+    if data is not None:
+        master.write_bytes(data)
+        return master
+    nb = nbformat.read(default_source() / "02_ppo_math" / "ppo_math.ipynb", as_version=4)
+    cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "raw" and c.source.startswith("# BEGIN QUESTION")]
+    nb.cells[cells[0]].source = header
+    nbformat.write(nb, master)
+    return master
+
+
+@pytest.mark.parametrize("header, data, message", [
+    ("# BEGIN QUESTION\npoints: 2", None, "the question has no 'name': give it 'name: ...'"),
+    ("# BEGIN QUESTION\nname: q1\npoints: [2\n  manual: {", None, "('# BEGIN QUESTION'): its YAML does not parse"),
+    ("# BEGIN QUESTION\n- name: q1\n- points: 2", None, "its YAML is a list, not a mapping"),
+    ("# BEGIN QUESTION\nname: q1\npoints: lots", None, "question q1 has 'points: lots': give its total points as"),
+    ("# BEGIN QUESTION\nname: q1\npoints: -1", None, "question q1 has 'points: -1'"),
+    ("# BEGIN QUESTION\nname: ../../q1\npoints: 1", None, "the question has name '../../q1'"),
+    (None, b"{not json", "is not JSON: restore the master notebook"),
+    (None, bytes(range(256)), "is not a text file (not UTF-8)"),
+    (None, b"[]", "is not a Jupyter notebook"),
+])
+@pytest.mark.parametrize("command", ["list", "build"])
+def test_a_damaged_master_is_one_line_naming_the_notebook_and_the_fix(tmp_path, capsys, header, data, message,
+                                                                      command):
+    master = _damaged_master(tmp_path, header, data)
+    out = ["--out", str(tmp_path / "build"), "--no-check"] if command == "build" else []
+    assert main(["assignments", command, "--source", str(tmp_path / "source"), *out]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"rlhf-lab assignments: error: {master}") and message in err, err
+    if header is not None:  # the question's cell is named
+        assert re.search(r"ppo_math\.ipynb, cell \d+", err), err
+    assert not (tmp_path / "build").exists()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import re
 import secrets
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import nbformat
 import yaml
+from nbformat.reader import NotJSONError
 
 from rlhf_lab.core.files import atomic_directory, write_atomic
 from rlhf_lab.teach.gradebook import MEMORY_MB, duplicate_lines, grade
@@ -75,12 +77,67 @@ class Assignment:
 
 
 # ---- reading master notebooks -------------------------------------------------------------------------------------
-def _config(cell, header: str) -> dict | None:
-    """The YAML under `header` in a raw cell such as `# BEGIN QUESTION`, or None if the cell is something else."""
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # an assignment or question name: it names folders and files
+
+
+def _config(cell, header: str, where: str) -> dict | None:
+    """The YAML mapping under `header` in a raw cell such as `# BEGIN QUESTION`, or None if the cell is something
+    else; `where` ("NOTEBOOK, cell N") starts the one-line ValueError for YAML that does not parse or is no mapping."""
     lines = cell.source.strip().splitlines()
     if cell.cell_type != "raw" or not lines or " ".join(lines[0].lower().split()) != header.lower():
         return None
-    return yaml.safe_load("\n".join(lines[1:])) or {}
+    try:
+        config = yaml.safe_load("\n".join(lines[1:]))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" on line {mark.line + 2} of the cell" if mark is not None else ""
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())[:160]
+        raise ValueError(f"{where} ('{header}'): its YAML does not parse ({problem}{at}): write one 'key: value' per "
+                         "line, e.g. 'name: q1' and 'points: 2'") from None
+    if config is not None and not isinstance(config, dict):
+        raise ValueError(f"{where} ('{header}'): its YAML is a {type(config).__name__}, not a mapping: write one "
+                         "'key: value' per line, e.g. 'name: q1' and 'points: 2' (no leading '- ')")
+    return config or {}
+
+
+def _plain_name(config: dict, where: str, what: str) -> str:
+    """The `name` of a config: a plain name (letters, digits, _ . -), as otter and the build use it in paths."""
+    name = config.get("name")
+    if not isinstance(name, str) or not PLAIN_NAME.fullmatch(name):
+        found = "no 'name'" if name is None else f"name {name!r}"
+        raise ValueError(f"{where}: {what} has {found}: give it 'name: ...' made of letters, digits, _ . and - "
+                         "(it names files and folders), e.g. 'name: q1_loss'")
+    return name
+
+
+def _question(config: dict, where: str) -> Question:
+    """A `# BEGIN QUESTION` config as a Question; a missing name or points that are not a number >= 0 are refused."""
+    name = _plain_name(config, where, "the question")
+    points = config.get("points", 1)
+    try:
+        value = float(points) if not isinstance(points, (bool, list, dict)) else math.nan
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{where}: question {name} has 'points: {points}': give its total points as a number >= 0, "
+                         "e.g. 'points: 2'")
+    return Question(name, value, bool(config.get("manual")))
+
+
+def _read_notebook(path: Path):
+    """A master notebook as nbformat reads it; a file that is no notebook is one ValueError line saying so."""
+    try:
+        return nbformat.read(path, as_version=4)
+    except UnicodeDecodeError:
+        what = "is not a text file (not UTF-8)"
+    except NotJSONError:
+        what = "is not JSON"
+    except OSError:  # a missing or unreadable file: its own message names it
+        raise
+    except Exception as err:  # nbformat's validation and conversion errors, or JSON of another shape
+        what = f"is not a Jupyter notebook ({(str(err).strip().splitlines() or [type(err).__name__])[0][:160]})"
+    raise ValueError(f"{path} {what}: restore the master notebook (e.g. from version control) or open it in "
+                     "Jupyter and save it again") from None
 
 
 RUBRIC_LINE = re.compile(r"^\s*[-*] \[(\d+(?:\.\d+)?)\]\s+(.+)$")
@@ -99,13 +156,14 @@ def read_master(path: str | Path) -> Assignment:
 
     A hand-graded question needs a rubric in its model answer whose points add up to the question's points."""
     path = Path(path)
-    nb = nbformat.read(path, as_version=4)
+    nb = _read_notebook(path)
     name, questions = None, []
-    for cell in nb.cells:
-        if (config := _config(cell, "# ASSIGNMENT CONFIG")) is not None:
-            name = config.get("name")
-        elif (config := _config(cell, "# BEGIN QUESTION")) is not None:
-            questions.append(Question(config["name"], float(config.get("points", 1)), bool(config.get("manual"))))
+    for number, cell in enumerate(nb.cells, 1):
+        where = f"{path}, cell {number}"
+        if (config := _config(cell, "# ASSIGNMENT CONFIG", where)) is not None:
+            name = _plain_name(config, where, "the assignment config")
+        elif (config := _config(cell, "# BEGIN QUESTION", where)) is not None:
+            questions.append(_question(config, where))
         elif cell.cell_type == "markdown" and questions and questions[-1].manual and not questions[-1].rubric:
             questions[-1].rubric = parse_rubric(cell.source)
     if not name or not questions:
