@@ -503,3 +503,24 @@ def test_a_damaged_master_is_one_line_naming_the_notebook_and_the_fix(tmp_path, 
     if header is not None:  # the question's cell is named
         assert re.search(r"ppo_math\.ipynb, cell \d+", err), err
     assert not (tmp_path / "build").exists()
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--timeout", "0", "'0' is not a time limit: give the seconds allowed per submission, a number above 0"),
+    ("--timeout", "-5", "'-5' is not a time limit"),
+    ("--timeout", "nan", "'nan' is not a time limit"),
+    ("--timeout", "inf", "'inf' is not a time limit"),
+    ("--jobs", "0", "'0' is not a number of submissions to grade at once: give a whole number >= 1"),
+    ("--jobs", "-1", "'-1' is not a number of submissions to grade at once"),
+    ("--memory-mb", "-1", "'-1' is not a memory limit: give the MB each notebook may use, a whole number from 0"),
+    ("--memory-mb", str(2**60), "is not a memory limit"),
+])
+def test_grade_refuses_limits_out_of_range_before_grading(tmp_path, capsys, option, value, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(["assignments", "grade", str(tmp_path), "--build", str(tmp_path), "--out", str(tmp_path / "s.csv"),
+              option, value])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    last = err.splitlines()[-1]  # argparse: its usage lines, then the one error line
+    assert last.startswith(f"rlhf-lab assignments grade: error: argument {option}: ") and message in last, err
+    assert "Traceback" not in err and not (tmp_path / "s.csv").exists()

@@ -16,6 +16,7 @@ the grader's own process (`rlhf_lab.teach.grading`). `add_assignment_commands(su
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -320,6 +321,35 @@ def cmd_grade(args) -> None:
         print(f"warning: {line}")
 
 
+MAX_TIMEOUT_S = 86400  # a day per submission; far larger values overflow the waits on the sandbox
+MAX_MEMORY_MB = 2**43 - 1  # the address-space limit is set in bytes, a 64-bit number
+
+
+def _seconds(text: str) -> float:
+    """--timeout: seconds, a number above 0 and at most a day (argparse prints the refusal as one error line)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= MAX_TIMEOUT_S:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time limit: give the seconds allowed per submission, a "
+                                         f"number above 0 and at most {MAX_TIMEOUT_S} (default {GRADE_TIMEOUT_S})")
+    return value
+
+
+def _whole_number(what: str, least: int, most: int | None = None):
+    """An argparse type: a whole number from `least` (to `most`), else one error line: "'TEXT' is not WHAT"."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = least - 1
+        if value < least or (most is not None and value > most):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+    return parse
+
+
 def add_assignment_commands(subparsers) -> None:
     """Add `assignments {list,build,grade}` to the `rlhf-lab` parser."""
     parser = subparsers.add_parser("assignments", help="build graded assignments and grade submissions (otter-grader)")
@@ -343,12 +373,16 @@ def add_assignment_commands(subparsers) -> None:
     grd.add_argument("--build", default=DEFAULT_OUT, help=f"folder written by `build` (default {DEFAULT_OUT})")
     grd.add_argument("--out", default="scores.csv", help="CSV of scores to write (default scores.csv)")
     grd.add_argument("--assignment", default=None, help="grade every submission as this assignment")
-    grd.add_argument("--timeout", type=float, default=GRADE_TIMEOUT_S, help="seconds allowed per submission")
-    grd.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
+    grd.add_argument("--timeout", type=_seconds, default=GRADE_TIMEOUT_S,
+                     help=f"seconds allowed per submission (default {GRADE_TIMEOUT_S})")
+    grd.add_argument("--jobs", default=1, help="submissions graded at once (default 1)",
+                     type=_whole_number("a number of submissions to grade at once: give a whole number >= 1", 1))
     grd.add_argument("--isolation", default="auto", choices=MODES,
                      help="how each notebook is walled off (default auto: namespace when running as root with "
                           "unshare, else process; see assignments/README.md)")
-    grd.add_argument("--memory-mb", type=int, default=MEMORY_MB,
+    grd.add_argument("--memory-mb", default=MEMORY_MB,
+                     type=_whole_number(f"a memory limit: give the MB each notebook may use, a whole number from 0 "
+                                        f"(no limit) to {MAX_MEMORY_MB} (default {MEMORY_MB})", 0, MAX_MEMORY_MB),
                      help=f"address space allowed to each notebook, in MB (default {MEMORY_MB}; 0: no limit)")
     grd.set_defaults(func=cmd_grade)
 
