@@ -524,3 +524,44 @@ def test_grade_refuses_limits_out_of_range_before_grading(tmp_path, capsys, opti
     last = err.splitlines()[-1]  # argparse: its usage lines, then the one error line
     assert last.startswith(f"rlhf-lab assignments grade: error: argument {option}: ") and message in last, err
     assert "Traceback" not in err and not (tmp_path / "s.csv").exists()
+
+
+def _colab_cell_url(student_notebook: Path) -> str:
+    """The URL the Colab cell fetches, read from the cell's code: the only argument literal of urlretrieve's first."""
+    tree = ast.parse(nbformat.read(student_notebook, as_version=4).cells[0].source)
+    calls = {ast.unparse(n.func): n for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    assert sorted(calls) == ["subprocess.run", "urllib.request.urlretrieve", "zipfile.ZipFile",
+                             "zipfile.ZipFile('assignment_files.zip').extractall"], ast.unparse(tree)
+    (url, target) = calls["urllib.request.urlretrieve"].args
+    assert isinstance(url, ast.Constant) and target.value == "assignment_files.zip"
+    return url.value
+
+
+@pytest.mark.parametrize("url", ['x"); import os; os.system("id', 'https://example.org/a"); import os; ("',
+                                 "https://example.org/a b", "https://example.org/\x01", "ftp://example.org/rlhf",
+                                 "https://", "javascript:alert(1)", ""])
+def test_a_colab_url_that_is_not_a_plain_http_url_is_refused_before_building(tmp_path, capsys, url):
+    shutil.copytree(default_source() / "02_ppo_math", tmp_path / "source" / "02_ppo_math")
+    assert main(["assignments", "build", "--source", str(tmp_path / "source"), "--out", str(tmp_path / "build"),
+                 "--no-check", "--colab-url", url]) == 2
+    err = capsys.readouterr().err
+    assert err == f"rlhf-lab assignments: error: --colab-url {url!r} is not an http(s) URL without quotes, spaces " \
+                  "or control characters: give the address where you will publish the student zips, e.g. " \
+                  "https://example.org/rlhf\n"
+    assert not (tmp_path / "build").exists()
+
+
+def test_the_colab_url_enters_the_student_notebook_as_a_string_literal(tmp_path, capsys, monkeypatch):
+    shutil.copytree(default_source() / "02_ppo_math", tmp_path / "source" / "02_ppo_math")
+    build = ["assignments", "build", "--source", str(tmp_path / "source"), "--no-check", "--colab-url"]
+    assert main([*build, "https://example.org/rlhf/", "--out", str(tmp_path / "good")]) == 0
+    assert _colab_cell_url(tmp_path / "good" / "ppo_math" / "student" / "ppo_math.ipynb") == \
+        "https://example.org/rlhf/ppo_math-student.zip"
+    # even a URL that slipped past the check stays a string: quotes in it cannot end the literal
+    from rlhf_lab.teach import assignments
+
+    monkeypatch.setattr(assignments, "check_colab_url", lambda url: None)
+    evil = 'https://example.org/x"); __import__("os").system("id"); ("\'\\'
+    assert main([*build, evil, "--out", str(tmp_path / "evil")]) == 0
+    assert _colab_cell_url(tmp_path / "evil" / "ppo_math" / "student" / "ppo_math.ipynb") == \
+        f"{evil}/ppo_math-student.zip"

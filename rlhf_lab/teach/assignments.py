@@ -26,6 +26,7 @@ import re
 import secrets
 import shutil
 import tempfile
+import urllib.parse
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,7 +42,7 @@ from rlhf_lab.teach.grading import (AUTOGRADER_ZIP, DEFAULT_OUT, GRADE_TIMEOUT_S
 from rlhf_lab.teach.isolation import MODES
 
 __all__ = ["OTTER_HINT", "RUBRIC", "Question", "Assignment", "default_source", "RUBRIC_LINE", "parse_rubric",
-           "read_master", "rubric_markdown", "find_masters", "COLAB_CELL",
+           "read_master", "rubric_markdown", "find_masters", "COLAB_CELL", "check_colab_url",
            "build", "cmd_list", "cmd_build", "cmd_grade", "add_assignment_commands"]
 
 RUBRIC = "rubric.md"
@@ -224,14 +225,31 @@ import sys
 if "google.colab" in sys.modules:
     import subprocess, urllib.request, zipfile
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "otter-grader"], check=True)
-    urllib.request.urlretrieve("{url}", "assignment_files.zip")
+    urllib.request.urlretrieve({url}, "assignment_files.zip")
     zipfile.ZipFile("assignment_files.zip").extractall()"""
 
 
+URL_REFUSED = re.compile(r"[\s\"'`\\\x00-\x1f\x7f-\x9f]")  # quotes, backslash, whitespace, control characters
+
+
+def check_colab_url(url: str) -> None:
+    """A ValueError (one line) unless `url` is an http(s) URL with a host and no quote, space or control character:
+    it goes into code that every student runs."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.netloc or URL_REFUSED.search(url):
+        raise ValueError(f"--colab-url {url!r} is not an http(s) URL without quotes, spaces or control characters: "
+                         "give the address where you will publish the student zips, e.g. https://example.org/rlhf")
+
+
 def _add_colab_cell(notebook: Path, url: str) -> None:
-    """Put a first cell in a student notebook that sets it up on Colab from the student zip at `url`."""
+    """Put a first cell in a student notebook that sets it up on Colab from the student zip at `url` (a checked URL,
+    written into the code as a Python string literal)."""
+    check_colab_url(url)
     nb = nbformat.read(notebook, as_version=4)
-    nb.cells.insert(0, nbformat.v4.new_code_cell(COLAB_CELL.format(url=url)))
+    nb.cells.insert(0, nbformat.v4.new_code_cell(COLAB_CELL.format(url=repr(url))))
     nbformat.write(nb, notebook)
 
 
@@ -248,6 +266,8 @@ def build(source: str | Path | None = None, out: str | Path = DEFAULT_OUT, check
     starts with a cell that, on Colab only, installs otter-grader and fetches COLAB_URL/NAME-student.zip.
     """
     out = Path(out)
+    if colab_url is not None:
+        check_colab_url(colab_url)
     secret = secret or secrets.token_hex(16)
     manifest = {}
     with contextlib.ExitStack() as built:  # every assignment built aside; all replace the old build only at the end
