@@ -565,3 +565,74 @@ def test_the_colab_url_enters_the_student_notebook_as_a_string_literal(tmp_path,
     assert main([*build, evil, "--out", str(tmp_path / "evil")]) == 0
     assert _colab_cell_url(tmp_path / "evil" / "ppo_math" / "student" / "ppo_math.ipynb") == \
         f"{evil}/ppo_math-student.zip"
+
+
+def test_grade_lists_every_file_it_wrote(scores, graded_folder):
+    printed = (graded_folder / "grade_output.txt").read_text().splitlines()
+    listed = [Path(line.strip()).resolve() for line in printed[printed.index("files written:") + 1:]]
+    folder = graded_folder.resolve()  # the fixture may find it through pytest's "current" link
+    feedback = sorted((folder / "feedback").rglob("*.md"))
+    assert listed[:2] == [folder / "scores.csv", folder / "scores_lms.csv"]
+    assert sorted(listed[2:]) == feedback and len(feedback) == len(scores)  # one per submission
+
+
+@pytest.fixture
+def fake_grading(built, tmp_path, monkeypatch):
+    """One ppo_math submission and a grader that records its calls instead of grading: (submissions, calls)."""
+    from rlhf_lab.teach import gradebook
+
+    calls = []
+    monkeypatch.setattr(gradebook, "grade_in_child", lambda job: calls.append(job) or {
+        "questions": {}, "student_id": "s1", "error": "", "seconds": 0.1})
+    shutil.copy(built / "ppo_math" / "student" / "ppo_math.ipynb", _mkdir(tmp_path / "subs"))
+    return tmp_path / "subs", calls
+
+
+def _grade_cli(built, subs, out, *more) -> int:
+    with contextlib.redirect_stdout(io.StringIO()):
+        return main(["assignments", "grade", str(subs), "--build", str(built), "--out", str(out), *more])
+
+
+@pytest.mark.parametrize("existing", ["scores.csv", "scores_lms.csv", "feedback/ppo_math/s0.md"])
+def test_grade_refuses_to_replace_a_gradebook_without_force_before_grading(built, fake_grading, tmp_path, capsys,
+                                                                          existing):
+    subs, calls = fake_grading
+    out = tmp_path / "grades" / "scores.csv"
+    _mkdir((out.parent / existing).parent)
+    (out.parent / existing).write_text("s1,ppo_math,12 (entered by hand)\n")
+    assert _grade_cli(built, subs, out) == 2
+    shown = out.parent / existing.replace("s0.md", "*.md")
+    assert capsys.readouterr().err == f"rlhf-lab assignments: error: {shown} already exists: pass --force to replace " \
+        "it (grades entered there by hand would be lost), or give another --out\n"
+    assert calls == [] and (out.parent / existing).read_text() == "s1,ppo_math,12 (entered by hand)\n"
+    assert sorted(p.name for p in out.parent.rglob("*") if p.is_file()) == [Path(existing).name]
+    assert _grade_cli(built, subs, out, "--force") == 0 and len(calls) == 1
+    lms = pd.read_csv(out.parent / "scores_lms.csv")
+    assert pd.read_csv(out)["student_id"].tolist() == lms["student_id"].tolist() == ["s1"]
+    assert (out.parent / "feedback" / "ppo_math" / "s1.md").read_text().startswith("# ppo_math: s1")
+
+
+def test_grade_refuses_an_out_it_cannot_write_before_grading(built, fake_grading, tmp_path, capsys):
+    subs, calls = fake_grading
+    (tmp_path / "afile").write_text("keep")
+    _mkdir(tmp_path / "folder")
+    (_mkdir(tmp_path / "blocked") / "feedback").write_text("keep")
+    refusals = {
+        tmp_path / "folder": f"--out {tmp_path / 'folder'} is a folder: give the CSV file to write the scores to, "
+                             f"e.g. --out {tmp_path / 'folder' / 'scores.csv'}",
+        tmp_path / "afile" / "s.csv": f"--out {tmp_path / 'afile' / 's.csv'}: cannot write in {tmp_path / 'afile'}/ "
+                                      f"because {tmp_path / 'afile'} is a file, not a folder: give --out a path in a "
+                                      "folder",
+        tmp_path / "afile" / "deeper" / "s.csv": f"because {tmp_path / 'afile'} is a file, not a folder",
+        tmp_path / "blocked" / "s.csv": f"cannot write in {tmp_path / 'blocked' / 'feedback' / 'ppo_math'}/ because "
+                                        f"{tmp_path / 'blocked' / 'feedback'} is a file, not a folder: move "
+                                        f"{tmp_path / 'blocked' / 'feedback'} away or give --out in another folder",
+    }
+    for out, message in refusals.items():
+        assert _grade_cli(built, subs, out) == 2, out
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err and "Traceback" not in err, err
+    assert calls == [] and (tmp_path / "afile").read_text() == "keep"
+    assert (tmp_path / "blocked" / "feedback").read_text() == "keep"
+    assert list((tmp_path / "folder").iterdir()) == []
+

@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 
 __all__ = ["atomic_directory", "publish_directory", "write_atomic", "aside_copies", "existing_or_aside", "file_digests",
-           "write_manifest", "verify_digests", "read_json", "ensure_free_space"]
+           "write_manifest", "verify_digests", "read_json", "ensure_free_space", "file_above"]
 
 
 def _fsync_tree(path: Path) -> None:
@@ -159,3 +159,12 @@ def ensure_free_space(folder: str | Path, needed: int, what: str) -> None:
         raise OSError(errno.ENOSPC, f"Not enough disk space for {what}: it needs about {needed / 1e9:.2f} GB and "
                       f"{free / 1e9:.2f} GB is free on the disk of {existing}. Free some space (an old run folder, "
                       "say) and run it again: what was saved before is intact.")
+
+
+def file_above(path: str | Path) -> Path | None:
+    """The nearest existing parent of `path` when it is a file, not a folder (so `path` cannot be made), else None:
+    checked before a long job, so "afile/out.csv" is one clear line up front and not NotADirectoryError at the end."""
+    for parent in Path(path).parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None

@@ -330,7 +330,7 @@ def cmd_build(args) -> None:
 
 def cmd_grade(args) -> None:
     table = grade(args.submissions, args.build, args.out, args.assignment, args.timeout, args.jobs, args.isolation,
-                  args.memory_mb)
+                  args.memory_mb, force=args.force)
     graded = table[table["error"].fillna("") == ""] if "error" in table else table
     print(f"graded {len(graded)} of {len(table)} submissions -> {args.out}")
     for _, row in table.iterrows():
@@ -339,6 +339,9 @@ def cmd_grade(args) -> None:
         print(f"  {row['submission']:<40} {status}{shared}")
     for line in duplicate_lines(table):
         print(f"warning: {line}")
+    print("files written:")
+    for path in table.attrs.get("files", []):
+        print(f"  {path}")
 
 
 MAX_TIMEOUT_S = 86400  # a day per submission; far larger values overflow the waits on the sandbox
@@ -391,7 +394,11 @@ def add_assignment_commands(subparsers) -> None:
     grd = sub.add_parser("grade", help="grade a folder of submitted notebooks (or export zips) into a CSV")
     grd.add_argument("submissions", help="folder of submissions (searched recursively)")
     grd.add_argument("--build", default=DEFAULT_OUT, help=f"folder written by `build` (default {DEFAULT_OUT})")
-    grd.add_argument("--out", default="scores.csv", help="CSV of scores to write (default scores.csv)")
+    grd.add_argument("--out", default="scores.csv", help="CSV of scores to write (default scores.csv); beside it "
+                     "OUT_lms.csv and feedback/ASSIGNMENT/*.md")
+    grd.add_argument("--force", action="store_true",
+                     help="replace the --out CSV, its _lms.csv and the feedback files when they exist (without it "
+                          "grade refuses to start)")
     grd.add_argument("--assignment", default=None, help="grade every submission as this assignment")
     grd.add_argument("--timeout", type=_seconds, default=GRADE_TIMEOUT_S,
                      help=f"seconds allowed per submission (default {GRADE_TIMEOUT_S})")

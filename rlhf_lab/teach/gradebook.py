@@ -21,12 +21,12 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 
-from rlhf_lab.core.files import write_atomic
+from rlhf_lab.core.files import file_above, write_atomic
 from rlhf_lab.teach.grading import DEFAULT_OUT, GRADE_TIMEOUT_S, load_manifest, master_folders
 from rlhf_lab.teach.isolation import resolve_mode
 
 __all__ = ["MEMORY_MB", "find_submissions", "submission_assignment", "grade_in_child", "score_row", "plain_test_name",
-           "feedback_text", "shared_ids", "duplicate_lines", "grade"]
+           "feedback_text", "shared_ids", "duplicate_lines", "lms_path", "check_outputs", "grade"]
 
 MEMORY_MB = 4096  # each notebook's address space: torch and a tiny model need about 1.5 GB
 
@@ -148,9 +148,41 @@ def duplicate_lines(table: pd.DataFrame) -> list[str]:
             for (student_id, assignment), subs in shared_ids(table).items()]
 
 
+def lms_path(out: str | Path) -> Path:
+    """The LMS-ready CSV written beside the score table `out`: scores.csv -> scores_lms.csv."""
+    out = Path(out)
+    return out.with_name(out.stem + "_lms.csv")
+
+
+def check_outputs(out: str | Path, assignments, force: bool = False) -> None:
+    """Refuse, before any grading, a score table `out` that cannot be written (a folder, a path under a file) or whose
+    files exist without `force`: `out`, its `_lms.csv` and feedback files of `assignments` (an instructor's grades
+    entered by hand may be in them). One-line ValueError or FileExistsError."""
+    out = Path(out)
+    feedback = [out.parent / "feedback" / name / "x.md" for name in sorted(assignments)]
+    for path in (out, lms_path(out), *feedback):
+        if (above := file_above(path)) is not None:
+            fix = "give --out a path in a folder" if path in (out, lms_path(out)) else \
+                f"move {above} away or give --out in another folder"
+            raise ValueError(f"--out {out}: cannot write in {path.parent}/ because {above} is a file, not a folder: "
+                             f"{fix}")
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder: give the CSV file to write the scores to, e.g. "
+                         f"--out {out / 'scores.csv'}")
+    if lms_path(out).is_dir():
+        raise ValueError(f"--out {out}: {lms_path(out)} (the LMS file) is a folder: move it away or give another --out")
+    existing = [str(path) for path in (out, lms_path(out)) if path.exists()]
+    existing += [f"{path.parent}/*.md" for path in feedback if any(path.parent.glob("*.md"))]
+    if existing and not force:
+        one = len(existing) == 1
+        raise FileExistsError(f"{' and '.join(existing)} already exist{'s' if one else ''}: pass --force to replace "
+                              f"{'it' if one else 'them'} (grades entered there by hand would be lost), or give "
+                              "another --out")
+
+
 def grade(submissions_dir: str | Path, build_dir: str | Path = DEFAULT_OUT, out: str | Path | None = None,
           assignment: str | None = None, timeout: float = GRADE_TIMEOUT_S, jobs: int = 1,
-          isolation: str = "auto", memory_mb: int = MEMORY_MB) -> pd.DataFrame:
+          isolation: str = "auto", memory_mb: int = MEMORY_MB, force: bool = False) -> pd.DataFrame:
     """Grade every submission under `submissions_dir` against the bundles in `build_dir`; one row per submission.
 
     Columns: submission (path under the folder), student_id, assignment, score and possible (autograded points),
@@ -159,6 +191,8 @@ def grade(submissions_dir: str | Path, build_dir: str | Path = DEFAULT_OUT, out:
     seconds. With `out`, writes it as CSV, an LMS-ready `<out>_lms.csv` (student_id, assignment, points per question,
     total) and `<out folder>/feedback/<assignment>/<student id>.md` per submission. A student id that several
     submissions of one assignment carry gets no row in the LMS file: the instructor decides which one counts.
+    Before grading, an `out` that exists (or its LMS file, or feedback files of an assignment being graded) is
+    refused unless `force` (`check_outputs`); the files written are listed in `table.attrs["files"]`.
     `isolation` is "auto", "namespace" or "process" (`rlhf_lab.teach.isolation`); `memory_mb` caps each notebook's
     address space (0: no cap).
     """
@@ -179,6 +213,8 @@ def grade(submissions_dir: str | Path, build_dir: str | Path = DEFAULT_OUT, out:
         else:
             rows[-1]["error"] = (f"cannot tell which assignment this is ({name!r}); pass --assignment NAME "
                                  f"(one of {', '.join(manifest)})")
+    if out is not None:  # before grading: an hour of grading must not end in a file that cannot be written
+        check_outputs(out, {rows[i]["assignment"] for i, _, _ in work}, force)
     threads = 1 if jobs > 1 else None
     # the masters hold solutions and hidden tests: an installed rlhf-lab ships them, so hide them too
     hide = [str(root.resolve()), str(build_dir.resolve()), *master_folders()]
@@ -191,7 +227,7 @@ def grade(submissions_dir: str | Path, build_dir: str | Path = DEFAULT_OUT, out:
                                "memory_mb": memory_mb,
                                "hide": hide})
 
-    results, written = {}, set()
+    results = {}
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         for (i, _, spec), result in zip(work, pool.map(job, work)):
             rows[i], results[i] = score_row(rows[i], spec, result), result
@@ -210,7 +246,8 @@ def grade(submissions_dir: str | Path, build_dir: str | Path = DEFAULT_OUT, out:
         unique = table[table["same_id_as"] == ""]  # a shared id: the instructor decides which submission counts
         lms = unique.reindex(columns=["student_id", "assignment", *dict.fromkeys(questions)]).copy()
         lms["total"] = unique.get("score")
-        write_atomic(out.with_name(out.stem + "_lms.csv"), lms.to_csv(index=False))
+        write_atomic(lms_path(out), lms.to_csv(index=False))
+        written = {out: None, lms_path(out): None}
         for i, result in results.items():
             row, spec = rows[i], manifest[rows[i]["assignment"]]
             folder = out.parent / "feedback" / row["assignment"]
@@ -218,8 +255,9 @@ def grade(submissions_dir: str | Path, build_dir: str | Path = DEFAULT_OUT, out:
             target = folder / f"{stem}.md"
             if target in written:  # two submissions with one id: keep both, named by file
                 target = folder / f"{stem}__{_safe_name(row['submission'])}.md"
-            written.add(target)
+            written[target] = None
             write_atomic(target, feedback_text(row, spec, result))
+        table.attrs["files"] = [str(path) for path in written]
     return table
 
 
