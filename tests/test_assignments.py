@@ -636,3 +636,26 @@ def test_grade_refuses_an_out_it_cannot_write_before_grading(built, fake_grading
     assert (tmp_path / "blocked" / "feedback").read_text() == "keep"
     assert list((tmp_path / "folder").iterdir()) == []
 
+
+def test_grade_says_a_submissions_file_is_not_a_folder(built, tmp_path, capsys):
+    (tmp_path / "sub.ipynb").write_text("{}")
+    assert main(["assignments", "grade", str(tmp_path / "sub.ipynb"), "--build", str(built), "--out",
+                 str(tmp_path / "s.csv")]) == 2
+    assert capsys.readouterr().err == f"rlhf-lab assignments: error: submissions folder {tmp_path / 'sub.ipynb'} " \
+        "is a file, not a folder: pass the folder where you collected the students' notebooks or export zips " \
+        "(searched recursively)\n"
+
+
+@pytest.mark.parametrize("out, message", [
+    ("afile", "--out {afile} is a file, not a folder: give the folder to write the build into, e.g. --out "
+              "dist/assignments"),
+    ("afile/sub", "--out {afile}/sub: cannot make the folder because {afile} is a file, not a folder: give --out a "
+                  "path in a folder"),
+    ("afile/sub/deeper", "because {afile} is a file, not a folder"),
+])
+def test_build_refuses_an_out_under_a_file_in_one_line(tmp_path, capsys, out, message):
+    (tmp_path / "afile").write_text("keep")
+    assert main(["assignments", "build", "--out", str(tmp_path / out), "--no-check"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rlhf-lab assignments: error: ") and err.count("\n") == 1, err
+    assert message.format(afile=tmp_path / "afile") in err and (tmp_path / "afile").read_text() == "keep"

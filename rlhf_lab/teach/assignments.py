@@ -35,7 +35,7 @@ import nbformat
 import yaml
 from nbformat.reader import NotJSONError
 
-from rlhf_lab.core.files import atomic_directory, write_atomic
+from rlhf_lab.core.files import atomic_directory, file_above, write_atomic
 from rlhf_lab.teach.gradebook import MEMORY_MB, duplicate_lines, grade
 from rlhf_lab.teach.grading import (AUTOGRADER_ZIP, DEFAULT_OUT, GRADE_TIMEOUT_S, GRADER_SECRET, MANIFEST,
                                    default_source, sha256_bytes)
@@ -266,6 +266,12 @@ def build(source: str | Path | None = None, out: str | Path = DEFAULT_OUT, check
     starts with a cell that, on Colab only, installs otter-grader and fetches COLAB_URL/NAME-student.zip.
     """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder: give the folder to write the build into, e.g. "
+                         f"--out {DEFAULT_OUT}")
+    if (above := file_above(out)) is not None:
+        raise ValueError(f"--out {out}: cannot make the folder because {above} is a file, not a folder: give --out "
+                         "a path in a folder")
     if colab_url is not None:
         check_colab_url(colab_url)
     secret = secret or secrets.token_hex(16)

@@ -34,6 +34,9 @@ MEMORY_MB = 4096  # each notebook's address space: torch and a tiny model need a
 def find_submissions(submissions_dir: str | Path) -> list[Path]:
     """Submitted notebooks (.ipynb) and export zips (.zip) under a folder, recursively, skipping hidden folders."""
     root = Path(submissions_dir)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"submissions folder {root} is a file, not a folder: pass the folder where you collected the "
+                         "students' notebooks or export zips (searched recursively)")
     if not root.is_dir():
         raise FileNotFoundError(f"submissions folder {root} does not exist: pass the folder where you collected the "
                                 "students' notebooks or export zips")
