@@ -42,7 +42,7 @@ from rlhf_lab.teach.grading import (AUTOGRADER_ZIP, DEFAULT_OUT, GRADE_TIMEOUT_S
 from rlhf_lab.teach.isolation import MODES
 
 __all__ = ["OTTER_HINT", "RUBRIC", "Question", "Assignment", "default_source", "RUBRIC_LINE", "parse_rubric",
-           "read_master", "rubric_markdown", "find_masters", "COLAB_CELL", "check_colab_url",
+           "read_master", "rubric_markdown", "find_masters", "run_otter_assign", "COLAB_CELL", "check_colab_url",
            "build", "cmd_list", "cmd_build", "cmd_grade", "add_assignment_commands"]
 
 RUBRIC = "rubric.md"
@@ -205,7 +205,7 @@ def find_masters(source: str | Path | None = None) -> list[Assignment]:
 
 
 # ---- build -----------------------------------------------------------------------------------------------------------
-def _otter_assign(master: Path, result: Path, check: bool) -> None:
+def run_otter_assign(master: Path, result: Path, check: bool) -> None:
     """Run `otter assign` quietly; on failure re-raise with what otter printed."""
     try:
         from otter.assign import main as otter_assign
@@ -290,7 +290,7 @@ def _build_one(assignment, target: Path, secret: str, check: bool, colab_url: st
     with tempfile.TemporaryDirectory() as tmp:
         # otter assign works inside the master's folder: give it a copy, so an installed package stays untouched
         folder = Path(shutil.copytree(assignment.master.parent, Path(tmp) / "src"))
-        _otter_assign(folder / assignment.master.name, target, check)
+        run_otter_assign(folder / assignment.master.name, target, check)
     autograder = target / "autograder"
     (zip_path,) = [p for p in autograder.glob("*.zip")]
     zip_path.rename(autograder / AUTOGRADER_ZIP)
