@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from rlhf_lab.cli import main
 
 
@@ -42,3 +44,25 @@ def test_a_device_that_is_not_there_is_one_line(capsys):
         assert main(["generate", "--model", "tiny", "--n", "1", "--device", device]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"--device {device}" in err.replace("'", "")
+
+
+def test_a_path_through_a_file_or_a_folder_for_a_file_is_one_line_in_words(capsys, tmp_path):
+    (tmp_path / "afile").write_text("mine")
+    assert main(["demo", "--smoke", "--out", str(tmp_path / "afile" / "sub")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == f"rlhf-lab demo: error: {tmp_path / 'afile' / 'sub'}: a file is in the way where a folder belongs " \
+        "(a path goes through a file)"
+    assert (tmp_path / "afile").read_text() == "mine"
+    with pytest.raises(SystemExit) as stop:  # argparse's own refusal: usage, then the one error line
+        main(["generate", "--model", "tiny", "--threads", "0"])
+    assert stop.value.code == 2 and "argument --threads: must be a whole number of at least 1, got 0" in capsys.readouterr().err
+
+
+def test_ctrl_c_is_one_line_and_exit_130(capsys):
+    from rlhf_lab.core.script import command_status
+
+    def interrupted():
+        raise KeyboardInterrupt
+    assert command_status("rlhf-lab demo", interrupted, (ValueError,)) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("rlhf-lab demo: stopped (Ctrl-C); what was saved before stays")

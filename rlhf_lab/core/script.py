@@ -18,7 +18,7 @@ import re
 import sys
 from typing import Callable
 
-__all__ = ["run_script", "command_status", "hide_password", "one_line"]
+__all__ = ["run_script", "command_status", "hide_password", "one_line", "os_words"]
 
 _URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)\S*@")
 
@@ -26,6 +26,17 @@ _URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)\S*@")
 def hide_password(text) -> str:
     """`text` with the password of every URL in it (scheme://user:password@host) written as ***."""
     return _URL_PASSWORD.sub(r"\1***@", str(text))
+
+
+def os_words(err: OSError) -> str:
+    """An OSError in words a user acts on ("X: a file is in the way where a folder belongs"), not the system's
+    "[Errno 20] Not a directory: 'X'"; an error without a file name keeps its own message."""
+    where = err.filename if err.filename is not None else ""
+    words = {errno.ENOTDIR: f"{where}: a file is in the way where a folder belongs (a path goes through a file)",
+             errno.EISDIR: f"{where} is a folder, where a file belongs: give a file's name",
+             errno.EEXIST: f"{where} already exists: give another name",
+             errno.EACCES: f"{where}: permission denied (choose a folder you may write to)"}.get(err.errno)
+    return words if words and where else str(err)
 
 
 def one_line(text) -> str:
@@ -86,8 +97,12 @@ def command_status(prog: str, work: Callable[[], object], errors: tuple[type[Bas
 
     try:
         work()
+    except KeyboardInterrupt:  # Ctrl-C: one line; what was saved (judgments, the last checkpoint) stays
+        print(f"{prog}: stopped (Ctrl-C); what was saved before stays, and a run goes on with --resume where it "
+              "has one", file=sys.stderr)
+        return 130
     except errors as err:
-        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(os_words(err) if isinstance(err, OSError) else err)}", file=sys.stderr)
         return 2
     except OperationalError as err:
         print(f"{prog}: error: the store refused: {_refusal(err.orig)}", file=sys.stderr)
