@@ -252,7 +252,7 @@ def test_a_relative_sqlite_url_opens_an_existing_store(tmp_path, capsys, monkeyp
 
 @pytest.mark.parametrize("args, message", [
     (["--model", "no-such-model"], "Unknown model 'no-such-model'"),
-    (["--model", "tiny", "--temperature", "-1"], "temperature must be >= 0"),
+    (["--model", "tiny", "--temperature", "-1"], "temperature must be a finite number >= 0"),
     (["--model", "tiny", "--prompt-set", "no-such-set"], "Unknown prompt source 'no-such-set'"),
     (["--model", "corpus", "--seed", "-1"], "--seed must be 0 or more, got -1"),
 ])
