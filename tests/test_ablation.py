@@ -130,6 +130,20 @@ def test_contrasts_with_one_seed_pair_the_eval_prompts_and_say_what_noise_is_lef
     assert row["interval"] == f"seed 1's {len(d)} eval prompts only"
 
 
+def test_contrasts_of_another_figure_pair_seeds_and_have_no_interval_with_one(small_sweep):
+    out, _, df = small_sweep
+    row = contrasts(out, "feedback.strategy", y="kl").iloc[0]
+    kl = df.set_index(["feedback.strategy", "seed"])["kl"]
+    d = np.array([kl["temperatures", s] - kl["random", s] for s in (0, 1)])
+    half = 12.7062 * abs(d[0] - d[1]) / 2
+    assert row["difference"] == pytest.approx(d.mean()) and row["ci_high"] == pytest.approx(d.mean() + half, rel=1e-4)
+    one = contrasts(out, "feedback.strategy", y="kl", seeds=[0]).iloc[0]
+    assert one["difference"] == pytest.approx(d[0]) and np.isnan(one["ci_low"]) and np.isnan(one["ci_high"])
+    assert (one["interval"], one["verdict"]) == ("seed 0 only", "one seed: no interval")  # never "higher"
+    with pytest.raises(KeyError, match=r"'verdict_vs_initial' is not a figure of the sweep table"):
+        contrasts(out, "feedback.strategy", y="verdict_vs_initial")
+
+
 def test_contrasts_refuse_what_the_sweep_does_not_hold(small_sweep, tmp_path):
     out, _, _ = small_sweep
     with pytest.raises(KeyError, match=r"'ppo.kl_coef' is not a field of the sweep .*\['feedback.strategy'\]"):

@@ -55,7 +55,8 @@ def test_a_path_through_a_file_or_a_folder_for_a_file_is_one_line_in_words(capsy
     assert (tmp_path / "afile").read_text() == "mine"
     with pytest.raises(SystemExit) as stop:  # argparse's own refusal: usage, then the one error line
         main(["generate", "--model", "tiny", "--threads", "0"])
-    assert stop.value.code == 2 and "argument --threads: must be a whole number of at least 1, got 0" in capsys.readouterr().err
+    assert stop.value.code == 2
+    assert "argument --threads: must be a whole number of at least 1, got 0" in capsys.readouterr().err
 
 
 def test_ctrl_c_is_one_line_and_exit_130(capsys):

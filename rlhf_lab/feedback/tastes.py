@@ -26,8 +26,8 @@ import numpy as np
 
 from rlhf_lab.feedback.gold import GoldUtility
 
-__all__ = ["TASTES", "Taste", "load_taste", "check_taste", "SimulatedLearner", "short_replies", "asks_back", "enthusiastic",
-           "formal", "gold_taste"]
+__all__ = ["TASTES", "Taste", "load_taste", "check_taste", "SimulatedLearner", "short_replies", "asks_back",
+           "enthusiastic", "formal", "gold_taste"]
 
 Taste = Callable[[str, str], float]
 _WORD = re.compile(r"[A-Za-z0-9']+")

@@ -114,15 +114,17 @@ def sweep_history(out: str | Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def contrasts(out: str | Path, field: str, *, baseline=None, seeds=None) -> pd.DataFrame:
-    """Is a grid field's effect on the final gold reward real? Each value of `field` against `baseline` (default:
-    its first value), at every combination of the other grid fields, paired by seed.
+def contrasts(out: str | Path, field: str, *, y: str = "gold_reward", baseline=None, seeds=None) -> pd.DataFrame:
+    """Is a grid field's effect on a run's final `y` real (default the gold reward; any column of the sweep table,
+    e.g. "kl")? Each value of `field` against `baseline` (default: its first value), at every combination of the
+    other grid fields, paired by seed.
 
-    With n ≥ 2 seeds in common, the per-seed differences d_s = gold(value, s) − gold(baseline, s) give
+    With n ≥ 2 seeds in common, the per-seed differences d_s = y(value, s) − y(baseline, s) give
     mean ± t_{n−1, 0.975}·sd/√n (`t_interval`): the spread of training from seed to seed is in the interval.
-    With one seed, the two runs' replies to the same held-out prompts are paired by prompt (`paired_gain`'s
+    With one seed, the gold reward pairs the two runs' replies to the same held-out prompts (`paired_gain`'s
     bootstrap): that interval holds only the eval replies' noise, not the training's, and the `interval` column
-    says so ("seed 0's 32 eval prompts only"). `verdict` is "higher", "lower" or "no detectable difference" (the interval holds 0).
+    says so ("seed 0's 32 eval prompts only"); another `y` has no interval with one seed. `verdict` is "higher",
+    "lower" or "no detectable difference" (the interval holds 0), or "one seed: no interval".
     `seeds`: only these seeds (default: all in the sweep)."""
     out = Path(out)
     if not (out / "sweep.csv").is_file():
@@ -131,6 +133,9 @@ def contrasts(out: str | Path, field: str, *, baseline=None, seeds=None) -> pd.D
     fields = list(final.columns[:list(final.columns).index("seed")])  # sweep() writes the grid's fields first
     if field not in fields:
         raise KeyError(f"{field!r} is not a field of the sweep at {out}; its grid fields: {fields}.")
+    if y not in final or not pd.api.types.is_numeric_dtype(final[y]):
+        raise KeyError(f"{y!r} is not a figure of the sweep table; its numeric columns: "
+                       f"{[c for c in final if pd.api.types.is_numeric_dtype(final[c]) and c not in fields]}.")
     if seeds is not None:
         table = table[table["seed"].isin(list(seeds))]
     values = list(dict.fromkeys(final[field]))
@@ -147,9 +152,13 @@ def contrasts(out: str | Path, field: str, *, baseline=None, seeds=None) -> pd.D
             if not common:
                 continue
             if len(common) >= 2:
-                diff = runs.loc[common, "gold_reward"] - base.loc[common, "gold_reward"]
+                diff = runs.loc[common, y] - base.loc[common, y]
                 mean, low, high = t_interval(diff.to_numpy())
                 over = f"{len(common)} seeds (t)"
+            elif y != "gold_reward":  # no per-prompt values to pair: the difference alone, said to be bare
+                seed = common[0]
+                mean, low, high = float(runs.loc[seed, y] - base.loc[seed, y]), float("nan"), float("nan")
+                over = f"seed {seed} only"
             else:
                 seed = common[0]
                 before, after = _prompt_gold(out, base.loc[seed]), _prompt_gold(out, runs.loc[seed])
@@ -159,7 +168,8 @@ def contrasts(out: str | Path, field: str, *, baseline=None, seeds=None) -> pd.D
                 result = paired_gain(before.to_numpy(), after.to_numpy())
                 mean, low, high = result.gain, result.ci_low, result.ci_high
                 over = f"seed {seed}'s {result.n_prompts} eval prompts only"
-            word = {"rose": "higher", "fell": "lower"}.get(verdict(low, high), "no detectable difference")
+            word = "one seed: no interval" if low != low else {"rose": "higher", "fell": "lower"}.get(
+                verdict(low, high), "no detectable difference")
             rows.append({**dict(zip(others, key if isinstance(key, tuple) else (key,))), field: value,
                          "baseline": baseline, "seeds": len(common), "difference": mean, "ci_low": low,
                          "ci_high": high, "interval": over, "verdict": word})
