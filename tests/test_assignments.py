@@ -444,6 +444,11 @@ def test_bad_input_gives_errors_that_say_how_to_fix_it(tmp_path, capsys, monkeyp
     assert main(["assignments", "grade", str(tmp_path), "--build", str(tmp_path), "--isolation", "namespace"]) == 2
     err = capsys.readouterr().err
     assert "--isolation namespace needs root" in err and "Traceback" not in err
+    for text in ('{"ppo_math": ', "[1, 2]", "\udcff"):  # damaged, another shape, not text
+        (tmp_path / "manifest.json").write_bytes(text.encode("utf-8", "surrogateescape"))
+        assert main(["assignments", "grade", str(tmp_path), "--build", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{tmp_path / 'manifest.json'}" in err and "rebuild" in err, err
 
 
 def test_a_bundle_that_changed_since_the_build_is_refused_before_any_student_code_runs(built, tmp_path):

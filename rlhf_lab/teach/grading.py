@@ -80,7 +80,14 @@ def load_manifest(build_dir: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"no {MANIFEST} in {build_dir}: run `rlhf-lab assignments build --out {build_dir}` "
                                 "first, or pass --build with the folder that build wrote")
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{path} is damaged ({err}): rebuild with `rlhf-lab assignments build --out {build_dir}`") \
+            from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path} is not a manifest of `rlhf-lab assignments build` (a JSON object): rebuild it")
+    return manifest
 
 
 def read_cells(submission: Path) -> list[str]:
