@@ -492,6 +492,7 @@ def _damaged_master(tmp_path: Path, header: str | None = None, data: bytes | Non
     ("# BEGIN QUESTION\nname: q1\npoints: lots", None, "question q1 has 'points: lots': give its total points as"),
     ("# BEGIN QUESTION\nname: q1\npoints: -1", None, "question q1 has 'points: -1'"),
     ("# BEGIN QUESTION\nname: ../../q1\npoints: 1", None, "the question has name '../../q1'"),
+    ("# BEGIN QUESTION\nname: q3_gae\npoints: 1", None, "question q3_gae is named twice (also cell"),
     (None, b"{not json", "is not JSON: restore the master notebook"),
     (None, bytes(range(256)), "is not a text file (not UTF-8)"),
     (None, b"[]", "is not a Jupyter notebook"),

@@ -159,13 +159,17 @@ def read_master(path: str | Path) -> Assignment:
     A hand-graded question needs a rubric in its model answer whose points add up to the question's points."""
     path = Path(path)
     nb = _read_notebook(path)
-    name, questions = None, []
+    name, questions, cells = None, [], {}
     for number, cell in enumerate(nb.cells, 1):
         where = f"{path}, cell {number}"
         if (config := _config(cell, "# ASSIGNMENT CONFIG", where)) is not None:
             name = _plain_name(config, where, "the assignment config")
         elif (config := _config(cell, "# BEGIN QUESTION", where)) is not None:
             questions.append(_question(config, where))
+            if questions[-1].name in cells:  # two questions of one name would share one column of the gradebook
+                raise ValueError(f"{where}: question {questions[-1].name} is named twice (also cell "
+                                 f"{cells[questions[-1].name]}): give each question its own name")
+            cells[questions[-1].name] = number
         elif cell.cell_type == "markdown" and questions and questions[-1].manual and not questions[-1].rubric:
             questions[-1].rubric = parse_rubric(cell.source)
     if not name or not questions:
