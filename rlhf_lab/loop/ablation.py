@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import pandas as pd
 
 from rlhf_lab.core.files import write_atomic
 from rlhf_lab.loop.evaluation import paired_gain, t_interval, verdict
-from rlhf_lab.loop.experiment import ExperimentConfig, RLHFRun, iteration_dir
+from rlhf_lab.loop.experiment import ExperimentConfig, RLHFRun, eval_records
 
 __all__ = ["with_fields", "grid_points", "run_name", "sweep", "sweep_history", "contrasts"]
 
@@ -151,16 +152,15 @@ def contrasts(out: str | Path, field: str, *, y: str = "gold_reward", baseline=N
             common = sorted(set(base.index) & set(runs.index))
             if not common:
                 continue
+            seed = common[0]
             if len(common) >= 2:
                 diff = runs.loc[common, y] - base.loc[common, y]
                 mean, low, high = t_interval(diff.to_numpy())
                 over = f"{len(common)} seeds (t)"
             elif y != "gold_reward":  # no per-prompt values to pair: the difference alone, said to be bare
-                seed = common[0]
                 mean, low, high = float(runs.loc[seed, y] - base.loc[seed, y]), float("nan"), float("nan")
                 over = f"seed {seed} only"
             else:
-                seed = common[0]
                 before, after = _prompt_gold(out, base.loc[seed]), _prompt_gold(out, runs.loc[seed])
                 if not before.index.equals(after.index):
                     raise ValueError(f"{base.loc[seed, 'run']} and {runs.loc[seed, 'run']} were evaluated on different "
@@ -168,7 +168,7 @@ def contrasts(out: str | Path, field: str, *, y: str = "gold_reward", baseline=N
                 result = paired_gain(before.to_numpy(), after.to_numpy())
                 mean, low, high = result.gain, result.ci_low, result.ci_high
                 over = f"seed {seed}'s {result.n_prompts} eval prompts only"
-            word = "one seed: no interval" if low != low else {"rose": "higher", "fell": "lower"}.get(
+            word = "one seed: no interval" if math.isnan(low) else {"rose": "higher", "fell": "lower"}.get(
                 verdict(low, high), "no detectable difference")
             rows.append({**dict(zip(others, key if isinstance(key, tuple) else (key,))), field: value,
                          "baseline": baseline, "seeds": len(common), "difference": mean, "ci_low": low,
@@ -178,6 +178,5 @@ def contrasts(out: str | Path, field: str, *, y: str = "gold_reward", baseline=N
 
 def _prompt_gold(out: Path, row: pd.Series) -> pd.Series:
     """Mean gold reward of a run's final eval replies to each held-out prompt, indexed by the sorted prompts."""
-    path = iteration_dir(out / row["run"], int(row["iteration"])) / "eval_samples.jsonl"
-    replies = pd.DataFrame([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
+    replies = pd.DataFrame(eval_records(out / row["run"], int(row["iteration"])))
     return replies.groupby("prompt", sort=True)["gold"].mean()

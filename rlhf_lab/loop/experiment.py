@@ -50,7 +50,7 @@ from rlhf_lab.reward.sources import as_reward
 from rlhf_lab.train.callbacks import default_callbacks, tracker_callbacks
 from rlhf_lab.train.ppo import PPOTrainer
 
-__all__ = ["STRATEGIES", "FeedbackConfig", "ExperimentConfig", "RLHFRun", "iteration_dir"]
+__all__ = ["STRATEGIES", "FeedbackConfig", "ExperimentConfig", "RLHFRun", "iteration_dir", "eval_records"]
 
 HELD_OUT_FOLDS = 5
 """Cross-validation folds (by prompt) of an embedding reward model's held-out accuracy."""
@@ -61,9 +61,17 @@ def iteration_dir(run_dir: str | Path, k: int) -> Path:
     return Path(run_dir) / f"iter_{k:03d}"
 
 
+def eval_records(run_dir: str | Path, k: int) -> list[dict]:
+    """Iteration k's evaluation as written: one record (prompt, response, gold) per held-out reply."""
+    path = iteration_dir(run_dir, k) / "eval_samples.jsonl"
+    if not path.is_file():
+        raise ValueError(f"iteration {k} has not been evaluated in {run_dir}")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 _ITERATION = re.compile(r"iter_(\d{3})")
 RUN_ENTRIES = re.compile(r"config\.json|feedback\.db(-wal|-shm|-journal)?|evaluation\.csv|ppo_metrics\.jsonl|"
-                         r"samples\.jsonl|report|tensorboard|iter_\d{3}|\..+\.(tmp|old)-[0-9a-f]{8}")
+                         rf"samples\.jsonl|report|tensorboard|{_ITERATION.pattern}|\..+\.(tmp|old)-[0-9a-f]{{8}}")
 """What a run directory holds (the hidden names are atomic writes' leftovers): all `overwrite` may delete."""
 
 
@@ -416,10 +424,7 @@ class RLHFRun:
 
     def _eval_samples(self, k: int) -> tuple[list[str], list[str]]:
         """(prompts, replies) of iteration k's evaluation."""
-        path = self.iteration_dir(k) / "eval_samples.jsonl"
-        if not path.is_file():
-            raise ValueError(f"iteration {k} has not been evaluated in {self.path}")
-        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        rows = eval_records(self.path, k)
         return [r["prompt"] for r in rows], [r["response"] for r in rows]
 
     def evaluation(self) -> pd.DataFrame:
