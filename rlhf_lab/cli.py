@@ -401,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return command_status(f"rlhf-lab {args.command}", lambda: args.func(args),
                           (ModuleNotFoundError, ValueError, FileNotFoundError, FileExistsError, PermissionError,
-                           NotADirectoryError, IsADirectoryError, SetupError))  # SetupError: ModelNotAvailableError
+                           SetupError))  # SetupError: ModelNotAvailableError among them
 
 
 if __name__ == "__main__":

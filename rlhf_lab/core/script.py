@@ -90,9 +90,10 @@ def _refusal(orig) -> str:
 def command_status(prog: str, work: Callable[[], object], errors: tuple[type[BaseException], ...]) -> int:
     """Run `work()` -> exit status 0; an error of a kind in `errors` (bad input), a database that refused
     (SQLAlchemy's OperationalError: disk full, a read-only file, a locked, lost or unreachable server, a wrong
-    password; its ProgrammingError: e.g. a student's URL where the instructor's is needed) or a full disk (OSError
-    ENOSPC, as `core.files.ensure_free_space` raises) is one line on stderr naming `prog` (no URL's password in it),
-    and exit status 2."""
+    password; its ProgrammingError: e.g. a student's URL where the instructor's is needed), a full disk (OSError
+    ENOSPC, as `core.files.ensure_free_space` raises) or a path the system cannot take (ENOTDIR: through a file;
+    EISDIR: a folder where a file belongs; `os_words`) is one line on stderr naming `prog` (no URL's password in
+    it), and exit status 2. Ctrl-C is one line and exit status 130."""
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
     try:
@@ -110,9 +111,10 @@ def command_status(prog: str, work: Callable[[], object], errors: tuple[type[Bas
     except ProgrammingError as err:
         print(f"{prog}: error: the database refused: {_refusal(err.orig)}", file=sys.stderr)
         return 2
-    except OSError as err:
-        if err.errno != errno.ENOSPC:
+    except OSError as err:  # a full disk; a path through a file, or a folder where a file belongs: in words
+        if err.errno not in (errno.ENOSPC, errno.ENOTDIR, errno.EISDIR):
             raise
-        print(f"{prog}: error: {err.strerror}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(err.strerror if err.errno == errno.ENOSPC else os_words(err))}",
+              file=sys.stderr)
         return 2
     return 0
