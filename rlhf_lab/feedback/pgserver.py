@@ -22,6 +22,7 @@ import subprocess
 from pathlib import Path
 
 from rlhf_lab.core.errors import SetupError
+from rlhf_lab.core.script import one_line
 
 __all__ = ["LocalPostgres", "postgres_bindir", "check_database_name"]
 
@@ -71,8 +72,7 @@ class LocalPostgres:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if check and proc.returncode != 0:
-            said = " ".join(line.strip() for line in (proc.stderr or proc.stdout).splitlines() if line.strip())
-            raise SetupError(f"{tool} failed: {said[-600:]}")
+            raise SetupError(f"{tool} failed: {one_line(proc.stderr or proc.stdout)[-600:]}")
         return proc
 
     @property
@@ -165,8 +165,7 @@ class LocalPostgres:
             for level in ("FATAL:", "PANIC:"):
                 if level in line:
                     return " ".join(line[line.index(level):].split())[:300]
-        said = " ".join(line.strip() for line in (proc.stderr or proc.stdout).splitlines() if line.strip())
-        return (lines[-1][:300] if lines else said[-300:]) or f"pg_ctl exited with status {proc.returncode}"
+        return (lines[-1][:300] if lines else one_line(proc.stderr or proc.stdout)[-300:]) or f"pg_ctl exited with status {proc.returncode}"
 
     def running(self) -> bool:
         return self.initialised() and self._run("pg_ctl", "-D", str(self.data), "status", check=False).returncode == 0
