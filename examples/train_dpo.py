@@ -35,7 +35,9 @@ COLUMNS = {"dpo": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completio
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="DPO or KTO on a causal LM, in one process or several.")
+    from rlhf_lab.core.script import OneLineParser  # one line for a bad option, not argparse's usage block
+
+    parser = OneLineParser(prog=PROG, description="DPO or KTO on a causal LM, in one process or several.")
     parser.add_argument("--data", required=True, help="TRL's rows in a .jsonl file (rlhf-lab export), or a store .db")
     parser.add_argument("--method", choices=tuple(COLUMNS), default="dpo")
     parser.add_argument("--model", default="smollm2-135m",

@@ -28,7 +28,9 @@ PROG = "train_ppo.py"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="PPO on a causal LM, in one process or several.")
+    from rlhf_lab.core.script import OneLineParser  # one line for a bad option, not argparse's usage block
+
+    parser = OneLineParser(prog=PROG, description="PPO on a causal LM, in one process or several.")
     parser.add_argument("--model", default="smollm2-135m",
                         help="alias (smollm2-135m; tiny: a random 2-layer test model), hub id or directory")
     parser.add_argument("--reward", default="gold",

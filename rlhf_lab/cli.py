@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from rlhf_lab.core.errors import SetupError
-from rlhf_lab.core.script import command_status
+from rlhf_lab.core.script import OneLineParser, command_status
 from rlhf_lab.feedback.class_cli import add_class_commands
 from rlhf_lab.feedback.cli import add_feedback_commands
 from rlhf_lab.loop.export import add_export_command
@@ -317,7 +317,7 @@ def seed(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rlhf-lab", description="rlhf-lab: learn and research RLHF by doing it.")
+    parser = OneLineParser(prog="rlhf-lab", description="rlhf-lab: learn and research RLHF by doing it.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     info = sub.add_parser("info", help="print versions, device, cache dir and installed offline models")

@@ -53,10 +53,26 @@ def test_a_path_through_a_file_or_a_folder_for_a_file_is_one_line_in_words(capsy
     assert err == f"rlhf-lab demo: error: {tmp_path / 'afile' / 'sub'}: a file is in the way where a folder belongs " \
         "(a path goes through a file)"
     assert (tmp_path / "afile").read_text() == "mine"
-    with pytest.raises(SystemExit) as stop:  # argparse's own refusal: usage, then the one error line
-        main(["generate", "--model", "tiny", "--threads", "0"])
+
+@pytest.mark.parametrize("argv, line", [
+    (["generate", "--model", "tiny", "--threads", "0"],
+     "rlhf-lab generate: error: argument --threads: must be a whole number of at least 1, got 0 "
+     "(see: rlhf-lab generate --help)"),
+    (["feedback", "stats"],
+     "rlhf-lab feedback stats: error: the following arguments are required: --store (see: rlhf-lab feedback stats "
+     "--help)"),
+    (["class", "create", "--store", "x.db"],
+     "rlhf-lab class create: error: the following arguments are required: --roster (see: rlhf-lab class create "
+     "--help)"),
+    (["demo", "--seed", "-1"],
+     "rlhf-lab demo: error: argument --seed: a seed is a whole number from 0 to 4294967295, got -1 "
+     "(see: rlhf-lab demo --help)"),
+    ([], "rlhf-lab: error: the following arguments are required: command (see: rlhf-lab --help)")])
+def test_a_bad_option_is_one_line_and_exit_2_without_the_usage_block(capsys, argv, line):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
     assert stop.value.code == 2
-    assert "argument --threads: must be a whole number of at least 1, got 0" in capsys.readouterr().err
+    assert capsys.readouterr().err == line + "\n"
 
 
 def test_ctrl_c_is_one_line_and_exit_130(capsys):

@@ -123,6 +123,7 @@ def test_one_process_is_left_as_it_is():
     (["--resume"], "no checkpoint in"),
     (["--updates", "0"], "--updates must be at least 1"),
     (["--resume", "--resume-from", "x"], "not both"),
+    (["--updates", "x"], "train_ppo.py: error: argument --updates: invalid int value: 'x' (see: train_ppo.py --help)"),
 ])
 def test_the_script_refuses_bad_options_in_one_line(args, words, tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "examples" / "train_ppo.py"), *args, "--out",

@@ -18,7 +18,7 @@ import re
 import sys
 from typing import Callable
 
-__all__ = ["run_script", "command_status", "hide_password", "one_line", "os_words"]
+__all__ = ["OneLineParser", "run_script", "command_status", "hide_password", "one_line", "os_words"]
 
 _URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)\S*@")
 
@@ -42,6 +42,15 @@ def os_words(err: OSError) -> str:
 def one_line(text) -> str:
     """A message on one line (a driver's message spans several: its lines joined), any URL's password hidden."""
     return hide_password(" ".join(line.strip() for line in str(text).splitlines() if line.strip()))
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose refusal is one line, `prog: error: message (see prog --help)`, and exit 2, not
+    argparse's usage block before it. Its subcommands' parsers are of this class too (argparse makes them of the
+    parent's class)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see: {self.prog} --help)\n")
 
 
 def run_script(prog: str, parser: argparse.ArgumentParser, check: Callable, train: Callable[..., dict],

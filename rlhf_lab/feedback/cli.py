@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from rlhf_lab.core.errors import SetupError
-from rlhf_lab.core.script import command_status
+from rlhf_lab.core.script import OneLineParser, command_status
 from rlhf_lab.feedback.agreement import panel_agreement
 from rlhf_lab.feedback.crowd import SimulatedCrowd
 from rlhf_lab.feedback.database import refuse_foreign_sqlite, sqlite_file, store_url
@@ -250,7 +250,7 @@ def add_feedback_commands(subparsers) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run `feedback ...` commands without the rest of the rlhf-lab CLI; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="rlhf-lab")
+    parser = OneLineParser(prog="rlhf-lab")
     add_feedback_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return command_status("rlhf-lab feedback", lambda: args.func(args),
