@@ -438,7 +438,7 @@ def test_bad_input_gives_errors_that_say_how_to_fix_it(tmp_path, capsys, monkeyp
         grade(tmp_path, tmp_path, assignment="nope")
     with pytest.raises(ValueError, match="predates bundle hashes: rebuild it"):
         grade(tmp_path, tmp_path)
-    with pytest.raises(SystemExit, match="2"):  # argparse: one usage line, exit 2
+    with pytest.raises(SystemExit, match="2"):  # argparse: one error line, exit 2
         main(["assignments", "grade", str(tmp_path), "--build", str(tmp_path), "--isolation", "sideways"])
     monkeypatch.setattr(isolation, "namespace_available", lambda: False)
     assert main(["assignments", "grade", str(tmp_path), "--build", str(tmp_path), "--isolation", "namespace"]) == 2
@@ -527,9 +527,26 @@ def test_grade_refuses_limits_out_of_range_before_grading(tmp_path, capsys, opti
               option, value])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
-    last = err.splitlines()[-1]  # argparse: its usage lines, then the one error line
+    assert len(err.splitlines()) == 1  # the one error line, without argparse's usage block
+    last = err.splitlines()[-1]
     assert last.startswith(f"rlhf-lab assignments grade: error: argument {option}: ") and message in last, err
     assert "Traceback" not in err and not (tmp_path / "s.csv").exists()
+
+
+@pytest.mark.parametrize("limits, message", [
+    ({"timeout": 0}, "timeout: 0 is not a time limit: give the seconds allowed per submission"),
+    ({"timeout": float("nan")}, "timeout: nan is not a time limit"),
+    ({"timeout": "60"}, "timeout: '60' is not a time limit"),
+    ({"jobs": 0}, "jobs: 0 is not a number of submissions to grade at once: give a whole number >= 1"),
+    ({"jobs": 2.5}, "jobs: 2.5 is not a number of submissions"),
+    ({"memory_mb": -1}, "memory_mb: -1 is not a memory limit: give the MB each notebook may use"),
+    ({"memory_mb": True}, "memory_mb: True is not a memory limit"),
+])
+def test_grade_from_python_refuses_limits_out_of_range_before_reading_anything(tmp_path, limits, message):
+    with pytest.raises(ValueError) as refusal:  # the build folder is empty: the limits are checked first
+        grade(tmp_path, tmp_path / "no build", out=tmp_path / "s.csv", **limits)
+    assert str(refusal.value).startswith(message), refusal.value
+    assert sorted(tmp_path.iterdir()) == []
 
 
 def _colab_cell_url(student_notebook: Path) -> str:

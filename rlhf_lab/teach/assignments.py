@@ -36,7 +36,7 @@ import yaml
 from nbformat.reader import NotJSONError
 
 from rlhf_lab.core.files import atomic_directory, file_above, write_atomic
-from rlhf_lab.teach.gradebook import MEMORY_MB, duplicate_lines, grade
+from rlhf_lab.teach.gradebook import MEMORY_MB, duplicate_lines, grade, limit_problem
 from rlhf_lab.teach.grading import (AUTOGRADER_ZIP, DEFAULT_OUT, GRADE_TIMEOUT_S, GRADER_SECRET, MANIFEST,
                                    default_source, sha256_bytes)
 from rlhf_lab.teach.isolation import MODES
@@ -354,31 +354,16 @@ def cmd_grade(args) -> None:
         print(f"  {path}")
 
 
-MAX_TIMEOUT_S = 86400  # a day per submission; far larger values overflow the waits on the sandbox
-MAX_MEMORY_MB = 2**43 - 1  # the address-space limit is set in bytes, a 64-bit number
-
-
-def _seconds(text: str) -> float:
-    """--timeout: seconds, a number above 0 and at most a day (argparse prints the refusal as one error line)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value <= MAX_TIMEOUT_S:  # NaN fails too
-        raise argparse.ArgumentTypeError(f"{text!r} is not a time limit: give the seconds allowed per submission, a "
-                                         f"number above 0 and at most {MAX_TIMEOUT_S} (default {GRADE_TIMEOUT_S})")
-    return value
-
-
-def _whole_number(what: str, least: int, most: int | None = None):
-    """An argparse type: a whole number from `least` (to `most`), else one error line: "'TEXT' is not WHAT"."""
-    def parse(text: str) -> int:
+def _limit(name: str, convert):
+    """An argparse type for grade()'s limit `name`: the text converted, else one error line "'TEXT' is not WHAT"."""
+    def parse(text: str):
         try:
-            value = int(text)
+            value = convert(text)
         except ValueError:
-            value = least - 1
-        if value < least or (most is not None and value > most):
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+            value = None
+        problem = limit_problem(name, value, text)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
         return value
     return parse
 
@@ -410,16 +395,15 @@ def add_assignment_commands(subparsers) -> None:
                      help="replace the --out CSV, its _lms.csv and the feedback files when they exist (without it "
                           "grade refuses to start)")
     grd.add_argument("--assignment", default=None, help="grade every submission as this assignment")
-    grd.add_argument("--timeout", type=_seconds, default=GRADE_TIMEOUT_S,
+    grd.add_argument("--timeout", type=_limit("timeout", float), default=GRADE_TIMEOUT_S,
                      help=f"seconds allowed per submission (default {GRADE_TIMEOUT_S})")
     grd.add_argument("--jobs", default=1, help="submissions graded at once (default 1)",
-                     type=_whole_number("a number of submissions to grade at once: give a whole number >= 1", 1))
+                     type=_limit("jobs", int))
     grd.add_argument("--isolation", default="auto", choices=MODES,
                      help="how each notebook is walled off (default auto: namespace when running as root with "
                           "unshare, else process; see assignments/README.md)")
     grd.add_argument("--memory-mb", default=MEMORY_MB,
-                     type=_whole_number(f"a memory limit: give the MB each notebook may use, a whole number from 0 "
-                                        f"(no limit) to {MAX_MEMORY_MB} (default {MEMORY_MB})", 0, MAX_MEMORY_MB),
+                     type=_limit("memory_mb", int),
                      help=f"address space allowed to each notebook, in MB (default {MEMORY_MB}; 0: no limit)")
     grd.set_defaults(func=cmd_grade)
 

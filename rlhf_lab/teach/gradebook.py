@@ -26,9 +26,30 @@ from rlhf_lab.teach.grading import DEFAULT_OUT, GRADE_TIMEOUT_S, load_manifest, 
 from rlhf_lab.teach.isolation import resolve_mode
 
 __all__ = ["MEMORY_MB", "find_submissions", "submission_assignment", "grade_in_child", "score_row", "plain_test_name",
-           "feedback_text", "shared_ids", "duplicate_lines", "lms_path", "check_outputs", "grade"]
+           "feedback_text", "shared_ids", "duplicate_lines", "lms_path", "check_outputs", "limit_problem", "grade"]
 
 MEMORY_MB = 4096  # each notebook's address space: torch and a tiny model need about 1.5 GB
+MAX_TIMEOUT_S = 86400  # a day per submission; far larger values overflow the waits on the sandbox
+MAX_MEMORY_MB = 2**43 - 1  # the address-space limit is set in bytes, a 64-bit number
+_LIMITS = {  # grade()'s limit -> (lowest, highest, what it is and what to give)
+    "timeout": (0, MAX_TIMEOUT_S, "a time limit: give the seconds allowed per submission, a number above 0 and at "
+                f"most {MAX_TIMEOUT_S} (default {GRADE_TIMEOUT_S})"),
+    "jobs": (1, None, "a number of submissions to grade at once: give a whole number >= 1"),
+    "memory_mb": (0, MAX_MEMORY_MB, "a memory limit: give the MB each notebook may use, a whole number from 0 (no "
+                  f"limit) to {MAX_MEMORY_MB} (default {MEMORY_MB})")}
+
+
+def limit_problem(name: str, value, text: str | None = None) -> str | None:
+    """What is wrong with `value` for grade()'s limit `name` ("timeout", "jobs", "memory_mb"), in one line
+    ("'TEXT' is not WHAT: give ...", TEXT the option as typed, else the value), or None when it is in range. A timeout is a number above 0 (NaN is not); the
+    others are whole numbers (not bools)."""
+    low, high, what = _LIMITS[name]
+    if name == "timeout":
+        fits = isinstance(value, (int, float)) and not isinstance(value, bool) and low < value <= high
+    else:
+        fits = isinstance(value, int) and not isinstance(value, bool) and low <= value and (high is None or
+                                                                                              value <= high)
+    return None if fits else f"{value if text is None else text!r} is not {what}"
 
 
 def find_submissions(submissions_dir: str | Path) -> list[Path]:
@@ -199,6 +220,10 @@ def grade(submissions_dir: str | Path, build_dir: str | Path = DEFAULT_OUT, out:
     `isolation` is "auto", "namespace" or "process" (`rlhf_lab.teach.isolation`); `memory_mb` caps each notebook's
     address space (0: no cap).
     """
+    for name, value in (("timeout", timeout), ("jobs", jobs), ("memory_mb", memory_mb)):
+        problem = limit_problem(name, value)
+        if problem:
+            raise ValueError(f"{name}: {problem}")
     manifest = load_manifest(build_dir)
     if assignment is not None and assignment not in manifest:
         raise ValueError(f"unknown assignment {assignment!r}; the build has {', '.join(manifest)}")
