@@ -79,6 +79,23 @@ def test_crash_between_the_two_renames_falls_back_to_the_old_checkpoint(tmp_path
     assert hidden_leftovers(path) == []  # a 135 M model's aside copy would keep its GB on the disk for ever
 
 
+def test_each_rename_is_followed_by_a_flush_of_the_folder_that_holds_it(tmp_path, monkeypatch):
+    """A rename lives in its folder's entries: until the folder is flushed a power cut can undo it."""
+    events, real_replace, real_fsync = [], os.replace, os.fsync
+    monkeypatch.setattr(files.os, "replace", lambda src, dst: (events.append(("replace", os.path.dirname(dst))),
+                                                               real_replace(src, dst)))
+    monkeypatch.setattr(files.os, "fsync", lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))),
+                                                       real_fsync(fd)))
+    save_version(tmp_path / "ckpt", 1.0)  # a new folder
+    save_version(tmp_path / "ckpt", 2.0)  # replacing one: old aside, new in
+    files.write_atomic(tmp_path / "notes" / "a.txt", "x")
+    renames = [i for i, event in enumerate(events) if event[0] == "replace"]
+    assert len(renames) == 4
+    for i in renames:  # the next flush after each rename is its folder's
+        assert next(e for e in events[i + 1:] if e[0] == "fsync") == ("fsync", events[i][1]), events[i:]
+    assert load_checkpoint(tmp_path / "ckpt").state["version"] == 2.0
+
+
 def test_stale_temporary_directories_are_never_loaded_and_get_removed(tmp_path):
     stale = tmp_path / ".ckpt.tmp-deadbeef"
     stale.mkdir()

@@ -6,7 +6,8 @@
     verify_digests(folder, file_digests(folder))           # checksums saved with a folder, checked on load
     ensure_free_space(folder, needed, "the checkpoint")    # before a large write: a full disk is one clear line
 
-A directory is written into a hidden temporary sibling, flushed to disk, then renamed into place with `os.replace`.
+A directory is written into a hidden temporary sibling, flushed to disk, then renamed into place with `os.replace`,
+and the folder holding it is flushed too, so a power cut cannot undo the rename.
 Replacing an existing directory takes two renames (old one aside, new one in); a crash between them leaves the old
 one aside under a hidden name (`aside_copies` finds it). Temporary directories left by a crash are hidden and
 removed by the next write.
@@ -28,11 +29,29 @@ __all__ = ["atomic_directory", "publish_directory", "write_atomic", "aside_copie
 
 
 def _fsync_tree(path: Path) -> None:
-    """Flush every file under `path` to disk, so the rename never publishes data still in the page cache."""
-    for file in path.rglob("*"):
-        if file.is_file():
-            with file.open("rb") as f:
+    """Flush every file and folder under `path` to disk, so the rename never publishes data still in the page cache."""
+    for item in path.rglob("*"):
+        if item.is_file():
+            with item.open("rb") as f:
                 os.fsync(f.fileno())
+        elif item.is_dir():
+            _fsync_folder(item)
+    _fsync_folder(path)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries to disk, so a rename in it survives a power cut (a kill never undoes one). Systems
+    that cannot open or flush a folder (Windows, some network filesystems) skip it: the rename itself is atomic."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -64,6 +83,7 @@ def publish_directory(tmp: str | Path, path: str | Path) -> None:
         os.replace(tmp, path)
     else:
         os.replace(tmp, path)
+    _fsync_folder(path.parent)
     for stale in aside_copies(path):  # this one, and any an earlier crash left: `path` is whole now
         shutil.rmtree(stale, ignore_errors=True)
 
@@ -98,6 +118,7 @@ def write_atomic(path: str | Path, text: str | bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_folder(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
