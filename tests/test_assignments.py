@@ -635,6 +635,34 @@ def test_grade_refuses_to_replace_a_gradebook_without_force_before_grading(built
     assert (out.parent / "feedback" / "ppo_math" / "s1.md").read_text().startswith("# ppo_math: s1")
 
 
+def test_a_disk_that_fills_while_grade_writes_leaves_the_old_gradebook_whole(built, fake_grading, tmp_path, capsys,
+                                                                               monkeypatch):
+    import errno
+    import os
+
+    import rlhf_lab.core.files as files
+    from rlhf_lab.teach import gradebook
+
+    subs, calls = fake_grading
+    out = tmp_path / "grades" / "scores.csv"
+    assert _grade_cli(built, subs, out) == 0
+    before = {p: p.read_bytes() for p in out.parent.rglob("*") if p.is_file()}
+    assert len(before) == 3  # scores, the LMS file, one feedback file
+    flushes, real_fsync = [], os.fsync
+
+    def fsync(fd):  # the disk fills while the last file is flushed
+        flushes.append(fd)
+        if len(flushes) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+    monkeypatch.setattr(files.os, "fsync", fsync)
+    monkeypatch.setattr(gradebook, "grade_in_child", lambda job: calls.append(job) or {  # new grades this time
+        "questions": {}, "student_id": "s1", "error": "late", "seconds": 0.2})
+    assert _grade_cli(built, subs, out, "--force") == 2 and len(calls) == 2
+    assert "the disk is full" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in out.parent.rglob("*") if p.is_file()} == before
+
+
 def test_grade_refuses_an_out_it_cannot_write_before_grading(built, fake_grading, tmp_path, capsys):
     subs, calls = fake_grading
     (tmp_path / "afile").write_text("keep")

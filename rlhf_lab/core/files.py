@@ -3,6 +3,7 @@
     with atomic_directory("runs/x/reward_model") as tmp:   # write into tmp; it replaces the target on success
         ...
     write_atomic("runs/x/evaluation.csv", text)            # one file, same promise
+    write_atomic_all({path_a: text_a, path_b: text_b})     # several: all on disk before any replaces an old one
     verify_digests(folder, file_digests(folder))           # checksums saved with a folder, checked on load
     ensure_free_space(folder, needed, "the checkpoint")    # before a large write: a full disk is one clear line
 
@@ -24,8 +25,9 @@ import shutil
 import uuid
 from pathlib import Path
 
-__all__ = ["atomic_directory", "publish_directory", "write_atomic", "aside_copies", "existing_or_aside", "file_digests",
-           "write_manifest", "verify_digests", "read_json", "ensure_free_space", "file_above"]
+__all__ = ["atomic_directory", "publish_directory", "write_atomic", "write_atomic_all", "aside_copies",
+           "existing_or_aside", "file_digests", "write_manifest", "verify_digests", "read_json", "ensure_free_space",
+           "file_above"]
 
 
 def _fsync_tree(path: Path) -> None:
@@ -109,19 +111,33 @@ def aside_copies(path: str | Path) -> list[Path]:
 def write_atomic(path: str | Path, text: str | bytes) -> None:
     """Write a file atomically: a temporary sibling, flushed, then renamed over `path`. `text` is written as UTF-8;
     bytes as they are."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    write_atomic_all({path: text})
+
+
+def write_atomic_all(contents: dict) -> None:
+    """Write several files ({path: text or bytes}), each whole: every one goes to a flushed temporary sibling first,
+    and only when all are on disk are they renamed into place, in the dict's order (put the file that says the set is
+    complete last). A full disk or an error while writing leaves every old file as it was; a crash can split the set
+    only during the renames, which take microseconds."""
+    staged = []
     try:
-        with (open(tmp, "wb") if isinstance(text, bytes) else open(tmp, "w", encoding="utf-8")) as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_folder(path.parent)
+        for path, text in contents.items():
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+            staged.append((tmp, path))
+            with (open(tmp, "wb") if isinstance(text, bytes) else open(tmp, "w", encoding="utf-8")) as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+        for tmp, path in staged:
+            os.replace(tmp, path)
+        for folder in dict.fromkeys(path.parent for _, path in staged):
+            _fsync_folder(folder)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        for tmp, _ in staged:
+            if tmp.exists():
+                tmp.unlink()
 
 
 def file_digests(folder: str | Path, skip: str | None = None, names=None) -> dict[str, str]:

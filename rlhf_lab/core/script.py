@@ -30,7 +30,11 @@ def hide_password(text) -> str:
 
 def os_words(err: OSError) -> str:
     """An OSError in words a user acts on ("X: a file is in the way where a folder belongs"), not the system's
-    "[Errno 20] Not a directory: 'X'"; an error without a file name keeps its own message."""
+    "[Errno 20] Not a directory: 'X'"; a full disk says to free space; an error without a file name keeps its own
+    message."""
+    if err.errno == errno.ENOSPC:  # the system's "No space left on device", or a refusal that says more already
+        return ("the disk is full (no space left on the device): free some space and run the command again"
+                if err.strerror in (None, os.strerror(errno.ENOSPC)) else err.strerror)
     where = err.filename if err.filename is not None else ""
     words = {errno.ENOTDIR: f"{where}: a file is in the way where a folder belongs (a path goes through a file)",
              errno.EISDIR: f"{where} is a folder, where a file belongs: give a file's name",
@@ -123,7 +127,6 @@ def command_status(prog: str, work: Callable[[], object], errors: tuple[type[Bas
     except OSError as err:  # a full disk; a path through a file, or a folder where a file belongs: in words
         if err.errno not in (errno.ENOSPC, errno.ENOTDIR, errno.EISDIR):
             raise
-        print(f"{prog}: error: {one_line(err.strerror if err.errno == errno.ENOSPC else os_words(err))}",
-              file=sys.stderr)
+        print(f"{prog}: error: {one_line(os_words(err))}", file=sys.stderr)
         return 2
     return 0

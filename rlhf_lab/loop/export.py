@@ -4,7 +4,7 @@
     rlhf-lab export --store class.db --annotator s001 --to openrlhf --out exports/s001
     rlhf-lab export --run runs/taste-short-seed0 --to verl --out exports/verl --iteration 0
 
-Writes into --out (files already there are refused unless --force; each file is written atomically):
+Writes into --out (files already there are refused unless --force; all are written before any replaces an old one):
 
     trl       preference.jsonl, unpaired.jsonl (KTO), dpo.yaml, reward.yaml, kto.yaml  (`trl dpo --config dpo.yaml`)
     openrlhf  preference.jsonl, unpaired.jsonl, prompts.jsonl, openrlhf.sh  (`bash openrlhf.sh rm|dpo|kto|ppo`)
@@ -28,7 +28,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from rlhf_lab.core.files import read_json, write_atomic
+from rlhf_lab.core.files import read_json, write_atomic_all
 from rlhf_lab.feedback import trainer_formats as tf
 from rlhf_lab.loop.recipes import PROMPT_TOKENS, RecipeData, openrlhf_script, trl_recipes, verl_recipe
 
@@ -253,14 +253,14 @@ def export(store, target: str, out: str | Path, settings: ExportSettings, annota
     if there and not force:
         raise FileExistsError(f"{out} already holds {', '.join(there)}: pass --force to replace them, or give "
                               "another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    for name, file_rows in files.items():
-        write_atomic(out / name, _parquet(file_rows) if name.endswith(".parquet") else _jsonl(file_rows))
-    for name, text in texts.items():
-        write_atomic(out / name, text)
+    contents = {out / name: _parquet(file_rows) if name.endswith(".parquet") else _jsonl(file_rows)
+                for name, file_rows in files.items()}
+    contents.update({out / name: text for name, text in texts.items()})
+    contents[out / "export.json"] = json.dumps(summary, indent=1, ensure_ascii=False) + "\n"  # last: the set is whole
+    write_atomic_all(contents)  # all written before any replaces an old one: a full disk leaves the old export
+    for name in texts:
         if name.endswith(".sh"):
             os.chmod(out / name, 0o755)
-    write_atomic(out / "export.json", json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     return summary
 
 

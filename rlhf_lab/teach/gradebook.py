@@ -21,7 +21,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 
-from rlhf_lab.core.files import file_above, write_atomic
+from rlhf_lab.core.files import file_above, write_atomic_all
 from rlhf_lab.teach.grading import DEFAULT_OUT, GRADE_TIMEOUT_S, load_manifest, master_folders
 from rlhf_lab.teach.isolation import resolve_mode
 
@@ -269,13 +269,11 @@ def grade(submissions_dir: str | Path, build_dir: str | Path = DEFAULT_OUT, out:
             table.loc[table["submission"] == sub, "same_id_as"] = "; ".join(s for s in subs if s != sub)
     table = table.reindex(columns=[c for c in columns if c in table.columns])
     if out is not None:
-        out = Path(out)  # each file written whole (atomically): a crash keeps the previous scores, never half of them
-        write_atomic(out, table.to_csv(index=False))
+        out = Path(out)  # all written before any replaces an old one: a crash or a full disk keeps the old gradebook
         unique = table[table["same_id_as"] == ""]  # a shared id: the instructor decides which submission counts
         lms = unique.reindex(columns=["student_id", "assignment", *dict.fromkeys(questions)]).copy()
         lms["total"] = unique.get("score")
-        write_atomic(lms_path(out), lms.to_csv(index=False))
-        written = {out: None, lms_path(out): None}
+        written = {lms_path(out): lms.to_csv(index=False)}
         for i, result in results.items():
             row, spec = rows[i], manifest[rows[i]["assignment"]]
             folder = out.parent / "feedback" / row["assignment"]
@@ -283,9 +281,10 @@ def grade(submissions_dir: str | Path, build_dir: str | Path = DEFAULT_OUT, out:
             target = folder / f"{stem}.md"
             if target in written:  # two submissions with one id: keep both, named by file
                 target = folder / f"{stem}__{_safe_name(row['submission'])}.md"
-            written[target] = None
-            write_atomic(target, feedback_text(row, spec, result))
-        table.attrs["files"] = [str(path) for path in written]
+            written[target] = feedback_text(row, spec, result)
+        written[out] = table.to_csv(index=False)  # the scores last: the gradebook is whole when they change
+        write_atomic_all(written)
+        table.attrs["files"] = [str(out), *(str(path) for path in written if path != out)]
     return table
 
 
