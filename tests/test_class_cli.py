@@ -134,6 +134,42 @@ def test_logins_are_added_to_an_earlier_logins_file_and_kept_private(postgres, t
     assert not fresh.exists()
 
 
+def test_a_disk_that_fills_while_logins_are_written_sets_no_password(postgres, tmp_path, capsys, monkeypatch):
+    """The logins are on disk before the passwords are committed: a full disk leaves the old file and no student
+    with a password nobody wrote down; the next run (space freed) hands out every login, and each one works."""
+    import errno
+    import os
+
+    from rlhf_lab.feedback.classroom import roster as class_roster
+
+    url, roster = _class_with_items(postgres, "logins_full", tmp_path)
+    logins = tmp_path / "logins.csv"
+    assert main(["class", "create", "--store", url, "--roster", str(roster), "--k", "1", "--logins",
+                 str(logins)]) == 0
+    before = logins.read_bytes()
+    roster.write_text("student_id,display_name\nada,Ada L.\nbob,Bob\ncy,Cy\ndee,Dee\n")
+    real_fsync = os.fsync
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "fsync", full)
+    assert main(["class", "create", "--store", url, "--roster", str(roster), "--k", "1", "--logins",
+                 str(logins)]) == 2
+    assert "the disk is full" in _one_line_error(capsys)
+    assert logins.read_bytes() == before  # the lines for cy and dee went with their passwords
+    with FeedbackStore(url) as store:
+        no_login = class_roster(store).set_index("student_id")["db_role"].isna().to_dict()
+    assert no_login == {"ada": False, "bob": False, "cy": True, "dee": True}
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert main(["class", "create", "--store", url, "--roster", str(roster), "--k", "1", "--logins",
+                 str(logins)]) == 0
+    rows = list(csv.DictReader(logins.open()))
+    assert [r["student_id"] for r in rows] == ["ada", "bob", "cy", "dee"]
+    for row in rows[2:]:
+        with FeedbackStore(row["url"]) as store:
+            assert whoami(store) == row["student_id"]
+
+
 def test_a_sqlite_class_store_says_it_writes_no_logins(tmp_path, capsys):
     store = tmp_path / "class.db"
     assert main(["feedback", "simulate", "--store", str(store), "--annotators", "0", "--items", "3", "--model",

@@ -13,6 +13,7 @@ file, or the logins file of an earlier `create` (added to); any other file is re
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 
@@ -93,13 +94,24 @@ def cmd_create(args) -> None:
             if not store.counts()["items"]:
                 raise ValueError("the class store has no items yet: add some with `rlhf-lab feedback simulate "
                                  "--store URL --annotators 0 --items 200`, then run this again")
-            logins = secure_class(store) if postgres else {}
             names = roster(store).set_index("student_id")["display_name"].to_dict()
-            if logins:
-                writer = csv.writer(out)
+            start = os.lseek(out.fileno(), 0, os.SEEK_END) if postgres else 0
+
+            def keep(urls: dict) -> None:  # on disk before the passwords are committed: a full disk loses none
+                lines = io.StringIO()
+                writer = csv.writer(lines)
                 if fresh:
                     writer.writerow(LOGINS_HEADER)
-                writer.writerows([sid, names.get(sid, ""), url] for sid, url in sorted(logins.items()))
+                writer.writerows([sid, names.get(sid, ""), url] for sid, url in sorted(urls.items()))
+                data = lines.getvalue().encode("utf-8")
+                while data:  # unbuffered: nothing is left to be written later, when the file is closed
+                    data = data[os.write(out.fileno(), data):]
+                os.fsync(out.fileno())
+            try:
+                logins = secure_class(store, keep=keep) if postgres else {}
+            except BaseException:  # no password was set: the lines written for them go
+                os.ftruncate(out.fileno(), start)
+                raise
         finally:
             if out is not None:
                 out.close()

@@ -135,11 +135,13 @@ def _role_name(database: str, student_id: str) -> str:
     return f"s_{_ROLE_SAFE.sub('_', database.lower())[:20]}_{base}_{digest}"
 
 
-def secure_class(store, reset_passwords: bool = False) -> dict[str, str]:
+def secure_class(store, reset_passwords: bool = False, keep=None) -> dict[str, str]:
     """PostgreSQL only: a login role per enrolled student (created once; `reset_passwords` gives every student a
     new password), in a group role of this class, and row-level security so that each login reads and writes only
     its own student's judgments. Returns {student id: that student's URL} for the students given a (new) password
-    this time; keep it private (each URL holds a password). Run it again after enrolling more students."""
+    this time; keep it private (each URL holds a password). Run it again after enrolling more students.
+    `keep(urls)` is called with the same dict before the passwords are committed: write them down there, since a
+    password committed but not written is lost for good; if `keep` raises, no role or password changes."""
     if store.engine.dialect.name != "postgresql":
         raise ValueError("secure_class needs a PostgreSQL class store (a SQLite file has no logins); open the store "
                          "with a postgresql+psycopg:// URL")
@@ -181,6 +183,8 @@ def secure_class(store, reset_passwords: bool = False) -> dict[str, str]:
             else:
                 continue
             out[sid] = url.set(username=role, password=password).render_as_string(hide_password=False)
+        if keep is not None and out:
+            keep(out)
     return out
 
 
