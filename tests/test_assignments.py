@@ -23,6 +23,7 @@ from rlhf_lab.teach.assignments import default_source, find_masters, read_master
 from rlhf_lab.teach.gradebook import find_submissions, grade, shared_ids
 from rlhf_lab.teach import isolation
 from rlhf_lab.teach.grading import extract_data_files, grade_submission, load_manifest
+from rlhf_lab.teach.otter_assign import failing_questions
 
 ASSIGNMENTS = ("reward_model", "ppo_math", "overoptimisation", "logprobs_dpo", "gold_gain")
 # A classic bug per assignment that the public tests miss and one hidden test catches: (old, new, failing test, points)
@@ -558,6 +559,33 @@ def _colab_cell_url(student_notebook: Path) -> str:
     (url, target) = calls["urllib.request.urlretrieve"].args
     assert isinstance(url, ast.Constant) and target.value == "assignment_files.zip"
     return url.value
+
+
+def test_a_solution_that_fails_its_tests_is_one_line_naming_the_master_the_questions_and_the_log(tmp_path, capsys):
+    source = tmp_path / "source" / "02_ppo_math"
+    shutil.copytree(default_source() / "02_ppo_math", source)
+    master = source / "ppo_math.ipynb"
+    good, bad, _, _ = BUGS["ppo_math"]
+    assert good in master.read_text()
+    master.write_text(master.read_text().replace(good, bad))
+    out = tmp_path / "build"
+    assert main(["assignments", "build", "--source", str(tmp_path / "source"), "--out", str(out)]) == 2
+    log = out / "ppo_math-otter.log"
+    assert capsys.readouterr().err == f"rlhf-lab assignments: error: otter assign failed on {master}: the tests of " \
+        f"q3_gae fail against the solutions; otter's report: {log}\n"  # otter's kernels said nothing on stderr
+    report = log.read_text()
+    assert report.startswith(f"otter assign {master}") and "q3_gae - " in report and "Test case failed" in report
+    assert sorted(p.name for p in out.iterdir()) == [log.name]  # no half build beside it
+
+
+def test_failing_questions_reads_otters_report():
+    report = ("Some autograder tests failed in the autograder notebook:\n    q0 results: All test cases passed!\n\n"
+              "    q1_mean results:\n        q1_mean - 1 result:\n            ❌ Test case failed\n"
+              "        q1_mean - 2 result:\n            ❌ Test case failed\n    q2 results:\n"
+              "        q2 - 1 result:\n            ✅ Test case passed\n        q4_loss - 3 result:\n"
+              "            ❌ Test case failed\n")
+    assert failing_questions(report) == ["q1_mean", "q4_loss"]
+    assert failing_questions("NotebookError: a cell raised") == []
 
 
 @pytest.mark.parametrize("url", ['x"); import os; os.system("id', 'https://example.org/a"); import os; ("',

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import math
 import os
@@ -40,13 +39,13 @@ from rlhf_lab.teach.gradebook import MEMORY_MB, duplicate_lines, grade, limit_pr
 from rlhf_lab.teach.grading import (AUTOGRADER_ZIP, DEFAULT_OUT, GRADE_TIMEOUT_S, GRADER_SECRET, MANIFEST,
                                    default_source, sha256_bytes)
 from rlhf_lab.teach.isolation import MODES
+from rlhf_lab.teach.otter_assign import run_otter_assign
 
-__all__ = ["OTTER_HINT", "RUBRIC", "Question", "Assignment", "default_source", "RUBRIC_LINE", "parse_rubric",
-           "read_master", "rubric_markdown", "find_masters", "run_otter_assign", "COLAB_CELL", "check_colab_url",
+__all__ = ["RUBRIC", "Question", "Assignment", "default_source", "RUBRIC_LINE", "parse_rubric",
+           "read_master", "rubric_markdown", "find_masters", "COLAB_CELL", "check_colab_url",
            "build", "cmd_list", "cmd_build", "cmd_grade", "add_assignment_commands"]
 
 RUBRIC = "rubric.md"
-OTTER_HINT = "the instructor tools need otter-grader: pip install 'rlhf-lab[instructor]' (or pip install otter-grader)"
 
 
 @dataclass
@@ -209,20 +208,6 @@ def find_masters(source: str | Path | None = None) -> list[Assignment]:
 
 
 # ---- build -----------------------------------------------------------------------------------------------------------
-def run_otter_assign(master: Path, result: Path, check: bool) -> None:
-    """Run `otter assign` quietly; on failure re-raise with what otter printed."""
-    try:
-        from otter.assign import main as otter_assign
-    except ImportError as err:
-        raise ModuleNotFoundError(OTTER_HINT) from err
-    log = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(log):
-            otter_assign(str(master), str(result), no_pdfs=True, no_run_tests=not check)
-    except Exception as err:
-        raise ValueError(f"otter assign failed on {master}: {err}\n{log.getvalue()[-2000:]}") from err
-
-
 COLAB_CELL = """\
 # On Colab: install the grader and fetch this assignment's tests and data files. Elsewhere this cell does nothing.
 import sys
@@ -294,7 +279,8 @@ def _build_one(assignment, target: Path, secret: str, check: bool, colab_url: st
     with tempfile.TemporaryDirectory() as tmp:
         # otter assign works inside the master's folder: give it a copy, so an installed package stays untouched
         folder = Path(shutil.copytree(assignment.master.parent, Path(tmp) / "src"))
-        run_otter_assign(folder / assignment.master.name, target, check)
+        run_otter_assign(folder / assignment.master.name, target, check, shown=assignment.master,
+                         log=target.parent / f"{assignment.name}-otter.log")
     autograder = target / "autograder"
     (zip_path,) = [p for p in autograder.glob("*.zip")]
     zip_path.rename(autograder / AUTOGRADER_ZIP)
