@@ -41,8 +41,8 @@ _LIMITS = {  # grade()'s limit -> (lowest, highest, what it is and what to give)
 
 def limit_problem(name: str, value, text: str | None = None) -> str | None:
     """What is wrong with `value` for grade()'s limit `name` ("timeout", "jobs", "memory_mb"), in one line
-    ("'TEXT' is not WHAT: give ...", TEXT the option as typed, else the value), or None when it is in range. A timeout is a number above 0 (NaN is not); the
-    others are whole numbers (not bools)."""
+    ("'TEXT' is not WHAT: give ...", TEXT the option as typed, else the value), or None when it is in range. A
+    timeout is a number above 0 (NaN is not); the others are whole numbers (not bools)."""
     low, high, what = _LIMITS[name]
     if name == "timeout":
         fits = isinstance(value, (int, float)) and not isinstance(value, bool) and low < value <= high
