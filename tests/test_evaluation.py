@@ -80,6 +80,9 @@ def test_next_token_kl_is_the_categorical_kl():
     assert torch.allclose(next_token_kl(a, b, 0.7), expected, atol=1e-5)
     assert torch.allclose(next_token_kl(a, a, 0.7), torch.zeros(3, 5), atol=1e-6)
     assert (next_token_kl(a, b) > 0).all()
+    a[..., :2] = -torch.inf  # tokens π never draws (top-k filtered) add nothing; the reference may still draw them
+    expected = kl_divergence(Categorical(logits=a), Categorical(logits=b))
+    assert torch.allclose(next_token_kl(a, b), expected, atol=1e-5) and expected.isfinite().all()
 
 
 @pytest.fixture(scope="module")

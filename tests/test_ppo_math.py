@@ -82,6 +82,21 @@ def test_entropy_matches_categorical(temperature):
     torch.testing.assert_close(entropy_from_logits(logits, temperature), expected)
 
 
+def test_entropy_of_logits_with_filtered_tokens_matches_categorical():
+    logits = randn(2, 3, V)
+    logits[..., :4] = -math.inf  # top-k style: tokens that can never be drawn
+    expected = Categorical(logits=logits).entropy()
+    assert torch.allclose(entropy_from_logits(logits), expected, atol=1e-5)
+
+
+def test_masked_mean_and_var_of_half_precision_do_not_overflow():
+    x, mask = torch.full((4096,), 30.0, dtype=torch.float16), torch.ones(4096)
+    assert masked_mean(x, mask).dtype == torch.float16 and masked_mean(x, mask).item() == 30.0  # a float16 sum: inf
+    assert masked_var(x, mask).item() == 0.0
+    y = randn(64, 64).to(torch.bfloat16) * 100
+    assert masked_mean(y, torch.ones(64, 64)).item() == pytest.approx(y.double().mean().item(), abs=0.5)
+
+
 def test_entropy_of_uniform_is_log_v():
     torch.testing.assert_close(entropy_from_logits(torch.zeros(2, 3, V)), torch.full((2, 3), math.log(V)))
 
@@ -284,6 +299,34 @@ def test_clipped_policy_loss_matches_loop():
     assert stats["ratio_mean"].item() == pytest.approx(mean_ratio, rel=1e-5)
     std = math.sqrt(sum((r - mean_ratio) ** 2 for r in ratios) / (n - 1))
     assert stats["ratio_std"].item() == pytest.approx(std, rel=1e-5)
+
+
+def test_padding_garbage_reaches_no_gradient_of_the_policy_loss_or_whitening():
+    """The gradient with −1e4 / NaN planted in padding equals the gradient of the valid tokens alone (each row's
+    valid prefix, computed without any padding)."""
+    mask, eps = ragged_mask(), 0.2
+    logp_old, advantages = randn(B, T), randn(B, T, seed=3)
+    logp_new = (logp_old + 0.3 * randn(B, T, seed=1)).requires_grad_()
+    loss, _ = clipped_policy_loss(logp_new, with_garbage(logp_old, mask, -GARBAGE), advantages, mask, eps)
+    loss.backward()
+    tokens = [(i, t) for i, n in enumerate(LENGTHS) for t in range(n)]
+    flat_new = torch.stack([logp_new[i, t] for i, t in tokens]).detach().requires_grad_()
+    flat_old, flat_adv = (torch.stack([x[i, t] for i, t in tokens]) for x in (logp_old, advantages))
+    ratio = (flat_new - flat_old).exp()
+    torch.max(-flat_adv * ratio, -flat_adv * ratio.clamp(1 - eps, 1 + eps)).mean().backward()
+    expected = torch.zeros(B, T)
+    for (i, t), g in zip(tokens, flat_new.grad):
+        expected[i, t] = g
+    assert torch.allclose(logp_new.grad, expected, atol=1e-7)
+    x = randn(B, T, seed=4).requires_grad_()
+    masked_whiten(with_garbage(x, mask, math.nan), mask).pow(2).mul(randn(B, T, seed=5)).sum().backward()
+    valid = torch.stack([x[i, t] for i, t in tokens]).detach().requires_grad_()
+    weights = torch.stack([randn(B, T, seed=5)[i, t] for i, t in tokens])
+    ((valid - valid.mean()) / (valid.var() + 1e-8).sqrt()).pow(2).mul(weights).sum().backward()
+    expected = torch.zeros(B, T)
+    for (i, t), g in zip(tokens, valid.grad):
+        expected[i, t] = g
+    assert torch.allclose(x.grad, expected, atol=1e-5)
 
 
 def test_clipped_policy_loss_on_policy_is_minus_mean_advantage():

@@ -31,6 +31,12 @@ class NewlineReward(Reward):
         return ((batch.response_ids == 198) & batch.response_mask.bool()).sum(1).float() / 8
 
 
+def test_rloo_advantages_of_half_precision_returns_do_not_overflow():
+    returns = torch.tensor([[6e4, 6e4, 0.0]], dtype=torch.float16)  # their float16 sum, 1.2e5, is inf
+    advantages = rloo_advantages(returns)
+    assert advantages.dtype == torch.float16 and advantages.tolist() == [[3e4, 3e4, -6e4]]
+
+
 def test_rloo_advantages_by_hand_and_against_a_loop():
     returns = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 6.0]])
     assert torch.allclose(rloo_advantages(returns), torch.tensor([[-1.5, 0.0, 1.5], [-3.0, -3.0, 6.0]]))

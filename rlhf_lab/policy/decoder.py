@@ -145,10 +145,12 @@ def next_tokens(logits: torch.Tensor, temperature: float, top_k: int = 0, top_p:
 
 def next_token_kl(logits: torch.Tensor, ref_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """KL(π ‖ π_ref) = Σ_v π_v (log π_v − log π_ref,v) of next-token distributions π = softmax(z / T), π_ref =
-    softmax(z_ref / T), in float32 over the last dimension: (..., V), (..., V) -> (...)."""
+    softmax(z_ref / T), in float32 over the last dimension: (..., V), (..., V) -> (...). A token π never draws
+    (z_v = −inf) adds nothing."""
     logp = torch.log_softmax(logits.float() / temperature, dim=-1)
     ref_logp = torch.log_softmax(ref_logits.float() / temperature, dim=-1)
-    return (logp.exp() * (logp - ref_logp)).sum(-1)
+    p = logp.exp()
+    return torch.where(p > 0, p * (logp - ref_logp), 0.0).sum(-1)
 
 
 @functools.cache

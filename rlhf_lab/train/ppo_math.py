@@ -34,12 +34,14 @@ def logprobs_from_logits(logits: Tensor, tokens: Tensor, temperature: float = 1.
 def entropy_from_logits(logits: Tensor, temperature: float = 1.0) -> Tensor:
     """H(π) = logsumexp(z) − Σ_v softmax(z)_v · z_v, with z = logits / temperature.
 
-    logits (B, T, V) -> (B, T) float32, computed one row at a time.
+    logits (B, T, V) -> (B, T) float32, computed one row at a time. A filtered-out token (z_v = −inf, π_v = 0) adds
+    nothing (0·log 0 = 0).
     """
     entropies = []
     for row in logits:
         z = row.float() / temperature  # (T, V)
-        entropies.append(torch.logsumexp(z, dim=-1) - (torch.softmax(z, dim=-1) * z).sum(dim=-1))
+        p = torch.softmax(z, dim=-1)
+        entropies.append(torch.logsumexp(z, dim=-1) - torch.where(p > 0, p * z, 0.0).sum(dim=-1))  # 0·(−inf) = 0
     return torch.stack(entropies)
 
 
@@ -48,12 +50,15 @@ def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
     """Σ mask·x / Σ mask over all elements (dim=None, a scalar) or along `dim`.
 
     x and mask have the same shape, e.g. (B, T); dim=1 gives (B,). Padded entries are ignored even if they hold
-    inf or NaN. A slice with no valid entry has mean 0.
+    inf or NaN. A slice with no valid entry has mean 0. Half-precision x is summed in float32 (a float16 sum of 4096
+    values of 30 would overflow) and the mean returned in x's dtype.
     """
     mask = mask.bool()
-    total = torch.where(mask, x, 0.0).sum() if dim is None else torch.where(mask, x, 0.0).sum(dim)
+    wide = torch.float32 if x.is_floating_point() and x.element_size() < 4 else None
+    kept = torch.where(mask, x, 0.0)
+    total = kept.sum(dtype=wide) if dim is None else kept.sum(dim, dtype=wide)
     count = mask.sum() if dim is None else mask.sum(dim)
-    return total / count.clamp_min(1)
+    return (total / count.clamp_min(1)).to(x.dtype) if x.is_floating_point() else total / count.clamp_min(1)
 
 
 def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
@@ -72,8 +77,10 @@ def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
 def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True) -> Tensor:
     """(x − mean) / sqrt(var + 1e-8) with mean and unbiased var over valid entries; (B, T) -> (B, T).
 
-    shift_mean=False adds the mean back (scale only, as for rewards). Padded positions are set to 0.
+    shift_mean=False adds the mean back (scale only, as for rewards). Padded positions are set to 0, and whatever
+    they held (inf, NaN) reaches neither the result nor its gradient.
     """
+    x = torch.where(mask.bool(), x, 0.0)
     mean, var = masked_mean(x, mask), masked_var(x, mask)
     whitened = (x - mean) * torch.rsqrt(var + 1e-8)
     if not shift_mean:
@@ -158,7 +165,7 @@ def clipped_policy_loss(
       clipfrac    fraction of tokens where the clipped term is the larger loss (its gradient is 0), as TRL
       ratio_mean, ratio_std
     """
-    logratio = logp_new - logp_old
+    logratio = torch.where(mask.bool(), logp_new - logp_old, 0.0)  # padding's garbage never reaches exp or a gradient
     ratio = torch.exp(logratio)
     pg_losses = -advantages * ratio
     pg_losses2 = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)

@@ -29,12 +29,14 @@ __all__ = ["RLOOConfig", "RLOOTrainer", "rloo_advantages", "group_advantages", "
 def rloo_advantages(returns: Tensor) -> Tensor:
     """Leave-one-out advantages: A_i = R_i − (1/(k−1))·Σ_{j≠i} R_j = k/(k−1)·(R_i − mean_j R_j).
 
-    returns (P, k): the return of each of k replies to each of P prompts -> (P, k). Each row sums to 0.
+    returns (P, k): the return of each of k replies to each of P prompts -> (P, k). Each row sums to 0. Computed in
+    float32 at least (a float16 row sum overflows at 65504), returned in returns' dtype.
     """
     k = returns.shape[1]
     if k < 2:
         raise ValueError("RLOO needs at least 2 replies per prompt (rloo_k >= 2).")
-    return returns - (returns.sum(dim=1, keepdim=True) - returns) / (k - 1)
+    wide = returns.float() if returns.element_size() < 4 else returns
+    return (wide - (wide.sum(dim=1, keepdim=True) - wide) / (k - 1)).to(returns.dtype)
 
 
 def group_advantages(returns: Tensor, eps: float = 1e-4) -> Tensor:
