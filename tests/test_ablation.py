@@ -144,6 +144,16 @@ def test_contrasts_of_another_figure_pair_seeds_and_have_no_interval_with_one(sm
         contrasts(out, "feedback.strategy", y="verdict_vs_initial")
 
 
+def test_a_nan_figure_gives_an_undefined_contrast_not_one_seed(small_sweep, tmp_path):
+    out, _, df = small_sweep
+    table = pd.read_csv(out / "sweep.csv")
+    table.loc[(table["feedback.strategy"] == "temperatures") & (table["seed"] == 1), "kl"] = np.nan
+    table.to_csv(tmp_path / "sweep.csv", index=False)
+    row = contrasts(tmp_path, "feedback.strategy", y="kl").iloc[0]
+    assert (row["seeds"], row["interval"], row["verdict"]) == (2, "2 seeds (t)", "undefined: a run's figure is NaN")
+    assert np.isnan(row["difference"])
+
+
 def test_contrasts_refuse_what_the_sweep_does_not_hold(small_sweep, tmp_path):
     out, _, _ = small_sweep
     with pytest.raises(KeyError, match=r"'ppo.kl_coef' is not a field of the sweep .*\['feedback.strategy'\]"):

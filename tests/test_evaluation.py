@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rlhf_lab.loop.evaluation import distinct_n, paired_gain, verdict
+from rlhf_lab.loop.evaluation import distinct_n, paired_gain, verdict, win_rate
+
+
+def test_a_nan_utility_is_refused_not_counted_as_a_loss():
+    with pytest.raises(ValueError, match=r"paired_gain: 1 of 6 utilities are NaN; every reply needs a number"):
+        paired_gain(np.zeros(3), np.array([1.0, np.nan, 1.0]))
+    with pytest.raises(ValueError, match=r"win_rate: 1 of 4 utilities are NaN"):
+        win_rate(np.array([1.0, np.nan]), np.zeros(2))
+    assert win_rate(np.array([1.0, 0.0, 2.0]), np.array([0.0, 0.0, 3.0])) == pytest.approx(0.5)  # win, tie, loss
 
 
 def test_paired_gain_matches_a_hand_computation():

@@ -168,8 +168,12 @@ def contrasts(out: str | Path, field: str, *, y: str = "gold_reward", baseline=N
                 result = paired_gain(before.to_numpy(), after.to_numpy())
                 mean, low, high = result.gain, result.ci_low, result.ci_high
                 over = f"seed {seed}'s {result.n_prompts} eval prompts only"
-            word = "one seed: no interval" if math.isnan(low) else {"rose": "higher", "fell": "lower"}.get(
-                verdict(low, high), "no detectable difference")
+            if math.isnan(mean):  # a run's figure is missing (NaN): no difference to speak of
+                word = "undefined: a run's figure is NaN"
+            elif math.isnan(low):
+                word = "one seed: no interval"
+            else:
+                word = {"rose": "higher", "fell": "lower"}.get(verdict(low, high), "no detectable difference")
             rows.append({**dict(zip(others, key if isinstance(key, tuple) else (key,))), field: value,
                          "baseline": baseline, "seeds": len(common), "difference": mean, "ci_low": low,
                          "ci_high": high, "interval": over, "verdict": word})

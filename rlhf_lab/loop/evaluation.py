@@ -27,8 +27,19 @@ __all__ = ["PairedResult", "paired_gain", "verdict", "win_rate", "sequence_kl", 
 
 
 def win_rate(gold: np.ndarray, opponent: np.ndarray) -> float:
-    """Share of prompts where this reply's gold beats the opponent's (ties count ½)."""
+    """Share of prompts where this reply's gold beats the opponent's (ties count ½); a NaN is refused (it would count
+    as a loss)."""
+    gold, opponent = np.asarray(gold, dtype=float), np.asarray(opponent, dtype=float)
+    _refuse_nan("win_rate", gold, opponent)
     return float(np.mean((gold > opponent) + 0.5 * (gold == opponent)))
+
+
+def _refuse_nan(what: str, *arrays: np.ndarray) -> None:
+    """A ValueError when any of `arrays` holds NaN: a missing utility neither wins nor loses, and no mean holds it."""
+    missing = sum(int(np.isnan(a).sum()) for a in arrays)
+    if missing:
+        raise ValueError(f"{what}: {missing} of {sum(a.size for a in arrays)} utilities are NaN; every reply needs a "
+                         "number (check the gold or taste function that scored them)")
 
 
 def verdict(ci_low: float, ci_high: float, what: str = "") -> str:
@@ -108,6 +119,7 @@ def paired_gain(before, after, *, confidence: float = 0.95, n_boot: int = 4000, 
                          f"{len(after)} rows.")
     if not (0 < confidence < 1):
         raise ValueError(f"confidence must be in (0, 1), got {confidence}.")
+    _refuse_nan("paired_gain", before, after)
     d = after.mean(1) - before.mean(1)  # (P,)
     wins = (d > 0) + 0.5 * (d == 0)  # (P,)
     idx = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))  # (n_boot, P)
