@@ -115,6 +115,11 @@ def test_cohen_matches_sklearn_property(pairs):
     assert (math.isnan(ours) and math.isnan(theirs)) or ours == pytest.approx(theirs, abs=1e-9)
 
 
+def test_a_numpy_nan_is_a_missing_label_not_a_category():
+    a, b = np.array([1, 2, np.nan, 1], dtype=np.float32), [1, 2, 2, 1]
+    assert cohen_kappa(a, b) == pytest.approx(cohen_kappa([1, 2, 1], [1, 2, 1])) == pytest.approx(1.0)
+
+
 def test_cohen_drops_missing_and_textbook_value():
     # 50 items: both yes 20, both no 15, yes/no 5, no/yes 10: p_o = .7, p_e = .5, kappa = .4 (Wikipedia example)
     a = ["yes"] * 20 + ["no"] * 15 + ["yes"] * 5 + ["no"] * 10

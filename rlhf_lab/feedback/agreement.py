@@ -29,7 +29,8 @@ LABEL_KINDS = ("pairwise", "rating", "ranking", "thumbs", "flags")
 
 
 def _missing(x) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x)) or x is pd.NA
+    """No label: None, pandas' NA, or a NaN of any float type (numpy's float32 NaN too)."""
+    return x is None or x is pd.NA or (isinstance(x, (float, np.floating)) and math.isnan(x))
 
 
 def label_matrix(data, kind: str = "pairwise") -> pd.DataFrame:

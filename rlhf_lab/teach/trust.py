@@ -30,11 +30,11 @@ def prompt_interval(correct, prompts, *, seed: int = 0, n_boot: int = 2000) -> t
     correct = np.asarray(correct, dtype=float)
     if len(correct) == 0:
         return float("nan"), float("nan"), float("nan")
-    groups = pd.Series(correct).groupby(np.asarray(prompts), sort=True)
+    groups = pd.Series(correct).groupby(np.asarray(prompts, dtype=object), sort=True, dropna=False)  # None: a group
     hits, counts = groups.sum().to_numpy(), groups.size().to_numpy()
     idx = np.random.default_rng(seed).integers(0, len(hits), size=(n_boot, len(hits)))  # (n_boot, P)
     low, high = np.percentile(hits[idx].sum(1) / counts[idx].sum(1), [2.5, 97.5])
-    return float(correct.mean()), float(low), float(high)
+    return float(hits.sum() / counts.sum()), float(low), float(high)
 
 
 @dataclass
