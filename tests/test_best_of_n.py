@@ -30,6 +30,20 @@ def test_analytic_kl():
         best_of_n_kl(0)
 
 
+def test_a_nan_reward_is_refused_not_picked_as_the_best(tiny):
+    class Broken(Reward):
+        def __call__(self, batch):
+            scores = torch.arange(len(batch.responses), dtype=torch.float32)
+            scores[1] = float("nan")
+            return scores
+    model, tokenizer = tiny_policy(tiny[1], seed=0)
+    sampling = SamplingConfig(max_new_tokens=2, temperature=1.0)
+    with pytest.raises(ValueError, match="the reward gave NaN for 1 of 8 candidates"):
+        best_of_n(model, tokenizer, PROMPTS[:2], Broken(), n=4, pool=4, sampling=sampling, seed=0)
+    with pytest.raises(ValueError, match="no NaN"):
+        empirical_best_of_n_kl(torch.tensor([1.0, float("nan"), 2.0]), 2)
+
+
 def test_empirical_kl_by_hand_and_with_ties():
     # two distinct replies, n = 2: the better one is picked with probability 1 − ¼ = ¾
     assert empirical_best_of_n_kl(torch.tensor([0.0, 1.0]), 2) == pytest.approx(0.25 * math.log(0.5) +

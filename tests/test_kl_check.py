@@ -8,6 +8,13 @@ import torch
 from rlhf_lab.loop.kl_check import SHRINK, probe_bound, snapshot, within_kl_target
 
 
+def test_an_empty_or_nan_probe_is_refused_not_passed():
+    for kls in ([], [0.1, float("nan")]):
+        with pytest.raises(ValueError, match="probe_bound needs the KL of at least one reply and no NaN"):
+            probe_bound(kls)
+    assert probe_bound([0.5]) == (0.5, 0.0)
+
+
 def toy(rounds_start=(0.0, 1.0, 2.0), end=3.0):
     """A one-weight policy at `end`, with snapshots (the weight before each round) at `rounds_start`."""
     policy = torch.nn.Linear(1, 1, bias=False)

@@ -3,7 +3,23 @@
 import torch
 
 from rlhf_lab.reward.evidence import relevance_step
-from rlhf_lab.reward.linear_fits import fit_logistic, relevance_weights
+from rlhf_lab.reward.linear_fits import blend_members, fit_logistic, relevance_weights
+
+
+def test_blend_members_divides_by_each_models_spread_and_adds_one_row_as_it_is():
+    g = torch.Generator().manual_seed(0)
+    with_words, without = torch.randn(3, 5, generator=g), torch.randn(3, 2, generator=g)
+    z = torch.randn(40, 5, generator=g)
+    blended = blend_members(with_words, without, z)
+    s1 = (z @ with_words.mean(0)).std()
+    s2 = (z[:, :2] @ without.mean(0)).std()
+    expected = with_words / s1
+    expected[:, :2] += without / s2
+    assert torch.allclose(blended, expected, atol=1e-6)
+    one = blend_members(with_words, without, z[:1])  # one reply: no spread to measure
+    expected = with_words.clone()
+    expected[:, :2] += without
+    assert torch.allclose(one, expected) and one.isfinite().all()
 
 
 def judgments(seed: int):

@@ -489,6 +489,10 @@ def test_evaluate_rewards_by_hand():
     assert table["count"].tolist() == [1, 1, 3, 1]
     assert np.allclose(table["observed"], [0, 1, 1 / 3, 1])
     assert np.allclose(table["predicted"], [1 - sigmoid(2), sigmoid(-1), (0.5 + 0.5 + sigmoid(1)) / 3, sigmoid(2)])
+    gaps = [sigmoid(-2), 1 - sigmoid(-1), abs(1 / 3 - (1 + sigmoid(1)) / 3), 1 - sigmoid(2)]  # |observed − predicted|
+    assert report.ece == pytest.approx((gaps[0] + gaps[1] + 3 * gaps[2] + gaps[3]) / 6)  # Σ count·gap / Σ count
+    with pytest.raises(ValueError, match="1 of 8 rewards are NaN: the reward model has diverged"):
+        evaluate_rewards(pairs, np.array([2.0, np.nan, 1.0, 5.0]), r_r)
 
 
 def test_calibration_of_a_calibrated_predictor_is_small():

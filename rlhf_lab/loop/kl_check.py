@@ -42,6 +42,8 @@ def probe_bound(kls) -> tuple[float, float]:
     """(mean, standard error) of a probe's KL per reply: s/√n, with s the sample standard deviation of the n values
     (a single number: its value and 0). A candidate passes the probe when mean + standard error ≤ target."""
     kls = torch.as_tensor(kls, dtype=torch.float64).flatten()
+    if len(kls) == 0 or kls.isnan().any():  # an empty probe would pass any target
+        raise ValueError(f"probe_bound needs the KL of at least one reply and no NaN; got {kls.tolist()}")
     if len(kls) < 2:
         return float(kls.sum()), 0.0
     return float(kls.mean()), float(kls.std() / len(kls) ** 0.5)

@@ -122,8 +122,13 @@ def evaluate_rewards(pairs: pd.DataFrame, r_chosen: np.ndarray, r_rejected: np.n
 
     gold: a callable gold(prompts, responses) -> (N,) utilities (e.g. `GoldUtility()`).
     shown: the rewards to report in distributions and top/bottom lists (e.g. normalised); default: the raw ones.
+    A NaN reward is refused (ValueError).
     """
     r_chosen, r_rejected = np.asarray(r_chosen, dtype=float), np.asarray(r_rejected, dtype=float)
+    missing = int(np.isnan(r_chosen).sum() + np.isnan(r_rejected).sum())
+    if missing:  # a NaN would count as a wrong pair in the accuracy, vanish from calibration and make log-loss NaN
+        raise ValueError(f"{missing} of {r_chosen.size + r_rejected.size} rewards are NaN: the reward model has "
+                         "diverged (fit it again, e.g. with a lower learning rate)")
     tie = pairs["tie"].to_numpy(dtype=bool) if "tie" in pairs else np.zeros(len(pairs), dtype=bool)
     keep = ~tie
     d = (r_chosen - r_rejected)[keep]  # (N',)

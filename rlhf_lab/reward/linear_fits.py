@@ -27,10 +27,12 @@ def blend_members(with_words: torch.Tensor, without: torch.Tensor, z: torch.Tens
 
     with_words (k, F), without (k, F′) the members of a model on the first F′ features (zeros for the rest), z (N, F)
     standardised features of the replies fitted on. Member k of the result blends member k of each; the ensemble
-    mean of W·z is the sum of the two models' scores in units of their spreads (plus a constant)."""
+    mean of W·z is the sum of the two models' scores in units of their spreads (plus a constant). With one row of z
+    there is no spread to measure: the members are added as they are (s = 1)."""
     pad = torch.zeros(without.shape[0], with_words.shape[1])
     pad[:, :without.shape[1]] = without
-    spread = [(w.mean(0) @ z.T).std().clamp(min=1e-12) for w in (with_words, pad)]
+    spread = [(w.mean(0) @ z.T).std().clamp(min=1e-12) if len(z) > 1 else torch.tensor(1.0)  # one row: no spread
+              for w in (with_words, pad)]
     return with_words / spread[0] + pad / spread[1]
 
 

@@ -44,8 +44,9 @@ def empirical_best_of_n_kl(rewards: Tensor, n: int) -> float:
         raise ValueError(f"n must be at least 1, got {n}.")
     rewards = torch.as_tensor(rewards, dtype=torch.float64).reshape(-1)
     N = len(rewards)
-    if N == 0:
-        raise ValueError("empirical_best_of_n_kl needs at least one reward.")
+    if N == 0 or rewards.isnan().any():
+        raise ValueError(f"empirical_best_of_n_kl needs at least one reward and no NaN; got {N} with "
+                         f"{int(rewards.isnan().sum())} NaN.")
     values, counts = torch.unique(rewards, sorted=True, return_counts=True)  # tie groups, ascending
     upper = counts.cumsum(0).double() / N  # (G,) share of replies at or below each group
     lower = upper - counts.double() / N
@@ -126,4 +127,7 @@ def best_of_n(policy, tokenizer, prompts: list[str], reward, n: int, *, pool: in
     if missing_eos_penalty is not None:
         scores = torch.where(candidates.eos.to(scores.device), scores, scores - missing_eos_penalty)
     scores = scores.view(len(prompts), pool)
+    if scores.isnan().any():  # argmax would pick a NaN as the best
+        raise ValueError(f"the reward gave NaN for {int(scores.isnan().sum())} of {scores.numel()} candidates: "
+                         "best-of-n cannot rank them (check the reward function)")
     return BestOfNResult(list(prompts), candidates, scores, scores[:, :n].argmax(dim=1), n)
