@@ -15,7 +15,7 @@ from rlhf_lab.feedback.exchange import export_unpaired_jsonl
 from rlhf_lab.feedback.preferences import unpaired_examples
 from rlhf_lab.feedback.store import FeedbackStore
 from rlhf_lab.policy.generation import SamplingConfig, generate
-from rlhf_lab.train.kto import KTOConfig, KTOTrainer, encode_examples, example_logps
+from rlhf_lab.train.kto import KTOConfig, KTOTrainer, encode_examples, example_logps, mismatched_partners
 from rlhf_lab.train.kto_losses import kto_loss, kto_reference_point
 
 PROMPTS = ["hi there", "what is a cat?", "tell me a joke", "how are you?", "good morning", "what's up", "I like tea",
@@ -72,11 +72,24 @@ def test_a_step_computes_the_loss_of_its_definition(tokenizer):
     assert metrics["rewards/chosen"] == pytest.approx(0.5 * 0.3, abs=1e-4)
 
 
-def test_kto_on_thumbs_raises_a_scripted_reward(tokenizer):
+def test_mismatched_partners_answer_another_prompt():
+    assert mismatched_partners(["a", "a", "b", "c", "a"]) == [2, 2, 3, 4, 2]
+    assert mismatched_partners(["a", "b"]) == [1, 0]
+    assert mismatched_partners(["a", "a", "a"]) == [1, 2, 0]  # no other prompt: the next example
+
+
+def test_kto_on_thumbs_raises_a_scripted_reward(tokenizer, monkeypatch):
+    import rlhf_lab.train.kto as kto
+
+    partners, real = [], kto.mismatched_partners
+    monkeypatch.setattr(kto, "mismatched_partners", lambda prompts: partners.append((prompts, real(prompts))) or
+                        partners[-1][1])
     before = mean_length(peaked_policy(tokenizer), tokenizer)
     data = thumbs_data(peaked_policy(tokenizer), tokenizer)
     config = KTOConfig(learning_rate=1e-3, sampling=SAMPLING, batch_size=8, epochs=3, beta=0.1)
     trainer = KTOTrainer(peaked_policy(tokenizer), tokenizer, config, callbacks=[]).fit(data)
+    assert len(partners) == 3 * 6  # every step's y' answers another prompt (each batch of 8 holds several)
+    assert all(prompts[j] != prompts[i] for prompts, js in partners for i, j in enumerate(js))
     rows = trainer.history.rows
     assert len(rows) == 3 * 6 and rows[-1]["loss"] < rows[0]["loss"]
     assert rows[-1]["rewards/chosen"] > rows[-1]["rewards/rejected"]

@@ -11,7 +11,9 @@ its Lagrangian min_{λ≥0} max_π E[r − λ·c] + λ·d. Each update, before t
     λ ← max(0, λ + η·(Ĉ − d))                        (`ppo_math.lagrange_multiplier_step`; η = 0: a fixed penalty)
     score ← r − λ·c                                   (each reply's; then PPO's KL shaping, GAE and whitening)
 
-Safe RLHF divides the combined advantage by 1 + λ; here the advantages are whitened, which removes any such scale.
+Safe RLHF divides the combined advantage by 1 + λ. PPO whitens its advantages and GRPO divides each group by its
+spread, which removes any such scale; RLOO's leave-one-out advantages are not rescaled, so there a larger λ also
+takes larger steps (keep lambda_lr small, or use the grpo baseline).
 With a `flag_rule` (a function of prompts and replies, e.g. the simulated crowd's `feedback.flags.crowd_flag_rule`)
 the share of the batch's replies it flags is logged as `objective/flagged_rate`, with or without a cost model.
 """

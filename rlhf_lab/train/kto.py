@@ -7,7 +7,8 @@ pairs, no reward model.
 
 The algorithm box (one optimiser step on a batch of b examples, the reference's log-probs computed once up front):
   1. log π(y|x) of each example's reply, with gradients;
-  2. the reference point z₀ from mismatched pairs: each prompt with the reply of the example after it in the batch,
+  2. the reference point z₀ from mismatched pairs: each prompt x with the reply y' of the next example in the batch
+     that answers another prompt (`mismatched_partners`),
      z₀ = max(0, mean(log π(y'|x) − log π_ref(y'|x))), without gradients (`kto_losses.kto_reference_point`);
   3. the loss mean(λ_y − v(x, y)) (`kto_losses.kto_loss`), backward, clip, step.
 λ_D defaults to n_U / n_D (so λ_D·n_D = λ_U·n_U: a data set with few thumbs up weighs each more, `kto_weights`).
@@ -42,7 +43,7 @@ from rlhf_lab.train.scorer import (
     scored_in_shares,
 )
 
-__all__ = ["KTOConfig", "KTOTrainer", "encode_examples", "example_logps"]
+__all__ = ["KTOConfig", "KTOTrainer", "encode_examples", "example_logps", "mismatched_partners"]
 
 KTO_PRINT_KEYS = (("loss", "loss"), ("kl", "z0"), ("rewards/chosen", "r_up"), ("rewards/rejected", "r_down"),
                   ("time/examples_per_s", "ex/s"))
@@ -108,6 +109,16 @@ def example_logps(lm, rows: list[tuple[list[int], list[int]]], pad_id: int, shar
     return sequence_logps(lm, ids, mask)
 
 
+def mismatched_partners(prompts: list) -> list[int]:
+    """For each position i of a batch, the position j of the first example after it (cyclically) whose prompt
+    differs from prompt i: its reply y'_j is a reply written for another prompt, as KTO's reference point needs.
+    When every prompt in the batch is the same, j = i + 1 (cyclically). (TRL takes the next example whatever its
+    prompt, so a batch holding several replies to one prompt pairs some prompts with their own replies.)"""
+    n = len(prompts)
+    return [next((k % n for k in range(i + 1, i + n) if prompts[k % n] != prompts[i]), (i + 1) % n)
+            for i in range(n)]
+
+
 class KTOTrainer(ScoringTrainer):
     """KTO on a causal LM policy (see the module docstring); `ref_policy`, LoRA and callbacks as in `DPOTrainer`.
     Counters: `update_`, `examples_seen_`. `save`, `resume`: checkpoints."""
@@ -162,6 +173,7 @@ class KTOTrainer(ScoringTrainer):
         self.claim_fit_data(data_fingerprint(rows, labels.tolist()))
         ref = self._reference(rows)
         lengths = [len(p) + len(r) for p, r in rows]
+        prompts = data["prompt"].tolist()
 
         def batches(start: int):  # (epoch, example indices) of a fit begun at update `start`
             rng = np.random.default_rng(seed_for(self.seed, start, 6))
@@ -171,7 +183,8 @@ class KTOTrainer(ScoringTrainer):
                         yield epoch, idx
 
         for epoch, idx in self.fit_steps(batches, checkpoint_dir, checkpoint_every):
-            mismatched = [(rows[i][0], rows[j][1]) for i, j in zip(idx, np.roll(idx, -1))]
+            partners = mismatched_partners([prompts[i] for i in idx])
+            mismatched = [(rows[i][0], rows[idx[j]][1]) for i, j in zip(idx, partners)]
             ref_mismatched = self._reference(mismatched)
             self.step([rows[i] for i in idx], ref[idx], labels[idx], mismatched, ref_mismatched, lam_d, lam_u, epoch)
         return self
