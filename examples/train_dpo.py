@@ -1,7 +1,7 @@
 """Train a policy with DPO (or KTO) on judgments: the same script in one process, under torchrun, or under
 `accelerate launch`.
 
-    rlhf-lab export --store feedback.db --target trl --out exported          # preference.jsonl, unpaired.jsonl
+    rlhf-lab export --store feedback.db --to trl --out exported          # preference.jsonl, unpaired.jsonl
     python examples/train_dpo.py --data exported/preference.jsonl --model tiny --out runs/dpo-tiny
     accelerate launch --config_file configs/accelerate/fsdp2.yaml --num_processes 2 \\
         examples/train_dpo.py --data exported/preference.jsonl --model tiny --out runs/dpo-tiny
@@ -67,7 +67,7 @@ def check(args) -> None:
     if args.method == "kto" and args.batch_size < 2:
         raise ValueError("KTO's reference point needs --batch-size of at least 2.")
     if not Path(args.data).is_file():
-        raise ValueError(f"--data: no file {args.data}; write one with `rlhf-lab export --target trl`.")
+        raise ValueError(f"--data: no file {args.data}; write one with `rlhf-lab export --to trl`.")
     model, checkpoint = Path(args.out, "model"), Path(args.out, "checkpoint")
     if model.exists():
         raise ValueError(f"the run in {args.out} has finished (its model is in {model}): start a new --out."
@@ -104,7 +104,7 @@ def read_rows(path: Path, method: str):
     if missing:
         written = "preference" if method == "dpo" else "unpaired"
         raise ValueError(f"--data: {method} needs rows with {', '.join(COLUMNS[method])} (missing {sorted(missing)}); "
-                         f"`rlhf-lab export --target trl` writes them ({written}.jsonl).")
+                         f"`rlhf-lab export --to trl` writes them ({written}.jsonl).")
     frame = pd.DataFrame({"prompt": [_text(r["prompt"], "user") for r in rows]})
     for column in COLUMNS[method][1:]:
         frame[column] = [r[column] if column == "label" else _text(r[column], "assistant") for r in rows]

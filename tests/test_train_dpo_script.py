@@ -51,7 +51,7 @@ def test_bad_data_is_refused_in_one_line(tmp_path):
     missing = run("--data", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "a"), *ARGS)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert missing.stderr.strip().splitlines() == [f"train_dpo.py: error: --data: no file {tmp_path / 'nope.jsonl'}; "
-                                                   "write one with `rlhf-lab export --target trl`."]
+                                                   "write one with `rlhf-lab export --to trl`."]
     thumbs = write_jsonl(tmp_path / "unpaired.jsonl", [{"prompt": "hi", "completion": "yo", "label": True}])
     wrong = run("--data", str(thumbs), "--out", str(tmp_path / "b"), *ARGS)  # KTO's rows given to DPO
     assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
