@@ -34,7 +34,8 @@ def replies(n: int, seed: int) -> list[str]:
 def flagged_store(n: int, seed: int) -> FeedbackStore:
     """n replies in pairs, each flagged (or not) by a crowd of two strict annotators."""
     store = FeedbackStore(":memory:")
-    ids = store.add_responses([dict(prompt=PROMPT, response=t, model="m", iteration=0) for t in replies(n, seed)])
+    ids = store.add_responses([dict(prompt=PROMPT, response=t, model="m", iteration=i % 2)
+                               for i, t in enumerate(replies(n, seed))])
     for a, b in zip(ids[::2], ids[1::2]):
         store.add_item([a, b], kind="pairwise")
     crowd = SimulatedCrowd(annotators=[SimulatedAnnotator(f"strict-{i}", harmful_below=-0.05, seed=i)
@@ -48,6 +49,8 @@ def test_flag_examples_are_one_row_per_flags_judgment_and_the_rule_matches_them(
     examples = flag_examples(store)
     assert len(examples) == 2 * 20 and set(examples["annotator"]) == {"strict-0", "strict-1"}
     assert examples["flagged"].tolist() == [bool(f) for f in examples["flags"]]
+    assert set(examples["model"]) == {"m"} and sorted(set(examples["iteration"])) == [0, 1]  # where each reply came from
+    assert examples["iteration"].tolist() == [(rid - 1) % 2 for rid in examples["response_id"]]
     rule = crowd_flag_rule(STRICT)
     assert rule(examples["prompt"], examples["response"]).tolist() == examples["flagged"].tolist()
     assert 0.2 < examples["flagged"].mean() < 0.8  # both kinds of replies are there

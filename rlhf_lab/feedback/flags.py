@@ -18,7 +18,8 @@ from rlhf_lab.feedback.records import FLAGS
 
 __all__ = ["FLAG_COLUMNS", "flag_examples", "crowd_flag_rule"]
 
-FLAG_COLUMNS = ["prompt", "response", "flags", "flagged", "annotator", "response_id", "judgment_id", "iteration"]
+FLAG_COLUMNS = ["prompt", "response", "flags", "flagged", "annotator", "response_id", "judgment_id", "iteration",
+                "model"]
 
 
 def _checked_flags(flags) -> frozenset:
@@ -30,13 +31,14 @@ def _checked_flags(flags) -> frozenset:
 
 def flag_examples(data, flags=None) -> pd.DataFrame:
     """Flags judgments as one row per (annotator, reply): prompt, response, flags (the list given), flagged (True
-    when any of `flags` was raised; default any flag at all), annotator, response_id, judgment_id, iteration.
+    when any of `flags` was raised; default any flag at all), annotator, response_id, judgment_id, and the iteration
+    and model that wrote the reply.
     `data`: a FeedbackStore or its `judgments_df()`. A reply checked and left unflagged is a negative example."""
     wanted = _checked_flags(flags)
     df = data.judgments_df() if hasattr(data, "judgments_df") else data
     rows = [dict(prompt=j.prompt, response=j.responses[0], flags=list(j.answer["flags"]),
                  flagged=bool(wanted & set(j.answer["flags"])), annotator=j.annotator, response_id=int(j.response_id),
-                 judgment_id=int(j.judgment_id), iteration=int(j.iteration))
+                 judgment_id=int(j.judgment_id), iteration=int(j.iteration), model=j.model)
             for j in df[df["kind"] == "flags"].itertuples()]
     return pd.DataFrame(rows, columns=FLAG_COLUMNS)
 
