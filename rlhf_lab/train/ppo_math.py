@@ -200,12 +200,11 @@ def clipped_value_loss(
 def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> Tensor:
     """1 − Var[R − V] / Var[R] over valid tokens; (B, T) -> scalar. 1 is perfect, 0 no better than a constant.
 
-    NaN when the returns have zero variance, as in CleanRL.
+    NaN when the returns have zero variance, as in CleanRL (on the inputs' device, without a host sync).
     """
     var_returns = masked_var(returns, mask)
-    if var_returns == 0:
-        return torch.tensor(float("nan"))
-    return 1.0 - masked_var(returns - values, mask) / var_returns
+    explained = 1.0 - masked_var(returns - values, mask) / var_returns
+    return torch.where(var_returns == 0, torch.full_like(explained, float("nan")), explained)
 
 
 # ---- KL coefficient controllers (Ziegler et al. 2019) -------------------------------------------------------------
