@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import re
 import string
+from bisect import bisect_left
 from importlib.resources import files
 from typing import Callable
 
@@ -21,7 +22,7 @@ import traitlets
 from rlhf_lab.feedback.records import FLAGS, Response
 
 __all__ = ["LETTERS", "asset", "make_key_catcher", "text_html", "markdown_html", "reply_html", "style_widget",
-           "notify", "say", "reply_card", "FlagPanel"]
+           "notify", "say", "embolden", "reply_card", "FlagPanel"]
 
 try:
     import anywidget
@@ -110,11 +111,37 @@ def say(message: w.HTML, text: str, error: bool = False) -> None:
 
 _FENCE = re.compile(r"```[^\n`]*\n(.*?)(?:\n```|$)", re.S)
 _INLINE_CODE = re.compile(r"`([^`\n]+)`")
-_BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*")
+_BOLD_OPEN = re.compile(r"(?=\*\*\S)")  # where a bold run may open: ** before a non-space
+_BOLD_CLOSE = re.compile(r"(?<=\S)(?=\*\*)")  # where it may close: ** after a non-space
+_NEWLINE = re.compile("\n")
 _ITALIC = re.compile(r"(?<![\w*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![\w*])")
 _HEADING = re.compile(r"^#{1,6} +(.+)$", re.M)
 _BULLET = re.compile(r"^( *)[-*] +", re.M)
 _TABLE = re.compile(r"(?:^\|.*\|[ \t]*(?:\n|$))+", re.M)
+
+
+def embolden(text: str) -> str:
+    """`**bold**` -> `<strong>bold</strong>`, as `re.sub(r"\\*\\*(?=\\S)(.+?)(?<=\\S)\\*\\*", ...)` does (a run opens at
+    ** before a non-space and closes at the nearest ** after a non-space on the same line), in linear time: that
+    regex searches to the end of the line from every opening that never closes, quadratic on "**a " * 10000."""
+    closes = [m.start() for m in _BOLD_CLOSE.finditer(text)]
+    if not closes:
+        return text
+    breaks = [m.start() for m in _NEWLINE.finditer(text)]
+    out, done = [], 0
+    for m in _BOLD_OPEN.finditer(text):
+        start = m.start()
+        if start < done:
+            continue
+        k = bisect_left(closes, start + 3)  # at least one character inside
+        if k == len(closes):
+            break  # no closing after this opening, so none after any later one
+        end, b = closes[k], bisect_left(breaks, start + 2)
+        if b < len(breaks) and breaks[b] < end:
+            continue  # the line ends first
+        out += [text[done:start], "<strong>", text[start + 2:end], "</strong>"]
+        done = end + 2
+    return "".join(out) + text[done:]
 
 
 def markdown_html(text: str) -> str:
@@ -132,7 +159,7 @@ def markdown_html(text: str) -> str:
     out = _TABLE.sub(lambda m: keep(f'<pre class="rlhf-table">{m.group(0).rstrip()}</pre>'), out)
     out = _INLINE_CODE.sub(lambda m: keep(f"<code>{m.group(1)}</code>"), out)
     out = _HEADING.sub(r"<strong>\1</strong>", out)
-    out = _BOLD.sub(r"<strong>\1</strong>", out)
+    out = embolden(out)
     out = _ITALIC.sub(r"<em>\1</em>", out)
     out = _BULLET.sub(lambda m: m.group(1) + "• ", out)
     return re.sub("\x00(\\d+)\x00", lambda m: blocks[int(m.group(1))], out)
