@@ -104,3 +104,19 @@ def test_the_dashboard_page_counts_live_in_chromium(postgres, voila, tmp_path):
         page.screenshot(path=str(shots / "dashboard.png"), full_page=True)
         browser.close()
     ada.close(), bob.close(), store.close()
+
+
+def test_a_failed_refresh_is_taken_off_the_page_once_a_refresh_works(tmp_path):
+    store = _class(tmp_path / "c.db", n_items=4, students=("s1", "s2"))
+    board = InstructorDashboard(store, live=False)
+    board.store = _Gone()
+    board._safely(board.refresh)
+    assert "Refresh failed" in board.message.value and "database went away" in board.message.value
+    board._safely(board.refresh_model)
+    assert "Refitting the class model failed" in board.message.value
+    board.store = store
+    board._safely(board.refresh)
+    assert "Refresh failed" not in board.message.value and "Refitting the class model failed" in board.message.value
+    board._safely(board.refresh_model)
+    assert board.message.value == "" and len(board.errors) == 2  # kept for the record
+    store.close()

@@ -6,7 +6,7 @@
 It shows `classroom.class_overview` (totals, progress per student, agreement per item group, raters flagged as
 often against the others' majority or very fast) and, every `model_every_s`, the class reward model's accuracy on
 held-out prompts (`class_model.class_model_accuracy`). Refreshes run in a background thread; an error is shown on
-the page and kept in `errors` (a callback's exception would otherwise vanish).
+the page (until that refresh works again) and kept in `errors` (a callback's exception would otherwise vanish).
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ class InstructorDashboard:
     def __init__(self, store, refresh_s: float = 5.0, model_every_s: float = 60.0, live: bool = True):
         self.store, self.refresh_s, self.model_every_s = store, float(refresh_s), float(model_every_s)
         self.errors: list[str] = []
+        self._failures: dict[str, str] = {}  # what failed last time -> its message (cleared once it works again)
+        self._lock = threading.Lock()
         self.refreshes = 0
         self.header = w.HTML()
         self.progress = w.HTML()
@@ -88,11 +90,22 @@ class InstructorDashboard:
         return acc
 
     def _safely(self, fn) -> None:
+        """Run `fn` (refresh or refresh_model); its failure is shown on the page and kept in `errors`, and taken off
+        the page once it succeeds again."""
+        what = "Refitting the class model failed" if fn == self.refresh_model else "Refresh failed"
         try:
             fn()
         except Exception as err:  # shown on the page and kept: never swallowed
             self.errors.append(repr(err))
-            self.message.value = f'<p style="color: #b00020">Refresh failed: {html.escape(repr(err))}</p>'
+            failure = f"{what} at {time.strftime('%H:%M:%S')}: {repr(err)}"
+        else:
+            failure = None
+        with self._lock:
+            self._failures.pop(what, None)
+            if failure:
+                self._failures[what] = failure
+            self.message.value = "".join(f'<p style="color: #b00020">{html.escape(text)}</p>'
+                                         for text in self._failures.values())
 
     def _loop(self) -> None:
         while not self._stop.wait(self.refresh_s):
