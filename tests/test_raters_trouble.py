@@ -8,15 +8,127 @@ exception inside any widget callback fail the test (ipywidgets would swallow it:
 
 from __future__ import annotations
 
+import os
 import random
 import re
+import sqlite3
 import time
 
+import pytest
 import test_raters
 
+from rlhf_lab.feedback import database
+from rlhf_lab.feedback.store import FeedbackStore
+from rlhf_lab.ui import FlagPanel, LikertRater, PairwiseRater, ThumbsRater
 from rlhf_lab.ui.parts import embolden, reply_html
 
+store = test_raters.store
 callback_errors = test_raters.callback_errors
+answers = test_raters.answers
+key = test_raters.key
+
+
+def flags(store):
+    """(response id, flags, comment) of the stored flag judgments, oldest first."""
+    df = store.judgments_df()
+    df = df[df["kind"] == "flags"]
+    return [(int(r), a["flags"], c) for r, a, c in zip(df["response_id"], df["answer"], df["comment"])]
+
+
+# ---- a store that cannot be written ----------------------------------------------------------------------------------
+@pytest.fixture
+def read_only_store(store, monkeypatch):
+    """The fixture's store opened again as a learner who may not write the file (a shared copy, mode 0444)."""
+    path = store.url.removeprefix("sqlite:///")
+    store.close()
+    with monkeypatch.context() as patch:
+        real = os.access
+        patch.setattr(database.os, "access", lambda p, mode, *a, **k: mode != os.W_OK and real(p, mode, *a, **k))
+        ro = FeedbackStore(path)
+    assert ro.read_only
+    yield ro
+    ro.close()
+
+
+def test_a_read_only_store_is_said_when_the_rater_is_built_and_its_answers_are_off(read_only_store):
+    rater = PairwiseRater(read_only_store, "alice", guard_s=0, flags=True)
+    assert "read-only to you" in rater.message.value and "Copy the file" in rater.message.value
+    assert all(b.disabled for b in rater.buttons.values()) and rater.undo_button.disabled
+    assert not rater.skip_button.disabled  # looking through the items still works
+    rater.buttons["A"].click()
+    key(rater, "u")
+    assert rater.index == 0 and "read-only to you" in rater.message.value
+    panel = rater.flag_panel
+    assert panel.submit_button.disabled and "flags cannot be saved" in panel.message.value
+    panel.checkboxes["harmful"].value = True
+    assert panel.submit() is None and panel.checkboxes["harmful"].value
+    rater.skip_button.click()
+    assert rater.current.id == 2 and "read-only to you" in rater.message.value
+    thumbs = ThumbsRater(read_only_store, "alice", guard_s=0)
+    thumbs.up_button.click()
+    assert thumbs.up_button.disabled and thumbs.index == 0 and "read-only to you" in thumbs.message.value
+    assert len(read_only_store.judgments_df()) == 0
+
+
+@pytest.fixture
+def locked(store):
+    """Another connection holding the store's write lock (another kernel writing); `locked.release()` ends it."""
+    store.close()
+    busy = FeedbackStore(store.url.removeprefix("sqlite:///"), busy_timeout_s=0.1)
+    other = sqlite3.connect(busy.url.removeprefix("sqlite:///"), isolation_level=None)
+    busy.release = lambda: other.execute("ROLLBACK")
+    busy.hold = lambda: other.execute("BEGIN IMMEDIATE")
+    yield busy
+    other.close()
+    busy.close()
+
+
+def test_a_locked_store_is_said_in_one_line_and_the_learner_keeps_their_place(locked):
+    rater = LikertRater(locked, "alice", items=[5], guard_s=0)
+    rater.score_widgets[0].value, rater.score_widgets[1].value = 2, 6
+    locked.hold()
+    rater.submit_button.click()
+    message = rater.message.value
+    assert "Not saved: the store is busy" in message and "try again" in message and "\n" not in message
+    assert rater.index == 0 and [s.value for s in rater.score_widgets] == [2, 6]
+    locked.release()
+    rater.submit_button.click()
+    assert answers(locked) == [{"scores": [2, 6], "scale": [1, 7]}] and rater.done
+
+    locked.hold()
+    rater.undo_button.click()
+    assert "Not undone: the store is busy" in rater.message.value and rater.done and len(rater.history) == 1
+    panel = FlagPanel(locked, "alice", locked.get_item(1).responses)
+    panel.checkboxes["harmful"].value, panel.comment.value = True, "rude"
+    panel.submit_button.click()
+    assert "Flags not saved: the store is busy" in panel.message.value
+    assert panel.checkboxes["harmful"].value and panel.comment.value == "rude"
+    locked.release()
+    panel.submit_button.click()
+    assert flags(locked) == [(locked.get_item(1).responses[0].id, ["harmful"], "rude")]
+
+
+def test_a_store_file_deleted_under_the_rater_is_said(store):
+    rater = PairwiseRater(store, "alice", guard_s=0)
+    rater.strength.value = 2
+    store.engine.dispose()
+    path = store.url.removeprefix("sqlite:///")
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
+    rater.buttons["A"].click()
+    assert "Not saved: the store&#x27;s file was moved or deleted" in rater.message.value
+    assert "rerun the cell that opens it" in rater.message.value
+    assert rater.index == 0 and rater.strength.value == 2
+
+
+def test_an_error_that_is_not_the_stores_is_said_and_raised(store, monkeypatch, callback_errors):
+    rater = PairwiseRater(store, "alice", guard_s=0)
+    monkeypatch.setattr(store, "record_pairwise", lambda *a, **k: {}["bug"])
+    with pytest.raises(KeyError):
+        rater.buttons["A"].click()
+    callback_errors.clear()
+    assert "Not saved: KeyError" in rater.message.value and rater.index == 0
 
 
 # ---- long replies ----------------------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 shortcuts and callbacks. `ui.raters` (pairwise, Likert, ranking) and `ui.thumbs` (one reply at a time) build on it.
 
 Widgets only emit events; the controller turns a click (or a key press) into one store call, waits for it to
-return, and only then shows the next item. A `ValueError` from the store (a bad or repeated judgment) is shown in
-the message area and the item stays on screen.
+return, and only then shows the next item. A store call that fails (a bad or repeated judgment, a read-only or
+locked store, a file gone) is said in one line in the message area, with how to fix it, and the item and the answer
+on screen stay; a store that is read-only to the learner is said when the rater is built, its answer buttons off.
 """
 
 from __future__ import annotations
@@ -13,9 +14,22 @@ import time
 import ipywidgets as w
 
 from rlhf_lab.feedback.records import Item
-from rlhf_lab.ui.parts import FlagPanel, make_key_catcher, notify, say, style_widget, text_html
+from rlhf_lab.ui.parts import (
+    FlagPanel,
+    make_key_catcher,
+    notify,
+    read_only_note,
+    say,
+    store_trouble,
+    style_widget,
+    text_html,
+)
 
 __all__ = ["Rater"]
+
+
+class _Shown(Exception):
+    """A store call failed and the message area says so (the action stops there)."""
 
 
 def _buttons(widgets) -> list:
@@ -49,6 +63,7 @@ class Rater:
             raise ValueError("annotator must be a non-empty string such as 'alice' (who is rating?)")
         self.store, self.annotator, self.guard_s = store, annotator, guard_s
         self.markdown = markdown  # replies' markdown formatted (False: the raw text)
+        self.read_only = read_only_note(store, "judgments")  # "" when the store can be written
         given = self._given(items)
         for item in given:
             self._check_item(item)
@@ -71,6 +86,7 @@ class Rater:
         self.undo_button = w.Button(description="undo last", tooltip="undo your last judgment (key u)", icon="undo")
         self.skip_button.on_click(lambda _b: self.skip())
         self.undo_button.on_click(lambda _b: self.undo())
+        self.undo_button.disabled = bool(self.read_only)
         self.message = w.HTML()
         self.actions = w.HBox(self._controls(), layout=w.Layout(flex_flow="row wrap"))  # narrow: wrap whole widgets
         self._action_widgets = _buttons([self.actions, self.skip_button])
@@ -143,6 +159,18 @@ class Rater:
         if action is not None:
             action()
 
+    def _call(self, failed: str, fn, *args):
+        """`fn(*args)`, a store call; when the store fails, the message area says what went wrong and how to fix it
+        (starting with `failed`) and `_Shown` is raised. An error that is not the store's is raised as it is."""
+        try:
+            return fn(*args)
+        except Exception as err:
+            text = store_trouble(err, failed)
+            say(self.message, text or f"{failed}: {err!r}", error=True)
+            if text is None:
+                raise
+            raise _Shown from err
+
     def skip(self) -> None:
         """Go to the next item without recording anything."""
         if self.done:
@@ -153,9 +181,18 @@ class Rater:
     def undo(self) -> int | None:
         """Delete this annotator's latest judgment of one of this rater's items (also one made before a restart;
         never a flag) and show that item again. Returns the deleted judgment's id (None: nothing to undo)."""
+        if self.read_only:
+            say(self.message, self.read_only, error=True)
+            return None
+        try:
+            return self._undo()
+        except _Shown:
+            return None
+
+    def _undo(self) -> int | None:
         if self.history:  # this session's latest: exactly that judgment
             index, judgment_id = self.history[-1]
-            deleted = self._undo_latest([self.items[index].id])
+            deleted = self._call("Not undone", self._undo_latest, [self.items[index].id])
             if deleted == judgment_id:
                 self.history.pop()
                 self.index = index
@@ -163,11 +200,11 @@ class Rater:
                 return deleted
         waiting = {it.id for it in self.items}
         before = [it.id for it in self.all_items if it.id not in waiting]
-        deleted = self._undo_latest(before) if before else None
+        deleted = self._call("Not undone", self._undo_latest, before) if before else None
         if deleted is None:
             say(self.message, "Nothing to undo.")
             return None
-        pending = self._pending_ids()
+        pending = self._call(f"Undid judgment {deleted}, but then", self._pending_ids)
         undone = next(it for it in self.all_items if it.id in pending and it.id not in waiting)
         self.items.insert(self.index, undone)
         self.judged_before -= 1
@@ -183,17 +220,20 @@ class Rater:
             say(self.message, "That was quicker than reading: press or click again to record it.", error=True)
             self._shown_at = float("-inf")
             return None
+        if self.read_only:
+            say(self.message, self.read_only, error=True)
+            return None
         item = self.current
-        if item.id not in self._pending_ids():
+        try:
+            pending = item.id in self._call("Not saved", self._pending_ids)
+            judgment_id = self._call("Not saved", record, item) if pending else None
+        except _Shown:
+            return None
+        if not pending:
             self.items.pop(self.index)  # judged meanwhile in another cell or notebook: that judgment stands
             self.judged_before += 1
             self._show("You had already judged that one elsewhere (another cell or notebook); your earlier judgment "
                        "stands. Here is the next.")
-            return None
-        try:
-            judgment_id = record(item)
-        except ValueError as err:
-            say(self.message, str(err), error=True)
             return None
         self.history.append((self.index, judgment_id))
         self.index += 1
@@ -213,7 +253,7 @@ class Rater:
         self.progress.value = f"{judged} / {total}{extra}"
         self.bar.value = judged
         for widget in self._action_widgets:
-            widget.disabled = self.done
+            widget.disabled = self.done or (bool(self.read_only) and widget is not self.skip_button)
         self.actions.layout.display = "none" if self.done else None
         if self.done:
             self.prompt.value = (f"<b>All done</b>: {judged} judged, {self.skipped} skipped. "
@@ -222,6 +262,6 @@ class Rater:
         else:
             self.prompt.value = text_html(self.current.prompt, "rlhf-prompt")
             self._render(self.current)
-        say(self.message, note)
+        say(self.message, self.read_only or note, error=bool(self.read_only))  # read-only: said until it is fixed
         self._shown_at = time.monotonic()
         notify(self.on_show, self.message, self.current)

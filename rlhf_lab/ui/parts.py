@@ -17,12 +17,13 @@ from importlib.resources import files
 from typing import Callable
 
 import ipywidgets as w
+import sqlalchemy as sa
 import traitlets
 
 from rlhf_lab.feedback.records import FLAGS, Response
 
 __all__ = ["LETTERS", "asset", "make_key_catcher", "text_html", "markdown_html", "reply_html", "style_widget",
-           "notify", "say", "embolden", "reply_card", "FlagPanel"]
+           "notify", "say", "store_trouble", "read_only_note", "embolden", "reply_card", "FlagPanel"]
 
 try:
     import anywidget
@@ -109,6 +110,44 @@ def say(message: w.HTML, text: str, error: bool = False) -> None:
     message.value = f'<span class="{css}">{html.escape(text)}</span>' if text else ""
 
 
+def store_trouble(err: BaseException, failed: str = "Not saved") -> str | None:
+    """What went wrong in a store call, as one line for a message area that says how to fix it (`failed` starts it:
+    "Not saved", "Not undone"); None when `err` is not the store's trouble (a bug: the caller raises it again). A
+    ValueError (a bad or repeated judgment) is the store's own message."""
+    if isinstance(err, ValueError):
+        return str(err)
+    if isinstance(err, PermissionError):  # a read-only file, or a class store's row-level security
+        fix = (" Copy the file somewhere you may write and open the copy, or ask whoever shared it."
+               if "read-only" in str(err) else "")
+        return f"{failed}: {err}.{fix}"
+    if not isinstance(err, (sa.exc.SQLAlchemyError, OSError)):
+        return None
+    cause = " ".join(str(getattr(err, "orig", None) or err).split("[SQL:")[0].split())[:160]
+    low = cause.lower()
+    if "locked" in low or "busy" in low:
+        how = "the store is busy (another kernel or program is writing to it); try again in a moment"
+    elif "readonly" in low or "read-only" in low:
+        how = "the store's file became read-only to you; open a copy you may write, then make the rater again"
+    elif any(s in low for s in ("no such table", "unable to open", "no such file", "disk i/o", "not a database")):
+        how = ("the store's file was moved or deleted; open the store again (rerun the cell that opens it), then "
+               "make the rater again")
+    elif "full" in low:
+        how = "the disk is full; free some space and try again"
+    else:
+        how = "the database failed; check that the store is reachable (a class store: its server, your network)"
+    return f"{failed}: {how} ({cause})."
+
+
+def read_only_note(store, what: str) -> str:
+    """A line saying that `store` is read-only to this user and `what` ("judgments", "flags") cannot be saved; ""
+    for a store that can be written."""
+    if not getattr(store, "read_only", False):
+        return ""
+    path = str(getattr(store, "url", store)).removeprefix("sqlite:///")
+    return (f"This store ({path}) is read-only to you: you can look, but {what} cannot be saved. Copy the file "
+            "somewhere you may write and open the copy, or ask whoever shared it to let you write.")
+
+
 _FENCE = re.compile(r"```[^\n`]*\n(.*?)(?:\n```|$)", re.S)
 _INLINE_CODE = re.compile(r"`([^`\n]+)`")
 _BOLD_OPEN = re.compile(r"(?=\*\*\S)")  # where a bold run may open: ** before a non-space
@@ -193,6 +232,7 @@ class FlagPanel:
         if not isinstance(annotator, str) or not annotator.strip():
             raise ValueError("annotator must be a non-empty string such as 'alice' (who is flagging?)")
         self.store, self.annotator = store, annotator
+        self.read_only = read_only_note(store, "flags")  # "" when the store can be written
         self.on_submit: list = []
         self.reply = w.Dropdown(description="reply", options=[])
         self.checkboxes = {flag: w.Checkbox(description=flag.replace("_", " "), value=False, indent=False,
@@ -205,6 +245,8 @@ class FlagPanel:
         self.widget = w.VBox([w.HTML("<b>Flag a reply</b>"), self.reply, w.HBox(list(self.checkboxes.values())),
                               self.comment, self.submit_button, self.message])
         self.show_responses(responses or [])
+        if self.read_only:
+            say(self.message, self.read_only, error=True)
 
     def _ipython_display_(self):
         from IPython.display import display
@@ -221,7 +263,7 @@ class FlagPanel:
         self.reply.options = [(LETTERS[i] if len(responses) > 1 else "this reply", r.id)
                               for i, r in enumerate(responses)]
         self.reply.value = responses[0].id if responses else None
-        self.submit_button.disabled = not responses
+        self.submit_button.disabled = not responses or bool(self.read_only)
         self._clear()
 
     def attach(self, rater) -> None:
@@ -238,18 +280,25 @@ class FlagPanel:
         self.comment.value = ""
 
     def submit(self, flags=None, comment: str | None = None, response_id: int | None = None) -> int | None:
-        """Store flags (default: the checked boxes) and a comment on a reply (default: the chosen one)."""
+        """Store flags (default: the checked boxes) and a comment on a reply (default: the chosen one). A store error
+        is shown, the form kept."""
         flags = [f for f, box in self.checkboxes.items() if box.value] if flags is None else list(flags)
         comment = self.comment.value if comment is None else comment
         response_id = self.reply.value if response_id is None else response_id
         if response_id is None:
             say(self.message, "There is no reply to flag.", error=True)
             return None
-        again = f"flags:{response_id}" in self.store.judged_targets(self.annotator)
+        if self.read_only:
+            say(self.message, self.read_only, error=True)
+            return None
         try:  # flagging a reply again changes your flags for it (one flag judgment per reply and person)
+            again = f"flags:{response_id}" in self.store.judged_targets(self.annotator)
             judgment_id = self.store.record_flags(response_id, self.annotator, flags, comment, replace=again)
-        except ValueError as err:
-            say(self.message, str(err), error=True)
+        except Exception as err:
+            text = store_trouble(err, "Flags not saved")
+            say(self.message, text or f"Flags not saved: {err!r}", error=True)
+            if text is None:
+                raise
             return None
         label = dict((v, k) for k, v in self.reply.options).get(response_id, "the reply")
         self._clear()

@@ -2,9 +2,9 @@
 `ui.base.Rater`; see also `FlagPanel` and `ui.thumbs.ThumbsRater` (one reply at a time).
 
 Widgets only emit events; each rater is a thin controller that turns a click (or a key press) into one store call,
-waits for it to return, and only then shows the next item. A `ValueError` from the store (a bad or repeated
-judgment) is shown in the rater's message area and the item stays on screen. Model text is always escaped before
-it reaches an HTML widget, so a reply containing `<script>` displays as text.
+waits for it to return, and only then shows the next item. A store call that fails (a bad or repeated judgment, a
+read-only or locked store) is said in one line in the rater's message area and the item stays on screen. Model
+text is always escaped before it reaches an HTML widget, so a reply containing `<script>` displays as text.
 
     rater = PairwiseRater(store, "alice")     # the items alice has not judged yet
     rater                                     # display it; keys 1/2/0/x/s/u once the key box is clicked
