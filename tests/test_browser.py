@@ -43,9 +43,9 @@ def _lesson_page(url: str):
 
 
 def _saved(page, count: int) -> None:
-    """Wait until the rater's progress reads `count` judged, then past the rater's 0.3 s reading guard."""
+    """Wait until the rater's progress reads `count` judged, then past the rater's 0.5 s reading guard."""
     page.get_by_text(f"{count} / 4").first.wait_for(timeout=30_000)
-    page.wait_for_timeout(600)
+    page.wait_for_timeout(900)
 
 
 def test_pairwise_rater_in_chromium_records_mouse_and_keyboard_judgments(voila_lesson):
@@ -128,7 +128,7 @@ def test_a_reloaded_page_resumes_the_rater_and_undo_keeps_flags(voila_lesson):
         assert _shows(page, pair3), f"the rater did not resume at pair 3: {_replies(page)} != {pair3}"
         page.locator(".rlhf-rater").first.scroll_into_view_if_needed()
         page.screenshot(path=str(shots / "rater_resumed.png"))
-        page.wait_for_timeout(600)  # past the rater's reading guard
+        page.wait_for_timeout(900)  # past the rater's reading guard
         page.get_by_role("button", name="undo last").click()
         page.get_by_text("1 / 4").first.wait_for(timeout=30_000)
         assert _shows(page, pair2), f"undo did not bring back pair 2: {_replies(page)} != {pair2}"

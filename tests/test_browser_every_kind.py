@@ -44,9 +44,9 @@ def _shows(locator, text: str) -> None:
 
 
 def _progress(rater, text: str, page) -> None:
-    """Wait until `rater`'s progress reads `text` ("1 / 4"), then past the rater's 0.3 s reading guard."""
+    """Wait until `rater`'s progress reads `text` ("1 / 4"), then past the rater's 0.5 s reading guard."""
     rater.get_by_text(text, exact=True).first.wait_for(timeout=30_000)
-    page.wait_for_timeout(600)
+    page.wait_for_timeout(900)
 
 
 def _words(text: str) -> str:

@@ -35,6 +35,11 @@ def flags(store):
     return [(int(r), a["flags"], c) for r, a, c in zip(df["response_id"], df["answer"], df["comment"])]
 
 
+def read(rater):
+    """Pretend the learner has looked at the item on screen for a while (past the double-click guard)."""
+    rater._shown_at -= 10
+
+
 # ---- a store that cannot be written ----------------------------------------------------------------------------------
 @pytest.fixture
 def read_only_store(store, monkeypatch):
@@ -129,6 +134,35 @@ def test_an_error_that_is_not_the_stores_is_said_and_raised(store, monkeypatch, 
         rater.buttons["A"].click()
     callback_errors.clear()
     assert "Not saved: KeyError" in rater.message.value and rater.index == 0
+
+
+# ---- the double-click guard on undo and skip -------------------------------------------------------------------------
+def test_a_double_click_on_undo_or_skip_acts_once(store):
+    rater = PairwiseRater(store, "alice")
+    assert rater.guard_s == 0.5  # the usual operating-system double-click interval
+    for choice in ("A", "B", "tie"):
+        read(rater)
+        rater.buttons[choice].click()
+    read(rater)
+    rater.undo_button.click()
+    rater.undo_button.click()
+    assert [a["choice"] for a in answers(store)] == ["A", "B"] and rater.current.id == 3
+    assert "quicker than reading: press undo again" in rater.message.value
+    rater.undo_button.click()  # a deliberate second press goes through
+    assert [a["choice"] for a in answers(store)] == ["A"] and rater.current.id == 2
+    read(rater)
+    key(rater, "s")
+    key(rater, "s")
+    assert rater.current.id == 3 and rater.skipped == 1 and "quicker than reading" in rater.message.value
+
+
+def test_two_clicks_inside_the_usual_double_click_interval_record_once(store):
+    rater = PairwiseRater(store, "alice")
+    read(rater)
+    rater.buttons["A"].click()
+    rater._shown_at = time.monotonic() - 0.35  # the second click of a slow double click
+    rater.buttons["A"].click()
+    assert [a["choice"] for a in answers(store)] == ["A"] and rater.current.id == 2
 
 
 # ---- long replies ----------------------------------------------------------------------------------------------------

@@ -52,12 +52,15 @@ class Rater:
     latest last), `message` and `progress` (HTML widgets), `actions` (the row of answer widgets, hidden when done),
     `keys` (the KeyCatcher or None), `on_submit` (callbacks `f(item, answer, judgment_id)` after each stored
     judgment) and `on_show` (callbacks `f(item or None)`).
+
+    Skip, undo and the answers ignore a second press within `guard_s` seconds of the screen changing (a double
+    click, a key pressed twice): it says so, and a third press goes through.
     """
 
     kind = ""
     hint = ""
 
-    def __init__(self, store, annotator: str, items=None, *, flags: bool = False, guard_s: float = 0.3,
+    def __init__(self, store, annotator: str, items=None, *, flags: bool = False, guard_s: float = 0.5,
                  markdown: bool = True):
         if not isinstance(annotator, str) or not annotator.strip():
             raise ValueError("annotator must be a non-empty string such as 'alice' (who is rating?)")
@@ -159,6 +162,16 @@ class Rater:
         if action is not None:
             action()
 
+    def _too_quick(self, again: str | None) -> bool:
+        """True when an action comes within `guard_s` of the screen changing (the second click of a double click, a
+        key pressed twice): it is not taken, `again` (how to do it anyway) is said, and the next press goes through."""
+        if time.monotonic() - self._shown_at >= self.guard_s:
+            return False
+        self._shown_at = float("-inf")
+        if again:
+            say(self.message, f"That was quicker than reading: {again}", error=True)
+        return True
+
     def _call(self, failed: str, fn, *args):
         """`fn(*args)`, a store call; when the store fails, the message area says what went wrong and how to fix it
         (starting with `failed`) and `_Shown` is raised. An error that is not the store's is raised as it is."""
@@ -175,12 +188,16 @@ class Rater:
         """Go to the next item without recording anything."""
         if self.done:
             return
+        if self._too_quick("press skip again to skip it."):
+            return
         self.index += 1
         self._show("Skipped (nothing saved).")
 
     def undo(self) -> int | None:
         """Delete this annotator's latest judgment of one of this rater's items (also one made before a restart;
         never a flag) and show that item again. Returns the deleted judgment's id (None: nothing to undo)."""
+        if self._too_quick("press undo again to undo one more."):
+            return None
         if self.read_only:
             say(self.message, self.read_only, error=True)
             return None
@@ -216,9 +233,7 @@ class Rater:
         if self.done:
             say(self.message, "All items are done; press undo to change your last judgment.", error=True)
             return None
-        if time.monotonic() - self._shown_at < self.guard_s:
-            say(self.message, "That was quicker than reading: press or click again to record it.", error=True)
-            self._shown_at = float("-inf")
+        if self._too_quick("press or click again to record it."):
             return None
         if self.read_only:
             say(self.message, self.read_only, error=True)
