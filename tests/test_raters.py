@@ -280,8 +280,8 @@ def test_pending_items_resume_where_the_annotator_stopped(store):
     assert len(PairwiseRater(store, "bob").items) == 3
 
 
-def test_pairwise_refuses_items_without_two_replies(store):
-    with pytest.raises(ValueError, match="2"):
+def test_pairwise_refuses_items_it_cannot_show(store):
+    with pytest.raises(ValueError, match=r"item\(s\) 6 are ranking items: judge those with RankingRater"):
         PairwiseRater(store, "alice", items=[6])
     with pytest.raises(ValueError, match="annotator"):
         PairwiseRater(store, " ")

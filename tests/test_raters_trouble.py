@@ -165,6 +165,26 @@ def test_two_clicks_inside_the_usual_double_click_interval_record_once(store):
     assert [a["choice"] for a in answers(store)] == ["A"] and rater.current.id == 2
 
 
+# ---- items of another kind -------------------------------------------------------------------------------------------
+def test_items_of_another_kind_are_refused_with_one_message(store):
+    with pytest.raises(ValueError, match=r"LikertRater judges rating items, but item\(s\) 1, 2, 3, 6, 7 are pairwise "
+                                         r"and ranking items: judge those with PairwiseRater or RankingRater, or "
+                                         r"pass store.items\(kind='rating'\)"):
+        LikertRater(store, "alice", items=store.items())
+    with pytest.raises(ValueError, match=r"item\(s\) 5 are rating items: judge those with LikertRater"):
+        PairwiseRater(store, "bob", items=[5])  # a rating item that happens to have two replies
+
+
+def test_undo_takes_back_only_its_own_kind(store):
+    store.record_pairwise(5, "alice", "A")  # a pairwise judgment of rating item 5 (store API, another cell)
+    rater = LikertRater(store, "alice", items=[4, 5], guard_s=0)
+    assert [it.id for it in rater.items] == [4] and rater.judged_before == 1
+    assert rater.undo() is None and "Nothing to undo" in rater.message.value
+    assert answers(store) == [{"choice": "A", "strength": None}]
+    rater.rate([3])
+    assert rater.undo() is not None and answers(store) == [{"choice": "A", "strength": None}]
+
+
 # ---- long replies ----------------------------------------------------------------------------------------------------
 def test_bold_is_found_in_linear_time_as_the_old_regex_found_it():
     old = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*")

@@ -25,7 +25,10 @@ from rlhf_lab.ui.parts import (
     text_html,
 )
 
-__all__ = ["Rater"]
+__all__ = ["Rater", "RATER_OF_KIND"]
+
+RATER_OF_KIND = {"pairwise": "PairwiseRater", "rating": "LikertRater", "ranking": "RankingRater"}
+"""Which rater judges the store's items of each kind."""
 
 
 class _Shown(Exception):
@@ -53,8 +56,9 @@ class Rater:
     `keys` (the KeyCatcher or None), `on_submit` (callbacks `f(item, answer, judgment_id)` after each stored
     judgment) and `on_show` (callbacks `f(item or None)`).
 
-    Skip, undo and the answers ignore a second press within `guard_s` seconds of the screen changing (a double
-    click, a key pressed twice): it says so, and a third press goes through.
+    A rater judges items of its own `kind` only (others are refused when it is built), and its undo takes back only
+    its own kind's judgments. Skip, undo and the answers ignore a second press within `guard_s` seconds of the
+    screen changing (a double click, a key pressed twice): it says so, and a third press goes through.
     """
 
     kind = ""
@@ -109,7 +113,16 @@ class Rater:
         """What this rater shows: `items` (Items or their ids), or the annotator's pending items of its kind."""
         if items is None:
             return self.store.pending_items(self.annotator, self.kind)
-        return [it if isinstance(it, Item) else self.store.get_item(it) for it in items]
+        given = [it if isinstance(it, Item) else self.store.get_item(it) for it in items]
+        other = [it for it in given if it.kind != self.kind]
+        if other:
+            kinds = sorted({it.kind for it in other})
+            ids = ", ".join(str(it.id) for it in other[:5]) + (f" and {len(other) - 5} more" if len(other) > 5 else "")
+            raise ValueError(f"{type(self).__name__} judges {self.kind} items, but item(s) {ids} are "
+                             f"{' and '.join(kinds)} items: judge those with "
+                             f"{' or '.join(RATER_OF_KIND.get(k, '?') for k in kinds)}, or pass "
+                             f"store.items(kind={self.kind!r})")
+        return given
 
     def _pending_ids(self) -> set[int]:
         """The ids of what the annotator has not judged yet, as the store says now."""
@@ -117,7 +130,7 @@ class Rater:
 
     def _undo_latest(self, ids) -> int | None:
         """Delete the annotator's latest judgment of one of `ids` (nothing else); returns its id or None."""
-        return self.store.undo_last(self.annotator, item_ids=ids)
+        return self.store.undo_last(self.annotator, item_ids=ids, kind=self.kind)
 
     def _check_item(self, item: Item) -> None:
         """Refuse items this rater cannot show (raise ValueError)."""
@@ -195,7 +208,8 @@ class Rater:
 
     def undo(self) -> int | None:
         """Delete this annotator's latest judgment of one of this rater's items (also one made before a restart;
-        never a flag) and show that item again. Returns the deleted judgment's id (None: nothing to undo)."""
+        never a flag, never another kind) and show that item again. Returns the deleted judgment's id (None:
+        nothing to undo)."""
         if self._too_quick("press undo again to undo one more."):
             return None
         if self.read_only:
@@ -222,7 +236,11 @@ class Rater:
             say(self.message, "Nothing to undo.")
             return None
         pending = self._call(f"Undid judgment {deleted}, but then", self._pending_ids)
-        undone = next(it for it in self.all_items if it.id in pending and it.id not in waiting)
+        undone = next((it for it in self.all_items if it.id in pending and it.id not in waiting), None)
+        if undone is None:  # e.g. no longer assigned to this annotator
+            say(self.message, f"Undid judgment {deleted}, made before this rater opened; its item is not "
+                              "waiting for you here, so it is not shown again.")
+            return deleted
         self.items.insert(self.index, undone)
         self.judged_before -= 1
         self._show("Undid a judgment you made before this rater opened; judge it again.")
