@@ -185,6 +185,21 @@ def test_undo_takes_back_only_its_own_kind(store):
     assert rater.undo() is not None and answers(store) == [{"choice": "A", "strength": None}]
 
 
+# ---- undo after the same item changed in another rater ---------------------------------------------------------------
+def test_undo_deletes_exactly_its_own_judgment_or_says_it_is_gone(store):
+    first = PairwiseRater(store, "alice", items=[1, 2, 3], guard_s=0)
+    first.choose("A")
+    second = PairwiseRater(store, "alice", items=[1, 2, 3], guard_s=0)  # the cell run again into a new cell
+    second.undo()
+    second.choose("B")
+    second.choose("tie")
+    assert first.undo() is None and first.history == []
+    assert "already taken back or changed in another cell" in first.message.value
+    assert [(int(i), a["choice"]) for i, a in zip(store.judgments_df()["item_id"], answers(store))] == [
+        (1, "B"), (2, "tie")]
+    assert first.undo() is None and "Nothing to undo" in first.message.value
+
+
 # ---- long replies ----------------------------------------------------------------------------------------------------
 def test_bold_is_found_in_linear_time_as_the_old_regex_found_it():
     old = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*")

@@ -318,11 +318,12 @@ class FeedbackStore:
         answer, _ = flags_answer(flags)
         return self._record(annotator, "flags", answer, response_id=response_id, comment=comment, replace=replace)
 
-    def undo_last(self, annotator: str, item_ids=None, targets=None, kind: str | None = None) -> int | None:
+    def undo_last(self, annotator: str, item_ids=None, targets=None, kind: str | None = None,
+                  judgment_ids=None) -> int | None:
         """Delete `annotator`'s most recent judgment; returns its id (None when they have none). item_ids: only a
         judgment of one of these items counts (a rater's undo: never a flag or a judgment made elsewhere); targets:
         only one of these target keys ("thumbs:12", as `judged_targets` lists them); kind: only a judgment of this
-        kind ("rating": never a pairwise judgment of the same item)."""
+        kind ("rating": never a pairwise judgment of the same item); judgment_ids: only one of these judgments."""
         where = judgments_t.c.annotator == annotator
         if item_ids is not None:
             where = sa.and_(where, judgments_t.c.item_id.in_([int(i) for i in item_ids]))
@@ -330,6 +331,8 @@ class FeedbackStore:
             where = sa.and_(where, judgments_t.c.target.in_([str(t) for t in targets]))
         if kind is not None:
             where = sa.and_(where, judgments_t.c.kind == kind)
+        if judgment_ids is not None:
+            where = sa.and_(where, judgments_t.c.id.in_([int(i) for i in judgment_ids]))
         with self.transaction() as conn:
             last = conn.execute(sa.select(sa.func.max(judgments_t.c.id)).where(where)).scalar()
             if last is not None:

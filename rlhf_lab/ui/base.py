@@ -57,8 +57,10 @@ class Rater:
     judgment) and `on_show` (callbacks `f(item or None)`).
 
     A rater judges items of its own `kind` only (others are refused when it is built), and its undo takes back only
-    its own kind's judgments. Skip, undo and the answers ignore a second press within `guard_s` seconds of the
-    screen changing (a double click, a key pressed twice): it says so, and a third press goes through.
+    its own kind's judgments. Undo deletes exactly the judgment this rater recorded last (if another cell took it
+    back meanwhile, undo says so and deletes nothing). Skip, undo and the answers ignore a second press within
+    `guard_s` seconds of the screen changing (a double click, a key pressed twice): it says so, and a third press
+    goes through.
     """
 
     kind = ""
@@ -209,7 +211,7 @@ class Rater:
     def undo(self) -> int | None:
         """Delete this annotator's latest judgment of one of this rater's items (also one made before a restart;
         never a flag, never another kind) and show that item again. Returns the deleted judgment's id (None:
-        nothing to undo)."""
+        nothing undone)."""
         if self._too_quick("press undo again to undo one more."):
             return None
         if self.read_only:
@@ -221,14 +223,19 @@ class Rater:
             return None
 
     def _undo(self) -> int | None:
-        if self.history:  # this session's latest: exactly that judgment
+        if self.history:  # this session's latest: exactly that judgment, or nothing
             index, judgment_id = self.history[-1]
-            deleted = self._call("Not undone", self._undo_latest, [self.items[index].id])
-            if deleted == judgment_id:
-                self.history.pop()
-                self.index = index
-                self._show("Undid your last judgment; judge it again.")
-                return deleted
+            deleted = self._call("Not undone", self._undo_judgment, judgment_id)
+            self.history.pop()
+            if deleted is None:
+                self._shown_at = time.monotonic()
+                self._show_progress()
+                say(self.message, "Your last judgment here was already taken back or changed in another cell or "
+                                  "notebook, so nothing was deleted; press undo again for the one before it.")
+                return None
+            self.index = index
+            self._show("Undid your last judgment; judge it again.")
+            return deleted
         waiting = {it.id for it in self.items}
         before = [it.id for it in self.all_items if it.id not in waiting]
         deleted = self._call("Not undone", self._undo_latest, before) if before else None
@@ -245,6 +252,10 @@ class Rater:
         self.judged_before -= 1
         self._show("Undid a judgment you made before this rater opened; judge it again.")
         return deleted
+
+    def _undo_judgment(self, judgment_id: int) -> int | None:
+        """Delete exactly `judgment_id` (if it is still there); returns it, or None."""
+        return self.store.undo_last(self.annotator, judgment_ids=[judgment_id])
 
     def _submit(self, record, answer: dict) -> int | None:
         """Store the current item's judgment with `record(item)`; advance only once the store call returned."""
@@ -278,13 +289,17 @@ class Rater:
         """The answer in words for the message area."""
         return ", ".join(f"{k} {v}" for k, v in answer.items() if v is not None)
 
-    def _show(self, note: str = "") -> None:
-        """Draw the current item (or the done state), the progress and `note`."""
+    def _show_progress(self) -> int:
         judged, total = self.judged_before + len(self.history), len(self.all_items)
         extra = (f" · {self.judged_before} from before" if self.judged_before else "") + (
             f" · {self.skipped} skipped" if self.skipped else "")
         self.progress.value = f"{judged} / {total}{extra}"
         self.bar.value = judged
+        return judged
+
+    def _show(self, note: str = "") -> None:
+        """Draw the current item (or the done state), the progress and `note`."""
+        judged = self._show_progress()
         for widget in self._action_widgets:
             widget.disabled = self.done or (bool(self.read_only) and widget is not self.skip_button)
         self.actions.layout.display = "none" if self.done else None
