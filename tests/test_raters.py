@@ -529,10 +529,11 @@ def test_flag_panel_follows_a_rater_and_stores_flags(store):
     df = store.judgments_df()
     assert df["kind"].tolist() == ["flags"] and df["response_id"].tolist() == [first_b]
     assert df["answer"][0] == {"flags": ["harmful", "off_topic"]} and df["comment"][0] == "rude"
-    assert not panel.checkboxes["harmful"].value and panel.comment.value == ""
+    assert panel.checkboxes["harmful"].value and panel.comment.value == "rude"  # the form shows what is saved
     assert panel.message.value.endswith("Saved for B: harmful, off topic.</span>")  # words, not internal names
 
     assert panel.reply.value == first_b  # flagging B again changes B's flags: still one flag judgment for B
+    panel.checkboxes["harmful"].value = panel.checkboxes["off_topic"].value = False
     panel.checkboxes["biased"].value = True
     panel.submit_button.click()
     assert "Changed your flags for B: biased." in panel.message.value and len(store.judgments_df()) == 1

@@ -136,6 +136,56 @@ def test_an_error_that_is_not_the_stores_is_said_and_raised(store, monkeypatch, 
     assert "Not saved: KeyError" in rater.message.value and rater.index == 0
 
 
+# ---- the flag panel: double click, restart, another reply chosen -----------------------------------------------------
+def test_a_double_click_on_save_flags_keeps_the_flags_just_saved(store):
+    rater = PairwiseRater(store, "alice", flags=True)
+    panel, b = rater.flag_panel, rater.current.responses[1].id
+    panel.reply.value = b
+    panel.checkboxes["harmful"].value, panel.comment.value = True, "tells the user to hurt themselves"
+    panel.submit_button.click()
+    panel.submit_button.click()
+    assert flags(store) == [(b, ["harmful"], "tells the user to hurt themselves")]
+    assert "Already saved for B: harmful." in panel.message.value
+    assert panel.checkboxes["harmful"].value and panel.comment.value == "tells the user to hurt themselves"
+
+
+def test_after_a_restart_the_panel_shows_the_saved_flags_and_moving_on_keeps_them(store):
+    first = PairwiseRater(store, "alice", guard_s=0, flags=True)
+    a, b = (r.id for r in first.current.responses)
+    first.flag_panel.submit(["harmful", "biased"], "insults a group", response_id=b)
+
+    again = PairwiseRater(store, "alice", guard_s=0, flags=True)  # the kernel restarted: the cell runs again
+    panel = again.flag_panel
+    assert again.current.id == 1 and panel.reply.value == a and not any(c.value for c in panel.checkboxes.values())
+    assert "Flags you saved before: B harmful, biased" in panel.message.value
+    panel.reply.value = b
+    assert [f for f, c in panel.checkboxes.items() if c.value] == ["harmful", "biased"]
+    assert panel.comment.value == "insults a group"
+    again.choose("A")  # moving on with the form as loaded writes nothing
+    assert flags(store) == [(b, ["harmful", "biased"], "insults a group")]
+
+    again.undo()  # back to pair 1: B's flags show again; a changed comment is saved with them on moving on
+    panel.reply.value = b
+    panel.comment.value = "also off topic"
+    again.choose("B")
+    assert flags(store) == [(b, ["harmful", "biased"], "also off topic")]
+
+
+def test_ticks_stay_with_the_reply_they_were_made_for(store):
+    rater = PairwiseRater(store, "alice", guard_s=0, flags=True)
+    panel = rater.flag_panel
+    a, b = (r.id for r in rater.current.responses)
+    panel.checkboxes["harmful"].value = True  # A is chosen: "A is harmful"
+    panel.reply.value = b  # ...then B: A's tick is saved for A, the form shows B's (none)
+    assert flags(store) == [(a, ["harmful"], "")] and "Saved for A: harmful." in panel.message.value
+    assert not any(c.value for c in panel.checkboxes.values())
+    panel.checkboxes["biased"].value = True
+    panel.submit_button.click()
+    panel.reply.value = a
+    assert [f for f, c in panel.checkboxes.items() if c.value] == ["harmful"]
+    assert flags(store) == [(a, ["harmful"], ""), (b, ["biased"], "")]
+
+
 # ---- the double-click guard on undo and skip -------------------------------------------------------------------------
 def test_a_double_click_on_undo_or_skip_acts_once(store):
     rater = PairwiseRater(store, "alice")

@@ -244,6 +244,15 @@ class FeedbackStore:
             return set(conn.execute(sa.select(judgments_t.c.target).where(judgments_t.c.annotator == annotator))
                        .scalars())
 
+    def judgment(self, annotator: str, target: str) -> dict | None:
+        """`annotator`'s judgment of `target` ("item:7", "thumbs:12", "flags:12") as {"id", "kind", "answer",
+        "comment"}, or None when they have not judged it."""
+        with self._read() as conn:
+            row = conn.execute(sa.select(judgments_t).where(judgments_t.c.annotator == annotator,
+                                                            judgments_t.c.target == str(target))).first()
+        return None if row is None else dict(id=row.id, kind=row.kind, answer=json.loads(row.answer),
+                                             comment=row.comment)
+
     # ---- judgments ------------------------------------------------------------------------------------------------
     def _record(self, annotator, kind, answer, *, item_id=None, response_id=None, comment="", replace=False,
                 check=None) -> int:

@@ -225,7 +225,11 @@ class FlagPanel:
     """Flags (harmful, biased, off topic, ...) and a comment on one reply; use it alone or beside a rater.
 
     `show_responses(responses)` sets the replies to choose from (labelled A, B, ...); `attach(rater)` follows the
-    rater's current item. `submit()` stores the checked flags (none checked = "looked, nothing wrong").
+    rater's current item. The form shows the annotator's saved flags and comment for the chosen reply (after a
+    kernel restart too, and whenever another reply is chosen). `submit()` stores the ticked flags (none ticked =
+    "looked, nothing wrong"); saving what is saved already writes nothing, so a double click changes nothing.
+    Changes not saved yet are saved for the reply they were made for when the learner chooses another reply or the
+    rater moves on; a form left as it was loaded saves nothing, so it never replaces saved flags.
     """
 
     def __init__(self, store, annotator: str, responses: list[Response] | None = None):
@@ -244,6 +248,10 @@ class FlagPanel:
         self.message = w.HTML()
         self.widget = w.VBox([w.HTML("<b>Flag a reply</b>"), self.reply, w.HBox(list(self.checkboxes.values())),
                               self.comment, self.submit_button, self.message])
+        self._responses: dict = {}
+        self._saved = (frozenset(), "")  # what the form was loaded with: the chosen reply's saved flags and comment
+        self._quiet = False  # True while the panel itself sets the dropdown
+        self.reply.observe(self._on_reply, names="value")
         self.show_responses(responses or [])
         if self.read_only:
             say(self.message, self.read_only, error=True)
@@ -253,18 +261,42 @@ class FlagPanel:
 
         display(self.widget)
 
+    @property
+    def changed(self) -> bool:
+        """Whether the form holds changes not saved for the chosen reply (what choosing another reply or the rater
+        moving on saves)."""
+        return self.reply.value is not None and not self.read_only and self._form() != self._saved
+
+    def _form(self) -> tuple:
+        return frozenset(f for f, box in self.checkboxes.items() if box.value), self.comment.value
+
+    def _choose(self, response_id) -> None:
+        self._quiet = True
+        try:
+            self.reply.value = response_id
+        finally:
+            self._quiet = False
+
     def show_responses(self, responses: list[Response]) -> None:
-        """Offer `responses` (labelled A, B, ...) and clear the form. Flags checked or a comment typed but not yet
-        saved (the learner chose A or B first) are saved for the reply they were meant for, never dropped."""
-        if self.reply.value is not None and (any(box.value for box in self.checkboxes.values())
-                                             or self.comment.value.strip()):
+        """Offer `responses` (labelled A, B, ...), the first chosen and its saved flags in the form. Changes not
+        saved yet (the learner chose A or B first) are saved for the reply they were meant for, never dropped."""
+        if self.changed:
             self.submit()
         self._responses = {r.id: r for r in responses}
-        self.reply.options = [(LETTERS[i] if len(responses) > 1 else "this reply", r.id)
-                              for i, r in enumerate(responses)]
-        self.reply.value = responses[0].id if responses else None
+        self._quiet = True
+        try:
+            self.reply.options = [(LETTERS[i] if len(responses) > 1 else "this reply", r.id)
+                                  for i, r in enumerate(responses)]
+        finally:
+            self._quiet = False
+        self._choose(responses[0].id if responses else None)
         self.submit_button.disabled = not responses or bool(self.read_only)
-        self._clear()
+        saved = {label: self._saved_of(rid) for label, rid in self.reply.options}
+        self._fill(saved.get(self.reply.label) if responses else None)
+        flagged = [f"{label} {self._words(found[0])}" for label, found in saved.items() if found and any(found)]
+        if flagged:
+            say(self.message, f"Flags you saved before: {'; '.join(flagged)} (choose a reply to see or change "
+                              "its flags).")
 
     def attach(self, rater) -> None:
         """Follow `rater`: whenever it shows an item, offer that item's replies (or the one reply it shows)."""
@@ -274,14 +306,45 @@ class FlagPanel:
         rater.on_show.append(follow)
         follow(rater.current)
 
-    def _clear(self) -> None:
-        for box in self.checkboxes.values():
-            box.value = False
-        self.comment.value = ""
+    def _on_reply(self, change) -> None:
+        """Another reply chosen: changes made for the one before are saved for it, then its saved flags show."""
+        if self._quiet:
+            return
+        if change["old"] is not None and not self.read_only and self._form() != self._saved:
+            if self.submit(response_id=change["old"]) is None:  # not saved: back to that reply, the form kept
+                self._choose(change["old"])
+                return
+        self._fill(self._saved_of(self.reply.value) if self.reply.value is not None else None)
+
+    def _saved_of(self, response_id) -> tuple | None:
+        """The annotator's saved (flags, comment) on a reply; None when there are none (or the store failed: then
+        the message area says so)."""
+        try:
+            found = self.store.judgment(self.annotator, f"flags:{response_id}")
+        except Exception as err:
+            text = store_trouble(err, "Your saved flags could not be read")
+            say(self.message, text or f"Your saved flags could not be read: {err!r}", error=True)
+            if text is None:
+                raise
+            return None
+        return None if found is None else (frozenset(found["answer"]["flags"]), found["comment"])
+
+    def _fill(self, saved: tuple | None) -> None:
+        """Show `saved` (flags, comment) in the form (None: an empty form) and remember it as what is saved."""
+        flags, comment = saved or (frozenset(), "")
+        for flag, box in self.checkboxes.items():
+            box.value = flag in flags
+        self.comment.value = comment
+        self._saved = (frozenset(flags), comment)
+
+    @staticmethod
+    def _words(flags) -> str:
+        return ", ".join(f.replace("_", " ") for f in FLAGS if f in flags) or "nothing wrong"
 
     def submit(self, flags=None, comment: str | None = None, response_id: int | None = None) -> int | None:
-        """Store flags (default: the checked boxes) and a comment on a reply (default: the chosen one). A store error
-        is shown, the form kept."""
+        """Store flags (default: the ticked boxes) and a comment (default: the form's) on a reply (default: the chosen
+        one); returns the judgment id. Flagging a reply again changes your flags for it (one flag judgment per reply
+        and person); the same flags and comment again write nothing. A store error is shown, the form kept."""
         flags = [f for f, box in self.checkboxes.items() if box.value] if flags is None else list(flags)
         comment = self.comment.value if comment is None else comment
         response_id = self.reply.value if response_id is None else response_id
@@ -291,19 +354,24 @@ class FlagPanel:
         if self.read_only:
             say(self.message, self.read_only, error=True)
             return None
-        try:  # flagging a reply again changes your flags for it (one flag judgment per reply and person)
-            again = f"flags:{response_id}" in self.store.judged_targets(self.annotator)
-            judgment_id = self.store.record_flags(response_id, self.annotator, flags, comment, replace=again)
+        try:
+            before = self.store.judgment(self.annotator, f"flags:{response_id}")
+            same = before is not None and (set(before["answer"]["flags"]), before["comment"]) == (set(flags), comment)
+            judgment_id = before["id"] if same else self.store.record_flags(
+                response_id, self.annotator, flags, comment, replace=before is not None)
         except Exception as err:
             text = store_trouble(err, "Flags not saved")
             say(self.message, text or f"Flags not saved: {err!r}", error=True)
             if text is None:
                 raise
             return None
+        if response_id == self.reply.value:
+            self._fill((flags, comment))  # the form now shows what is saved
         label = dict((v, k) for k, v in self.reply.options).get(response_id, "the reply")
-        self._clear()
-        words = ", ".join(f.replace("_", " ") for f in flags) or "nothing wrong"
-        say(self.message, f"{'Changed your flags' if again else 'Saved'} for {label}: {words}.")
+        if same:
+            say(self.message, f"Already saved for {label}: {self._words(flags)}.")
+            return judgment_id
+        say(self.message, f"{'Changed your flags' if before else 'Saved'} for {label}: {self._words(flags)}.")
         answer = {"flags": flags, "comment": comment}
         notify(self.on_submit, self.message, self._responses.get(response_id, response_id), answer, judgment_id)
         return judgment_id
