@@ -19,7 +19,7 @@ import test_raters
 
 from rlhf_lab.feedback import database
 from rlhf_lab.feedback.store import FeedbackStore
-from rlhf_lab.ui import FlagPanel, LikertRater, PairwiseRater, ThumbsRater
+from rlhf_lab.ui import FlagPanel, LikertRater, PairwiseRater, RankingRater, ThumbsRater
 from rlhf_lab.ui.parts import embolden, reply_html
 
 store = test_raters.store
@@ -248,6 +248,40 @@ def test_undo_deletes_exactly_its_own_judgment_or_says_it_is_gone(store):
     assert [(int(i), a["choice"]) for i, a in zip(store.judgments_df()["item_id"], answers(store))] == [
         (1, "B"), (2, "tie")]
     assert first.undo() is None and "Nothing to undo" in first.message.value
+
+
+# ---- an answer entered but not submitted -----------------------------------------------------------------------------
+def test_skip_over_a_complete_answer_says_it_is_not_saved_first(store):
+    rater = LikertRater(store, "alice", items=[5], guard_s=0)
+    rater.score_widgets[0].value, rater.score_widgets[1].value = 2, 6
+    rater.skip_button.click()
+    assert "Not skipped: your answer is complete but not saved yet: A 2, B 6" in rater.message.value
+    assert rater.index == 0 and [s.value for s in rater.score_widgets] == [2, 6]
+    rater.skip_button.click()
+    assert rater.done and answers(store) == [] and "Skipped (nothing saved)" in rater.message.value
+
+    ranker = RankingRater(store, "alice", guard_s=0)
+    a, b, c = (r.id for r in ranker.current.responses)
+    for dropdown, value in zip(ranker.rank_widgets, (c, a, b)):
+        dropdown.value = value
+    key(ranker, "s")
+    assert "not saved yet: best first C &gt; A &gt; B" in ranker.message.value and ranker.index == 0
+    key(ranker, "Enter")
+    assert answers(store) == [{"order": [c, a, b]}]
+    ranker.rank_widgets[0].value = ranker.current.responses[0].id  # a partial ranking: skipped at once
+    key(ranker, "s")
+    assert ranker.done and "Skipped (nothing saved)" in ranker.message.value
+
+
+def test_undo_keeps_the_answer_on_screen_for_when_the_learner_comes_back(store):
+    rater = LikertRater(store, "alice", guard_s=0)
+    rater.rate([4])
+    rater.score_widgets[0].value, rater.score_widgets[1].value = 2, 6
+    rater.undo()
+    assert rater.current.id == 4 and [s.value for s in rater.score_widgets] == [None]
+    rater.rate([5])
+    assert rater.current.id == 5 and [s.value for s in rater.score_widgets] == [2, 6]
+    assert "Your unsaved answer to this one is filled in again." in rater.message.value
 
 
 # ---- long replies ----------------------------------------------------------------------------------------------------

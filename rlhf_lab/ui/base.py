@@ -60,7 +60,9 @@ class Rater:
     its own kind's judgments. Undo deletes exactly the judgment this rater recorded last (if another cell took it
     back meanwhile, undo says so and deletes nothing). Skip, undo and the answers ignore a second press within
     `guard_s` seconds of the screen changing (a double click, a key pressed twice): it says so, and a third press
-    goes through.
+    goes through. An answer entered but not submitted is never dropped unseen: undo keeps it and fills it in again
+    when the learner comes back to the item, and a skip over a complete answer (one submit would save) first says
+    it is not saved; a second skip leaves it unsaved. Skip never saves: submit does.
     """
 
     kind = ""
@@ -86,6 +88,8 @@ class Rater:
         self.on_submit: list = []
         self.on_show: list = []
         self._shown_at = float("-inf")
+        self._drafts: dict = {}  # item id -> an answer entered but not submitted (undo or skip left it)
+        self._warned = None  # the index where skip said a complete answer is not saved
 
         self.progress = w.HTML()
         self.bar = w.IntProgress(min=0, max=max(1, len(self.all_items)), layout=w.Layout(width="160px"))
@@ -148,6 +152,17 @@ class Rater:
         """Key -> action for the keyboard shortcuts."""
         return {"s": self.skip, "u": self.undo}
 
+    def _draft(self):
+        """The answer entered on screen and not submitted (widget values), or None when nothing was entered."""
+        return None
+
+    def _complete(self, draft) -> str | None:
+        """`draft` in words when it is a whole answer (submit would save it), else None."""
+        return None
+
+    def _restore(self, draft) -> None:
+        """Fill the answer widgets with `draft` again (the item was just rendered)."""
+
     # ---- state -----------------------------------------------------------------------------------------------------
     @property
     def done(self) -> bool:
@@ -199,12 +214,27 @@ class Rater:
                 raise
             raise _Shown from err
 
+    def _keep_draft(self) -> None:
+        """Remember the answer on screen (if any) for when the current item is shown again."""
+        draft = None if self.done else self._draft()
+        if draft is not None:
+            self._drafts[self.current.id] = draft
+
     def skip(self) -> None:
-        """Go to the next item without recording anything."""
+        """Go to the next item without recording anything (a complete answer on screen: say first that it is not
+        saved; a second skip leaves it unsaved)."""
         if self.done:
             return
-        if self._too_quick("press skip again to skip it."):
+        warned = self._warned == self.index
+        if self._too_quick(None if warned else "press skip again to skip it."):
             return
+        words = self._complete(self._draft())
+        if words and not warned:
+            self._warned, self._shown_at = self.index, time.monotonic()  # a double click is no confirmation
+            say(self.message, f"Not skipped: your answer is complete but not saved yet: {words}. Press submit "
+                              "(Enter) to save it, or skip again to leave it unsaved.", error=True)
+            return
+        self._keep_draft()
         self.index += 1
         self._show("Skipped (nothing saved).")
 
@@ -233,6 +263,7 @@ class Rater:
                 say(self.message, "Your last judgment here was already taken back or changed in another cell or "
                                   "notebook, so nothing was deleted; press undo again for the one before it.")
                 return None
+            self._keep_draft()
             self.index = index
             self._show("Undid your last judgment; judge it again.")
             return deleted
@@ -248,6 +279,7 @@ class Rater:
             say(self.message, f"Undid judgment {deleted}, made before this rater opened; its item is not "
                               "waiting for you here, so it is not shown again.")
             return deleted
+        self._keep_draft()
         self.items.insert(self.index, undone)
         self.judged_before -= 1
         self._show("Undid a judgment you made before this rater opened; judge it again.")
@@ -303,6 +335,7 @@ class Rater:
         for widget in self._action_widgets:
             widget.disabled = self.done or (bool(self.read_only) and widget is not self.skip_button)
         self.actions.layout.display = "none" if self.done else None
+        self._warned = None
         if self.done:
             self.prompt.value = (f"<b>All done</b>: {judged} judged, {self.skipped} skipped. "
                                  "Thank you! (Undo still works.)")
@@ -310,6 +343,10 @@ class Rater:
         else:
             self.prompt.value = text_html(self.current.prompt, "rlhf-prompt")
             self._render(self.current)
+            draft = self._drafts.pop(self.current.id, None)
+            if draft is not None:
+                self._restore(draft)
+                note = f"{note} Your unsaved answer to this one is filled in again.".strip()
         say(self.message, self.read_only or note, error=bool(self.read_only))  # read-only: said until it is fixed
         self._shown_at = time.monotonic()
         notify(self.on_show, self.message, self.current)

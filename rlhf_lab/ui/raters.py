@@ -95,6 +95,11 @@ class LikertRater(Rater):
     """Each reply of an item gets a score on a Likert scale (default 1..7), then submit.
 
     Keys: a digit scores the first reply without a score, Enter submits, s = skip, u = undo.
+
+    Only submit saves scores. Scores given but not submitted are never dropped unseen: with every reply scored,
+    skip first says the answer is not saved (press submit, or skip again to leave it); undo keeps the scores on
+    screen and fills them in again when the learner comes back to the item. (Skip does not save them itself: it
+    means "record nothing", and a score cannot be taken off a reply again.)
     """
 
     kind = "rating"
@@ -127,6 +132,17 @@ class LikertRater(Rater):
             card.children += (scores,)
             cards.append(card)
         self.body.children = cards
+
+    def _draft(self):
+        scores = [s.value for s in self.score_widgets]
+        return scores if any(v is not None for v in scores) else None
+
+    def _complete(self, draft) -> str | None:
+        return None if draft is None or None in draft else self._describe({"scores": draft}, self.current)
+
+    def _restore(self, draft) -> None:
+        for widget, value in zip(self.score_widgets, draft):
+            widget.value = value
 
     def _key_map(self) -> dict:
         lo, hi = self.scale
@@ -164,6 +180,10 @@ class RankingRater(Rater):
     """k replies (A, B, C, ...) side by side; pick the reply for each rank (1st = best), then submit.
 
     Keys: 1..k put reply A..k in the next empty rank, Backspace clears the last rank, Enter submits, s, u.
+
+    Only submit saves a ranking. Ranks filled but not submitted are never dropped unseen: with every rank filled,
+    skip first says the ranking is not saved (press submit, or skip again to leave it); undo keeps the ranks and
+    fills them in again when the learner comes back to the item.
     """
 
     kind = "ranking"
@@ -190,6 +210,19 @@ class RankingRater(Rater):
                                         description=f"{_ordinal(n)}{' (best)' if n == 1 else ''}")
                              for n in range(1, k + 1)]
         self.rank_box.children = self.rank_widgets
+
+    def _draft(self):
+        order = [d.value for d in self.rank_widgets]
+        return order if any(v is not None for v in order) else None
+
+    def _complete(self, draft) -> str | None:
+        if draft is None or None in draft or len(set(draft)) != len(draft):
+            return None
+        return self._describe({"order": draft}, self.current)
+
+    def _restore(self, draft) -> None:
+        for dropdown, value in zip(self.rank_widgets, draft):
+            dropdown.value = value
 
     def _key_map(self) -> dict:
         keys = {str(n): (lambda n=n: self._place(n - 1)) for n in range(1, 10)}
