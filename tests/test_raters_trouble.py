@@ -284,6 +284,18 @@ def test_undo_keeps_the_answer_on_screen_for_when_the_learner_comes_back(store):
     assert "Your unsaved answer to this one is filled in again." in rater.message.value
 
 
+# ---- nothing to judge ------------------------------------------------------------------------------------------------
+def test_an_empty_rater_says_there_is_nothing_to_judge_and_how_to_add_items(tmp_path):
+    empty = FeedbackStore(tmp_path / "empty.db")
+    for rater in (PairwiseRater(empty, "alice"), RankingRater(empty, "alice"), ThumbsRater(empty, "alice")):
+        assert "Nothing to judge" in rater.prompt.value and "All done" not in rater.prompt.value
+        assert "store.add_response_groups(records, size=" in rater.prompt.value
+    assert "kind=&#x27;ranking&#x27;" in RankingRater(empty, "alice").prompt.value
+    assert "no replies yet" in ThumbsRater(empty, "alice").prompt.value
+    assert "the list of items given is empty" in LikertRater(empty, "alice", items=[]).prompt.value
+    empty.close()
+
+
 # ---- long replies ----------------------------------------------------------------------------------------------------
 def test_bold_is_found_in_linear_time_as_the_old_regex_found_it():
     old = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*")

@@ -9,6 +9,7 @@ on screen stay; a store that is read-only to the learner is said when the rater 
 
 from __future__ import annotations
 
+import html
 import time
 
 import ipywidgets as w
@@ -29,6 +30,7 @@ __all__ = ["Rater", "RATER_OF_KIND"]
 
 RATER_OF_KIND = {"pairwise": "PairwiseRater", "rating": "LikertRater", "ranking": "RankingRater"}
 """Which rater judges the store's items of each kind."""
+_GROUP_SIZE = {"pairwise": 2, "rating": 2, "ranking": 3, "thumbs": 2}  # for the "how to add items" hint
 
 
 class _Shown(Exception):
@@ -75,6 +77,7 @@ class Rater:
         self.store, self.annotator, self.guard_s = store, annotator, guard_s
         self.markdown = markdown  # replies' markdown formatted (False: the raw text)
         self.read_only = read_only_note(store, "judgments")  # "" when the store can be written
+        self._asked = items is not None
         given = self._given(items)
         for item in given:
             self._check_item(item)
@@ -329,6 +332,19 @@ class Rater:
         self.bar.value = judged
         return judged
 
+    def _nothing_to_judge(self) -> str:
+        """What a rater with nothing to judge says, and how to add something."""
+        add = (f"store.add_response_groups(records, size={_GROUP_SIZE.get(self.kind, 2)}"
+               + (f", kind={self.kind!r})" if self.kind in RATER_OF_KIND else ")"))
+        if self._asked:
+            where = "the list of items given is empty"
+        elif self.kind in RATER_OF_KIND:
+            where = f"{self.annotator} has no {self.kind} items waiting in this store (none added yet, or all judged)"
+        else:
+            where = "this store has no replies yet"
+        return (f"<b>Nothing to judge</b>: {html.escape(where)}. Add some with <code>{html.escape(add)}</code> "
+                "(records: dicts with prompt, response, model, iteration), then run this cell again.")
+
     def _show(self, note: str = "") -> None:
         """Draw the current item (or the done state), the progress and `note`."""
         judged = self._show_progress()
@@ -336,7 +352,10 @@ class Rater:
             widget.disabled = self.done or (bool(self.read_only) and widget is not self.skip_button)
         self.actions.layout.display = "none" if self.done else None
         self._warned = None
-        if self.done:
+        if not self.all_items:
+            self.prompt.value = self._nothing_to_judge()
+            self.body.children = ()
+        elif self.done:
             self.prompt.value = (f"<b>All done</b>: {judged} judged, {self.skipped} skipped. "
                                  "Thank you! (Undo still works.)")
             self.body.children = ()
