@@ -49,7 +49,7 @@ def test_flag_examples_are_one_row_per_flags_judgment_and_the_rule_matches_them(
     examples = flag_examples(store)
     assert len(examples) == 2 * 20 and set(examples["annotator"]) == {"strict-0", "strict-1"}
     assert examples["flagged"].tolist() == [bool(f) for f in examples["flags"]]
-    assert set(examples["model"]) == {"m"} and sorted(set(examples["iteration"])) == [0, 1]  # where each reply came from
+    assert set(examples["model"]) == {"m"} and sorted(set(examples["iteration"])) == [0, 1]  # where replies came from
     assert examples["iteration"].tolist() == [(rid - 1) % 2 for rid in examples["response_id"]]
     rule = crowd_flag_rule(STRICT)
     assert rule(examples["prompt"], examples["response"]).tolist() == examples["flagged"].tolist()

@@ -50,7 +50,7 @@ def test_prompt_interval_resamples_prompts_with_their_pairs():
     many = prompt_interval([1, 0] * 200, [f"p{i}" for i in range(400)], seed=0)
     assert many[0] == 0.5 and 0.44 < many[1] < 0.5 < many[2] < 0.56
     assert np.isnan(prompt_interval([], [])[0])
-    share, low, high = prompt_interval([1, 1, 0, 1], ["a", None, None, "b"], seed=0)  # pairs without a prompt: one group
+    share, low, high = prompt_interval([1, 1, 0, 1], ["a", None, None, "b"], seed=0)  # no prompt: one group
     assert share == 0.75 and low <= share <= high
 
 
