@@ -52,6 +52,10 @@ def test_a_stopped_fit_resumed_from_its_checkpoint_ends_as_the_uninterrupted_fit
     with pytest.raises(Stop):
         stopped.fit(data, checkpoint_dir=tmp_path / "ckpt", checkpoint_every=2)  # saved at updates 2 and 4
     assert stopped.fit_start_ is None  # the stopped fit's position is its checkpoint's, not the next fit's
+    other_base = tiny_policy("smollm2-135m", seed=0)[0]
+    other_base.rlhf_lab_id = "someone/else"  # another base model: its reference would not be the run's
+    with pytest.raises(ValueError, match=r"saved from the policy 'tiny.*', not 'someone/else'"):
+        trainer_class.resume(tmp_path / "ckpt", other_base, tokenizer, callbacks=[])
     resumed = trainer_class.resume(tmp_path / "ckpt", tiny_policy("smollm2-135m", seed=0)[0], tokenizer, callbacks=[])
     assert (resumed.update_, resumed.fit_start_) == (4, 0) and resumed.config == config
     other = data.copy()

@@ -34,6 +34,7 @@ from accelerate import Accelerator
 from rlhf_lab.core.hf import adamw, causal_lm, disable_dropout, eager_attention_for_cpu_bf16, make_accelerator
 from rlhf_lab.core.launch import is_sharded
 from rlhf_lab.core.seeding import set_seed
+from rlhf_lab.policy.models import model_id
 from rlhf_lab.train.callbacks import MetricsHistory
 from rlhf_lab.train.deepspeed_engine import prepare, unwrap
 from rlhf_lab.train.policy_value import policy_and_reference
@@ -105,6 +106,7 @@ class ScoringTrainer:
         """The start of DPO's and KTO's constructors: the seed (`config.seed_value`) set, the policy, reference and
         AdamW prepared (`prepare_scoring_trainer`), an empty metrics history (appended to `metrics_path` if given)."""
         self.config, self.seed, self.tokenizer = config, config.seed_value, tokenizer
+        self.model_id = model_id(policy)  # the base policy's name: a checkpoint resumes only on it
         set_seed(self.seed)
         (self.accelerator, self.model, self.optimizer, self.ref_policy,
          self.full_policy) = prepare_scoring_trainer(policy, config, ref_policy, score)

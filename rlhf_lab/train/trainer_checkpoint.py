@@ -52,7 +52,9 @@ def _run_state(trainer) -> dict:
     state = {"config": trainer.config.to_dict(), "update": trainer.update_, "history": trainer.history.state_dict(),
              "counters": {name: getattr(trainer, name) for name in getattr(trainer, "counters", ())}}
     if hasattr(trainer, "kl_ctl"):  # an on-policy trainer (PPO, RLOO)
-        state.update(kl_coef=trainer.kl_ctl.value, cost_lambda=trainer.constraint.value, model_id=trainer.model_id)
+        state.update(kl_coef=trainer.kl_ctl.value, cost_lambda=trainer.constraint.value)
+    if hasattr(trainer, "model_id"):  # every trainer: the base policy it started from (its reference)
+        state["model_id"] = trainer.model_id
     return state
 
 
