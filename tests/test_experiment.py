@@ -74,6 +74,13 @@ def test_two_iterations_leave_every_artefact(two_iterations):
     counts = run.store.counts()
     assert counts["total"] == 32 and counts["by_iteration"] == {1: 16, 2: 16}
     assert evaluation["judgments"].tolist() == [0, 16, 32]
+    # every artefact names the policy that wrote it: iteration k's pairs come from the policy after k − 1, its
+    # evaluation from the policy after k (weights in iter_00k/ppo)
+    sampled = run.store.judgments_df().groupby("iteration")["model"].unique().map(list).to_dict()
+    assert sampled == {1: ["tiny"], 2: ["tiny@iter_001"]}
+    for k, name in ((0, "tiny"), (1, "tiny@iter_001"), (2, "tiny@iter_002")):
+        lines = [json.loads(line) for line in (path / f"iter_{k:03d}" / "eval_samples.jsonl").read_text().splitlines()]
+        assert {(r["iteration"], r["model"], r["seed"]) for r in lines} == {(k, name, run.config.seed + 10_007)}
 
 
 def test_report_to_tensorboard_logs_updates_and_evaluations(two_iterations):

@@ -8,9 +8,10 @@ The run directory (nothing in it is half-written: files are replaced atomically,
 
     config.json            the ExperimentConfig
     feedback.db            the judgment store (the notebook's raters and the simulated crowd write here)
-    ppo_metrics.jsonl      every PPO update of every iteration, on one time axis (`update`) with `iteration`
+    ppo_metrics.jsonl      every PPO update of every iteration on one time axis, `update` (`ppo_metrics()`: iteration)
+    samples.jsonl          PPO's rollout replies every `log_samples_every` updates (update, prompt, response, score)
     evaluation.csv         one row per iteration (0 = the initial policy) on the fixed eval prompts
-    iter_001/              samples.jsonl, eval_samples.jsonl, reward_model/, ppo/ (the trainer checkpoint), DONE
+    iter_001/              eval_samples.jsonl (with the policy that wrote them), reward_model/, ppo/ (checkpoint), DONE
 
 Every iteration keeps its policy's weights in ppo/; only the last completed one keeps the optimizer state the run
 resumes from (AdamW's moments are twice the weights: 1.1 GB per iteration for SmolLM2-135M; `drop_optimizer_state`).
@@ -41,7 +42,7 @@ from rlhf_lab.loop.learner import (crowd_pairs, learner_or_stand_in, learner_pai
                                    training_pairs)
 from rlhf_lab.loop.run_config import STRATEGIES, ExperimentConfig, FeedbackConfig
 from rlhf_lab.policy.generation import GenerationBatch, generate
-from rlhf_lab.policy.models import load_policy
+from rlhf_lab.policy.models import load_policy, model_id
 from rlhf_lab.policy.prompts import load_prompts
 from rlhf_lab.reward.embedding import EmbeddingRewardModel
 from rlhf_lab.reward.ensemble import build_reward_model, pessimistic_reward
@@ -50,7 +51,8 @@ from rlhf_lab.reward.sources import as_reward
 from rlhf_lab.train.callbacks import default_callbacks, tracker_callbacks
 from rlhf_lab.train.ppo import PPOTrainer
 
-__all__ = ["STRATEGIES", "FeedbackConfig", "ExperimentConfig", "RLHFRun", "iteration_dir", "eval_records"]
+__all__ = ["STRATEGIES", "FeedbackConfig", "ExperimentConfig", "RLHFRun", "iteration_dir", "policy_after",
+           "eval_records"]
 
 HELD_OUT_FOLDS = 5
 """Cross-validation folds (by prompt) of an embedding reward model's held-out accuracy."""
@@ -61,8 +63,16 @@ def iteration_dir(run_dir: str | Path, k: int) -> Path:
     return Path(run_dir) / f"iter_{k:03d}"
 
 
+def policy_after(base: str, k: int) -> str:
+    """The name of a run's policy after iteration k: the base model's for k = 0, else `base@iter_00k` (its weights
+    are in iter_00k/ppo). Iteration k's pairs are sampled from `policy_after(base, k − 1)`, its evaluation from
+    `policy_after(base, k)`."""
+    return base if k <= 0 else f"{base}@iter_{k:03d}"
+
+
 def eval_records(run_dir: str | Path, k: int) -> list[dict]:
-    """Iteration k's evaluation as written: one record (prompt, response, gold) per held-out reply."""
+    """Iteration k's evaluation as written: one record (prompt, response, gold, iteration, model, seed) per held-out
+    reply."""
     path = iteration_dir(run_dir, k) / "eval_samples.jsonl"
     if not path.is_file():
         raise ValueError(f"iteration {k} has not been evaluated in {run_dir}")
@@ -253,8 +263,9 @@ class RLHFRun:
         sampling = self.config.ppo.sampling
         if temperature is not None:
             sampling = replace(sampling, temperature=temperature)
-        return generate(self.policy, self.tokenizer, prompts, sampling, seed=seed, n_per_prompt=n_per_prompt,
-                        iteration=k)
+        batch = generate(self.policy, self.tokenizer, prompts, sampling, seed=seed, n_per_prompt=n_per_prompt,
+                         iteration=k)
+        return replace(batch, model=policy_after(model_id(self.policy), k - 1))  # k samples k − 1's policy
 
     def _most_disputed(self, records: list[dict], n: int, rng) -> list[dict]:
         """Of each prompt's n candidates, the two whose reward difference the ensemble's members disagree on most
@@ -365,8 +376,9 @@ class RLHFRun:
         taste = stand_in_taste(self.store, self.config.feedback, self.config.seed)
         if taste is not None:
             row["taste_reward"] = float(np.mean(taste.utility(prompts, replies)))
+        origin = {"iteration": k, "model": policy_after(model_id(self.policy), k), "seed": batch.seed}
         write_atomic(self.iteration_dir(k) / "eval_samples.jsonl" if k else self._initial_eval_path(),
-                     "".join(json.dumps({"prompt": p, "response": r, "gold": float(g)}) + "\n"
+                     "".join(json.dumps({"prompt": p, "response": r, "gold": float(g), **origin}) + "\n"
                              for p, r, g in zip(prompts, replies, gold)))
         for name, j in (("previous", k - 1), ("initial", 0)):
             if k > 0:
@@ -386,10 +398,8 @@ class RLHFRun:
 
     def _eval_replies(self, k: int):
         """(batch, mean KL) of the held-out replies at iteration k: `eval_samples` per eval prompt, and their KL to the
-        initial policy (the trainer's reference), nats per reply: the full-distribution KL measured as they are
-        sampled, in the sampler's precision, which is PPO's compute precision (`replies_with_kl`; before 2026-12-05
-        k1 by the trainer's bf16-autocast passes afterwards); with LoRA, whose reference is the policy with its
-        adapters off, k1 afterwards."""
+        initial policy (the trainer's reference), nats per reply: the full-distribution KL measured as they are sampled,
+        in PPO's compute precision (`replies_with_kl`); with LoRA (the reference: adapters off), k1 afterwards."""
         seed, n = self.config.seed + 10_007, self.config.eval_samples
         reference = self.trainer.ref_policy
         if k == 0 or reference is None:
