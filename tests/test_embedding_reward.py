@@ -170,6 +170,8 @@ def test_ratings_and_rankings_train_the_embedding_model(tmp_path):
     ratings, rankings = rating_examples(store), ranking_examples(store)
     assert len(ratings) == 36 and ratings["score"].tolist()[:3] == [7.0, 4.0, 1.0] and (ratings["hi"] == 7).all()
     assert len(rankings) == 12 and rankings["ranked"][0][0].count(" ") < rankings["ranked"][0][2].count(" ")
+    for examples in (ratings, rankings):  # where the replies came from
+        assert set(examples["model"]) == {"m"} and set(examples["iteration"]) == {0}
     config = EmbeddingRewardConfig(ensemble_size=2, seed=0)
     probe = ["Nice.", "It is a nice day to walk along the river with the dog today."]
     fitted = (EmbeddingRewardModel(config).fit_ratings(ratings), EmbeddingRewardModel(config).fit_rankings(rankings))

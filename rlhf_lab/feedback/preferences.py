@@ -123,27 +123,27 @@ def unpaired_examples(data) -> pd.DataFrame:
 
 def rating_examples(data) -> pd.DataFrame:
     """Likert ratings as one row per rated reply: prompt, response, score, lo, hi (the scale), annotator,
-    judgment_id, iteration. `data`: a FeedbackStore or its `judgments_df()`. A supervised reward model regresses
+    judgment_id, and the iteration and model that wrote the replies. `data`: a FeedbackStore or its `judgments_df()`. A supervised reward model regresses
     on these (`EmbeddingRewardModel.fit_ratings`)."""
     df = data.judgments_df() if hasattr(data, "judgments_df") else data
     rows = [dict(prompt=j.prompt, response=text, score=float(score), lo=int(j.answer["scale"][0]),
                  hi=int(j.answer["scale"][1]), annotator=j.annotator, judgment_id=int(j.judgment_id),
-                 iteration=int(j.iteration))
+                 iteration=int(j.iteration), model=j.model)
             for j in df[df["kind"] == "rating"].itertuples() for text, score in zip(j.responses, j.answer["scores"])]
     return pd.DataFrame(rows, columns=["prompt", "response", "score", "lo", "hi", "annotator", "judgment_id",
-                                       "iteration"])
+                                       "iteration", "model"])
 
 
 def ranking_examples(data) -> pd.DataFrame:
     """Rankings as one row per ranking: prompt, ranked (the reply texts, best first), annotator, judgment_id,
-    iteration. A listwise reward model fits these (`EmbeddingRewardModel.fit_rankings`, Plackett–Luce)."""
+    iteration and model (of the replies). A listwise reward model fits these (`EmbeddingRewardModel.fit_rankings`, Plackett–Luce)."""
     df = data.judgments_df() if hasattr(data, "judgments_df") else data
     rows = []
     for j in df[df["kind"] == "ranking"].itertuples():
         text = dict(zip(j.response_ids, j.responses))
         rows.append(dict(prompt=j.prompt, ranked=[text[i] for i in j.answer["order"]], annotator=j.annotator,
-                         judgment_id=int(j.judgment_id), iteration=int(j.iteration)))
-    return pd.DataFrame(rows, columns=["prompt", "ranked", "annotator", "judgment_id", "iteration"])
+                         judgment_id=int(j.judgment_id), iteration=int(j.iteration), model=j.model))
+    return pd.DataFrame(rows, columns=["prompt", "ranked", "annotator", "judgment_id", "iteration", "model"])
 
 
 def split_by_prompt(pairs: pd.DataFrame, val_fraction: float, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:

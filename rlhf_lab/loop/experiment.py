@@ -415,8 +415,8 @@ class RLHFRun:
 
     def changes(self, k: int | None = None, since: int = 0) -> dict[str, PairedResult]:
         """Iteration k's eval replies (default: the last evaluated) against iteration `since`'s, on the same prompts,
-        paired by prompt with 95 % intervals (`paired_gain`): "gold" (the crowd's hidden utility), "taste" (a
-        stand-in learner's, once one judged in this run) and "reward model" (the current one, scoring both)."""
+        paired by prompt with 95 % intervals (`paired_gain`): "gold", "taste" (a stand-in's, once one judged) and
+        "reward model": the run's latest one scores both (evaluation.csv's rm_ columns: each iteration's own then)."""
         k = int(self.evaluation()["iteration"].max()) if k is None else k
         before, after = (self._eval_samples(j) for j in (since, k))
         shape = (len(self.eval_prompts), self.config.eval_samples)
