@@ -49,7 +49,10 @@ def test_a_simulated_learner_runs_the_whole_loop_and_gets_a_report(tmp_path):
     assert len(result.samples) == config.eval_prompts
     assert {p.name for p in tmp_path.iterdir()} >= {"config.json", "result.json", "summary.md", "before_after.png",
                                                    "reward_model", "feedback.db"}
-    assert json.loads((tmp_path / "result.json").read_text())["gain"] == figures["gain"]
+    saved = json.loads((tmp_path / "result.json").read_text())
+    assert saved["gain"] == figures["gain"]
+    assert saved["origin"] == {"policy": "tiny", "annotator": SimulatedLearner("short", seed=0).name,
+                               "store": f"sqlite:///{tmp_path / 'feedback.db'}", "seed": 0}  # what made the figures
     assert TasteConfig.from_dict(json.loads((tmp_path / "config.json").read_text())) == config
 
 

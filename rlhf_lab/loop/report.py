@@ -138,13 +138,15 @@ def write_report(run, out: str | Path | None = None) -> Path:
     return out
 
 
-def write_taste_report(result, out: str | Path) -> Path:
-    """The taste loop's report in `out`: result.json (the figures), before_after.png and summary.md with the
-    replies side by side. result: a `TasteResult`."""
+def write_taste_report(result, out: str | Path, origin: dict | None = None) -> Path:
+    """The taste loop's report in `out`: result.json (the figures, and `origin`: what made them, e.g. the policy,
+    whose judgments, the store and the seed), before_after.png and summary.md with the replies side by side.
+    result: a `TasteResult`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "result.json", json.dumps({**result.to_json(), "taste": result.taste and result.taste.to_dict(),
-                                                  "reward": result.reward.to_dict()}, indent=2))
+                                                  "reward": result.reward.to_dict(), "origin": origin or {}},
+                                                 indent=2))
     write_atomic(out / "before_after.png", png_bytes(plot_taste(result.samples, result.taste, result.reward), dpi=110))
     table = pd.DataFrame(result.samples)
     summary = ["# Your taste, before and after", "", "```", str(result), "```", "",

@@ -42,7 +42,7 @@ from rlhf_lab.core.seeding import seed_for, set_seed
 from rlhf_lab.loop.evaluation import PairedResult, paired_gain, replies_with_kl, sequence_kl
 from rlhf_lab.loop.kl_check import SHRINK, blend, snapshot, within_kl_target
 from rlhf_lab.policy.generation import SamplingConfig, generate
-from rlhf_lab.policy.models import load_policy
+from rlhf_lab.policy.models import load_policy, model_id
 from rlhf_lab.policy.prompts import load_prompts
 from rlhf_lab.reward.embedding import EmbeddingRewardConfig, EmbeddingRewardModel
 from rlhf_lab.reward.ensemble import pessimistic_reward
@@ -444,7 +444,7 @@ def run_taste(config: TasteConfig | None = None, *, learner=None, store=None, an
                          trainer.update_ * config.ppo.batch_size if config.method == "ppo" else 0, scale)
     if out is not None:
         from rlhf_lab.loop.report import write_taste_report
-
         rm.save(out / "reward_model")
-        write_taste_report(result, out)
+        write_taste_report(result, out, origin={"policy": model_id(initial), "annotator": annotator,
+                                                "store": store.display_url, "seed": config.seed})
     return result
