@@ -154,6 +154,18 @@ def test_a_nan_figure_gives_an_undefined_contrast_not_one_seed(small_sweep, tmp_
     assert np.isnan(row["difference"])
 
 
+def test_runs_that_ended_at_different_iterations_are_not_paired(small_sweep, tmp_path):
+    out, _, df = small_sweep
+    table = pd.read_csv(out / "sweep.csv")
+    later = (table["feedback.strategy"] == "temperatures") & (table["seed"] == 1)
+    table.loc[later, "iteration"] += 2  # as if that run had been extended by hand
+    table.to_csv(tmp_path / "sweep.csv", index=False)
+    name, base = table.loc[later, "run"].item(), table.loc[~later & (table["seed"] == 1), "run"].item()
+    end = int(table.loc[~later & (table["seed"] == 1), "iteration"].item())
+    with pytest.raises(ValueError, match=f"{base} ended at iteration {end} and {name} at {end + 2}: they cannot be"):
+        contrasts(tmp_path, "feedback.strategy", y="kl")
+
+
 def test_contrasts_refuse_what_the_sweep_does_not_hold(small_sweep, tmp_path):
     out, _, _ = small_sweep
     with pytest.raises(KeyError, match=r"'ppo.kl_coef' is not a field of the sweep .*\['feedback.strategy'\]"):

@@ -152,6 +152,12 @@ def contrasts(out: str | Path, field: str, *, y: str = "gold_reward", baseline=N
             common = sorted(set(base.index) & set(runs.index))
             if not common:
                 continue
+            ended = base.loc[common, "iteration"].to_numpy() != runs.loc[common, "iteration"].to_numpy()
+            if field != "iterations" and ended.any():  # a run extended by hand: its figures are from later on
+                s = common[int(ended.argmax())]
+                raise ValueError(f"{base.loc[s, 'run']} ended at iteration {base.loc[s, 'iteration']} and "
+                                 f"{runs.loc[s, 'run']} at {runs.loc[s, 'iteration']}: they cannot be paired; "
+                                 "run every run of the sweep to the same iteration (sweep again) first.")
             seed = common[0]
             if len(common) >= 2:
                 diff = runs.loc[common, y] - base.loc[common, y]
