@@ -244,3 +244,21 @@ def cpu_bf16(monkeypatch):
     yield force
     monkeypatch.delenv(machine.BF16_ENV, raising=False)
     machine.native_bf16.cache_clear()
+
+
+def fill_disk_at_flush(monkeypatch, n: int) -> None:
+    """From here on, `rlhf_lab.core.files`' n-th file flush fails as a full disk does (ENOSPC); the others go
+    through: a disk that fills in the middle of writing a set of files."""
+    import errno
+    import os
+
+    import rlhf_lab.core.files as files
+
+    flushes, real_fsync = [], os.fsync
+
+    def fsync(fd):
+        flushes.append(fd)
+        if len(flushes) == n:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+    monkeypatch.setattr(files.os, "fsync", fsync)

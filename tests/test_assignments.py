@@ -665,10 +665,8 @@ def test_grade_refuses_to_replace_a_gradebook_without_force_before_grading(built
 
 def test_a_disk_that_fills_while_grade_writes_leaves_the_old_gradebook_whole(built, fake_grading, tmp_path, capsys,
                                                                                monkeypatch):
-    import errno
-    import os
+    from conftest import fill_disk_at_flush
 
-    import rlhf_lab.core.files as files
     from rlhf_lab.teach import gradebook
 
     subs, calls = fake_grading
@@ -676,14 +674,7 @@ def test_a_disk_that_fills_while_grade_writes_leaves_the_old_gradebook_whole(bui
     assert _grade_cli(built, subs, out) == 0
     before = {p: p.read_bytes() for p in out.parent.rglob("*") if p.is_file()}
     assert len(before) == 3  # scores, the LMS file, one feedback file
-    flushes, real_fsync = [], os.fsync
-
-    def fsync(fd):  # the disk fills while the last file is flushed
-        flushes.append(fd)
-        if len(flushes) == 3:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_fsync(fd)
-    monkeypatch.setattr(files.os, "fsync", fsync)
+    fill_disk_at_flush(monkeypatch, 3)  # the disk fills while the last file is flushed
     monkeypatch.setattr(gradebook, "grade_in_child", lambda job: calls.append(job) or {  # new grades this time
         "questions": {}, "student_id": "s1", "error": "late", "seconds": 0.2})
     assert _grade_cli(built, subs, out, "--force") == 2 and len(calls) == 2

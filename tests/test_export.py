@@ -324,21 +324,11 @@ def test_existing_files_are_refused_then_replaced_with_force(store_path, tmp_pat
 
 def test_a_disk_that_fills_during_a_forced_export_leaves_the_old_export_whole(store_path, tmp_path, capsys,
                                                                                  monkeypatch):
-    import errno
-    import os
-
-    import rlhf_lab.core.files as files
+    from conftest import fill_disk_at_flush
 
     assert export(capsys, "--store", store_path, "--to", "trl", "--out", tmp_path) == 0
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    flushes, real_fsync = [], os.fsync
-
-    def fsync(fd):  # the disk fills while the third file is flushed
-        flushes.append(fd)
-        if len(flushes) == 3:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_fsync(fd)
-    monkeypatch.setattr(files.os, "fsync", fsync)
+    fill_disk_at_flush(monkeypatch, 3)  # the disk fills while the third file is flushed
     assert main(["export", "--store", str(store_path), "--to", "trl", "--out", str(tmp_path), "--annotator", "ann",
                  "--force"]) == 2
     err = capsys.readouterr().err
