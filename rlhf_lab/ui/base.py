@@ -21,7 +21,7 @@ from rlhf_lab.ui.parts import (
     notify,
     read_only_note,
     say,
-    store_trouble,
+    say_store_trouble,
     style_widget,
     text_html,
 )
@@ -211,10 +211,7 @@ class Rater:
         try:
             return fn(*args)
         except Exception as err:
-            text = store_trouble(err, failed)
-            say(self.message, text or f"{failed}: {err!r}", error=True)
-            if text is None:
-                raise
+            say_store_trouble(self.message, err, failed)  # a bug's error is raised again there
             raise _Shown from err
 
     def _keep_draft(self) -> None:

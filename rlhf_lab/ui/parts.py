@@ -23,7 +23,8 @@ import traitlets
 from rlhf_lab.feedback.records import FLAGS, Response
 
 __all__ = ["LETTERS", "asset", "make_key_catcher", "text_html", "markdown_html", "reply_html", "style_widget",
-           "notify", "say", "store_trouble", "read_only_note", "embolden", "reply_card", "FlagPanel"]
+           "notify", "say", "store_trouble", "say_store_trouble", "read_only_note", "embolden", "reply_card",
+           "FlagPanel"]
 
 try:
     import anywidget
@@ -136,6 +137,15 @@ def store_trouble(err: BaseException, failed: str = "Not saved") -> str | None:
     else:
         how = "the database failed; check that the store is reachable (a class store: its server, your network)"
     return f"{failed}: {how} ({cause})."
+
+
+def say_store_trouble(message, err: BaseException, failed: str) -> None:
+    """Show a failed store call in the `message` area in one line (`store_trouble`'s words, starting with `failed`);
+    an error that is not the store's (a bug) is shown, then raised again."""
+    text = store_trouble(err, failed)
+    say(message, text or f"{failed}: {err!r}", error=True)
+    if text is None:
+        raise err
 
 
 def read_only_note(store, what: str) -> str:
@@ -322,10 +332,7 @@ class FlagPanel:
         try:
             found = self.store.judgment(self.annotator, f"flags:{response_id}")
         except Exception as err:
-            text = store_trouble(err, "Your saved flags could not be read")
-            say(self.message, text or f"Your saved flags could not be read: {err!r}", error=True)
-            if text is None:
-                raise
+            say_store_trouble(self.message, err, "Your saved flags could not be read")
             return None
         return None if found is None else (frozenset(found["answer"]["flags"]), found["comment"])
 
@@ -360,10 +367,7 @@ class FlagPanel:
             judgment_id = before["id"] if same else self.store.record_flags(
                 response_id, self.annotator, flags, comment, replace=before is not None)
         except Exception as err:
-            text = store_trouble(err, "Flags not saved")
-            say(self.message, text or f"Flags not saved: {err!r}", error=True)
-            if text is None:
-                raise
+            say_store_trouble(self.message, err, "Flags not saved")
             return None
         if response_id == self.reply.value:
             self._fill((flags, comment))  # the form now shows what is saved
