@@ -22,7 +22,8 @@ import pandas as pd
 
 from rlhf_lab.core.files import write_atomic
 from rlhf_lab.loop.evaluation import paired_gain, t_interval, verdict
-from rlhf_lab.loop.experiment import ExperimentConfig, RLHFRun, eval_records
+from rlhf_lab.loop.experiment import ExperimentConfig, RLHFRun
+from rlhf_lab.loop.run_folder import eval_records
 
 __all__ = ["with_fields", "grid_points", "run_name", "sweep", "sweep_history", "contrasts"]
 

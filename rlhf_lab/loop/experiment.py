@@ -24,7 +24,6 @@ the run says so), the reward model learns their judgments, and the crowd's only 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -41,6 +40,7 @@ from rlhf_lab.loop.evaluation import PairedResult, distinct_n, paired_gain, repl
 from rlhf_lab.loop.learner import (crowd_pairs, learner_or_stand_in, learner_pairs, round_judge, stand_in_taste,
                                    training_pairs)
 from rlhf_lab.loop.run_config import STRATEGIES, ExperimentConfig, FeedbackConfig
+from rlhf_lab.loop.run_folder import ITERATION, delete_run, eval_records, iteration_dir, policy_after
 from rlhf_lab.policy.generation import GenerationBatch, generate
 from rlhf_lab.policy.models import load_policy, model_id
 from rlhf_lab.policy.prompts import load_prompts
@@ -51,54 +51,10 @@ from rlhf_lab.reward.sources import as_reward
 from rlhf_lab.train.callbacks import default_callbacks, tracker_callbacks
 from rlhf_lab.train.ppo import PPOTrainer
 
-__all__ = ["STRATEGIES", "FeedbackConfig", "ExperimentConfig", "RLHFRun", "iteration_dir", "policy_after",
-           "eval_records"]
+__all__ = ["STRATEGIES", "FeedbackConfig", "ExperimentConfig", "RLHFRun"]
 
 HELD_OUT_FOLDS = 5
 """Cross-validation folds (by prompt) of an embedding reward model's held-out accuracy."""
-
-
-def iteration_dir(run_dir: str | Path, k: int) -> Path:
-    """Iteration k's folder in a run directory (samples, eval samples, reward model, PPO checkpoint, DONE)."""
-    return Path(run_dir) / f"iter_{k:03d}"
-
-
-def policy_after(base: str, k: int) -> str:
-    """The name of a run's policy after iteration k: the base model's for k = 0, else `base@iter_00k` (its weights
-    are in iter_00k/ppo). Iteration k's pairs are sampled from `policy_after(base, k − 1)`, its evaluation from
-    `policy_after(base, k)`."""
-    return base if k <= 0 else f"{base}@iter_{k:03d}"
-
-
-def eval_records(run_dir: str | Path, k: int) -> list[dict]:
-    """Iteration k's evaluation as written: one record (prompt, response, gold, iteration, model, seed) per held-out
-    reply."""
-    path = iteration_dir(run_dir, k) / "eval_samples.jsonl"
-    if not path.is_file():
-        raise ValueError(f"iteration {k} has not been evaluated in {run_dir}")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-_ITERATION = re.compile(r"iter_(\d{3})")
-RUN_ENTRIES = re.compile(r"config\.json|feedback\.db(-wal|-shm|-journal)?|evaluation\.csv|ppo_metrics\.jsonl|"
-                         rf"samples\.jsonl|report|tensorboard|{_ITERATION.pattern}|\..+\.(tmp|old)-[0-9a-f]{{8}}")
-"""What a run directory holds (the hidden names are atomic writes' leftovers): all `overwrite` may delete."""
-
-
-def _delete_run(path: Path) -> None:
-    """Delete the run in `path`, refusing a folder that holds anything a run does not write (or whose config.json
-    is not a run's): overwrite=True must never take a user's other files with it."""
-    try:
-        ExperimentConfig.from_dict(read_json(path / "config.json"))
-    except Exception as err:  # noqa: BLE001 - any reason it is not a run's config
-        raise ValueError(f"{path} is not an rlhf-lab run (its config.json does not read as one: {err}); nothing was "
-                         "deleted: choose another folder.") from None
-    foreign = sorted(p.name for p in path.iterdir() if not RUN_ENTRIES.fullmatch(p.name))
-    if foreign:
-        raise ValueError(f"{path} holds files a run does not write ({', '.join(foreign[:5])}"
-                         f"{', ...' if len(foreign) > 5 else ''}); nothing was deleted: move them out, or choose "
-                         "another folder.")
-    shutil.rmtree(path)
 
 
 class RLHFRun:
@@ -137,7 +93,7 @@ class RLHFRun:
             if not overwrite:
                 raise FileExistsError(f"{path} already holds a run: reopen it with RLHFRun.open({str(path)!r}) or "
                                       "pass overwrite=True to start over (its data will be deleted).")
-            _delete_run(path)
+            delete_run(path)
         path.mkdir(parents=True, exist_ok=True)
         write_atomic(path / "config.json", json.dumps(config.to_dict(), indent=2))
         return cls(path, config, **kwargs)
@@ -159,7 +115,7 @@ class RLHFRun:
 
     def _iteration_folders(self) -> list[tuple[int, Path]]:
         """(k, iter_k folder) of every iteration folder; another name that starts with iter_ is not one."""
-        return [(int(match[1]), p) for p in self.path.glob("iter_*") if (match := _ITERATION.fullmatch(p.name))]
+        return [(int(match[1]), p) for p in self.path.glob("iter_*") if (match := ITERATION.fullmatch(p.name))]
 
     def _restore(self, k: int) -> None:
         """Load the PPO state and reward model of completed iteration k; later, unfinished work is redone (its
