@@ -78,6 +78,12 @@ def test_two_iterations_leave_every_artefact(two_iterations):
     # evaluation from the policy after k (weights in iter_00k/ppo)
     sampled = run.store.judgments_df().groupby("iteration")["model"].unique().map(list).to_dict()
     assert sampled == {1: ["tiny"], 2: ["tiny@iter_001"]}
+    for k, n in ((1, 16), (2, 32)):  # each reward model says what it was fitted on
+        data = json.loads((path / f"iter_{k:03d}" / "reward_model_data.json").read_text())
+        judged = run.store.judgments_df()
+        assert data["pairs"] == n and data["iterations"] == list(range(1, k + 1))
+        assert data["models"] == ["tiny", "tiny@iter_001"][:k]
+        assert data["judgment_ids"] == sorted(judged.loc[judged["iteration"] <= k, "judgment_id"].tolist())
     for k, name in ((0, "tiny"), (1, "tiny@iter_001"), (2, "tiny@iter_002")):
         lines = [json.loads(line) for line in (path / f"iter_{k:03d}" / "eval_samples.jsonl").read_text().splitlines()]
         assert {(r["iteration"], r["model"], r["seed"]) for r in lines} == {(k, name, run.config.seed + 10_007)}

@@ -23,7 +23,7 @@ from rlhf_lab.feedback.schema import ANNOTATOR_KINDS
 
 __all__ = ["PAIR_COLUMNS", "judgments_to_pairs", "as_preference_pairs", "split_by_prompt", "bootstrap_pairs",
            "without_ties", "UNPAIRED_COLUMNS", "unpaired_examples", "rating_examples", "ranking_examples",
-           "weight_by_source", "weight_by_annotator", "weighted_pairs", "pair_weights"]
+           "weight_by_source", "weight_by_annotator", "weighted_pairs", "pair_weights", "pairs_origin"]
 
 UNPAIRED_COLUMNS = ["prompt", "completion", "label", "annotator", "response_id", "judgment_id", "iteration", "model"]
 
@@ -250,3 +250,12 @@ def pair_weights(pairs: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray | None]:
                          "weight_by_source(pairs, kinds, weights) makes one")
     keep = w > 0
     return pairs[keep].reset_index(drop=True), w[keep]
+
+
+def pairs_origin(pairs: pd.DataFrame) -> dict:
+    """What a set of preference pairs came from, for a model fitted on them to keep beside its weights: the number
+    of pairs, the judgments (their ids), the annotators, and the iterations and models of the replies."""
+    models = sorted({m for joined in pairs["model"] for m in str(joined).split(",")})
+    return {"pairs": len(pairs), "judgment_ids": sorted(int(j) for j in pairs["judgment_id"].unique()),
+            "annotators": sorted(map(str, pairs["annotator"].unique())),
+            "iterations": sorted(int(i) for i in pairs["iteration"].unique()), "models": models}

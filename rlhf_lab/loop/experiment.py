@@ -11,7 +11,8 @@ The run directory (nothing in it is half-written: files are replaced atomically,
     ppo_metrics.jsonl      every PPO update of every iteration on one time axis, `update` (`ppo_metrics()`: iteration)
     samples.jsonl          PPO's rollout replies every `log_samples_every` updates (update, prompt, response, score)
     evaluation.csv         one row per iteration (0 = the initial policy) on the fixed eval prompts
-    iter_001/              eval_samples.jsonl (with the policy that wrote them), reward_model/, ppo/ (checkpoint), DONE
+    iter_001/              eval_samples.jsonl (with the policy that wrote them), reward_model/, reward_model_data.json
+                           (the judgments, annotators, iterations and models it was fitted on), ppo/ (checkpoint), DONE
 
 Every iteration keeps its policy's weights in ppo/; only the last completed one keeps the optimizer state the run
 resumes from (AdamW's moments are twice the weights: 1.1 GB per iteration for SmolLM2-135M; `drop_optimizer_state`).
@@ -35,6 +36,7 @@ from rlhf_lab.core.checkpoint import drop_optimizer_state, tensor_bytes
 from rlhf_lab.core.files import ensure_free_space, read_json, write_atomic
 from rlhf_lab.feedback.crowd import SimulatedCrowd
 from rlhf_lab.feedback.gold import GoldUtility
+from rlhf_lab.feedback.preferences import pairs_origin
 from rlhf_lab.feedback.store import FeedbackStore
 from rlhf_lab.loop.evaluation import PairedResult, distinct_n, paired_gain, replies_with_kl
 from rlhf_lab.loop.learner import (crowd_pairs, learner_or_stand_in, learner_pairs, round_judge, stand_in_taste,
@@ -287,6 +289,8 @@ class RLHFRun:
         replies = [(r.prompt, r.text) for item in self.store.items(kind="pairwise", iteration=k) for r in item.responses]
         model.normalize([p for p, _ in replies], [t for _, t in replies])
         model.save(self.iteration_dir(k) / "reward_model")
+        write_atomic(self.iteration_dir(k) / "reward_model_data.json", json.dumps(
+            {**pairs_origin(pairs), "normalised_on": f"iteration {k}'s pairwise replies"}, indent=1))
         self.reward_model = model
         yours = pairs if fb.learner is None else self.learner_pairs()
         if not embedding:
