@@ -165,7 +165,8 @@ class LocalPostgres:
             for level in ("FATAL:", "PANIC:"):
                 if level in line:
                     return " ".join(line[line.index(level):].split())[:300]
-        return (lines[-1][:300] if lines else one_line(proc.stderr or proc.stdout)[-300:]) or f"pg_ctl exited with status {proc.returncode}"
+        last = lines[-1][:300] if lines else one_line(proc.stderr or proc.stdout)[-300:]
+        return last or f"pg_ctl exited with status {proc.returncode}"
 
     def running(self) -> bool:
         return self.initialised() and self._run("pg_ctl", "-D", str(self.data), "status", check=False).returncode == 0

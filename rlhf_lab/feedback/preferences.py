@@ -123,8 +123,8 @@ def unpaired_examples(data) -> pd.DataFrame:
 
 def rating_examples(data) -> pd.DataFrame:
     """Likert ratings as one row per rated reply: prompt, response, score, lo, hi (the scale), annotator,
-    judgment_id, and the iteration and model that wrote the replies. `data`: a FeedbackStore or its `judgments_df()`. A supervised reward model regresses
-    on these (`EmbeddingRewardModel.fit_ratings`)."""
+    judgment_id, and the iteration and model that wrote the replies. `data`: a FeedbackStore or its
+    `judgments_df()`. A supervised reward model regresses on these (`EmbeddingRewardModel.fit_ratings`)."""
     df = data.judgments_df() if hasattr(data, "judgments_df") else data
     rows = [dict(prompt=j.prompt, response=text, score=float(score), lo=int(j.answer["scale"][0]),
                  hi=int(j.answer["scale"][1]), annotator=j.annotator, judgment_id=int(j.judgment_id),
@@ -136,7 +136,8 @@ def rating_examples(data) -> pd.DataFrame:
 
 def ranking_examples(data) -> pd.DataFrame:
     """Rankings as one row per ranking: prompt, ranked (the reply texts, best first), annotator, judgment_id,
-    iteration and model (of the replies). A listwise reward model fits these (`EmbeddingRewardModel.fit_rankings`, Plackett–Luce)."""
+    iteration and model (of the replies). A listwise reward model fits these (`EmbeddingRewardModel.fit_rankings`,
+    Plackett–Luce)."""
     df = data.judgments_df() if hasattr(data, "judgments_df") else data
     rows = []
     for j in df[df["kind"] == "ranking"].itertuples():

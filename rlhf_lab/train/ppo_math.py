@@ -58,7 +58,8 @@ def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
     kept = torch.where(mask, x, 0.0)
     total = kept.sum(dtype=wide) if dim is None else kept.sum(dim, dtype=wide)
     count = mask.sum() if dim is None else mask.sum(dim)
-    return (total / count.clamp_min(1)).to(x.dtype) if x.is_floating_point() else total / count.clamp_min(1)
+    mean = total / count.clamp_min(1)
+    return mean.to(x.dtype) if x.is_floating_point() else mean
 
 
 def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
