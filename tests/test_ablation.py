@@ -94,13 +94,17 @@ def test_history_and_plot(small_sweep):
         plot_sweep(df, x="nope")
 
 
-def test_contrasts_pair_seeds_with_a_t_interval(small_sweep):
+def test_contrasts_pair_seeds_with_a_t_interval(small_sweep, tmp_path):
     out, _, df = small_sweep
+    table = pd.read_csv(out / "sweep.csv")  # the smoke runs' gold can tie at both seeds: give the seeds a spread
+    table.loc[table["feedback.strategy"] == "temperatures", "gold_reward"] += [0.3, 0.1]
+    table.to_csv(tmp_path / "sweep.csv", index=False)
+    out = tmp_path
     table = contrasts(out, "feedback.strategy")
     assert len(table) == 1
     row = table.iloc[0]
     assert (row["feedback.strategy"], row["baseline"], row["seeds"]) == ("temperatures", "random", 2)
-    gold = df.set_index(["feedback.strategy", "seed"])["gold_reward"]
+    gold = pd.read_csv(out / "sweep.csv").set_index(["feedback.strategy", "seed"])["gold_reward"]
     d = np.array([gold["temperatures", s] - gold["random", s] for s in (0, 1)])
     half = 12.7062 * abs(d[0] - d[1]) / np.sqrt(2) / np.sqrt(2)  # t_{1, 0.975} · sd / √2, sd = |d0 − d1| / √2
     assert row["difference"] == pytest.approx(d.mean())
@@ -152,6 +156,18 @@ def test_a_nan_figure_gives_an_undefined_contrast_not_one_seed(small_sweep, tmp_
     row = contrasts(tmp_path, "feedback.strategy", y="kl").iloc[0]
     assert (row["seeds"], row["interval"], row["verdict"]) == (2, "2 seeds (t)", "undefined: a run's figure is NaN")
     assert np.isnan(row["difference"])
+
+
+def test_the_same_difference_at_every_seed_has_no_interval_and_is_never_higher(small_sweep, tmp_path):
+    out, _, df = small_sweep
+    table = pd.read_csv(out / "sweep.csv")
+    base = table["feedback.strategy"] == "random"
+    table.loc[base, "kl"] = [1.0, 2.0]
+    table.loc[~base, "kl"] = [1.5, 2.5]  # +0.5 at both seeds: a zero-width t interval would say "higher"
+    table.to_csv(tmp_path / "sweep.csv", index=False)
+    row = contrasts(tmp_path, "feedback.strategy", y="kl").iloc[0]
+    assert row["difference"] == pytest.approx(0.5) and np.isnan(row["ci_low"]) and np.isnan(row["ci_high"])
+    assert (row["seeds"], row["verdict"]) == (2, "same difference at every seed: no interval")
 
 
 def test_runs_that_ended_at_different_iterations_are_not_paired(small_sweep, tmp_path):

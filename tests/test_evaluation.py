@@ -61,7 +61,7 @@ def test_distinct_n_counts_repeated_ngrams():
 
 
 def test_t_interval_matches_a_hand_computation():
-    from rlhf_lab.loop.evaluation import t_interval
+    from rlhf_lab.loop.evaluation import t_interval, verdict
 
     mean, lo, hi = t_interval([1.0, 2.0, 4.0])
     s = np.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2)
@@ -69,6 +69,9 @@ def test_t_interval_matches_a_hand_computation():
     assert mean == pytest.approx(7 / 3) and lo == pytest.approx(7 / 3 - half) and hi == pytest.approx(7 / 3 + half)
     one = t_interval([0.5])
     assert one[0] == 0.5 and np.isnan(one[1]) and np.isnan(one[2])
+    same = t_interval([0.25, 0.25, 0.25])  # no spread: not a zero-width interval that would say "rose"
+    assert same[0] == 0.25 and np.isnan(same[1]) and np.isnan(same[2])
+    assert verdict(same[1], same[2]) == "no detectable change"
     with pytest.raises(ValueError, match="flat list"):
         t_interval([])
 

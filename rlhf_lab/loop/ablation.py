@@ -126,7 +126,8 @@ def contrasts(out: str | Path, field: str, *, y: str = "gold_reward", baseline=N
     With one seed, the gold reward pairs the two runs' replies to the same held-out prompts (`paired_gain`'s
     bootstrap): that interval holds only the eval replies' noise, not the training's, and the `interval` column
     says so ("seed 0's 32 eval prompts only"); another `y` has no interval with one seed. `verdict` is "higher",
-    "lower" or "no detectable difference" (the interval holds 0), or "one seed: no interval".
+    "lower" or "no detectable difference" (the interval holds 0), or "one seed: no interval", or "same difference at
+    every seed: no interval" (no spread to measure: a zero-width interval would claim certainty).
     `seeds`: only these seeds (default: all in the sweep)."""
     out = Path(out)
     if not (out / "sweep.csv").is_file():
@@ -178,7 +179,7 @@ def contrasts(out: str | Path, field: str, *, y: str = "gold_reward", baseline=N
             if math.isnan(mean):  # a run's figure is missing (NaN): no difference to speak of
                 word = "undefined: a run's figure is NaN"
             elif math.isnan(low):
-                word = "one seed: no interval"
+                word = "one seed: no interval" if len(common) < 2 else "same difference at every seed: no interval"
             else:
                 word = {"rose": "higher", "fell": "lower"}.get(verdict(low, high), "no detectable difference")
             rows.append({**dict(zip(others, key if isinstance(key, tuple) else (key,))), field: value,

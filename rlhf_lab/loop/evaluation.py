@@ -54,13 +54,14 @@ def t_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
 
         mean ± t_{n−1, (1+confidence)/2} · s / √n,     s = the sample standard deviation (ddof 1)
 
-    The benches' "over seeds" figures. One value gives NaN bounds (no spread to measure)."""
+    The benches' "over seeds" figures. One value, or values all equal, give NaN bounds: there is no spread to
+    measure, and a zero-width interval would claim a certainty a few seeds cannot give."""
     from scipy import stats
 
     v = np.asarray(values, dtype=float)
     if v.ndim != 1 or len(v) == 0:
         raise ValueError(f"t_interval needs a flat list of at least one figure, got shape {v.shape}")
-    if len(v) < 2:
+    if len(v) < 2 or np.ptp(v) == 0:
         return float(v.mean()), float("nan"), float("nan")
     half = stats.t.ppf((1 + confidence) / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
     return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
