@@ -11,6 +11,7 @@ from rlhf_lab.cli import demo_config, main
 from rlhf_lab.loop.evaluation import distinct_n, verdict
 from rlhf_lab.loop.experiment import ExperimentConfig, FeedbackConfig, RLHFRun
 from rlhf_lab.train.ppo import PPOConfig
+from rlhf_lab.train.trainer_checkpoint import saved_state
 
 TIME_COLUMNS = ("time/",)
 
@@ -39,6 +40,7 @@ def two_iterations(tmp_path_factory):
     path = tmp_path_factory.mktemp("runs") / "a"
     config = demo_config(smoke=True)
     config.report_to = ("tensorboard",)
+    config.ppo.log_samples_every = 1  # rollout samples logged at every update (no effect on the figures)
     run = RLHFRun.create(path, config, callbacks=[])
     run.run()
     return path, run
@@ -69,7 +71,16 @@ def test_two_iterations_leave_every_artefact(two_iterations):
     assert row["gold_gain_vs_initial_ci_low"] <= row["gold_gain_vs_initial"] <= row["gold_gain_vs_initial_ci_high"]
     assert row["verdict_vs_initial"] == verdict(row["gold_gain_vs_initial_ci_low"], row["gold_gain_vs_initial_ci_high"])
     metrics = [json.loads(line) for line in (path / "ppo_metrics.jsonl").read_text().splitlines()]
-    assert [m["update"] for m in metrics] == [1, 2, 3, 4]
+    assert [(m["update"], m["iteration"]) for m in metrics] == [(1, 1), (2, 1), (3, 2), (4, 2)]
+    # PPO's rollout samples and checkpoints say which iteration, start policy and reward model they belong to
+    samples = [json.loads(line) for line in (path / "samples.jsonl").read_text().splitlines()]
+    assert sorted({(r["update"], r["iteration"], r["from_policy"], r["reward_model"]) for r in samples}) == [
+        (1, 1, "tiny", "iter_001/reward_model"), (2, 1, "tiny", "iter_001/reward_model"),
+        (3, 2, "tiny@iter_001", "iter_002/reward_model"), (4, 2, "tiny@iter_001", "iter_002/reward_model")]
+    for k in (1, 2):
+        state = saved_state(path / f"iter_{k:03d}" / "ppo")
+        assert state["provenance"] == {"iteration": k, "from_policy": ["tiny", "tiny@iter_001"][k - 1],
+                                       "reward_model": f"iter_{k:03d}/reward_model"}
     assert run.ppo_metrics()["iteration"].tolist() == [1, 1, 2, 2]
     counts = run.store.counts()
     assert counts["total"] == 32 and counts["by_iteration"] == {1: 16, 2: 16}
@@ -116,7 +127,7 @@ def test_same_seed_same_metrics(two_iterations, tmp_path):
     second = RLHFRun.create(tmp_path / "b", demo_config(smoke=True), callbacks=[])
     second.run()
     a = _comparable(pd.read_json(path / "ppo_metrics.jsonl", lines=True)).head(4)
-    b = _comparable(second.ppo_metrics().drop(columns="iteration"))
+    b = _comparable(second.ppo_metrics())
     pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True), check_dtype=False)
     pd.testing.assert_frame_equal(first.evaluation().head(3), second.evaluation())
 

@@ -316,6 +316,8 @@ class RLHFRun:
         """`ppo_updates` PPO updates against the new reward model; the trainer checkpoint lands in iter_k/ppo."""
         self.trainer.reward = self.ppo_reward()
         self.trainer.update_offset_ = (k - 1) * self.config.ppo_updates  # the log counts updates per iteration
+        self.trainer.provenance = {"iteration": k, "from_policy": policy_after(model_id(self.policy), k - 1),
+                                   "reward_model": f"{self.iteration_dir(k).name}/reward_model"}
         self.trainer.train(self.train_prompts, n_updates=k * self.config.ppo_updates,
                            checkpoint_dir=self.iteration_dir(k) / "ppo")
 

@@ -133,6 +133,8 @@ class OnPolicyTrainer:
         self.update_ = 0
         self.n_updates_ = None
         self.rollout_ = None
+        self.provenance: dict = {}  # where this training sits (an RLHFRun: iteration, start policy, reward model):
+        # in every sample row and checkpoint; its numbers (the iteration) in every metrics row too
         self._clock: dict[str, float] = {}
 
     def build_critic(self, policy, critic):
@@ -328,7 +330,8 @@ class OnPolicyTrainer:
                                                                       dtype=torch.float32) for k in names]), "mean")
         now = time.perf_counter()
         episodes = update * self.config.rollouts_per_update * self.accelerator.num_processes
-        metrics = {"update": update, "episode": episodes, **dict(zip(names, values.tolist())), "objective/beta": beta,
+        tags = {k: v for k, v in self.provenance.items() if isinstance(v, (int, float))}
+        metrics = {**tags, "update": update, "episode": episodes, **dict(zip(names, values.tolist())), "objective/beta": beta,
                    "lr": self.optimizer.param_groups[0]["lr"],
                    "time/generation_s": clock["generation"] - clock["start"],
                    "time/scoring_s": clock["scoring"] - clock["generation"],
@@ -340,7 +343,7 @@ class OnPolicyTrainer:
                 target.on_step_end(self, metrics)
         every = self.config.log_samples_every
         if every and update % every == 0:
-            samples = [{"update": update, "prompt": p, "response": r, "score": s, "eos": e} for p, r, s, e in
+            samples = [{**self.provenance, "update": update, "prompt": p, "response": r, "score": s, "eos": e} for p, r, s, e in
                        zip(batch.prompts, batch.responses, scores.tolist(), batch.eos.tolist())]
             for target in (self.history, *self.callbacks):
                 if hasattr(target, "on_samples"):

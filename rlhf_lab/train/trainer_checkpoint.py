@@ -55,6 +55,8 @@ def _run_state(trainer) -> dict:
         state.update(kl_coef=trainer.kl_ctl.value, cost_lambda=trainer.constraint.value)
     if hasattr(trainer, "model_id"):  # every trainer: the base policy it started from (its reference)
         state["model_id"] = trainer.model_id
+    if getattr(trainer, "provenance", None):  # e.g. an RLHFRun's iteration, start policy and reward model
+        state["provenance"] = dict(trainer.provenance)
     return state
 
 
@@ -158,6 +160,8 @@ def load_trainer(trainer, path_or_checkpoint):
         setattr(trainer, name, value)
     trainer.update_ = state["update"]
     trainer.history.load_state_dict(state["history"])
+    if hasattr(trainer, "provenance"):
+        trainer.provenance = dict(state.get("provenance", {}))
     if rng is not None:
         set_rng_state(rng)
     return trainer
