@@ -331,8 +331,8 @@ class OnPolicyTrainer:
         now = time.perf_counter()
         episodes = update * self.config.rollouts_per_update * self.accelerator.num_processes
         tags = {k: v for k, v in self.provenance.items() if isinstance(v, (int, float))}
-        metrics = {**tags, "update": update, "episode": episodes, **dict(zip(names, values.tolist())), "objective/beta": beta,
-                   "lr": self.optimizer.param_groups[0]["lr"],
+        metrics = {**tags, "update": update, "episode": episodes, **dict(zip(names, values.tolist())),
+                   "objective/beta": beta, "lr": self.optimizer.param_groups[0]["lr"],
                    "time/generation_s": clock["generation"] - clock["start"],
                    "time/scoring_s": clock["scoring"] - clock["generation"],
                    "time/forward_s": clock["forward"] - clock["scoring"],
@@ -343,8 +343,8 @@ class OnPolicyTrainer:
                 target.on_step_end(self, metrics)
         every = self.config.log_samples_every
         if every and update % every == 0:
-            samples = [{**self.provenance, "update": update, "prompt": p, "response": r, "score": s, "eos": e} for p, r, s, e in
-                       zip(batch.prompts, batch.responses, scores.tolist(), batch.eos.tolist())]
+            samples = [{**self.provenance, "update": update, "prompt": p, "response": r, "score": s, "eos": e}
+                       for p, r, s, e in zip(batch.prompts, batch.responses, scores.tolist(), batch.eos.tolist())]
             for target in (self.history, *self.callbacks):
                 if hasattr(target, "on_samples"):
                     target.on_samples(self, samples)
