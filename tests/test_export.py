@@ -59,6 +59,14 @@ PAIRS = [("How are you?", "Fine, thanks!", "Go away.", 2.0, 0, "ann", "pairwise"
          ("Name a colour.", "Red, like a rose.", "Seven.", 3.0, 1, "ann", "rating")]
 THUMBS = [("Say hi.", "Hi!", True, 1, "ann"), ("Say hi.", "No.", False, 1, "ann"),
           ("Name a colour.", "Seven.", False, 1, "bob")]
+# each reply's id in the store (added in this order by `store_path`)
+REPLY_ID = {text: i for i, text in enumerate(["Fine, thanks!", "Go away.", "Blue.", "Seven.", "Red, like a rose.",
+                                              "Hi!", "No."], 1)}
+
+
+def replies_origin(chosen, rejected, iteration):
+    return dict(chosen_model=f"policy-{iteration}", rejected_model=f"policy-{iteration}", chosen_id=REPLY_ID[chosen],
+                rejected_id=REPLY_ID[rejected])
 
 
 def user(text):
@@ -130,10 +138,10 @@ def test_trl_rows_and_recipes_with_the_labs_defaults(store_path, tmp_path, capsy
     # the default policy (SmolLM2-135M-Instruct) reads a chat template: conversational rows
     assert read_jsonl(tmp_path / "preference.jsonl") == [
         dict(prompt=user(p), chosen=assistant(c), rejected=assistant(r), margin=m, iteration=i, model=f"policy-{i}",
-             annotator=a, source_kind=k) for p, c, r, m, i, a, k in PAIRS]
+             annotator=a, **replies_origin(c, r, i), source_kind=k) for p, c, r, m, i, a, k in PAIRS]
     assert read_jsonl(tmp_path / "unpaired.jsonl") == [
-        dict(prompt=user(p), completion=assistant(c), label=up, iteration=i, model=f"policy-{i}", annotator=a)
-        for p, c, up, i, a in THUMBS]
+        dict(prompt=user(p), completion=assistant(c), label=up, iteration=i, model=f"policy-{i}", annotator=a,
+             response_id=REPLY_ID[c]) for p, c, up, i, a in THUMBS]
     base, kto, reward = TasteConfig(), KTOConfig(), RewardConfig()
     dpo = read_yaml(tmp_path / "dpo.yaml")
     assert dpo["model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -166,7 +174,8 @@ def test_trl_recipes_carry_a_taste_runs_settings(taste_run, tmp_path, capsys):
     assert export(capsys, "--run", run, "--to", "trl", "--out", tmp_path) == 0  # the run's own feedback.db
     rows = read_jsonl(tmp_path / "preference.jsonl")  # chat_template=False in the run: standard rows
     assert rows[0] == dict(prompt="How are you?", chosen="Fine, thanks!", rejected="Go away.", margin=2.0,
-                           iteration=0, model="policy-0", annotator="ann", source_kind="pairwise")
+                           iteration=0, model="policy-0", annotator="ann",
+                           **replies_origin("Fine, thanks!", "Go away.", 0), source_kind="pairwise")
     assert read_jsonl(tmp_path / "unpaired.jsonl")[0]["completion"] == "Hi!"
     dpo = read_yaml(tmp_path / "dpo.yaml")
     assert (dpo["learning_rate"], dpo["beta"], dpo["loss_type"], dpo["per_device_train_batch_size"],

@@ -295,6 +295,29 @@ def test_export_import_jsonl_round_trip(filled, tmp_path):
         assert copy.preference_pairs()["tie"].sum() == 1
 
 
+def test_a_pair_of_two_models_replies_says_which_wrote_which_through_export_and_import(store, tmp_path):
+    from rlhf_lab.feedback.preferences import pairs_origin
+
+    ids = store.add_responses([dict(prompt="p", response="old reply", model="base", iteration=1),
+                               dict(prompt="p", response="new reply", model="base@iter_001", iteration=2)])
+    store.record_pairwise(store.add_item(ids), "ann", "B")  # the later model's reply is chosen
+    pair = store.preference_pairs().iloc[0]
+    assert (pair["chosen"], pair["chosen_model"], pair["rejected_model"]) == ("new reply", "base@iter_001", "base")
+    assert (pair["model"], pair["iteration"], pair["chosen_id"], pair["rejected_id"]) == \
+        ("base,base@iter_001", 2, ids[1], ids[0])
+    assert pairs_origin(store.preference_pairs())["models"] == ["base", "base@iter_001"]
+    path = tmp_path / "pairs.jsonl"
+    store.export_jsonl(path)
+    line = json.loads(path.read_text())
+    assert {k: line[k] for k in ("chosen_model", "rejected_model", "chosen_id", "rejected_id")} == \
+        {"chosen_model": "base@iter_001", "rejected_model": "base", "chosen_id": ids[1], "rejected_id": ids[0]}
+    with FeedbackStore(":memory:") as copy:
+        copy.import_jsonl(path)
+        back = copy.preference_pairs().iloc[0]
+        assert (back["chosen"], back["chosen_model"], back["rejected_model"], back["model"]) == \
+            ("new reply", "base@iter_001", "base", "base,base@iter_001")
+
+
 def test_import_bad_line_imports_nothing(store, tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n" + json.dumps({"prompt": "p"}))

@@ -24,8 +24,9 @@ __all__ = ["export_jsonl", "import_jsonl", "export_csv", "export_unpaired_jsonl"
 
 def export_jsonl(store, path: str | Path, include_ties: bool = False) -> int:
     """Write preference pairs as JSON lines: prompt, chosen, rejected, margin (when known), and the pair's
-    iteration, model, annotator, tie and source_kind. Ties are left out unless `include_ties` (trainers such as
-    TRL would read a tie as a preference). Returns the number of lines written."""
+    iteration, model, the model and store id of each reply (chosen_model, rejected_model, chosen_id, rejected_id),
+    annotator, tie and source_kind. Ties are left out unless `include_ties` (trainers such as TRL would read a tie
+    as a preference). Returns the number of lines written."""
     pairs = store.preference_pairs(include_ties=include_ties)
     lines = []
     for p in pairs.itertuples():
@@ -33,16 +34,19 @@ def export_jsonl(store, path: str | Path, include_ties: bool = False) -> int:
         if not math.isnan(p.margin):
             row["margin"] = p.margin
         row.update(tie=bool(p.tie), annotator=p.annotator, iteration=int(p.iteration), model=p.model,
-                   source_kind=p.source_kind)
+                   chosen_model=p.chosen_model, rejected_model=p.rejected_model, chosen_id=int(p.chosen_id),
+                   rejected_id=int(p.rejected_id), source_kind=p.source_kind)
         lines.append(json.dumps(row, ensure_ascii=False) + "\n")
     write_atomic(path, "".join(lines))  # a crash leaves the previous export whole, never a shorter valid one
     return len(pairs)
 
 def import_jsonl(store, path: str | Path, annotator: str = "imported", model: str = "imported",
                  iteration: int = 0) -> int:
-    """Read preference pairs (prompt, chosen, rejected, optional margin/tie/annotator/model/iteration) as pairwise
-    judgments, A = chosen. Every line is checked first and the whole file is one transaction: a bad line imports
-    nothing. A file already imported (same SHA-256) is refused. Returns the count."""
+    """Read preference pairs (prompt, chosen, rejected, optional margin/tie/annotator/model/iteration, and
+    chosen_model/rejected_model where the two replies' models differ) as pairwise judgments, A = chosen. The
+    replies get new ids in this store (an exported file's chosen_id and rejected_id are its own store's). Every line
+    is checked first and the whole file is one transaction: a bad line imports nothing. A file already imported
+    (same SHA-256) is refused. Returns the count."""
     data = Path(path).read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     try:
@@ -65,10 +69,10 @@ def import_jsonl(store, path: str | Path, annotator: str = "imported", model: st
             raise ValueError(f"{path} was imported into this store already (same SHA-256); importing it again would "
                              "duplicate every pair")
         for row in rows:
-            meta = dict(prompt=row["prompt"], model=row["model"], sampling="{}", eos=None,
-                        iteration=row["iteration"], created_at=time.time())
-            ids = [conn.execute(responses_t.insert().values(text=row[k], **meta)).inserted_primary_key[0]
-                   for k in ("chosen", "rejected")]
+            meta = dict(prompt=row["prompt"], sampling="{}", eos=None, iteration=row["iteration"],
+                        created_at=time.time())
+            ids = [conn.execute(responses_t.insert().values(text=row[k], model=row[f"{k}_model"], **meta))
+                   .inserted_primary_key[0] for k in ("chosen", "rejected")]
             item_id = conn.execute(items_t.insert().values(kind="pairwise", prompt=row["prompt"],
                                                            created_at=time.time())).inserted_primary_key[0]
             conn.execute(item_responses_t.insert(), [dict(item_id=item_id, position=i, response_id=r)
@@ -94,11 +98,13 @@ def export_csv(store, path: str | Path, what: str = "judgments") -> int:
 
 def export_unpaired_jsonl(store, path: str | Path) -> int:
     """Write thumbs judgments as TRL's unpaired JSON lines (prompt, completion, label: true = thumbs up), plus
-    annotator, iteration and model; KTO trainers read these. Returns the number of lines written."""
+    annotator, iteration, model and the reply's store id (response_id); KTO trainers read these. Returns the
+    number of lines written."""
     from rlhf_lab.feedback.preferences import unpaired_examples
 
     examples = unpaired_examples(store)
     write_atomic(path, "".join(json.dumps(dict(prompt=e.prompt, completion=e.completion, label=bool(e.label),
-                                               annotator=e.annotator, iteration=int(e.iteration), model=e.model),
+                                               annotator=e.annotator, iteration=int(e.iteration), model=e.model,
+                                               response_id=int(e.response_id)),
                                           ensure_ascii=False) + "\n" for e in examples.itertuples()))
     return len(examples)

@@ -28,7 +28,9 @@ __all__ = ["PAIR_COLUMNS", "judgments_to_pairs", "as_preference_pairs", "split_b
 UNPAIRED_COLUMNS = ["prompt", "completion", "label", "annotator", "response_id", "judgment_id", "iteration", "model"]
 
 PAIR_COLUMNS = ["prompt", "chosen", "rejected", "chosen_id", "rejected_id", "tie", "margin", "annotator", "iteration",
-                "model", "source_kind", "judgment_id"]
+                "model", "chosen_model", "rejected_model", "source_kind", "judgment_id"]
+"""`model` names both replies' models ("a,b", sorted, when they differ); chosen_model and rejected_model say which
+wrote which. `iteration` is the later of the two replies'."""
 
 
 def judgments_to_pairs(rows, items: dict[int, Item], include_ties: bool = True) -> pd.DataFrame:
@@ -48,7 +50,8 @@ def judgments_to_pairs(rows, items: dict[int, Item], include_ties: bool = True) 
             return
         pairs.append(dict(prompt=a.prompt, chosen=a.text, rejected=b.text, chosen_id=a.id, rejected_id=b.id,
                           tie=tie, margin=float(margin), annotator=j.annotator, iteration=max(a.iteration, b.iteration),
-                          model=",".join(sorted({a.model, b.model})), source_kind=kind, judgment_id=j.id))
+                          model=",".join(sorted({a.model, b.model})), chosen_model=a.model, rejected_model=b.model,
+                          source_kind=kind, judgment_id=j.id))
 
     rated: dict[tuple[str, str], dict[int, tuple[int, Response, object]]] = {}
     for j in rows:
@@ -256,7 +259,8 @@ def pair_weights(pairs: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray | None]:
 def pairs_origin(pairs: pd.DataFrame) -> dict:
     """What a set of preference pairs came from, for a model fitted on them to keep beside its weights: the number
     of pairs, the judgments (their ids), the annotators, and the iterations and models of the replies."""
-    models = sorted({m for joined in pairs["model"] for m in str(joined).split(",")})
+    models = sorted({*pairs["chosen_model"], *pairs["rejected_model"]} if "chosen_model" in pairs else
+                    {m for joined in pairs["model"] for m in str(joined).split(",")})
     return {"pairs": len(pairs), "judgment_ids": sorted(int(j) for j in pairs["judgment_id"].unique()),
             "annotators": sorted(map(str, pairs["annotator"].unique())),
             "iterations": sorted(int(i) for i in pairs["iteration"].unique()), "models": models}

@@ -9,7 +9,9 @@ Standard rows hold strings; conversational rows (`chat=True`, for a policy that 
 `{"role", "content"}` messages: the prompt as a user turn (after a system turn when the run set one), each reply as
 one assistant turn. TRL and OpenRLHF (`--apply_chat_template`) read both forms; verl's prompts are always messages.
 
-Every row also carries `iteration`, `model` and `annotator` (verl: inside `extra_info`), which the trainers ignore.
+Every row also carries `iteration`, `model` and `annotator` (verl: inside `extra_info`), which the trainers ignore;
+reply rows also carry each reply's model and id in the store (chosen_model, rejected_model, chosen_id, rejected_id;
+response_id for thumbs), so a row can be traced back to the reply that was judged.
 Ties are left out of the pairs (a trainer would read a tie as a preference). `margin` is the judgment's strength
 (pairwise) or score difference (ratings); when any pair has one, every row gets the column and pairs without one
 (rankings, pairwise without a strength) get 0.0, which is the plain Bradley–Terry loss in TRL's RewardTrainer and
@@ -38,9 +40,10 @@ class TrainerRows:
     """What a store holds for other trainers, already filtered: plain dicts, one per pair / thumbs / prompt."""
 
     pairs: list[dict] = field(default_factory=list)
-    """prompt, chosen, rejected, margin (float or None), iteration, model, annotator, source_kind."""
+    """prompt, chosen, rejected, margin (float or None), iteration, model, annotator, chosen_model, rejected_model,
+    chosen_id, rejected_id (the replies' ids in the store), source_kind."""
     unpaired: list[dict] = field(default_factory=list)
-    """prompt, completion, label (True = thumbs up), iteration, model, annotator."""
+    """prompt, completion, label (True = thumbs up), iteration, model, annotator, response_id."""
     prompts: list[dict] = field(default_factory=list)
     """Each judged prompt once, in the order first judged: prompt, iteration, model (of its first judgment)."""
     ties_left_out: int = 0
@@ -74,10 +77,12 @@ def trainer_rows(store, annotator: str = EVERYONE, iteration: int | None = None,
         margin = None if math.isnan(p.margin) else float(p.margin)
         rows.pairs.append(dict(prompt=p.prompt, chosen=p.chosen, rejected=p.rejected, margin=margin,
                                iteration=int(p.iteration), model=p.model, annotator=p.annotator,
-                               source_kind=p.source_kind))
+                               chosen_model=p.chosen_model, rejected_model=p.rejected_model,
+                               chosen_id=int(p.chosen_id), rejected_id=int(p.rejected_id), source_kind=p.source_kind))
     for e in thumbs.itertuples():
         rows.unpaired.append(dict(prompt=e.prompt, completion=e.completion, label=bool(e.label),
-                                  iteration=int(e.iteration), model=e.model, annotator=e.annotator))
+                                  iteration=int(e.iteration), model=e.model, annotator=e.annotator,
+                                  response_id=int(e.response_id)))
     first: dict[str, dict] = {}
     for r in sorted(rows.pairs + rows.unpaired, key=lambda r: r["iteration"]):  # stable: store order within one
         first.setdefault(r["prompt"], dict(prompt=r["prompt"], iteration=r["iteration"], model=r["model"]))
@@ -101,8 +106,8 @@ def _origin(r: dict) -> dict:
 
 def trl_preference(rows: TrainerRows, chat: bool) -> list[dict]:
     """TRL's preference rows (explicit prompt): prompt, chosen, rejected, margin (see the module docstring), then
-    iteration, model, annotator, source_kind. OpenRLHF's reward and DPO trainers read the same rows
-    (`--prompt_key prompt --chosen_key chosen --rejected_key rejected`)."""
+    iteration, model, annotator, chosen_model, rejected_model, chosen_id, rejected_id, source_kind. OpenRLHF's
+    reward and DPO trainers read the same rows (`--prompt_key prompt --chosen_key chosen --rejected_key rejected`)."""
     with_margin = any(p["margin"] is not None for p in rows.pairs)
     out = []
     for p in rows.pairs:
@@ -111,15 +116,17 @@ def trl_preference(rows: TrainerRows, chat: bool) -> list[dict]:
             dict(prompt=p["prompt"], chosen=p["chosen"], rejected=p["rejected"])
         if with_margin:
             row["margin"] = 0.0 if p["margin"] is None else p["margin"]
-        out.append({**row, **_origin(p), "source_kind": p["source_kind"]})
+        out.append({**row, **_origin(p), **{k: p[k] for k in ("chosen_model", "rejected_model", "chosen_id",
+                                                              "rejected_id", "source_kind")}})
     return out
 
 
 def trl_unpaired(rows: TrainerRows, chat: bool) -> list[dict]:
     """TRL's unpaired preference rows for KTO: prompt, completion, label (bool: thumbs up), iteration, model,
-    annotator."""
+    annotator, response_id (the reply's id in the store)."""
     return [dict(prompt=messages(e["prompt"], rows.system_prompt) if chat else e["prompt"],
-                 completion=_reply(e["completion"]) if chat else e["completion"], label=e["label"], **_origin(e))
+                 completion=_reply(e["completion"]) if chat else e["completion"], label=e["label"], **_origin(e),
+                 response_id=e["response_id"])
             for e in rows.unpaired]
 
 

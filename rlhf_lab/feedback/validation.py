@@ -61,7 +61,8 @@ def response_row(r: dict, i: int) -> dict:
 
 def pair_row(row, where: str, annotator: str, model: str, iteration: int) -> dict:
     """One imported preference line checked (`where` names the file and line): prompt, chosen, rejected strings;
-    tie a bool; margin a finite number; annotator and model short strings; iteration whole."""
+    tie a bool; margin a finite number; annotator and model (chosen_model and rejected_model, default model) short
+    strings; iteration whole."""
     if not isinstance(row, dict):
         raise ValueError(f"{where}: expected a JSON object (prompt, chosen, rejected), got {row!r:.40}")  # noqa: TRY004
     out = {k: text(row.get(k), f"{where}: {k}") for k in ("prompt", "chosen", "rejected")}
@@ -71,7 +72,8 @@ def pair_row(row, where: str, annotator: str, model: str, iteration: int) -> dic
     if margin is not None and (not isinstance(margin, numbers.Real) or isinstance(margin, bool)
                                or not math.isfinite(margin)):
         raise ValueError(f"{where}: margin must be a finite number, got {margin!r}")
+    both = text(row.get("model", model), f"{where}: model", MAX_NAME)
     return dict(out, tie=tie, margin=None if margin is None else float(margin),
-                annotator=text(row.get("annotator", annotator), f"{where}: annotator", MAX_NAME),
-                model=text(row.get("model", model), f"{where}: model", MAX_NAME),
+                annotator=text(row.get("annotator", annotator), f"{where}: annotator", MAX_NAME), model=both,
+                **{k: text(row.get(k, both), f"{where}: {k}", MAX_NAME) for k in ("chosen_model", "rejected_model")},
                 iteration=whole(row.get("iteration", iteration), f"{where}: iteration"))
