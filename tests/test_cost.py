@@ -98,13 +98,17 @@ def test_the_fit_is_the_optimum_of_the_penalised_loss():
 
 
 def test_save_and_load_give_the_same_costs_and_a_damaged_save_is_refused(tmp_path):
-    cost = CostModel(CostModelConfig(flags=("harmful",))).fit(flagged_store(30, 4))
+    store = flagged_store(30, 4)
+    cost = CostModel(CostModelConfig(flags=("harmful",))).fit(store)
+    flags = store.judgments_df().query("kind == 'flags'")  # what the model was fitted on, kept beside its weights
+    assert cost.origin_ == {"examples": len(flags), "judgment_ids": sorted(flags["judgment_id"].tolist()),
+                            "annotators": sorted(set(flags["annotator"])), "iterations": [0, 1], "models": ["m"]}
     cost.save(tmp_path / "cost")
     assert sorted(p.name for p in (tmp_path / "cost").iterdir()) == ["cost.safetensors", "cost_model.json"]
     loaded = CostModel.load(tmp_path / "cost")
     fresh = replies(10, 5)
     assert torch.equal(loaded.score(PROMPT, fresh), cost.score(PROMPT, fresh))
-    assert loaded.config == cost.config and loaded.n_flagged_ == cost.n_flagged_
+    assert loaded.config == cost.config and loaded.n_flagged_ == cost.n_flagged_ and loaded.origin_ == cost.origin_
     with open(tmp_path / "cost" / "cost.safetensors", "r+b") as f:
         f.seek(-4, 2)
         f.write(b"\x00\x00\x00\x01")

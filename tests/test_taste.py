@@ -54,6 +54,12 @@ def test_a_simulated_learner_runs_the_whole_loop_and_gets_a_report(tmp_path):
     assert saved["origin"] == {"policy": "tiny", "annotator": SimulatedLearner("short", seed=0).name,
                                "store": f"sqlite:///{tmp_path / 'feedback.db'}", "seed": 0}  # what made the figures
     assert TasteConfig.from_dict(json.loads((tmp_path / "config.json").read_text())) == config
+    with FeedbackStore(tmp_path / "feedback.db") as store:  # the reward model says which judgments it was fitted on
+        judged = store.judgments_df()
+    data = json.loads((tmp_path / "reward_model_data.json").read_text())
+    assert data["pairs"] == figures["labels"] == len(judged)
+    assert data["judgment_ids"] == sorted(judged["judgment_id"].tolist())
+    assert (data["annotators"], data["models"]) == ([SimulatedLearner("short", seed=0).name], ["tiny"])
 
 
 def test_the_learner_is_shown_the_designed_pair_of_each_prompts_candidates():

@@ -23,7 +23,8 @@ from rlhf_lab.feedback.schema import ANNOTATOR_KINDS
 
 __all__ = ["PAIR_COLUMNS", "judgments_to_pairs", "as_preference_pairs", "split_by_prompt", "bootstrap_pairs",
            "without_ties", "UNPAIRED_COLUMNS", "unpaired_examples", "rating_examples", "ranking_examples",
-           "weight_by_source", "weight_by_annotator", "weighted_pairs", "pair_weights", "pairs_origin"]
+           "weight_by_source", "weight_by_annotator", "weighted_pairs", "pair_weights", "pairs_origin",
+           "judgments_origin"]
 
 UNPAIRED_COLUMNS = ["prompt", "completion", "label", "annotator", "response_id", "judgment_id", "iteration", "model"]
 
@@ -259,8 +260,22 @@ def pair_weights(pairs: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray | None]:
 def pairs_origin(pairs: pd.DataFrame) -> dict:
     """What a set of preference pairs came from, for a model fitted on them to keep beside its weights: the number
     of pairs, the judgments (their ids), the annotators, and the iterations and models of the replies."""
-    models = sorted({*pairs["chosen_model"], *pairs["rejected_model"]} if "chosen_model" in pairs else
-                    {m for joined in pairs["model"] for m in str(joined).split(",")})
-    return {"pairs": len(pairs), "judgment_ids": sorted(int(j) for j in pairs["judgment_id"].unique()),
-            "annotators": sorted(map(str, pairs["annotator"].unique())),
-            "iterations": sorted(int(i) for i in pairs["iteration"].unique()), "models": models}
+    return judgments_origin(pairs, "pairs")
+
+
+def judgments_origin(table: pd.DataFrame, unit: str = "examples") -> dict:
+    """What a table of training examples (pairs, flags, thumbs, ...) came from: {unit: its length} and, from the
+    columns it has, the judgment ids, annotators, iterations and models (chosen_model and rejected_model, else
+    `model`, whose "a,b" names two)."""
+    origin: dict = {unit: len(table)}
+    if "judgment_id" in table:
+        origin["judgment_ids"] = sorted(int(j) for j in table["judgment_id"].unique())
+    if "annotator" in table:
+        origin["annotators"] = sorted(map(str, table["annotator"].unique()))
+    if "iteration" in table:
+        origin["iterations"] = sorted(int(i) for i in table["iteration"].unique())
+    if "chosen_model" in table:
+        origin["models"] = sorted({*map(str, table["chosen_model"]), *map(str, table["rejected_model"])})
+    elif "model" in table:
+        origin["models"] = sorted({m for joined in table["model"] for m in str(joined).split(",")})
+    return origin

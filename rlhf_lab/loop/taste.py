@@ -37,6 +37,7 @@ import numpy as np
 from rlhf_lab.core.errors import TrainingDivergedError
 from rlhf_lab.core.files import write_atomic
 from rlhf_lab.core.seeding import seed_for, set_seed
+from rlhf_lab.feedback.preferences import pairs_origin
 from rlhf_lab.loop.evaluation import paired_gain, replies_with_kl, sequence_kl
 from rlhf_lab.loop.kl_check import SHRINK, blend, snapshot, within_kl_target
 from rlhf_lab.loop.taste_config import EVERYONE, TasteConfig, TasteResult
@@ -293,6 +294,7 @@ def run_taste(config: TasteConfig | None = None, *, learner=None, store=None, an
     if out is not None:
         from rlhf_lab.loop.report import write_taste_report
         rm.save(out / "reward_model")
+        write_atomic(out / "reward_model_data.json", json.dumps(pairs_origin(pairs), indent=1))  # what it was fitted on
         write_taste_report(result, out, origin={"policy": model_id(initial), "annotator": annotator,
                                                 "store": store.display_url, "seed": config.seed})
     return result

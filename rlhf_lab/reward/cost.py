@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from rlhf_lab.core.config import Config, Seeded
 from rlhf_lab.core.files import atomic_directory, existing_or_aside, verify_digests, write_manifest
 from rlhf_lab.feedback.flags import flag_examples
+from rlhf_lab.feedback.preferences import judgments_origin
 from rlhf_lab.reward.encoder import sentence_encoder
 from rlhf_lab.reward.text_features import FIRST_SURFACE, surface_features
 
@@ -68,7 +69,8 @@ class CostModelConfig(Config, Seeded):
 
 class CostModel:
     """See the module docstring. Learned state: weights_ (F,), bias_ (a float), mean_ and std_ (F,) of the
-    features (std_ divided by each feature's prior weight), n_flagged_ and n_unflagged_ (the examples fitted on)."""
+    features (std_ divided by each feature's prior weight), n_flagged_ and n_unflagged_ (the examples fitted on),
+    origin_ (what they came from: judgment ids, annotators, iterations and models, as far as the rows say)."""
 
     def __init__(self, config: CostModelConfig | None = None):
         self.config = config or CostModelConfig()
@@ -106,6 +108,7 @@ class CostModel:
                              "pass a FeedbackStore with flags judgments or `flag_examples(store)`.")
         y = torch.tensor(df["flagged"].astype(bool).to_numpy(), dtype=torch.float32)  # (N,)
         self.n_flagged_, self.n_unflagged_ = int(y.sum()), int(len(y) - y.sum())
+        self.origin_ = judgments_origin(df)
         if not self.n_flagged_ or not self.n_unflagged_:
             raise ValueError(f"a cost model needs both flagged and unflagged replies; got {self.n_flagged_} flagged "
                              f"and {self.n_unflagged_} unflagged: collect flags on more replies.")
@@ -133,10 +136,11 @@ class CostModel:
         return float(np.mean(predicted == np.asarray(flagged, dtype=bool)))
 
     def save(self, path) -> Path:
-        """cost.safetensors and cost_model.json (config, counts, the tensors' SHA-256), atomically (no pickle)."""
+        """cost.safetensors and cost_model.json (config, counts, origin, the tensors' SHA-256), atomically (no
+        pickle)."""
         path = Path(path)
         meta = {"format": FORMAT_VERSION, "config": self.config.to_dict(), "bias": self.bias_,
-                "n_flagged": self.n_flagged_, "n_unflagged": self.n_unflagged_}
+                "n_flagged": self.n_flagged_, "n_unflagged": self.n_unflagged_, "origin": self.origin_}
         with atomic_directory(path) as tmp:
             save_file({"weights": self.weights_.contiguous(), "mean": self.mean_.contiguous(),
                        "std": self.std_.contiguous()}, str(tmp / "cost.safetensors"))
@@ -160,6 +164,7 @@ class CostModel:
         # fresh copies score exactly as the saved model did (see `EmbeddingRewardModel.load`)
         model.weights_, model.mean_, model.std_ = (tensors[k].clone() for k in ("weights", "mean", "std"))
         model.bias_, model.n_flagged_, model.n_unflagged_ = meta["bias"], meta["n_flagged"], meta["n_unflagged"]
+        model.origin_ = meta.get("origin", {})
         return model
 
 
