@@ -134,7 +134,7 @@ def main() -> None:
         figures[f"{row.method}_gold_gain_ci"] = [round(row.gold_gain_ci_low, 4), round(row.gold_gain_ci_high, 4)]
         figures[f"{row.method}_kl_nats"] = round(row.kl, 3)
         figures[f"{row.method}_wall_s"] = round(row.wall_time_s, 1)
-    print(json.dumps({"machine": machine_info(), **figures}))
+    print(json.dumps({"machine": machine_info(), "model": args.model, **figures}))
 
 
 def _spread(low: float, high: float, k: int) -> list[float]:

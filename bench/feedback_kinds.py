@@ -403,7 +403,7 @@ def main() -> None:
     if not args.no_mixing:
         report_mixing([mixing(s, args) for s in seeds], seeds, args, figures)
     figures["wall_s"] = round(time.perf_counter() - start, 1)
-    print(json.dumps({"machine": machine_info(), **figures}))
+    print(json.dumps({"machine": machine_info(), "model": "smollm2-135m", **figures}))
 
 
 if __name__ == "__main__":

@@ -197,7 +197,7 @@ def main() -> None:
     })
     for key, value in figures.items():
         print(f"{key:<34} {value}")
-    print(json.dumps({"machine": machine_info(), **figures}))
+    print(json.dumps({"machine": machine_info(), "model": "smollm2-135m", **figures}))
 
 
 if __name__ == "__main__":

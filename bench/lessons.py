@@ -45,7 +45,8 @@ def main() -> None:
         print(f"{path.stem}: {seconds / 60:.1f} min", flush=True)
     figures["total_s"] = round(sum(figures.values()), 1)
     figures["threads"] = args.threads
-    print(json.dumps({"machine": machine_info(), **figures}))
+    print(json.dumps({"machine": machine_info(), "model": "each lesson's default (smollm2-135m)",
+                      **figures}))
 
 
 if __name__ == "__main__":

@@ -84,7 +84,8 @@ def main() -> None:
           f"after {args.updates} updates; paired gain {gain:+.3f} ± {gain_se:.3f} ({z:.1f} SE), "
           f"{(gold_after > gold_before).mean():.0%} of {len(held_out)} prompts improved; "
           f"KL {kl:.2f} nats per reply (target {args.kl_target})")
-    print(json.dumps({"machine": machine_info(), "device": str(trainer.accelerator.device), "updates": args.updates,
+    print(json.dumps({"machine": machine_info(), "model": args.model, "device": str(trainer.accelerator.device),
+                      "updates": args.updates,
                       "gold_before": round(before, 4), "gold_before_se": round(before_se, 4),
                       "gold_after": round(after, 4), "gold_after_se": round(after_se, 4),
                       "gold_gain_paired": round(gain, 4), "gold_gain_paired_se": round(gain_se, 4),

@@ -202,7 +202,7 @@ def main() -> None:
                 round(runs["lab_bf16"][i]["pairs_per_s"] / max(runs["trl"][i]["pairs_per_s"],
                                                               runs["trl_bf16"][i]["pairs_per_s"]), 3)
                 for i in range(args.repeats)]
-    print(json.dumps({"machine": machine_info(), **figures}))
+    print(json.dumps({"machine": machine_info(), "models": args.backbones.split(","), **figures}))
 
 
 if __name__ == "__main__":

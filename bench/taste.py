@@ -166,7 +166,9 @@ def main() -> None:
                 rm_agreement_median=statistics.median(r["rm_agreement"] for r in rows),
                 kl_median=statistics.median(r["kl"] for r in rows), kl_max=max(r["kl"] for r in rows),
                 minutes_max=round(max(r["process_minutes"] for r in rows), 2))
-    print(json.dumps({"machine": machine_info(), **figures}))
+    from rlhf_lab.loop.taste import TasteConfig
+
+    print(json.dumps({"machine": machine_info(), "model": TasteConfig().policy, **figures}))
 
 
 if __name__ == "__main__":

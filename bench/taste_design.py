@@ -85,7 +85,7 @@ def main() -> None:
             f"{c}−{counts[0]}: {figures[taste][f'paired_diff_mean_{c}']:+.3f} {figures[taste][f'better_worse_{c}']}"
             for c in counts[1:]))
     print("label_pairs seconds, median: " + ", ".join(f"{c}: {figures['label_pairs_s_median'][c]}" for c in counts))
-    print(json.dumps({"machine": machine_info(), **figures}))
+    print(json.dumps({"machine": machine_info(), "model": "smollm2-135m", **figures}))
 
 
 if __name__ == "__main__":

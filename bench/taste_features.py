@@ -126,7 +126,7 @@ def main() -> None:
             f"{name} {statistics.median([r[taste][name] for r in runs]):.2f} "
             f"[{min(r[taste][name] for r in runs):.2f}, {max(r[taste][name] for r in runs):.2f}]"
             for name in names))
-    print(json.dumps({"machine": machine_info(), **figures}))
+    print(json.dumps({"machine": machine_info(), "model": "smollm2-135m", **figures}))
 
 
 if __name__ == "__main__":
