@@ -13,7 +13,9 @@ import html
 import time
 
 import ipywidgets as w
+from traitlets import TraitError
 
+from rlhf_lab.feedback.drafts import DraftBook, fingerprint, saved_words
 from rlhf_lab.feedback.records import Item
 from rlhf_lab.ui.parts import (
     FlagPanel,
@@ -55,8 +57,8 @@ class Rater:
     overrides `_given`, `_pending_ids` and `_undo_latest`. Attributes tests and lessons use: `widget` (the VBox to
     display), `items`, `index` (position in `items`), `history` ((index, judgment id) of this session's judgments,
     latest last), `message` and `progress` (HTML widgets), `actions` (the row of answer widgets, hidden when done),
-    `keys` (the KeyCatcher or None), `on_submit` (callbacks `f(item, answer, judgment_id)` after each stored
-    judgment) and `on_show` (callbacks `f(item or None)`).
+    `keys` (the KeyCatcher or None), `draft_book` (see below), `on_submit` (callbacks `f(item, answer, judgment_id)`
+    after each stored judgment) and `on_show` (callbacks `f(item or None)`).
 
     A rater judges items of its own `kind` only (others are refused when it is built), and its undo takes back only
     its own kind's judgments. Undo deletes exactly the judgment this rater recorded last (if another cell took it
@@ -65,6 +67,12 @@ class Rater:
     goes through. An answer entered but not submitted is never dropped unseen: undo keeps it and fills it in again
     when the learner comes back to the item, and a skip over a complete answer (one submit would save) first says
     it is not saved; a second skip leaves it unsaved. Skip never saves: submit does.
+
+    Unsubmitted answers also survive a kernel crash or restart: every change to the answer widgets is saved to a
+    drafts file (`draft_book`, a `feedback.drafts.DraftBook`: beside a SQLite store's file, in `<store file>-drafts/`,
+    else in a per-user folder; none for an in-memory or read-only store), and a rater built later for the same store
+    and annotator fills the answer in again when it shows the item, and says so. Storing the item's judgment drops
+    its draft. Subclasses with such widgets list them in `_answer_widgets()`.
     """
 
     kind = ""
@@ -91,7 +99,12 @@ class Rater:
         self.on_submit: list = []
         self.on_show: list = []
         self._shown_at = float("-inf")
-        self._drafts: dict = {}  # item id -> an answer entered but not submitted (undo or skip left it)
+        self.draft_book = DraftBook.for_store(store, annotator)  # answers not submitted, kept for a restart
+        found = self.draft_book.resume({it.id: (self._target(it.id), fingerprint(it)) for it in self.items},
+                                       store.judged_targets(annotator)) if self.draft_book else {}
+        self._drafts: dict = {i: e["answer"] for i, e in found.items()}  # item id -> an answer entered, not submitted
+        self._draft_times = {i: e["saved_at"] for i, e in found.items()}  # item id -> when (drafts from the file)
+        self._filling = False  # True while the rater itself sets the answer widgets (no draft is saved then)
         self._warned = None  # the index where skip said a complete answer is not saved
 
         self.progress = w.HTML()
@@ -166,6 +179,14 @@ class Rater:
     def _restore(self, draft) -> None:
         """Fill the answer widgets with `draft` again (the item was just rendered)."""
 
+    def _answer_widgets(self) -> list:
+        """The widgets whose values `_draft()` reads (each change is saved to the drafts file)."""
+        return []
+
+    def _target(self, item_id: int) -> str:
+        """The store's name for what this rater judges ("item:7"): the key of its draft in the drafts file."""
+        return f"item:{int(item_id)}"
+
     # ---- state -----------------------------------------------------------------------------------------------------
     @property
     def done(self) -> bool:
@@ -219,6 +240,28 @@ class Rater:
         draft = None if self.done else self._draft()
         if draft is not None:
             self._drafts[self.current.id] = draft
+
+    def _save_draft(self, _change=None) -> None:
+        """An answer widget changed: save the answer on screen to the drafts file (trouble is said once)."""
+        if self._filling or self.draft_book is None or self.done:
+            return
+        self.draft_book.put(self._target(self.current.id), self._draft(), fingerprint(self.current))
+        trouble = self.draft_book.take_note()
+        if trouble:
+            say(self.message, trouble, error=True)
+
+    def _put_back(self, draft) -> str:
+        """Fill in `draft` for the item just rendered; returns what to say about it."""
+        saved_at = self._draft_times.pop(self.current.id, None)
+        try:
+            self._restore(draft)
+        except (TraitError, TypeError, ValueError):  # a draft file edited by hand, or an item that changed
+            self._render(self.current)
+            return "Your unsubmitted answer from before does not fit this item, so it is not filled in."
+        if saved_at is None:
+            return "Your unsaved answer to this one is filled in again."
+        how = "press submit to save it" if self._complete(draft) else "finish it and press submit to save it"
+        return f"Your unsubmitted answer from {saved_words(saved_at)} is back: {how}."
 
     def skip(self) -> None:
         """Go to the next item without recording anything (a complete answer on screen: say first that it is not
@@ -305,6 +348,8 @@ class Rater:
             judgment_id = self._call("Not saved", record, item) if pending else None
         except _Shown:
             return None
+        if self.draft_book is not None:  # stored now (or judged elsewhere before): the draft is done with
+            self.draft_book.drop(self._target(item.id))
         if not pending:
             self.items.pop(self.index)  # judged meanwhile in another cell or notebook: that judgment stands
             self.judged_before += 1
@@ -358,11 +403,18 @@ class Rater:
             self.body.children = ()
         else:
             self.prompt.value = text_html(self.current.prompt, "rlhf-prompt")
-            self._render(self.current)
-            draft = self._drafts.pop(self.current.id, None)
-            if draft is not None:
-                self._restore(draft)
-                note = f"{note} Your unsaved answer to this one is filled in again.".strip()
-        say(self.message, self.read_only or note, error=bool(self.read_only))  # read-only: said until it is fixed
+            self._filling = True
+            try:
+                self._render(self.current)
+                draft = self._drafts.pop(self.current.id, None)
+                if draft is not None:
+                    note = f"{note} {self._put_back(draft)}".strip()
+            finally:
+                self._filling = False
+            for widget in self._answer_widgets():
+                widget.observe(self._save_draft, names="value")  # once per widget (traitlets keeps one)
+        trouble = self.draft_book.take_note() if self.draft_book is not None else ""  # the drafts file: said once
+        note = f"{trouble} {note}".strip()
+        say(self.message, self.read_only or note, error=bool(self.read_only or trouble))  # read-only: said until fixed
         self._shown_at = time.monotonic()
         notify(self.on_show, self.message, self.current)

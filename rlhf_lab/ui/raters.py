@@ -99,7 +99,8 @@ class LikertRater(Rater):
     Only submit saves scores. Scores given but not submitted are never dropped unseen: with every reply scored,
     skip first says the answer is not saved (press submit, or skip again to leave it); undo keeps the scores on
     screen and fills them in again when the learner comes back to the item. (Skip does not save them itself: it
-    means "record nothing", and a score cannot be taken off a reply again.)
+    means "record nothing", and a score cannot be taken off a reply again.) Scores not submitted are also kept in
+    the drafts file, so a kernel restart gives them back (see `Rater`).
     """
 
     kind = "rating"
@@ -144,6 +145,9 @@ class LikertRater(Rater):
         for widget, value in zip(self.score_widgets, draft):
             widget.value = value
 
+    def _answer_widgets(self) -> list:
+        return self.score_widgets
+
     def _key_map(self) -> dict:
         lo, hi = self.scale
         keys = {str(v): (lambda v=v: self._score_next(v)) for v in range(max(lo, 0), min(hi, 9) + 1)}
@@ -183,7 +187,8 @@ class RankingRater(Rater):
 
     Only submit saves a ranking. Ranks filled but not submitted are never dropped unseen: with every rank filled,
     skip first says the ranking is not saved (press submit, or skip again to leave it); undo keeps the ranks and
-    fills them in again when the learner comes back to the item.
+    fills them in again when the learner comes back to the item. Ranks not submitted are also kept in the drafts
+    file, so a kernel restart gives them back (see `Rater`).
     """
 
     kind = "ranking"
@@ -223,6 +228,9 @@ class RankingRater(Rater):
     def _restore(self, draft) -> None:
         for dropdown, value in zip(self.rank_widgets, draft):
             dropdown.value = value
+
+    def _answer_widgets(self) -> list:
+        return self.rank_widgets
 
     def _key_map(self) -> dict:
         keys = {str(n): (lambda n=n: self._place(n - 1)) for n in range(1, 10)}
