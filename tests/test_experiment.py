@@ -186,12 +186,15 @@ def test_overwrite_deletes_a_run_but_never_a_folder_with_other_files(tmp_path):
     (run / "config.json").write_text(json.dumps(demo_config(smoke=True).to_dict()))
     for name in ("feedback.db", "evaluation.csv", ".evaluation.csv.tmp-0123abcd", "thesis.tex"):
         (run / name).write_text("x")
+    (run / "feedback.db-drafts").mkdir()  # the raters' unsubmitted answers for the run's store go with it
+    (run / "feedback.db-drafts" / "alice-0123abcd.json").write_text("{}")
     with pytest.raises(ValueError, match=r"run holds files a run does not write \(thesis.tex\); nothing was deleted"):
         RLHFRun.create(run, demo_config(smoke=True), overwrite=True)
     assert (folder / "data" / "ratings_i_collected.csv").exists() and (run / "thesis.tex").exists()
     (run / "thesis.tex").unlink()
     fresh = RLHFRun.create(run, demo_config(smoke=True), overwrite=True, log=None)
     assert not (run / "iter_001").exists() and not (run / "evaluation.csv").exists()
+    assert not (run / "feedback.db-drafts").exists()
     assert fresh.store.counts()["total"] == 0
     fresh.store.close()
 

@@ -41,9 +41,11 @@ def eval_records(run_dir: str | Path, k: int) -> list[dict]:
 
 
 ITERATION = re.compile(r"iter_(\d{3})")
-RUN_ENTRIES = re.compile(r"config\.json|feedback\.db(-wal|-shm|-journal)?|evaluation\.csv|ppo_metrics\.jsonl|"
-                         rf"samples\.jsonl|report|tensorboard|{ITERATION.pattern}|\..+\.(tmp|old)-[0-9a-f]{{8}}")
-"""What a run directory holds (the hidden names are atomic writes' leftovers): all `overwrite` may delete."""
+RUN_ENTRIES = re.compile(r"config\.json|feedback\.db(-wal|-shm|-journal|-drafts)?|evaluation\.csv|"
+                         rf"ppo_metrics\.jsonl|samples\.jsonl|report|tensorboard|{ITERATION.pattern}|"
+                         r"\..+\.(tmp|old)-[0-9a-f]{8}")
+"""What a run directory holds (the hidden names are atomic writes' leftovers; `feedback.db-drafts` the raters'
+unsubmitted answers for its store, `feedback.drafts`): all `overwrite` may delete."""
 
 
 def delete_run(path: Path) -> None:
