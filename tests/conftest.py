@@ -7,6 +7,23 @@ import contextlib
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def drafts_in_a_temporary_folder(tmp_path_factory):
+    """Raters on stores with no writable folder of their own (PostgreSQL) keep drafts in a per-user folder: during
+    the tests, a temporary one, never the home folder of whoever runs them."""
+    import os
+
+    from rlhf_lab.feedback.drafts import DRAFTS_ENV
+
+    before = os.environ.get(DRAFTS_ENV)
+    os.environ[DRAFTS_ENV] = str(tmp_path_factory.mktemp("drafts"))
+    yield
+    if before is None:
+        os.environ.pop(DRAFTS_ENV, None)
+    else:
+        os.environ[DRAFTS_ENV] = before
+
+
 @pytest.fixture(scope="session")
 def tiny():
     """(model, tokenizer): a 2-layer random Llama with SmolLM2's tokenizer (pad distinct from EOS, left padding)."""
