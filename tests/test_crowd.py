@@ -267,3 +267,23 @@ def test_annotate_refuses_unknown_kinds():
     with pytest.raises(ValueError, match="thumbs"):
         SimulatedCrowd(n=1).annotate(store, kinds=("vibes",))
     assert store.counts()["total"] == 0
+
+
+def test_a_misspelt_feature_or_a_senseless_setting_is_refused_in_one_line():
+    from rlhf_lab.feedback.gold import FEATURES, gold_features
+
+    assert FEATURES == tuple(gold_features("Why?", "Because."))  # the names checked are the names computed
+    with pytest.raises(ValueError, match="bias names 'sentimnt', which is not a feature; the features: sentiment"):
+        SimulatedAnnotator("x", bias={"sentimnt": -50})  # it counted for nothing: the same choices as no bias
+    with pytest.raises(ValueError, match="bias names 'tone'"):
+        SimulatedCrowd(bias={"tone": 1.0})
+    with pytest.raises(ValueError, match="GoldUtility's weights names 'sentimnt'"):
+        GoldUtility(weights={"sentimnt": 1.0})
+    for kwargs in ({"careless": 1.5}, {"rationality": -5.0}, {"noise": -1.0}):
+        with pytest.raises(ValueError, match="careless a probability in"):
+            SimulatedAnnotator("x", **kwargs)
+    for kwargs, words in (({"n": 0}, "n must be a whole number >= 1"), ({"n": 2, "n_careless": 3}, "at most n"),
+                          ({"n": 2.0}, "got n=2.0"), ({"seed": -1}, "seed must be a whole number >= 0"),
+                          ({"bias_spread": -0.1}, "bias_spread must be >= 0")):
+        with pytest.raises(ValueError, match=words):
+            SimulatedCrowd(**kwargs)

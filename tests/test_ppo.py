@@ -96,6 +96,19 @@ def test_the_adaptive_beta_horizon_defaults_to_ten_updates_of_replies():
         PPOConfig(kl_horizon=0)
 
 
+@pytest.mark.parametrize("field, value, words", [
+    ("kl_coef", -0.5, "kl_coef .β. must be >= 0: a negative β would reward drifting"),
+    ("clip_eps", 0.0, "clip_eps must be positive"), ("lam", 1.5, r"gamma and lam must lie in \[0, 1\]"),
+    ("gamma", -1.0, r"gamma and lam must lie in \[0, 1\]"), ("vf_coef", -0.1, "vf_coef >= 0"),
+    ("vf_clip", 0.0, "vf_clip must be positive"), ("kl_limit", -1.0, "kl_limit must be positive"),
+    ("missing_eos_penalty", -1.0, "missing_eos_penalty must be >= 0"),
+    ("log_samples_every", -1, "log_samples_every must be >= 0"), ("batch_size", 2.0, "batch_size must be a whole"),
+    ("ppo_epochs", "4", "ppo_epochs must be a whole number, got '4'"), ("mini_batch_size", True, "mini_batch_size")])
+def test_config_refuses_values_that_make_no_sense_in_one_line(field, value, words):
+    with pytest.raises(ValueError, match=words):
+        PPOConfig(**{field: value})
+
+
 def test_config_round_trips_through_a_dict():
     config = PPOConfig(lora=LoraSettings(r=4), sampling=SamplingConfig(max_new_tokens=5), kl_target=3.0)
     again = PPOConfig.from_dict(dataclasses.asdict(config))

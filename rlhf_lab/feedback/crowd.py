@@ -22,7 +22,8 @@ import math
 
 import numpy as np
 
-from rlhf_lab.feedback.gold import GoldUtility
+from rlhf_lab.feedback.gold import GoldUtility, check_features
+from rlhf_lab.feedback.validation import is_whole
 
 __all__ = ["SimulatedAnnotator", "SimulatedCrowd", "stand_in_name"]
 
@@ -57,6 +58,10 @@ class SimulatedAnnotator:
                  careless: float = 0.0, adversarial: bool = False, tie_margin: float = 0.05,
                  both_bad_below: float | None = None, harmful_below: float = -0.6,
                  gold: GoldUtility | None = None, seed: int | None = None):
+        check_features(bias or {}, "bias")
+        if not (rationality >= 0 and noise >= 0 and 0 <= careless <= 1):
+            raise ValueError(f"rationality and noise must be >= 0 and careless a probability in [0, 1]; got "
+                             f"{rationality}, {noise} and {careless}")
         self.name = name
         self.rationality = rationality
         self.bias = bias
@@ -239,6 +244,18 @@ class SimulatedCrowd:
                  noise: float = 0.0, n_careless: int = 0, careless: float = 0.8, n_adversarial: int = 0,
                  tie_margin: float = 0.05, both_bad_below: float | None = None, gold: GoldUtility | None = None,
                  annotators: list[SimulatedAnnotator] | None = None, seed: int | None = 0):
+        check_features(bias or {}, "bias")
+        if annotators is None:
+            counts = (n, n_careless, n_adversarial)
+            if not all(map(is_whole, counts)) or n < 1 or min(n_careless, n_adversarial) < 0 or \
+                    n_careless + n_adversarial > n:
+                raise ValueError(f"n must be a whole number >= 1, and n_careless + n_adversarial (>= 0 each) at most "
+                                 f"n; got n={n!r}, n_careless={n_careless!r}, n_adversarial={n_adversarial!r}")
+            if not (rationality >= 0 and noise >= 0 and bias_spread >= 0 and 0 <= careless <= 1):
+                raise ValueError(f"rationality, noise and bias_spread must be >= 0 and careless a probability in "
+                                 f"[0, 1]; got {rationality}, {noise}, {bias_spread} and {careless}")
+            if seed is not None and (not is_whole(seed) or seed < 0):
+                raise ValueError(f"seed must be a whole number >= 0 or None, got {seed!r}")
         self.n = n
         self.rationality = rationality
         self.bias = bias

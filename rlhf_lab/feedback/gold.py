@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["GoldUtility", "DEFAULT_WEIGHTS", "gold_features", "gold_utility", "gold_pairwise_labels"]
+__all__ = ["GoldUtility", "DEFAULT_WEIGHTS", "FEATURES", "gold_features", "gold_utility", "gold_pairwise_labels",
+           "check_features"]
 
 _WORD = re.compile(r"[a-z0-9']+")
 STOPWORDS = frozenset(
@@ -47,6 +48,19 @@ def _content_words(text: str) -> set[str]:
     return {w.rstrip("s") or w for w in _WORD.findall(text.lower()) if w not in STOPWORDS}
 
 
+FEATURES = ("sentiment", "length_words", "length_fit", "repetition", "overlap", "answers_question", "politeness",
+            "is_question")
+"""The names `gold_features` gives: what gold weights and simulated annotators' biases may name."""
+
+
+def check_features(names, what: str) -> None:
+    """Refuse, in one line, a name in `names` that is not a gold feature (a misspelt one would count for nothing)."""
+    unknown = [n for n in names if n not in FEATURES]
+    if unknown:
+        raise ValueError(f"{what} names {', '.join(map(repr, unknown))}, which is not a feature; the features: "
+                         f"{', '.join(FEATURES)}")
+
+
 def gold_features(prompt: str, response: str, preferred_length: tuple[int, int] = (4, 40)) -> dict[str, float]:
     """Interpretable features of a reply to a prompt (the gold utility's inputs, plus the raw word count)."""
     words = _WORD.findall(response.lower())
@@ -76,6 +90,9 @@ class GoldUtility:
     """feature name -> weight; features not named here do not count."""
     preferred_length: tuple[int, int] = (4, 40)
     """words; replies inside this range pay no length penalty."""
+
+    def __post_init__(self):
+        check_features(self.weights, "GoldUtility's weights")
 
     def features(self, prompt: str, response: str) -> dict[str, float]:
         return gold_features(prompt, response, self.preferred_length)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 
 from rlhf_lab.core.config import Config, Seeded, as_config
@@ -25,6 +26,15 @@ class LoraSettings(Config):
     """Adapter dropout; keep 0 (PPO checklist 6: dropout off in every model)."""
     target_modules: str | list[str] = "all-linear"
     """Which linear layers get adapters: peft's "all-linear" (every one but the output layer) or a list of names."""
+
+
+def whole_numbers(config, *names: str) -> None:
+    """Refuse, in one line, a field among `names` that is set and is not a whole number (2.0, "8" and True are not):
+    counts of examples, epochs and steps."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and (not isinstance(value, numbers.Integral) or isinstance(value, bool)):
+            raise ValueError(f"{name} must be a whole number, got {value!r}.")
 
 
 @dataclass
@@ -55,6 +65,7 @@ class OptimConfig(Config, Seeded):
     def __post_init__(self):
         self.sampling = as_config(self.sampling, SamplingConfig)
         self.lora = as_config(self.lora, LoraSettings)
+        whole_numbers(self, "batch_size", "micro_batch_size")
         self.micro_batch_size = self.micro_batch_size or self.batch_size
         if min(self.batch_size, self.micro_batch_size) < 1 or self.batch_size % self.micro_batch_size:
             raise ValueError(f"batch_size ({self.batch_size}) must be a positive multiple of micro_batch_size "
@@ -113,6 +124,7 @@ class OnPolicyConfig(OptimConfig):
     Lagrange multiplier); 0 keeps λ fixed at lambda_init (a plain penalty)."""
 
     def __post_init__(self):
+        whole_numbers(self, "batch_size", "mini_batch_size", "micro_batch_size", "ppo_epochs", "log_samples_every")
         self.mini_batch_size = self.mini_batch_size or self.batch_size
         self.micro_batch_size = self.micro_batch_size or self.mini_batch_size
         if min(self.batch_size, self.mini_batch_size, self.micro_batch_size, self.ppo_epochs) < 1:
@@ -134,6 +146,19 @@ class OnPolicyConfig(OptimConfig):
         if self.kl_horizon is not None and self.kl_horizon <= 0:
             raise ValueError(f"kl_horizon must be positive (replies), or None for 10 updates' replies; got "
                              f"{self.kl_horizon}.")
+        if not self.clip_eps > 0:
+            raise ValueError(f"clip_eps must be positive (the ratio is kept within [1-clip_eps, 1+clip_eps]), got "
+                             f"{self.clip_eps}.")
+        if not self.kl_coef >= 0:
+            raise ValueError(f"kl_coef (β) must be >= 0: a negative β would reward drifting from the reference; got "
+                             f"{self.kl_coef}.")
+        if self.kl_limit is not None and not self.kl_limit > 0:
+            raise ValueError(f"kl_limit must be positive (nats per reply), or None for no limit; got {self.kl_limit}.")
+        if self.missing_eos_penalty is not None and not self.missing_eos_penalty >= 0:
+            raise ValueError(f"missing_eos_penalty must be >= 0 (it is subtracted), or None; got "
+                             f"{self.missing_eos_penalty}.")
+        if self.log_samples_every < 0:
+            raise ValueError(f"log_samples_every must be >= 0 (0: never), got {self.log_samples_every}.")
         if min(self.cost_limit, self.lambda_init, self.lambda_lr) < 0:
             raise ValueError(f"cost_limit, lambda_init and lambda_lr must be >= 0, got {self.cost_limit}, "
                              f"{self.lambda_init} and {self.lambda_lr}.")

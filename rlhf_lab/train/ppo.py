@@ -58,6 +58,11 @@ class PPOConfig(OnPolicyConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if not self.vf_clip > 0 or not self.vf_coef >= 0:
+            raise ValueError(f"vf_clip must be positive and vf_coef >= 0, got {self.vf_clip} and {self.vf_coef}.")
+        if not (0 <= self.gamma <= 1 and 0 <= self.lam <= 1):
+            raise ValueError(f"gamma and lam must lie in [0, 1] (a discount and GAE's λ), got {self.gamma} and "
+                             f"{self.lam}.")
         if self.value_head not in ("shared", "separate"):
             raise ValueError(f"value_head must be 'shared' or 'separate', got {self.value_head!r}.")
 
