@@ -192,3 +192,8 @@ def test_label_matrix_other_kinds():
     assert panel_agreement(store)["units"] == 0
     with pytest.raises(ValueError, match="unknown kind"):
         label_matrix(store, "vibes")
+
+
+def test_cohen_kappa_refuses_lists_of_different_lengths_instead_of_cutting_one():
+    with pytest.raises(ValueError, match="one label per unit from each rater: got 3 and 2 labels"):
+        cohen_kappa(["A", "B", "A"], ["A", "B"])  # zip cut it to 2 units and said 1.0

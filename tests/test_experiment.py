@@ -209,6 +209,8 @@ def test_config_round_trips_and_refuses_bad_values():
         ExperimentConfig.from_dict({"polciy": "tiny"})
     with pytest.raises(ValueError, match=r"Unknown PPOConfig fields \['lr'\]"):  # nested configs: the same rule
         ExperimentConfig.from_dict({"ppo": {"lr": 1e-5}})
+    with pytest.raises(ValueError, match="eval_prompts must be at least 2 .a gain paired by prompt"):  # not at the end
+        ExperimentConfig(eval_prompts=1)
 
 
 def test_the_experiment_seed_seeds_every_stage():

@@ -81,6 +81,8 @@ def test_the_learner_is_shown_the_designed_pair_of_each_prompts_candidates():
         sorted([candidates[0][i], candidates[1][i]]) for i in range(6)]
     with pytest.raises(ValueError, match="label_candidates must be at least 2"):
         replace(config, label_candidates=1)
+    with pytest.raises(ValueError, match="eval_prompts must be at least 2"):  # refused before any training
+        replace(config, eval_prompts=1)
 
 
 def test_a_persons_rater_judgments_alone_train_the_reward_model(tmp_path, callback_errors):

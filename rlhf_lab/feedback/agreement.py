@@ -63,7 +63,12 @@ def label_matrix(data, kind: str = "pairwise") -> pd.DataFrame:
 
 
 def cohen_kappa(a, b) -> float:
-    """Cohen's kappa between two raters' labels of the same units (units missing from either are dropped)."""
+    """Cohen's kappa between two raters' labels of the same units (units missing from either are dropped; the two
+    lists must be as long, one label or a missing value per unit)."""
+    a, b = list(a), list(b)
+    if len(a) != len(b):
+        raise ValueError(f"cohen_kappa needs one label per unit from each rater: got {len(a)} and {len(b)} labels "
+                         "(mark a unit one rater skipped with None)")
     pairs = [(x, y) for x, y in zip(a, b) if not _missing(x) and not _missing(y)]
     if not pairs:
         return math.nan

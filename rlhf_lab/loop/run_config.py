@@ -115,6 +115,9 @@ class ExperimentConfig(Config):
     def __post_init__(self):
         if min(self.iterations, self.ppo_updates, self.eval_prompts, self.eval_samples) < 1:
             raise ValueError("iterations, ppo_updates, eval_prompts and eval_samples must all be at least 1.")
+        if self.eval_prompts < 2:  # refused now, not after every iteration's training
+            raise ValueError(f"eval_prompts must be at least 2 (a gain paired by prompt needs 2 or more), got "
+                             f"{self.eval_prompts}.")
         self.report_to = (self.report_to,) if isinstance(self.report_to, str) else tuple(self.report_to)
         self.feedback = as_config(self.feedback, FeedbackConfig)
         self.reward = as_config(self.reward, RewardConfig)

@@ -101,6 +101,9 @@ class TasteConfig(Config):
                self.ppo_updates) < 1:
             raise ValueError("labels, eval_prompts, eval_samples, rounds, pairs_per_round and ppo_updates must be at "
                              "least 1.")
+        if self.eval_prompts < 2:  # refused now, not after the training
+            raise ValueError(f"eval_prompts must be at least 2 (a gain paired by prompt needs 2 or more), got "
+                             f"{self.eval_prompts}.")
         if self.label_candidates < 2:
             raise ValueError(f"label_candidates must be at least 2 (a pair), got {self.label_candidates}.")
         if self.labels < 4:
