@@ -93,20 +93,10 @@ def cmd_generate(args) -> None:
 
 def check_device(name: str | None) -> None:
     """ValueError for a --device torch does not know or this machine does not have (None: the best available)."""
-    import torch
+    from rlhf_lab.policy.models import as_device
 
-    if name is None:
-        return
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"--device {name!r} is not a device name: use cpu, cuda, cuda:1 or mps, or leave it out "
-                         "for the best available") from None
-    there = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    missing_gpu = device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count()
-    if not there.get(device.type, False) or missing_gpu:
-        raise ValueError(f"--device {name}: this machine has no such device; use --device cpu, or leave --device out "
-                         "for the best available")
+    if name is not None:
+        as_device(name, "--device")
 
 
 def demo_config(smoke: bool = False, iterations: int = 2, seed: int = 0):

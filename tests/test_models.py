@@ -151,3 +151,19 @@ def test_known_hub_id_offline_falls_back_to_the_packaged_copy(monkeypatch, smoll
     model, tok = load_policy("HuggingFaceTB/SmolLM2-135M-Instruct", device="cpu")
     assert model_id(model) == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert torch.equal(model.lm_head.weight[:2, :4], smollm2[0].lm_head.weight[:2, :4])
+
+
+def test_a_device_this_machine_lacks_or_a_name_that_is_not_one_is_refused_in_one_line(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a laptop without a GPU
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(ValueError, match=r"device='cuda': this machine has no such device; use device='cpu', or "
+                                         "leave device out for the best available"):
+        load_policy("tiny", device="cuda")  # torch's AssertionError "not compiled with CUDA" before
+    with pytest.raises(ValueError, match=r"device='gpu' is not a device name: use cpu, cuda, cuda:1 or mps"):
+        load_policy("tiny", device="gpu")
+    with pytest.raises(TypeError, match="name_or_path must be a model's alias .smollm2-135m, 'tiny'., hub id or "
+                                        "folder, got NoneType"):
+        load_policy(None)
+    assert load_policy("tiny", device="cpu")[0].device.type == "cpu"

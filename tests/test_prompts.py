@@ -44,10 +44,20 @@ def test_bad_requests_are_refused_with_a_fix(tmp_path):
         load_prompts("curated", "validation")
     with pytest.raises(ValueError, match="tokenizer"):
         load_prompts("curated", max_tokens=5)
-    with pytest.raises(ValueError, match="lower n"):
+    with pytest.raises(ValueError, match="ask for fewer .n, or a config.s eval_prompts."):
         load_prompts("curated", n=10_000)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "ok here"}\n{"text": "wrong key"}\n')
     with pytest.raises(ValueError, match="bad.jsonl:2"):
         read_jsonl_prompts(bad)
     assert "curated" in SOURCES
+    with pytest.raises(FileNotFoundError, match="No prompt file at .*my_prompts.jsonl: check the path"):
+        load_prompts(str(tmp_path / "my_prompts.jsonl"))  # a path that is not there is not an "unknown source"
+    for n in (-1, 0, "5", 2.5):
+        with pytest.raises(ValueError, match=f"n must be a whole number >= 1 .how many prompts to draw., or None for "
+                                             f"all; got {n!r}"):
+            load_prompts("curated", n=n)
+    with pytest.raises(ValueError, match="No prompt of 'curated' .eval. is left after filtering"):
+        load_prompts("curated", split="eval", eval_fraction=0)  # an empty list would run a lesson on nothing
+    with pytest.raises(TypeError, match="a list of prompts needs no loading"):
+        load_prompts(["Hi there?"])

@@ -37,7 +37,7 @@ from rlhf_lab.core.machine import gpu_native_bf16
 __all__ = ["CACHE_ENV", "OfflineModel", "SMOLLM2", "OFFLINE_MODELS", "TINY", "DEFAULT_POLICY", "KNOWN_ALIASES",
            "ModelNotAvailableError", "default_device", "default_dtype", "cache_dir", "offline_model_path",
            "prepare_tokenizer", "load_tokenizer", "gpt2_tokenizer", "tiny_config", "tiny_policy", "load_policy",
-           "model_id"]
+           "model_id", "as_device"]
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,24 @@ def default_device() -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def as_device(device, flag: str | None = None) -> torch.device:
+    """`device` (a name such as "cpu", "cuda:1", "mps", or a torch.device) as a torch.device this machine has, or
+    one ValueError that says which to use. `flag`: the command-line option that gave it (its name is then said)."""
+    said = f"{flag} {device}" if flag else f"device={str(device)!r}"
+    instead = f"use {flag} cpu, or leave {flag} out" if flag else "use device='cpu', or leave device out"
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{said} is not a device name: use cpu, cuda, cuda:1 or mps, or leave it out for the best "
+                         "available") from None
+    there = {"cpu": True, "cuda": torch.cuda.is_available(),
+             "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+    missing_gpu = device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count()
+    if not there.get(device.type, False) or missing_gpu:
+        raise ValueError(f"{said}: this machine has no such device; {instead} for the best available")
+    return device
 
 
 def default_dtype(device: torch.device | str) -> torch.dtype:
@@ -335,7 +353,10 @@ def load_policy(name_or_path: str = DEFAULT_POLICY, device: str | torch.device |
         local directory. The hub id of an offline model falls back to the packaged copy when the hub is unreachable.
     device: defaults to CUDA, then MPS, then CPU.  dtype: defaults to bfloat16 on CUDA where supported, else float32.
     """
-    device = torch.device(device) if device is not None else default_device()
+    if not isinstance(name_or_path, (str, Path)):
+        raise TypeError(f"name_or_path must be a model's alias ({', '.join(OFFLINE_MODELS)}, {TINY!r}), hub id or "
+                        f"folder, got {type(name_or_path).__name__}")
+    device = as_device(device) if device is not None else default_device()
     dtype = _as_dtype(dtype, device)
     if name_or_path == TINY:
         model, tokenizer = tiny_policy()

@@ -38,7 +38,12 @@ def load_prompts(source: str = "curated", split: str = "all", *, eval_fraction: 
         raise ValueError(f"eval_fraction must be in [0, 1], got {eval_fraction}.")
     if max_tokens is not None and tokenizer is None:
         raise ValueError("max_tokens needs a tokenizer to count tokens: pass tokenizer=..., or use max_words.")
-    prompts = _read_source(source)
+    if not isinstance(source, (str, Path)):
+        raise TypeError(f"source must be a prompt set's name ({', '.join(SOURCES)}) or a .jsonl file's path, got "
+                        f"{type(source).__name__}; a list of prompts needs no loading: use it as it is.")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise ValueError(f"n must be a whole number >= 1 (how many prompts to draw), or None for all; got {n!r}.")
+    prompts = _read_source(str(source))
     prompts = [p for p in prompts if len(p.split()) >= min_words and (max_words is None or len(p.split()) <= max_words)]
     if max_tokens is not None:
         prompts = [p for p in prompts if len(tokenizer(p, add_special_tokens=False).input_ids) <= max_tokens]
@@ -46,9 +51,13 @@ def load_prompts(source: str = "curated", split: str = "all", *, eval_fraction: 
         prompts = [p for p in prompts if (_unit_hash(p) < eval_fraction) == (split == "eval")]
     if n is not None:
         if n > len(prompts):
-            raise ValueError(f"Asked for n={n} prompts but {source!r} ({split}) has only {len(prompts)} after "
-                             "filtering: lower n, relax max_words/max_tokens, or use source='all'.")
+            raise ValueError(f"Asked for {n} prompts but {source!r} ({split}) has only {len(prompts)} after "
+                             "filtering: ask for fewer (n, or a config's eval_prompts), relax max_words/max_tokens, "
+                             "or use source='all'.")
         prompts = random.Random(seed).sample(prompts, n)
+    if not prompts:
+        raise ValueError(f"No prompt of {source!r} ({split}) is left after filtering (min_words={min_words}, max_words="
+                         f"{max_words}, max_tokens={max_tokens}, eval_fraction={eval_fraction}): relax them.")
     return prompts
 
 
@@ -66,6 +75,9 @@ def _read_source(source: str) -> list[str]:
     path = Path(source).expanduser()
     if path.suffix == ".jsonl" and path.is_file():
         return read_jsonl_prompts(path)
+    if path.suffix == ".jsonl" or len(path.parts) > 1:  # a path, not a set's name
+        raise FileNotFoundError(f"No prompt file at {path}: check the path (a .jsonl file whose lines look like "
+                                '{"prompt": "..."}).')
     raise ValueError(f"Unknown prompt source {source!r}: use one of {SOURCES} or the path of a .jsonl file whose "
                      'lines look like {"prompt": "..."}.')
 
