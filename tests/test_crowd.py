@@ -287,3 +287,24 @@ def test_a_misspelt_feature_or_a_senseless_setting_is_refused_in_one_line():
                           ({"bias_spread": -0.1}, "bias_spread must be >= 0")):
         with pytest.raises(ValueError, match=words):
             SimulatedCrowd(**kwargs)
+
+
+def test_a_path_for_a_store_and_one_kind_as_a_string_are_read_as_meant(tmp_path):
+    from rlhf_lab.feedback.agreement import fleiss_kappa, krippendorff_alpha, label_matrix
+
+    path = str(tmp_path / "f.db")
+    with pytest.raises(TypeError, match=r"annotate needs a FeedbackStore, got str .*: open it first: FeedbackStore\("):
+        SimulatedCrowd(n=2).annotate(path)
+    with pytest.raises(TypeError, match="label_matrix needs a FeedbackStore"):
+        label_matrix(path)
+    store = FeedbackStore(":memory:")
+    ids = store.add_responses([dict(prompt="Hi?", response=r, model="m", iteration=0) for r in ("Hello!", "Go.")])
+    store.add_item(ids)
+    SimulatedCrowd(n=2).annotate(store, kinds="thumbs")  # one kind alone: not the letters t, h, u, m, b, s
+    assert store.counts()["by_kind"] == {"pairwise": 2, "thumbs": 4}
+    with pytest.raises(ValueError, match=r"kinds may hold 'thumbs' and 'flags', got \['thumb'\]"):
+        SimulatedCrowd(n=2).annotate(store, kinds=("thumb",))
+    with pytest.raises(ValueError, match="level must be nominal, ordinal, interval or ratio, got 'Nominal'"):
+        krippendorff_alpha([["A", "B"], ["A", "A"]], level="Nominal")  # said before reading "A" as a number
+    with pytest.raises(ValueError, match="fleiss_kappa needs a units x categories table"):
+        fleiss_kappa([])

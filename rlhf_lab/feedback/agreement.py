@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from rlhf_lab.feedback.gold import GoldUtility
+from rlhf_lab.feedback.validation import need_store
 
 __all__ = ["LABEL_KINDS", "label_matrix", "cohen_kappa", "category_counts", "fleiss_kappa", "krippendorff_alpha",
            "majority_agreement", "gold_agreement", "pairwise_kappas", "gold_labels_from_df", "annotator_report",
@@ -41,6 +42,8 @@ def label_matrix(data, kind: str = "pairwise") -> pd.DataFrame:
     """
     if kind not in LABEL_KINDS:
         raise ValueError(f"unknown kind {kind!r}; use one of {LABEL_KINDS}")
+    if not isinstance(data, pd.DataFrame):
+        need_store(data, "label_matrix")
     df = data.judgments_df() if hasattr(data, "judgments_df") else data
     df = df[df["kind"] == kind]
     rows = []
@@ -93,6 +96,8 @@ def fleiss_kappa(counts) -> float:
     """Fleiss' kappa from a units x categories matrix of how many raters chose each category (rows with fewer than
     2 ratings are dropped)."""
     n_ic = np.asarray(counts, dtype=float)
+    if n_ic.ndim != 2:
+        raise ValueError(f"fleiss_kappa needs a units x categories table of counts (2-D), got shape {n_ic.shape}")
     n_i = n_ic.sum(1)
     n_ic, n_i = n_ic[n_i >= 2], n_i[n_i >= 2]
     if len(n_i) == 0:
@@ -108,6 +113,8 @@ def krippendorff_alpha(labels, level: str = "nominal") -> float:
 
     level: nominal (any labels), or ordinal, interval, ratio (numeric labels).
     """
+    if level not in ("nominal", "ordinal", "interval", "ratio"):  # before the labels are read as numbers
+        raise ValueError(f"level must be nominal, ordinal, interval or ratio, got {level!r}")
     values = labels.to_numpy(dtype=object) if isinstance(labels, pd.DataFrame) else np.asarray(labels, dtype=object)
     if level != "nominal":  # numbers, ordered by value whatever their dtype (an int column beside a float one)
         values = np.array([[math.nan if _missing(v) else float(v) for v in unit] for unit in values], dtype=object)

@@ -23,7 +23,7 @@ import math
 import numpy as np
 
 from rlhf_lab.feedback.gold import GoldUtility, check_features
-from rlhf_lab.feedback.validation import is_whole
+from rlhf_lab.feedback.validation import is_whole, kinds_of, need_store
 
 __all__ = ["SimulatedAnnotator", "SimulatedCrowd", "stand_in_name"]
 
@@ -162,9 +162,8 @@ class SimulatedAnnotator:
 
         keys: the coin's key for each of `items` (default: the item ids), so that items judged into a store that
         already holds others can be judged as in a fresh one. Per-reply judgments are keyed by the reply's id."""
-        unknown = set(kinds or ()) - {"thumbs", "flags"}
-        if unknown:
-            raise ValueError(f"kinds may hold 'thumbs' and 'flags', got {sorted(unknown)}")
+        need_store(store, "annotate")
+        kinds = kinds_of(kinds, ("thumbs", "flags"))
         store.register_annotator(self.name, "simulated", repr(self))
         pending = {it.id: it for it in store.pending_items(self.name)}
         items = list(pending.values()) if items is None else [it if hasattr(it, "id") else store.get_item(it)
@@ -194,9 +193,10 @@ class SimulatedAnnotator:
         """Per-reply judgments only (any of "thumbs", "flags") of `responses` (Response objects or ids), without
         judging the items they belong to; replies this annotator judged so before are skipped. The same judgments
         as `annotate(..., kinds=kinds)` would record. Returns the new judgment ids."""
-        unknown = set(kinds) - {"thumbs", "flags"}
-        if unknown or not kinds:
-            raise ValueError(f"kinds may hold 'thumbs' and 'flags', got {sorted(kinds)}")
+        need_store(store, "annotate_replies")
+        kinds = kinds_of(kinds, ("thumbs", "flags"))
+        if not kinds:
+            raise ValueError("kinds may hold 'thumbs' and 'flags', got none")
         store.register_annotator(self.name, "simulated", repr(self))
         responses = [r if hasattr(r, "text") else store.get_response(r) for r in responses]
         feats = self._features(responses, {} if feature_cache is None else feature_cache)

@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 
 from rlhf_lab.feedback.gold import GoldUtility
+from rlhf_lab.feedback.validation import need_store
 
 __all__ = ["TASTES", "Taste", "load_taste", "check_taste", "SimulatedLearner", "short_replies", "asks_back",
            "enthusiastic", "formal", "gold_taste"]
@@ -156,6 +157,7 @@ class SimulatedLearner:
 
         keys: the coin's key for each of `items` (default: the item ids). The taste loop passes 1, 2, … (the ids
         in a fresh store), so a run into a folder whose store already holds items judges as it would alone."""
+        need_store(store, "annotate")
         store.register_annotator(self.name, "simulated", f"a simulated learner (rationality {self.rationality})")
         pending = store.pending_items(self.name, "pairwise")
         todo = {it.id for it in pending}

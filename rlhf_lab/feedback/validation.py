@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 
-__all__ = ["MAX_NAME", "MAX_TEXT", "as_list", "is_whole", "pair_row", "response_row", "text", "whole"]
+__all__ = ["MAX_NAME", "MAX_TEXT", "as_list", "is_whole", "pair_row", "response_row", "text", "whole", "need_store",
+           "kinds_of"]
 
 MAX_NAME = 4096  # model and annotator names (a model may be named by its folder's path)
 MAX_TEXT = 1_000_000  # prompts and replies, in characters
@@ -77,3 +79,23 @@ def pair_row(row, where: str, annotator: str, model: str, iteration: int) -> dic
                 annotator=text(row.get("annotator", annotator), f"{where}: annotator", MAX_NAME), model=both,
                 **{k: text(row.get(k, both), f"{where}: {k}", MAX_NAME) for k in ("chosen_model", "rejected_model")},
                 iteration=whole(row.get("iteration", iteration), f"{where}: iteration"))
+
+
+def need_store(store, what: str) -> None:
+    """TypeError, in one line, when `store` is not a FeedbackStore (a store's path is the usual slip: say to open
+    it)."""
+    if hasattr(store, "judgments_df") and hasattr(store, "register_annotator"):
+        return
+    how = f"open it first: FeedbackStore({str(store)!r})" if isinstance(store, (str, bytes, os.PathLike)) else \
+        "pass a FeedbackStore"
+    raise TypeError(f"{what} needs a FeedbackStore, got {type(store).__name__} {store!r:.60}: {how}")
+
+
+def kinds_of(kinds, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """`kinds` as a tuple of names from `allowed`: one name may be given alone ("thumbs"); an unknown one is
+    refused, naming what is allowed."""
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds or ())
+    unknown = [k for k in kinds if k not in allowed]
+    if unknown:
+        raise ValueError(f"kinds may hold {' and '.join(map(repr, allowed))}, got {unknown}")
+    return kinds
