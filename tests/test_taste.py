@@ -400,3 +400,16 @@ def test_the_loops_ppo_runs_lesson_4s_parameters():
     assert ppo.mini_batch_size == ppo.batch_size and ppo.lora is None  # the lesson's PPOConfig leaves them
     assert (ppo.sampling.max_new_tokens, ppo.sampling.temperature) == (config.sampling.max_new_tokens,
                                                                       config.sampling.temperature)
+
+
+def test_run_taste_says_what_to_pass_when_given_the_wrong_thing():
+    config = taste_config(labels=8, seed=0, smoke=True)
+    with pytest.raises(TypeError, match=r"learner must be a SimulatedLearner, e.g. SimulatedLearner\('short'\), "
+                                        "got str"):
+        run_taste(config, learner="short", log=None)
+    with pytest.raises(ValueError, match="pass policy and tokenizer together"):
+        run_taste(config, learner=SimulatedLearner("short", seed=0), policy=tiny_policy(seed=0)[0], log=None)
+    with pytest.raises(ValueError, match=r"Unknown TasteConfig fields \['lables'\]"):  # a dict: read as the config
+        run_taste({"lables": 8}, learner=SimulatedLearner("short", seed=0), log=None)
+    with pytest.raises(ValueError, match="Expected TasteConfig's settings"):
+        run_taste("smoke", learner=SimulatedLearner("short", seed=0), log=None)

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rlhf_lab.core.config import as_config
 from rlhf_lab.core.errors import TrainingDivergedError
 from rlhf_lab.core.files import write_atomic
 from rlhf_lab.core.seeding import seed_for, set_seed
@@ -195,7 +196,16 @@ def run_taste(config: TasteConfig | None = None, *, learner=None, store=None, an
     """
     from rlhf_lab.feedback.store import FeedbackStore
 
-    config, start = config or TasteConfig(), time.perf_counter()
+    config = as_config(config, TasteConfig) or TasteConfig()  # a dict of its fields too
+    if learner is not None and not hasattr(learner, "taste"):
+        raise TypeError(f"learner must be a SimulatedLearner, e.g. SimulatedLearner({learner!r}), got "
+                        f"{type(learner).__name__}" if isinstance(learner, str) else
+                        f"learner must be a SimulatedLearner, got {type(learner).__name__}")
+    if (policy is None) != (tokenizer is None):
+        raise ValueError("pass policy and tokenizer together (as load_policy returns them), or neither for "
+                         "config.policy's")
+    log = log or (lambda *_: None)  # None: silent, as RLHFRun
+    start = time.perf_counter()
     stages: dict[str, float] = {}  # seconds per stage, in the result: where a learner's minutes go
     mark = [start]
 
