@@ -92,3 +92,12 @@ def test_constitution_principles_are_plain_text_and_checkers():
         ConstitutionJudge([])
     with pytest.raises(ValueError, match="must contain"):
         LLMJudge(None, None, prompt="Which is better?")
+
+
+def test_a_model_name_or_a_missing_tokenizer_is_said_in_one_line(tiny):
+    _, tok = tiny
+    with pytest.raises(TypeError, match=r"LLMJudge takes a loaded model and its tokenizer, e.g. "
+                                        r"LLMJudge\(\*load_policy\('tiny'\)\)"):
+        LLMJudge("tiny", tok)
+    with pytest.raises(TypeError, match="got tokenizer=None"):
+        LLMJudge(tiny[0], None)

@@ -66,6 +66,10 @@ class LLMJudge:
         for field_ in ("{prompt}", "{a}", "{b}"):
             if field_ not in prompt:
                 raise ValueError(f"the judge's prompt must contain {field_} (it has {prompt[:60]!r}...)")
+        if isinstance(model, str) or not callable(tokenizer):
+            raise TypeError("LLMJudge takes a loaded model and its tokenizer, e.g. LLMJudge(*load_policy("
+                            f"{model!r}))" if isinstance(model, str) else
+                            f"LLMJudge takes a loaded model and its tokenizer; got tokenizer={tokenizer!r:.40}")
         self.model, self.tokenizer, self.name, self.prompt = model, tokenizer, name, prompt
         self.tie_margin, self.swap, self.max_reply_chars = tie_margin, swap, max_reply_chars
         self.about = f"LLM judge {type(model).__name__} ({getattr(model, 'name_or_path', '')}), swap={swap}"
