@@ -83,6 +83,11 @@ def test_the_learner_is_shown_the_designed_pair_of_each_prompts_candidates():
         replace(config, label_candidates=1)
     with pytest.raises(ValueError, match="eval_prompts must be at least 2"):  # refused before any training
         replace(config, eval_prompts=1)
+    for temps in ((0.7,), 0.7, (0.7, -1.0), ("hot", "cold")):
+        with pytest.raises(ValueError, match="label_temperatures must be two temperatures > 0"):
+            replace(config, label_temperatures=temps)
+    with pytest.raises(ValueError, match="kl_target must be positive"):
+        replace(config, kl_target=0.0)
 
 
 def test_a_persons_rater_judgments_alone_train_the_reward_model(tmp_path, callback_errors):

@@ -96,7 +96,16 @@ class TasteConfig(Config):
         if not 0 <= self.ppo_pessimism < math.inf:  # NaN too
             raise ValueError(f"ppo_pessimism must be >= 0 (0: PPO maximises the score itself), got "
                              f"{self.ppo_pessimism:g}.")
-        self.label_temperatures = tuple(self.label_temperatures)
+        temps = self.label_temperatures
+        if isinstance(temps, (str, bytes)) or not hasattr(temps, "__len__") or len(temps) != 2 or \
+                not all(isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 for t in temps):
+            raise ValueError(f"label_temperatures must be two temperatures > 0 (the two replies of a pair), e.g. "
+                             f"(0.7, 1.1); got {temps!r}.")
+        self.label_temperatures = tuple(temps)
+        if self.kl_target is not None and not self.kl_target > 0:
+            raise ValueError(f"kl_target must be positive (nats per reply), or None for no limit; got {self.kl_target}.")
+        if self.agreement_pairs < 1:
+            raise ValueError(f"agreement_pairs must be at least 1, got {self.agreement_pairs}.")
         if min(self.labels, self.eval_prompts, self.eval_samples, self.rounds, self.pairs_per_round,
                self.ppo_updates) < 1:
             raise ValueError("labels, eval_prompts, eval_samples, rounds, pairs_per_round and ppo_updates must be at "
