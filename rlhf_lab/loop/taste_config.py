@@ -103,7 +103,8 @@ class TasteConfig(Config):
                              f"(0.7, 1.1); got {temps!r}.")
         self.label_temperatures = tuple(temps)
         if self.kl_target is not None and not self.kl_target > 0:
-            raise ValueError(f"kl_target must be positive (nats per reply), or None for no limit; got {self.kl_target}.")
+            raise ValueError(f"kl_target must be positive (nats per reply), or None for no limit; got "
+                             f"{self.kl_target}.")
         if self.agreement_pairs < 1:
             raise ValueError(f"agreement_pairs must be at least 1, got {self.agreement_pairs}.")
         if min(self.labels, self.eval_prompts, self.eval_samples, self.rounds, self.pairs_per_round,
