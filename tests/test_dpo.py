@@ -111,7 +111,13 @@ def trl_loss(loss_type: str, beta: float, label_smoothing: float, logps, ref_log
 
         def __call__(self, **kwargs):
             zeros = torch.zeros(n, width - 1)
-            return SimpleNamespace(log_probs=log_probs, entropy=zeros, mean_logits=zeros, is_top1=zeros.bool())
+            # TRL 1.12 reads logits: over two tokens, [0, log(e^-lp - 1)] gives log-softmax lp for token 0 (every
+            # label is 0), and [0, -1e9] gives 0; earlier versions read log_probs
+            other = torch.where(log_probs < 0, torch.log(torch.expm1(-log_probs.double())).float(),
+                                torch.tensor(-1e9))
+            logits = torch.stack([torch.zeros(n, width), torch.cat([other, torch.full((n, 1), -1e9)], 1)], -1)
+            return SimpleNamespace(logits=logits, log_probs=log_probs, entropy=zeros, mean_logits=zeros,
+                                   is_top1=zeros.bool())
 
     acc = SimpleNamespace(device=torch.device("cpu"), gather_for_metrics=lambda x: x, gather=lambda x: x)
     fake = SimpleNamespace(model=Model(), accelerator=acc, aux_loss_enabled=False, ld_alpha=None,

@@ -50,7 +50,7 @@ def test_thumbs_in_the_store_become_trl_unpaired_examples(tmp_path):
     assert export_unpaired_jsonl(store, tmp_path / "kto.jsonl") == 2
     lines = [json.loads(s) for s in (tmp_path / "kto.jsonl").read_text().splitlines()]
     assert lines[0] == {"prompt": "p", "completion": "good", "label": True, "annotator": "ann", "iteration": 1,
-                        "model": "m"}
+                        "model": "m", "response_id": ids[0]}
 
 
 def test_a_step_computes_the_loss_of_its_definition(tokenizer):
