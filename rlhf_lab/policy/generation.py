@@ -15,12 +15,14 @@ overhead); any other model, or `decoder="hf"`, by `model.generate`. Each reply r
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from rlhf_lab.core.config import Config
+from rlhf_lab.core.inputs import prompt_list
 from rlhf_lab.core.memory import reuse_freed_memory
 from rlhf_lab.core.seeding import seeded
 from rlhf_lab.policy.decoder import LeanDecoder, unsupported_reason
@@ -28,7 +30,7 @@ from rlhf_lab.policy.models import model_id
 from rlhf_lab.policy.twin import PRECISIONS, decoding_dtype, decoding_model
 
 __all__ = ["DECODERS", "SamplingConfig", "GenerationBatch", "format_prompts", "eos_token_ids", "truncate_at_eos",
-           "generate"]
+           "generate", "sampling_config", "whole_number"]
 
 DECODERS = ("auto", "lean", "hf")
 """auto: the lean decoder where it reads the model, else `model.generate`; lean: the lean decoder or an error;
@@ -64,14 +66,24 @@ class SamplingConfig(Config):
     `model.generate`). Same replies up to float rounding; each reply records which (`decoded_by`)."""
 
     def __post_init__(self):
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}.")
+        self.max_new_tokens = whole_number(self.max_new_tokens, "max_new_tokens", least=1)
+        self.top_k = whole_number(self.top_k, "top_k (0 = off)", least=0)
+        if self.max_prompt_tokens is not None:
+            self.max_prompt_tokens = whole_number(self.max_prompt_tokens, "max_prompt_tokens (None keeps all)",
+                                                  least=1)
+        for name in ("temperature", "top_p"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ValueError(f"{name} must be a number, got {value!r:.40}.")
         if not 0 <= self.temperature < math.inf:  # NaN too
             raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {self.temperature}.")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}.")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1] (1 = off), got {self.top_p}.")
+        if self.chat_template is not None and not isinstance(self.chat_template, bool):
+            raise ValueError(f"chat_template must be True, False or None (when the tokenizer has one), got "
+                             f"{self.chat_template!r:.40}.")
+        if self.system_prompt is not None and not isinstance(self.system_prompt, str):
+            raise ValueError(f"system_prompt must be a string or None, got {self.system_prompt!r:.40}.")
         if self.decode_precision not in PRECISIONS:
             raise ValueError(f"decode_precision must be one of {', '.join(PRECISIONS)}, got {self.decode_precision!r}.")
         if self.decoder not in DECODERS:
@@ -80,6 +92,29 @@ class SamplingConfig(Config):
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+
+def whole_number(value, what: str, least: int) -> int:
+    """`value` as an int of at least `least`, or a ValueError naming `what` (a bool, a float such as 2.5 or 32.0, or
+    a string such as "32" is refused, never rounded or compared)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{what} must be a whole number, got {value!r:.40}.")
+    if value < least:
+        raise ValueError(f"{what} must be at least {least}, got {value}.")
+    return int(value)
+
+
+def sampling_config(sampling) -> SamplingConfig:
+    """`sampling` when it is a SamplingConfig (None: the defaults); a dict or anything else is refused in one line."""
+    if sampling is None:
+        return SamplingConfig()
+    if isinstance(sampling, dict):
+        args = ", ".join(f"{k}={v!r}" for k, v in sampling.items())
+        raise TypeError(f"sampling must be a SamplingConfig, got a dict: pass SamplingConfig({args})")
+    if not isinstance(sampling, SamplingConfig):
+        raise TypeError(f"sampling must be a SamplingConfig (or None for the defaults), got "
+                        f"{type(sampling).__name__} {sampling!r:.40}")
+    return sampling
 
 
 @dataclass
@@ -134,11 +169,12 @@ class GenerationBatch:
 
 def format_prompts(tokenizer, prompts: list[str], sampling: SamplingConfig) -> tuple[list[str], bool]:
     """The exact text fed to the model for each prompt, and whether the chat template was applied."""
+    prompts, sampling = prompt_list(prompts), sampling_config(sampling)
     use_chat = sampling.chat_template
     if use_chat is None:
         use_chat = getattr(tokenizer, "chat_template", None) is not None
     if not use_chat:
-        return list(prompts), False
+        return prompts, False
     if getattr(tokenizer, "chat_template", None) is None:
         raise ValueError("chat_template=True but this tokenizer has no chat template: set chat_template=False.")
     texts = []
@@ -178,11 +214,12 @@ def generate(model, tokenizer, prompts: list[str], sampling: SamplingConfig | No
     lean decoder cannot read both, `batch.kl` stays None (`loop.evaluation.replies_with_kl` then measures it after).
     The replies are the same with or without a reference.
     """
-    sampling = sampling or SamplingConfig()
-    if isinstance(prompts, str):
-        raise TypeError("generate() takes a list of prompts; wrap a single prompt in a list.")
+    sampling, prompts = sampling_config(sampling), prompt_list(prompts)
     if not prompts:
         raise ValueError("generate() needs at least one prompt.")
+    n_per_prompt = whole_number(n_per_prompt, "n_per_prompt (replies per prompt)", least=1)
+    if batch_size is not None:
+        batch_size = whole_number(batch_size, "batch_size (replies generated at once; None: all)", least=1)
     if tokenizer.pad_token_id is None or tokenizer.pad_token_id in eos_token_ids(model, tokenizer):
         raise ValueError("The tokenizer's pad token must differ from EOS: load it with rlhf_lab.policy.models."
                          "load_tokenizer or pass it through rlhf_lab.policy.models.prepare_tokenizer.")
