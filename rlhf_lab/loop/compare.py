@@ -33,6 +33,7 @@ import torch
 from matplotlib.figure import Figure
 
 from rlhf_lab.core.errors import TrainingDivergedError
+from rlhf_lab.core.inputs import prompt_list
 from rlhf_lab.core.memory import PeakMemory
 from rlhf_lab.core.seeding import seed_for
 from rlhf_lab.loop.evaluation import paired_gain, replies_with_kl
@@ -321,12 +322,13 @@ def compare_methods(methods: list[Method], policy, tokenizer, prompts: list[str]
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise ValueError(f"Method names must differ, got {names}: pass name=... to tell them apart.")
+    prompts, eval_prompts = prompt_list(prompts, "prompts"), prompt_list(eval_prompts, "eval_prompts")
     if not prompts or not eval_prompts:
         raise ValueError("compare_methods needs training prompts and eval prompts.")
     if eval_samples < 1:
         raise ValueError(f"eval_samples must be at least 1 (replies per eval prompt), got {eval_samples}.")
     initial = copy.deepcopy(policy).eval().requires_grad_(False)
-    setup = _Setup(initial, tokenizer, list(prompts), list(eval_prompts), as_reward(reward, tokenizer),
+    setup = _Setup(initial, tokenizer, prompts, eval_prompts, as_reward(reward, tokenizer),
                    as_reward(gold, tokenizer), pairs, judge, sampling or SamplingConfig(), seed, eval_samples)
     initial_replies = _eval_replies(initial, setup)  # sampled once: the opponent, and the frontier's start
     setup.initial_gold = _per_prompt(setup.gold(initial_replies[0]).numpy(), setup)

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from rlhf_lab.core.files import aside_copies
+from rlhf_lab.core.inputs import prompt_list
 from rlhf_lab.feedback.crowd import SimulatedAnnotator, SimulatedCrowd, stand_in_name
 from rlhf_lab.feedback.gold import GoldUtility
 from rlhf_lab.feedback.preferences import as_preference_pairs
@@ -87,7 +88,7 @@ def sampling_sweep(model, tokenizer, prompts: list[str], settings: list[Sampling
 def sample_pairs(store, model, tokenizer, prompts: list[str], sampling: SamplingConfig, *, seed: int = 0,
                  iteration: int = 0) -> list:
     """Two replies per prompt from `model`, stored as pairwise items (A, B in sampling order); returns the Items."""
-    batch = generate(model, tokenizer, list(prompts), sampling, seed=seed, n_per_prompt=2, iteration=iteration)
+    batch = generate(model, tokenizer, prompt_list(prompts), sampling, seed=seed, n_per_prompt=2, iteration=iteration)
     ids = store.add_responses(batch.to_records())
     return [store.get_item(i) for i in store.add_items([ids[i:i + 2] for i in range(0, len(ids), 2)])]
 
@@ -248,7 +249,7 @@ def score_replies(model, tokenizer, prompts: list[str], sampling: SamplingConfig
     """`n_per_prompt` replies per prompt (adjacent rows) with their gold utility, (when given) reward-model score
     and (with a `SimulatedLearner` as `taste`) the learner's utility: prompt, reply, gold, reward, taste."""
     gold = gold or GoldUtility()
-    batch = generate(model, tokenizer, list(prompts), sampling, seed=seed, n_per_prompt=n_per_prompt)
+    batch = generate(model, tokenizer, prompt_list(prompts), sampling, seed=seed, n_per_prompt=n_per_prompt)
     table = pd.DataFrame({"prompt": batch.prompts, "reply": batch.responses,
                           "gold": gold(batch.prompts, batch.responses)})
     if reward_model is not None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from rlhf_lab.core.inputs import prompt_list
 from rlhf_lab.policy.generation import GenerationBatch, SamplingConfig, generate
 from rlhf_lab.reward.sources import as_reward
 
@@ -116,12 +117,13 @@ def best_of_n(policy, tokenizer, prompts: list[str], reward, n: int, *, pool: in
     missing_eos_penalty: subtracted from the score of a reply without EOS before picking (as PPO does).
     batch_size: replies generated at once (default 256: P·pool replies in one batch can exhaust a GPU's memory).
     """
+    prompts = prompt_list(prompts)
     pool = pool or n
     if n < 1 or pool < n:
         raise ValueError(f"best_of_n needs n >= 1 and pool >= n, got n={n}, pool={pool}.")
     if not prompts:
         raise ValueError("best_of_n needs at least one prompt.")
-    candidates = generate(policy, tokenizer, list(prompts), sampling, seed=seed, n_per_prompt=pool,
+    candidates = generate(policy, tokenizer, prompts, sampling, seed=seed, n_per_prompt=pool,
                           batch_size=batch_size or DEFAULT_BATCH)
     scores = as_reward(reward, tokenizer)(candidates).float()  # (P·pool,) on the CPU, as every reward returns
     if missing_eos_penalty is not None:
@@ -130,4 +132,4 @@ def best_of_n(policy, tokenizer, prompts: list[str], reward, n: int, *, pool: in
     if scores.isnan().any():  # argmax would pick a NaN as the best
         raise ValueError(f"the reward gave NaN for {int(scores.isnan().sum())} of {scores.numel()} candidates: "
                          "best-of-n cannot rank them (check the reward function)")
-    return BestOfNResult(list(prompts), candidates, scores, scores[:, :n].argmax(dim=1), n)
+    return BestOfNResult(prompts, candidates, scores, scores[:, :n].argmax(dim=1), n)

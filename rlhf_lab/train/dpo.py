@@ -27,6 +27,7 @@ from torch import Tensor
 
 from rlhf_lab.core.batching import length_grouped_batches
 from rlhf_lab.core.errors import TrainingDivergedError
+from rlhf_lab.core.inputs import prompt_list
 from rlhf_lab.core.seeding import seed_for
 from rlhf_lab.policy.generation import generate
 from rlhf_lab.reward.sources import as_reward
@@ -308,10 +309,11 @@ class DPOTrainer(ScoringTrainer):
         """Iterative DPO: each round, `collect_pairs` from the current policy, then `fit` on them (the reference
         stays the initial policy). Runs until `round_ == rounds`; checkpoint_dir: saved there after every round (a
         resumed trainer goes on with the next). Returns self."""
+        prompts = prompt_list(prompts)
         if not prompts:
             raise ValueError("train_iterative needs prompts to sample replies for.")
         while self.round_ < rounds:
-            pairs = self.collect_pairs(list(prompts), judge, self.round_ + 1, pairs_per_round, store)
+            pairs = self.collect_pairs(prompts, judge, self.round_ + 1, pairs_per_round, store)
             if pairs:
                 self.fit(pairs)
             self.round_ += 1

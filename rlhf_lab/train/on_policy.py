@@ -21,6 +21,7 @@ import torch
 
 from rlhf_lab.core.errors import TrainingDivergedError
 from rlhf_lab.core.hf import adamw, causal_lm, disable_dropout, eager_attention_for_cpu_bf16, make_accelerator
+from rlhf_lab.core.inputs import prompt_list
 from rlhf_lab.core.launch import is_sharded
 from rlhf_lab.core.seeding import seed_for, set_seed
 from rlhf_lab.policy.generation import generate
@@ -157,6 +158,7 @@ class OnPolicyTrainer:
         """Rollouts: `n_per_prompt` replies per prompt (copies adjacent) from the current policy, seeded by (seed,
         update, process); `generate` cuts each after its first EOS, kept as the last token."""
         cfg, update = self.config, self.update_ + 1
+        prompts = prompt_list(prompts, "step() prompts")
         if len(prompts) != cfg.batch_size:
             raise ValueError(f"step() got {len(prompts)} prompts; the config's batch_size is {cfg.batch_size}.")
         self._clock = {"start": time.perf_counter()}
@@ -355,8 +357,8 @@ class OnPolicyTrainer:
         """The prompts of update `update` (1-based): from a list, epochs of seeded permutations (stateless, so a
         resumed run draws the same batches); from a function, `prompt_source(update)`."""
         if callable(prompt_source):
-            return list(prompt_source(update))
-        prompts, size = list(prompt_source), self.config.batch_size
+            return prompt_list(prompt_source(update), f"prompt_source({update})")
+        prompts, size = self.prompt_pool(prompt_source), self.config.batch_size
         per_update = size * self.accelerator.num_processes
         start = (update - 1) * per_update + self.accelerator.process_index * size
         epochs = range(start // len(prompts), (start + size - 1) // len(prompts) + 1)
@@ -365,12 +367,22 @@ class OnPolicyTrainer:
         offset = start - epochs[0] * len(prompts)
         return [prompts[i] for i in order[offset:offset + size].tolist()]
 
+    @staticmethod
+    def prompt_pool(prompt_source) -> list[str]:
+        """A list of prompts to draw batches from: not one string (its characters), not empty."""
+        prompts = prompt_list(prompt_source, "prompt_source")
+        if not prompts:
+            raise ValueError("prompt_source is an empty list: pass at least one prompt, e.g. [\"How do I make tea?\"]")
+        return prompts
+
     def train(self, prompt_source, n_updates: int, checkpoint_dir=None, checkpoint_every: int = 0):
         """Run updates until `update_ == n_updates` (the run's total, so a resumed trainer finishes the same run).
 
         prompt_source: a list of prompts or a function update -> prompts. checkpoint_dir: saved there (atomically)
         every `checkpoint_every` updates and at the end. Returns self.
         """
+        if not callable(prompt_source):
+            prompt_source = self.prompt_pool(prompt_source)
         self.n_updates_ = n_updates
         for callback in self.callbacks:
             getattr(callback, "on_train_begin", lambda trainer: None)(self)
