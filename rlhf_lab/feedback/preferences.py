@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rlhf_lab.core.inputs import bool_labels
 from rlhf_lab.feedback.records import Item, Response
 from rlhf_lab.feedback.schema import ANNOTATOR_KINDS
 
@@ -108,7 +109,8 @@ def as_preference_pairs(data) -> pd.DataFrame:
     if len(df) == 0:
         raise ValueError("no preference pairs: judge some pairs first (or load a preference file)")
     df = df.reset_index(drop=True)
-    df["tie"] = df["tie"].fillna(False).astype(bool) if "tie" in df else False
+    # a missing tie is no tie; "false" or "no" is refused (bool("false") is True: every pair would be a tie)
+    df["tie"] = bool_labels(df["tie"].where(df["tie"].notna(), False), "tie") if "tie" in df else False
     df["margin"] = pd.to_numeric(df["margin"], errors="coerce").astype(float) if "margin" in df else math.nan
     return df
 

@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from rlhf_lab.core.config import Config, Seeded
 from rlhf_lab.core.files import atomic_directory, existing_or_aside, verify_digests, write_manifest
+from rlhf_lab.core.inputs import bool_labels
 from rlhf_lab.feedback.flags import flag_examples
 from rlhf_lab.feedback.preferences import judgments_origin
 from rlhf_lab.reward.encoder import sentence_encoder
@@ -106,7 +107,7 @@ class CostModel:
         if missing or df.empty:
             raise ValueError(f"a cost model fits rows with prompt, response and flagged (missing {sorted(missing)}): "
                              "pass a FeedbackStore with flags judgments or `flag_examples(store)`.")
-        y = torch.tensor(df["flagged"].astype(bool).to_numpy(), dtype=torch.float32)  # (N,)
+        y = torch.tensor(bool_labels(df["flagged"], "flagged"), dtype=torch.float32)  # (N,); "no" or NaN refused
         self.n_flagged_, self.n_unflagged_ = int(y.sum()), int(len(y) - y.sum())
         self.origin_ = judgments_origin(df)
         if not self.n_flagged_ or not self.n_unflagged_:

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from rlhf_lab.core.batching import length_grouped_batches
 from rlhf_lab.core.errors import TrainingDivergedError
-from rlhf_lab.core.inputs import prompt_list
+from rlhf_lab.core.inputs import bool_labels, prompt_list
 from rlhf_lab.core.seeding import seed_for
 from rlhf_lab.policy.generation import generate
 from rlhf_lab.reward.sources import as_reward
@@ -175,9 +175,11 @@ class DPOTrainer(ScoringTrainer):
                              f"{sorted(missing)}): pass store.preference_pairs() or build one with those columns.")
         if "weight" in pairs:  # never ignored in silence
             raise ValueError("DPO does not weigh pairs: drop the 'weight' column (reward models' fit weighs them)")
+        if "tie" in pairs:  # "false" or "no" refused, never read as True
+            pairs = pairs.assign(tie=bool_labels(pairs["tie"], "tie"))
         if "tie" in pairs and not self.config.include_ties:
             self.ties_dropped_ = int(pairs["tie"].sum())
-            pairs = pairs[~pairs["tie"].astype(bool)]
+            pairs = pairs[~pairs["tie"]]
         if len(pairs) == 0:
             raise ValueError("There are no preference pairs to train on: collect some judgments first (rate replies "
                              "or let a SimulatedCrowd annotate the store), or set include_ties=True if all are ties.")

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from rlhf_lab.core.batching import length_grouped_batches
 from rlhf_lab.core.errors import TrainingDivergedError
+from rlhf_lab.core.inputs import bool_labels
 from rlhf_lab.core.seeding import seed_for
 from rlhf_lab.policy.generation import format_prompts
 from rlhf_lab.train.callbacks import PrintLogger
@@ -164,7 +165,7 @@ class KTOTrainer(ScoringTrainer):
         it stopped (other data is refused). Returns self."""
         cfg = self.config
         data = self._check(data)
-        labels = torch.tensor(data["label"].astype(bool).to_numpy())
+        labels = torch.tensor(bool_labels(data["label"], "label (True = thumbs up)"))  # "no" or NaN refused
         n_up, n_down = int(labels.sum()), int((~labels).sum())
         lam_d, lam_u = (kto_weights(n_up, n_down)[0] if cfg.desirable_weight is None else cfg.desirable_weight,
                         cfg.undesirable_weight)
