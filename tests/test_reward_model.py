@@ -69,14 +69,22 @@ def toy_pairs(n_prompts=6, per_prompt=2):
     return pd.DataFrame(rows)
 
 
+def built(config: RewardConfig) -> RewardModel:
+    """A reward model with its backbone loaded and a new (untrained) head: the mechanics without a fit (scoring one
+    never fitted nor loaded is refused)."""
+    rm = RewardModel(config)
+    rm._build()
+    return rm
+
+
 @pytest.fixture(scope="module")
 def tiny_rm():
-    return RewardModel(RewardConfig(backbone="tiny", max_length=48, seed=0))
+    return built(RewardConfig(backbone="tiny", max_length=48, seed=0))
 
 
 @pytest.fixture(scope="module")
 def minilm_rm():
-    return RewardModel(RewardConfig(backbone="minilm", max_length=48, seed=0))
+    return built(RewardConfig(backbone="minilm", max_length=48, seed=0))
 
 
 # ---- the loss ------------------------------------------------------------------------------------------------------

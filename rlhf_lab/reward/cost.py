@@ -29,11 +29,13 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from rlhf_lab.core.config import Config, Seeded
+from rlhf_lab.core.errors import not_fitted
 from rlhf_lab.core.files import atomic_directory, existing_or_aside, verify_digests, write_manifest
 from rlhf_lab.core.inputs import bool_labels
 from rlhf_lab.feedback.flags import flag_examples
 from rlhf_lab.feedback.preferences import judgments_origin
 from rlhf_lab.reward.encoder import sentence_encoder
+from rlhf_lab.reward.evaluation import scored_lists
 from rlhf_lab.reward.text_features import FIRST_SURFACE, surface_features
 
 __all__ = ["CostModelConfig", "CostModel"]
@@ -119,16 +121,23 @@ class CostModel:
         self.weights_, self.bias_ = _fit_logistic((x - self.mean_) / self.std_, y, self.config.l2)
         return self
 
+    def check_fitted(self) -> None:
+        """Raise NotFittedError (one line: fit or load it) unless the model was fitted or loaded."""
+        if not hasattr(self, "weights_"):
+            raise not_fitted(self, "fit(flags)")
+
     def logits(self, prompts, responses) -> torch.Tensor:
         """w·x + b for each reply: (N,)."""
+        self.check_fitted()
         return (self.featurize(prompts, responses) - self.mean_) / self.std_ @ self.weights_ + self.bias_
 
     def score(self, prompts, responses) -> torch.Tensor:
-        """The cost of each reply, P(flagged) = σ(w·x + b): (N,) float32 in [0, 1]. `prompts` may be one string."""
-        responses = [responses] if isinstance(responses, str) else list(responses)
-        prompts = [prompts] * len(responses) if isinstance(prompts, str) else list(prompts)
-        if len(prompts) != len(responses):
-            raise ValueError(f"got {len(prompts)} prompts for {len(responses)} responses; pass one each.")
+        """The cost of each reply, P(flagged) = σ(w·x + b): (N,) float32 in [0, 1]. `prompts` may be one string;
+        no replies give an empty tensor."""
+        self.check_fitted()
+        prompts, responses = scored_lists(prompts, responses)
+        if not responses:
+            return torch.empty(0)
         return torch.sigmoid(self.logits(prompts, responses))
 
     def accuracy(self, prompts, responses, flagged) -> float:
@@ -139,6 +148,7 @@ class CostModel:
     def save(self, path) -> Path:
         """cost.safetensors and cost_model.json (config, counts, origin, the tensors' SHA-256), atomically (no
         pickle)."""
+        self.check_fitted()
         path = Path(path)
         meta = {"format": FORMAT_VERSION, "config": self.config.to_dict(), "bias": self.bias_,
                 "n_flagged": self.n_flagged_, "n_unflagged": self.n_unflagged_, "origin": self.origin_}

@@ -36,7 +36,7 @@ from rlhf_lab.core.config import Config, Seeded
 from rlhf_lab.core.files import atomic_directory, existing_or_aside, verify_digests, write_manifest
 from rlhf_lab.feedback.preferences import bootstrap_pairs, pair_weights
 from rlhf_lab.reward.encoder import SentenceEncoder, sentence_encoder
-from rlhf_lab.reward.evaluation import NormalisedScores, order_agreement
+from rlhf_lab.reward.evaluation import NormalisedScores, order_agreement, scored_lists
 from rlhf_lab.reward.evidence import log_evidence
 from rlhf_lab.reward.linear_fits import blend_members, fit_listwise, fit_logistic, relevance_weights
 from rlhf_lab.reward.text_features import FIRST_SURFACE, SURFACE_FEATURES, common_words, surface_features, \
@@ -133,6 +133,8 @@ class EmbeddingRewardModel(NormalisedScores):
     """See the module docstring. Learned state: weights_ (k, F), mean_ and std_ (F,) of the features (std_ divided
     by each feature's prior weight),
     norm_mean_/norm_std_ (score normalisation), val_pairs_ (pairs fitted on, for `evaluate`)."""
+
+    fitted_attribute = "weights_"  # set by fit, fit_ratings, fit_rankings (and by load)
 
     def __init__(self, config: EmbeddingRewardConfig | None = None):
         self.config = config or EmbeddingRewardConfig()
@@ -322,27 +324,30 @@ class EmbeddingRewardModel(NormalisedScores):
         return self.normalize([p for p, _ in replies], [r for _, r in replies])
 
     def member_scores_raw(self, prompts, responses) -> torch.Tensor:
-        """Unnormalised rewards of every member: (k, N)."""
+        """Unnormalised rewards of every member: (k, N). `prompts` may be one string shared by all."""
+        self.check_fitted()
+        prompts, responses = scored_lists(prompts, responses)
+        if not responses:
+            return torch.empty(len(self.weights_), 0)
         x = (self.featurize(prompts, responses) - self.mean_) / self.std_  # (N, F)
         return self.weights_ @ x.T
 
     def member_scores(self, prompts, responses) -> torch.Tensor:
         """Normalised rewards of every member (k, N): `score` is their mean and `spread` their standard deviation, as
         for `RewardEnsemble.member_scores`."""
-        return (self.member_scores_raw(list(prompts), list(responses)) - self.norm_mean_) / self.norm_std_
+        return (self.member_scores_raw(prompts, responses) - self.norm_mean_) / self.norm_std_
 
     def score_raw(self, prompts, responses) -> torch.Tensor:
         return self.member_scores_raw(prompts, responses).mean(0)
 
     def score(self, prompts, responses) -> torch.Tensor:
-        """Normalised rewards (N,): the members' mean, (r − mean) / std on the normalisation sample."""
-        responses = [responses] if isinstance(responses, str) else list(responses)
-        prompts = [prompts] * len(responses) if isinstance(prompts, str) else list(prompts)
+        """Normalised rewards (N,): the members' mean, (r − mean) / std on the normalisation sample. `prompts` may be
+        one string shared by all; no replies give an empty tensor."""
         return (self.score_raw(prompts, responses) - self.norm_mean_) / self.norm_std_
 
     def spread(self, prompts, responses) -> torch.Tensor:
         """The members' standard deviation of the normalised reward (N,)."""
-        return self.member_scores_raw(list(prompts), list(responses)).std(0, correction=0) / self.norm_std_
+        return self.member_scores_raw(prompts, responses).std(0, correction=0) / self.norm_std_
 
     def agreement(self, prompts, replies_a, replies_b, utility) -> float:
         """Share of pairs with distinct utilities that this model orders as `utility(prompt, reply)` does
@@ -352,6 +357,7 @@ class EmbeddingRewardModel(NormalisedScores):
     def save(self, path) -> Path:
         """weights.safetensors and embedding_reward_model.json (with the weights' SHA-256), atomically (no
         pickle)."""
+        self.check_fitted()
         path = Path(path)
         meta = {"format": FORMAT_VERSION, "config": self.config.to_dict(), "norm_mean": self.norm_mean_,
                 "norm_std": self.norm_std_, "vocabulary": self.vocabulary_}

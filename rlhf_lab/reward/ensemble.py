@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from rlhf_lab.core.errors import not_fitted
 from rlhf_lab.core.files import atomic_directory, existing_or_aside
 from rlhf_lab.feedback.preferences import (
     as_preference_pairs,
@@ -46,9 +47,16 @@ class RewardEnsemble:
         self.val_pairs_ = self.members_[0].val_pairs_
         return self
 
+    @property
+    def members(self) -> list[RewardModel]:
+        """The fitted (or loaded) members; NotFittedError (one line: fit or load it) before."""
+        if not hasattr(self, "members_"):
+            raise not_fitted(self)
+        return self.members_
+
     def member_scores(self, prompts, responses) -> torch.Tensor:
         """Normalised rewards of every member, shape (k, N)."""
-        return torch.stack([m.score(prompts, responses) for m in self.members_])
+        return torch.stack([m.score(prompts, responses) for m in self.members])
 
     def score(self, prompts, responses) -> torch.Tensor:
         """Mean normalised reward over members, shape (N,)."""
@@ -60,26 +68,30 @@ class RewardEnsemble:
 
     def score_raw(self, prompts, responses) -> torch.Tensor:
         """Mean raw reward over members, shape (N,)."""
-        return torch.stack([m.score_raw(prompts, responses) for m in self.members_]).mean(dim=0)
+        return torch.stack([m.score_raw(prompts, responses) for m in self.members]).mean(dim=0)
 
     def score_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Mean normalised reward of token sequences (causal-LM members), shape (B,)."""
-        return torch.stack([m.score_tokens(input_ids, attention_mask) for m in self.members_]).mean(dim=0)
+        return torch.stack([m.score_tokens(input_ids, attention_mask) for m in self.members]).mean(dim=0)
 
     def normalize(self, prompts, responses) -> "RewardEnsemble":
         """Normalise every member on the same reference sample."""
-        for m in self.members_:
+        for m in self.members:
             m.normalize(prompts, responses)
         return self
 
     def check_tokenizer(self, tokenizer) -> None:
-        self.members_[0].check_tokenizer(tokenizer)
+        self.members[0].check_tokenizer(tokenizer)
 
     def evaluate(self, pairs=None, gold=None, n_bins: int = 10, top_k: int = 5) -> RewardReport:
         """As `RewardModel.evaluate`, with P(chosen) = σ(mean raw reward difference) and mean normalised rewards."""
-        pairs = self.members_[0].usable_pairs(self.val_pairs_ if pairs is None else pairs)
-        r = [torch.stack([m.score_raw(pairs["prompt"], pairs[c]) for m in self.members_]) for c in ("chosen", "rejected")]
-        shown = [torch.stack([m.score(pairs["prompt"], pairs[c]) for m in self.members_]).mean(0)
+        self.members  # noqa: B018 (NotFittedError before fit or load)
+        if pairs is None and len(getattr(self, "val_pairs_", ())) == 0:
+            raise ValueError("this model holds out no pairs to evaluate on (fitted with val_fraction=0, or loaded "
+                             "from a file): pass the pairs to evaluate on: evaluate(pairs)")
+        pairs = self.members[0].usable_pairs(self.val_pairs_ if pairs is None else pairs)
+        r = [torch.stack([m.score_raw(pairs["prompt"], pairs[c]) for m in self.members]) for c in ("chosen", "rejected")]
+        shown = [torch.stack([m.score(pairs["prompt"], pairs[c]) for m in self.members]).mean(0)
                  for c in ("chosen", "rejected")]
         return evaluate_rewards(pairs, r[0].mean(0).numpy(), r[1].mean(0).numpy(), gold=gold, n_bins=n_bins,
                                 top_k=top_k, shown=(shown[0].numpy(), shown[1].numpy()))

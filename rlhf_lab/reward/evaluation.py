@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from rlhf_lab.core.errors import not_fitted
 from rlhf_lab.feedback.preferences import as_preference_pairs, without_ties
 
 __all__ = ["RewardReport", "evaluate_rewards", "calibration_table", "expected_calibration_error", "NormalisedScores",
-           "order_agreement", "cross_validate"]
+           "order_agreement", "cross_validate", "scored_lists"]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -191,7 +192,15 @@ def cross_validate(pairs, fit, *, folds: int = 5, seed: int = 0, train=None) -> 
 
 class NormalisedScores:
     """Pairs, normalisation and evaluation for a reward model that has `score_raw(prompts, responses)` (N,),
-    `config.include_ties` and `val_pairs_` (RewardModel, EmbeddingRewardModel)."""
+    `config.include_ties` and `val_pairs_` (RewardModel, EmbeddingRewardModel), and whose `fitted_attribute` is set
+    once it is fitted or loaded."""
+
+    fitted_attribute = "val_pairs_"
+
+    def check_fitted(self) -> None:
+        """Raise NotFittedError (one line: fit or load it) unless the model was fitted or loaded."""
+        if not hasattr(self, self.fitted_attribute):
+            raise not_fitted(self)
 
     def usable_pairs(self, data) -> pd.DataFrame:
         """`data` as preference pairs (`as_preference_pairs`), ties left out unless `config.include_ties`."""
@@ -200,6 +209,7 @@ class NormalisedScores:
 
     def normalize(self, prompts, responses):
         """Set norm_mean_, norm_std_ so that `score` has mean 0 and std 1 on this reference sample. Returns self."""
+        self.check_fitted()
         raw = self.score_raw(prompts, responses)
         self.norm_mean_ = raw.mean().item()
         self.norm_std_ = max(raw.std().item(), 1e-6) if len(raw) > 1 else 1.0
@@ -208,8 +218,22 @@ class NormalisedScores:
     def evaluate(self, pairs=None, gold=None, n_bins: int = 10, top_k: int = 5) -> RewardReport:
         """Accuracy, log-loss and calibration on `pairs` (default: `val_pairs_`), agreement with a
         `gold(prompts, responses)` utility where given; see `evaluate_rewards`."""
+        self.check_fitted()
+        if pairs is None and len(getattr(self, "val_pairs_", ())) == 0:
+            raise ValueError("this model holds out no pairs to evaluate on (fitted with val_fraction=0, or loaded "
+                             "from a file): pass the pairs to evaluate on: evaluate(pairs)")
         pairs = self.usable_pairs(self.val_pairs_ if pairs is None else pairs)
         r_c, r_r = self.score_raw(pairs["prompt"], pairs["chosen"]), self.score_raw(pairs["prompt"], pairs["rejected"])
         shown = ((r_c - self.norm_mean_) / self.norm_std_, (r_r - self.norm_mean_) / self.norm_std_)
         return evaluate_rewards(pairs, r_c.numpy(), r_r.numpy(), gold=gold, shown=(shown[0].numpy(), shown[1].numpy()),
                                 n_bins=n_bins, top_k=top_k)
+
+
+def scored_lists(prompts, responses) -> tuple[list[str], list[str]]:
+    """(prompts, responses) as two lists of one length for scoring: one reply string is a list of one, and one
+    prompt string is shared by every reply; lists of different lengths are refused in one line."""
+    responses = [responses] if isinstance(responses, str) else list(responses)
+    prompts = [prompts] * len(responses) if isinstance(prompts, str) else list(prompts)
+    if len(prompts) != len(responses):
+        raise ValueError(f"got {len(prompts)} prompts for {len(responses)} responses; pass one each")
+    return prompts, responses

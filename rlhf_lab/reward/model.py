@@ -42,7 +42,7 @@ from rlhf_lab.core.memory import reuse_freed_memory
 from rlhf_lab.core.packed_attention import can_attend_by_segment
 from rlhf_lab.core.seeding import seeded, set_seed
 from rlhf_lab.feedback.preferences import pair_weights, split_by_prompt
-from rlhf_lab.reward.evaluation import NormalisedScores
+from rlhf_lab.reward.evaluation import NormalisedScores, scored_lists
 from rlhf_lab.reward.network import (
     MINILM,
     RewardNet,
@@ -161,6 +161,8 @@ class RewardModel(NormalisedScores):
     Learned state: net_ (RewardNet), tokenizer_, history_ (list of dicts: step, epoch, lr, train/loss,
     train/accuracy, perf/step_s, and val/loss, val/accuracy where evaluated), norm_mean_, norm_std_, val_pairs_ (held out).
     """
+
+    fitted_attribute = "net_"  # set by fit (and by load)
 
     def __init__(self, config: RewardConfig | None = None):
         self.config = config or RewardConfig()
@@ -317,12 +319,12 @@ class RewardModel(NormalisedScores):
     # ---- scoring -------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def score_raw(self, prompts, responses, batch_size: int | None = None) -> torch.Tensor:
-        """Unnormalised rewards r(x, y), shape (N,), on the CPU. `prompts` may be one string shared by all."""
-        self._build()
-        responses = [responses] if isinstance(responses, str) else list(responses)
-        prompts = [prompts] * len(responses) if isinstance(prompts, str) else list(prompts)
-        if len(prompts) != len(responses):
-            raise ValueError(f"got {len(prompts)} prompts for {len(responses)} responses; pass one each")
+        """Unnormalised rewards r(x, y), shape (N,), on the CPU. `prompts` may be one string shared by all; no
+        replies give an empty tensor."""
+        self.check_fitted()
+        prompts, responses = scored_lists(prompts, responses)
+        if not responses:
+            return torch.empty(0)
         features = self._encode(prompts, responses)
         order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))  # little padding
         out = torch.empty(len(features))
@@ -336,7 +338,7 @@ class RewardModel(NormalisedScores):
         return out
 
     def score(self, prompts, responses, batch_size: int | None = None) -> torch.Tensor:
-        """Normalised rewards (r − mean) / std, shape (N,) (see `normalize`)."""
+        """Normalised rewards (r − mean) / std, shape (N,) (see `normalize`); no replies give an empty tensor."""
         return (self.score_raw(prompts, responses, batch_size) - self.norm_mean_) / self.norm_std_
 
     @torch.no_grad()
@@ -348,6 +350,7 @@ class RewardModel(NormalisedScores):
         `check_tokenizer(policy_tokenizer)` once first. `reward.sources.ModelReward` uses this only where it agrees
         with `score` (every reply ended in EOS, no custom system prompt) and scores the text otherwise.
         """
+        self.check_fitted()
         if self.config.kind != "causal":
             raise TypeError("score_tokens needs a causal-LM backbone; an encoder reward model scores text: "
                             "use score(prompts, responses).")
@@ -362,7 +365,7 @@ class RewardModel(NormalisedScores):
     # ---- tokenizers, saving and loading --------------------------------------------------------------------------
     def check_tokenizer(self, tokenizer) -> None:
         """Raise TokenizerMismatchError unless `tokenizer` maps text to the same ids as this model's tokenizer."""
-        self._build()
+        self.check_fitted()
         if tokenizer_fingerprint(tokenizer) != tokenizer_fingerprint(self.tokenizer_):
             raise TokenizerMismatchError(
                 f"This reward model ({self.config.backbone}) was trained with a different tokenizer "
@@ -373,6 +376,7 @@ class RewardModel(NormalisedScores):
     def save(self, path: str | Path) -> Path:
         """Write model.safetensors, config.json (backbone), the tokenizer files and reward_model.json, atomically:
         the directory is complete or absent (an older one stays until the new one is whole)."""
+        self.check_fitted()
         path = Path(path)
         meta = {"format": FORMAT_VERSION, "config": asdict(self.config), "norm_mean": self.norm_mean_,
                 "norm_std": self.norm_std_, "tokenizer_fingerprint": tokenizer_fingerprint(self.tokenizer_),
