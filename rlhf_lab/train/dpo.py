@@ -150,7 +150,7 @@ class DPOTrainer(ScoringTrainer):
         then `epochs` (default config.epochs) shuffled passes of optimiser steps. checkpoint_dir: saved there
         (atomically) every `checkpoint_every` steps; a trainer resumed from it goes on with the same pairs where it
         stopped (other pairs are refused). Returns self."""
-        cfg = self.config
+        cfg, epochs = self.config, self.fit_epochs(epochs)
         encoded = pairs.pairs if isinstance(pairs, PreparedPairs) else self._encoded(pairs)
         self.claim_fit_data(data_fingerprint(encoded))
         data = pairs if isinstance(pairs, PreparedPairs) else self.prepare(encoded)  # the reference, once claimed
@@ -158,7 +158,7 @@ class DPOTrainer(ScoringTrainer):
 
         def batches(start: int):  # (epoch, pair indices) of a fit begun at update `start`
             rng = np.random.default_rng(seed_for(self.seed, start, 3))
-            for epoch in range(epochs or cfg.epochs):
+            for epoch in range(epochs):
                 for idx in length_grouped_batches(lengths, cfg.batch_size, rng, cfg.group_by_length):
                     yield epoch, idx
 

@@ -163,7 +163,7 @@ class KTOTrainer(ScoringTrainer):
         computed once (also for each batch's mismatched pairs), then `epochs` shuffled passes. checkpoint_dir: saved
         there (atomically) every `checkpoint_every` steps; a trainer resumed from it goes on with the same data where
         it stopped (other data is refused). Returns self."""
-        cfg = self.config
+        cfg, epochs = self.config, self.fit_epochs(epochs)
         data = self._check(data)
         labels = torch.tensor(bool_labels(data["label"], "label (True = thumbs up)"))  # "no" or NaN refused
         n_up, n_down = int(labels.sum()), int((~labels).sum())
@@ -178,7 +178,7 @@ class KTOTrainer(ScoringTrainer):
 
         def batches(start: int):  # (epoch, example indices) of a fit begun at update `start`
             rng = np.random.default_rng(seed_for(self.seed, start, 6))
-            for epoch in range(epochs or cfg.epochs):
+            for epoch in range(epochs):
                 for idx in length_grouped_batches(lengths, cfg.batch_size, rng, True):
                     if len(idx) > 1:  # a lone example has no mismatched partner
                         yield epoch, idx

@@ -34,6 +34,7 @@ from accelerate import Accelerator
 from rlhf_lab.core.hf import adamw, causal_lm, disable_dropout, eager_attention_for_cpu_bf16, make_accelerator
 from rlhf_lab.core.launch import is_sharded
 from rlhf_lab.core.seeding import set_seed
+from rlhf_lab.policy.generation import whole_number
 from rlhf_lab.policy.models import model_id
 from rlhf_lab.train.callbacks import MetricsHistory
 from rlhf_lab.train.deepspeed_engine import prepare, unwrap
@@ -105,6 +106,9 @@ class ScoringTrainer:
                  metrics_path=None):
         """The start of DPO's and KTO's constructors: the seed (`config.seed_value`) set, the policy, reference and
         AdamW prepared (`prepare_scoring_trainer`), an empty metrics history (appended to `metrics_path` if given)."""
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} takes a {self.config_class.__name__} (or None for the defaults), "
+                            f"got {type(config).__name__} {config!r:.40}: pass {self.config_class.__name__}(...)")
         self.config, self.seed, self.tokenizer = config, config.seed_value, tokenizer
         self.model_id = model_id(policy)  # the base policy's name: a checkpoint resumes only on it
         set_seed(self.seed)
@@ -127,6 +131,14 @@ class ScoringTrainer:
         """The policy with whole weights, to sample from or save: under FSDP2 its copy, refreshed from the shards (every
         process must call this: each tensor is gathered); else the policy itself."""
         return self.full_policy.refresh(self.policy) if self.sharded else self.policy
+
+    def fit_epochs(self, epochs) -> int:
+        """The passes a `fit` makes: `epochs`, or the config's when None; 0, a negative number or a fraction is
+        refused in one line before any work."""
+        if epochs is None:
+            return self.config.epochs
+        return whole_number(epochs, f"epochs (passes over the data; None: the config's {self.config.epochs})",
+                            least=1)
 
     def claim_fit_data(self, fingerprint: str) -> None:
         """Begin a fit on the data of this `data_fingerprint`. A trainer resumed from a checkpoint taken during a fit
