@@ -29,14 +29,15 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from rlhf_lab.core.files import (atomic_directory, ensure_free_space, existing_or_aside, read_json, verify_digests,
-                                 write_atomic, write_manifest)
+from rlhf_lab.core.files import (SaveKind, atomic_directory, ensure_free_space, existing_or_aside, read_json,
+                                 verify_digests, write_atomic, write_manifest)
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "rng_to_json",
            "rng_from_json", "trainable_state_dict", "load_trainable_state_dict", "drop_optimizer_state", "tensor_bytes"]
 
 MODEL_FILE, OPTIMIZER_FILE, RNG_FILE, STATE_FILE = "model.safetensors", "optimizer.pt", "rng.json", "state.json"
 FORMAT_VERSION = 1
+CHECKPOINT = SaveKind(STATE_FILE, "a checkpoint", "checkpoint")  # what `save_checkpoint` replaces: only its own kind
 OPTIMIZER_DROPPED = "optimizer_dropped"
 
 
@@ -94,11 +95,12 @@ def set_rng_state(state: dict) -> None:
 
 def save_checkpoint(path: str | Path, *, tensors: dict[str, torch.Tensor], state: dict,
                     optimizer: dict | None = None, rng: dict | None = None, extra=None) -> Path:
-    """Write a checkpoint atomically to `path` (a directory, replaced if it exists). `state` must be JSON-able;
+    """Write a checkpoint atomically to `path` (a directory: a previous checkpoint there is replaced; a folder with
+    other files in it, or a file, is refused before anything is written). `state` must be JSON-able;
     `extra(directory)`, when given, writes more files into the checkpoint before it is published."""
     path = Path(path)
     ensure_free_space(path.parent, tensor_bytes(tensors) + tensor_bytes(optimizer), f"the checkpoint {path}")
-    with atomic_directory(path) as tmp:
+    with atomic_directory(path, kind=CHECKPOINT) as tmp:
         if extra is not None:
             extra(tmp)
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / MODEL_FILE))

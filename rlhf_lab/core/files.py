@@ -1,6 +1,7 @@
 """Files that are either complete or absent, never half written (a crash or a full disk leaves the old version).
 
-    with atomic_directory("runs/x/reward_model") as tmp:   # write into tmp; it replaces the target on success
+    kind = SaveKind("reward_model.json", "a reward model", "reward_model")  # its marker file, and names for messages
+    with atomic_directory("runs/x/reward_model", kind=kind) as tmp:   # write into tmp; it replaces the target
         ...
     write_atomic("runs/x/evaluation.csv", text)            # one file, same promise
     write_atomic_all({path_a: text_a, path_b: text_b})     # several: all on disk before any replaces an old one
@@ -9,9 +10,11 @@
 
 A directory is written into a hidden temporary sibling, flushed to disk, then renamed into place with `os.replace`,
 and the folder holding it is flushed too, so a power cut cannot undo the rename.
-Replacing an existing directory takes two renames (old one aside, new one in); a crash between them leaves the old
-one aside under a hidden name (`aside_copies` finds it). Temporary directories left by a crash are hidden and
-removed by the next write.
+Only a previous save of the same kind is replaced (the folder holds the writer's marker file: `SaveKind`), or an
+empty folder: a folder with anything else in it (a learner's feedback.db and notes), or a file, is refused before
+anything is written (`check_replaceable`). Replacing an existing directory takes two renames (old one aside, new one
+in); a crash between them leaves the old one aside under a hidden name (`aside_copies` finds it). Temporary
+directories left by a crash are hidden and removed by the next write.
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ import json
 import os
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["atomic_directory", "publish_directory", "write_atomic", "write_atomic_all", "aside_copies",
-           "existing_or_aside", "file_digests", "write_manifest", "verify_digests", "read_json", "ensure_free_space",
-           "file_above"]
+__all__ = ["SaveKind", "check_replaceable", "atomic_directory", "publish_directory", "write_atomic", "write_atomic_all",
+           "aside_copies", "existing_or_aside", "file_digests", "write_manifest", "verify_digests", "read_json",
+           "ensure_free_space", "file_above"]
 
 
 def _fsync_tree(path: Path) -> None:
@@ -56,10 +60,43 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-@contextlib.contextmanager
-def atomic_directory(path: str | Path):
-    """Yield a hidden temporary directory; on a clean exit it replaces `path`, on an error it is removed."""
+@dataclass(frozen=True)
+class SaveKind:
+    """What a writer of whole folders saves: `marker`, the file (or folder) every save of its holds (written last:
+    its manifest), `what` ("a reward model") and `folder` (a name for a folder of its own, "reward_model") for the
+    message that refuses another folder."""
+
+    marker: str
+    what: str
+    folder: str
+
+
+def check_replaceable(path: str | Path, kind: SaveKind | None) -> None:
+    """Raise ValueError, in one line, unless a save of `kind` may replace `path`: absent, an empty folder, or a
+    previous save of the same kind (it holds `kind.marker`). A file, or a folder with anything else in it, is
+    refused: replacing it would delete the user's files. `kind` None: the path is rlhf-lab's own (a cache), replaced
+    whatever it holds."""
     path = Path(path)
+    if kind is None or not (path.exists() or path.is_symlink()):
+        return
+    instead = f"save it to a folder of its own, e.g. {(path if path.is_dir() else path.parent) / kind.folder}"
+    if not path.is_dir():
+        raise ValueError(f"{path} is a file, not a folder {kind.what} wrote: nothing was replaced; {instead}")
+    if (path / kind.marker).exists():
+        return
+    foreign = sorted(p.name for p in path.iterdir())
+    if foreign:
+        raise ValueError(f"{path} holds files {kind.what} does not write ({', '.join(foreign[:5])}"
+                         f"{', ...' if len(foreign) > 5 else ''}): nothing was replaced; {instead}")
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path, *, kind: SaveKind | None):
+    """Yield a hidden temporary directory; on a clean exit it replaces `path`, on an error it is removed. `kind`
+    says what is saved: a `path` that is not a previous save of that kind (nor empty) is refused before anything is
+    written (`check_replaceable`); None only for rlhf-lab's own folders (a cache), replaced whatever they hold."""
+    path = Path(path)
+    check_replaceable(path, kind)
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
@@ -67,17 +104,19 @@ def atomic_directory(path: str | Path):
     tmp.mkdir()
     try:
         yield tmp
-        publish_directory(tmp, path)
+        publish_directory(tmp, path, kind=kind)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def publish_directory(tmp: str | Path, path: str | Path) -> None:
-    """Flush every file under the finished directory `tmp` to disk and rename it to `path` (an existing `path` is
-    set aside first and removed after): what `atomic_directory` does on a clean exit, for writers that fill `tmp`
-    from several processes (`core.sharded_checkpoint`)."""
+def publish_directory(tmp: str | Path, path: str | Path, *, kind: SaveKind | None) -> None:
+    """Flush every file under the finished directory `tmp` to disk and rename it to `path` (an existing `path`, a
+    previous save of `kind` as `check_replaceable` requires, is set aside first and removed after): what
+    `atomic_directory` does on a clean exit, for writers that fill `tmp` from several processes
+    (`core.sharded_checkpoint`)."""
     tmp, path = Path(tmp), Path(path)
+    check_replaceable(path, kind)  # again: files may have appeared in `path` while `tmp` was written
     _fsync_tree(tmp)
     if path.exists():
         aside = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"

@@ -32,9 +32,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from rlhf_lab.core.checkpoint import tensor_bytes
-from rlhf_lab.core.files import (ensure_free_space, existing_or_aside, publish_directory, read_json, verify_digests,
-                                 write_manifest)
+from rlhf_lab.core.checkpoint import CHECKPOINT, tensor_bytes
+from rlhf_lab.core.files import (check_replaceable, ensure_free_space, existing_or_aside, publish_directory,
+                                 read_json, verify_digests, write_manifest)
 
 __all__ = ["ShardedCheckpoint", "save_sharded_checkpoint", "open_sharded_checkpoint", "is_sharded_checkpoint",
            "local_chunk", "SPLITS"]
@@ -82,6 +82,7 @@ def save_sharded_checkpoint(path: str | Path, *, tensors: dict[str, torch.Tensor
 
     def prepare():
         if rank == 0:
+            check_replaceable(path, CHECKPOINT)  # a folder with the user's files in it, or a file: refused here
             path.parent.mkdir(parents=True, exist_ok=True)
             for stale in path.parent.glob(f".{path.name}.tmp-*"):
                 shutil.rmtree(stale, ignore_errors=True)
@@ -106,7 +107,7 @@ def save_sharded_checkpoint(path: str | Path, *, tensors: dict[str, torch.Tensor
                         for name in sorted(layout)}
         write_manifest(tmp, STATE_FILE, {"format": FORMAT_VERSION, "shards": world_size, "tensors": tensors_meta,
                                          **state})
-        publish_directory(tmp, path)
+        publish_directory(tmp, path, kind=CHECKPOINT)
 
     stage("prepare the directory", prepare)
     stage("write its part", write_part)

@@ -186,7 +186,7 @@ def _cached_copy(alias: str, spec: OfflineModel) -> Path:
 def _convert_gguf(gguf: Path, target: Path, key: dict) -> None:
     """Dequantise the GGUF into float32 safetensors, written to a temp dir then renamed into place."""
     log.warning("Converting %s to safetensors under %s (once; later loads take about a second).", gguf.name, target)
-    with atomic_directory(target) as tmp:
+    with atomic_directory(target, kind=None) as tmp:  # rlhf-lab's own cache
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         config = quantised.config
@@ -241,7 +241,7 @@ def _cached_tokenizer(alias: str) -> Path:
     for target in (cache_dir() / "models" / alias, cache_dir() / "tokenizers" / alias):
         if _cache_matches(target, key) and (target / "tokenizer_config.json").is_file():
             return target
-    with atomic_directory(target) as tmp:
+    with atomic_directory(target, kind=None) as tmp:  # rlhf-lab's own cache
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
         (tmp / "rlhf_lab_cache.json").write_text(json.dumps(key))
     return target

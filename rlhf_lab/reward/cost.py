@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from rlhf_lab.core.config import Config, Seeded
 from rlhf_lab.core.errors import not_fitted
-from rlhf_lab.core.files import atomic_directory, existing_or_aside, verify_digests, write_manifest
+from rlhf_lab.core.files import SaveKind, atomic_directory, existing_or_aside, verify_digests, write_manifest
 from rlhf_lab.core.inputs import bool_labels
 from rlhf_lab.feedback.flags import flag_examples
 from rlhf_lab.feedback.preferences import judgments_origin
@@ -152,7 +152,7 @@ class CostModel:
         path = Path(path)
         meta = {"format": FORMAT_VERSION, "config": self.config.to_dict(), "bias": self.bias_,
                 "n_flagged": self.n_flagged_, "n_unflagged": self.n_unflagged_, "origin": self.origin_}
-        with atomic_directory(path) as tmp:
+        with atomic_directory(path, kind=SaveKind("cost_model.json", "a cost model", "cost_model")) as tmp:
             save_file({"weights": self.weights_.contiguous(), "mean": self.mean_.contiguous(),
                        "std": self.std_.contiguous()}, str(tmp / "cost.safetensors"))
             write_manifest(tmp, "cost_model.json", meta)  # its checksums are checked by `load`

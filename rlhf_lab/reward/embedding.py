@@ -33,7 +33,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rlhf_lab.core.config import Config, Seeded
-from rlhf_lab.core.files import atomic_directory, existing_or_aside, verify_digests, write_manifest
+from rlhf_lab.core.files import SaveKind, atomic_directory, existing_or_aside, verify_digests, write_manifest
 from rlhf_lab.feedback.preferences import bootstrap_pairs, pair_weights
 from rlhf_lab.reward.encoder import SentenceEncoder, sentence_encoder
 from rlhf_lab.reward.evaluation import NormalisedScores, order_agreement, scored_lists
@@ -361,7 +361,8 @@ class EmbeddingRewardModel(NormalisedScores):
         path = Path(path)
         meta = {"format": FORMAT_VERSION, "config": self.config.to_dict(), "norm_mean": self.norm_mean_,
                 "norm_std": self.norm_std_, "vocabulary": self.vocabulary_}
-        with atomic_directory(path) as tmp:
+        kind = SaveKind("embedding_reward_model.json", "an embedding reward model", "reward_model")
+        with atomic_directory(path, kind=kind) as tmp:
             save_file({"weights": self.weights_.contiguous(), "mean": self.mean_.contiguous(),
                        "std": self.std_.contiguous()}, str(tmp / "weights.safetensors"))
             write_manifest(tmp, "embedding_reward_model.json", meta)  # its checksums are checked by `load`

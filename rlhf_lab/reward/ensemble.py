@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from rlhf_lab.core.errors import not_fitted
-from rlhf_lab.core.files import atomic_directory, existing_or_aside
+from rlhf_lab.core.files import SaveKind, atomic_directory, existing_or_aside
 from rlhf_lab.feedback.preferences import (
     as_preference_pairs,
     bootstrap_pairs,
@@ -99,7 +99,8 @@ class RewardEnsemble:
     def save(self, path: str | Path) -> Path:
         """Every member under member-i/ and ensemble.json, atomically (complete or absent)."""
         path = Path(path)
-        with atomic_directory(path) as tmp:
+        kind = SaveKind("ensemble.json", "a reward-model ensemble", "reward_ensemble")
+        with atomic_directory(path, kind=kind) as tmp:
             for i, m in enumerate(self.members_):
                 m.save(tmp / f"member-{i}")
             (tmp / "ensemble.json").write_text(json.dumps({"format": FORMAT_VERSION, "config": asdict(self.config)}))

@@ -36,7 +36,8 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from rlhf_lab.core.batching import length_grouped_batches
 from rlhf_lab.core.config import Config, Seeded
 from rlhf_lab.core.checkpoint import tensor_bytes
-from rlhf_lab.core.files import atomic_directory, ensure_free_space, existing_or_aside, verify_digests, write_manifest
+from rlhf_lab.core.files import (SaveKind, atomic_directory, ensure_free_space, existing_or_aside, verify_digests,
+                                 write_manifest)
 from rlhf_lab.core.hf import adamw, bf16_compute, disable_dropout, switch_attention
 from rlhf_lab.core.memory import reuse_freed_memory
 from rlhf_lab.core.packed_attention import can_attend_by_segment
@@ -382,7 +383,7 @@ class RewardModel(NormalisedScores):
                 "norm_std": self.norm_std_, "tokenizer_fingerprint": tokenizer_fingerprint(self.tokenizer_),
                 "history": self.history_}
         ensure_free_space(path.parent, tensor_bytes(self.net_.state_dict()), f"the reward model {path}")
-        with atomic_directory(path) as tmp:
+        with atomic_directory(path, kind=SaveKind("reward_model.json", "a reward model", "reward_model")) as tmp:
             save_model(self.net_, str(tmp / "model.safetensors"))
             self.net_.backbone.config.save_pretrained(tmp)
             self.tokenizer_.save_pretrained(tmp)

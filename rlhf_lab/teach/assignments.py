@@ -34,7 +34,7 @@ import nbformat
 import yaml
 from nbformat.reader import NotJSONError
 
-from rlhf_lab.core.files import atomic_directory, file_above, write_atomic
+from rlhf_lab.core.files import SaveKind, atomic_directory, file_above, write_atomic
 from rlhf_lab.teach.gradebook import MEMORY_MB, duplicate_lines, grade, limit_problem
 from rlhf_lab.teach.grading import (AUTOGRADER_ZIP, DEFAULT_OUT, GRADE_TIMEOUT_S, GRADER_SECRET, MANIFEST,
                                    default_source, sha256_bytes)
@@ -46,6 +46,7 @@ __all__ = ["RUBRIC", "Question", "Assignment", "default_source", "RUBRIC_LINE", 
            "build", "cmd_list", "cmd_build", "cmd_grade", "add_assignment_commands"]
 
 RUBRIC = "rubric.md"
+BUILD = SaveKind("autograder", "an assignment build", "build")  # out/NAME: replaced only if a build made it
 
 
 @dataclass
@@ -267,7 +268,7 @@ def build(source: str | Path | None = None, out: str | Path = DEFAULT_OUT, check
     manifest = {}
     with contextlib.ExitStack() as built:  # every assignment built aside; all replace the old build only at the end
         for assignment in find_masters(source):
-            target = built.enter_context(atomic_directory(out / assignment.name))
+            target = built.enter_context(atomic_directory(out / assignment.name, kind=BUILD))
             manifest[assignment.name] = _build_one(assignment, target, secret, check, colab_url)
     write_atomic(out / MANIFEST, json.dumps(manifest, indent=2))  # grading checks each bundle's sha256 against it
     return manifest
