@@ -199,6 +199,36 @@ def test_overwrite_deletes_a_run_but_never_a_folder_with_other_files(tmp_path):
     fresh.store.close()
 
 
+def test_a_failed_create_leaves_nothing_behind_and_the_corrected_retry_needs_no_overwrite(tmp_path, monkeypatch):
+    """A create refused for its prompt set, eval size or tracker writes nothing; one that fails later (here loading
+    the policy) removes what it wrote and only that: the retry works without overwrite=True."""
+    from dataclasses import replace
+
+    import rlhf_lab.loop.experiment as experiment
+
+    good = demo_config(smoke=True)
+    path = tmp_path / "runs" / "demo"
+    for bad, message in ((replace(good, prompt_set="curatd"), "Unknown prompt source 'curatd'"),
+                         (replace(good, eval_prompts=100_000), "Asked for n=100000 prompts"),
+                         (replace(good, report_to=("wandb",)), r"Unknown report_to \['wandb'\]")):
+        with pytest.raises(ValueError, match=message):
+            RLHFRun.create(path, bad, log=None)
+        assert list(tmp_path.iterdir()) == []
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    monkeypatch.setattr(experiment, "load_policy", lambda name: (_ for _ in ()).throw(OSError("no such model")))
+    for folder in (path, mine):
+        with pytest.raises(OSError, match="no such model"):
+            RLHFRun.create(folder, good, log=None)
+    assert [p.name for p in tmp_path.iterdir()] == ["mine"] and [p.name for p in mine.iterdir()] == ["notes.txt"]
+    monkeypatch.undo()
+    run = RLHFRun.create(path, good, log=None)  # no overwrite=True needed
+    assert ExperimentConfig.from_dict(json.loads((path / "config.json").read_text())) == good
+    assert run.store.counts()["total"] == 0
+    run.store.close()
+
+
 def test_config_round_trips_and_refuses_bad_values():
     config = demo_config(smoke=True)
     again = ExperimentConfig.from_dict(json.loads(json.dumps(config.to_dict())))

@@ -24,6 +24,7 @@ the run says so), the reward model learns their judgments, and the crowd's only 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from dataclasses import replace
@@ -50,7 +51,7 @@ from rlhf_lab.reward.embedding import EmbeddingRewardModel
 from rlhf_lab.reward.ensemble import build_reward_model, pessimistic_reward
 from rlhf_lab.reward.evaluation import cross_validate, evaluate_rewards
 from rlhf_lab.reward.sources import as_reward
-from rlhf_lab.train.callbacks import default_callbacks, tracker_callbacks
+from rlhf_lab.train.callbacks import TRACKERS, default_callbacks, tracker_callbacks
 from rlhf_lab.train.ppo import PPOTrainer
 
 __all__ = ["STRATEGIES", "FeedbackConfig", "ExperimentConfig", "RLHFRun"]
@@ -65,14 +66,11 @@ class RLHFRun:
     def __init__(self, path: str | Path, config: ExperimentConfig, *, callbacks=None, log=print):
         self.path, self.config = Path(path), config
         self.log = log or (lambda *_: None)  # a line per stage ("iteration 1/2: ..."); None: silent
-        self.store = FeedbackStore(self.path / "feedback.db")
         self.gold = GoldUtility()
-        prompts = load_prompts(config.prompt_set, split="train", max_words=config.max_prompt_words)
-        self.train_prompts = prompts
-        self.eval_prompts = load_prompts(config.prompt_set, split="eval", max_words=config.max_prompt_words,
-                                         n=config.eval_prompts, seed=config.seed)
+        self.train_prompts, self.eval_prompts = self.prompt_sets(config)  # what can fail first, before any write
         policy, self.tokenizer = load_policy(config.policy)
         self.trackers = tracker_callbacks(config.report_to, self.path)
+        self.store = FeedbackStore(self.path / "feedback.db")
         if self.trackers:
             callbacks = [*(default_callbacks() if callbacks is None else callbacks), *self.trackers]
         self.trainer = PPOTrainer(policy, self.tokenizer, self.gold, config.seeded(config.ppo), callbacks=callbacks,
@@ -89,16 +87,38 @@ class RLHFRun:
     # ---- creating and reopening ----------------------------------------------------------------------------------
     @classmethod
     def create(cls, path, config: ExperimentConfig | None = None, *, overwrite: bool = False, **kwargs) -> "RLHFRun":
-        """Start a new run in `path` (refused if a run is already there, unless overwrite=True)."""
+        """Start a new run in `path` (refused if a run is already there, unless overwrite=True). The prompt sets
+        and trackers are checked before anything is written or deleted; a create that fails later removes what it
+        wrote (and only that), so the corrected call works without overwrite=True."""
         path, config = Path(path), config or ExperimentConfig()
+        cls.prompt_sets(config)
+        tracker_callbacks([name for name in config.report_to if name not in TRACKERS], path)  # unknown: refused
         if (path / "config.json").exists():
             if not overwrite:
                 raise FileExistsError(f"{path} already holds a run: reopen it with RLHFRun.open({str(path)!r}) or "
                                       "pass overwrite=True to start over (its data will be deleted).")
             delete_run(path)
+        made = [p for p in (path, *path.parents) if not p.exists()]  # the folders this create makes, if it does
+        before = set(path.iterdir()) if path.is_dir() else set()
         path.mkdir(parents=True, exist_ok=True)
-        write_atomic(path / "config.json", json.dumps(config.to_dict(), indent=2))
-        return cls(path, config, **kwargs)
+        try:
+            write_atomic(path / "config.json", json.dumps(config.to_dict(), indent=2))
+            return cls(path, config, **kwargs)
+        except BaseException:
+            for entry in set(path.iterdir()) - before:  # what this create wrote: the user's other files stay
+                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+            for folder in made:  # innermost first; only while empty
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise
+
+    @staticmethod
+    def prompt_sets(config: ExperimentConfig) -> tuple[list[str], list[str]]:
+        """The run's training prompts and its held-out evaluation prompts (an unknown prompt_set, or more
+        eval_prompts than the set holds, raises ValueError saying what to change)."""
+        train = load_prompts(config.prompt_set, split="train", max_words=config.max_prompt_words)
+        return train, load_prompts(config.prompt_set, split="eval", max_words=config.max_prompt_words,
+                                   n=config.eval_prompts, seed=config.seed)
 
     @classmethod
     def open(cls, path, **kwargs) -> "RLHFRun":
