@@ -37,6 +37,14 @@ def test_grid_points_cover_the_product_in_order():
     assert run_name({"ppo.kl_coef": 0.05, "reward.backbone": "a/b c"}) == "ppo.kl_coef=0.05,reward.backbone=a_b_c"
 
 
+@pytest.mark.parametrize("seeds", [[], (), 0, "0"])
+def test_a_sweep_without_seeds_is_refused_and_keeps_the_previous_table(tmp_path, seeds):
+    (tmp_path / "sweep.csv").write_text("seed,gold_reward\n0,0.5\n")
+    with pytest.raises(ValueError, match=r"^seeds must be a non-empty list of seeds, e\.g\. seeds=\(0, 1\)"):
+        sweep(demo_config(smoke=True), {"ppo.kl_coef": [0.1]}, tmp_path, seeds=seeds)
+    assert (tmp_path / "sweep.csv").read_text() == "seed,gold_reward\n0,0.5\n" and len(list(tmp_path.iterdir())) == 1
+
+
 @pytest.fixture(scope="module")
 def small_sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")

@@ -116,6 +116,17 @@ def test_sample_table_shows_distinct_prompts_with_their_first_reply(tmp_path):
                                      "iteration 1": ["hi-it1-reply0", "why?-it1-reply0"]}
 
 
+def test_sample_table_of_a_path_with_no_run_says_so_and_of_a_new_run_is_empty(tmp_path):
+    import json
+
+    from rlhf_lab.loop.report import sample_table
+
+    with pytest.raises(FileNotFoundError, match=r"^No run at runs/lesons/iterate \(no config.json\): .*RLHFRun.create"):
+        sample_table("runs/lesons/iterate")
+    (tmp_path / "config.json").write_text(json.dumps({}))  # a run not evaluated yet
+    assert sample_table(tmp_path).empty
+
+
 def test_a_returned_plot_shows_in_jupyter_without_pyplot():
     """A bare matplotlib Figure displays as "<Figure size ...>" text in a kernel that never imported pyplot (lessons
     3, 5, 8); the lab's figures render themselves as PNG through IPython's own formatter."""

@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -366,6 +367,36 @@ def test_csv_exports_never_hold_a_live_spreadsheet_formula_and_jsonl_keeps_the_t
     line = json.loads((tmp_path / "p.jsonl").read_text().splitlines()[0])
     assert (line["prompt"], line["chosen"], line["rejected"], line["annotator"]) == \
         ("+Give me a link", link, "-1 is less", "@me")
+
+
+def test_a_store_is_a_path_or_url_and_filters_exports_and_folders_are_checked(tmp_path, monkeypatch):
+    """FeedbackStore(None) makes no file "None"; a misspelt kind, a text iteration or an unknown export are refused,
+    not answered with nothing; a folder given as an export or import file is one line naming it."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TypeError, match=r"a file path or a database URL, .*, not None\.$"):
+        FeedbackStore(None)
+    assert list(tmp_path.iterdir()) == []
+    with FeedbackStore(tmp_path / "f.db") as store:
+        store.add_item(store.add_responses(records(texts=("Fine.", "Go away."))))
+        with pytest.raises(ValueError, match=r"kind must be one of \('pairwise', 'rating', 'ranking'\).*'pairwse'"):
+            store.items(kind="pairwse")
+        for iteration in ("0", 0.0, True):
+            with pytest.raises(TypeError, match="iteration must be a whole number"):
+                store.items(kind="pairwise", iteration=iteration)
+        assert [len(store.items(kind="pairwise", iteration=k)) for k in (0, np.int64(0), 1)] == [1, 1, 0]
+        with pytest.raises(ValueError, match="what must be 'judgments' or 'pairs', got 'judgements'"):
+            store.export_csv(tmp_path / "j.csv", what="judgements")
+        folder = tmp_path / "exports"
+        folder.mkdir()
+        for call, name in ((store.export_jsonl, "pairs.jsonl"), (store.export_csv, "judgments.csv")):
+            with pytest.raises(ValueError, match=f"^{folder} is a folder: give a file name, e.g. {folder / name}$"):
+                call(folder)
+        with pytest.raises(ValueError, match=f"^{folder} is a folder: give the path of a JSON-lines file"):
+            store.import_jsonl(folder)
+        with pytest.raises(FileNotFoundError, match=f"^No file at {folder / 'p.jsonl'}: give the path"):
+            store.import_jsonl(folder / "p.jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("f.db")) == ["exports"]
+    assert list(folder.iterdir()) == []
 
 
 def test_an_export_that_fails_halfway_leaves_the_previous_file_whole(filled, tmp_path, monkeypatch):

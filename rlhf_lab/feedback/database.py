@@ -17,7 +17,10 @@ __all__ = ["store_url", "sqlite_file", "refuse_foreign_sqlite", "refuse_missing_
 
 def store_url(where: str | Path, make_folders: bool = True) -> str:
     """A SQLAlchemy URL for a path (its parent folders created, unless not `make_folders`), `:memory:` or a URL
-    given as is."""
+    given as is. Anything but a str or a path is refused (TypeError): `FeedbackStore(None)` makes no file "None"."""
+    if not isinstance(where, (str, os.PathLike)):
+        raise TypeError(f"A feedback store is a file path or a database URL, e.g. FeedbackStore('runs/feedback.db'), "
+                        f"not {where!r}.")
     where = str(where)
     if where == ":memory:":
         return "sqlite://"

@@ -25,7 +25,7 @@ from rlhf_lab.feedback.schema import item_responses_t, items_t, judgments_t, res
 from rlhf_lab.feedback.validation import pair_row
 
 __all__ = ["export_jsonl", "import_jsonl", "export_csv", "export_unpaired_jsonl", "spreadsheet_safe",
-           "FORMULA_START"]
+           "FORMULA_START", "file_to_write"]
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 """What a text cell may not start with in a CSV export: a spreadsheet would read it as a formula."""
@@ -37,11 +37,20 @@ def spreadsheet_safe(value):
     return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
 
 
+def file_to_write(path: str | Path, example: str) -> Path:
+    """`path` as a Path; a folder is refused in one line naming it (not an error about a hidden temporary file)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder: give a file name, e.g. {path / example}")
+    return path
+
+
 def export_jsonl(store, path: str | Path, include_ties: bool = False) -> int:
     """Write preference pairs as JSON lines: prompt, chosen, rejected, margin (when known), and the pair's
     iteration, model, the model and store id of each reply (chosen_model, rejected_model, chosen_id, rejected_id),
     annotator, tie and source_kind. Ties are left out unless `include_ties` (trainers such as TRL would read a tie
     as a preference). Returns the number of lines written."""
+    path = file_to_write(path, "pairs.jsonl")
     pairs = store.preference_pairs(include_ties=include_ties)
     lines = []
     for p in pairs.itertuples():
@@ -62,6 +71,11 @@ def import_jsonl(store, path: str | Path, annotator: str = "imported", model: st
     replies get new ids in this store (an exported file's chosen_id and rejected_id are its own store's). Every line
     is checked first and the whole file is one transaction: a bad line imports nothing. A file already imported
     (same SHA-256) is refused. Returns the count."""
+    fix = "give the path of a JSON-lines file of pairs (export_jsonl writes one)"
+    if Path(path).is_dir():
+        raise ValueError(f"{path} is a folder: {fix}")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"No file at {path}: {fix}")
     data = Path(path).read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     try:
@@ -105,6 +119,9 @@ def export_csv(store, path: str | Path, what: str = "judgments") -> int:
     """Write all judgments (or, with what="pairs", the preference pairs) as CSV; lists and dicts as JSON. A text
     cell starting with = + - @, a tab or a carriage return gets a leading ' (`spreadsheet_safe`): a spreadsheet that
     opens the file shows it as text and never runs it as a formula."""
+    if what not in ("judgments", "pairs"):
+        raise ValueError(f"what must be 'judgments' or 'pairs', got {what!r}")
+    path = file_to_write(path, f"{what}.csv")
     df = store.judgments_df() if what == "judgments" else store.preference_pairs()
     for col in ("response_ids", "responses", "answer"):
         if col in df:
@@ -122,6 +139,7 @@ def export_unpaired_jsonl(store, path: str | Path) -> int:
     number of lines written."""
     from rlhf_lab.feedback.preferences import unpaired_examples
 
+    path = file_to_write(path, "unpaired.jsonl")
     examples = unpaired_examples(store)
     write_atomic(path, "".join(json.dumps(dict(prompt=e.prompt, completion=e.completion, label=bool(e.label),
                                                annotator=e.annotator, iteration=int(e.iteration), model=e.model,

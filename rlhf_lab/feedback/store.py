@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import numbers
 import time
 from pathlib import Path
 
@@ -219,6 +220,10 @@ class FeedbackStore:
 
     def items(self, kind: str | None = None, iteration: int | None = None) -> list[Item]:
         """All items in insertion order, optionally of one kind and/or whose newest response is from `iteration`."""
+        if kind is not None and kind not in ITEM_KINDS:
+            raise ValueError(f"kind must be one of {ITEM_KINDS} (or None: every kind), got {kind!r}")
+        if iteration is not None and (isinstance(iteration, bool) or not isinstance(iteration, numbers.Integral)):
+            raise TypeError(f"iteration must be a whole number such as 0 (or None: every iteration), got {iteration!r}")
         with self._read() as conn:
             found = self._items(conn, None if kind is None else items_t.c.kind == kind)
         return [it for it in found if iteration is None or it.iteration == iteration]

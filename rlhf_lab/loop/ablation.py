@@ -77,6 +77,9 @@ def sweep(base: ExperimentConfig, grid: dict[str, list], out: str | Path, *, see
     Each row holds the grid values, the seed, and the last iteration's evaluation (gold_reward, proxy_reward, kl,
     rm/val_accuracy, win rates, …, plus `judgments`, the crowd's judgments spent). With resume=True an existing run
     directory is reopened and continued; with resume=False it is started over."""
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__") or not (seeds := list(seeds)):
+        raise ValueError(f"seeds must be a non-empty list of seeds, e.g. seeds=(0, 1), got {seeds!r} (no seed: no "
+                         "run, and sweep.csv would be replaced by an empty table).")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []

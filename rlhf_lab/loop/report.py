@@ -29,7 +29,9 @@ __all__ = ["sample_table", "run_figures", "markdown_table", "kl_sentence", "writ
 def sample_table(run_dir: str | Path, n_prompts: int = 5) -> pd.DataFrame:
     """The same eval prompts' replies across iterations, side by side (rows: prompts; columns: iterations).
 
-    With several replies per eval prompt (`eval_samples`), each cell shows the prompt's first reply."""
+    With several replies per eval prompt (`eval_samples`), each cell shows the prompt's first reply. A path that
+    holds no run (no config.json, no iteration's replies) raises FileNotFoundError; a run not evaluated yet gives an
+    empty table."""
     run_dir = Path(run_dir)
     columns = {}
     for path in sorted(run_dir.glob("iter_*/eval_samples.jsonl")):
@@ -40,6 +42,9 @@ def sample_table(run_dir: str | Path, n_prompts: int = 5) -> pd.DataFrame:
         rows = list(first.values())[:n_prompts]
         columns["prompt"] = [r["prompt"] for r in rows]
         columns[f"iteration {int(path.parent.name.split('_')[1])}"] = [r["response"] for r in rows]
+    if not columns and not (run_dir / "config.json").is_file():
+        raise FileNotFoundError(f"No run at {run_dir} (no config.json): give a run's folder (run.path), or make a run "
+                                f"with RLHFRun.create({str(run_dir)!r}).run()")
     return pd.DataFrame(columns)
 
 
