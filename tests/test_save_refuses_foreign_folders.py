@@ -91,6 +91,7 @@ def test_ppo_checkpoint(tiny, tmp_path):
     assert_refused(trainer.save, tmp_path, "a checkpoint", "checkpoint")
     with pytest.raises(ValueError, match="holds files a checkpoint does not write"):  # train(checkpoint_dir=...) too
         trainer.train(["Hi"] * 2, n_updates=1, checkpoint_dir=tmp_path / "lessons")
+    assert trainer.update_ == 0  # refused before any training, not at the first save
     trainer.save(tmp_path / "ppo")
     trainer.save(tmp_path / "ppo")
     assert load_checkpoint(tmp_path / "ppo").state["update"] == trainer.update_
@@ -152,3 +153,18 @@ def test_an_assignment_build_refuses_a_folder_it_did_not_build(tmp_path):
                                          r"\(my_answers.ipynb\): nothing was replaced"):
         build(out=folder, check=False)
     assert snapshot(folder) == before
+
+
+def test_a_dpo_fit_refuses_a_foreign_checkpoint_folder_before_its_first_step(tiny, tmp_path):
+    import pandas as pd
+
+    from rlhf_lab.train.dpo import DPOConfig, DPOTrainer
+
+    policy, tokenizer = tiny
+    trainer = DPOTrainer(policy, tokenizer, DPOConfig(batch_size=2), callbacks=[])
+    pairs = pd.DataFrame([dict(prompt="Hi?", chosen="Hello there.", rejected="Go.")] * 2)
+    folder = lesson_folder(tmp_path)
+    before = snapshot(folder)
+    with pytest.raises(ValueError, match="holds files a checkpoint does not write"):
+        trainer.fit(pairs, checkpoint_dir=folder, checkpoint_every=1)
+    assert trainer.update_ == 0 and snapshot(folder) == before

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 
 import torch
 
+from rlhf_lab.core.checkpoint import CHECKPOINT
 from rlhf_lab.core.errors import TrainingDivergedError
+from rlhf_lab.core.files import check_replaceable
 from rlhf_lab.core.hf import adamw, causal_lm, disable_dropout, eager_attention_for_cpu_bf16, make_accelerator
 from rlhf_lab.core.inputs import prompt_list
 from rlhf_lab.core.launch import is_sharded
@@ -383,6 +385,8 @@ class OnPolicyTrainer:
         """
         if not callable(prompt_source):
             prompt_source = self.prompt_pool(prompt_source)
+        if checkpoint_dir:  # a folder of the user's is refused now, not after the training up to the first save
+            check_replaceable(checkpoint_dir, CHECKPOINT)
         self.n_updates_ = n_updates
         for callback in self.callbacks:
             getattr(callback, "on_train_begin", lambda trainer: None)(self)

@@ -31,6 +31,8 @@ import torch
 import torch.nn as nn
 from accelerate import Accelerator
 
+from rlhf_lab.core.checkpoint import CHECKPOINT
+from rlhf_lab.core.files import check_replaceable
 from rlhf_lab.core.hf import adamw, causal_lm, disable_dropout, eager_attention_for_cpu_bf16, make_accelerator
 from rlhf_lab.core.launch import is_sharded
 from rlhf_lab.core.seeding import set_seed
@@ -156,6 +158,8 @@ class ScoringTrainer:
         the batches made before it. After each batch the caller steps on, a checkpoint is saved in `checkpoint_dir`
         every `checkpoint_every` updates. A fit stopped by an error forgets its position (the generator is closed as
         the caller's loop unwinds): a trainer resumed from the checkpoint knows it."""
+        if checkpoint_dir:  # a folder of the user's is refused now, not after the training up to the first save
+            check_replaceable(checkpoint_dir, CHECKPOINT)
         self.fit_start_ = start = self.update_ if self.fit_start_ is None else self.fit_start_
         try:
             for batch in itertools.islice(batches(start), self.update_ - start, None):
