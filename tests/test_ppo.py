@@ -436,8 +436,21 @@ def test_full_fine_tuning_reference_is_a_frozen_copy(tokenizer):
 
 # ---- guards -------------------------------------------------------------------------------------------------------
 def test_nan_scores_stop_with_the_update_and_quantity(tokenizer):
-    with pytest.raises(TrainingDivergedError, match=r"PPO update 1: the reward scores became non-finite"):
+    # before any step the learning rate is not to blame: the reward is
+    with pytest.raises(TrainingDivergedError, match=r"PPO update 1: the reward gave 8 of 8 replies a NaN or infinite "
+                                                    r"score before any training: check the reward"):
         make_trainer(tokenizer, reward=lambda texts: [float("nan")] * len(texts)).step(PROMPTS)
+    calls = []
+
+    def later_nan(texts):  # finite at update 1, NaN from update 2: training may have caused it
+        calls.append(1)
+        return [float("nan") if len(calls) > 1 else 0.0] * len(texts)
+
+    trainer = make_trainer(tokenizer, reward=later_nan)
+    trainer.step(PROMPTS)
+    with pytest.raises(TrainingDivergedError, match=r"PPO update 2: the reward scores became non-finite .* Try a "
+                                                    r"lower learning_rate"):
+        trainer.step(PROMPTS)
 
 
 def test_nan_loss_and_logits_stop_with_the_update_and_quantity(tokenizer):

@@ -311,6 +311,11 @@ class OnPolicyTrainer:
         if not torch.isfinite(value).all():
             bad = value.detach().float()
             precision = self.accelerator.mixed_precision
+            if quantity == "reward scores" and self.update_ == 0:  # before any step: the reward's own output
+                raise TrainingDivergedError(
+                    f"{self.method} update 1: the reward gave {int((~torch.isfinite(bad)).sum())} of {bad.numel()} "
+                    "replies a NaN or infinite score before any training: check the reward (it must return a finite "
+                    "number for every reply, e.g. with reward(['a prompt'], ['a reply'])).")
             raise TrainingDivergedError(
                 f"{self.method} update {self.update_ + 1}: the {quantity} became non-finite "
                 f"({int((~torch.isfinite(bad)).sum())} of {bad.numel()} values are NaN/inf). Try a lower "
