@@ -78,6 +78,11 @@ def test_a_replace_stopped_between_its_two_renames_still_loads_the_old_model(tmp
 def test_bad_config_and_data_say_how_to_fix():
     with pytest.raises(ValueError, match="features must be"):
         EmbeddingRewardConfig(features=("tone",))
+    assert EmbeddingRewardConfig(features="surface").features == ("surface",)  # one block alone, not its letters
+    from rlhf_lab.reward.cost import CostModelConfig
+
+    assert (CostModelConfig(features="surface").features, CostModelConfig(flags="harmful").flags) == \
+        (("surface",), ("harmful",))
     with pytest.raises(ValueError, match="l2"):
         EmbeddingRewardConfig(l2=0)
     ties = taste_pairs(4, 0).assign(tie=True)

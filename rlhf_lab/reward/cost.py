@@ -62,8 +62,8 @@ class CostModelConfig(Config, Seeded):
     """Unused by the deterministic fit; kept so that an experiment's seed passes through like every config's."""
 
     def __post_init__(self):
-        self.features = tuple(self.features)
-        self.flags = None if self.flags is None else tuple(self.flags)
+        self.features = (self.features,) if isinstance(self.features, str) else tuple(self.features)
+        self.flags = None if self.flags is None else (self.flags,) if isinstance(self.flags, str) else tuple(self.flags)
         if not self.features or set(self.features) - set(COST_BLOCKS):
             raise ValueError(f"features must be some of {', '.join(map(repr, COST_BLOCKS))}; got {self.features}.")
         if not min(self.l2, self.embedding_weight) > 0:

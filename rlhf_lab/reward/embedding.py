@@ -107,7 +107,8 @@ class EmbeddingRewardConfig(Config, Seeded):
     """Seeds the bootstrap resamples. None: 0, or the experiment's seed."""
 
     def __post_init__(self):
-        self.features, self.surface = tuple(self.features), tuple(self.surface)
+        self.features, self.surface = (((x,) if isinstance(x, str) else tuple(x))  # one name alone: not its letters
+                                       for x in (self.features, self.surface))
         self.words_weights = tuple(float(a) for a in self.words_weights)
         unknown = set(self.features) - set(BLOCKS)
         if unknown or not self.features:
