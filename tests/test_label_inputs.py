@@ -58,3 +58,28 @@ def test_cost_model_refuses_yes_no_flags():
     rows = pd.DataFrame({"prompt": ["a", "b", "c"], "response": ["x", "y", "z"], "flagged": ["yes", "no", "no"]})
     with pytest.raises(ValueError, match=r"flagged must be true/false \(or 1/0\); row 0 is 'yes'"):
         CostModel().fit(rows)
+
+
+def test_a_store_where_a_preference_file_belongs_and_pairs_where_judgments_belong_are_said(tmp_path):
+    from rlhf_lab.feedback.agreement import label_matrix
+    from rlhf_lab.feedback.flags import flag_examples
+    from rlhf_lab.feedback.preferences import ranking_examples, rating_examples, unpaired_examples
+    from rlhf_lab.feedback.store import FeedbackStore
+
+    store = FeedbackStore(tmp_path / "feedback.db")
+    ids = store.add_responses([dict(prompt="Hi?", response=r, model="m", iteration=0) for r in ("Hello!", "Go.")])
+    store.record_pairwise(store.add_item(ids), "ann", "A")
+    with pytest.raises(ValueError, match=r"feedback.db is a feedback store, not a preference file: pass FeedbackStore"):
+        as_preference_pairs(tmp_path / "feedback.db")
+    bad = tmp_path / "p.jsonl"
+    bad.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": \n')
+    with pytest.raises(ValueError, match=r"p.jsonl line 2 is not JSON"):
+        as_preference_pairs(bad)
+    pairs = store.preference_pairs()
+    for reader in (unpaired_examples, rating_examples, ranking_examples, flag_examples, label_matrix):
+        with pytest.raises(ValueError, match=rf"{reader.__name__} reads a store's judgments .*this table has no "
+                                             "answer or kind column .preference pairs, say.: pass the store"):
+            reader(pairs)  # KeyError: 'kind' before
+        with pytest.raises(TypeError, match=rf"{reader.__name__} needs a FeedbackStore, got str .*open it first"):
+            reader(str(tmp_path / "feedback.db"))
+    assert len(unpaired_examples(store.judgments_df())) == 0  # the judgments table itself still reads

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from rlhf_lab.feedback.gold import GoldUtility
-from rlhf_lab.feedback.validation import need_store
+from rlhf_lab.feedback.validation import judgments_table
 
 __all__ = ["LABEL_KINDS", "label_matrix", "cohen_kappa", "category_counts", "fleiss_kappa", "krippendorff_alpha",
            "majority_agreement", "gold_agreement", "pairwise_kappas", "gold_labels_from_df", "annotator_report",
@@ -42,9 +42,7 @@ def label_matrix(data, kind: str = "pairwise") -> pd.DataFrame:
     """
     if kind not in LABEL_KINDS:
         raise ValueError(f"unknown kind {kind!r}; use one of {LABEL_KINDS}")
-    if not isinstance(data, pd.DataFrame):
-        need_store(data, "label_matrix")
-    df = data.judgments_df() if hasattr(data, "judgments_df") else data
+    df = judgments_table(data, "label_matrix")
     df = df[df["kind"] == kind]
     rows = []
     for j in df.itertuples():
@@ -205,7 +203,7 @@ def annotator_report(data, gold=None, kind: str = "pairwise", threshold: float =
     """One row per annotator: judgments, agreement with the others' majority, mean Cohen's kappa with each other
     annotator, agreement with gold (when `gold` is given: a GoldUtility, True for the default one, or a mapping
     unit -> label), and `suspect`: majority agreement more than `threshold` below the panel's median."""
-    df = data.judgments_df() if hasattr(data, "judgments_df") else data
+    df = judgments_table(data, "annotator_report")
     labels = label_matrix(df, kind)
     report = pd.DataFrame(index=pd.Index(labels.columns, name="annotator"))
     report["n_judgments"] = labels.notna().sum().astype(int)

@@ -15,6 +15,7 @@ import pandas as pd
 from rlhf_lab.feedback.crowd import SimulatedAnnotator
 from rlhf_lab.feedback.gold import GoldUtility
 from rlhf_lab.feedback.records import FLAGS
+from rlhf_lab.feedback.validation import judgments_table
 
 __all__ = ["FLAG_COLUMNS", "flag_examples", "crowd_flag_rule"]
 
@@ -35,7 +36,7 @@ def flag_examples(data, flags=None) -> pd.DataFrame:
     and model that wrote the reply.
     `data`: a FeedbackStore or its `judgments_df()`. A reply checked and left unflagged is a negative example."""
     wanted = _checked_flags(flags)
-    df = data.judgments_df() if hasattr(data, "judgments_df") else data
+    df = judgments_table(data, "flag_examples")
     rows = [dict(prompt=j.prompt, response=j.responses[0], flags=list(j.answer["flags"]),
                  flagged=bool(wanted & set(j.answer["flags"])), annotator=j.annotator, response_id=int(j.response_id),
                  judgment_id=int(j.judgment_id), iteration=int(j.iteration), model=j.model)

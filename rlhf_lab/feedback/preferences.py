@@ -21,6 +21,7 @@ import pandas as pd
 from rlhf_lab.core.inputs import bool_labels
 from rlhf_lab.feedback.records import Item, Response
 from rlhf_lab.feedback.schema import ANNOTATOR_KINDS
+from rlhf_lab.feedback.validation import judgments_table
 
 __all__ = ["PAIR_COLUMNS", "judgments_to_pairs", "as_preference_pairs", "split_by_prompt", "bootstrap_pairs",
            "without_ties", "UNPAIRED_COLUMNS", "unpaired_examples", "rating_examples", "ranking_examples",
@@ -99,8 +100,19 @@ def as_preference_pairs(data) -> pd.DataFrame:
     if hasattr(data, "preference_pairs"):
         df = data.preference_pairs(include_ties=True)
     elif isinstance(data, (str, Path)):
+        with open(data, "rb") as f:
+            if f.read(16) == b"SQLite format 3\x00":
+                raise ValueError(f"{data} is a feedback store, not a preference file: pass "
+                                 f"FeedbackStore({str(data)!r})")
+        rows = []
         with open(data, encoding="utf-8") as f:
-            df = pd.DataFrame([json.loads(line) for line in f if line.strip()])
+            for n, line in enumerate(f, 1):
+                try:
+                    rows += [json.loads(line)] if line.strip() else []
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{data} line {n} is not JSON ({err.msg}); a preference file has one JSON object "
+                                     'per line: {"prompt": ..., "chosen": ..., "rejected": ...}') from None
+        df = pd.DataFrame(rows)
     else:
         df = pd.DataFrame(data).copy()
     missing = {"prompt", "chosen", "rejected"} - set(df.columns)
@@ -119,7 +131,7 @@ def unpaired_examples(data) -> pd.DataFrame:
     """Thumbs judgments as unpaired examples, TRL's unpaired format: prompt, completion, label (True = thumbs up),
     with who judged, the reply's id, the judgment's id, its iteration and model. `data`: a FeedbackStore or its
     `judgments_df()`. Each person's thumbs on a reply is one example (KTO's training signal)."""
-    df = data.judgments_df() if hasattr(data, "judgments_df") else data
+    df = judgments_table(data, "unpaired_examples")
     thumbs = df[df["kind"] == "thumbs"]
     rows = [dict(prompt=j.prompt, completion=j.responses[0], label=bool(j.answer["up"]), annotator=j.annotator,
                  response_id=int(j.response_id), judgment_id=int(j.judgment_id), iteration=int(j.iteration),
@@ -131,7 +143,7 @@ def rating_examples(data) -> pd.DataFrame:
     """Likert ratings as one row per rated reply: prompt, response, score, lo, hi (the scale), annotator,
     judgment_id, and the iteration and model that wrote the replies. `data`: a FeedbackStore or its
     `judgments_df()`. A supervised reward model regresses on these (`EmbeddingRewardModel.fit_ratings`)."""
-    df = data.judgments_df() if hasattr(data, "judgments_df") else data
+    df = judgments_table(data, "rating_examples")
     rows = [dict(prompt=j.prompt, response=text, score=float(score), lo=int(j.answer["scale"][0]),
                  hi=int(j.answer["scale"][1]), annotator=j.annotator, judgment_id=int(j.judgment_id),
                  iteration=int(j.iteration), model=j.model)
@@ -144,7 +156,7 @@ def ranking_examples(data) -> pd.DataFrame:
     """Rankings as one row per ranking: prompt, ranked (the reply texts, best first), annotator, judgment_id,
     iteration and model (of the replies). A listwise reward model fits these (`EmbeddingRewardModel.fit_rankings`,
     Plackett–Luce)."""
-    df = data.judgments_df() if hasattr(data, "judgments_df") else data
+    df = judgments_table(data, "ranking_examples")
     rows = []
     for j in df[df["kind"] == "ranking"].itertuples():
         text = dict(zip(j.response_ids, j.responses))

@@ -9,7 +9,7 @@ import numbers
 import os
 
 __all__ = ["MAX_NAME", "MAX_TEXT", "as_list", "is_whole", "pair_row", "response_row", "text", "whole", "need_store",
-           "kinds_of"]
+           "kinds_of", "judgments_table"]
 
 MAX_NAME = 4096  # model and annotator names (a model may be named by its folder's path)
 MAX_TEXT = 1_000_000  # prompts and replies, in characters
@@ -99,3 +99,18 @@ def kinds_of(kinds, allowed: tuple[str, ...]) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"kinds may hold {' and '.join(map(repr, allowed))}, got {unknown}")
     return kinds
+
+
+def judgments_table(data, what: str):
+    """The store's judgments: `data.judgments_df()` for a FeedbackStore, or `data` itself when it is such a table (a
+    DataFrame with kind and answer columns). A table of something else (preference pairs) or a store's path is
+    refused in one line that says what to pass."""
+    if hasattr(data, "judgments_df"):
+        return data.judgments_df()
+    if hasattr(data, "columns"):
+        missing = sorted({"kind", "answer"} - set(data.columns))
+        if missing:
+            raise ValueError(f"{what} reads a store's judgments (a FeedbackStore, or store.judgments_df()); this table "
+                             f"has no {' or '.join(missing)} column (preference pairs, say): pass the store")
+        return data
+    need_store(data, what)
