@@ -122,6 +122,19 @@ def test_bad_input_says_how_to_fix(setup):
     model, tokenizer, _ = setup
     with pytest.raises(ValueError, match="Give a budget"):
         Budget()
+    for bad in ({"judgments": -1}, {"seconds": -5}, {"samples": 0}, {"samples": "8"}):
+        with pytest.raises(ValueError, match=rf"Budget's {next(iter(bad))} must be a number > 0"):
+            Budget(**bad)
+    with pytest.raises(ValueError, match=r"n must be whole numbers >= 1"):
+        BestOfN(n=(0, 2))
+    assert BestOfN(n=4).n == [4]
+    with pytest.raises(ValueError, match="2 or more eval prompts .gains are paired by prompt.; got 8 and 1"):
+        compare_methods([BestOfN()], model, tokenizer, PROMPTS, PROMPTS[:1], reward=length_reward,
+                        budget=Budget(samples=8))
+    with pytest.raises(TypeError, match=r"budget must be a Budget, e.g. Budget\(samples=64\), got int"):
+        compare_methods([BestOfN()], model, tokenizer, PROMPTS, PROMPTS, reward=length_reward, budget=8)
+    with pytest.raises(ValueError, match=r"Unknown Budget fields \['sample'\]"):
+        compare_methods([BestOfN()], model, tokenizer, PROMPTS, PROMPTS, reward=length_reward, budget={"sample": 8})
     with pytest.raises(ValueError, match="at least one method"):
         compare_methods([], model, tokenizer, PROMPTS, PROMPTS, reward=length_reward, budget=Budget(samples=8))
     with pytest.raises(TypeError, match="BestOfN, PPO, RLOO or DPO"):

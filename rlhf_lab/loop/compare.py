@@ -46,7 +46,7 @@ from rlhf_lab.train.ppo import PPOConfig, PPOTrainer
 from rlhf_lab.train.rloo import RLOOConfig, RLOOTrainer
 
 __all__ = ["TABLE_COLUMNS", "VERSUS_INITIAL", "Budget", "Method", "PPO", "RLOO", "DPO", "BestOfN", "Comparison",
-           "compare_methods"]
+           "compare_methods", "as_budget"]
 
 VERSUS_INITIAL = ["gold_gain", "gold_gain_ci_low", "gold_gain_ci_high", "verdict", "win_rate_vs_initial"]
 TABLE_COLUMNS = ["method", "rounds", "stopped", "gold_reward", "proxy_reward", "kl", *VERSUS_INITIAL,
@@ -69,6 +69,23 @@ class Budget:
     def __post_init__(self):
         if self.samples is None and self.judgments is None and self.seconds is None:
             raise ValueError("Give a budget: Budget(samples=...), Budget(judgments=...) or Budget(seconds=...).")
+        given = {k: v for k, v in (("samples", self.samples), ("judgments", self.judgments), ("seconds", self.seconds),
+                                   ("max_rounds", self.max_rounds)) if v is not None}
+        for name, value in given.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"Budget's {name} must be a number > 0, got {value!r}.")
+
+
+def as_budget(budget) -> Budget:
+    """`budget` as a Budget: a dict of its fields is read as one; anything else is refused in one line."""
+    if isinstance(budget, dict):
+        unknown = sorted(set(budget) - {"samples", "judgments", "seconds", "max_rounds"})
+        if unknown:
+            raise ValueError(f"Unknown Budget fields {unknown}: use samples, judgments, seconds or max_rounds.")
+        return Budget(**budget)
+    if not isinstance(budget, Budget):
+        raise TypeError(f"budget must be a Budget, e.g. Budget(samples=64), got {type(budget).__name__}")
+    return budget
 
 
 @dataclass
@@ -220,7 +237,9 @@ class BestOfN(Method):
 
     def __init__(self, n=(1, 2, 4, 8, 16), pool: int | None = None, missing_eos_penalty: float | None = 1.0,
                  reward_judgments: int = 0, name: str | None = None):
-        self.n = sorted(n)
+        self.n = sorted((n,) if isinstance(n, int) else n)
+        if not self.n or any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in self.n):
+            raise ValueError(f"n must be whole numbers >= 1 (replies drawn per prompt), e.g. (1, 2, 4); got {n!r}.")
         self.pool = pool or 4 * self.n[-1]
         self.missing_eos_penalty, self.reward_judgments = missing_eos_penalty, reward_judgments
         self.name = name or f"best_of_{self.n[-1]}"
@@ -323,8 +342,10 @@ def compare_methods(methods: list[Method], policy, tokenizer, prompts: list[str]
     if len(set(names)) != len(names):
         raise ValueError(f"Method names must differ, got {names}: pass name=... to tell them apart.")
     prompts, eval_prompts = prompt_list(prompts, "prompts"), prompt_list(eval_prompts, "eval_prompts")
-    if not prompts or not eval_prompts:
-        raise ValueError("compare_methods needs training prompts and eval prompts.")
+    if not prompts or len(eval_prompts) < 2:
+        raise ValueError(f"compare_methods needs training prompts and 2 or more eval prompts (gains are paired by "
+                         f"prompt); got {len(prompts)} and {len(eval_prompts)}.")
+    budget = as_budget(budget)
     if eval_samples < 1:
         raise ValueError(f"eval_samples must be at least 1 (replies per eval prompt), got {eval_samples}.")
     initial = copy.deepcopy(policy).eval().requires_grad_(False)
