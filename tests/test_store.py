@@ -581,3 +581,19 @@ def test_add_response_groups_writes_replies_and_items_or_nothing(store):
     with pytest.raises(ValueError, match="one prompt"):
         store.add_response_groups(records() + records(prompt="Other?"), size=3, kind="ranking")
     assert (store.counts()["responses"], store.counts()["items"]) == (4, 2)
+
+
+def test_a_store_that_will_not_open_is_one_line_naming_what_to_check(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ConnectionError, match=rf"could not open the feedback store at postgresql\+psycopg://u:\*\*\*@"
+                                              rf"127.0.0.1:{port}/x: .*is a PostgreSQL server running at "
+                                              rf"127.0.0.1:{port}\?") as err:
+        FeedbackStore(f"postgresql+psycopg://u:SECRET@127.0.0.1:{port}/x")  # SQLAlchemy's 20-frame error before
+    assert "SECRET" not in str(err.value)
+    url = f"sqlite:///{tmp_path / 'new' / 'folder' / 'f.db'}"  # a file's URL makes its folders, as its path does
+    with FeedbackStore(url) as store:
+        assert store.counts()["total"] == 0 and (tmp_path / "new" / "folder" / "f.db").is_file()

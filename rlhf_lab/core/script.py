@@ -18,7 +18,7 @@ import re
 import sys
 from typing import Callable
 
-__all__ = ["OneLineParser", "run_script", "command_status", "hide_password", "one_line", "os_words"]
+__all__ = ["OneLineParser", "run_script", "command_status", "hide_password", "one_line", "os_words", "refusal_words"]
 
 _URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)\S*@")
 
@@ -81,7 +81,7 @@ def run_script(prog: str, parser: argparse.ArgumentParser, check: Callable, trai
     return 0
 
 
-def _refusal(orig) -> str:
+def refusal_words(orig) -> str:
     """A database's refusal (the driver's error `orig`) on one line, with a hint that fits it."""
     lines = [line for line in str(orig).splitlines() if not line.strip().startswith("Is the server running")]
     text = one_line("\n".join(lines))  # libpq's own second line, a hint, gives way to the one below
@@ -119,10 +119,13 @@ def command_status(prog: str, work: Callable[[], object], errors: tuple[type[Bas
         print(f"{prog}: error: {one_line(os_words(err) if isinstance(err, OSError) else err)}", file=sys.stderr)
         return 2
     except OperationalError as err:
-        print(f"{prog}: error: the store refused: {_refusal(err.orig)}", file=sys.stderr)
+        print(f"{prog}: error: the store refused: {refusal_words(err.orig)}", file=sys.stderr)
+        return 2
+    except ConnectionError as err:  # a store that would not open (`feedback.database.cannot_open`): its words
+        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
         return 2
     except ProgrammingError as err:
-        print(f"{prog}: error: the database refused: {_refusal(err.orig)}", file=sys.stderr)
+        print(f"{prog}: error: the database refused: {refusal_words(err.orig)}", file=sys.stderr)
         return 2
     except OSError as err:  # a full disk; a path through a file, or a folder where a file belongs: in words
         if err.errno not in (errno.ENOSPC, errno.ENOTDIR, errno.EISDIR):

@@ -11,8 +11,10 @@ from pathlib import Path
 
 from sqlalchemy import event
 
+from rlhf_lab.core.script import refusal_words
+
 __all__ = ["store_url", "sqlite_file", "refuse_foreign_sqlite", "refuse_missing_store", "no_store",
-           "read_only_url", "configure_sqlite"]
+           "read_only_url", "configure_sqlite", "cannot_open"]
 
 
 def store_url(where: str | Path, make_folders: bool = True) -> str:
@@ -24,6 +26,8 @@ def store_url(where: str | Path, make_folders: bool = True) -> str:
     where = str(where)
     if where == ":memory:":
         return "sqlite://"
+    if where.startswith("sqlite:///") and make_folders and "?" not in where:  # a file's URL: its folders too
+        Path(where[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
     if "://" in where:
         return where
     path = Path(where).expanduser().resolve()
@@ -95,3 +99,15 @@ def configure_sqlite(engine, busy_timeout_s: float, read_only: bool = False) -> 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
+
+
+def cannot_open(err: Exception, where: str, dialect: str) -> ConnectionError:
+    """The one-line error for a database that would not open (`err`: SQLAlchemy's OperationalError; `where` with any
+    password hidden): the driver's words, and what to check (`core.script.refusal_words` for a server)."""
+    orig = getattr(err, "orig", None) or err
+    if dialect != "sqlite":
+        return ConnectionError(f"could not open the feedback store at {where}: {refusal_words(orig)}")
+    first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    check = ("another kernel or program is writing it: try again in a moment" if "locked" in first else
+             "check that its folder exists and that you may write there")
+    return ConnectionError(f"could not open the feedback store at {where} ({first}): {check}")

@@ -29,6 +29,7 @@ from rlhf_lab.core.script import hide_password
 from rlhf_lab.feedback import exchange
 from rlhf_lab.feedback.answers import flags_answer, pairwise_answer, ranking_answer, rating_answer, thumbs_answer
 from rlhf_lab.feedback.database import (
+    cannot_open,
     configure_sqlite,
     no_store,
     read_only_url,
@@ -82,6 +83,9 @@ class FeedbackStore:
                 if not create and not sa.inspect(conn).has_table(schema_version_t.name):
                     raise no_store(self.display_url)  # e.g. an empty PostgreSQL database: no tables made in it
                 upgrade_schema(conn, self.display_url, self.read_only)
+        except sa.exc.OperationalError as err:  # no server, a bad password, a folder that is not there
+            self.engine.dispose()
+            raise cannot_open(err, self.display_url, self.engine.dialect.name) from None
         except BaseException:
             self.engine.dispose()
             raise
