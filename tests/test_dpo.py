@@ -280,3 +280,16 @@ def test_lora_reference_is_the_policy_with_adapters_disabled(tokenizer):
         ids, mask = collate(data.pairs, tokenizer.pad_token_id)
         policy_logps = sequence_logps(trainer.policy.get_base_model(), ids, mask)
     assert not torch.allclose(policy_logps[:len(data)], data.ref_chosen, atol=1e-3)  # the adapters did learn
+
+
+def test_pairs_as_dicts_or_a_jsonl_file_are_read_as_a_reward_models_fit_reads_them(tokenizer, tmp_path):
+    import json
+
+    rows = [dict(prompt="Hi?", chosen="Hello there.", rejected="Go."), dict(prompt="Tea?", chosen="Yes.", rejected="")]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    trainer = DPOTrainer(peaked_policy(tokenizer), tokenizer, DPOConfig(batch_size=2), callbacks=[])
+    expected = trainer.prepare(pd.DataFrame(rows))
+    for source in (rows, str(path), path):
+        prepared = trainer.prepare(source)
+        assert prepared.pairs == expected.pairs and torch.equal(prepared.ref_chosen, expected.ref_chosen)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,7 @@ from rlhf_lab.core.batching import length_grouped_batches
 from rlhf_lab.core.errors import TrainingDivergedError
 from rlhf_lab.core.inputs import bool_labels, prompt_list
 from rlhf_lab.core.seeding import seed_for
+from rlhf_lab.feedback.preferences import as_preference_pairs
 from rlhf_lab.policy.generation import generate
 from rlhf_lab.reward.sources import as_reward
 from rlhf_lab.train.callbacks import LiveView, PrintLogger, in_notebook
@@ -133,8 +135,8 @@ class DPOTrainer(ScoringTrainer):
     # ---- offline -------------------------------------------------------------------------------------------------
     def prepare(self, pairs) -> PreparedPairs:
         """Tokenise pairs (a DataFrame with prompt, chosen, rejected and optional tie, e.g.
-        `store.preference_pairs()`; a FeedbackStore; or a list of EncodedPair) and compute their reference
-        log-probs, once."""
+        `store.preference_pairs()`; a FeedbackStore; a list of such rows as dicts or a preference JSONL file's path,
+        as a reward model's fit reads them; or a list of EncodedPair) and compute their reference log-probs, once."""
         encoded = self._encoded(pairs)
         return PreparedPairs(encoded, *self.reference_logps(encoded))
 
@@ -169,6 +171,8 @@ class DPOTrainer(ScoringTrainer):
     def _check_pairs(self, pairs) -> pd.DataFrame:
         if hasattr(pairs, "preference_pairs"):
             pairs = pairs.preference_pairs(include_ties=self.config.include_ties)
+        elif isinstance(pairs, (list, str, Path)):  # rows as dicts, or a preference JSONL file: as reward models read
+            pairs = as_preference_pairs(pairs)
         missing = {"prompt", "chosen", "rejected"} - set(getattr(pairs, "columns", ()))
         if missing:
             raise ValueError(f"DPO needs a DataFrame of pairs with columns prompt, chosen, rejected (missing "
