@@ -20,3 +20,10 @@ def test_a_reply_renders_as_its_own_text(text):
     cell = html.split("<td>")[1].split("</td>")[0]  # one row, one cell: the pipe did not split it
     expected = text.replace("\n", " ").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     assert cell == expected.replace('"', "&quot;")
+
+
+def test_write_report_given_a_runs_path_says_to_open_it(tmp_path):
+    from rlhf_lab.loop.report import write_report
+
+    with pytest.raises(TypeError, match=r"write_report needs an RLHFRun, got str .*: open it first, RLHFRun.open\("):
+        write_report(str(tmp_path / "run"))  # AttributeError: 'str' object has no attribute 'path' before

@@ -111,7 +111,10 @@ def kl_sentence(last, ppo, metrics: pd.DataFrame) -> str:
 
 def write_report(run, out: str | Path | None = None) -> Path:
     """PNG figures, metrics CSVs and summary.md into `out` (default run_dir/report); returns the folder. Each file is
-    written whole (atomically) or not at all."""
+    written whole (atomically) or not at all. `run`: an RLHFRun (a run's folder: `RLHFRun.open(path)`)."""
+    if not hasattr(run, "evaluation"):
+        how = f": open it first, RLHFRun.open({str(run)!r})" if isinstance(run, (str, Path)) else ""
+        raise TypeError(f"write_report needs an RLHFRun, got {type(run).__name__} {run!r:.60}{how}")
     out = Path(out or run.path / "report")
     out.mkdir(parents=True, exist_ok=True)
     for name, fig in run_figures(run).items():
