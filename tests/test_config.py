@@ -55,7 +55,8 @@ def test_one_vocabulary_across_stages():
 @pytest.mark.parametrize("values, match", [
     ({"ppo": 5}, r"^Expected PPOConfig's settings \(a JSON object, or None\), got 5\.$"),
     ({"ppo": {"sampling": [1, 2]}}, r"^Expected SamplingConfig's settings .*got \[1, 2\]\.$"),
-    ({"ppo": {"batch_size": "x"}}, r"^PPOConfig: a value of the wrong type \(.*str.*\): check the config's numbers"),
+    ({"ppo": {"batch_size": "x"}}, r"^batch_size must be a whole number, got 'x'\.$"),
+    ({"ppo": {"learning_rate": "x"}}, r"^PPOConfig: a value of the wrong type \(.*str.*\): check the config's numbers"),
     ({"ppo": {"sampling": {"max_new_tokens": "many"}}}, r"^max_new_tokens must be a whole number, got 'many'\.$"),
 ])
 def test_a_config_file_of_the_wrong_shape_is_one_value_error(values, match):
