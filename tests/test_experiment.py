@@ -209,7 +209,7 @@ def test_a_failed_create_leaves_nothing_behind_and_the_corrected_retry_needs_no_
     good = demo_config(smoke=True)
     path = tmp_path / "runs" / "demo"
     for bad, message in ((replace(good, prompt_set="curatd"), "Unknown prompt source 'curatd'"),
-                         (replace(good, eval_prompts=100_000), "Asked for n=100000 prompts"),
+                         (replace(good, eval_prompts=100_000), "Asked for 100000 prompts"),
                          (replace(good, report_to=("wandb",)), r"Unknown report_to \['wandb'\]")):
         with pytest.raises(ValueError, match=message):
             RLHFRun.create(path, bad, log=None)
