@@ -39,7 +39,7 @@ def test_fit_epochs_none_is_the_configs_zero_is_refused_and_a_number_is_that_man
     assert dpo.fit(PAIRS, epochs=3).update_ == 5
 
 
-@pytest.mark.parametrize("config,named", [("gold", "str 'gold'"), (PPOConfig(), "PPOConfig")])
+@pytest.mark.parametrize("config,named", [("gold", "str 'gold'"), (PPOConfig(), "PPOConfig"), (0, "int 0")])
 def test_trainers_refuse_a_config_of_another_type(tiny, config, named):
     pol, tok = tiny
     with pytest.raises(TypeError, match=rf"DPOTrainer takes a DPOConfig \(or None for the defaults\), got {named}"):

@@ -597,3 +597,14 @@ def test_a_store_that_will_not_open_is_one_line_naming_what_to_check(tmp_path):
     url = f"sqlite:///{tmp_path / 'new' / 'folder' / 'f.db'}"  # a file's URL makes its folders, as its path does
     with FeedbackStore(url) as store:
         assert store.counts()["total"] == 0 and (tmp_path / "new" / "folder" / "f.db").is_file()
+
+
+def test_ids_and_group_sizes_that_are_not_whole_numbers_are_said(store):
+    with pytest.raises(ValueError, match="item id must be a whole number, got 'abc'"):
+        store.get_item("abc")  # int("abc")'s words before
+    with pytest.raises(ValueError, match="response id must be a whole number, got 2.5"):
+        store.get_response(2.5)  # read as reply 2 before
+    records = [dict(prompt="Hi?", response=r, model="m", iteration=0) for r in ("a", "b")]
+    with pytest.raises(ValueError, match="size must be at least 1 .replies per item., got 0"):
+        store.add_response_groups(records, size=0)
+    assert store.counts()["responses"] == 0  # refused before anything was written

@@ -140,6 +140,8 @@ class FeedbackStore:
     def add_response_groups(self, records: list[dict], size: int = 2, kind: str = "pairwise") -> list[int]:
         """Add replies and make each `size` consecutive ones an item, all in one transaction: a kill half-way leaves
         neither replies without items nor a partial set of items. Returns the item ids."""
+        if whole(size, "size") < 1:
+            raise ValueError(f"size must be at least 1 (replies per item), got {size}")
         rows = [dict(response_row(r, i), created_at=time.time()) for i, r in enumerate(records)]
         with self.transaction() as conn:
             ids = self._insert_responses(conn, rows)
@@ -210,14 +212,14 @@ class FeedbackStore:
 
     def get_item(self, item_id: int) -> Item:
         with self._read() as conn:
-            found = self._items(conn, items_t.c.id == int(item_id))
+            found = self._items(conn, items_t.c.id == whole(item_id, "item id"))
         if not found:
             raise ValueError(f"unknown item id {item_id}; see store.items() for the ids there are")
         return found[0]
 
     def get_response(self, response_id: int) -> Response:
         with self._read() as conn:
-            found = self._responses(conn, [int(response_id)])
+            found = self._responses(conn, [whole(response_id, "response id")])
         if not found:
             raise ValueError(f"unknown response id {response_id}; add it with add_responses first")
         return found[int(response_id)]

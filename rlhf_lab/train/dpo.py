@@ -124,7 +124,8 @@ class DPOTrainer(ScoringTrainer):
 
     def __init__(self, policy, tokenizer, config: DPOConfig | None = None, *, ref_policy=None, callbacks=None,
                  metrics_path=None):
-        super().__init__(policy, tokenizer, config or DPOConfig(), ref_policy, pair_logps, metrics_path)
+        super().__init__(policy, tokenizer, DPOConfig() if config is None else config, ref_policy, pair_logps,
+                         metrics_path)
         self.callbacks = ([LiveView(keys=DPO_PLOT_KEYS)] if in_notebook() else [PrintLogger(keys=DPO_PRINT_KEYS)]
                           ) if callbacks is None else list(callbacks)
         self.pairs_seen_ = self.samples_generated_ = self.tokens_generated_ = 0

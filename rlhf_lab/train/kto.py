@@ -129,7 +129,8 @@ class KTOTrainer(ScoringTrainer):
 
     def __init__(self, policy, tokenizer, config: KTOConfig | None = None, *, ref_policy=None, callbacks=None,
                  metrics_path=None):
-        super().__init__(policy, tokenizer, config or KTOConfig(), ref_policy, example_logps, metrics_path)
+        super().__init__(policy, tokenizer, KTOConfig() if config is None else config, ref_policy, example_logps,
+                         metrics_path)
         self.callbacks = [PrintLogger(keys=KTO_PRINT_KEYS)] if callbacks is None else list(callbacks)
         self.examples_seen_ = 0
 

@@ -97,7 +97,7 @@ class OnPolicyTrainer:
 
     def __init__(self, policy, tokenizer, reward, config: OnPolicyConfig | None = None, *, ref_policy=None,
                  critic=None, callbacks=None, metrics_path=None, cost=None, flag_rule=None):
-        self.config = config = config or self.config_class()
+        self.config = config = self.config_class() if config is None else config
         if not isinstance(config, self.config_class):
             raise TypeError(f"{type(self).__name__} takes a {self.config_class.__name__}, got "
                             f"{type(config).__name__}.")
