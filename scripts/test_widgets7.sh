@@ -19,5 +19,5 @@ fi
 export PYTHONPATH="$PWD/$LAYER${PYTHONPATH:+:$PYTHONPATH}" JUPYTER_PATH="$PWD/$LAYER/share/jupyter"
 export RLHF_LAB_EXPECT_IPYWIDGETS=7.7.1
 .venv/bin/python -c "import ipywidgets; print('ipywidgets', ipywidgets.__version__, 'from', ipywidgets.__file__)"
-.venv/bin/python -m pytest -q tests/test_raters.py tests/test_raters_trouble.py tests/test_browser.py \
-    tests/test_browser_every_kind.py "$@"
+.venv/bin/python -m pytest -q tests/test_raters.py tests/test_raters_trouble.py tests/test_rater_drafts.py \
+    tests/test_browser.py tests/test_browser_every_kind.py "$@"
