@@ -26,7 +26,7 @@ import rlhf_lab.core.files as files
 from rlhf_lab.feedback import drafts as drafts_module
 from rlhf_lab.feedback.drafts import DRAFTS_ENV, DraftBook, saved_words
 from rlhf_lab.feedback.store import FeedbackStore
-from rlhf_lab.ui import LikertRater, PairwiseRater, RankingRater, ThumbsRater
+from rlhf_lab.ui import FlagPanel, LikertRater, PairwiseRater, RankingRater, ThumbsRater
 
 store = test_raters.store
 callback_errors = test_raters.callback_errors
@@ -34,6 +34,8 @@ answers = test_raters.answers
 key = test_raters.key
 
 BACK = re.compile(r"Your unsubmitted answer from (\d{1,2} \w+ )?\d\d:\d\d is back: press submit to save it\.")
+FLAGS_BACK = re.compile(r"Your unsaved flags from (\d{1,2} \w+ )?\d\d:\d\d are back: press save flags to keep "
+                        r"them\.")
 
 
 @pytest.fixture(autouse=True)
@@ -315,3 +317,97 @@ def test_a_full_disk_is_said_once_and_judging_goes_on(store, monkeypatch):
         assert answers(store) == [{"scores": [3], "scale": [1, 7]}] and "Saved" in rater.message.value
     rater.score_widgets[1].value = 4  # space again: kept
     assert json.loads(draft_files(store)[0].read_text())["drafts"]["item:5"]["answer"] == [None, 4]
+
+
+# ---- flags ticked and a comment typed, not saved yet -----------------------------------------------------------------
+def form(panel) -> tuple:
+    """What the flag panel's form shows: the ticked flags (sorted) and the comment."""
+    return sorted(f for f, box in panel.checkboxes.items() if box.value), panel.comment.value
+
+
+def test_flags_not_saved_come_back_after_a_restart_and_go_once_saved(store):
+    first = FlagPanel(store, "alice", store.get_item(1).responses)
+    a, b = first.reply.options[0][1], first.reply.options[1][1]
+    first.reply.value = b
+    first.checkboxes["harmful"].value = True  # through the widgets, as the learner does
+    first.checkboxes["biased"].value = True
+    first.comment.value = "rude"
+    [path] = draft_files(store)
+    assert json.loads(path.read_text())["drafts"][f"flags:{b}"]["answer"] == {"flags": ["biased", "harmful"],
+                                                                            "comment": "rude"}
+    del first
+
+    again = restart(store)
+    second = FlagPanel(again, "alice", again.get_item(1).responses)
+    assert second.reply.value == a and form(second) == ([], "") and "unsaved" not in second.message.value
+    second.reply.value = b
+    assert form(second) == (["biased", "harmful"], "rude") and second.changed
+    assert FLAGS_BACK.search(second.message.value), second.message.value
+    second.submit_button.click()
+    found = again.judgment("alice", f"flags:{b}")
+    assert sorted(found["answer"]["flags"]) == ["biased", "harmful"] and found["comment"] == "rude"
+    assert not Path(store_path(again) + "-drafts").exists()  # no draft, no empty folder left
+
+    third = FlagPanel(restart(again), "alice", again.get_item(1).responses)
+    third.reply.value = b
+    assert form(third) == (["biased", "harmful"], "rude") and not third.changed
+    assert "unsaved" not in third.message.value and "are back" not in third.message.value
+    third.store.close()
+
+
+def test_flags_not_saved_on_a_raters_reply_come_back_and_are_saved_when_it_moves_on(store):
+    rater = PairwiseRater(store, "alice", flags=True, guard_s=0)
+    a = rater.flag_panel.reply.value
+    rater.flag_panel.checkboxes["off_topic"].value = True
+    again = restart(store)
+    second = PairwiseRater(again, "alice", flags=True, guard_s=0)
+    assert second.flag_panel.reply.value == a and form(second.flag_panel) == (["off_topic"], "")
+    assert FLAGS_BACK.search(second.flag_panel.message.value), second.flag_panel.message.value
+    second.buttons["A"].click()  # moving on saves the flags shown for the reply they were made for
+    assert again.judgment("alice", f"flags:{a}")["answer"] == {"flags": ["off_topic"]} and draft_files(again) == []
+    again.close()
+
+
+def test_a_flag_form_back_as_it_was_loaded_leaves_no_draft(store):
+    responses = store.get_item(1).responses
+    panel = FlagPanel(store, "alice", responses)
+    panel.submit(["harmful"], "rude")
+    panel.checkboxes["biased"].value = True
+    assert len(draft_files(store)) == 1  # a change: kept
+    panel.checkboxes["biased"].value = False
+    assert draft_files(store) == []  # the saved flags again: nothing to keep
+    panel.comment.value = "rude!"
+    assert len(draft_files(store)) == 1
+    panel.comment.value = "rude"
+    assert draft_files(store) == []
+    second = FlagPanel(restart(store), "alice", responses)
+    assert form(second) == (["harmful"], "rude") and "are back" not in second.message.value
+    second.store.close()
+
+
+def test_another_annotator_does_not_see_unsaved_flags(store):
+    responses = store.get_item(1).responses
+    alice = FlagPanel(store, "alice", responses)
+    alice.checkboxes["other"].value = True
+    alice.comment.value = "odd"
+    bob = FlagPanel(store, "bob", responses)
+    assert form(bob) == ([], "") and "are back" not in bob.message.value
+    again = FlagPanel(store, "alice", responses)
+    assert form(again) == (["other"], "odd") and FLAGS_BACK.search(again.message.value)
+
+
+def test_trouble_with_the_drafts_file_is_said_in_the_flag_panel(store, monkeypatch):
+    responses = store.get_item(1).responses
+    panel = FlagPanel(store, "alice", responses)
+    panel.checkboxes["harmful"].value = True
+    [path] = draft_files(store)
+    path.write_bytes(b"{damaged")
+    second = FlagPanel(restart(store), "alice", responses)
+    assert "moved aside" in second.message.value and form(second) == ([], "")
+    with monkeypatch.context() as disk:
+        disk.setattr(files.os, "fsync", lambda _fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space")))
+        second.checkboxes["biased"].value = True
+        assert "could not be kept for a restart (the disk is full" in second.message.value
+    second.submit_button.click()  # flagging goes on
+    assert second.store.judgment("alice", f"flags:{responses[0].id}")["answer"] == {"flags": ["biased"]}
+    second.store.close()

@@ -20,6 +20,7 @@ import ipywidgets as w
 import sqlalchemy as sa
 import traitlets
 
+from rlhf_lab.feedback.drafts import DraftBook, fingerprint, saved_words
 from rlhf_lab.feedback.records import FLAGS, Response
 
 __all__ = ["LETTERS", "asset", "make_key_catcher", "text_html", "markdown_html", "reply_html", "style_widget",
@@ -240,6 +241,9 @@ class FlagPanel:
     "looked, nothing wrong"); saving what is saved already writes nothing, so a double click changes nothing.
     Changes not saved yet are saved for the reply they were made for when the learner chooses another reply or the
     rater moves on; a form left as it was loaded saves nothing, so it never replaces saved flags.
+    Every change not saved yet is also kept in the annotator's drafts file (`draft_book`, see `feedback.drafts`,
+    under the key "flags:<reply id>") until the flags are saved, so a kernel crash or restart loses no tick or
+    comment: a panel made later shows them again for that reply and says so.
     """
 
     def __init__(self, store, annotator: str, responses: list[Response] | None = None):
@@ -261,7 +265,11 @@ class FlagPanel:
         self._responses: dict = {}
         self._saved = (frozenset(), "")  # what the form was loaded with: the chosen reply's saved flags and comment
         self._quiet = False  # True while the panel itself sets the dropdown
+        self._filling = False  # True while the panel itself fills the form (no draft is saved then)
+        self.draft_book = DraftBook.for_store(store, annotator)  # changes not saved, kept for a restart
         self.reply.observe(self._on_reply, names="value")
+        for widget in (*self.checkboxes.values(), self.comment):
+            widget.observe(self._save_draft, names="value")
         self.show_responses(responses or [])
         if self.read_only:
             say(self.message, self.read_only, error=True)
@@ -289,7 +297,10 @@ class FlagPanel:
 
     def show_responses(self, responses: list[Response]) -> None:
         """Offer `responses` (labelled A, B, ...), the first chosen and its saved flags in the form. Changes not
-        saved yet (the learner chose A or B first) are saved for the reply they were meant for, never dropped."""
+        saved yet (the learner chose A or B first) are saved for the reply they were meant for, never dropped; the
+        same replies again (a rater shows its item anew) leave such changes on screen, not saved."""
+        if self.changed and [r.id for r in responses] == list(self._responses):
+            return
         if self.changed:
             self.submit()
         self._responses = {r.id: r for r in responses}
@@ -302,11 +313,14 @@ class FlagPanel:
         self._choose(responses[0].id if responses else None)
         self.submit_button.disabled = not responses or bool(self.read_only)
         saved = {label: self._saved_of(rid) for label, rid in self.reply.options}
-        self._fill(saved.get(self.reply.label) if responses else None)
+        note = self._show(self.reply.value, saved.get(self.reply.label) if responses else None)
         flagged = [f"{label} {self._words(found[0])}" for label, found in saved.items() if found and any(found)]
         if flagged:
-            say(self.message, f"Flags you saved before: {'; '.join(flagged)} (choose a reply to see or change "
-                              "its flags).")
+            note = (f"Flags you saved before: {'; '.join(flagged)} (choose a reply to see or change its flags). "
+                    f"{note}").strip()
+        if note:
+            say(self.message, note)
+        self._say_draft_trouble()
 
     def attach(self, rater) -> None:
         """Follow `rater`: whenever it shows an item, offer that item's replies (or the one reply it shows)."""
@@ -324,7 +338,10 @@ class FlagPanel:
             if self.submit(response_id=change["old"]) is None:  # not saved: back to that reply, the form kept
                 self._choose(change["old"])
                 return
-        self._fill(self._saved_of(self.reply.value) if self.reply.value is not None else None)
+        note = self._show(self.reply.value, self._saved_of(self.reply.value) if self.reply.value is not None else None)
+        if note:
+            say(self.message, note)
+        self._say_draft_trouble()
 
     def _saved_of(self, response_id) -> tuple | None:
         """The annotator's saved (flags, comment) on a reply; None when there are none (or the store failed: then
@@ -336,13 +353,52 @@ class FlagPanel:
             return None
         return None if found is None else (frozenset(found["answer"]["flags"]), found["comment"])
 
-    def _fill(self, saved: tuple | None) -> None:
-        """Show `saved` (flags, comment) in the form (None: an empty form) and remember it as what is saved."""
+    def _fill(self, saved: tuple | None, shown: tuple | None = None) -> None:
+        """Show `shown` (flags, comment; default `saved`) in the form (None: an empty form) and remember `saved` as
+        what is saved."""
         flags, comment = saved or (frozenset(), "")
-        for flag, box in self.checkboxes.items():
-            box.value = flag in flags
-        self.comment.value = comment
+        shown_flags, shown_comment = shown or (flags, comment)
+        self._filling = True
+        try:
+            for flag, box in self.checkboxes.items():
+                box.value = flag in shown_flags
+            self.comment.value = shown_comment
+        finally:
+            self._filling = False
         self._saved = (frozenset(flags), comment)
+
+    def _show(self, response_id, saved: tuple | None) -> str:
+        """Fill the form for reply `response_id` (None: none) with its draft where one is kept for this reply's
+        text, else with `saved`; returns what to say about a draft put back ("" when none was)."""
+        entry = self.draft_book.get(f"flags:{response_id}") if self.draft_book and response_id is not None else None
+        response = self._responses.get(response_id)
+        answer = entry["answer"] if entry and response and entry.get("of") == fingerprint(response) else None
+        flags = answer.get("flags") if isinstance(answer, dict) else None
+        comment = answer.get("comment", "") if isinstance(answer, dict) else None
+        if not isinstance(flags, list) or not all(f in FLAGS for f in flags) or not isinstance(comment, str):
+            self._fill(saved)  # no draft, or one not made by this panel (edited by hand): the saved flags
+            return ""
+        self._fill(saved, (frozenset(flags), comment))
+        if self._form() == self._saved:  # saved meanwhile (another kernel): nothing to put back
+            self.draft_book.drop(f"flags:{response_id}")
+            return ""
+        return f"Your unsaved flags from {saved_words(entry['saved_at'])} are back: press save flags to keep them."
+
+    def _save_draft(self, _change=None) -> None:
+        """A checkbox or the comment changed: keep the form for a restart, or drop the draft when the form is back
+        to what was loaded (trouble with the drafts file is said, never raised)."""
+        response = self._responses.get(self.reply.value)
+        if self._filling or self.draft_book is None or self.read_only or response is None:
+            return
+        flags, comment = self._form()
+        answer = None if (flags, comment) == self._saved else {"flags": sorted(flags), "comment": comment}
+        self.draft_book.put(f"flags:{response.id}", answer, fingerprint(response))
+        self._say_draft_trouble()
+
+    def _say_draft_trouble(self) -> None:
+        trouble = self.draft_book.take_note() if self.draft_book is not None else ""
+        if trouble:
+            say(self.message, trouble, error=True)
 
     @staticmethod
     def _words(flags) -> str:
@@ -369,6 +425,8 @@ class FlagPanel:
         except Exception as err:
             say_store_trouble(self.message, err, "Flags not saved")
             return None
+        if self.draft_book is not None:  # stored now: the draft is done with
+            self.draft_book.drop(f"flags:{response_id}")
         if response_id == self.reply.value:
             self._fill((flags, comment))  # the form now shows what is saved
         label = dict((v, k) for k, v in self.reply.options).get(response_id, "the reply")
