@@ -1,5 +1,6 @@
 """Answers a learner entered in a rater but has not submitted yet, kept on disk so that a kernel crash or restart
-loses none of them (the raters in `rlhf_lab.ui` save one on every change and drop it once its judgment is stored).
+loses none of them (the raters in `rlhf_lab.ui` and their flag panel save one on every change and drop it once its
+judgment is stored).
 
     book = DraftBook.for_store(store, "alice")   # None for an in-memory or read-only store
     book.put("item:5", [2, 6], fingerprint(item))  # what is on screen for item 5 (None: nothing; the draft goes)
