@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import numbers
 import time
 from pathlib import Path
 
@@ -50,7 +49,7 @@ from rlhf_lab.feedback.schema import (
     schema_version_t,
     upgrade_schema,
 )
-from rlhf_lab.feedback.validation import as_list, response_row, whole
+from rlhf_lab.feedback.validation import as_list, is_whole, response_row, whole
 
 __all__ = ["FeedbackStore"]
 
@@ -228,7 +227,7 @@ class FeedbackStore:
         """All items in insertion order, optionally of one kind and/or whose newest response is from `iteration`."""
         if kind is not None and kind not in ITEM_KINDS:
             raise ValueError(f"kind must be one of {ITEM_KINDS} (or None: every kind), got {kind!r}")
-        if iteration is not None and (isinstance(iteration, bool) or not isinstance(iteration, numbers.Integral)):
+        if iteration is not None and not is_whole(iteration):
             raise TypeError(f"iteration must be a whole number such as 0 (or None: every iteration), got {iteration!r}")
         with self._read() as conn:
             found = self._items(conn, None if kind is None else items_t.c.kind == kind)

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import numbers
+import math
 from dataclasses import dataclass, field
 
 from rlhf_lab.core.config import Config, Seeded, as_config
-from rlhf_lab.policy.generation import SamplingConfig
+from rlhf_lab.policy.generation import SamplingConfig, whole_number
 
 __all__ = ["LoraSettings", "OptimConfig", "OnPolicyConfig", "MIXED_PRECISION"]
 
@@ -32,9 +32,8 @@ def whole_numbers(config, *names: str) -> None:
     """Refuse, in one line, a field among `names` that is set and is not a whole number (2.0, "8" and True are not):
     counts of examples, epochs and steps."""
     for name in names:
-        value = getattr(config, name)
-        if value is not None and (not isinstance(value, numbers.Integral) or isinstance(value, bool)):
-            raise ValueError(f"{name} must be a whole number, got {value!r}.")
+        if getattr(config, name) is not None:
+            whole_number(getattr(config, name), name, least=-math.inf)  # the bounds are each field's own check
 
 
 @dataclass
