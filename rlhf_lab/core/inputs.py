@@ -3,6 +3,7 @@ raises one line that names the bad value and says what to give instead (never a 
 
     prompt_list("How do I make tea?")       # TypeError: ... wrap a single prompt in a list: ["How do I make tea?"]
     bool_labels(["yes", "no"], "label")     # ValueError: label must be true/false (or 1/0); row 0 is 'yes'
+    whole_number(2.0, "epochs", least=1)     # ValueError: epochs must be a whole number, got 2.0.
 """
 
 from __future__ import annotations
@@ -12,7 +13,27 @@ import numbers
 
 import numpy as np
 
-__all__ = ["prompt_list", "bool_labels"]
+__all__ = ["prompt_list", "bool_labels", "is_whole", "is_number", "whole_number"]
+
+
+def is_whole(x) -> bool:
+    """An int (NumPy's included), not a bool and not a float such as 1.0."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def is_number(x) -> bool:
+    """A real number (int or float, NumPy's included), not a bool; NaN and the infinities are numbers here."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def whole_number(value, what: str, least: float | None = None) -> int:
+    """`value` as an int of at least `least` (None: any), or a ValueError naming `what`: a bool, a float such as
+    2.5 or 32.0, or a string such as "32" is refused, never rounded or read."""
+    if not is_whole(value):
+        raise ValueError(f"{what} must be a whole number, got {value!r:.40}.")
+    if least is not None and value < least:
+        raise ValueError(f"{what} must be at least {least}, got {value}.")
+    return int(value)
 
 
 def prompt_list(prompts, what: str = "prompts") -> list[str]:

@@ -6,7 +6,8 @@ Every bad value raises a `ValueError` that says what to give instead (the raters
 from __future__ import annotations
 
 from rlhf_lab.feedback.records import CHOICES, FLAGS, Item
-from rlhf_lab.feedback.validation import as_list, is_whole
+from rlhf_lab.core.inputs import is_whole
+from rlhf_lab.feedback.validation import as_list
 
 __all__ = ["flags_answer", "pairwise_answer", "ranking_answer", "rating_answer", "thumbs_answer"]
 

@@ -23,7 +23,8 @@ import math
 import numpy as np
 
 from rlhf_lab.feedback.gold import GoldUtility, check_features
-from rlhf_lab.feedback.validation import is_whole, kinds_of, need_store
+from rlhf_lab.core.inputs import is_whole
+from rlhf_lab.feedback.validation import kinds_of, need_store
 
 __all__ = ["SimulatedAnnotator", "SimulatedCrowd", "stand_in_name"]
 

@@ -49,7 +49,8 @@ from rlhf_lab.feedback.schema import (
     schema_version_t,
     upgrade_schema,
 )
-from rlhf_lab.feedback.validation import as_list, is_whole, response_row, whole
+from rlhf_lab.core.inputs import is_whole, whole_number
+from rlhf_lab.feedback.validation import as_list, response_row
 
 __all__ = ["FeedbackStore"]
 
@@ -139,7 +140,7 @@ class FeedbackStore:
     def add_response_groups(self, records: list[dict], size: int = 2, kind: str = "pairwise") -> list[int]:
         """Add replies and make each `size` consecutive ones an item, all in one transaction: a kill half-way leaves
         neither replies without items nor a partial set of items. Returns the item ids."""
-        if whole(size, "size") < 1:
+        if whole_number(size, "size") < 1:
             raise ValueError(f"size must be at least 1 (replies per item), got {size}")
         rows = [dict(response_row(r, i), created_at=time.time()) for i, r in enumerate(records)]
         with self.transaction() as conn:
@@ -158,7 +159,7 @@ class FeedbackStore:
     def add_items(self, groups: list[list[int]], kind: str = "pairwise") -> list[int]:
         """`add_item` for many groups in one transaction: all the items are created or none (a crash half-way
         leaves no partial set for a resumed run to mistake for a whole one). Returns the item ids."""
-        groups = [[whole(r, "a response id") for r in as_list(ids, "each group of response ids")]
+        groups = [[whole_number(r, "a response id") for r in as_list(ids, "each group of response ids")]
                   for ids in as_list(groups, "groups")]
         with self.transaction() as conn:
             return self._insert_items(conn, groups, kind)
@@ -211,14 +212,14 @@ class FeedbackStore:
 
     def get_item(self, item_id: int) -> Item:
         with self._read() as conn:
-            found = self._items(conn, items_t.c.id == whole(item_id, "item id"))
+            found = self._items(conn, items_t.c.id == whole_number(item_id, "item id"))
         if not found:
             raise ValueError(f"unknown item id {item_id}; see store.items() for the ids there are")
         return found[0]
 
     def get_response(self, response_id: int) -> Response:
         with self._read() as conn:
-            found = self._responses(conn, [whole(response_id, "response id")])
+            found = self._responses(conn, [whole_number(response_id, "response id")])
         if not found:
             raise ValueError(f"unknown response id {response_id}; add it with add_responses first")
         return found[int(response_id)]
@@ -273,12 +274,12 @@ class FeedbackStore:
             raise ValueError("comment must be a string (use '' for none)")
         with self.transaction() as conn:
             if item_id is not None:
-                found = self._items(conn, items_t.c.id == whole(item_id, "item id"))
+                found = self._items(conn, items_t.c.id == whole_number(item_id, "item id"))
                 if not found:
                     raise ValueError(f"unknown item id {item_id!r}; see store.items() or store.pending_items()")
                 target, subject = f"item:{int(item_id)}", found[0]
             else:
-                found = self._responses(conn, [whole(response_id, "response id")])
+                found = self._responses(conn, [whole_number(response_id, "response id")])
                 if not found:
                     raise ValueError(f"unknown response id {response_id!r}; add it with add_responses first")
                 target, subject = f"{kind}:{int(response_id)}", found[int(response_id)]

@@ -8,23 +8,13 @@ import math
 import numbers
 import os
 
-__all__ = ["MAX_NAME", "MAX_TEXT", "as_list", "is_whole", "pair_row", "response_row", "text", "whole", "need_store",
+from rlhf_lab.core.inputs import whole_number
+
+__all__ = ["MAX_NAME", "MAX_TEXT", "as_list", "pair_row", "response_row", "text", "need_store",
            "kinds_of", "judgments_table"]
 
 MAX_NAME = 4096  # model and annotator names (a model may be named by its folder's path)
 MAX_TEXT = 1_000_000  # prompts and replies, in characters
-
-
-def is_whole(x) -> bool:
-    """An int (NumPy's included), not a bool and not a float such as 1.0."""
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
-def whole(x, what: str) -> int:
-    """`x` as an int, or ValueError: ids and iterations are whole numbers (2.9 is never rounded to 2)."""
-    if not is_whole(x):
-        raise ValueError(f"{what} must be a whole number, got {x!r}")
-    return int(x)
 
 
 def text(x, what: str, max_len: int = MAX_TEXT) -> str:
@@ -57,7 +47,7 @@ def response_row(r: dict, i: int) -> dict:
         raise ValueError(f"record {i}: sampling must be a dict of settings or None, got {sampling!r}")
     return {"prompt": text(r["prompt"], f"record {i}: prompt"), "text": text(r["response"], f"record {i}: response"),
             "model": text(r["model"], f"record {i}: model", MAX_NAME),
-            "iteration": whole(r["iteration"], f"record {i}: iteration"), "sampling": sampling or {},
+            "iteration": whole_number(r["iteration"], f"record {i}: iteration"), "sampling": sampling or {},
             "eos": None if eos is None else bool(eos)}
 
 
@@ -78,7 +68,7 @@ def pair_row(row, where: str, annotator: str, model: str, iteration: int) -> dic
     return dict(out, tie=tie, margin=None if margin is None else float(margin),
                 annotator=text(row.get("annotator", annotator), f"{where}: annotator", MAX_NAME), model=both,
                 **{k: text(row.get(k, both), f"{where}: {k}", MAX_NAME) for k in ("chosen_model", "rejected_model")},
-                iteration=whole(row.get("iteration", iteration), f"{where}: iteration"))
+                iteration=whole_number(row.get("iteration", iteration), f"{where}: iteration"))
 
 
 def need_store(store, what: str) -> None:

@@ -33,7 +33,7 @@ import torch
 from matplotlib.figure import Figure
 
 from rlhf_lab.core.errors import TrainingDivergedError
-from rlhf_lab.core.inputs import prompt_list
+from rlhf_lab.core.inputs import is_number, is_whole, prompt_list
 from rlhf_lab.core.memory import PeakMemory
 from rlhf_lab.core.seeding import seed_for
 from rlhf_lab.loop.evaluation import paired_gain, replies_with_kl
@@ -72,7 +72,7 @@ class Budget:
         given = {k: v for k, v in (("samples", self.samples), ("judgments", self.judgments), ("seconds", self.seconds),
                                    ("max_rounds", self.max_rounds)) if v is not None}
         for name, value in given.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            if not (is_number(value) and value > 0):
                 raise ValueError(f"Budget's {name} must be a number > 0, got {value!r}.")
 
 
@@ -238,7 +238,7 @@ class BestOfN(Method):
     def __init__(self, n=(1, 2, 4, 8, 16), pool: int | None = None, missing_eos_penalty: float | None = 1.0,
                  reward_judgments: int = 0, name: str | None = None):
         self.n = sorted((n,) if isinstance(n, int) else n)
-        if not self.n or any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in self.n):
+        if not self.n or any(not (is_whole(k) and k >= 1) for k in self.n):
             raise ValueError(f"n must be whole numbers >= 1 (replies drawn per prompt), e.g. (1, 2, 4); got {n!r}.")
         self.pool = pool or 4 * self.n[-1]
         self.missing_eos_penalty, self.reward_judgments = missing_eos_penalty, reward_judgments

@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from rlhf_lab.core.config import Config, as_config
+from rlhf_lab.core.inputs import is_number
 from rlhf_lab.loop.evaluation import PairedResult
 from rlhf_lab.policy.generation import SamplingConfig
 from rlhf_lab.reward.embedding import EmbeddingRewardConfig
@@ -98,7 +99,7 @@ class TasteConfig(Config):
                              f"{self.ppo_pessimism:g}.")
         temps = self.label_temperatures
         if isinstance(temps, (str, bytes)) or not hasattr(temps, "__len__") or len(temps) != 2 or \
-                not all(isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 for t in temps):
+                not all(is_number(t) and t > 0 for t in temps):
             raise ValueError(f"label_temperatures must be two temperatures > 0 (the two replies of a pair), e.g. "
                              f"(0.7, 1.1); got {temps!r}.")
         self.label_temperatures = tuple(temps)

@@ -15,14 +15,13 @@ overhead); any other model, or `decoder="hf"`, by `model.generate`. Each reply r
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from rlhf_lab.core.config import Config
-from rlhf_lab.core.inputs import prompt_list
+from rlhf_lab.core.inputs import is_number, prompt_list, whole_number
 from rlhf_lab.core.memory import reuse_freed_memory
 from rlhf_lab.core.seeding import seeded
 from rlhf_lab.policy.decoder import LeanDecoder, unsupported_reason
@@ -30,7 +29,7 @@ from rlhf_lab.policy.models import model_id
 from rlhf_lab.policy.twin import PRECISIONS, decoding_dtype, decoding_model
 
 __all__ = ["DECODERS", "SamplingConfig", "GenerationBatch", "format_prompts", "eos_token_ids", "truncate_at_eos",
-           "generate", "sampling_config", "whole_number"]
+           "generate", "sampling_config"]
 
 DECODERS = ("auto", "lean", "hf")
 """auto: the lean decoder where it reads the model, else `model.generate`; lean: the lean decoder or an error;
@@ -73,7 +72,7 @@ class SamplingConfig(Config):
                                                   least=1)
         for name in ("temperature", "top_p"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            if not is_number(value):
                 raise ValueError(f"{name} must be a number, got {value!r:.40}.")
         if not 0 <= self.temperature < math.inf:  # NaN too
             raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {self.temperature}.")
@@ -92,16 +91,6 @@ class SamplingConfig(Config):
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
-
-
-def whole_number(value, what: str, least: int) -> int:
-    """`value` as an int of at least `least`, or a ValueError naming `what` (a bool, a float such as 2.5 or 32.0, or
-    a string such as "32" is refused, never rounded or compared)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{what} must be a whole number, got {value!r:.40}.")
-    if value < least:
-        raise ValueError(f"{what} must be at least {least}, got {value}.")
-    return int(value)
 
 
 def sampling_config(sampling) -> SamplingConfig:

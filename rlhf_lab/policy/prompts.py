@@ -18,6 +18,8 @@ import random
 from functools import lru_cache
 from pathlib import Path
 
+from rlhf_lab.core.inputs import is_whole
+
 __all__ = ["SOURCES", "SPLITS", "load_prompts", "read_jsonl_prompts"]
 
 SOURCES = ("curated", "chitchat", "chatterbot", "all")
@@ -41,7 +43,7 @@ def load_prompts(source: str = "curated", split: str = "all", *, eval_fraction: 
     if not isinstance(source, (str, Path)):
         raise TypeError(f"source must be a prompt set's name ({', '.join(SOURCES)}) or a .jsonl file's path, got "
                         f"{type(source).__name__}; a list of prompts needs no loading: use it as it is.")
-    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+    if n is not None and not (is_whole(n) and n >= 1):
         raise ValueError(f"n must be a whole number >= 1 (how many prompts to draw), or None for all; got {n!r}.")
     prompts = _read_source(str(source))
     prompts = [p for p in prompts if len(p.split()) >= min_words and (max_words is None or len(p.split()) <= max_words)]

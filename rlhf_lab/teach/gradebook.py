@@ -22,6 +22,7 @@ import nbformat
 import pandas as pd
 
 from rlhf_lab.core.files import file_above, write_atomic_all
+from rlhf_lab.core.inputs import is_number, is_whole
 from rlhf_lab.teach.grading import DEFAULT_OUT, GRADE_TIMEOUT_S, load_manifest, master_folders
 from rlhf_lab.teach.isolation import resolve_mode
 
@@ -45,10 +46,9 @@ def limit_problem(name: str, value, text: str | None = None) -> str | None:
     timeout is a number above 0 (NaN is not); the others are whole numbers (not bools)."""
     low, high, what = _LIMITS[name]
     if name == "timeout":
-        fits = isinstance(value, (int, float)) and not isinstance(value, bool) and low < value <= high
+        fits = is_number(value) and low < value <= high
     else:
-        fits = isinstance(value, int) and not isinstance(value, bool) and low <= value and (high is None or
-                                                                                              value <= high)
+        fits = is_whole(value) and low <= value and (high is None or value <= high)
     return None if fits else f"{value if text is None else text!r} is not {what}"
 
 

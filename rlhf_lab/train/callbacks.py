@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from rlhf_lab.core.files import write_atomic
+from rlhf_lab.core.inputs import is_number
 
 __all__ = ["DEFAULT_PLOT_KEYS", "DEFAULT_PRINT_KEYS", "Callback", "MetricsHistory", "format_line", "PrintLogger",
            "plot_history", "in_notebook", "LiveView", "TensorBoardLogger", "TRACKERS", "tracker_callbacks",
@@ -260,7 +261,7 @@ class TensorBoardLogger(Callback):
 
     def log_scalars(self, values: dict, step: int, prefix: str = "") -> None:
         for key, value in values.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            if is_number(value) and math.isfinite(value):
                 self.writer.add_scalar(prefix + key, value, step)
         self.writer.flush()
 

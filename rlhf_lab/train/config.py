@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from rlhf_lab.core.config import Config, Seeded, as_config
-from rlhf_lab.policy.generation import SamplingConfig, whole_number
+from rlhf_lab.core.inputs import whole_number
+from rlhf_lab.policy.generation import SamplingConfig
 
 __all__ = ["LoraSettings", "OptimConfig", "OnPolicyConfig", "MIXED_PRECISION"]
 
@@ -33,7 +33,7 @@ def whole_numbers(config, *names: str) -> None:
     counts of examples, epochs and steps."""
     for name in names:
         if getattr(config, name) is not None:
-            whole_number(getattr(config, name), name, least=-math.inf)  # the bounds are each field's own check
+            whole_number(getattr(config, name), name)  # the bounds are each field's own check
 
 
 @dataclass

@@ -36,7 +36,7 @@ from rlhf_lab.core.files import check_replaceable
 from rlhf_lab.core.hf import adamw, causal_lm, disable_dropout, eager_attention_for_cpu_bf16, make_accelerator
 from rlhf_lab.core.launch import is_sharded
 from rlhf_lab.core.seeding import set_seed
-from rlhf_lab.policy.generation import whole_number
+from rlhf_lab.core.inputs import whole_number
 from rlhf_lab.policy.models import model_id
 from rlhf_lab.train.callbacks import MetricsHistory
 from rlhf_lab.train.deepspeed_engine import prepare, unwrap
