@@ -2,8 +2,8 @@
 
 A store is a database named by a path (an SQLite file the learner can copy) or by a SQLAlchemy URL
 (`sqlite:///...`, `postgresql://...`); its tables are in `feedback.schema`, the records it returns in
-`feedback.records`, each kind of answer's checks in `feedback.answers`, and exporting/importing preference files
-in `feedback.exchange`.
+`feedback.records` (read from the rows by `feedback.rows`), each kind of answer's checks in `feedback.answers`,
+and exporting/importing preference files in `feedback.exchange`.
 
 One transaction per judgment. On SQLite the store runs in WAL mode with a busy timeout and takes the write lock at
 the start of each write (`BEGIN IMMEDIATE`), so several kernels or processes can record into one file at once.
@@ -24,6 +24,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, ProgrammingError
 
+from rlhf_lab.core.inputs import is_whole, whole_number
 from rlhf_lab.core.script import hide_password
 from rlhf_lab.feedback import exchange
 from rlhf_lab.feedback.answers import flags_answer, pairwise_answer, ranking_answer, rating_answer, thumbs_answer
@@ -38,6 +39,7 @@ from rlhf_lab.feedback.database import (
 )
 from rlhf_lab.feedback.preferences import judgments_to_pairs
 from rlhf_lab.feedback.records import CHOICES, ITEM_KINDS, Item, Response
+from rlhf_lab.feedback.rows import judgments_frame, read_items, read_responses
 from rlhf_lab.feedback.schema import (
     ANNOTATOR_KINDS,
     annotators_t,
@@ -49,7 +51,6 @@ from rlhf_lab.feedback.schema import (
     schema_version_t,
     upgrade_schema,
 )
-from rlhf_lab.core.inputs import is_whole, whole_number
 from rlhf_lab.feedback.validation import as_list, response_row
 
 __all__ = ["FeedbackStore"]
@@ -168,7 +169,7 @@ class FeedbackStore:
         if kind not in ITEM_KINDS:
             raise ValueError(f"kind must be one of {ITEM_KINDS}, got {kind!r}")
         need = {"pairwise": "exactly 2", "rating": "1 or more", "ranking": "at least 2"}[kind]
-        found, item_ids = self._responses(conn, {r for ids in groups for r in ids}), []
+        found, item_ids = read_responses(conn, {r for ids in groups for r in ids}), []
         for ids in groups:
             k = len(ids)
             if (kind == "pairwise" and k != 2) or (kind == "ranking" and k < 2) or k < 1:
@@ -188,38 +189,16 @@ class FeedbackStore:
             item_ids.append(item_id)
         return item_ids
 
-    def _responses(self, conn, ids=None) -> dict[int, Response]:
-        q = sa.select(responses_t)
-        if ids is not None:
-            q = q.where(responses_t.c.id.in_(list(ids)))
-        return {r.id: Response(r.id, r.prompt, r.text, r.model, r.iteration, json.loads(r.sampling), r.eos)
-                for r in conn.execute(q)}
-
-    def _items(self, conn, where=None) -> list[Item]:
-        q = sa.select(items_t).order_by(items_t.c.id)
-        if where is not None:
-            q = q.where(where)
-        rows = conn.execute(q).all()
-        if not rows:
-            return []
-        links = conn.execute(sa.select(item_responses_t).where(item_responses_t.c.item_id.in_([r.id for r in rows]))
-                             .order_by(item_responses_t.c.item_id, item_responses_t.c.position)).all()
-        resp = self._responses(conn, {link.response_id for link in links})
-        by_item: dict[int, list[Response]] = {}
-        for link in links:
-            by_item.setdefault(link.item_id, []).append(resp[link.response_id])
-        return [Item(r.id, r.kind, r.prompt, by_item[r.id]) for r in rows]
-
     def get_item(self, item_id: int) -> Item:
         with self._read() as conn:
-            found = self._items(conn, items_t.c.id == whole_number(item_id, "item id"))
+            found = read_items(conn, items_t.c.id == whole_number(item_id, "item id"))
         if not found:
             raise ValueError(f"unknown item id {item_id}; see store.items() for the ids there are")
         return found[0]
 
     def get_response(self, response_id: int) -> Response:
         with self._read() as conn:
-            found = self._responses(conn, [whole_number(response_id, "response id")])
+            found = read_responses(conn, [whole_number(response_id, "response id")])
         if not found:
             raise ValueError(f"unknown response id {response_id}; add it with add_responses first")
         return found[int(response_id)]
@@ -231,7 +210,7 @@ class FeedbackStore:
         if iteration is not None and not is_whole(iteration):
             raise TypeError(f"iteration must be a whole number such as 0 (or None: every iteration), got {iteration!r}")
         with self._read() as conn:
-            found = self._items(conn, None if kind is None else items_t.c.kind == kind)
+            found = read_items(conn, None if kind is None else items_t.c.kind == kind)
         return [it for it in found if iteration is None or it.iteration == iteration]
 
     def pending_items(self, annotator: str, kind: str | None = None) -> list[Item]:
@@ -247,7 +226,7 @@ class FeedbackStore:
         if kind is not None:
             where = sa.and_(where, items_t.c.kind == kind)
         with self._read() as conn:
-            return self._items(conn, where)
+            return read_items(conn, where)
 
     def judged_targets(self, annotator: str) -> set[str]:
         """What `annotator` has judged, as target keys: "item:7", "thumbs:12", "flags:12"."""
@@ -274,12 +253,12 @@ class FeedbackStore:
             raise ValueError("comment must be a string (use '' for none)")
         with self.transaction() as conn:
             if item_id is not None:
-                found = self._items(conn, items_t.c.id == whole_number(item_id, "item id"))
+                found = read_items(conn, items_t.c.id == whole_number(item_id, "item id"))
                 if not found:
                     raise ValueError(f"unknown item id {item_id!r}; see store.items() or store.pending_items()")
                 target, subject = f"item:{int(item_id)}", found[0]
             else:
-                found = self._responses(conn, [whole_number(response_id, "response id")])
+                found = read_responses(conn, [whole_number(response_id, "response id")])
                 if not found:
                     raise ValueError(f"unknown response id {response_id!r}; add it with add_responses first")
                 target, subject = f"{kind}:{int(response_id)}", found[int(response_id)]
@@ -383,33 +362,17 @@ class FeedbackStore:
 
     # ---- queries ---------------------------------------------------------------------------------------------------
     def judgments_df(self) -> pd.DataFrame:
-        """One row per judgment: who, when, kind, item, prompt, response ids and texts, answer, iteration, model."""
+        """One row per judgment: who, when, kind, item, prompt, response ids and texts, answer, iteration, model,
+        and the annotator's kind (see `feedback.rows.judgments_frame`)."""
+        kinds = self.annotator_kinds()
         with self._read() as conn:
-            rows = conn.execute(sa.select(judgments_t).order_by(judgments_t.c.id)).all()
-            items = {it.id: it for it in self._items(conn)}
-            resp = self._responses(conn)
-        out = []
-        for j in rows:
-            shown = items[j.item_id].responses if j.item_id is not None else [resp[j.response_id]]
-            out.append(dict(
-                judgment_id=j.id, annotator=j.annotator, timestamp=j.created_at, kind=j.kind, item_id=j.item_id,
-                response_id=j.response_id, prompt=shown[0].prompt, response_ids=[r.id for r in shown],
-                responses=[r.text for r in shown], answer=json.loads(j.answer), comment=j.comment,
-                iteration=max(r.iteration for r in shown), model=",".join(sorted({r.model for r in shown}))))
-        columns = ["judgment_id", "annotator", "timestamp", "kind", "item_id", "response_id", "prompt", "response_ids",
-                   "responses", "answer", "comment", "iteration", "model"]
-        df = pd.DataFrame(out, columns=columns)
-        df["annotator_kind"] = df["annotator"].map(self.annotator_kinds()).fillna("person")
-        df["timestamp"] = pd.to_datetime(df["timestamp"].astype(float), unit="s", utc=True)
-        df["item_id"] = df["item_id"].astype("Int64")
-        df["response_id"] = df["response_id"].astype("Int64")
-        return df
+            return judgments_frame(conn, kinds)
 
     def preference_pairs(self, include_ties: bool = True) -> pd.DataFrame:
         """Judgments as (chosen, rejected) pairs; see `rlhf_lab.preferences.judgments_to_pairs`."""
         with self._read() as conn:
             rows = conn.execute(sa.select(judgments_t).order_by(judgments_t.c.id)).all()
-            items = {it.id: it for it in self._items(conn)}
+            items = {it.id: it for it in read_items(conn)}
         return judgments_to_pairs(rows, items, include_ties=include_ties)
 
     def counts(self) -> dict:
