@@ -351,11 +351,14 @@ def test_csv_exports_never_hold_a_live_spreadsheet_formula_and_jsonl_keeps_the_t
         ids = store.add_responses([dict(prompt="+Give me a link", response=link, model="m", iteration=0),
                                    dict(prompt="+Give me a link", response="-1 is less", model="m", iteration=0)])
         store.record_pairwise(store.add_item(ids), "@me", "A", comment="\tSUM(1+1)")
+        quoted = store.add_responses([dict(prompt="'Tis the season", response=r, model="m", iteration=0)
+                                      for r in ("'quoted'", "plain")])
+        store.record_pairwise(store.add_item(quoted), "bo", "B", comment="'")
         store.import_jsonl(tmp_path / "in.jsonl")
         store.export_csv(tmp_path / "p.csv", what="pairs")
         store.export_csv(tmp_path / "j.csv")
         store.export_jsonl(tmp_path / "p.jsonl")
-    mine, imported = csv.DictReader(open(tmp_path / "p.csv", newline=""))  # two rows: the \r splits none
+    mine, quoted_row, imported = csv.DictReader(open(tmp_path / "p.csv", newline=""))  # the \r splits no row
     assert (mine["prompt"], mine["chosen"], mine["rejected"], mine["annotator"]) == \
         ("'+Give me a link", "'" + link, "'-1 is less", "'@me")
     assert (imported["chosen"], imported["model"], imported["margin"]) == ("'@SUM(1+1)", "'\rm", "-0.5")
@@ -364,6 +367,12 @@ def test_csv_exports_never_hold_a_live_spreadsheet_formula_and_jsonl_keeps_the_t
     assert (judgment["prompt"], judgment["annotator"], judgment["comment"]) == ("'+Give me a link", "'@me",
                                                                                 "'\tSUM(1+1)")
     assert json.loads(judgment["responses"]) == [link, "-1 is less"]  # inside JSON (starts with [): exact
+    # a text that starts with ' gets one more, so stripping one leading ' always reads the exact text back
+    assert (quoted_row["prompt"], quoted_row["chosen"], quoted_row["rejected"]) == \
+        ("''Tis the season", "plain", "''quoted'")
+    unquote = {k: v[1:] if v.startswith("'") else v for k, v in quoted_row.items()}
+    assert (unquote["prompt"], unquote["rejected"]) == ("'Tis the season", "'quoted'")
+    assert list(csv.DictReader(open(tmp_path / "j.csv", newline="")))[1]["comment"] == "''"
     line = json.loads((tmp_path / "p.jsonl").read_text().splitlines()[0])
     assert (line["prompt"], line["chosen"], line["rejected"], line["annotator"]) == \
         ("+Give me a link", link, "-1 is less", "@me")

@@ -3,8 +3,8 @@ that TRL and other trainers read, and CSV tables of judgments or pairs.
 
 JSON lines keep every text exactly. In CSV, a text cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage
 return gets a leading `'` (`spreadsheet_safe`, OWASP's advice against CSV injection): a spreadsheet shows such a
-reply as text instead of running it as a formula (`=HYPERLINK(...)`). Strip that `'` to read the exact text back,
-or use JSON lines.
+reply as text instead of running it as a formula (`=HYPERLINK(...)`). A text that starts with `'` gets one more, so
+stripping one leading `'` from each text cell that has one gives the exact texts back; or use JSON lines.
 
     export_jsonl(store, "pairs.jsonl");  import_jsonl(store, "pairs.jsonl");  export_csv(store, "judgments.csv")
 (also as `store.export_jsonl(...)` etc.)
@@ -33,8 +33,9 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 def spreadsheet_safe(value):
     """`value` with a leading `'` when it is text that starts with one of FORMULA_START (a spreadsheet then shows
-    it as text, not a formula); anything else as it is."""
-    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
+    it as text, not a formula) or with `'` itself (so that removing one leading `'` always gives the text back);
+    anything else as it is."""
+    return "'" + value if isinstance(value, str) and value.startswith((*FORMULA_START, "'")) else value
 
 
 def file_to_write(path: str | Path, example: str) -> Path:
