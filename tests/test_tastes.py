@@ -37,8 +37,9 @@ def test_a_taste_of_your_own_loads_as_module_function(tmp_path, monkeypatch):
         load_taste("my_tastes:nope")
     with pytest.raises(ValueError, match="Cannot import 'not_a_module'"):
         load_taste("not_a_module:f")
-    with pytest.raises(ValueError, match=r"'os:system' must take \(prompt, reply\) .*system takes \(command\)"):
-        load_taste("os:system")  # refused before any reply is sampled, not a TypeError at the first judgment
+    (tmp_path / "my_tastes2.py").write_text("def one(prompt):\n    return 0.0\n")
+    with pytest.raises(ValueError, match=r"'my_tastes2:one' must take \(prompt, reply\) .*one takes \(prompt\)"):
+        load_taste("my_tastes2:one")  # refused before any reply is sampled, not a TypeError at the first judgment
     assert set(TASTES) == {"short", "questions", "enthusiastic", "formal", "gold"}
 
 
@@ -61,6 +62,30 @@ def test_reading_a_config_that_names_a_module_taste_imports_nothing(tmp_path, mo
     assert load_taste("payload_taste:taste")("hi", "there") == 0.0  # used: imported now, as asked
     assert (tmp_path / "ran.txt").read_text() == "imported"
     monkeypatch.delitem(sys.modules, "payload_taste")
+
+
+@pytest.mark.parametrize("spec,why", [("shutil:rmtree", "standard library"), ("os:rename", "standard library"),
+                                      ("rlhf_lab.core.files:write_atomic", "rlhf-lab itself"),
+                                      ("numpy:save", "installed package")])
+def test_a_taste_from_python_or_an_installed_package_is_refused(tmp_path, monkeypatch, spec, why):
+    """A shared run's config names its stand-in's taste; a two-parameter function of Python or a package (shutil:rmtree
+    deletes the folder its prompt names) would be called on the run's own prompts and replies by reading its gains
+    (`RLHFRun.changes`): refused in one line, before anything is imported or called."""
+    from rlhf_lab.feedback.crowd import stand_in_name
+    from rlhf_lab.loop.experiment import ExperimentConfig, FeedbackConfig
+    from rlhf_lab.loop.learner import stand_in_taste
+
+    victim = tmp_path / "thesis"
+    victim.mkdir()
+    (victim / "chapter1.tex").write_text("years of work")
+    monkeypatch.chdir(tmp_path)
+    saved = ExperimentConfig(feedback=FeedbackConfig(learner="me", stand_in=spec)).to_dict()
+    feedback = ExperimentConfig.from_dict(saved).feedback
+    with FeedbackStore(tmp_path / "feedback.db") as store:
+        store.register_annotator(stand_in_name("me"), "simulated")
+        with pytest.raises(ValueError, match=f"The taste '{spec}' is refused: .* {why}.*, not a taste of your own"):
+            stand_in_taste(store, feedback).utility([str(victim)], [str(tmp_path / "moved")])
+    assert (victim / "chapter1.tex").read_text() == "years of work"
 
 
 def test_the_learner_chooses_like_bradley_terry():

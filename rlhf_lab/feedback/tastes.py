@@ -2,7 +2,7 @@
 benches and headless lessons.
 
     taste = load_taste("short")                     # or "questions", "enthusiastic", "formal", "gold",
-    taste = load_taste("my_module:my_taste")        # or any function (prompt, reply) -> float on PYTHONPATH / cwd
+    taste = load_taste("my_module:my_taste")        # a function (prompt, reply) -> float of your own (cwd, PYTHONPATH)
     learner = SimulatedLearner(taste, name="me (simulated)", rationality=3.0, seed=0)
     learner.annotate(store, items)                  # pairwise judgments through the store, as a person's
 
@@ -15,10 +15,13 @@ between two replies is about one unit.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import math
 import re
+import site
 import sys
+import sysconfig
 from pathlib import Path
 from typing import Callable
 
@@ -92,9 +95,37 @@ def check_taste(spec) -> None:
                          "function (prompt, reply) -> float.")
 
 
+def _not_your_own(module_name: str) -> str | None:
+    """Why `module_name` is not a taste module a learner wrote (the standard library, rlhf-lab, an installed
+    package), else None. Found without running the module: a shared run's config may name any function with two
+    parameters (shutil:rmtree, os:rename), which its stand-in would call on the run's own prompts and replies."""
+    top = module_name.partition(".")[0]
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        return "is part of Python's standard library"
+    if top == "rlhf_lab":
+        return "is rlhf-lab itself"
+    try:
+        spec = importlib.util.find_spec(top)  # a top-level name: located, not imported
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    places = [spec.origin] if spec.origin not in (None, "namespace") else list(spec.submodule_search_locations or [])
+    paths = sysconfig.get_paths()
+    roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")} | set(site.getsitepackages())
+    for place in places:
+        if place in ("built-in", "frozen"):
+            return "is built into Python"
+        for root in roots:
+            if Path(place).resolve().is_relative_to(Path(root).resolve()):
+                return f"is an installed package (in {root})"
+    return None
+
+
 def load_taste(spec) -> Taste:
-    """A taste by name (`TASTES`), as "module:function" (imported from the current directory or PYTHONPATH), or a
-    callable (prompt, reply) -> float given as is."""
+    """A taste by name (`TASTES`), as "module:function" (imported from the current directory or PYTHONPATH; a module
+    of the standard library, rlhf-lab or an installed package is refused: `_not_your_own`), or a callable
+    (prompt, reply) -> float given as is."""
     check_taste(spec)
     if callable(spec):
         return spec
@@ -103,6 +134,10 @@ def load_taste(spec) -> Taste:
     module_name, _, function = spec.partition(":")
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))
+    why = _not_your_own(module_name)
+    if why is not None:
+        raise ValueError(f"The taste {spec!r} is refused: {module_name} {why}, not a taste of your own; write "
+                         f"def {function}(prompt, reply) in a .py file of your own and name that module.")
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
