@@ -247,3 +247,26 @@ def test_reading_an_empty_class_database_makes_no_store_in_it(postgres, tmp_path
         assert sa.inspect(engine).get_table_names() == []
     finally:
         engine.dispose()
+
+
+def test_the_admin_password_file_is_private_from_the_moment_it_is_made(tmp_path, monkeypatch):
+    """Written at the umask's mode (0644) and chmodded afterwards, the superuser's password was readable by anyone on
+    the machine for a moment; made with mode 600, no later chmod is needed (one is ignored here)."""
+    import os
+    from pathlib import Path
+
+    from rlhf_lab.feedback import pgserver
+
+    if pgserver.postgres_bindir() is None:
+        pytest.skip("PostgreSQL is not installed")
+    monkeypatch.setattr(Path, "chmod", lambda self, mode: None)  # the window between the write and a chmod
+    previous = os.umask(0o022)
+    try:
+        server = pgserver.LocalPostgres(tmp_path / "class-db")
+        monkeypatch.setattr(server, "_as_postgres", False)
+        monkeypatch.setattr(server, "_run", lambda *args, **kwargs: None)  # no initdb: only the password file
+        server.init()
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "class-db" / "admin-password").stat().st_mode) == 0o600
+    assert len(server.password) == 24

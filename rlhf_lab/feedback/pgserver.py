@@ -97,9 +97,11 @@ class LocalPostgres:
             return self
         self.folder.mkdir(parents=True, exist_ok=True)
         pwfile = self.folder / "admin-password"
-        if not pwfile.exists():
-            pwfile.write_text(secrets.token_urlsafe(18) + "\n")
-            pwfile.chmod(0o600)
+        if not pwfile.exists():  # private from the start: written at the umask's 0644, it was readable until a chmod
+            fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                os.fchmod(fd, 0o600)  # whatever the umask
+                f.write(secrets.token_urlsafe(18) + "\n")
         if self._as_postgres:  # the postgres user must own the folder and read the password file
             shutil.chown(self.folder, "postgres", "postgres")
             shutil.chown(pwfile, "postgres", "postgres")
