@@ -103,6 +103,25 @@ def test_a_student_login_reads_and_writes_only_its_own_rows(postgres):
     alice.close(), bob.close(), store.close()
 
 
+def test_a_student_login_creates_nothing_in_schema_public_whatever_the_server_version(postgres):
+    """PostgreSQL 14 and older let every role CREATE in schema public (a function there can catch a call of the
+    instructor's superuser session: CVE-2018-1058); secure_class takes that away itself, not relying on 15's default."""
+    url = postgres.create_database("class_public_schema")
+    store, _ = _class(url, students=1, items=2)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("GRANT CREATE ON SCHEMA public TO PUBLIC")  # the default before PostgreSQL 15
+    assign_items(store, k=1, seed=0)
+    student = sa.create_engine(secure_class(store)["s00"])
+    for attack in ("CREATE TABLE public.mine (x int)",
+                   "CREATE FUNCTION public.lower(varchar) RETURNS text LANGUAGE sql AS 'SELECT 1::text'"):
+        with pytest.raises(sa.exc.ProgrammingError, match="permission denied for schema public"):
+            with student.begin() as conn:
+                conn.exec_driver_sql(attack)
+    with student.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM items").scalar() == 2  # still reads what it rates
+    student.dispose(), store.close()
+
+
 def test_a_class_under_load_loses_nothing(postgres):
     """A small version of bench/class_load.py: 30 students with their own logins rate 5 items each over a few
     seconds, one worker of 10 students is killed mid-run and restarted; nothing lost or doubled, nobody wrote as

@@ -159,6 +159,7 @@ def secure_class(store, reset_passwords: bool = False, keep=None) -> dict[str, s
         sql(f'REVOKE CONNECT ON DATABASE "{database}" FROM PUBLIC')
         sql(f'GRANT CONNECT ON DATABASE "{database}" TO "{group}"')
         sql(f'GRANT USAGE ON SCHEMA public TO "{group}"')
+        sql("REVOKE CREATE ON SCHEMA public FROM PUBLIC")  # PostgreSQL <= 14 lets every role create objects there
         sql(f'GRANT SELECT ON responses, items, item_responses, schema_version, students, assignments TO "{group}"')
         sql(f'GRANT SELECT, INSERT, DELETE ON judgments TO "{group}"')
         sql(f'GRANT SELECT, INSERT, UPDATE ON annotators TO "{group}"')  # their own name only (the policy below)
