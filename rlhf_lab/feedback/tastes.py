@@ -113,6 +113,7 @@ def _not_your_own(module_name: str) -> str | None:
     places = [spec.origin] if spec.origin not in (None, "namespace") else list(spec.submodule_search_locations or [])
     paths = sysconfig.get_paths()
     roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")} | set(site.getsitepackages())
+    roots.add(site.getusersitepackages())  # pip install --user
     for place in places:
         if place in ("built-in", "frozen"):
             return "is built into Python"
