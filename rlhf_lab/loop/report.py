@@ -23,7 +23,8 @@ from rlhf_lab.loop.plots import (
 )
 from rlhf_lab.train.ppo_math import AdaptiveKLController
 
-__all__ = ["sample_table", "run_figures", "markdown_table", "kl_sentence", "write_report", "write_taste_report"]
+__all__ = ["sample_table", "run_figures", "markdown_text", "markdown_table", "kl_sentence", "write_report",
+           "write_taste_report"]
 
 
 def sample_table(run_dir: str | Path, n_prompts: int = 5) -> pd.DataFrame:
@@ -70,19 +71,22 @@ def run_figures(run) -> dict:
     }
 
 
-def markdown_table(df: pd.DataFrame) -> str:
-    """A Markdown table whose cells are shown as text: model replies can hold anything, so HTML (`<script>`,
-    `<img onerror=...>`), Markdown links and images, emphasis, code and table pipes are escaped; a newline becomes a
-    space; a missing value (NaN, None: e.g. iteration 0 has no reward model yet) is "–"."""
-    def cell(v):
-        if v is None or (isinstance(v, float) and v != v):
-            return "–"
-        text = f"{v:.3f}" if isinstance(v, float) else str(v)
-        text = _CUT_CHARACTER.sub("…", text)  # a reply cut mid-character (an emoji's first bytes) ends in "…"
-        return _MARKDOWN_SPECIAL.sub(r"\\\g<0>", html.escape(text, quote=False)).replace("\n", " ")
+def markdown_text(v) -> str:
+    """`v` as Markdown that shows as the text itself: model replies and folder names can hold anything, so HTML
+    (`<script>`, `<img onerror=...>`), Markdown links and images, emphasis, code and table pipes are escaped; a
+    newline becomes a space; a float has 3 decimals; a missing value (NaN, None) is "–"."""
+    if v is None or (isinstance(v, float) and v != v):
+        return "–"
+    text = f"{v:.3f}" if isinstance(v, float) else str(v)
+    text = _CUT_CHARACTER.sub("…", text)  # a reply cut mid-character (an emoji's first bytes) ends in "…"
+    return _MARKDOWN_SPECIAL.sub(r"\\\g<0>", html.escape(text, quote=False)).replace("\n", " ")
 
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A Markdown table whose cells are shown as text (`markdown_text`: e.g. iteration 0 has no reward model yet,
+    shown as "–")."""
     lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    lines += ["| " + " | ".join(markdown_text(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines)
 
 
@@ -130,11 +134,12 @@ def write_report(run, out: str | Path | None = None) -> Path:
             if c in evaluation]
     random_model = run.config.policy == "tiny"
     summary = [
-        f"# RLHF run: {run.path.name}", "",
+        f"# RLHF run: {markdown_text(run.path.name)}", "",
         *(["**A smoke run**: the policy is a tiny *random* model and it ran a few steps, to check that the loop "
            "runs end to end. Its numbers mean nothing; `rlhf-lab demo` without `--smoke` is the real run.", ""]
           if random_model else []),
-        f"Policy `{run.config.policy}`, {run.iteration} iteration(s) of {run.config.ppo_updates} PPO updates, "
+        f"Policy {markdown_text(run.config.policy)}, {run.iteration} iteration(s) of {run.config.ppo_updates} PPO "
+        f"updates, "
         f"{run.store.counts()['total']} judgments in the store.", "",
         _gold_change(first, last, run.config) + kl_sentence(last, run.config.ppo, metrics), "",
         "## Evaluation per iteration", "", markdown_table(evaluation[keep].rename(columns=COLUMN_WORDS)), "",
