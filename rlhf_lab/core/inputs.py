@@ -4,16 +4,20 @@ raises one line that names the bad value and says what to give instead (never a 
     prompt_list("How do I make tea?")       # TypeError: ... wrap a single prompt in a list: ["How do I make tea?"]
     bool_labels(["yes", "no"], "label")     # ValueError: label must be true/false (or 1/0); row 0 is 'yes'
     whole_number(2.0, "epochs", least=1)     # ValueError: epochs must be a whole number, got 2.0.
+    masked_mean([1.0, 2.0], mask)            # TypeError: masked_mean: x must be a torch tensor, got list; ...
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import numbers
 
 import numpy as np
+import torch
 
-__all__ = ["prompt_list", "bool_labels", "is_whole", "is_number", "whole_number"]
+__all__ = ["prompt_list", "bool_labels", "is_whole", "is_number", "whole_number", "tensor_arguments"]
 
 
 def is_whole(x) -> bool:
@@ -67,3 +71,28 @@ def bool_labels(values, what: str) -> np.ndarray:
         else:
             raise ValueError(f"{what} must be true/false (or 1/0); row {i} is {v!r:.40}")
     return out
+
+
+def tensor_arguments(function):
+    """Decorate a maths function so that each parameter annotated `Tensor` (or `Tensor | None`, which may be None)
+    is checked to be a torch tensor, raising one TypeError that names the function and the parameter instead of an
+    error from deep inside torch ("'list' object has no attribute 'bool'"). Parameters that may also be numbers
+    (`Tensor | float`) are not checked."""
+    names = []
+    for name, parameter in inspect.signature(function).parameters.items():
+        parts = [part.strip() for part in str(parameter.annotation).split("|")]
+        if "Tensor" in parts and set(parts) <= {"Tensor", "None"}:
+            names.append(name)
+    positions = {name: i for i, name in enumerate(inspect.signature(function).parameters)}
+
+    @functools.wraps(function)
+    def checked(*args, **kwargs):
+        for name in names:
+            i = positions[name]
+            value = args[i] if i < len(args) else kwargs.get(name)
+            if value is not None and not isinstance(value, torch.Tensor):
+                raise TypeError(f"{function.__name__}: {name} must be a torch tensor, got {type(value).__name__}; "
+                                f"make one with torch.tensor({name}, dtype=torch.float32)")
+        return function(*args, **kwargs)
+
+    return checked

@@ -18,9 +18,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rlhf_lab.core.inputs import tensor_arguments
+
 __all__ = ["plackett_luce_loss", "rating_targets", "rating_regression_loss"]
 
 
+@tensor_arguments
 def plackett_luce_loss(scores: Tensor, mask: Tensor | None = None) -> Tensor:
     """Mean Plackett–Luce negative log-likelihood of a batch of rankings.
 
@@ -42,6 +45,7 @@ def plackett_luce_loss(scores: Tensor, mask: Tensor | None = None) -> Tensor:
     return -(terms.sum(1)).mean()
 
 
+@tensor_arguments
 def rating_targets(scores: Tensor, scale: tuple[int, int]) -> Tensor:
     """Likert scores on [lo, hi] as regression targets in [−½, ½]: t = (s − lo)/(hi − lo) − ½."""
     lo, hi = scale
@@ -50,6 +54,7 @@ def rating_targets(scores: Tensor, scale: tuple[int, int]) -> Tensor:
     return (scores.float() - lo) / (hi - lo) - 0.5
 
 
+@tensor_arguments
 def rating_regression_loss(rewards: Tensor, targets: Tensor) -> Tensor:
     """Mean squared error ½·mean((r − t)²) between rewards and `rating_targets` (B,)."""
     return 0.5 * ((rewards - targets) ** 2).mean()

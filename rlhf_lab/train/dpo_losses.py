@@ -10,17 +10,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rlhf_lab.core.inputs import tensor_arguments
+
 __all__ = ["LOSS_TYPES", "sigmoid_loss", "robust_loss", "ipo_loss", "dpo_loss"]
 
 LOSS_TYPES = ("sigmoid", "ipo", "robust")
 
 
+@tensor_arguments
 def sigmoid_loss(h: Tensor, beta: float, label_smoothing: float = 0.0) -> Tensor:
     """DPO (Rafailov et al. 2023): L = −log σ(β·h). With label smoothing ε (conservative DPO, cDPO: each label is
     wrong with probability ε) L = −(1−ε)·log σ(β·h) − ε·log σ(−β·h), minimised at β·h = log((1−ε)/ε), not at ∞."""
     return -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
 
 
+@tensor_arguments
 def robust_loss(h: Tensor, beta: float, label_smoothing: float) -> Tensor:
     """Robust DPO (Chowdhury et al. 2024), an unbiased loss under labels flipped with probability ε < ½:
     L = (−(1−ε)·log σ(β·h) + ε·log σ(−β·h)) / (1 − 2ε)."""
@@ -28,12 +32,14 @@ def robust_loss(h: Tensor, beta: float, label_smoothing: float) -> Tensor:
         1 - 2 * label_smoothing)
 
 
+@tensor_arguments
 def ipo_loss(h_per_token: Tensor, beta: float) -> Tensor:
     """IPO (Azar et al. 2023): L = (h̄ − 1/(2β))², a squared loss that keeps the margin finite (β is the paper's τ).
     h̄ uses log-ratios averaged per reply token (TRL's normalisation, confirmed by the IPO authors)."""
     return (h_per_token - 1 / (2 * beta)) ** 2
 
 
+@tensor_arguments
 def dpo_loss(chosen_logps: Tensor, rejected_logps: Tensor, ref_chosen_logps: Tensor, ref_rejected_logps: Tensor,
              beta: float = 0.1, loss_type: str = "sigmoid", label_smoothing: float = 0.0,
              chosen_lengths: Tensor | None = None, rejected_lengths: Tensor | None = None,

@@ -18,14 +18,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rlhf_lab.core.inputs import tensor_arguments
+
 __all__ = ["kto_reference_point", "kto_loss", "kto_weights"]
 
 
+@tensor_arguments
 def kto_reference_point(mismatched_logps: Tensor, ref_mismatched_logps: Tensor) -> Tensor:
     """z₀ = max(0, mean(log π(y'|x) − log π_ref(y'|x))) over mismatched (prompt, reply) pairs, detached (a scalar)."""
     return (mismatched_logps - ref_mismatched_logps).mean().clamp(min=0).detach()
 
 
+@tensor_arguments
 def kto_loss(logps: Tensor, ref_logps: Tensor, desirable: Tensor, reference_point: Tensor | float,
              beta: float = 0.1, desirable_weight: float = 1.0, undesirable_weight: float = 1.0) -> Tensor:
     """Per-reply KTO losses (B,): λ_y − v(x, y) (see the module docstring). logps/ref_logps: sequence log-probs of

@@ -12,12 +12,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rlhf_lab.core.inputs import tensor_arguments
+
 __all__ = ["logprobs_from_logits", "entropy_from_logits", "masked_mean", "masked_var", "masked_whiten", "kl_k1",
            "kl_k2", "kl_k3", "kl_shaped_rewards", "gae", "clipped_policy_loss", "clipped_value_loss",
            "explained_variance", "AdaptiveKLController", "FixedKLController", "lagrange_multiplier_step"]
 
 
 # ---- log-probabilities and entropy --------------------------------------------------------------------------------
+@tensor_arguments
 def logprobs_from_logits(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> Tensor:
     """log π(token) = z[token] − logsumexp(z), with z = logits / temperature.
 
@@ -31,6 +34,7 @@ def logprobs_from_logits(logits: Tensor, tokens: Tensor, temperature: float = 1.
     return selected - logsumexp
 
 
+@tensor_arguments
 def entropy_from_logits(logits: Tensor, temperature: float = 1.0) -> Tensor:
     """H(π) = logsumexp(z) − Σ_v softmax(z)_v · z_v, with z = logits / temperature.
 
@@ -46,6 +50,7 @@ def entropy_from_logits(logits: Tensor, temperature: float = 1.0) -> Tensor:
 
 
 # ---- masked statistics --------------------------------------------------------------------------------------------
+@tensor_arguments
 def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
     """Σ mask·x / Σ mask over all elements (dim=None, a scalar) or along `dim`.
 
@@ -62,6 +67,7 @@ def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
     return mean.to(x.dtype) if x.is_floating_point() else mean
 
 
+@tensor_arguments
 def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
     """Var = Σ mask·(x − mean)² / (n − 1) over the n valid entries (or / n when unbiased=False); a scalar.
 
@@ -75,6 +81,7 @@ def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
     return var
 
 
+@tensor_arguments
 def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True) -> Tensor:
     """(x − mean) / sqrt(var + 1e-8) with mean and unbiased var over valid entries; (B, T) -> (B, T).
 
@@ -92,16 +99,19 @@ def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True) -> Tensor:
 # ---- per-token KL estimators (Schulman, "Approximating KL divergence") ---------------------------------------------
 # Tokens are sampled from π and log r = ref_logp − logp. Under π the expectation of k1 and k3 is KL(π ‖ π_ref);
 # k2's is close to it. All take (B, T) log-probs and return (B, T).
+@tensor_arguments
 def kl_k1(logp: Tensor, ref_logp: Tensor) -> Tensor:
     """k1 = −log r = logp − ref_logp. Unbiased, high variance, can be negative per token."""
     return logp - ref_logp
 
 
+@tensor_arguments
 def kl_k2(logp: Tensor, ref_logp: Tensor) -> Tensor:
     """k2 = ½·(log r)². Biased, low variance, always ≥ 0."""
     return 0.5 * (ref_logp - logp) ** 2
 
 
+@tensor_arguments
 def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
     """k3 = (r − 1) − log r with r = exp(ref_logp − logp). Unbiased, low variance, always ≥ 0."""
     log_r = ref_logp - logp
@@ -109,6 +119,7 @@ def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
 
 
 # ---- rewards and advantages ---------------------------------------------------------------------------------------
+@tensor_arguments
 def kl_shaped_rewards(
     score: Tensor, logp: Tensor, ref_logp: Tensor, mask: Tensor, beta: float
 ) -> tuple[Tensor, Tensor]:
@@ -129,6 +140,7 @@ def kl_shaped_rewards(
     return non_score_reward + score_at_last, non_score_reward
 
 
+@tensor_arguments
 def gae(
     rewards: Tensor, values: Tensor, mask: Tensor, gamma: float = 1.0, lam: float = 0.95
 ) -> tuple[Tensor, Tensor]:
@@ -154,6 +166,7 @@ def gae(
 
 
 # ---- losses -------------------------------------------------------------------------------------------------------
+@tensor_arguments
 def clipped_policy_loss(
     logp_new: Tensor, logp_old: Tensor, advantages: Tensor, mask: Tensor, clip_eps: float = 0.2
 ) -> tuple[Tensor, dict[str, Tensor]]:
@@ -181,6 +194,7 @@ def clipped_policy_loss(
     return pg_loss, stats
 
 
+@tensor_arguments
 def clipped_value_loss(
     values_new: Tensor, values_old: Tensor, returns: Tensor, mask: Tensor, clip_range: float = 0.2
 ) -> tuple[Tensor, dict[str, Tensor]]:
@@ -198,6 +212,7 @@ def clipped_value_loss(
     return vf_loss, stats
 
 
+@tensor_arguments
 def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> Tensor:
     """1 − Var[R − V] / Var[R] over valid tokens; (B, T) -> scalar. 1 is perfect, 0 no better than a constant.
 
