@@ -663,6 +663,43 @@ def test_grade_refuses_to_replace_a_gradebook_without_force_before_grading(built
     assert (out.parent / "feedback" / "ppo_math" / "s1.md").read_text().startswith("# ppo_math: s1")
 
 
+def test_a_roster_keeps_ids_not_on_it_out_of_the_lms_file_and_lists_who_submitted_nothing(built, fake_grading,
+                                                                                             tmp_path, monkeypatch):
+    """--roster: a submission whose id is not on the roster (a typo, a missing id) gets on_roster False and no LMS row
+    (it would be filed under no one); the roster's students without a submission are listed; a bad roster is refused
+    in one line before grading."""
+    from rlhf_lab.teach import gradebook
+
+    subs, calls = fake_grading
+    shutil.copy(built / "ppo_math" / "student" / "ppo_math.ipynb", _mkdir(subs / "typo"))
+    shutil.copy(built / "ppo_math" / "student" / "ppo_math.ipynb", _mkdir(subs / "blank"))
+    ids = {"ppo_math.ipynb": "S1 ", "typo/ppo_math.ipynb": "s1x", "blank/ppo_math.ipynb": None}
+    monkeypatch.setattr(gradebook, "grade_in_child", lambda job: calls.append(job) or {
+        "questions": {}, "student_id": ids[Path(job["submission"]).relative_to(subs.resolve()).as_posix()],
+        "error": "", "seconds": 0.1})
+    (tmp_path / "roster.csv").write_text("student_id,display_name\ns1,Ada\ns2,Bo\ns3,Cy\n")
+    out = tmp_path / "grades" / "scores.csv"
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        assert main(["assignments", "grade", str(subs), "--build", str(built), "--out", str(out),
+                     "--roster", str(tmp_path / "roster.csv")]) == 0
+    table = pd.read_csv(out, keep_default_na=False).set_index("submission")
+    assert table["on_roster"].to_dict() == {"blank/ppo_math.ipynb": False, "ppo_math.ipynb": True,
+                                            "typo/ppo_math.ipynb": False}
+    assert pd.read_csv(out.parent / "scores_lms.csv")["student_id"].tolist() == ["S1 "]
+    lines = printed.getvalue().splitlines()
+    assert "warning: typo/ppo_math.ipynb: student id 's1x' is not on the roster: it is not in the LMS file; match " \
+           "it to a student by hand (column on_roster of the score table)" in lines
+    assert any(line.startswith("warning: blank/ppo_math.ipynb: student id '(none)' is not on") for line in lines)
+    assert "warning: 2 student(s) on the roster have no graded ppo_math submission: s2, s3" in lines
+    calls.clear()
+    (tmp_path / "ids.csv").write_text("name\nAda\n")
+    for roster, message in ((tmp_path / "nope.csv", "roster .*nope.csv not found: give a CSV with a student_id"),
+                            (tmp_path / "ids.csv", r"the roster needs a student_id column; it has \['name'\]")):
+        with pytest.raises(ValueError, match=message):
+            grade(subs, built, tmp_path / "other.csv", roster=roster)
+    assert calls == [] and not (tmp_path / "other.csv").exists()
+
+
 def test_a_disk_that_fills_while_grade_writes_leaves_the_old_gradebook_whole(built, fake_grading, tmp_path, capsys,
                                                                                monkeypatch):
     from conftest import fill_disk_at_flush

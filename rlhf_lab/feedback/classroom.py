@@ -31,12 +31,12 @@ import sqlalchemy as sa
 
 from rlhf_lab.feedback.schema import assignments_t, items_t, judgments_t, students_t
 
-__all__ = ["enroll", "roster", "assign_items", "progress", "secure_class", "whoami", "class_overview"]
+__all__ = ["read_roster", "enroll", "roster", "assign_items", "progress", "secure_class", "whoami", "class_overview"]
 
 _ROLE_SAFE = re.compile(r"[^a-z0-9_]+")
 
 
-def _read_roster(students) -> list[tuple[str, str]]:
+def read_roster(students) -> list[tuple[str, str]]:
     """(student_id, display_name) pairs from a list of ids, of (id, name) pairs, a DataFrame or a CSV path."""
     if isinstance(students, (str, Path)):
         path = Path(students)
@@ -59,7 +59,7 @@ def _read_roster(students) -> list[tuple[str, str]]:
 def enroll(store, students) -> int:
     """Add students to the class roster (ids already there are kept as they are); returns how many were new.
     A student id is what their judgments carry as `annotator`."""
-    pairs = _read_roster(students)
+    pairs = read_roster(students)
     ids = [s for s, _ in pairs]
     bad = [s for s in ids if not s or len(s) > 200 or "\x00" in s]
     if bad:

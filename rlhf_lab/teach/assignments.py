@@ -35,7 +35,7 @@ import yaml
 from nbformat.reader import NotJSONError
 
 from rlhf_lab.core.files import SaveKind, atomic_directory, file_above, write_atomic
-from rlhf_lab.teach.gradebook import MEMORY_MB, duplicate_lines, grade, limit_problem
+from rlhf_lab.teach.gradebook import MEMORY_MB, duplicate_lines, grade, limit_problem, roster_lines
 from rlhf_lab.teach.grading import (AUTOGRADER_ZIP, DEFAULT_OUT, GRADE_TIMEOUT_S, GRADER_SECRET, MANIFEST,
                                    default_source, sha256_bytes)
 from rlhf_lab.teach.isolation import MODES
@@ -327,14 +327,14 @@ def cmd_build(args) -> None:
 
 def cmd_grade(args) -> None:
     table = grade(args.submissions, args.build, args.out, args.assignment, args.timeout, args.jobs, args.isolation,
-                  args.memory_mb, force=args.force)
+                  args.memory_mb, force=args.force, roster=args.roster)
     graded = table[table["error"].fillna("") == ""] if "error" in table else table
     print(f"graded {len(graded)} of {len(table)} submissions -> {args.out}")
     for _, row in table.iterrows():
         status = row["error"] if row.get("error") else f"{row['score']:g}/{row['possible']:g}"
         shared = f"  (same student id as {row['same_id_as']})" if row.get("same_id_as") else ""
         print(f"  {row['submission']:<40} {status}{shared}")
-    for line in duplicate_lines(table):
+    for line in duplicate_lines(table) + roster_lines(table):
         print(f"warning: {line}")
     print("files written:")
     for path in table.attrs.get("files", []):
@@ -382,6 +382,9 @@ def add_assignment_commands(subparsers) -> None:
                      help="replace the --out CSV, its _lms.csv and the feedback files when they exist (without it "
                           "grade refuses to start)")
     grd.add_argument("--assignment", default=None, help="grade every submission as this assignment")
+    grd.add_argument("--roster", default=None,
+                     help="CSV with a student_id column (as `rlhf-lab class enroll` reads): ids not on it are kept "
+                          "out of the LMS file, and who submitted nothing is listed")
     grd.add_argument("--timeout", type=_limit("timeout", float), default=GRADE_TIMEOUT_S,
                      help=f"seconds allowed per submission (default {GRADE_TIMEOUT_S})")
     grd.add_argument("--jobs", default=1, help="submissions graded at once (default 1)",

@@ -23,12 +23,13 @@ import pandas as pd
 
 from rlhf_lab.core.files import file_above, write_atomic_all
 from rlhf_lab.core.inputs import is_number, is_whole
+from rlhf_lab.feedback.classroom import read_roster
 from rlhf_lab.feedback.exchange import spreadsheet_safe
 from rlhf_lab.teach.grading import DEFAULT_OUT, GRADE_TIMEOUT_S, load_manifest, master_folders
 from rlhf_lab.teach.isolation import resolve_mode
 
 __all__ = ["MEMORY_MB", "find_submissions", "submission_assignment", "grade_in_child", "score_row", "plain_test_name",
-           "feedback_text", "as_text_cells", "shared_ids", "duplicate_lines", "lms_path", "check_outputs",
+           "feedback_text", "as_text_cells", "shared_ids", "duplicate_lines", "roster_ids", "mark_roster", "roster_lines", "lms_path", "check_outputs",
            "limit_problem", "grade"]
 
 MEMORY_MB = 4096  # each notebook's address space: torch and a tiny model need about 1.5 GB
@@ -180,6 +181,49 @@ def duplicate_lines(table: pd.DataFrame) -> list[str]:
             for (student_id, assignment), subs in shared_ids(table).items()]
 
 
+def roster_ids(roster) -> list[str]:
+    """The student ids of a roster: a CSV with a student_id column (the one `rlhf-lab class enroll` reads) or a list
+    of ids. A missing file, a CSV without the column or an empty roster is refused in one line (ValueError)."""
+    ids = [student_id for student_id, _ in read_roster(roster) if student_id]
+    if not ids:
+        raise ValueError(f"the roster {roster if isinstance(roster, (str, Path)) else ''} lists no student ids: give "
+                         "a CSV with a student_id column, one student per row")
+    return ids
+
+
+def mark_roster(table: pd.DataFrame, ids: list[str]) -> pd.DataFrame:
+    """`table` with an `on_roster` column (each submission's student id is one of `ids`, compared stripped and
+    case-folded; a missing id is not) and, in `table.attrs["missing"]`, assignment -> the roster's ids that no
+    submission of that graded assignment carries."""
+    def key(student_id):
+        return student_id.strip().casefold() if isinstance(student_id, str) else ""
+
+    known = {key(s): s for s in ids}
+    table = table.assign(on_roster=[key(s) in known and key(s) != "" for s in table.get("student_id", [])])
+    missing = {}
+    for assignment, rows in table[table["error"].fillna("") == ""].groupby("assignment", sort=True) \
+            if "error" in table else table.groupby("assignment", sort=True):
+        seen = {key(s) for s in rows["student_id"]}
+        missing[assignment] = [known[k] for k in known if k not in seen]
+    table.attrs["missing"] = missing
+    return table
+
+
+def roster_lines(table: pd.DataFrame) -> list[str]:
+    """What a roster check found (`mark_roster`): one line per submission whose id is not on the roster (kept out of
+    the LMS file), and one per assignment with students who submitted nothing that graded."""
+    if "on_roster" not in table:
+        return []
+    lines = [f"{row['submission']}: student id {row['student_id'] or '(none)'!r} is not on the roster: it is not in "
+             "the LMS file; match it to a student by hand (column on_roster of the score table)"
+             for _, row in table[~table["on_roster"]].iterrows()]
+    for assignment, ids in table.attrs.get("missing", {}).items():
+        if ids:
+            lines.append(f"{len(ids)} student(s) on the roster have no graded {assignment} submission: "
+                         f"{', '.join(ids[:10])}{', ...' if len(ids) > 10 else ''}")
+    return lines
+
+
 def lms_path(out: str | Path) -> Path:
     """The LMS-ready CSV written beside the score table `out`: scores.csv -> scores_lms.csv."""
     out = Path(out)
@@ -214,7 +258,7 @@ def check_outputs(out: str | Path, assignments, force: bool = False) -> None:
 
 def grade(submissions_dir: str | Path, build_dir: str | Path = DEFAULT_OUT, out: str | Path | None = None,
           assignment: str | None = None, timeout: float = GRADE_TIMEOUT_S, jobs: int = 1,
-          isolation: str = "auto", memory_mb: int = MEMORY_MB, force: bool = False) -> pd.DataFrame:
+          isolation: str = "auto", memory_mb: int = MEMORY_MB, force: bool = False, roster=None) -> pd.DataFrame:
     """Grade every submission under `submissions_dir` against the bundles in `build_dir`; one row per submission.
 
     Columns: submission (path under the folder), student_id, assignment, score and possible (autograded points),
@@ -226,12 +270,15 @@ def grade(submissions_dir: str | Path, build_dir: str | Path = DEFAULT_OUT, out:
     Before grading, an `out` that exists (or its LMS file, or feedback files of an assignment being graded) is
     refused unless `force` (`check_outputs`); the files written are listed in `table.attrs["files"]`.
     `isolation` is "auto", "namespace" or "process" (`rlhf_lab.teach.isolation`); `memory_mb` caps each notebook's
-    address space (0: no cap).
+    address space (0: no cap). With a `roster` (a CSV with a student_id column, or a list of ids), a column
+    `on_roster` says whose id is on it; a submission whose id is not is kept out of the LMS file (a typo would be
+    filed under no one, or a classmate), and `table.attrs["missing"]` lists who submitted nothing (`roster_lines`).
     """
     for name, value in (("timeout", timeout), ("jobs", jobs), ("memory_mb", memory_mb)):
         problem = limit_problem(name, value)
         if problem:
             raise ValueError(f"{name}: {problem}")
+    ids = None if roster is None else roster_ids(roster)  # before grading, as every check on what was given
     manifest = load_manifest(build_dir)
     if assignment is not None and assignment not in manifest:
         raise ValueError(f"unknown assignment {assignment!r}; the build has {', '.join(manifest)}")
@@ -269,16 +316,20 @@ def grade(submissions_dir: str | Path, build_dir: str | Path = DEFAULT_OUT, out:
             rows[i], results[i] = score_row(rows[i], spec, result), result
     questions = [q["name"] for spec in manifest.values() for q in spec["questions"]]
     columns = ["submission", "student_id", "assignment", "score", "possible", "manual_possible",
-               *dict.fromkeys(questions), "failed_tests", "error", "same_id_as", "seconds"]
+               *dict.fromkeys(questions), "failed_tests", "error", "same_id_as", "on_roster", "seconds"]
     table = pd.DataFrame(rows)
     table["same_id_as"] = ""
     for subs in shared_ids(table).values():
         for sub in subs:
             table.loc[table["submission"] == sub, "same_id_as"] = "; ".join(s for s in subs if s != sub)
+    if ids is not None:
+        table = mark_roster(table, ids)
     table = table.reindex(columns=[c for c in columns if c in table.columns])
     if out is not None:
         out = Path(out)  # all written before any replaces an old one: a crash or a full disk keeps the old gradebook
         unique = table[table["same_id_as"] == ""]  # a shared id: the instructor decides which submission counts
+        if "on_roster" in table:  # an id not on the roster: filed by hand
+            unique = unique[unique["on_roster"]]
         lms = unique.reindex(columns=["student_id", "assignment", *dict.fromkeys(questions)]).copy()
         lms["total"] = unique.get("score")
         written = {lms_path(out): as_text_cells(lms).to_csv(index=False)}
