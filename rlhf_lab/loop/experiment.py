@@ -35,6 +35,7 @@ import pandas as pd
 
 from rlhf_lab.core.checkpoint import drop_optimizer_state, tensor_bytes
 from rlhf_lab.core.files import ensure_free_space, read_json, write_atomic
+from rlhf_lab.core.locks import FolderLock
 from rlhf_lab.feedback.crowd import SimulatedCrowd
 from rlhf_lab.feedback.gold import GoldUtility
 from rlhf_lab.feedback.preferences import pairs_origin
@@ -65,6 +66,7 @@ class RLHFRun:
 
     def __init__(self, path: str | Path, config: ExperimentConfig, *, callbacks=None, log=print):
         self.path, self.config = Path(path), config
+        self.lock = FolderLock(self.path, f"the run in {self.path}")  # before anything is read, deleted or rewritten
         self.log = log or (lambda *_: None)  # a line per stage ("iteration 1/2: ..."); None: silent
         self.gold = GoldUtility()
         self.train_prompts, self.eval_prompts = self.prompt_sets(config)  # what can fail first, before any write
@@ -93,10 +95,12 @@ class RLHFRun:
         path, config = Path(path), config or ExperimentConfig()
         cls.prompt_sets(config)
         tracker_callbacks([name for name in config.report_to if name not in TRACKERS], path)  # unknown: refused
+        lock = None
         if (path / "config.json").exists():
             if not overwrite:
                 raise FileExistsError(f"{path} already holds a run: reopen it with RLHFRun.open({str(path)!r}) or "
                                       "pass overwrite=True to start over (its data will be deleted).")
+            lock = FolderLock(path, f"the run in {path}")  # never delete a run another kernel works in
             delete_run(path)
         made = [p for p in (path, *path.parents) if not p.exists()]  # the folders this create makes, if it does
         before = set(path.iterdir()) if path.is_dir() else set()
@@ -111,6 +115,14 @@ class RLHFRun:
                 with contextlib.suppress(OSError):
                     folder.rmdir()
             raise
+        finally:
+            if lock is not None:
+                lock.release()  # the run holds its own
+
+    def close(self) -> None:
+        """Give the run folder back (another kernel may open it now) and close the store; reopen with `open`."""
+        self.store.close()
+        self.lock.release()
 
     @staticmethod
     def prompt_sets(config: ExperimentConfig) -> tuple[list[str], list[str]]:

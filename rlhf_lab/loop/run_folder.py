@@ -61,4 +61,5 @@ def delete_run(path: Path) -> None:
         raise ValueError(f"{path} holds files a run does not write ({', '.join(foreign[:5])}"
                          f"{', ...' if len(foreign) > 5 else ''}); nothing was deleted: move them out, or choose "
                          "another folder.")
-    shutil.rmtree(path)
+    for entry in path.iterdir():  # the folder itself stays: the lock of the kernel deleting it (`core.locks`)
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
