@@ -5,16 +5,20 @@ timeout, BEGIN IMMEDIATE for writes) that let several kernels record into one fi
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sqlite3
 from pathlib import Path
 
+import sqlalchemy as sa
 from sqlalchemy import event
 
 from rlhf_lab.core.script import refusal_words
 
 __all__ = ["store_url", "sqlite_file", "refuse_foreign_sqlite", "refuse_missing_store", "no_store",
-           "read_only_url", "configure_sqlite", "cannot_open"]
+           "read_only_url", "configure_sqlite", "cannot_open", "serialize"]
+
+LOCK_SPACE = 0x726C6866  # the first key of rlhf-lab's advisory locks on PostgreSQL ("rlhf")
 
 
 def store_url(where: str | Path, make_folders: bool = True) -> str:
@@ -99,6 +103,17 @@ def configure_sqlite(engine, busy_timeout_s: float, read_only: bool = False) -> 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
+
+
+def serialize(conn, key: str) -> None:
+    """Make the writers of `key` take turns until the end of the transaction on `conn`: a transaction-level advisory
+    lock on PostgreSQL, so that two kernels creating a new store's tables, or recording the same annotator's judgment
+    of one target (a double click, `replace=True` from two notebooks), run one after the other: the second sees the
+    first's commit and is refused or replaces it in words, never with a constraint's traceback. Nothing on SQLite,
+    whose writes already take turns (BEGIN IMMEDIATE)."""
+    if conn.dialect.name == "postgresql":  # the key as a signed 32-bit number (any text, NUL included)
+        number = int.from_bytes(hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()[:4], "big", signed=True)
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:space, :key)"), dict(space=LOCK_SPACE, key=number))
 
 
 def cannot_open(err: Exception, where: str, dialect: str) -> ConnectionError:

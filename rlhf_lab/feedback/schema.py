@@ -19,6 +19,8 @@ import re
 
 import sqlalchemy as sa
 
+from rlhf_lab.feedback.database import serialize
+
 __all__ = ["SCHEMA_VERSION", "MIGRATIONS", "metadata", "responses_t", "items_t", "item_responses_t", "judgments_t",
            "students_t", "assignments_t", "annotators_t", "schema_version_t", "ANNOTATOR_KINDS", "LosslessText",
            "escape_nul", "unescape_nul", "upgrade_schema"]
@@ -148,6 +150,7 @@ def upgrade_schema(conn, where: str, read_only: bool = False) -> None:
     """Create a new store's tables and version row; check an existing store's version and upgrade it one version
     at a time (`MIGRATIONS`). A version this rlhf-lab cannot read raises a ValueError naming `where`."""
     if not read_only:
+        serialize(conn, "schema")  # kernels opening a new PostgreSQL store at once create its tables one at a time
         metadata.create_all(conn)
     versions = conn.execute(sa.select(schema_version_t.c.version)).scalars().all()
     if not versions and not read_only:

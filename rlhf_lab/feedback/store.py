@@ -35,6 +35,7 @@ from rlhf_lab.feedback.database import (
     read_only_url,
     refuse_foreign_sqlite,
     refuse_missing_store,
+    serialize,
     store_url,
 )
 from rlhf_lab.feedback.preferences import judgments_to_pairs
@@ -264,6 +265,7 @@ class FeedbackStore:
                 target, subject = f"{kind}:{int(response_id)}", found[int(response_id)]
             if check is not None:
                 answer = check(subject) or answer
+            serialize(conn, f"judgment {target} {annotator}")  # a second click waits, then reads the first one
             mine = sa.and_(judgments_t.c.annotator == annotator, judgments_t.c.target == target)
             existing = conn.execute(sa.select(judgments_t.c.id).where(mine)).scalar()
             if existing is not None and not replace:

@@ -1,0 +1,60 @@
+"""Kernels racing on one PostgreSQL class store: a new store opened by many at once, one judgment replaced from two
+notebooks at once. Each kernel is a store of its own (its own connections)."""
+
+import threading
+
+from rlhf_lab.feedback.store import FeedbackStore
+
+
+def _together(n: int, work) -> list:
+    """Run work(i) in n threads started at one moment; the outcomes ("ok" or the error in words), in order."""
+    barrier, out = threading.Barrier(n), [None] * n
+
+    def one(i):
+        barrier.wait()
+        try:
+            work(i)
+            out[i] = "ok"
+        except Exception as err:  # noqa: BLE001 - every outcome is asserted on
+            out[i] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return out
+
+
+def test_kernels_opening_a_new_postgresql_store_at_once_all_open_it(postgres):
+    for attempt in range(3):
+        url = postgres.create_database(f"race_open_{attempt}")
+        assert _together(8, lambda i: FeedbackStore(url).close()) == ["ok"] * 8
+        with FeedbackStore(url) as store, store.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM schema_version").scalar() == 1
+            assert store.schema_version == 2
+
+
+def test_one_judgment_replaced_from_two_notebooks_at_once_is_stored_once(postgres):
+    url = postgres.create_database("race_replace")
+    with FeedbackStore(url) as teacher:
+        ids = teacher.add_responses([dict(prompt=f"p{i}", response=f"r{ab}", model="m", iteration=0)
+                                     for i in range(10) for ab in "ab"])
+        items = teacher.add_items([ids[i:i + 2] for i in range(0, len(ids), 2)])
+        kernels = [FeedbackStore(url), FeedbackStore(url)]
+        try:
+            for item in items:
+                kernels[0].record_pairwise(item, "alice", "A")
+                replaced = _together(2, lambda i: kernels[i].record_pairwise(item, "alice", "B", replace=True))
+                assert replaced == ["ok"] * 2
+                clicks = _together(2, lambda i: kernels[i].record_pairwise(item, "bob", "A"))  # a double click
+                assert sorted(clicks)[0] == "ValueError: 'bob' already judged item:%d (judgment %s); call " \
+                    "store.undo_last(annotator) or pass replace=True to change it" % (
+                        item, teacher.judgment("bob", f"item:{item}")["id"]) and sorted(clicks)[1] == "ok"
+        finally:
+            for kernel in kernels:
+                kernel.close()
+        df = teacher.judgments_df()
+        assert len(df) == 2 * len(items) and not df.duplicated(["annotator", "item_id"]).any()
+        assert [a["choice"] for a in df[df["annotator"] == "alice"]["answer"]] == ["B"] * len(items)
+
