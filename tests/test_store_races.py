@@ -1,7 +1,9 @@
 """Kernels racing on one PostgreSQL class store: a new store opened by many at once, one judgment replaced from two
-notebooks at once. Each kernel is a store of its own (its own connections)."""
+notebooks at once, a connection the server dropped. Each kernel is a store of its own (its own connections)."""
 
 import threading
+
+import sqlalchemy as sa
 
 from rlhf_lab.feedback.store import FeedbackStore
 
@@ -58,3 +60,17 @@ def test_one_judgment_replaced_from_two_notebooks_at_once_is_stored_once(postgre
         assert len(df) == 2 * len(items) and not df.duplicated(["annotator", "item_id"]).any()
         assert [a["choice"] for a in df[df["annotator"] == "alice"]["answer"]] == ["B"] * len(items)
 
+
+def test_a_connection_the_server_dropped_is_replaced_and_the_judgment_stored(postgres):
+    url = postgres.create_database("dropped")
+    with FeedbackStore(url) as teacher, FeedbackStore(url) as student:
+        ids = teacher.add_responses([dict(prompt="p", response=f"r{i}", model="m", iteration=0) for i in range(4)])
+        items = teacher.add_items([ids[:2], ids[2:]])
+        student.record_pairwise(items[0], "alice", "A")  # the student's kernel now holds an idle connection
+        with teacher.engine.connect() as conn:  # a server restart, an idle timeout: every other session ends
+            ended = conn.execute(sa.text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                                         "pid <> pg_backend_pid() AND datname = current_database()")).scalar()
+            conn.commit()
+        assert ended >= 1
+        assert student.record_pairwise(items[1], "alice", "B") > 0
+        assert sorted(teacher.judgments_df()["answer"].map(lambda a: a["choice"])) == ["A", "B"]

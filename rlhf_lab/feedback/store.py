@@ -69,7 +69,7 @@ class FeedbackStore:
             refuse_missing_store(self.url, hide_password(where))
         read_only = read_only_url(self.url)  # a file we may not write opens read-only: readable, writes refused
         self.read_only = read_only is not None
-        kwargs = {}
+        kwargs = {} if self.url.startswith("sqlite") else {"pool_pre_ping": True}  # a dropped connection: a new one
         if self.url == "sqlite://":
             kwargs = {"poolclass": sa.pool.StaticPool, "connect_args": {"check_same_thread": False}}
         try:
