@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 from rlhf_lab.core.files import read_json, write_atomic
+from rlhf_lab.core.locks import folder_locked
 from rlhf_lab.core.script import hide_password, os_words
 from rlhf_lab.feedback.database import sqlite_file
 
@@ -201,7 +202,15 @@ class DraftBook:
 
     def _update(self, key: str, entry: dict | None) -> None:
         """Write the file again with `key` set to `entry` (None: removed), merged into what the file holds now (another
-        rater or kernel of this annotator may have written it meanwhile); the file goes when no draft is left."""
+        rater or kernel of this annotator may have written it meanwhile); the file goes when no draft is left. The
+        read and the write hold the folder's lock (`core.locks.folder_locked`): two kernels saving drafts at once
+        take turns, so neither writes over a draft the other just saved."""
+        if self._stuck:
+            return
+        with folder_locked(self.path.parent):
+            self._merge(key, entry)
+
+    def _merge(self, key: str, entry: dict | None) -> None:
         if self._stuck:
             return
         entries = self._read()
