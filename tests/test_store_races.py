@@ -1,8 +1,10 @@
 """Kernels racing on one PostgreSQL class store: a new store opened by many at once, one judgment replaced from two
-notebooks at once, a connection the server dropped. Each kernel is a store of its own (its own connections)."""
+notebooks at once, a connection the server dropped, a server with no connection left. Each kernel is a store of its
+own (its own connections)."""
 
 import threading
 
+import pytest
 import sqlalchemy as sa
 
 from rlhf_lab.feedback.store import FeedbackStore
@@ -74,3 +76,19 @@ def test_a_connection_the_server_dropped_is_replaced_and_the_judgment_stored(pos
         assert ended >= 1
         assert student.record_pairwise(items[1], "alice", "B") > 0
         assert sorted(teacher.judgments_df()["answer"].map(lambda a: a["choice"])) == ["A", "B"]
+
+
+def test_a_server_with_no_connection_left_says_so_and_what_to_do(postgres):
+    url = postgres.create_database("full")
+    with FeedbackStore(url) as admin, admin.engine.connect() as conn:  # a login allowed one connection at a time
+        conn.exec_driver_sql("CREATE ROLE one_seat LOGIN PASSWORD 'seat' CONNECTION LIMIT 1")
+        conn.exec_driver_sql("GRANT ALL ON ALL TABLES IN SCHEMA public TO one_seat")
+        conn.commit()
+    seat = sa.engine.make_url(url).set(username="one_seat", password="seat").render_as_string(hide_password=False)
+    with FeedbackStore(seat):  # holds its connection, as a kernel's store does
+        with pytest.raises(ConnectionError) as refused:
+            FeedbackStore(seat)
+    words = str(refused.value)
+    assert "\n" not in words and "too many connections" in words
+    assert "close stores in notebooks you are done with (store.close())" in words and "--max-connections" in words
+    assert "is a PostgreSQL server running" not in words

@@ -93,6 +93,9 @@ def refusal_words(orig) -> str:
                 "(`rlhf-lab class serve` printed it)")
     if "password authentication failed" in low:
         return f"{text} (is the URL's user name and password right? Use the URL as it was handed out)"
+    if getattr(orig, "sqlstate", None) == "53300" or "too many c" in low:  # clients; connections for role
+        return (f"{text} (the server has all the connections it allows: close stores in notebooks you are done with "
+                "(store.close()) and try again, or have the instructor raise `rlhf-lab class serve --max-connections`)")
     if "database" in low and "does not exist" in low:
         return f"{text} (is the database name at the end of the URL right?)"
     at = re.search(r'server at "([^"]+)", port (\d+)', text)
