@@ -14,7 +14,8 @@ Only a previous save of the same kind is replaced (the folder holds the writer's
 empty folder: a folder with anything else in it (a learner's feedback.db and notes), or a file, is refused before
 anything is written (`check_replaceable`). Replacing an existing directory takes two renames (old one aside, new one
 in); a crash between them leaves the old one aside under a hidden name (`aside_copies` finds it). Temporary
-directories left by a crash are hidden and removed by the next write.
+directories left by a crash are hidden and removed by the next write (never one another process is still
+filling: `core.locks.being_written`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from rlhf_lab.core.locks import being_written, hold_while_writing
 
 __all__ = ["SaveKind", "check_replaceable", "atomic_directory", "publish_directory", "write_atomic", "write_atomic_all",
            "aside_copies", "existing_or_aside", "file_digests", "write_manifest", "verify_digests", "read_json",
@@ -99,13 +102,17 @@ def atomic_directory(path: str | Path, *, kind: SaveKind | None):
     check_replaceable(path, kind)
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        if not being_written(stale):  # a crash's leftover, not another kernel's save of the same folder under way
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
+    held = hold_while_writing(tmp)
     try:
         yield tmp
         publish_directory(tmp, path, kind=kind)
     finally:
+        if held is not None:
+            os.close(held)
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 

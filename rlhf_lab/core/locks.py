@@ -24,7 +24,7 @@ try:
 except ImportError:  # Windows: no flock
     fcntl = None
 
-__all__ = ["FolderInUseError", "FolderLock", "folder_locked"]
+__all__ = ["FolderInUseError", "FolderLock", "folder_locked", "hold_while_writing", "being_written"]
 
 _HELD: dict[str, list] = {}  # resolved folder -> [fd, holders] of the locks this process holds
 
@@ -114,3 +114,32 @@ def folder_locked(folder: str | Path):
     finally:
         if fd is not None:
             os.close(fd)
+
+
+def hold_while_writing(folder: str | Path) -> int | None:
+    """Lock `folder` (a temporary folder this process fills) so that `being_written` says so to other processes;
+    returns the descriptor to `os.close` when done (None where locks are not available)."""
+    fd = _open_folder(Path(folder)) if fcntl is not None else None
+    if fd is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None
+    return fd
+
+
+def being_written(folder: str | Path) -> bool:
+    """Whether a live process holds `folder` with `hold_while_writing` (a killed one holds nothing)."""
+    fd = _open_folder(Path(folder)) if fcntl is not None else None
+    if fd is None:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
