@@ -156,3 +156,19 @@ def test_tensorboard_logger_writes_scalars(tmp_path):
     assert tracker_callbacks((), tmp_path) == [] and tracker_callbacks("none", tmp_path) == []
     with pytest.raises(ValueError, match="supported: \\['tensorboard'\\]"):
         tracker_callbacks(["wandb"], tmp_path)
+
+
+def test_a_line_a_killed_writer_left_half_written_is_dropped_not_glued_to_the_next(tmp_path):
+    path = tmp_path / "ppo_metrics.jsonl"
+    MetricsHistory(path).on_step_end(None, {"update": 1})
+    with path.open("a") as f:
+        f.write('{"update": 2, "objective/sc')  # SIGKILL mid-append: no newline
+    assert [r["update"] for r in MetricsHistory.read_jsonl(path)] == [1]  # what was whole still reads
+    resumed = MetricsHistory(path)  # the trainer resumed from its checkpoint after update 1
+    resumed.on_step_end(None, {"update": 2})
+    resumed.on_samples(None, [{"update": 2, "response": "é"}])
+    assert [json.loads(line)["update"] for line in path.read_text().splitlines()] == [1, 2]
+    assert MetricsHistory.read_jsonl(tmp_path / "samples.jsonl") == [{"update": 2, "response": "é"}]
+    path.write_text('{"update": 1}\n{"upd\n{"update": 3}\n')  # damage inside the file is named, not skipped
+    with pytest.raises(ValueError, match=r"ppo_metrics.jsonl line 2 is not JSON"):
+        MetricsHistory.read_jsonl(path)

@@ -74,8 +74,12 @@ class MetricsHistory(Callback):
         if path is None:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as f:
-            f.write(_jsonl(rows))
+        with path.open("a+b") as f:
+            if f.seek(0, 2) and (f.seek(-1, 2), f.read(1))[1] != b"\n":  # a line a killed process left half written
+                f.seek(0)
+                whole = f.read()
+                f.truncate(whole.rfind(b"\n") + 1)  # goes, so this row does not run on from it
+            f.write(_jsonl(rows).encode("utf-8"))
 
     def on_step_end(self, trainer, metrics: dict) -> None:
         self.rows.append(dict(metrics))
@@ -107,11 +111,20 @@ class MetricsHistory(Callback):
 
     @staticmethod
     def read_jsonl(path: str | Path) -> list[dict]:
-        """Rows from a metrics JSONL file (null read back as NaN)."""
-        rows = []
-        for line in Path(path).read_text().splitlines():
+        """Rows from a metrics JSONL file (null read back as NaN). A last line without its newline that does not
+        parse (the writer was killed mid-line) is left out; a line that does not parse elsewhere is a ValueError
+        naming the file and the line."""
+        rows, text = [], Path(path).read_text()
+        lines = text.splitlines()
+        for n, line in enumerate(lines, 1):
             if line.strip():
-                rows.append({k: float("nan") if v is None else v for k, v in json.loads(line).items()})
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    if n == len(lines) and not text.endswith("\n"):
+                        break
+                    raise ValueError(f"{path} line {n} is not JSON ({err}): the file was edited or damaged") from None
+                rows.append({k: float("nan") if v is None else v for k, v in row.items()})
         return rows
 
 
