@@ -92,3 +92,17 @@ def test_a_server_with_no_connection_left_says_so_and_what_to_do(postgres):
     assert "\n" not in words and "too many connections" in words
     assert "close stores in notebooks you are done with (store.close())" in words and "--max-connections" in words
     assert "is a PostgreSQL server running" not in words
+
+
+def test_one_annotator_registered_from_two_kernels_at_once_is_registered_once(postgres):
+    url = postgres.create_database("race_register")
+    kernels = [FeedbackStore(url), FeedbackStore(url)]
+    try:
+        for n in range(10):
+            outcomes = _together(2, lambda i: kernels[i].register_annotator(f"judge{n}", "ai", f"model {i}"))
+            assert outcomes == ["ok", "ok"]
+        kinds = kernels[0].annotator_kinds()
+        assert kinds == {f"judge{n}": "ai" for n in range(10)}
+    finally:
+        for kernel in kernels:
+            kernel.close()

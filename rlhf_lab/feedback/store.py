@@ -350,6 +350,7 @@ class FeedbackStore:
         if not isinstance(name, str) or not name.strip():
             raise ValueError("name must be a non-empty string (the annotator's name in the store)")
         with self.transaction() as conn:
+            serialize(conn, f"annotator {name}")  # two kernels registering one name: the second updates it
             exists = conn.execute(sa.select(annotators_t.c.name).where(annotators_t.c.name == name)).first()
             values = dict(kind=kind, about=str(about))
             if exists:
