@@ -3,6 +3,7 @@
     run = RLHFRun.create("runs/demo", ExperimentConfig(iterations=2))
     run.run()                      # iteration k: sample → feedback → reward model → PPO → evaluate
     RLHFRun.open("runs/demo").run(iterations=3)   # reopen after a crash or a restart and go on
+    run.close()                    # one kernel at a time works in a run: another's open is refused until then
 
 The run directory (nothing in it is half-written: files are replaced atomically, iterations are marked done last):
 
