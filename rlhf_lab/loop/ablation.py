@@ -97,7 +97,7 @@ def sweep(base: ExperimentConfig, grid: dict[str, list], out: str | Path, *, see
             else:
                 run = RLHFRun.create(path, config, overwrite=True, callbacks=callbacks, log=None)
             evaluation = run.run()
-            run.store.close()
+            run.close()  # its store, and its folder for other kernels
             rows.append({**values, "run": path.name, **evaluation.iloc[-1].to_dict()})
     df = pd.DataFrame(rows)
     write_atomic(out / "sweep.csv", df.to_csv(index=False))
