@@ -1,6 +1,10 @@
 """End-to-end RLHF iterations on the tiny model: run directory, reopening, crash recovery, reproducibility."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -297,6 +301,10 @@ def test_demo_smoke_writes_a_report(tmp_path, capsys):
     assert "**A smoke run**" in summary and "gold gain vs start" in summary and "rm/val_accuracy" not in summary
     assert "| nan |" not in summary and "| 0 | 0 | 0.375 | – |" in summary  # iteration 0 has no reward model yet
     assert "KL to the reference" in summary and "(β fixed at 0.05)." in summary  # the smoke run's PPO has no target
+    free = subprocess.run([sys.executable, "-c", f"from rlhf_lab.core.locks import FolderLock; "
+                           f"print(FolderLock({str(out)!r}, 'the run').held)"], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])), timeout=120)
+    assert free.stdout.strip() == "True", "the command gave the run's folder back: a notebook may open it now"
     assert main(["demo", "--smoke", "--out", str(out)]) == 2  # a second run never deletes the first silently
     assert "--resume" in capsys.readouterr().err and (out / "feedback.db").is_file()
     # --resume goes on with the run's own settings: flags that say otherwise are refused, not ignored

@@ -56,3 +56,26 @@ def test_a_second_kernel_cannot_open_or_overwrite_a_run_in_use(tmp_path):
         from rlhf_lab.core.locks import FolderLock
         print(json.dumps(FolderLock({str(path)!r}, "the run").held))
     """) is True
+
+
+def test_an_open_that_fails_holds_no_lock_though_its_traceback_is_kept(tmp_path, monkeypatch):
+    """Jupyter keeps the last traceback, and with it the half-made run: the lock must not wait for it to go."""
+    import pytest
+
+    from rlhf_lab.loop import experiment
+
+    path = tmp_path / "run"
+    RLHFRun.create(path, demo_config(smoke=True), callbacks=[], log=None).close()
+
+    def no_model(name):
+        raise RuntimeError("the model could not be loaded")
+
+    monkeypatch.setattr(experiment, "load_policy", no_model)
+    with pytest.raises(RuntimeError, match="could not be loaded") as kept:
+        RLHFRun.open(path, callbacks=[], log=None)
+    assert kept.traceback  # the frames, and the half-made run in them, are still alive here
+    assert _in_another_kernel(f"""
+        import json
+        from rlhf_lab.core.locks import FolderLock
+        print(json.dumps(FolderLock({str(path)!r}, "the run").held))
+    """) is True

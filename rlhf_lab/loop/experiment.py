@@ -68,24 +68,28 @@ class RLHFRun:
     def __init__(self, path: str | Path, config: ExperimentConfig, *, callbacks=None, log=print):
         self.path, self.config = Path(path), config
         self.lock = FolderLock(self.path, f"the run in {self.path}")  # before anything is read, deleted or rewritten
-        self.log = log or (lambda *_: None)  # a line per stage ("iteration 1/2: ..."); None: silent
-        self.gold = GoldUtility()
-        self.train_prompts, self.eval_prompts = self.prompt_sets(config)  # what can fail first, before any write
-        policy, self.tokenizer = load_policy(config.policy)
-        self.trackers = tracker_callbacks(config.report_to, self.path)
-        self.store = FeedbackStore(self.path / "feedback.db")
-        if self.trackers:
-            callbacks = [*(default_callbacks() if callbacks is None else callbacks), *self.trackers]
-        self.trainer = PPOTrainer(policy, self.tokenizer, self.gold, config.seeded(config.ppo), callbacks=callbacks,
-                                  metrics_path=self.path / "ppo_metrics.jsonl")
-        self.reward_model = None
-        self.rm_report: dict = {}  # the latest reward model's held-out figures, added to evaluation rows
-        self.iteration = 0
-        last = self.completed_iterations()
-        if last:
-            self._restore(last)
-        else:  # an iteration 1 that stopped midway: its metrics are made again, not appended twice
-            self.trainer.history.rewrite()
+        try:
+            self.log = log or (lambda *_: None)  # a line per stage ("iteration 1/2: ..."); None: silent
+            self.gold = GoldUtility()
+            self.train_prompts, self.eval_prompts = self.prompt_sets(config)  # what can fail first, before any write
+            policy, self.tokenizer = load_policy(config.policy)
+            self.trackers = tracker_callbacks(config.report_to, self.path)
+            self.store = FeedbackStore(self.path / "feedback.db")
+            if self.trackers:
+                callbacks = [*(default_callbacks() if callbacks is None else callbacks), *self.trackers]
+            self.trainer = PPOTrainer(policy, self.tokenizer, self.gold, config.seeded(config.ppo),
+                                      callbacks=callbacks, metrics_path=self.path / "ppo_metrics.jsonl")
+            self.reward_model = None
+            self.rm_report: dict = {}  # the latest reward model's held-out figures, added to evaluation rows
+            self.iteration = 0
+            last = self.completed_iterations()
+            if last:
+                self._restore(last)
+            else:  # an iteration 1 that stopped midway: its metrics are made again, not appended twice
+                self.trainer.history.rewrite()
+        except BaseException:
+            self.lock.release()  # a failed open holds no lock (a traceback Jupyter keeps would keep it held)
+            raise
 
     # ---- creating and reopening ----------------------------------------------------------------------------------
     @classmethod
