@@ -106,3 +106,27 @@ def test_one_annotator_registered_from_two_kernels_at_once_is_registered_once(po
     finally:
         for kernel in kernels:
             kernel.close()
+
+
+def test_two_instructors_enrolling_and_assigning_at_once_both_succeed_once(postgres):
+    """Two TAs run enroll (overlapping rosters) and then assign_items at one moment: no UniqueViolation traceback;
+    every student enrolled once, every item given to k students once."""
+    from rlhf_lab.feedback.classroom import assign_items, enroll, roster
+
+    url = postgres.create_database("race_enroll")
+    with FeedbackStore(url) as teacher:
+        ids = teacher.add_responses([dict(prompt=f"p{i}", response=f"r{ab}", model="m", iteration=0)
+                                     for i in range(12) for ab in "ab"])
+        teacher.add_items([ids[i:i + 2] for i in range(0, len(ids), 2)])
+    tas = [FeedbackStore(url), FeedbackStore(url)]
+    try:
+        rosters = [[f"s{j}" for j in range(0, 8)], [f"s{j}" for j in range(4, 12)]]
+        assert _together(2, lambda i: enroll(tas[i], rosters[i])) == ["ok", "ok"]
+        assert sorted(roster(tas[0])["student_id"]) == sorted(f"s{j}" for j in range(12))
+        assert _together(2, lambda i: assign_items(tas[i], k=2)) == ["ok", "ok"]
+        with tas[0].engine.connect() as conn:
+            per_item = conn.exec_driver_sql("SELECT item_id, count(*) FROM assignments GROUP BY item_id").all()
+        assert len(per_item) == 12 and {n for _, n in per_item} == {2}
+    finally:
+        for ta in tas:
+            ta.close()

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from rlhf_lab.feedback.database import serialize
 from rlhf_lab.feedback.schema import assignments_t, items_t, judgments_t, students_t
 
 __all__ = ["read_roster", "enroll", "roster", "assign_items", "progress", "secure_class", "whoami", "class_overview"]
@@ -68,6 +69,7 @@ def enroll(store, students) -> int:
     if repeated:
         raise ValueError(f"student ids repeat in the roster: {repeated[:5]}; list each student once")
     with store.transaction() as conn:
+        serialize(conn, "roster")  # two instructors (or TAs) enrolling at once: the second sees the first's students
         known = set(conn.execute(sa.select(students_t.c.student_id)).scalars())
         new = [dict(student_id=s, display_name=n, created_at=time.time()) for s, n in pairs if s not in known]
         if new:
@@ -88,6 +90,7 @@ def assign_items(store, k: int = 3, item_ids=None, seed: int = 0) -> pd.DataFram
     student gets the same number of items, give or take one. Items already assigned keep their students. Returns
     the new assignments (item_id, student_id). A student's `pending_items` then lists only their items."""
     with store.transaction() as conn:
+        serialize(conn, "assignments")  # two assigning at once: the second sees what the first assigned
         students = sorted(conn.execute(sa.select(students_t.c.student_id)).scalars())
         if not students:
             raise ValueError("the class has no students yet: enroll(store, roster) first")
