@@ -175,8 +175,11 @@ def cmd_demo(args) -> None:
               "(`rlhf-lab demo` without --smoke is the real run).", flush=True)
     print(f"{'reopening' if resume else 'starting'} {out}: loading {policy} and the prompts ...", flush=True)
     run = RLHFRun.open(out) if resume else RLHFRun.create(out, config, overwrite=args.overwrite)
-    evaluation = run.run(args.iterations)
-    report = write_report(run)
+    try:
+        evaluation = run.run(args.iterations)
+        report = write_report(run)
+    finally:
+        run.close()  # the folder's lock: a notebook may open the run next
     first, last = evaluation.iloc[0], evaluation.iloc[-1]
     print(f"gold reward {first['gold_reward']:.3f} -> {last['gold_reward']:.3f}, KL {last['kl']:.2f} nats, "
           f"{time.perf_counter() - start:.0f} s" + (" (smoke run: a random model)" if args.smoke else ""))
