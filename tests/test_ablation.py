@@ -84,7 +84,7 @@ def test_history_and_plot(small_sweep):
     assert history.loc[history["iteration"] == 0, "judgments"].eq(0).all()
     assert set(history["feedback.strategy"]) == {"random", "temperatures"}
     fig = plot_sweep(history, x="judgments", y="gold_reward", hue="feedback.strategy")
-    assert len(fig.axes[0].get_legend().get_texts()) == 2
+    assert len(fig.legends[0].get_texts()) == 2
     assert fig.axes[0].get_title() == "gold_reward by judgments\n(2 runs per point; bars: min–max)"
     one = df[df["seed"] == 0]
     fig = plot_sweep(one, x="feedback.strategy")  # one run per point: the bars are each run's gain interval

@@ -94,11 +94,13 @@ def test_ppo_curves_draw_an_adaptive_beta_beside_the_kl():
     ax_r, ax_kl, ax_gold, ax_beta = plot_ppo_curves(metrics, 4, kl_target=6.0, evaluation=evaluation).axes
     (beta,) = ax_beta.lines
     assert list(beta.get_ydata()) == [0.1, 0.098, 0.096, 0.098] and ax_beta.get_ylim() == (0, 0.2)
-    labels = [t.get_text() for t in ax_beta.get_legend().get_texts()]  # one legend, on the axes drawn last
-    assert labels == ["KL(π‖π_ref) per reply (mean of 4)", "KL target", "KL on eval prompts", "β, adaptive (right axis)"]
-    assert ax_kl.get_legend() is None
+    (legend,) = ax_beta.figure.legends  # one legend, under the panels: the KL panel's names in its right column
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels[4:] == ["KL(π‖π_ref) per reply (mean of 4)", "KL target", "KL on eval prompts",
+                          "β, adaptive (right axis)"]
+    assert not [ax for ax in ax_beta.figure.axes if ax.get_legend()]
     fixed = plot_ppo_curves(metrics, 4, evaluation=evaluation)
-    assert len(fixed.axes) == 3 and "KL target" not in [t.get_text() for t in fixed.axes[1].get_legend().get_texts()]
+    assert len(fixed.axes) == 3 and "KL target" not in [t.get_text() for t in fixed.legends[0].get_texts()]
 
 
 def test_sample_table_shows_distinct_prompts_with_their_first_reply(tmp_path):
@@ -169,14 +171,14 @@ def test_report_plots_show_every_value_whole_ticks_and_no_false_curves():
     metrics = pd.DataFrame({"update": [1, 2, 3, 4], "objective/scores": [0.1, 0.2, 0.3, 0.4],
                             "objective/rlhf_reward": [0.1, 0.2, 0.3, 0.4], "objective/kl": [0.0, 0.1, 0.2, 0.3]})
     ax_r, ax_kl, _ = plot_ppo_curves(metrics, 2, evaluation=evaluation).axes
-    labels = [t.get_text() for t in ax_r.get_legend().get_texts()]
+    labels = [t.get_text() for t in ax_r.figure.legends[0].get_texts()]
     assert "each update (faint)" in labels and "reward-model score (mean of 4)" in labels
     score = [ln for ln in ax_r.lines if ln.get_label() == "reward-model score (mean of 4)"][0]
     other = [ln for ln in ax_r.lines if ln.get_label() == "score − β·KL (mean of 4)"][0]
     assert other.get_zorder() > score.get_zorder() and other.get_linestyle() == "--"  # both visible when equal
     assert all(float(t).is_integer() for t in ax_kl.get_xticks())
     ax_r = plot_ppo_curves(metrics, 2, score_label="score − 1 × spread").axes[0]  # the reward PPO was paid, named
-    assert "score − 1 × spread (mean of 4)" in [t.get_text() for t in ax_r.get_legend().get_texts()]
+    assert "score − 1 × spread (mean of 4)" in [t.get_text() for t in ax_r.figure.legends[0].get_texts()]
 
 
 def test_round_gains_show_each_measure_with_its_interval_in_its_own_panel():
@@ -196,3 +198,86 @@ def test_round_gains_show_each_measure_with_its_interval_in_its_own_panel():
     assert bars == [[-0.1, 0.2], [0.2, 0.5]]  # each bar spans its 95 % interval
     with pytest.raises(ValueError, match="no gains vs 'previous'"):
         plot_round_gains(evaluation, since="previous")
+
+
+def _legends_clear_of_the_axes(fig):
+    """Every legend's box on the drawn figure, and whether each lies outside every axes' frame (covers no data)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    frames = [ax.get_window_extent(renderer) for ax in fig.axes]
+    return [(legend, not any(legend.get_window_extent(renderer).overlaps(f) for f in frames)) for legend in legends]
+
+
+def test_legends_sit_under_the_axes_and_cover_no_data():
+    """A tiny run's gold reward fell to the bottom right, under the reward panel's legend, and its twin axis drew
+    the gold line over the other legend; overoptimisation's legend hid a proxy point; nine long setting names
+    buried both proxy-vs-gold panels. Now each figure has one legend, under its axes."""
+    from rlhf_lab.loop.plots import plot_overoptimisation, plot_ppo_curves, plot_proxy_vs_gold, plot_sweep
+
+    metrics = pd.DataFrame({"update": range(1, 25), "objective/scores": np.linspace(-1.5, 1.3, 24),
+                            "objective/rlhf_reward": np.linspace(-1.5, 1.3, 24), "objective/kl": np.linspace(0, .8, 24),
+                            "objective/beta": np.linspace(.05, .03, 24)})
+    evaluation = pd.DataFrame({"iteration": [0, 1, 2, 3], "update": [0, 8, 16, 24], "gold_reward": [.49, .49, .41, .41],
+                               "proxy_reward": [None, .76, .05, .78], "kl": [0, .12, .14, .16]})
+    settings = [f"β={b}, conservative ensemble of 5 reward models, min over members" for b in range(9)]
+    curves = pd.DataFrame({"update": [0, 5] * 9, "kl": [0, 1.0] * 9, "proxy": [0, 1.0] * 9, "gold": [0, .1] * 9,
+                           "setting": [s for s in settings for _ in (0, 1)]})
+    sweep = pd.DataFrame({"ppo.kl_coef": [.02, .2] * 9, "gold_reward": np.linspace(1.1, 1.3, 18),
+                          "feedback.rationality": [r for r in range(9) for _ in (0, 1)]})
+    for fig in (plot_ppo_curves(metrics, 8, 2.0, evaluation=evaluation), plot_overoptimisation(evaluation),
+                plot_proxy_vs_gold(curves), plot_sweep(sweep, x="ppo.kl_coef", hue="feedback.rationality")):
+        placed = _legends_clear_of_the_axes(fig)
+        assert len(placed) == 1 and placed[0][1], fig.axes[0].get_title()
+    (legend,) = plot_proxy_vs_gold(curves).legends  # one key for both panels, each setting once
+    assert [t.get_text() for t in legend.get_texts()] == settings and legend.get_title().get_text() == "setting"
+
+
+def test_ppo_curves_of_one_update_show_a_point_and_of_none_say_so():
+    from rlhf_lab.loop.plots import plot_ppo_curves
+
+    one = pd.DataFrame({"update": [1], "objective/scores": [0.2], "objective/kl": [0.5]})
+    ax_r, ax_kl = plot_ppo_curves(one, 4).axes
+    score = [ln for ln in ax_r.lines if ln.get_label().startswith("reward-model score")][0]
+    assert score.get_marker() == "o"  # a line through one point draws nothing
+    ax_r, ax_kl = plot_ppo_curves(one.head(0), 4).axes
+    assert [t.get_text() for t in ax_r.texts] == ["no PPO updates yet"] and not ax_r.get_yticks().size
+
+
+def test_round_gains_draw_no_detectable_change_hollow_and_say_what_the_bars_are():
+    from rlhf_lab.loop.plots import plot_round_gains
+
+    evaluation = pd.DataFrame({"iteration": [0, 1, 2, 3], "gold_gain_vs_initial": [None, 0.1, 0.3, -0.2],
+                               "gold_gain_vs_initial_ci_low": [None, -0.1, 0.2, -0.3],
+                               "gold_gain_vs_initial_ci_high": [None, 0.2, 0.5, -0.1]})
+    fig = plot_round_gains(evaluation)
+    (ax,) = fig.axes
+    points = {(tuple(ln.get_xdata()), ln.get_markerfacecolor()) for ln in ax.lines if ln.get_marker() == "o"}
+    assert points == {((2, 3), ax.lines[0].get_color()), ((1,), "white")}  # rose and fell filled; inside: hollow
+    assert "95 % interval" in fig.get_suptitle() and "hollow: no detectable change" in fig.get_suptitle()
+    nan = evaluation.assign(gold_gain_vs_initial_ci_low=np.nan, gold_gain_vs_initial_ci_high=np.nan)
+    ax = plot_round_gains(nan).axes[0]  # no interval: no bar, and no claim of a change
+    assert not [s for s in ax.collections[0].get_segments() if len(s)]
+    assert [ln.get_markerfacecolor() for ln in ax.lines if ln.get_marker() == "o" and len(ln.get_xdata())] == ["white"]
+
+
+def test_sweep_without_an_interval_draws_no_bar_and_a_decade_of_x_on_a_log_axis():
+    from rlhf_lab.loop.plots import plot_sweep
+
+    one = pd.DataFrame({"ppo.kl_coef": [0.02, 0.2], "seed": [0, 0], "gold_reward": [1.168, 1.108],
+                        "gold_gain_vs_initial": [0.046, -0.014], "gold_gain_vs_initial_ci_low": [np.nan, -0.113],
+                        "gold_gain_vs_initial_ci_high": [np.nan, 0.090]})
+    (ax,) = plot_sweep(one, x="ppo.kl_coef").axes
+    assert [len(s) for s in ax.collections[0].get_segments()] == [0, 2]  # not a zero-width bar at 0.02
+    assert ax.get_title().endswith("bars: 95 % interval of its gain where it has one)")
+    (ax,) = plot_sweep(one.assign(gold_gain_vs_initial_ci_low=np.nan), x="ppo.kl_coef").axes
+    assert ax.get_title().endswith("(1 run per point; no interval, no bars)")
+    assert ax.get_xscale() == "log" and [t.get_text() for t in ax.get_xticklabels()] == ["0.02", "0.2"]
+    hues = pd.concat([one.assign(lr=v) for v in (1, 2, 3)])
+    (ax,) = plot_sweep(hues, x="ppo.kl_coef", hue="lr").axes
+    xs = [bars.lines[0].get_xdata()[0] for bars in ax.containers]
+    assert len(set(xs)) == 3 and xs == sorted(xs)  # side by side, not on top of each other
+    assert plot_sweep(one.assign(**{"ppo.kl_coef": [0.1, 0.2]}), x="ppo.kl_coef").axes[0].get_xscale() == "linear"

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import MaxNLocator
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from rlhf_lab.core.figures import Figure
 
@@ -26,6 +27,31 @@ def _figure(ncols: int = 1, width: float = 5.0, height: float = 3.6):
     fig = Figure(figsize=(width * ncols, height), layout="constrained")
     axes = fig.subplots(1, ncols)
     return fig, np.atleast_1d(axes)
+
+
+def _legend_below(fig, handles=None, title=None, ncols=None):
+    """One legend for the figure, under its axes (constrained layout makes room), so it covers no data however many
+    entries it has or however long they are; the figure grows by its rows. handles: default, every axes' labelled
+    artists (a name drawn on two panels listed once)."""
+    if handles is None:
+        named = {}
+        for h in (h for ax in fig.axes for h in ax.get_legend_handles_labels()[0]):
+            named.setdefault(h.get_label(), h)
+        handles = list(named.values())
+    if not handles:
+        return None
+    if ncols is None:
+        ncols = 1 if max(len(h.get_label()) for h in handles) > 45 else min(len(handles), 2 + (len(fig.axes) > 1))
+    rows = -(-len(handles) // ncols) + (title is not None)
+    fig.set_figheight(fig.get_figheight() + 0.2 * rows)
+    return fig.legend(handles=handles, loc="outside lower center", ncols=ncols, fontsize=8, title=title,
+                      title_fontsize=8, frameon=False)
+
+
+def _nothing_to_draw(ax, message: str) -> None:
+    """An empty axes that says why it is empty (instead of bare 0–1 axes)."""
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="grey", wrap=True)
+    ax.set(xticks=[], yticks=[])
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -149,7 +175,8 @@ def plot_ppo_curves(metrics: pd.DataFrame, updates_per_iteration: int, kl_target
         if column in metrics and len(metrics):
             ax.plot(metrics["update"], metrics[column], color=color, alpha=0.3, linewidth=0.8, zorder=1)
             ax.plot(metrics["update"], _smoothed(metrics, column, updates_per_iteration, smooth), color=color,
-                    linestyle=style, linewidth=width, zorder=z, label=f"{label} (mean of {smooth})")
+                    linestyle=style, linewidth=width, zorder=z, label=f"{label} (mean of {smooth})",
+                    marker="o" if len(metrics) == 1 else None)  # one update: a point, not an invisible line
     if len(metrics):  # one legend entry for the faint raw lines of every curve
         ax_r.plot([], [], color="grey", alpha=0.4, linewidth=0.8, label="each update (faint)")
     if len(metrics):
@@ -163,22 +190,26 @@ def plot_ppo_curves(metrics: pd.DataFrame, updates_per_iteration: int, kl_target
         ax_gold = ax_r.twinx()
         ax_gold.plot(ev["update"], ev["gold_reward"], "o-", color="tab:orange", label="gold reward, eval prompts")
         ax_gold.set_ylabel("gold reward (eval prompts)", color="tab:orange")
-        ax_gold.legend(loc="lower right", fontsize=8)
         ax_kl.plot(ev["update"], ev["kl"], "s", color="black", label="KL on eval prompts")
     legend_ax = ax_kl
     if kl_target is not None and "objective/beta" in metrics and len(metrics):  # the adaptive β, steering the KL
         legend_ax = ax_kl.twinx()
         legend_ax.plot(metrics["update"], metrics["objective/beta"], color="tab:purple", linewidth=1.2,
                        label="β, adaptive (right axis)")
-        legend_ax.set_ylim(0, 2 * metrics["objective/beta"].max())  # its line stays under the legend
+        legend_ax.set_ylim(0, 2 * metrics["objective/beta"].max())  # from 0: how far β moved, in proportion
         legend_ax.set_ylabel("β (weight of the KL penalty)", color="tab:purple")
     several = len(metrics) and metrics["update"].max() > updates_per_iteration  # more than one iteration drawn
     ax_r.set(title="Reward during PPO" + (" (dotted: new iteration, new reward model)" if several else ""),
              xlabel="PPO update", ylabel="reward")
     ax_kl.set(title="KL to the reference policy", xlabel="PPO update", ylabel="nats")
-    ax_r.legend(loc="upper left", fontsize=8)
-    handles = [h for ax in dict.fromkeys((ax_kl, legend_ax)) for h in ax.get_legend_handles_labels()[0]]
-    legend_ax.legend(handles=handles, loc="upper left" if legend_ax is not ax_kl else "best", fontsize=8)  # on top
+    if not len(metrics):
+        for ax in (ax_r, ax_kl):
+            _nothing_to_draw(ax, "no PPO updates yet")
+    # under the panels, the reward panel's names in the left column and the KL panel's in the right
+    left, right = ([h for ax in dict.fromkeys(axes) for h in ax.get_legend_handles_labels()[0]]
+                   for axes in ((ax_r, *ax_r.get_shared_x_axes().get_siblings(ax_r)), (ax_kl, legend_ax)))  # + twins
+    pad = [Line2D([], [], alpha=0, label=" ")] * abs(len(left) - len(right))
+    _legend_below(fig, left + pad * (len(left) < len(right)) + right + pad * (len(right) < len(left)), ncols=2)
     return fig
 
 
@@ -196,7 +227,7 @@ def plot_overoptimisation(evaluation: pd.DataFrame) -> Figure:
         ax.annotate(f"it {int(row['iteration'])}", (row["kl"], row["gold_reward"]), textcoords="offset points",
                     xytext=(-5 if last else 5, 7 if n % 2 == 0 else -13), ha="right" if last else "left", fontsize=8)
     ax.set(title="Proxy vs gold reward as KL grows", xlabel="KL to the reference (nats per reply)", ylabel="reward")
-    ax.legend(fontsize=8)
+    _legend_below(fig)
     return fig
 
 
@@ -236,20 +267,26 @@ def plot_round_gains(evaluation: pd.DataFrame, since: str = "initial") -> Figure
     fig, axes = _figure(ncols=len(measures), width=3.8, height=3.4)
     for ax, m in zip(axes, measures):
         rows = ev[ev[f"{m}_gain_vs_{since}"].notna()]
-        gain = rows[f"{m}_gain_vs_{since}"]
-        err = [gain - rows[f"{m}_gain_vs_{since}_ci_low"], rows[f"{m}_gain_vs_{since}_ci_high"] - gain]
-        ax.errorbar(rows["iteration"], gain, yerr=err, fmt="o-", capsize=4)
+        gain, low, high = (rows[f"{m}_gain_vs_{since}{end}"] for end in ("", "_ci_low", "_ci_high"))
+        line = ax.errorbar(rows["iteration"], gain, yerr=[gain - low, high - gain], fmt="-", capsize=4).lines[0]
+        seen = (low > 0) | (high < 0)  # the interval excludes 0; else (or with no interval) no detectable change
+        for where, face in ((seen, line.get_color()), (~seen, "white")):
+            ax.plot(rows["iteration"][where], gain[where], "o", color=line.get_color(), mfc=face, zorder=3)
         ax.axhline(0.0, color="grey", linestyle=":", linewidth=1)
         ax.set(title=_ROUND_GAINS[m], xlabel="iteration", ylabel=f"change since the {since} policy" if
                ax is axes[0] else None)
         ax.title.set_fontsize(9)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(f"Change since the {since} policy (bars: 95 % interval, paired by prompt)\n"
+                 "filled: a detectable change; hollow: no detectable change (the interval includes 0)", fontsize=9)
     return fig
 
 
 def plot_proxy_vs_gold(curves: pd.DataFrame, hue: str = "setting") -> Figure:
     """Proxy (dashed) and gold (solid) reward against KL, one colour per value of `hue`, each curve shifted to start
     at 0 so that settings compare by how much they gained."""
+    if not len(curves):
+        raise ValueError("no curves to plot: the table is empty (run lessons.overoptimisation_curve first)")
     fig, (ax_proxy, ax_gold) = _figure(ncols=2, height=3.8)
     ax_gold.sharex(ax_proxy)
     groups = curves.groupby(hue, sort=False) if hue in curves else [("", curves)]
@@ -261,7 +298,7 @@ def plot_proxy_vs_gold(curves: pd.DataFrame, hue: str = "setting") -> Figure:
     for ax, name in ((ax_proxy, "proxy (reward model)"), (ax_gold, "gold (the crowd's hidden utility)")):
         ax.axhline(0, color="grey", lw=1, ls=":")
         ax.set(xlabel="KL to the reference (nats per reply)", ylabel="gain since the start", title=name)
-        ax.legend(fontsize=8, title=hue if hue in curves else None)
+    _legend_below(fig, title=hue if hue in curves else None)
     return fig
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -280,21 +317,38 @@ def plot_sweep(df: pd.DataFrame, x: str, y: str = "gold_reward", hue: str | None
     gain = [f"gold_gain_vs_initial{end}" for end in ("", "_ci_low", "_ci_high")]
     own = counts.max() == 1 and y == "gold_reward" and set(gain) <= set(df.columns)
     fig, (ax,) = _figure(width=5.5, height=3.8)
-    for label, group in (df.groupby(hue, sort=True) if hue else [(None, df)]):
+    values = pd.to_numeric(pd.Series(df[x].unique()), errors="coerce")
+    log = values.notna().all() and values.min() > 0 and values.max() >= 10 * values.min()  # a decade or more
+    groups = df.groupby(hue, sort=True) if hue else [(None, df)]
+    span = (np.log10(values.max() / values.min()) if log else values.max() - values.min()) or 1.0
+    step = 0.3 * span / max(len(values) - 1, 1) / max(len(groups) - 1, 1)  # hues side by side: 30 % of a gap
+    for k, (label, group) in enumerate(groups):
         if own:  # the run's gain interval, moved to its gold reward (NaN at a round without one: no bar)
             stats = group.assign(low=group[gain[0]] - group[gain[1]], high=group[gain[2]] - group[gain[0]]) \
-                .groupby(x, sort=True)[[y, "low", "high"]].mean().fillna({"low": 0.0, "high": 0.0})
+                .groupby(x, sort=True)[[y, "low", "high"]].mean()
             mean, yerr = stats[y], [stats["low"], stats["high"]]
         else:
             stats = group.groupby(x, sort=True)[y].agg(["mean", "min", "max"])
             mean, yerr = stats["mean"], [stats["mean"] - stats["min"], stats["max"] - stats["mean"]]
-        ax.errorbar(stats.index.astype(str) if stats.index.dtype == object else stats.index, mean, yerr=yerr,
-                    marker="o", capsize=3, label=None if hue is None else f"{hue} = {label}")
+        at = stats.index.astype(str) if stats.index.dtype == object else stats.index
+        if hue and values.notna().all():  # side by side, so that one hue's bars do not hide another's
+            offset = (k - (len(groups) - 1) / 2) * step
+            at = at * 10 ** offset if log else at + offset
+        ax.errorbar(at, mean, yerr=yerr, marker="o", capsize=3, label=None if hue is None else f"{hue} = {label}")
     n = f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}–{counts.max()}"
-    bars = "bars: min–max" if counts.max() > 1 else "bars: 95 % interval of its gain" if own else "no bars"
+    missing = own and df[gain[1]].isna()
+    if own and missing.all():  # one seed and no interval (a round without one): no bar, and the title says none
+        own = None
+    bars = "bars: min–max" if counts.max() > 1 else "bars: 95 % interval of its gain" if own else \
+        "no interval, no bars" if own is None else "no bars"
+    bars += " where it has one" if own and missing.any() else ""
     ax.set(xlabel=x, ylabel=y, title=f"{y} by {x}\n({n} run{'s' if counts.max() > 1 else ''} per point; {bars})")
+    if log:
+        ax.set_xscale("log")
+        ax.set_xticks(sorted(values), labels=[f"{v:g}" for v in sorted(values)], minor=False)
+        ax.xaxis.set_minor_formatter(NullFormatter())
     if hue:
-        ax.legend(fontsize=8)
+        _legend_below(fig)
     return fig
 
 
