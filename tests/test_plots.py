@@ -281,3 +281,69 @@ def test_sweep_without_an_interval_draws_no_bar_and_a_decade_of_x_on_a_log_axis(
     xs = [bars.lines[0].get_xdata()[0] for bars in ax.containers]
     assert len(set(xs)) == 3 and xs == sorted(xs)  # side by side, not on top of each other
     assert plot_sweep(one.assign(**{"ppo.kl_coef": [0.1, 0.2]}), x="ppo.kl_coef").axes[0].get_xscale() == "linear"
+
+
+def test_empty_inputs_say_what_to_do_instead_of_a_crash_or_bare_axes():
+    from rlhf_lab.loop.plots import plot_proxy_vs_gold, plot_rm_accuracy, plot_sampling_sweep, plot_taste
+
+    with pytest.raises(ValueError, match="sweep table is empty"):
+        plot_sampling_sweep(pd.DataFrame(columns=["temperature", "top_p", "distinct_2", "gold"]))
+    with pytest.raises(ValueError, match="no rewards of chosen or of rejected"):
+        plot_reward_histograms({"chosen": np.array([]), "rejected": np.array([])})
+    with pytest.raises(ValueError, match="no before/after scores"):  # was "Number of columns must be ... not 0"
+        plot_taste([])
+    with pytest.raises(ValueError, match="no curves to plot"):
+        plot_proxy_vs_gold(pd.DataFrame(columns=["update", "kl", "proxy", "gold", "setting"]))
+    (ax,) = plot_rm_accuracy(pd.DataFrame({"iteration": [0], "rm/val_accuracy": [None],
+                                           "rm/gold_accuracy": [None]})).axes
+    assert [t.get_text() for t in ax.texts] == ["no reward model yet: it is fitted in iteration 1"]
+    assert ax.get_legend() is None and not ax.get_xticks().size  # no legend of nothing, no iteration −0.045
+
+
+def test_reward_training_of_one_step_shows_a_point_at_a_whole_step():
+    ax = plot_reward_training([{"step": 1, "train/loss": 0.74, "train/accuracy": 0.54}]).axes[0]
+    train = [ln for ln in ax.lines if ln.get_label() == "train"][0]
+    assert train.get_marker() == "o" and list(ax.get_xticks()) == [1]
+
+
+def test_chosen_and_rejected_stay_apart_for_red_green_colour_blind_readers():
+    """tab:green and tab:red (the old pair) differ by 0.07 under a deuteranopia simulation (Machado et al. 2009,
+    severity 1, linear RGB); the histograms' pair must differ by far more."""
+    from matplotlib.colors import to_rgb
+
+    machado = np.array([[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413],
+                        [-0.011820, 0.042940, 0.968881]])
+
+    def seen(color):
+        c = np.array(to_rgb(color))
+        return np.clip(machado @ np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4), 0, 1)
+
+    ax = plot_reward_histograms({"chosen": np.array([1.0, 2.0]), "rejected": np.array([0.0])}).axes[0]
+    chosen, rejected = ax.patches[0].get_facecolor(), ax.patches[-1].get_facecolor()  # first: chosen, last: rejected
+    assert np.linalg.norm(seen(chosen[:3]) - seen(rejected[:3])) > 0.15
+    assert np.linalg.norm(seen("tab:green") - seen("tab:red")) < 0.1  # the check tells the old pair apart
+
+
+def test_costs_name_units_and_keep_long_method_names_readable():
+    from rlhf_lab.loop.plots import plot_costs
+
+    table = pd.DataFrame({"method": [f"ppo learning_rate={k}e-05, a long setting name" for k in range(8)],
+                          "win_rate_vs_initial": 0.6, "tokens_generated": 2000, "wall_time_s": 120.0,
+                          "peak_memory_mb": 2900.0})
+    axes = plot_costs(table).axes
+    assert [ax.get_title() for ax in axes] == ["win rate vs the initial policy\n(gold; dashed: 0.5, no change)",
+                                               "tokens generated", "wall time (s)", "peak memory (MB)"]
+    assert [t.get_text() for t in axes[0].get_yticklabels()] == list(table["method"])  # horizontal, unrotated
+    assert all(not [t for t in ax.get_yticklabels() if t.get_visible() and t.get_text()] for ax in axes[1:])
+
+
+def test_frontier_draws_the_gold_gain_interval():
+    from rlhf_lab.loop.plots import plot_frontier
+
+    frontier = pd.DataFrame({"method": ["ppo", "ppo"], "kl": [0.0, 0.07], "gold_reward": [1.07, 1.18],
+                             "proxy_reward": [0.06, 0.10], "gold_gain": [0.0, 0.107], "gold_gain_ci_low": [0.0, 0.017],
+                             "gold_gain_ci_high": [0.0, 0.205]})
+    gold, proxy = plot_frontier(frontier).axes
+    (bars,) = gold.collections
+    assert [sorted(y for _, y in seg) for seg in bars.get_segments()][1] == pytest.approx([1.18 - 0.09, 1.18 + 0.098])
+    assert "95 % interval" in gold.get_title() and not proxy.collections  # the proxy has no interval to draw

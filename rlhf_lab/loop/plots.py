@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator, NullFormatter
+from matplotlib.ticker import FixedLocator, MaxNLocator, NullFormatter
 
 from rlhf_lab.core.figures import Figure
 
@@ -19,7 +19,8 @@ __all__ = ["plot_sampling_sweep", "plot_reward_training", "plot_calibration", "p
            "plot_sweep",
            "plot_frontier", "plot_costs", "plot_taste"]
 
-CHOSEN_COLOR, REJECTED_COLOR, TRAIN_COLOR, VAL_COLOR = "tab:green", "tab:red", "tab:blue", "tab:orange"
+CHOSEN_COLOR, REJECTED_COLOR, TRAIN_COLOR, VAL_COLOR = "#0072B2", "#D55E00", "tab:blue", "tab:orange"
+"""Chosen and rejected: Okabe–Ito blue and vermillion, apart for red–green colour-blind readers too."""
 
 
 def _figure(ncols: int = 1, width: float = 5.0, height: float = 3.6):
@@ -60,6 +61,8 @@ def _nothing_to_draw(ax, message: str) -> None:
 
 def plot_sampling_sweep(table: pd.DataFrame, diversity: str = "distinct_2", quality: str = "gold") -> Figure:
     """Quality against diversity, one point per sampling setting, labelled with its temperature and top_p."""
+    if not len(table):
+        raise ValueError("the sweep table is empty: give lessons.sampling_sweep at least one SamplingConfig")
     fig, (ax,) = _figure(width=5.5, height=4)
     ax.plot(table[diversity], table[quality], "o", color="tab:blue")
     for row in table.itertuples():
@@ -87,7 +90,9 @@ def plot_reward_training(history, smooth: int = 5) -> Figure:
     for ax, name, chance in ((ax_loss, "loss", np.log(2)), (ax_acc, "accuracy", 0.5)):
         train = df[f"train/{name}"]
         ax.plot(df["step"], train, color=TRAIN_COLOR, alpha=0.3, lw=1)
-        ax.plot(df["step"], train.rolling(smooth, min_periods=1).mean(), color=TRAIN_COLOR, label="train")
+        ax.plot(df["step"], train.rolling(smooth, min_periods=1).mean(), color=TRAIN_COLOR, label="train",
+                marker="o" if len(df) == 1 else None)  # one step: a point, not an invisible line
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True) if len(df) > 1 else FixedLocator(df["step"]))
         if f"val/{name}" in df:
             val = df.dropna(subset=[f"val/{name}"])
             ax.plot(val["step"], val[f"val/{name}"], "o-", color=VAL_COLOR, label="validation")
@@ -130,6 +135,8 @@ def plot_reward_histograms(rewards, bins: int = 30) -> Figure:
     if isinstance(rewards, pd.DataFrame):
         rewards = {role: rewards.loc[rewards["role"] == role, "reward"].to_numpy() for role in ("chosen", "rejected")}
     both = np.concatenate([rewards["chosen"], rewards["rejected"]])
+    if not len(rewards["chosen"]) or not len(rewards["rejected"]):
+        raise ValueError("no rewards of chosen or of rejected replies to plot: evaluate on at least one pair")
     edges = np.histogram_bin_edges(both, bins=bins)
     fig, (ax,) = _figure()
     for role, color in (("chosen", CHOSEN_COLOR), ("rejected", REJECTED_COLOR)):
@@ -247,7 +254,10 @@ def plot_rm_accuracy(evaluation: pd.DataFrame) -> Figure:
     ax.set(title="Reward-model accuracy on held-out pairs", xlabel="iteration", ylabel="accuracy",
            ylim=(min(values) - 0.05, max(values) + 0.03))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # iterations are whole numbers
-    ax.legend(fontsize=8)
+    if len(ev):
+        ax.legend(fontsize=8)
+    else:
+        _nothing_to_draw(ax, "no reward model yet: it is fitted in iteration 1")
     return fig
 
 
@@ -362,22 +372,31 @@ def plot_frontier(frontier: pd.DataFrame) -> Figure:
             line, = ax.plot(rows["kl"], rows[key], marker="o", label=name)
             if "kl_analytic" in rows and rows["kl_analytic"].notna().all():
                 ax.plot(rows["kl_analytic"], rows[key], ls=":", color=line.get_color(), label=f"{name} (analytic KL)")
-        ax.set_xlabel("KL to the initial policy (nats per reply)")
-        ax.set_ylabel(title)
-        ax.set_title(f"{title} vs KL")
-    axes[0].legend(fontsize=8)
+            if key == "gold_reward" and "gold_gain_ci_low" in rows:  # the gain's interval (at the start: exactly 0)
+                low, high = (rows["gold_gain"] - rows[f"gold_gain_ci_{e}"] for e in ("low", "high"))
+                ax.errorbar(rows["kl"], rows[key], yerr=[low, -high], fmt="none", color=line.get_color(), capsize=3)
+        ax.set(xlabel="KL to the initial policy (nats per reply)", ylabel=title, title=f"{title} vs KL")
+    if "gold_gain_ci_low" in frontier:
+        axes[0].set_title("gold reward vs KL\n(bars: 95 % interval of the gain over the initial policy)", fontsize=10)
+    _legend_below(fig)
     return fig
 
 
 def plot_costs(table: pd.DataFrame) -> Figure:
     """Win rate against the initial policy, tokens generated, wall time and peak memory per method (bars)."""
-    fig, axes = _figure(ncols=4, width=3.0, height=3.2)
-    for ax, key in zip(axes, ("win_rate_vs_initial", "tokens_generated", "wall_time_s", "peak_memory_mb")):
-        ax.bar(table["method"].astype(str), table[key], color="tab:blue")
-        ax.set_title(key, fontsize=10)
-        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
-    axes[0].axhline(0.5, color="grey", lw=0.8, ls="--")
+    fig, axes = _figure(ncols=4, width=3.0, height=1.4 + 0.25 * len(table))
+    for ax, (key, title) in zip(axes, _COSTS.items()):
+        ax.barh(table["method"].astype(str), table[key], color="tab:blue")
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(labelleft=ax is axes[0], labelsize=8)
+        ax.invert_yaxis()  # the table's first method on top
+    axes[0].axvline(0.5, color="grey", lw=0.8, ls="--")
     return fig
+
+
+_COSTS = {"win_rate_vs_initial": "win rate vs the initial policy\n(gold; dashed: 0.5, no change)",
+          "tokens_generated": "tokens generated", "wall_time_s": "wall time (s)", "peak_memory_mb": "peak memory (MB)"}
+"""The columns of `plot_costs` and their titles."""
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -391,6 +410,8 @@ def plot_taste(samples, taste_result=None, reward_result=None) -> Figure:
     df = pd.DataFrame(samples)
     panels = [("taste", taste_result, "the taste's utility"), ("reward", reward_result, "your reward model's score")]
     panels = [p for p in panels if f"{p[0]}_before" in df]
+    if not panels:
+        raise ValueError("no before/after scores to plot: pass TasteResult.samples (what run_taste returns)")
     fig, axes = _figure(ncols=len(panels), width=4.6, height=4.2)
     for ax, (key, result, label) in zip(axes, panels):
         x, y = df[f"{key}_before"], df[f"{key}_after"]
