@@ -347,3 +347,8 @@ def test_frontier_draws_the_gold_gain_interval():
     (bars,) = gold.collections
     assert [sorted(y for _, y in seg) for seg in bars.get_segments()][1] == pytest.approx([1.18 - 0.09, 1.18 + 0.098])
     assert "95 % interval" in gold.get_title() and not proxy.collections  # the proxy has no interval to draw
+
+
+def test_calibration_counts_pairs_in_whole_numbers():
+    counts = plot_calibration(report(n=6)).axes[1]  # 12 pairs in both orders: the default ticks were 0.25 apart
+    assert all(float(t).is_integer() for t in counts.get_yticks())

@@ -118,6 +118,7 @@ def plot_calibration(calibration) -> Figure:
     counts.bar((table["bin_lo"] + table["bin_hi"]) / 2, table["count"], width=table["bin_hi"] - table["bin_lo"],
                color="grey", alpha=0.15)
     counts.set_ylabel("pairs per bin (both orders)")
+    counts.yaxis.set_major_locator(MaxNLocator(integer=True))  # pairs are whole (no 0.25 pair with few of them)
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted P(chosen)", ylabel="observed frequency", title="Calibration")
     ax.set_zorder(counts.get_zorder() + 1)
     ax.patch.set_visible(False)
