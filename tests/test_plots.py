@@ -228,8 +228,13 @@ def test_legends_sit_under_the_axes_and_cover_no_data():
                            "setting": [s for s in settings for _ in (0, 1)]})
     sweep = pd.DataFrame({"ppo.kl_coef": [.02, .2] * 9, "gold_reward": np.linspace(1.1, 1.3, 18),
                           "feedback.rationality": [r for r in range(9) for _ in (0, 1)]})
+    from rlhf_lab.loop.plots import plot_taste
+
+    rose = [{"taste_before": -1.0, "taste_after": 2.0, "reward_before": -1.0, "reward_after": 2.0},  # upper left
+            {"taste_before": 0.0, "taste_after": 0.0, "reward_before": 0.0, "reward_after": 0.0}]
     for fig in (plot_ppo_curves(metrics, 8, 2.0, evaluation=evaluation), plot_overoptimisation(evaluation),
-                plot_proxy_vs_gold(curves), plot_sweep(sweep, x="ppo.kl_coef", hue="feedback.rationality")):
+                plot_proxy_vs_gold(curves), plot_sweep(sweep, x="ppo.kl_coef", hue="feedback.rationality"),
+                plot_taste(rose)):
         placed = _legends_clear_of_the_axes(fig)
         assert len(placed) == 1 and placed[0][1], fig.axes[0].get_title()
     (legend,) = plot_proxy_vs_gold(curves).legends  # one key for both panels, each setting once

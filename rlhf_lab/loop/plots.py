@@ -424,5 +424,5 @@ def plot_taste(samples, taste_result=None, reward_result=None) -> Figure:
         if result is not None:
             title += f"\ngain {result.gain:+.3f} [{result.ci_low:+.3f}, {result.ci_high:+.3f}]\n{result.verdict}"
         ax.set(xlabel="before", ylabel="after", title=title, xlim=(lo - pad, hi + pad), ylim=(lo - pad, hi + pad))
-        ax.legend(fontsize=7, loc="upper left")
+    _legend_below(fig)  # the upper left is where a prompt that rose a lot lands
     return fig
