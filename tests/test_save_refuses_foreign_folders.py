@@ -168,3 +168,36 @@ def test_a_dpo_fit_refuses_a_foreign_checkpoint_folder_before_its_first_step(tin
     with pytest.raises(ValueError, match="holds files a checkpoint does not write"):
         trainer.fit(pairs, checkpoint_dir=folder, checkpoint_every=1)
     assert trainer.update_ == 0 and snapshot(folder) == before
+
+
+def test_a_file_put_into_a_save_later_is_kept_when_the_save_is_replaced(tmp_path):
+    """Notes someone put into a checkpoint's folder after it was saved are not in its manifest: the next save of that
+    folder copies them over (a stale file the earlier save wrote is not); a kept file the new save would overwrite is
+    refused before anything is replaced; a copy an interrupted replace left aside gives its files too."""
+    def save(path, version, extra=None):
+        return save_checkpoint(path, tensors={"w": torch.full((2,), version)}, state={"version": version},
+                               extra=extra)
+
+    ckpt = tmp_path / "ckpt"
+    save(ckpt, 1.0, extra=lambda tmp: (tmp / "old_only.json").write_text("{}"))  # the first save's own file
+    (ckpt / "notes.txt").write_text("lr 1e-5 looked best")
+    (ckpt / "plots").mkdir()
+    (ckpt / "plots" / "curve.png").write_bytes(b"png")
+    save(ckpt, 2.0)
+    assert load_checkpoint(ckpt).state["version"] == 2.0  # its checksums still hold
+    assert (ckpt / "notes.txt").read_text() == "lr 1e-5 looked best" and (ckpt / "plots" / "curve.png").exists()
+    assert not (ckpt / "old_only.json").exists(), "a file the earlier save wrote itself is not carried over"
+    save(ckpt, 3.0)  # kept again: the new manifest does not list them either
+    assert (ckpt / "notes.txt").is_file() and load_checkpoint(ckpt).state["version"] == 3.0
+
+    (ckpt / "clash.json").write_text("mine")
+    before = snapshot(ckpt)
+    with pytest.raises(ValueError, match=r"holds clash.json, which the earlier save did not write and this one would "
+                                         r"overwrite: nothing was replaced; move it out"):
+        save(ckpt, 4.0, extra=lambda tmp: (tmp / "clash.json").write_text("theirs"))
+    assert snapshot(ckpt) == before and not list(tmp_path.glob(".ckpt.*"))
+
+    (ckpt / "clash.json").unlink()
+    ckpt.rename(tmp_path / ".ckpt.old-12345678")  # a crash between the two renames of a replace
+    save(ckpt, 5.0)
+    assert (ckpt / "notes.txt").read_text() == "lr 1e-5 looked best" and not list(tmp_path.glob(".ckpt.*"))

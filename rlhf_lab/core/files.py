@@ -12,7 +12,9 @@ A directory is written into a hidden temporary sibling, flushed to disk, then re
 and the folder holding it is flushed too, so a power cut cannot undo the rename.
 Only a previous save of the same kind is replaced (the folder holds the writer's marker file: `SaveKind`), or an
 empty folder: a folder with anything else in it (a learner's feedback.db and notes), or a file, is refused before
-anything is written (`check_replaceable`). Replacing an existing directory takes two renames (old one aside, new one
+anything is written (`check_replaceable`). A file someone put into a previous save later (notes beside a checkpoint)
+is not lost when the save is replaced: one that its manifest does not list is copied into the new save
+(`keep_unlisted_files`). Replacing an existing directory takes two renames (old one aside, new one
 in); a crash between them leaves the old one aside under a hidden name (`aside_copies` finds it). Temporary
 directories left by a crash are hidden and removed by the next write (never one another process is still
 filling: `core.locks.being_written`).
@@ -34,7 +36,7 @@ from rlhf_lab.core.locks import being_written, hold_while_writing
 
 __all__ = ["SaveKind", "check_replaceable", "atomic_directory", "publish_directory", "write_atomic", "write_atomic_all",
            "aside_copies", "existing_or_aside", "file_digests", "write_manifest", "verify_digests", "read_json",
-           "ensure_free_space", "file_above"]
+           "ensure_free_space", "file_above", "keep_unlisted_files"]
 
 
 def _fsync_tree(path: Path) -> None:
@@ -124,6 +126,10 @@ def publish_directory(tmp: str | Path, path: str | Path, *, kind: SaveKind | Non
     (`core.sharded_checkpoint`)."""
     tmp, path = Path(tmp), Path(path)
     check_replaceable(path, kind)  # again: files may have appeared in `path` while `tmp` was written
+    if kind is not None:
+        previous = path if path.is_dir() else next(reversed(aside_copies(path)), None)  # a crash's copy set aside
+        if previous is not None:
+            keep_unlisted_files(previous, tmp, kind.marker)
     _fsync_tree(tmp)
     if path.exists():
         aside = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
@@ -134,6 +140,30 @@ def publish_directory(tmp: str | Path, path: str | Path, *, kind: SaveKind | Non
     _fsync_folder(path.parent)
     for stale in aside_copies(path):  # this one, and any an earlier crash left: `path` is whole now
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def keep_unlisted_files(previous: Path, new: Path, marker: str) -> list[str]:
+    """Copy into the new save `new` every file under the previous save `previous` that its manifest (`marker`, a JSON
+    file with "sha256": {relative path: digest}, `write_manifest`) does not list: a file someone put there after it
+    was saved. Returns their relative paths. A previous save without such a manifest lists nothing to keep. A kept
+    file that the new save also writes is refused in one line (ValueError), before anything is replaced."""
+    try:
+        listed = json.loads((previous / marker).read_text(encoding="utf-8")).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        return []
+    if not isinstance(listed, dict):
+        return []
+    kept = sorted(p.relative_to(previous).as_posix() for p in previous.rglob("*")
+                  if p.is_file() and p.relative_to(previous).as_posix() not in {*listed, marker})
+    clash = [name for name in kept if (new / name).exists()]
+    if clash:
+        raise ValueError(f"{previous} holds {', '.join(clash[:3])}, which the earlier save did not write and this one "
+                         f"would overwrite: nothing was replaced; move {'it' if len(clash) == 1 else 'them'} out of "
+                         f"the folder first")
+    for name in kept:
+        (new / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(previous / name, new / name)
+    return kept
 
 
 def existing_or_aside(path: str | Path, marker: str, what: str = "checkpoint") -> Path:
