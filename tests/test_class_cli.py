@@ -4,6 +4,7 @@ one clear line and exit 2 for bad input, the students' logins in a private file,
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import stat
 import tempfile
@@ -270,3 +271,25 @@ def test_the_admin_password_file_is_private_from_the_moment_it_is_made(tmp_path,
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "class-db" / "admin-password").stat().st_mode) == 0o600
     assert len(server.password) == 24
+
+
+def test_students_enrolled_late_are_told_apart_and_get_the_next_items(postgres, tmp_path, capsys):
+    url = postgres.create_database("class_late")
+    simulate = ["feedback", "simulate", "--store", url, "--annotators", "0", "--model", "corpus"]
+    assert main(simulate + ["--items", "6"]) == 0
+    roster, logins = tmp_path / "roster.csv", tmp_path / "logins.csv"
+    roster.write_text("student_id\nada\nbob\ncy\n")
+    create = ["class", "create", "--store", url, "--roster", str(roster), "--k", "2", "--logins", str(logins)]
+    assert main(create) == 0
+    roster.write_text("student_id\nada\nbob\ncy\ndee\n")  # a student who joined late: every item is assigned
+    capsys.readouterr()
+    assert main(create) == 0
+    assert "1 students have no items to judge (dee)" in capsys.readouterr().out
+    assert main(["class", "progress", "--store", url]) == 0
+    assert "0 of 4 students done (1 with no items assigned)" in capsys.readouterr().out  # dee did nothing
+    assert main(simulate + ["--items", "4", "--seed", "1"]) == 0
+    assert main(create) == 0
+    assert "no items to judge" not in capsys.readouterr().out
+    assert main(["class", "progress", "--store", url, "--json"]) == 0
+    assigned = {r["student_id"]: r["assigned"] for r in json.loads(capsys.readouterr().out)}
+    assert assigned["dee"] == 4 and sorted(assigned.values()) == [4, 5, 5, 6]  # the new items went to dee first

@@ -95,6 +95,7 @@ def cmd_create(args) -> None:
                 raise ValueError("the class store has no items yet: add some with `rlhf-lab feedback simulate "
                                  "--store URL --annotators 0 --items 200`, then run this again")
             names = roster(store).set_index("student_id")["display_name"].to_dict()
+            idle = list(progress(store).query("assigned == 0")["student_id"])
             start = os.lseek(out.fileno(), 0, os.SEEK_END) if postgres else 0
 
             def keep(urls: dict) -> None:  # on disk before the passwords are committed: a full disk loses none
@@ -118,6 +119,10 @@ def cmd_create(args) -> None:
                 if fresh and not logins:  # nothing to hand out: no empty file left behind
                     Path(args.logins).unlink()
     print(f"{new} new students enrolled; {assigned['item_id'].nunique()} items assigned to {args.k} students each")
+    if idle:
+        print(f"{len(idle)} students have no items to judge ({', '.join(idle[:5])}{', ...' if len(idle) > 5 else ''}):"
+              " every item was already assigned. Add items (`rlhf-lab feedback simulate --store URL --annotators 0 "
+              "--items N`) and run `class create` again: new items go to the students with the fewest first")
     if not postgres:
         print(f"no logins written: {store.display_url} is a SQLite file, which has no per-student logins (a class "
               "store on PostgreSQL, e.g. from `rlhf-lab class serve`, gives each student one)")
@@ -136,7 +141,9 @@ def cmd_progress(args) -> None:
     print(table.to_string(index=False) if len(table) else "no students enrolled yet")
     if len(table):
         print(f"\n{int(table['judged'].sum())} of {int(table['assigned'].sum())} assigned judgments made; "
-              f"{int((table['remaining'] == 0).sum())} of {len(table)} students done")
+              f"{int(((table['remaining'] == 0) & (table['assigned'] > 0)).sum())} of {len(table)} students done"
+              + (f" ({int((table['assigned'] == 0).sum())} with no items assigned)" if (table['assigned'] == 0).any()
+                 else ""))
 
 
 def add_class_commands(subparsers):

@@ -20,9 +20,11 @@ and `assignments` is their own. A student's code cannot get round it (the server
 from __future__ import annotations
 
 import hashlib
+import heapq
 import re
 import secrets
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -86,8 +88,9 @@ def roster(store) -> pd.DataFrame:
 
 
 def assign_items(store, k: int = 3, item_ids=None, seed: int = 0) -> pd.DataFrame:
-    """Give each item not yet assigned (or each of `item_ids`) to `k` different students, spread evenly: every
-    student gets the same number of items, give or take one. Items already assigned keep their students. Returns
+    """Give each item not yet assigned (or each of `item_ids`) to `k` different students, spread evenly: each item
+    goes to the students with the fewest items so far, so every student gets the same number, give or take one
+    (students enrolled later get the new items first). Items already assigned keep their students. Returns
     the new assignments (item_id, student_id). A student's `pending_items` then lists only their items."""
     with store.transaction() as conn:
         serialize(conn, "assignments")  # two assigning at once: the second sees what the first assigned
@@ -103,9 +106,18 @@ def assign_items(store, k: int = 3, item_ids=None, seed: int = 0) -> pd.DataFram
         if unknown:
             raise ValueError(f"unknown item ids {unknown[:5]}; see store.items()")
         todo = [i for i in wanted if i not in assigned]
-        order = [students[j] for j in np.random.default_rng(seed).permutation(len(students))]
-        rows = [dict(item_id=item, student_id=order[(n * int(k) + j) % len(order)])
-                for n, item in enumerate(todo) for j in range(int(k))]
+        load = Counter(conn.execute(sa.select(assignments_t.c.student_id)).scalars())
+        # each item goes to the k students with the fewest items so far (ties in a seeded order): a student enrolled
+        # after the first assignment gets the next new items first
+        queue = [(load[students[j]], rank, students[j])
+                 for rank, j in enumerate(np.random.default_rng(seed).permutation(len(students)))]
+        heapq.heapify(queue)
+        rows = []
+        for item in todo:
+            taken = [heapq.heappop(queue) for _ in range(int(k))]
+            rows += [dict(item_id=item, student_id=sid) for _, _, sid in taken]
+            for count, rank, sid in taken:
+                heapq.heappush(queue, (count + 1, rank, sid))
         if rows:
             conn.execute(assignments_t.insert(), rows)
     return pd.DataFrame(rows, columns=["item_id", "student_id"])
