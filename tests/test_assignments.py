@@ -790,3 +790,19 @@ def test_build_refuses_an_out_under_a_file_in_one_line(tmp_path, capsys, out, me
     err = capsys.readouterr().err
     assert err.startswith("rlhf-lab assignments: error: ") and err.count("\n") == 1, err
     assert message.format(afile=tmp_path / "afile") in err and (tmp_path / "afile").read_text() == "keep"
+
+
+def test_feedback_files_of_ids_that_differ_only_in_case_get_different_names(built, tmp_path, monkeypatch):
+    """'s1' and 'S1' are one student to same_id_as; their feedback files must not be s1.md and S1.md, which are one
+    file on a case-insensitive disk (macOS, Windows): the second would overwrite the first."""
+    from rlhf_lab.teach import gradebook
+
+    ids = iter(["s1", "S1"])
+    monkeypatch.setattr(gradebook, "grade_in_child", lambda job: {
+        "questions": {}, "student_id": next(ids), "error": "", "seconds": 0.1})
+    for who in ("a", "b"):
+        shutil.copy(built / "ppo_math" / "student" / "ppo_math.ipynb", _mkdir(tmp_path / "subs" / who))
+    out = tmp_path / "grades" / "scores.csv"
+    assert _grade_cli(built, tmp_path / "subs", out) == 0
+    names = [p.name for p in (out.parent / "feedback" / "ppo_math").iterdir()]
+    assert len(names) == 2 and len({n.casefold() for n in names}) == 2, names

@@ -338,7 +338,8 @@ def grade(submissions_dir: str | Path, build_dir: str | Path = DEFAULT_OUT, out:
             folder = out.parent / "feedback" / row["assignment"]
             stem = _safe_name(row.get("student_id") or row["submission"])
             target = folder / f"{stem}.md"
-            if target in written:  # two submissions with one id: keep both, named by file
+            taken = {str(path).casefold() for path in written}  # s1.md and S1.md: one file on macOS and Windows
+            if str(target).casefold() in taken:  # two submissions with one id: keep both, named by file
                 target = folder / f"{stem}__{_safe_name(row['submission'])}.md"
             written[target] = feedback_text(row, spec, result)
         written[out] = as_text_cells(table).to_csv(index=False)  # the scores last: the gradebook is whole then
