@@ -6,8 +6,10 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import socket
 import stat
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -293,3 +295,28 @@ def test_students_enrolled_late_are_told_apart_and_get_the_next_items(postgres, 
     assert main(["class", "progress", "--store", url, "--json"]) == 0
     assigned = {r["student_id"]: r["assigned"] for r in json.loads(capsys.readouterr().out)}
     assert assigned["dee"] == 4 and sorted(assigned.values()) == [4, 5, 5, 6]  # the new items went to dee first
+
+
+def test_serve_on_every_network_card_prints_a_url_students_can_reach(capsys, monkeypatch):
+    """README: `class serve --host 0.0.0.0 --allow NET`. 0.0.0.0 is where the server listens, not an address to
+    connect to (on a student's laptop it is the laptop itself): the printed URL, which `class create` copies into
+    every student's login, names this machine's address on the --allow network instead."""
+    from rlhf_lab.feedback import class_cli, pgserver
+
+    class FakeServer(pgserver.LocalPostgres):  # listens nowhere: what serve prints is what is tested
+        def __init__(self, folder, port, host):
+            self.folder, self.data, self.port, self.host = Path(folder), Path(folder) / "data", port, host
+
+        password = "pw"
+        init = allow = start = lambda self, *a, **k: None
+
+        def create_database(self, name):
+            return self.url(name)
+
+    monkeypatch.setattr(class_cli, "LocalPostgres", FakeServer)
+    assert main(["class", "serve", "--dir", "db", "--class", "cs329", "--host", "0.0.0.0",
+                 "--allow", "127.0.0.0/8"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "postgresql+psycopg://rlhf_admin:pw@127.0.0.1:5433/cs329"
+    assert pgserver.reachable_host("0.0.0.0", ["127.0.0.0/8"]) == "127.0.0.1"  # the address facing that network
+    assert pgserver.reachable_host("10.1.2.3", ["127.0.0.0/8"]) == "10.1.2.3"  # a named address stays
+    assert pgserver.reachable_host("::", ["::1/128"]) in ("[::1]", socket.getfqdn())  # no IPv6 here: the name

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from rlhf_lab.feedback.classroom import assign_items, enroll, progress, roster, secure_class
-from rlhf_lab.feedback.pgserver import LocalPostgres, check_database_name
+from rlhf_lab.feedback.pgserver import LocalPostgres, check_database_name, reachable_host
 from rlhf_lab.feedback.store import FeedbackStore
 
 __all__ = ["add_class_commands"]
@@ -44,6 +44,11 @@ def cmd_serve(args) -> None:
     url = server.create_database(args.class_id)
     print(f"PostgreSQL is running on {args.host}:{args.port} (data in {server.data}); stop it with "
           f"`rlhf-lab class serve --dir {args.dir} --stop`.")
+    public = reachable_host(args.host, args.allow)
+    if public != args.host:  # 0.0.0.0 is where it listens; students connect to this machine's address
+        url = url.replace(f"@{args.host}:{args.port}/", f"@{public}:{args.port}/", 1)
+        print(f"Students reach it at {public} (this machine's address for {', '.join(args.allow) or 'its name'}); "
+              "if they connect from elsewhere, put the address they use in the URL before `class create`.")
     print(f"The instructor's URL of class {args.class_id} (keep it private):\n{url}")
 
 

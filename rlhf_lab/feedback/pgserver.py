@@ -15,16 +15,18 @@ user and the server runs as that user.
 from __future__ import annotations
 
 import glob
+import ipaddress
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
 from rlhf_lab.core.errors import SetupError
 from rlhf_lab.core.script import one_line
 
-__all__ = ["LocalPostgres", "postgres_bindir", "check_database_name"]
+__all__ = ["LocalPostgres", "postgres_bindir", "check_database_name", "reachable_host"]
 
 ADMIN = "rlhf_admin"
 
@@ -48,6 +50,24 @@ def check_database_name(name: str, what: str = "database name") -> None:
     """Refuse a database name other than letters, digits and underscores (ValueError naming `what`)."""
     if not name.replace("_", "").isalnum():
         raise ValueError(f"{what} {name!r}: use letters, digits and underscores")
+
+
+def reachable_host(host: str, networks=()) -> str:
+    """The address to put in URLs for a server listening on `host`: `host` itself, but for every network card
+    (0.0.0.0, ::) this machine's address on the first of `networks` that it has a route to (the source address the
+    system would use; nothing is sent), else its host name. 0.0.0.0 in a student's URL is the student's own machine."""
+    if host not in ("0.0.0.0", "::", "*", ""):
+        return host
+    for net in networks:
+        try:
+            network = ipaddress.ip_network(net, strict=False)
+            with socket.socket(socket.AF_INET6 if network.version == 6 else socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.connect((str(next(iter(network.hosts()), network.network_address)), 9))  # UDP: picks a route only
+                address = s.getsockname()[0]
+        except (ValueError, OSError):
+            continue
+        return f"[{address}]" if ":" in address else address
+    return socket.getfqdn()
 
 
 class LocalPostgres:
