@@ -383,8 +383,8 @@ def add_assignment_commands(subparsers) -> None:
                           "grade refuses to start)")
     grd.add_argument("--assignment", default=None, help="grade every submission as this assignment")
     grd.add_argument("--roster", default=None,
-                     help="CSV with a student_id column (as `rlhf-lab class enroll` reads): ids not on it are kept "
-                          "out of the LMS file, and who submitted nothing is listed")
+                     help="CSV with a student_id column (as `rlhf-lab class create --roster` reads): ids not on "
+                          "it are kept out of the LMS file, and who submitted nothing is listed")
     grd.add_argument("--timeout", type=_limit("timeout", float), default=GRADE_TIMEOUT_S,
                      help=f"seconds allowed per submission (default {GRADE_TIMEOUT_S})")
     grd.add_argument("--jobs", default=1, help="submissions graded at once (default 1)",

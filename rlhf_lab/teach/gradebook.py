@@ -182,8 +182,8 @@ def duplicate_lines(table: pd.DataFrame) -> list[str]:
 
 
 def roster_ids(roster) -> list[str]:
-    """The student ids of a roster: a CSV with a student_id column (the one `rlhf-lab class enroll` reads) or a list
-    of ids. A missing file, a CSV without the column or an empty roster is refused in one line (ValueError)."""
+    """The student ids of a roster: a CSV with a student_id column (the one `rlhf-lab class create --roster` reads)
+    or a list of ids. A missing file, a CSV without the column or an empty roster is refused in one line (ValueError)."""
     ids = [student_id for student_id, _ in read_roster(roster) if student_id]
     if not ids:
         raise ValueError(f"the roster {roster if isinstance(roster, (str, Path)) else ''} lists no student ids: give "
