@@ -67,3 +67,17 @@ def test_the_class_model_trains_a_policy_from_everyones_judgments(postgres, tmp_
     assert mine.labels == two and 0 < two < result.labels  # only those two students' judgments
     assert "48 judgments" in (tmp_path / "class" / "summary.md").read_text()
     store.close()
+
+
+def test_a_student_login_is_told_it_cannot_fit_the_class_model(postgres):
+    """Lesson 7, section 6, with class_url set to a student's login: the server shows that login only its own
+    judgments, so there is no class to fit; the error says so (it used to say the class had not rated)."""
+    from rlhf_lab.feedback.classroom import secure_class
+
+    store = _class_store(postgres.create_database("class_model_student"))
+    logins = secure_class(store)
+    with FeedbackStore(logins["s1"]) as mine:
+        with pytest.raises(ValueError, match="only its own student's judgments.*instructor"):
+            you_vs_class(mine, "s1")
+    assert you_vs_class(store, "s1")["pairs"] > 0  # the instructor's URL sees the class
+    store.close()

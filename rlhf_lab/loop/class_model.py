@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from rlhf_lab.feedback.classroom import whoami
 from rlhf_lab.reward.embedding import EmbeddingRewardConfig, EmbeddingRewardModel
 
 __all__ = ["class_reward_model", "you_vs_class", "class_model_accuracy"]
@@ -48,6 +49,9 @@ def you_vs_class(store, student_id: str, config: EmbeddingRewardConfig | None = 
     yours = pairs[pairs["annotator"] == student_id]
     if yours.empty:
         raise ValueError(f"{student_id!r} has no pairwise A/B judgments yet: rate some pairs first")
+    if (pairs["annotator"] == student_id).all() and whoami(store) is not None:
+        raise ValueError("this is a student's login, which reads only its own student's judgments, so it cannot fit "
+                         "the class's model: ask your instructor to run you_vs_class with the class's own URL")
     class_rm = class_reward_model(store, exclude=[student_id], config=config)
     chosen = class_rm.score(list(yours["prompt"]), list(yours["chosen"])).numpy()
     rejected = class_rm.score(list(yours["prompt"]), list(yours["rejected"])).numpy()
