@@ -685,7 +685,11 @@ def test_a_roster_keeps_ids_not_on_it_out_of_the_lms_file_and_lists_who_submitte
     table = pd.read_csv(out, keep_default_na=False).set_index("submission")
     assert table["on_roster"].to_dict() == {"blank/ppo_math.ipynb": False, "ppo_math.ipynb": True,
                                             "typo/ppo_math.ipynb": False}
-    assert pd.read_csv(out.parent / "scores_lms.csv")["student_id"].tolist() == ["S1 "]
+    lms = pd.read_csv(out.parent / "scores_lms.csv")
+    assert lms["student_id"].tolist() == ["S1 "]
+    ppo_math = [q["name"] for q in load_manifest(built)["ppo_math"]["questions"]]
+    assert list(lms.columns) == ["student_id", "assignment", *ppo_math, "total"], "no other assignment's questions"
+    assert [c for c in table.columns if c.startswith("q")] == ppo_math
     lines = printed.getvalue().splitlines()
     assert "warning: typo/ppo_math.ipynb: student id 's1x' is not on the roster: it is not in the LMS file; match " \
            "it to a student by hand (column on_roster of the score table)" in lines

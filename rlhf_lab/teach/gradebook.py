@@ -314,7 +314,8 @@ def grade(submissions_dir: str | Path, build_dir: str | Path = DEFAULT_OUT, out:
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         for (i, _, spec), result in zip(work, pool.map(job, work)):
             rows[i], results[i] = score_row(rows[i], spec, result), result
-    questions = [q["name"] for spec in manifest.values() for q in spec["questions"]]
+    graded = {row["assignment"] for row in rows}  # the question columns of the assignments submitted, not every one
+    questions = [q["name"] for name, spec in manifest.items() if name in graded for q in spec["questions"]]
     columns = ["submission", "student_id", "assignment", "score", "possible", "manual_possible",
                *dict.fromkeys(questions), "failed_tests", "error", "same_id_as", "on_roster", "seconds"]
     table = pd.DataFrame(rows)
