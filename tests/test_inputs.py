@@ -41,3 +41,16 @@ def test_whole_numbers_and_numbers_refuse_bools_floats_and_strings():
         whole_number(True, "epochs", least=1)
     with pytest.raises(ValueError, match=r"^epochs must be at least 1, got 0\.$"):
         whole_number(0, "epochs", least=1)
+
+
+def test_the_store_and_the_feedback_commands_start_without_torch():
+    """Checks on what a learner passes in are shared with the store, which a class's `rlhf-lab class` and
+    `feedback` commands open: importing them must not pull in torch (about a second of start-up per command)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, rlhf_lab.feedback.store, rlhf_lab.feedback.class_cli, rlhf_lab.core.inputs; "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-1000:]
+    assert out.stdout.strip() == "[]"

@@ -15,7 +15,6 @@ import math
 import numbers
 
 import numpy as np
-import torch
 
 __all__ = ["prompt_list", "bool_labels", "is_whole", "is_number", "whole_number", "tensor_arguments"]
 
@@ -78,6 +77,8 @@ def tensor_arguments(function):
     is checked to be a torch tensor, raising one TypeError that names the function and the parameter instead of an
     error from deep inside torch ("'list' object has no attribute 'bool'"). Parameters that may also be numbers
     (`Tensor | float`) are not checked."""
+    import torch  # here, not at the top: checks on prompts and labels (the store's) need no torch
+
     names = []
     for name, parameter in inspect.signature(function).parameters.items():
         parts = [part.strip() for part in str(parameter.annotation).split("|")]
