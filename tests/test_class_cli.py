@@ -31,7 +31,7 @@ def test_an_instructor_sets_up_a_class(postgres, tmp_path, capsys):
                  str(logins)]) == 0
     assert "3 new students enrolled; 6 items assigned to 2 students each" in capsys.readouterr().out
     assert stat.S_IMODE(logins.stat().st_mode) == 0o600
-    rows = {r["student_id"]: r for r in csv.DictReader(logins.open())}
+    rows = {r["student_id"]: r for r in csv.DictReader(logins.open(encoding="utf-8-sig"))}
     assert set(rows) == {"ada", "bob", "cy"} and rows["ada"]["display_name"] == "Ada L."
     with FeedbackStore(rows["bob"]["url"]) as bob:
         assert whoami(bob) == "bob" and len(bob.pending_items("bob")) == 4  # 6 items x 2 / 3 students
@@ -40,7 +40,8 @@ def test_an_instructor_sets_up_a_class(postgres, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "1 of 12 assigned judgments made; 0 of 3 students done" in out
     assert main(["class", "create", "--store", url, "--roster", str(roster), "--logins", str(logins)]) == 0
-    assert "0 new students" in capsys.readouterr().out and len(logins.read_text().splitlines()) == 4  # no new logins
+    assert "0 new students" in capsys.readouterr().out  # and no new logins:
+    assert len(logins.read_text(encoding="utf-8-sig").splitlines()) == 4
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -127,7 +128,10 @@ def test_logins_are_added_to_an_earlier_logins_file_and_kept_private(postgres, t
     assert main(["class", "create", "--store", url, "--roster", str(roster), "--k", "1", "--logins",
                  str(logins)]) == 0
     assert "1 student logins written" in capsys.readouterr().out
-    lines = logins.read_text().splitlines()
+    lines = logins.read_text(encoding="utf-8-sig").splitlines()
+    written = logins.read_bytes()
+    assert written.startswith(b"\xef\xbb\xbfstudent_id,") and written.count(b"\xef\xbb\xbf") == 1, \
+        "one BOM, at the start (Excel reads the names as UTF-8); none where logins were added"
     assert lines[0] == "student_id,display_name,url" and [line.split(",")[0] for line in lines[1:]] == \
         ["ada", "bob", "cy"]
     assert stat.S_IMODE(logins.stat().st_mode) == 0o600
@@ -166,7 +170,7 @@ def test_a_disk_that_fills_while_logins_are_written_sets_no_password(postgres, t
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert main(["class", "create", "--store", url, "--roster", str(roster), "--k", "1", "--logins",
                  str(logins)]) == 0
-    rows = list(csv.DictReader(logins.open()))
+    rows = list(csv.DictReader(logins.open(encoding="utf-8-sig")))
     assert [r["student_id"] for r in rows] == ["ada", "bob", "cy", "dee"]
     for row in rows[2:]:
         with FeedbackStore(row["url"]) as store:
@@ -194,7 +198,7 @@ def test_wrong_urls_get_a_hint_that_fits_and_no_password(postgres, tmp_path, cap
     logins = tmp_path / "logins.csv"
     assert main(["class", "create", "--store", url, "--roster", str(roster), "--k", "2", "--logins",
                  str(logins)]) == 0
-    student = next(csv.DictReader(logins.open()))["url"]
+    student = next(csv.DictReader(logins.open(encoding="utf-8-sig")))["url"]
     secret = student.split(":")[2].split("@")[0]
     for argv in (["class", "create", "--store", student, "--roster", str(roster), "--logins", str(tmp_path / "l.csv")],
                  ["feedback", "simulate", "--store", student, "--annotators", "1", "--items", "2", "--model",

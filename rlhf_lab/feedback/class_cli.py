@@ -60,6 +60,8 @@ def _open(url: str) -> FeedbackStore:
 
 
 LOGINS_HEADER = ["student_id", "display_name", "url"]
+BOM = "\ufeff"
+"""Starts a new logins file: Excel, which an instructor may open it in, then reads it as UTF-8 (accented names)."""
 
 
 def _open_logins(path: Path, roster_path: Path):
@@ -75,7 +77,7 @@ def _open_logins(path: Path, roster_path: Path):
     if not path.parent.is_dir():
         raise ValueError(f"--logins {path}: its folder {path.parent} does not exist; create it or give another path")
     if path.exists():
-        with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
             header = next(csv.reader(f), None)
         if header != LOGINS_HEADER:
             raise ValueError(f"--logins {path} already exists and is not a logins file of `rlhf-lab class create`: "
@@ -109,7 +111,7 @@ def cmd_create(args) -> None:
                 if fresh:
                     writer.writerow(LOGINS_HEADER)
                 writer.writerows([sid, names.get(sid, ""), url] for sid, url in sorted(urls.items()))
-                data = lines.getvalue().encode("utf-8")
+                data = (BOM if fresh else "").encode() + lines.getvalue().encode("utf-8")
                 while data:  # unbuffered: nothing is left to be written later, when the file is closed
                     data = data[os.write(out.fileno(), data):]
                 os.fsync(out.fileno())
