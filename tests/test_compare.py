@@ -145,3 +145,19 @@ def test_bad_input_says_how_to_fix(setup):
     with pytest.raises(ValueError, match="pairs=store.preference_pairs"):
         compare_methods([DPO(DPOConfig(sampling=SAMPLING))], model, tokenizer, PROMPTS, PROMPTS,
                         reward=length_reward, gold=length_reward, budget=Budget(samples=8), sampling=SAMPLING)
+
+
+def test_a_wrong_config_or_missing_pairs_is_refused_before_any_method_runs(setup, monkeypatch):
+    """README's one-liner `[BestOfN(), PPO(cfg), RLOO(cfg), DPO(cfg)]` with one PPOConfig ran BestOfN and PPO and
+    only then stopped at RLOO; offline DPO without pairs ran every method before it first."""
+    model, tokenizer, _ = setup
+    for method, config, wanted in ((RLOO, PPOConfig(), "RLOOConfig"), (DPO, PPOConfig(), "DPOConfig"),
+                                   (PPO, RLOOConfig(), "PPOConfig")):
+        with pytest.raises(TypeError, match=rf"{method.__name__}\(...\) takes a {wanted}, got {type(config).__name__}"):
+            method(config)
+    started = []
+    monkeypatch.setattr(BestOfN, "start", lambda self, *a: started.append(self.name))
+    with pytest.raises(ValueError, match="pairs=store.preference_pairs"):
+        compare_methods([BestOfN(n=(1, 2)), DPO(DPOConfig(sampling=SAMPLING))], model, tokenizer, PROMPTS, PROMPTS,
+                        reward=length_reward, gold=length_reward, budget=Budget(samples=8), sampling=SAMPLING)
+    assert started == []

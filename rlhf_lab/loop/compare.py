@@ -107,6 +107,18 @@ class _Setup:
 
 
 # ---- methods ------------------------------------------------------------------------------------------------------
+def config_of(method, config, config_class):
+    """`config`, or `config_class()` when None; another kind of config is refused now, not after the methods
+    before it in a comparison have run."""
+    if config is None:
+        return config_class()
+    if not isinstance(config, config_class):
+        raise TypeError(f"{type(method).__name__}(...) takes a {config_class.__name__}, got "
+                        f"{type(config).__name__}: give each method its own config, e.g. "
+                        f"{type(method).__name__}({config_class.__name__}(learning_rate=...)).")
+    return config
+
+
 class Method:
     """One contender. `start` builds it on a fresh policy copy; `round` trains one round and returns the
     (samples, judgments) it spent; `next_cost` says what the next round would spend; `evaluate` yields frontier rows."""
@@ -141,7 +153,7 @@ class _RolloutMethod(Method):
     trainer_class, config_class = PPOTrainer, PPOConfig
 
     def __init__(self, config=None, name: str | None = None, reward_judgments: int = 0):
-        self.config = config or self.config_class()
+        self.config = config_of(self, config, self.config_class)
         self.name = name or self.name
         self.reward_judgments = reward_judgments
 
@@ -188,7 +200,7 @@ class DPO(Method):
                  name: str | None = None):
         if mode not in ("offline", "iterative"):
             raise ValueError(f"DPO mode must be 'offline' or 'iterative', got {mode!r}.")
-        self.config, self.mode, self.pairs_per_round = config or DPOConfig(), mode, pairs_per_round
+        self.config, self.mode, self.pairs_per_round = config_of(self, config, DPOConfig), mode, pairs_per_round
         self.name = name or ("dpo" if mode == "offline" else "dpo_iterative")
 
     def start(self, setup, policy):
@@ -346,6 +358,9 @@ def compare_methods(methods: list[Method], policy, tokenizer, prompts: list[str]
         raise ValueError(f"compare_methods needs training prompts and 2 or more eval prompts (gains are paired by "
                          f"prompt); got {len(prompts)} and {len(eval_prompts)}.")
     budget = as_budget(budget)
+    if (pairs is None or len(pairs) == 0) and any(isinstance(m, DPO) and m.mode == "offline" for m in methods):
+        raise ValueError("Offline DPO needs preference pairs: pass pairs=store.preference_pairs() (or "
+                         "DPO(mode='iterative')).")
     if eval_samples < 1:
         raise ValueError(f"eval_samples must be at least 1 (replies per eval prompt), got {eval_samples}.")
     initial = copy.deepcopy(policy).eval().requires_grad_(False)
