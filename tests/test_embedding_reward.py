@@ -186,6 +186,9 @@ def test_ratings_and_rankings_train_the_embedding_model(tmp_path):
         assert model.evaluate().accuracy == 1.0 and len(model.val_pairs_) == 36  # 3 pairs per prompt
     with pytest.raises(ValueError, match="rating_examples"):
         EmbeddingRewardModel(config).fit_ratings(rankings)
+    for fit, empty in (("fit_ratings", ratings.iloc[:0]), ("fit_rankings", rankings.iloc[:0])):  # a pairs-only store
+        with pytest.raises(ValueError, match=r"No (ratings|rankings) to fit: the table is empty .the store holds no"):
+            getattr(EmbeddingRewardModel(config), fit)(empty)
 
 
 def test_the_words_block_learns_a_one_word_taste_that_surface_features_miss(tmp_path):

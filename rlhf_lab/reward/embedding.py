@@ -404,6 +404,9 @@ def _columns(data, need: set, what: str, hint: str, config: EmbeddingRewardConfi
     if "weight" in df:  # never ignored in silence
         raise ValueError(f"{what} are fitted unweighted: drop the 'weight' column (only `fit` on pairs weighs them)")
     missing = need - set(df.columns)
+    if df.empty and not missing:  # the right table, but nobody has given this kind of feedback yet
+        raise ValueError(f"No {what} to fit: the table is empty (the store holds no {what} yet); record some first "
+                         f"(lesson 9's raters), then pass {hint}")
     if missing or df.empty:
         raise ValueError(f"{what} need rows with columns {sorted(need)} (missing {sorted(missing)}): pass {hint}")
     return df
