@@ -167,3 +167,12 @@ def test_a_device_this_machine_lacks_or_a_name_that_is_not_one_is_refused_in_one
                                         "folder, got NoneType"):
         load_policy(None)
     assert load_policy("tiny", device="cpu")[0].device.type == "cpu"
+
+
+def test_a_mistyped_local_path_or_a_file_is_named_as_a_path_not_an_unknown_alias(tmp_path):
+    """A folder path that does not exist said "Unknown model ... or give a local directory"; a .gguf file the same."""
+    (tmp_path / "model.gguf").write_bytes(b"GGUF")
+    for path, found in ((str(tmp_path / "no-such-folder"), "does not exist"), ("./no-such-folder", "does not exist"),
+                        (str(tmp_path / "model.gguf"), "is a file")):
+        with pytest.raises(ModelNotAvailableError, match=rf"that path {found} \(from .*\)\. A local model is a folder"):
+            load_policy(path, device="cpu")

@@ -284,10 +284,17 @@ def _resolve(name_or_path: str) -> _Source:
         if name_or_path == spec.hub_id and not _hub_reachable(spec.hub_id):
             log.warning("The hub is out of reach; using the offline copy of %s (alias %r).", spec.hub_id, alias)
             return _Source(str(_cached_copy(alias, spec)), {}, spec.hub_id)
-    if "/" in name_or_path and not name_or_path.startswith((".", "/", "~")):
+    if Path(name_or_path).expanduser().exists() or name_or_path.startswith((".", "/", "~")):  # a path, not a hub id
+        found = "is a file" if Path(name_or_path).expanduser().exists() else "does not exist"
+        raise ModelNotAvailableError(
+            f"Cannot load {name_or_path!r}: that path {found} (from {Path.cwd()}). A local model is a folder as "
+            f"save_pretrained writes it (config.json and the weights); or give an alias ({', '.join(KNOWN_ALIASES)}) "
+            "or a hub id (owner/name).")
+    if "/" in name_or_path:
         if not _hub_reachable(name_or_path):
             raise ModelNotAvailableError(
-                f"Cannot load {name_or_path!r}: the Hugging Face Hub is out of reach (offline) and it is not cached.\n"
+                f"Cannot load {name_or_path!r}: the Hugging Face Hub is out of reach (offline) and it is not cached, "
+                "nor is it a folder here.\n"
                 f"Use an offline alias instead, e.g. load_policy({DEFAULT_POLICY!r}), or a local directory."
             )
         return _Source(name_or_path, {}, name_or_path)
