@@ -108,6 +108,8 @@ def main() -> None:
     parser.add_argument("--settings", default=",".join(SETTINGS), help="which of: " + ", ".join(SETTINGS))
     args = parser.parse_args()
     torch.set_num_threads(2)
+    if not all(s.strip().isdigit() for s in args.seeds.split(",")):
+        parser.error(f"--seeds takes whole numbers separated by commas, e.g. 0,1,2,3,4; got {args.seeds!r}")
     tastes, seeds = args.tastes.split(","), [int(s) for s in args.seeds.split(",")]
     settings = args.settings.split(",")
     if set(settings) - set(SETTINGS):
