@@ -72,7 +72,17 @@ def prepare(accelerator, model, optimizer, micro_batch: int, accumulation: int, 
                       gradient_clipping=max_grad_norm, zero_allow_untested_optimizer=True)
         zero = config.setdefault("zero_optimization", {})
         zero.update({key: BUCKET_ELEMENTS for key in BUCKETS if zero.get(key, "auto") == "auto"})  # unless set
-    return accelerator.prepare(model, optimizer)
+    try:
+        return accelerator.prepare(model, optimizer)
+    except ValueError as err:  # FSDP2's wrap plan names a layer class this model lacks: say which classes it has
+        if "Could not find the transformer layer class" not in str(err):
+            raise
+        layers = sorted({type(layer).__name__ for module in model.modules() if isinstance(module, torch.nn.ModuleList)
+                         for layer in module})
+        raise ValueError(f"{err} Its repeated layers are {', '.join(layers) or 'none'}: name the decoder layer's class "
+                         "in fsdp_transformer_layer_cls_to_wrap (configs/accelerate/fsdp2.yaml) or pass "
+                         f"--fsdp_transformer_layer_cls_to_wrap {layers[0] if layers else 'CLASS'} to accelerate "
+                         "launch.") from None
 
 
 def backward(accelerator, model, loss: torch.Tensor, boundary: bool = True) -> None:
