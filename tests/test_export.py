@@ -359,6 +359,25 @@ def test_a_ppo_checkpoint_gives_the_ppo_settings(store_path, tmp_path, capsys):
     assert cfg["algorithm"]["kl_ctrl"] == {"type": "fixed", "kl_coef": 0.2}
 
 
+def test_a_dpo_or_kto_checkpoint_gives_its_settings(store_path, tmp_path, capsys):
+    """examples/train_dpo.py keeps its trainer checkpoint in --out/checkpoint; --run on it said 'holds no PPO
+    trainer config' though the help offers 'a trainer checkpoint (state.json)'."""
+    from rlhf_lab.train.dpo import DPOConfig
+    from rlhf_lab.train.kto import KTOConfig
+
+    for name, config in (("dpo", DPOConfig(learning_rate=4e-6, beta=0.3, epochs=3)),
+                         ("kto", KTOConfig(learning_rate=5e-6, beta=0.2))):
+        ckpt = tmp_path / name / "checkpoint"
+        ckpt.mkdir(parents=True)
+        (ckpt / "state.json").write_text(json.dumps({"config": config.to_dict(), "model_id": "tiny", "update": 2}))
+        out = tmp_path / name / "out"
+        assert export(capsys, "--run", ckpt, "--store", store_path, "--to", "trl", "--out", out) == 0
+        recipe = read_yaml(out / f"{name}.yaml")
+        assert (recipe["learning_rate"], recipe["beta"]) == (config.learning_rate, config.beta)
+        assert json.loads((out / "export.json").read_text())["settings"][name] == str(ckpt / "state.json")
+    assert read_yaml(tmp_path / "dpo" / "out" / "dpo.yaml")["num_train_epochs"] == 3
+
+
 def bad_inputs(tmp: Path, store: Path):
     (tmp / "not-a-db.db").write_text("hello")
     (tmp / "a-file").write_text("x")

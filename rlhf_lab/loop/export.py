@@ -12,9 +12,10 @@ Writes into --out (files already there are refused unless --force; all are writt
     all       export.json: what was written, from where, and the settings' sources
 
 The rows are `feedback.trainer_formats`'; the recipes `loop.recipes`'. Hyper-parameters come from --run's
-config.json (a demo run's `ExperimentConfig` or a taste run's `TasteConfig`) or state.json (a trainer checkpoint's
-config); what the run does not hold, or everything without --run, comes from the lab's defaults: the DPO, PPO,
-policy and sampling of `TasteConfig()` (what `rlhf-lab taste` runs), `RewardConfig()` and `KTOConfig()`.
+config.json (a demo run's `ExperimentConfig` or a taste run's `TasteConfig`) or state.json (a PPO, DPO or KTO
+trainer checkpoint's config, `examples/train_*.py`'s --out/checkpoint too); what the run does not hold, or
+everything without --run, comes from the lab's defaults: the DPO, PPO, policy and sampling of `TasteConfig()`
+(what `rlhf-lab taste` runs), `RewardConfig()` and `KTOConfig()`.
 The conversational format is chosen when the policy reads a chat template (`--chat auto`: the run's
 `chat_template` setting, else the lab's aliases, which all have one, else a local model's tokenizer files).
 """
@@ -163,15 +164,20 @@ def export_settings(run: str | Path | None = None, chat: str = "auto") -> Export
             else:
                 raise ValueError(f"{where} is neither a demo run's config nor a taste run's (no 'feedback' or 'dpo' "
                                  "section): give --run a folder that `rlhf-lab demo` or `rlhf-lab taste` wrote")
-        elif (run / "state.json").is_file():  # a PPO checkpoint (the trainers that save one are on-policy)
+        elif (run / "state.json").is_file():  # a trainer checkpoint: PPO's, DPO's or KTO's (train_dpo.py's too)
+            from rlhf_lab.train.dpo import DPOConfig
+
             where, state = str(run / "state.json"), read_json(run / "state.json")
             config = state.get("config") if isinstance(state, dict) else None
-            if not (isinstance(config, dict) and "vf_coef" in config):
-                raise ValueError(f"{where} holds no PPO trainer config: give --run a PPO checkpoint, or a run "
-                                 "folder with config.json")
-            stage = PPOConfig.from_dict(config)
-            parts.update(ppo=stage, sampling=stage.sampling)
-            sources["ppo"] = where
+            kinds = {"ppo": ("vf_coef", PPOConfig), "dpo": ("loss_type", DPOConfig),
+                     "kto": ("desirable_weight", KTOConfig)}
+            kind = next((k for k, (field, _) in kinds.items() if isinstance(config, dict) and field in config), None)
+            if kind is None:
+                raise ValueError(f"{where} holds no PPO, DPO or KTO trainer config: give --run a trainer checkpoint, "
+                                 "or a run folder with config.json")
+            stage = kinds[kind][1].from_dict(config)
+            parts.update({kind: stage, "sampling": stage.sampling} if kind == "ppo" else {kind: stage})
+            sources[kind] = where
             if state.get("model_id", "unknown") != "unknown":
                 parts["policy"], sources["policy"] = state["model_id"], where
         else:
