@@ -376,6 +376,9 @@ def test_a_dpo_or_kto_checkpoint_gives_its_settings(store_path, tmp_path, capsys
         assert (recipe["learning_rate"], recipe["beta"]) == (config.learning_rate, config.beta)
         assert json.loads((out / "export.json").read_text())["settings"][name] == str(ckpt / "state.json")
     assert read_yaml(tmp_path / "dpo" / "out" / "dpo.yaml")["num_train_epochs"] == 3
+    assert main(["export", "--run", str(tmp_path / "dpo"), "--store", str(store_path), "--to", "trl", "--out",
+                 str(tmp_path / "x")]) == 2  # the script's --out, not its checkpoint
+    assert f"give --run {tmp_path / 'dpo' / 'checkpoint'}, its trainer checkpoint" in capsys.readouterr().err
 
 
 def bad_inputs(tmp: Path, store: Path):

@@ -180,6 +180,9 @@ def export_settings(run: str | Path | None = None, chat: str = "auto") -> Export
             sources[kind] = where
             if state.get("model_id", "unknown") != "unknown":
                 parts["policy"], sources["policy"] = state["model_id"], where
+        elif (run / "checkpoint" / "state.json").is_file():  # examples/train_*.py's --out
+            raise FileNotFoundError(f"--run {run} is a training script's folder: give --run {run / 'checkpoint'}, "
+                                    "its trainer checkpoint")
         else:
             raise FileNotFoundError(f"--run {run} holds no run (no config.json or state.json): give a folder that "
                                     "`rlhf-lab demo` or `rlhf-lab taste` wrote, or a trainer checkpoint")
