@@ -45,6 +45,27 @@ def test_a_sweep_without_seeds_is_refused_and_keeps_the_previous_table(tmp_path,
     assert (tmp_path / "sweep.csv").read_text() == "seed,gold_reward\n0,0.5\n" and len(list(tmp_path.iterdir())) == 1
 
 
+def test_a_bad_value_or_a_changed_run_anywhere_in_the_grid_is_refused_before_any_run(tmp_path, monkeypatch):
+    """A bad last value (kl_coef -1, eval_prompts 1, a strategy misspelt) stopped the sweep only after every run
+    before it had run: hours with SmolLM2."""
+    import rlhf_lab.loop.ablation as ablation
+
+    started = []
+    monkeypatch.setattr(ablation.RLHFRun, "create", classmethod(lambda cls, path, *a, **k: started.append(path)))
+    for grid, message in (({"ppo.kl_coef": [0.05, -1.0]}, "kl_coef"), ({"eval_prompts": [4, 1]}, "eval_prompts"),
+                          ({"feedback.strategy": ["random", "bogus"]}, "strategy must be one of")):
+        with pytest.raises(ValueError, match=message):
+            sweep(demo_config(smoke=True), grid, tmp_path / "bad", seeds=(0, 1))
+    assert started == [] and not (tmp_path / "bad").exists()
+    base, grid = demo_config(smoke=True), {"ppo.kl_coef": [0.05, 0.2]}
+    changed = tmp_path / "changed" / run_name({"ppo.kl_coef": 0.2, "seed": 0})
+    changed.mkdir(parents=True)  # the last point's run, made with another config
+    (changed / "config.json").write_text(json.dumps(with_fields(base, {"ppo.lam": 0.5}).to_dict()))
+    with pytest.raises(ValueError, match="holds a run with another config"):
+        sweep(base, grid, tmp_path / "changed", seeds=(0,))
+    assert started == []
+
+
 @pytest.fixture(scope="module")
 def small_sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")

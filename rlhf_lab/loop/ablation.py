@@ -81,24 +81,23 @@ def sweep(base: ExperimentConfig, grid: dict[str, list], out: str | Path, *, see
         raise ValueError(f"seeds must be a non-empty list of seeds, e.g. seeds=(0, 1), got {seeds!r} (no seed: no "
                          "run, and sweep.csv would be replaced by an empty table).")
     out = Path(out)
+    runs = [{**point, "seed": seed} for point in grid_points(grid) for seed in seeds]
+    configs = [with_fields(base, values) for values in runs]  # a bad value is refused now, not after hours of runs
+    saved = [out / run_name(values) / "config.json" for values in runs]
+    for path, config in zip(saved, configs):  # and a changed config, before any run goes on
+        if resume and path.exists() and json.loads(path.read_text()) != json.loads(json.dumps(config.to_dict())):
+            raise ValueError(f"{path.parent} holds a run with another config: remove it, or pass resume=False to "
+                             "start it over.")
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for point in grid_points(grid):
-        for seed in seeds:
-            values = {**point, "seed": seed}
-            path = out / run_name(values)
-            config = with_fields(base, values)
-            if resume and (path / "config.json").exists():
-                saved = json.loads((path / "config.json").read_text())
-                if saved != json.loads(json.dumps(config.to_dict())):
-                    raise ValueError(f"{path} holds a run with another config: remove it, or pass resume=False to "
-                                     "start it over.")
-                run = RLHFRun.open(path, callbacks=callbacks, log=None)
-            else:
-                run = RLHFRun.create(path, config, overwrite=True, callbacks=callbacks, log=None)
-            evaluation = run.run()
-            run.close()  # its store, and its folder for other kernels
-            rows.append({**values, "run": path.name, **evaluation.iloc[-1].to_dict()})
+    for values, config, path in zip(runs, configs, saved):
+        if resume and path.exists():
+            run = RLHFRun.open(path.parent, callbacks=callbacks, log=None)
+        else:
+            run = RLHFRun.create(path.parent, config, overwrite=True, callbacks=callbacks, log=None)
+        evaluation = run.run()
+        run.close()  # its store, and its folder for other kernels
+        rows.append({**values, "run": path.parent.name, **evaluation.iloc[-1].to_dict()})
     df = pd.DataFrame(rows)
     write_atomic(out / "sweep.csv", df.to_csv(index=False))
     return df
