@@ -76,6 +76,9 @@ def check(args) -> None:
         raise ValueError(f"--resume: no checkpoint in {checkpoint}; a run keeps one with --checkpoint-every N.")
     if not args.resume and checkpoint.exists():
         raise ValueError(f"{checkpoint} holds a stopped run: pass --resume to continue it, or choose another --out.")
+    if not args.resume and Path(args.out, "metrics.jsonl").exists():  # the new run's rows would follow its rows
+        raise ValueError(f"{Path(args.out, 'metrics.jsonl')} holds an earlier run's metrics: choose another --out "
+                         "(or move the file away).")
 
 
 def _text(value, role_wanted: str) -> str:

@@ -73,6 +73,9 @@ def check(args) -> None:
         raise ValueError(f"--resume-from: {args.resume_from} is not a checkpoint (no state.json in it).")
     if not args.resume and checkpoint.exists():
         raise ValueError(f"{checkpoint} already holds a run: pass --resume to continue it, or choose another --out.")
+    if not args.resume and (Path(args.out) / "metrics.jsonl").exists():  # appended to, or (--resume-from) replaced
+        raise ValueError(f"{Path(args.out) / 'metrics.jsonl'} holds an earlier run's metrics: choose another --out "
+                         "(or move the file away).")
 
 
 class KeepCheckpoints:

@@ -138,6 +138,18 @@ def test_the_script_will_not_overwrite_a_run(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "examples" / "train_ppo.py"), "--out", str(tmp_path / "run")],
                             capture_output=True, text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert result.returncode == 2 and "already holds a run: pass --resume" in result.stderr
+    metrics = tmp_path / "old" / "metrics.jsonl"  # an earlier run's, its checkpoint removed: rows were appended
+    metrics.parent.mkdir()
+    metrics.write_text('{"update": 1}\n')
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "state.json").write_text("{}")
+    for extra in ([], ["--resume-from", str(tmp_path / "ckpt")]):  # --resume-from rewrote the file from its checkpoint
+        result = subprocess.run([sys.executable, str(ROOT / "examples" / "train_ppo.py"), "--out", str(metrics.parent),
+                                 *extra], capture_output=True, text=True, timeout=120,
+                                env=dict(os.environ, OMP_NUM_THREADS="1"))
+        assert result.returncode == 2 and f"{metrics} holds an earlier run's metrics: choose another --out" \
+            in result.stderr
+    assert metrics.read_text() == '{"update": 1}\n'
 
 
 def test_one_process_launched_with_the_fsdp2_config_runs_without_it(monkeypatch):

@@ -64,6 +64,17 @@ def test_bad_data_is_refused_in_one_line(tmp_path):
         assert line.startswith("train_dpo.py: error: mixed_precision='fp16'") and "needs a CUDA GPU" in line
 
 
+def test_an_earlier_runs_metrics_are_not_appended_to(tmp_path):
+    data = write_jsonl(tmp_path / "pairs.jsonl", preference_rows())
+    metrics = tmp_path / "old" / "metrics.jsonl"  # an earlier run's, its model moved away
+    metrics.parent.mkdir()
+    metrics.write_text('{"update": 1}\n')
+    result = run("--data", str(data), "--out", str(metrics.parent), *ARGS)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"train_dpo.py: error: {metrics} holds an earlier run's metrics: choose another --out (or move the file away)."]
+    assert metrics.read_text() == '{"update": 1}\n'
+
+
 def one_process_run(base: Path) -> tuple[Path, subprocess.CompletedProcess]:
     """examples/train_dpo.py in one process on `preference_rows()` into base/one: (its data file, its finished run)."""
     data = write_jsonl(base / "preference.jsonl", preference_rows())
