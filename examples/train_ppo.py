@@ -13,18 +13,21 @@ without a GPU the processes run on the CPU over gloo. The run saves
 its checkpoint in --out/checkpoint at the end, keeps one in --out/checkpoint-<update> every --checkpoint-every
 updates (a directory each; under FSDP2 each process writes its own part into it), and the main process appends each
 update's metrics to --out/metrics.jsonl. `--resume` and `--resume-from` continue with the saved settings (the options
-that shape training are then ignored); `--updates` is the run's total. Configs for `accelerate launch` are in
-configs/accelerate/ (README: "Several processes").
+that shape training are then ignored; --reward and --prompts, kept in --out/script.json, are the run's own and
+another is refused); `--updates` is the run's total. Configs for `accelerate launch` are in configs/accelerate/
+(README: "Several processes").
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 
 PROG = "train_ppo.py"
+SCRIPT_SETTINGS, SCRIPT_DEFAULTS = "script.json", {"reward": "gold", "prompts": "curated"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,11 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=PROG, description="PPO on a causal LM, in one process or several.")
     parser.add_argument("--model", default="smollm2-135m",
                         help="alias (smollm2-135m; tiny: a random 2-layer test model), hub id or directory")
-    parser.add_argument("--reward", default="gold",
-                        help="gold, short, questions, enthusiastic, formal, or module:function (prompt, reply) -> "
-                             "float")
-    parser.add_argument("--prompts", default="curated",
-                        help="prompt set (curated, chitchat, chatterbot, all) or a .jsonl file; its train split")
+    parser.add_argument("--reward", default=None,
+                        help="gold (the default), short, questions, enthusiastic, formal, or module:function "
+                             "(prompt, reply) -> float; a resumed run: its own")
+    parser.add_argument("--prompts", default=None,
+                        help="prompt set (curated: the default, chitchat, chatterbot, all) or a .jsonl file; its "
+                             "train split; a resumed run: its own")
     parser.add_argument("--updates", type=int, default=20, help="PPO updates in the whole run (a resumed run too)")
     parser.add_argument("--batch-size", type=int, default=8, help="prompts per update in each process")
     parser.add_argument("--learning-rate", type=float, default=None, help="default: PPOConfig's")
@@ -73,6 +77,15 @@ def check(args) -> None:
         raise ValueError(f"--resume-from: {args.resume_from} is not a checkpoint (no state.json in it).")
     if not args.resume and checkpoint.exists():
         raise ValueError(f"{checkpoint} already holds a run: pass --resume to continue it, or choose another --out.")
+    resumed = Path(args.resume_from).parent if args.resume_from else checkpoint.parent if args.resume else None
+    saved = json.loads((resumed / SCRIPT_SETTINGS).read_text()) if resumed and (resumed / SCRIPT_SETTINGS).is_file() \
+        else {}  # the reward and prompts a run trained on (a trainer checkpoint holds neither)
+    for name, default in SCRIPT_DEFAULTS.items():
+        given, kept = getattr(args, name), saved.get(name)
+        if given is not None and kept is not None and given != kept:
+            raise ValueError(f"the run in {resumed} trained with --{name} {kept}: resume it with that (or leave "
+                             f"--{name} out); for --{name} {given} start a new run (no --resume or --resume-from).")
+        setattr(args, name, given or kept or default)
     if not args.resume and (Path(args.out) / "metrics.jsonl").exists():  # appended to, or (--resume-from) replaced
         raise ValueError(f"{Path(args.out) / 'metrics.jsonl'} holds an earlier run's metrics: choose another --out "
                          "(or move the file away).")
@@ -92,6 +105,7 @@ class KeepCheckpoints:
 def train(args) -> dict:
     import torch
 
+    from rlhf_lab.core.files import write_atomic
     from rlhf_lab.feedback.tastes import load_taste
     from rlhf_lab.policy.generation import SamplingConfig
     from rlhf_lab.policy.models import load_policy
@@ -111,6 +125,9 @@ def train(args) -> dict:
     policy, tokenizer = load_policy(args.model, device="cpu")  # accelerate moves it to this process's device
     prompts = load_prompts(args.prompts, split="train", max_words=24)
     callbacks = [KeepCheckpoints(out, args.checkpoint_every), *([PrintLogger()] if is_main else [])]
+    if is_main:  # what --resume goes on with
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / SCRIPT_SETTINGS, json.dumps({name: getattr(args, name) for name in SCRIPT_DEFAULTS}))
     options = dict(callbacks=callbacks, metrics_path=out / "metrics.jsonl" if is_main else None)
     if args.resume or args.resume_from:
         trainer = PPOTrainer.resume(args.resume_from or out / "checkpoint", policy, tokenizer, reward, **options)

@@ -6,6 +6,7 @@ options in one line (exit 2). Launching the configs for real: tests/test_distrib
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -150,6 +151,26 @@ def test_the_script_will_not_overwrite_a_run(tmp_path):
         assert result.returncode == 2 and f"{metrics} holds an earlier run's metrics: choose another --out" \
             in result.stderr
     assert metrics.read_text() == '{"update": 1}\n'
+
+
+def test_a_resumed_run_keeps_its_reward_and_prompts(tmp_path):
+    """--reward and --prompts are not in a trainer checkpoint: --resume --reward short on a run trained on gold
+    switched its reward in silence, though the docstring says the options that shape training are then ignored."""
+    def script(*args):
+        return subprocess.run([sys.executable, str(ROOT / "examples" / "train_ppo.py"), "--model", "tiny",
+                               "--batch-size", "2", "--max-new-tokens", "4", "--out", str(tmp_path / "run"), *args],
+                              capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    first = script("--updates", "1", "--reward", "short")
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert json.loads((tmp_path / "run" / "script.json").read_text()) == {"reward": "short", "prompts": "curated"}
+    elsewhere = ["--resume-from", str(tmp_path / "run" / "checkpoint"), "--out", str(tmp_path / "new")]
+    for args in (["--reward", "gold"], ["--prompts", "chitchat"], [*elsewhere, "--reward", "gold"]):
+        refused = script("--updates", "2", *(["--resume"] if "--resume-from" not in args else []), *args)
+        flag = args[-2]
+        assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].startswith(
+            f"train_ppo.py: error: the run in {tmp_path / 'run'} trained with {flag} ")
+    again = script("--updates", "2", "--resume")
+    assert again.returncode == 0 and json.loads(again.stdout.strip().splitlines()[-1])["update"] == 2
 
 
 def test_one_process_launched_with_the_fsdp2_config_runs_without_it(monkeypatch):
