@@ -408,6 +408,23 @@ def test_a_store_is_a_path_or_url_and_filters_exports_and_folders_are_checked(tm
     assert list(folder.iterdir()) == []
 
 
+def test_an_export_never_replaces_a_feedback_store(tmp_path):
+    """export_unpaired_jsonl(store, "runs/feedback.db") (a slip of the path) replaced the store itself with JSON
+    lines: every judgment lost. Any SQLite database is refused; the store reads as before."""
+    from rlhf_lab.feedback.exchange import export_unpaired_jsonl
+
+    with FeedbackStore(tmp_path / "feedback.db") as store:
+        store.record_pairwise(store.add_item(store.add_responses(records(texts=("Fine.", "Go away.")))), "me", "A")
+        before = (tmp_path / "feedback.db").read_bytes()
+        for call, name in ((store.export_jsonl, "pairs.jsonl"), (store.export_csv, "judgments.csv"),
+                           (lambda path: export_unpaired_jsonl(store, path), "unpaired.jsonl")):
+            with pytest.raises(ValueError, match=rf"^{tmp_path / 'feedback.db'} is a SQLite database \(a "
+                                                 rf"feedback store\): an export never replaces it; .* "
+                                                 rf"e\.g\. {tmp_path / name}$"):
+                call(tmp_path / "feedback.db")
+        assert (tmp_path / "feedback.db").read_bytes() == before and len(store.judgments_df()) == 1
+
+
 def test_an_export_that_fails_halfway_leaves_the_previous_file_whole(filled, tmp_path, monkeypatch):
     """Exports are written whole or not at all: a crash while writing must not leave a shorter file that still
     reads as valid in place of the previous export."""

@@ -43,6 +43,11 @@ def file_to_write(path: str | Path, example: str) -> Path:
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a folder: give a file name, e.g. {path / example}")
+    if path.is_file():
+        with path.open("rb") as f:
+            if f.read(16) == b"SQLite format 3\x00":  # a feedback store (this one, maybe): replacing it loses judgments
+                raise ValueError(f"{path} is a SQLite database (a feedback store): an export never replaces it; give "
+                                 f"another file name, e.g. {path.with_name(example)}")
     return path
 
 
