@@ -17,6 +17,7 @@ optimisation_s, peak_rss_gib).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -37,6 +38,7 @@ sys.exit(code)"""  # a fresh process per launch, so that ru_maxrss is this launc
 def launch(config: str, args, out: Path) -> dict:
     """One launch of examples/train_ppo.py under `config`; its figures."""
     config_file = ROOT / "configs" / "accelerate" / f"{config}.yaml"
+    out.mkdir(parents=True)  # the wrapper writes peak_kib here even when the launch fails before the script runs
     command = [sys.executable, "-c", WRAPPER, str(out / "peak_kib"), sys.executable, "-m",
                "accelerate.commands.launch", "--config_file", str(config_file), "--num_processes", str(args.processes),
                str(ROOT / "examples" / "train_ppo.py"), "--model", args.model, "--reward", "short", "--updates",
@@ -63,6 +65,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
     configs = args.configs.split(",")
+    unknown = [c for c in configs if not (ROOT / "configs" / "accelerate" / f"{c}.yaml").is_file()]
+    if unknown:
+        parser.error(f"no config {unknown} in configs/accelerate/; choose among "
+                     f"{sorted(p.stem for p in (ROOT / 'configs' / 'accelerate').glob('*.yaml'))}")
+    if any(c.startswith("deepspeed") for c in configs) and importlib.util.find_spec("deepspeed") is None:
+        parser.error("DeepSpeed is not installed (pip install --no-build-isolation deepspeed), so the deepspeed "
+                     "configs cannot run: pass --configs ddp,fsdp2")  # before minutes of the other engines' runs
     figures: dict[str, list[dict]] = {config: [] for config in configs}
     with tempfile.TemporaryDirectory() as scratch:
         for repeat in range(args.repeats):
