@@ -324,3 +324,40 @@ def test_serve_on_every_network_card_prints_a_url_students_can_reach(capsys, mon
     assert pgserver.reachable_host("0.0.0.0", ["127.0.0.0/8"]) == "127.0.0.1"  # the address facing that network
     assert pgserver.reachable_host("10.1.2.3", ["127.0.0.0/8"]) == "10.1.2.3"  # a named address stays
     assert pgserver.reachable_host("::", ["::1/128"]) in ("[::1]", socket.getfqdn())  # no IPv6 here: the name
+
+
+def test_class_share_is_the_instructors_and_never_replaces_the_store(postgres, tmp_path, capsys):
+    """`class share` from a student's login is refused in one line (their login reads only their own judgments);
+    --out naming the store's own file is refused, the store left whole; the instructor's URL writes the file."""
+    from rlhf_lab.feedback.classroom import enroll, secure_class
+
+    url = postgres.create_database("class_share_cli")
+    assert main(["feedback", "simulate", "--store", url, "--annotators", "0", "--items", "4", "--model",
+                 "corpus"]) == 0
+    with FeedbackStore(url) as store:
+        enroll(store, ["ada", "bob"])
+        logins = secure_class(store)
+        items = [it.id for it in store.pending_items("ada")]
+        for sid in ("ada", "bob"):
+            store.record_pairwise(items[0], sid, "A" if sid == "ada" else "tie")
+    capsys.readouterr()
+    out = tmp_path / "class_pairs.jsonl"
+    assert main(["class", "share", "--store", logins["ada"], "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "login of student 'ada'" in err[0] and "instructor" in err[0] and not out.exists()
+    assert main(["class", "share", "--store", url, "--out", str(out)]) == 0
+    assert "2 pairwise judgments written" in capsys.readouterr().out
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["tie"] for r in lines] == [False, True] and {r["item_id"] for r in lines} == {items[0]}
+
+    db = tmp_path / "feedback.db"
+    with FeedbackStore(db) as store:
+        store.record_pairwise(store.add_items([store.add_responses([
+            dict(prompt="p", response=t, model="m", iteration=0) for t in ("a", "b")])])[0], "me", "A")
+    before = db.read_bytes()
+    assert main(["class", "share", "--store", f"sqlite:///{db}", "--out", str(db)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a SQLite database" in err[0] and "Traceback" not in err[0]
+    assert db.read_bytes() == before
+    with FeedbackStore(db) as store:
+        assert store.counts()["total"] == 1

@@ -4,10 +4,13 @@
     rlhf-lab feedback simulate --store URL --annotators 0 --items 200 --model corpus   # the items to judge
     rlhf-lab class create --store URL --roster roster.csv --k 3 --logins logins.csv
     rlhf-lab class progress --store URL
+    rlhf-lab class share --store URL --out class_pairs.jsonl      # the class's judgments, pseudonymous, for students
 
 `serve` prints the instructor's URL (it holds the password: keep it private); `create` enrolls the roster, assigns
 each item to k students and writes one login URL per student to --logins (mode 600), to hand out one by one: a new
 file, or the logins file of an earlier `create` (added to); any other file is refused before a password is set.
+`share` writes every pairwise judgment with each student's id replaced by a pseudonym, for students to compare
+their taste with the class's (`you_vs_class(..., class_pairs=...)`), which their own logins cannot read.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import io
 import os
 from pathlib import Path
 
-from rlhf_lab.feedback.classroom import assign_items, enroll, progress, roster, secure_class
+from rlhf_lab.feedback.classroom import assign_items, enroll, progress, roster, secure_class, share_class_pairs
 from rlhf_lab.feedback.pgserver import LocalPostgres, check_database_name, reachable_host
 from rlhf_lab.feedback.store import FeedbackStore
 
@@ -153,9 +156,16 @@ def cmd_progress(args) -> None:
                  else ""))
 
 
+def cmd_share(args) -> None:
+    with _open(args.store) as store:
+        n = share_class_pairs(store, args.out)
+    print(f"{n} pairwise judgments written to {args.out}, each student under a pseudonym (new with every share): "
+          "give the file to your students for you_vs_class(store, me, class_pairs=...)")
+
+
 def add_class_commands(subparsers):
-    """Add `class serve | create | progress` to an argparse subparsers object; returns the `class` parser."""
-    parser = subparsers.add_parser("class", help="a class store on PostgreSQL: serve, create logins, progress")
+    """Add `class serve | create | progress | share` to an argparse subparsers object; returns the `class` parser."""
+    parser = subparsers.add_parser("class", help="a class store on PostgreSQL: serve, create logins, progress, share")
     sub = parser.add_subparsers(dest="class_command", required=True)
 
     serve = sub.add_parser("serve", help="start a PostgreSQL server of your own in a folder (initialised once)")
@@ -181,4 +191,9 @@ def add_class_commands(subparsers):
     prog.add_argument("--store", required=True)
     prog.add_argument("--json", action="store_true")
     prog.set_defaults(func=cmd_progress)
+
+    share = sub.add_parser("share", help="the class's pairwise judgments under pseudonyms, for students (JSON lines)")
+    share.add_argument("--store", required=True, help="the class store's URL (the instructor's)")
+    share.add_argument("--out", default="class_pairs.jsonl", help="the file to write (replaced whole)")
+    share.set_defaults(func=cmd_share)
     return parser

@@ -6,6 +6,7 @@ per student and, on PostgreSQL, one login per student that can write only that s
     assign_items(store, k=3, seed=0)                 # each item judged by 3 students, spread evenly
     logins = secure_class(store)                     # {student id: their own URL}; hand each student theirs
     progress(store)                                  # assigned / judged / remaining per student
+    share_class_pairs(store, "class_pairs.jsonl")    # the class's pairwise judgments, pseudonymous, for students
 
     store = FeedbackStore(logins["s001"])            # a student: sees and judges the items assigned to them
     store.pending_items(whoami(store))
@@ -14,13 +15,17 @@ Per-student access is the database's job, not the notebook's: `secure_class` giv
 group role of the class, grants it read access to the replies and items and insert/delete on judgments, and turns
 on row-level security so that every row a student's connection reads, inserts or deletes in `judgments`, `students`
 and `assignments` is their own. A student's code cannot get round it (the server checks each row); the instructor's
-(owner's) connection sees everything.
+(owner's) connection sees everything. So a student's login cannot fit the class's model; `share_class_pairs` is how
+the instructor hands the class's judgments to the students without their names (`read_class_pairs` reads the file
+back; `loop.class_model.you_vs_class(store, me, class_pairs=...)` uses it).
 """
 
 from __future__ import annotations
 
 import hashlib
 import heapq
+import hmac
+import json
 import re
 import secrets
 import time
@@ -31,10 +36,13 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from rlhf_lab.core.files import write_atomic
 from rlhf_lab.feedback.database import serialize
+from rlhf_lab.feedback.exchange import file_to_write
 from rlhf_lab.feedback.schema import assignments_t, items_t, judgments_t, students_t
 
-__all__ = ["read_roster", "enroll", "roster", "assign_items", "progress", "secure_class", "whoami", "class_overview"]
+__all__ = ["read_roster", "enroll", "roster", "assign_items", "progress", "secure_class", "whoami", "class_overview",
+           "share_class_pairs", "read_class_pairs", "CLASS_PAIR_COLUMNS"]
 
 _ROLE_SAFE = re.compile(r"[^a-z0-9_]+")
 
@@ -211,6 +219,63 @@ def whoami(store) -> str | None:
     with store.engine.connect() as conn:
         return conn.execute(sa.select(students_t.c.student_id)
                             .where(students_t.c.db_role == sa.func.current_user())).scalar()
+
+
+CLASS_PAIR_COLUMNS = ["prompt", "chosen", "rejected", "chosen_id", "rejected_id", "item_id", "tie", "judgment_id",
+                      "annotator"]
+"""One line of `share_class_pairs`'s file; `annotator` is a pseudonym, "classmate-" and 8 hex digits."""
+
+
+def share_class_pairs(store, path: str | Path) -> int:
+    """The instructor's (owner's) connection only: write the class's pairwise judgments, ties included (`tie`), as
+    JSON lines (CLASS_PAIR_COLUMNS), one per judgment, for students, whose own logins read only their own
+    judgments, to fit the class's model from (`you_vs_class(store, me, class_pairs=path)`). `annotator` is a
+    pseudonym, "classmate-" and 8 hex digits of an HMAC-SHA256 keyed by a random secret made for this export and
+    never written: one classmate's judgments share a pseudonym, which says nothing of who they are, and differs
+    from one export to the next. Written atomically; a folder or a SQLite database at `path` is refused. Returns the
+    number of lines."""
+    student = whoami(store)
+    if student is not None:
+        raise ValueError(f"this is the login of student {student!r}, which reads only their own judgments: the "
+                         "class's pairs are shared from the instructor's URL (the class store's owner)")
+    path = file_to_write(path, "class_pairs.jsonl")
+    pairs = store.preference_pairs(include_ties=True)
+    pairs = pairs[pairs["source_kind"] == "pairwise"]
+    judgments = store.judgments_df()
+    item_of = dict(zip(judgments["judgment_id"].astype(int), judgments["item_id"]))
+    secret = secrets.token_bytes(32)
+
+    def pseudonym(name: str) -> str:
+        return "classmate-" + hmac.new(secret, str(name).encode(), hashlib.sha256).hexdigest()[:8]
+
+    lines = [json.dumps(dict(prompt=p.prompt, chosen=p.chosen, rejected=p.rejected, chosen_id=int(p.chosen_id),
+                             rejected_id=int(p.rejected_id), item_id=int(item_of[int(p.judgment_id)]),
+                             tie=bool(p.tie), judgment_id=int(p.judgment_id), annotator=pseudonym(p.annotator)),
+                        ensure_ascii=False) + "\n" for p in pairs.itertuples()]
+    write_atomic(path, "".join(lines))  # a crash leaves the previous file whole
+    return len(lines)
+
+
+def read_class_pairs(data) -> pd.DataFrame:
+    """The rows of a `share_class_pairs` file (its path) or of a DataFrame of them, checked: CLASS_PAIR_COLUMNS."""
+    if isinstance(data, pd.DataFrame):
+        df = data.copy()
+    else:
+        path = Path(data)
+        fix = "give the file your instructor shared (rlhf-lab class share --store URL --out class_pairs.jsonl)"
+        if not path.is_file():
+            raise ValueError(f"class_pairs {path} is {'a folder' if path.is_dir() else 'not there'}: {fix}")
+        rows = []
+        for n, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
+            try:
+                rows += [json.loads(line)] if line.strip() else []
+            except json.JSONDecodeError as err:
+                raise ValueError(f"class_pairs {path} line {n} is not JSON ({err.msg}); {fix}") from None
+        df = pd.DataFrame(rows) if rows else pd.DataFrame(columns=CLASS_PAIR_COLUMNS)  # a class yet to judge
+    missing = [c for c in CLASS_PAIR_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"class_pairs lacks {missing}: it is not a file of `rlhf-lab class share`")
+    return df.astype({"item_id": int, "chosen_id": int, "rejected_id": int, "judgment_id": int, "tie": bool})
 
 
 def class_overview(store, suspect_threshold: float = 0.15, fast_s: float = 2.0) -> dict:
