@@ -77,7 +77,79 @@ def test_a_student_login_is_told_it_cannot_fit_the_class_model(postgres):
     store = _class_store(postgres.create_database("class_model_student"))
     logins = secure_class(store)
     with FeedbackStore(logins["s1"]) as mine:
-        with pytest.raises(ValueError, match="only its own student's judgments.*instructor"):
+        with pytest.raises(ValueError, match="only its own student.s judgments.*instructor.*class share.*class_pairs="):
             you_vs_class(mine, "s1")
     assert you_vs_class(store, "s1")["pairs"] > 0  # the instructor's URL sees the class
+    store.close()
+
+
+CROWD = [("ada-7731", "Ada Lovelace"), ("bob-4419", "Bob Marley"), ("cyd-9902", "Cyd Charisse")]
+CHOICES = {"ada-7731": "AAB", "bob-4419": "BA=", "cyd-9902": "BBA"}  # per item: A, B or = (a tie)
+
+
+def _judged_class(url):
+    """3 items, each judged through each student's own login (row-level security on): ada, bob (one tie), cyd."""
+    from rlhf_lab.feedback.classroom import secure_class
+
+    store = FeedbackStore(url)
+    ids = store.add_responses([dict(prompt=f"Tell me about day {i}.", response=" ".join(WORDS[:n]) + ".", model="m",
+                                    iteration=0) for i in range(3) for n in (3, 12)])
+    items = store.add_items([ids[2 * i:2 * i + 2] for i in range(3)])
+    enroll(store, CROWD)
+    assign_items(store, k=3, seed=0)
+    logins = secure_class(store)
+    for sid, _ in CROWD:
+        with FeedbackStore(logins[sid]) as mine:
+            for item, choice in zip(items, CHOICES[sid]):
+                mine.record_pairwise(item, sid, "tie" if choice == "=" else choice)
+    return store, logins, items
+
+
+def test_a_student_login_fits_the_class_model_from_the_shared_pairs(postgres, tmp_path, monkeypatch):
+    """Lesson 7, section 6, for a student: the instructor shares the class's pairs under pseudonyms, and the
+    student's own login plus that file gives what the instructor's URL gives, without the student's judgments."""
+    import json
+
+    from rlhf_lab.feedback.classroom import share_class_pairs
+    from rlhf_lab.reward.embedding import EmbeddingRewardModel
+
+    store, logins, items = _judged_class(postgres.create_database("class_share"))
+    path, again = tmp_path / "class_pairs.jsonl", tmp_path / "again.jsonl"
+    assert share_class_pairs(store, path) == 9 and share_class_pairs(store, again) == 9  # the tie included
+    data = path.read_bytes()
+    for sid, name in CROWD:
+        for secret in (sid, name, sid.split("-")[0], name.split()[0]):
+            assert secret.encode() not in data and secret.lower().encode() not in data.lower()
+    rows = [json.loads(line) for line in data.decode().splitlines()]
+    assert set(rows[0]) == {"prompt", "chosen", "rejected", "chosen_id", "rejected_id", "item_id", "tie",
+                            "judgment_id", "annotator"}
+    who = store.judgments_df().set_index("judgment_id")["annotator"].to_dict()
+    alias = {}
+    for r in rows:
+        assert r["annotator"].startswith("classmate-") and len(r["annotator"]) == len("classmate-") + 8
+        assert alias.setdefault(who[r["judgment_id"]], r["annotator"]) == r["annotator"]  # one per classmate
+    assert len(set(alias.values())) == 3 and sum(r["tie"] for r in rows) == 1
+    assert not set(alias.values()) & {json.loads(line)["annotator"] for line in again.read_text().splitlines()}
+
+    fitted = []
+    original = EmbeddingRewardModel.fit
+
+    def fit(self, data, *args, **kwargs):
+        fitted.append(set(data["judgment_id"]))
+        return original(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(EmbeddingRewardModel, "fit", fit)
+    ada_ids = {j for j, a in who.items() if a == "ada-7731"}
+    with FeedbackStore(logins["ada-7731"]) as mine:
+        result = you_vs_class(mine, "ada-7731", class_pairs=path)
+        assert you_vs_class(mine, "ada-7731", class_pairs=path)["agreement"] == result["agreement"]
+    assert fitted[0] == set(who) - ada_ids and len(fitted[0]) == 6  # bob's and cyd's, never ada's
+    assert result["pairs"] == 3  # ada's own A/B pairs, from her login
+    # by hand: item 0 bob B, cyd B against ada's A; item 1 bob A with, cyd B against (1-1, not out-voted);
+    # item 2 bob's tie counts neither way, cyd A against ada's B
+    assert result["items_shared"] == 3
+    assert list(result["outvoted"]["item_id"]) == [items[0], items[2]]
+    assert list(result["outvoted"]["against_you"]) == [2, 1] and list(result["outvoted"]["with_you"]) == [0, 0]
+    teacher = you_vs_class(store, "ada-7731")  # the instructor's URL sees the class: the same figures
+    assert teacher["agreement"] == result["agreement"] and teacher["outvoted"].equals(result["outvoted"])
     store.close()
