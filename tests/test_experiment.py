@@ -435,7 +435,9 @@ def test_disagreement_asks_about_the_pair_an_embedding_ensemble_disputes_most(tm
     replies = good + bad + ["Hello there!", "Maybe.", "It is what it is.", "Thanks!!", "Sure.", "no way",
                             "A long reply that rambles on and on without saying much at all.", "ok"]
     records = [{"prompt": f"prompt {i // 4}", "response": r} for i, r in enumerate(replies)]
-    chosen = run._most_disputed(records, 4, np.random.default_rng(0))
+    from rlhf_lab.loop.disagreement import most_disputed
+
+    chosen = most_disputed(records, 4, np.random.default_rng(0), run.reward_model)
     assert len(chosen) == 8
     for g in range(4):
         group = records[4 * g:4 * g + 4]

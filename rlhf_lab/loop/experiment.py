@@ -41,6 +41,7 @@ from rlhf_lab.feedback.crowd import SimulatedCrowd
 from rlhf_lab.feedback.gold import GoldUtility
 from rlhf_lab.feedback.preferences import pairs_origin
 from rlhf_lab.feedback.store import FeedbackStore
+from rlhf_lab.loop.disagreement import most_disputed
 from rlhf_lab.loop.evaluation import PairedResult, distinct_n, paired_gain, replies_with_kl
 from rlhf_lab.loop.learner import (crowd_pairs, learner_or_stand_in, learner_pairs, round_judge, stand_in_taste,
                                    training_pairs)
@@ -238,7 +239,8 @@ class RLHFRun:
         if existing:
             return existing
         fb, rng = self.config.feedback, np.random.default_rng([self.config.seed, k])
-        idx = rng.choice(len(self.train_prompts), fb.pairs_per_iteration, replace=len(self.train_prompts) < fb.pairs_per_iteration)
+        idx = rng.choice(len(self.train_prompts), fb.pairs_per_iteration,
+                         replace=len(self.train_prompts) < fb.pairs_per_iteration)
         prompts = [self.train_prompts[i] for i in idx]
         seed = int(rng.integers(2**31))
         if fb.strategy == "temperatures":
@@ -248,7 +250,7 @@ class RLHFRun:
             n = fb.candidates if fb.strategy == "disagreement" else 2
             records = self._sample(prompts, k, seed, n_per_prompt=n).to_records()
             if n > 2:
-                records = self._most_disputed(records, n, rng)
+                records = most_disputed(records, n, rng, self.reward_model)
         ids = self.store.add_responses(records)
         pairs = [ids[i:i + 2][::1 if rng.random() < 0.5 else -1] for i in range(0, len(ids), 2)]  # A/B order random
         return [self.store.get_item(i) for i in self.store.add_items(pairs, kind="pairwise")]  # all or none
@@ -261,26 +263,6 @@ class RLHFRun:
         batch = generate(self.policy, self.tokenizer, prompts, sampling, seed=seed, n_per_prompt=n_per_prompt,
                          iteration=k)
         return replace(batch, model=policy_after(model_id(self.policy), k - 1))  # k samples k − 1's policy
-
-    def _most_disputed(self, records: list[dict], n: int, rng) -> list[dict]:
-        """Of each prompt's n candidates, the two whose reward difference the ensemble's members disagree on most
-        (a random two before there is an ensemble)."""
-        scorer = getattr(self.reward_model, "member_scores", None)  # a network ensemble's or an embedding model's
-        if isinstance(self.reward_model, EmbeddingRewardModel) and self.reward_model.weights_.shape[0] < 2:
-            scorer = None  # one member: no disagreement to ask about
-        chosen = []
-        for start in range(0, len(records), n):
-            group = records[start:start + n]
-            if scorer is None:
-                i, j = rng.choice(n, 2, replace=False)
-            else:
-                members = scorer([r["prompt"] for r in group], [r["response"] for r in group])  # (M, n)
-                spread = (members[:, :, None] - members[:, None, :]).std(dim=0)  # (n, n)
-                i, j = divmod(int(spread.argmax()), n)
-                if i == j:
-                    i, j = 0, 1
-            chosen += [group[i], group[j]]
-        return chosen
 
     def collect_feedback(self, items) -> int:
         """Judgments of `items`; returns how many are new. The simulated crowd judges them (skipping what each
