@@ -25,7 +25,7 @@ from rlhf_lab.feedback.schema import item_responses_t, items_t, judgments_t, res
 from rlhf_lab.feedback.validation import pair_row
 
 __all__ = ["export_jsonl", "import_jsonl", "export_csv", "export_unpaired_jsonl", "spreadsheet_safe",
-           "FORMULA_START", "file_to_write"]
+           "spreadsheet_safe_table", "FORMULA_START", "file_to_write"]
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 """What a text cell may not start with in a CSV export: a spreadsheet would read it as a formula."""
@@ -36,6 +36,12 @@ def spreadsheet_safe(value):
     it as text, not a formula) or with `'` itself (so that removing one leading `'` always gives the text back);
     anything else as it is."""
     return "'" + value if isinstance(value, str) and value.startswith((*FORMULA_START, "'")) else value
+
+
+def spreadsheet_safe_table(table):
+    """`table` (a DataFrame) with `spreadsheet_safe` applied to every text column (object or str dtype): for a CSV
+    file someone opens in a spreadsheet (a reply, a student id typed as '=HYPERLINK(...)', a file name)."""
+    return table.assign(**{c: table[c].map(spreadsheet_safe) for c in table.columns if table[c].dtype.kind == "O"})
 
 
 def file_to_write(path: str | Path, example: str) -> Path:
@@ -132,8 +138,7 @@ def export_csv(store, path: str | Path, what: str = "judgments") -> int:
     for col in ("response_ids", "responses", "answer"):
         if col in df:
             df[col] = df[col].map(lambda v: json.dumps(v, ensure_ascii=False))
-    for col in [c for c in df.columns if df[c].dtype.kind == "O"]:  # text (object or str dtype)
-        df[col] = df[col].map(spreadsheet_safe)
+    df = spreadsheet_safe_table(df)
     # CRLF rows (RFC 4180): a text holding a carriage return is quoted, so it cannot split its row in two
     write_atomic(path, df.to_csv(index=False, lineterminator="\r\n").encode("utf-8"))
     return len(df)

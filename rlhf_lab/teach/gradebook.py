@@ -24,13 +24,13 @@ import pandas as pd
 from rlhf_lab.core.files import file_above, write_atomic_all
 from rlhf_lab.core.inputs import is_number, is_whole
 from rlhf_lab.feedback.classroom import read_roster
-from rlhf_lab.feedback.exchange import spreadsheet_safe
+from rlhf_lab.feedback.exchange import spreadsheet_safe_table
 from rlhf_lab.teach.grading import DEFAULT_OUT, GRADE_TIMEOUT_S, load_manifest, master_folders
 from rlhf_lab.teach.isolation import resolve_mode
 
 __all__ = ["MEMORY_MB", "find_submissions", "submission_assignment", "grade_in_child", "score_row", "plain_test_name",
-           "feedback_text", "as_text_cells", "shared_ids", "duplicate_lines", "roster_ids", "mark_roster", "roster_lines", "lms_path", "check_outputs",
-           "limit_problem", "grade"]
+           "feedback_text", "shared_ids", "duplicate_lines", "roster_ids", "mark_roster", "roster_lines", "lms_path",
+           "check_outputs", "limit_problem", "grade"]
 
 MEMORY_MB = 4096  # each notebook's address space: torch and a tiny model need about 1.5 GB
 MAX_TIMEOUT_S = 86400  # a day per submission; far larger values overflow the waits on the sandbox
@@ -153,12 +153,6 @@ def _safe_name(text: str) -> str:
     """A file name from a student id or path: safe characters only, at most 80 of them (an id is typed by the
     student: it may be anything, also a long string)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._")[:80] or "submission"
-
-
-def as_text_cells(table: pd.DataFrame) -> pd.DataFrame:
-    """`table` for a CSV file an instructor opens in a spreadsheet: a text cell that starts like a formula (a student
-    id typed as '=HYPERLINK(...)', a submission's file name) gets a leading ' (`feedback.exchange.spreadsheet_safe`)."""
-    return table.assign(**{c: table[c].map(spreadsheet_safe) for c in table.columns if table[c].dtype.kind == "O"})
 
 
 def shared_ids(table: pd.DataFrame) -> dict[tuple[str, str], list[str]]:
@@ -333,7 +327,7 @@ def grade(submissions_dir: str | Path, build_dir: str | Path = DEFAULT_OUT, out:
             unique = unique[unique["on_roster"]]
         lms = unique.reindex(columns=["student_id", "assignment", *dict.fromkeys(questions)]).copy()
         lms["total"] = unique.get("score")
-        written = {lms_path(out): as_text_cells(lms).to_csv(index=False)}
+        written = {lms_path(out): spreadsheet_safe_table(lms).to_csv(index=False)}
         for i, result in results.items():
             row, spec = rows[i], manifest[rows[i]["assignment"]]
             folder = out.parent / "feedback" / row["assignment"]
@@ -343,7 +337,7 @@ def grade(submissions_dir: str | Path, build_dir: str | Path = DEFAULT_OUT, out:
             if str(target).casefold() in taken:  # two submissions with one id: keep both, named by file
                 target = folder / f"{stem}__{_safe_name(row['submission'])}.md"
             written[target] = feedback_text(row, spec, result)
-        written[out] = as_text_cells(table).to_csv(index=False)  # the scores last: the gradebook is whole then
+        written[out] = spreadsheet_safe_table(table).to_csv(index=False)  # the scores last: the gradebook whole
         write_atomic_all(written)
         table.attrs["files"] = [str(out), *(str(path) for path in written if path != out)]
     return table
