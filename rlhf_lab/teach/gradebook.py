@@ -29,8 +29,8 @@ from rlhf_lab.teach.grading import DEFAULT_OUT, GRADE_TIMEOUT_S, load_manifest, 
 from rlhf_lab.teach.isolation import resolve_mode
 
 __all__ = ["MEMORY_MB", "find_submissions", "submission_assignment", "grade_in_child", "score_row", "plain_test_name",
-           "feedback_text", "shared_ids", "duplicate_lines", "roster_ids", "mark_roster", "roster_lines", "lms_path",
-           "check_outputs", "limit_problem", "grade"]
+           "feedback_text", "id_key", "shared_ids", "duplicate_lines", "roster_ids", "mark_roster", "roster_lines",
+           "lms_path", "check_outputs", "limit_problem", "grade"]
 
 MEMORY_MB = 4096  # each notebook's address space: torch and a tiny model need about 1.5 GB
 MAX_TIMEOUT_S = 86400  # a day per submission; far larger values overflow the waits on the sandbox
@@ -155,6 +155,12 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._")[:80] or "submission"
 
 
+def id_key(student_id) -> str:
+    """A student id as submissions and rosters are compared: stripped and case-folded ("S123 " is "s123"); a
+    missing id (not text) is ""."""
+    return student_id.strip().casefold() if isinstance(student_id, str) else ""
+
+
 def shared_ids(table: pd.DataFrame) -> dict[tuple[str, str], list[str]]:
     """(student id, assignment) -> the submissions that carry it, for every id that two or more submissions of one
     assignment share. Ids are compared stripped and case-folded ("S123 " is "s123", shown as the first one typed);
@@ -162,8 +168,8 @@ def shared_ids(table: pd.DataFrame) -> dict[tuple[str, str], list[str]]:
     groups: dict[tuple[str, str], tuple[str, list[str]]] = {}
     for _, row in table.iterrows():
         student_id = row.get("student_id")
-        if isinstance(student_id, str) and student_id.strip():
-            key = (student_id.strip().casefold(), str(row.get("assignment")))
+        if id_key(student_id):
+            key = (id_key(student_id), str(row.get("assignment")))
             groups.setdefault(key, (student_id.strip(), []))[1].append(row["submission"])
     return {(shown, assignment): subs for (_, assignment), (shown, subs) in groups.items() if len(subs) > 1}
 
@@ -189,15 +195,12 @@ def mark_roster(table: pd.DataFrame, ids: list[str]) -> pd.DataFrame:
     """`table` with an `on_roster` column (each submission's student id is one of `ids`, compared stripped and
     case-folded; a missing id is not) and, in `table.attrs["missing"]`, assignment -> the roster's ids that no
     submission of that graded assignment carries."""
-    def key(student_id):
-        return student_id.strip().casefold() if isinstance(student_id, str) else ""
-
-    known = {key(s): s for s in ids}
-    table = table.assign(on_roster=[key(s) in known and key(s) != "" for s in table.get("student_id", [])])
+    known = {id_key(s): s for s in ids}
+    table = table.assign(on_roster=[id_key(s) in known and id_key(s) != "" for s in table.get("student_id", [])])
+    graded = table[table["error"].fillna("") == ""] if "error" in table else table
     missing = {}
-    for assignment, rows in table[table["error"].fillna("") == ""].groupby("assignment", sort=True) \
-            if "error" in table else table.groupby("assignment", sort=True):
-        seen = {key(s) for s in rows["student_id"]}
+    for assignment, rows in graded.groupby("assignment", sort=True):
+        seen = {id_key(s) for s in rows["student_id"]}
         missing[assignment] = [known[k] for k in known if k not in seen]
     table.attrs["missing"] = missing
     return table
