@@ -241,8 +241,8 @@ def share_class_pairs(store, path: str | Path) -> int:
     path = file_to_write(path, "class_pairs.jsonl")
     pairs = store.preference_pairs(include_ties=True)
     pairs = pairs[pairs["source_kind"] == "pairwise"]
-    judgments = store.judgments_df()
-    item_of = dict(zip(judgments["judgment_id"].astype(int), judgments["item_id"]))
+    with store.engine.connect() as conn:  # each judgment's item: the ids alone, not the judgments table's texts
+        item_of = dict(conn.execute(sa.select(judgments_t.c.id, judgments_t.c.item_id)).all())
     secret = secrets.token_bytes(32)
 
     def pseudonym(name: str) -> str:

@@ -36,9 +36,10 @@ def class_reward_model(store, exclude=(), config: EmbeddingRewardConfig | None =
     return EmbeddingRewardModel(config).fit(pairs)
 
 
-def _votes(store) -> pd.DataFrame:
-    """One row per pairwise A/B judgment: item_id, annotator, the chosen reply's response id."""
-    df = store.judgments_df()
+def _votes(judgments: pd.DataFrame) -> pd.DataFrame:
+    """One row per pairwise A/B judgment of `judgments` (`store.judgments_df()`): item_id, annotator, the chosen
+    reply's response id."""
+    df = judgments
     df = df[(df["kind"] == "pairwise") & df["answer"].map(lambda a: a.get("choice") in ("A", "B"))]
     chosen = [ids[0 if a["choice"] == "A" else 1] for ids, a in zip(df["response_ids"], df["answer"])]
     return pd.DataFrame({"item_id": df["item_id"].astype(int).to_numpy(), "annotator": df["annotator"].to_numpy(),
@@ -62,11 +63,11 @@ def you_vs_class(store, student_id: str, config: EmbeddingRewardConfig | None = 
     yours = pairs[pairs["annotator"] == student_id]
     if yours.empty:
         raise ValueError(f"{student_id!r} has no pairwise A/B judgments yet: rate some pairs first")
-    votes = _votes(store)
+    judgments = store.judgments_df()
+    votes = _votes(judgments)
     mine = votes[votes["annotator"] == student_id]
     if class_pairs is not None:
         shared = read_class_pairs(class_pairs)
-        judgments = store.judgments_df()
         own = set(judgments.loc[judgments["annotator"] == student_id, "judgment_id"].astype(int))
         theirs = shared[~shared["judgment_id"].isin(own)]
         if theirs.empty:
