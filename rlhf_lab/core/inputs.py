@@ -79,12 +79,13 @@ def tensor_arguments(function):
     (`Tensor | float`) are not checked."""
     import torch  # here, not at the top: checks on prompts and labels (the store's) need no torch
 
+    parameters = inspect.signature(function).parameters
     names = []
-    for name, parameter in inspect.signature(function).parameters.items():
+    for name, parameter in parameters.items():
         parts = [part.strip() for part in str(parameter.annotation).split("|")]
         if "Tensor" in parts and set(parts) <= {"Tensor", "None"}:
             names.append(name)
-    positions = {name: i for i, name in enumerate(inspect.signature(function).parameters)}
+    positions = {name: i for i, name in enumerate(parameters)}
 
     @functools.wraps(function)
     def checked(*args, **kwargs):

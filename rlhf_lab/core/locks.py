@@ -40,29 +40,38 @@ def _open_folder(folder: Path) -> int | None:
         return None
 
 
+def _locked(folder: Path) -> int | None:
+    """A descriptor of `folder` that holds its exclusive lock, or None where there is none to take (no flock, a
+    folder that cannot be opened, a file system without locks); BlockingIOError when another process holds it."""
+    fd = _open_folder(folder) if fcntl is not None else None
+    if fd is None:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:  # BlockingIOError: held elsewhere (raised); anything else: no locks here
+        os.close(fd)
+        if isinstance(err, BlockingIOError):
+            raise
+        return None
+    return fd
+
+
 class FolderLock:
     """An exclusive lock on `folder` (which must exist) for this process, until `release()`; `what` names the folder
     in the refusal ("the run in runs/demo"). See the module docstring."""
 
     def __init__(self, folder: str | Path, what: str):
         self.key, self.held = str(Path(folder).resolve()), False
-        if fcntl is None:
-            return
         entry = _HELD.get(self.key)
         if entry is None:
-            fd = _open_folder(Path(self.key))
-            if fd is None:
-                return
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fd = _locked(Path(self.key))
             except BlockingIOError:
-                os.close(fd)
                 raise FolderInUseError(
                     f"{what} is in use by another kernel or process: only one may work in it at a time, as two would "
                     "undo each other's work. Close it there (run.close()) or restart that kernel, then try again."
                 ) from None
-            except OSError:  # a file system without locks: go on unlocked
-                os.close(fd)
+            if fd is None:  # no locks here: go on unlocked
                 return
             entry = _HELD[self.key] = [fd, 0]
         entry[1] += 1
@@ -119,27 +128,18 @@ def folder_locked(folder: str | Path):
 def hold_while_writing(folder: str | Path) -> int | None:
     """Lock `folder` (a temporary folder this process fills) so that `being_written` says so to other processes;
     returns the descriptor to `os.close` when done (None where locks are not available)."""
-    fd = _open_folder(Path(folder)) if fcntl is not None else None
-    if fd is not None:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return None
-    return fd
+    try:
+        return _locked(Path(folder))
+    except BlockingIOError:
+        return None
 
 
 def being_written(folder: str | Path) -> bool:
     """Whether a live process holds `folder` with `hold_while_writing` (a killed one holds nothing)."""
-    fd = _open_folder(Path(folder)) if fcntl is not None else None
-    if fd is None:
-        return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fd = _locked(Path(folder))
     except BlockingIOError:
         return True
-    except OSError:
-        return False
-    finally:
+    if fd is not None:
         os.close(fd)
     return False
